@@ -1,0 +1,473 @@
+//! The portal's bulk change request: the wire form (PascalCase JSON) and its typed form, one variant per change type.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ChangeType, PortalType};
+
+/// One problem with a request, naming the field and, where it concerns one device, the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            device: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// A request that cannot be accepted at all (nothing is written for it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{title}: {}", .errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))]
+pub struct RequestError {
+    pub title: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl RequestError {
+    pub fn one(title: &str, field: &str, message: impl Into<String>) -> Self {
+        Self {
+            title: title.to_string(),
+            errors: vec![FieldError::new(field, message)],
+        }
+    }
+}
+
+/// The request exactly as the portal sends it. Unknown fields are ignored, as the portal sends more than we read.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct BulkChangeRequestWire {
+    pub service_provider_id: Option<i64>,
+    pub change_type: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal_type: Option<i64>,
+    #[serde(default)]
+    pub override_validation: bool,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_update: Option<StatusUpdate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_rate_plan_update: Option<CarrierRatePlanUpdate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_rate_plan_update: Option<CustomerRatePlanUpdate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev_service: Option<RevServiceOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<UsernameUpdate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_identifier: Option<ChangeIdentifier>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct StatusUpdate {
+    pub target_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jasper_status_update: Option<JasperStatusUpdate>,
+    /// Rev.io customer to assign the device to after a successful status change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_number: Option<String>,
+    /// Optional Rev.io service line to create after a successful status change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev_service: Option<RevServiceOptions>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct JasperStatusUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CarrierRatePlanUpdate {
+    pub carrier_rate_plan: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communication_plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_date: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomerRatePlanUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_rate_plan_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_rate_pool_id: Option<i64>,
+    #[serde(
+        default,
+        rename = "DataAllocationMB",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_allocation_mb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_date: Option<String>,
+}
+
+/// Rev.io options: customer assignment (change type 1) and the optional service line of a status update.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct RevServiceOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev_customer_id: Option<String>,
+    #[serde(default)]
+    pub create_rev_service: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_type_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_plan_group_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_customer_rate_plan: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_carrier_rate_plan: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_date: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct UsernameUpdate {
+    pub new_username: String,
+    #[serde(
+        default,
+        alias = "CostCenter1",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cost_center: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_center2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_center3: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChangeIdentifier {
+    #[serde(default, rename = "NewICCID", skip_serializing_if = "Option::is_none")]
+    pub new_iccid: Option<String>,
+    #[serde(default, rename = "NewIMEI", skip_serializing_if = "Option::is_none")]
+    pub new_imei: Option<String>,
+}
+
+/// The per-type details, so a processor cannot read another type's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeDetails {
+    CustomerAssignment(RevServiceOptions),
+    StatusUpdate(StatusUpdate),
+    CustomerRatePlanChange(CustomerRatePlanUpdate),
+    Archival,
+    EditUsername(UsernameUpdate),
+    CarrierRatePlanChange(CarrierRatePlanUpdate),
+    ChangeIccidOrImei(ChangeIdentifier),
+}
+
+impl ChangeDetails {
+    pub fn change_type(&self) -> ChangeType {
+        match self {
+            ChangeDetails::CustomerAssignment(_) => ChangeType::CustomerAssignment,
+            ChangeDetails::StatusUpdate(_) => ChangeType::StatusUpdate,
+            ChangeDetails::CustomerRatePlanChange(_) => ChangeType::CustomerRatePlanChange,
+            ChangeDetails::Archival => ChangeType::Archival,
+            ChangeDetails::EditUsername(_) => ChangeType::EditUsername,
+            ChangeDetails::CarrierRatePlanChange(_) => ChangeType::CarrierRatePlanChange,
+            ChangeDetails::ChangeIccidOrImei(_) => ChangeType::ChangeIccidOrImei,
+        }
+    }
+}
+
+/// A well-formed request: known change type with its block, a service provider, at least one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkChangeRequest {
+    pub service_provider_id: i64,
+    pub portal_type: PortalType,
+    pub override_validation: bool,
+    /// As sent, in order; per-device parsing happens in validation so one bad ICCID fails only its row.
+    pub devices: Vec<String>,
+    pub details: ChangeDetails,
+}
+
+const MALFORMED: &str = "Malformed bulk change request";
+
+impl BulkChangeRequest {
+    /// Parses the portal's JSON, reporting every structural problem at once.
+    pub fn from_json(body: &[u8]) -> Result<Self, RequestError> {
+        let wire: BulkChangeRequestWire = serde_json::from_slice(body)
+            .map_err(|e| RequestError::one(MALFORMED, "body", format!("invalid JSON: {e}")))?;
+        Self::from_wire(wire)
+    }
+
+    pub fn from_wire(wire: BulkChangeRequestWire) -> Result<Self, RequestError> {
+        let mut errors = Vec::new();
+        let service_provider_id = wire.service_provider_id.unwrap_or_else(|| {
+            errors.push(FieldError::new(
+                "ServiceProviderId",
+                "ServiceProviderId is required",
+            ));
+            0
+        });
+        let portal_type = match wire.portal_type.map(PortalType::try_from).transpose() {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e) => {
+                errors.push(FieldError::new("PortalType", e));
+                PortalType::M2M
+            }
+        };
+        if wire.devices.is_empty() {
+            errors.push(FieldError::new(
+                "Devices",
+                "Devices must list at least one ICCID",
+            ));
+        }
+        let change_type = match wire.change_type {
+            None => {
+                errors.push(FieldError::new("ChangeType", "ChangeType is required"));
+                None
+            }
+            Some(n) => match ChangeType::from_number(n) {
+                Some(t) => Some(t),
+                None => {
+                    errors.push(FieldError::new(
+                        "ChangeType",
+                        format!("unknown ChangeType {n}; known: 1 CustomerAssignment, 3 StatusUpdate, 4 CustomerRatePlanChange, 5 Archival, 6 EditUsername, 7 CarrierRatePlanChange, 8 ChangeICCIDorIMEI"),
+                    ));
+                    None
+                }
+            },
+        };
+        let details = change_type.and_then(|t| Self::details(t, &wire, &mut errors));
+        match details {
+            Some(details) if errors.is_empty() => Ok(Self {
+                service_provider_id,
+                portal_type,
+                override_validation: wire.override_validation,
+                devices: wire.devices,
+                details,
+            }),
+            _ => Err(RequestError {
+                title: MALFORMED.to_string(),
+                errors,
+            }),
+        }
+    }
+
+    fn details(
+        t: ChangeType,
+        wire: &BulkChangeRequestWire,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<ChangeDetails> {
+        let present: Vec<&str> = [
+            ("StatusUpdate", wire.status_update.is_some()),
+            (
+                "CarrierRatePlanUpdate",
+                wire.carrier_rate_plan_update.is_some(),
+            ),
+            (
+                "CustomerRatePlanUpdate",
+                wire.customer_rate_plan_update.is_some(),
+            ),
+            ("RevService", wire.rev_service.is_some()),
+            ("Username", wire.username.is_some()),
+            ("ChangeIdentifier", wire.change_identifier.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, is)| is.then_some(name))
+        .collect();
+        let expected = t.block_name();
+        for other in present.iter().filter(|p| Some(**p) != expected) {
+            errors.push(FieldError::new(
+                *other,
+                format!(
+                    "{other} does not belong to ChangeType {t}; send only {}",
+                    expected.unwrap_or("the device list")
+                ),
+            ));
+        }
+        let missing = |errors: &mut Vec<FieldError>, block: &str| {
+            errors.push(FieldError::new(
+                block,
+                format!("{block} is required for ChangeType {t}"),
+            ));
+            None
+        };
+        match t {
+            ChangeType::StatusUpdate => match &wire.status_update {
+                Some(s) if s.target_status.trim().is_empty() => {
+                    errors.push(FieldError::new(
+                        "StatusUpdate.TargetStatus",
+                        "TargetStatus must not be empty",
+                    ));
+                    None
+                }
+                Some(s) => Some(ChangeDetails::StatusUpdate(s.clone())),
+                None => missing(errors, "StatusUpdate"),
+            },
+            ChangeType::CarrierRatePlanChange => match &wire.carrier_rate_plan_update {
+                Some(c) => Some(ChangeDetails::CarrierRatePlanChange(c.clone())),
+                None => missing(errors, "CarrierRatePlanUpdate"),
+            },
+            ChangeType::CustomerRatePlanChange => match &wire.customer_rate_plan_update {
+                Some(c) => Some(ChangeDetails::CustomerRatePlanChange(c.clone())),
+                None => missing(errors, "CustomerRatePlanUpdate"),
+            },
+            ChangeType::CustomerAssignment => match &wire.rev_service {
+                Some(r) => Some(ChangeDetails::CustomerAssignment(r.clone())),
+                None => missing(errors, "RevService"),
+            },
+            ChangeType::EditUsername => match &wire.username {
+                Some(u) => Some(ChangeDetails::EditUsername(u.clone())),
+                None => missing(errors, "Username"),
+            },
+            ChangeType::ChangeIccidOrImei => match &wire.change_identifier {
+                Some(c) => Some(ChangeDetails::ChangeIccidOrImei(c.clone())),
+                None => missing(errors, "ChangeIdentifier"),
+            },
+            ChangeType::Archival => Some(ChangeDetails::Archival),
+            ChangeType::ActivateNewService | ChangeType::DeleteDevice => {
+                errors.push(FieldError::new(
+                    "ChangeType",
+                    format!("ChangeType {t} is not available through this API"),
+                ));
+                None
+            }
+        }
+    }
+
+    /// The wire form stored once per bulk change and read back by the worker.
+    pub fn to_wire(&self) -> BulkChangeRequestWire {
+        let mut wire = BulkChangeRequestWire {
+            service_provider_id: Some(self.service_provider_id),
+            change_type: Some(self.details.change_type().number()),
+            portal_type: Some(self.portal_type.into()),
+            override_validation: self.override_validation,
+            devices: Vec::new(),
+            ..Default::default()
+        };
+        match &self.details {
+            ChangeDetails::CustomerAssignment(r) => wire.rev_service = Some(r.clone()),
+            ChangeDetails::StatusUpdate(s) => wire.status_update = Some(s.clone()),
+            ChangeDetails::CustomerRatePlanChange(c) => {
+                wire.customer_rate_plan_update = Some(c.clone())
+            }
+            ChangeDetails::Archival => {}
+            ChangeDetails::EditUsername(u) => wire.username = Some(u.clone()),
+            ChangeDetails::CarrierRatePlanChange(c) => {
+                wire.carrier_rate_plan_update = Some(c.clone())
+            }
+            ChangeDetails::ChangeIccidOrImei(c) => wire.change_identifier = Some(c.clone()),
+        }
+        wire
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED_002_SAMPLES: &[&str] = &[
+        r#"{"OverrideValidation": false, "Devices": ["89148000008245116615"], "ServiceProviderId": 4, "ChangeType": 5}"#,
+        r#"{"OverrideValidation": false, "Devices": ["89148000008245116615"], "ServiceProviderId": 4, "ChangeType": 1,
+            "RevService": {"RevCustomerId": "12345", "CreateRevService": true}}"#,
+        r#"{"OverrideValidation": false, "Devices": ["89148000008245116615"], "ServiceProviderId": 4, "ChangeType": 7,
+            "CarrierRatePlanUpdate": {"CarrierRatePlan": "STANDARD_PLAN_001"}}"#,
+        r#"{"OverrideValidation": false, "Devices": ["89148000008245116615"], "ServiceProviderId": 4, "ChangeType": 4,
+            "CustomerRatePlanUpdate": {"CustomerRatePlanId": 123, "CustomerRatePoolId": 456, "DataAllocationMB": 1024}}"#,
+        r#"{"OverrideValidation": false, "Devices": ["89148000008245116615"], "ServiceProviderId": 4, "ChangeType": 6,
+            "Username": {"NewUsername": "DEVICE_001", "CostCenter": "DEPT_SALES_001"}}"#,
+        r#"{"OverrideValidation": false, "Devices": ["89148000008245116615"], "ServiceProviderId": 4, "ChangeType": 3,
+            "StatusUpdate": {"TargetStatus": "Active", "JasperStatusUpdate": {"ReasonCode": "CUSTOMER_REQUEST"}}}"#,
+    ];
+
+    #[test]
+    fn every_seed_002_sample_parses_to_its_change_type() {
+        let expected = [5, 1, 7, 4, 6, 3];
+        for (sample, n) in SEED_002_SAMPLES.iter().zip(expected) {
+            let req = BulkChangeRequest::from_json(sample.as_bytes()).unwrap();
+            assert_eq!(req.details.change_type().number(), n);
+            assert_eq!(req.service_provider_id, 4);
+            assert_eq!(req.devices, vec!["89148000008245116615".to_string()]);
+        }
+    }
+
+    #[test]
+    fn wire_round_trip_keeps_the_details() {
+        let req = BulkChangeRequest::from_json(SEED_002_SAMPLES[5].as_bytes()).unwrap();
+        let json = serde_json::to_vec(&req.to_wire()).unwrap();
+        let mut back: BulkChangeRequestWire = serde_json::from_slice(&json).unwrap();
+        back.devices = req.devices.clone();
+        assert_eq!(BulkChangeRequest::from_wire(back).unwrap(), req);
+    }
+
+    fn fields(body: &str) -> Vec<(String, String)> {
+        BulkChangeRequest::from_json(body.as_bytes())
+            .unwrap_err()
+            .errors
+            .into_iter()
+            .map(|e| (e.field, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn malformed_json_names_the_position() {
+        let errs = fields(r#"{"ChangeType": 3,"#);
+        assert_eq!(errs[0].0, "body");
+        assert!(
+            errs[0].1.starts_with("invalid JSON: EOF while parsing"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_change_type_is_named() {
+        let errs = fields(r#"{"ServiceProviderId": 1, "ChangeType": 42, "Devices": ["1"]}"#);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].0, "ChangeType");
+        assert!(errs[0].1.starts_with("unknown ChangeType 42"));
+    }
+
+    #[test]
+    fn empty_device_list_and_missing_provider_are_both_reported() {
+        let errs = fields(r#"{"ChangeType": 5, "Devices": []}"#);
+        let names: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, vec!["ServiceProviderId", "Devices"]);
+    }
+
+    #[test]
+    fn missing_and_foreign_blocks_are_refused() {
+        let errs = fields(
+            r#"{"ServiceProviderId": 1, "ChangeType": 3, "Devices": ["1"], "Username": {"NewUsername": "x"}}"#,
+        );
+        let names: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, vec!["Username", "StatusUpdate"]);
+        assert_eq!(
+            errs[1].1,
+            "StatusUpdate is required for ChangeType StatusUpdate (3)"
+        );
+    }
+
+    #[test]
+    fn empty_target_status_is_refused() {
+        let errs = fields(
+            r#"{"ServiceProviderId": 1, "ChangeType": 3, "Devices": ["1"], "StatusUpdate": {"TargetStatus": " "}}"#,
+        );
+        assert_eq!(errs[0].0, "StatusUpdate.TargetStatus");
+    }
+
+    #[test]
+    fn unknown_portal_type_is_refused() {
+        let errs = fields(
+            r#"{"ServiceProviderId": 1, "ChangeType": 5, "PortalType": 1, "Devices": ["1"]}"#,
+        );
+        assert_eq!(errs[0].0, "PortalType");
+    }
+}

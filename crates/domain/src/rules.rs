@@ -1,0 +1,390 @@
+//! Pure rules: device-list clean-up, status targets, Control Center transitions, the deactivation rate plan,
+//! and per-device validation of a status update. No I/O here; callers bring the records.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Iccid;
+use crate::model::Integration;
+
+/// A row of `DeviceStatus`: one status an integration knows, by code and display name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceStatusDef {
+    pub id: i64,
+    pub integration_id: i64,
+    /// The carrier's code, e.g. `ACTIVATED`.
+    pub status: String,
+    /// What the portal shows, e.g. `Active`.
+    pub display_name: String,
+}
+
+/// A carrier rate plan of one service provider (`JasperCarrierRatePlan`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CarrierRatePlan {
+    pub id: i64,
+    pub service_provider_id: i64,
+    pub rate_plan_code: String,
+    #[serde(rename = "PlanMB")]
+    pub plan_mb: f64,
+    pub base_rate: f64,
+}
+
+/// What the rules read of a device (`Device`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceRecord {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub service_provider_id: i64,
+    #[serde(rename = "ICCID")]
+    pub iccid: String,
+    #[serde(rename = "IMEI")]
+    pub imei: Option<String>,
+    #[serde(rename = "MSISDN")]
+    pub msisdn: Option<String>,
+    pub device_status_id: i64,
+    pub carrier_rate_plan: Option<String>,
+    pub communication_plan: Option<String>,
+    pub username: Option<String>,
+    pub last_usage_date: Option<DateTime<Utc>>,
+    #[serde(rename = "DataUsageMB")]
+    pub data_usage_mb: f64,
+    pub rev_customer_id: Option<String>,
+    pub is_active: bool,
+    pub is_deleted: bool,
+}
+
+/// Trims every entry and collapses repeats, keeping the first occurrence's order.
+/// Returns the unique list and the entries that were repeated (each once).
+pub fn dedupe_devices(raw: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut seen = HashSet::new();
+    let mut repeated = Vec::new();
+    let mut unique = Vec::with_capacity(raw.len());
+    for entry in raw {
+        let entry = entry.trim().to_string();
+        if seen.insert(entry.clone()) {
+            unique.push(entry);
+        } else if !repeated.contains(&entry) {
+            repeated.push(entry);
+        }
+    }
+    (unique, repeated)
+}
+
+/// Finds the `DeviceStatus` of an integration named by the operator, by code or display name, ignoring case.
+/// "Active" matches ACTIVATED's display name for the Jasper family.
+pub fn resolve_target_status<'a>(
+    defs: &'a [DeviceStatusDef],
+    integration: Integration,
+    target: &str,
+) -> Option<&'a DeviceStatusDef> {
+    let target = target.trim();
+    defs.iter()
+        .filter(|d| d.integration_id == integration.id())
+        .find(|d| {
+            d.status.eq_ignore_ascii_case(target) || d.display_name.eq_ignore_ascii_case(target)
+        })
+}
+
+/// Control Center's rule: a SIM may move forward through INVENTORY → TEST_READY → ACTIVATION_READY, never back
+/// to a pre-activation status once it left them, and PURGED is the end.
+pub fn jasper_transition(from: &str, to: &str) -> Result<(), String> {
+    fn pre_activation_rank(s: &str) -> Option<u8> {
+        match s {
+            "INVENTORY" => Some(0),
+            "TEST_READY" => Some(1),
+            "ACTIVATION_READY" => Some(2),
+            _ => None,
+        }
+    }
+    let (from, to) = (from.to_ascii_uppercase(), to.to_ascii_uppercase());
+    if from == "PURGED" && from != to {
+        return Err("a PURGED SIM cannot change status".to_string());
+    }
+    if matches!(to.as_str(), "TEST_READY" | "ACTIVATION_READY") {
+        match (pre_activation_rank(&from), pre_activation_rank(&to)) {
+            (Some(f), Some(t)) if f <= t => {}
+            _ => {
+                return Err(format!(
+                    "a SIM may not move back to a pre-activation status ({from} to {to})"
+                ));
+            }
+        }
+    }
+    if to == "INVENTORY" && from != "INVENTORY" {
+        return Err(format!(
+            "a SIM may not move back to INVENTORY (from {from})"
+        ));
+    }
+    Ok(())
+}
+
+/// The plan a device moves to before deactivation: the cheapest plan whose MB covers its usage, else the largest.
+pub fn deactivation_rate_plan(
+    plans: &[CarrierRatePlan],
+    usage_mb: f64,
+) -> Option<&CarrierRatePlan> {
+    let mut by_rate: Vec<&CarrierRatePlan> = plans.iter().collect();
+    by_rate.sort_by(|a, b| a.base_rate.total_cmp(&b.base_rate).then(a.id.cmp(&b.id)));
+    by_rate
+        .iter()
+        .find(|p| p.plan_mb >= usage_mb)
+        .copied()
+        .or_else(|| {
+            plans
+                .iter()
+                .max_by(|a, b| a.plan_mb.total_cmp(&b.plan_mb).then(b.id.cmp(&a.id)))
+        })
+}
+
+/// The validation verdict for one device of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceVerdict {
+    /// Will be processed by the worker.
+    Valid { device: DeviceRecord, iccid: Iccid },
+    /// Recorded as a row in ERROR with this reason; never sent to a carrier.
+    Invalid { reason: String },
+}
+
+/// Checks one device of a status update. `device` is the tenant's device with that ICCID, if any; a device of
+/// another tenant is never passed in, so it reads as not found.
+pub fn validate_status_update_device(
+    raw: &str,
+    device: Option<&DeviceRecord>,
+    service_provider_id: i64,
+    integration: Integration,
+    current: Option<&DeviceStatusDef>,
+    target: &DeviceStatusDef,
+) -> DeviceVerdict {
+    let invalid = |reason: String| DeviceVerdict::Invalid { reason };
+    let iccid = match Iccid::parse(raw) {
+        Ok(i) => i,
+        Err(e) => return invalid(format!("Invalid ICCID: {e}")),
+    };
+    let Some(device) = device.filter(|d| d.is_active && !d.is_deleted) else {
+        return invalid(format!("Invalid ICCID: device {iccid} was not found"));
+    };
+    if device.service_provider_id != service_provider_id {
+        return invalid(format!(
+            "Invalid ICCID: device {iccid} belongs to another service provider"
+        ));
+    }
+    if integration.is_jasper_family() {
+        if let Some(current) = current {
+            if let Err(why) = jasper_transition(&current.status, &target.status) {
+                return invalid(format!("Status change not allowed: {why}"));
+            }
+        }
+    }
+    DeviceVerdict::Valid {
+        device: device.clone(),
+        iccid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defs() -> Vec<DeviceStatusDef> {
+        let d = |id, integration_id, status: &str, display: &str| DeviceStatusDef {
+            id,
+            integration_id,
+            status: status.into(),
+            display_name: display.into(),
+        };
+        vec![
+            d(1, 1, "ACTIVATED", "Active"),
+            d(2, 1, "DEACTIVATED", "Deactivated"),
+            d(3, 1, "ACTIVATION_READY", "Activation Ready"),
+            d(4, 9, "ACTIVATED", "Active"),
+            d(5, 4, "active", "Active"),
+        ]
+    }
+
+    fn device() -> DeviceRecord {
+        DeviceRecord {
+            id: 7,
+            tenant_id: 1,
+            service_provider_id: 10,
+            iccid: "89148000008245116615".into(),
+            imei: None,
+            msisdn: None,
+            device_status_id: 3,
+            carrier_rate_plan: Some("RP-1GB".into()),
+            communication_plan: Some("CP".into()),
+            username: None,
+            last_usage_date: None,
+            data_usage_mb: 0.0,
+            rev_customer_id: None,
+            is_active: true,
+            is_deleted: false,
+        }
+    }
+
+    #[test]
+    fn target_status_matches_code_or_display_name_within_the_integration() {
+        let defs = defs();
+        assert_eq!(
+            resolve_target_status(&defs, Integration::Jasper, "active").map(|d| d.id),
+            Some(1)
+        );
+        assert_eq!(
+            resolve_target_status(&defs, Integration::Jasper, "DEACTIVATED").map(|d| d.id),
+            Some(2)
+        );
+        assert_eq!(
+            resolve_target_status(&defs, Integration::Pod19, "Active").map(|d| d.id),
+            Some(4)
+        );
+        assert_eq!(
+            resolve_target_status(&defs, Integration::Rogers, "Active"),
+            None
+        );
+        assert_eq!(
+            resolve_target_status(&defs, Integration::Jasper, "Suspended"),
+            None
+        );
+    }
+
+    #[test]
+    fn no_return_to_pre_activation() {
+        assert!(jasper_transition("INVENTORY", "ACTIVATION_READY").is_ok());
+        assert!(jasper_transition("TEST_READY", "ACTIVATION_READY").is_ok());
+        assert!(jasper_transition("ACTIVATION_READY", "ACTIVATED").is_ok());
+        assert!(jasper_transition("ACTIVATED", "DEACTIVATED").is_ok());
+        assert!(jasper_transition("DEACTIVATED", "ACTIVATED").is_ok());
+        assert_eq!(
+            jasper_transition("ACTIVATED", "ACTIVATION_READY").unwrap_err(),
+            "a SIM may not move back to a pre-activation status (ACTIVATED to ACTIVATION_READY)"
+        );
+        assert!(jasper_transition("ACTIVATION_READY", "TEST_READY").is_err());
+        assert!(jasper_transition("DEACTIVATED", "INVENTORY").is_err());
+        assert!(jasper_transition("PURGED", "ACTIVATED").is_err());
+    }
+
+    #[test]
+    fn deactivation_plan_is_cheapest_covering_usage_else_largest() {
+        let p = |id, mb, rate| CarrierRatePlan {
+            id,
+            service_provider_id: 10,
+            rate_plan_code: format!("RP{id}"),
+            plan_mb: mb,
+            base_rate: rate,
+        };
+        let plans = vec![p(1, 5000.0, 20.0), p(2, 100.0, 2.0), p(3, 1000.0, 8.0)];
+        assert_eq!(deactivation_rate_plan(&plans, 50.0).map(|p| p.id), Some(2));
+        assert_eq!(deactivation_rate_plan(&plans, 500.0).map(|p| p.id), Some(3));
+        assert_eq!(
+            deactivation_rate_plan(&plans, 9000.0).map(|p| p.id),
+            Some(1)
+        );
+        assert_eq!(deactivation_rate_plan(&[], 1.0), None);
+    }
+
+    #[test]
+    fn duplicates_are_collapsed_and_reported_once() {
+        let raw: Vec<String> = ["a", " b", "a", "b ", "a", "c"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (unique, repeated) = dedupe_devices(&raw);
+        assert_eq!(unique, vec!["a", "b", "c"]);
+        assert_eq!(repeated, vec!["a", "b"]);
+    }
+
+    fn verdict(
+        raw: &str,
+        dev: Option<&DeviceRecord>,
+        current: &str,
+        target: &str,
+    ) -> DeviceVerdict {
+        let defs = defs();
+        let current = defs
+            .iter()
+            .find(|d| d.integration_id == 1 && d.status == current);
+        let target = defs
+            .iter()
+            .find(|d| d.integration_id == 1 && d.status == target)
+            .unwrap();
+        validate_status_update_device(raw, dev, 10, Integration::Jasper, current, target)
+    }
+
+    fn reason(v: DeviceVerdict) -> String {
+        match v {
+            DeviceVerdict::Invalid { reason } => reason,
+            DeviceVerdict::Valid { .. } => panic!("expected invalid"),
+        }
+    }
+
+    #[test]
+    fn every_status_update_validation_message() {
+        let dev = device();
+        assert_eq!(
+            reason(verdict(
+                "8914800000824511661",
+                Some(&dev),
+                "ACTIVATION_READY",
+                "ACTIVATED"
+            )),
+            "Invalid ICCID: ICCID '8914800000824511661' has a wrong check digit (Luhn)"
+        );
+        assert_eq!(
+            reason(verdict(
+                "89148000008245116615",
+                None,
+                "ACTIVATION_READY",
+                "ACTIVATED"
+            )),
+            "Invalid ICCID: device 89148000008245116615 was not found"
+        );
+        let archived = DeviceRecord {
+            is_deleted: true,
+            ..dev.clone()
+        };
+        assert_eq!(
+            reason(verdict(
+                "89148000008245116615",
+                Some(&archived),
+                "ACTIVATION_READY",
+                "ACTIVATED"
+            )),
+            "Invalid ICCID: device 89148000008245116615 was not found"
+        );
+        let other_sp = DeviceRecord {
+            service_provider_id: 11,
+            ..dev.clone()
+        };
+        assert_eq!(
+            reason(verdict(
+                "89148000008245116615",
+                Some(&other_sp),
+                "ACTIVATION_READY",
+                "ACTIVATED"
+            )),
+            "Invalid ICCID: device 89148000008245116615 belongs to another service provider"
+        );
+        assert_eq!(
+            reason(verdict(
+                "89148000008245116615",
+                Some(&dev),
+                "ACTIVATED",
+                "ACTIVATION_READY"
+            )),
+            "Status change not allowed: a SIM may not move back to a pre-activation status (ACTIVATED to ACTIVATION_READY)"
+        );
+        assert!(matches!(
+            verdict(
+                "89148000008245116615",
+                Some(&dev),
+                "ACTIVATION_READY",
+                "ACTIVATED"
+            ),
+            DeviceVerdict::Valid { .. }
+        ));
+    }
+}
