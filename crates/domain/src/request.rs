@@ -41,7 +41,7 @@ impl RequestError {
 }
 
 /// The request exactly as the portal sends it. Unknown fields are ignored, as the portal sends more than we read.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct BulkChangeRequestWire {
     pub service_provider_id: Option<i64>,

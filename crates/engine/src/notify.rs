@@ -1,0 +1,75 @@
+//! The failure summary: one e-mail per finished bulk change that has failed rows, sent once.
+
+use chrono::{DateTime, Utc};
+use domain::RowStatus;
+use tracing::info;
+
+use crate::ports::{BulkChange, Email, Notifier, Store};
+use crate::worker::WorkerConfig;
+
+const PAGE: u32 = 1000;
+
+/// Sends the summary when the bulk change is final and has failures, unless it was sent already.
+pub async fn send_failure_summary(
+    store: &dyn Store,
+    notifier: &dyn Notifier,
+    config: &WorkerConfig,
+    bulk: &BulkChange,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, String> {
+    if !bulk.status.is_final() {
+        return Ok(None);
+    }
+    let mut failed = Vec::new();
+    for status in [RowStatus::ApiFailed, RowStatus::Error] {
+        let mut page = 1;
+        loop {
+            let rows = store.rows(bulk.tenant_id, bulk.id, Some(status), page, PAGE).await.map_err(|e| e.to_string())?;
+            let done = rows.len() < PAGE as usize;
+            failed.extend(rows);
+            if done {
+                break;
+            }
+            page += 1;
+        }
+    }
+    if failed.is_empty() {
+        return Ok(None);
+    }
+    if !store.claim_notification(bulk.id, now).await.map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    failed.sort_by_key(|r| r.id);
+    let mut body = format!(
+        "Bulk change {} ({}) for service provider {} finished with status {}.\n{} device(s) failed:\n\n",
+        bulk.id,
+        bulk.change_type.name(),
+        bulk.service_provider_id,
+        bulk.status,
+        failed.len()
+    );
+    for row in &failed {
+        body.push_str(&format!(
+            "{}  {}  {}\n",
+            row.iccid,
+            row.status,
+            row.status_details.as_deref().unwrap_or("no reason recorded")
+        ));
+    }
+    let email = Email {
+        from: config.email_from.clone(),
+        to: config.email_to.clone(),
+        subject: format!("Bulk change {}: {} device(s) failed", bulk.id, failed.len()),
+        body,
+    };
+    match notifier.send(&email).await {
+        Ok(location) => {
+            info!(bulk_change_id = bulk.id, %location, "failure summary sent");
+            Ok(Some(location))
+        }
+        Err(e) => {
+            store.release_notification(bulk.id).await.map_err(|e| e.to_string())?;
+            Err(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The ports: what the engine needs of the world (store, queue, notifier, carriers, clock), as narrow traits.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
+use domain::{BulkChangeRequestWire, BulkStatus, ChangeType, Iccid, Integration, PortalType, RowStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::rate::TokenBucket;
+
+/// A credential: shown as `***` in every `Debug` and never written to logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One account at one integration, with its credentials and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceProvider {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub integration: Integration,
+    pub name: String,
+    pub base_url: String,
+    pub username: String,
+    /// Control Center API key, or Rev.io password.
+    pub secret: Secret,
+    /// Rev.io client code (`user@clientcode`).
+    pub client_code: Option<String>,
+    /// Rev.io `Ocp-Apim-Subscription-Key`.
+    pub subscription_key: Option<Secret>,
+    pub write_is_enabled: bool,
+    pub rate_limit_per_second: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RevCustomer {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub rev_customer_id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkChange {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub service_provider_id: i64,
+    pub integration: Integration,
+    pub change_type: ChangeType,
+    pub portal_type: PortalType,
+    pub status: BulkStatus,
+    pub request: BulkChangeRequestWire,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBulkChange {
+    pub tenant_id: i64,
+    pub service_provider_id: i64,
+    pub integration: Integration,
+    pub change_type: ChangeType,
+    pub portal_type: PortalType,
+    pub request: BulkChangeRequestWire,
+    pub created_by: String,
+}
+
+/// A device's change row as created by the API: PENDING when valid, ERROR with the reason when not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRow {
+    pub device_id: Option<i64>,
+    pub iccid: String,
+    pub msisdn: Option<String>,
+    pub status: RowStatus,
+    pub status_details: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceChangeRow {
+    pub id: i64,
+    pub bulk_change_id: i64,
+    pub device_id: Option<i64>,
+    #[serde(rename = "ICCID")]
+    pub iccid: String,
+    #[serde(rename = "MSISDN")]
+    pub msisdn: Option<String>,
+    pub status: RowStatus,
+    pub status_details: Option<String>,
+    /// How many times a worker claimed this row; above 1 means an earlier worker may have called the carrier.
+    pub claims: i64,
+    pub processed_date: Option<DateTime<Utc>>,
+}
+
+/// One audit entry of `DeviceBulkChangeLog`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogEntry {
+    pub bulk_change_id: i64,
+    pub device_change_id: Option<i64>,
+    pub description: String,
+    /// Action, newline, request; credentials already redacted.
+    pub request_text: String,
+    pub response_text: String,
+    pub response_status: String,
+    pub has_errors: bool,
+    pub error_text: Option<String>,
+    pub processed_date: DateTime<Utc>,
+}
+
+/// What to change on the device row when a change row completes; applied in the same transaction.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeviceUpdate {
+    pub device_status_id: Option<i64>,
+    pub carrier_rate_plan: Option<String>,
+    pub rev_customer_id: Option<String>,
+}
+
+impl DeviceUpdate {
+    pub fn is_empty(&self) -> bool {
+        self == &DeviceUpdate::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowOutcome {
+    pub status: RowStatus,
+    pub details: String,
+    pub device_update: DeviceUpdate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StatusCount {
+    pub status: RowStatus,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BulkChangeFilter {
+    pub status: Option<BulkStatus>,
+    pub change_type: Option<ChangeType>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RevServiceRecord {
+    pub device_id: i64,
+    pub rev_service_id: i64,
+    pub rev_customer_id: String,
+    pub is_active: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error during {context}: {message}")]
+    Database { context: &'static str, message: String },
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("seed refused: {0}")]
+    Seed(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything persisted. Every read a caller makes on behalf of a user names the tenant; `tenant: None` is the
+/// worker's system context, which reads a bulk change by id and then acts only within that bulk change's tenant.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn service_provider(&self, tenant_id: i64, id: i64) -> StoreResult<Option<ServiceProvider>>;
+    /// The tenant's account at an integration (Rev.io billing is one per tenant).
+    async fn service_provider_for(&self, tenant_id: i64, integration: Integration) -> StoreResult<Option<ServiceProvider>>;
+    async fn device_statuses(&self, integration: Integration) -> StoreResult<Vec<DeviceStatusDef>>;
+    async fn devices_by_iccid(&self, tenant_id: i64, iccids: &[String]) -> StoreResult<Vec<DeviceRecord>>;
+    async fn device(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<DeviceRecord>>;
+    async fn carrier_rate_plans(&self, tenant_id: i64, service_provider_id: i64) -> StoreResult<Vec<CarrierRatePlan>>;
+    async fn rev_customer(&self, tenant_id: i64, rev_customer_id: &str) -> StoreResult<Option<RevCustomer>>;
+    async fn active_rev_service(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<RevServiceRecord>>;
+    async fn add_rev_service(&self, tenant_id: i64, service: &RevServiceRecord) -> StoreResult<()>;
+
+    /// Records the bulk change and all its rows in one transaction; returns the new id.
+    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<i64>;
+    async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>>;
+    async fn list_bulk_changes(&self, tenant_id: i64, filter: &BulkChangeFilter, page: u32, page_size: u32) -> StoreResult<(Vec<BulkChange>, i64)>;
+    async fn row_counts(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<StatusCount>>;
+    async fn rows(&self, tenant_id: i64, bulk_change_id: i64, status: Option<RowStatus>, page: u32, page_size: u32) -> StoreResult<Vec<DeviceChangeRow>>;
+    async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>>;
+
+    /// NEW → PROCESSING; never touches a final bulk change.
+    async fn mark_processing(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Claims up to `limit` rows that are PENDING, or PROCESSING with an expired lease, for `worker`.
+    async fn claim_rows(&self, bulk_change_id: i64, worker: &str, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<DeviceChangeRow>>;
+    async fn append_log(&self, entry: &LogEntry) -> StoreResult<()>;
+    /// Writes a row's final outcome and its device update, only while `worker` still holds the row's lease
+    /// and the row is not final. Returns false (and changes nothing) otherwise.
+    async fn complete_row(&self, tenant_id: i64, row_id: i64, worker: &str, outcome: &RowOutcome, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Sets the bulk status from its rows when every row is final (or only scheduled ones remain).
+    /// Returns the status it has now, or None while rows are open.
+    async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>>;
+    /// Atomically takes the right to send the failure e-mail of a bulk change; true once only.
+    async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Gives the right back when sending failed, so the scheduler can try again.
+    async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()>;
+    /// Bulk changes not final whose work nobody holds: NEW or PROCESSING with no live lease, untouched since `before`.
+    async fn stranded_bulk_changes(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
+}
+
+/// The message that says "work on this bulk change". No device data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WorkMessage {
+    pub bulk_change_id: i64,
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    pub receive_count: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue error during {context}: {message}")]
+pub struct QueueError {
+    pub context: &'static str,
+    pub message: String,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    async fn send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError>;
+    async fn receive(&self, max: u32, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("notifier error: {0}")]
+pub struct NotifyError(pub String);
+
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Sends the e-mail; returns where it went (a file path, a message id).
+    async fn send(&self, email: &Email) -> Result<String, NotifyError>;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+// ---- carriers ----
+
+/// What was sent and answered, for the audit log. Credentials never appear here.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CallRecord {
+    pub request_text: String,
+    pub response_text: String,
+    pub http_status: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The carrier answered no (4xx other than 429): final for this row.
+    Refused,
+    /// Throttled beyond the attempt budget.
+    Throttled,
+    /// 5xx beyond the attempt budget.
+    Unavailable,
+    /// No answer (timeout, connection lost): the change may or may not have been applied.
+    Ambiguous,
+    /// An answer we could not read.
+    Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", self.reason())]
+pub struct CarrierFailure {
+    pub kind: FailureKind,
+    pub code: Option<String>,
+    pub message: String,
+    pub attempts: u32,
+    pub call: CallRecord,
+}
+
+impl CarrierFailure {
+    /// A reason a person can act on: HTTP status, the carrier's code and message.
+    pub fn reason(&self) -> String {
+        let status = self.call.http_status.map(|s| format!("HTTP {s}")).unwrap_or_else(|| "no response".into());
+        match &self.code {
+            Some(code) => format!("{status}, error {code}: {}", self.message),
+            None => format!("{status}: {}", self.message),
+        }
+    }
+}
+
+/// Control Center's device details (the fields we read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CcDevice {
+    pub iccid: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub rate_plan: Option<String>,
+    #[serde(default)]
+    pub communication_plan: Option<String>,
+    #[serde(default, rename = "deviceID")]
+    pub device_id: Option<String>,
+    #[serde(default, rename = "modemID")]
+    pub modem_id: Option<String>,
+    #[serde(default)]
+    pub imei: Option<String>,
+    #[serde(default)]
+    pub msisdn: Option<String>,
+}
+
+/// A Control Center edit: at least one field.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CcEdit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_plan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub communication_plan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", rename = "deviceID")]
+    pub device_id: Option<String>,
+}
+
+#[async_trait]
+pub trait ControlCenterApi: Send + Sync {
+    async fn get_device(&self, iccid: &Iccid) -> Result<(CcDevice, CallRecord), CarrierFailure>;
+    /// `PUT devices/{iccid}`; success only when the reply names the ICCID.
+    async fn edit_device(&self, iccid: &Iccid, edit: &CcEdit) -> Result<CallRecord, CarrierFailure>;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RevServiceCreate {
+    pub customer_id: String,
+    pub provider_id: Option<i64>,
+    pub service_type_id: Option<i64>,
+    pub number: String,
+    pub number2: String,
+    pub usage_plan_group_id: Option<i64>,
+    pub activated_date: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevIoCustomer {
+    pub customer_id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[async_trait]
+pub trait RevIoApi: Send + Sync {
+    /// `POST /Services`; returns the new service id.
+    async fn create_service(&self, service: &RevServiceCreate) -> Result<(i64, CallRecord), CarrierFailure>;
+    async fn list_customers(&self) -> Result<Vec<RevIoCustomer>, CarrierFailure>;
+}
+
+/// Builds the client of a service provider's API; each call first takes a token from `limiter`.
+pub trait Carriers: Send + Sync {
+    fn control_center(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn ControlCenterApi>;
+    fn rev_io(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn RevIoApi>;
+}

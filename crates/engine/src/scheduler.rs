@@ -1,0 +1,32 @@
+//! The scheduler tick: finds accepted bulk changes nobody is working on (the enqueue failed, a worker died,
+//! a lease expired) and hands them to the queue again. Nothing accepted is lost.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use crate::ports::{Queue, Store, WorkMessage};
+
+/// Re-enqueues stranded bulk changes untouched for `grace`; returns their ids.
+pub async fn requeue_stranded(store: &dyn Store, queue: &dyn Queue, now: DateTime<Utc>, grace: Duration) -> Vec<i64> {
+    let before = now - chrono::Duration::from_std(grace).unwrap_or_default();
+    let ids = match store.stranded_bulk_changes(before, now).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(error = %e, "scheduler could not look for stranded bulk changes");
+            return Vec::new();
+        }
+    };
+    let mut sent = Vec::new();
+    for id in ids {
+        match queue.send(&WorkMessage { bulk_change_id: id, attempt: 0 }, Duration::ZERO).await {
+            Ok(()) => {
+                info!(bulk_change_id = id, "stranded bulk change re-enqueued");
+                sent.push(id);
+            }
+            Err(e) => warn!(bulk_change_id = id, error = %e, "could not re-enqueue stranded bulk change"),
+        }
+    }
+    sent
+}

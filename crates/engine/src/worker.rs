@@ -1,0 +1,257 @@
+//! The worker: takes a bulk change from a queue message, claims its rows with a lease, processes them
+//! concurrently under the service provider's token bucket, records each outcome, finalises the bulk status,
+//! sends the failure summary, and hands over to a continuation when its deadline nears.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::request::ChangeDetails;
+use domain::rules::{CarrierRatePlan, DeviceStatusDef, resolve_target_status};
+use domain::{BulkChangeRequest, BulkStatus, Integration, RowStatus};
+use futures::StreamExt;
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::audit;
+use crate::notify;
+use crate::ports::{
+    BulkChange, CallRecord, Carriers, Clock, ControlCenterApi, DeviceChangeRow, DeviceUpdate, Notifier, Queue, RevIoApi,
+    RowOutcome, ServiceProvider, Store, StoreError, WorkMessage,
+};
+use crate::rate::RateLimiters;
+use crate::status_update;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Who holds a lease; unique per worker instance.
+    pub worker_id: String,
+    /// Rows in flight at once for one bulk change.
+    pub concurrency: usize,
+    /// Rows claimed per round.
+    pub claim_batch: u32,
+    /// How long a claim holds; longer than a row's worst case (all retries), shorter than "stuck".
+    pub lease: Duration,
+    /// Stop claiming when less than this is left before the deadline.
+    pub deadline_margin: Duration,
+    /// Delay of the continuation sent when other workers still hold rows.
+    pub continuation_delay: Duration,
+    pub email_from: String,
+    pub email_to: Vec<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: format!("worker-{}", fastrand::u64(..)),
+            concurrency: 16,
+            claim_batch: 64,
+            lease: Duration::from_secs(300),
+            deadline_margin: Duration::from_secs(10),
+            continuation_delay: Duration::from_secs(5),
+            email_from: "bulkchange@localhost".into(),
+            email_to: vec!["operations@localhost".into()],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("bulk change {bulk_change_id}: {source}")]
+    Store { bulk_change_id: i64, source: StoreError },
+    #[error("bulk change {bulk_change_id}: could not enqueue its continuation: {message}")]
+    Enqueue { bulk_change_id: i64, message: String },
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Every row final; the bulk change has this status.
+    Finished(BulkStatus),
+    /// Already final when the message came (a redelivery): nothing done.
+    AlreadyFinal(BulkStatus),
+    /// Work remains; a continuation message was sent.
+    Continued,
+    /// No such bulk change.
+    Unknown,
+}
+
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub notifier: Arc<dyn Notifier>,
+    pub carriers: Arc<dyn Carriers>,
+    pub clock: Arc<dyn Clock>,
+    pub limiters: Arc<RateLimiters>,
+    pub config: WorkerConfig,
+}
+
+/// Everything a row's processing needs, loaded once per message.
+pub(crate) struct Job {
+    pub bulk: BulkChange,
+    pub sp: ServiceProvider,
+    pub statuses: Vec<DeviceStatusDef>,
+    pub rate_plans: Vec<CarrierRatePlan>,
+    pub control_center: Arc<dyn ControlCenterApi>,
+    pub rev_io: Option<Arc<dyn RevIoApi>>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Job {
+    /// Appends an audit entry; an audit write that fails is reported but does not undo the carrier's answer.
+    pub async fn log(&self, row: &DeviceChangeRow, description: &str, call: &CallRecord, error: Option<&str>) {
+        let entry = audit::entry(self.bulk.id, row.id, description, call, error, self.clock.now());
+        if let Err(e) = self.store.append_log(&entry).await {
+            error!(bulk_change_id = self.bulk.id, iccid = %row.iccid, error = %e, "audit log write failed");
+        }
+    }
+}
+
+impl Worker {
+    /// Handles one queue message. Returns an error only when the message must be retried (it stays on the queue).
+    pub async fn handle(&self, message: WorkMessage, deadline: Instant) -> Result<Handled, WorkerError> {
+        let id = message.bulk_change_id;
+        let span = info_span!("bulk_change", bulk_change_id = id, attempt = message.attempt);
+        self.handle_inner(message, deadline).instrument(span).await
+    }
+
+    async fn handle_inner(&self, message: WorkMessage, deadline: Instant) -> Result<Handled, WorkerError> {
+        let id = message.bulk_change_id;
+        let store_err = |source| WorkerError::Store { bulk_change_id: id, source };
+        let Some(bulk) = self.store.bulk_change(None, id).await.map_err(store_err)? else {
+            warn!("message for an unknown bulk change; dropping it");
+            return Ok(Handled::Unknown);
+        };
+        if bulk.status.is_final() {
+            // A redelivery, or a continuation that lost the race: the e-mail may still be owed.
+            self.notify_failures(&bulk).await;
+            return Ok(Handled::AlreadyFinal(bulk.status));
+        }
+        self.store.mark_processing(id, self.clock.now()).await.map_err(store_err)?;
+        let job = match self.load_job(bulk.clone()).await {
+            Ok(job) => Some(job),
+            Err(reason) => {
+                warn!(%reason, "cannot process bulk change; failing its open rows");
+                None
+            }
+        };
+        loop {
+            if deadline.saturating_duration_since(Instant::now()) < self.config.deadline_margin {
+                self.continue_later(message, Duration::ZERO).await?;
+                info!("deadline near; continuation enqueued");
+                return Ok(Handled::Continued);
+            }
+            let rows = self
+                .store
+                .claim_rows(id, &self.config.worker_id, self.config.claim_batch, self.config.lease, self.clock.now())
+                .await
+                .map_err(store_err)?;
+            if rows.is_empty() {
+                return match self.store.finalize_bulk_change(id, self.clock.now()).await.map_err(store_err)? {
+                    Some(status) if status.is_final() => {
+                        info!(status = %status, "bulk change finished");
+                        if let Ok(Some(bulk)) = self.store.bulk_change(None, id).await {
+                            self.notify_failures(&bulk).await;
+                        }
+                        Ok(Handled::Finished(status))
+                    }
+                    Some(status) => Ok(Handled::Finished(status)),
+                    None => {
+                        // Rows held by another worker's live lease: look again later, never drop the work.
+                        self.continue_later(message, self.config.continuation_delay).await?;
+                        Ok(Handled::Continued)
+                    }
+                };
+            }
+            let job = job.as_ref();
+            futures::stream::iter(rows)
+                .map(|row| self.process_row(job, row))
+                .buffer_unordered(self.config.concurrency.max(1))
+                .collect::<Vec<()>>()
+                .await;
+        }
+    }
+
+    async fn continue_later(&self, message: WorkMessage, delay: Duration) -> Result<(), WorkerError> {
+        let next = WorkMessage { bulk_change_id: message.bulk_change_id, attempt: message.attempt + 1 };
+        self.queue.send(&next, delay).await.map_err(|e| WorkerError::Enqueue {
+            bulk_change_id: message.bulk_change_id,
+            message: e.to_string(),
+        })
+    }
+
+    async fn load_job(&self, bulk: BulkChange) -> Result<Job, String> {
+        let tenant = bulk.tenant_id;
+        let sp = self
+            .store
+            .service_provider(tenant, bulk.service_provider_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("service provider {} no longer exists", bulk.service_provider_id))?;
+        let statuses = self.store.device_statuses(sp.integration).await.map_err(|e| e.to_string())?;
+        let rate_plans = self.store.carrier_rate_plans(tenant, sp.id).await.map_err(|e| e.to_string())?;
+        let limiter = self.limiters.for_provider(sp.id, sp.rate_limit_per_second);
+        let control_center = self.carriers.control_center(&sp, limiter);
+        let rev_io = match self.store.service_provider_for(tenant, Integration::RevIo).await.map_err(|e| e.to_string())? {
+            Some(rev_sp) => {
+                let limiter = self.limiters.for_provider(rev_sp.id, rev_sp.rate_limit_per_second);
+                Some(self.carriers.rev_io(&rev_sp, limiter))
+            }
+            None => None,
+        };
+        Ok(Job { bulk, sp, statuses, rate_plans, control_center, rev_io, store: self.store.clone(), clock: self.clock.clone() })
+    }
+
+    async fn process_row(&self, job: Option<&Job>, row: DeviceChangeRow) {
+        let span = info_span!("row", iccid = %row.iccid, row_id = row.id);
+        async {
+            let outcome = match job {
+                Some(job) => self.outcome_for(job, &row).await,
+                None => RowOutcome {
+                    status: RowStatus::Error,
+                    details: "Service provider of this bulk change is not available".into(),
+                    device_update: DeviceUpdate::default(),
+                },
+            };
+            info!(status = %outcome.status, details = %outcome.details, "row finished");
+            match self.store.complete_row(job.map_or(0, |j| j.bulk.tenant_id), row.id, &self.config.worker_id, &outcome, self.clock.now()).await {
+                Ok(true) => {}
+                Ok(false) => warn!("row was taken over by another worker before it completed; its outcome is theirs"),
+                // The lease will expire and the row will be claimed again; the next worker asks the carrier first.
+                Err(e) => error!(error = %e, "could not record the row's outcome"),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow) -> RowOutcome {
+        let error = |details: String| RowOutcome { status: RowStatus::Error, details, device_update: DeviceUpdate::default() };
+        let request = match BulkChangeRequest::from_wire(domain::BulkChangeRequestWire {
+            devices: vec![row.iccid.clone()],
+            ..job.bulk.request.clone()
+        }) {
+            Ok(r) => r,
+            Err(e) => return error(format!("Stored change request is unreadable: {e}")),
+        };
+        match &request.details {
+            ChangeDetails::StatusUpdate(req) if job.sp.integration.is_jasper_family() => {
+                match resolve_target_status(&job.statuses, job.sp.integration, &req.target_status) {
+                    Some(target) => status_update::process(job, row, req, &target.clone()).await,
+                    None => error(format!("Unknown target status '{}' for {}", req.target_status, job.sp.integration)),
+                }
+            }
+            other => error(format!(
+                "{} for {} is not supported yet",
+                other.change_type(),
+                job.sp.integration
+            )),
+        }
+    }
+
+    async fn notify_failures(&self, bulk: &BulkChange) {
+        if let Err(e) = notify::send_failure_summary(self.store.as_ref(), self.notifier.as_ref(), &self.config, bulk, self.clock.now()).await {
+            error!(error = %e, "failure summary e-mail not sent; the scheduler will try again");
+        }
+    }
+}
