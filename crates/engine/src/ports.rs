@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
-use domain::{BulkChangeRequestWire, BulkStatus, ChangeType, Iccid, Integration, PortalType, RowStatus};
+use domain::{
+    BulkChangeRequestWire, BulkStatus, ChangeType, Iccid, Integration, PortalType, RowStatus,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::rate::TokenBucket;
@@ -175,7 +177,10 @@ pub struct RevServiceRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error during {context}: {message}")]
-    Database { context: &'static str, message: String },
+    Database {
+        context: &'static str,
+        message: String,
+    },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("seed refused: {0}")]
@@ -188,42 +193,111 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// worker's system context, which reads a bulk change by id and then acts only within that bulk change's tenant.
 #[async_trait]
 pub trait Store: Send + Sync {
-    async fn service_provider(&self, tenant_id: i64, id: i64) -> StoreResult<Option<ServiceProvider>>;
+    async fn service_provider(
+        &self,
+        tenant_id: i64,
+        id: i64,
+    ) -> StoreResult<Option<ServiceProvider>>;
     /// The tenant's account at an integration (Rev.io billing is one per tenant).
-    async fn service_provider_for(&self, tenant_id: i64, integration: Integration) -> StoreResult<Option<ServiceProvider>>;
+    async fn service_provider_for(
+        &self,
+        tenant_id: i64,
+        integration: Integration,
+    ) -> StoreResult<Option<ServiceProvider>>;
     async fn device_statuses(&self, integration: Integration) -> StoreResult<Vec<DeviceStatusDef>>;
-    async fn devices_by_iccid(&self, tenant_id: i64, iccids: &[String]) -> StoreResult<Vec<DeviceRecord>>;
+    async fn devices_by_iccid(
+        &self,
+        tenant_id: i64,
+        iccids: &[String],
+    ) -> StoreResult<Vec<DeviceRecord>>;
     async fn device(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<DeviceRecord>>;
-    async fn carrier_rate_plans(&self, tenant_id: i64, service_provider_id: i64) -> StoreResult<Vec<CarrierRatePlan>>;
-    async fn rev_customer(&self, tenant_id: i64, rev_customer_id: &str) -> StoreResult<Option<RevCustomer>>;
-    async fn active_rev_service(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<RevServiceRecord>>;
+    async fn carrier_rate_plans(
+        &self,
+        tenant_id: i64,
+        service_provider_id: i64,
+    ) -> StoreResult<Vec<CarrierRatePlan>>;
+    async fn rev_customer(
+        &self,
+        tenant_id: i64,
+        rev_customer_id: &str,
+    ) -> StoreResult<Option<RevCustomer>>;
+    async fn active_rev_service(
+        &self,
+        tenant_id: i64,
+        device_id: i64,
+    ) -> StoreResult<Option<RevServiceRecord>>;
     async fn add_rev_service(&self, tenant_id: i64, service: &RevServiceRecord) -> StoreResult<()>;
 
     /// Records the bulk change and all its rows in one transaction; returns the new id.
-    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<i64>;
-    async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>>;
-    async fn list_bulk_changes(&self, tenant_id: i64, filter: &BulkChangeFilter, page: u32, page_size: u32) -> StoreResult<(Vec<BulkChange>, i64)>;
-    async fn row_counts(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<StatusCount>>;
-    async fn rows(&self, tenant_id: i64, bulk_change_id: i64, status: Option<RowStatus>, page: u32, page_size: u32) -> StoreResult<Vec<DeviceChangeRow>>;
+    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow])
+    -> StoreResult<i64>;
+    async fn bulk_change(&self, tenant_id: Option<i64>, id: i64)
+    -> StoreResult<Option<BulkChange>>;
+    async fn list_bulk_changes(
+        &self,
+        tenant_id: i64,
+        filter: &BulkChangeFilter,
+        page: u32,
+        page_size: u32,
+    ) -> StoreResult<(Vec<BulkChange>, i64)>;
+    async fn row_counts(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+    ) -> StoreResult<Vec<StatusCount>>;
+    async fn rows(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        status: Option<RowStatus>,
+        page: u32,
+        page_size: u32,
+    ) -> StoreResult<Vec<DeviceChangeRow>>;
     async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>>;
 
     /// NEW → PROCESSING; never touches a final bulk change.
     async fn mark_processing(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()>;
     /// Claims up to `limit` rows that are PENDING, or PROCESSING with an expired lease, for `worker`.
-    async fn claim_rows(&self, bulk_change_id: i64, worker: &str, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<DeviceChangeRow>>;
+    async fn claim_rows(
+        &self,
+        bulk_change_id: i64,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<DeviceChangeRow>>;
     async fn append_log(&self, entry: &LogEntry) -> StoreResult<()>;
     /// Writes a row's final outcome and its device update, only while `worker` still holds the row's lease
     /// and the row is not final. Returns false (and changes nothing) otherwise.
-    async fn complete_row(&self, tenant_id: i64, row_id: i64, worker: &str, outcome: &RowOutcome, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn complete_row(
+        &self,
+        tenant_id: i64,
+        row_id: i64,
+        worker: &str,
+        outcome: &RowOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Sets the bulk status from its rows when every row is final (or only scheduled ones remain).
     /// Returns the status it has now, or None while rows are open.
-    async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>>;
+    async fn finalize_bulk_change(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<BulkStatus>>;
     /// Atomically takes the right to send the failure e-mail of a bulk change; true once only.
-    async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn claim_notification(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Gives the right back when sending failed, so the scheduler can try again.
     async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()>;
     /// Bulk changes not final whose work nobody holds: NEW or PROCESSING with no live lease, untouched since `before`.
-    async fn stranded_bulk_changes(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
+    async fn stranded_bulk_changes(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<i64>>;
 }
 
 /// The message that says "work on this bulk change". No device data.
@@ -253,7 +327,11 @@ pub struct QueueError {
 #[async_trait]
 pub trait Queue: Send + Sync {
     async fn send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError>;
-    async fn receive(&self, max: u32, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
+    async fn receive(
+        &self,
+        max: u32,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
 }
 
@@ -324,7 +402,11 @@ pub struct CarrierFailure {
 impl CarrierFailure {
     /// A reason a person can act on: HTTP status, the carrier's code and message.
     pub fn reason(&self) -> String {
-        let status = self.call.http_status.map(|s| format!("HTTP {s}")).unwrap_or_else(|| "no response".into());
+        let status = self
+            .call
+            .http_status
+            .map(|s| format!("HTTP {s}"))
+            .unwrap_or_else(|| "no response".into());
         match &self.code {
             Some(code) => format!("{status}, error {code}: {}", self.message),
             None => format!("{status}: {}", self.message),
@@ -371,7 +453,8 @@ pub struct CcEdit {
 pub trait ControlCenterApi: Send + Sync {
     async fn get_device(&self, iccid: &Iccid) -> Result<(CcDevice, CallRecord), CarrierFailure>;
     /// `PUT devices/{iccid}`; success only when the reply names the ICCID.
-    async fn edit_device(&self, iccid: &Iccid, edit: &CcEdit) -> Result<CallRecord, CarrierFailure>;
+    async fn edit_device(&self, iccid: &Iccid, edit: &CcEdit)
+    -> Result<CallRecord, CarrierFailure>;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -395,12 +478,19 @@ pub struct RevIoCustomer {
 #[async_trait]
 pub trait RevIoApi: Send + Sync {
     /// `POST /Services`; returns the new service id.
-    async fn create_service(&self, service: &RevServiceCreate) -> Result<(i64, CallRecord), CarrierFailure>;
+    async fn create_service(
+        &self,
+        service: &RevServiceCreate,
+    ) -> Result<(i64, CallRecord), CarrierFailure>;
     async fn list_customers(&self) -> Result<Vec<RevIoCustomer>, CarrierFailure>;
 }
 
 /// Builds the client of a service provider's API; each call first takes a token from `limiter`.
 pub trait Carriers: Send + Sync {
-    fn control_center(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn ControlCenterApi>;
+    fn control_center(
+        &self,
+        sp: &ServiceProvider,
+        limiter: Arc<TokenBucket>,
+    ) -> Arc<dyn ControlCenterApi>;
     fn rev_io(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn RevIoApi>;
 }

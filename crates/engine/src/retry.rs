@@ -25,7 +25,9 @@ impl RetryPolicy {
     /// The wait before attempt `attempt + 1` (attempt counts from 1). A `Retry-After` is a floor: we never
     /// come back sooner than the carrier asked.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let cap = exp.min(self.max_delay);
         let jittered = cap.mul_f64(0.5 + fastrand::f64() * 0.5);
         match retry_after {
@@ -42,7 +44,11 @@ mod tests {
 
     #[test]
     fn delays_grow_and_stay_capped() {
-        let p = RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
         for _ in 0..100 {
             let d1 = p.delay(1, None);
             assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));

@@ -15,8 +15,8 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::audit;
 use crate::notify;
 use crate::ports::{
-    BulkChange, CallRecord, Carriers, Clock, ControlCenterApi, DeviceChangeRow, DeviceUpdate, Notifier, Queue, RevIoApi,
-    RowOutcome, ServiceProvider, Store, StoreError, WorkMessage,
+    BulkChange, CallRecord, Carriers, Clock, ControlCenterApi, DeviceChangeRow, DeviceUpdate,
+    Notifier, Queue, RevIoApi, RowOutcome, ServiceProvider, Store, StoreError, WorkMessage,
 };
 use crate::rate::RateLimiters;
 use crate::status_update;
@@ -57,9 +57,15 @@ impl Default for WorkerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("bulk change {bulk_change_id}: {source}")]
-    Store { bulk_change_id: i64, source: StoreError },
+    Store {
+        bulk_change_id: i64,
+        source: StoreError,
+    },
     #[error("bulk change {bulk_change_id}: could not enqueue its continuation: {message}")]
-    Enqueue { bulk_change_id: i64, message: String },
+    Enqueue {
+        bulk_change_id: i64,
+        message: String,
+    },
 }
 
 /// What became of one message.
@@ -99,8 +105,21 @@ pub(crate) struct Job {
 
 impl Job {
     /// Appends an audit entry; an audit write that fails is reported but does not undo the carrier's answer.
-    pub async fn log(&self, row: &DeviceChangeRow, description: &str, call: &CallRecord, error: Option<&str>) {
-        let entry = audit::entry(self.bulk.id, row.id, description, call, error, self.clock.now());
+    pub async fn log(
+        &self,
+        row: &DeviceChangeRow,
+        description: &str,
+        call: &CallRecord,
+        error: Option<&str>,
+    ) {
+        let entry = audit::entry(
+            self.bulk.id,
+            row.id,
+            description,
+            call,
+            error,
+            self.clock.now(),
+        );
         if let Err(e) = self.store.append_log(&entry).await {
             error!(bulk_change_id = self.bulk.id, iccid = %row.iccid, error = %e, "audit log write failed");
         }
@@ -109,15 +128,30 @@ impl Job {
 
 impl Worker {
     /// Handles one queue message. Returns an error only when the message must be retried (it stays on the queue).
-    pub async fn handle(&self, message: WorkMessage, deadline: Instant) -> Result<Handled, WorkerError> {
+    pub async fn handle(
+        &self,
+        message: WorkMessage,
+        deadline: Instant,
+    ) -> Result<Handled, WorkerError> {
         let id = message.bulk_change_id;
-        let span = info_span!("bulk_change", bulk_change_id = id, attempt = message.attempt);
+        let span = info_span!(
+            "bulk_change",
+            bulk_change_id = id,
+            attempt = message.attempt
+        );
         self.handle_inner(message, deadline).instrument(span).await
     }
 
-    async fn handle_inner(&self, message: WorkMessage, deadline: Instant) -> Result<Handled, WorkerError> {
+    async fn handle_inner(
+        &self,
+        message: WorkMessage,
+        deadline: Instant,
+    ) -> Result<Handled, WorkerError> {
         let id = message.bulk_change_id;
-        let store_err = |source| WorkerError::Store { bulk_change_id: id, source };
+        let store_err = |source| WorkerError::Store {
+            bulk_change_id: id,
+            source,
+        };
         let Some(bulk) = self.store.bulk_change(None, id).await.map_err(store_err)? else {
             warn!("message for an unknown bulk change; dropping it");
             return Ok(Handled::Unknown);
@@ -127,7 +161,10 @@ impl Worker {
             self.notify_failures(&bulk).await;
             return Ok(Handled::AlreadyFinal(bulk.status));
         }
-        self.store.mark_processing(id, self.clock.now()).await.map_err(store_err)?;
+        self.store
+            .mark_processing(id, self.clock.now())
+            .await
+            .map_err(store_err)?;
         let job = match self.load_job(bulk.clone()).await {
             Ok(job) => Some(job),
             Err(reason) => {
@@ -143,11 +180,22 @@ impl Worker {
             }
             let rows = self
                 .store
-                .claim_rows(id, &self.config.worker_id, self.config.claim_batch, self.config.lease, self.clock.now())
+                .claim_rows(
+                    id,
+                    &self.config.worker_id,
+                    self.config.claim_batch,
+                    self.config.lease,
+                    self.clock.now(),
+                )
                 .await
                 .map_err(store_err)?;
             if rows.is_empty() {
-                return match self.store.finalize_bulk_change(id, self.clock.now()).await.map_err(store_err)? {
+                return match self
+                    .store
+                    .finalize_bulk_change(id, self.clock.now())
+                    .await
+                    .map_err(store_err)?
+                {
                     Some(status) if status.is_final() => {
                         info!(status = %status, "bulk change finished");
                         if let Ok(Some(bulk)) = self.store.bulk_change(None, id).await {
@@ -158,7 +206,8 @@ impl Worker {
                     Some(status) => Ok(Handled::Finished(status)),
                     None => {
                         // Rows held by another worker's live lease: look again later, never drop the work.
-                        self.continue_later(message, self.config.continuation_delay).await?;
+                        self.continue_later(message, self.config.continuation_delay)
+                            .await?;
                         Ok(Handled::Continued)
                     }
                 };
@@ -172,12 +221,22 @@ impl Worker {
         }
     }
 
-    async fn continue_later(&self, message: WorkMessage, delay: Duration) -> Result<(), WorkerError> {
-        let next = WorkMessage { bulk_change_id: message.bulk_change_id, attempt: message.attempt + 1 };
-        self.queue.send(&next, delay).await.map_err(|e| WorkerError::Enqueue {
+    async fn continue_later(
+        &self,
+        message: WorkMessage,
+        delay: Duration,
+    ) -> Result<(), WorkerError> {
+        let next = WorkMessage {
             bulk_change_id: message.bulk_change_id,
-            message: e.to_string(),
-        })
+            attempt: message.attempt + 1,
+        };
+        self.queue
+            .send(&next, delay)
+            .await
+            .map_err(|e| WorkerError::Enqueue {
+                bulk_change_id: message.bulk_change_id,
+                message: e.to_string(),
+            })
     }
 
     async fn load_job(&self, bulk: BulkChange) -> Result<Job, String> {
@@ -187,19 +246,48 @@ impl Worker {
             .service_provider(tenant, bulk.service_provider_id)
             .await
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("service provider {} no longer exists", bulk.service_provider_id))?;
-        let statuses = self.store.device_statuses(sp.integration).await.map_err(|e| e.to_string())?;
-        let rate_plans = self.store.carrier_rate_plans(tenant, sp.id).await.map_err(|e| e.to_string())?;
+            .ok_or_else(|| {
+                format!(
+                    "service provider {} no longer exists",
+                    bulk.service_provider_id
+                )
+            })?;
+        let statuses = self
+            .store
+            .device_statuses(sp.integration)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rate_plans = self
+            .store
+            .carrier_rate_plans(tenant, sp.id)
+            .await
+            .map_err(|e| e.to_string())?;
         let limiter = self.limiters.for_provider(sp.id, sp.rate_limit_per_second);
         let control_center = self.carriers.control_center(&sp, limiter);
-        let rev_io = match self.store.service_provider_for(tenant, Integration::RevIo).await.map_err(|e| e.to_string())? {
+        let rev_io = match self
+            .store
+            .service_provider_for(tenant, Integration::RevIo)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             Some(rev_sp) => {
-                let limiter = self.limiters.for_provider(rev_sp.id, rev_sp.rate_limit_per_second);
+                let limiter = self
+                    .limiters
+                    .for_provider(rev_sp.id, rev_sp.rate_limit_per_second);
                 Some(self.carriers.rev_io(&rev_sp, limiter))
             }
             None => None,
         };
-        Ok(Job { bulk, sp, statuses, rate_plans, control_center, rev_io, store: self.store.clone(), clock: self.clock.clone() })
+        Ok(Job {
+            bulk,
+            sp,
+            statuses,
+            rate_plans,
+            control_center,
+            rev_io,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        })
     }
 
     async fn process_row(&self, job: Option<&Job>, row: DeviceChangeRow) {
@@ -226,7 +314,11 @@ impl Worker {
     }
 
     async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow) -> RowOutcome {
-        let error = |details: String| RowOutcome { status: RowStatus::Error, details, device_update: DeviceUpdate::default() };
+        let error = |details: String| RowOutcome {
+            status: RowStatus::Error,
+            details,
+            device_update: DeviceUpdate::default(),
+        };
         let request = match BulkChangeRequest::from_wire(domain::BulkChangeRequestWire {
             devices: vec![row.iccid.clone()],
             ..job.bulk.request.clone()
@@ -238,7 +330,10 @@ impl Worker {
             ChangeDetails::StatusUpdate(req) if job.sp.integration.is_jasper_family() => {
                 match resolve_target_status(&job.statuses, job.sp.integration, &req.target_status) {
                     Some(target) => status_update::process(job, row, req, &target.clone()).await,
-                    None => error(format!("Unknown target status '{}' for {}", req.target_status, job.sp.integration)),
+                    None => error(format!(
+                        "Unknown target status '{}' for {}",
+                        req.target_status, job.sp.integration
+                    )),
                 }
             }
             other => error(format!(
@@ -250,7 +345,15 @@ impl Worker {
     }
 
     async fn notify_failures(&self, bulk: &BulkChange) {
-        if let Err(e) = notify::send_failure_summary(self.store.as_ref(), self.notifier.as_ref(), &self.config, bulk, self.clock.now()).await {
+        if let Err(e) = notify::send_failure_summary(
+            self.store.as_ref(),
+            self.notifier.as_ref(),
+            &self.config,
+            bulk,
+            self.clock.now(),
+        )
+        .await
+        {
             error!(error = %e, "failure summary e-mail not sent; the scheduler will try again");
         }
     }

@@ -1,0 +1,459 @@
+//! The store contract: behaviour every Store adapter must show. SQLite runs it always; the SQL Server adapter
+//! runs the same functions when `MSSQL_URL` is set. Each function expects a store loaded with [`contract_seed`].
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use domain::{BulkChangeRequestWire, BulkStatus, ChangeType, Integration, PortalType, RowStatus};
+use engine::ports::*;
+
+use crate::seed::*;
+
+pub const TENANT: i64 = 1;
+pub const OTHER_TENANT: i64 = 2;
+pub const SP: i64 = 10;
+pub const ICCIDS: [&str; 3] = [
+    "89148000008245116615",
+    "89148000008245116623",
+    "89148000008245116631",
+];
+pub const OTHER_TENANT_ICCID: &str = "89148000008245116649";
+
+/// Two tenants, a POD19 provider each, three devices for tenant 1 and one for tenant 2.
+pub fn contract_seed() -> Seed {
+    let sp = |id, tenant_id| SeedServiceProvider {
+        id,
+        tenant_id,
+        integration_id: 9,
+        name: format!("POD19 {tenant_id}"),
+        base_url: "http://127.0.0.1:9".into(),
+        username: "user".into(),
+        secret: "key".into(),
+        client_code: None,
+        subscription_key: None,
+        write_is_enabled: true,
+        rate_limit_per_second: 50.0,
+    };
+    let device = |tenant_id, service_provider_id, iccid: &str| SeedDevice {
+        id: None,
+        tenant_id,
+        service_provider_id,
+        iccid: iccid.into(),
+        imei: None,
+        msisdn: None,
+        eid: None,
+        status: "ACTIVATION_READY".into(),
+        carrier_rate_plan: Some("RP-1GB".into()),
+        communication_plan: Some("CP-Data".into()),
+        username: None,
+        last_usage_date: None,
+        data_usage_mb: 12.5,
+        rev_customer_id: None,
+    };
+    Seed {
+        tenants: vec![
+            SeedTenant {
+                id: TENANT,
+                name: "Acme".into(),
+            },
+            SeedTenant {
+                id: OTHER_TENANT,
+                name: "Globex".into(),
+            },
+        ],
+        service_providers: vec![sp(SP, TENANT), sp(20, OTHER_TENANT)],
+        device_statuses: vec![],
+        carrier_rate_plans: vec![SeedRatePlan {
+            id: 1,
+            service_provider_id: SP,
+            rate_plan_code: "RP-1GB".into(),
+            plan_mb: 1024.0,
+            base_rate: 5.0,
+        }],
+        rev_customers: vec![SeedRevCustomer {
+            tenant_id: TENANT,
+            rev_customer_id: "1001".into(),
+            name: "Acme Fleet".into(),
+        }],
+        devices: ICCIDS
+            .iter()
+            .map(|i| device(TENANT, SP, i))
+            .chain([device(OTHER_TENANT, 20, OTHER_TENANT_ICCID)])
+            .collect(),
+    }
+}
+
+fn t(secs: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_opt(1_900_000_000 + secs, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+pub async fn new_bulk(store: &dyn Store) -> i64 {
+    let devices = store
+        .devices_by_iccid(TENANT, &ICCIDS.map(String::from))
+        .await
+        .expect("devices");
+    assert_eq!(
+        devices.len(),
+        3,
+        "seeded devices are visible to their tenant"
+    );
+    let mut rows: Vec<NewRow> = devices
+        .iter()
+        .map(|d| NewRow {
+            device_id: Some(d.id),
+            iccid: d.iccid.clone(),
+            msisdn: None,
+            status: RowStatus::Pending,
+            status_details: None,
+        })
+        .collect();
+    rows.push(NewRow {
+        device_id: None,
+        iccid: "123".into(),
+        msisdn: None,
+        status: RowStatus::Error,
+        status_details: Some("Invalid ICCID".into()),
+    });
+    let change = NewBulkChange {
+        tenant_id: TENANT,
+        service_provider_id: SP,
+        integration: Integration::Pod19,
+        change_type: ChangeType::StatusUpdate,
+        portal_type: PortalType::M2M,
+        request: BulkChangeRequestWire {
+            service_provider_id: Some(SP),
+            change_type: Some(3),
+            ..Default::default()
+        },
+        created_by: "alice".into(),
+    };
+    store
+        .create_bulk_change(&change, &rows)
+        .await
+        .expect("create bulk change")
+}
+
+pub async fn bulk_change_is_tenant_scoped(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let own = store
+        .bulk_change(Some(TENANT), id)
+        .await
+        .expect("read")
+        .expect("own tenant sees it");
+    assert_eq!(own.status, BulkStatus::New);
+    assert_eq!(own.created_by, "alice");
+    assert!(
+        store
+            .bulk_change(Some(OTHER_TENANT), id)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(
+        store
+            .rows(OTHER_TENANT, id, None, 1, 100)
+            .await
+            .expect("rows")
+            .is_empty()
+    );
+    assert!(
+        store
+            .row_counts(OTHER_TENANT, id)
+            .await
+            .expect("counts")
+            .is_empty()
+    );
+    let counts = store.row_counts(TENANT, id).await.expect("counts");
+    assert_eq!(
+        counts
+            .iter()
+            .find(|c| c.status == RowStatus::Pending)
+            .map(|c| c.count),
+        Some(3)
+    );
+    assert_eq!(
+        counts
+            .iter()
+            .find(|c| c.status == RowStatus::Error)
+            .map(|c| c.count),
+        Some(1)
+    );
+    assert!(
+        store
+            .devices_by_iccid(TENANT, &[OTHER_TENANT_ICCID.to_string()])
+            .await
+            .expect("devices")
+            .is_empty()
+    );
+    assert!(
+        store
+            .service_provider(OTHER_TENANT, SP)
+            .await
+            .expect("sp")
+            .is_none()
+    );
+}
+
+pub async fn claims_are_exclusive_and_leases_expire(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let lease = Duration::from_secs(60);
+    let a = store
+        .claim_rows(id, "a", 2, lease, t(0))
+        .await
+        .expect("claim a");
+    let b = store
+        .claim_rows(id, "b", 10, lease, t(1))
+        .await
+        .expect("claim b");
+    assert_eq!(a.len(), 2);
+    assert_eq!(b.len(), 1, "b gets only the row a did not take");
+    assert!(
+        a.iter()
+            .all(|r| r.status == RowStatus::Processing && r.claims == 1)
+    );
+    assert!(a.iter().all(|r| r.id != b[0].id));
+    assert!(
+        store
+            .claim_rows(id, "c", 10, lease, t(30))
+            .await
+            .expect("claim c")
+            .is_empty(),
+        "live leases hold"
+    );
+    let c = store
+        .claim_rows(id, "c", 10, lease, t(62))
+        .await
+        .expect("claim c");
+    assert_eq!(c.len(), 3, "expired leases are claimed again");
+    assert!(
+        c.iter().all(|r| r.claims == 2),
+        "a second claim is visible to the processor"
+    );
+}
+
+pub async fn only_the_lease_holder_completes_a_row_once(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let rows = store
+        .claim_rows(id, "a", 1, Duration::from_secs(60), t(0))
+        .await
+        .expect("claim");
+    let row = &rows[0];
+    let target = store
+        .device_statuses(Integration::Pod19)
+        .await
+        .expect("statuses")
+        .into_iter()
+        .find(|s| s.status == "ACTIVATED")
+        .expect("ACTIVATED");
+    let outcome = RowOutcome {
+        status: RowStatus::Processed,
+        details: "Status changed to ACTIVATED".into(),
+        device_update: DeviceUpdate {
+            device_status_id: Some(target.id),
+            carrier_rate_plan: Some("RP-5GB".into()),
+            rev_customer_id: None,
+        },
+    };
+    assert!(
+        !store
+            .complete_row(TENANT, row.id, "intruder", &outcome, t(1))
+            .await
+            .expect("complete")
+    );
+    assert!(
+        store
+            .complete_row(TENANT, row.id, "a", &outcome, t(1))
+            .await
+            .expect("complete")
+    );
+    let again = RowOutcome {
+        status: RowStatus::ApiFailed,
+        ..outcome.clone()
+    };
+    assert!(
+        !store
+            .complete_row(TENANT, row.id, "a", &again, t(2))
+            .await
+            .expect("complete"),
+        "a final row is never overwritten"
+    );
+    let stored = store
+        .rows(TENANT, id, Some(RowStatus::Processed), 1, 10)
+        .await
+        .expect("rows");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].status_details.as_deref(),
+        Some("Status changed to ACTIVATED")
+    );
+    let device = store
+        .device(TENANT, row.device_id.expect("device id"))
+        .await
+        .expect("device")
+        .expect("exists");
+    assert_eq!(device.device_status_id, target.id);
+    assert_eq!(device.carrier_rate_plan.as_deref(), Some("RP-5GB"));
+}
+
+pub async fn bulk_status_is_derived_from_rows_and_final_once(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    store.mark_processing(id, t(0)).await.expect("mark");
+    assert_eq!(
+        store
+            .finalize_bulk_change(id, t(0))
+            .await
+            .expect("finalize"),
+        None,
+        "open rows keep it open"
+    );
+    let rows = store
+        .claim_rows(id, "a", 10, Duration::from_secs(60), t(0))
+        .await
+        .expect("claim");
+    for (i, row) in rows.iter().enumerate() {
+        let status = if i == 0 {
+            RowStatus::Processed
+        } else {
+            RowStatus::ApiFailed
+        };
+        let outcome = RowOutcome {
+            status,
+            details: "x".into(),
+            device_update: DeviceUpdate::default(),
+        };
+        assert!(
+            store
+                .complete_row(TENANT, row.id, "a", &outcome, t(1))
+                .await
+                .expect("complete")
+        );
+    }
+    assert_eq!(
+        store
+            .finalize_bulk_change(id, t(2))
+            .await
+            .expect("finalize"),
+        Some(BulkStatus::Processed)
+    );
+    store.mark_processing(id, t(3)).await.expect("mark");
+    let bulk = store
+        .bulk_change(Some(TENANT), id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        bulk.status,
+        BulkStatus::Processed,
+        "a late mark_processing never reopens a final bulk change"
+    );
+    assert!(bulk.processed_at.is_some());
+    assert!(store.claim_notification(id, t(4)).await.expect("claim"));
+    assert!(
+        !store.claim_notification(id, t(5)).await.expect("claim"),
+        "one e-mail only"
+    );
+    store.release_notification(id).await.expect("release");
+    assert!(store.claim_notification(id, t(6)).await.expect("claim"));
+}
+
+pub async fn stranded_bulk_changes_are_found(store: &dyn Store) {
+    let now = Utc::now();
+    let id = new_bulk(store).await;
+    let later = now + chrono::Duration::minutes(10);
+    let stranded = store
+        .stranded_bulk_changes(later - chrono::Duration::minutes(2), later)
+        .await
+        .expect("stranded");
+    assert!(
+        stranded.contains(&id),
+        "a NEW bulk change nobody picked up is stranded"
+    );
+    store
+        .claim_rows(id, "a", 1, Duration::from_secs(3600), later)
+        .await
+        .expect("claim");
+    let stranded = store
+        .stranded_bulk_changes(
+            later + chrono::Duration::minutes(1),
+            later + chrono::Duration::minutes(1),
+        )
+        .await
+        .expect("stranded");
+    assert!(
+        !stranded.contains(&id),
+        "a live lease means somebody is working on it"
+    );
+}
+
+pub async fn audit_log_is_kept_per_row_and_scoped(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let rows = store
+        .claim_rows(id, "a", 1, Duration::from_secs(60), t(0))
+        .await
+        .expect("claim");
+    let entry = LogEntry {
+        bulk_change_id: id,
+        device_change_id: Some(rows[0].id),
+        description: "Update Jasper Status: Jasper API".into(),
+        request_text: "PUT devices/x".into(),
+        response_text: "{\"iccid\":\"x\"}".into(),
+        response_status: "PROCESSED".into(),
+        has_errors: false,
+        error_text: None,
+        processed_date: t(1),
+    };
+    store.append_log(&entry).await.expect("append");
+    assert_eq!(store.logs(TENANT, id).await.expect("logs"), vec![entry]);
+    assert!(store.logs(OTHER_TENANT, id).await.expect("logs").is_empty());
+}
+
+pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
+    assert_eq!(
+        store
+            .carrier_rate_plans(TENANT, SP)
+            .await
+            .expect("plans")
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .carrier_rate_plans(OTHER_TENANT, SP)
+            .await
+            .expect("plans")
+            .is_empty()
+    );
+    assert!(
+        store
+            .rev_customer(TENANT, "1001")
+            .await
+            .expect("rev")
+            .is_some()
+    );
+    assert!(
+        store
+            .rev_customer(TENANT, "100")
+            .await
+            .expect("rev")
+            .is_none(),
+        "exact match, never a substring"
+    );
+    assert!(
+        store
+            .rev_customer(OTHER_TENANT, "1001")
+            .await
+            .expect("rev")
+            .is_none()
+    );
+    let statuses = store
+        .device_statuses(Integration::Pod19)
+        .await
+        .expect("statuses");
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.status == "DEACTIVATED" && s.display_name == "Deactivated")
+    );
+}

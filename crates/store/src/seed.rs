@@ -1,0 +1,115 @@
+//! The seed document: JSON that fills an empty database (format in the README; `events/seed.json` is the example).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Seed {
+    #[serde(default)]
+    pub tenants: Vec<SeedTenant>,
+    #[serde(default)]
+    pub service_providers: Vec<SeedServiceProvider>,
+    /// Extra `DeviceStatus` rows; the Control Center ones are built in.
+    #[serde(default)]
+    pub device_statuses: Vec<domain::rules::DeviceStatusDef>,
+    #[serde(default)]
+    pub carrier_rate_plans: Vec<SeedRatePlan>,
+    #[serde(default)]
+    pub rev_customers: Vec<SeedRevCustomer>,
+    #[serde(default)]
+    pub devices: Vec<SeedDevice>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedTenant {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedServiceProvider {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub integration_id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub username: String,
+    /// Control Center API key or Rev.io password.
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default)]
+    pub client_code: Option<String>,
+    #[serde(default)]
+    pub subscription_key: Option<String>,
+    #[serde(default = "yes")]
+    pub write_is_enabled: bool,
+    #[serde(default = "ten")]
+    pub rate_limit_per_second: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn ten() -> f64 {
+    10.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedRatePlan {
+    pub id: i64,
+    pub service_provider_id: i64,
+    pub rate_plan_code: String,
+    #[serde(rename = "PlanMB")]
+    pub plan_mb: f64,
+    pub base_rate: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedRevCustomer {
+    pub tenant_id: i64,
+    pub rev_customer_id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedDevice {
+    #[serde(default)]
+    pub id: Option<i64>,
+    pub tenant_id: i64,
+    pub service_provider_id: i64,
+    #[serde(rename = "ICCID")]
+    pub iccid: String,
+    #[serde(default, rename = "IMEI")]
+    pub imei: Option<String>,
+    #[serde(default, rename = "MSISDN")]
+    pub msisdn: Option<String>,
+    #[serde(default, rename = "EID")]
+    pub eid: Option<String>,
+    /// The carrier's status code (e.g. `ACTIVATION_READY`), resolved in the provider's integration.
+    pub status: String,
+    #[serde(default)]
+    pub carrier_rate_plan: Option<String>,
+    #[serde(default)]
+    pub communication_plan: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub last_usage_date: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, rename = "DataUsageMB")]
+    pub data_usage_mb: f64,
+    #[serde(default)]
+    pub rev_customer_id: Option<String>,
+}
+
+impl Seed {
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}

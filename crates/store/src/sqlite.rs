@@ -1,0 +1,1013 @@
+//! The embedded store: one SQLite file (WAL), every query scoped by tenant, row claims with a lease,
+//! and the embedded queue over the same file.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
+use domain::{BulkStatus, ChangeType, Integration, PortalType, RowStatus, bulk_status_from_rows};
+use engine::ports::*;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::seed::Seed;
+
+const SCHEMA: &str = include_str!("schema.sql");
+const PROCESSED_BY: &str = "AltaworxDeviceBulkChange";
+
+/// Fixed-width UTC text, so times compare correctly as strings.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp '{s}': {e}")))
+}
+
+fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    s.map(|s| parse_ts(&s)).transpose()
+}
+
+fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Database {
+        context,
+        message: e.to_string(),
+    }
+}
+
+/// The SQLite store. Cheap to clone; all clones share one connection (SQLite serialises writers anyway).
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies the schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(db("open database"))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(db("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db("enable foreign keys"))?;
+        conn.execute_batch(SCHEMA).map_err(db("apply schema"))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Corrupt("connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database {
+            context: "blocking task",
+            message: e.to_string(),
+        })?
+    }
+
+    /// Fills an empty database from a seed. Returns false (and changes nothing) when tenants already exist.
+    pub async fn load_seed(&self, seed: Seed) -> Result<bool, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db("begin seed"))?;
+            let tenants: i64 = tx.query_row("SELECT COUNT(*) FROM Tenant", [], |r| r.get(0)).map_err(db("count tenants"))?;
+            if tenants > 0 {
+                return Ok(false);
+            }
+            for t in &seed.tenants {
+                tx.execute("INSERT INTO Tenant (Id, Name) VALUES (?1, ?2)", params![t.id, t.name]).map_err(db("seed tenant"))?;
+            }
+            for sp in &seed.service_providers {
+                if Integration::from_id(sp.integration_id).is_none() {
+                    return Err(StoreError::Seed(format!("service provider {}: unknown IntegrationId {}", sp.id, sp.integration_id)));
+                }
+                tx.execute(
+                    "INSERT INTO ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    params![sp.id, sp.tenant_id, sp.integration_id, sp.name, sp.base_url, sp.username, sp.secret, sp.client_code, sp.subscription_key, sp.write_is_enabled, sp.rate_limit_per_second],
+                )
+                .map_err(|e| StoreError::Seed(format!("service provider {}: {e}", sp.id)))?;
+            }
+            for s in &seed.device_statuses {
+                tx.execute(
+                    "INSERT OR REPLACE INTO DeviceStatus (Id, IntegrationId, Status, DisplayName) VALUES (?1, ?2, ?3, ?4)",
+                    params![s.id, s.integration_id, s.status, s.display_name],
+                )
+                .map_err(db("seed device status"))?;
+            }
+            for p in &seed.carrier_rate_plans {
+                tx.execute(
+                    "INSERT INTO JasperCarrierRatePlan (Id, ServiceProviderId, RatePlanCode, PlanMB, BaseRate) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![p.id, p.service_provider_id, p.rate_plan_code, p.plan_mb, p.base_rate],
+                )
+                .map_err(|e| StoreError::Seed(format!("rate plan {}: {e}", p.rate_plan_code)))?;
+            }
+            for c in &seed.rev_customers {
+                tx.execute(
+                    "INSERT INTO RevCustomer (TenantId, RevCustomerId, Name) VALUES (?1, ?2, ?3)",
+                    params![c.tenant_id, c.rev_customer_id, c.name],
+                )
+                .map_err(|e| StoreError::Seed(format!("Rev customer {}: {e}", c.rev_customer_id)))?;
+            }
+            let now = ts(Utc::now());
+            for d in &seed.devices {
+                let integration: i64 = tx
+                    .query_row("SELECT IntegrationId FROM ServiceProvider WHERE Id = ?1 AND TenantId = ?2", params![d.service_provider_id, d.tenant_id], |r| r.get(0))
+                    .optional()
+                    .map_err(db("seed device provider"))?
+                    .ok_or_else(|| StoreError::Seed(format!("device {}: service provider {} of tenant {} not found", d.iccid, d.service_provider_id, d.tenant_id)))?;
+                let status_id: i64 = tx
+                    .query_row(
+                        "SELECT Id FROM DeviceStatus WHERE IntegrationId = ?1 AND (Status = ?2 COLLATE NOCASE OR DisplayName = ?2 COLLATE NOCASE) ORDER BY Id LIMIT 1",
+                        params![integration, d.status],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db("seed device status lookup"))?
+                    .ok_or_else(|| StoreError::Seed(format!("device {}: status '{}' unknown for integration {integration}", d.iccid, d.status)))?;
+                tx.execute(
+                    "INSERT INTO Device (Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, EID, DeviceStatusId, CarrierRatePlan, CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, ModifiedBy, ModifiedDate)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'seed', ?15)",
+                    params![d.id, d.tenant_id, d.service_provider_id, d.iccid, d.imei, d.msisdn, d.eid, status_id, d.carrier_rate_plan, d.communication_plan, d.username, d.last_usage_date.map(ts), d.data_usage_mb, d.rev_customer_id, now],
+                )
+                .map_err(|e| StoreError::Seed(format!("device {}: {e}", d.iccid)))?;
+            }
+            tx.commit().map_err(db("commit seed"))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Service providers of every tenant, for `serve --simulators` to point them at the simulators.
+    pub async fn set_base_url(
+        &self,
+        service_provider_id: i64,
+        base_url: &str,
+    ) -> Result<(), StoreError> {
+        let url = base_url.to_string();
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE ServiceProvider SET BaseUrl = ?1 WHERE Id = ?2",
+                params![url, service_provider_id],
+            )
+            .map_err(db("set base url"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Test and bench helper: the device as stored, by ICCID, within a tenant.
+    pub async fn device_by_iccid(
+        &self,
+        tenant_id: i64,
+        iccid: &str,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        Ok(self
+            .devices_by_iccid(tenant_id, &[iccid.to_string()])
+            .await?
+            .into_iter()
+            .next())
+    }
+}
+
+const DEVICE_COLUMNS: &str = "Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted";
+
+fn device_from_row(r: &Row<'_>) -> rusqlite::Result<(DeviceRecord, Option<String>)> {
+    Ok((
+        DeviceRecord {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            service_provider_id: r.get(2)?,
+            iccid: r.get(3)?,
+            imei: r.get(4)?,
+            msisdn: r.get(5)?,
+            device_status_id: r.get(6)?,
+            carrier_rate_plan: r.get(7)?,
+            communication_plan: r.get(8)?,
+            username: r.get(9)?,
+            last_usage_date: None,
+            data_usage_mb: r.get(11)?,
+            rev_customer_id: r.get(12)?,
+            is_active: r.get(13)?,
+            is_deleted: r.get(14)?,
+        },
+        r.get(10)?,
+    ))
+}
+
+fn finish_device(
+    (mut d, last): (DeviceRecord, Option<String>),
+) -> Result<DeviceRecord, StoreError> {
+    d.last_usage_date = opt_ts(last)?;
+    Ok(d)
+}
+
+fn service_provider_from_row(r: &Row<'_>) -> rusqlite::Result<(ServiceProvider, i64)> {
+    let integration_id: i64 = r.get(2)?;
+    let subscription_key: Option<String> = r.get(8)?;
+    Ok((
+        ServiceProvider {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            integration: Integration::from_id(integration_id).unwrap_or(Integration::Jasper),
+            name: r.get(3)?,
+            base_url: r.get(4)?,
+            username: r.get(5)?,
+            secret: Secret::new(r.get::<_, String>(6)?),
+            client_code: r.get(7)?,
+            subscription_key: subscription_key.map(Secret::new),
+            write_is_enabled: r.get(9)?,
+            rate_limit_per_second: r.get(10)?,
+        },
+        integration_id,
+    ))
+}
+
+const SP_COLUMNS: &str = "Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond";
+
+fn checked_sp(
+    found: Option<(ServiceProvider, i64)>,
+) -> Result<Option<ServiceProvider>, StoreError> {
+    match found {
+        Some((sp, id)) if Integration::from_id(id).is_none() => Err(StoreError::Corrupt(format!(
+            "service provider {} has unknown integration {id}",
+            sp.id
+        ))),
+        Some((sp, _)) => Ok(Some(sp)),
+        None => Ok(None),
+    }
+}
+
+const BULK_COLUMNS: &str = "Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate";
+
+type RawBulk = (
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+);
+
+fn raw_bulk(r: &Row<'_>) -> rusqlite::Result<RawBulk> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+fn bulk_from_raw(raw: RawBulk) -> Result<BulkChange, StoreError> {
+    let (
+        id,
+        tenant_id,
+        sp,
+        integration,
+        change_type,
+        portal,
+        status,
+        request,
+        created_by,
+        created,
+        processed,
+    ) = raw;
+    let bad = |what: String| StoreError::Corrupt(format!("bulk change {id}: {what}"));
+    Ok(BulkChange {
+        id,
+        tenant_id,
+        service_provider_id: sp,
+        integration: Integration::from_id(integration)
+            .ok_or_else(|| bad(format!("unknown integration {integration}")))?,
+        change_type: ChangeType::from_number(change_type)
+            .ok_or_else(|| bad(format!("unknown change type {change_type}")))?,
+        portal_type: PortalType::try_from(portal).map_err(bad)?,
+        status: BulkStatus::parse(&status)
+            .ok_or_else(|| bad(format!("unknown status {status}")))?,
+        request: serde_json::from_str(&request)
+            .map_err(|e| bad(format!("unreadable ChangeRequest: {e}")))?,
+        created_by,
+        created_at: parse_ts(&created)?,
+        processed_at: opt_ts(processed)?,
+    })
+}
+
+const ROW_COLUMNS: &str =
+    "Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate";
+
+type RawRow = (
+    i64,
+    i64,
+    Option<i64>,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
+fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
+    let (id, bulk_change_id, device_id, iccid, msisdn, status, status_details, claims, processed) =
+        raw;
+    Ok(DeviceChangeRow {
+        id,
+        bulk_change_id,
+        device_id,
+        iccid,
+        msisdn,
+        status: RowStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("row {id}: unknown status {status}")))?,
+        status_details,
+        claims,
+        processed_date: opt_ts(processed)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn service_provider(
+        &self,
+        tenant_id: i64,
+        id: i64,
+    ) -> StoreResult<Option<ServiceProvider>> {
+        self.with(move |c| {
+            let found = c
+                .query_row(&format!("SELECT {SP_COLUMNS} FROM ServiceProvider WHERE Id = ?1 AND TenantId = ?2 AND IsActive = 1"), params![id, tenant_id], service_provider_from_row)
+                .optional()
+                .map_err(db("read service provider"))?;
+            checked_sp(found)
+        })
+        .await
+    }
+
+    async fn service_provider_for(
+        &self,
+        tenant_id: i64,
+        integration: Integration,
+    ) -> StoreResult<Option<ServiceProvider>> {
+        self.with(move |c| {
+            let found = c
+                .query_row(
+                    &format!("SELECT {SP_COLUMNS} FROM ServiceProvider WHERE TenantId = ?1 AND IntegrationId = ?2 AND IsActive = 1 ORDER BY Id LIMIT 1"),
+                    params![tenant_id, integration.id()],
+                    service_provider_from_row,
+                )
+                .optional()
+                .map_err(db("read service provider by integration"))?;
+            checked_sp(found)
+        })
+        .await
+    }
+
+    async fn device_statuses(&self, integration: Integration) -> StoreResult<Vec<DeviceStatusDef>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT Id, IntegrationId, Status, DisplayName FROM DeviceStatus WHERE IntegrationId = ?1 AND IsActive = 1 AND IsDeleted = 0 ORDER BY Id")
+                .map_err(db("read device statuses"))?;
+            let rows = stmt
+                .query_map(params![integration.id()], |r| Ok(DeviceStatusDef { id: r.get(0)?, integration_id: r.get(1)?, status: r.get(2)?, display_name: r.get(3)? }))
+                .map_err(db("read device statuses"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db("read device statuses"))
+        })
+        .await
+    }
+
+    async fn devices_by_iccid(
+        &self,
+        tenant_id: i64,
+        iccids: &[String],
+    ) -> StoreResult<Vec<DeviceRecord>> {
+        let iccids = iccids.to_vec();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM Device WHERE TenantId = ?1 AND ICCID = ?2 ORDER BY IsDeleted, Id"))
+                .map_err(db("read devices"))?;
+            let mut out = Vec::with_capacity(iccids.len());
+            for iccid in &iccids {
+                let found = stmt.query_row(params![tenant_id, iccid], device_from_row).optional().map_err(db("read devices"))?;
+                if let Some(raw) = found {
+                    out.push(finish_device(raw)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn device(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<DeviceRecord>> {
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM Device WHERE Id = ?1 AND TenantId = ?2"),
+                params![device_id, tenant_id],
+                device_from_row,
+            )
+            .optional()
+            .map_err(db("read device"))?
+            .map(finish_device)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn carrier_rate_plans(
+        &self,
+        tenant_id: i64,
+        service_provider_id: i64,
+    ) -> StoreResult<Vec<CarrierRatePlan>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT p.Id, p.ServiceProviderId, p.RatePlanCode, p.PlanMB, p.BaseRate FROM JasperCarrierRatePlan p
+                     JOIN ServiceProvider sp ON sp.Id = p.ServiceProviderId
+                     WHERE p.ServiceProviderId = ?1 AND sp.TenantId = ?2 AND p.IsActive = 1 ORDER BY p.BaseRate, p.Id",
+                )
+                .map_err(db("read rate plans"))?;
+            let rows = stmt
+                .query_map(params![service_provider_id, tenant_id], |r| {
+                    Ok(CarrierRatePlan { id: r.get(0)?, service_provider_id: r.get(1)?, rate_plan_code: r.get(2)?, plan_mb: r.get(3)?, base_rate: r.get(4)? })
+                })
+                .map_err(db("read rate plans"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db("read rate plans"))
+        })
+        .await
+    }
+
+    async fn rev_customer(
+        &self,
+        tenant_id: i64,
+        rev_customer_id: &str,
+    ) -> StoreResult<Option<RevCustomer>> {
+        let rev_customer_id = rev_customer_id.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT Id, TenantId, RevCustomerId, Name FROM RevCustomer WHERE TenantId = ?1 AND RevCustomerId = ?2 AND IsActive = 1",
+                params![tenant_id, rev_customer_id],
+                |r| Ok(RevCustomer { id: r.get(0)?, tenant_id: r.get(1)?, rev_customer_id: r.get(2)?, name: r.get(3)? }),
+            )
+            .optional()
+            .map_err(db("read Rev customer"))
+        })
+        .await
+    }
+
+    async fn active_rev_service(
+        &self,
+        tenant_id: i64,
+        device_id: i64,
+    ) -> StoreResult<Option<RevServiceRecord>> {
+        self.with(move |c| {
+            c.query_row(
+                "SELECT DeviceId, RevServiceId, RevCustomerId, IsActive FROM RevService WHERE TenantId = ?1 AND DeviceId = ?2 AND IsActive = 1 ORDER BY Id DESC LIMIT 1",
+                params![tenant_id, device_id],
+                |r| Ok(RevServiceRecord { device_id: r.get(0)?, rev_service_id: r.get(1)?, rev_customer_id: r.get(2)?, is_active: r.get(3)? }),
+            )
+            .optional()
+            .map_err(db("read Rev service"))
+        })
+        .await
+    }
+
+    async fn add_rev_service(&self, tenant_id: i64, s: &RevServiceRecord) -> StoreResult<()> {
+        let s = s.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
+                 SELECT ?1, Id, ?3, ?4, ?5, ?6 FROM Device WHERE Id = ?2 AND TenantId = ?1",
+                params![tenant_id, s.device_id, s.rev_service_id, s.rev_customer_id, s.is_active, ts(Utc::now())],
+            )
+            .map_err(db("add Rev service"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_bulk_change(
+        &self,
+        change: &NewBulkChange,
+        rows: &[NewRow],
+    ) -> StoreResult<i64> {
+        let change = change.clone();
+        let rows = rows.to_vec();
+        self.with(move |c| {
+            let now = ts(Utc::now());
+            let request = serde_json::to_string(&change.request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin create bulk change"))?;
+            tx.execute(
+                "INSERT INTO DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'NEW', ?6, ?7, ?8, ?8)",
+                params![change.tenant_id, change.service_provider_id, change.integration.id(), change.change_type.number(), i64::from(change.portal_type), request, change.created_by, now],
+            )
+            .map_err(db("insert bulk change"))?;
+            let id = tx.last_insert_rowid();
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO M2M_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )
+                    .map_err(db("insert rows"))?;
+                for row in &rows {
+                    let is_final = row.status.is_final();
+                    stmt.execute(params![id, change.tenant_id, row.device_id, row.iccid, row.msisdn, row.status.as_str(), row.status_details, is_final, is_final.then_some(&now), now])
+                        .map_err(db("insert rows"))?;
+                }
+            }
+            tx.commit().map_err(db("commit bulk change"))?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn bulk_change(
+        &self,
+        tenant_id: Option<i64>,
+        id: i64,
+    ) -> StoreResult<Option<BulkChange>> {
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {BULK_COLUMNS} FROM DeviceBulkChange WHERE Id = ?1 AND (?2 IS NULL OR TenantId = ?2)"),
+                params![id, tenant_id],
+                raw_bulk,
+            )
+            .optional()
+            .map_err(db("read bulk change"))?
+            .map(bulk_from_raw)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_bulk_changes(
+        &self,
+        tenant_id: i64,
+        filter: &BulkChangeFilter,
+        page: u32,
+        page_size: u32,
+    ) -> StoreResult<(Vec<BulkChange>, i64)> {
+        let status = filter.status.map(|s| s.as_str().to_string());
+        let change_type = filter.change_type.map(ChangeType::number);
+        self.with(move |c| {
+            let filter_sql = "TenantId = ?1 AND (?2 IS NULL OR Status = ?2) AND (?3 IS NULL OR ChangeRequestTypeId = ?3)";
+            let total: i64 = c
+                .query_row(&format!("SELECT COUNT(*) FROM DeviceBulkChange WHERE {filter_sql}"), params![tenant_id, status, change_type], |r| r.get(0))
+                .map_err(db("count bulk changes"))?;
+            let mut stmt = c
+                .prepare_cached(&format!("SELECT {BULK_COLUMNS} FROM DeviceBulkChange WHERE {filter_sql} ORDER BY Id DESC LIMIT ?4 OFFSET ?5"))
+                .map_err(db("list bulk changes"))?;
+            let offset = i64::from(page.max(1) - 1) * i64::from(page_size);
+            let raws = stmt
+                .query_map(params![tenant_id, status, change_type, page_size, offset], raw_bulk)
+                .map_err(db("list bulk changes"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("list bulk changes"))?;
+            Ok((raws.into_iter().map(bulk_from_raw).collect::<Result<Vec<_>, _>>()?, total))
+        })
+        .await
+    }
+
+    async fn row_counts(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+    ) -> StoreResult<Vec<StatusCount>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT Status, COUNT(*) FROM M2M_DeviceChange WHERE BulkChangeId = ?1 AND TenantId = ?2 GROUP BY Status ORDER BY Status")
+                .map_err(db("count rows"))?;
+            let raws = stmt
+                .query_map(params![bulk_change_id, tenant_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db("count rows"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("count rows"))?;
+            raws.into_iter()
+                .map(|(s, count)| Ok(StatusCount { status: RowStatus::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown row status {s}")))?, count }))
+                .collect()
+        })
+        .await
+    }
+
+    async fn rows(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        status: Option<RowStatus>,
+        page: u32,
+        page_size: u32,
+    ) -> StoreResult<Vec<DeviceChangeRow>> {
+        let status = status.map(|s| s.as_str().to_string());
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {ROW_COLUMNS} FROM M2M_DeviceChange WHERE BulkChangeId = ?1 AND TenantId = ?2 AND (?3 IS NULL OR Status = ?3) ORDER BY Id LIMIT ?4 OFFSET ?5"
+                ))
+                .map_err(db("read rows"))?;
+            let offset = i64::from(page.max(1) - 1) * i64::from(page_size);
+            let raws = stmt
+                .query_map(params![bulk_change_id, tenant_id, status, page_size, offset], raw_row)
+                .map_err(db("read rows"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("read rows"))?;
+            raws.into_iter().map(row_from_raw).collect()
+        })
+        .await
+    }
+
+    async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT l.BulkChangeId, l.M2MDeviceChangeId, l.LogEntryDescription, l.RequestText, l.ResponseText, l.ResponseStatus, l.HasErrors, l.ErrorText, l.ProcessedDate
+                     FROM DeviceBulkChangeLog l JOIN DeviceBulkChange b ON b.Id = l.BulkChangeId
+                     WHERE l.BulkChangeId = ?1 AND b.TenantId = ?2 ORDER BY l.Id",
+                )
+                .map_err(db("read logs"))?;
+            let raws = stmt
+                .query_map(params![bulk_change_id, tenant_id], |r| {
+                    Ok((
+                        LogEntry {
+                            bulk_change_id: r.get(0)?,
+                            device_change_id: r.get(1)?,
+                            description: r.get(2)?,
+                            request_text: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                            response_text: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                            response_status: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                            has_errors: r.get(6)?,
+                            error_text: r.get(7)?,
+                            processed_date: DateTime::<Utc>::MIN_UTC,
+                        },
+                        r.get::<_, String>(8)?,
+                    ))
+                })
+                .map_err(db("read logs"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("read logs"))?;
+            raws.into_iter()
+                .map(|(mut e, t)| {
+                    e.processed_date = parse_ts(&t)?;
+                    Ok(e)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn mark_processing(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE DeviceBulkChange SET Status = 'PROCESSING', ModifiedDate = ?2 WHERE Id = ?1 AND Status IN ('NEW', 'PROCESSING')",
+                params![bulk_change_id, ts(now)],
+            )
+            .map_err(db("mark processing"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_rows(
+        &self,
+        bulk_change_id: i64,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<DeviceChangeRow>> {
+        let worker = worker.to_string();
+        self.with(move |c| {
+            let until = ts(now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(5)));
+            let now = ts(now);
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin claim"))?;
+            let raws = {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "UPDATE M2M_DeviceChange SET Status = 'PROCESSING', LeaseOwner = ?1, LeaseUntil = ?2, Claims = Claims + 1
+                         WHERE Id IN (SELECT Id FROM M2M_DeviceChange WHERE BulkChangeId = ?3
+                                      AND (Status = 'PENDING' OR (Status = 'PROCESSING' AND LeaseUntil < ?4))
+                                      ORDER BY Id LIMIT ?5)
+                         RETURNING {ROW_COLUMNS}"
+                    ))
+                    .map_err(db("claim rows"))?;
+                stmt.query_map(params![worker, until, bulk_change_id, now, limit], raw_row)
+                    .map_err(db("claim rows"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db("claim rows"))?
+            };
+            if !raws.is_empty() {
+                tx.execute("UPDATE DeviceBulkChange SET ModifiedDate = ?2 WHERE Id = ?1", params![bulk_change_id, now]).map_err(db("touch bulk change"))?;
+            }
+            tx.commit().map_err(db("commit claim"))?;
+            let mut rows = raws.into_iter().map(row_from_raw).collect::<Result<Vec<_>, _>>()?;
+            rows.sort_by_key(|r| r.id);
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn append_log(&self, e: &LogEntry) -> StoreResult<()> {
+        let e = e.clone();
+        self.with(move |c| {
+            c.prepare_cached(
+                "INSERT INTO DeviceBulkChangeLog (BulkChangeId, M2MDeviceChangeId, LogEntryDescription, RequestText, ResponseText, ResponseStatus, HasErrors, ErrorText, ProcessBy, ProcessedDate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![e.bulk_change_id, e.device_change_id, e.description, e.request_text, e.response_text, e.response_status, e.has_errors, e.error_text, PROCESSED_BY, ts(e.processed_date)])
+            })
+            .map_err(db("append log"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn complete_row(
+        &self,
+        tenant_id: i64,
+        row_id: i64,
+        worker: &str,
+        outcome: &RowOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let worker = worker.to_string();
+        let outcome = outcome.clone();
+        self.with(move |c| {
+            let now = ts(now);
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin complete row"))?;
+            let changed = tx
+                .execute(
+                    "UPDATE M2M_DeviceChange SET Status = ?1, StatusDetails = ?2, IsProcessed = 1, ProcessedDate = ?3, LeaseOwner = NULL, LeaseUntil = NULL
+                     WHERE Id = ?4 AND LeaseOwner = ?5 AND Status = 'PROCESSING'",
+                    params![outcome.status.as_str(), outcome.details, now, row_id, worker],
+                )
+                .map_err(db("complete row"))?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            let u = &outcome.device_update;
+            if !u.is_empty() {
+                tx.execute(
+                    "UPDATE Device SET DeviceStatusId = COALESCE(?1, DeviceStatusId), CarrierRatePlan = COALESCE(?2, CarrierRatePlan),
+                            RevCustomerId = COALESCE(?3, RevCustomerId), ModifiedBy = ?4, ModifiedDate = ?5
+                     WHERE Id = (SELECT DeviceId FROM M2M_DeviceChange WHERE Id = ?6) AND TenantId = ?7",
+                    params![u.device_status_id, u.carrier_rate_plan, u.rev_customer_id, PROCESSED_BY, now, row_id, tenant_id],
+                )
+                .map_err(db("update device"))?;
+            }
+            tx.commit().map_err(db("commit complete row"))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn finalize_bulk_change(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<BulkStatus>> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin finalize"))?;
+            let statuses = {
+                let mut stmt = tx.prepare_cached("SELECT DISTINCT Status FROM M2M_DeviceChange WHERE BulkChangeId = ?1").map_err(db("finalize"))?;
+                stmt.query_map(params![bulk_change_id], |r| r.get::<_, String>(0))
+                    .map_err(db("finalize"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db("finalize"))?
+            };
+            let statuses = statuses
+                .iter()
+                .map(|s| RowStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown row status {s}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let Some(status) = bulk_status_from_rows(statuses) else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE DeviceBulkChange SET Status = ?2, ProcessedDate = CASE WHEN ?3 THEN ?4 ELSE ProcessedDate END, ModifiedDate = ?4
+                 WHERE Id = ?1 AND Status NOT IN ('PROCESSED', 'ERROR', 'CANCELLED')",
+                params![bulk_change_id, status.as_str(), status.is_final(), ts(now)],
+            )
+            .map_err(db("finalize"))?;
+            let current: String = tx.query_row("SELECT Status FROM DeviceBulkChange WHERE Id = ?1", params![bulk_change_id], |r| r.get(0)).map_err(db("finalize"))?;
+            tx.commit().map_err(db("commit finalize"))?;
+            BulkStatus::parse(&current).map(Some).ok_or_else(|| StoreError::Corrupt(format!("unknown bulk status {current}")))
+        })
+        .await
+    }
+
+    async fn claim_notification(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.with(move |c| {
+            let n = c
+                .execute("UPDATE DeviceBulkChange SET NotificationSentDate = ?2 WHERE Id = ?1 AND NotificationSentDate IS NULL", params![bulk_change_id, ts(now)])
+                .map_err(db("claim notification"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE DeviceBulkChange SET NotificationSentDate = NULL WHERE Id = ?1",
+                params![bulk_change_id],
+            )
+            .map_err(db("release notification"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stranded_bulk_changes(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<i64>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT b.Id FROM DeviceBulkChange b
+                     WHERE b.Status IN ('NEW', 'PROCESSING') AND b.ModifiedDate < ?1
+                       AND NOT EXISTS (SELECT 1 FROM M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil >= ?2)
+                     ORDER BY b.Id",
+                )
+                .map_err(db("find stranded"))?;
+            stmt.query_map(params![ts(before), ts(now)], |r| r.get(0))
+                .map_err(db("find stranded"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("find stranded"))
+        })
+        .await
+    }
+}
+
+/// The embedded queue: messages in the store's file, with SQS's visibility-timeout semantics
+/// (a received message reappears unless deleted), so nothing is lost when a worker dies.
+#[derive(Clone)]
+pub struct SqliteQueue {
+    store: SqliteStore,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl SqliteQueue {
+    pub fn new(store: SqliteStore) -> Self {
+        Self {
+            store,
+            notify: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Resolves when a message may have become available (or after `max_wait`), for a polling consumer.
+    pub async fn wait(&self, max_wait: Duration) {
+        let _ = tokio::time::timeout(max_wait, self.notify.notified()).await;
+    }
+
+    /// Messages waiting or in flight (for tests and `make run`).
+    pub async fn depth(&self) -> Result<i64, QueueError> {
+        self.store
+            .with(|c| {
+                c.query_row("SELECT COUNT(*) FROM QueueMessage", [], |r| r.get(0))
+                    .map_err(db("queue depth"))
+            })
+            .await
+            .map_err(queue_err("depth"))
+    }
+}
+
+fn queue_err(context: &'static str) -> impl Fn(StoreError) -> QueueError {
+    move |e| QueueError {
+        context,
+        message: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError> {
+        let body = serde_json::to_string(message).map_err(|e| QueueError {
+            context: "send",
+            message: e.to_string(),
+        })?;
+        self.send_raw(body, delay).await
+    }
+
+    async fn receive(
+        &self,
+        max: u32,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.store
+            .with(move |c| {
+                let now = Utc::now();
+                let until = ts(now + chrono::Duration::from_std(visibility).unwrap_or_else(|_| chrono::Duration::seconds(30)));
+                let receipt_base = format!("{}-{}", now.timestamp_micros(), fastrand_u64());
+                let mut stmt = c
+                    .prepare_cached(
+                        "UPDATE QueueMessage SET VisibleAt = ?1, ReceiveCount = ReceiveCount + 1, Receipt = ?2 || '-' || Id
+                         WHERE Id IN (SELECT Id FROM QueueMessage WHERE VisibleAt <= ?3 ORDER BY VisibleAt, Id LIMIT ?4)
+                         RETURNING Id, Receipt, Body, ReceiveCount",
+                    )
+                    .map_err(db("receive"))?;
+                let rows = stmt
+                    .query_map(params![until, receipt_base, ts(now), max], |r| {
+                        Ok(ReceivedMessage { message_id: r.get::<_, i64>(0)?.to_string(), receipt: r.get(1)?, body: r.get(2)?, receive_count: r.get(3)? })
+                    })
+                    .map_err(db("receive"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db("receive"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(queue_err("receive"))
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        let receipt = receipt.to_string();
+        self.store
+            .with(move |c| {
+                c.execute(
+                    "DELETE FROM QueueMessage WHERE Receipt = ?1",
+                    params![receipt],
+                )
+                .map_err(db("delete message"))?;
+                Ok(())
+            })
+            .await
+            .map_err(queue_err("delete"))
+    }
+}
+
+impl SqliteQueue {
+    /// Sends a body as is (tests use it to deliver malformed messages).
+    pub async fn send_raw(&self, body: String, delay: Duration) -> Result<(), QueueError> {
+        self.store
+            .with(move |c| {
+                let visible =
+                    ts(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+                c.execute(
+                    "INSERT INTO QueueMessage (Body, VisibleAt) VALUES (?1, ?2)",
+                    params![body, visible],
+                )
+                .map_err(db("send message"))?;
+                Ok(())
+            })
+            .await
+            .map_err(queue_err("send"))?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
