@@ -1,1 +1,11 @@
-//! stub
+//! Faithful simulators of the carrier and billing APIs (Control Center, Rev.io) for local runs, tests and
+//! benchmarks: real paths, auth, bodies, status rules and error bodies, with latency, 429s, injected 5xx and
+//! hangs, and a record of every call.
+
+pub mod common;
+pub mod control_center;
+pub mod rev_io;
+
+pub use common::{Faults, RecordedCall};
+pub use control_center::{Account, ControlCenterSim, SimDevice};
+pub use rev_io::{RevAccount, RevCustomer, RevIoSim};

@@ -1,0 +1,204 @@
+//! What every simulator shares: fault and latency settings, the rate limit answered by 429, Basic auth,
+//! and the record of every call that tests read.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// Knobs a test or an operator turns at run time (`POST /_sim/config`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "snake_case")]
+pub struct Faults {
+    /// Added to every answer, after the change is applied.
+    pub latency_ms: u64,
+    /// Calls a second the account may make; beyond it the answer is 429. `None`: unlimited.
+    pub rate_limit_per_second: Option<f64>,
+    /// The `Retry-After` sent with a 429, in seconds.
+    pub retry_after_seconds: u64,
+    /// The next N calls answer 500 without doing anything.
+    pub fail_next: u32,
+    /// Every Nth call answers 500 without doing anything (0 = never).
+    pub fail_every: u32,
+    /// The next N writes are applied, then hang this long before answering (a timeout for the client).
+    pub hang_next_writes: u32,
+    pub hang_ms: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            rate_limit_per_second: None,
+            retry_after_seconds: 1,
+            fail_next: 0,
+            fail_every: 0,
+            hang_next_writes: 0,
+            hang_ms: 30_000,
+        }
+    }
+}
+
+/// One call as the simulator saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecordedCall {
+    pub method: String,
+    pub path: String,
+    pub body: serde_json::Value,
+    pub status: u16,
+    /// Milliseconds since the simulator started.
+    pub at_ms: u64,
+}
+
+/// A token bucket holding one second of the limit: the carrier counts calls per second.
+#[derive(Debug)]
+pub struct Limiter {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Limiter {
+    pub fn new() -> Self {
+        Self { tokens: f64::MAX, last: Instant::now() }
+    }
+
+    pub fn try_take(&mut self, rate: f64) -> bool {
+        let now = Instant::now();
+        let burst = rate.max(1.0);
+        self.tokens = (self.tokens.min(burst) + now.duration_since(self.last).as_secs_f64() * rate).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Fault state and call record of one simulator.
+#[derive(Debug)]
+pub struct Harness {
+    pub started: Instant,
+    pub faults: Mutex<Faults>,
+    pub calls: Mutex<Vec<RecordedCall>>,
+    limiter: Mutex<Limiter>,
+    counter: Mutex<u64>,
+}
+
+/// What the harness decided before the handler runs.
+pub enum Gate {
+    Proceed,
+    Throttled(u64),
+    Fail,
+}
+
+impl Harness {
+    pub fn new(faults: Faults) -> Self {
+        Self {
+            started: Instant::now(),
+            faults: Mutex::new(faults),
+            calls: Mutex::new(Vec::new()),
+            limiter: Mutex::new(Limiter::new()),
+            counter: Mutex::new(0),
+        }
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.faults.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        if let Ok(mut f) = self.faults.lock() {
+            *f = faults;
+        }
+    }
+
+    /// Rate limit, then injected failures, in that order (a throttled call never reaches the service).
+    pub fn gate(&self) -> Gate {
+        let mut faults = match self.faults.lock() {
+            Ok(f) => f,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(rate) = faults.rate_limit_per_second {
+            let mut limiter = match self.limiter.lock() {
+                Ok(l) => l,
+                Err(p) => p.into_inner(),
+            };
+            if !limiter.try_take(rate) {
+                return Gate::Throttled(faults.retry_after_seconds);
+            }
+        }
+        let n = {
+            let mut c = match self.counter.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            *c += 1;
+            *c
+        };
+        if faults.fail_next > 0 {
+            faults.fail_next -= 1;
+            return Gate::Fail;
+        }
+        if faults.fail_every > 0 && n % u64::from(faults.fail_every) == 0 {
+            return Gate::Fail;
+        }
+        Gate::Proceed
+    }
+
+    /// True (and counts down) when this write must hang after being applied.
+    pub fn take_hang(&self) -> Option<Duration> {
+        let mut faults = self.faults.lock().ok()?;
+        if faults.hang_next_writes > 0 {
+            faults.hang_next_writes -= 1;
+            return Some(Duration::from_millis(faults.hang_ms));
+        }
+        None
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.faults().latency_ms)
+    }
+
+    pub fn record(&self, method: &str, path: &str, body: serde_json::Value, status: StatusCode) {
+        let call = RecordedCall {
+            method: method.to_string(),
+            path: path.to_string(),
+            body,
+            status: status.as_u16(),
+            at_ms: self.started.elapsed().as_millis() as u64,
+        };
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push(call);
+        }
+    }
+
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn clear_calls(&self) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.clear();
+        }
+    }
+}
+
+/// Decodes `Authorization: Basic ...` into (user, secret).
+pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_string(), secret.to_string()))
+}
