@@ -1,1 +1,65 @@
-//! stub
+//! Carrier and billing clients (reqwest): Cisco Control Center and Rev.io, sharing one call loop with the
+//! token bucket and the retry policy. ThingSpace, Telegence, Teal and Pond join here later.
+
+pub mod control_center;
+pub mod http;
+pub mod rev_io;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::ports::{Carriers, ControlCenterApi, RevIoApi, Secret, ServiceProvider};
+use engine::rate::TokenBucket;
+use engine::retry::RetryPolicy;
+
+pub use control_center::ControlCenterClient;
+pub use rev_io::RevIoClient;
+
+/// Builds clients for service providers, sharing one connection pool.
+pub struct HttpCarriers {
+    http: reqwest::Client,
+    retry: RetryPolicy,
+}
+
+impl HttpCarriers {
+    pub fn new(timeout: Duration, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self { http, retry })
+    }
+}
+
+impl Carriers for HttpCarriers {
+    fn control_center(
+        &self,
+        sp: &ServiceProvider,
+        limiter: Arc<TokenBucket>,
+    ) -> Arc<dyn ControlCenterApi> {
+        Arc::new(ControlCenterClient::new(
+            self.http.clone(),
+            &sp.base_url,
+            &sp.username,
+            sp.secret.clone(),
+            limiter,
+            self.retry,
+        ))
+    }
+
+    fn rev_io(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn RevIoApi> {
+        Arc::new(RevIoClient::new(
+            self.http.clone(),
+            &sp.base_url,
+            &sp.username,
+            sp.client_code.as_deref().unwrap_or_default(),
+            sp.secret.clone(),
+            sp.subscription_key
+                .clone()
+                .unwrap_or_else(|| Secret::new("")),
+            limiter,
+            self.retry,
+        ))
+    }
+}

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included.
+    /// Attempts in all, the first included, when the carrier fails (5xx, lost connection).
     pub max_attempts: u32,
+    /// Attempts in all when the carrier throttles (429): throttling slows work down, it should rarely fail it.
+    pub max_throttled_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
 }
@@ -14,7 +16,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 6,
+            max_attempts: 5,
+            max_throttled_attempts: 12,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(20),
         }

@@ -61,13 +61,17 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new() -> Self {
-        Self { tokens: f64::MAX, last: Instant::now() }
+        Self {
+            tokens: f64::MAX,
+            last: Instant::now(),
+        }
     }
 
     pub fn try_take(&mut self, rate: f64) -> bool {
         let now = Instant::now();
         let burst = rate.max(1.0);
-        self.tokens = (self.tokens.min(burst) + now.duration_since(self.last).as_secs_f64() * rate).min(burst);
+        self.tokens = (self.tokens.min(burst) + now.duration_since(self.last).as_secs_f64() * rate)
+            .min(burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -197,7 +201,9 @@ impl Harness {
 pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, secret) = text.split_once(':')?;
     Some((user.to_string(), secret.to_string()))

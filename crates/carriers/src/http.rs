@@ -1,0 +1,173 @@
+//! The one HTTP call loop every client uses: token bucket first, then bounded retries of 429 (honouring
+//! `Retry-After`) and 5xx with backoff; a write whose answer is lost is reported as ambiguous, never re-sent here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::ports::{CallRecord, CarrierFailure, FailureKind};
+use engine::rate::TokenBucket;
+use engine::retry::RetryPolicy;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use tracing::{debug, warn};
+
+const MAX_LOGGED_BODY: usize = 4000;
+
+/// A successful answer: status, body text and what to log.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: String,
+    pub call: CallRecord,
+}
+
+/// Reads the carrier's error code and message out of an error body.
+pub type ErrorParser = fn(&str) -> (Option<String>, String);
+
+pub struct CallSpec<'a> {
+    pub method: Method,
+    pub url: String,
+    pub body: Option<&'a serde_json::Value>,
+    /// Reads are retried after a lost connection; writes are not (the carrier may have applied them).
+    pub idempotent: bool,
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_LOGGED_BODY {
+        return s.to_string();
+    }
+    let mut end = MAX_LOGGED_BODY;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// Sends one logical call with retries. `authorise` adds the credentials to each attempt.
+pub async fn call(
+    http: &reqwest::Client,
+    limiter: &Arc<TokenBucket>,
+    policy: &RetryPolicy,
+    spec: CallSpec<'_>,
+    authorise: impl Fn(RequestBuilder) -> RequestBuilder,
+    parse_error: ErrorParser,
+) -> Result<Answer, CarrierFailure> {
+    let body_text = spec.body.map(|b| b.to_string()).unwrap_or_default();
+    let request_text = if body_text.is_empty() {
+        format!("{} {}", spec.method, spec.url)
+    } else {
+        format!("{} {}\n{}", spec.method, spec.url, body_text)
+    };
+    let (mut failures, mut throttles, mut attempts) = (0u32, 0u32, 0u32);
+    loop {
+        attempts += 1;
+        limiter.acquire().await;
+        let mut request = authorise(http.request(spec.method.clone(), &spec.url));
+        if let Some(body) = spec.body {
+            request = request.json(body);
+        }
+        let failure =
+            |kind, http_status: Option<u16>, code, message: String, response_text: String| {
+                CarrierFailure {
+                    kind,
+                    code,
+                    message,
+                    attempts,
+                    call: CallRecord {
+                        request_text: request_text.clone(),
+                        response_text,
+                        http_status,
+                    },
+                }
+            };
+        match request.send().await {
+            Err(e) => {
+                // A connection never made carried nothing: safe to retry even a write.
+                let never_sent = e.is_connect();
+                failures += 1;
+                if (spec.idempotent || never_sent) && failures < policy.max_attempts {
+                    let wait = policy.delay(failures, None);
+                    warn!(url = %spec.url, error = %e, attempt = attempts, ?wait, "carrier call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                let kind = if never_sent {
+                    FailureKind::Unavailable
+                } else {
+                    FailureKind::Ambiguous
+                };
+                let message = if e.is_timeout() {
+                    format!("no answer within the timeout ({e})")
+                } else {
+                    format!("connection failed ({e})")
+                };
+                return Err(failure(kind, None, None, message, String::new()));
+            }
+            Ok(response) => {
+                let status = response.status();
+                let after = retry_after(response.headers());
+                let text = response.text().await.unwrap_or_default();
+                if status.is_success() {
+                    debug!(url = %spec.url, status = status.as_u16(), attempt = attempts, "carrier call succeeded");
+                    return Ok(Answer {
+                        status,
+                        call: CallRecord {
+                            request_text,
+                            response_text: truncate(&text),
+                            http_status: Some(status.as_u16()),
+                        },
+                        body: text,
+                    });
+                }
+                let (code, message) = parse_error(&text);
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    throttles += 1;
+                    if throttles < policy.max_throttled_attempts {
+                        let wait = policy.delay(throttles, after);
+                        warn!(url = %spec.url, attempt = attempts, ?wait, throttled = true, "carrier throttled the call; waiting");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    return Err(failure(
+                        FailureKind::Throttled,
+                        Some(429),
+                        code,
+                        format!("still throttled after {throttles} attempts: {message}"),
+                        truncate(&text),
+                    ));
+                }
+                if status.is_server_error() {
+                    failures += 1;
+                    if failures < policy.max_attempts {
+                        let wait = policy.delay(failures, after);
+                        warn!(url = %spec.url, status = status.as_u16(), attempt = attempts, ?wait, "carrier error; retrying");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    return Err(failure(
+                        FailureKind::Unavailable,
+                        Some(status.as_u16()),
+                        code,
+                        message,
+                        truncate(&text),
+                    ));
+                }
+                return Err(failure(
+                    FailureKind::Refused,
+                    Some(status.as_u16()),
+                    code,
+                    message,
+                    truncate(&text),
+                ));
+            }
+        }
+    }
+}
