@@ -1,1 +1,226 @@
-//! stub
+//! The portal-facing HTTP API as one axum `Router`: served by axum locally and by `lambda_http` in AWS.
+
+pub mod auth;
+pub mod intake;
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::{BulkStatus, ChangeType, RowStatus};
+use engine::ports::{BulkChange, BulkChangeFilter, Queue, Store, WorkMessage};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+pub use auth::{Authenticator, Caller, Claims, Hs256};
+pub use problem::ApiError;
+
+/// What the routes need; built once by the binary.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub auth: Arc<dyn Authenticator>,
+    pub max_devices: usize,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.authenticate(parts)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/M2M/BulkChange", post(submit))
+        .route("/M2M/ValidateBulkChange", post(validate))
+        .route("/M2M/BulkChangeStatus/{id}", get(status))
+        .route("/M2M/BulkChanges", get(list))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        // 10,000 ICCIDs are ~250 KB of JSON; leave room without accepting anything.
+        .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+        .with_state(state)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn validate(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
+    Ok(Json(json!({
+        "Counts": intake.counts(),
+        "Devices": intake.devices,
+        "Duplicates": intake.duplicates,
+    }))
+    .into_response())
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
+    // Recorded first, enqueued second: a worker never sees a bulk change that is not stored, and when the
+    // enqueue fails the scheduler finds the NEW bulk change and enqueues it. The API never writes its status again.
+    let id = state
+        .store
+        .create_bulk_change(&intake.change, &intake.rows)
+        .await?;
+    if let Err(e) = state
+        .queue
+        .send(
+            &WorkMessage {
+                bulk_change_id: id,
+                attempt: 0,
+            },
+            std::time::Duration::ZERO,
+        )
+        .await
+    {
+        warn!(bulk_change_id = id, error = %e, "enqueue failed; the scheduler will pick the bulk change up");
+    }
+    info!(bulk_change_id = id, tenant_id = caller.tenant_id, user = %caller.user, change_type = %intake.change.change_type, devices = intake.rows.len(), "bulk change accepted");
+    let body = json!({
+        "BulkChangeId": id,
+        "Status": BulkStatus::New,
+        "Counts": intake.counts(),
+        "Devices": intake.devices,
+        "Duplicates": intake.duplicates,
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RowQuery {
+    status: Option<String>,
+    page: Option<u32>,
+    page_size: Option<u32>,
+}
+
+fn paging(page: Option<u32>, size: Option<u32>) -> Result<(u32, u32), ApiError> {
+    let page = page.unwrap_or(1);
+    let size = size.unwrap_or(100);
+    if page == 0 {
+        return Err(ApiError::invalid("page", "page starts at 1"));
+    }
+    if !(1..=1000).contains(&size) {
+        return Err(ApiError::invalid(
+            "pageSize",
+            "pageSize must be between 1 and 1000",
+        ));
+    }
+    Ok((page, size))
+}
+
+fn bulk_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("bulk change {raw} was not found")))
+}
+
+fn summary(b: &BulkChange) -> Value {
+    json!({
+        "BulkChangeId": b.id,
+        "Status": b.status,
+        "ChangeType": b.change_type.number(),
+        "ChangeTypeName": b.change_type.name(),
+        "ServiceProviderId": b.service_provider_id,
+        "Integration": b.integration.name(),
+        "CreatedBy": b.created_by,
+        "CreatedDate": b.created_at,
+        "ProcessedDate": b.processed_at,
+    })
+}
+
+async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<RowQuery>,
+) -> Result<Response, ApiError> {
+    let id = bulk_id(&id)?;
+    let filter = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            RowStatus::parse(&s.to_ascii_uppercase())
+                .ok_or_else(|| ApiError::invalid("status", format!("unknown row status '{s}'")))?,
+        ),
+    };
+    let (page, size) = paging(q.page, q.page_size)?;
+    let bulk = state
+        .store
+        .bulk_change(Some(caller.tenant_id), id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("bulk change {id} was not found")))?;
+    let counts = state.store.row_counts(caller.tenant_id, id).await?;
+    let rows = state
+        .store
+        .rows(caller.tenant_id, id, filter, page, size)
+        .await?;
+    let total: i64 = counts.iter().map(|c| c.count).sum();
+    let mut body = summary(&bulk);
+    let by_status: serde_json::Map<String, Value> = counts
+        .iter()
+        .map(|c| (c.status.as_str().to_string(), json!(c.count)))
+        .collect();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("Total".into(), json!(total));
+        obj.insert("Counts".into(), Value::Object(by_status));
+        obj.insert("Page".into(), json!(page));
+        obj.insert("PageSize".into(), json!(size));
+        obj.insert("Rows".into(), json!(rows));
+    }
+    Ok(Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    status: Option<String>,
+    change_type: Option<i64>,
+    page: Option<u32>,
+    page_size: Option<u32>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let (page, size) = paging(q.page, q.page_size)?;
+    let filter = BulkChangeFilter {
+        status: match q.status.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(BulkStatus::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
+                ApiError::invalid("status", format!("unknown bulk status '{s}'"))
+            })?),
+        },
+        change_type: match q.change_type {
+            None => None,
+            Some(n) => Some(ChangeType::from_number(n).ok_or_else(|| {
+                ApiError::invalid("changeType", format!("unknown ChangeType {n}"))
+            })?),
+        },
+    };
+    let (items, total) = state
+        .store
+        .list_bulk_changes(caller.tenant_id, &filter, page, size)
+        .await?;
+    Ok(Json(json!({"Total": total, "Page": page, "PageSize": size, "Items": items.iter().map(summary).collect::<Vec<_>>()})).into_response())
+}

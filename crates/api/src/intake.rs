@@ -1,0 +1,234 @@
+//! Intake: a request checked against every rule of its change type and the device's carrier, giving one row per
+//! device (PENDING, or ERROR with the reason). Shared by the dry run and the real submission.
+
+use std::collections::HashMap;
+
+use domain::request::{ChangeDetails, StatusUpdate};
+use domain::rules::{
+    DeviceVerdict, dedupe_devices, resolve_target_status, validate_status_update_device,
+};
+use domain::{BulkChangeRequest, PortalType, RowStatus};
+use engine::ports::{NewBulkChange, NewRow, ServiceProvider, Store};
+use serde::Serialize;
+
+use crate::auth::Caller;
+use crate::problem::ApiError;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceResult {
+    #[serde(rename = "ICCID")]
+    pub iccid: String,
+    pub valid: bool,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IntakeCounts {
+    pub valid: usize,
+    pub invalid: usize,
+    /// Entries repeated in the request, collapsed into one row each.
+    pub duplicates: usize,
+}
+
+/// The checked request, ready to be recorded.
+pub struct Intake {
+    pub change: NewBulkChange,
+    pub rows: Vec<NewRow>,
+    pub devices: Vec<DeviceResult>,
+    pub duplicates: Vec<String>,
+}
+
+impl Intake {
+    pub fn counts(&self) -> IntakeCounts {
+        let valid = self.devices.iter().filter(|d| d.valid).count();
+        IntakeCounts {
+            valid,
+            invalid: self.devices.len() - valid,
+            duplicates: self.duplicates.len(),
+        }
+    }
+}
+
+/// Parses and checks a request body for the caller. Errors that concern the whole request are 400/413 and
+/// nothing is written; errors that concern one device become that device's ERROR row.
+pub async fn evaluate(
+    store: &dyn Store,
+    caller: &Caller,
+    body: &[u8],
+    max_devices: usize,
+) -> Result<Intake, ApiError> {
+    let request = BulkChangeRequest::from_json(body)?;
+    if request.devices.len() > max_devices {
+        return Err(ApiError::TooLarge {
+            count: request.devices.len(),
+            max: max_devices,
+        });
+    }
+    if request.portal_type != PortalType::M2M {
+        return Err(ApiError::invalid(
+            "PortalType",
+            "PortalType 2 (Mobility) is not supported yet; send PortalType 0 (M2M)",
+        ));
+    }
+    let sp = store
+        .service_provider(caller.tenant_id, request.service_provider_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "ServiceProviderId",
+                format!(
+                    "service provider {} was not found",
+                    request.service_provider_id
+                ),
+            )
+        })?;
+    let (unique, duplicates) = dedupe_devices(&request.devices);
+    let (rows, devices) = match &request.details {
+        ChangeDetails::StatusUpdate(update) if sp.integration.is_jasper_family() => {
+            status_update_rows(store, caller, &sp, update, &unique).await?
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "ChangeType",
+                format!(
+                    "{} for {} service providers is not supported yet",
+                    other.change_type(),
+                    sp.integration
+                ),
+            ));
+        }
+    };
+    let change = NewBulkChange {
+        tenant_id: caller.tenant_id,
+        service_provider_id: sp.id,
+        integration: sp.integration,
+        change_type: request.details.change_type(),
+        portal_type: request.portal_type,
+        request: request.to_wire(),
+        created_by: caller.user.clone(),
+    };
+    Ok(Intake {
+        change,
+        rows,
+        devices,
+        duplicates,
+    })
+}
+
+async fn status_update_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    update: &StatusUpdate,
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let statuses = store.device_statuses(sp.integration).await?;
+    let target = resolve_target_status(&statuses, sp.integration, &update.target_status)
+        .ok_or_else(|| {
+            let known: Vec<&str> = statuses.iter().map(|s| s.display_name.as_str()).collect();
+            ApiError::invalid(
+                "StatusUpdate.TargetStatus",
+                format!(
+                    "unknown status '{}' for {}; known: {}",
+                    update.target_status,
+                    sp.integration,
+                    known.join(", ")
+                ),
+            )
+        })?;
+    if let Some(account) = update
+        .account_number
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+    {
+        if store
+            .rev_customer(caller.tenant_id, account.trim())
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid(
+                "StatusUpdate.AccountNumber",
+                format!("Rev customer '{account}' was not found"),
+            ));
+        }
+    }
+    if let Some(rev) = update.rev_service.as_ref().filter(|r| r.create_rev_service) {
+        let customer = rev
+            .rev_customer_id
+            .as_deref()
+            .or(update.account_number.as_deref())
+            .unwrap_or("")
+            .trim();
+        if customer.is_empty() {
+            return Err(ApiError::invalid(
+                "StatusUpdate.RevService.RevCustomerId",
+                "RevCustomerId (or AccountNumber) is required to create a Rev.io service",
+            ));
+        }
+        if store
+            .rev_customer(caller.tenant_id, customer)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid(
+                "StatusUpdate.RevService.RevCustomerId",
+                format!("Rev customer '{customer}' was not found"),
+            ));
+        }
+        if store
+            .service_provider_for(caller.tenant_id, domain::Integration::RevIo)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid(
+                "StatusUpdate.RevService",
+                "no Rev.io account is set up for this tenant",
+            ));
+        }
+    }
+    let found: HashMap<String, domain::rules::DeviceRecord> = store
+        .devices_by_iccid(caller.tenant_id, iccids)
+        .await?
+        .into_iter()
+        .map(|d| (d.iccid.clone(), d))
+        .collect();
+    let mut rows = Vec::with_capacity(iccids.len());
+    let mut results = Vec::with_capacity(iccids.len());
+    for raw in iccids {
+        let device = found.get(raw.as_str());
+        let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
+        match validate_status_update_device(raw, device, sp.id, sp.integration, current, target) {
+            DeviceVerdict::Valid { device, iccid } => {
+                rows.push(NewRow {
+                    device_id: Some(device.id),
+                    iccid: iccid.to_string(),
+                    msisdn: device.msisdn.clone(),
+                    status: RowStatus::Pending,
+                    status_details: None,
+                });
+                results.push(DeviceResult {
+                    iccid: iccid.to_string(),
+                    valid: true,
+                    errors: vec![],
+                });
+            }
+            DeviceVerdict::Invalid { reason } => {
+                rows.push(NewRow {
+                    device_id: None,
+                    iccid: raw.clone(),
+                    msisdn: None,
+                    status: RowStatus::Error,
+                    status_details: Some(reason.clone()),
+                });
+                results.push(DeviceResult {
+                    iccid: raw.clone(),
+                    valid: false,
+                    errors: vec![reason],
+                });
+            }
+        }
+    }
+    Ok((rows, results))
+}
