@@ -1,1 +1,257 @@
-fn main() {}
+//! `bulkchange`: the local all-in-one stack and its tools. Parses arguments and configuration, then hands over.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use cli::bench::{self, BenchOptions};
+use cli::demo::{self, DemoOptions};
+use cli::{Stack, StackConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "bulkchange",
+    version,
+    about = "Device bulk change: the local stack and its tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API, worker and scheduler in one process, on SQLite, the in-process queue and the outbox notifier.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// `sqlite://PATH` or a plain path.
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bulkchange.db")]
+        database: String,
+        /// Seed JSON loaded into an empty database (format in the README).
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// Also start the carrier simulators and point the seeded service providers at them.
+        #[arg(long)]
+        simulators: bool,
+        /// Latency the simulators add to each answer.
+        #[arg(long, default_value_t = 20)]
+        simulator_latency_ms: u64,
+        #[arg(long, env = "OUTBOX_DIR", default_value = "outbox")]
+        outbox: PathBuf,
+        #[arg(long, env = "BULKCHANGE_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: String,
+        #[arg(long, env = "MAX_DEVICES_PER_BULK_CHANGE", default_value_t = 10_000)]
+        max_devices: usize,
+        #[arg(long, env = "EMAIL_FROM", default_value = "bulkchange@localhost")]
+        email_from: String,
+        /// Recipients of failure summaries, separated by ';'.
+        #[arg(long, env = "ERROR_EMAIL_TO", default_value = "operations@localhost")]
+        error_email_to: String,
+    },
+    /// Run simulators alone: for every seeded service provider, or one bench account.
+    Simulate {
+        #[arg(long, conflicts_with = "bench_devices")]
+        seed: Option<PathBuf>,
+        /// One Control Center account with N bench devices (what `make bench` starts).
+        #[arg(long)]
+        bench_devices: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Calls per second before the simulator answers 429.
+        #[arg(long)]
+        rate_limit: Option<f64>,
+    },
+    /// Mint an HS256 token for the local API.
+    Token {
+        #[arg(long)]
+        tenant: i64,
+        #[arg(long)]
+        user: String,
+        #[arg(long, env = "BULKCHANGE_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 12)]
+        hours: i64,
+    },
+    /// What `make run` does: start the stack with simulators, submit the sample requests, print the results.
+    Demo {
+        #[arg(long, default_value = "events/seed.json")]
+        seed: PathBuf,
+        #[arg(long, default_value = "events/requests")]
+        requests: PathBuf,
+        #[arg(long, default_value = ".run")]
+        work_dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        tenant: i64,
+    },
+    /// What `make bench` does.
+    Bench {
+        #[arg(long, default_value_t = 2000)]
+        devices: usize,
+        #[arg(long, default_value_t = 200)]
+        sequential_devices: usize,
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 200.0)]
+        rate_limit: f64,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+fn sqlite_path(url: &str) -> Result<PathBuf> {
+    if url.starts_with("Server=") || url.contains(";Database=") {
+        bail!(
+            "DATABASE_URL looks like a SQL Server connection string; the local binary uses SQLite (sqlite://PATH)"
+        );
+    }
+    Ok(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url)))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve {
+            listen,
+            database,
+            seed,
+            simulators,
+            simulator_latency_ms,
+            outbox,
+            jwt_secret,
+            max_devices,
+            email_from,
+            error_email_to,
+        } => {
+            if std::env::var("QUEUE_URL").is_ok_and(|q| !q.is_empty()) {
+                bail!(
+                    "QUEUE_URL is set, but `serve` runs the in-process queue; SQS is used by the Lambda functions"
+                );
+            }
+            let mut config = StackConfig::local(sqlite_path(&database)?, outbox, jwt_secret);
+            config.listen = listen;
+            config.max_devices = max_devices;
+            config.simulators = simulators;
+            config.simulator_faults.latency_ms = simulator_latency_ms;
+            config.worker.email_from = email_from;
+            config.worker.email_to = error_email_to
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            if let Some(path) = seed {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading seed {}", path.display()))?;
+                config.seed = Some(
+                    store::Seed::from_json(&text)
+                        .with_context(|| format!("parsing seed {}", path.display()))?,
+                );
+            }
+            let stack = Stack::start(config).await?;
+            println!("listening on {}", stack.base_url());
+            bench::wait_for_stop().await;
+            stack.stop().await;
+        }
+        Command::Simulate {
+            seed,
+            bench_devices,
+            latency_ms,
+            rate_limit,
+        } => match (seed, bench_devices) {
+            (_, Some(n)) => {
+                bench::serve_bench_simulator(n, latency_ms, rate_limit.unwrap_or(f64::INFINITY))
+                    .await?
+            }
+            (Some(path), None) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading seed {}", path.display()))?;
+                let dir = tempfile::tempdir()?;
+                let mut config = StackConfig::local(
+                    dir.path().join("sim.db"),
+                    dir.path().join("outbox"),
+                    "unused".into(),
+                );
+                config.seed = Some(store::Seed::from_json(&text)?);
+                config.simulators = true;
+                config.run_worker = false;
+                config.simulator_faults.latency_ms = latency_ms;
+                config.simulator_faults.rate_limit_per_second = rate_limit;
+                let stack = Stack::start(config).await?;
+                for (id, sim) in &stack.simulators.control_center {
+                    println!(
+                        "service_provider={id} control_center_url={}",
+                        sim.base_url()
+                    );
+                }
+                for (id, sim) in &stack.simulators.rev_io {
+                    println!("service_provider={id} rev_io_url={}", sim.base_url());
+                }
+                bench::wait_for_stop().await;
+                stack.stop().await;
+            }
+            (None, None) => bail!("simulate needs --seed FILE or --bench-devices N"),
+        },
+        Command::Token {
+            tenant,
+            user,
+            jwt_secret,
+            hours,
+        } => {
+            let exp = chrono::Utc::now().timestamp() + hours * 3600;
+            println!(
+                "{}",
+                api::Hs256::new(&jwt_secret).mint(&api::Claims {
+                    tenant_id: tenant,
+                    sub: user,
+                    roles: vec![],
+                    exp: Some(exp)
+                })
+            );
+        }
+        Command::Demo {
+            seed,
+            requests,
+            work_dir,
+            tenant,
+        } => {
+            demo::run(DemoOptions {
+                seed,
+                requests,
+                work_dir,
+                tenant,
+            })
+            .await?
+        }
+        Command::Bench {
+            devices,
+            sequential_devices,
+            latency_ms,
+            rate_limit,
+        } => {
+            bench::run(BenchOptions {
+                devices,
+                sequential_devices,
+                latency_ms,
+                rate_limit,
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! `make run`: start the local stack with the simulators, submit the sample requests from `events/requests/`
+//! through the HTTP API, wait for every bulk change to finish, and print each device's result.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::stack::{Stack, StackConfig};
+
+pub struct DemoOptions {
+    pub seed: PathBuf,
+    pub requests: PathBuf,
+    pub work_dir: PathBuf,
+    pub tenant: i64,
+}
+
+pub async fn run(opts: DemoOptions) -> Result<()> {
+    std::fs::create_dir_all(&opts.work_dir)
+        .with_context(|| format!("creating {}", opts.work_dir.display()))?;
+    let database = opts.work_dir.join("demo.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+    }
+    let outbox = opts.work_dir.join("outbox");
+    let _ = std::fs::remove_dir_all(&outbox);
+    let seed_text = std::fs::read_to_string(&opts.seed)
+        .with_context(|| format!("reading seed {}", opts.seed.display()))?;
+    let seed = store::Seed::from_json(&seed_text)
+        .with_context(|| format!("parsing seed {}", opts.seed.display()))?;
+    let secret = format!("demo-{}", std::process::id());
+    let mut config = StackConfig::local(database, outbox.clone(), secret.clone());
+    config.seed = Some(seed);
+    config.simulators = true;
+    config.simulator_faults.latency_ms = 20;
+    let stack = Stack::start(config).await?;
+    let result = submit_all(&stack, &opts, &secret).await;
+    stack.stop().await;
+    result?;
+    let mut mails: Vec<_> = std::fs::read_dir(&outbox)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    mails.sort();
+    println!();
+    if mails.is_empty() {
+        println!("No failure e-mail was needed.");
+    }
+    for mail in mails {
+        println!("Failure e-mail: {}", mail.display());
+    }
+    Ok(())
+}
+
+fn request_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+async fn submit_all(stack: &Stack, opts: &DemoOptions, secret: &str) -> Result<()> {
+    let token = api::Hs256::new(secret).mint(&api::Claims {
+        tenant_id: opts.tenant,
+        sub: "demo-operator".into(),
+        roles: vec![],
+        exp: None,
+    });
+    let http = reqwest::Client::new();
+    let base = stack.base_url();
+    let mut submitted = Vec::new();
+    for file in request_files(&opts.requests)? {
+        let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        let response = http
+            .post(format!("{base}/M2M/BulkChange"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("submitting {}", file.display()))?;
+        let status = response.status();
+        let answer: Value = response.json().await.context("reading the API's answer")?;
+        if status.as_u16() != 202 {
+            bail!("{} was refused with {status}: {answer}", file.display());
+        }
+        let id = answer["BulkChangeId"]
+            .as_i64()
+            .context("answer without BulkChangeId")?;
+        println!(
+            "Submitted {} as bulk change {id}: {}",
+            file.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            answer["Counts"]
+        );
+        submitted.push(id);
+    }
+    for id in submitted {
+        let status = wait_final(&http, &base, &token, id).await?;
+        print_result(&status);
+    }
+    Ok(())
+}
+
+/// Polls the status endpoint until the bulk change is final (60 s at most).
+pub async fn wait_final(http: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: Value = http
+            .get(format!("{base}/M2M/BulkChangeStatus/{id}?pageSize=1000"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if matches!(
+            status["Status"].as_str(),
+            Some("PROCESSED" | "ERROR" | "CANCELLED")
+        ) {
+            return Ok(status);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("bulk change {id} did not finish within 60 s: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_result(status: &Value) {
+    println!();
+    println!(
+        "Bulk change {}  {}  {}  -> {}   {}",
+        status["BulkChangeId"],
+        status["ChangeTypeName"].as_str().unwrap_or(""),
+        status["Integration"].as_str().unwrap_or(""),
+        status["Status"].as_str().unwrap_or(""),
+        status["Counts"]
+    );
+    println!("  {:<22} {:<11} {}", "ICCID", "STATUS", "DETAILS");
+    for row in status["Rows"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<22} {:<11} {}",
+            row["ICCID"].as_str().unwrap_or(""),
+            row["Status"].as_str().unwrap_or(""),
+            row["StatusDetails"].as_str().unwrap_or("")
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! The `bulkchange` binary's library: the local stack, the local notifier, the demo run by `make run` and the
+//! benchmark run by `make bench`. The binary's `main` only parses arguments and calls into here.
+
+pub mod bench;
+pub mod demo;
+pub mod outbox;
+pub mod stack;
+
+pub use stack::{Stack, StackConfig};

@@ -1,0 +1,373 @@
+//! The all-in-one local stack: SQLite store and queue, API, worker loop, scheduler tick, local notifier and,
+//! when asked, the carrier simulators with the seeded service providers pointed at them. `serve`, `make run`
+//! and the end-to-end tests build it exactly the same way.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use carriers::HttpCarriers;
+use domain::Integration;
+use engine::ports::{Clock, Queue, Store, SystemClock, WorkMessage};
+use engine::rate::RateLimiters;
+use engine::retry::RetryPolicy;
+use engine::{Worker, WorkerConfig};
+use simulators::{Account, ControlCenterSim, Faults, RevAccount, RevCustomer, RevIoSim, SimDevice};
+use store::{Seed, SqliteQueue, SqliteStore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::outbox::OutboxNotifier;
+
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub listen: SocketAddr,
+    pub database: PathBuf,
+    pub seed: Option<Seed>,
+    pub simulators: bool,
+    pub simulator_faults: Faults,
+    pub outbox: PathBuf,
+    pub jwt_secret: String,
+    pub max_devices: usize,
+    pub worker: WorkerConfig,
+    /// Start the worker loop with the stack (tests start workers themselves to crash them).
+    pub run_worker: bool,
+    /// How long a received message stays invisible to other consumers.
+    pub visibility: Duration,
+    /// How long one message may be worked on before a continuation takes over (the Lambda timeout locally).
+    pub message_budget: Duration,
+    pub scheduler_interval: Duration,
+    /// How long a bulk change may sit untouched before the scheduler re-enqueues it.
+    pub stranded_grace: Duration,
+    pub retry: RetryPolicy,
+    pub http_timeout: Duration,
+}
+
+impl StackConfig {
+    pub fn local(database: PathBuf, outbox: PathBuf, jwt_secret: String) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database,
+            seed: None,
+            simulators: false,
+            simulator_faults: Faults::default(),
+            outbox,
+            jwt_secret,
+            max_devices: 10_000,
+            worker: WorkerConfig::default(),
+            run_worker: true,
+            visibility: Duration::from_secs(900),
+            message_budget: Duration::from_secs(840),
+            scheduler_interval: Duration::from_secs(60),
+            stranded_grace: Duration::from_secs(120),
+            retry: RetryPolicy::default(),
+            http_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The simulators started for the seeded service providers, by service provider id.
+#[derive(Default)]
+pub struct Simulators {
+    pub control_center: BTreeMap<i64, ControlCenterSim>,
+    pub rev_io: BTreeMap<i64, RevIoSim>,
+}
+
+pub struct Stack {
+    pub addr: SocketAddr,
+    pub store: SqliteStore,
+    pub queue: SqliteQueue,
+    pub simulators: Simulators,
+    pub config: StackConfig,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Stack {
+    pub async fn start(config: StackConfig) -> Result<Self> {
+        let store = SqliteStore::open(&config.database)
+            .with_context(|| format!("opening database {}", config.database.display()))?;
+        if let Some(seed) = config.seed.clone() {
+            if store.load_seed(seed).await.context("loading the seed")? {
+                info!("seed loaded into an empty database");
+            } else {
+                info!("database already holds data; seed not loaded");
+            }
+        }
+        let simulators = if config.simulators {
+            start_simulators(&store, config.seed.as_ref(), &config.simulator_faults).await?
+        } else {
+            Simulators::default()
+        };
+        let queue = SqliteQueue::new(store.clone());
+        let (shutdown, _) = watch::channel(false);
+        let state = api::AppState {
+            store: Arc::new(store.clone()),
+            queue: Arc::new(queue.clone()),
+            auth: Arc::new(api::Hs256::new(&config.jwt_secret)),
+            max_devices: config.max_devices,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let app = api::router(state);
+        let mut rx = shutdown.subscribe();
+        let mut tasks = vec![tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                error!(error = %e, "API server stopped");
+            }
+        })];
+        let mut stack = Self {
+            addr,
+            store,
+            queue,
+            simulators,
+            config: config.clone(),
+            shutdown,
+            tasks: Vec::new(),
+        };
+        tasks.push(stack.spawn_scheduler());
+        if config.run_worker {
+            tasks.push(stack.spawn_worker(config.worker.clone())?);
+        }
+        stack.tasks = tasks;
+        info!(%addr, "local stack listening");
+        Ok(stack)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn worker(&self, config: WorkerConfig) -> Result<Worker> {
+        let carriers = HttpCarriers::new(self.config.http_timeout, self.config.retry)
+            .context("building the HTTP client")?;
+        Ok(Worker {
+            store: Arc::new(self.store.clone()),
+            queue: Arc::new(self.queue.clone()),
+            notifier: Arc::new(OutboxNotifier {
+                dir: self.config.outbox.clone(),
+            }),
+            carriers: Arc::new(carriers),
+            clock: Arc::new(SystemClock),
+            limiters: Arc::new(RateLimiters::default()),
+            config,
+        })
+    }
+
+    /// Starts a worker loop consuming the queue; aborting the handle is a crash.
+    pub fn spawn_worker(&self, config: WorkerConfig) -> Result<JoinHandle<()>> {
+        let worker = Arc::new(self.worker(config)?);
+        let queue = self.queue.clone();
+        let mut rx = self.shutdown.subscribe();
+        let (visibility, budget) = (self.config.visibility, self.config.message_budget);
+        Ok(tokio::spawn(async move {
+            loop {
+                if *rx.borrow() {
+                    break;
+                }
+                let messages = match queue.receive(4, visibility).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(error = %e, "queue receive failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if messages.is_empty() {
+                    tokio::select! {
+                        _ = queue.wait(Duration::from_millis(250)) => {}
+                        _ = rx.changed() => {}
+                    }
+                    continue;
+                }
+                let handles: Vec<_> = messages
+                    .into_iter()
+                    .map(|m| {
+                        let (worker, queue) = (worker.clone(), queue.clone());
+                        tokio::spawn(async move {
+                            consume(&worker, &queue, m, Instant::now() + budget).await
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    let _ = h.await;
+                }
+            }
+        }))
+    }
+
+    fn spawn_scheduler(&self) -> JoinHandle<()> {
+        let store = self.store.clone();
+        let queue = self.queue.clone();
+        let mut rx = self.shutdown.subscribe();
+        let (interval, grace) = (self.config.scheduler_interval, self.config.stranded_grace);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = rx.changed() => break,
+                }
+                engine::scheduler::requeue_stranded(&store, &queue, SystemClock.now(), grace).await;
+            }
+        })
+    }
+
+    /// Stops every task and waits for them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// One message: parsed on its own; a malformed one is logged and removed (in AWS it goes to the DLQ).
+async fn consume(
+    worker: &Worker,
+    queue: &SqliteQueue,
+    message: engine::ports::ReceivedMessage,
+    deadline: Instant,
+) {
+    let parsed: Result<WorkMessage, _> = serde_json::from_str(&message.body);
+    let Ok(work) = parsed else {
+        error!(message_id = %message.message_id, body = %message.body, "malformed queue message dropped");
+        let _ = queue.delete(&message.receipt).await;
+        return;
+    };
+    match worker.handle(work, deadline).await {
+        Ok(handled) => {
+            info!(
+                bulk_change_id = work.bulk_change_id,
+                ?handled,
+                "message handled"
+            );
+            if let Err(e) = queue.delete(&message.receipt).await {
+                warn!(error = %e, "could not delete a handled message; it will be delivered again, harmlessly");
+            }
+        }
+        Err(e) => {
+            error!(bulk_change_id = work.bulk_change_id, error = %e, "message failed; it will be delivered again")
+        }
+    }
+}
+
+async fn start_simulators(
+    store: &SqliteStore,
+    seed: Option<&Seed>,
+    faults: &Faults,
+) -> Result<Simulators> {
+    let seed =
+        seed.context("--simulators needs --seed: the simulators serve the seeded accounts")?;
+    let mut sims = Simulators::default();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    for sp in &seed.service_providers {
+        match Integration::from_id(sp.integration_id) {
+            Some(i) if i.is_jasper_family() => {
+                let mut account = Account {
+                    username: sp.username.clone(),
+                    api_key: sp.secret.clone(),
+                    ..Default::default()
+                };
+                account.rate_plans.extend(
+                    seed.carrier_rate_plans
+                        .iter()
+                        .filter(|p| p.service_provider_id == sp.id)
+                        .map(|p| p.rate_plan_code.clone()),
+                );
+                for d in seed
+                    .devices
+                    .iter()
+                    .filter(|d| d.service_provider_id == sp.id)
+                {
+                    account.devices.insert(
+                        d.iccid.clone(),
+                        SimDevice {
+                            iccid: d.iccid.clone(),
+                            status: d.status.to_ascii_uppercase(),
+                            rate_plan: d.carrier_rate_plan.clone(),
+                            communication_plan: d.communication_plan.clone(),
+                            device_id: d.username.clone(),
+                            imei: d.imei.clone(),
+                            msisdn: d.msisdn.clone(),
+                            ..Default::default()
+                        },
+                    );
+                }
+                let sim = ControlCenterSim::start(any, account, faults.clone())
+                    .await
+                    .context("starting a Control Center simulator")?;
+                store.set_base_url(sp.id, &sim.base_url()).await?;
+                info!(service_provider_id = sp.id, url = %sim.base_url(), "Control Center simulator started");
+                sims.control_center.insert(sp.id, sim);
+            }
+            Some(Integration::RevIo) => {
+                let customers = seed
+                    .rev_customers
+                    .iter()
+                    .filter(|c| c.tenant_id == sp.tenant_id)
+                    .filter_map(|c| {
+                        c.rev_customer_id.parse::<i64>().ok().map(|id| {
+                            (
+                                id,
+                                RevCustomer {
+                                    customer_id: id,
+                                    name: c.name.clone(),
+                                },
+                            )
+                        })
+                    })
+                    .collect();
+                let account = RevAccount {
+                    username: sp.username.clone(),
+                    client_code: sp.client_code.clone().unwrap_or_default(),
+                    password: sp.secret.clone(),
+                    subscription_key: sp.subscription_key.clone().unwrap_or_default(),
+                    customers,
+                    ..Default::default()
+                };
+                let sim = RevIoSim::start(any, account, Faults::default())
+                    .await
+                    .context("starting a Rev.io simulator")?;
+                store.set_base_url(sp.id, &sim.base_url()).await?;
+                info!(service_provider_id = sp.id, url = %sim.base_url(), "Rev.io simulator started");
+                sims.rev_io.insert(sp.id, sim);
+            }
+            _ => warn!(
+                service_provider_id = sp.id,
+                "no simulator for this integration yet"
+            ),
+        }
+    }
+    Ok(sims)
+}
+
+/// Sends work for a bulk change (tests use it to deliver a message twice).
+pub async fn enqueue(queue: &SqliteQueue, bulk_change_id: i64) -> Result<()> {
+    queue
+        .send(
+            &WorkMessage {
+                bulk_change_id,
+                attempt: 0,
+            },
+            Duration::ZERO,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+}
+
+pub fn store_handle(stack: &Stack) -> Arc<dyn Store> {
+    Arc::new(stack.store.clone())
+}
