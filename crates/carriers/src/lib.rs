@@ -13,7 +13,7 @@ use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 
 pub use control_center::ControlCenterClient;
-pub use rev_io::RevIoClient;
+pub use rev_io::{RevIoClient, RevIoCredentials};
 
 /// Builds clients for service providers, sharing one connection pool.
 pub struct HttpCarriers {
@@ -49,15 +49,19 @@ impl Carriers for HttpCarriers {
     }
 
     fn rev_io(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn RevIoApi> {
+        let credentials = RevIoCredentials {
+            username: sp.username.clone(),
+            client_code: sp.client_code.clone().unwrap_or_default(),
+            password: sp.secret.clone(),
+            subscription_key: sp
+                .subscription_key
+                .clone()
+                .unwrap_or_else(|| Secret::new("")),
+        };
         Arc::new(RevIoClient::new(
             self.http.clone(),
             &sp.base_url,
-            &sp.username,
-            sp.client_code.as_deref().unwrap_or_default(),
-            sp.secret.clone(),
-            sp.subscription_key
-                .clone()
-                .unwrap_or_else(|| Secret::new("")),
+            credentials,
             limiter,
             self.retry,
         ))

@@ -15,6 +15,14 @@ use serde_json::json;
 
 use crate::http::{CallSpec, call};
 
+/// What Rev.io needs on every call: `user@client:password` and the subscription key.
+pub struct RevIoCredentials {
+    pub username: String,
+    pub client_code: String,
+    pub password: Secret,
+    pub subscription_key: Secret,
+}
+
 pub struct RevIoClient {
     http: reqwest::Client,
     base_url: String,
@@ -45,19 +53,16 @@ impl RevIoClient {
     pub fn new(
         http: reqwest::Client,
         base_url: &str,
-        username: &str,
-        client_code: &str,
-        password: Secret,
-        subscription_key: Secret,
+        credentials: RevIoCredentials,
         limiter: Arc<TokenBucket>,
         retry: RetryPolicy,
     ) -> Self {
         Self {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
-            user: format!("{username}@{client_code}"),
-            password,
-            subscription_key,
+            user: format!("{}@{}", credentials.username, credentials.client_code),
+            password: credentials.password,
+            subscription_key: credentials.subscription_key,
             limiter,
             retry,
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carriers::{ControlCenterClient, RevIoClient};
+use carriers::{ControlCenterClient, RevIoClient, RevIoCredentials};
 use domain::Iccid;
 use engine::ports::{CcEdit, ControlCenterApi, FailureKind, RevIoApi, RevServiceCreate, Secret};
 use engine::rate::TokenBucket;
@@ -247,6 +247,15 @@ async fn a_write_whose_answer_is_lost_is_ambiguous_and_not_resent() {
     );
 }
 
+fn creds(subscription_key: &str) -> RevIoCredentials {
+    RevIoCredentials {
+        username: "api".into(),
+        client_code: "acme".into(),
+        password: Secret::new("pw"),
+        subscription_key: Secret::new(subscription_key),
+    }
+}
+
 async fn rev() -> (RevIoSim, RevIoClient) {
     let mut customers = BTreeMap::new();
     customers.insert(
@@ -270,10 +279,7 @@ async fn rev() -> (RevIoSim, RevIoClient) {
     let client = RevIoClient::new(
         reqwest::Client::new(),
         &sim.base_url(),
-        "api",
-        "acme",
-        Secret::new("pw"),
-        Secret::new("sub"),
+        creds("sub"),
         Arc::new(TokenBucket::new(100.0)),
         fast_retry(),
     );
@@ -328,10 +334,7 @@ async fn rev_io_without_subscription_key_is_401() {
     let client = RevIoClient::new(
         reqwest::Client::new(),
         &sim.base_url(),
-        "api",
-        "acme",
-        Secret::new("pw"),
-        Secret::new("nope"),
+        creds("nope"),
         Arc::new(TokenBucket::new(100.0)),
         fast_retry(),
     );

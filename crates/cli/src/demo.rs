@@ -141,7 +141,7 @@ fn print_result(status: &Value) {
         status["Status"].as_str().unwrap_or(""),
         status["Counts"]
     );
-    println!("  {:<22} {:<11} {}", "ICCID", "STATUS", "DETAILS");
+    println!("  {:<22} {:<11} DETAILS", "ICCID", "STATUS");
     for row in status["Rows"].as_array().into_iter().flatten() {
         println!(
             "  {:<22} {:<11} {}",

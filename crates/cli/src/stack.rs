@@ -193,18 +193,15 @@ impl Stack {
                     }
                     continue;
                 }
-                let handles: Vec<_> = messages
-                    .into_iter()
-                    .map(|m| {
-                        let (worker, queue) = (worker.clone(), queue.clone());
-                        tokio::spawn(async move {
-                            consume(&worker, &queue, m, Instant::now() + budget).await
-                        })
-                    })
-                    .collect();
-                for h in handles {
-                    let _ = h.await;
+                // Owned by this task: when the loop dies (or is aborted, as a crash), its messages' work dies too.
+                let mut work = tokio::task::JoinSet::new();
+                for m in messages {
+                    let (worker, queue) = (worker.clone(), queue.clone());
+                    work.spawn(async move {
+                        consume(&worker, &queue, m, Instant::now() + budget).await
+                    });
                 }
+                while work.join_next().await.is_some() {}
             }
         }))
     }

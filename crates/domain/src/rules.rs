@@ -145,7 +145,10 @@ pub fn deactivation_rate_plan(
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceVerdict {
     /// Will be processed by the worker.
-    Valid { device: DeviceRecord, iccid: Iccid },
+    Valid {
+        device: Box<DeviceRecord>,
+        iccid: Iccid,
+    },
     /// Recorded as a row in ERROR with this reason; never sent to a carrier.
     Invalid { reason: String },
 }
@@ -181,7 +184,7 @@ pub fn validate_status_update_device(
         }
     }
     DeviceVerdict::Valid {
-        device: device.clone(),
+        device: Box::new(device.clone()),
         iccid,
     }
 }

@@ -49,6 +49,7 @@ mod tests {
     fn delays_grow_and_stay_capped() {
         let p = RetryPolicy {
             max_attempts: 10,
+            max_throttled_attempts: 10,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
         };

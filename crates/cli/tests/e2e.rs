@@ -1,0 +1,831 @@
+//! End-to-end: the local stack started exactly as `bulkchange serve` starts it, on a random port with its own
+//! SQLite file and simulators, driven through HTTP; outcomes read through the API, the database and the
+//! simulators' call records.
+
+use std::time::Duration;
+
+use cli::bench::bench_iccid;
+use cli::{Stack, StackConfig};
+use domain::ids::luhn_check_digit;
+use engine::WorkerConfig;
+use serde_json::{Value, json};
+use store::Seed;
+use store::seed::{SeedDevice, SeedRatePlan, SeedRevCustomer, SeedServiceProvider, SeedTenant};
+
+const POD19: i64 = 10;
+const READ_ONLY: i64 = 11;
+const REV: i64 = 12;
+const ROGERS: i64 = 13;
+const OTHER_TENANT_SP: i64 = 20;
+
+/// ICCIDs by role in the test seed.
+fn ready(i: usize) -> String {
+    bench_iccid(i)
+}
+fn active(i: usize) -> String {
+    bench_iccid(500 + i)
+}
+fn rogers_active() -> String {
+    bench_iccid(700)
+}
+fn read_only(i: usize) -> String {
+    bench_iccid(800 + i)
+}
+fn other_tenant() -> String {
+    bench_iccid(900)
+}
+
+fn sp(id: i64, tenant_id: i64, integration_id: i64, write_is_enabled: bool) -> SeedServiceProvider {
+    SeedServiceProvider {
+        id,
+        tenant_id,
+        integration_id,
+        name: format!("sp-{id}"),
+        base_url: "http://127.0.0.1:9/unused".into(),
+        username: format!("user-{id}"),
+        secret: format!("secret-key-{id}"),
+        client_code: (integration_id == 3).then(|| "acme".to_string()),
+        subscription_key: (integration_id == 3).then(|| "sub-key".to_string()),
+        write_is_enabled,
+        rate_limit_per_second: 100.0,
+    }
+}
+
+fn device(
+    tenant_id: i64,
+    service_provider_id: i64,
+    iccid: String,
+    status: &str,
+    usage: f64,
+) -> SeedDevice {
+    SeedDevice {
+        id: None,
+        tenant_id,
+        service_provider_id,
+        iccid,
+        imei: None,
+        msisdn: None,
+        eid: None,
+        status: status.into(),
+        carrier_rate_plan: Some("RP-1GB".into()),
+        communication_plan: Some("CP-Data".into()),
+        username: None,
+        last_usage_date: None,
+        data_usage_mb: usage,
+        rev_customer_id: None,
+    }
+}
+
+fn test_seed() -> Seed {
+    let mut devices: Vec<SeedDevice> = (0..40)
+        .map(|i| device(1, POD19, ready(i), "ACTIVATION_READY", 0.0))
+        .collect();
+    devices.extend(
+        [50.0, 700.0, 9000.0, 20.0]
+            .iter()
+            .enumerate()
+            .map(|(i, usage)| device(1, POD19, active(i), "ACTIVATED", *usage)),
+    );
+    devices.push(device(1, ROGERS, rogers_active(), "ACTIVATED", 10.0));
+    devices.extend((0..2).map(|i| device(1, READ_ONLY, read_only(i), "ACTIVATION_READY", 0.0)));
+    devices.push(device(
+        2,
+        OTHER_TENANT_SP,
+        other_tenant(),
+        "ACTIVATION_READY",
+        0.0,
+    ));
+    let plan = |id, code: &str, mb, rate| SeedRatePlan {
+        id,
+        service_provider_id: POD19,
+        rate_plan_code: code.into(),
+        plan_mb: mb,
+        base_rate: rate,
+    };
+    Seed {
+        tenants: vec![
+            SeedTenant {
+                id: 1,
+                name: "Acme".into(),
+            },
+            SeedTenant {
+                id: 2,
+                name: "Globex".into(),
+            },
+        ],
+        service_providers: vec![
+            sp(POD19, 1, 9, true),
+            sp(READ_ONLY, 1, 1, false),
+            sp(REV, 1, 3, true),
+            sp(ROGERS, 1, 14, true),
+            sp(OTHER_TENANT_SP, 2, 11, true),
+        ],
+        device_statuses: vec![],
+        carrier_rate_plans: vec![
+            plan(1, "RP-100MB", 100.0, 2.0),
+            plan(2, "RP-1GB", 1024.0, 5.0),
+            plan(3, "RP-5GB", 5120.0, 12.0),
+        ],
+        rev_customers: vec![SeedRevCustomer {
+            tenant_id: 1,
+            rev_customer_id: "1001".into(),
+            name: "Acme Fleet".into(),
+        }],
+        devices,
+    }
+}
+
+struct TestApp {
+    stack: Stack,
+    http: reqwest::Client,
+    token: String,
+    secret: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_with(customize: impl FnOnce(&mut StackConfig)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = "test-secret".to_string();
+    let mut config = StackConfig::local(
+        dir.path().join("e2e.db"),
+        dir.path().join("outbox"),
+        secret.clone(),
+    );
+    config.seed = Some(test_seed());
+    config.simulators = true;
+    config.worker = WorkerConfig {
+        continuation_delay: Duration::from_millis(200),
+        ..WorkerConfig::default()
+    };
+    config.retry.base_delay = Duration::from_millis(20);
+    config.retry.max_delay = Duration::from_secs(2);
+    customize(&mut config);
+    let stack = Stack::start(config).await.expect("stack starts");
+    let token = api::Hs256::new(&secret).mint(&api::Claims {
+        tenant_id: 1,
+        sub: "alice".into(),
+        roles: vec![],
+        exp: None,
+    });
+    TestApp {
+        stack,
+        http: reqwest::Client::new(),
+        token,
+        secret,
+        _dir: dir,
+    }
+}
+
+async fn spawn() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+impl TestApp {
+    fn token_for(&self, tenant: i64) -> String {
+        api::Hs256::new(&self.secret).mint(&api::Claims {
+            tenant_id: tenant,
+            sub: "mallory".into(),
+            roles: vec![],
+            exp: None,
+        })
+    }
+
+    async fn post_raw(
+        &self,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, Option<String>, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.stack.base_url()))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, content_type, body)
+    }
+
+    async fn submit(&self, body: Value) -> (u16, Value) {
+        let (status, _, body) = self
+            .post_raw("/M2M/BulkChange", &body.to_string(), Some(&self.token))
+            .await;
+        (status, body)
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.stack.base_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn accepted(&self, body: Value) -> i64 {
+        let (status, answer) = self.submit(body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["BulkChangeId"].as_i64().expect("id")
+    }
+
+    async fn wait_final(&self, id: i64) -> Value {
+        cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id)
+            .await
+            .expect("bulk change finishes")
+    }
+
+    fn cc(&self, sp: i64) -> &simulators::ControlCenterSim {
+        &self.stack.simulators.control_center[&sp]
+    }
+
+    fn carrier_calls_for(&self, sp: i64, iccid: &str) -> usize {
+        self.cc(sp)
+            .state
+            .calls()
+            .iter()
+            .filter(|c| c.path.contains(iccid))
+            .count()
+    }
+
+    async fn bulk_change_count(&self) -> i64 {
+        let (_, list) = self.get("/M2M/BulkChanges", &self.token).await;
+        list["Total"].as_i64().expect("total")
+    }
+}
+
+fn status_update(sp: i64, devices: &[String], target: &str) -> Value {
+    json!({"ServiceProviderId": sp, "ChangeType": 3, "PortalType": 0, "Devices": devices, "StatusUpdate": {"TargetStatus": target}})
+}
+
+fn row<'a>(status: &'a Value, iccid: &str) -> &'a Value {
+    status["Rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["ICCID"] == iccid)
+        .unwrap_or_else(|| panic!("no row for {iccid} in {status}"))
+}
+
+#[tokio::test]
+async fn activation_changes_the_carrier_and_the_database_and_logs_the_call() {
+    let app = spawn().await;
+    let devices = vec![ready(0), ready(1)];
+    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Status"], "PROCESSED");
+    assert_eq!(status["Counts"]["PROCESSED"], 2);
+    for iccid in &devices {
+        assert_eq!(row(&status, iccid)["Status"], "PROCESSED");
+        assert_eq!(
+            app.cc(POD19)
+                .state
+                .device(iccid)
+                .expect("sim device")
+                .status,
+            "ACTIVATED"
+        );
+        assert_eq!(app.cc(POD19).applied_status_changes(iccid), 1);
+        let stored = app
+            .stack
+            .store
+            .device_by_iccid(1, iccid)
+            .await
+            .expect("read")
+            .expect("device");
+        assert_eq!(stored.device_status_id, 901, "POD19 ACTIVATED");
+    }
+    let logs = engine::ports::Store::logs(&app.stack.store, 1, id)
+        .await
+        .expect("logs");
+    let status_logs: Vec<_> = logs
+        .iter()
+        .filter(|l| l.description == "Update Jasper Status: Jasper API")
+        .collect();
+    assert_eq!(status_logs.len(), 2);
+    assert!(
+        status_logs[0]
+            .request_text
+            .contains("{\"status\":\"ACTIVATED\"}")
+    );
+    assert!(
+        logs.iter()
+            .all(|l| !l.request_text.contains("secret-key-10")),
+        "no credential in the audit log"
+    );
+}
+
+#[tokio::test]
+async fn deactivation_moves_rate_plan_before_status() {
+    let app = spawn().await;
+    let devices = vec![active(0), active(1), active(2)];
+    let id = app
+        .accepted(status_update(POD19, &devices, "deactivated"))
+        .await;
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 3, "{status}");
+    // Cheapest plan covering usage (50 MB → RP-100MB, 700 MB → RP-1GB), else the largest (9000 MB → RP-5GB).
+    for (iccid, plan) in devices.iter().zip(["RP-100MB", "RP-1GB", "RP-5GB"]) {
+        let sim = app.cc(POD19).state.device(iccid).expect("sim device");
+        assert_eq!(
+            (sim.status.as_str(), sim.rate_plan.as_deref()),
+            ("DEACTIVATED", Some(plan))
+        );
+        let puts: Vec<Value> = app
+            .cc(POD19)
+            .state
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == "PUT" && c.path.ends_with(iccid.as_str()))
+            .map(|c| c.body)
+            .collect();
+        assert_eq!(
+            puts,
+            vec![json!({"ratePlan": plan}), json!({"status": "DEACTIVATED"})],
+            "rate plan first, then status"
+        );
+        let stored = app
+            .stack
+            .store
+            .device_by_iccid(1, iccid)
+            .await
+            .expect("read")
+            .expect("device");
+        assert_eq!(stored.carrier_rate_plan.as_deref(), Some(plan));
+    }
+}
+
+#[tokio::test]
+async fn failed_rate_plan_move_fails_the_row_without_deactivating() {
+    let app = spawn().await;
+    app.cc(POD19)
+        .state
+        .account
+        .lock()
+        .expect("lock")
+        .rate_plans
+        .remove("RP-100MB");
+    let id = app
+        .accepted(status_update(POD19, &[active(0)], "Deactivated"))
+        .await;
+    let status = app.wait_final(id).await;
+    let r = row(&status, &active(0));
+    assert_eq!(r["Status"], "API_FAILED");
+    assert_eq!(
+        r["StatusDetails"],
+        "Error Updating Rate Plan for Deactivation: HTTP 400, error 10000016: Invalid rate plan: RP-100MB."
+    );
+    assert_eq!(status["Status"], "ERROR");
+    assert_eq!(
+        app.cc(POD19).state.device(&active(0)).expect("sim").status,
+        "ACTIVATED",
+        "never deactivated"
+    );
+    assert_eq!(app.cc(POD19).applied_status_changes(&active(0)), 0);
+}
+
+#[tokio::test]
+async fn deactivation_without_any_rate_plan_fails_before_any_carrier_call() {
+    let app = spawn().await;
+    let id = app
+        .accepted(status_update(ROGERS, &[rogers_active()], "Deactivated"))
+        .await;
+    let status = app.wait_final(id).await;
+    let r = row(&status, &rogers_active());
+    assert_eq!(r["Status"], "ERROR");
+    assert!(
+        r["StatusDetails"]
+            .as_str()
+            .expect("details")
+            .starts_with("Error Updating Rate Plan for Deactivation")
+    );
+    assert!(app.cc(ROGERS).state.calls().is_empty());
+}
+
+#[tokio::test]
+async fn writes_disabled_fails_every_row_with_the_reason_and_calls_nobody() {
+    let app = spawn().await;
+    let devices = vec![read_only(0), read_only(1)];
+    let id = app
+        .accepted(status_update(READ_ONLY, &devices, "Active"))
+        .await;
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Status"], "ERROR");
+    for iccid in &devices {
+        assert_eq!(
+            row(&status, iccid)["StatusDetails"],
+            "Writes disabled for this service provider."
+        );
+    }
+    assert!(app.cc(READ_ONLY).state.calls().is_empty());
+}
+
+#[tokio::test]
+async fn device_already_in_target_status_succeeds_without_a_carrier_call() {
+    let app = spawn().await;
+    let id = app
+        .accepted(status_update(POD19, &[active(3)], "ACTIVATED"))
+        .await;
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &active(3))["Status"], "PROCESSED");
+    assert_eq!(
+        row(&status, &active(3))["StatusDetails"],
+        "Device already in status ACTIVATED; no carrier call"
+    );
+    assert_eq!(app.carrier_calls_for(POD19, &active(3)), 0);
+}
+
+#[tokio::test]
+async fn invalid_and_valid_devices_mixed_are_accepted_and_only_valid_ones_processed() {
+    let app = spawn().await;
+    let bad_luhn = {
+        let good = ready(2);
+        let last = good
+            .chars()
+            .last()
+            .and_then(|c| c.to_digit(10))
+            .expect("digit");
+        format!("{}{}", &good[..good.len() - 1], (last + 1) % 10)
+    };
+    let devices = vec![
+        ready(2),
+        bad_luhn.clone(),
+        "12345".to_string(),
+        ready(3),
+        ready(2),
+    ];
+    let (code, answer) = app.submit(status_update(POD19, &devices, "Active")).await;
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(
+        answer["Counts"],
+        json!({"Valid": 2, "Invalid": 2, "Duplicates": 1})
+    );
+    assert_eq!(answer["Duplicates"], json!([ready(2)]));
+    let id = answer["BulkChangeId"].as_i64().expect("id");
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Status"], "PROCESSED");
+    assert_eq!(status["Counts"], json!({"ERROR": 2, "PROCESSED": 2}));
+    assert!(
+        row(&status, &bad_luhn)["StatusDetails"]
+            .as_str()
+            .expect("details")
+            .contains("wrong check digit")
+    );
+    assert_eq!(
+        row(&status, "12345")["StatusDetails"],
+        "Invalid ICCID: ICCID '12345' must have 19 or 20 digits, it has 5"
+    );
+    assert_eq!(app.carrier_calls_for(POD19, &bad_luhn), 0);
+    let (_, errors_only) = app
+        .get(
+            &format!("/M2M/BulkChangeStatus/{id}?status=ERROR"),
+            &app.token,
+        )
+        .await;
+    assert_eq!(errors_only["Rows"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn another_tenants_device_is_rejected_and_never_sent_to_the_carrier() {
+    let app = spawn().await;
+    let id = app
+        .accepted(status_update(POD19, &[other_tenant(), ready(4)], "Active"))
+        .await;
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &other_tenant())["Status"], "ERROR");
+    assert_eq!(
+        row(&status, &other_tenant())["StatusDetails"],
+        format!("Invalid ICCID: device {} was not found", other_tenant())
+    );
+    assert_eq!(app.carrier_calls_for(OTHER_TENANT_SP, &other_tenant()), 0);
+    assert_eq!(app.carrier_calls_for(POD19, &other_tenant()), 0);
+    assert_eq!(
+        app.cc(OTHER_TENANT_SP)
+            .state
+            .device(&other_tenant())
+            .expect("sim")
+            .status,
+        "ACTIVATION_READY"
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_bulk_change_and_service_provider_are_invisible() {
+    let app = spawn().await;
+    let id = app
+        .accepted(status_update(POD19, &[ready(5)], "Active"))
+        .await;
+    let other = app.token_for(2);
+    let (code, problem) = app
+        .get(&format!("/M2M/BulkChangeStatus/{id}"), &other)
+        .await;
+    assert_eq!(code, 404, "{problem}");
+    assert_eq!(problem["status"], 404);
+    let (_, list) = app.get("/M2M/BulkChanges", &other).await;
+    assert_eq!(list["Total"], 0);
+    let (code, _, problem) = app
+        .post_raw(
+            "/M2M/BulkChange",
+            &status_update(POD19, &[ready(6)], "Active").to_string(),
+            Some(&other),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(problem["errors"][0]["field"], "ServiceProviderId");
+    assert_eq!(app.carrier_calls_for(POD19, &ready(6)), 0);
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_401() {
+    let app = spawn().await;
+    let body = status_update(POD19, &[ready(7)], "Active").to_string();
+    let (code, content_type, problem) = app.post_raw("/M2M/BulkChange", &body, None).await;
+    assert_eq!(
+        (code, content_type.as_deref()),
+        (401, Some("application/problem+json"))
+    );
+    assert_eq!(problem["detail"], "missing Authorization: Bearer token");
+    let forged = api::Hs256::new("wrong").mint(&api::Claims {
+        tenant_id: 1,
+        sub: "eve".into(),
+        roles: vec![],
+        exp: None,
+    });
+    let (code, _, _) = app.post_raw("/M2M/BulkChange", &body, Some(&forged)).await;
+    assert_eq!(code, 401);
+    assert_eq!(app.bulk_change_count().await, 0);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_problem_json_and_write_nothing() {
+    let app = spawn_with(|c| c.max_devices = 5).await;
+    let cases: Vec<(String, u16, &str, &str)> = vec![
+        ("{\"ServiceProviderId\": 10,".into(), 400, "body", "invalid JSON"),
+        (json!({"ServiceProviderId": POD19, "ChangeType": 42, "Devices": [ready(0)]}).to_string(), 400, "ChangeType", "unknown ChangeType 42"),
+        (json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [], "StatusUpdate": {"TargetStatus": "Active"}}).to_string(), 400, "Devices", "at least one"),
+        (status_update(POD19, &(0..6).map(ready).collect::<Vec<_>>(), "Active").to_string(), 413, "Devices", "at most 5"),
+        (status_update(POD19, &[ready(0)], "Suspended").to_string(), 400, "StatusUpdate.TargetStatus", "unknown status 'Suspended'"),
+        (json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [ready(0)]}).to_string(), 400, "StatusUpdate", "StatusUpdate is required"),
+    ];
+    for (body, expected, field, message) in cases {
+        let (code, content_type, problem) = app
+            .post_raw("/M2M/BulkChange", &body, Some(&app.token))
+            .await;
+        assert_eq!(code, expected, "{body} -> {problem}");
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+        assert_eq!(problem["status"], expected);
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        assert!(
+            problem["errors"][0]["message"]
+                .as_str()
+                .expect("message")
+                .contains(message),
+            "{problem}"
+        );
+    }
+    assert_eq!(app.bulk_change_count().await, 0, "nothing written");
+    assert!(app.cc(POD19).state.calls().is_empty());
+}
+
+#[tokio::test]
+async fn validate_is_a_dry_run() {
+    let app = spawn().await;
+    let (code, _, answer) = app
+        .post_raw(
+            "/M2M/ValidateBulkChange",
+            &status_update(POD19, &[ready(8), "1".into()], "Active").to_string(),
+            Some(&app.token),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        answer["Counts"],
+        json!({"Valid": 1, "Invalid": 1, "Duplicates": 0})
+    );
+    assert!(answer.get("BulkChangeId").is_none());
+    assert_eq!(app.bulk_change_count().await, 0);
+}
+
+#[tokio::test]
+async fn bursts_of_429_slow_the_work_but_every_row_is_processed_once() {
+    // The carrier allows 5 calls a second while the provider is configured for 100: most calls get 429.
+    let app = spawn_with(|c| {
+        c.simulator_faults.rate_limit_per_second = Some(5.0);
+        c.retry.max_throttled_attempts = 30;
+    })
+    .await;
+    let devices: Vec<String> = (10..25).map(ready).collect();
+    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(
+        status["Counts"],
+        json!({"PROCESSED": devices.len()}),
+        "{status}"
+    );
+    assert!(
+        app.cc(POD19).state.calls().iter().any(|c| c.status == 429),
+        "the carrier did throttle"
+    );
+    for iccid in &devices {
+        assert_eq!(
+            app.cc(POD19).applied_status_changes(iccid),
+            1,
+            "{iccid} changed exactly once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_rows_are_summarised_in_one_email() {
+    let app = spawn().await;
+    let id = app
+        .accepted(status_update(POD19, &[ready(9), "123".into()], "Active"))
+        .await;
+    app.wait_final(id).await;
+    let outbox = app.stack.config.outbox.clone();
+    let mails: Vec<_> = std::fs::read_dir(&outbox)
+        .expect("outbox")
+        .filter_map(|e| e.ok())
+        .collect();
+    assert_eq!(mails.len(), 1);
+    let text = std::fs::read_to_string(mails[0].path()).expect("mail");
+    assert!(
+        text.contains(&format!("Subject: Bulk change {id}: 1 device(s) failed")),
+        "{text}"
+    );
+    assert!(text.contains("123  ERROR  Invalid ICCID"), "{text}");
+    assert!(
+        !text.contains(&ready(9)),
+        "successful devices are not listed"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_mid_run_is_replaced_and_no_change_is_sent_twice() {
+    let app = spawn_with(|c| {
+        c.run_worker = false;
+        c.simulator_faults.latency_ms = 300;
+        c.visibility = Duration::from_secs(1);
+        c.scheduler_interval = Duration::from_millis(500);
+        c.stranded_grace = Duration::from_secs(1);
+    })
+    .await;
+    let devices: Vec<String> = (26..34).map(ready).collect();
+    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    let lease = Duration::from_secs(2);
+    let config = |name: &str| WorkerConfig {
+        worker_id: name.into(),
+        concurrency: 4,
+        claim_batch: 4,
+        lease,
+        continuation_delay: Duration::from_millis(200),
+        ..WorkerConfig::default()
+    };
+    let first = app.stack.spawn_worker(config("first")).expect("worker");
+    // GIVEN the first worker has sent changes that the carrier applied but not yet answered
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !app
+            .cc(POD19)
+            .state
+            .calls()
+            .iter()
+            .any(|c| c.method == "PUT")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("first worker reaches the carrier");
+    // WHEN it dies holding its claims
+    first.abort();
+    let _ = first.await;
+    let (_, mid) = app
+        .get(&format!("/M2M/BulkChangeStatus/{id}"), &app.token)
+        .await;
+    assert!(
+        mid["Counts"]["PROCESSING"].as_i64().unwrap_or(0) > 0,
+        "rows were claimed when it died: {mid}"
+    );
+    // THEN a new worker finishes every row, asking the carrier before re-sending
+    let _second = app.stack.spawn_worker(config("second")).expect("worker");
+    let status = app.wait_final(id).await;
+    assert_eq!(
+        status["Counts"],
+        json!({"PROCESSED": devices.len()}),
+        "{status}"
+    );
+    for iccid in &devices {
+        assert_eq!(
+            app.cc(POD19).applied_status_changes(iccid),
+            1,
+            "{iccid} changed exactly once"
+        );
+    }
+    assert!(
+        status["Rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["StatusDetails"]
+                .as_str()
+                .is_some_and(|d| d.contains("confirmed on the carrier after a restart"))),
+        "at least one row was reconciled with the carrier: {status}"
+    );
+}
+
+#[tokio::test]
+async fn the_same_message_twice_and_two_workers_never_send_a_change_twice() {
+    let app = spawn_with(|c| {
+        c.run_worker = false;
+        c.simulator_faults.latency_ms = 30;
+    })
+    .await;
+    let devices: Vec<String> = (34..40).map(ready).collect();
+    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    // The API enqueued once; deliver the same work twice more, to two workers.
+    cli::stack::enqueue(&app.stack.queue, id)
+        .await
+        .expect("enqueue");
+    cli::stack::enqueue(&app.stack.queue, id)
+        .await
+        .expect("enqueue");
+    let small = |name: &str| WorkerConfig {
+        worker_id: name.into(),
+        concurrency: 2,
+        claim_batch: 2,
+        continuation_delay: Duration::from_millis(100),
+        ..WorkerConfig::default()
+    };
+    let _a = app.stack.spawn_worker(small("a")).expect("worker a");
+    let _b = app.stack.spawn_worker(small("b")).expect("worker b");
+    let status = app.wait_final(id).await;
+    assert_eq!(
+        status["Counts"],
+        json!({"PROCESSED": devices.len()}),
+        "{status}"
+    );
+    for iccid in &devices {
+        assert_eq!(
+            app.cc(POD19).applied_status_changes(iccid),
+            1,
+            "{iccid} changed exactly once"
+        );
+    }
+    let puts = app
+        .cc(POD19)
+        .state
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PUT")
+        .count();
+    assert_eq!(puts, devices.len());
+}
+
+#[tokio::test]
+async fn rev_io_service_and_customer_follow_a_successful_activation() {
+    let app = spawn().await;
+    let body = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [ready(0)],
+        "StatusUpdate": {"TargetStatus": "Active", "AccountNumber": "1001", "RevService": {"RevCustomerId": "1001", "CreateRevService": true, "ProviderId": 12}}});
+    let id = app.accepted(body).await;
+    let status = app.wait_final(id).await;
+    let r = row(&status, &ready(0));
+    assert_eq!(r["Status"], "PROCESSED", "{status}");
+    let services = app.stack.simulators.rev_io[&REV].state.services();
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].number2.as_deref(), Some(ready(0).as_str()));
+    let stored = app
+        .stack
+        .store
+        .device_by_iccid(1, &ready(0))
+        .await
+        .expect("read")
+        .expect("device");
+    assert_eq!(stored.rev_customer_id.as_deref(), Some("1001"));
+    // An unknown Rev customer is a request error: nothing written.
+    let body = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [ready(1)], "StatusUpdate": {"TargetStatus": "Active", "AccountNumber": "100"}});
+    let (code, problem) = app.submit(body).await;
+    assert_eq!(code, 400);
+    assert_eq!(problem["errors"][0]["field"], "StatusUpdate.AccountNumber");
+}
+
+#[test]
+fn bench_iccids_are_valid() {
+    for i in [0, 1, 999, 123_456] {
+        let iccid = bench_iccid(i);
+        assert_eq!(iccid.len(), 20);
+        assert_eq!(luhn_check_digit(&iccid[..19]).to_string(), &iccid[19..]);
+    }
+}
