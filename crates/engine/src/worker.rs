@@ -44,7 +44,7 @@ impl Default for WorkerConfig {
         Self {
             worker_id: format!("worker-{}", fastrand::u64(..)),
             concurrency: 16,
-            claim_batch: 64,
+            claim_batch: 32,
             lease: Duration::from_secs(300),
             deadline_margin: Duration::from_secs(10),
             continuation_delay: Duration::from_secs(5),

@@ -1,0 +1,65 @@
+# The project's front door. `make run` and `make test` are all a newcomer needs; both install what they use.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := target/debug/bulkchange
+RELEASE_BIN := target/release/bulkchange
+
+.PHONY: help run serve test unit lint fmt clippy template-lint bench clean tools
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+tools: ## Check the Rust toolchain and add rustfmt/clippy if missing
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+run: tools ## Build, start the local stack with simulators, submit the sample bulk changes from events/, show results
+	$(CARGO) build -p cli
+	RUST_LOG=$${RUST_LOG:-warn} $(BIN) demo --seed events/seed.json --requests events/requests --work-dir .run
+
+serve: tools ## Serve the local stack on 127.0.0.1:8080 with simulators (Ctrl-C stops it)
+	$(CARGO) build -p cli
+	BULKCHANGE_JWT_SECRET=$${BULKCHANGE_JWT_SECRET:-local-dev-secret} $(BIN) serve --seed events/seed.json --simulators \
+		--database .run/serve.db --outbox .run/outbox
+
+test: tools lint unit template-lint ## Every check and every test (what CI runs)
+
+unit: ## All Rust tests (nextest when installed, cargo test otherwise)
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		echo "cargo-nextest not found; running cargo test"; \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint: fmt clippy ## rustfmt and clippy, warnings are errors
+
+fmt:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.cfn-lint: $(PY)
+	$(PY) -m pip install --quiet cfn-lint
+	touch $@
+
+template-lint: $(VENV)/.cfn-lint ## cfn-lint on template.yaml
+	$(VENV)/bin/cfn-lint template.yaml
+
+bench: tools ## Benchmark against the simulator (prints name=value lines; never fails on a number)
+	$(CARGO) build --release -p cli
+	RUST_LOG=$${RUST_LOG:-warn} $(RELEASE_BIN) bench --devices 2000 --sequential-devices 200 --latency-ms 20 --rate-limit 200
+
+clean: ## Remove build output and local run data
+	$(CARGO) clean
+	rm -rf .run $(VENV)
