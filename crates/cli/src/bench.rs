@@ -70,8 +70,33 @@ pub async fn run(opts: BenchOptions) -> Result<()> {
         }
     };
     let result = measure(&opts, &url).await;
+    if result.is_ok() {
+        report_throttling(&url).await;
+    }
     let _ = child.kill().await;
     result
+}
+
+/// How many calls the carrier answered 429: pacing below the limit means none.
+async fn report_throttling(url: &str) {
+    let admin = format!(
+        "{}/_sim/calls",
+        url.trim_end_matches(simulators::control_center::API_PREFIX)
+    );
+    let calls: Option<Vec<simulators::RecordedCall>> = match reqwest::get(&admin).await {
+        Ok(r) => r.json().await.ok(),
+        Err(_) => None,
+    };
+    match calls {
+        Some(calls) => {
+            println!("carrier_calls={}", calls.len());
+            println!(
+                "carrier_throttled_calls={}",
+                calls.iter().filter(|c| c.status == 429).count()
+            );
+        }
+        None => println!("carrier_throttled_calls=unknown"),
+    }
 }
 
 async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
