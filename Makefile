@@ -29,12 +29,12 @@ serve: tools ## Serve the local stack on 127.0.0.1:8080 with simulators (Ctrl-C 
 
 test: tools lint unit template-lint ## Every check and every test (what CI runs)
 
-unit: ## All Rust tests (nextest when installed, cargo test otherwise)
+unit: $(VENV)/.moto ## All Rust tests, with a moto server for the AWS adapters (nextest when installed)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+		scripts/with-moto.sh $(VENV) $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 		echo "cargo-nextest not found; running cargo test"; \
-		$(CARGO) test --workspace --no-fail-fast; \
+		scripts/with-moto.sh $(VENV) $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
 lint: fmt clippy ## rustfmt and clippy, warnings are errors
@@ -51,6 +51,10 @@ $(PY):
 
 $(VENV)/.cfn-lint: $(PY)
 	$(PY) -m pip install --quiet cfn-lint
+	touch $@
+
+$(VENV)/.moto: $(PY)
+	$(PY) -m pip install --quiet "moto[server]"
 	touch $@
 
 template-lint: $(VENV)/.cfn-lint ## cfn-lint on template.yaml
