@@ -2,8 +2,10 @@
 //! The SQL Server adapter joins them in the production-adapters work; both pass the same contract tests.
 
 pub mod contract;
+pub mod mssql;
 pub mod seed;
 pub mod sqlite;
 
+pub use mssql::MssqlStore;
 pub use seed::Seed;
 pub use sqlite::{SqliteQueue, SqliteStore};

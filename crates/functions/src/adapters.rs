@@ -1,0 +1,86 @@
+//! The adapters a function uses, built once per execution environment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use carriers::HttpCarriers;
+use engine::ports::{Email, Notifier, NotifyError, Queue, Store, SystemClock};
+use engine::rate::RateLimiters;
+use engine::retry::RetryPolicy;
+use engine::{Worker, WorkerConfig};
+
+use crate::config::{Database, FunctionConfig};
+
+#[derive(Clone)]
+pub struct Adapters {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub notifier: Arc<dyn Notifier>,
+}
+
+/// Writes e-mails as log lines when SES is not configured (local invocation).
+pub struct LogNotifier;
+
+#[async_trait::async_trait]
+impl Notifier for LogNotifier {
+    async fn send(&self, email: &Email) -> Result<String, NotifyError> {
+        tracing::warn!(subject = %email.subject, body = %email.body, "EMAIL_FROM not set; failure summary logged instead of sent");
+        Ok("log".into())
+    }
+}
+
+pub async fn build(config: &FunctionConfig, sdk: &aws::SdkConfig) -> Result<Adapters> {
+    let (store, sqlite): (Arc<dyn Store>, Option<store::SqliteStore>) = match &config.database {
+        Database::Sqlite(path) => {
+            let s = store::SqliteStore::open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            (Arc::new(s.clone()), Some(s))
+        }
+        Database::SqlServer(conn) => (
+            Arc::new(
+                store::MssqlStore::connect(conn, 4)
+                    .await
+                    .context("connecting to SQL Server")?,
+            ),
+            None,
+        ),
+    };
+    let queue: Arc<dyn Queue> = match (&config.queue_url, sqlite) {
+        (Some(url), _) => Arc::new(aws::SqsQueue::new(sdk, url.clone())),
+        (None, Some(s)) => Arc::new(store::SqliteQueue::new(s)),
+        (None, None) => anyhow::bail!("QUEUE_URL is required with SQL Server"),
+    };
+    let notifier: Arc<dyn Notifier> = if config.email_from.is_empty() {
+        Arc::new(LogNotifier)
+    } else {
+        Arc::new(aws::SesNotifier::new(sdk))
+    };
+    Ok(Adapters {
+        store,
+        queue,
+        notifier,
+    })
+}
+
+/// The worker as the SQS function runs it: carriers over HTTP, one token bucket per provider per instance.
+pub fn worker(adapters: &Adapters, config: &FunctionConfig) -> Result<Worker> {
+    let carriers = HttpCarriers::new(Duration::from_secs(30), RetryPolicy::default())
+        .context("building the HTTP client")?;
+    let mut worker_config = WorkerConfig::default();
+    if !config.email_from.is_empty() {
+        worker_config.email_from = config.email_from.clone();
+    }
+    if !config.email_to.is_empty() {
+        worker_config.email_to = config.email_to.clone();
+    }
+    Ok(Worker {
+        store: adapters.store.clone(),
+        queue: adapters.queue.clone(),
+        notifier: adapters.notifier.clone(),
+        carriers: Arc::new(carriers),
+        clock: Arc::new(SystemClock),
+        limiters: Arc::new(RateLimiters::default()),
+        config: worker_config,
+    })
+}

@@ -1,0 +1,63 @@
+//! The API function: the same axum Router as the local server, with the caller read from the claims that the
+//! HTTP API's JWT authorizer has already validated (same `tenant_id`/`sub` contract as DESIGN 4.2).
+
+use std::sync::Arc;
+
+use ::api::{ApiError, AppState, Authenticator, Caller};
+use axum::http::request::Parts;
+use lambda_http::request::RequestContext;
+
+use crate::adapters::Adapters;
+
+/// Reads `tenant_id`, `sub` and `roles` from the authorizer's JWT claims in the request context.
+pub struct AuthorizerClaims;
+
+impl Authenticator for AuthorizerClaims {
+    fn authenticate(&self, parts: &Parts) -> Result<Caller, ApiError> {
+        let claims = match parts.extensions.get::<RequestContext>() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+                .authorizer
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref())
+                .map(|jwt| &jwt.claims),
+            _ => None,
+        }
+        .ok_or_else(|| ApiError::Unauthorized("no JWT claims in the request context".into()))?;
+        let tenant_id = claims
+            .get("tenant_id")
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the token has no integer tenant_id claim".into())
+            })?;
+        let user = claims
+            .get("sub")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("the token has no sub claim".into()))?
+            .clone();
+        // API Gateway flattens array claims to "[a b]".
+        let roles = claims
+            .get("roles")
+            .map(|r| {
+                r.trim_matches(|c| c == '[' || c == ']')
+                    .split([' ', ','])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Caller {
+            tenant_id,
+            user,
+            roles,
+        })
+    }
+}
+
+pub fn app(adapters: &Adapters, max_devices: usize) -> axum::Router {
+    ::api::router(AppState {
+        store: adapters.store.clone(),
+        queue: adapters.queue.clone(),
+        auth: Arc::new(AuthorizerClaims),
+        max_devices,
+    })
+}

@@ -1,0 +1,129 @@
+//! Configuration of the functions, from the environment, read in one place (DESIGN 4.3).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// An ADO.NET connection string (`Server=tcp:...;Database=...;User Id=...;Password=...`). Never logged.
+    SqlServer(String),
+}
+
+#[derive(Clone)]
+pub struct FunctionConfig {
+    pub database: Database,
+    /// SQS queue URL; absent means the embedded queue in the SQLite file (local invocation only).
+    pub queue_url: Option<String>,
+    pub email_from: String,
+    pub email_to: Vec<String>,
+    /// Where the local notifier writes when SES is not configured (no `EMAIL_FROM`).
+    pub outbox_dir: PathBuf,
+    pub max_devices: usize,
+}
+
+impl std::fmt::Debug for FunctionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let database = match &self.database {
+            Database::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Database::SqlServer(_) => "sqlserver://***".to_string(),
+        };
+        f.debug_struct("FunctionConfig")
+            .field("database", &database)
+            .field("queue_url", &self.queue_url)
+            .field("email_from", &self.email_from)
+            .field("email_to", &self.email_to)
+            .field("max_devices", &self.max_devices)
+            .finish()
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Parses `DATABASE_URL`: `sqlite://PATH`, or a SQL Server ADO string.
+pub fn parse_database(url: &str) -> Result<Database> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Database::Sqlite(PathBuf::from(path)));
+    }
+    let lower = url.to_ascii_lowercase();
+    if lower.contains("server=") || lower.contains("data source=") {
+        return Ok(Database::SqlServer(url.to_string()));
+    }
+    bail!(
+        "DATABASE_URL must be sqlite://PATH or a SQL Server connection string (Server=...;Database=...)"
+    )
+}
+
+impl FunctionConfig {
+    /// Reads the environment; the SQL Server connection string comes from Secrets Manager
+    /// (`DATABASE_SECRET_ARN`) unless `DATABASE_URL` is set.
+    pub async fn from_env(sdk: &aws::SdkConfig) -> Result<Self> {
+        let database = match (var("DATABASE_URL"), var("DATABASE_SECRET_ARN")) {
+            (Some(url), _) => parse_database(&url)?,
+            (None, Some(arn)) => {
+                let secret = aws::secret_string(sdk, &arn).await?;
+                parse_database(&secret).context("the database secret")?
+            }
+            (None, None) => bail!("set DATABASE_SECRET_ARN (AWS) or DATABASE_URL (local)"),
+        };
+        let max_devices = match var("MAX_DEVICES_PER_BULK_CHANGE") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("MAX_DEVICES_PER_BULK_CHANGE '{v}' is not a number"))?,
+            None => 10_000,
+        };
+        Ok(Self {
+            database,
+            queue_url: var("QUEUE_URL"),
+            email_from: var("EMAIL_FROM").unwrap_or_default(),
+            email_to: var("ERROR_EMAIL_TO")
+                .map(|v| {
+                    v.split(';')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            outbox_dir: PathBuf::from(var("OUTBOX_DIR").unwrap_or_else(|| "/tmp/outbox".into())),
+            max_devices,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_recognised() {
+        assert_eq!(
+            parse_database("sqlite:///tmp/x.db").unwrap(),
+            Database::Sqlite("/tmp/x.db".into())
+        );
+        assert!(matches!(
+            parse_database("Server=tcp:db,1433;Database=amop;User Id=sa;Password=x").unwrap(),
+            Database::SqlServer(_)
+        ));
+        assert!(parse_database("postgres://x").is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_connection_string() {
+        let config = FunctionConfig {
+            database: Database::SqlServer("Server=db;Password=hunter2".into()),
+            queue_url: None,
+            email_from: String::new(),
+            email_to: vec![],
+            outbox_dir: "/tmp".into(),
+            max_devices: 1,
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,22 @@
+//! The scheduler function's tick (EventBridge, every minute): re-enqueue stranded bulk changes (accepted but
+//! never picked up, or whose leases expired), so nothing accepted is lost.
+
+use std::time::Duration;
+
+use engine::ports::{Clock, Queue, Store, SystemClock};
+use serde::Serialize;
+
+/// How long a bulk change may sit untouched before it counts as stranded.
+pub const STRANDED_GRACE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct TickReport {
+    pub requeued: Vec<i64>,
+}
+
+pub async fn tick(store: &dyn Store, queue: &dyn Queue, grace: Duration) -> TickReport {
+    TickReport {
+        requeued: engine::scheduler::requeue_stranded(store, queue, SystemClock.now(), grace).await,
+    }
+}

@@ -1,0 +1,862 @@
+//! The production store: SQL Server through tiberius, calling the stored procedures in `infra/sql/` with
+//! parameters only. A small pool of connections; every procedure that writes runs `SET XACT_ABORT ON`.
+//!
+//! TLS: tiberius 0.13 with its `rustls` feature (rustls 0.23, the same stack as reqwest and the AWS SDK), not
+//! native-tls/OpenSSL: one TLS implementation in the Lambda binaries and no system library to ship.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
+use domain::{BulkStatus, ChangeType, Integration, PortalType, RowStatus, bulk_status_from_rows};
+use engine::ports::*;
+use tiberius::{Client, Config, Query, Row};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+use crate::seed::Seed;
+
+type Conn = Client<Compat<TcpStream>>;
+const PROCESSED_BY: &str = "AltaworxDeviceBulkChange";
+
+fn db(context: &'static str) -> impl Fn(tiberius::error::Error) -> StoreError {
+    move |e| StoreError::Database {
+        context,
+        message: e.to_string(),
+    }
+}
+
+fn naive(t: DateTime<Utc>) -> NaiveDateTime {
+    t.naive_utc()
+}
+
+fn utc(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
+    t.map(|n| n.and_utc())
+}
+
+/// A few connections, opened on demand and reused; a connection that saw an error is dropped, not reused.
+pub struct MssqlStore {
+    config: Config,
+    idle: Mutex<Vec<Conn>>,
+    permits: Semaphore,
+}
+
+struct Lease<'a> {
+    store: &'a MssqlStore,
+    conn: Option<Conn>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Lease<'_> {
+    fn conn(&mut self) -> Result<&mut Conn, StoreError> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Corrupt("connection already returned".into()))
+    }
+
+    async fn give_back(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.store.idle.lock().await.push(conn);
+        }
+    }
+}
+
+impl MssqlStore {
+    /// Connects with an ADO.NET connection string (`Server=tcp:host,1433;Database=...;User Id=...;Password=...;
+    /// TrustServerCertificate=true` for a local container).
+    pub async fn connect(ado: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let config = Config::from_ado_string(ado).map_err(db("parse connection string"))?;
+        let store = Self {
+            config,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(pool_size.max(1)),
+        };
+        let lease = store.lease().await?;
+        lease.give_back().await;
+        Ok(store)
+    }
+
+    async fn open(&self) -> Result<Conn, StoreError> {
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(15),
+            TcpStream::connect(self.config.get_addr()),
+        )
+        .await
+        .map_err(|_| StoreError::Database {
+            context: "connect",
+            message: "timed out".into(),
+        })?
+        .map_err(|e| StoreError::Database {
+            context: "connect",
+            message: e.to_string(),
+        })?;
+        tcp.set_nodelay(true).map_err(|e| StoreError::Database {
+            context: "connect",
+            message: e.to_string(),
+        })?;
+        Client::connect(self.config.clone(), tcp.compat_write())
+            .await
+            .map_err(db("login"))
+    }
+
+    async fn lease(&self) -> Result<Lease<'_>, StoreError> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Corrupt("pool closed".into()))?;
+        let idle = self.idle.lock().await.pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => self.open().await?,
+        };
+        Ok(Lease {
+            store: self,
+            conn: Some(conn),
+            _permit: permit,
+        })
+    }
+
+    /// Runs one procedure call and returns all its result sets. The connection goes back to the pool only on success.
+    async fn exec(
+        &self,
+        context: &'static str,
+        query: Query<'_>,
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        let mut lease = self.lease().await?;
+        let result = async {
+            let stream = query.query(lease.conn()?).await.map_err(db(context))?;
+            stream.into_results().await.map_err(db(context))
+        }
+        .await;
+        if result.is_ok() {
+            lease.give_back().await;
+        }
+        result
+    }
+
+    async fn first(&self, context: &'static str, query: Query<'_>) -> Result<Vec<Row>, StoreError> {
+        Ok(self
+            .exec(context, query)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
+    }
+
+    /// Runs the scripts of `infra/sql/` (batches separated by `GO`): schema, reference data, procedures.
+    pub async fn apply_scripts(&self, scripts: &[&str]) -> Result<(), StoreError> {
+        let mut lease = self.lease().await?;
+        for script in scripts {
+            for batch in split_batches(script) {
+                lease
+                    .conn()?
+                    .simple_query(batch)
+                    .await
+                    .map_err(db("apply script"))?
+                    .into_results()
+                    .await
+                    .map_err(db("apply script"))?;
+            }
+        }
+        lease.give_back().await;
+        Ok(())
+    }
+
+    /// Deletes every row but the reference data (contract tests only).
+    pub async fn wipe_for_tests(&self) -> Result<(), StoreError> {
+        let sql = "DELETE FROM dbo.DeviceBulkChangeLog; DELETE FROM dbo.M2M_DeviceChange; DELETE FROM dbo.DeviceBulkChange;
+                   DELETE FROM dbo.RevService; DELETE FROM dbo.Device; DELETE FROM dbo.RevCustomer; DELETE FROM dbo.JasperCarrierRatePlan;
+                   DELETE FROM dbo.ServiceProvider; DELETE FROM dbo.Tenant;";
+        self.apply_scripts(&[sql]).await
+    }
+
+    /// Fills an empty database from a seed (tests and first-time set-up). False when tenants exist.
+    pub async fn load_seed(&self, seed: &Seed) -> Result<bool, StoreError> {
+        let rows = self
+            .first(
+                "count tenants",
+                Query::new("SELECT COUNT_BIG(*) AS N FROM dbo.Tenant"),
+            )
+            .await?;
+        if rows.first().and_then(|r| r.get::<i64, _>("N")).unwrap_or(0) > 0 {
+            return Ok(false);
+        }
+        for t in &seed.tenants {
+            let mut q = Query::new("INSERT INTO dbo.Tenant (Id, Name) VALUES (@P1, @P2)");
+            q.bind(t.id);
+            q.bind(t.name.as_str());
+            self.exec("seed tenant", q).await?;
+        }
+        for sp in &seed.service_providers {
+            let mut q = Query::new(
+                "INSERT INTO dbo.ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond)
+                 VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11)",
+            );
+            q.bind(sp.id);
+            q.bind(sp.tenant_id);
+            q.bind(sp.integration_id);
+            q.bind(sp.name.as_str());
+            q.bind(sp.base_url.as_str());
+            q.bind(sp.username.as_str());
+            q.bind(sp.secret.as_str());
+            q.bind(sp.client_code.as_deref());
+            q.bind(sp.subscription_key.as_deref());
+            q.bind(sp.write_is_enabled);
+            q.bind(sp.rate_limit_per_second);
+            self.exec("seed service provider", q).await?;
+        }
+        for p in &seed.carrier_rate_plans {
+            let mut q = Query::new(
+                "INSERT INTO dbo.JasperCarrierRatePlan (Id, ServiceProviderId, RatePlanCode, PlanMB, BaseRate) VALUES (@P1, @P2, @P3, @P4, @P5)",
+            );
+            q.bind(p.id);
+            q.bind(p.service_provider_id);
+            q.bind(p.rate_plan_code.as_str());
+            q.bind(p.plan_mb);
+            q.bind(p.base_rate);
+            self.exec("seed rate plan", q).await?;
+        }
+        for c in &seed.rev_customers {
+            let mut q = Query::new(
+                "INSERT INTO dbo.RevCustomer (TenantId, RevCustomerId, Name) VALUES (@P1, @P2, @P3)",
+            );
+            q.bind(c.tenant_id);
+            q.bind(c.rev_customer_id.as_str());
+            q.bind(c.name.as_str());
+            self.exec("seed Rev customer", q).await?;
+        }
+        for d in &seed.devices {
+            let mut q = Query::new(
+                "INSERT INTO dbo.Device (TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, EID, DeviceStatusId, CarrierRatePlan, CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, ModifiedBy, ModifiedDate)
+                 SELECT @P1, sp.Id, @P3, @P4, @P5, @P6, s.Id, @P8, @P9, @P10, @P11, @P12, @P13, N'seed', SYSUTCDATETIME()
+                 FROM dbo.ServiceProvider sp
+                 CROSS APPLY (SELECT TOP (1) Id FROM dbo.DeviceStatus WHERE IntegrationId = sp.IntegrationId AND (Status = @P7 OR DisplayName = @P7) ORDER BY Id) s
+                 WHERE sp.Id = @P2 AND sp.TenantId = @P1;
+                 SELECT @@ROWCOUNT AS N;",
+            );
+            q.bind(d.tenant_id);
+            q.bind(d.service_provider_id);
+            q.bind(d.iccid.as_str());
+            q.bind(d.imei.as_deref());
+            q.bind(d.msisdn.as_deref());
+            q.bind(d.eid.as_deref());
+            q.bind(d.status.as_str());
+            q.bind(d.carrier_rate_plan.as_deref());
+            q.bind(d.communication_plan.as_deref());
+            q.bind(d.username.as_deref());
+            q.bind(d.last_usage_date.map(naive));
+            q.bind(d.data_usage_mb);
+            q.bind(d.rev_customer_id.as_deref());
+            let sets = self.exec("seed device", q).await?;
+            let inserted = sets
+                .last()
+                .and_then(|s| s.first())
+                .and_then(|r| r.get::<i32, _>("N"))
+                .unwrap_or(0);
+            if inserted != 1 {
+                return Err(StoreError::Seed(format!(
+                    "device {}: provider {} of tenant {} or status '{}' not found",
+                    d.iccid, d.service_provider_id, d.tenant_id, d.status
+                )));
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Splits a T-SQL script on lines that hold only `GO`.
+fn split_batches(script: &str) -> Vec<String> {
+    let mut batches = vec![String::new()];
+    for line in script.lines() {
+        if line.trim().eq_ignore_ascii_case("GO") {
+            batches.push(String::new());
+        } else if let Some(current) = batches.last_mut() {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    batches
+        .into_iter()
+        .filter(|b| !b.trim().is_empty())
+        .collect()
+}
+
+fn text(row: &Row, col: &str) -> Option<String> {
+    row.get::<&str, _>(col).map(str::to_string)
+}
+
+fn need<T>(value: Option<T>, what: &str) -> Result<T, StoreError> {
+    value.ok_or_else(|| StoreError::Corrupt(format!("column {what} is NULL or missing")))
+}
+
+fn service_provider(row: &Row) -> Result<ServiceProvider, StoreError> {
+    let integration_id = need(row.get::<i64, _>("IntegrationId"), "IntegrationId")?;
+    Ok(ServiceProvider {
+        id: need(row.get("Id"), "Id")?,
+        tenant_id: need(row.get("TenantId"), "TenantId")?,
+        integration: Integration::from_id(integration_id)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown integration {integration_id}")))?,
+        name: text(row, "Name").unwrap_or_default(),
+        base_url: text(row, "BaseUrl").unwrap_or_default(),
+        username: text(row, "Username").unwrap_or_default(),
+        secret: Secret::new(text(row, "Secret").unwrap_or_default()),
+        client_code: text(row, "ClientCode"),
+        subscription_key: text(row, "SubscriptionKey").map(Secret::new),
+        write_is_enabled: row.get("WriteIsEnabled").unwrap_or(false),
+        rate_limit_per_second: row.get("RateLimitPerSecond").unwrap_or(1.0),
+    })
+}
+
+fn device(row: &Row) -> Result<DeviceRecord, StoreError> {
+    Ok(DeviceRecord {
+        id: need(row.get("Id"), "Id")?,
+        tenant_id: need(row.get("TenantId"), "TenantId")?,
+        service_provider_id: need(row.get("ServiceProviderId"), "ServiceProviderId")?,
+        iccid: need(text(row, "ICCID"), "ICCID")?,
+        imei: text(row, "IMEI"),
+        msisdn: text(row, "MSISDN"),
+        device_status_id: need(row.get("DeviceStatusId"), "DeviceStatusId")?,
+        carrier_rate_plan: text(row, "CarrierRatePlan"),
+        communication_plan: text(row, "CommunicationPlan"),
+        username: text(row, "Username"),
+        last_usage_date: utc(row.get("LastUsageDate")),
+        data_usage_mb: row.get("DataUsageMB").unwrap_or(0.0),
+        rev_customer_id: text(row, "RevCustomerId"),
+        is_active: row.get("IsActive").unwrap_or(false),
+        is_deleted: row.get("IsDeleted").unwrap_or(true),
+    })
+}
+
+fn bulk_change(row: &Row) -> Result<BulkChange, StoreError> {
+    let id: i64 = need(row.get("Id"), "Id")?;
+    let bad = |what: String| StoreError::Corrupt(format!("bulk change {id}: {what}"));
+    let integration: i64 = need(row.get("IntegrationId"), "IntegrationId")?;
+    let change_type: i64 = need(row.get("ChangeRequestTypeId"), "ChangeRequestTypeId")?;
+    let status = need(text(row, "Status"), "Status")?;
+    Ok(BulkChange {
+        id,
+        tenant_id: need(row.get("TenantId"), "TenantId")?,
+        service_provider_id: need(row.get("ServiceProviderId"), "ServiceProviderId")?,
+        integration: Integration::from_id(integration)
+            .ok_or_else(|| bad(format!("unknown integration {integration}")))?,
+        change_type: ChangeType::from_number(change_type)
+            .ok_or_else(|| bad(format!("unknown change type {change_type}")))?,
+        portal_type: PortalType::try_from(need(row.get::<i64, _>("PortalTypeId"), "PortalTypeId")?)
+            .map_err(bad)?,
+        status: BulkStatus::parse(&status)
+            .ok_or_else(|| bad(format!("unknown status {status}")))?,
+        request: serde_json::from_str(row.get::<&str, _>("ChangeRequest").unwrap_or("{}"))
+            .map_err(|e| bad(format!("unreadable ChangeRequest: {e}")))?,
+        created_by: text(row, "CreatedBy").unwrap_or_default(),
+        created_at: need(utc(row.get("CreatedDate")), "CreatedDate")?,
+        processed_at: utc(row.get("ProcessedDate")),
+    })
+}
+
+fn change_row(row: &Row) -> Result<DeviceChangeRow, StoreError> {
+    let status = need(text(row, "Status"), "Status")?;
+    Ok(DeviceChangeRow {
+        id: need(row.get("Id"), "Id")?,
+        bulk_change_id: need(row.get("BulkChangeId"), "BulkChangeId")?,
+        device_id: row.get("DeviceId"),
+        iccid: text(row, "ICCID").unwrap_or_default(),
+        msisdn: text(row, "MSISDN"),
+        status: RowStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown row status {status}")))?,
+        status_details: text(row, "StatusDetails"),
+        claims: i64::from(row.get::<i32, _>("Claims").unwrap_or(0)),
+        processed_date: utc(row.get("ProcessedDate")),
+    })
+}
+
+fn offset(page: u32, page_size: u32) -> i32 {
+    ((i64::from(page.max(1)) - 1) * i64::from(page_size)).min(i64::from(i32::MAX)) as i32
+}
+
+#[async_trait]
+impl Store for MssqlStore {
+    async fn service_provider(
+        &self,
+        tenant_id: i64,
+        id: i64,
+    ) -> StoreResult<Option<ServiceProvider>> {
+        let mut q = Query::new("EXEC dbo.usp_ServiceProvider_Get @TenantId = @P1, @Id = @P2");
+        q.bind(tenant_id);
+        q.bind(id);
+        self.first("read service provider", q)
+            .await?
+            .first()
+            .map(service_provider)
+            .transpose()
+    }
+
+    async fn service_provider_for(
+        &self,
+        tenant_id: i64,
+        integration: Integration,
+    ) -> StoreResult<Option<ServiceProvider>> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_ServiceProvider_GetForIntegration @TenantId = @P1, @IntegrationId = @P2",
+        );
+        q.bind(tenant_id);
+        q.bind(integration.id());
+        self.first("read service provider by integration", q)
+            .await?
+            .first()
+            .map(service_provider)
+            .transpose()
+    }
+
+    async fn device_statuses(&self, integration: Integration) -> StoreResult<Vec<DeviceStatusDef>> {
+        let mut q = Query::new("EXEC dbo.usp_DeviceStatus_List @IntegrationId = @P1");
+        q.bind(integration.id());
+        self.first("read device statuses", q)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(DeviceStatusDef {
+                    id: need(r.get("Id"), "Id")?,
+                    integration_id: need(r.get("IntegrationId"), "IntegrationId")?,
+                    status: text(r, "Status").unwrap_or_default(),
+                    display_name: text(r, "DisplayName").unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn devices_by_iccid(
+        &self,
+        tenant_id: i64,
+        iccids: &[String],
+    ) -> StoreResult<Vec<DeviceRecord>> {
+        let json = serde_json::to_string(iccids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut q =
+            Query::new("EXEC dbo.usp_Device_GetByIccids @TenantId = @P1, @IccidsJson = @P2");
+        q.bind(tenant_id);
+        q.bind(json);
+        self.first("read devices", q)
+            .await?
+            .iter()
+            .map(device)
+            .collect()
+    }
+
+    async fn device(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<DeviceRecord>> {
+        let mut q = Query::new("EXEC dbo.usp_Device_Get @TenantId = @P1, @DeviceId = @P2");
+        q.bind(tenant_id);
+        q.bind(device_id);
+        self.first("read device", q)
+            .await?
+            .first()
+            .map(device)
+            .transpose()
+    }
+
+    async fn carrier_rate_plans(
+        &self,
+        tenant_id: i64,
+        service_provider_id: i64,
+    ) -> StoreResult<Vec<CarrierRatePlan>> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_JasperCarrierRatePlan_List @TenantId = @P1, @ServiceProviderId = @P2",
+        );
+        q.bind(tenant_id);
+        q.bind(service_provider_id);
+        self.first("read rate plans", q)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(CarrierRatePlan {
+                    id: need(r.get("Id"), "Id")?,
+                    service_provider_id: need(r.get("ServiceProviderId"), "ServiceProviderId")?,
+                    rate_plan_code: text(r, "RatePlanCode").unwrap_or_default(),
+                    plan_mb: r.get("PlanMB").unwrap_or(0.0),
+                    base_rate: r.get("BaseRate").unwrap_or(0.0),
+                })
+            })
+            .collect()
+    }
+
+    async fn rev_customer(
+        &self,
+        tenant_id: i64,
+        rev_customer_id: &str,
+    ) -> StoreResult<Option<RevCustomer>> {
+        let mut q =
+            Query::new("EXEC dbo.usp_RevCustomer_Get @TenantId = @P1, @RevCustomerId = @P2");
+        q.bind(tenant_id);
+        q.bind(rev_customer_id);
+        self.first("read Rev customer", q)
+            .await?
+            .first()
+            .map(|r| {
+                Ok(RevCustomer {
+                    id: need(r.get("Id"), "Id")?,
+                    tenant_id: need(r.get("TenantId"), "TenantId")?,
+                    rev_customer_id: text(r, "RevCustomerId").unwrap_or_default(),
+                    name: text(r, "Name").unwrap_or_default(),
+                })
+            })
+            .transpose()
+    }
+
+    async fn active_rev_service(
+        &self,
+        tenant_id: i64,
+        device_id: i64,
+    ) -> StoreResult<Option<RevServiceRecord>> {
+        let mut q =
+            Query::new("EXEC dbo.usp_RevService_GetActive @TenantId = @P1, @DeviceId = @P2");
+        q.bind(tenant_id);
+        q.bind(device_id);
+        self.first("read Rev service", q)
+            .await?
+            .first()
+            .map(|r| {
+                Ok(RevServiceRecord {
+                    device_id: need(r.get("DeviceId"), "DeviceId")?,
+                    rev_service_id: need(r.get("RevServiceId"), "RevServiceId")?,
+                    rev_customer_id: text(r, "RevCustomerId").unwrap_or_default(),
+                    is_active: r.get("IsActive").unwrap_or(false),
+                })
+            })
+            .transpose()
+    }
+
+    async fn add_rev_service(&self, tenant_id: i64, s: &RevServiceRecord) -> StoreResult<()> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_RevService_Create_Service @TenantId = @P1, @DeviceId = @P2, @RevServiceId = @P3, @RevCustomerId = @P4, @IsActive = @P5, @Now = @P6",
+        );
+        q.bind(tenant_id);
+        q.bind(s.device_id);
+        q.bind(s.rev_service_id);
+        q.bind(s.rev_customer_id.as_str());
+        q.bind(s.is_active);
+        q.bind(naive(Utc::now()));
+        self.exec("add Rev service", q).await.map(|_| ())
+    }
+
+    async fn create_bulk_change(
+        &self,
+        change: &NewBulkChange,
+        rows: &[NewRow],
+    ) -> StoreResult<i64> {
+        let rows_json: Vec<serde_json::Value> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| serde_json::json!({"Seq": i, "DeviceId": r.device_id, "ICCID": r.iccid, "MSISDN": r.msisdn, "Status": r.status.as_str(), "StatusDetails": r.status_details}))
+            .collect();
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_Create @TenantId = @P1, @ServiceProviderId = @P2, @IntegrationId = @P3, @ChangeRequestTypeId = @P4,
+                  @PortalTypeId = @P5, @ChangeRequest = @P6, @CreatedBy = @P7, @RowsJson = @P8, @Now = @P9",
+        );
+        q.bind(change.tenant_id);
+        q.bind(change.service_provider_id);
+        q.bind(change.integration.id());
+        q.bind(change.change_type.number());
+        q.bind(i64::from(change.portal_type));
+        q.bind(
+            serde_json::to_string(&change.request)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+        q.bind(change.created_by.as_str());
+        q.bind(serde_json::Value::Array(rows_json).to_string());
+        q.bind(naive(Utc::now()));
+        let rows = self.first("create bulk change", q).await?;
+        need(rows.first().and_then(|r| r.get::<i64, _>("Id")), "Id")
+    }
+
+    async fn bulk_change(
+        &self,
+        tenant_id: Option<i64>,
+        id: i64,
+    ) -> StoreResult<Option<BulkChange>> {
+        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_Get @TenantId = @P1, @Id = @P2");
+        q.bind(tenant_id);
+        q.bind(id);
+        self.first("read bulk change", q)
+            .await?
+            .first()
+            .map(bulk_change)
+            .transpose()
+    }
+
+    async fn list_bulk_changes(
+        &self,
+        tenant_id: i64,
+        filter: &BulkChangeFilter,
+        page: u32,
+        page_size: u32,
+    ) -> StoreResult<(Vec<BulkChange>, i64)> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_List @TenantId = @P1, @Status = @P2, @ChangeRequestTypeId = @P3, @Offset = @P4, @PageSize = @P5",
+        );
+        q.bind(tenant_id);
+        q.bind(filter.status.map(|s| s.as_str()));
+        q.bind(filter.change_type.map(ChangeType::number));
+        q.bind(offset(page, page_size));
+        q.bind(page_size as i32);
+        let sets = self.exec("list bulk changes", q).await?;
+        let total = sets
+            .first()
+            .and_then(|s| s.first())
+            .and_then(|r| r.get::<i64, _>("Total"))
+            .unwrap_or(0);
+        let items = sets
+            .get(1)
+            .map(|s| s.iter().map(bulk_change).collect::<Result<Vec<_>, _>>())
+            .transpose()?
+            .unwrap_or_default();
+        Ok((items, total))
+    }
+
+    async fn row_counts(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+    ) -> StoreResult<Vec<StatusCount>> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_RowCounts @TenantId = @P1, @BulkChangeId = @P2",
+        );
+        q.bind(tenant_id);
+        q.bind(bulk_change_id);
+        self.first("count rows", q)
+            .await?
+            .iter()
+            .map(|r| {
+                let status = need(text(r, "Status"), "Status")?;
+                Ok(StatusCount {
+                    status: RowStatus::parse(&status).ok_or_else(|| {
+                        StoreError::Corrupt(format!("unknown row status {status}"))
+                    })?,
+                    count: r.get::<i64, _>("Count").unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn rows(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        status: Option<RowStatus>,
+        page: u32,
+        page_size: u32,
+    ) -> StoreResult<Vec<DeviceChangeRow>> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_Rows @TenantId = @P1, @BulkChangeId = @P2, @Status = @P3, @Offset = @P4, @PageSize = @P5",
+        );
+        q.bind(tenant_id);
+        q.bind(bulk_change_id);
+        q.bind(status.map(|s| s.as_str()));
+        q.bind(offset(page, page_size));
+        q.bind(page_size as i32);
+        self.first("read rows", q)
+            .await?
+            .iter()
+            .map(change_row)
+            .collect()
+    }
+
+    async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChangeLog_List @TenantId = @P1, @BulkChangeId = @P2",
+        );
+        q.bind(tenant_id);
+        q.bind(bulk_change_id);
+        self.first("read logs", q)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(LogEntry {
+                    bulk_change_id: need(r.get("BulkChangeId"), "BulkChangeId")?,
+                    device_change_id: r.get("M2MDeviceChangeId"),
+                    description: text(r, "LogEntryDescription").unwrap_or_default(),
+                    request_text: text(r, "RequestText").unwrap_or_default(),
+                    response_text: text(r, "ResponseText").unwrap_or_default(),
+                    response_status: text(r, "ResponseStatus").unwrap_or_default(),
+                    has_errors: r.get("HasErrors").unwrap_or(false),
+                    error_text: text(r, "ErrorText"),
+                    processed_date: need(utc(r.get("ProcessedDate")), "ProcessedDate")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_processing(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_MarkProcessing @BulkChangeId = @P1, @Now = @P2",
+        );
+        q.bind(bulk_change_id);
+        q.bind(naive(now));
+        self.exec("mark processing", q).await.map(|_| ())
+    }
+
+    async fn claim_rows(
+        &self,
+        bulk_change_id: i64,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<DeviceChangeRow>> {
+        let until = now
+            + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(5));
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_ClaimRows @BulkChangeId = @P1, @Worker = @P2, @Limit = @P3, @LeaseUntil = @P4, @Now = @P5",
+        );
+        q.bind(bulk_change_id);
+        q.bind(worker);
+        q.bind(limit.min(i32::MAX as u32) as i32);
+        q.bind(naive(until));
+        q.bind(naive(now));
+        let sets = self.exec("claim rows", q).await?;
+        sets.last()
+            .map(|rows| rows.iter().map(change_row).collect())
+            .unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    async fn append_log(&self, e: &LogEntry) -> StoreResult<()> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChangeLog_Add @BulkChangeId = @P1, @M2MDeviceChangeId = @P2, @LogEntryDescription = @P3, @RequestText = @P4,
+                  @ResponseText = @P5, @ResponseStatus = @P6, @HasErrors = @P7, @ErrorText = @P8, @ProcessBy = @P9, @ProcessedDate = @P10",
+        );
+        q.bind(e.bulk_change_id);
+        q.bind(e.device_change_id);
+        q.bind(e.description.as_str());
+        q.bind(e.request_text.as_str());
+        q.bind(e.response_text.as_str());
+        q.bind(e.response_status.as_str());
+        q.bind(e.has_errors);
+        q.bind(e.error_text.as_deref());
+        q.bind(PROCESSED_BY);
+        q.bind(naive(e.processed_date));
+        self.exec("append log", q).await.map(|_| ())
+    }
+
+    async fn complete_row(
+        &self,
+        tenant_id: i64,
+        row_id: i64,
+        worker: &str,
+        outcome: &RowOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let u = &outcome.device_update;
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3, @Status = @P4,
+                  @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @RevCustomerId = @P8, @ProcessedBy = @P9, @Now = @P10",
+        );
+        q.bind(tenant_id);
+        q.bind(row_id);
+        q.bind(worker);
+        q.bind(outcome.status.as_str());
+        q.bind(outcome.details.as_str());
+        q.bind(u.device_status_id);
+        q.bind(u.carrier_rate_plan.as_deref());
+        q.bind(u.rev_customer_id.as_deref());
+        q.bind(PROCESSED_BY);
+        q.bind(naive(now));
+        let sets = self.exec("complete row", q).await?;
+        Ok(sets
+            .last()
+            .and_then(|s| s.first())
+            .and_then(|r| r.get::<bool, _>("Completed"))
+            .unwrap_or(false))
+    }
+
+    async fn finalize_bulk_change(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<BulkStatus>> {
+        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_RowStatuses @BulkChangeId = @P1");
+        q.bind(bulk_change_id);
+        let statuses = self
+            .first("finalize", q)
+            .await?
+            .iter()
+            .map(|r| {
+                let s = text(r, "Status").unwrap_or_default();
+                RowStatus::parse(&s)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown row status {s}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Final rows never change again, so a status derived from them stays true after this read.
+        let Some(status) = bulk_status_from_rows(statuses) else {
+            return Ok(None);
+        };
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_SetStatus @BulkChangeId = @P1, @Status = @P2, @IsFinal = @P3, @Now = @P4",
+        );
+        q.bind(bulk_change_id);
+        q.bind(status.as_str());
+        q.bind(status.is_final());
+        q.bind(naive(now));
+        let rows = self.first("finalize", q).await?;
+        let current = need(rows.first().and_then(|r| text(r, "Status")), "Status")?;
+        BulkStatus::parse(&current)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown bulk status {current}")))
+    }
+
+    async fn claim_notification(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId = @P1, @Now = @P2",
+        );
+        q.bind(bulk_change_id);
+        q.bind(naive(now));
+        Ok(self
+            .first("claim notification", q)
+            .await?
+            .first()
+            .and_then(|r| r.get::<bool, _>("Claimed"))
+            .unwrap_or(false))
+    }
+
+    async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()> {
+        let mut q =
+            Query::new("EXEC dbo.usp_DeviceBulkChange_ReleaseNotification @BulkChangeId = @P1");
+        q.bind(bulk_change_id);
+        self.exec("release notification", q).await.map(|_| ())
+    }
+
+    async fn stranded_bulk_changes(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<i64>> {
+        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_Stranded @Before = @P1, @Now = @P2");
+        q.bind(naive(before));
+        q.bind(naive(now));
+        self.first("find stranded", q)
+            .await?
+            .iter()
+            .map(|r| need(r.get::<i64, _>("Id"), "Id"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_batches;
+
+    #[test]
+    fn scripts_split_on_go_lines_only() {
+        let script = "CREATE TABLE a (x INT);\nGO\nSELECT 'GO' AS word;\n  go  \n\nGO\n";
+        assert_eq!(
+            split_batches(script),
+            vec![
+                "CREATE TABLE a (x INT);\n".to_string(),
+                "SELECT 'GO' AS word;\n".to_string()
+            ]
+        );
+    }
+}

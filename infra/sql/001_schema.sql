@@ -1,0 +1,146 @@
+-- SQL Server schema of the device bulk change store. Names follow the seeds (DESIGN 4.5) and mirror the
+-- embedded SQLite schema (crates/store/src/schema.sql). Times are UTC DATETIME2. Idempotent: safe to re-run.
+SET XACT_ABORT ON;
+GO
+IF OBJECT_ID('dbo.Tenant') IS NULL
+CREATE TABLE dbo.Tenant (
+    Id BIGINT NOT NULL PRIMARY KEY,
+    Name NVARCHAR(200) NOT NULL
+);
+IF OBJECT_ID('dbo.Integration') IS NULL
+CREATE TABLE dbo.Integration (
+    Id BIGINT NOT NULL PRIMARY KEY,
+    Name NVARCHAR(100) NOT NULL
+);
+IF OBJECT_ID('dbo.ServiceProvider') IS NULL
+CREATE TABLE dbo.ServiceProvider (
+    Id BIGINT NOT NULL PRIMARY KEY,
+    TenantId BIGINT NOT NULL REFERENCES dbo.Tenant(Id),
+    IntegrationId BIGINT NOT NULL REFERENCES dbo.Integration(Id),
+    Name NVARCHAR(200) NOT NULL,
+    BaseUrl NVARCHAR(500) NOT NULL,
+    Username NVARCHAR(200) NOT NULL DEFAULT N'',
+    Secret NVARCHAR(500) NOT NULL DEFAULT N'',
+    ClientCode NVARCHAR(100) NULL,
+    SubscriptionKey NVARCHAR(500) NULL,
+    WriteIsEnabled BIT NOT NULL DEFAULT 1,
+    RateLimitPerSecond FLOAT NOT NULL DEFAULT 10,
+    IsActive BIT NOT NULL DEFAULT 1
+);
+IF OBJECT_ID('dbo.DeviceStatus') IS NULL
+CREATE TABLE dbo.DeviceStatus (
+    Id BIGINT NOT NULL PRIMARY KEY,
+    IntegrationId BIGINT NOT NULL,
+    Status NVARCHAR(100) NOT NULL,
+    DisplayName NVARCHAR(100) NOT NULL,
+    IsActive BIT NOT NULL DEFAULT 1,
+    IsDeleted BIT NOT NULL DEFAULT 0
+);
+IF OBJECT_ID('dbo.JasperCarrierRatePlan') IS NULL
+CREATE TABLE dbo.JasperCarrierRatePlan (
+    Id BIGINT NOT NULL PRIMARY KEY,
+    ServiceProviderId BIGINT NOT NULL REFERENCES dbo.ServiceProvider(Id),
+    RatePlanCode NVARCHAR(200) NOT NULL,
+    PlanMB FLOAT NOT NULL,
+    BaseRate FLOAT NOT NULL,
+    IsActive BIT NOT NULL DEFAULT 1
+);
+IF OBJECT_ID('dbo.RevCustomer') IS NULL
+CREATE TABLE dbo.RevCustomer (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    TenantId BIGINT NOT NULL REFERENCES dbo.Tenant(Id),
+    RevCustomerId NVARCHAR(100) NOT NULL,
+    Name NVARCHAR(200) NOT NULL,
+    IsActive BIT NOT NULL DEFAULT 1,
+    CONSTRAINT UQ_RevCustomer UNIQUE (TenantId, RevCustomerId)
+);
+IF OBJECT_ID('dbo.Device') IS NULL
+CREATE TABLE dbo.Device (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    TenantId BIGINT NOT NULL REFERENCES dbo.Tenant(Id),
+    ServiceProviderId BIGINT NOT NULL REFERENCES dbo.ServiceProvider(Id),
+    ICCID NVARCHAR(25) NOT NULL,
+    IMEI NVARCHAR(20) NULL,
+    MSISDN NVARCHAR(20) NULL,
+    EID NVARCHAR(40) NULL,
+    DeviceStatusId BIGINT NOT NULL REFERENCES dbo.DeviceStatus(Id),
+    CarrierRatePlan NVARCHAR(200) NULL,
+    CommunicationPlan NVARCHAR(200) NULL,
+    Username NVARCHAR(200) NULL,
+    LastUsageDate DATETIME2 NULL,
+    DataUsageMB FLOAT NOT NULL DEFAULT 0,
+    RevCustomerId NVARCHAR(100) NULL,
+    IsActive BIT NOT NULL DEFAULT 1,
+    IsDeleted BIT NOT NULL DEFAULT 0,
+    ModifiedBy NVARCHAR(100) NULL,
+    ModifiedDate DATETIME2 NULL,
+    CONSTRAINT UQ_Device_Provider_ICCID UNIQUE (ServiceProviderId, ICCID)
+);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_Device_Tenant_ICCID')
+CREATE INDEX IX_Device_Tenant_ICCID ON dbo.Device (TenantId, ICCID);
+IF OBJECT_ID('dbo.RevService') IS NULL
+CREATE TABLE dbo.RevService (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    TenantId BIGINT NOT NULL,
+    DeviceId BIGINT NOT NULL REFERENCES dbo.Device(Id),
+    RevServiceId BIGINT NOT NULL,
+    RevCustomerId NVARCHAR(100) NOT NULL,
+    IsActive BIT NOT NULL DEFAULT 1,
+    CreatedDate DATETIME2 NOT NULL
+);
+IF OBJECT_ID('dbo.DeviceBulkChange') IS NULL
+CREATE TABLE dbo.DeviceBulkChange (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    TenantId BIGINT NOT NULL REFERENCES dbo.Tenant(Id),
+    ServiceProviderId BIGINT NOT NULL REFERENCES dbo.ServiceProvider(Id),
+    IntegrationId BIGINT NOT NULL,
+    ChangeRequestTypeId BIGINT NOT NULL,
+    PortalTypeId BIGINT NOT NULL,
+    Status NVARCHAR(20) NOT NULL,
+    ChangeRequest NVARCHAR(MAX) NOT NULL,
+    CreatedBy NVARCHAR(200) NOT NULL,
+    CreatedDate DATETIME2 NOT NULL,
+    ModifiedDate DATETIME2 NOT NULL,
+    ProcessedDate DATETIME2 NULL,
+    NotificationSentDate DATETIME2 NULL
+);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceBulkChange_Tenant')
+CREATE INDEX IX_DeviceBulkChange_Tenant ON dbo.DeviceBulkChange (TenantId, Id DESC);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceBulkChange_Status')
+CREATE INDEX IX_DeviceBulkChange_Status ON dbo.DeviceBulkChange (Status, ModifiedDate);
+IF OBJECT_ID('dbo.M2M_DeviceChange') IS NULL
+CREATE TABLE dbo.M2M_DeviceChange (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    BulkChangeId BIGINT NOT NULL REFERENCES dbo.DeviceBulkChange(Id),
+    TenantId BIGINT NOT NULL,
+    DeviceId BIGINT NULL REFERENCES dbo.Device(Id),
+    ICCID NVARCHAR(64) NOT NULL,
+    MSISDN NVARCHAR(20) NULL,
+    Status NVARCHAR(20) NOT NULL,
+    StatusDetails NVARCHAR(MAX) NULL,
+    IsProcessed BIT NOT NULL DEFAULT 0,
+    LeaseOwner NVARCHAR(100) NULL,
+    LeaseUntil DATETIME2 NULL,
+    Claims INT NOT NULL DEFAULT 0,
+    ProcessedDate DATETIME2 NULL,
+    CreatedDate DATETIME2 NOT NULL
+);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_M2M_DeviceChange_Bulk_Status')
+CREATE INDEX IX_M2M_DeviceChange_Bulk_Status ON dbo.M2M_DeviceChange (BulkChangeId, Status) INCLUDE (LeaseUntil);
+IF OBJECT_ID('dbo.DeviceBulkChangeLog') IS NULL
+CREATE TABLE dbo.DeviceBulkChangeLog (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    BulkChangeId BIGINT NOT NULL REFERENCES dbo.DeviceBulkChange(Id),
+    M2MDeviceChangeId BIGINT NULL,
+    LogEntryDescription NVARCHAR(500) NOT NULL,
+    RequestText NVARCHAR(MAX) NULL,
+    ResponseText NVARCHAR(MAX) NULL,
+    ResponseStatus NVARCHAR(50) NULL,
+    HasErrors BIT NOT NULL,
+    ErrorText NVARCHAR(MAX) NULL,
+    ProcessBy NVARCHAR(100) NOT NULL,
+    ProcessedDate DATETIME2 NOT NULL
+);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceBulkChangeLog_Bulk')
+CREATE INDEX IX_DeviceBulkChangeLog_Bulk ON dbo.DeviceBulkChangeLog (BulkChangeId);
+GO

@@ -1,0 +1,271 @@
+-- Stored procedures of the device bulk change store. Every one that a user request reaches takes @TenantId.
+-- The Rust adapter (crates/store/src/mssql.rs) calls them with parameters only. CREATE OR ALTER: re-runnable.
+SET XACT_ABORT ON;
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_Get @TenantId BIGINT, @Id BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond
+    FROM dbo.ServiceProvider WHERE Id = @Id AND TenantId = @TenantId AND IsActive = 1;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_GetForIntegration @TenantId BIGINT, @IntegrationId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT TOP (1) Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond
+    FROM dbo.ServiceProvider WHERE TenantId = @TenantId AND IntegrationId = @IntegrationId AND IsActive = 1 ORDER BY Id;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceStatus_List @IntegrationId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Id, IntegrationId, Status, DisplayName FROM dbo.DeviceStatus
+    WHERE IntegrationId = @IntegrationId AND IsActive = 1 AND IsDeleted = 0 ORDER BY Id;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_Device_GetByIccids @TenantId BIGINT, @IccidsJson NVARCHAR(MAX) AS
+BEGIN
+    SET NOCOUNT ON;
+    -- One row per ICCID: the live device first (IsDeleted = 0), as the SQLite store does.
+    SELECT d.Id, d.TenantId, d.ServiceProviderId, d.ICCID, d.IMEI, d.MSISDN, d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan,
+           d.Username, d.LastUsageDate, d.DataUsageMB, d.RevCustomerId, d.IsActive, d.IsDeleted
+    FROM (SELECT DISTINCT [value] AS ICCID FROM OPENJSON(@IccidsJson)) AS j
+    CROSS APPLY (SELECT TOP (1) * FROM dbo.Device x WHERE x.TenantId = @TenantId AND x.ICCID = j.ICCID ORDER BY x.IsDeleted, x.Id) AS d;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_Device_Get @TenantId BIGINT, @DeviceId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan,
+           Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted
+    FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_JasperCarrierRatePlan_List @TenantId BIGINT, @ServiceProviderId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT p.Id, p.ServiceProviderId, p.RatePlanCode, p.PlanMB, p.BaseRate
+    FROM dbo.JasperCarrierRatePlan p JOIN dbo.ServiceProvider sp ON sp.Id = p.ServiceProviderId
+    WHERE p.ServiceProviderId = @ServiceProviderId AND sp.TenantId = @TenantId AND p.IsActive = 1
+    ORDER BY p.BaseRate, p.Id;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_RevCustomer_Get @TenantId BIGINT, @RevCustomerId NVARCHAR(100) AS
+BEGIN
+    SET NOCOUNT ON;
+    -- Exact match only (the legacy substring match is bug 23).
+    SELECT Id, TenantId, RevCustomerId, Name FROM dbo.RevCustomer
+    WHERE TenantId = @TenantId AND RevCustomerId = @RevCustomerId AND IsActive = 1;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_RevService_GetActive @TenantId BIGINT, @DeviceId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT TOP (1) DeviceId, RevServiceId, RevCustomerId, IsActive FROM dbo.RevService
+    WHERE TenantId = @TenantId AND DeviceId = @DeviceId AND IsActive = 1 ORDER BY Id DESC;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_RevService_Create_Service
+    @TenantId BIGINT, @DeviceId BIGINT, @RevServiceId BIGINT, @RevCustomerId NVARCHAR(100), @IsActive BIT, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    INSERT INTO dbo.RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
+    SELECT @TenantId, Id, @RevServiceId, @RevCustomerId, @IsActive, @Now FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
+END
+GO
+
+-- The bulk change and all its rows in one transaction. @RowsJson: [{"DeviceId":1,"ICCID":"...","MSISDN":null,
+-- "Status":"PENDING","StatusDetails":null}, ...]. Returns the new Id.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Create
+    @TenantId BIGINT, @ServiceProviderId BIGINT, @IntegrationId BIGINT, @ChangeRequestTypeId BIGINT, @PortalTypeId BIGINT,
+    @ChangeRequest NVARCHAR(MAX), @CreatedBy NVARCHAR(200), @RowsJson NVARCHAR(MAX), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    INSERT INTO dbo.DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate)
+    VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now);
+    DECLARE @Id BIGINT = SCOPE_IDENTITY();
+    INSERT INTO dbo.M2M_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
+    SELECT @Id, @TenantId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails,
+           CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END,
+           CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END,
+           @Now
+    FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', DeviceId BIGINT '$.DeviceId', ICCID NVARCHAR(64) '$.ICCID', MSISDN NVARCHAR(20) '$.MSISDN',
+                                   Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails') AS r
+    ORDER BY r.Seq;
+    COMMIT TRANSACTION;
+    SELECT @Id AS Id;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Get @TenantId BIGINT = NULL, @Id BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    -- @TenantId NULL is the worker's system context (it then acts only within the bulk change's own tenant).
+    SELECT Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate
+    FROM dbo.DeviceBulkChange WHERE Id = @Id AND (@TenantId IS NULL OR TenantId = @TenantId);
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_List
+    @TenantId BIGINT, @Status NVARCHAR(20) = NULL, @ChangeRequestTypeId BIGINT = NULL, @Offset INT, @PageSize INT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT COUNT_BIG(*) AS Total FROM dbo.DeviceBulkChange
+    WHERE TenantId = @TenantId AND (@Status IS NULL OR Status = @Status) AND (@ChangeRequestTypeId IS NULL OR ChangeRequestTypeId = @ChangeRequestTypeId);
+    SELECT Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate
+    FROM dbo.DeviceBulkChange
+    WHERE TenantId = @TenantId AND (@Status IS NULL OR Status = @Status) AND (@ChangeRequestTypeId IS NULL OR ChangeRequestTypeId = @ChangeRequestTypeId)
+    ORDER BY Id DESC OFFSET @Offset ROWS FETCH NEXT @PageSize ROWS ONLY;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RowCounts @TenantId BIGINT, @BulkChangeId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Status, COUNT_BIG(*) AS [Count] FROM dbo.M2M_DeviceChange
+    WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId GROUP BY Status ORDER BY Status;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Rows
+    @TenantId BIGINT, @BulkChangeId BIGINT, @Status NVARCHAR(20) = NULL, @Offset INT, @PageSize INT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate
+    FROM dbo.M2M_DeviceChange
+    WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND (@Status IS NULL OR Status = @Status)
+    ORDER BY Id OFFSET @Offset ROWS FETCH NEXT @PageSize ROWS ONLY;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChangeLog_List @TenantId BIGINT, @BulkChangeId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT l.BulkChangeId, l.M2MDeviceChangeId, l.LogEntryDescription, l.RequestText, l.ResponseText, l.ResponseStatus, l.HasErrors, l.ErrorText, l.ProcessedDate
+    FROM dbo.DeviceBulkChangeLog l JOIN dbo.DeviceBulkChange b ON b.Id = l.BulkChangeId
+    WHERE l.BulkChangeId = @BulkChangeId AND b.TenantId = @TenantId ORDER BY l.Id;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_MarkProcessing @BulkChangeId BIGINT, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.DeviceBulkChange SET Status = N'PROCESSING', ModifiedDate = @Now
+    WHERE Id = @BulkChangeId AND Status IN (N'NEW', N'PROCESSING');
+END
+GO
+
+-- Claims up to @Limit rows (PENDING, or PROCESSING with an expired lease). READPAST lets concurrent workers
+-- skip each other's locked rows instead of waiting; UPDLOCK keeps two workers from claiming the same row.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_ClaimRows
+    @BulkChangeId BIGINT, @Worker NVARCHAR(100), @Limit INT, @LeaseUntil DATETIME2, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    DECLARE @Claimed TABLE (Id BIGINT, BulkChangeId BIGINT, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20),
+                            StatusDetails NVARCHAR(MAX), Claims INT, ProcessedDate DATETIME2);
+    WITH c AS (
+        SELECT TOP (@Limit) * FROM dbo.M2M_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
+        WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
+        ORDER BY Id
+    )
+    UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
+    OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
+           inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate INTO @Claimed;
+    IF @@ROWCOUNT > 0
+        UPDATE dbo.DeviceBulkChange SET ModifiedDate = @Now WHERE Id = @BulkChangeId;
+    COMMIT TRANSACTION;
+    SELECT * FROM @Claimed ORDER BY Id;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChangeLog_Add
+    @BulkChangeId BIGINT, @M2MDeviceChangeId BIGINT = NULL, @LogEntryDescription NVARCHAR(500), @RequestText NVARCHAR(MAX),
+    @ResponseText NVARCHAR(MAX), @ResponseStatus NVARCHAR(50), @HasErrors BIT, @ErrorText NVARCHAR(MAX) = NULL,
+    @ProcessBy NVARCHAR(100), @ProcessedDate DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    INSERT INTO dbo.DeviceBulkChangeLog (BulkChangeId, M2MDeviceChangeId, LogEntryDescription, RequestText, ResponseText, ResponseStatus, HasErrors, ErrorText, ProcessBy, ProcessedDate)
+    VALUES (@BulkChangeId, @M2MDeviceChangeId, @LogEntryDescription, @RequestText, @ResponseText, @ResponseStatus, @HasErrors, @ErrorText, @ProcessBy, @ProcessedDate);
+END
+GO
+
+-- A row's final outcome, written only while @Worker holds its lease and the row is not final, with the
+-- device update in the same transaction. Returns Completed = 1, or 0 when nothing was changed.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords
+    @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
+    @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @RevCustomerId NVARCHAR(100) = NULL,
+    @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    UPDATE dbo.M2M_DeviceChange
+    SET Status = @Status, StatusDetails = @StatusDetails, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
+    WHERE Id = @ChangeDetailId AND TenantId = @TenantId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
+    DECLARE @Completed BIT = CASE WHEN @@ROWCOUNT = 1 THEN 1 ELSE 0 END;
+    IF @Completed = 1 AND (@NewDeviceStatusId IS NOT NULL OR @CarrierRatePlan IS NOT NULL OR @RevCustomerId IS NOT NULL)
+        UPDATE d SET DeviceStatusId = COALESCE(@NewDeviceStatusId, d.DeviceStatusId), CarrierRatePlan = COALESCE(@CarrierRatePlan, d.CarrierRatePlan),
+                     RevCustomerId = COALESCE(@RevCustomerId, d.RevCustomerId), ModifiedBy = @ProcessedBy, ModifiedDate = @Now
+        FROM dbo.Device d JOIN dbo.M2M_DeviceChange r ON r.DeviceId = d.Id
+        WHERE r.Id = @ChangeDetailId AND d.TenantId = @TenantId;
+    COMMIT TRANSACTION;
+    SELECT @Completed AS Completed;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RowStatuses @BulkChangeId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT DISTINCT Status FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId;
+END
+GO
+
+-- Sets the status derived from the rows (by the caller, with the domain's one rule) unless already final.
+-- Returns the status the bulk change has now.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_SetStatus @BulkChangeId BIGINT, @Status NVARCHAR(20), @IsFinal BIT, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.DeviceBulkChange
+    SET Status = @Status, ProcessedDate = CASE WHEN @IsFinal = 1 THEN @Now ELSE ProcessedDate END, ModifiedDate = @Now
+    WHERE Id = @BulkChangeId AND Status NOT IN (N'PROCESSED', N'ERROR', N'CANCELLED');
+    SELECT Status FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId BIGINT, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.DeviceBulkChange SET NotificationSentDate = @Now WHERE Id = @BulkChangeId AND NotificationSentDate IS NULL;
+    SELECT CAST(CASE WHEN @@ROWCOUNT = 1 THEN 1 ELSE 0 END AS BIT) AS Claimed;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_ReleaseNotification @BulkChangeId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.DeviceBulkChange SET NotificationSentDate = NULL WHERE Id = @BulkChangeId;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Stranded @Before DATETIME2, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT b.Id FROM dbo.DeviceBulkChange b
+    WHERE b.Status IN (N'NEW', N'PROCESSING') AND b.ModifiedDate < @Before
+      AND NOT EXISTS (SELECT 1 FROM dbo.M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil >= @Now)
+    ORDER BY b.Id;
+END
+GO
