@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use domain::Iccid;
+use engine::metrics::{Metrics, NoMetrics};
 use engine::ports::{
     CallRecord, CarrierFailure, CcDevice, CcEdit, ControlCenterApi, FailureKind, Secret,
 };
@@ -22,6 +23,8 @@ pub struct ControlCenterClient {
     api_key: Secret,
     limiter: Arc<TokenBucket>,
     retry: RetryPolicy,
+    integration: String,
+    metrics: Arc<dyn Metrics>,
 }
 
 /// `{"errorMessage": "...", "errorCode": "..."}` into (code, message).
@@ -77,7 +80,16 @@ impl ControlCenterClient {
             api_key,
             limiter,
             retry,
+            integration: "ControlCenter".into(),
+            metrics: Arc::new(NoMetrics),
         }
+    }
+
+    /// Names the integration (Jasper, POD19, ...) in the metrics this client publishes.
+    pub fn with_metrics(mut self, integration: &str, metrics: Arc<dyn Metrics>) -> Self {
+        self.integration = integration.to_string();
+        self.metrics = metrics;
+        self
     }
 
     async fn send(
@@ -92,6 +104,8 @@ impl ControlCenterClient {
             url: format!("{}/{path}", self.base_url),
             body,
             idempotent,
+            integration: &self.integration,
+            metrics: self.metrics.as_ref(),
         };
         call(
             &self.http,

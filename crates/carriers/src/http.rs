@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::metrics::{Metric, Metrics};
 use engine::ports::{CallRecord, CarrierFailure, FailureKind};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
@@ -28,6 +29,9 @@ pub struct CallSpec<'a> {
     pub body: Option<&'a serde_json::Value>,
     /// Reads are retried after a lost connection; writes are not (the carrier may have applied them).
     pub idempotent: bool,
+    /// Which API, for metrics.
+    pub integration: &'a str,
+    pub metrics: &'a dyn Metrics,
 }
 
 fn truncate(s: &str) -> String {
@@ -88,7 +92,14 @@ pub async fn call(
                     },
                 }
             };
-        match request.send().await {
+        let sent_at = std::time::Instant::now();
+        let result = request.send().await;
+        spec.metrics.record(Metric::CarrierCall {
+            integration: spec.integration,
+            latency: sent_at.elapsed(),
+            http_status: result.as_ref().ok().map(|r| r.status().as_u16()),
+        });
+        match result {
             Err(e) => {
                 // A connection never made carried nothing: safe to retry even a write.
                 let never_sent = e.is_connect();
@@ -96,6 +107,10 @@ pub async fn call(
                 if (spec.idempotent || never_sent) && failures < policy.max_attempts {
                     let wait = policy.delay(failures, None);
                     warn!(url = %spec.url, error = %e, attempt = attempts, ?wait, "carrier call failed; retrying");
+                    spec.metrics.record(Metric::CarrierRetry {
+                        integration: spec.integration,
+                        throttled: false,
+                    });
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -133,6 +148,10 @@ pub async fn call(
                     if throttles < policy.max_throttled_attempts {
                         let wait = policy.delay(throttles, after);
                         warn!(url = %spec.url, attempt = attempts, ?wait, throttled = true, "carrier throttled the call; waiting");
+                        spec.metrics.record(Metric::CarrierRetry {
+                            integration: spec.integration,
+                            throttled: true,
+                        });
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -149,6 +168,10 @@ pub async fn call(
                     if failures < policy.max_attempts {
                         let wait = policy.delay(failures, after);
                         warn!(url = %spec.url, status = status.as_u16(), attempt = attempts, ?wait, "carrier error; retrying");
+                        spec.metrics.record(Metric::CarrierRetry {
+                            integration: spec.integration,
+                            throttled: false,
+                        });
                         tokio::time::sleep(wait).await;
                         continue;
                     }

@@ -8,6 +8,7 @@ pub mod rev_io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::metrics::{Metrics, NoMetrics};
 use engine::ports::{Carriers, ControlCenterApi, RevIoApi, Secret, ServiceProvider};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
@@ -19,6 +20,7 @@ pub use rev_io::{RevIoClient, RevIoCredentials};
 pub struct HttpCarriers {
     http: reqwest::Client,
     retry: RetryPolicy,
+    metrics: Arc<dyn Metrics>,
 }
 
 impl HttpCarriers {
@@ -28,7 +30,17 @@ impl HttpCarriers {
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .build()?;
-        Ok(Self { http, retry })
+        Ok(Self {
+            http,
+            retry,
+            metrics: Arc::new(NoMetrics),
+        })
+    }
+
+    /// Publishes each call's latency, retries and throttles.
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -38,14 +50,17 @@ impl Carriers for HttpCarriers {
         sp: &ServiceProvider,
         limiter: Arc<TokenBucket>,
     ) -> Arc<dyn ControlCenterApi> {
-        Arc::new(ControlCenterClient::new(
-            self.http.clone(),
-            &sp.base_url,
-            &sp.username,
-            sp.secret.clone(),
-            limiter,
-            self.retry,
-        ))
+        Arc::new(
+            ControlCenterClient::new(
+                self.http.clone(),
+                &sp.base_url,
+                &sp.username,
+                sp.secret.clone(),
+                limiter,
+                self.retry,
+            )
+            .with_metrics(sp.integration.name(), self.metrics.clone()),
+        )
     }
 
     fn rev_io(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn RevIoApi> {
@@ -58,12 +73,15 @@ impl Carriers for HttpCarriers {
                 .clone()
                 .unwrap_or_else(|| Secret::new("")),
         };
-        Arc::new(RevIoClient::new(
-            self.http.clone(),
-            &sp.base_url,
-            credentials,
-            limiter,
-            self.retry,
-        ))
+        Arc::new(
+            RevIoClient::new(
+                self.http.clone(),
+                &sp.base_url,
+                credentials,
+                limiter,
+                self.retry,
+            )
+            .with_metrics(self.metrics.clone()),
+        )
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use engine::metrics::{Metrics, NoMetrics};
 use engine::ports::{
     CallRecord, CarrierFailure, FailureKind, RevIoApi, RevIoCustomer, RevServiceCreate, Secret,
 };
@@ -31,6 +32,8 @@ pub struct RevIoClient {
     subscription_key: Secret,
     limiter: Arc<TokenBucket>,
     retry: RetryPolicy,
+    integration: String,
+    metrics: Arc<dyn Metrics>,
 }
 
 /// Rev.io's failure bodies vary (`message`, `errors[]`); take what is there.
@@ -65,7 +68,14 @@ impl RevIoClient {
             subscription_key: credentials.subscription_key,
             limiter,
             retry,
+            integration: "Rev.io".into(),
+            metrics: Arc::new(NoMetrics),
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     async fn send(
@@ -80,6 +90,8 @@ impl RevIoClient {
             url: format!("{}/{path}", self.base_url),
             body,
             idempotent,
+            integration: &self.integration,
+            metrics: self.metrics.as_ref(),
         };
         call(
             &self.http,

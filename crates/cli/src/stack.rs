@@ -163,6 +163,7 @@ impl Stack {
             carriers: Arc::new(carriers),
             clock: Arc::new(SystemClock),
             limiters: Arc::new(RateLimiters::default()),
+            metrics: Arc::new(engine::metrics::NoMetrics),
             config,
         })
     }

@@ -2,6 +2,7 @@
 //! (claim, process, finish, notify). Knows no HTTP framework, SQL dialect or AWS SDK.
 
 pub mod audit;
+pub mod metrics;
 pub mod notify;
 pub mod ports;
 pub mod rate;

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::audit;
+use crate::metrics::{Metric, Metrics};
 use crate::notify;
 use crate::ports::{
     BulkChange, CallRecord, Carriers, Clock, ControlCenterApi, DeviceChangeRow, DeviceUpdate,
@@ -88,6 +89,7 @@ pub struct Worker {
     pub carriers: Arc<dyn Carriers>,
     pub clock: Arc<dyn Clock>,
     pub limiters: Arc<RateLimiters>,
+    pub metrics: Arc<dyn Metrics>,
     pub config: WorkerConfig,
 }
 
@@ -302,6 +304,8 @@ impl Worker {
                 },
             };
             info!(status = %outcome.status, details = %outcome.details, "row finished");
+            let integration = job.map_or("unknown", |j| j.sp.integration.name());
+            self.metrics.record(Metric::RowFinished { integration, status: outcome.status });
             match self.store.complete_row(job.map_or(0, |j| j.bulk.tenant_id), row.id, &self.config.worker_id, &outcome, self.clock.now()).await {
                 Ok(true) => {}
                 Ok(false) => warn!("row was taken over by another worker before it completed; its outcome is theirs"),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use carriers::HttpCarriers;
+use engine::metrics::Metrics;
 use engine::ports::{Email, Notifier, NotifyError, Queue, Store, SystemClock};
 use engine::rate::RateLimiters;
 use engine::retry::RetryPolicy;
@@ -64,9 +65,14 @@ pub async fn build(config: &FunctionConfig, sdk: &aws::SdkConfig) -> Result<Adap
 }
 
 /// The worker as the SQS function runs it: carriers over HTTP, one token bucket per provider per instance.
-pub fn worker(adapters: &Adapters, config: &FunctionConfig) -> Result<Worker> {
+pub fn worker(
+    adapters: &Adapters,
+    config: &FunctionConfig,
+    metrics: Arc<dyn Metrics>,
+) -> Result<Worker> {
     let carriers = HttpCarriers::new(Duration::from_secs(30), RetryPolicy::default())
-        .context("building the HTTP client")?;
+        .context("building the HTTP client")?
+        .with_metrics(metrics.clone());
     let mut worker_config = WorkerConfig::default();
     if !config.email_from.is_empty() {
         worker_config.email_from = config.email_from.clone();
@@ -81,6 +87,7 @@ pub fn worker(adapters: &Adapters, config: &FunctionConfig) -> Result<Worker> {
         carriers: Arc::new(carriers),
         clock: Arc::new(SystemClock),
         limiters: Arc::new(RateLimiters::default()),
+        metrics: metrics.clone(),
         config: worker_config,
     })
 }

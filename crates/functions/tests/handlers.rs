@@ -119,7 +119,12 @@ async fn a_malformed_record_fails_only_itself() {
         "the event files name bulk changes 1 and 2"
     );
     let adapters = adapters_on(&stack, Arc::new(stack.queue.clone()));
-    let worker = adapters::worker(&adapters, &function_config(&dir)).expect("worker");
+    let worker = adapters::worker(
+        &adapters,
+        &function_config(&dir),
+        Arc::new(engine::metrics::NoMetrics),
+    )
+    .expect("worker");
     let response = functions::worker::handle_batch(
         &worker,
         sqs_event("sqs/batch-with-malformed.json"),
@@ -141,7 +146,12 @@ async fn a_record_for_a_final_bulk_change_is_acknowledged_without_carrier_calls(
     let (dir, stack) = stack().await;
     submit(&stack, "01-activate-with-rev-service.json").await;
     let adapters = adapters_on(&stack, Arc::new(stack.queue.clone()));
-    let worker = adapters::worker(&adapters, &function_config(&dir)).expect("worker");
+    let worker = adapters::worker(
+        &adapters,
+        &function_config(&dir),
+        Arc::new(engine::metrics::NoMetrics),
+    )
+    .expect("worker");
     let deadline = Instant::now() + Duration::from_secs(60);
     let first =
         functions::worker::handle_batch(&worker, sqs_event("sqs/status-update.json"), deadline)
@@ -191,7 +201,12 @@ async fn a_deadline_near_zero_hands_over_through_sqs_and_nothing_is_sent_twice()
         .to_string();
     let sqs = aws::SqsQueue::new(&sdk, url);
     let adapters = adapters_on(&stack, Arc::new(sqs.clone()));
-    let worker = adapters::worker(&adapters, &function_config(&dir)).expect("worker");
+    let worker = adapters::worker(
+        &adapters,
+        &function_config(&dir),
+        Arc::new(engine::metrics::NoMetrics),
+    )
+    .expect("worker");
 
     // WHEN the invocation has no time left
     let response = functions::worker::handle_batch(

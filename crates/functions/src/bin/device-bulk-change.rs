@@ -23,13 +23,15 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_config().await;
     let config = FunctionConfig::from_env(&sdk).await?;
     let adapters = adapters::build(&config, &sdk).await?;
-    let worker = Arc::new(adapters::worker(&adapters, &config)?);
+    let metrics = Arc::new(observability::EmfMetrics::default());
+    let worker = Arc::new(adapters::worker(&adapters, &config, metrics.clone())?);
     lambda_runtime::spawn_graceful_shutdown_handler(|| async {
         tracing::info!("shutting down");
     })
     .await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
+        let metrics = metrics.clone();
         async move {
             let deadline = deadline_instant(event.context.deadline);
             let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
@@ -38,6 +40,7 @@ async fn main() -> Result<(), Error> {
                 span,
             )
             .await;
+            metrics.flush();
             Ok::<_, Error>(response)
         }
     }))

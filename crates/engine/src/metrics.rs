@@ -1,0 +1,37 @@
+//! Operational metrics: rows finished per integration, carrier latency, retries and throttles. The Lambda
+//! functions publish them as CloudWatch EMF; locally they are dropped (the logs carry the same facts).
+
+use std::time::Duration;
+
+use domain::RowStatus;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Metric<'a> {
+    /// A row reached its final status.
+    RowFinished {
+        integration: &'a str,
+        status: RowStatus,
+    },
+    /// One HTTP attempt to a carrier or billing API, with its answer's status (None: no answer).
+    CarrierCall {
+        integration: &'a str,
+        latency: Duration,
+        http_status: Option<u16>,
+    },
+    /// An attempt that will be repeated; `throttled` when the carrier said 429.
+    CarrierRetry {
+        integration: &'a str,
+        throttled: bool,
+    },
+}
+
+pub trait Metrics: Send + Sync {
+    fn record(&self, metric: Metric<'_>);
+}
+
+/// Drops every metric.
+pub struct NoMetrics;
+
+impl Metrics for NoMetrics {
+    fn record(&self, _: Metric<'_>) {}
+}
