@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BIN := target/debug/bulkchange
 RELEASE_BIN := target/release/bulkchange
 
-.PHONY: help run serve test unit lint fmt clippy template-lint bench clean tools
+.PHONY: help run serve test unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-scheduler
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -63,6 +63,32 @@ template-lint: $(VENV)/.cfn-lint ## cfn-lint on template.yaml
 bench: tools ## Benchmark against the simulator (prints name=value lines; never fails on a number)
 	$(CARGO) build --release -p cli
 	RUST_LOG=$${RUST_LOG:-warn} $(RELEASE_BIN) bench --devices 2000 --sequential-devices 200 --latency-ms 20 --rate-limit 200
+
+$(VENV)/.cargo-lambda: $(PY)
+	$(PY) -m pip install --quiet cargo-lambda ziglang
+	touch $@
+
+lambda-tools: tools $(VENV)/.cargo-lambda
+	rustup target add aarch64-unknown-linux-gnu
+
+build-lambda: lambda-tools ## The three Lambda bootstraps for arm64 (target/lambda/*/bootstrap)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --arm64 -p functions
+	@ls -l target/lambda/*/bootstrap
+
+lambda-startup: $(PY) ## Start-up time of each function (host build): process start to first runtime API poll
+	$(CARGO) build --release -p functions
+	@for f in bulk-change-api device-bulk-change bulk-change-scheduler; do \
+		DATABASE_URL=sqlite://$(CURDIR)/.run/startup.db $(PY) scripts/lambda-startup.py target/release/$$f 5; \
+	done
+
+invoke-api: lambda-tools ## cargo lambda invoke the API function with events/api/03-bulk-change-status.json
+	scripts/invoke.sh $(VENV) bulk-change-api events/api/03-bulk-change-status.json
+
+invoke-worker: lambda-tools ## cargo lambda invoke the worker with events/sqs/batch-with-malformed.json
+	scripts/invoke.sh $(VENV) device-bulk-change events/sqs/batch-with-malformed.json
+
+invoke-scheduler: lambda-tools ## cargo lambda invoke the scheduler with events/schedule/every-minute.json
+	scripts/invoke.sh $(VENV) bulk-change-scheduler events/schedule/every-minute.json
 
 clean: ## Remove build output and local run data
 	$(CARGO) clean
