@@ -206,7 +206,8 @@ GO
 -- device update in the same transaction. Returns Completed = 1, or 0 when nothing was changed.
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords
     @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
-    @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @RevCustomerId NVARCHAR(100) = NULL,
+    @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
+    @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -216,9 +217,13 @@ BEGIN
     SET Status = @Status, StatusDetails = @StatusDetails, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
     WHERE Id = @ChangeDetailId AND TenantId = @TenantId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
     DECLARE @Completed BIT = CASE WHEN @@ROWCOUNT = 1 THEN 1 ELSE 0 END;
-    IF @Completed = 1 AND (@NewDeviceStatusId IS NOT NULL OR @CarrierRatePlan IS NOT NULL OR @RevCustomerId IS NOT NULL)
+    IF @Completed = 1 AND (@NewDeviceStatusId IS NOT NULL OR @CarrierRatePlan IS NOT NULL OR @CommunicationPlan IS NOT NULL
+                           OR @RevCustomerId IS NOT NULL OR @Username IS NOT NULL OR @Archive = 1)
         UPDATE d SET DeviceStatusId = COALESCE(@NewDeviceStatusId, d.DeviceStatusId), CarrierRatePlan = COALESCE(@CarrierRatePlan, d.CarrierRatePlan),
-                     RevCustomerId = COALESCE(@RevCustomerId, d.RevCustomerId), ModifiedBy = @ProcessedBy, ModifiedDate = @Now
+                     CommunicationPlan = COALESCE(@CommunicationPlan, d.CommunicationPlan), RevCustomerId = COALESCE(@RevCustomerId, d.RevCustomerId),
+                     Username = COALESCE(@Username, d.Username),
+                     IsActive = CASE WHEN @Archive = 1 THEN 0 ELSE d.IsActive END, IsDeleted = CASE WHEN @Archive = 1 THEN 1 ELSE d.IsDeleted END,
+                     ModifiedBy = @ProcessedBy, ModifiedDate = @Now
         FROM dbo.Device d JOIN dbo.M2M_DeviceChange r ON r.DeviceId = d.Id
         WHERE r.Id = @ChangeDetailId AND d.TenantId = @TenantId;
     COMMIT TRANSACTION;

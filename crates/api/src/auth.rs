@@ -43,9 +43,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 impl Hs256 {
     pub fn new(secret: &str) -> Self {
-        Self {
-            secret: secret.as_bytes().to_vec(),
-        }
+        Self { secret: secret.as_bytes().to_vec() }
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -83,13 +81,10 @@ impl Hs256 {
         if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
             return Err("token algorithm must be HS256".into());
         }
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| "token signature is not base64url")?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| "token signature is not base64url")?;
         let mut mac = self.mac();
         mac.update(format!("{header_b64}.{payload}").as_bytes());
-        mac.verify_slice(&signature)
-            .map_err(|_| "token signature is invalid")?;
+        mac.verify_slice(&signature).map_err(|_| "token signature is invalid")?;
         let claims: Claims = URL_SAFE_NO_PAD
             .decode(payload)
             .ok()
@@ -112,14 +107,8 @@ impl Authenticator for Hs256 {
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::Unauthorized("Authorization must be a Bearer token".into()))?;
-        let claims = self
-            .verify(token.trim(), chrono::Utc::now().timestamp())
-            .map_err(ApiError::Unauthorized)?;
-        Ok(Caller {
-            tenant_id: claims.tenant_id,
-            user: claims.sub,
-            roles: claims.roles,
-        })
+        let claims = self.verify(token.trim(), chrono::Utc::now().timestamp()).map_err(ApiError::Unauthorized)?;
+        Ok(Caller { tenant_id: claims.tenant_id, user: claims.sub, roles: claims.roles })
     }
 }
 
@@ -128,12 +117,7 @@ mod tests {
     use super::*;
 
     fn claims() -> Claims {
-        Claims {
-            tenant_id: 7,
-            sub: "alice".into(),
-            roles: vec![],
-            exp: None,
-        }
+        Claims { tenant_id: 7, sub: "alice".into(), roles: vec![], exp: None }
     }
 
     #[test]
@@ -146,21 +130,12 @@ mod tests {
     fn other_secret_tampering_and_expiry_are_refused() {
         let auth = Hs256::new("s3cret");
         let token = auth.mint(&claims());
-        assert_eq!(
-            Hs256::new("other").verify(&token, 0),
-            Err("token signature is invalid".into())
-        );
+        assert_eq!(Hs256::new("other").verify(&token, 0), Err("token signature is invalid".into()));
         let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"tenant_id":8,"sub":"alice"}"#);
         let mut parts: Vec<&str> = token.split('.').collect();
         parts[1] = &forged_payload;
-        assert_eq!(
-            auth.verify(&parts.join("."), 0),
-            Err("token signature is invalid".into())
-        );
-        let expired = auth.mint(&Claims {
-            exp: Some(100),
-            ..claims()
-        });
+        assert_eq!(auth.verify(&parts.join("."), 0), Err("token signature is invalid".into()));
+        let expired = auth.mint(&Claims { exp: Some(100), ..claims() });
         assert_eq!(auth.verify(&expired, 101), Err("token has expired".into()));
         assert!(auth.verify("abc", 0).is_err());
     }

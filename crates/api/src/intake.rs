@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
-use domain::request::{ChangeDetails, StatusUpdate};
+use domain::request::{CarrierRatePlanUpdate, ChangeDetails, StatusUpdate, UsernameUpdate};
 use domain::rules::{
-    DeviceVerdict, dedupe_devices, resolve_target_status, validate_status_update_device,
+    DeviceRecord, DeviceVerdict, dedupe_devices, resolve_target_status, validate_archival_device, validate_device,
+    validate_label, validate_status_update_device,
 };
-use domain::{BulkChangeRequest, PortalType, RowStatus};
+use domain::{BulkChangeRequest, FieldError, PortalType, RequestError, RowStatus};
 use engine::ports::{NewBulkChange, NewRow, ServiceProvider, Store};
 use serde::Serialize;
 
@@ -43,28 +44,16 @@ pub struct Intake {
 impl Intake {
     pub fn counts(&self) -> IntakeCounts {
         let valid = self.devices.iter().filter(|d| d.valid).count();
-        IntakeCounts {
-            valid,
-            invalid: self.devices.len() - valid,
-            duplicates: self.duplicates.len(),
-        }
+        IntakeCounts { valid, invalid: self.devices.len() - valid, duplicates: self.duplicates.len() }
     }
 }
 
 /// Parses and checks a request body for the caller. Errors that concern the whole request are 400/413 and
 /// nothing is written; errors that concern one device become that device's ERROR row.
-pub async fn evaluate(
-    store: &dyn Store,
-    caller: &Caller,
-    body: &[u8],
-    max_devices: usize,
-) -> Result<Intake, ApiError> {
+pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devices: usize) -> Result<Intake, ApiError> {
     let request = BulkChangeRequest::from_json(body)?;
     if request.devices.len() > max_devices {
-        return Err(ApiError::TooLarge {
-            count: request.devices.len(),
-            max: max_devices,
-        });
+        return Err(ApiError::TooLarge { count: request.devices.len(), max: max_devices });
     }
     if request.portal_type != PortalType::M2M {
         return Err(ApiError::invalid(
@@ -72,31 +61,25 @@ pub async fn evaluate(
             "PortalType 2 (Mobility) is not supported yet; send PortalType 0 (M2M)",
         ));
     }
-    let sp = store
-        .service_provider(caller.tenant_id, request.service_provider_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "ServiceProviderId",
-                format!(
-                    "service provider {} was not found",
-                    request.service_provider_id
-                ),
-            )
-        })?;
+    let sp = store.service_provider(caller.tenant_id, request.service_provider_id).await?.ok_or_else(|| {
+        ApiError::invalid(
+            "ServiceProviderId",
+            format!("service provider {} was not found", request.service_provider_id),
+        )
+    })?;
     let (unique, duplicates) = dedupe_devices(&request.devices);
+    let jasper = sp.integration.is_jasper_family();
     let (rows, devices) = match &request.details {
-        ChangeDetails::StatusUpdate(update) if sp.integration.is_jasper_family() => {
-            status_update_rows(store, caller, &sp, update, &unique).await?
+        ChangeDetails::StatusUpdate(update) if jasper => status_update_rows(store, caller, &sp, update, &unique).await?,
+        ChangeDetails::CarrierRatePlanChange(update) if jasper => {
+            carrier_rate_plan_rows(store, caller, &sp, update, &unique).await?
         }
+        ChangeDetails::EditUsername(update) if jasper => username_rows(store, caller, &sp, update, &unique).await?,
+        ChangeDetails::Archival => archival_rows(store, caller, &sp, request.override_validation, &unique).await?,
         other => {
             return Err(ApiError::invalid(
                 "ChangeType",
-                format!(
-                    "{} for {} service providers is not supported yet",
-                    other.change_type(),
-                    sp.integration
-                ),
+                format!("{} for {} service providers is not supported yet", other.change_type(), sp.integration),
             ));
         }
     };
@@ -109,12 +92,7 @@ pub async fn evaluate(
         request: request.to_wire(),
         created_by: caller.user.clone(),
     };
-    Ok(Intake {
-        change,
-        rows,
-        devices,
-        duplicates,
-    })
+    Ok(Intake { change, rows, devices, duplicates })
 }
 
 async fn status_update_rows(
@@ -125,29 +103,15 @@ async fn status_update_rows(
     iccids: &[String],
 ) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
     let statuses = store.device_statuses(sp.integration).await?;
-    let target = resolve_target_status(&statuses, sp.integration, &update.target_status)
-        .ok_or_else(|| {
-            let known: Vec<&str> = statuses.iter().map(|s| s.display_name.as_str()).collect();
-            ApiError::invalid(
-                "StatusUpdate.TargetStatus",
-                format!(
-                    "unknown status '{}' for {}; known: {}",
-                    update.target_status,
-                    sp.integration,
-                    known.join(", ")
-                ),
-            )
-        })?;
-    if let Some(account) = update
-        .account_number
-        .as_deref()
-        .filter(|a| !a.trim().is_empty())
-    {
-        if store
-            .rev_customer(caller.tenant_id, account.trim())
-            .await?
-            .is_none()
-        {
+    let target = resolve_target_status(&statuses, sp.integration, &update.target_status).ok_or_else(|| {
+        let known: Vec<&str> = statuses.iter().map(|s| s.display_name.as_str()).collect();
+        ApiError::invalid(
+            "StatusUpdate.TargetStatus",
+            format!("unknown status '{}' for {}; known: {}", update.target_status, sp.integration, known.join(", ")),
+        )
+    })?;
+    if let Some(account) = update.account_number.as_deref().filter(|a| !a.trim().is_empty()) {
+        if store.rev_customer(caller.tenant_id, account.trim()).await?.is_none() {
             return Err(ApiError::invalid(
                 "StatusUpdate.AccountNumber",
                 format!("Rev customer '{account}' was not found"),
@@ -155,51 +119,46 @@ async fn status_update_rows(
         }
     }
     if let Some(rev) = update.rev_service.as_ref().filter(|r| r.create_rev_service) {
-        let customer = rev
-            .rev_customer_id
-            .as_deref()
-            .or(update.account_number.as_deref())
-            .unwrap_or("")
-            .trim();
+        let customer = rev.rev_customer_id.as_deref().or(update.account_number.as_deref()).unwrap_or("").trim();
         if customer.is_empty() {
             return Err(ApiError::invalid(
                 "StatusUpdate.RevService.RevCustomerId",
                 "RevCustomerId (or AccountNumber) is required to create a Rev.io service",
             ));
         }
-        if store
-            .rev_customer(caller.tenant_id, customer)
-            .await?
-            .is_none()
-        {
+        if store.rev_customer(caller.tenant_id, customer).await?.is_none() {
             return Err(ApiError::invalid(
                 "StatusUpdate.RevService.RevCustomerId",
                 format!("Rev customer '{customer}' was not found"),
             ));
         }
-        if store
-            .service_provider_for(caller.tenant_id, domain::Integration::RevIo)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::invalid(
-                "StatusUpdate.RevService",
-                "no Rev.io account is set up for this tenant",
-            ));
+        if store.service_provider_for(caller.tenant_id, domain::Integration::RevIo).await?.is_none() {
+            return Err(ApiError::invalid("StatusUpdate.RevService", "no Rev.io account is set up for this tenant"));
         }
     }
-    let found: HashMap<String, domain::rules::DeviceRecord> = store
-        .devices_by_iccid(caller.tenant_id, iccids)
-        .await?
-        .into_iter()
-        .map(|d| (d.iccid.clone(), d))
-        .collect();
+    let found = devices_of(store, caller, iccids).await?;
+    Ok(rows_from(iccids, &found, |raw, device| {
+        let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
+        validate_status_update_device(raw, device, sp.id, sp.integration, current, target)
+    }))
+}
+
+type Found = HashMap<String, DeviceRecord>;
+
+async fn devices_of(store: &dyn Store, caller: &Caller, iccids: &[String]) -> Result<Found, ApiError> {
+    Ok(store.devices_by_iccid(caller.tenant_id, iccids).await?.into_iter().map(|d| (d.iccid.clone(), d)).collect())
+}
+
+/// One row per device: PENDING when the verdict is valid, ERROR with the reason when not.
+fn rows_from(
+    iccids: &[String],
+    found: &Found,
+    verdict: impl Fn(&str, Option<&DeviceRecord>) -> DeviceVerdict,
+) -> (Vec<NewRow>, Vec<DeviceResult>) {
     let mut rows = Vec::with_capacity(iccids.len());
     let mut results = Vec::with_capacity(iccids.len());
     for raw in iccids {
-        let device = found.get(raw.as_str());
-        let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
-        match validate_status_update_device(raw, device, sp.id, sp.integration, current, target) {
+        match verdict(raw, found.get(raw.as_str())) {
             DeviceVerdict::Valid { device, iccid } => {
                 rows.push(NewRow {
                     device_id: Some(device.id),
@@ -208,11 +167,7 @@ async fn status_update_rows(
                     status: RowStatus::Pending,
                     status_details: None,
                 });
-                results.push(DeviceResult {
-                    iccid: iccid.to_string(),
-                    valid: true,
-                    errors: vec![],
-                });
+                results.push(DeviceResult { iccid: iccid.to_string(), valid: true, errors: vec![] });
             }
             DeviceVerdict::Invalid { reason } => {
                 rows.push(NewRow {
@@ -222,13 +177,92 @@ async fn status_update_rows(
                     status: RowStatus::Error,
                     status_details: Some(reason.clone()),
                 });
-                results.push(DeviceResult {
-                    iccid: raw.clone(),
-                    valid: false,
-                    errors: vec![reason],
-                });
+                results.push(DeviceResult { iccid: raw.clone(), valid: false, errors: vec![reason] });
             }
         }
     }
-    Ok((rows, results))
+    (rows, results)
+}
+
+async fn carrier_rate_plan_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    update: &CarrierRatePlanUpdate,
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let field = "CarrierRatePlanUpdate.CarrierRatePlan";
+    let plan = update.carrier_rate_plan.trim();
+    if plan.is_empty() {
+        return Err(ApiError::invalid(field, "CarrierRatePlan must not be empty"));
+    }
+    if update.effective_date.as_deref().is_some_and(|d| !d.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            "CarrierRatePlanUpdate.EffectiveDate",
+            "a future-dated carrier rate plan change is not supported yet; leave EffectiveDate out to change it now",
+        ));
+    }
+    let plans = store.carrier_rate_plans(caller.tenant_id, sp.id).await?;
+    if !plans.iter().any(|p| p.rate_plan_code == plan) {
+        let known: Vec<&str> = plans.iter().map(|p| p.rate_plan_code.as_str()).collect();
+        return Err(ApiError::invalid(
+            field,
+            format!("carrier rate plan '{plan}' does not exist for service provider {}; known: {}", sp.id, known.join(", ")),
+        ));
+    }
+    if let Some(c) = update.communication_plan.as_deref() {
+        if c.trim().is_empty() {
+            return Err(ApiError::invalid("CarrierRatePlanUpdate.CommunicationPlan", "CommunicationPlan must not be empty when given"));
+        }
+    }
+    let found = devices_of(store, caller, iccids).await?;
+    Ok(rows_from(iccids, &found, |raw, device| validate_device(raw, device, sp.id)))
+}
+
+async fn username_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    update: &UsernameUpdate,
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let mut errors = Vec::new();
+    if let Err(e) = validate_label("Username.NewUsername", &update.new_username) {
+        errors.push(FieldError::new("Username.NewUsername", e));
+    }
+    for (field, value) in [
+        ("Username.CostCenter", &update.cost_center),
+        ("Username.CostCenter2", &update.cost_center2),
+        ("Username.CostCenter3", &update.cost_center3),
+    ] {
+        if let Some(Err(e)) = value.as_deref().map(|v| validate_label(field, v)) {
+            errors.push(FieldError::new(field, e));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }));
+    }
+    let found = devices_of(store, caller, iccids).await?;
+    Ok(rows_from(iccids, &found, |raw, device| validate_device(raw, device, sp.id)))
+}
+
+async fn archival_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    override_validation: bool,
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let found = devices_of(store, caller, iccids).await?;
+    let mut with_rev_service = std::collections::HashSet::new();
+    for device in found.values() {
+        if store.active_rev_service(caller.tenant_id, device.id).await?.is_some() {
+            with_rev_service.insert(device.id);
+        }
+    }
+    let now = chrono::Utc::now();
+    Ok(rows_from(iccids, &found, |raw, device| {
+        let has_rev = device.is_some_and(|d| with_rev_service.contains(&d.id));
+        validate_archival_device(raw, device, sp.id, has_rev, override_validation, now)
+    }))
 }

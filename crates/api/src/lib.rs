@@ -56,11 +56,7 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn validate(
-    State(state): State<AppState>,
-    caller: Caller,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn validate(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
     let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
     Ok(Json(json!({
         "Counts": intake.counts(),
@@ -70,29 +66,12 @@ async fn validate(
     .into_response())
 }
 
-async fn submit(
-    State(state): State<AppState>,
-    caller: Caller,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn submit(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
     let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
     // Recorded first, enqueued second: a worker never sees a bulk change that is not stored, and when the
     // enqueue fails the scheduler finds the NEW bulk change and enqueues it. The API never writes its status again.
-    let id = state
-        .store
-        .create_bulk_change(&intake.change, &intake.rows)
-        .await?;
-    if let Err(e) = state
-        .queue
-        .send(
-            &WorkMessage {
-                bulk_change_id: id,
-                attempt: 0,
-            },
-            std::time::Duration::ZERO,
-        )
-        .await
-    {
+    let id = state.store.create_bulk_change(&intake.change, &intake.rows).await?;
+    if let Err(e) = state.queue.send(&WorkMessage { bulk_change_id: id, attempt: 0 }, std::time::Duration::ZERO).await {
         warn!(bulk_change_id = id, error = %e, "enqueue failed; the scheduler will pick the bulk change up");
     }
     info!(bulk_change_id = id, tenant_id = caller.tenant_id, user = %caller.user, change_type = %intake.change.change_type, devices = intake.rows.len(), "bulk change accepted");
@@ -121,17 +100,13 @@ fn paging(page: Option<u32>, size: Option<u32>) -> Result<(u32, u32), ApiError> 
         return Err(ApiError::invalid("page", "page starts at 1"));
     }
     if !(1..=1000).contains(&size) {
-        return Err(ApiError::invalid(
-            "pageSize",
-            "pageSize must be between 1 and 1000",
-        ));
+        return Err(ApiError::invalid("pageSize", "pageSize must be between 1 and 1000"));
     }
     Ok((page, size))
 }
 
 fn bulk_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::NotFound(format!("bulk change {raw} was not found")))
+    raw.parse().map_err(|_| ApiError::NotFound(format!("bulk change {raw} was not found")))
 }
 
 fn summary(b: &BulkChange) -> Value {
@@ -169,16 +144,11 @@ async fn status(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("bulk change {id} was not found")))?;
     let counts = state.store.row_counts(caller.tenant_id, id).await?;
-    let rows = state
-        .store
-        .rows(caller.tenant_id, id, filter, page, size)
-        .await?;
+    let rows = state.store.rows(caller.tenant_id, id, filter, page, size).await?;
     let total: i64 = counts.iter().map(|c| c.count).sum();
     let mut body = summary(&bulk);
-    let by_status: serde_json::Map<String, Value> = counts
-        .iter()
-        .map(|c| (c.status.as_str().to_string(), json!(c.count)))
-        .collect();
+    let by_status: serde_json::Map<String, Value> =
+        counts.iter().map(|c| (c.status.as_str().to_string(), json!(c.count))).collect();
     if let Some(obj) = body.as_object_mut() {
         obj.insert("Total".into(), json!(total));
         obj.insert("Counts".into(), Value::Object(by_status));
@@ -198,29 +168,27 @@ struct ListQuery {
     page_size: Option<u32>,
 }
 
-async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
+async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     let (page, size) = paging(q.page, q.page_size)?;
     let filter = BulkChangeFilter {
         status: match q.status.as_deref() {
             None | Some("") => None,
-            Some(s) => Some(BulkStatus::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
-                ApiError::invalid("status", format!("unknown bulk status '{s}'"))
-            })?),
+            Some(s) => Some(
+                BulkStatus::parse(&s.to_ascii_uppercase())
+                    .ok_or_else(|| ApiError::invalid("status", format!("unknown bulk status '{s}'")))?,
+            ),
         },
         change_type: match q.change_type {
             None => None,
-            Some(n) => Some(ChangeType::from_number(n).ok_or_else(|| {
-                ApiError::invalid("changeType", format!("unknown ChangeType {n}"))
-            })?),
+            Some(n) => Some(
+                ChangeType::from_number(n)
+                    .ok_or_else(|| ApiError::invalid("changeType", format!("unknown ChangeType {n}")))?,
+            ),
         },
     };
-    let (items, total) = state
-        .store
-        .list_bulk_changes(caller.tenant_id, &filter, page, size)
-        .await?;
-    Ok(Json(json!({"Total": total, "Page": page, "PageSize": size, "Items": items.iter().map(summary).collect::<Vec<_>>()})).into_response())
+    let (items, total) = state.store.list_bulk_changes(caller.tenant_id, &filter, page, size).await?;
+    Ok(Json(
+        json!({"Total": total, "Page": page, "PageSize": size, "Items": items.iter().map(summary).collect::<Vec<_>>()}),
+    )
+    .into_response())
 }

@@ -25,11 +25,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        ApiError::Invalid(RequestError::one(
-            "Invalid bulk change request",
-            field,
-            message,
-        ))
+        ApiError::Invalid(RequestError::one("Invalid bulk change request", field, message))
     }
 }
 
@@ -47,42 +43,15 @@ impl From<engine::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, kind, title, detail, errors): (
-            StatusCode,
-            &str,
-            String,
-            String,
-            Vec<FieldError>,
-        ) = match self {
+        let (status, kind, title, detail, errors): (StatusCode, &str, String, String, Vec<FieldError>) = match self {
             ApiError::Invalid(e) => {
-                let detail = e
-                    .errors
-                    .iter()
-                    .map(|f| f.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                (
-                    StatusCode::BAD_REQUEST,
-                    "invalid-request",
-                    e.title,
-                    detail,
-                    e.errors,
-                )
+                let detail = e.errors.iter().map(|f| f.message.clone()).collect::<Vec<_>>().join("; ");
+                (StatusCode::BAD_REQUEST, "invalid-request", e.title, detail, e.errors)
             }
-            ApiError::Unauthorized(why) => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Authentication required".into(),
-                why,
-                vec![],
-            ),
-            ApiError::NotFound(what) => (
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Not found".into(),
-                what,
-                vec![],
-            ),
+            ApiError::Unauthorized(why) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required".into(), why, vec![])
+            }
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not-found", "Not found".into(), what, vec![]),
             e @ ApiError::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-many-devices",
@@ -109,14 +78,9 @@ impl IntoResponse for ApiError {
             "errors": errors,
         });
         let mut response = (status, body.to_string()).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

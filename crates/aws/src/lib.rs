@@ -6,9 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use engine::ports::{
-    Email, Notifier, NotifyError, Queue, QueueError, ReceivedMessage, WorkMessage,
-};
+use engine::ports::{Email, Notifier, NotifyError, Queue, QueueError, ReceivedMessage, WorkMessage};
 use tracing::debug;
 
 pub use aws_config::SdkConfig;
@@ -29,10 +27,7 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(config: &SdkConfig, queue_url: impl Into<String>) -> Self {
-        Self {
-            client: aws_sdk_sqs::Client::new(config),
-            queue_url: queue_url.into(),
-        }
+        Self { client: aws_sdk_sqs::Client::new(config), queue_url: queue_url.into() }
     }
 
     pub fn client(&self) -> &aws_sdk_sqs::Client {
@@ -57,9 +52,7 @@ impl Queue for SqsQueue {
             .delay_seconds(delay)
             .send()
             .await
-            .map_err(|e| {
-                sqs_err("send")(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
-            })?;
+            .map_err(|e| sqs_err("send")(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
         debug!(
             bulk_change_id = message.bulk_change_id,
             message_id = out.message_id().unwrap_or_default(),
@@ -69,11 +62,7 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn receive(
-        &self,
-        max: u32,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn receive(&self, max: u32, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
         let out = self
             .client
             .receive_message()
@@ -84,9 +73,7 @@ impl Queue for SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| {
-                sqs_err("receive")(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
-            })?;
+            .map_err(|e| sqs_err("receive")(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
         Ok(out
             .messages()
             .iter()
@@ -110,9 +97,7 @@ impl Queue for SqsQueue {
             .receipt_handle(receipt)
             .send()
             .await
-            .map_err(|e| {
-                sqs_err("delete")(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
-            })?;
+            .map_err(|e| sqs_err("delete")(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
         Ok(())
     }
 }
@@ -124,18 +109,12 @@ pub struct SesNotifier {
 
 impl SesNotifier {
     pub fn new(config: &SdkConfig) -> Self {
-        Self {
-            client: aws_sdk_sesv2::Client::new(config),
-        }
+        Self { client: aws_sdk_sesv2::Client::new(config) }
     }
 }
 
 fn content(text: &str) -> Result<Content, NotifyError> {
-    Content::builder()
-        .data(text)
-        .charset("UTF-8")
-        .build()
-        .map_err(|e| NotifyError(e.to_string()))
+    Content::builder().data(text).charset("UTF-8").build().map_err(|e| NotifyError(e.to_string()))
 }
 
 #[async_trait]
@@ -149,19 +128,12 @@ impl Notifier for SesNotifier {
             .client
             .send_email()
             .from_email_address(&email.from)
-            .destination(
-                Destination::builder()
-                    .set_to_addresses(Some(email.to.clone()))
-                    .build(),
-            )
+            .destination(Destination::builder().set_to_addresses(Some(email.to.clone())).build())
             .content(EmailContent::builder().simple(message).build())
             .send()
             .await
             .map_err(|e| {
-                NotifyError(format!(
-                    "SES SendEmail failed: {}",
-                    aws_sdk_sesv2::error::DisplayErrorContext(&e)
-                ))
+                NotifyError(format!("SES SendEmail failed: {}", aws_sdk_sesv2::error::DisplayErrorContext(&e)))
             })?;
         Ok(out.message_id().unwrap_or_default().to_string())
     }
@@ -176,19 +148,14 @@ pub struct SecretError {
 
 /// The secret's string value (the database connection string). Read once at start-up, never logged.
 pub async fn secret_string(config: &SdkConfig, arn: &str) -> Result<String, SecretError> {
-    let out = aws_sdk_secretsmanager::Client::new(config)
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
-        .await
-        .map_err(|e| SecretError {
-            arn: arn.to_string(),
-            message: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+    let out =
+        aws_sdk_secretsmanager::Client::new(config).get_secret_value().secret_id(arn).send().await.map_err(|e| {
+            SecretError {
+                arn: arn.to_string(),
+                message: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+            }
         })?;
     out.secret_string()
         .map(str::to_string)
-        .ok_or_else(|| SecretError {
-            arn: arn.to_string(),
-            message: "the secret has no string value".into(),
-        })
+        .ok_or_else(|| SecretError { arn: arn.to_string(), message: "the secret has no string value".into() })
 }

@@ -22,21 +22,13 @@ async fn moto() -> Option<(SdkConfig, String)> {
 }
 
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{prefix}-{nanos}")
 }
 
 async fn new_queue(config: &SdkConfig) -> SqsQueue {
     let client = aws_sdk_sqs::Client::new(config);
-    let out = client
-        .create_queue()
-        .queue_name(unique("bulkchange-test"))
-        .send()
-        .await
-        .expect("create queue");
+    let out = client.create_queue().queue_name(unique("bulkchange-test")).send().await.expect("create queue");
     SqsQueue::new(config, out.queue_url().expect("queue url"))
 }
 
@@ -46,30 +38,14 @@ async fn sqs_send_receive_delete() {
         return;
     };
     let queue = new_queue(&config).await;
-    let message = WorkMessage {
-        bulk_change_id: 42,
-        attempt: 3,
-    };
+    let message = WorkMessage { bulk_change_id: 42, attempt: 3 };
     queue.send(&message, Duration::ZERO).await.expect("send");
-    let received = queue
-        .receive(10, Duration::from_secs(30))
-        .await
-        .expect("receive");
+    let received = queue.receive(10, Duration::from_secs(30)).await.expect("receive");
     assert_eq!(received.len(), 1);
-    assert_eq!(
-        serde_json::from_str::<WorkMessage>(&received[0].body).expect("body"),
-        message
-    );
+    assert_eq!(serde_json::from_str::<WorkMessage>(&received[0].body).expect("body"), message);
     assert_eq!(received[0].receive_count, 1);
     queue.delete(&received[0].receipt).await.expect("delete");
-    assert!(
-        queue
-            .receive(10, Duration::ZERO)
-            .await
-            .expect("receive")
-            .is_empty(),
-        "deleted messages do not come back"
-    );
+    assert!(queue.receive(10, Duration::ZERO).await.expect("receive").is_empty(), "deleted messages do not come back");
 }
 
 #[tokio::test]
@@ -78,22 +54,10 @@ async fn sqs_message_not_deleted_comes_back_with_its_receive_count() {
         return;
     };
     let queue = new_queue(&config).await;
-    queue
-        .send(
-            &WorkMessage {
-                bulk_change_id: 7,
-                attempt: 0,
-            },
-            Duration::ZERO,
-        )
-        .await
-        .expect("send");
+    queue.send(&WorkMessage { bulk_change_id: 7, attempt: 0 }, Duration::ZERO).await.expect("send");
     let first = queue.receive(1, Duration::ZERO).await.expect("receive");
     assert_eq!(first.len(), 1);
-    let second = queue
-        .receive(1, Duration::from_secs(30))
-        .await
-        .expect("receive");
+    let second = queue.receive(1, Duration::from_secs(30)).await.expect("receive");
     assert_eq!(second.len(), 1, "a message not deleted is delivered again");
     assert_eq!(second[0].receive_count, 2);
 }
@@ -105,48 +69,20 @@ async fn sqs_delayed_continuation_is_invisible_until_its_delay() {
     };
     let queue = new_queue(&config).await;
     let start = Instant::now();
-    queue
-        .send(
-            &WorkMessage {
-                bulk_change_id: 9,
-                attempt: 1,
-            },
-            Duration::from_secs(2),
-        )
-        .await
-        .expect("send");
+    queue.send(&WorkMessage { bulk_change_id: 9, attempt: 1 }, Duration::from_secs(2)).await.expect("send");
     assert!(
-        queue
-            .receive(10, Duration::from_secs(30))
-            .await
-            .expect("receive")
-            .is_empty(),
+        queue.receive(10, Duration::from_secs(30)).await.expect("receive").is_empty(),
         "not visible before its delay"
     );
     let received = loop {
-        let got = queue
-            .receive(10, Duration::from_secs(30))
-            .await
-            .expect("receive");
+        let got = queue.receive(10, Duration::from_secs(30)).await.expect("receive");
         if !got.is_empty() {
             break got;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "delayed message never arrived"
-        );
+        assert!(start.elapsed() < Duration::from_secs(15), "delayed message never arrived");
     };
-    assert!(
-        start.elapsed() >= Duration::from_secs(2),
-        "arrived after {:?}",
-        start.elapsed()
-    );
-    assert_eq!(
-        serde_json::from_str::<WorkMessage>(&received[0].body)
-            .expect("body")
-            .attempt,
-        1
-    );
+    assert!(start.elapsed() >= Duration::from_secs(2), "arrived after {:?}", start.elapsed());
+    assert_eq!(serde_json::from_str::<WorkMessage>(&received[0].body).expect("body").attempt, 1);
 }
 
 #[tokio::test]
@@ -155,12 +91,7 @@ async fn ses_failure_summary_is_sent_with_its_content() {
         return;
     };
     let sender = format!("{}@example.com", unique("bulkchange"));
-    aws_sdk_sesv2::Client::new(&config)
-        .create_email_identity()
-        .email_identity(&sender)
-        .send()
-        .await
-        .expect("identity");
+    aws_sdk_sesv2::Client::new(&config).create_email_identity().email_identity(&sender).send().await.expect("identity");
     let email = Email {
         from: sender.clone(),
         to: vec!["ops@example.com".into(), "noc@example.com".into()],
@@ -169,12 +100,8 @@ async fn ses_failure_summary_is_sent_with_its_content() {
     };
     let id = SesNotifier::new(&config).send(&email).await.expect("sent");
     assert!(!id.is_empty());
-    let data: serde_json::Value = reqwest::get(format!("{endpoint}/moto-api/data.json"))
-        .await
-        .expect("moto data")
-        .json()
-        .await
-        .expect("json");
+    let data: serde_json::Value =
+        reqwest::get(format!("{endpoint}/moto-api/data.json")).await.expect("moto data").json().await.expect("json");
     let sent = data["ses"]["Message"]
         .as_array()
         .expect("messages")
@@ -184,10 +111,7 @@ async fn ses_failure_summary_is_sent_with_its_content() {
         .expect("our message");
     assert_eq!(sent["subject"], email.subject);
     assert_eq!(sent["body"], email.body);
-    assert_eq!(
-        sent["destinations"]["ToAddresses"],
-        serde_json::json!(["ops@example.com", "noc@example.com"])
-    );
+    assert_eq!(sent["destinations"]["ToAddresses"], serde_json::json!(["ops@example.com", "noc@example.com"]));
 }
 
 #[tokio::test]
@@ -201,9 +125,6 @@ async fn ses_refuses_an_unverified_sender() {
         subject: "s".into(),
         body: "b".into(),
     };
-    let err = SesNotifier::new(&config)
-        .send(&email)
-        .await
-        .expect_err("unverified");
+    let err = SesNotifier::new(&config).send(&email).await.expect_err("unverified");
     assert!(err.to_string().contains("SES SendEmail failed"), "{err}");
 }

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use domain::Iccid;
 use engine::metrics::{Metrics, NoMetrics};
 use engine::ports::{
-    CallRecord, CarrierFailure, CcDevice, CcEdit, ControlCenterApi, FailureKind, Secret,
+    CallRecord, CarrierFailure, CcAuditEntry, CcDevice, CcEdit, ControlCenterApi, FailureKind, Secret,
 };
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
@@ -37,31 +37,12 @@ pub fn parse_error(body: &str) -> (Option<String>, String) {
     }
     match serde_json::from_str::<ErrorBody>(body) {
         Ok(e) if e.error_code.is_some() || e.error_message.is_some() => (
-            e.error_code.map(|c| {
-                c.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| c.to_string())
-            }),
+            e.error_code.map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string())),
             e.error_message.unwrap_or_else(|| "no message".into()),
         ),
         _ if body.trim().is_empty() => (None, "empty answer".into()),
         _ => (None, body.chars().take(300).collect()),
     }
-}
-
-/// An audit trail record (the fields we read).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditTrailEntry {
-    pub field: String,
-    #[serde(default)]
-    pub prior_value: Option<String>,
-    #[serde(default)]
-    pub value: Option<String>,
-    #[serde(default)]
-    pub status: Option<String>,
-    #[serde(default)]
-    pub user_name: Option<String>,
 }
 
 impl ControlCenterClient {
@@ -106,6 +87,7 @@ impl ControlCenterClient {
             idempotent,
             integration: &self.integration,
             metrics: self.metrics.as_ref(),
+            json_patch: false,
         };
         call(
             &self.http,
@@ -119,95 +101,53 @@ impl ControlCenterClient {
     }
 
     fn protocol(call: CallRecord, message: String) -> CarrierFailure {
-        CarrierFailure {
-            kind: FailureKind::Protocol,
-            code: None,
-            message,
-            attempts: 1,
-            call,
-        }
-    }
-
-    /// `GET devices/{iccid}/auditTrails`, newest first (first page only: the recent history).
-    pub async fn audit_trail(
-        &self,
-        iccid: &Iccid,
-        days: u32,
-    ) -> Result<(Vec<AuditTrailEntry>, CallRecord), CarrierFailure> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Page {
-            #[serde(default)]
-            device_audit_trails: Vec<AuditTrailEntry>,
-        }
-        let answer = self
-            .send(
-                Method::GET,
-                &format!(
-                    "devices/{iccid}/auditTrails?daysOfHistory={days}&pageSize=50&pageNumber=1"
-                ),
-                None,
-            )
-            .await?;
-        let page: Page = serde_json::from_str(&answer.body).map_err(|e| {
-            Self::protocol(answer.call.clone(), format!("unreadable audit trail: {e}"))
-        })?;
-        Ok((page.device_audit_trails, answer.call))
+        CarrierFailure { kind: FailureKind::Protocol, code: None, message, attempts: 1, call }
     }
 
     /// The Basic credentials, for tests that check what goes on the wire.
     pub fn authorization_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.api_key.expose());
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
     }
 }
 
 #[async_trait]
 impl ControlCenterApi for ControlCenterClient {
     async fn get_device(&self, iccid: &Iccid) -> Result<(CcDevice, CallRecord), CarrierFailure> {
-        let answer = self
-            .send(Method::GET, &format!("devices/{iccid}"), None)
-            .await?;
-        let device: CcDevice = serde_json::from_str(&answer.body).map_err(|e| {
-            Self::protocol(
-                answer.call.clone(),
-                format!("unreadable device details: {e}"),
-            )
-        })?;
+        let answer = self.send(Method::GET, &format!("devices/{iccid}"), None).await?;
+        let device: CcDevice = serde_json::from_str(&answer.body)
+            .map_err(|e| Self::protocol(answer.call.clone(), format!("unreadable device details: {e}")))?;
         Ok((device, answer.call))
     }
 
-    async fn edit_device(
-        &self,
-        iccid: &Iccid,
-        edit: &CcEdit,
-    ) -> Result<CallRecord, CarrierFailure> {
-        let body = serde_json::to_value(edit)
-            .map_err(|e| Self::protocol(CallRecord::default(), e.to_string()))?;
-        let answer = self
-            .send(Method::PUT, &format!("devices/{iccid}"), Some(&body))
-            .await?;
+    async fn edit_device(&self, iccid: &Iccid, edit: &CcEdit) -> Result<CallRecord, CarrierFailure> {
+        let body = serde_json::to_value(edit).map_err(|e| Self::protocol(CallRecord::default(), e.to_string()))?;
+        let answer = self.send(Method::PUT, &format!("devices/{iccid}"), Some(&body)).await?;
         // A 2xx without the ICCID is not a success (Control Center answers `{"iccid": ...}`).
         let named = serde_json::from_str::<serde_json::Value>(&answer.body)
             .ok()
-            .and_then(|v| {
-                v.get("iccid")
-                    .and_then(|i| i.as_str())
-                    .map(|s| !s.is_empty())
-            })
+            .and_then(|v| v.get("iccid").and_then(|i| i.as_str()).map(|s| !s.is_empty()))
             .unwrap_or(false);
         if !named {
             return Err(Self::protocol(
                 answer.call,
-                format!(
-                    "HTTP {} without the device's ICCID in the answer",
-                    answer.status.as_u16()
-                ),
+                format!("HTTP {} without the device's ICCID in the answer", answer.status.as_u16()),
             ));
         }
         Ok(answer.call)
+    }
+
+    async fn audit_trail(&self, iccid: &Iccid) -> Result<(Vec<CcAuditEntry>, CallRecord), CarrierFailure> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            device_audit_trails: Vec<CcAuditEntry>,
+        }
+        let path = format!("devices/{iccid}/auditTrails?daysOfHistory=30&pageSize=50&pageNumber=1");
+        let answer = self.send(Method::GET, &path, None).await?;
+        let page: Page = serde_json::from_str(&answer.body)
+            .map_err(|e| Self::protocol(answer.call.clone(), format!("unreadable audit trail: {e}")))?;
+        Ok((page.device_audit_trails, answer.call))
     }
 }

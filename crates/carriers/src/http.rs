@@ -32,6 +32,8 @@ pub struct CallSpec<'a> {
     /// Which API, for metrics.
     pub integration: &'a str,
     pub metrics: &'a dyn Metrics,
+    /// Send the body as `application/json-patch+json` (Rev.io's PATCH).
+    pub json_patch: bool,
 }
 
 fn truncate(s: &str) -> String {
@@ -47,12 +49,7 @@ fn truncate(s: &str) -> String {
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
 }
 
 /// Sends one logical call with retries. `authorise` adds the credentials to each attempt.
@@ -77,21 +74,17 @@ pub async fn call(
         let mut request = authorise(http.request(spec.method.clone(), &spec.url));
         if let Some(body) = spec.body {
             request = request.json(body);
+            if spec.json_patch {
+                request = request.header(reqwest::header::CONTENT_TYPE, "application/json-patch+json");
+            }
         }
-        let failure =
-            |kind, http_status: Option<u16>, code, message: String, response_text: String| {
-                CarrierFailure {
-                    kind,
-                    code,
-                    message,
-                    attempts,
-                    call: CallRecord {
-                        request_text: request_text.clone(),
-                        response_text,
-                        http_status,
-                    },
-                }
-            };
+        let failure = |kind, http_status: Option<u16>, code, message: String, response_text: String| CarrierFailure {
+            kind,
+            code,
+            message,
+            attempts,
+            call: CallRecord { request_text: request_text.clone(), response_text, http_status },
+        };
         let sent_at = std::time::Instant::now();
         let result = request.send().await;
         spec.metrics.record(Metric::CarrierCall {
@@ -107,18 +100,11 @@ pub async fn call(
                 if (spec.idempotent || never_sent) && failures < policy.max_attempts {
                     let wait = policy.delay(failures, None);
                     warn!(url = %spec.url, error = %e, attempt = attempts, ?wait, "carrier call failed; retrying");
-                    spec.metrics.record(Metric::CarrierRetry {
-                        integration: spec.integration,
-                        throttled: false,
-                    });
+                    spec.metrics.record(Metric::CarrierRetry { integration: spec.integration, throttled: false });
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                let kind = if never_sent {
-                    FailureKind::Unavailable
-                } else {
-                    FailureKind::Ambiguous
-                };
+                let kind = if never_sent { FailureKind::Unavailable } else { FailureKind::Ambiguous };
                 let message = if e.is_timeout() {
                     format!("no answer within the timeout ({e})")
                 } else {
@@ -148,10 +134,7 @@ pub async fn call(
                     if throttles < policy.max_throttled_attempts {
                         let wait = policy.delay(throttles, after);
                         warn!(url = %spec.url, attempt = attempts, ?wait, throttled = true, "carrier throttled the call; waiting");
-                        spec.metrics.record(Metric::CarrierRetry {
-                            integration: spec.integration,
-                            throttled: true,
-                        });
+                        spec.metrics.record(Metric::CarrierRetry { integration: spec.integration, throttled: true });
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -168,10 +151,7 @@ pub async fn call(
                     if failures < policy.max_attempts {
                         let wait = policy.delay(failures, after);
                         warn!(url = %spec.url, status = status.as_u16(), attempt = attempts, ?wait, "carrier error; retrying");
-                        spec.metrics.record(Metric::CarrierRetry {
-                            integration: spec.integration,
-                            throttled: false,
-                        });
+                        spec.metrics.record(Metric::CarrierRetry { integration: spec.integration, throttled: false });
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -183,13 +163,7 @@ pub async fn call(
                         truncate(&text),
                     ));
                 }
-                return Err(failure(
-                    FailureKind::Refused,
-                    Some(status.as_u16()),
-                    code,
-                    message,
-                    truncate(&text),
-                ));
+                return Err(failure(FailureKind::Refused, Some(status.as_u16()), code, message, truncate(&text)));
             }
         }
     }

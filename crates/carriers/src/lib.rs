@@ -30,11 +30,7 @@ impl HttpCarriers {
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .build()?;
-        Ok(Self {
-            http,
-            retry,
-            metrics: Arc::new(NoMetrics),
-        })
+        Ok(Self { http, retry, metrics: Arc::new(NoMetrics) })
     }
 
     /// Publishes each call's latency, retries and throttles.
@@ -45,11 +41,7 @@ impl HttpCarriers {
 }
 
 impl Carriers for HttpCarriers {
-    fn control_center(
-        &self,
-        sp: &ServiceProvider,
-        limiter: Arc<TokenBucket>,
-    ) -> Arc<dyn ControlCenterApi> {
+    fn control_center(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn ControlCenterApi> {
         Arc::new(
             ControlCenterClient::new(
                 self.http.clone(),
@@ -68,20 +60,11 @@ impl Carriers for HttpCarriers {
             username: sp.username.clone(),
             client_code: sp.client_code.clone().unwrap_or_default(),
             password: sp.secret.clone(),
-            subscription_key: sp
-                .subscription_key
-                .clone()
-                .unwrap_or_else(|| Secret::new("")),
+            subscription_key: sp.subscription_key.clone().unwrap_or_else(|| Secret::new("")),
         };
         Arc::new(
-            RevIoClient::new(
-                self.http.clone(),
-                &sp.base_url,
-                credentials,
-                limiter,
-                self.retry,
-            )
-            .with_metrics(self.metrics.clone()),
+            RevIoClient::new(self.http.clone(), &sp.base_url, credentials, limiter, self.retry)
+                .with_metrics(self.metrics.clone()),
         )
     }
 }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use engine::metrics::{Metrics, NoMetrics};
-use engine::ports::{
-    CallRecord, CarrierFailure, FailureKind, RevIoApi, RevIoCustomer, RevServiceCreate, Secret,
-};
+use engine::ports::{CallRecord, CarrierFailure, FailureKind, RevIoApi, RevIoCustomer, RevServiceCreate, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use reqwest::Method;
@@ -85,6 +83,7 @@ impl RevIoClient {
         body: Option<&serde_json::Value>,
     ) -> Result<crate::http::Answer, CarrierFailure> {
         let idempotent = method == Method::GET;
+        let json_patch = method == Method::PATCH;
         let spec = CallSpec {
             method,
             url: format!("{}/{path}", self.base_url),
@@ -92,6 +91,7 @@ impl RevIoClient {
             idempotent,
             integration: &self.integration,
             metrics: self.metrics.as_ref(),
+            json_patch,
         };
         call(
             &self.http,
@@ -109,21 +109,12 @@ impl RevIoClient {
 }
 
 fn protocol(call: CallRecord, message: String) -> CarrierFailure {
-    CarrierFailure {
-        kind: FailureKind::Protocol,
-        code: None,
-        message,
-        attempts: 1,
-        call,
-    }
+    CarrierFailure { kind: FailureKind::Protocol, code: None, message, attempts: 1, call }
 }
 
 #[async_trait]
 impl RevIoApi for RevIoClient {
-    async fn create_service(
-        &self,
-        s: &RevServiceCreate,
-    ) -> Result<(i64, CallRecord), CarrierFailure> {
+    async fn create_service(&self, s: &RevServiceCreate) -> Result<(i64, CallRecord), CarrierFailure> {
         let customer_id: i64 = s.customer_id.trim().parse().map_err(|_| CarrierFailure {
             kind: FailureKind::Refused,
             code: None,
@@ -148,10 +139,7 @@ impl RevIoApi for RevIoClient {
         }
         match serde_json::from_str::<Created>(&answer.body) {
             Ok(c) if c.ok => Ok((c.id, answer.call)),
-            _ => Err(protocol(
-                answer.call,
-                "Rev.io answered without a service id".into(),
-            )),
+            _ => Err(protocol(answer.call, "Rev.io answered without a service id".into())),
         }
     }
 
@@ -165,24 +153,29 @@ impl RevIoApi for RevIoClient {
         }
         let mut out = Vec::new();
         for page in 1..=1000 {
-            let answer = self
-                .send(
-                    Method::GET,
-                    &format!("Customers?search.page={page}&search.page_size=500"),
-                    None,
-                )
-                .await?;
-            let p: Page = serde_json::from_str(&answer.body).map_err(|e| {
-                protocol(
-                    answer.call.clone(),
-                    format!("unreadable customer page: {e}"),
-                )
-            })?;
+            let answer =
+                self.send(Method::GET, &format!("Customers?search.page={page}&search.page_size=500"), None).await?;
+            let p: Page = serde_json::from_str(&answer.body)
+                .map_err(|e| protocol(answer.call.clone(), format!("unreadable customer page: {e}")))?;
             out.extend(p.records);
             if !p.has_more {
                 break;
             }
         }
         Ok(out)
+    }
+
+    async fn set_service_fields(
+        &self,
+        service_id: i64,
+        fields: &[(i64, String)],
+    ) -> Result<CallRecord, CarrierFailure> {
+        let patch: Vec<serde_json::Value> = fields
+            .iter()
+            .map(|(field, value)| json!({"op": "replace", "path": format!("/fields/{field}/value"), "value": value}))
+            .collect();
+        let answer =
+            self.send(Method::PATCH, &format!("Services/{service_id}"), Some(&serde_json::Value::Array(patch))).await?;
+        Ok(answer.call)
     }
 }

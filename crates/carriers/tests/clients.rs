@@ -24,14 +24,8 @@ fn fast_retry() -> RetryPolicy {
 }
 
 async fn cc(faults: Faults) -> (ControlCenterSim, ControlCenterClient) {
-    let mut account = Account {
-        username: "ops".into(),
-        api_key: "key-1".into(),
-        ..Default::default()
-    };
-    account
-        .rate_plans
-        .extend(["RP-1GB".to_string(), "RP-5GB".to_string()]);
+    let mut account = Account { username: "ops".into(), api_key: "key-1".into(), ..Default::default() };
+    account.rate_plans.extend(["RP-1GB".to_string(), "RP-5GB".to_string()]);
     account.devices.insert(
         ICCID.into(),
         SimDevice {
@@ -41,13 +35,8 @@ async fn cc(faults: Faults) -> (ControlCenterSim, ControlCenterClient) {
             ..Default::default()
         },
     );
-    let sim = ControlCenterSim::start("127.0.0.1:0".parse().unwrap(), account, faults)
-        .await
-        .expect("simulator");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .expect("client");
+    let sim = ControlCenterSim::start("127.0.0.1:0".parse().unwrap(), account, faults).await.expect("simulator");
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
     let client = ControlCenterClient::new(
         http,
         &sim.base_url(),
@@ -70,28 +59,15 @@ async fn get_and_edit_device_succeed_and_are_recorded() {
     assert_eq!(device.status, "ACTIVATION_READY");
     assert_eq!(call.http_status, Some(200));
     let call = client
-        .edit_device(
-            &iccid(),
-            &CcEdit {
-                status: Some("ACTIVATED".into()),
-                ..Default::default()
-            },
-        )
+        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATED".into()), ..Default::default() })
         .await
         .expect("edit");
-    assert!(
-        call.request_text.starts_with("PUT http://"),
-        "{}",
-        call.request_text
-    );
+    assert!(call.request_text.starts_with("PUT http://"), "{}", call.request_text);
     assert!(call.request_text.ends_with("{\"status\":\"ACTIVATED\"}"));
-    assert!(
-        !call.request_text.contains("key-1"),
-        "no credential in the logged request"
-    );
+    assert!(!call.request_text.contains("key-1"), "no credential in the logged request");
     assert_eq!(sim.state.device(ICCID).expect("device").status, "ACTIVATED");
     assert_eq!(sim.applied_status_changes(ICCID), 1);
-    let (trail, _) = client.audit_trail(&iccid(), 30).await.expect("audit");
+    let (trail, _) = client.audit_trail(&iccid()).await.expect("audit");
     assert_eq!(trail[0].field, "status");
     assert_eq!(trail[0].value.as_deref(), Some("ACTIVATED"));
 }
@@ -100,31 +76,16 @@ async fn get_and_edit_device_succeed_and_are_recorded() {
 async fn control_center_error_body_becomes_code_and_message() {
     let (_sim, client) = cc(Faults::default()).await;
     client
-        .edit_device(
-            &iccid(),
-            &CcEdit {
-                status: Some("ACTIVATED".into()),
-                ..Default::default()
-            },
-        )
+        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATED".into()), ..Default::default() })
         .await
         .expect("first activation");
     let err = client
-        .edit_device(
-            &iccid(),
-            &CcEdit {
-                status: Some("ACTIVATION_READY".into()),
-                ..Default::default()
-            },
-        )
+        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATION_READY".into()), ..Default::default() })
         .await
         .expect_err("refused");
     assert_eq!(err.kind, FailureKind::Refused);
     assert_eq!(err.code.as_deref(), Some("10000029"));
-    assert_eq!(
-        err.reason(),
-        "HTTP 400, error 10000029: SIM may not move back to a pre-activation status."
-    );
+    assert_eq!(err.reason(), "HTTP 400, error 10000029: SIM may not move back to a pre-activation status.");
     assert_eq!(err.attempts, 1, "a refusal is not retried");
 }
 
@@ -140,34 +101,17 @@ async fn wrong_api_key_is_refused_with_401() {
         fast_retry(),
     );
     let err = client.get_device(&iccid()).await.expect_err("401");
-    assert_eq!(
-        (err.kind, err.call.http_status),
-        (FailureKind::Refused, Some(401))
-    );
+    assert_eq!((err.kind, err.call.http_status), (FailureKind::Refused, Some(401)));
 }
 
 #[tokio::test]
 async fn throttled_call_waits_for_retry_after_then_succeeds() {
-    let (sim, client) = cc(Faults {
-        rate_limit_per_second: Some(1.0),
-        retry_after_seconds: 1,
-        ..Default::default()
-    })
-    .await;
-    client
-        .get_device(&iccid())
-        .await
-        .expect("first call uses the one token");
+    let (sim, client) =
+        cc(Faults { rate_limit_per_second: Some(1.0), retry_after_seconds: 1, ..Default::default() }).await;
+    client.get_device(&iccid()).await.expect("first call uses the one token");
     let start = Instant::now();
-    client
-        .get_device(&iccid())
-        .await
-        .expect("second call waits and succeeds");
-    assert!(
-        start.elapsed() >= Duration::from_millis(1000),
-        "Retry-After honoured: waited {:?}",
-        start.elapsed()
-    );
+    client.get_device(&iccid()).await.expect("second call waits and succeeds");
+    assert!(start.elapsed() >= Duration::from_millis(1000), "Retry-After honoured: waited {:?}", start.elapsed());
     let statuses: Vec<u16> = sim.state.calls().iter().map(|c| c.status).collect();
     assert_eq!(statuses.first(), Some(&200));
     assert_eq!(statuses.last(), Some(&200));
@@ -176,19 +120,9 @@ async fn throttled_call_waits_for_retry_after_then_succeeds() {
 
 #[tokio::test]
 async fn server_errors_are_retried_until_success() {
-    let (sim, client) = cc(Faults {
-        fail_next: 2,
-        ..Default::default()
-    })
-    .await;
+    let (sim, client) = cc(Faults { fail_next: 2, ..Default::default() }).await;
     client
-        .edit_device(
-            &iccid(),
-            &CcEdit {
-                status: Some("ACTIVATED".into()),
-                ..Default::default()
-            },
-        )
+        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATED".into()), ..Default::default() })
         .await
         .expect("third attempt succeeds");
     let statuses: Vec<u16> = sim.state.calls().iter().map(|c| c.status).collect();
@@ -197,15 +131,8 @@ async fn server_errors_are_retried_until_success() {
 
 #[tokio::test]
 async fn server_errors_beyond_the_budget_fail_with_the_last_error() {
-    let (sim, client) = cc(Faults {
-        fail_next: 10,
-        ..Default::default()
-    })
-    .await;
-    let err = client
-        .get_device(&iccid())
-        .await
-        .expect_err("budget exhausted");
+    let (sim, client) = cc(Faults { fail_next: 10, ..Default::default() }).await;
+    let err = client.get_device(&iccid()).await.expect_err("budget exhausted");
     assert_eq!(err.kind, FailureKind::Unavailable);
     assert_eq!(err.attempts, 4);
     assert_eq!(err.code.as_deref(), Some("10000000"));
@@ -214,37 +141,18 @@ async fn server_errors_beyond_the_budget_fail_with_the_last_error() {
 
 #[tokio::test]
 async fn a_write_whose_answer_is_lost_is_ambiguous_and_not_resent() {
-    let (sim, client) = cc(Faults {
-        hang_next_writes: 1,
-        hang_ms: 2_000,
-        ..Default::default()
-    })
-    .await;
+    let (sim, client) = cc(Faults { hang_next_writes: 1, hang_ms: 2_000, ..Default::default() }).await;
     let err = client
-        .edit_device(
-            &iccid(),
-            &CcEdit {
-                status: Some("ACTIVATED".into()),
-                ..Default::default()
-            },
-        )
+        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATED".into()), ..Default::default() })
         .await
         .expect_err("timeout");
     assert_eq!(err.kind, FailureKind::Ambiguous);
     assert_eq!(
-        sim.state
-            .calls()
-            .iter()
-            .filter(|c| c.method == "PUT")
-            .count(),
+        sim.state.calls().iter().filter(|c| c.method == "PUT").count(),
         1,
         "the client never re-sends a write it lost"
     );
-    assert_eq!(
-        sim.state.device(ICCID).expect("device").status,
-        "ACTIVATED",
-        "the simulator applied it before hanging"
-    );
+    assert_eq!(sim.state.device(ICCID).expect("device").status, "ACTIVATED", "the simulator applied it before hanging");
 }
 
 fn creds(subscription_key: &str) -> RevIoCredentials {
@@ -258,13 +166,7 @@ fn creds(subscription_key: &str) -> RevIoCredentials {
 
 async fn rev() -> (RevIoSim, RevIoClient) {
     let mut customers = BTreeMap::new();
-    customers.insert(
-        1001,
-        RevCustomer {
-            customer_id: 1001,
-            name: "Acme Fleet".into(),
-        },
-    );
+    customers.insert(1001, RevCustomer { customer_id: 1001, name: "Acme Fleet".into() });
     let account = RevAccount {
         username: "api".into(),
         client_code: "acme".into(),
@@ -273,9 +175,7 @@ async fn rev() -> (RevIoSim, RevIoClient) {
         customers,
         ..Default::default()
     };
-    let sim = RevIoSim::start("127.0.0.1:0".parse().unwrap(), account, Faults::default())
-        .await
-        .expect("simulator");
+    let sim = RevIoSim::start("127.0.0.1:0".parse().unwrap(), account, Faults::default()).await.expect("simulator");
     let client = RevIoClient::new(
         reqwest::Client::new(),
         &sim.base_url(),
@@ -301,17 +201,11 @@ fn service(customer: &str) -> RevServiceCreate {
 #[tokio::test]
 async fn rev_io_service_is_created_and_customers_listed() {
     let (sim, client) = rev().await;
-    let (id, call) = client
-        .create_service(&service("1001"))
-        .await
-        .expect("created");
+    let (id, call) = client.create_service(&service("1001")).await.expect("created");
     assert_eq!(call.http_status, Some(201));
     let stored = sim.state.services();
     assert_eq!(stored.len(), 1);
-    assert_eq!(
-        (stored[0].service_id, stored[0].number2.as_deref()),
-        (id, Some(ICCID))
-    );
+    assert_eq!((stored[0].service_id, stored[0].number2.as_deref()), (id, Some(ICCID)));
     let customers = client.list_customers().await.expect("customers");
     assert_eq!(customers.len(), 1);
     assert_eq!(customers[0].customer_id, 1001);
@@ -320,10 +214,7 @@ async fn rev_io_service_is_created_and_customers_listed() {
 #[tokio::test]
 async fn rev_io_refusal_carries_its_message() {
     let (_sim, client) = rev().await;
-    let err = client
-        .create_service(&service("999"))
-        .await
-        .expect_err("unknown customer");
+    let err = client.create_service(&service("999")).await.expect_err("unknown customer");
     assert_eq!(err.kind, FailureKind::Refused);
     assert_eq!(err.reason(), "HTTP 400: Customer 999 was not found.");
 }

@@ -79,10 +79,7 @@ pub async fn run(opts: BenchOptions) -> Result<()> {
 
 /// How many calls the carrier answered 429: pacing below the limit means none.
 async fn report_throttling(url: &str) {
-    let admin = format!(
-        "{}/_sim/calls",
-        url.trim_end_matches(simulators::control_center::API_PREFIX)
-    );
+    let admin = format!("{}/_sim/calls", url.trim_end_matches(simulators::control_center::API_PREFIX));
     let calls: Option<Vec<simulators::RecordedCall>> = match reqwest::get(&admin).await {
         Ok(r) => r.json().await.ok(),
         Err(_) => None,
@@ -90,10 +87,7 @@ async fn report_throttling(url: &str) {
     match calls {
         Some(calls) => {
             println!("carrier_calls={}", calls.len());
-            println!(
-                "carrier_throttled_calls={}",
-                calls.iter().filter(|c| c.status == 429).count()
-            );
+            println!("carrier_throttled_calls={}", calls.iter().filter(|c| c.status == 429).count());
         }
         None => println!("carrier_throttled_calls=unknown"),
     }
@@ -102,10 +96,7 @@ async fn report_throttling(url: &str) {
 async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
     let dir = tempfile::tempdir().context("temp dir")?;
     let seed = Seed {
-        tenants: vec![SeedTenant {
-            id: 1,
-            name: "Bench".into(),
-        }],
+        tenants: vec![SeedTenant { id: 1, name: "Bench".into() }],
         service_providers: vec![SeedServiceProvider {
             id: 1,
             tenant_id: 1,
@@ -139,27 +130,14 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
             .collect(),
         ..Default::default()
     };
-    let mut config = StackConfig::local(
-        dir.path().join("bench.db"),
-        dir.path().join("outbox"),
-        "bench".into(),
-    );
+    let mut config = StackConfig::local(dir.path().join("bench.db"), dir.path().join("outbox"), "bench".into());
     config.seed = Some(seed);
     config.run_worker = false;
     let stack = Stack::start(config).await?;
 
     let parallel = run_one(&stack, 0..opts.devices, WorkerConfig::default()).await?;
-    let sequential_config = WorkerConfig {
-        concurrency: 1,
-        claim_batch: 1,
-        ..WorkerConfig::default()
-    };
-    let sequential = run_one(
-        &stack,
-        opts.devices..opts.devices + opts.sequential_devices,
-        sequential_config,
-    )
-    .await?;
+    let sequential_config = WorkerConfig { concurrency: 1, claim_batch: 1, ..WorkerConfig::default() };
+    let sequential = run_one(&stack, opts.devices..opts.devices + opts.sequential_devices, sequential_config).await?;
     stack.stop().await;
 
     let dps = opts.devices as f64 / parallel.as_secs_f64();
@@ -179,37 +157,20 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
     Ok(())
 }
 
-async fn run_one(
-    stack: &Stack,
-    range: std::ops::Range<usize>,
-    worker_config: WorkerConfig,
-) -> Result<Duration> {
+async fn run_one(stack: &Stack, range: std::ops::Range<usize>, worker_config: WorkerConfig) -> Result<Duration> {
     let n = range.len();
     let devices: Vec<String> = range.map(bench_iccid).collect();
     let body = serde_json::json!({"ServiceProviderId": 1, "ChangeType": 3, "Devices": devices, "StatusUpdate": {"TargetStatus": "Active"}});
-    let caller = api::Caller {
-        tenant_id: 1,
-        user: "bench".into(),
-        roles: vec![],
-    };
+    let caller = api::Caller { tenant_id: 1, user: "bench".into(), roles: vec![] };
     let store: Arc<dyn Store> = Arc::new(stack.store.clone());
-    let intake =
-        api::intake::evaluate(store.as_ref(), &caller, body.to_string().as_bytes(), 10_000)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let id = store
-        .create_bulk_change(&intake.change, &intake.rows)
-        .await?;
+    let intake = api::intake::evaluate(store.as_ref(), &caller, body.to_string().as_bytes(), 10_000)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = store.create_bulk_change(&intake.change, &intake.rows).await?;
     let worker = stack.worker(worker_config)?;
     let start = Instant::now();
     let handled = worker
-        .handle(
-            WorkMessage {
-                bulk_change_id: id,
-                attempt: 0,
-            },
-            Instant::now() + Duration::from_secs(3600),
-        )
+        .handle(WorkMessage { bulk_change_id: id, attempt: 0 }, Instant::now() + Duration::from_secs(3600))
         .await?;
     let elapsed = start.elapsed();
     let processed = processed_rows(&stack.store, id).await?;
@@ -221,20 +182,13 @@ async fn run_one(
 
 async fn processed_rows(store: &SqliteStore, id: i64) -> Result<usize> {
     let counts = store.row_counts(1, id).await?;
-    Ok(counts
-        .iter()
-        .filter(|c| c.status == domain::RowStatus::Processed)
-        .map(|c| c.count as usize)
-        .sum())
+    Ok(counts.iter().filter(|c| c.status == domain::RowStatus::Processed).map(|c| c.count as usize).sum())
 }
 
 /// `bulkchange simulate --bench-devices N`: one Control Center account with N bench devices.
 pub async fn serve_bench_simulator(devices: usize, latency_ms: u64, rate_limit: f64) -> Result<()> {
-    let mut account = simulators::Account {
-        username: "bench".into(),
-        api_key: "bench-key".into(),
-        ..Default::default()
-    };
+    let mut account =
+        simulators::Account { username: "bench".into(), api_key: "bench-key".into(), ..Default::default() };
     for i in 0..devices {
         let iccid = bench_iccid(i);
         account.devices.insert(
@@ -247,19 +201,12 @@ pub async fn serve_bench_simulator(devices: usize, latency_ms: u64, rate_limit: 
             },
         );
     }
-    let faults = simulators::Faults {
-        latency_ms,
-        rate_limit_per_second: Some(rate_limit),
-        ..Default::default()
-    };
+    let faults = simulators::Faults { latency_ms, rate_limit_per_second: Some(rate_limit), ..Default::default() };
     let sim = simulators::ControlCenterSim::start("127.0.0.1:0".parse()?, account, faults).await?;
     println!("control_center_url={}", sim.base_url());
     wait_for_stop().await;
     let throttled = sim.state.calls().iter().filter(|c| c.status == 429).count();
-    eprintln!(
-        "simulator: {} calls, {throttled} throttled",
-        sim.state.calls().len()
-    );
+    eprintln!("simulator: {} calls, {throttled} throttled", sim.state.calls().len());
     Ok(())
 }
 
@@ -267,14 +214,13 @@ pub async fn serve_bench_simulator(devices: usize, latency_ms: u64, rate_limit: 
 pub async fn wait_for_stop() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

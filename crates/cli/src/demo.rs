@@ -17,18 +17,16 @@ pub struct DemoOptions {
 }
 
 pub async fn run(opts: DemoOptions) -> Result<()> {
-    std::fs::create_dir_all(&opts.work_dir)
-        .with_context(|| format!("creating {}", opts.work_dir.display()))?;
+    std::fs::create_dir_all(&opts.work_dir).with_context(|| format!("creating {}", opts.work_dir.display()))?;
     let database = opts.work_dir.join("demo.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
     }
     let outbox = opts.work_dir.join("outbox");
     let _ = std::fs::remove_dir_all(&outbox);
-    let seed_text = std::fs::read_to_string(&opts.seed)
-        .with_context(|| format!("reading seed {}", opts.seed.display()))?;
-    let seed = store::Seed::from_json(&seed_text)
-        .with_context(|| format!("parsing seed {}", opts.seed.display()))?;
+    let seed_text =
+        std::fs::read_to_string(&opts.seed).with_context(|| format!("reading seed {}", opts.seed.display()))?;
+    let seed = store::Seed::from_json(&seed_text).with_context(|| format!("parsing seed {}", opts.seed.display()))?;
     let secret = format!("demo-{}", std::process::id());
     let mut config = StackConfig::local(database, outbox.clone(), secret.clone());
     config.seed = Some(seed);
@@ -38,9 +36,8 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let result = submit_all(&stack, &opts, &secret).await;
     stack.stop().await;
     result?;
-    let mut mails: Vec<_> = std::fs::read_dir(&outbox)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut mails: Vec<_> =
+        std::fs::read_dir(&outbox).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     mails.sort();
     println!();
     if mails.is_empty() {
@@ -87,14 +84,10 @@ async fn submit_all(stack: &Stack, opts: &DemoOptions, secret: &str) -> Result<(
         if status.as_u16() != 202 {
             bail!("{} was refused with {status}: {answer}", file.display());
         }
-        let id = answer["BulkChangeId"]
-            .as_i64()
-            .context("answer without BulkChangeId")?;
+        let id = answer["BulkChangeId"].as_i64().context("answer without BulkChangeId")?;
         println!(
             "Submitted {} as bulk change {id}: {}",
-            file.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
+            file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
             answer["Counts"]
         );
         submitted.push(id);
@@ -118,10 +111,7 @@ pub async fn wait_final(http: &reqwest::Client, base: &str, token: &str, id: i64
             .error_for_status()?
             .json()
             .await?;
-        if matches!(
-            status["Status"].as_str(),
-            Some("PROCESSED" | "ERROR" | "CANCELLED")
-        ) {
+        if matches!(status["Status"].as_str(), Some("PROCESSED" | "ERROR" | "CANCELLED")) {
             return Ok(status);
         }
         if tokio::time::Instant::now() > deadline {

@@ -10,11 +10,7 @@ use cli::demo::{self, DemoOptions};
 use cli::{Stack, StackConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "bulkchange",
-    version,
-    about = "Device bulk change: the local stack and its tools"
-)]
+#[command(name = "bulkchange", version, about = "Device bulk change: the local stack and its tools")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -102,9 +98,7 @@ enum Command {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().flatten_event(true).init();
     } else {
@@ -114,9 +108,7 @@ fn init_tracing() {
 
 fn sqlite_path(url: &str) -> Result<PathBuf> {
     if url.starts_with("Server=") || url.contains(";Database=") {
-        bail!(
-            "DATABASE_URL looks like a SQL Server connection string; the local binary uses SQLite (sqlite://PATH)"
-        );
+        bail!("DATABASE_URL looks like a SQL Server connection string; the local binary uses SQLite (sqlite://PATH)");
     }
     Ok(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url)))
 }
@@ -139,9 +131,7 @@ async fn main() -> Result<()> {
             error_email_to,
         } => {
             if std::env::var("QUEUE_URL").is_ok_and(|q| !q.is_empty()) {
-                bail!(
-                    "QUEUE_URL is set, but `serve` runs the in-process queue; SQS is used by the Lambda functions"
-                );
+                bail!("QUEUE_URL is set, but `serve` runs the in-process queue; SQS is used by the Lambda functions");
             }
             let mut config = StackConfig::local(sqlite_path(&database)?, outbox, jwt_secret);
             config.listen = listen;
@@ -149,44 +139,27 @@ async fn main() -> Result<()> {
             config.simulators = simulators;
             config.simulator_faults.latency_ms = simulator_latency_ms;
             config.worker.email_from = email_from;
-            config.worker.email_to = error_email_to
-                .split(';')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
+            config.worker.email_to =
+                error_email_to.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
             if let Some(path) = seed {
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading seed {}", path.display()))?;
-                config.seed = Some(
-                    store::Seed::from_json(&text)
-                        .with_context(|| format!("parsing seed {}", path.display()))?,
-                );
+                let text =
+                    std::fs::read_to_string(&path).with_context(|| format!("reading seed {}", path.display()))?;
+                config.seed =
+                    Some(store::Seed::from_json(&text).with_context(|| format!("parsing seed {}", path.display()))?);
             }
             let stack = Stack::start(config).await?;
             println!("listening on {}", stack.base_url());
             bench::wait_for_stop().await;
             stack.stop().await;
         }
-        Command::Simulate {
-            seed,
-            bench_devices,
-            latency_ms,
-            rate_limit,
-        } => match (seed, bench_devices) {
-            (_, Some(n)) => {
-                bench::serve_bench_simulator(n, latency_ms, rate_limit.unwrap_or(f64::INFINITY))
-                    .await?
-            }
+        Command::Simulate { seed, bench_devices, latency_ms, rate_limit } => match (seed, bench_devices) {
+            (_, Some(n)) => bench::serve_bench_simulator(n, latency_ms, rate_limit.unwrap_or(f64::INFINITY)).await?,
             (Some(path), None) => {
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading seed {}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(&path).with_context(|| format!("reading seed {}", path.display()))?;
                 let dir = tempfile::tempdir()?;
-                let mut config = StackConfig::local(
-                    dir.path().join("sim.db"),
-                    dir.path().join("outbox"),
-                    "unused".into(),
-                );
+                let mut config =
+                    StackConfig::local(dir.path().join("sim.db"), dir.path().join("outbox"), "unused".into());
                 config.seed = Some(store::Seed::from_json(&text)?);
                 config.simulators = true;
                 config.run_worker = false;
@@ -194,10 +167,7 @@ async fn main() -> Result<()> {
                 config.simulator_faults.rate_limit_per_second = rate_limit;
                 let stack = Stack::start(config).await?;
                 for (id, sim) in &stack.simulators.control_center {
-                    println!(
-                        "service_provider={id} control_center_url={}",
-                        sim.base_url()
-                    );
+                    println!("service_provider={id} control_center_url={}", sim.base_url());
                 }
                 for (id, sim) in &stack.simulators.rev_io {
                     println!("service_provider={id} rev_io_url={}", sim.base_url());
@@ -207,12 +177,7 @@ async fn main() -> Result<()> {
             }
             (None, None) => bail!("simulate needs --seed FILE or --bench-devices N"),
         },
-        Command::Token {
-            tenant,
-            user,
-            jwt_secret,
-            hours,
-        } => {
+        Command::Token { tenant, user, jwt_secret, hours } => {
             let exp = chrono::Utc::now().timestamp() + hours * 3600;
             println!(
                 "{}",
@@ -224,33 +189,11 @@ async fn main() -> Result<()> {
                 })
             );
         }
-        Command::Demo {
-            seed,
-            requests,
-            work_dir,
-            tenant,
-        } => {
-            demo::run(DemoOptions {
-                seed,
-                requests,
-                work_dir,
-                tenant,
-            })
-            .await?
+        Command::Demo { seed, requests, work_dir, tenant } => {
+            demo::run(DemoOptions { seed, requests, work_dir, tenant }).await?
         }
-        Command::Bench {
-            devices,
-            sequential_devices,
-            latency_ms,
-            rate_limit,
-        } => {
-            bench::run(BenchOptions {
-                devices,
-                sequential_devices,
-                latency_ms,
-                rate_limit,
-            })
-            .await?;
+        Command::Bench { devices, sequential_devices, latency_ms, rate_limit } => {
+            bench::run(BenchOptions { devices, sequential_devices, latency_ms, rate_limit }).await?;
         }
     }
     Ok(())

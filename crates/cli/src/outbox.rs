@@ -12,15 +12,11 @@ pub struct OutboxNotifier {
 #[async_trait]
 impl Notifier for OutboxNotifier {
     async fn send(&self, email: &Email) -> Result<String, NotifyError> {
-        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| {
-            NotifyError(format!("cannot create outbox {}: {e}", self.dir.display()))
-        })?;
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| NotifyError(format!("cannot create outbox {}: {e}", self.dir.display())))?;
         let now = chrono::Utc::now();
-        let name = format!(
-            "{}-{}.eml",
-            now.format("%Y%m%dT%H%M%S%.3fZ"),
-            slug(&email.subject)
-        );
+        let name = format!("{}-{}.eml", now.format("%Y%m%dT%H%M%S%.3fZ"), slug(&email.subject));
         let path = self.dir.join(name);
         let message = format!(
             "From: {}\r\nTo: {}\r\nSubject: {}\r\nDate: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}",
@@ -40,13 +36,7 @@ impl Notifier for OutboxNotifier {
 
 fn slug(s: &str) -> String {
     s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
         .collect::<String>()
         .split('-')
         .filter(|p| !p.is_empty())

@@ -112,9 +112,8 @@ impl Stack {
             auth: Arc::new(api::Hs256::new(&config.jwt_secret)),
             max_devices: config.max_devices,
         };
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
         let app = api::router(state);
         let mut rx = shutdown.subscribe();
@@ -122,22 +121,11 @@ impl Stack {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
                 error!(error = %e, "API server stopped");
             }
         })];
-        let mut stack = Self {
-            addr,
-            store,
-            queue,
-            simulators,
-            config: config.clone(),
-            shutdown,
-            tasks: Vec::new(),
-        };
+        let mut stack = Self { addr, store, queue, simulators, config: config.clone(), shutdown, tasks: Vec::new() };
         tasks.push(stack.spawn_scheduler());
         if config.run_worker {
             tasks.push(stack.spawn_worker(config.worker.clone())?);
@@ -152,14 +140,12 @@ impl Stack {
     }
 
     pub fn worker(&self, config: WorkerConfig) -> Result<Worker> {
-        let carriers = HttpCarriers::new(self.config.http_timeout, self.config.retry)
-            .context("building the HTTP client")?;
+        let carriers =
+            HttpCarriers::new(self.config.http_timeout, self.config.retry).context("building the HTTP client")?;
         Ok(Worker {
             store: Arc::new(self.store.clone()),
             queue: Arc::new(self.queue.clone()),
-            notifier: Arc::new(OutboxNotifier {
-                dir: self.config.outbox.clone(),
-            }),
+            notifier: Arc::new(OutboxNotifier { dir: self.config.outbox.clone() }),
             carriers: Arc::new(carriers),
             clock: Arc::new(SystemClock),
             limiters: Arc::new(RateLimiters::default()),
@@ -198,9 +184,7 @@ impl Stack {
                 let mut work = tokio::task::JoinSet::new();
                 for m in messages {
                     let (worker, queue) = (worker.clone(), queue.clone());
-                    work.spawn(async move {
-                        consume(&worker, &queue, m, Instant::now() + budget).await
-                    });
+                    work.spawn(async move { consume(&worker, &queue, m, Instant::now() + budget).await });
                 }
                 while work.join_next().await.is_some() {}
             }
@@ -233,12 +217,7 @@ impl Stack {
 }
 
 /// One message: parsed on its own; a malformed one is logged and removed (in AWS it goes to the DLQ).
-async fn consume(
-    worker: &Worker,
-    queue: &SqliteQueue,
-    message: engine::ports::ReceivedMessage,
-    deadline: Instant,
-) {
+async fn consume(worker: &Worker, queue: &SqliteQueue, message: engine::ports::ReceivedMessage, deadline: Instant) {
     let parsed: Result<WorkMessage, _> = serde_json::from_str(&message.body);
     let Ok(work) = parsed else {
         error!(message_id = %message.message_id, body = %message.body, "malformed queue message dropped");
@@ -247,11 +226,7 @@ async fn consume(
     };
     match worker.handle(work, deadline).await {
         Ok(handled) => {
-            info!(
-                bulk_change_id = work.bulk_change_id,
-                ?handled,
-                "message handled"
-            );
+            info!(bulk_change_id = work.bulk_change_id, ?handled, "message handled");
             if let Err(e) = queue.delete(&message.receipt).await {
                 warn!(error = %e, "could not delete a handled message; it will be delivered again, harmlessly");
             }
@@ -262,34 +237,22 @@ async fn consume(
     }
 }
 
-async fn start_simulators(
-    store: &SqliteStore,
-    seed: Option<&Seed>,
-    faults: &Faults,
-) -> Result<Simulators> {
-    let seed =
-        seed.context("--simulators needs --seed: the simulators serve the seeded accounts")?;
+async fn start_simulators(store: &SqliteStore, seed: Option<&Seed>, faults: &Faults) -> Result<Simulators> {
+    let seed = seed.context("--simulators needs --seed: the simulators serve the seeded accounts")?;
     let mut sims = Simulators::default();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     for sp in &seed.service_providers {
         match Integration::from_id(sp.integration_id) {
             Some(i) if i.is_jasper_family() => {
-                let mut account = Account {
-                    username: sp.username.clone(),
-                    api_key: sp.secret.clone(),
-                    ..Default::default()
-                };
+                let mut account =
+                    Account { username: sp.username.clone(), api_key: sp.secret.clone(), ..Default::default() };
                 account.rate_plans.extend(
                     seed.carrier_rate_plans
                         .iter()
                         .filter(|p| p.service_provider_id == sp.id)
                         .map(|p| p.rate_plan_code.clone()),
                 );
-                for d in seed
-                    .devices
-                    .iter()
-                    .filter(|d| d.service_provider_id == sp.id)
-                {
+                for d in seed.devices.iter().filter(|d| d.service_provider_id == sp.id) {
                     account.devices.insert(
                         d.iccid.clone(),
                         SimDevice {
@@ -317,15 +280,10 @@ async fn start_simulators(
                     .iter()
                     .filter(|c| c.tenant_id == sp.tenant_id)
                     .filter_map(|c| {
-                        c.rev_customer_id.parse::<i64>().ok().map(|id| {
-                            (
-                                id,
-                                RevCustomer {
-                                    customer_id: id,
-                                    name: c.name.clone(),
-                                },
-                            )
-                        })
+                        c.rev_customer_id
+                            .parse::<i64>()
+                            .ok()
+                            .map(|id| (id, RevCustomer { customer_id: id, name: c.name.clone() }))
                     })
                     .collect();
                 let account = RevAccount {
@@ -336,17 +294,13 @@ async fn start_simulators(
                     customers,
                     ..Default::default()
                 };
-                let sim = RevIoSim::start(any, account, Faults::default())
-                    .await
-                    .context("starting a Rev.io simulator")?;
+                let sim =
+                    RevIoSim::start(any, account, Faults::default()).await.context("starting a Rev.io simulator")?;
                 store.set_base_url(sp.id, &sim.base_url()).await?;
                 info!(service_provider_id = sp.id, url = %sim.base_url(), "Rev.io simulator started");
                 sims.rev_io.insert(sp.id, sim);
             }
-            _ => warn!(
-                service_provider_id = sp.id,
-                "no simulator for this integration yet"
-            ),
+            _ => warn!(service_provider_id = sp.id, "no simulator for this integration yet"),
         }
     }
     Ok(sims)
@@ -354,16 +308,7 @@ async fn start_simulators(
 
 /// Sends work for a bulk change (tests use it to deliver a message twice).
 pub async fn enqueue(queue: &SqliteQueue, bulk_change_id: i64) -> Result<()> {
-    queue
-        .send(
-            &WorkMessage {
-                bulk_change_id,
-                attempt: 0,
-            },
-            Duration::ZERO,
-        )
-        .await
-        .map_err(anyhow::Error::from)
+    queue.send(&WorkMessage { bulk_change_id, attempt: 0 }, Duration::ZERO).await.map_err(anyhow::Error::from)
 }
 
 pub fn store_handle(stack: &Stack) -> Arc<dyn Store> {

@@ -51,13 +51,7 @@ fn sp(id: i64, tenant_id: i64, integration_id: i64, write_is_enabled: bool) -> S
     }
 }
 
-fn device(
-    tenant_id: i64,
-    service_provider_id: i64,
-    iccid: String,
-    status: &str,
-    usage: f64,
-) -> SeedDevice {
+fn device(tenant_id: i64, service_provider_id: i64, iccid: String, status: &str, usage: f64) -> SeedDevice {
     SeedDevice {
         id: None,
         tenant_id,
@@ -77,9 +71,7 @@ fn device(
 }
 
 fn test_seed() -> Seed {
-    let mut devices: Vec<SeedDevice> = (0..40)
-        .map(|i| device(1, POD19, ready(i), "ACTIVATION_READY", 0.0))
-        .collect();
+    let mut devices: Vec<SeedDevice> = (0..40).map(|i| device(1, POD19, ready(i), "ACTIVATION_READY", 0.0)).collect();
     devices.extend(
         [50.0, 700.0, 9000.0, 20.0]
             .iter()
@@ -88,13 +80,7 @@ fn test_seed() -> Seed {
     );
     devices.push(device(1, ROGERS, rogers_active(), "ACTIVATED", 10.0));
     devices.extend((0..2).map(|i| device(1, READ_ONLY, read_only(i), "ACTIVATION_READY", 0.0)));
-    devices.push(device(
-        2,
-        OTHER_TENANT_SP,
-        other_tenant(),
-        "ACTIVATION_READY",
-        0.0,
-    ));
+    devices.push(device(2, OTHER_TENANT_SP, other_tenant(), "ACTIVATION_READY", 0.0));
     let plan = |id, code: &str, mb, rate| SeedRatePlan {
         id,
         service_provider_id: POD19,
@@ -103,16 +89,7 @@ fn test_seed() -> Seed {
         base_rate: rate,
     };
     Seed {
-        tenants: vec![
-            SeedTenant {
-                id: 1,
-                name: "Acme".into(),
-            },
-            SeedTenant {
-                id: 2,
-                name: "Globex".into(),
-            },
-        ],
+        tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],
         service_providers: vec![
             sp(POD19, 1, 9, true),
             sp(READ_ONLY, 1, 1, false),
@@ -146,34 +123,17 @@ struct TestApp {
 async fn spawn_with(customize: impl FnOnce(&mut StackConfig)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let secret = "test-secret".to_string();
-    let mut config = StackConfig::local(
-        dir.path().join("e2e.db"),
-        dir.path().join("outbox"),
-        secret.clone(),
-    );
+    let mut config = StackConfig::local(dir.path().join("e2e.db"), dir.path().join("outbox"), secret.clone());
     config.seed = Some(test_seed());
     config.simulators = true;
-    config.worker = WorkerConfig {
-        continuation_delay: Duration::from_millis(200),
-        ..WorkerConfig::default()
-    };
+    config.worker = WorkerConfig { continuation_delay: Duration::from_millis(200), ..WorkerConfig::default() };
     config.retry.base_delay = Duration::from_millis(20);
     config.retry.max_delay = Duration::from_secs(2);
     customize(&mut config);
     let stack = Stack::start(config).await.expect("stack starts");
-    let token = api::Hs256::new(&secret).mint(&api::Claims {
-        tenant_id: 1,
-        sub: "alice".into(),
-        roles: vec![],
-        exp: None,
-    });
-    TestApp {
-        stack,
-        http: reqwest::Client::new(),
-        token,
-        secret,
-        _dir: dir,
-    }
+    let token =
+        api::Hs256::new(&secret).mint(&api::Claims { tenant_id: 1, sub: "alice".into(), roles: vec![], exp: None });
+    TestApp { stack, http: reqwest::Client::new(), token, secret, _dir: dir }
 }
 
 async fn spawn() -> TestApp {
@@ -190,12 +150,7 @@ impl TestApp {
         })
     }
 
-    async fn post_raw(
-        &self,
-        path: &str,
-        body: &str,
-        token: Option<&str>,
-    ) -> (u16, Option<String>, Value) {
+    async fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Option<String>, Value) {
         let mut request = self
             .http
             .post(format!("{}{path}", self.stack.base_url()))
@@ -206,34 +161,20 @@ impl TestApp {
         }
         let response = request.send().await.expect("request");
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = response.json().await.unwrap_or(Value::Null);
         (status, content_type, body)
     }
 
     async fn submit(&self, body: Value) -> (u16, Value) {
-        let (status, _, body) = self
-            .post_raw("/M2M/BulkChange", &body.to_string(), Some(&self.token))
-            .await;
+        let (status, _, body) = self.post_raw("/M2M/BulkChange", &body.to_string(), Some(&self.token)).await;
         (status, body)
     }
 
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.stack.base_url()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request");
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        )
+        let response =
+            self.http.get(format!("{}{path}", self.stack.base_url())).bearer_auth(token).send().await.expect("request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
     async fn accepted(&self, body: Value) -> i64 {
@@ -243,9 +184,7 @@ impl TestApp {
     }
 
     async fn wait_final(&self, id: i64) -> Value {
-        cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id)
-            .await
-            .expect("bulk change finishes")
+        cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id).await.expect("bulk change finishes")
     }
 
     fn cc(&self, sp: i64) -> &simulators::ControlCenterSim {
@@ -253,12 +192,7 @@ impl TestApp {
     }
 
     fn carrier_calls_for(&self, sp: i64, iccid: &str) -> usize {
-        self.cc(sp)
-            .state
-            .calls()
-            .iter()
-            .filter(|c| c.path.contains(iccid))
-            .count()
+        self.cc(sp).state.calls().iter().filter(|c| c.path.contains(iccid)).count()
     }
 
     async fn bulk_change_count(&self) -> i64 {
@@ -290,60 +224,29 @@ async fn activation_changes_the_carrier_and_the_database_and_logs_the_call() {
     assert_eq!(status["Counts"]["PROCESSED"], 2);
     for iccid in &devices {
         assert_eq!(row(&status, iccid)["Status"], "PROCESSED");
-        assert_eq!(
-            app.cc(POD19)
-                .state
-                .device(iccid)
-                .expect("sim device")
-                .status,
-            "ACTIVATED"
-        );
+        assert_eq!(app.cc(POD19).state.device(iccid).expect("sim device").status, "ACTIVATED");
         assert_eq!(app.cc(POD19).applied_status_changes(iccid), 1);
-        let stored = app
-            .stack
-            .store
-            .device_by_iccid(1, iccid)
-            .await
-            .expect("read")
-            .expect("device");
+        let stored = app.stack.store.device_by_iccid(1, iccid).await.expect("read").expect("device");
         assert_eq!(stored.device_status_id, 901, "POD19 ACTIVATED");
     }
-    let logs = engine::ports::Store::logs(&app.stack.store, 1, id)
-        .await
-        .expect("logs");
-    let status_logs: Vec<_> = logs
-        .iter()
-        .filter(|l| l.description == "Update Jasper Status: Jasper API")
-        .collect();
+    let logs = engine::ports::Store::logs(&app.stack.store, 1, id).await.expect("logs");
+    let status_logs: Vec<_> = logs.iter().filter(|l| l.description == "Update Jasper Status: Jasper API").collect();
     assert_eq!(status_logs.len(), 2);
-    assert!(
-        status_logs[0]
-            .request_text
-            .contains("{\"status\":\"ACTIVATED\"}")
-    );
-    assert!(
-        logs.iter()
-            .all(|l| !l.request_text.contains("secret-key-10")),
-        "no credential in the audit log"
-    );
+    assert!(status_logs[0].request_text.contains("{\"status\":\"ACTIVATED\"}"));
+    assert!(logs.iter().all(|l| !l.request_text.contains("secret-key-10")), "no credential in the audit log");
 }
 
 #[tokio::test]
 async fn deactivation_moves_rate_plan_before_status() {
     let app = spawn().await;
     let devices = vec![active(0), active(1), active(2)];
-    let id = app
-        .accepted(status_update(POD19, &devices, "deactivated"))
-        .await;
+    let id = app.accepted(status_update(POD19, &devices, "deactivated")).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"]["PROCESSED"], 3, "{status}");
     // Cheapest plan covering usage (50 MB → RP-100MB, 700 MB → RP-1GB), else the largest (9000 MB → RP-5GB).
     for (iccid, plan) in devices.iter().zip(["RP-100MB", "RP-1GB", "RP-5GB"]) {
         let sim = app.cc(POD19).state.device(iccid).expect("sim device");
-        assert_eq!(
-            (sim.status.as_str(), sim.rate_plan.as_deref()),
-            ("DEACTIVATED", Some(plan))
-        );
+        assert_eq!((sim.status.as_str(), sim.rate_plan.as_deref()), ("DEACTIVATED", Some(plan)));
         let puts: Vec<Value> = app
             .cc(POD19)
             .state
@@ -357,13 +260,7 @@ async fn deactivation_moves_rate_plan_before_status() {
             vec![json!({"ratePlan": plan}), json!({"status": "DEACTIVATED"})],
             "rate plan first, then status"
         );
-        let stored = app
-            .stack
-            .store
-            .device_by_iccid(1, iccid)
-            .await
-            .expect("read")
-            .expect("device");
+        let stored = app.stack.store.device_by_iccid(1, iccid).await.expect("read").expect("device");
         assert_eq!(stored.carrier_rate_plan.as_deref(), Some(plan));
     }
 }
@@ -371,16 +268,8 @@ async fn deactivation_moves_rate_plan_before_status() {
 #[tokio::test]
 async fn failed_rate_plan_move_fails_the_row_without_deactivating() {
     let app = spawn().await;
-    app.cc(POD19)
-        .state
-        .account
-        .lock()
-        .expect("lock")
-        .rate_plans
-        .remove("RP-100MB");
-    let id = app
-        .accepted(status_update(POD19, &[active(0)], "Deactivated"))
-        .await;
+    app.cc(POD19).state.account.lock().expect("lock").rate_plans.remove("RP-100MB");
+    let id = app.accepted(status_update(POD19, &[active(0)], "Deactivated")).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &active(0));
     assert_eq!(r["Status"], "API_FAILED");
@@ -389,29 +278,18 @@ async fn failed_rate_plan_move_fails_the_row_without_deactivating() {
         "Error Updating Rate Plan for Deactivation: HTTP 400, error 10000016: Invalid rate plan: RP-100MB."
     );
     assert_eq!(status["Status"], "ERROR");
-    assert_eq!(
-        app.cc(POD19).state.device(&active(0)).expect("sim").status,
-        "ACTIVATED",
-        "never deactivated"
-    );
+    assert_eq!(app.cc(POD19).state.device(&active(0)).expect("sim").status, "ACTIVATED", "never deactivated");
     assert_eq!(app.cc(POD19).applied_status_changes(&active(0)), 0);
 }
 
 #[tokio::test]
 async fn deactivation_without_any_rate_plan_fails_before_any_carrier_call() {
     let app = spawn().await;
-    let id = app
-        .accepted(status_update(ROGERS, &[rogers_active()], "Deactivated"))
-        .await;
+    let id = app.accepted(status_update(ROGERS, &[rogers_active()], "Deactivated")).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &rogers_active());
     assert_eq!(r["Status"], "ERROR");
-    assert!(
-        r["StatusDetails"]
-            .as_str()
-            .expect("details")
-            .starts_with("Error Updating Rate Plan for Deactivation")
-    );
+    assert!(r["StatusDetails"].as_str().expect("details").starts_with("Error Updating Rate Plan for Deactivation"));
     assert!(app.cc(ROGERS).state.calls().is_empty());
 }
 
@@ -419,16 +297,11 @@ async fn deactivation_without_any_rate_plan_fails_before_any_carrier_call() {
 async fn writes_disabled_fails_every_row_with_the_reason_and_calls_nobody() {
     let app = spawn().await;
     let devices = vec![read_only(0), read_only(1)];
-    let id = app
-        .accepted(status_update(READ_ONLY, &devices, "Active"))
-        .await;
+    let id = app.accepted(status_update(READ_ONLY, &devices, "Active")).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Status"], "ERROR");
     for iccid in &devices {
-        assert_eq!(
-            row(&status, iccid)["StatusDetails"],
-            "Writes disabled for this service provider."
-        );
+        assert_eq!(row(&status, iccid)["StatusDetails"], "Writes disabled for this service provider.");
     }
     assert!(app.cc(READ_ONLY).state.calls().is_empty());
 }
@@ -436,15 +309,10 @@ async fn writes_disabled_fails_every_row_with_the_reason_and_calls_nobody() {
 #[tokio::test]
 async fn device_already_in_target_status_succeeds_without_a_carrier_call() {
     let app = spawn().await;
-    let id = app
-        .accepted(status_update(POD19, &[active(3)], "ACTIVATED"))
-        .await;
+    let id = app.accepted(status_update(POD19, &[active(3)], "ACTIVATED")).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &active(3))["Status"], "PROCESSED");
-    assert_eq!(
-        row(&status, &active(3))["StatusDetails"],
-        "Device already in status ACTIVATED; no carrier call"
-    );
+    assert_eq!(row(&status, &active(3))["StatusDetails"], "Device already in status ACTIVATED; no carrier call");
     assert_eq!(app.carrier_calls_for(POD19, &active(3)), 0);
 }
 
@@ -453,57 +321,32 @@ async fn invalid_and_valid_devices_mixed_are_accepted_and_only_valid_ones_proces
     let app = spawn().await;
     let bad_luhn = {
         let good = ready(2);
-        let last = good
-            .chars()
-            .last()
-            .and_then(|c| c.to_digit(10))
-            .expect("digit");
+        let last = good.chars().last().and_then(|c| c.to_digit(10)).expect("digit");
         format!("{}{}", &good[..good.len() - 1], (last + 1) % 10)
     };
-    let devices = vec![
-        ready(2),
-        bad_luhn.clone(),
-        "12345".to_string(),
-        ready(3),
-        ready(2),
-    ];
+    let devices = vec![ready(2), bad_luhn.clone(), "12345".to_string(), ready(3), ready(2)];
     let (code, answer) = app.submit(status_update(POD19, &devices, "Active")).await;
     assert_eq!(code, 202, "{answer}");
-    assert_eq!(
-        answer["Counts"],
-        json!({"Valid": 2, "Invalid": 2, "Duplicates": 1})
-    );
+    assert_eq!(answer["Counts"], json!({"Valid": 2, "Invalid": 2, "Duplicates": 1}));
     assert_eq!(answer["Duplicates"], json!([ready(2)]));
     let id = answer["BulkChangeId"].as_i64().expect("id");
     let status = app.wait_final(id).await;
     assert_eq!(status["Status"], "PROCESSED");
     assert_eq!(status["Counts"], json!({"ERROR": 2, "PROCESSED": 2}));
-    assert!(
-        row(&status, &bad_luhn)["StatusDetails"]
-            .as_str()
-            .expect("details")
-            .contains("wrong check digit")
-    );
+    assert!(row(&status, &bad_luhn)["StatusDetails"].as_str().expect("details").contains("wrong check digit"));
     assert_eq!(
         row(&status, "12345")["StatusDetails"],
         "Invalid ICCID: ICCID '12345' must have 19 or 20 digits, it has 5"
     );
     assert_eq!(app.carrier_calls_for(POD19, &bad_luhn), 0);
-    let (_, errors_only) = app
-        .get(
-            &format!("/M2M/BulkChangeStatus/{id}?status=ERROR"),
-            &app.token,
-        )
-        .await;
+    let (_, errors_only) = app.get(&format!("/M2M/BulkChangeStatus/{id}?status=ERROR"), &app.token).await;
     assert_eq!(errors_only["Rows"].as_array().map(Vec::len), Some(2));
 }
 
 #[tokio::test]
 async fn another_tenants_device_is_rejected_and_never_sent_to_the_carrier() {
     let app = spawn().await;
-    let id = app
-        .accepted(status_update(POD19, &[other_tenant(), ready(4)], "Active"))
-        .await;
+    let id = app.accepted(status_update(POD19, &[other_tenant(), ready(4)], "Active")).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &other_tenant())["Status"], "ERROR");
     assert_eq!(
@@ -512,37 +355,21 @@ async fn another_tenants_device_is_rejected_and_never_sent_to_the_carrier() {
     );
     assert_eq!(app.carrier_calls_for(OTHER_TENANT_SP, &other_tenant()), 0);
     assert_eq!(app.carrier_calls_for(POD19, &other_tenant()), 0);
-    assert_eq!(
-        app.cc(OTHER_TENANT_SP)
-            .state
-            .device(&other_tenant())
-            .expect("sim")
-            .status,
-        "ACTIVATION_READY"
-    );
+    assert_eq!(app.cc(OTHER_TENANT_SP).state.device(&other_tenant()).expect("sim").status, "ACTIVATION_READY");
 }
 
 #[tokio::test]
 async fn another_tenants_bulk_change_and_service_provider_are_invisible() {
     let app = spawn().await;
-    let id = app
-        .accepted(status_update(POD19, &[ready(5)], "Active"))
-        .await;
+    let id = app.accepted(status_update(POD19, &[ready(5)], "Active")).await;
     let other = app.token_for(2);
-    let (code, problem) = app
-        .get(&format!("/M2M/BulkChangeStatus/{id}"), &other)
-        .await;
+    let (code, problem) = app.get(&format!("/M2M/BulkChangeStatus/{id}"), &other).await;
     assert_eq!(code, 404, "{problem}");
     assert_eq!(problem["status"], 404);
     let (_, list) = app.get("/M2M/BulkChanges", &other).await;
     assert_eq!(list["Total"], 0);
-    let (code, _, problem) = app
-        .post_raw(
-            "/M2M/BulkChange",
-            &status_update(POD19, &[ready(6)], "Active").to_string(),
-            Some(&other),
-        )
-        .await;
+    let (code, _, problem) =
+        app.post_raw("/M2M/BulkChange", &status_update(POD19, &[ready(6)], "Active").to_string(), Some(&other)).await;
     assert_eq!(code, 400);
     assert_eq!(problem["errors"][0]["field"], "ServiceProviderId");
     assert_eq!(app.carrier_calls_for(POD19, &ready(6)), 0);
@@ -553,17 +380,10 @@ async fn requests_without_a_valid_token_are_401() {
     let app = spawn().await;
     let body = status_update(POD19, &[ready(7)], "Active").to_string();
     let (code, content_type, problem) = app.post_raw("/M2M/BulkChange", &body, None).await;
-    assert_eq!(
-        (code, content_type.as_deref()),
-        (401, Some("application/problem+json"))
-    );
+    assert_eq!((code, content_type.as_deref()), (401, Some("application/problem+json")));
     assert_eq!(problem["detail"], "missing Authorization: Bearer token");
-    let forged = api::Hs256::new("wrong").mint(&api::Claims {
-        tenant_id: 1,
-        sub: "eve".into(),
-        roles: vec![],
-        exp: None,
-    });
+    let forged =
+        api::Hs256::new("wrong").mint(&api::Claims { tenant_id: 1, sub: "eve".into(), roles: vec![], exp: None });
     let (code, _, _) = app.post_raw("/M2M/BulkChange", &body, Some(&forged)).await;
     assert_eq!(code, 401);
     assert_eq!(app.bulk_change_count().await, 0);
@@ -581,20 +401,12 @@ async fn malformed_requests_get_problem_json_and_write_nothing() {
         (json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [ready(0)]}).to_string(), 400, "StatusUpdate", "StatusUpdate is required"),
     ];
     for (body, expected, field, message) in cases {
-        let (code, content_type, problem) = app
-            .post_raw("/M2M/BulkChange", &body, Some(&app.token))
-            .await;
+        let (code, content_type, problem) = app.post_raw("/M2M/BulkChange", &body, Some(&app.token)).await;
         assert_eq!(code, expected, "{body} -> {problem}");
         assert_eq!(content_type.as_deref(), Some("application/problem+json"));
         assert_eq!(problem["status"], expected);
         assert_eq!(problem["errors"][0]["field"], field, "{problem}");
-        assert!(
-            problem["errors"][0]["message"]
-                .as_str()
-                .expect("message")
-                .contains(message),
-            "{problem}"
-        );
+        assert!(problem["errors"][0]["message"].as_str().expect("message").contains(message), "{problem}");
     }
     assert_eq!(app.bulk_change_count().await, 0, "nothing written");
     assert!(app.cc(POD19).state.calls().is_empty());
@@ -611,10 +423,7 @@ async fn validate_is_a_dry_run() {
         )
         .await;
     assert_eq!(code, 200);
-    assert_eq!(
-        answer["Counts"],
-        json!({"Valid": 1, "Invalid": 1, "Duplicates": 0})
-    );
+    assert_eq!(answer["Counts"], json!({"Valid": 1, "Invalid": 1, "Duplicates": 0}));
     assert!(answer.get("BulkChangeId").is_none());
     assert_eq!(app.bulk_change_count().await, 0);
 }
@@ -630,47 +439,25 @@ async fn bursts_of_429_slow_the_work_but_every_row_is_processed_once() {
     let devices: Vec<String> = (10..25).map(ready).collect();
     let id = app.accepted(status_update(POD19, &devices, "Active")).await;
     let status = app.wait_final(id).await;
-    assert_eq!(
-        status["Counts"],
-        json!({"PROCESSED": devices.len()}),
-        "{status}"
-    );
-    assert!(
-        app.cc(POD19).state.calls().iter().any(|c| c.status == 429),
-        "the carrier did throttle"
-    );
+    assert_eq!(status["Counts"], json!({"PROCESSED": devices.len()}), "{status}");
+    assert!(app.cc(POD19).state.calls().iter().any(|c| c.status == 429), "the carrier did throttle");
     for iccid in &devices {
-        assert_eq!(
-            app.cc(POD19).applied_status_changes(iccid),
-            1,
-            "{iccid} changed exactly once"
-        );
+        assert_eq!(app.cc(POD19).applied_status_changes(iccid), 1, "{iccid} changed exactly once");
     }
 }
 
 #[tokio::test]
 async fn failed_rows_are_summarised_in_one_email() {
     let app = spawn().await;
-    let id = app
-        .accepted(status_update(POD19, &[ready(9), "123".into()], "Active"))
-        .await;
+    let id = app.accepted(status_update(POD19, &[ready(9), "123".into()], "Active")).await;
     app.wait_final(id).await;
     let outbox = app.stack.config.outbox.clone();
-    let mails: Vec<_> = std::fs::read_dir(&outbox)
-        .expect("outbox")
-        .filter_map(|e| e.ok())
-        .collect();
+    let mails: Vec<_> = std::fs::read_dir(&outbox).expect("outbox").filter_map(|e| e.ok()).collect();
     assert_eq!(mails.len(), 1);
     let text = std::fs::read_to_string(mails[0].path()).expect("mail");
-    assert!(
-        text.contains(&format!("Subject: Bulk change {id}: 1 device(s) failed")),
-        "{text}"
-    );
+    assert!(text.contains(&format!("Subject: Bulk change {id}: 1 device(s) failed")), "{text}");
     assert!(text.contains("123  ERROR  Invalid ICCID"), "{text}");
-    assert!(
-        !text.contains(&ready(9)),
-        "successful devices are not listed"
-    );
+    assert!(!text.contains(&ready(9)), "successful devices are not listed");
 }
 
 #[tokio::test]
@@ -697,13 +484,7 @@ async fn a_worker_that_dies_mid_run_is_replaced_and_no_change_is_sent_twice() {
     let first = app.stack.spawn_worker(config("first")).expect("worker");
     // GIVEN the first worker has sent changes that the carrier applied but not yet answered
     tokio::time::timeout(Duration::from_secs(10), async {
-        while !app
-            .cc(POD19)
-            .state
-            .calls()
-            .iter()
-            .any(|c| c.method == "PUT")
-        {
+        while !app.cc(POD19).state.calls().iter().any(|c| c.method == "PUT") {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -712,36 +493,19 @@ async fn a_worker_that_dies_mid_run_is_replaced_and_no_change_is_sent_twice() {
     // WHEN it dies holding its claims
     first.abort();
     let _ = first.await;
-    let (_, mid) = app
-        .get(&format!("/M2M/BulkChangeStatus/{id}"), &app.token)
-        .await;
-    assert!(
-        mid["Counts"]["PROCESSING"].as_i64().unwrap_or(0) > 0,
-        "rows were claimed when it died: {mid}"
-    );
+    let (_, mid) = app.get(&format!("/M2M/BulkChangeStatus/{id}"), &app.token).await;
+    assert!(mid["Counts"]["PROCESSING"].as_i64().unwrap_or(0) > 0, "rows were claimed when it died: {mid}");
     // THEN a new worker finishes every row, asking the carrier before re-sending
     let _second = app.stack.spawn_worker(config("second")).expect("worker");
     let status = app.wait_final(id).await;
-    assert_eq!(
-        status["Counts"],
-        json!({"PROCESSED": devices.len()}),
-        "{status}"
-    );
+    assert_eq!(status["Counts"], json!({"PROCESSED": devices.len()}), "{status}");
     for iccid in &devices {
-        assert_eq!(
-            app.cc(POD19).applied_status_changes(iccid),
-            1,
-            "{iccid} changed exactly once"
-        );
+        assert_eq!(app.cc(POD19).applied_status_changes(iccid), 1, "{iccid} changed exactly once");
     }
     assert!(
-        status["Rows"]
-            .as_array()
-            .expect("rows")
-            .iter()
-            .any(|r| r["StatusDetails"]
-                .as_str()
-                .is_some_and(|d| d.contains("confirmed on the carrier after a restart"))),
+        status["Rows"].as_array().expect("rows").iter().any(|r| r["StatusDetails"]
+            .as_str()
+            .is_some_and(|d| d.contains("confirmed on the carrier after a restart"))),
         "at least one row was reconciled with the carrier: {status}"
     );
 }
@@ -756,12 +520,8 @@ async fn the_same_message_twice_and_two_workers_never_send_a_change_twice() {
     let devices: Vec<String> = (34..40).map(ready).collect();
     let id = app.accepted(status_update(POD19, &devices, "Active")).await;
     // The API enqueued once; deliver the same work twice more, to two workers.
-    cli::stack::enqueue(&app.stack.queue, id)
-        .await
-        .expect("enqueue");
-    cli::stack::enqueue(&app.stack.queue, id)
-        .await
-        .expect("enqueue");
+    cli::stack::enqueue(&app.stack.queue, id).await.expect("enqueue");
+    cli::stack::enqueue(&app.stack.queue, id).await.expect("enqueue");
     let small = |name: &str| WorkerConfig {
         worker_id: name.into(),
         concurrency: 2,
@@ -772,25 +532,11 @@ async fn the_same_message_twice_and_two_workers_never_send_a_change_twice() {
     let _a = app.stack.spawn_worker(small("a")).expect("worker a");
     let _b = app.stack.spawn_worker(small("b")).expect("worker b");
     let status = app.wait_final(id).await;
-    assert_eq!(
-        status["Counts"],
-        json!({"PROCESSED": devices.len()}),
-        "{status}"
-    );
+    assert_eq!(status["Counts"], json!({"PROCESSED": devices.len()}), "{status}");
     for iccid in &devices {
-        assert_eq!(
-            app.cc(POD19).applied_status_changes(iccid),
-            1,
-            "{iccid} changed exactly once"
-        );
+        assert_eq!(app.cc(POD19).applied_status_changes(iccid), 1, "{iccid} changed exactly once");
     }
-    let puts = app
-        .cc(POD19)
-        .state
-        .calls()
-        .iter()
-        .filter(|c| c.method == "PUT")
-        .count();
+    let puts = app.cc(POD19).state.calls().iter().filter(|c| c.method == "PUT").count();
     assert_eq!(puts, devices.len());
 }
 
@@ -806,13 +552,7 @@ async fn rev_io_service_and_customer_follow_a_successful_activation() {
     let services = app.stack.simulators.rev_io[&REV].state.services();
     assert_eq!(services.len(), 1);
     assert_eq!(services[0].number2.as_deref(), Some(ready(0).as_str()));
-    let stored = app
-        .stack
-        .store
-        .device_by_iccid(1, &ready(0))
-        .await
-        .expect("read")
-        .expect("device");
+    let stored = app.stack.store.device_by_iccid(1, &ready(0)).await.expect("read").expect("device");
     assert_eq!(stored.rev_customer_id.as_deref(), Some("1001"));
     // An unknown Rev customer is a request error: nothing written.
     let body = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [ready(1)], "StatusUpdate": {"TargetStatus": "Active", "AccountNumber": "100"}});

@@ -10,12 +10,7 @@ pub enum IdError {
     #[error("{kind} '{value}' must contain digits only")]
     NotDigits { kind: &'static str, value: String },
     #[error("{kind} '{value}' must have {expected} digits, it has {actual}")]
-    Length {
-        kind: &'static str,
-        value: String,
-        expected: &'static str,
-        actual: usize,
-    },
+    Length { kind: &'static str, value: String, expected: &'static str, actual: usize },
     #[error("{kind} '{value}' has a wrong check digit (Luhn)")]
     CheckDigit { kind: &'static str, value: String },
 }
@@ -41,18 +36,13 @@ pub fn luhn_valid(digits: &str) -> bool {
 
 /// The Luhn check digit that completes `payload`.
 pub fn luhn_check_digit(payload: &str) -> u8 {
-    (0..=9u8)
-        .find(|d| luhn_valid(&format!("{payload}{d}")))
-        .unwrap_or(0)
+    (0..=9u8).find(|d| luhn_valid(&format!("{payload}{d}"))).unwrap_or(0)
 }
 
 fn digits_only(kind: &'static str, raw: &str) -> Result<String, IdError> {
     let value = raw.trim();
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(IdError::NotDigits {
-            kind,
-            value: value.to_string(),
-        });
+        return Err(IdError::NotDigits { kind, value: value.to_string() });
     }
     Ok(value.to_string())
 }
@@ -97,18 +87,10 @@ impl Iccid {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let value = digits_only("ICCID", raw)?;
         if !(19..=20).contains(&value.len()) {
-            return Err(IdError::Length {
-                kind: "ICCID",
-                actual: value.len(),
-                value,
-                expected: "19 or 20",
-            });
+            return Err(IdError::Length { kind: "ICCID", actual: value.len(), value, expected: "19 or 20" });
         }
         if !luhn_valid(&value) {
-            return Err(IdError::CheckDigit {
-                kind: "ICCID",
-                value,
-            });
+            return Err(IdError::CheckDigit { kind: "ICCID", value });
         }
         Ok(Self(value))
     }
@@ -123,18 +105,10 @@ impl Imei {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let value = digits_only("IMEI", raw)?;
         if value.len() != 15 {
-            return Err(IdError::Length {
-                kind: "IMEI",
-                actual: value.len(),
-                value,
-                expected: "15",
-            });
+            return Err(IdError::Length { kind: "IMEI", actual: value.len(), value, expected: "15" });
         }
         if !luhn_valid(&value) {
-            return Err(IdError::CheckDigit {
-                kind: "IMEI",
-                value,
-            });
+            return Err(IdError::CheckDigit { kind: "IMEI", value });
         }
         Ok(Self(value))
     }
@@ -150,12 +124,7 @@ impl Msisdn {
         let trimmed = raw.trim().trim_start_matches('+');
         let value = digits_only("MSISDN", trimmed)?;
         if !(7..=15).contains(&value.len()) {
-            return Err(IdError::Length {
-                kind: "MSISDN",
-                actual: value.len(),
-                value,
-                expected: "7 to 15",
-            });
+            return Err(IdError::Length { kind: "MSISDN", actual: value.len(), value, expected: "7 to 15" });
         }
         Ok(Self(value))
     }
@@ -175,44 +144,26 @@ mod tests {
     #[test]
     fn iccid_with_wrong_check_digit_is_refused_with_reason() {
         let err = Iccid::parse("89148000008245116616").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "ICCID '89148000008245116616' has a wrong check digit (Luhn)"
-        );
+        assert_eq!(err.to_string(), "ICCID '89148000008245116616' has a wrong check digit (Luhn)");
     }
 
     #[test]
     fn iccid_length_and_characters_are_checked() {
-        assert!(matches!(
-            Iccid::parse("8914800000824511"),
-            Err(IdError::Length { actual: 16, .. })
-        ));
-        assert!(matches!(
-            Iccid::parse("8914800000824511661A"),
-            Err(IdError::NotDigits { .. })
-        ));
+        assert!(matches!(Iccid::parse("8914800000824511"), Err(IdError::Length { actual: 16, .. })));
+        assert!(matches!(Iccid::parse("8914800000824511661A"), Err(IdError::NotDigits { .. })));
         assert!(matches!(Iccid::parse(""), Err(IdError::NotDigits { .. })));
     }
 
     #[test]
     fn imei_is_fifteen_digits_with_luhn() {
         assert!(Imei::parse("490154203237518").is_ok());
-        assert!(matches!(
-            Imei::parse("490154203237519"),
-            Err(IdError::CheckDigit { .. })
-        ));
-        assert!(matches!(
-            Imei::parse("49015420323751"),
-            Err(IdError::Length { .. })
-        ));
+        assert!(matches!(Imei::parse("490154203237519"), Err(IdError::CheckDigit { .. })));
+        assert!(matches!(Imei::parse("49015420323751"), Err(IdError::Length { .. })));
     }
 
     #[test]
     fn msisdn_accepts_plus_and_refuses_short_numbers() {
-        assert_eq!(
-            Msisdn::parse("+14155550100").unwrap().as_str(),
-            "14155550100"
-        );
+        assert_eq!(Msisdn::parse("+14155550100").unwrap().as_str(), "14155550100");
         assert!(Msisdn::parse("12345").is_err());
     }
 

@@ -7,9 +7,5 @@ pub mod request;
 pub mod rules;
 
 pub use ids::{Iccid, IdError, Imei, Msisdn};
-pub use model::{
-    BulkStatus, ChangeType, Integration, PortalType, RowStatus, bulk_status_from_rows,
-};
-pub use request::{
-    BulkChangeRequest, BulkChangeRequestWire, ChangeDetails, FieldError, RequestError,
-};
+pub use model::{BulkStatus, ChangeType, Integration, PortalType, RowStatus, bulk_status_from_rows};
+pub use request::{BulkChangeRequest, BulkChangeRequestWire, ChangeDetails, FieldError, RequestError};

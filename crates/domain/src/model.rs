@@ -51,13 +51,7 @@ impl Integration {
 
     /// Jasper, POD19, T-Mobile and Rogers all speak Control Center REST.
     pub fn is_jasper_family(self) -> bool {
-        matches!(
-            self,
-            Integration::Jasper
-                | Integration::Pod19
-                | Integration::TMobileJasper
-                | Integration::Rogers
-        )
+        matches!(self, Integration::Jasper | Integration::Pod19 | Integration::TMobileJasper | Integration::Rogers)
     }
 
     pub fn name(self) -> &'static str {
@@ -161,9 +155,7 @@ impl ChangeType {
             ChangeType::EditUsername => Some("Username"),
             ChangeType::CarrierRatePlanChange => Some("CarrierRatePlanUpdate"),
             ChangeType::ChangeIccidOrImei => Some("ChangeIdentifier"),
-            ChangeType::Archival | ChangeType::ActivateNewService | ChangeType::DeleteDevice => {
-                None
-            }
+            ChangeType::Archival | ChangeType::ActivateNewService | ChangeType::DeleteDevice => None,
         }
     }
 }
@@ -210,10 +202,7 @@ string_enum!(
 
 impl BulkStatus {
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            BulkStatus::Processed | BulkStatus::Error | BulkStatus::Cancelled
-        )
+        matches!(self, BulkStatus::Processed | BulkStatus::Error | BulkStatus::Cancelled)
     }
 }
 
@@ -232,10 +221,7 @@ string_enum!(
 
 impl RowStatus {
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RowStatus::Processed | RowStatus::ApiFailed | RowStatus::Error | RowStatus::Cancelled
-        )
+        matches!(self, RowStatus::Processed | RowStatus::ApiFailed | RowStatus::Error | RowStatus::Cancelled)
     }
 }
 
@@ -280,9 +266,7 @@ impl TryFrom<i64> for PortalType {
         match n {
             0 => Ok(PortalType::M2M),
             2 => Ok(PortalType::Mobility),
-            other => Err(format!(
-                "unknown PortalType {other} (0 = M2M, 2 = Mobility)"
-            )),
+            other => Err(format!("unknown PortalType {other} (0 = M2M, 2 = Mobility)")),
         }
     }
 }
@@ -303,25 +287,13 @@ mod tests {
     #[test]
     fn bulk_status_follows_rows() {
         use RowStatus::*;
-        assert_eq!(
-            bulk_status_from_rows([Processed, ApiFailed]),
-            Some(BulkStatus::Processed)
-        );
-        assert_eq!(
-            bulk_status_from_rows([ApiFailed, Error]),
-            Some(BulkStatus::Error)
-        );
+        assert_eq!(bulk_status_from_rows([Processed, ApiFailed]), Some(BulkStatus::Processed));
+        assert_eq!(bulk_status_from_rows([ApiFailed, Error]), Some(BulkStatus::Error));
         assert_eq!(bulk_status_from_rows([Processed, Pending]), None);
         assert_eq!(bulk_status_from_rows([Processing]), None);
-        assert_eq!(
-            bulk_status_from_rows([Cancelled, Cancelled]),
-            Some(BulkStatus::Cancelled)
-        );
+        assert_eq!(bulk_status_from_rows([Cancelled, Cancelled]), Some(BulkStatus::Cancelled));
         assert_eq!(bulk_status_from_rows([]), Some(BulkStatus::Error));
-        assert_eq!(
-            bulk_status_from_rows([Scheduled, Processed]),
-            Some(BulkStatus::Scheduled)
-        );
+        assert_eq!(bulk_status_from_rows([Scheduled, Processed]), Some(BulkStatus::Scheduled));
         assert_eq!(bulk_status_from_rows([Scheduled, Pending]), None);
     }
 

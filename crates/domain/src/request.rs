@@ -15,11 +15,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            device: None,
-            message: message.into(),
-        }
+        Self { field: field.into(), device: None, message: message.into() }
     }
 }
 
@@ -33,10 +29,7 @@ pub struct RequestError {
 
 impl RequestError {
     pub fn one(title: &str, field: &str, message: impl Into<String>) -> Self {
-        Self {
-            title: title.to_string(),
-            errors: vec![FieldError::new(field, message)],
-        }
+        Self { title: title.to_string(), errors: vec![FieldError::new(field, message)] }
     }
 }
 
@@ -104,11 +97,7 @@ pub struct CustomerRatePlanUpdate {
     pub customer_rate_plan_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_rate_pool_id: Option<i64>,
-    #[serde(
-        default,
-        rename = "DataAllocationMB",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "DataAllocationMB", skip_serializing_if = "Option::is_none")]
     pub data_allocation_mb: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_date: Option<String>,
@@ -140,11 +129,7 @@ pub struct RevServiceOptions {
 #[serde(rename_all = "PascalCase")]
 pub struct UsernameUpdate {
     pub new_username: String,
-    #[serde(
-        default,
-        alias = "CostCenter1",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "CostCenter1", skip_serializing_if = "Option::is_none")]
     pub cost_center: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_center2: Option<String>,
@@ -210,10 +195,7 @@ impl BulkChangeRequest {
     pub fn from_wire(wire: BulkChangeRequestWire) -> Result<Self, RequestError> {
         let mut errors = Vec::new();
         let service_provider_id = wire.service_provider_id.unwrap_or_else(|| {
-            errors.push(FieldError::new(
-                "ServiceProviderId",
-                "ServiceProviderId is required",
-            ));
+            errors.push(FieldError::new("ServiceProviderId", "ServiceProviderId is required"));
             0
         });
         let portal_type = match wire.portal_type.map(PortalType::try_from).transpose() {
@@ -224,10 +206,7 @@ impl BulkChangeRequest {
             }
         };
         if wire.devices.is_empty() {
-            errors.push(FieldError::new(
-                "Devices",
-                "Devices must list at least one ICCID",
-            ));
+            errors.push(FieldError::new("Devices", "Devices must list at least one ICCID"));
         }
         let change_type = match wire.change_type {
             None => {
@@ -254,28 +233,15 @@ impl BulkChangeRequest {
                 devices: wire.devices,
                 details,
             }),
-            _ => Err(RequestError {
-                title: MALFORMED.to_string(),
-                errors,
-            }),
+            _ => Err(RequestError { title: MALFORMED.to_string(), errors }),
         }
     }
 
-    fn details(
-        t: ChangeType,
-        wire: &BulkChangeRequestWire,
-        errors: &mut Vec<FieldError>,
-    ) -> Option<ChangeDetails> {
+    fn details(t: ChangeType, wire: &BulkChangeRequestWire, errors: &mut Vec<FieldError>) -> Option<ChangeDetails> {
         let present: Vec<&str> = [
             ("StatusUpdate", wire.status_update.is_some()),
-            (
-                "CarrierRatePlanUpdate",
-                wire.carrier_rate_plan_update.is_some(),
-            ),
-            (
-                "CustomerRatePlanUpdate",
-                wire.customer_rate_plan_update.is_some(),
-            ),
+            ("CarrierRatePlanUpdate", wire.carrier_rate_plan_update.is_some()),
+            ("CustomerRatePlanUpdate", wire.customer_rate_plan_update.is_some()),
             ("RevService", wire.rev_service.is_some()),
             ("Username", wire.username.is_some()),
             ("ChangeIdentifier", wire.change_identifier.is_some()),
@@ -294,19 +260,13 @@ impl BulkChangeRequest {
             ));
         }
         let missing = |errors: &mut Vec<FieldError>, block: &str| {
-            errors.push(FieldError::new(
-                block,
-                format!("{block} is required for ChangeType {t}"),
-            ));
+            errors.push(FieldError::new(block, format!("{block} is required for ChangeType {t}")));
             None
         };
         match t {
             ChangeType::StatusUpdate => match &wire.status_update {
                 Some(s) if s.target_status.trim().is_empty() => {
-                    errors.push(FieldError::new(
-                        "StatusUpdate.TargetStatus",
-                        "TargetStatus must not be empty",
-                    ));
+                    errors.push(FieldError::new("StatusUpdate.TargetStatus", "TargetStatus must not be empty"));
                     None
                 }
                 Some(s) => Some(ChangeDetails::StatusUpdate(s.clone())),
@@ -334,10 +294,7 @@ impl BulkChangeRequest {
             },
             ChangeType::Archival => Some(ChangeDetails::Archival),
             ChangeType::ActivateNewService | ChangeType::DeleteDevice => {
-                errors.push(FieldError::new(
-                    "ChangeType",
-                    format!("ChangeType {t} is not available through this API"),
-                ));
+                errors.push(FieldError::new("ChangeType", format!("ChangeType {t} is not available through this API")));
                 None
             }
         }
@@ -356,14 +313,10 @@ impl BulkChangeRequest {
         match &self.details {
             ChangeDetails::CustomerAssignment(r) => wire.rev_service = Some(r.clone()),
             ChangeDetails::StatusUpdate(s) => wire.status_update = Some(s.clone()),
-            ChangeDetails::CustomerRatePlanChange(c) => {
-                wire.customer_rate_plan_update = Some(c.clone())
-            }
+            ChangeDetails::CustomerRatePlanChange(c) => wire.customer_rate_plan_update = Some(c.clone()),
             ChangeDetails::Archival => {}
             ChangeDetails::EditUsername(u) => wire.username = Some(u.clone()),
-            ChangeDetails::CarrierRatePlanChange(c) => {
-                wire.carrier_rate_plan_update = Some(c.clone())
-            }
+            ChangeDetails::CarrierRatePlanChange(c) => wire.carrier_rate_plan_update = Some(c.clone()),
             ChangeDetails::ChangeIccidOrImei(c) => wire.change_identifier = Some(c.clone()),
         }
         wire
@@ -421,10 +374,7 @@ mod tests {
     fn malformed_json_names_the_position() {
         let errs = fields(r#"{"ChangeType": 3,"#);
         assert_eq!(errs[0].0, "body");
-        assert!(
-            errs[0].1.starts_with("invalid JSON: EOF while parsing"),
-            "{errs:?}"
-        );
+        assert!(errs[0].1.starts_with("invalid JSON: EOF while parsing"), "{errs:?}");
     }
 
     #[test]
@@ -444,15 +394,11 @@ mod tests {
 
     #[test]
     fn missing_and_foreign_blocks_are_refused() {
-        let errs = fields(
-            r#"{"ServiceProviderId": 1, "ChangeType": 3, "Devices": ["1"], "Username": {"NewUsername": "x"}}"#,
-        );
+        let errs =
+            fields(r#"{"ServiceProviderId": 1, "ChangeType": 3, "Devices": ["1"], "Username": {"NewUsername": "x"}}"#);
         let names: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(names, vec!["Username", "StatusUpdate"]);
-        assert_eq!(
-            errs[1].1,
-            "StatusUpdate is required for ChangeType StatusUpdate (3)"
-        );
+        assert_eq!(errs[1].1, "StatusUpdate is required for ChangeType StatusUpdate (3)");
     }
 
     #[test]
@@ -465,9 +411,7 @@ mod tests {
 
     #[test]
     fn unknown_portal_type_is_refused() {
-        let errs = fields(
-            r#"{"ServiceProviderId": 1, "ChangeType": 5, "PortalType": 1, "Devices": ["1"]}"#,
-        );
+        let errs = fields(r#"{"ServiceProviderId": 1, "ChangeType": 5, "PortalType": 1, "Devices": ["1"]}"#);
         assert_eq!(errs[0].0, "PortalType");
     }
 }

@@ -85,9 +85,7 @@ pub fn resolve_target_status<'a>(
     let target = target.trim();
     defs.iter()
         .filter(|d| d.integration_id == integration.id())
-        .find(|d| {
-            d.status.eq_ignore_ascii_case(target) || d.display_name.eq_ignore_ascii_case(target)
-        })
+        .find(|d| d.status.eq_ignore_ascii_case(target) || d.display_name.eq_ignore_ascii_case(target))
 }
 
 /// Control Center's rule: a SIM may move forward through INVENTORY → TEST_READY → ACTIVATION_READY, never back
@@ -109,52 +107,92 @@ pub fn jasper_transition(from: &str, to: &str) -> Result<(), String> {
         match (pre_activation_rank(&from), pre_activation_rank(&to)) {
             (Some(f), Some(t)) if f <= t => {}
             _ => {
-                return Err(format!(
-                    "a SIM may not move back to a pre-activation status ({from} to {to})"
-                ));
+                return Err(format!("a SIM may not move back to a pre-activation status ({from} to {to})"));
             }
         }
     }
     if to == "INVENTORY" && from != "INVENTORY" {
-        return Err(format!(
-            "a SIM may not move back to INVENTORY (from {from})"
-        ));
+        return Err(format!("a SIM may not move back to INVENTORY (from {from})"));
     }
     Ok(())
 }
 
 /// The plan a device moves to before deactivation: the cheapest plan whose MB covers its usage, else the largest.
-pub fn deactivation_rate_plan(
-    plans: &[CarrierRatePlan],
-    usage_mb: f64,
-) -> Option<&CarrierRatePlan> {
+pub fn deactivation_rate_plan(plans: &[CarrierRatePlan], usage_mb: f64) -> Option<&CarrierRatePlan> {
     let mut by_rate: Vec<&CarrierRatePlan> = plans.iter().collect();
     by_rate.sort_by(|a, b| a.base_rate.total_cmp(&b.base_rate).then(a.id.cmp(&b.id)));
     by_rate
         .iter()
         .find(|p| p.plan_mb >= usage_mb)
         .copied()
-        .or_else(|| {
-            plans
-                .iter()
-                .max_by(|a, b| a.plan_mb.total_cmp(&b.plan_mb).then(b.id.cmp(&a.id)))
-        })
+        .or_else(|| plans.iter().max_by(|a, b| a.plan_mb.total_cmp(&b.plan_mb).then(b.id.cmp(&a.id))))
 }
 
 /// The validation verdict for one device of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceVerdict {
     /// Will be processed by the worker.
-    Valid {
-        device: Box<DeviceRecord>,
-        iccid: Iccid,
-    },
+    Valid { device: Box<DeviceRecord>, iccid: Iccid },
     /// Recorded as a row in ERROR with this reason; never sent to a carrier.
     Invalid { reason: String },
 }
 
-/// Checks one device of a status update. `device` is the tenant's device with that ICCID, if any; a device of
-/// another tenant is never passed in, so it reads as not found.
+/// Why a device of a request cannot be changed, before any change-type rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceProblem {
+    BadIccid(String),
+    NotFound(Iccid),
+    Archived(Iccid),
+    OtherProvider(Iccid),
+}
+
+impl std::fmt::Display for DeviceProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceProblem::BadIccid(e) => write!(f, "Invalid ICCID: {e}"),
+            DeviceProblem::NotFound(i) => write!(f, "Invalid ICCID: device {i} was not found"),
+            DeviceProblem::Archived(i) => write!(f, "Invalid ICCID: device {i} is archived"),
+            DeviceProblem::OtherProvider(i) => {
+                write!(f, "Invalid ICCID: device {i} belongs to another service provider")
+            }
+        }
+    }
+}
+
+/// The checks every change type makes: a valid ICCID naming the tenant's device, live, at this provider.
+/// `device` is the tenant's device with that ICCID, if any; another tenant's device is never passed in, so it
+/// reads as not found.
+pub fn check_device<'a>(
+    raw: &str,
+    device: Option<&'a DeviceRecord>,
+    service_provider_id: i64,
+) -> Result<(Iccid, &'a DeviceRecord), DeviceProblem> {
+    let iccid = Iccid::parse(raw).map_err(|e| DeviceProblem::BadIccid(e.to_string()))?;
+    let Some(device) = device else {
+        return Err(DeviceProblem::NotFound(iccid));
+    };
+    if device.service_provider_id != service_provider_id {
+        return Err(DeviceProblem::OtherProvider(iccid));
+    }
+    if device.is_deleted || !device.is_active {
+        return Err(DeviceProblem::Archived(iccid));
+    }
+    Ok((iccid, device))
+}
+
+fn verdict(checked: Result<(Iccid, &DeviceRecord), DeviceProblem>) -> DeviceVerdict {
+    match checked {
+        Ok((iccid, device)) => DeviceVerdict::Valid { device: Box::new(device.clone()), iccid },
+        Err(problem) => DeviceVerdict::Invalid { reason: problem.to_string() },
+    }
+}
+
+/// The device checks alone (change types whose other rules concern the whole request).
+pub fn validate_device(raw: &str, device: Option<&DeviceRecord>, service_provider_id: i64) -> DeviceVerdict {
+    verdict(check_device(raw, device, service_provider_id))
+}
+
+/// Checks one device of a status update.
 pub fn validate_status_update_device(
     raw: &str,
     device: Option<&DeviceRecord>,
@@ -163,30 +201,76 @@ pub fn validate_status_update_device(
     current: Option<&DeviceStatusDef>,
     target: &DeviceStatusDef,
 ) -> DeviceVerdict {
-    let invalid = |reason: String| DeviceVerdict::Invalid { reason };
-    let iccid = match Iccid::parse(raw) {
-        Ok(i) => i,
-        Err(e) => return invalid(format!("Invalid ICCID: {e}")),
-    };
-    let Some(device) = device.filter(|d| d.is_active && !d.is_deleted) else {
-        return invalid(format!("Invalid ICCID: device {iccid} was not found"));
-    };
-    if device.service_provider_id != service_provider_id {
-        return invalid(format!(
-            "Invalid ICCID: device {iccid} belongs to another service provider"
-        ));
-    }
-    if integration.is_jasper_family() {
-        if let Some(current) = current {
-            if let Err(why) = jasper_transition(&current.status, &target.status) {
-                return invalid(format!("Status change not allowed: {why}"));
-            }
+    let checked = check_device(raw, device, service_provider_id);
+    if let (Ok(_), true, Some(current)) = (&checked, integration.is_jasper_family(), current) {
+        if let Err(why) = jasper_transition(&current.status, &target.status) {
+            return DeviceVerdict::Invalid { reason: format!("Status change not allowed: {why}") };
         }
     }
-    DeviceVerdict::Valid {
-        device: Box::new(device.clone()),
-        iccid,
+    verdict(checked)
+}
+
+/// Devices used since this instant may not be archived: UTC midnight of today, minus 30 days.
+pub fn archival_usage_cutoff(now: DateTime<Utc>) -> DateTime<Utc> {
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    midnight - chrono::Duration::days(ARCHIVAL_RECENT_USAGE_DAYS)
+}
+
+pub const ARCHIVAL_RECENT_USAGE_DAYS: i64 = 30;
+
+/// Checks one device of an archival. `OverrideValidation` bypasses only the active Rev.io service rule.
+pub fn validate_archival_device(
+    raw: &str,
+    device: Option<&DeviceRecord>,
+    service_provider_id: i64,
+    has_active_rev_service: bool,
+    override_validation: bool,
+    now: DateTime<Utc>,
+) -> DeviceVerdict {
+    let (iccid, device) = match check_device(raw, device, service_provider_id) {
+        Ok(ok) => ok,
+        Err(DeviceProblem::Archived(iccid)) => {
+            return DeviceVerdict::Invalid { reason: format!("Device {iccid} is already archived") };
+        }
+        Err(problem) => return DeviceVerdict::Invalid { reason: problem.to_string() },
+    };
+    let cutoff = archival_usage_cutoff(now);
+    if let Some(used) = device.last_usage_date.filter(|used| *used >= cutoff) {
+        return DeviceVerdict::Invalid {
+            reason: format!(
+                "Device {iccid} was used on {} (within the last {ARCHIVAL_RECENT_USAGE_DAYS} days, since {}); it cannot be archived",
+                used.format("%Y-%m-%d"),
+                cutoff.format("%Y-%m-%d")
+            ),
+        };
     }
+    if has_active_rev_service && !override_validation {
+        return DeviceVerdict::Invalid {
+            reason: format!("Device {iccid} has an active Rev.io service; set OverrideValidation to archive it anyway"),
+        };
+    }
+    DeviceVerdict::Valid { device: Box::new(device.clone()), iccid }
+}
+
+/// Longest username and cost center Control Center and Rev.io accept.
+pub const MAX_LABEL_LEN: usize = 50;
+
+/// A username or cost center: 1 to 50 characters, letters, digits, space and `_ - . @ / #`.
+pub fn validate_label(field: &str, value: &str) -> Result<(), String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    let len = trimmed.chars().count();
+    if len > MAX_LABEL_LEN {
+        return Err(format!("{field} has {len} characters; at most {MAX_LABEL_LEN}"));
+    }
+    if let Some(bad) =
+        trimmed.chars().find(|c| !(c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.' | '@' | '/' | '#')))
+    {
+        return Err(format!("{field} contains '{bad}'; use letters, digits, space and _ - . @ / #"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -232,26 +316,11 @@ mod tests {
     #[test]
     fn target_status_matches_code_or_display_name_within_the_integration() {
         let defs = defs();
-        assert_eq!(
-            resolve_target_status(&defs, Integration::Jasper, "active").map(|d| d.id),
-            Some(1)
-        );
-        assert_eq!(
-            resolve_target_status(&defs, Integration::Jasper, "DEACTIVATED").map(|d| d.id),
-            Some(2)
-        );
-        assert_eq!(
-            resolve_target_status(&defs, Integration::Pod19, "Active").map(|d| d.id),
-            Some(4)
-        );
-        assert_eq!(
-            resolve_target_status(&defs, Integration::Rogers, "Active"),
-            None
-        );
-        assert_eq!(
-            resolve_target_status(&defs, Integration::Jasper, "Suspended"),
-            None
-        );
+        assert_eq!(resolve_target_status(&defs, Integration::Jasper, "active").map(|d| d.id), Some(1));
+        assert_eq!(resolve_target_status(&defs, Integration::Jasper, "DEACTIVATED").map(|d| d.id), Some(2));
+        assert_eq!(resolve_target_status(&defs, Integration::Pod19, "Active").map(|d| d.id), Some(4));
+        assert_eq!(resolve_target_status(&defs, Integration::Rogers, "Active"), None);
+        assert_eq!(resolve_target_status(&defs, Integration::Jasper, "Suspended"), None);
     }
 
     #[test]
@@ -282,38 +351,22 @@ mod tests {
         let plans = vec![p(1, 5000.0, 20.0), p(2, 100.0, 2.0), p(3, 1000.0, 8.0)];
         assert_eq!(deactivation_rate_plan(&plans, 50.0).map(|p| p.id), Some(2));
         assert_eq!(deactivation_rate_plan(&plans, 500.0).map(|p| p.id), Some(3));
-        assert_eq!(
-            deactivation_rate_plan(&plans, 9000.0).map(|p| p.id),
-            Some(1)
-        );
+        assert_eq!(deactivation_rate_plan(&plans, 9000.0).map(|p| p.id), Some(1));
         assert_eq!(deactivation_rate_plan(&[], 1.0), None);
     }
 
     #[test]
     fn duplicates_are_collapsed_and_reported_once() {
-        let raw: Vec<String> = ["a", " b", "a", "b ", "a", "c"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let raw: Vec<String> = ["a", " b", "a", "b ", "a", "c"].iter().map(|s| s.to_string()).collect();
         let (unique, repeated) = dedupe_devices(&raw);
         assert_eq!(unique, vec!["a", "b", "c"]);
         assert_eq!(repeated, vec!["a", "b"]);
     }
 
-    fn verdict(
-        raw: &str,
-        dev: Option<&DeviceRecord>,
-        current: &str,
-        target: &str,
-    ) -> DeviceVerdict {
+    fn status_verdict(raw: &str, dev: Option<&DeviceRecord>, current: &str, target: &str) -> DeviceVerdict {
         let defs = defs();
-        let current = defs
-            .iter()
-            .find(|d| d.integration_id == 1 && d.status == current);
-        let target = defs
-            .iter()
-            .find(|d| d.integration_id == 1 && d.status == target)
-            .unwrap();
+        let current = defs.iter().find(|d| d.integration_id == 1 && d.status == current);
+        let target = defs.iter().find(|d| d.integration_id == 1 && d.status == target).unwrap();
         validate_status_update_device(raw, dev, 10, Integration::Jasper, current, target)
     }
 
@@ -328,66 +381,73 @@ mod tests {
     fn every_status_update_validation_message() {
         let dev = device();
         assert_eq!(
-            reason(verdict(
-                "8914800000824511661",
-                Some(&dev),
-                "ACTIVATION_READY",
-                "ACTIVATED"
-            )),
+            reason(status_verdict("8914800000824511661", Some(&dev), "ACTIVATION_READY", "ACTIVATED")),
             "Invalid ICCID: ICCID '8914800000824511661' has a wrong check digit (Luhn)"
         );
         assert_eq!(
-            reason(verdict(
-                "89148000008245116615",
-                None,
-                "ACTIVATION_READY",
-                "ACTIVATED"
-            )),
+            reason(status_verdict("89148000008245116615", None, "ACTIVATION_READY", "ACTIVATED")),
             "Invalid ICCID: device 89148000008245116615 was not found"
         );
-        let archived = DeviceRecord {
-            is_deleted: true,
-            ..dev.clone()
-        };
+        let archived = DeviceRecord { is_deleted: true, ..dev.clone() };
         assert_eq!(
-            reason(verdict(
-                "89148000008245116615",
-                Some(&archived),
-                "ACTIVATION_READY",
-                "ACTIVATED"
-            )),
-            "Invalid ICCID: device 89148000008245116615 was not found"
+            reason(status_verdict("89148000008245116615", Some(&archived), "ACTIVATION_READY", "ACTIVATED")),
+            "Invalid ICCID: device 89148000008245116615 is archived"
         );
-        let other_sp = DeviceRecord {
-            service_provider_id: 11,
-            ..dev.clone()
-        };
+        let other_sp = DeviceRecord { service_provider_id: 11, ..dev.clone() };
         assert_eq!(
-            reason(verdict(
-                "89148000008245116615",
-                Some(&other_sp),
-                "ACTIVATION_READY",
-                "ACTIVATED"
-            )),
+            reason(status_verdict("89148000008245116615", Some(&other_sp), "ACTIVATION_READY", "ACTIVATED")),
             "Invalid ICCID: device 89148000008245116615 belongs to another service provider"
         );
         assert_eq!(
-            reason(verdict(
-                "89148000008245116615",
-                Some(&dev),
-                "ACTIVATED",
-                "ACTIVATION_READY"
-            )),
+            reason(status_verdict("89148000008245116615", Some(&dev), "ACTIVATED", "ACTIVATION_READY")),
             "Status change not allowed: a SIM may not move back to a pre-activation status (ACTIVATED to ACTIVATION_READY)"
         );
         assert!(matches!(
-            verdict(
-                "89148000008245116615",
-                Some(&dev),
-                "ACTIVATION_READY",
-                "ACTIVATED"
-            ),
+            status_verdict("89148000008245116615", Some(&dev), "ACTIVATION_READY", "ACTIVATED"),
             DeviceVerdict::Valid { .. }
         ));
+    }
+
+    #[test]
+    fn archival_cutoff_is_utc_midnight_minus_30_days() {
+        let now = DateTime::parse_from_rfc3339("2026-11-23T15:45:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(archival_usage_cutoff(now).to_rfc3339(), "2026-10-24T00:00:00+00:00");
+    }
+
+    #[test]
+    fn every_archival_validation_message() {
+        let now = DateTime::parse_from_rfc3339("2026-11-23T15:45:00Z").unwrap().with_timezone(&Utc);
+        let at = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
+        let idle = DeviceRecord { last_usage_date: at("2026-10-23T23:59:59Z"), ..device() };
+        let iccid = "89148000008245116615";
+        let check = |d: &DeviceRecord, rev: bool, ov: bool| validate_archival_device(iccid, Some(d), 10, rev, ov, now);
+        assert!(matches!(check(&idle, false, false), DeviceVerdict::Valid { .. }));
+        let used = DeviceRecord { last_usage_date: at("2026-10-24T00:00:00Z"), ..device() };
+        assert_eq!(
+            reason(check(&used, false, true)),
+            "Device 89148000008245116615 was used on 2026-10-24 (within the last 30 days, since 2026-10-24); it cannot be archived"
+        );
+        assert_eq!(
+            reason(check(&idle, true, false)),
+            "Device 89148000008245116615 has an active Rev.io service; set OverrideValidation to archive it anyway"
+        );
+        assert!(matches!(check(&idle, true, true), DeviceVerdict::Valid { .. }), "override bypasses the Rev.io rule");
+        let archived = DeviceRecord { is_deleted: true, ..idle.clone() };
+        assert_eq!(reason(check(&archived, false, false)), "Device 89148000008245116615 is already archived");
+    }
+
+    #[test]
+    fn labels_are_checked_for_length_and_characters() {
+        assert!(validate_label("Username.NewUsername", "DEVICE_001").is_ok());
+        assert!(validate_label("Username.NewUsername", "truck 42 @ depot/7").is_ok());
+        assert_eq!(validate_label("Username.NewUsername", "  ").unwrap_err(), "Username.NewUsername must not be empty");
+        assert_eq!(
+            validate_label("Username.CostCenter", &"x".repeat(51)).unwrap_err(),
+            "Username.CostCenter has 51 characters; at most 50"
+        );
+        assert_eq!(
+            validate_label("Username.NewUsername", "a;DROP").unwrap_err(),
+            "Username.NewUsername contains ';'; use letters, digits, space and _ - . @ / #"
+        );
     }
 }

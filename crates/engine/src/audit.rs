@@ -4,15 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::ports::{CallRecord, LogEntry};
 
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "apikey",
-    "api_key",
-    "secret",
-    "token",
-    "subscription-key",
-    "authorization",
-];
+const SECRET_KEYS: &[&str] = &["password", "apikey", "api_key", "secret", "token", "subscription-key", "authorization"];
 
 /// Masks the values of secret-looking JSON fields and header lines, so no request text carries a credential.
 pub fn redact(text: &str) -> String {
@@ -22,14 +14,8 @@ pub fn redact(text: &str) -> String {
             out.push('\n');
         }
         let lower = line.to_ascii_lowercase();
-        if let Some((name, _)) = line
-            .split_once(':')
-            .filter(|(n, _)| !n.contains('"') && !n.contains(' '))
-        {
-            if SECRET_KEYS
-                .iter()
-                .any(|k| name.to_ascii_lowercase().contains(k))
-            {
+        if let Some((name, _)) = line.split_once(':').filter(|(n, _)| !n.contains('"') && !n.contains(' ')) {
+            if SECRET_KEYS.iter().any(|k| name.to_ascii_lowercase().contains(k)) {
                 out.push_str(name);
                 out.push_str(": ***");
                 continue;

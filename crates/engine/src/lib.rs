@@ -1,7 +1,11 @@
 //! The engine: ports (traits) to the world, the per-change-type processors, and the orchestration
 //! (claim, process, finish, notify). Knows no HTTP framework, SQL dialect or AWS SDK.
 
+mod archival;
 pub mod audit;
+mod carrier_rate_plan;
+mod common;
+mod edit_username;
 pub mod metrics;
 pub mod notify;
 pub mod ports;
@@ -11,5 +15,6 @@ pub mod scheduler;
 mod status_update;
 pub mod worker;
 
+pub use edit_username::REV_COST_CENTER_FIELDS;
 pub use ports::*;
 pub use worker::{Handled, Worker, WorkerConfig, WorkerError};

@@ -8,21 +8,11 @@ use domain::RowStatus;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Metric<'a> {
     /// A row reached its final status.
-    RowFinished {
-        integration: &'a str,
-        status: RowStatus,
-    },
+    RowFinished { integration: &'a str, status: RowStatus },
     /// One HTTP attempt to a carrier or billing API, with its answer's status (None: no answer).
-    CarrierCall {
-        integration: &'a str,
-        latency: Duration,
-        http_status: Option<u16>,
-    },
+    CarrierCall { integration: &'a str, latency: Duration, http_status: Option<u16> },
     /// An attempt that will be repeated; `throttled` when the carrier said 429.
-    CarrierRetry {
-        integration: &'a str,
-        throttled: bool,
-    },
+    CarrierRetry { integration: &'a str, throttled: bool },
 }
 
 pub trait Metrics: Send + Sync {

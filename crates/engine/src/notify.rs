@@ -24,10 +24,8 @@ pub async fn send_failure_summary(
     for status in [RowStatus::ApiFailed, RowStatus::Error] {
         let mut page = 1;
         loop {
-            let rows = store
-                .rows(bulk.tenant_id, bulk.id, Some(status), page, PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
+            let rows =
+                store.rows(bulk.tenant_id, bulk.id, Some(status), page, PAGE).await.map_err(|e| e.to_string())?;
             let done = rows.len() < PAGE as usize;
             failed.extend(rows);
             if done {
@@ -39,11 +37,7 @@ pub async fn send_failure_summary(
     if failed.is_empty() {
         return Ok(None);
     }
-    if !store
-        .claim_notification(bulk.id, now)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    if !store.claim_notification(bulk.id, now).await.map_err(|e| e.to_string())? {
         return Ok(None);
     }
     failed.sort_by_key(|r| r.id);
@@ -60,9 +54,7 @@ pub async fn send_failure_summary(
             "{}  {}  {}\n",
             row.iccid,
             row.status,
-            row.status_details
-                .as_deref()
-                .unwrap_or("no reason recorded")
+            row.status_details.as_deref().unwrap_or("no reason recorded")
         ));
     }
     let email = Email {
@@ -77,10 +69,7 @@ pub async fn send_failure_summary(
             Ok(Some(location))
         }
         Err(e) => {
-            store
-                .release_notification(bulk.id)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.release_notification(bulk.id).await.map_err(|e| e.to_string())?;
             Err(e.to_string())
         }
     }

@@ -7,9 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
-use domain::{
-    BulkChangeRequestWire, BulkStatus, ChangeType, Iccid, Integration, PortalType, RowStatus,
-};
+use domain::{BulkChangeRequestWire, BulkStatus, ChangeType, Iccid, Integration, PortalType, RowStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::rate::TokenBucket;
@@ -136,7 +134,11 @@ pub struct LogEntry {
 pub struct DeviceUpdate {
     pub device_status_id: Option<i64>,
     pub carrier_rate_plan: Option<String>,
+    pub communication_plan: Option<String>,
     pub rev_customer_id: Option<String>,
+    pub username: Option<String>,
+    /// Archive the device: `IsActive = false, IsDeleted = true`.
+    pub archive: bool,
 }
 
 impl DeviceUpdate {
@@ -177,10 +179,7 @@ pub struct RevServiceRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error during {context}: {message}")]
-    Database {
-        context: &'static str,
-        message: String,
-    },
+    Database { context: &'static str, message: String },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("seed refused: {0}")]
@@ -193,11 +192,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// worker's system context, which reads a bulk change by id and then acts only within that bulk change's tenant.
 #[async_trait]
 pub trait Store: Send + Sync {
-    async fn service_provider(
-        &self,
-        tenant_id: i64,
-        id: i64,
-    ) -> StoreResult<Option<ServiceProvider>>;
+    async fn service_provider(&self, tenant_id: i64, id: i64) -> StoreResult<Option<ServiceProvider>>;
     /// The tenant's account at an integration (Rev.io billing is one per tenant).
     async fn service_provider_for(
         &self,
@@ -205,34 +200,16 @@ pub trait Store: Send + Sync {
         integration: Integration,
     ) -> StoreResult<Option<ServiceProvider>>;
     async fn device_statuses(&self, integration: Integration) -> StoreResult<Vec<DeviceStatusDef>>;
-    async fn devices_by_iccid(
-        &self,
-        tenant_id: i64,
-        iccids: &[String],
-    ) -> StoreResult<Vec<DeviceRecord>>;
+    async fn devices_by_iccid(&self, tenant_id: i64, iccids: &[String]) -> StoreResult<Vec<DeviceRecord>>;
     async fn device(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<DeviceRecord>>;
-    async fn carrier_rate_plans(
-        &self,
-        tenant_id: i64,
-        service_provider_id: i64,
-    ) -> StoreResult<Vec<CarrierRatePlan>>;
-    async fn rev_customer(
-        &self,
-        tenant_id: i64,
-        rev_customer_id: &str,
-    ) -> StoreResult<Option<RevCustomer>>;
-    async fn active_rev_service(
-        &self,
-        tenant_id: i64,
-        device_id: i64,
-    ) -> StoreResult<Option<RevServiceRecord>>;
+    async fn carrier_rate_plans(&self, tenant_id: i64, service_provider_id: i64) -> StoreResult<Vec<CarrierRatePlan>>;
+    async fn rev_customer(&self, tenant_id: i64, rev_customer_id: &str) -> StoreResult<Option<RevCustomer>>;
+    async fn active_rev_service(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<RevServiceRecord>>;
     async fn add_rev_service(&self, tenant_id: i64, service: &RevServiceRecord) -> StoreResult<()>;
 
     /// Records the bulk change and all its rows in one transaction; returns the new id.
-    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow])
-    -> StoreResult<i64>;
-    async fn bulk_change(&self, tenant_id: Option<i64>, id: i64)
-    -> StoreResult<Option<BulkChange>>;
+    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<i64>;
+    async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>>;
     async fn list_bulk_changes(
         &self,
         tenant_id: i64,
@@ -240,11 +217,7 @@ pub trait Store: Send + Sync {
         page: u32,
         page_size: u32,
     ) -> StoreResult<(Vec<BulkChange>, i64)>;
-    async fn row_counts(
-        &self,
-        tenant_id: i64,
-        bulk_change_id: i64,
-    ) -> StoreResult<Vec<StatusCount>>;
+    async fn row_counts(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<StatusCount>>;
     async fn rows(
         &self,
         tenant_id: i64,
@@ -279,25 +252,16 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<bool>;
     /// Sets the bulk status from its rows when every row is final (or only scheduled ones remain).
     /// Returns the status it has now, or None while rows are open.
-    async fn finalize_bulk_change(
-        &self,
-        bulk_change_id: i64,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<BulkStatus>>;
+    async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>>;
     /// Atomically takes the right to send the failure e-mail of a bulk change; true once only.
-    async fn claim_notification(
-        &self,
-        bulk_change_id: i64,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
+    async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
     /// Gives the right back when sending failed, so the scheduler can try again.
     async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()>;
     /// Bulk changes not final whose work nobody holds: NEW or PROCESSING with no live lease, untouched since `before`.
-    async fn stranded_bulk_changes(
-        &self,
-        before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<i64>>;
+    async fn stranded_bulk_changes(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
+
+    /// Closes pooled connections (the Lambda shutdown hook calls it). Default: nothing to close.
+    async fn close(&self) {}
 }
 
 /// The message that says "work on this bulk change". No device data.
@@ -327,11 +291,7 @@ pub struct QueueError {
 #[async_trait]
 pub trait Queue: Send + Sync {
     async fn send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError>;
-    async fn receive(
-        &self,
-        max: u32,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+    async fn receive(&self, max: u32, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
 }
 
@@ -402,11 +362,7 @@ pub struct CarrierFailure {
 impl CarrierFailure {
     /// A reason a person can act on: HTTP status, the carrier's code and message.
     pub fn reason(&self) -> String {
-        let status = self
-            .call
-            .http_status
-            .map(|s| format!("HTTP {s}"))
-            .unwrap_or_else(|| "no response".into());
+        let status = self.call.http_status.map(|s| format!("HTTP {s}")).unwrap_or_else(|| "no response".into());
         match &self.code {
             Some(code) => format!("{status}, error {code}: {}", self.message),
             None => format!("{status}: {}", self.message),
@@ -453,8 +409,24 @@ pub struct CcEdit {
 pub trait ControlCenterApi: Send + Sync {
     async fn get_device(&self, iccid: &Iccid) -> Result<(CcDevice, CallRecord), CarrierFailure>;
     /// `PUT devices/{iccid}`; success only when the reply names the ICCID.
-    async fn edit_device(&self, iccid: &Iccid, edit: &CcEdit)
-    -> Result<CallRecord, CarrierFailure>;
+    async fn edit_device(&self, iccid: &Iccid, edit: &CcEdit) -> Result<CallRecord, CarrierFailure>;
+    /// `GET devices/{iccid}/auditTrails`, newest first (the first page: recent history).
+    async fn audit_trail(&self, iccid: &Iccid) -> Result<(Vec<CcAuditEntry>, CallRecord), CarrierFailure>;
+}
+
+/// One Control Center audit trail record (the fields we read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CcAuditEntry {
+    pub field: String,
+    #[serde(default)]
+    pub prior_value: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub user_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -478,19 +450,15 @@ pub struct RevIoCustomer {
 #[async_trait]
 pub trait RevIoApi: Send + Sync {
     /// `POST /Services`; returns the new service id.
-    async fn create_service(
-        &self,
-        service: &RevServiceCreate,
-    ) -> Result<(i64, CallRecord), CarrierFailure>;
+    async fn create_service(&self, service: &RevServiceCreate) -> Result<(i64, CallRecord), CarrierFailure>;
     async fn list_customers(&self) -> Result<Vec<RevIoCustomer>, CarrierFailure>;
+    /// `PATCH /Services/{id}` (JSON Patch) setting custom field values: `(field id, value)`.
+    async fn set_service_fields(&self, service_id: i64, fields: &[(i64, String)])
+    -> Result<CallRecord, CarrierFailure>;
 }
 
 /// Builds the client of a service provider's API; each call first takes a token from `limiter`.
 pub trait Carriers: Send + Sync {
-    fn control_center(
-        &self,
-        sp: &ServiceProvider,
-        limiter: Arc<TokenBucket>,
-    ) -> Arc<dyn ControlCenterApi>;
+    fn control_center(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn ControlCenterApi>;
     fn rev_io(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn RevIoApi>;
 }

@@ -18,17 +18,9 @@ impl TokenBucket {
     /// `burst` is kept small (a tenth of a second's worth, at least one) so that work is spread evenly and a
     /// carrier counting calls over any window never sees more than its limit.
     pub fn new(rate_per_second: f64) -> Self {
-        let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 {
-            rate_per_second
-        } else {
-            1.0
-        };
+        let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 { rate_per_second } else { 1.0 };
         let burst = (rate / 10.0).max(1.0);
-        Self {
-            rate,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        }
+        Self { rate, burst, state: Mutex::new((burst, Instant::now())) }
     }
 
     pub fn rate(&self) -> f64 {
@@ -45,8 +37,7 @@ impl TokenBucket {
                 };
                 let now = Instant::now();
                 let (tokens, last) = *state;
-                let tokens =
-                    (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+                let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
                 if tokens >= 1.0 {
                     *state = (tokens - 1.0, now);
                     return;
@@ -71,9 +62,7 @@ impl RateLimiters {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let bucket = buckets
-            .entry(service_provider_id)
-            .or_insert_with(|| Arc::new(TokenBucket::new(rate_per_second)));
+        let bucket = buckets.entry(service_provider_id).or_insert_with(|| Arc::new(TokenBucket::new(rate_per_second)));
         if (bucket.rate() - rate_per_second).abs() > f64::EPSILON && rate_per_second > 0.0 {
             *bucket = Arc::new(TokenBucket::new(rate_per_second));
         }

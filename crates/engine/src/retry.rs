@@ -28,9 +28,7 @@ impl RetryPolicy {
     /// The wait before attempt `attempt + 1` (attempt counts from 1). A `Retry-After` is a floor: we never
     /// come back sooner than the carrier asked.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let exp = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let cap = exp.min(self.max_delay);
         let jittered = cap.mul_f64(0.5 + fastrand::f64() * 0.5);
         match retry_after {

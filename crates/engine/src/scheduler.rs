@@ -9,12 +9,7 @@ use tracing::{info, warn};
 use crate::ports::{Queue, Store, WorkMessage};
 
 /// Re-enqueues stranded bulk changes untouched for `grace`; returns their ids.
-pub async fn requeue_stranded(
-    store: &dyn Store,
-    queue: &dyn Queue,
-    now: DateTime<Utc>,
-    grace: Duration,
-) -> Vec<i64> {
+pub async fn requeue_stranded(store: &dyn Store, queue: &dyn Queue, now: DateTime<Utc>, grace: Duration) -> Vec<i64> {
     let before = now - chrono::Duration::from_std(grace).unwrap_or_default();
     let ids = match store.stranded_bulk_changes(before, now).await {
         Ok(ids) => ids,
@@ -25,16 +20,7 @@ pub async fn requeue_stranded(
     };
     let mut sent = Vec::new();
     for id in ids {
-        match queue
-            .send(
-                &WorkMessage {
-                    bulk_change_id: id,
-                    attempt: 0,
-                },
-                Duration::ZERO,
-            )
-            .await
-        {
+        match queue.send(&WorkMessage { bulk_change_id: id, attempt: 0 }, Duration::ZERO).await {
             Ok(()) => {
                 info!(bulk_change_id = id, "stranded bulk change re-enqueued");
                 sent.push(id);

@@ -2,19 +2,16 @@
 //! `PUT devices/{iccid}`, then the optional Rev.io service line and Rev customer assignment.
 
 use chrono::Utc;
+use domain::RowStatus;
 use domain::request::StatusUpdate;
 use domain::rules::{DeviceRecord, DeviceStatusDef, deactivation_rate_plan};
-use domain::{Iccid, RowStatus};
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::ports::{
-    CarrierFailure, CcEdit, DeviceChangeRow, DeviceUpdate, FailureKind, RevServiceCreate,
-    RevServiceRecord, RowOutcome,
+use crate::common::{
+    api_failed_or_error, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail, writes_disabled,
 };
+use crate::ports::{CcEdit, DeviceChangeRow, DeviceUpdate, RevServiceCreate, RevServiceRecord, RowOutcome};
 use crate::worker::Job;
-
-/// How often an ambiguous write (no answer) is checked against the carrier and sent again.
-const AMBIGUOUS_ROUNDS: u32 = 3;
 
 pub(crate) async fn process(
     job: &Job,
@@ -22,136 +19,50 @@ pub(crate) async fn process(
     req: &StatusUpdate,
     target: &DeviceStatusDef,
 ) -> RowOutcome {
-    let fail = |status: RowStatus, details: String| RowOutcome {
-        status,
-        details,
-        device_update: DeviceUpdate::default(),
+    let (device, iccid) = match device_for_row(job, row).await {
+        Ok(found) => found,
+        Err(outcome) => return outcome,
     };
-    let Some(device_id) = row.device_id else {
-        return fail(RowStatus::Error, "Row has no device".into());
-    };
-    let device = match job.store.device(job.bulk.tenant_id, device_id).await {
-        Ok(Some(d)) if d.is_active && !d.is_deleted => d,
-        Ok(_) => {
-            return fail(
-                RowStatus::Error,
-                format!("Device {} no longer exists or was archived", row.iccid),
-            );
-        }
-        Err(e) => {
-            return fail(
-                RowStatus::Error,
-                format!("Could not read device {}: {e}", row.iccid),
-            );
-        }
-    };
-    let iccid = match Iccid::parse(&device.iccid) {
-        Ok(i) => i,
-        Err(e) => return fail(RowStatus::Error, format!("Invalid ICCID: {e}")),
-    };
-    let current = job
-        .statuses
-        .iter()
-        .find(|s| s.id == device.device_status_id);
+    let current = job.statuses.iter().find(|s| s.id == device.device_status_id);
     if current.is_some_and(|c| c.status.eq_ignore_ascii_case(&target.status)) {
-        job.log(
-            row,
-            "Status update skipped: device already in target status",
-            &Default::default(),
-            None,
-        )
-        .await;
+        job.log(row, "Status update skipped: device already in target status", &Default::default(), None).await;
         return RowOutcome {
             status: RowStatus::Processed,
-            details: format!(
-                "Device already in status {}; no carrier call",
-                target.status
-            ),
+            details: format!("Device already in status {}; no carrier call", target.status),
             device_update: DeviceUpdate::default(),
         };
     }
     if !job.sp.write_is_enabled {
-        return fail(
-            RowStatus::Error,
-            "Writes disabled for this service provider.".into(),
-        );
+        return writes_disabled();
     }
-
-    // A row claimed before may have reached the carrier before its worker died: ask before sending again.
-    let mut carrier_state = None;
-    if row.claims > 1 {
-        match job.control_center.get_device(&iccid).await {
-            Ok((cc, call)) => {
-                job.log(
-                    row,
-                    "Get Jasper Device Details (reclaimed row)",
-                    &call,
-                    None,
-                )
-                .await;
-                if cc.status.eq_ignore_ascii_case(&target.status) {
-                    info!(iccid = %iccid, "carrier already shows the target status; not sending again");
-                    let mut outcome = success(target, &cc.rate_plan, &device);
-                    outcome
-                        .details
-                        .push_str(" (confirmed on the carrier after a restart)");
-                    return rev_io_steps(job, row, req, &device, outcome).await;
-                }
-                carrier_state = Some(cc);
-            }
-            Err(f) => {
-                job.log(
-                    row,
-                    "Get Jasper Device Details (reclaimed row)",
-                    &f.call,
-                    Some(&f.reason()),
-                )
-                .await;
-                return fail(
-                    api_failed_or_error(&f),
-                    format!("Could not read the device from the carrier: {}", f.reason()),
-                );
-            }
-        }
+    let carrier_state = match carrier_state_if_reclaimed(job, row, &iccid).await {
+        Ok(state) => state,
+        Err(outcome) => return outcome,
+    };
+    if let Some(cc) = carrier_state.as_ref().filter(|cc| cc.status.eq_ignore_ascii_case(&target.status)) {
+        info!(iccid = %iccid, "carrier already shows the target status; not sending again");
+        let mut outcome = success(target, &cc.rate_plan, &device);
+        outcome.details.push_str(" (confirmed on the carrier after a restart)");
+        return rev_io_steps(job, row, req, &device, outcome).await;
     }
 
     let mut new_rate_plan = None;
     let deactivating = target.status.eq_ignore_ascii_case("DEACTIVATED");
-    if deactivating
-        && device
-            .communication_plan
-            .as_deref()
-            .is_some_and(|c| !c.trim().is_empty())
-    {
+    if deactivating && device.communication_plan.as_deref().is_some_and(|c| !c.trim().is_empty()) {
         let plan = match deactivation_rate_plan(&job.rate_plans, device.data_usage_mb) {
             Some(p) => p.rate_plan_code.clone(),
             None => {
                 let reason = "Error Updating Rate Plan for Deactivation: no carrier rate plan is set up for this service provider";
-                job.log(
-                    row,
-                    "Update Jasper Rate Plan for Deactivation",
-                    &Default::default(),
-                    Some(reason),
-                )
-                .await;
+                job.log(row, "Update Jasper Rate Plan for Deactivation", &Default::default(), Some(reason)).await;
                 return fail(RowStatus::Error, reason.to_string());
             }
         };
-        let already =
-            carrier_state.as_ref().and_then(|c| c.rate_plan.as_deref()) == Some(plan.as_str());
+        let already = carrier_state.as_ref().and_then(|c| c.rate_plan.as_deref()) == Some(plan.as_str());
         if !already {
-            let edit = CcEdit {
-                rate_plan: Some(plan.clone()),
-                ..Default::default()
-            };
-            if let Err(f) = edit_confirmed(
-                job,
-                row,
-                &iccid,
-                &edit,
-                "Update Jasper Rate Plan for Deactivation",
-                |cc| cc.rate_plan.as_deref() == Some(plan.as_str()),
-            )
+            let edit = CcEdit { rate_plan: Some(plan.clone()), ..Default::default() };
+            if let Err(f) = edit_confirmed(job, row, &iccid, &edit, "Update Jasper Rate Plan for Deactivation", |cc| {
+                cc.rate_plan.as_deref() == Some(plan.as_str())
+            })
             .await
             {
                 return fail(
@@ -163,18 +74,10 @@ pub(crate) async fn process(
         new_rate_plan = Some(plan);
     }
 
-    let edit = CcEdit {
-        status: Some(target.status.clone()),
-        ..Default::default()
-    };
-    if let Err(f) = edit_confirmed(
-        job,
-        row,
-        &iccid,
-        &edit,
-        "Update Jasper Status: Jasper API",
-        |cc| cc.status.eq_ignore_ascii_case(&target.status),
-    )
+    let edit = CcEdit { status: Some(target.status.clone()), ..Default::default() };
+    if let Err(f) = edit_confirmed(job, row, &iccid, &edit, "Update Jasper Status: Jasper API", |cc| {
+        cc.status.eq_ignore_ascii_case(&target.status)
+    })
     .await
     {
         let mut outcome = fail(api_failed_or_error(&f), f.reason());
@@ -186,16 +89,9 @@ pub(crate) async fn process(
     rev_io_steps(job, row, req, &device, outcome).await
 }
 
-fn success(
-    target: &DeviceStatusDef,
-    rate_plan: &Option<String>,
-    device: &DeviceRecord,
-) -> RowOutcome {
+fn success(target: &DeviceStatusDef, rate_plan: &Option<String>, device: &DeviceRecord) -> RowOutcome {
     let mut details = format!("Status changed to {}", target.status);
-    if let Some(plan) = rate_plan
-        .as_ref()
-        .filter(|p| device.carrier_rate_plan.as_ref() != Some(*p))
-    {
+    if let Some(plan) = rate_plan.as_ref().filter(|p| device.carrier_rate_plan.as_ref() != Some(*p)) {
         details.push_str(&format!("; rate plan moved to {plan} first"));
     }
     RowOutcome {
@@ -204,71 +100,9 @@ fn success(
         device_update: DeviceUpdate {
             device_status_id: Some(target.id),
             carrier_rate_plan: rate_plan.clone(),
-            rev_customer_id: None,
+            ..DeviceUpdate::default()
         },
     }
-}
-
-fn api_failed_or_error(f: &CarrierFailure) -> RowStatus {
-    match f.kind {
-        FailureKind::Protocol => RowStatus::Error,
-        _ => RowStatus::ApiFailed,
-    }
-}
-
-/// Sends an edit; when the answer is lost, reads the device and only sends again if the change did not take.
-async fn edit_confirmed(
-    job: &Job,
-    row: &DeviceChangeRow,
-    iccid: &Iccid,
-    edit: &CcEdit,
-    description: &str,
-    took: impl Fn(&crate::ports::CcDevice) -> bool,
-) -> Result<(), CarrierFailure> {
-    let mut last = None;
-    for _ in 0..AMBIGUOUS_ROUNDS {
-        match job.control_center.edit_device(iccid, edit).await {
-            Ok(call) => {
-                job.log(row, description, &call, None).await;
-                return Ok(());
-            }
-            Err(f) if f.kind == FailureKind::Ambiguous => {
-                job.log(row, description, &f.call, Some(&f.reason())).await;
-                warn!(iccid = %iccid, reason = %f.reason(), "no answer to an edit; checking the device before sending again");
-                match job.control_center.get_device(iccid).await {
-                    Ok((cc, call)) => {
-                        job.log(row, "Get Jasper Device Details (confirm edit)", &call, None)
-                            .await;
-                        if took(&cc) {
-                            return Ok(());
-                        }
-                    }
-                    Err(g) => {
-                        job.log(
-                            row,
-                            "Get Jasper Device Details (confirm edit)",
-                            &g.call,
-                            Some(&g.reason()),
-                        )
-                        .await;
-                        return Err(g);
-                    }
-                }
-                last = Some(f);
-            }
-            Err(f) => {
-                job.log(row, description, &f.call, Some(&f.reason())).await;
-                return Err(f);
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| CarrierFailure {
-        kind: FailureKind::Ambiguous,
-        code: None,
-        message: "no answer from the carrier".into(),
-        attempts: AMBIGUOUS_ROUNDS,
-        call: Default::default(),
-    }))
 }
 
 /// After the carrier change: the optional Rev.io service line, then the Rev customer assignment.
@@ -281,32 +115,24 @@ async fn rev_io_steps(
 ) -> RowOutcome {
     let tenant = job.bulk.tenant_id;
     if let Some(rev) = req.rev_service.as_ref().filter(|r| r.create_rev_service) {
-        let customer = rev
-            .rev_customer_id
-            .clone()
-            .or_else(|| req.account_number.clone())
-            .unwrap_or_default();
+        let customer = rev.rev_customer_id.clone().or_else(|| req.account_number.clone()).unwrap_or_default();
         match job.store.active_rev_service(tenant, device.id).await {
             Ok(Some(existing)) => {
-                outcome.details.push_str(&format!(
-                    "; Rev.io service {} already exists",
-                    existing.rev_service_id
-                ));
+                outcome.details.push_str(&format!("; Rev.io service {} already exists", existing.rev_service_id));
             }
             Ok(None) => {
                 let Some(rev_api) = job.rev_io.as_ref() else {
                     outcome.status = RowStatus::ApiFailed;
-                    outcome.details.push_str("; Rev.io service line not created: no Rev.io account is set up for this tenant");
+                    outcome
+                        .details
+                        .push_str("; Rev.io service line not created: no Rev.io account is set up for this tenant");
                     return outcome;
                 };
                 let create = RevServiceCreate {
                     customer_id: customer.clone(),
                     provider_id: rev.provider_id,
                     service_type_id: rev.service_type_id,
-                    number: device
-                        .msisdn
-                        .clone()
-                        .unwrap_or_else(|| device.iccid.clone()),
+                    number: device.msisdn.clone().unwrap_or_else(|| device.iccid.clone()),
                     number2: device.iccid.clone(),
                     usage_plan_group_id: rev.usage_plan_group_id,
                     activated_date: Utc::now().format("%Y-%m-%dZ").to_string(),
@@ -322,32 +148,25 @@ async fn rev_io_steps(
                         };
                         if let Err(e) = job.store.add_rev_service(tenant, &record).await {
                             outcome.status = RowStatus::Error;
-                            outcome.details.push_str(&format!(
-                                "; Rev.io service {service_id} created but not recorded: {e}"
-                            ));
+                            outcome
+                                .details
+                                .push_str(&format!("; Rev.io service {service_id} created but not recorded: {e}"));
                             return outcome;
                         }
-                        outcome
-                            .details
-                            .push_str(&format!("; Rev.io service {service_id} created"));
+                        outcome.details.push_str(&format!("; Rev.io service {service_id} created"));
                     }
                     Err(f) => {
-                        job.log(row, "Create Rev.io Service", &f.call, Some(&f.reason()))
-                            .await;
+                        job.log(row, "Create Rev.io Service", &f.call, Some(&f.reason())).await;
                         // The carrier change stands and is recorded; the row says what is left to do.
                         outcome.status = RowStatus::ApiFailed;
-                        outcome
-                            .details
-                            .push_str(&format!("; Rev.io service line failed: {}", f.reason()));
+                        outcome.details.push_str(&format!("; Rev.io service line failed: {}", f.reason()));
                         return outcome;
                     }
                 }
             }
             Err(e) => {
                 outcome.status = RowStatus::Error;
-                outcome
-                    .details
-                    .push_str(&format!("; could not check Rev.io services: {e}"));
+                outcome.details.push_str(&format!("; could not check Rev.io services: {e}"));
                 return outcome;
             }
         }
@@ -362,13 +181,9 @@ async fn rev_io_steps(
             }
             Ok(_) => {
                 outcome.device_update.rev_customer_id = Some(account.clone());
-                outcome
-                    .details
-                    .push_str(&format!("; assigned to Rev customer {account}"));
+                outcome.details.push_str(&format!("; assigned to Rev customer {account}"));
             }
-            Err(e) => outcome
-                .details
-                .push_str(&format!("; Rev customer not assigned: {e}")),
+            Err(e) => outcome.details.push_str(&format!("; Rev customer not assigned: {e}")),
         }
     }
     outcome

@@ -16,11 +16,11 @@ use crate::audit;
 use crate::metrics::{Metric, Metrics};
 use crate::notify;
 use crate::ports::{
-    BulkChange, CallRecord, Carriers, Clock, ControlCenterApi, DeviceChangeRow, DeviceUpdate,
-    Notifier, Queue, RevIoApi, RowOutcome, ServiceProvider, Store, StoreError, WorkMessage,
+    BulkChange, CallRecord, Carriers, Clock, ControlCenterApi, DeviceChangeRow, DeviceUpdate, Notifier, Queue,
+    RevIoApi, RowOutcome, ServiceProvider, Store, StoreError, WorkMessage,
 };
 use crate::rate::RateLimiters;
-use crate::status_update;
+use crate::{archival, carrier_rate_plan, edit_username, status_update};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -58,15 +58,9 @@ impl Default for WorkerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("bulk change {bulk_change_id}: {source}")]
-    Store {
-        bulk_change_id: i64,
-        source: StoreError,
-    },
+    Store { bulk_change_id: i64, source: StoreError },
     #[error("bulk change {bulk_change_id}: could not enqueue its continuation: {message}")]
-    Enqueue {
-        bulk_change_id: i64,
-        message: String,
-    },
+    Enqueue { bulk_change_id: i64, message: String },
 }
 
 /// What became of one message.
@@ -103,25 +97,15 @@ pub(crate) struct Job {
     pub rev_io: Option<Arc<dyn RevIoApi>>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    /// The stored change request, parsed once per message.
+    pub details: ChangeDetails,
+    pub override_validation: bool,
 }
 
 impl Job {
     /// Appends an audit entry; an audit write that fails is reported but does not undo the carrier's answer.
-    pub async fn log(
-        &self,
-        row: &DeviceChangeRow,
-        description: &str,
-        call: &CallRecord,
-        error: Option<&str>,
-    ) {
-        let entry = audit::entry(
-            self.bulk.id,
-            row.id,
-            description,
-            call,
-            error,
-            self.clock.now(),
-        );
+    pub async fn log(&self, row: &DeviceChangeRow, description: &str, call: &CallRecord, error: Option<&str>) {
+        let entry = audit::entry(self.bulk.id, row.id, description, call, error, self.clock.now());
         if let Err(e) = self.store.append_log(&entry).await {
             error!(bulk_change_id = self.bulk.id, iccid = %row.iccid, error = %e, "audit log write failed");
         }
@@ -130,30 +114,15 @@ impl Job {
 
 impl Worker {
     /// Handles one queue message. Returns an error only when the message must be retried (it stays on the queue).
-    pub async fn handle(
-        &self,
-        message: WorkMessage,
-        deadline: Instant,
-    ) -> Result<Handled, WorkerError> {
+    pub async fn handle(&self, message: WorkMessage, deadline: Instant) -> Result<Handled, WorkerError> {
         let id = message.bulk_change_id;
-        let span = info_span!(
-            "bulk_change",
-            bulk_change_id = id,
-            attempt = message.attempt
-        );
+        let span = info_span!("bulk_change", bulk_change_id = id, attempt = message.attempt);
         self.handle_inner(message, deadline).instrument(span).await
     }
 
-    async fn handle_inner(
-        &self,
-        message: WorkMessage,
-        deadline: Instant,
-    ) -> Result<Handled, WorkerError> {
+    async fn handle_inner(&self, message: WorkMessage, deadline: Instant) -> Result<Handled, WorkerError> {
         let id = message.bulk_change_id;
-        let store_err = |source| WorkerError::Store {
-            bulk_change_id: id,
-            source,
-        };
+        let store_err = |source| WorkerError::Store { bulk_change_id: id, source };
         let Some(bulk) = self.store.bulk_change(None, id).await.map_err(store_err)? else {
             warn!("message for an unknown bulk change; dropping it");
             return Ok(Handled::Unknown);
@@ -163,10 +132,7 @@ impl Worker {
             self.notify_failures(&bulk).await;
             return Ok(Handled::AlreadyFinal(bulk.status));
         }
-        self.store
-            .mark_processing(id, self.clock.now())
-            .await
-            .map_err(store_err)?;
+        self.store.mark_processing(id, self.clock.now()).await.map_err(store_err)?;
         let job = match self.load_job(bulk.clone()).await {
             Ok(job) => Some(job),
             Err(reason) => {
@@ -182,22 +148,11 @@ impl Worker {
             }
             let rows = self
                 .store
-                .claim_rows(
-                    id,
-                    &self.config.worker_id,
-                    self.config.claim_batch,
-                    self.config.lease,
-                    self.clock.now(),
-                )
+                .claim_rows(id, &self.config.worker_id, self.config.claim_batch, self.config.lease, self.clock.now())
                 .await
                 .map_err(store_err)?;
             if rows.is_empty() {
-                return match self
-                    .store
-                    .finalize_bulk_change(id, self.clock.now())
-                    .await
-                    .map_err(store_err)?
-                {
+                return match self.store.finalize_bulk_change(id, self.clock.now()).await.map_err(store_err)? {
                     Some(status) if status.is_final() => {
                         info!(status = %status, "bulk change finished");
                         if let Ok(Some(bulk)) = self.store.bulk_change(None, id).await {
@@ -208,8 +163,7 @@ impl Worker {
                     Some(status) => Ok(Handled::Finished(status)),
                     None => {
                         // Rows held by another worker's live lease: look again later, never drop the work.
-                        self.continue_later(message, self.config.continuation_delay)
-                            .await?;
+                        self.continue_later(message, self.config.continuation_delay).await?;
                         Ok(Handled::Continued)
                     }
                 };
@@ -223,22 +177,12 @@ impl Worker {
         }
     }
 
-    async fn continue_later(
-        &self,
-        message: WorkMessage,
-        delay: Duration,
-    ) -> Result<(), WorkerError> {
-        let next = WorkMessage {
-            bulk_change_id: message.bulk_change_id,
-            attempt: message.attempt + 1,
-        };
+    async fn continue_later(&self, message: WorkMessage, delay: Duration) -> Result<(), WorkerError> {
+        let next = WorkMessage { bulk_change_id: message.bulk_change_id, attempt: message.attempt + 1 };
         self.queue
             .send(&next, delay)
             .await
-            .map_err(|e| WorkerError::Enqueue {
-                bulk_change_id: message.bulk_change_id,
-                message: e.to_string(),
-            })
+            .map_err(|e| WorkerError::Enqueue { bulk_change_id: message.bulk_change_id, message: e.to_string() })
     }
 
     async fn load_job(&self, bulk: BulkChange) -> Result<Job, String> {
@@ -248,39 +192,26 @@ impl Worker {
             .service_provider(tenant, bulk.service_provider_id)
             .await
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "service provider {} no longer exists",
-                    bulk.service_provider_id
-                )
-            })?;
-        let statuses = self
-            .store
-            .device_statuses(sp.integration)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rate_plans = self
-            .store
-            .carrier_rate_plans(tenant, sp.id)
-            .await
-            .map_err(|e| e.to_string())?;
+            .ok_or_else(|| format!("service provider {} no longer exists", bulk.service_provider_id))?;
+        let statuses = self.store.device_statuses(sp.integration).await.map_err(|e| e.to_string())?;
+        let rate_plans = self.store.carrier_rate_plans(tenant, sp.id).await.map_err(|e| e.to_string())?;
         let limiter = self.limiters.for_provider(sp.id, sp.rate_limit_per_second);
         let control_center = self.carriers.control_center(&sp, limiter);
-        let rev_io = match self
-            .store
-            .service_provider_for(tenant, Integration::RevIo)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(rev_sp) => {
-                let limiter = self
-                    .limiters
-                    .for_provider(rev_sp.id, rev_sp.rate_limit_per_second);
-                Some(self.carriers.rev_io(&rev_sp, limiter))
-            }
-            None => None,
-        };
+        let rev_io =
+            match self.store.service_provider_for(tenant, Integration::RevIo).await.map_err(|e| e.to_string())? {
+                Some(rev_sp) => {
+                    let limiter = self.limiters.for_provider(rev_sp.id, rev_sp.rate_limit_per_second);
+                    Some(self.carriers.rev_io(&rev_sp, limiter))
+                }
+                None => None,
+            };
+        // Stored without devices (they are the rows); the parser wants at least one.
+        let wire = domain::BulkChangeRequestWire { devices: vec![String::new()], ..bulk.request.clone() };
+        let request =
+            BulkChangeRequest::from_wire(wire).map_err(|e| format!("stored change request is unreadable: {e}"))?;
         Ok(Job {
+            details: request.details,
+            override_validation: request.override_validation,
             bulk,
             sp,
             statuses,
@@ -293,7 +224,8 @@ impl Worker {
     }
 
     async fn process_row(&self, job: Option<&Job>, row: DeviceChangeRow) {
-        let span = info_span!("row", iccid = %row.iccid, row_id = row.id);
+        let carrier = job.map_or("unknown", |j| j.sp.integration.name());
+        let span = info_span!("row", iccid = %row.iccid, row_id = row.id, carrier);
         async {
             let outcome = match job {
                 Some(job) => self.outcome_for(job, &row).await,
@@ -306,7 +238,17 @@ impl Worker {
             info!(status = %outcome.status, details = %outcome.details, "row finished");
             let integration = job.map_or("unknown", |j| j.sp.integration.name());
             self.metrics.record(Metric::RowFinished { integration, status: outcome.status });
-            match self.store.complete_row(job.map_or(0, |j| j.bulk.tenant_id), row.id, &self.config.worker_id, &outcome, self.clock.now()).await {
+            match self
+                .store
+                .complete_row(
+                    job.map_or(0, |j| j.bulk.tenant_id),
+                    row.id,
+                    &self.config.worker_id,
+                    &outcome,
+                    self.clock.now(),
+                )
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => warn!("row was taken over by another worker before it completed; its outcome is theirs"),
                 // The lease will expire and the row will be claimed again; the next worker asks the carrier first.
@@ -318,33 +260,20 @@ impl Worker {
     }
 
     async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow) -> RowOutcome {
-        let error = |details: String| RowOutcome {
-            status: RowStatus::Error,
-            details,
-            device_update: DeviceUpdate::default(),
-        };
-        let request = match BulkChangeRequest::from_wire(domain::BulkChangeRequestWire {
-            devices: vec![row.iccid.clone()],
-            ..job.bulk.request.clone()
-        }) {
-            Ok(r) => r,
-            Err(e) => return error(format!("Stored change request is unreadable: {e}")),
-        };
-        match &request.details {
-            ChangeDetails::StatusUpdate(req) if job.sp.integration.is_jasper_family() => {
+        let error =
+            |details: String| RowOutcome { status: RowStatus::Error, details, device_update: DeviceUpdate::default() };
+        let jasper = job.sp.integration.is_jasper_family();
+        match &job.details {
+            ChangeDetails::StatusUpdate(req) if jasper => {
                 match resolve_target_status(&job.statuses, job.sp.integration, &req.target_status) {
                     Some(target) => status_update::process(job, row, req, &target.clone()).await,
-                    None => error(format!(
-                        "Unknown target status '{}' for {}",
-                        req.target_status, job.sp.integration
-                    )),
+                    None => error(format!("Unknown target status '{}' for {}", req.target_status, job.sp.integration)),
                 }
             }
-            other => error(format!(
-                "{} for {} is not supported yet",
-                other.change_type(),
-                job.sp.integration
-            )),
+            ChangeDetails::CarrierRatePlanChange(req) if jasper => carrier_rate_plan::process(job, row, req).await,
+            ChangeDetails::EditUsername(req) if jasper => edit_username::process(job, row, req).await,
+            ChangeDetails::Archival => archival::process(job, row, job.override_validation).await,
+            other => error(format!("{} for {} is not supported yet", other.change_type(), job.sp.integration)),
         }
     }
 

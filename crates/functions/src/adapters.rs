@@ -34,42 +34,25 @@ impl Notifier for LogNotifier {
 pub async fn build(config: &FunctionConfig, sdk: &aws::SdkConfig) -> Result<Adapters> {
     let (store, sqlite): (Arc<dyn Store>, Option<store::SqliteStore>) = match &config.database {
         Database::Sqlite(path) => {
-            let s = store::SqliteStore::open(path)
-                .with_context(|| format!("opening {}", path.display()))?;
+            let s = store::SqliteStore::open(path).with_context(|| format!("opening {}", path.display()))?;
             (Arc::new(s.clone()), Some(s))
         }
-        Database::SqlServer(conn) => (
-            Arc::new(
-                store::MssqlStore::connect(conn, 4)
-                    .await
-                    .context("connecting to SQL Server")?,
-            ),
-            None,
-        ),
+        Database::SqlServer(conn) => {
+            (Arc::new(store::MssqlStore::connect(conn, 4).await.context("connecting to SQL Server")?), None)
+        }
     };
     let queue: Arc<dyn Queue> = match (&config.queue_url, sqlite) {
         (Some(url), _) => Arc::new(aws::SqsQueue::new(sdk, url.clone())),
         (None, Some(s)) => Arc::new(store::SqliteQueue::new(s)),
         (None, None) => anyhow::bail!("QUEUE_URL is required with SQL Server"),
     };
-    let notifier: Arc<dyn Notifier> = if config.email_from.is_empty() {
-        Arc::new(LogNotifier)
-    } else {
-        Arc::new(aws::SesNotifier::new(sdk))
-    };
-    Ok(Adapters {
-        store,
-        queue,
-        notifier,
-    })
+    let notifier: Arc<dyn Notifier> =
+        if config.email_from.is_empty() { Arc::new(LogNotifier) } else { Arc::new(aws::SesNotifier::new(sdk)) };
+    Ok(Adapters { store, queue, notifier })
 }
 
 /// The worker as the SQS function runs it: carriers over HTTP, one token bucket per provider per instance.
-pub fn worker(
-    adapters: &Adapters,
-    config: &FunctionConfig,
-    metrics: Arc<dyn Metrics>,
-) -> Result<Worker> {
+pub fn worker(adapters: &Adapters, config: &FunctionConfig, metrics: Arc<dyn Metrics>) -> Result<Worker> {
     let carriers = HttpCarriers::new(Duration::from_secs(30), RetryPolicy::default())
         .context("building the HTTP client")?
         .with_metrics(metrics.clone());

@@ -15,20 +15,16 @@ pub struct AuthorizerClaims;
 impl Authenticator for AuthorizerClaims {
     fn authenticate(&self, parts: &Parts) -> Result<Caller, ApiError> {
         let claims = match parts.extensions.get::<RequestContext>() {
-            Some(RequestContext::ApiGatewayV2(ctx)) => ctx
-                .authorizer
-                .as_ref()
-                .and_then(|a| a.jwt.as_ref())
-                .map(|jwt| &jwt.claims),
+            Some(RequestContext::ApiGatewayV2(ctx)) => {
+                ctx.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|jwt| &jwt.claims)
+            }
             _ => None,
         }
         .ok_or_else(|| ApiError::Unauthorized("no JWT claims in the request context".into()))?;
         let tenant_id = claims
             .get("tenant_id")
             .and_then(|t| t.trim().parse::<i64>().ok())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the token has no integer tenant_id claim".into())
-            })?;
+            .ok_or_else(|| ApiError::Unauthorized("the token has no integer tenant_id claim".into()))?;
         let user = claims
             .get("sub")
             .filter(|s| !s.is_empty())
@@ -45,11 +41,7 @@ impl Authenticator for AuthorizerClaims {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Caller {
-            tenant_id,
-            user,
-            roles,
-        })
+        Ok(Caller { tenant_id, user, roles })
     }
 }
 

@@ -40,10 +40,7 @@ impl std::fmt::Debug for FunctionConfig {
 }
 
 fn var(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 /// Parses `DATABASE_URL`: `sqlite://PATH`, or a SQL Server ADO string.
@@ -55,9 +52,7 @@ pub fn parse_database(url: &str) -> Result<Database> {
     if lower.contains("server=") || lower.contains("data source=") {
         return Ok(Database::SqlServer(url.to_string()));
     }
-    bail!(
-        "DATABASE_URL must be sqlite://PATH or a SQL Server connection string (Server=...;Database=...)"
-    )
+    bail!("DATABASE_URL must be sqlite://PATH or a SQL Server connection string (Server=...;Database=...)")
 }
 
 impl FunctionConfig {
@@ -73,9 +68,7 @@ impl FunctionConfig {
             (None, None) => bail!("set DATABASE_SECRET_ARN (AWS) or DATABASE_URL (local)"),
         };
         let max_devices = match var("MAX_DEVICES_PER_BULK_CHANGE") {
-            Some(v) => v
-                .parse()
-                .with_context(|| format!("MAX_DEVICES_PER_BULK_CHANGE '{v}' is not a number"))?,
+            Some(v) => v.parse().with_context(|| format!("MAX_DEVICES_PER_BULK_CHANGE '{v}' is not a number"))?,
             None => 10_000,
         };
         Ok(Self {
@@ -83,13 +76,7 @@ impl FunctionConfig {
             queue_url: var("QUEUE_URL"),
             email_from: var("EMAIL_FROM").unwrap_or_default(),
             email_to: var("ERROR_EMAIL_TO")
-                .map(|v| {
-                    v.split(';')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
+                .map(|v| v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
                 .unwrap_or_default(),
             outbox_dir: PathBuf::from(var("OUTBOX_DIR").unwrap_or_else(|| "/tmp/outbox".into())),
             max_devices,
@@ -103,10 +90,7 @@ mod tests {
 
     #[test]
     fn database_urls_are_recognised() {
-        assert_eq!(
-            parse_database("sqlite:///tmp/x.db").unwrap(),
-            Database::Sqlite("/tmp/x.db".into())
-        );
+        assert_eq!(parse_database("sqlite:///tmp/x.db").unwrap(), Database::Sqlite("/tmp/x.db".into()));
         assert!(matches!(
             parse_database("Server=tcp:db,1433;Database=amop;User Id=sa;Password=x").unwrap(),
             Database::SqlServer(_)

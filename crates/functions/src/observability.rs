@@ -42,10 +42,7 @@ impl engine::metrics::Metrics for EmfMetrics {
             return;
         };
         match metric {
-            Metric::RowFinished {
-                integration,
-                status,
-            } => {
+            Metric::RowFinished { integration, status } => {
                 let a = state.entry(integration.to_string()).or_default();
                 if status == domain::RowStatus::Processed {
                     a.rows_processed += 1;
@@ -53,21 +50,14 @@ impl engine::metrics::Metrics for EmfMetrics {
                     a.rows_failed += 1;
                 }
             }
-            Metric::CarrierCall {
-                integration,
-                latency,
-                ..
-            } => {
+            Metric::CarrierCall { integration, latency, .. } => {
                 let a = state.entry(integration.to_string()).or_default();
                 a.calls += 1;
                 if a.latencies_ms.len() < 100 {
                     a.latencies_ms.push(latency.as_secs_f64() * 1000.0);
                 }
             }
-            Metric::CarrierRetry {
-                integration,
-                throttled,
-            } => {
+            Metric::CarrierRetry { integration, throttled } => {
                 let a = state.entry(integration.to_string()).or_default();
                 a.retries += 1;
                 a.throttles += u64::from(throttled);
@@ -133,23 +123,14 @@ mod tests {
     #[test]
     fn emf_documents_aggregate_per_integration() {
         let m = EmfMetrics::default();
-        m.record(Metric::RowFinished {
-            integration: "POD19",
-            status: domain::RowStatus::Processed,
-        });
-        m.record(Metric::RowFinished {
-            integration: "POD19",
-            status: domain::RowStatus::ApiFailed,
-        });
+        m.record(Metric::RowFinished { integration: "POD19", status: domain::RowStatus::Processed });
+        m.record(Metric::RowFinished { integration: "POD19", status: domain::RowStatus::ApiFailed });
         m.record(Metric::CarrierCall {
             integration: "POD19",
             latency: Duration::from_millis(20),
             http_status: Some(200),
         });
-        m.record(Metric::CarrierRetry {
-            integration: "POD19",
-            throttled: true,
-        });
+        m.record(Metric::CarrierRetry { integration: "POD19", throttled: true });
         m.record(Metric::CarrierCall {
             integration: "Rev.io",
             latency: Duration::from_millis(5),
@@ -157,29 +138,11 @@ mod tests {
         });
         let docs = m.drain(1_000);
         assert_eq!(docs.len(), 2);
-        let pod19 = docs
-            .iter()
-            .find(|d| d["Integration"] == "POD19")
-            .expect("POD19");
-        assert_eq!(
-            pod19["_aws"]["CloudWatchMetrics"][0]["Namespace"],
-            "DeviceBulkChange"
-        );
+        let pod19 = docs.iter().find(|d| d["Integration"] == "POD19").expect("POD19");
+        assert_eq!(pod19["_aws"]["CloudWatchMetrics"][0]["Namespace"], "DeviceBulkChange");
         assert_eq!(pod19["_aws"]["Timestamp"], 1_000);
-        assert_eq!(
-            (
-                pod19["RowsProcessed"].as_u64(),
-                pod19["RowsFailed"].as_u64()
-            ),
-            (Some(1), Some(1))
-        );
-        assert_eq!(
-            (
-                pod19["CarrierRetries"].as_u64(),
-                pod19["CarrierThrottles"].as_u64()
-            ),
-            (Some(1), Some(1))
-        );
+        assert_eq!((pod19["RowsProcessed"].as_u64(), pod19["RowsFailed"].as_u64()), (Some(1), Some(1)));
+        assert_eq!((pod19["CarrierRetries"].as_u64(), pod19["CarrierThrottles"].as_u64()), (Some(1), Some(1)));
         assert_eq!(pod19["CarrierLatency"], serde_json::json!([20.0]));
         assert!(m.drain(2_000).is_empty(), "drained");
     }

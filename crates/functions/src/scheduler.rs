@@ -16,7 +16,5 @@ pub struct TickReport {
 }
 
 pub async fn tick(store: &dyn Store, queue: &dyn Queue, grace: Duration) -> TickReport {
-    TickReport {
-        requeued: engine::scheduler::requeue_stranded(store, queue, SystemClock.now(), grace).await,
-    }
+    TickReport { requeued: engine::scheduler::requeue_stranded(store, queue, SystemClock.now(), grace).await }
 }

@@ -19,22 +19,16 @@ fn events_dir() -> PathBuf {
 }
 
 fn event_text(rel: &str) -> String {
-    std::fs::read_to_string(events_dir().join(rel))
-        .unwrap_or_else(|e| panic!("reading events/{rel}: {e}"))
+    std::fs::read_to_string(events_dir().join(rel)).unwrap_or_else(|e| panic!("reading events/{rel}: {e}"))
 }
 
 fn sqs_event(rel: &str) -> SqsEvent {
-    serde_json::from_str(&event_text(rel))
-        .unwrap_or_else(|e| panic!("events/{rel} is not an SQS event: {e}"))
+    serde_json::from_str(&event_text(rel)).unwrap_or_else(|e| panic!("events/{rel} is not an SQS event: {e}"))
 }
 
 async fn stack() -> (tempfile::TempDir, Stack) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = StackConfig::local(
-        dir.path().join("fn.db"),
-        dir.path().join("outbox"),
-        "fn-secret".into(),
-    );
+    let mut config = StackConfig::local(dir.path().join("fn.db"), dir.path().join("outbox"), "fn-secret".into());
     config.seed = Some(store::Seed::from_json(&event_text("seed.json")).expect("seed"));
     config.simulators = true;
     config.run_worker = false;
@@ -55,21 +49,13 @@ fn function_config(dir: &tempfile::TempDir) -> FunctionConfig {
 }
 
 fn adapters_on(stack: &Stack, queue: Arc<dyn Queue>) -> Adapters {
-    Adapters {
-        store: Arc::new(stack.store.clone()),
-        queue,
-        notifier: Arc::new(LogNotifier),
-    }
+    Adapters { store: Arc::new(stack.store.clone()), queue, notifier: Arc::new(LogNotifier) }
 }
 
 /// Submits `events/requests/NAME` through the local server as tenant 1; returns the bulk change id.
 async fn submit(stack: &Stack, name: &str) -> i64 {
-    let token = api::Hs256::new("fn-secret").mint(&api::Claims {
-        tenant_id: 1,
-        sub: "alice".into(),
-        roles: vec![],
-        exp: None,
-    });
+    let token =
+        api::Hs256::new("fn-secret").mint(&api::Claims { tenant_id: 1, sub: "alice".into(), roles: vec![], exp: None });
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/M2M/BulkChange", stack.base_url()))
         .bearer_auth(token)
@@ -81,29 +67,15 @@ async fn submit(stack: &Stack, name: &str) -> i64 {
         .json()
         .await
         .expect("json");
-    answer["BulkChangeId"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("not accepted: {answer}"))
+    answer["BulkChangeId"].as_i64().unwrap_or_else(|| panic!("not accepted: {answer}"))
 }
 
 fn carrier_calls(stack: &Stack) -> usize {
-    stack
-        .simulators
-        .control_center
-        .values()
-        .map(|s| s.state.calls().len())
-        .sum()
+    stack.simulators.control_center.values().map(|s| s.state.calls().len()).sum()
 }
 
 async fn bulk_status(stack: &Stack, id: i64) -> String {
-    stack
-        .store
-        .bulk_change(Some(1), id)
-        .await
-        .expect("read")
-        .expect("exists")
-        .status
-        .to_string()
+    stack.store.bulk_change(Some(1), id).await.expect("read").expect("exists").status.to_string()
 }
 
 #[tokio::test]
@@ -113,29 +85,17 @@ async fn a_malformed_record_fails_only_itself() {
         submit(&stack, "01-activate-with-rev-service.json").await,
         submit(&stack, "02-deactivate-moves-rate-plan.json").await,
     );
-    assert_eq!(
-        (first, second),
-        (1, 2),
-        "the event files name bulk changes 1 and 2"
-    );
+    assert_eq!((first, second), (1, 2), "the event files name bulk changes 1 and 2");
     let adapters = adapters_on(&stack, Arc::new(stack.queue.clone()));
-    let worker = adapters::worker(
-        &adapters,
-        &function_config(&dir),
-        Arc::new(engine::metrics::NoMetrics),
-    )
-    .expect("worker");
+    let worker =
+        adapters::worker(&adapters, &function_config(&dir), Arc::new(engine::metrics::NoMetrics)).expect("worker");
     let response = functions::worker::handle_batch(
         &worker,
         sqs_event("sqs/batch-with-malformed.json"),
         Instant::now() + Duration::from_secs(60),
     )
     .await;
-    let failed: Vec<String> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.clone())
-        .collect();
+    let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
     assert_eq!(failed, vec!["batch-with-malformed-2".to_string()]);
     assert_eq!(bulk_status(&stack, 1).await, "PROCESSED");
     assert_eq!(bulk_status(&stack, 2).await, "PROCESSED");
@@ -146,28 +106,16 @@ async fn a_record_for_a_final_bulk_change_is_acknowledged_without_carrier_calls(
     let (dir, stack) = stack().await;
     submit(&stack, "01-activate-with-rev-service.json").await;
     let adapters = adapters_on(&stack, Arc::new(stack.queue.clone()));
-    let worker = adapters::worker(
-        &adapters,
-        &function_config(&dir),
-        Arc::new(engine::metrics::NoMetrics),
-    )
-    .expect("worker");
+    let worker =
+        adapters::worker(&adapters, &function_config(&dir), Arc::new(engine::metrics::NoMetrics)).expect("worker");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let first =
-        functions::worker::handle_batch(&worker, sqs_event("sqs/status-update.json"), deadline)
-            .await;
+    let first = functions::worker::handle_batch(&worker, sqs_event("sqs/status-update.json"), deadline).await;
     assert!(first.batch_item_failures.is_empty());
     let calls = carrier_calls(&stack);
     assert!(calls > 0);
-    let again =
-        functions::worker::handle_batch(&worker, sqs_event("sqs/continuation.json"), deadline)
-            .await;
+    let again = functions::worker::handle_batch(&worker, sqs_event("sqs/continuation.json"), deadline).await;
     assert!(again.batch_item_failures.is_empty(), "acknowledged");
-    assert_eq!(
-        carrier_calls(&stack),
-        calls,
-        "no carrier call for a final bulk change"
-    );
+    assert_eq!(carrier_calls(&stack), calls, "no carrier call for a final bulk change");
 }
 
 #[tokio::test]
@@ -185,10 +133,7 @@ async fn a_deadline_near_zero_hands_over_through_sqs_and_nothing_is_sent_twice()
     let sdk = aws::load_config().await;
     let name = format!(
         "fn-test-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
     );
     let url = aws_sdk_sqs::Client::new(&sdk)
         .create_queue()
@@ -201,27 +146,15 @@ async fn a_deadline_near_zero_hands_over_through_sqs_and_nothing_is_sent_twice()
         .to_string();
     let sqs = aws::SqsQueue::new(&sdk, url);
     let adapters = adapters_on(&stack, Arc::new(sqs.clone()));
-    let worker = adapters::worker(
-        &adapters,
-        &function_config(&dir),
-        Arc::new(engine::metrics::NoMetrics),
-    )
-    .expect("worker");
+    let worker =
+        adapters::worker(&adapters, &function_config(&dir), Arc::new(engine::metrics::NoMetrics)).expect("worker");
 
     // WHEN the invocation has no time left
-    let response = functions::worker::handle_batch(
-        &worker,
-        sqs_event("sqs/status-update.json"),
-        Instant::now(),
-    )
-    .await;
+    let response = functions::worker::handle_batch(&worker, sqs_event("sqs/status-update.json"), Instant::now()).await;
     // THEN the record is done (handed over), a continuation waits in SQS, and no carrier was called
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(carrier_calls(&stack), 0);
-    let received = sqs
-        .receive(10, Duration::from_secs(60))
-        .await
-        .expect("receive");
+    let received = sqs.receive(10, Duration::from_secs(60)).await.expect("receive");
     assert_eq!(received.len(), 1);
     let continuation: Value = serde_json::from_str(&received[0].body).expect("json");
     assert_eq!(continuation, json!({"BulkChangeId": id, "Attempt": 1}));
@@ -232,9 +165,7 @@ async fn a_deadline_near_zero_hands_over_through_sqs_and_nothing_is_sent_twice()
     message.body = Some(received[0].body.clone());
     let mut event = SqsEvent::default();
     event.records = vec![message];
-    let response =
-        functions::worker::handle_batch(&worker, event, Instant::now() + Duration::from_secs(60))
-            .await;
+    let response = functions::worker::handle_batch(&worker, event, Instant::now() + Duration::from_secs(60)).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(bulk_status(&stack, id).await, "PROCESSED");
     for sim in stack.simulators.control_center.values() {
@@ -265,10 +196,7 @@ fn normalise(mut v: Value) -> Value {
 async fn every_api_event_answers_as_the_local_server_does() {
     let (_dir_a, lambda_side) = stack().await;
     let (_dir_b, local_side) = stack().await;
-    let app = functions::api::app(
-        &adapters_on(&lambda_side, Arc::new(lambda_side.queue.clone())),
-        10_000,
-    );
+    let app = functions::api::app(&adapters_on(&lambda_side, Arc::new(lambda_side.queue.clone())), 10_000);
     let mut files: Vec<PathBuf> = std::fs::read_dir(events_dir().join("api"))
         .expect("events/api")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -280,56 +208,32 @@ async fn every_api_event_answers_as_the_local_server_does() {
         let text = std::fs::read_to_string(&file).expect("event");
         let event: Value = serde_json::from_str(&text).expect("json");
         // Through the Lambda adapter: API Gateway's event, claims in the request context.
-        let request = lambda_http::request::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let response = app.clone().oneshot(request).await.expect("router answers");
         let lambda_status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
-            .await
-            .expect("body");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.expect("body");
         let lambda_body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         // Through the local server: the same request with an HS256 token carrying the same claims.
         let claims = &event["requestContext"]["authorizer"]["jwt"]["claims"];
         let token = api::Hs256::new("fn-secret").mint(&api::Claims {
-            tenant_id: claims["tenant_id"]
-                .as_str()
-                .and_then(|t| t.parse().ok())
-                .expect("tenant_id claim"),
+            tenant_id: claims["tenant_id"].as_str().and_then(|t| t.parse().ok()).expect("tenant_id claim"),
             sub: claims["sub"].as_str().expect("sub claim").to_string(),
             roles: vec![],
             exp: None,
         });
-        let query = event["rawQueryString"]
-            .as_str()
-            .filter(|q| !q.is_empty())
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let url = format!(
-            "{}{}{query}",
-            local_side.base_url(),
-            event["rawPath"].as_str().expect("rawPath")
-        );
-        let method = event["requestContext"]["http"]["method"]
-            .as_str()
-            .expect("method");
-        let mut request = http
-            .request(method.parse().expect("method"), url)
-            .bearer_auth(token);
+        let query =
+            event["rawQueryString"].as_str().filter(|q| !q.is_empty()).map(|q| format!("?{q}")).unwrap_or_default();
+        let url = format!("{}{}{query}", local_side.base_url(), event["rawPath"].as_str().expect("rawPath"));
+        let method = event["requestContext"]["http"]["method"].as_str().expect("method");
+        let mut request = http.request(method.parse().expect("method"), url).bearer_auth(token);
         if let Some(body) = event["body"].as_str() {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
+            request = request.header("content-type", "application/json").body(body.to_string());
         }
         let response = request.send().await.expect("local server answers");
         let local_status = response.status().as_u16();
         let local_body: Value = response.json().await.unwrap_or(Value::Null);
         assert_eq!(lambda_status, local_status, "{}", file.display());
-        assert_eq!(
-            normalise(lambda_body),
-            normalise(local_body),
-            "{}",
-            file.display()
-        );
+        assert_eq!(normalise(lambda_body), normalise(local_body), "{}", file.display());
     }
 }
 
@@ -337,12 +241,8 @@ async fn every_api_event_answers_as_the_local_server_does() {
 async fn api_event_without_claims_is_401() {
     let (_dir, stack) = stack().await;
     let app = functions::api::app(&adapters_on(&stack, Arc::new(stack.queue.clone())), 10_000);
-    let mut event: Value =
-        serde_json::from_str(&event_text("api/04-list-bulk-changes.json")).expect("json");
-    event["requestContext"]
-        .as_object_mut()
-        .expect("context")
-        .remove("authorizer");
+    let mut event: Value = serde_json::from_str(&event_text("api/04-list-bulk-changes.json")).expect("json");
+    event["requestContext"].as_object_mut().expect("context").remove("authorizer");
     let request = lambda_http::request::from_str(&event.to_string()).expect("request");
     let response = app.oneshot(request).await.expect("answer");
     assert_eq!(response.status().as_u16(), 401);
@@ -351,33 +251,21 @@ async fn api_event_without_claims_is_401() {
 #[tokio::test]
 async fn scheduler_tick_requeues_a_bulk_change_nobody_picked_up() {
     let (_dir, stack) = stack().await;
-    let _: Value = serde_json::from_str(&event_text("schedule/every-minute.json"))
-        .expect("the schedule event is JSON");
+    let _: Value = serde_json::from_str(&event_text("schedule/every-minute.json")).expect("the schedule event is JSON");
     let id = submit(&stack, "01-activate-with-rev-service.json").await;
     let report = functions::scheduler::tick(&stack.store, &stack.queue, Duration::ZERO).await;
     assert_eq!(report.requeued, vec![id]);
     let processed = {
-        let worker = stack
-            .worker(engine::WorkerConfig::default())
-            .expect("worker");
+        let worker = stack.worker(engine::WorkerConfig::default()).expect("worker");
         worker
             .handle(
-                engine::ports::WorkMessage {
-                    bulk_change_id: id,
-                    attempt: 0,
-                },
+                engine::ports::WorkMessage { bulk_change_id: id, attempt: 0 },
                 Instant::now() + Duration::from_secs(60),
             )
             .await
             .expect("handled")
     };
-    assert_eq!(
-        processed,
-        engine::Handled::Finished(domain::BulkStatus::Processed)
-    );
+    assert_eq!(processed, engine::Handled::Finished(domain::BulkStatus::Processed));
     let report = functions::scheduler::tick(&stack.store, &stack.queue, Duration::ZERO).await;
-    assert!(
-        report.requeued.is_empty(),
-        "a finished bulk change is never requeued"
-    );
+    assert!(report.requeued.is_empty(), "a finished bulk change is never requeued");
 }

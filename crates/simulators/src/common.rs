@@ -25,6 +25,8 @@ pub struct Faults {
     /// The next N writes are applied, then hang this long before answering (a timeout for the client).
     pub hang_next_writes: u32,
     pub hang_ms: u64,
+    /// Edits answer 200 but do not take; the audit trail records them in error (POD19's known behaviour).
+    pub edits_do_not_take: bool,
 }
 
 impl Default for Faults {
@@ -37,6 +39,7 @@ impl Default for Faults {
             fail_every: 0,
             hang_next_writes: 0,
             hang_ms: 30_000,
+            edits_do_not_take: false,
         }
     }
 }
@@ -61,17 +64,13 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new() -> Self {
-        Self {
-            tokens: f64::MAX,
-            last: Instant::now(),
-        }
+        Self { tokens: f64::MAX, last: Instant::now() }
     }
 
     pub fn try_take(&mut self, rate: f64) -> bool {
         let now = Instant::now();
         let burst = rate.max(1.0);
-        self.tokens = (self.tokens.min(burst) + now.duration_since(self.last).as_secs_f64() * rate)
-            .min(burst);
+        self.tokens = (self.tokens.min(burst) + now.duration_since(self.last).as_secs_f64() * rate).min(burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -201,9 +200,7 @@ impl Harness {
 pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, secret) = text.split_once(':')?;
     Some((user.to_string(), secret.to_string()))

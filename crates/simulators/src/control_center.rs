@@ -18,16 +18,8 @@ use serde_json::{Value, json};
 use crate::common::{Faults, Gate, Harness, RecordedCall, basic_auth};
 
 pub const API_PREFIX: &str = "/rws/api/v1";
-const STATUSES: &[&str] = &[
-    "ACTIVATED",
-    "ACTIVATION_READY",
-    "DEACTIVATED",
-    "INVENTORY",
-    "PURGED",
-    "REPLACED",
-    "RETIRED",
-    "TEST_READY",
-];
+const STATUSES: &[&str] =
+    &["ACTIVATED", "ACTIVATION_READY", "DEACTIVATED", "INVENTORY", "PURGED", "REPLACED", "RETIRED", "TEST_READY"];
 
 /// A SIM as Control Center holds it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -96,24 +88,14 @@ impl ControlCenterState {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"errorMessage": message, "errorCode": code})),
-    )
-        .into_response()
+    (status, Json(json!({"errorMessage": message, "errorCode": code}))).into_response()
 }
 
 /// Builds the simulator's router (API and `/_sim` admin routes).
 pub fn router(state: Arc<ControlCenterState>) -> Router {
     Router::new()
-        .route(
-            &format!("{API_PREFIX}/devices/{{iccid}}"),
-            get(get_device).put(edit_device),
-        )
-        .route(
-            &format!("{API_PREFIX}/devices/{{iccid}}/auditTrails"),
-            get(audit_trail),
-        )
+        .route(&format!("{API_PREFIX}/devices/{{iccid}}"), get(get_device).put(edit_device))
+        .route(&format!("{API_PREFIX}/devices/{{iccid}}/auditTrails"), get(audit_trail))
         .route(&format!("{API_PREFIX}/devices"), get(search_devices))
         .route(&format!("{API_PREFIX}/echo/{{param}}"), get(echo))
         .route("/_sim/calls", get(admin_calls).delete(admin_clear_calls))
@@ -132,16 +114,12 @@ fn admit(
     body: &Value,
 ) -> Result<(), Response> {
     let authorised = {
-        let account = state
-            .account
-            .lock()
-            .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "10000000", "state lock"))?;
+        let account =
+            state.account.lock().map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "10000000", "state lock"))?;
         basic_auth(headers).is_some_and(|(u, k)| u == account.username && k == account.api_key)
     };
     if !authorised {
-        state
-            .harness
-            .record(method, path, body.clone(), StatusCode::UNAUTHORIZED);
+        state.harness.record(method, path, body.clone(), StatusCode::UNAUTHORIZED);
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "10000001",
@@ -151,9 +129,7 @@ fn admit(
     match state.harness.gate() {
         Gate::Proceed => Ok(()),
         Gate::Throttled(retry_after) => {
-            state
-                .harness
-                .record(method, path, body.clone(), StatusCode::TOO_MANY_REQUESTS);
+            state.harness.record(method, path, body.clone(), StatusCode::TOO_MANY_REQUESTS);
             let mut response = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "40000029",
@@ -165,17 +141,8 @@ fn admit(
             Err(response)
         }
         Gate::Fail => {
-            state.harness.record(
-                method,
-                path,
-                body.clone(),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            );
-            Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "10000000",
-                "Internal server error.",
-            ))
+            state.harness.record(method, path, body.clone(), StatusCode::INTERNAL_SERVER_ERROR);
+            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "10000000", "Internal server error."))
         }
     }
 }
@@ -206,17 +173,7 @@ async fn get_device(
         return r;
     }
     match state.device(&iccid) {
-        Some(d) => {
-            answer(
-                &state,
-                "GET",
-                &path,
-                Value::Null,
-                StatusCode::OK,
-                Json(d).into_response(),
-            )
-            .await
-        }
+        Some(d) => answer(&state, "GET", &path, Value::Null, StatusCode::OK, Json(d).into_response()).await,
         None => {
             answer(
                 &state,
@@ -232,59 +189,29 @@ async fn get_device(
 }
 
 /// Applies an edit under Control Center's rules; returns the error response when refused.
-fn apply_edit(
-    account: &mut Account,
-    iccid: &str,
-    edit: &Value,
-    user: &str,
-) -> Result<(), Response> {
-    let obj = edit.as_object().ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "10000024",
-            "Request body must be a JSON object.",
-        )
-    })?;
-    const EDITABLE: &[&str] = &[
-        "status",
-        "ratePlan",
-        "communicationPlan",
-        "deviceID",
-        "modemID",
-        "customer",
-        "effectiveDate",
-    ];
-    if let Some(unknown) = obj
-        .keys()
-        .find(|k| !EDITABLE.contains(&k.as_str()) && !k.starts_with("accountCustom"))
-    {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "10000024",
-            &format!("Invalid field: {unknown}."),
-        ));
+fn apply_edit(account: &mut Account, iccid: &str, edit: &Value, user: &str, take: bool) -> Result<(), Response> {
+    let obj = edit
+        .as_object()
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "10000024", "Request body must be a JSON object."))?;
+    const EDITABLE: &[&str] =
+        &["status", "ratePlan", "communicationPlan", "deviceID", "modemID", "customer", "effectiveDate"];
+    if let Some(unknown) = obj.keys().find(|k| !EDITABLE.contains(&k.as_str()) && !k.starts_with("accountCustom")) {
+        return Err(error(StatusCode::BAD_REQUEST, "10000024", &format!("Invalid field: {unknown}.")));
     }
     if !obj.keys().any(|k| k != "effectiveDate") {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "10000024",
-            "At least one device field must be given.",
-        ));
+        return Err(error(StatusCode::BAD_REQUEST, "10000024", "At least one device field must be given."));
     }
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
     let rate_plans = account.rate_plans.clone();
-    let device = account
-        .devices
-        .get_mut(iccid)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "10000001", "Invalid ICCID."))?;
+    let stored =
+        account.devices.get_mut(iccid).ok_or_else(|| error(StatusCode::NOT_FOUND, "10000001", "Invalid ICCID."))?;
+    // An edit that does not take is checked and answered like any other, then left unapplied.
+    let mut scratch = stored.clone();
+    let device = if take { stored } else { &mut scratch };
     let mut changes: Vec<(String, Option<String>, Option<String>)> = Vec::new();
     if let Some(status) = text("status") {
         if !STATUSES.contains(&status.as_str()) {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "10000003",
-                &format!("Invalid status: {status}."),
-            ));
+            return Err(error(StatusCode::BAD_REQUEST, "10000003", &format!("Invalid status: {status}.")));
         }
         let from = device.status.clone();
         let pre = |s: &str| match s {
@@ -294,16 +221,10 @@ fn apply_edit(
             _ => None,
         };
         if from == "ACTIVATED" && status == "ACTIVATED" {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "10030000",
-                "SIM is already activated.",
-            ));
+            return Err(error(StatusCode::BAD_REQUEST, "10030000", "SIM is already activated."));
         }
-        if matches!(
-            status.as_str(),
-            "TEST_READY" | "ACTIVATION_READY" | "INVENTORY"
-        ) && !matches!((pre(&from), pre(&status)), (Some(f), Some(t)) if f <= t)
+        if matches!(status.as_str(), "TEST_READY" | "ACTIVATION_READY" | "INVENTORY")
+            && !matches!((pre(&from), pre(&status)), (Some(f), Some(t)) if f <= t)
         {
             return Err(error(
                 StatusCode::BAD_REQUEST,
@@ -319,41 +240,21 @@ fn apply_edit(
     }
     if let Some(plan) = text("ratePlan") {
         if !rate_plans.is_empty() && !rate_plans.contains(&plan) {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "10000016",
-                &format!("Invalid rate plan: {plan}."),
-            ));
+            return Err(error(StatusCode::BAD_REQUEST, "10000016", &format!("Invalid rate plan: {plan}.")));
         }
-        changes.push((
-            "ratePlan".into(),
-            device.rate_plan.clone(),
-            Some(plan.clone()),
-        ));
+        changes.push(("ratePlan".into(), device.rate_plan.clone(), Some(plan.clone())));
         device.rate_plan = Some(plan);
     }
     if let Some(plan) = text("communicationPlan") {
-        changes.push((
-            "communicationPlan".into(),
-            device.communication_plan.clone(),
-            Some(plan.clone()),
-        ));
+        changes.push(("communicationPlan".into(), device.communication_plan.clone(), Some(plan.clone())));
         device.communication_plan = Some(plan);
     }
     if let Some(label) = text("deviceID") {
-        changes.push((
-            "deviceID".into(),
-            device.device_id.clone(),
-            Some(label.clone()),
-        ));
+        changes.push(("deviceID".into(), device.device_id.clone(), Some(label.clone())));
         device.device_id = Some(label);
     }
     if let Some(modem) = text("modemID") {
-        changes.push((
-            "modemID".into(),
-            device.modem_id.clone(),
-            Some(modem.clone()),
-        ));
+        changes.push(("modemID".into(), device.modem_id.clone(), Some(modem.clone())));
         device.modem_id = Some(modem);
     }
     let now = Utc::now().to_rfc3339();
@@ -367,7 +268,7 @@ fn apply_edit(
                 prior_value: prior,
                 value,
                 effective_date: now.clone(),
-                status: "Executed".into(),
+                status: if take { "Executed" } else { "Error" }.into(),
                 user_name: user.to_string(),
             },
         );
@@ -388,12 +289,8 @@ async fn edit_device(
     }
     let user = basic_auth(&headers).map(|(u, _)| u).unwrap_or_default();
     let result = match state.account.lock() {
-        Ok(mut account) => apply_edit(&mut account, &iccid, &parsed, &user),
-        Err(_) => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "10000000",
-            "state lock",
-        )),
+        Ok(mut account) => apply_edit(&mut account, &iccid, &parsed, &user, !state.harness.faults().edits_do_not_take),
+        Err(_) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "10000000", "state lock")),
     };
     match result {
         Ok(()) => {
@@ -402,15 +299,7 @@ async fn edit_device(
                 tokio::time::sleep(hang).await;
                 return Json(json!({"iccid": iccid})).into_response();
             }
-            answer(
-                &state,
-                "PUT",
-                &path,
-                parsed,
-                StatusCode::OK,
-                Json(json!({"iccid": iccid})).into_response(),
-            )
-            .await
+            answer(&state, "PUT", &path, parsed, StatusCode::OK, Json(json!({"iccid": iccid})).into_response()).await
         }
         Err(response) => {
             let status = response.status();
@@ -445,41 +334,16 @@ async fn audit_trail(
             &path,
             Value::Null,
             StatusCode::BAD_REQUEST,
-            error(
-                StatusCode::BAD_REQUEST,
-                "10000003",
-                "daysOfHistory must be at most 365.",
-            ),
+            error(StatusCode::BAD_REQUEST, "10000003", "daysOfHistory must be at most 365."),
         )
         .await;
     }
-    let (page_size, page) = (
-        q.page_size.unwrap_or(50).clamp(1, 50),
-        q.page_number.unwrap_or(1).max(1),
-    );
-    let entries = state
-        .account
-        .lock()
-        .ok()
-        .and_then(|a| a.audit.get(&iccid).cloned())
-        .unwrap_or_default();
-    let slice: Vec<_> = entries
-        .iter()
-        .skip((page - 1) * page_size)
-        .take(page_size)
-        .cloned()
-        .collect();
+    let (page_size, page) = (q.page_size.unwrap_or(50).clamp(1, 50), q.page_number.unwrap_or(1).max(1));
+    let entries = state.account.lock().ok().and_then(|a| a.audit.get(&iccid).cloned()).unwrap_or_default();
+    let slice: Vec<_> = entries.iter().skip((page - 1) * page_size).take(page_size).cloned().collect();
     let last_page = page * page_size >= entries.len();
     let body = json!({"iccid": iccid, "timestamp": Utc::now().to_rfc3339(), "pageNumber": page, "lastPage": last_page, "deviceAuditTrails": slice});
-    answer(
-        &state,
-        "GET",
-        &path,
-        Value::Null,
-        StatusCode::OK,
-        Json(body).into_response(),
-    )
-    .await
+    answer(&state, "GET", &path, Value::Null, StatusCode::OK, Json(body).into_response()).await
 }
 
 async fn search_devices(
@@ -498,59 +362,27 @@ async fn search_devices(
             &path,
             Value::Null,
             StatusCode::BAD_REQUEST,
-            error(
-                StatusCode::BAD_REQUEST,
-                "10000003",
-                "ModifiedSince is required.",
-            ),
+            error(StatusCode::BAD_REQUEST, "10000003", "ModifiedSince is required."),
         )
         .await;
     }
-    let (page_size, page) = (
-        q.page_size.unwrap_or(50).clamp(1, 50),
-        q.page_number.unwrap_or(1).max(1),
-    );
+    let (page_size, page) = (q.page_size.unwrap_or(50).clamp(1, 50), q.page_number.unwrap_or(1).max(1));
     let devices: Vec<Value> = state
         .account
         .lock()
         .map(|a| a.devices.values().map(|d| json!({"iccid": d.iccid, "status": d.status, "ratePlan": d.rate_plan, "communicationPlan": d.communication_plan})).collect())
         .unwrap_or_default();
-    let slice: Vec<_> = devices
-        .iter()
-        .skip((page - 1) * page_size)
-        .take(page_size)
-        .cloned()
-        .collect();
+    let slice: Vec<_> = devices.iter().skip((page - 1) * page_size).take(page_size).cloned().collect();
     let body = json!({"devices": slice, "pageNumber": page, "lastPage": page * page_size >= devices.len()});
-    answer(
-        &state,
-        "GET",
-        &path,
-        Value::Null,
-        StatusCode::OK,
-        Json(body).into_response(),
-    )
-    .await
+    answer(&state, "GET", &path, Value::Null, StatusCode::OK, Json(body).into_response()).await
 }
 
-async fn echo(
-    State(state): State<Arc<ControlCenterState>>,
-    Path(param): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn echo(State(state): State<Arc<ControlCenterState>>, Path(param): Path<String>, headers: HeaderMap) -> Response {
     let path = format!("{API_PREFIX}/echo/{param}");
     if let Err(r) = admit(&state, &headers, "GET", &path, &Value::Null) {
         return r;
     }
-    answer(
-        &state,
-        "GET",
-        &path,
-        Value::Null,
-        StatusCode::OK,
-        Json(json!({"param": param})).into_response(),
-    )
-    .await
+    answer(&state, "GET", &path, Value::Null, StatusCode::OK, Json(json!({"param": param})).into_response()).await
 }
 
 async fn admin_calls(State(state): State<Arc<ControlCenterState>>) -> Json<Vec<RecordedCall>> {
@@ -566,10 +398,7 @@ async fn admin_get_faults(State(state): State<Arc<ControlCenterState>>) -> Json<
     Json(state.harness.faults())
 }
 
-async fn admin_set_faults(
-    State(state): State<Arc<ControlCenterState>>,
-    Json(faults): Json<Faults>,
-) -> Json<Faults> {
+async fn admin_set_faults(State(state): State<Arc<ControlCenterState>>, Json(faults): Json<Faults>) -> Json<Faults> {
     state.harness.set_faults(faults.clone());
     Json(faults)
 }
@@ -582,10 +411,7 @@ async fn admin_upsert_devices(
     StatusCode::NO_CONTENT
 }
 
-async fn admin_device(
-    State(state): State<Arc<ControlCenterState>>,
-    Path(iccid): Path<String>,
-) -> Response {
+async fn admin_device(State(state): State<Arc<ControlCenterState>>, Path(iccid): Path<String>) -> Response {
     match state.device(&iccid) {
         Some(d) => Json(d).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -601,15 +427,8 @@ pub struct ControlCenterSim {
 
 impl ControlCenterSim {
     /// Starts on `listen` (port 0 for a free one).
-    pub async fn start(
-        listen: SocketAddr,
-        account: Account,
-        faults: Faults,
-    ) -> std::io::Result<Self> {
-        let state = Arc::new(ControlCenterState {
-            account: Mutex::new(account),
-            harness: Harness::new(faults),
-        });
+    pub async fn start(listen: SocketAddr, account: Account, faults: Faults) -> std::io::Result<Self> {
+        let state = Arc::new(ControlCenterState { account: Mutex::new(account), harness: Harness::new(faults) });
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let app = router(state.clone());
@@ -632,12 +451,7 @@ impl ControlCenterSim {
         self.state
             .calls()
             .iter()
-            .filter(|c| {
-                c.method == "PUT"
-                    && c.path == path
-                    && c.status == 200
-                    && c.body.get("status").is_some()
-            })
+            .filter(|c| c.method == "PUT" && c.path == path && c.status == 200 && c.body.get("status").is_some())
             .count()
     }
 }

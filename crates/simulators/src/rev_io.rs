@@ -37,6 +37,9 @@ pub struct RevService {
     pub usage_plan_group_id: Option<i64>,
     #[serde(default)]
     pub activated_date: Option<String>,
+    /// Custom field values by field id (cost centers and the like).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -57,10 +60,7 @@ pub struct RevIoState {
 
 impl RevIoState {
     pub fn services(&self) -> Vec<RevService> {
-        self.account
-            .lock()
-            .map(|a| a.services.values().cloned().collect())
-            .unwrap_or_default()
+        self.account.lock().map(|a| a.services.values().cloned().collect()).unwrap_or_default()
     }
 }
 
@@ -72,44 +72,28 @@ pub fn router(state: Arc<RevIoState>) -> Router {
     Router::new()
         .route("/v1/Customers", get(list_customers))
         .route("/v1/Services", post(create_service))
-        .route("/v1/Services/{id}", get(get_service))
+        .route("/v1/Services/{id}", get(get_service).patch(patch_service))
         .route("/_sim/calls", get(admin_calls))
         .route("/_sim/config", get(admin_get_faults).post(admin_set_faults))
         .with_state(state)
 }
 
-fn admit(
-    state: &RevIoState,
-    headers: &HeaderMap,
-    method: &str,
-    path: &str,
-    body: &Value,
-) -> Result<(), Response> {
+fn admit(state: &RevIoState, headers: &HeaderMap, method: &str, path: &str, body: &Value) -> Result<(), Response> {
     let authorised = state.account.lock().is_ok_and(|a| {
-        let key_ok = headers
-            .get("ocp-apim-subscription-key")
-            .and_then(|v| v.to_str().ok())
-            == Some(a.subscription_key.as_str());
-        let user_ok = basic_auth(headers).is_some_and(|(u, p)| {
-            u == format!("{}@{}", a.username, a.client_code) && p == a.password
-        });
+        let key_ok =
+            headers.get("ocp-apim-subscription-key").and_then(|v| v.to_str().ok()) == Some(a.subscription_key.as_str());
+        let user_ok = basic_auth(headers)
+            .is_some_and(|(u, p)| u == format!("{}@{}", a.username, a.client_code) && p == a.password);
         key_ok && user_ok
     });
     if !authorised {
-        state
-            .harness
-            .record(method, path, body.clone(), StatusCode::UNAUTHORIZED);
-        return Err(failure(
-            StatusCode::UNAUTHORIZED,
-            "Access denied due to invalid credentials or subscription key.",
-        ));
+        state.harness.record(method, path, body.clone(), StatusCode::UNAUTHORIZED);
+        return Err(failure(StatusCode::UNAUTHORIZED, "Access denied due to invalid credentials or subscription key."));
     }
     match state.harness.gate() {
         Gate::Proceed => Ok(()),
         Gate::Throttled(after) => {
-            state
-                .harness
-                .record(method, path, body.clone(), StatusCode::TOO_MANY_REQUESTS);
+            state.harness.record(method, path, body.clone(), StatusCode::TOO_MANY_REQUESTS);
             let mut r = failure(StatusCode::TOO_MANY_REQUESTS, "Rate limit is exceeded.");
             if let Ok(v) = HeaderValue::from_str(&after.to_string()) {
                 r.headers_mut().insert("retry-after", v);
@@ -117,27 +101,13 @@ fn admit(
             Err(r)
         }
         Gate::Fail => {
-            state.harness.record(
-                method,
-                path,
-                body.clone(),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            );
-            Err(failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "An unexpected error occurred.",
-            ))
+            state.harness.record(method, path, body.clone(), StatusCode::INTERNAL_SERVER_ERROR);
+            Err(failure(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred."))
         }
     }
 }
 
-async fn finish(
-    state: &RevIoState,
-    method: &str,
-    path: &str,
-    body: Value,
-    response: Response,
-) -> Response {
+async fn finish(state: &RevIoState, method: &str, path: &str, body: Value, response: Response) -> Response {
     state.harness.record(method, path, body, response.status());
     let latency = state.harness.latency();
     if !latency.is_zero() {
@@ -154,55 +124,25 @@ struct Page {
     page_size: Option<usize>,
 }
 
-async fn list_customers(
-    State(state): State<Arc<RevIoState>>,
-    Query(q): Query<Page>,
-    headers: HeaderMap,
-) -> Response {
+async fn list_customers(State(state): State<Arc<RevIoState>>, Query(q): Query<Page>, headers: HeaderMap) -> Response {
     if let Err(r) = admit(&state, &headers, "GET", "/v1/Customers", &Value::Null) {
         return r;
     }
-    let (page, size) = (
-        q.page.unwrap_or(1).max(1),
-        q.page_size.unwrap_or(10).clamp(1, 500),
-    );
-    let all: Vec<RevCustomer> = state
-        .account
-        .lock()
-        .map(|a| a.customers.values().cloned().collect())
-        .unwrap_or_default();
-    let records: Vec<_> = all
-        .iter()
-        .skip((page - 1) * size)
-        .take(size)
-        .cloned()
-        .collect();
-    let body = json!({"ok": true, "has_more": page * size < all.len(), "record_count": records.len(), "records": records});
-    finish(
-        &state,
-        "GET",
-        "/v1/Customers",
-        Value::Null,
-        Json(body).into_response(),
-    )
-    .await
+    let (page, size) = (q.page.unwrap_or(1).max(1), q.page_size.unwrap_or(10).clamp(1, 500));
+    let all: Vec<RevCustomer> =
+        state.account.lock().map(|a| a.customers.values().cloned().collect()).unwrap_or_default();
+    let records: Vec<_> = all.iter().skip((page - 1) * size).take(size).cloned().collect();
+    let body =
+        json!({"ok": true, "has_more": page * size < all.len(), "record_count": records.len(), "records": records});
+    finish(&state, "GET", "/v1/Customers", Value::Null, Json(body).into_response()).await
 }
 
-async fn create_service(
-    State(state): State<Arc<RevIoState>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
+async fn create_service(State(state): State<Arc<RevIoState>>, headers: HeaderMap, body: String) -> Response {
     let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
     if let Err(r) = admit(&state, &headers, "POST", "/v1/Services", &parsed) {
         return r;
     }
-    let int = |k: &str| {
-        parsed.get(k).and_then(|v| {
-            v.as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-    };
+    let int = |k: &str| parsed.get(k).and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
     let text = |k: &str| parsed.get(k).and_then(Value::as_str).map(str::to_string);
     let (Some(customer_id), Some(provider_id)) = (int("customer_id"), int("provider_id")) else {
         return finish(
@@ -210,10 +150,7 @@ async fn create_service(
             "POST",
             "/v1/Services",
             parsed.clone(),
-            failure(
-                StatusCode::BAD_REQUEST,
-                "customer_id and provider_id are required.",
-            ),
+            failure(StatusCode::BAD_REQUEST, "customer_id and provider_id are required."),
         )
         .await;
     };
@@ -230,6 +167,7 @@ async fn create_service(
                 number2: text("number2"),
                 usage_plan_group_id: int("usage_plan_group_id"),
                 activated_date: text("activated_date"),
+                fields: BTreeMap::new(),
             };
             a.services.insert(service_id, service);
             Ok(service_id)
@@ -250,20 +188,12 @@ async fn create_service(
     finish(&state, "POST", "/v1/Services", parsed, response).await
 }
 
-async fn get_service(
-    State(state): State<Arc<RevIoState>>,
-    Path(id): Path<i64>,
-    headers: HeaderMap,
-) -> Response {
+async fn get_service(State(state): State<Arc<RevIoState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
     let path = format!("/v1/Services/{id}");
     if let Err(r) = admit(&state, &headers, "GET", &path, &Value::Null) {
         return r;
     }
-    let found = state
-        .account
-        .lock()
-        .ok()
-        .and_then(|a| a.services.get(&id).cloned());
+    let found = state.account.lock().ok().and_then(|a| a.services.get(&id).cloned());
     let response = match found {
         Some(s) => {
             let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
@@ -277,6 +207,50 @@ async fn get_service(
     finish(&state, "GET", &path, Value::Null, response).await
 }
 
+/// JSON Patch on a service: `replace` of `/fields/{id}/value` or `/description`.
+async fn patch_service(State(state): State<Arc<RevIoState>>, Path(id): Path<i64>, headers: HeaderMap, body: String) -> Response {
+    let path = format!("/v1/Services/{id}");
+    let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
+    if let Err(r) = admit(&state, &headers, "PATCH", &path, &parsed) {
+        return r;
+    }
+    let is_patch = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json-patch+json"));
+    let response = match (is_patch, parsed.as_array()) {
+        (false, _) => failure(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json-patch+json."),
+        (true, None) => failure(StatusCode::BAD_REQUEST, "A JSON Patch document (array of operations) is required."),
+        (true, Some(ops)) => match state.account.lock() {
+            Ok(mut account) => match account.services.get_mut(&id) {
+                None => failure(StatusCode::NOT_FOUND, "Service not found."),
+                Some(service) => match apply_patch(service, ops) {
+                    Ok(()) => Json(json!({"ok": true})).into_response(),
+                    Err(m) => failure(StatusCode::BAD_REQUEST, &m),
+                },
+            },
+            Err(_) => failure(StatusCode::INTERNAL_SERVER_ERROR, "state lock"),
+        },
+    };
+    finish(&state, "PATCH", &path, parsed, response).await
+}
+
+fn apply_patch(service: &mut RevService, ops: &[Value]) -> Result<(), String> {
+    let mut changed = service.fields.clone();
+    for op in ops {
+        let (Some("replace"), Some(p), Some(v)) = (op["op"].as_str(), op["path"].as_str(), op["value"].as_str()) else {
+            return Err(format!("Unsupported operation: {op}"));
+        };
+        match p.trim_start_matches('/').split('/').collect::<Vec<_>>().as_slice() {
+            ["fields", field, "value"] => changed.insert(field.to_string(), v.to_string()),
+            ["description"] => changed.insert("description".into(), v.to_string()),
+            _ => return Err(format!("Unknown path: {p}")),
+        };
+    }
+    service.fields = changed;
+    Ok(())
+}
+
 async fn admin_calls(State(state): State<Arc<RevIoState>>) -> Json<Vec<RecordedCall>> {
     Json(state.harness.calls())
 }
@@ -285,10 +259,7 @@ async fn admin_get_faults(State(state): State<Arc<RevIoState>>) -> Json<Faults> 
     Json(state.harness.faults())
 }
 
-async fn admin_set_faults(
-    State(state): State<Arc<RevIoState>>,
-    Json(faults): Json<Faults>,
-) -> Json<Faults> {
+async fn admin_set_faults(State(state): State<Arc<RevIoState>>, Json(faults): Json<Faults>) -> Json<Faults> {
     state.harness.set_faults(faults.clone());
     Json(faults)
 }
@@ -300,15 +271,8 @@ pub struct RevIoSim {
 }
 
 impl RevIoSim {
-    pub async fn start(
-        listen: SocketAddr,
-        account: RevAccount,
-        faults: Faults,
-    ) -> std::io::Result<Self> {
-        let state = Arc::new(RevIoState {
-            account: Mutex::new(account),
-            harness: Harness::new(faults),
-        });
+    pub async fn start(listen: SocketAddr, account: RevAccount, faults: Faults) -> std::io::Result<Self> {
+        let state = Arc::new(RevIoState { account: Mutex::new(account), harness: Harness::new(faults) });
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let app = router(state.clone());

@@ -12,11 +12,7 @@ use crate::seed::*;
 pub const TENANT: i64 = 1;
 pub const OTHER_TENANT: i64 = 2;
 pub const SP: i64 = 10;
-pub const ICCIDS: [&str; 3] = [
-    "89148000008245116615",
-    "89148000008245116623",
-    "89148000008245116631",
-];
+pub const ICCIDS: [&str; 3] = ["89148000008245116615", "89148000008245116623", "89148000008245116631"];
 pub const OTHER_TENANT_ICCID: &str = "89148000008245116649";
 
 /// Two tenants, a POD19 provider each, three devices for tenant 1 and one for tenant 2.
@@ -52,14 +48,8 @@ pub fn contract_seed() -> Seed {
     };
     Seed {
         tenants: vec![
-            SeedTenant {
-                id: TENANT,
-                name: "Acme".into(),
-            },
-            SeedTenant {
-                id: OTHER_TENANT,
-                name: "Globex".into(),
-            },
+            SeedTenant { id: TENANT, name: "Acme".into() },
+            SeedTenant { id: OTHER_TENANT, name: "Globex".into() },
         ],
         service_providers: vec![sp(SP, TENANT), sp(20, OTHER_TENANT)],
         device_statuses: vec![],
@@ -84,21 +74,12 @@ pub fn contract_seed() -> Seed {
 }
 
 fn t(secs: i64) -> chrono::DateTime<Utc> {
-    Utc.timestamp_opt(1_900_000_000 + secs, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.timestamp_opt(1_900_000_000 + secs, 0).single().unwrap_or_default()
 }
 
 pub async fn new_bulk(store: &dyn Store) -> i64 {
-    let devices = store
-        .devices_by_iccid(TENANT, &ICCIDS.map(String::from))
-        .await
-        .expect("devices");
-    assert_eq!(
-        devices.len(),
-        3,
-        "seeded devices are visible to their tenant"
-    );
+    let devices = store.devices_by_iccid(TENANT, &ICCIDS.map(String::from)).await.expect("devices");
+    assert_eq!(devices.len(), 3, "seeded devices are visible to their tenant");
     let mut rows: Vec<NewRow> = devices
         .iter()
         .map(|d| NewRow {
@@ -122,123 +103,45 @@ pub async fn new_bulk(store: &dyn Store) -> i64 {
         integration: Integration::Pod19,
         change_type: ChangeType::StatusUpdate,
         portal_type: PortalType::M2M,
-        request: BulkChangeRequestWire {
-            service_provider_id: Some(SP),
-            change_type: Some(3),
-            ..Default::default()
-        },
+        request: BulkChangeRequestWire { service_provider_id: Some(SP), change_type: Some(3), ..Default::default() },
         created_by: "alice".into(),
     };
-    store
-        .create_bulk_change(&change, &rows)
-        .await
-        .expect("create bulk change")
+    store.create_bulk_change(&change, &rows).await.expect("create bulk change")
 }
 
 pub async fn bulk_change_is_tenant_scoped(store: &dyn Store) {
     let id = new_bulk(store).await;
-    let own = store
-        .bulk_change(Some(TENANT), id)
-        .await
-        .expect("read")
-        .expect("own tenant sees it");
+    let own = store.bulk_change(Some(TENANT), id).await.expect("read").expect("own tenant sees it");
     assert_eq!(own.status, BulkStatus::New);
     assert_eq!(own.created_by, "alice");
-    assert!(
-        store
-            .bulk_change(Some(OTHER_TENANT), id)
-            .await
-            .expect("read")
-            .is_none()
-    );
-    assert!(
-        store
-            .rows(OTHER_TENANT, id, None, 1, 100)
-            .await
-            .expect("rows")
-            .is_empty()
-    );
-    assert!(
-        store
-            .row_counts(OTHER_TENANT, id)
-            .await
-            .expect("counts")
-            .is_empty()
-    );
+    assert!(store.bulk_change(Some(OTHER_TENANT), id).await.expect("read").is_none());
+    assert!(store.rows(OTHER_TENANT, id, None, 1, 100).await.expect("rows").is_empty());
+    assert!(store.row_counts(OTHER_TENANT, id).await.expect("counts").is_empty());
     let counts = store.row_counts(TENANT, id).await.expect("counts");
-    assert_eq!(
-        counts
-            .iter()
-            .find(|c| c.status == RowStatus::Pending)
-            .map(|c| c.count),
-        Some(3)
-    );
-    assert_eq!(
-        counts
-            .iter()
-            .find(|c| c.status == RowStatus::Error)
-            .map(|c| c.count),
-        Some(1)
-    );
-    assert!(
-        store
-            .devices_by_iccid(TENANT, &[OTHER_TENANT_ICCID.to_string()])
-            .await
-            .expect("devices")
-            .is_empty()
-    );
-    assert!(
-        store
-            .service_provider(OTHER_TENANT, SP)
-            .await
-            .expect("sp")
-            .is_none()
-    );
+    assert_eq!(counts.iter().find(|c| c.status == RowStatus::Pending).map(|c| c.count), Some(3));
+    assert_eq!(counts.iter().find(|c| c.status == RowStatus::Error).map(|c| c.count), Some(1));
+    assert!(store.devices_by_iccid(TENANT, &[OTHER_TENANT_ICCID.to_string()]).await.expect("devices").is_empty());
+    assert!(store.service_provider(OTHER_TENANT, SP).await.expect("sp").is_none());
 }
 
 pub async fn claims_are_exclusive_and_leases_expire(store: &dyn Store) {
     let id = new_bulk(store).await;
     let lease = Duration::from_secs(60);
-    let a = store
-        .claim_rows(id, "a", 2, lease, t(0))
-        .await
-        .expect("claim a");
-    let b = store
-        .claim_rows(id, "b", 10, lease, t(1))
-        .await
-        .expect("claim b");
+    let a = store.claim_rows(id, "a", 2, lease, t(0)).await.expect("claim a");
+    let b = store.claim_rows(id, "b", 10, lease, t(1)).await.expect("claim b");
     assert_eq!(a.len(), 2);
     assert_eq!(b.len(), 1, "b gets only the row a did not take");
-    assert!(
-        a.iter()
-            .all(|r| r.status == RowStatus::Processing && r.claims == 1)
-    );
+    assert!(a.iter().all(|r| r.status == RowStatus::Processing && r.claims == 1));
     assert!(a.iter().all(|r| r.id != b[0].id));
-    assert!(
-        store
-            .claim_rows(id, "c", 10, lease, t(30))
-            .await
-            .expect("claim c")
-            .is_empty(),
-        "live leases hold"
-    );
-    let c = store
-        .claim_rows(id, "c", 10, lease, t(62))
-        .await
-        .expect("claim c");
+    assert!(store.claim_rows(id, "c", 10, lease, t(30)).await.expect("claim c").is_empty(), "live leases hold");
+    let c = store.claim_rows(id, "c", 10, lease, t(62)).await.expect("claim c");
     assert_eq!(c.len(), 3, "expired leases are claimed again");
-    assert!(
-        c.iter().all(|r| r.claims == 2),
-        "a second claim is visible to the processor"
-    );
+    assert!(c.iter().all(|r| r.claims == 2), "a second claim is visible to the processor");
 }
 
 pub async fn only_the_lease_holder_completes_a_row_once(store: &dyn Store) {
     let id = new_bulk(store).await;
-    let rows = store
-        .claim_rows(id, "a", 1, Duration::from_secs(60), t(0))
-        .await
-        .expect("claim");
+    let rows = store.claim_rows(id, "a", 1, Duration::from_secs(60), t(0)).await.expect("claim");
     let row = &rows[0];
     let target = store
         .device_statuses(Integration::Pod19)
@@ -253,107 +156,59 @@ pub async fn only_the_lease_holder_completes_a_row_once(store: &dyn Store) {
         device_update: DeviceUpdate {
             device_status_id: Some(target.id),
             carrier_rate_plan: Some("RP-5GB".into()),
-            rev_customer_id: None,
+            communication_plan: Some("CP-IoT".into()),
+            username: Some("truck-42".into()),
+            ..DeviceUpdate::default()
         },
     };
+    assert!(!store.complete_row(TENANT, row.id, "intruder", &outcome, t(1)).await.expect("complete"));
+    assert!(store.complete_row(TENANT, row.id, "a", &outcome, t(1)).await.expect("complete"));
+    let again = RowOutcome { status: RowStatus::ApiFailed, ..outcome.clone() };
     assert!(
-        !store
-            .complete_row(TENANT, row.id, "intruder", &outcome, t(1))
-            .await
-            .expect("complete")
-    );
-    assert!(
-        store
-            .complete_row(TENANT, row.id, "a", &outcome, t(1))
-            .await
-            .expect("complete")
-    );
-    let again = RowOutcome {
-        status: RowStatus::ApiFailed,
-        ..outcome.clone()
-    };
-    assert!(
-        !store
-            .complete_row(TENANT, row.id, "a", &again, t(2))
-            .await
-            .expect("complete"),
+        !store.complete_row(TENANT, row.id, "a", &again, t(2)).await.expect("complete"),
         "a final row is never overwritten"
     );
-    let stored = store
-        .rows(TENANT, id, Some(RowStatus::Processed), 1, 10)
-        .await
-        .expect("rows");
+    let stored = store.rows(TENANT, id, Some(RowStatus::Processed), 1, 10).await.expect("rows");
     assert_eq!(stored.len(), 1);
-    assert_eq!(
-        stored[0].status_details.as_deref(),
-        Some("Status changed to ACTIVATED")
-    );
-    let device = store
-        .device(TENANT, row.device_id.expect("device id"))
-        .await
-        .expect("device")
-        .expect("exists");
+    assert_eq!(stored[0].status_details.as_deref(), Some("Status changed to ACTIVATED"));
+    let device = store.device(TENANT, row.device_id.expect("device id")).await.expect("device").expect("exists");
     assert_eq!(device.device_status_id, target.id);
     assert_eq!(device.carrier_rate_plan.as_deref(), Some("RP-5GB"));
+    assert_eq!(device.communication_plan.as_deref(), Some("CP-IoT"));
+    assert_eq!(device.username.as_deref(), Some("truck-42"));
+    assert!(device.is_active && !device.is_deleted);
+}
+
+pub async fn archiving_a_device_hides_it_from_every_change(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let rows = store.claim_rows(id, "a", 1, Duration::from_secs(60), t(0)).await.expect("claim");
+    let archive = RowOutcome {
+        status: RowStatus::Processed,
+        details: "archived".into(),
+        device_update: DeviceUpdate { archive: true, ..DeviceUpdate::default() },
+    };
+    assert!(store.complete_row(TENANT, rows[0].id, "a", &archive, t(1)).await.expect("complete"));
+    let device = store.device(TENANT, rows[0].device_id.expect("device id")).await.expect("read").expect("still stored");
+    assert!(device.is_deleted && !device.is_active, "IsActive = false, IsDeleted = true");
 }
 
 pub async fn bulk_status_is_derived_from_rows_and_final_once(store: &dyn Store) {
     let id = new_bulk(store).await;
     store.mark_processing(id, t(0)).await.expect("mark");
-    assert_eq!(
-        store
-            .finalize_bulk_change(id, t(0))
-            .await
-            .expect("finalize"),
-        None,
-        "open rows keep it open"
-    );
-    let rows = store
-        .claim_rows(id, "a", 10, Duration::from_secs(60), t(0))
-        .await
-        .expect("claim");
+    assert_eq!(store.finalize_bulk_change(id, t(0)).await.expect("finalize"), None, "open rows keep it open");
+    let rows = store.claim_rows(id, "a", 10, Duration::from_secs(60), t(0)).await.expect("claim");
     for (i, row) in rows.iter().enumerate() {
-        let status = if i == 0 {
-            RowStatus::Processed
-        } else {
-            RowStatus::ApiFailed
-        };
-        let outcome = RowOutcome {
-            status,
-            details: "x".into(),
-            device_update: DeviceUpdate::default(),
-        };
-        assert!(
-            store
-                .complete_row(TENANT, row.id, "a", &outcome, t(1))
-                .await
-                .expect("complete")
-        );
+        let status = if i == 0 { RowStatus::Processed } else { RowStatus::ApiFailed };
+        let outcome = RowOutcome { status, details: "x".into(), device_update: DeviceUpdate::default() };
+        assert!(store.complete_row(TENANT, row.id, "a", &outcome, t(1)).await.expect("complete"));
     }
-    assert_eq!(
-        store
-            .finalize_bulk_change(id, t(2))
-            .await
-            .expect("finalize"),
-        Some(BulkStatus::Processed)
-    );
+    assert_eq!(store.finalize_bulk_change(id, t(2)).await.expect("finalize"), Some(BulkStatus::Processed));
     store.mark_processing(id, t(3)).await.expect("mark");
-    let bulk = store
-        .bulk_change(Some(TENANT), id)
-        .await
-        .expect("read")
-        .expect("exists");
-    assert_eq!(
-        bulk.status,
-        BulkStatus::Processed,
-        "a late mark_processing never reopens a final bulk change"
-    );
+    let bulk = store.bulk_change(Some(TENANT), id).await.expect("read").expect("exists");
+    assert_eq!(bulk.status, BulkStatus::Processed, "a late mark_processing never reopens a final bulk change");
     assert!(bulk.processed_at.is_some());
     assert!(store.claim_notification(id, t(4)).await.expect("claim"));
-    assert!(
-        !store.claim_notification(id, t(5)).await.expect("claim"),
-        "one e-mail only"
-    );
+    assert!(!store.claim_notification(id, t(5)).await.expect("claim"), "one e-mail only");
     store.release_notification(id).await.expect("release");
     assert!(store.claim_notification(id, t(6)).await.expect("claim"));
 }
@@ -362,37 +217,19 @@ pub async fn stranded_bulk_changes_are_found(store: &dyn Store) {
     let now = Utc::now();
     let id = new_bulk(store).await;
     let later = now + chrono::Duration::minutes(10);
+    let stranded = store.stranded_bulk_changes(later - chrono::Duration::minutes(2), later).await.expect("stranded");
+    assert!(stranded.contains(&id), "a NEW bulk change nobody picked up is stranded");
+    store.claim_rows(id, "a", 1, Duration::from_secs(3600), later).await.expect("claim");
     let stranded = store
-        .stranded_bulk_changes(later - chrono::Duration::minutes(2), later)
+        .stranded_bulk_changes(later + chrono::Duration::minutes(1), later + chrono::Duration::minutes(1))
         .await
         .expect("stranded");
-    assert!(
-        stranded.contains(&id),
-        "a NEW bulk change nobody picked up is stranded"
-    );
-    store
-        .claim_rows(id, "a", 1, Duration::from_secs(3600), later)
-        .await
-        .expect("claim");
-    let stranded = store
-        .stranded_bulk_changes(
-            later + chrono::Duration::minutes(1),
-            later + chrono::Duration::minutes(1),
-        )
-        .await
-        .expect("stranded");
-    assert!(
-        !stranded.contains(&id),
-        "a live lease means somebody is working on it"
-    );
+    assert!(!stranded.contains(&id), "a live lease means somebody is working on it");
 }
 
 pub async fn audit_log_is_kept_per_row_and_scoped(store: &dyn Store) {
     let id = new_bulk(store).await;
-    let rows = store
-        .claim_rows(id, "a", 1, Duration::from_secs(60), t(0))
-        .await
-        .expect("claim");
+    let rows = store.claim_rows(id, "a", 1, Duration::from_secs(60), t(0)).await.expect("claim");
     let entry = LogEntry {
         bulk_change_id: id,
         device_change_id: Some(rows[0].id),
@@ -410,50 +247,11 @@ pub async fn audit_log_is_kept_per_row_and_scoped(store: &dyn Store) {
 }
 
 pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
-    assert_eq!(
-        store
-            .carrier_rate_plans(TENANT, SP)
-            .await
-            .expect("plans")
-            .len(),
-        1
-    );
-    assert!(
-        store
-            .carrier_rate_plans(OTHER_TENANT, SP)
-            .await
-            .expect("plans")
-            .is_empty()
-    );
-    assert!(
-        store
-            .rev_customer(TENANT, "1001")
-            .await
-            .expect("rev")
-            .is_some()
-    );
-    assert!(
-        store
-            .rev_customer(TENANT, "100")
-            .await
-            .expect("rev")
-            .is_none(),
-        "exact match, never a substring"
-    );
-    assert!(
-        store
-            .rev_customer(OTHER_TENANT, "1001")
-            .await
-            .expect("rev")
-            .is_none()
-    );
-    let statuses = store
-        .device_statuses(Integration::Pod19)
-        .await
-        .expect("statuses");
-    assert!(
-        statuses
-            .iter()
-            .any(|s| s.status == "DEACTIVATED" && s.display_name == "Deactivated")
-    );
+    assert_eq!(store.carrier_rate_plans(TENANT, SP).await.expect("plans").len(), 1);
+    assert!(store.carrier_rate_plans(OTHER_TENANT, SP).await.expect("plans").is_empty());
+    assert!(store.rev_customer(TENANT, "1001").await.expect("rev").is_some());
+    assert!(store.rev_customer(TENANT, "100").await.expect("rev").is_none(), "exact match, never a substring");
+    assert!(store.rev_customer(OTHER_TENANT, "1001").await.expect("rev").is_none());
+    let statuses = store.device_statuses(Integration::Pod19).await.expect("statuses");
+    assert!(statuses.iter().any(|s| s.status == "DEACTIVATED" && s.display_name == "Deactivated"));
 }

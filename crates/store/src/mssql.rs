@@ -22,10 +22,7 @@ type Conn = Client<Compat<TcpStream>>;
 const PROCESSED_BY: &str = "AltaworxDeviceBulkChange";
 
 fn db(context: &'static str) -> impl Fn(tiberius::error::Error) -> StoreError {
-    move |e| StoreError::Database {
-        context,
-        message: e.to_string(),
-    }
+    move |e| StoreError::Database { context, message: e.to_string() }
 }
 
 fn naive(t: DateTime<Utc>) -> NaiveDateTime {
@@ -51,9 +48,7 @@ struct Lease<'a> {
 
 impl Lease<'_> {
     fn conn(&mut self) -> Result<&mut Conn, StoreError> {
-        self.conn
-            .as_mut()
-            .ok_or_else(|| StoreError::Corrupt("connection already returned".into()))
+        self.conn.as_mut().ok_or_else(|| StoreError::Corrupt("connection already returned".into()))
     }
 
     async fn give_back(mut self) {
@@ -68,63 +63,33 @@ impl MssqlStore {
     /// TrustServerCertificate=true` for a local container).
     pub async fn connect(ado: &str, pool_size: usize) -> Result<Self, StoreError> {
         let config = Config::from_ado_string(ado).map_err(db("parse connection string"))?;
-        let store = Self {
-            config,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(pool_size.max(1)),
-        };
+        let store = Self { config, idle: Mutex::new(Vec::new()), permits: Semaphore::new(pool_size.max(1)) };
         let lease = store.lease().await?;
         lease.give_back().await;
         Ok(store)
     }
 
     async fn open(&self) -> Result<Conn, StoreError> {
-        let tcp = tokio::time::timeout(
-            Duration::from_secs(15),
-            TcpStream::connect(self.config.get_addr()),
-        )
-        .await
-        .map_err(|_| StoreError::Database {
-            context: "connect",
-            message: "timed out".into(),
-        })?
-        .map_err(|e| StoreError::Database {
-            context: "connect",
-            message: e.to_string(),
-        })?;
-        tcp.set_nodelay(true).map_err(|e| StoreError::Database {
-            context: "connect",
-            message: e.to_string(),
-        })?;
-        Client::connect(self.config.clone(), tcp.compat_write())
+        let tcp = tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(self.config.get_addr()))
             .await
-            .map_err(db("login"))
+            .map_err(|_| StoreError::Database { context: "connect", message: "timed out".into() })?
+            .map_err(|e| StoreError::Database { context: "connect", message: e.to_string() })?;
+        tcp.set_nodelay(true).map_err(|e| StoreError::Database { context: "connect", message: e.to_string() })?;
+        Client::connect(self.config.clone(), tcp.compat_write()).await.map_err(db("login"))
     }
 
     async fn lease(&self) -> Result<Lease<'_>, StoreError> {
-        let permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Corrupt("pool closed".into()))?;
+        let permit = self.permits.acquire().await.map_err(|_| StoreError::Corrupt("pool closed".into()))?;
         let idle = self.idle.lock().await.pop();
         let conn = match idle {
             Some(c) => c,
             None => self.open().await?,
         };
-        Ok(Lease {
-            store: self,
-            conn: Some(conn),
-            _permit: permit,
-        })
+        Ok(Lease { store: self, conn: Some(conn), _permit: permit })
     }
 
     /// Runs one procedure call and returns all its result sets. The connection goes back to the pool only on success.
-    async fn exec(
-        &self,
-        context: &'static str,
-        query: Query<'_>,
-    ) -> Result<Vec<Vec<Row>>, StoreError> {
+    async fn exec(&self, context: &'static str, query: Query<'_>) -> Result<Vec<Vec<Row>>, StoreError> {
         let mut lease = self.lease().await?;
         let result = async {
             let stream = query.query(lease.conn()?).await.map_err(db(context))?;
@@ -138,12 +103,7 @@ impl MssqlStore {
     }
 
     async fn first(&self, context: &'static str, query: Query<'_>) -> Result<Vec<Row>, StoreError> {
-        Ok(self
-            .exec(context, query)
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_default())
+        Ok(self.exec(context, query).await?.into_iter().next().unwrap_or_default())
     }
 
     /// Runs the scripts of `infra/sql/` (batches separated by `GO`): schema, reference data, procedures.
@@ -175,12 +135,7 @@ impl MssqlStore {
 
     /// Fills an empty database from a seed (tests and first-time set-up). False when tenants exist.
     pub async fn load_seed(&self, seed: &Seed) -> Result<bool, StoreError> {
-        let rows = self
-            .first(
-                "count tenants",
-                Query::new("SELECT COUNT_BIG(*) AS N FROM dbo.Tenant"),
-            )
-            .await?;
+        let rows = self.first("count tenants", Query::new("SELECT COUNT_BIG(*) AS N FROM dbo.Tenant")).await?;
         if rows.first().and_then(|r| r.get::<i64, _>("N")).unwrap_or(0) > 0 {
             return Ok(false);
         }
@@ -220,9 +175,8 @@ impl MssqlStore {
             self.exec("seed rate plan", q).await?;
         }
         for c in &seed.rev_customers {
-            let mut q = Query::new(
-                "INSERT INTO dbo.RevCustomer (TenantId, RevCustomerId, Name) VALUES (@P1, @P2, @P3)",
-            );
+            let mut q =
+                Query::new("INSERT INTO dbo.RevCustomer (TenantId, RevCustomerId, Name) VALUES (@P1, @P2, @P3)");
             q.bind(c.tenant_id);
             q.bind(c.rev_customer_id.as_str());
             q.bind(c.name.as_str());
@@ -251,11 +205,7 @@ impl MssqlStore {
             q.bind(d.data_usage_mb);
             q.bind(d.rev_customer_id.as_deref());
             let sets = self.exec("seed device", q).await?;
-            let inserted = sets
-                .last()
-                .and_then(|s| s.first())
-                .and_then(|r| r.get::<i32, _>("N"))
-                .unwrap_or(0);
+            let inserted = sets.last().and_then(|s| s.first()).and_then(|r| r.get::<i32, _>("N")).unwrap_or(0);
             if inserted != 1 {
                 return Err(StoreError::Seed(format!(
                     "device {}: provider {} of tenant {} or status '{}' not found",
@@ -278,10 +228,7 @@ fn split_batches(script: &str) -> Vec<String> {
             current.push('\n');
         }
     }
-    batches
-        .into_iter()
-        .filter(|b| !b.trim().is_empty())
-        .collect()
+    batches.into_iter().filter(|b| !b.trim().is_empty()).collect()
 }
 
 fn text(row: &Row, col: &str) -> Option<String> {
@@ -344,10 +291,8 @@ fn bulk_change(row: &Row) -> Result<BulkChange, StoreError> {
             .ok_or_else(|| bad(format!("unknown integration {integration}")))?,
         change_type: ChangeType::from_number(change_type)
             .ok_or_else(|| bad(format!("unknown change type {change_type}")))?,
-        portal_type: PortalType::try_from(need(row.get::<i64, _>("PortalTypeId"), "PortalTypeId")?)
-            .map_err(bad)?,
-        status: BulkStatus::parse(&status)
-            .ok_or_else(|| bad(format!("unknown status {status}")))?,
+        portal_type: PortalType::try_from(need(row.get::<i64, _>("PortalTypeId"), "PortalTypeId")?).map_err(bad)?,
+        status: BulkStatus::parse(&status).ok_or_else(|| bad(format!("unknown status {status}")))?,
         request: serde_json::from_str(row.get::<&str, _>("ChangeRequest").unwrap_or("{}"))
             .map_err(|e| bad(format!("unreadable ChangeRequest: {e}")))?,
         created_by: text(row, "CreatedBy").unwrap_or_default(),
@@ -364,8 +309,7 @@ fn change_row(row: &Row) -> Result<DeviceChangeRow, StoreError> {
         device_id: row.get("DeviceId"),
         iccid: text(row, "ICCID").unwrap_or_default(),
         msisdn: text(row, "MSISDN"),
-        status: RowStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown row status {status}")))?,
+        status: RowStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("unknown row status {status}")))?,
         status_details: text(row, "StatusDetails"),
         claims: i64::from(row.get::<i32, _>("Claims").unwrap_or(0)),
         processed_date: utc(row.get("ProcessedDate")),
@@ -378,19 +322,11 @@ fn offset(page: u32, page_size: u32) -> i32 {
 
 #[async_trait]
 impl Store for MssqlStore {
-    async fn service_provider(
-        &self,
-        tenant_id: i64,
-        id: i64,
-    ) -> StoreResult<Option<ServiceProvider>> {
+    async fn service_provider(&self, tenant_id: i64, id: i64) -> StoreResult<Option<ServiceProvider>> {
         let mut q = Query::new("EXEC dbo.usp_ServiceProvider_Get @TenantId = @P1, @Id = @P2");
         q.bind(tenant_id);
         q.bind(id);
-        self.first("read service provider", q)
-            .await?
-            .first()
-            .map(service_provider)
-            .transpose()
+        self.first("read service provider", q).await?.first().map(service_provider).transpose()
     }
 
     async fn service_provider_for(
@@ -398,16 +334,10 @@ impl Store for MssqlStore {
         tenant_id: i64,
         integration: Integration,
     ) -> StoreResult<Option<ServiceProvider>> {
-        let mut q = Query::new(
-            "EXEC dbo.usp_ServiceProvider_GetForIntegration @TenantId = @P1, @IntegrationId = @P2",
-        );
+        let mut q = Query::new("EXEC dbo.usp_ServiceProvider_GetForIntegration @TenantId = @P1, @IntegrationId = @P2");
         q.bind(tenant_id);
         q.bind(integration.id());
-        self.first("read service provider by integration", q)
-            .await?
-            .first()
-            .map(service_provider)
-            .transpose()
+        self.first("read service provider by integration", q).await?.first().map(service_provider).transpose()
     }
 
     async fn device_statuses(&self, integration: Integration) -> StoreResult<Vec<DeviceStatusDef>> {
@@ -427,42 +357,23 @@ impl Store for MssqlStore {
             .collect()
     }
 
-    async fn devices_by_iccid(
-        &self,
-        tenant_id: i64,
-        iccids: &[String],
-    ) -> StoreResult<Vec<DeviceRecord>> {
+    async fn devices_by_iccid(&self, tenant_id: i64, iccids: &[String]) -> StoreResult<Vec<DeviceRecord>> {
         let json = serde_json::to_string(iccids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut q =
-            Query::new("EXEC dbo.usp_Device_GetByIccids @TenantId = @P1, @IccidsJson = @P2");
+        let mut q = Query::new("EXEC dbo.usp_Device_GetByIccids @TenantId = @P1, @IccidsJson = @P2");
         q.bind(tenant_id);
         q.bind(json);
-        self.first("read devices", q)
-            .await?
-            .iter()
-            .map(device)
-            .collect()
+        self.first("read devices", q).await?.iter().map(device).collect()
     }
 
     async fn device(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<DeviceRecord>> {
         let mut q = Query::new("EXEC dbo.usp_Device_Get @TenantId = @P1, @DeviceId = @P2");
         q.bind(tenant_id);
         q.bind(device_id);
-        self.first("read device", q)
-            .await?
-            .first()
-            .map(device)
-            .transpose()
+        self.first("read device", q).await?.first().map(device).transpose()
     }
 
-    async fn carrier_rate_plans(
-        &self,
-        tenant_id: i64,
-        service_provider_id: i64,
-    ) -> StoreResult<Vec<CarrierRatePlan>> {
-        let mut q = Query::new(
-            "EXEC dbo.usp_JasperCarrierRatePlan_List @TenantId = @P1, @ServiceProviderId = @P2",
-        );
+    async fn carrier_rate_plans(&self, tenant_id: i64, service_provider_id: i64) -> StoreResult<Vec<CarrierRatePlan>> {
+        let mut q = Query::new("EXEC dbo.usp_JasperCarrierRatePlan_List @TenantId = @P1, @ServiceProviderId = @P2");
         q.bind(tenant_id);
         q.bind(service_provider_id);
         self.first("read rate plans", q)
@@ -480,13 +391,8 @@ impl Store for MssqlStore {
             .collect()
     }
 
-    async fn rev_customer(
-        &self,
-        tenant_id: i64,
-        rev_customer_id: &str,
-    ) -> StoreResult<Option<RevCustomer>> {
-        let mut q =
-            Query::new("EXEC dbo.usp_RevCustomer_Get @TenantId = @P1, @RevCustomerId = @P2");
+    async fn rev_customer(&self, tenant_id: i64, rev_customer_id: &str) -> StoreResult<Option<RevCustomer>> {
+        let mut q = Query::new("EXEC dbo.usp_RevCustomer_Get @TenantId = @P1, @RevCustomerId = @P2");
         q.bind(tenant_id);
         q.bind(rev_customer_id);
         self.first("read Rev customer", q)
@@ -503,13 +409,8 @@ impl Store for MssqlStore {
             .transpose()
     }
 
-    async fn active_rev_service(
-        &self,
-        tenant_id: i64,
-        device_id: i64,
-    ) -> StoreResult<Option<RevServiceRecord>> {
-        let mut q =
-            Query::new("EXEC dbo.usp_RevService_GetActive @TenantId = @P1, @DeviceId = @P2");
+    async fn active_rev_service(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<RevServiceRecord>> {
+        let mut q = Query::new("EXEC dbo.usp_RevService_GetActive @TenantId = @P1, @DeviceId = @P2");
         q.bind(tenant_id);
         q.bind(device_id);
         self.first("read Rev service", q)
@@ -539,11 +440,7 @@ impl Store for MssqlStore {
         self.exec("add Rev service", q).await.map(|_| ())
     }
 
-    async fn create_bulk_change(
-        &self,
-        change: &NewBulkChange,
-        rows: &[NewRow],
-    ) -> StoreResult<i64> {
+    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<i64> {
         let rows_json: Vec<serde_json::Value> = rows
             .iter()
             .enumerate()
@@ -558,10 +455,7 @@ impl Store for MssqlStore {
         q.bind(change.integration.id());
         q.bind(change.change_type.number());
         q.bind(i64::from(change.portal_type));
-        q.bind(
-            serde_json::to_string(&change.request)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        );
+        q.bind(serde_json::to_string(&change.request).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         q.bind(change.created_by.as_str());
         q.bind(serde_json::Value::Array(rows_json).to_string());
         q.bind(naive(Utc::now()));
@@ -569,19 +463,11 @@ impl Store for MssqlStore {
         need(rows.first().and_then(|r| r.get::<i64, _>("Id")), "Id")
     }
 
-    async fn bulk_change(
-        &self,
-        tenant_id: Option<i64>,
-        id: i64,
-    ) -> StoreResult<Option<BulkChange>> {
+    async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>> {
         let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_Get @TenantId = @P1, @Id = @P2");
         q.bind(tenant_id);
         q.bind(id);
-        self.first("read bulk change", q)
-            .await?
-            .first()
-            .map(bulk_change)
-            .transpose()
+        self.first("read bulk change", q).await?.first().map(bulk_change).transpose()
     }
 
     async fn list_bulk_changes(
@@ -600,11 +486,7 @@ impl Store for MssqlStore {
         q.bind(offset(page, page_size));
         q.bind(page_size as i32);
         let sets = self.exec("list bulk changes", q).await?;
-        let total = sets
-            .first()
-            .and_then(|s| s.first())
-            .and_then(|r| r.get::<i64, _>("Total"))
-            .unwrap_or(0);
+        let total = sets.first().and_then(|s| s.first()).and_then(|r| r.get::<i64, _>("Total")).unwrap_or(0);
         let items = sets
             .get(1)
             .map(|s| s.iter().map(bulk_change).collect::<Result<Vec<_>, _>>())
@@ -613,14 +495,8 @@ impl Store for MssqlStore {
         Ok((items, total))
     }
 
-    async fn row_counts(
-        &self,
-        tenant_id: i64,
-        bulk_change_id: i64,
-    ) -> StoreResult<Vec<StatusCount>> {
-        let mut q = Query::new(
-            "EXEC dbo.usp_DeviceBulkChange_RowCounts @TenantId = @P1, @BulkChangeId = @P2",
-        );
+    async fn row_counts(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<StatusCount>> {
+        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_RowCounts @TenantId = @P1, @BulkChangeId = @P2");
         q.bind(tenant_id);
         q.bind(bulk_change_id);
         self.first("count rows", q)
@@ -629,9 +505,8 @@ impl Store for MssqlStore {
             .map(|r| {
                 let status = need(text(r, "Status"), "Status")?;
                 Ok(StatusCount {
-                    status: RowStatus::parse(&status).ok_or_else(|| {
-                        StoreError::Corrupt(format!("unknown row status {status}"))
-                    })?,
+                    status: RowStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown row status {status}")))?,
                     count: r.get::<i64, _>("Count").unwrap_or(0),
                 })
             })
@@ -654,17 +529,11 @@ impl Store for MssqlStore {
         q.bind(status.map(|s| s.as_str()));
         q.bind(offset(page, page_size));
         q.bind(page_size as i32);
-        self.first("read rows", q)
-            .await?
-            .iter()
-            .map(change_row)
-            .collect()
+        self.first("read rows", q).await?.iter().map(change_row).collect()
     }
 
     async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>> {
-        let mut q = Query::new(
-            "EXEC dbo.usp_DeviceBulkChangeLog_List @TenantId = @P1, @BulkChangeId = @P2",
-        );
+        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChangeLog_List @TenantId = @P1, @BulkChangeId = @P2");
         q.bind(tenant_id);
         q.bind(bulk_change_id);
         self.first("read logs", q)
@@ -687,9 +556,7 @@ impl Store for MssqlStore {
     }
 
     async fn mark_processing(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()> {
-        let mut q = Query::new(
-            "EXEC dbo.usp_DeviceBulkChange_MarkProcessing @BulkChangeId = @P1, @Now = @P2",
-        );
+        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_MarkProcessing @BulkChangeId = @P1, @Now = @P2");
         q.bind(bulk_change_id);
         q.bind(naive(now));
         self.exec("mark processing", q).await.map(|_| ())
@@ -703,8 +570,7 @@ impl Store for MssqlStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<DeviceChangeRow>> {
-        let until = now
-            + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(5));
+        let until = now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(5));
         let mut q = Query::new(
             "EXEC dbo.usp_DeviceBulkChange_ClaimRows @BulkChangeId = @P1, @Worker = @P2, @Limit = @P3, @LeaseUntil = @P4, @Now = @P5",
         );
@@ -714,9 +580,7 @@ impl Store for MssqlStore {
         q.bind(naive(until));
         q.bind(naive(now));
         let sets = self.exec("claim rows", q).await?;
-        sets.last()
-            .map(|rows| rows.iter().map(change_row).collect())
-            .unwrap_or_else(|| Ok(Vec::new()))
+        sets.last().map(|rows| rows.iter().map(change_row).collect()).unwrap_or_else(|| Ok(Vec::new()))
     }
 
     async fn append_log(&self, e: &LogEntry) -> StoreResult<()> {
@@ -747,8 +611,9 @@ impl Store for MssqlStore {
     ) -> StoreResult<bool> {
         let u = &outcome.device_update;
         let mut q = Query::new(
-            "EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3, @Status = @P4,
-                  @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @RevCustomerId = @P8, @ProcessedBy = @P9, @Now = @P10",
+            "EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3,
+                  @Status = @P4, @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @CommunicationPlan = @P8,
+                  @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13",
         );
         q.bind(tenant_id);
         q.bind(row_id);
@@ -757,22 +622,17 @@ impl Store for MssqlStore {
         q.bind(outcome.details.as_str());
         q.bind(u.device_status_id);
         q.bind(u.carrier_rate_plan.as_deref());
+        q.bind(u.communication_plan.as_deref());
         q.bind(u.rev_customer_id.as_deref());
+        q.bind(u.username.as_deref());
+        q.bind(u.archive);
         q.bind(PROCESSED_BY);
         q.bind(naive(now));
         let sets = self.exec("complete row", q).await?;
-        Ok(sets
-            .last()
-            .and_then(|s| s.first())
-            .and_then(|r| r.get::<bool, _>("Completed"))
-            .unwrap_or(false))
+        Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<bool, _>("Completed")).unwrap_or(false))
     }
 
-    async fn finalize_bulk_change(
-        &self,
-        bulk_change_id: i64,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<BulkStatus>> {
+    async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>> {
         let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_RowStatuses @BulkChangeId = @P1");
         q.bind(bulk_change_id);
         let statuses = self
@@ -781,8 +641,7 @@ impl Store for MssqlStore {
             .iter()
             .map(|r| {
                 let s = text(r, "Status").unwrap_or_default();
-                RowStatus::parse(&s)
-                    .ok_or_else(|| StoreError::Corrupt(format!("unknown row status {s}")))
+                RowStatus::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown row status {s}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Final rows never change again, so a status derived from them stays true after this read.
@@ -803,14 +662,8 @@ impl Store for MssqlStore {
             .ok_or_else(|| StoreError::Corrupt(format!("unknown bulk status {current}")))
     }
 
-    async fn claim_notification(
-        &self,
-        bulk_change_id: i64,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let mut q = Query::new(
-            "EXEC dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId = @P1, @Now = @P2",
-        );
+    async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId = @P1, @Now = @P2");
         q.bind(bulk_change_id);
         q.bind(naive(now));
         Ok(self
@@ -822,25 +675,25 @@ impl Store for MssqlStore {
     }
 
     async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()> {
-        let mut q =
-            Query::new("EXEC dbo.usp_DeviceBulkChange_ReleaseNotification @BulkChangeId = @P1");
+        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_ReleaseNotification @BulkChangeId = @P1");
         q.bind(bulk_change_id);
         self.exec("release notification", q).await.map(|_| ())
     }
 
-    async fn stranded_bulk_changes(
-        &self,
-        before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<i64>> {
+    async fn stranded_bulk_changes(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {
         let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_Stranded @Before = @P1, @Now = @P2");
         q.bind(naive(before));
         q.bind(naive(now));
-        self.first("find stranded", q)
-            .await?
-            .iter()
-            .map(|r| need(r.get::<i64, _>("Id"), "Id"))
-            .collect()
+        self.first("find stranded", q).await?.iter().map(|r| need(r.get::<i64, _>("Id"), "Id")).collect()
+    }
+
+    async fn close(&self) {
+        let conns = std::mem::take(&mut *self.idle.lock().await);
+        for conn in conns {
+            if let Err(e) = conn.close().await {
+                tracing::warn!(error = %e, "closing a SQL Server connection failed");
+            }
+        }
     }
 }
 
@@ -853,10 +706,7 @@ mod tests {
         let script = "CREATE TABLE a (x INT);\nGO\nSELECT 'GO' AS word;\n  go  \n\nGO\n";
         assert_eq!(
             split_batches(script),
-            vec![
-                "CREATE TABLE a (x INT);\n".to_string(),
-                "SELECT 'GO' AS word;\n".to_string()
-            ]
+            vec!["CREATE TABLE a (x INT);\n".to_string(), "SELECT 'GO' AS word;\n".to_string()]
         );
     }
 }

@@ -33,10 +33,7 @@ fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
 }
 
 fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Database {
-        context,
-        message: e.to_string(),
-    }
+    move |e| StoreError::Database { context, message: e.to_string() }
 }
 
 /// The SQLite store. Cheap to clone; all clones share one connection (SQLite serialises writers anyway).
@@ -49,18 +46,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and applies the schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(db("open database"))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(db("set busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db("enable WAL"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(db("set synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(db("enable foreign keys"))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(db("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db("enable foreign keys"))?;
         conn.execute_batch(SCHEMA).map_err(db("apply schema"))?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -70,16 +61,11 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Corrupt("connection lock poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Corrupt("connection lock poisoned".into()))?;
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Database {
-            context: "blocking task",
-            message: e.to_string(),
-        })?
+        .map_err(|e| StoreError::Database { context: "blocking task", message: e.to_string() })?
     }
 
     /// Fills an empty database from a seed. Returns false (and changes nothing) when tenants already exist.
@@ -155,34 +141,19 @@ impl SqliteStore {
     }
 
     /// Service providers of every tenant, for `serve --simulators` to point them at the simulators.
-    pub async fn set_base_url(
-        &self,
-        service_provider_id: i64,
-        base_url: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn set_base_url(&self, service_provider_id: i64, base_url: &str) -> Result<(), StoreError> {
         let url = base_url.to_string();
         self.with(move |conn| {
-            conn.execute(
-                "UPDATE ServiceProvider SET BaseUrl = ?1 WHERE Id = ?2",
-                params![url, service_provider_id],
-            )
-            .map_err(db("set base url"))?;
+            conn.execute("UPDATE ServiceProvider SET BaseUrl = ?1 WHERE Id = ?2", params![url, service_provider_id])
+                .map_err(db("set base url"))?;
             Ok(())
         })
         .await
     }
 
     /// Test and bench helper: the device as stored, by ICCID, within a tenant.
-    pub async fn device_by_iccid(
-        &self,
-        tenant_id: i64,
-        iccid: &str,
-    ) -> Result<Option<DeviceRecord>, StoreError> {
-        Ok(self
-            .devices_by_iccid(tenant_id, &[iccid.to_string()])
-            .await?
-            .into_iter()
-            .next())
+    pub async fn device_by_iccid(&self, tenant_id: i64, iccid: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        Ok(self.devices_by_iccid(tenant_id, &[iccid.to_string()]).await?.into_iter().next())
     }
 }
 
@@ -211,9 +182,7 @@ fn device_from_row(r: &Row<'_>) -> rusqlite::Result<(DeviceRecord, Option<String
     ))
 }
 
-fn finish_device(
-    (mut d, last): (DeviceRecord, Option<String>),
-) -> Result<DeviceRecord, StoreError> {
+fn finish_device((mut d, last): (DeviceRecord, Option<String>)) -> Result<DeviceRecord, StoreError> {
     d.last_usage_date = opt_ts(last)?;
     Ok(d)
 }
@@ -241,14 +210,11 @@ fn service_provider_from_row(r: &Row<'_>) -> rusqlite::Result<(ServiceProvider, 
 
 const SP_COLUMNS: &str = "Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond";
 
-fn checked_sp(
-    found: Option<(ServiceProvider, i64)>,
-) -> Result<Option<ServiceProvider>, StoreError> {
+fn checked_sp(found: Option<(ServiceProvider, i64)>) -> Result<Option<ServiceProvider>, StoreError> {
     match found {
-        Some((sp, id)) if Integration::from_id(id).is_none() => Err(StoreError::Corrupt(format!(
-            "service provider {} has unknown integration {id}",
-            sp.id
-        ))),
+        Some((sp, id)) if Integration::from_id(id).is_none() => {
+            Err(StoreError::Corrupt(format!("service provider {} has unknown integration {id}", sp.id)))
+        }
         Some((sp, _)) => Ok(Some(sp)),
         None => Ok(None),
     }
@@ -256,19 +222,7 @@ fn checked_sp(
 
 const BULK_COLUMNS: &str = "Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate";
 
-type RawBulk = (
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-);
+type RawBulk = (i64, i64, i64, i64, i64, i64, String, String, String, String, Option<String>);
 
 fn raw_bulk(r: &Row<'_>) -> rusqlite::Result<RawBulk> {
     Ok((
@@ -287,19 +241,7 @@ fn raw_bulk(r: &Row<'_>) -> rusqlite::Result<RawBulk> {
 }
 
 fn bulk_from_raw(raw: RawBulk) -> Result<BulkChange, StoreError> {
-    let (
-        id,
-        tenant_id,
-        sp,
-        integration,
-        change_type,
-        portal,
-        status,
-        request,
-        created_by,
-        created,
-        processed,
-    ) = raw;
+    let (id, tenant_id, sp, integration, change_type, portal, status, request, created_by, created, processed) = raw;
     let bad = |what: String| StoreError::Corrupt(format!("bulk change {id}: {what}"));
     Ok(BulkChange {
         id,
@@ -310,48 +252,24 @@ fn bulk_from_raw(raw: RawBulk) -> Result<BulkChange, StoreError> {
         change_type: ChangeType::from_number(change_type)
             .ok_or_else(|| bad(format!("unknown change type {change_type}")))?,
         portal_type: PortalType::try_from(portal).map_err(bad)?,
-        status: BulkStatus::parse(&status)
-            .ok_or_else(|| bad(format!("unknown status {status}")))?,
-        request: serde_json::from_str(&request)
-            .map_err(|e| bad(format!("unreadable ChangeRequest: {e}")))?,
+        status: BulkStatus::parse(&status).ok_or_else(|| bad(format!("unknown status {status}")))?,
+        request: serde_json::from_str(&request).map_err(|e| bad(format!("unreadable ChangeRequest: {e}")))?,
         created_by,
         created_at: parse_ts(&created)?,
         processed_at: opt_ts(processed)?,
     })
 }
 
-const ROW_COLUMNS: &str =
-    "Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate";
+const ROW_COLUMNS: &str = "Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate";
 
-type RawRow = (
-    i64,
-    i64,
-    Option<i64>,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    i64,
-    Option<String>,
-);
+type RawRow = (i64, i64, Option<i64>, String, Option<String>, String, Option<String>, i64, Option<String>);
 
 fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
 }
 
 fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
-    let (id, bulk_change_id, device_id, iccid, msisdn, status, status_details, claims, processed) =
-        raw;
+    let (id, bulk_change_id, device_id, iccid, msisdn, status, status_details, claims, processed) = raw;
     Ok(DeviceChangeRow {
         id,
         bulk_change_id,
@@ -368,14 +286,16 @@ fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn service_provider(
-        &self,
-        tenant_id: i64,
-        id: i64,
-    ) -> StoreResult<Option<ServiceProvider>> {
+    async fn service_provider(&self, tenant_id: i64, id: i64) -> StoreResult<Option<ServiceProvider>> {
         self.with(move |c| {
             let found = c
-                .query_row(&format!("SELECT {SP_COLUMNS} FROM ServiceProvider WHERE Id = ?1 AND TenantId = ?2 AND IsActive = 1"), params![id, tenant_id], service_provider_from_row)
+                .query_row(
+                    &format!(
+                        "SELECT {SP_COLUMNS} FROM ServiceProvider WHERE Id = ?1 AND TenantId = ?2 AND IsActive = 1"
+                    ),
+                    params![id, tenant_id],
+                    service_provider_from_row,
+                )
                 .optional()
                 .map_err(db("read service provider"))?;
             checked_sp(found)
@@ -415,19 +335,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn devices_by_iccid(
-        &self,
-        tenant_id: i64,
-        iccids: &[String],
-    ) -> StoreResult<Vec<DeviceRecord>> {
+    async fn devices_by_iccid(&self, tenant_id: i64, iccids: &[String]) -> StoreResult<Vec<DeviceRecord>> {
         let iccids = iccids.to_vec();
         self.with(move |c| {
             let mut stmt = c
-                .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM Device WHERE TenantId = ?1 AND ICCID = ?2 ORDER BY IsDeleted, Id"))
+                .prepare_cached(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM Device WHERE TenantId = ?1 AND ICCID = ?2 ORDER BY IsDeleted, Id"
+                ))
                 .map_err(db("read devices"))?;
             let mut out = Vec::with_capacity(iccids.len());
             for iccid in &iccids {
-                let found = stmt.query_row(params![tenant_id, iccid], device_from_row).optional().map_err(db("read devices"))?;
+                let found = stmt
+                    .query_row(params![tenant_id, iccid], device_from_row)
+                    .optional()
+                    .map_err(db("read devices"))?;
                 if let Some(raw) = found {
                     out.push(finish_device(raw)?);
                 }
@@ -452,11 +373,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn carrier_rate_plans(
-        &self,
-        tenant_id: i64,
-        service_provider_id: i64,
-    ) -> StoreResult<Vec<CarrierRatePlan>> {
+    async fn carrier_rate_plans(&self, tenant_id: i64, service_provider_id: i64) -> StoreResult<Vec<CarrierRatePlan>> {
         self.with(move |c| {
             let mut stmt = c
                 .prepare_cached(
@@ -467,7 +384,13 @@ impl Store for SqliteStore {
                 .map_err(db("read rate plans"))?;
             let rows = stmt
                 .query_map(params![service_provider_id, tenant_id], |r| {
-                    Ok(CarrierRatePlan { id: r.get(0)?, service_provider_id: r.get(1)?, rate_plan_code: r.get(2)?, plan_mb: r.get(3)?, base_rate: r.get(4)? })
+                    Ok(CarrierRatePlan {
+                        id: r.get(0)?,
+                        service_provider_id: r.get(1)?,
+                        rate_plan_code: r.get(2)?,
+                        plan_mb: r.get(3)?,
+                        base_rate: r.get(4)?,
+                    })
                 })
                 .map_err(db("read rate plans"))?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db("read rate plans"))
@@ -475,11 +398,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rev_customer(
-        &self,
-        tenant_id: i64,
-        rev_customer_id: &str,
-    ) -> StoreResult<Option<RevCustomer>> {
+    async fn rev_customer(&self, tenant_id: i64, rev_customer_id: &str) -> StoreResult<Option<RevCustomer>> {
         let rev_customer_id = rev_customer_id.to_string();
         self.with(move |c| {
             c.query_row(
@@ -493,11 +412,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn active_rev_service(
-        &self,
-        tenant_id: i64,
-        device_id: i64,
-    ) -> StoreResult<Option<RevServiceRecord>> {
+    async fn active_rev_service(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<RevServiceRecord>> {
         self.with(move |c| {
             c.query_row(
                 "SELECT DeviceId, RevServiceId, RevCustomerId, IsActive FROM RevService WHERE TenantId = ?1 AND DeviceId = ?2 AND IsActive = 1 ORDER BY Id DESC LIMIT 1",
@@ -524,11 +439,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_bulk_change(
-        &self,
-        change: &NewBulkChange,
-        rows: &[NewRow],
-    ) -> StoreResult<i64> {
+    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<i64> {
         let change = change.clone();
         let rows = rows.to_vec();
         self.with(move |c| {
@@ -561,11 +472,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn bulk_change(
-        &self,
-        tenant_id: Option<i64>,
-        id: i64,
-    ) -> StoreResult<Option<BulkChange>> {
+    async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>> {
         self.with(move |c| {
             c.query_row(
                 &format!("SELECT {BULK_COLUMNS} FROM DeviceBulkChange WHERE Id = ?1 AND (?2 IS NULL OR TenantId = ?2)"),
@@ -590,12 +497,19 @@ impl Store for SqliteStore {
         let status = filter.status.map(|s| s.as_str().to_string());
         let change_type = filter.change_type.map(ChangeType::number);
         self.with(move |c| {
-            let filter_sql = "TenantId = ?1 AND (?2 IS NULL OR Status = ?2) AND (?3 IS NULL OR ChangeRequestTypeId = ?3)";
+            let filter_sql =
+                "TenantId = ?1 AND (?2 IS NULL OR Status = ?2) AND (?3 IS NULL OR ChangeRequestTypeId = ?3)";
             let total: i64 = c
-                .query_row(&format!("SELECT COUNT(*) FROM DeviceBulkChange WHERE {filter_sql}"), params![tenant_id, status, change_type], |r| r.get(0))
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM DeviceBulkChange WHERE {filter_sql}"),
+                    params![tenant_id, status, change_type],
+                    |r| r.get(0),
+                )
                 .map_err(db("count bulk changes"))?;
             let mut stmt = c
-                .prepare_cached(&format!("SELECT {BULK_COLUMNS} FROM DeviceBulkChange WHERE {filter_sql} ORDER BY Id DESC LIMIT ?4 OFFSET ?5"))
+                .prepare_cached(&format!(
+                    "SELECT {BULK_COLUMNS} FROM DeviceBulkChange WHERE {filter_sql} ORDER BY Id DESC LIMIT ?4 OFFSET ?5"
+                ))
                 .map_err(db("list bulk changes"))?;
             let offset = i64::from(page.max(1) - 1) * i64::from(page_size);
             let raws = stmt
@@ -608,11 +522,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn row_counts(
-        &self,
-        tenant_id: i64,
-        bulk_change_id: i64,
-    ) -> StoreResult<Vec<StatusCount>> {
+    async fn row_counts(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<StatusCount>> {
         self.with(move |c| {
             let mut stmt = c
                 .prepare_cached("SELECT Status, COUNT(*) FROM M2M_DeviceChange WHERE BulkChangeId = ?1 AND TenantId = ?2 GROUP BY Status ORDER BY Status")
@@ -788,9 +698,23 @@ impl Store for SqliteStore {
             if !u.is_empty() {
                 tx.execute(
                     "UPDATE Device SET DeviceStatusId = COALESCE(?1, DeviceStatusId), CarrierRatePlan = COALESCE(?2, CarrierRatePlan),
-                            RevCustomerId = COALESCE(?3, RevCustomerId), ModifiedBy = ?4, ModifiedDate = ?5
-                     WHERE Id = (SELECT DeviceId FROM M2M_DeviceChange WHERE Id = ?6) AND TenantId = ?7",
-                    params![u.device_status_id, u.carrier_rate_plan, u.rev_customer_id, PROCESSED_BY, now, row_id, tenant_id],
+                            CommunicationPlan = COALESCE(?3, CommunicationPlan), RevCustomerId = COALESCE(?4, RevCustomerId),
+                            Username = COALESCE(?5, Username),
+                            IsActive = CASE WHEN ?6 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN ?6 THEN 1 ELSE IsDeleted END,
+                            ModifiedBy = ?7, ModifiedDate = ?8
+                     WHERE Id = (SELECT DeviceId FROM M2M_DeviceChange WHERE Id = ?9) AND TenantId = ?10",
+                    params![
+                        u.device_status_id,
+                        u.carrier_rate_plan,
+                        u.communication_plan,
+                        u.rev_customer_id,
+                        u.username,
+                        u.archive,
+                        PROCESSED_BY,
+                        now,
+                        row_id,
+                        tenant_id
+                    ],
                 )
                 .map_err(db("update device"))?;
             }
@@ -800,11 +724,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn finalize_bulk_change(
-        &self,
-        bulk_change_id: i64,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<BulkStatus>> {
+    async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin finalize"))?;
             let statuses = {
@@ -834,11 +754,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_notification(
-        &self,
-        bulk_change_id: i64,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
         self.with(move |c| {
             let n = c
                 .execute("UPDATE DeviceBulkChange SET NotificationSentDate = ?2 WHERE Id = ?1 AND NotificationSentDate IS NULL", params![bulk_change_id, ts(now)])
@@ -850,21 +766,14 @@ impl Store for SqliteStore {
 
     async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()> {
         self.with(move |c| {
-            c.execute(
-                "UPDATE DeviceBulkChange SET NotificationSentDate = NULL WHERE Id = ?1",
-                params![bulk_change_id],
-            )
-            .map_err(db("release notification"))?;
+            c.execute("UPDATE DeviceBulkChange SET NotificationSentDate = NULL WHERE Id = ?1", params![bulk_change_id])
+                .map_err(db("release notification"))?;
             Ok(())
         })
         .await
     }
 
-    async fn stranded_bulk_changes(
-        &self,
-        before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<i64>> {
+    async fn stranded_bulk_changes(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {
         self.with(move |c| {
             let mut stmt = c
                 .prepare_cached(
@@ -893,10 +802,7 @@ pub struct SqliteQueue {
 
 impl SqliteQueue {
     pub fn new(store: SqliteStore) -> Self {
-        Self {
-            store,
-            notify: Arc::new(tokio::sync::Notify::new()),
-        }
+        Self { store, notify: Arc::new(tokio::sync::Notify::new()) }
     }
 
     /// Resolves when a message may have become available (or after `max_wait`), for a polling consumer.
@@ -907,37 +813,25 @@ impl SqliteQueue {
     /// Messages waiting or in flight (for tests and `make run`).
     pub async fn depth(&self) -> Result<i64, QueueError> {
         self.store
-            .with(|c| {
-                c.query_row("SELECT COUNT(*) FROM QueueMessage", [], |r| r.get(0))
-                    .map_err(db("queue depth"))
-            })
+            .with(|c| c.query_row("SELECT COUNT(*) FROM QueueMessage", [], |r| r.get(0)).map_err(db("queue depth")))
             .await
             .map_err(queue_err("depth"))
     }
 }
 
 fn queue_err(context: &'static str) -> impl Fn(StoreError) -> QueueError {
-    move |e| QueueError {
-        context,
-        message: e.to_string(),
-    }
+    move |e| QueueError { context, message: e.to_string() }
 }
 
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError> {
-        let body = serde_json::to_string(message).map_err(|e| QueueError {
-            context: "send",
-            message: e.to_string(),
-        })?;
+        let body =
+            serde_json::to_string(message).map_err(|e| QueueError { context: "send", message: e.to_string() })?;
         self.send_raw(body, delay).await
     }
 
-    async fn receive(
-        &self,
-        max: u32,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn receive(&self, max: u32, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
         self.store
             .with(move |c| {
                 let now = Utc::now();
@@ -967,11 +861,8 @@ impl Queue for SqliteQueue {
         let receipt = receipt.to_string();
         self.store
             .with(move |c| {
-                c.execute(
-                    "DELETE FROM QueueMessage WHERE Receipt = ?1",
-                    params![receipt],
-                )
-                .map_err(db("delete message"))?;
+                c.execute("DELETE FROM QueueMessage WHERE Receipt = ?1", params![receipt])
+                    .map_err(db("delete message"))?;
                 Ok(())
             })
             .await
@@ -984,13 +875,9 @@ impl SqliteQueue {
     pub async fn send_raw(&self, body: String, delay: Duration) -> Result<(), QueueError> {
         self.store
             .with(move |c| {
-                let visible =
-                    ts(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
-                c.execute(
-                    "INSERT INTO QueueMessage (Body, VisibleAt) VALUES (?1, ?2)",
-                    params![body, visible],
-                )
-                .map_err(db("send message"))?;
+                let visible = ts(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+                c.execute("INSERT INTO QueueMessage (Body, VisibleAt) VALUES (?1, ?2)", params![body, visible])
+                    .map_err(db("send message"))?;
                 Ok(())
             })
             .await
@@ -1003,11 +890,6 @@ impl SqliteQueue {
 fn fastrand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     h.finish()
 }

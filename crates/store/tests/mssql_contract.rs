@@ -17,26 +17,16 @@ async fn sql_server_passes_the_store_contract() {
         eprintln!("MSSQL_URL not set: SQL Server contract not run");
         return;
     };
-    let store = MssqlStore::connect(&url, 4)
-        .await
-        .expect("connect to SQL Server");
-    store
-        .apply_scripts(&SCRIPTS)
-        .await
-        .expect("apply infra/sql");
+    let store = MssqlStore::connect(&url, 4).await.expect("connect to SQL Server");
+    store.apply_scripts(&SCRIPTS).await.expect("apply infra/sql");
     store.wipe_for_tests().await.expect("wipe");
     assert!(store.load_seed(&contract_seed()).await.expect("seed"));
-    assert!(
-        !store
-            .load_seed(&contract_seed())
-            .await
-            .expect("second seed"),
-        "a second seed is refused"
-    );
+    assert!(!store.load_seed(&contract_seed()).await.expect("second seed"), "a second seed is refused");
     contract::reference_data_is_read_within_the_tenant(&store).await;
     contract::bulk_change_is_tenant_scoped(&store).await;
     contract::claims_are_exclusive_and_leases_expire(&store).await;
     contract::only_the_lease_holder_completes_a_row_once(&store).await;
+    contract::archiving_a_device_hides_it_from_every_change(&store).await;
     contract::bulk_status_is_derived_from_rows_and_final_once(&store).await;
     contract::stranded_bulk_changes_are_found(&store).await;
     contract::audit_log_is_kept_per_row_and_scoped(&store).await;

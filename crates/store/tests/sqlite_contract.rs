@@ -24,6 +24,7 @@ contract_tests!(
     bulk_change_is_tenant_scoped,
     claims_are_exclusive_and_leases_expire,
     only_the_lease_holder_completes_a_row_once,
+    archiving_a_device_hides_it_from_every_change,
     bulk_status_is_derived_from_rows_and_final_once,
     stranded_bulk_changes_are_found,
     audit_log_is_kept_per_row_and_scoped,
@@ -33,10 +34,7 @@ contract_tests!(
 #[tokio::test]
 async fn seed_fills_only_an_empty_database() {
     let (_dir, store) = fresh().await;
-    assert!(
-        !store.load_seed(contract_seed()).await.expect("second seed"),
-        "a second seed is refused"
-    );
+    assert!(!store.load_seed(contract_seed()).await.expect("second seed"), "a second seed is refused");
 }
 
 #[tokio::test]
@@ -45,15 +43,8 @@ async fn seed_with_unknown_status_names_the_device() {
     let store = SqliteStore::open(&dir.path().join("bad.db")).expect("open");
     let mut seed = contract_seed();
     seed.devices[0].status = "SLEEPING".into();
-    let err = store
-        .load_seed(seed)
-        .await
-        .expect_err("refused")
-        .to_string();
-    assert!(
-        err.contains("89148000008245116615") && err.contains("SLEEPING"),
-        "{err}"
-    );
+    let err = store.load_seed(seed).await.expect_err("refused").to_string();
+    assert!(err.contains("89148000008245116615") && err.contains("SLEEPING"), "{err}");
 }
 
 #[tokio::test]
@@ -64,10 +55,7 @@ async fn two_connections_on_one_file_never_claim_the_same_row() {
     let id = contract::new_bulk(&a).await;
     let now = chrono::Utc::now();
     let lease = std::time::Duration::from_secs(60);
-    let (ra, rb) = tokio::join!(
-        a.claim_rows(id, "a", 10, lease, now),
-        b.claim_rows(id, "b", 10, lease, now)
-    );
+    let (ra, rb) = tokio::join!(a.claim_rows(id, "a", 10, lease, now), b.claim_rows(id, "b", 10, lease, now));
     let (ra, rb) = (ra.expect("claim a"), rb.expect("claim b"));
     assert_eq!(ra.len() + rb.len(), 3);
     assert!(ra.iter().all(|x| rb.iter().all(|y| x.id != y.id)));

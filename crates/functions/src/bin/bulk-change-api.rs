@@ -8,8 +8,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let sdk = aws::load_config().await;
     let config = FunctionConfig::from_env(&sdk).await?;
     let adapters = adapters::build(&config, &sdk).await?;
-    lambda_runtime::spawn_graceful_shutdown_handler(|| async {
-        tracing::info!("shutting down");
+    let store = adapters.store.clone();
+    lambda_runtime::spawn_graceful_shutdown_handler(|| async move {
+        store.close().await;
+        tracing::info!("shut down: connections closed");
     })
     .await;
     lambda_http::run(api::app(&adapters, config.max_devices)).await

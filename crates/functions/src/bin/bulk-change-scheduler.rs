@@ -9,8 +9,10 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_config().await;
     let config = FunctionConfig::from_env(&sdk).await?;
     let adapters = adapters::build(&config, &sdk).await?;
-    lambda_runtime::spawn_graceful_shutdown_handler(|| async {
-        tracing::info!("shutting down");
+    let store = adapters.store.clone();
+    lambda_runtime::spawn_graceful_shutdown_handler(|| async move {
+        store.close().await;
+        tracing::info!("shut down: connections closed");
     })
     .await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
@@ -18,11 +20,7 @@ async fn main() -> Result<(), Error> {
         async move {
             let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
             let report = tracing::Instrument::instrument(
-                scheduler::tick(
-                    adapters.store.as_ref(),
-                    adapters.queue.as_ref(),
-                    scheduler::STRANDED_GRACE,
-                ),
+                scheduler::tick(adapters.store.as_ref(), adapters.queue.as_ref(), scheduler::STRANDED_GRACE),
                 span,
             )
             .await;

@@ -10,10 +10,7 @@ use tokio::time::Instant;
 
 /// The Lambda deadline (epoch milliseconds) as a tokio instant.
 fn deadline_instant(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
@@ -25,8 +22,11 @@ async fn main() -> Result<(), Error> {
     let adapters = adapters::build(&config, &sdk).await?;
     let metrics = Arc::new(observability::EmfMetrics::default());
     let worker = Arc::new(adapters::worker(&adapters, &config, metrics.clone())?);
-    lambda_runtime::spawn_graceful_shutdown_handler(|| async {
-        tracing::info!("shutting down");
+    let (store, last_metrics) = (adapters.store.clone(), metrics.clone());
+    lambda_runtime::spawn_graceful_shutdown_handler(|| async move {
+        last_metrics.flush();
+        store.close().await;
+        tracing::info!("shut down: metrics flushed, connections closed");
     })
     .await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
@@ -35,11 +35,8 @@ async fn main() -> Result<(), Error> {
         async move {
             let deadline = deadline_instant(event.context.deadline);
             let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
-            let response: SqsBatchResponse = tracing::Instrument::instrument(
-                worker::handle_batch(&worker, event.payload, deadline),
-                span,
-            )
-            .await;
+            let response: SqsBatchResponse =
+                tracing::Instrument::instrument(worker::handle_batch(&worker, event.payload, deadline), span).await;
             metrics.flush();
             Ok::<_, Error>(response)
         }

@@ -1,0 +1,111 @@
+//! What every processor shares: reading the row's device, failing a row, and sending an edit to Control Center
+//! so that a lost answer is checked against the carrier before anything is sent again.
+
+use domain::rules::DeviceRecord;
+use domain::{Iccid, RowStatus};
+use tracing::warn;
+
+use crate::ports::{CarrierFailure, CcDevice, CcEdit, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome};
+use crate::worker::Job;
+
+/// How often an ambiguous write (no answer) is checked against the carrier and sent again.
+const AMBIGUOUS_ROUNDS: u32 = 3;
+
+pub(crate) fn fail(status: RowStatus, details: impl Into<String>) -> RowOutcome {
+    RowOutcome { status, details: details.into(), device_update: DeviceUpdate::default() }
+}
+
+/// The row's device as it is now (live, in the bulk change's tenant) with its parsed ICCID.
+pub(crate) async fn device_for_row(job: &Job, row: &DeviceChangeRow) -> Result<(DeviceRecord, Iccid), RowOutcome> {
+    let Some(device_id) = row.device_id else {
+        return Err(fail(RowStatus::Error, "Row has no device"));
+    };
+    let device = match job.store.device(job.bulk.tenant_id, device_id).await {
+        Ok(Some(d)) if d.is_active && !d.is_deleted => d,
+        Ok(_) => return Err(fail(RowStatus::Error, format!("Device {} no longer exists or was archived", row.iccid))),
+        Err(e) => return Err(fail(RowStatus::Error, format!("Could not read device {}: {e}", row.iccid))),
+    };
+    let iccid = Iccid::parse(&device.iccid).map_err(|e| fail(RowStatus::Error, format!("Invalid ICCID: {e}")))?;
+    Ok((device, iccid))
+}
+
+/// The carrier's view of a device whose row was claimed before: a previous worker may have sent the change
+/// before it died, so we look before sending again. `None` on a first claim.
+pub(crate) async fn carrier_state_if_reclaimed(
+    job: &Job,
+    row: &DeviceChangeRow,
+    iccid: &Iccid,
+) -> Result<Option<CcDevice>, RowOutcome> {
+    if row.claims <= 1 {
+        return Ok(None);
+    }
+    match job.control_center.get_device(iccid).await {
+        Ok((cc, call)) => {
+            job.log(row, "Get Jasper Device Details (reclaimed row)", &call, None).await;
+            Ok(Some(cc))
+        }
+        Err(f) => {
+            job.log(row, "Get Jasper Device Details (reclaimed row)", &f.call, Some(&f.reason())).await;
+            Err(fail(api_failed_or_error(&f), format!("Could not read the device from the carrier: {}", f.reason())))
+        }
+    }
+}
+
+pub(crate) fn writes_disabled() -> RowOutcome {
+    fail(RowStatus::Error, "Writes disabled for this service provider.")
+}
+
+pub(crate) fn api_failed_or_error(f: &CarrierFailure) -> RowStatus {
+    match f.kind {
+        FailureKind::Protocol => RowStatus::Error,
+        _ => RowStatus::ApiFailed,
+    }
+}
+
+/// Sends an edit; when the answer is lost, reads the device and only sends again if the change did not take.
+pub(crate) async fn edit_confirmed(
+    job: &Job,
+    row: &DeviceChangeRow,
+    iccid: &Iccid,
+    edit: &CcEdit,
+    description: &str,
+    took: impl Fn(&CcDevice) -> bool,
+) -> Result<(), CarrierFailure> {
+    let mut last = None;
+    for _ in 0..AMBIGUOUS_ROUNDS {
+        match job.control_center.edit_device(iccid, edit).await {
+            Ok(call) => {
+                job.log(row, description, &call, None).await;
+                return Ok(());
+            }
+            Err(f) if f.kind == FailureKind::Ambiguous => {
+                job.log(row, description, &f.call, Some(&f.reason())).await;
+                warn!(iccid = %iccid, reason = %f.reason(), "no answer to an edit; checking the device before sending again");
+                match job.control_center.get_device(iccid).await {
+                    Ok((cc, call)) => {
+                        job.log(row, "Get Jasper Device Details (confirm edit)", &call, None).await;
+                        if took(&cc) {
+                            return Ok(());
+                        }
+                    }
+                    Err(g) => {
+                        job.log(row, "Get Jasper Device Details (confirm edit)", &g.call, Some(&g.reason())).await;
+                        return Err(g);
+                    }
+                }
+                last = Some(f);
+            }
+            Err(f) => {
+                job.log(row, description, &f.call, Some(&f.reason())).await;
+                return Err(f);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| CarrierFailure {
+        kind: FailureKind::Ambiguous,
+        code: None,
+        message: "no answer from the carrier".into(),
+        attempts: AMBIGUOUS_ROUNDS,
+        call: Default::default(),
+    }))
+}
