@@ -70,7 +70,9 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
     let (unique, duplicates) = dedupe_devices(&request.devices);
     let jasper = sp.integration.is_jasper_family();
     let (rows, devices) = match &request.details {
-        ChangeDetails::StatusUpdate(update) if jasper => status_update_rows(store, caller, &sp, update, &unique).await?,
+        ChangeDetails::StatusUpdate(update) if jasper => {
+            status_update_rows(store, caller, &sp, update, &unique).await?
+        }
         ChangeDetails::CarrierRatePlanChange(update) if jasper => {
             carrier_rate_plan_rows(store, caller, &sp, update, &unique).await?
         }
@@ -207,12 +209,19 @@ async fn carrier_rate_plan_rows(
         let known: Vec<&str> = plans.iter().map(|p| p.rate_plan_code.as_str()).collect();
         return Err(ApiError::invalid(
             field,
-            format!("carrier rate plan '{plan}' does not exist for service provider {}; known: {}", sp.id, known.join(", ")),
+            format!(
+                "carrier rate plan '{plan}' does not exist for service provider {}; known: {}",
+                sp.id,
+                known.join(", ")
+            ),
         ));
     }
     if let Some(c) = update.communication_plan.as_deref() {
         if c.trim().is_empty() {
-            return Err(ApiError::invalid("CarrierRatePlanUpdate.CommunicationPlan", "CommunicationPlan must not be empty when given"));
+            return Err(ApiError::invalid(
+                "CarrierRatePlanUpdate.CommunicationPlan",
+                "CommunicationPlan must not be empty when given",
+            ));
         }
     }
     let found = devices_of(store, caller, iccids).await?;

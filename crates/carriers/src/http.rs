@@ -72,11 +72,13 @@ pub async fn call(
         attempts += 1;
         limiter.acquire().await;
         let mut request = authorise(http.request(spec.method.clone(), &spec.url));
-        if let Some(body) = spec.body {
-            request = request.json(body);
-            if spec.json_patch {
-                request = request.header(reqwest::header::CONTENT_TYPE, "application/json-patch+json");
+        match (spec.body, spec.json_patch) {
+            (Some(body), true) => {
+                request =
+                    request.header(reqwest::header::CONTENT_TYPE, "application/json-patch+json").body(body.to_string());
             }
+            (Some(body), false) => request = request.json(body),
+            (None, _) => {}
         }
         let failure = |kind, http_status: Option<u16>, code, message: String, response_text: String| CarrierFailure {
             kind,

@@ -286,7 +286,30 @@ async fn start_simulators(store: &SqliteStore, seed: Option<&Seed>, faults: &Fau
                             .map(|id| (id, RevCustomer { customer_id: id, name: c.name.clone() }))
                     })
                     .collect();
+                let services = seed
+                    .rev_services
+                    .iter()
+                    .filter(|r| r.tenant_id == sp.tenant_id)
+                    .filter_map(|r| {
+                        let customer_id = r.rev_customer_id.parse().ok()?;
+                        Some((
+                            r.rev_service_id,
+                            simulators::rev_io::RevService {
+                                service_id: r.rev_service_id,
+                                customer_id,
+                                provider_id: 0,
+                                service_type_id: None,
+                                number: None,
+                                number2: Some(r.iccid.clone()),
+                                usage_plan_group_id: None,
+                                activated_date: None,
+                                fields: Default::default(),
+                            },
+                        ))
+                    })
+                    .collect();
                 let account = RevAccount {
+                    services,
                     username: sp.username.clone(),
                     client_code: sp.client_code.clone().unwrap_or_default(),
                     password: sp.secret.clone(),

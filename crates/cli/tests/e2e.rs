@@ -10,7 +10,7 @@ use domain::ids::luhn_check_digit;
 use engine::WorkerConfig;
 use serde_json::{Value, json};
 use store::Seed;
-use store::seed::{SeedDevice, SeedRatePlan, SeedRevCustomer, SeedServiceProvider, SeedTenant};
+use store::seed::{SeedDevice, SeedRatePlan, SeedRevCustomer, SeedRevService, SeedServiceProvider, SeedTenant};
 
 const POD19: i64 = 10;
 const READ_ONLY: i64 = 11;
@@ -70,6 +70,19 @@ fn device(tenant_id: i64, service_provider_id: i64, iccid: String, status: &str,
     }
 }
 
+fn archive_idle(i: usize) -> String {
+    bench_iccid(600 + i)
+}
+fn archive_recent() -> String {
+    bench_iccid(610)
+}
+fn archive_with_rev_service() -> String {
+    bench_iccid(611)
+}
+fn with_rev_service() -> String {
+    bench_iccid(612)
+}
+
 fn test_seed() -> Seed {
     let mut devices: Vec<SeedDevice> = (0..40).map(|i| device(1, POD19, ready(i), "ACTIVATION_READY", 0.0)).collect();
     devices.extend(
@@ -81,13 +94,27 @@ fn test_seed() -> Seed {
     devices.push(device(1, ROGERS, rogers_active(), "ACTIVATED", 10.0));
     devices.extend((0..2).map(|i| device(1, READ_ONLY, read_only(i), "ACTIVATION_READY", 0.0)));
     devices.push(device(2, OTHER_TENANT_SP, other_tenant(), "ACTIVATION_READY", 0.0));
-    let plan = |id, code: &str, mb, rate| SeedRatePlan {
+    let long_ago =
+        chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").ok().map(|t| t.with_timezone(&chrono::Utc));
+    let yesterday = Some(chrono::Utc::now() - chrono::Duration::days(1));
+    for (iccid, used) in [
+        (archive_idle(0), long_ago),
+        (archive_idle(1), long_ago),
+        (archive_recent(), yesterday),
+        (archive_with_rev_service(), long_ago),
+        (with_rev_service(), yesterday),
+    ] {
+        devices.push(SeedDevice { last_usage_date: used, ..device(1, POD19, iccid, "ACTIVATED", 1.0) });
+    }
+    let plan = |id, sp, code: &str, mb, rate| SeedRatePlan {
         id,
-        service_provider_id: POD19,
+        service_provider_id: sp,
         rate_plan_code: code.into(),
         plan_mb: mb,
         base_rate: rate,
     };
+    let rev_service =
+        |iccid: String, id| SeedRevService { tenant_id: 1, iccid, rev_service_id: id, rev_customer_id: "1001".into() };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],
         service_providers: vec![
@@ -99,9 +126,10 @@ fn test_seed() -> Seed {
         ],
         device_statuses: vec![],
         carrier_rate_plans: vec![
-            plan(1, "RP-100MB", 100.0, 2.0),
-            plan(2, "RP-1GB", 1024.0, 5.0),
-            plan(3, "RP-5GB", 5120.0, 12.0),
+            plan(1, POD19, "RP-100MB", 100.0, 2.0),
+            plan(2, POD19, "RP-1GB", 1024.0, 5.0),
+            plan(3, POD19, "RP-5GB", 5120.0, 12.0),
+            plan(10, READ_ONLY, "RO-5GB", 5120.0, 12.0),
         ],
         rev_customers: vec![SeedRevCustomer {
             tenant_id: 1,
@@ -109,6 +137,7 @@ fn test_seed() -> Seed {
             name: "Acme Fleet".into(),
         }],
         devices,
+        rev_services: vec![rev_service(archive_with_rev_service(), 11_500), rev_service(with_rev_service(), 11_501)],
     }
 }
 
@@ -550,8 +579,9 @@ async fn rev_io_service_and_customer_follow_a_successful_activation() {
     let r = row(&status, &ready(0));
     assert_eq!(r["Status"], "PROCESSED", "{status}");
     let services = app.stack.simulators.rev_io[&REV].state.services();
-    assert_eq!(services.len(), 1);
-    assert_eq!(services[0].number2.as_deref(), Some(ready(0).as_str()));
+    let created: Vec<_> = services.iter().filter(|s| s.number2.as_deref() == Some(ready(0).as_str())).collect();
+    assert_eq!(created.len(), 1, "one service line for the device");
+    assert_eq!(created[0].customer_id, 1001);
     let stored = app.stack.store.device_by_iccid(1, &ready(0)).await.expect("read").expect("device");
     assert_eq!(stored.rev_customer_id.as_deref(), Some("1001"));
     // An unknown Rev customer is a request error: nothing written.
@@ -568,4 +598,238 @@ fn bench_iccids_are_valid() {
         assert_eq!(iccid.len(), 20);
         assert_eq!(luhn_check_digit(&iccid[..19]).to_string(), &iccid[19..]);
     }
+}
+
+// ---- CarrierRatePlanChange (7) ----
+
+fn carrier_rate_plan(sp: i64, devices: &[String], plan: &str, communication: Option<&str>) -> Value {
+    json!({"ServiceProviderId": sp, "ChangeType": 7, "Devices": devices,
+           "CarrierRatePlanUpdate": {"CarrierRatePlan": plan, "CommunicationPlan": communication}})
+}
+
+#[tokio::test]
+async fn carrier_rate_plan_change_moves_the_plan_on_the_carrier_then_in_the_database() {
+    let app = spawn().await;
+    let id = app.accepted(carrier_rate_plan(POD19, &[ready(0), ready(1)], "RP-5GB", Some("CP-IoT"))).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"], json!({"PROCESSED": 2}), "{status}");
+    for iccid in [ready(0), ready(1)] {
+        let sim = app.cc(POD19).state.device(&iccid).expect("sim");
+        assert_eq!((sim.rate_plan.as_deref(), sim.communication_plan.as_deref()), (Some("RP-5GB"), Some("CP-IoT")));
+        let stored = app.stack.store.device_by_iccid(1, &iccid).await.expect("read").expect("device");
+        assert_eq!(
+            (stored.carrier_rate_plan.as_deref(), stored.communication_plan.as_deref()),
+            (Some("RP-5GB"), Some("CP-IoT"))
+        );
+        assert_eq!(
+            row(&status, &iccid)["StatusDetails"],
+            "Carrier rate plan changed to RP-5GB; communication plan CP-IoT"
+        );
+    }
+}
+
+#[tokio::test]
+async fn carrier_refusal_of_a_rate_plan_fails_the_row_and_leaves_the_database() {
+    let app = spawn().await;
+    app.cc(POD19).state.account.lock().expect("lock").rate_plans.remove("RP-5GB");
+    let id = app.accepted(carrier_rate_plan(POD19, &[ready(2)], "RP-5GB", None)).await;
+    let status = app.wait_final(id).await;
+    let r = row(&status, &ready(2));
+    assert_eq!(r["Status"], "API_FAILED");
+    assert_eq!(r["StatusDetails"], "HTTP 400, error 10000016: Invalid rate plan: RP-5GB.");
+    let stored = app.stack.store.device_by_iccid(1, &ready(2)).await.expect("read").expect("device");
+    assert_eq!(
+        stored.carrier_rate_plan.as_deref(),
+        Some("RP-1GB"),
+        "the database follows only what the carrier confirmed"
+    );
+}
+
+#[tokio::test]
+async fn carrier_rate_plan_validation_messages() {
+    let app = spawn().await;
+    let cases = [
+        (
+            carrier_rate_plan(POD19, &[ready(3)], "RP-50GB", None),
+            "CarrierRatePlanUpdate.CarrierRatePlan",
+            "carrier rate plan 'RP-50GB' does not exist for service provider 10; known: RP-100MB, RP-1GB, RP-5GB",
+        ),
+        (
+            carrier_rate_plan(POD19, &[ready(3)], "RO-5GB", None),
+            "CarrierRatePlanUpdate.CarrierRatePlan",
+            "carrier rate plan 'RO-5GB' does not exist for service provider 10; known: RP-100MB, RP-1GB, RP-5GB",
+        ),
+        (
+            carrier_rate_plan(POD19, &[ready(3)], " ", None),
+            "CarrierRatePlanUpdate.CarrierRatePlan",
+            "CarrierRatePlan must not be empty",
+        ),
+        (
+            carrier_rate_plan(POD19, &[ready(3)], "RP-5GB", Some("")),
+            "CarrierRatePlanUpdate.CommunicationPlan",
+            "CommunicationPlan must not be empty when given",
+        ),
+        (
+            json!({"ServiceProviderId": POD19, "ChangeType": 7, "Devices": [ready(3)],
+                "CarrierRatePlanUpdate": {"CarrierRatePlan": "RP-5GB", "EffectiveDate": "2027-01-01"}}),
+            "CarrierRatePlanUpdate.EffectiveDate",
+            "not supported yet",
+        ),
+    ];
+    for (body, field, message) in cases {
+        let (code, problem) = app.submit(body).await;
+        assert_eq!(code, 400, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        assert!(problem["errors"][0]["message"].as_str().expect("message").contains(message), "{problem}");
+    }
+    assert_eq!(app.bulk_change_count().await, 0);
+}
+
+#[tokio::test]
+async fn carrier_rate_plan_change_with_writes_disabled_calls_nobody() {
+    let app = spawn().await;
+    let id = app.accepted(carrier_rate_plan(READ_ONLY, &[read_only(0)], "RO-5GB", None)).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &read_only(0))["StatusDetails"], "Writes disabled for this service provider.");
+    assert!(app.cc(READ_ONLY).state.calls().is_empty());
+}
+
+// ---- EditUsername (6) ----
+
+fn edit_username(sp: i64, devices: &[String], username: &str, cost_center: Option<&str>) -> Value {
+    json!({"ServiceProviderId": sp, "ChangeType": 6, "Devices": devices,
+           "Username": {"NewUsername": username, "CostCenter": cost_center}})
+}
+
+#[tokio::test]
+async fn username_edit_on_pod19_is_confirmed_in_the_audit_trail() {
+    let app = spawn().await;
+    let id = app.accepted(edit_username(POD19, &[ready(4)], "truck-42", None)).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &ready(4))["Status"], "PROCESSED", "{status}");
+    assert_eq!(app.cc(POD19).state.device(&ready(4)).expect("sim").device_id.as_deref(), Some("truck-42"));
+    let stored = app.stack.store.device_by_iccid(1, &ready(4)).await.expect("read").expect("device");
+    assert_eq!(stored.username.as_deref(), Some("truck-42"));
+    assert!(app.cc(POD19).state.calls().iter().any(|c| c.path.ends_with("/auditTrails")), "the audit trail was read");
+}
+
+#[tokio::test]
+async fn username_edit_that_does_not_take_on_pod19_fails_the_row() {
+    let app = spawn().await;
+    app.cc(POD19).state.harness.set_faults(simulators::Faults { edits_do_not_take: true, ..Default::default() });
+    let id = app.accepted(edit_username(POD19, &[ready(5)], "van-7", None)).await;
+    let status = app.wait_final(id).await;
+    let r = row(&status, &ready(5));
+    assert_eq!(r["Status"], "API_FAILED");
+    assert_eq!(r["StatusDetails"], "Unsuccessfully updated the Username. The Username (van-7) not exists.");
+    let stored = app.stack.store.device_by_iccid(1, &ready(5)).await.expect("read").expect("device");
+    assert_eq!(stored.username, None, "the database keeps what the carrier has");
+}
+
+#[tokio::test]
+async fn cost_centers_go_to_the_rev_io_service_after_the_carrier() {
+    let app = spawn().await;
+    let id = app.accepted(edit_username(POD19, &[with_rev_service()], "forklift-3", Some("DEPT_SALES_001"))).await;
+    let status = app.wait_final(id).await;
+    let r = row(&status, &with_rev_service());
+    assert_eq!(r["Status"], "PROCESSED", "{status}");
+    let services = app.stack.simulators.rev_io[&REV].state.services();
+    let service = services.iter().find(|s| s.service_id == 11_501).expect("seeded service");
+    assert_eq!(service.fields.get("1").map(String::as_str), Some("DEPT_SALES_001"));
+}
+
+#[tokio::test]
+async fn a_rev_io_failure_never_hides_the_carrier_result() {
+    let app = spawn().await;
+    app.stack.simulators.rev_io[&REV]
+        .state
+        .harness
+        .set_faults(simulators::Faults { fail_next: 100, ..Default::default() });
+    let id = app.accepted(edit_username(POD19, &[with_rev_service()], "forklift-4", Some("DEPT_OPS"))).await;
+    let status = app.wait_final(id).await;
+    let r = row(&status, &with_rev_service());
+    assert_eq!(r["Status"], "API_FAILED");
+    let details = r["StatusDetails"].as_str().expect("details");
+    assert!(details.starts_with("Username changed to forklift-4; Rev.io cost centers failed: HTTP 500"), "{details}");
+    let stored = app.stack.store.device_by_iccid(1, &with_rev_service()).await.expect("read").expect("device");
+    assert_eq!(stored.username.as_deref(), Some("forklift-4"), "the carrier's change is recorded");
+}
+
+#[tokio::test]
+async fn username_validation_messages() {
+    let app = spawn().await;
+    let cases = [
+        (edit_username(POD19, &[ready(6)], "", None), "Username.NewUsername", "Username.NewUsername must not be empty"),
+        (
+            edit_username(POD19, &[ready(6)], &"u".repeat(51), None),
+            "Username.NewUsername",
+            "Username.NewUsername has 51 characters; at most 50",
+        ),
+        (
+            edit_username(POD19, &[ready(6)], "ok", Some("bad;cc")),
+            "Username.CostCenter",
+            "Username.CostCenter contains ';'; use letters, digits, space and _ - . @ / #",
+        ),
+    ];
+    for (body, field, message) in cases {
+        let (code, problem) = app.submit(body).await;
+        assert_eq!(code, 400, "{problem}");
+        assert_eq!(
+            (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
+            (Some(field), Some(message))
+        );
+    }
+}
+
+#[tokio::test]
+async fn username_edit_with_writes_disabled_calls_nobody() {
+    let app = spawn().await;
+    let id = app.accepted(edit_username(READ_ONLY, &[read_only(1)], "x1", None)).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &read_only(1))["StatusDetails"], "Writes disabled for this service provider.");
+    assert!(app.cc(READ_ONLY).state.calls().is_empty());
+}
+
+// ---- Archival (5) ----
+
+fn archival(devices: &[String], override_validation: bool) -> Value {
+    json!({"ServiceProviderId": POD19, "ChangeType": 5, "OverrideValidation": override_validation, "Devices": devices})
+}
+
+#[tokio::test]
+async fn archival_archives_idle_devices_and_refuses_the_others_with_reasons() {
+    let app = spawn().await;
+    let devices = vec![archive_idle(0), archive_recent(), archive_with_rev_service()];
+    let (code, answer) = app.submit(archival(&devices, false)).await;
+    assert_eq!(code, 202, "{answer}");
+    let id = answer["BulkChangeId"].as_i64().expect("id");
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &archive_idle(0))["Status"], "PROCESSED");
+    let recent = row(&status, &archive_recent())["StatusDetails"].as_str().expect("details").to_string();
+    assert!(recent.contains("within the last 30 days") && recent.ends_with("it cannot be archived"), "{recent}");
+    assert_eq!(
+        row(&status, &archive_with_rev_service())["StatusDetails"],
+        format!(
+            "Device {} has an active Rev.io service; set OverrideValidation to archive it anyway",
+            archive_with_rev_service()
+        )
+    );
+    let stored = app.stack.store.device_by_iccid(1, &archive_idle(0)).await.expect("read").expect("still stored");
+    assert!(stored.is_deleted && !stored.is_active);
+    assert!(app.cc(POD19).state.calls().is_empty(), "archival never calls the carrier");
+    // An archived device is refused by every later change.
+    let (_, again) = app.submit(archival(&[archive_idle(0)], false)).await;
+    assert_eq!(again["Devices"][0]["Errors"][0], format!("Device {} is already archived", archive_idle(0)));
+    let (_, activate) = app.submit(status_update(POD19, &[archive_idle(0)], "Active")).await;
+    assert_eq!(activate["Devices"][0]["Errors"][0], format!("Invalid ICCID: device {} is archived", archive_idle(0)));
+}
+
+#[tokio::test]
+async fn archive_override_bypasses_the_rev_service_rule_but_not_the_usage_rule() {
+    let app = spawn().await;
+    let id = app.accepted(archival(&[archive_with_rev_service(), archive_recent(), archive_idle(1)], true)).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &archive_with_rev_service())["Status"], "PROCESSED", "{status}");
+    assert_eq!(row(&status, &archive_idle(1))["Status"], "PROCESSED");
+    assert_eq!(row(&status, &archive_recent())["Status"], "ERROR");
 }

@@ -208,7 +208,12 @@ async fn get_service(State(state): State<Arc<RevIoState>>, Path(id): Path<i64>, 
 }
 
 /// JSON Patch on a service: `replace` of `/fields/{id}/value` or `/description`.
-async fn patch_service(State(state): State<Arc<RevIoState>>, Path(id): Path<i64>, headers: HeaderMap, body: String) -> Response {
+async fn patch_service(
+    State(state): State<Arc<RevIoState>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let path = format!("/v1/Services/{id}");
     let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
     if let Err(r) = admit(&state, &headers, "PATCH", &path, &parsed) {

@@ -70,6 +70,12 @@ pub fn contract_seed() -> Seed {
             .map(|i| device(TENANT, SP, i))
             .chain([device(OTHER_TENANT, 20, OTHER_TENANT_ICCID)])
             .collect(),
+        rev_services: vec![SeedRevService {
+            tenant_id: TENANT,
+            iccid: ICCIDS[2].into(),
+            rev_service_id: 11_001,
+            rev_customer_id: "1001".into(),
+        }],
     }
 }
 
@@ -188,7 +194,8 @@ pub async fn archiving_a_device_hides_it_from_every_change(store: &dyn Store) {
         device_update: DeviceUpdate { archive: true, ..DeviceUpdate::default() },
     };
     assert!(store.complete_row(TENANT, rows[0].id, "a", &archive, t(1)).await.expect("complete"));
-    let device = store.device(TENANT, rows[0].device_id.expect("device id")).await.expect("read").expect("still stored");
+    let device =
+        store.device(TENANT, rows[0].device_id.expect("device id")).await.expect("read").expect("still stored");
     assert!(device.is_deleted && !device.is_active, "IsActive = false, IsDeleted = true");
 }
 
@@ -254,4 +261,12 @@ pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
     assert!(store.rev_customer(OTHER_TENANT, "1001").await.expect("rev").is_none());
     let statuses = store.device_statuses(Integration::Pod19).await.expect("statuses");
     assert!(statuses.iter().any(|s| s.status == "DEACTIVATED" && s.display_name == "Deactivated"));
+    let devices =
+        store.devices_by_iccid(TENANT, &[ICCIDS[2].to_string(), ICCIDS[0].to_string()]).await.expect("devices");
+    let with_service = devices.iter().find(|d| d.iccid == ICCIDS[2]).expect("device");
+    let without = devices.iter().find(|d| d.iccid == ICCIDS[0]).expect("device");
+    let service = store.active_rev_service(TENANT, with_service.id).await.expect("rev").expect("seeded service");
+    assert_eq!((service.rev_service_id, service.rev_customer_id.as_str()), (11_001, "1001"));
+    assert!(store.active_rev_service(TENANT, without.id).await.expect("rev").is_none());
+    assert!(store.active_rev_service(OTHER_TENANT, with_service.id).await.expect("rev").is_none());
 }

@@ -213,6 +213,24 @@ impl MssqlStore {
                 )));
             }
         }
+        for r in &seed.rev_services {
+            let mut q = Query::new(
+                "INSERT INTO dbo.RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
+                 SELECT @P1, Id, @P3, @P4, 1, SYSUTCDATETIME() FROM dbo.Device WHERE TenantId = @P1 AND ICCID = @P2;
+                 SELECT @@ROWCOUNT AS N;",
+            );
+            q.bind(r.tenant_id);
+            q.bind(r.iccid.as_str());
+            q.bind(r.rev_service_id);
+            q.bind(r.rev_customer_id.as_str());
+            let sets = self.exec("seed Rev service", q).await?;
+            if sets.last().and_then(|s| s.first()).and_then(|r| r.get::<i32, _>("N")).unwrap_or(0) != 1 {
+                return Err(StoreError::Seed(format!(
+                    "Rev service {}: device {} of tenant {} not found",
+                    r.rev_service_id, r.iccid, r.tenant_id
+                )));
+            }
+        }
         Ok(true)
     }
 }

@@ -18,6 +18,19 @@ pub struct Seed {
     pub rev_customers: Vec<SeedRevCustomer>,
     #[serde(default)]
     pub devices: Vec<SeedDevice>,
+    /// Rev.io service lines already billing a device.
+    #[serde(default)]
+    pub rev_services: Vec<SeedRevService>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedRevService {
+    pub tenant_id: i64,
+    #[serde(rename = "ICCID")]
+    pub iccid: String,
+    pub rev_service_id: i64,
+    pub rev_customer_id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

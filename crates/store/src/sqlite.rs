@@ -134,6 +134,18 @@ impl SqliteStore {
                 )
                 .map_err(|e| StoreError::Seed(format!("device {}: {e}", d.iccid)))?;
             }
+            for r in &seed.rev_services {
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
+                         SELECT ?1, Id, ?3, ?4, 1, ?5 FROM Device WHERE TenantId = ?1 AND ICCID = ?2",
+                        params![r.tenant_id, r.iccid, r.rev_service_id, r.rev_customer_id, now],
+                    )
+                    .map_err(db("seed Rev service"))?;
+                if inserted == 0 {
+                    return Err(StoreError::Seed(format!("Rev service {}: device {} of tenant {} not found", r.rev_service_id, r.iccid, r.tenant_id)));
+                }
+            }
             tx.commit().map_err(db("commit seed"))?;
             Ok(true)
         })
