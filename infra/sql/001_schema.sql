@@ -104,6 +104,8 @@ CREATE TABLE dbo.DeviceBulkChange (
     ProcessedDate DATETIME2 NULL,
     NotificationSentDate DATETIME2 NULL
 );
+IF COL_LENGTH('dbo.DeviceBulkChange', 'RetryOfBulkChangeId') IS NULL
+    ALTER TABLE dbo.DeviceBulkChange ADD RetryOfBulkChangeId BIGINT NULL REFERENCES dbo.DeviceBulkChange(Id);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceBulkChange_Tenant')
 CREATE INDEX IX_DeviceBulkChange_Tenant ON dbo.DeviceBulkChange (TenantId, Id DESC);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceBulkChange_Status')

@@ -87,13 +87,14 @@ GO
 -- "Status":"PENDING","StatusDetails":null}, ...]. Returns the new Id.
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Create
     @TenantId BIGINT, @ServiceProviderId BIGINT, @IntegrationId BIGINT, @ChangeRequestTypeId BIGINT, @PortalTypeId BIGINT,
-    @ChangeRequest NVARCHAR(MAX), @CreatedBy NVARCHAR(200), @RowsJson NVARCHAR(MAX), @Now DATETIME2 AS
+    @ChangeRequest NVARCHAR(MAX), @CreatedBy NVARCHAR(200), @RowsJson NVARCHAR(MAX), @Now DATETIME2,
+    @RetryOfBulkChangeId BIGINT = NULL AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
-    INSERT INTO dbo.DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate)
-    VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now);
+    INSERT INTO dbo.DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId)
+    VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now, @RetryOfBulkChangeId);
     DECLARE @Id BIGINT = SCOPE_IDENTITY();
     INSERT INTO dbo.M2M_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
     SELECT @Id, @TenantId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails,
@@ -112,7 +113,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Get @TenantId BIGINT = NULL, 
 BEGIN
     SET NOCOUNT ON;
     -- @TenantId NULL is the worker's system context (it then acts only within the bulk change's own tenant).
-    SELECT Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate
+    SELECT Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate, RetryOfBulkChangeId
     FROM dbo.DeviceBulkChange WHERE Id = @Id AND (@TenantId IS NULL OR TenantId = @TenantId);
 END
 GO
@@ -123,7 +124,7 @@ BEGIN
     SET NOCOUNT ON;
     SELECT COUNT_BIG(*) AS Total FROM dbo.DeviceBulkChange
     WHERE TenantId = @TenantId AND (@Status IS NULL OR Status = @Status) AND (@ChangeRequestTypeId IS NULL OR ChangeRequestTypeId = @ChangeRequestTypeId);
-    SELECT Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate
+    SELECT Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate, RetryOfBulkChangeId
     FROM dbo.DeviceBulkChange
     WHERE TenantId = @TenantId AND (@Status IS NULL OR Status = @Status) AND (@ChangeRequestTypeId IS NULL OR ChangeRequestTypeId = @ChangeRequestTypeId)
     ORDER BY Id DESC OFFSET @Offset ROWS FETCH NEXT @PageSize ROWS ONLY;
@@ -272,5 +273,32 @@ BEGIN
     WHERE b.Status IN (N'NEW', N'PROCESSING') AND b.ModifiedDate < @Before
       AND NOT EXISTS (SELECT 1 FROM dbo.M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil >= @Now)
     ORDER BY b.Id;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CancelRows @TenantId BIGINT, @BulkChangeId BIGINT, @By NVARCHAR(200), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.M2M_DeviceChange
+    SET Status = N'CANCELLED', StatusDetails = N'Cancelled by ' + @By, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
+    WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND Status IN (N'PENDING', N'SCHEDULED');
+    SELECT CAST(@@ROWCOUNT AS BIGINT) AS Cancelled;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_RevCustomer_List @TenantId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Id, TenantId, RevCustomerId, Name FROM dbo.RevCustomer WHERE TenantId = @TenantId AND IsActive = 1 ORDER BY Name, Id;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_Device_History @TenantId BIGINT, @DeviceId BIGINT, @Limit INT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT TOP (@Limit) r.BulkChangeId, b.ChangeRequestTypeId, r.Status, r.StatusDetails, b.CreatedBy, b.CreatedDate, r.ProcessedDate
+    FROM dbo.M2M_DeviceChange r JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
+    WHERE r.DeviceId = @DeviceId AND r.TenantId = @TenantId AND b.TenantId = @TenantId
+    ORDER BY r.Id DESC;
 END
 GO

@@ -93,6 +93,7 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
         portal_type: request.portal_type,
         request: request.to_wire(),
         created_by: caller.user.clone(),
+        retry_of: None,
     };
     Ok(Intake { change, rows, devices, duplicates })
 }

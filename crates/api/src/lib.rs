@@ -46,6 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/M2M/ValidateBulkChange", post(validate))
         .route("/M2M/BulkChangeStatus/{id}", get(status))
         .route("/M2M/BulkChanges", get(list))
+        .route("/M2M/BulkChange/{id}/Retry", post(retry))
+        .route("/M2M/BulkChange/{id}/Cancel", post(cancel))
+        .route("/M2M/DeviceDetails/{iccid}", get(device_details))
+        .route("/M2M/GetRevCustomers", get(rev_customers))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // 10,000 ICCIDs are ~250 KB of JSON; leave room without accepting anything.
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
@@ -68,21 +72,119 @@ async fn validate(State(state): State<AppState>, caller: Caller, body: Bytes) ->
 
 async fn submit(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
     let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
+    accept(&state, &caller, intake).await
+}
+
+/// Records a checked bulk change and queues it: 202 with each device's verdict.
+async fn accept(state: &AppState, caller: &Caller, intake: intake::Intake) -> Result<Response, ApiError> {
     // Recorded first, enqueued second: a worker never sees a bulk change that is not stored, and when the
     // enqueue fails the scheduler finds the NEW bulk change and enqueues it. The API never writes its status again.
     let id = state.store.create_bulk_change(&intake.change, &intake.rows).await?;
     if let Err(e) = state.queue.send(&WorkMessage { bulk_change_id: id, attempt: 0 }, std::time::Duration::ZERO).await {
         warn!(bulk_change_id = id, error = %e, "enqueue failed; the scheduler will pick the bulk change up");
     }
-    info!(bulk_change_id = id, tenant_id = caller.tenant_id, user = %caller.user, change_type = %intake.change.change_type, devices = intake.rows.len(), "bulk change accepted");
-    let body = json!({
+    info!(bulk_change_id = id, tenant_id = caller.tenant_id, user = %caller.user, change_type = %intake.change.change_type,
+          devices = intake.rows.len(), retry_of = ?intake.change.retry_of, "bulk change accepted");
+    let mut body = json!({
         "BulkChangeId": id,
         "Status": BulkStatus::New,
         "Counts": intake.counts(),
         "Devices": intake.devices,
         "Duplicates": intake.duplicates,
     });
+    if let (Some(retry_of), Some(obj)) = (intake.change.retry_of, body.as_object_mut()) {
+        obj.insert("RetryOf".into(), json!(retry_of));
+    }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+async fn owned_bulk_change(state: &AppState, caller: &Caller, raw_id: &str) -> Result<BulkChange, ApiError> {
+    let id = bulk_id(raw_id)?;
+    state
+        .store
+        .bulk_change(Some(caller.tenant_id), id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("bulk change {id} was not found")))
+}
+
+/// A new bulk change for the rows that ended API_FAILED or ERROR, checked again by today's rules, linked to the old one.
+async fn retry(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let bulk = owned_bulk_change(&state, &caller, &id).await?;
+    if !bulk.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "bulk change {} is {}; retry it once it has finished",
+            bulk.id, bulk.status
+        )));
+    }
+    let mut failed = Vec::new();
+    for status in [RowStatus::ApiFailed, RowStatus::Error] {
+        for page in 1.. {
+            let rows = state.store.rows(caller.tenant_id, bulk.id, Some(status), page, 1000).await?;
+            let last = rows.len() < 1000;
+            failed.extend(rows.into_iter().map(|r| r.iccid));
+            if last {
+                break;
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Err(ApiError::Conflict(format!("bulk change {} has no failed rows to retry", bulk.id)));
+    }
+    let wire = domain::BulkChangeRequestWire { devices: failed, ..bulk.request.clone() };
+    let body = serde_json::to_vec(&wire).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
+    intake.change.retry_of = Some(bulk.id);
+    accept(&state, &caller, intake).await
+}
+
+/// Cancels the rows not started yet; rows already with a worker finish.
+async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let bulk = owned_bulk_change(&state, &caller, &id).await?;
+    let now = chrono::Utc::now();
+    let cancelled = state.store.cancel_rows(caller.tenant_id, bulk.id, &caller.user, now).await?;
+    state.store.finalize_bulk_change(bulk.id, now).await?;
+    let status = state.store.bulk_change(Some(caller.tenant_id), bulk.id).await?.map_or(bulk.status, |b| b.status);
+    info!(bulk_change_id = bulk.id, user = %caller.user, cancelled, "rows cancelled");
+    Ok(Json(json!({"BulkChangeId": bulk.id, "Cancelled": cancelled, "Status": status})).into_response())
+}
+
+/// One device with its change history.
+async fn device_details(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let iccid = domain::Iccid::parse(&raw).map_err(|e| ApiError::invalid("iccid", e.to_string()))?;
+    let device = state
+        .store
+        .devices_by_iccid(caller.tenant_id, &[iccid.to_string()])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::NotFound(format!("device {iccid} was not found")))?;
+    let status = match state.store.service_provider(caller.tenant_id, device.service_provider_id).await? {
+        Some(sp) => {
+            state.store.device_statuses(sp.integration).await?.into_iter().find(|s| s.id == device.device_status_id)
+        }
+        None => None,
+    };
+    let history = state.store.device_history(caller.tenant_id, device.id, 100).await?;
+    let mut body = serde_json::to_value(&device).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("TenantId");
+        obj.insert("Status".into(), json!(status.as_ref().map(|s| s.status.clone())));
+        obj.insert("StatusDisplayName".into(), json!(status.as_ref().map(|s| s.display_name.clone())));
+        obj.insert("IsArchived".into(), json!(device.is_deleted || !device.is_active));
+        obj.insert("History".into(), json!(history));
+    }
+    Ok(Json(body).into_response())
+}
+
+async fn rev_customers(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let customers = state.store.rev_customers(caller.tenant_id).await?;
+    let items: Vec<Value> =
+        customers.iter().map(|c| json!({"RevCustomerId": c.rev_customer_id, "Name": c.name})).collect();
+    Ok(Json(json!({"Total": items.len(), "Items": items})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -120,6 +222,7 @@ fn summary(b: &BulkChange) -> Value {
         "CreatedBy": b.created_by,
         "CreatedDate": b.created_at,
         "ProcessedDate": b.processed_at,
+        "RetryOf": b.retry_of,
     })
 }
 

@@ -15,6 +15,9 @@ pub enum ApiError {
     /// 404: not found, or not the caller's tenant's (never 403: we do not reveal that it exists).
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request does not fit the resource's current state (e.g. retrying a bulk change still running).
+    #[error("{0}")]
+    Conflict(String),
     /// 413: more devices than one bulk change may carry.
     #[error("{count} devices; at most {max} per bulk change")]
     TooLarge { count: usize, max: usize },
@@ -52,6 +55,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required".into(), why, vec![])
             }
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not-found", "Not found".into(), what, vec![]),
+            ApiError::Conflict(what) => (StatusCode::CONFLICT, "conflict", "Conflict".into(), what, vec![]),
             e @ ApiError::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-many-devices",

@@ -833,3 +833,92 @@ async fn archive_override_bypasses_the_rev_service_rule_but_not_the_usage_rule()
     assert_eq!(row(&status, &archive_idle(1))["Status"], "PROCESSED");
     assert_eq!(row(&status, &archive_recent())["Status"], "ERROR");
 }
+
+// ---- Operator actions and reads ----
+
+#[tokio::test]
+async fn retry_makes_a_new_bulk_change_for_the_failed_rows_only() {
+    let app = spawn().await;
+    app.cc(POD19).state.account.lock().expect("lock").rate_plans.remove("RP-5GB");
+    let first = app.accepted(carrier_rate_plan(POD19, &[ready(7), ready(8), "123".into()], "RP-5GB", None)).await;
+    let status = app.wait_final(first).await;
+    assert_eq!(status["Counts"], json!({"API_FAILED": 2, "ERROR": 1}), "{status}");
+    // The carrier fixes its side; the operator retries.
+    app.cc(POD19).state.account.lock().expect("lock").rate_plans.insert("RP-5GB".into());
+    let (code, answer) =
+        app.post_raw(&format!("/M2M/BulkChange/{first}/Retry"), "", Some(&app.token)).await.into_status_body();
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(answer["RetryOf"], first);
+    assert_eq!(answer["Counts"], json!({"Valid": 2, "Invalid": 1, "Duplicates": 0}));
+    let second = answer["BulkChangeId"].as_i64().expect("id");
+    let retried = app.wait_final(second).await;
+    assert_eq!(retried["Counts"], json!({"PROCESSED": 2, "ERROR": 1}), "{retried}");
+    assert_eq!(retried["RetryOf"], first);
+    let done = app.accepted(status_update(POD19, &[ready(14)], "Active")).await;
+    app.wait_final(done).await;
+    let (code, problem) =
+        app.post_raw(&format!("/M2M/BulkChange/{done}/Retry"), "", Some(&app.token)).await.into_status_body();
+    assert_eq!(code, 409, "{problem}");
+    assert_eq!(problem["detail"], format!("bulk change {done} has no failed rows to retry"));
+    let other = app.token_for(2);
+    let (code, _) = app.post_raw(&format!("/M2M/BulkChange/{first}/Retry"), "", Some(&other)).await.into_status_body();
+    assert_eq!(code, 404, "another tenant's bulk change does not exist for them");
+}
+
+#[tokio::test]
+async fn cancel_stops_rows_not_started_and_says_how_many() {
+    let app = spawn_with(|c| c.run_worker = false).await;
+    let devices: Vec<String> = (10..13).map(ready).collect();
+    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    let other = app.token_for(2);
+    let (code, _) = app.post_raw(&format!("/M2M/BulkChange/{id}/Cancel"), "", Some(&other)).await.into_status_body();
+    assert_eq!(code, 404);
+    let (code, answer) =
+        app.post_raw(&format!("/M2M/BulkChange/{id}/Cancel"), "", Some(&app.token)).await.into_status_body();
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!((answer["Cancelled"].as_i64(), answer["Status"].as_str()), (Some(3), Some("CANCELLED")));
+    // A worker that gets the message now has nothing to do.
+    let _worker = app.stack.spawn_worker(WorkerConfig::default()).expect("worker");
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"], json!({"CANCELLED": 3}));
+    assert!(app.cc(POD19).state.calls().is_empty(), "no carrier call for cancelled rows");
+}
+
+#[tokio::test]
+async fn device_details_show_the_device_and_its_history_within_the_tenant() {
+    let app = spawn().await;
+    let id = app.accepted(status_update(POD19, &[ready(9)], "Active")).await;
+    app.wait_final(id).await;
+    let (code, details) = app.get(&format!("/M2M/DeviceDetails/{}", ready(9)), &app.token).await;
+    assert_eq!(code, 200, "{details}");
+    assert_eq!((details["ICCID"].as_str(), details["Status"].as_str()), (Some(ready(9).as_str()), Some("ACTIVATED")));
+    assert_eq!(details["StatusDisplayName"], "Active");
+    assert_eq!(details["History"][0]["BulkChangeId"], id);
+    assert_eq!(details["History"][0]["Status"], "PROCESSED");
+    assert_eq!(details["History"][0]["ChangeType"], 3);
+    assert!(details.get("TenantId").is_none());
+    let (code, _) = app.get(&format!("/M2M/DeviceDetails/{}", other_tenant()), &app.token).await;
+    assert_eq!(code, 404, "another tenant's device does not exist for us");
+    let (code, problem) = app.get("/M2M/DeviceDetails/12345", &app.token).await;
+    assert_eq!((code, problem["errors"][0]["field"].as_str()), (400, Some("iccid")));
+}
+
+#[tokio::test]
+async fn rev_customers_are_the_callers_tenants_only() {
+    let app = spawn().await;
+    let (code, list) = app.get("/M2M/GetRevCustomers", &app.token).await;
+    assert_eq!(code, 200);
+    assert_eq!(list["Items"], json!([{"RevCustomerId": "1001", "Name": "Acme Fleet"}]));
+    let (_, other) = app.get("/M2M/GetRevCustomers", &app.token_for(2)).await;
+    assert_eq!(other["Total"], 0);
+}
+
+trait StatusBody {
+    fn into_status_body(self) -> (u16, Value);
+}
+
+impl StatusBody for (u16, Option<String>, Value) {
+    fn into_status_body(self) -> (u16, Value) {
+        (self.0, self.2)
+    }
+}

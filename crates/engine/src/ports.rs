@@ -73,6 +73,8 @@ pub struct BulkChange {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub processed_at: Option<DateTime<Utc>>,
+    /// The bulk change whose failed rows this one retries.
+    pub retry_of: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +86,7 @@ pub struct NewBulkChange {
     pub portal_type: PortalType,
     pub request: BulkChangeRequestWire,
     pub created_by: String,
+    pub retry_of: Option<i64>,
 }
 
 /// A device's change row as created by the API: PENDING when valid, ERROR with the reason when not.
@@ -159,6 +162,19 @@ pub struct RowOutcome {
 pub struct StatusCount {
     pub status: RowStatus,
     pub count: i64,
+}
+
+/// One change of a device, for its details page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceHistoryEntry {
+    pub bulk_change_id: i64,
+    pub change_type: ChangeType,
+    pub status: RowStatus,
+    pub status_details: Option<String>,
+    pub created_by: String,
+    pub created_date: DateTime<Utc>,
+    pub processed_date: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -262,6 +278,13 @@ pub trait Store: Send + Sync {
 
     /// Closes pooled connections (the Lambda shutdown hook calls it). Default: nothing to close.
     async fn close(&self) {}
+
+    /// Cancels the rows not started (PENDING, SCHEDULED) of a bulk change; returns how many.
+    async fn cancel_rows(&self, tenant_id: i64, bulk_change_id: i64, by: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// The tenant's Rev.io customers.
+    async fn rev_customers(&self, tenant_id: i64) -> StoreResult<Vec<RevCustomer>>;
+    /// A device's change rows, newest first, with their bulk change's type and author.
+    async fn device_history(&self, tenant_id: i64, device_id: i64, limit: u32) -> StoreResult<Vec<DeviceHistoryEntry>>;
 }
 
 /// The message that says "work on this bulk change". No device data.

@@ -111,6 +111,7 @@ pub async fn new_bulk(store: &dyn Store) -> i64 {
         portal_type: PortalType::M2M,
         request: BulkChangeRequestWire { service_provider_id: Some(SP), change_type: Some(3), ..Default::default() },
         created_by: "alice".into(),
+        retry_of: None,
     };
     store.create_bulk_change(&change, &rows).await.expect("create bulk change")
 }
@@ -269,4 +270,60 @@ pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
     assert_eq!((service.rev_service_id, service.rev_customer_id.as_str()), (11_001, "1001"));
     assert!(store.active_rev_service(TENANT, without.id).await.expect("rev").is_none());
     assert!(store.active_rev_service(OTHER_TENANT, with_service.id).await.expect("rev").is_none());
+}
+
+pub async fn pending_rows_can_be_cancelled_and_claimed_ones_finish(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let claimed = store.claim_rows(id, "a", 1, Duration::from_secs(60), t(0)).await.expect("claim");
+    assert_eq!(
+        store.cancel_rows(OTHER_TENANT, id, "mallory", t(1)).await.expect("cancel"),
+        0,
+        "another tenant cancels nothing"
+    );
+    assert_eq!(store.cancel_rows(TENANT, id, "alice", t(1)).await.expect("cancel"), 2, "the two PENDING rows");
+    let cancelled = store.rows(TENANT, id, Some(RowStatus::Cancelled), 1, 10).await.expect("rows");
+    assert!(cancelled.iter().all(|r| r.status_details.as_deref() == Some("Cancelled by alice")));
+    assert!(store.claim_rows(id, "b", 10, Duration::from_secs(60), t(2)).await.expect("claim").is_empty());
+    let done =
+        RowOutcome { status: RowStatus::Processed, details: "ok".into(), device_update: DeviceUpdate::default() };
+    assert!(
+        store.complete_row(TENANT, claimed[0].id, "a", &done, t(3)).await.expect("complete"),
+        "a claimed row still finishes"
+    );
+    assert_eq!(store.finalize_bulk_change(id, t(4)).await.expect("finalize"), Some(BulkStatus::Processed));
+}
+
+pub async fn retries_are_linked_and_history_is_per_device(store: &dyn Store) {
+    let first = new_bulk(store).await;
+    let devices = store.devices_by_iccid(TENANT, &[ICCIDS[0].to_string()]).await.expect("devices");
+    let change = NewBulkChange {
+        tenant_id: TENANT,
+        service_provider_id: SP,
+        integration: Integration::Pod19,
+        change_type: ChangeType::Archival,
+        portal_type: PortalType::M2M,
+        request: BulkChangeRequestWire { service_provider_id: Some(SP), change_type: Some(5), ..Default::default() },
+        created_by: "bob".into(),
+        retry_of: Some(first),
+    };
+    let row = NewRow {
+        device_id: Some(devices[0].id),
+        iccid: ICCIDS[0].into(),
+        msisdn: None,
+        status: RowStatus::Pending,
+        status_details: None,
+    };
+    let second = store.create_bulk_change(&change, &[row]).await.expect("create");
+    assert_eq!(store.bulk_change(Some(TENANT), second).await.expect("read").expect("exists").retry_of, Some(first));
+    let history = store.device_history(TENANT, devices[0].id, 10).await.expect("history");
+    assert!(history.len() >= 2);
+    assert_eq!(
+        (history[0].bulk_change_id, history[0].change_type, history[0].created_by.as_str()),
+        (second, ChangeType::Archival, "bob")
+    );
+    assert!(history.iter().any(|h| h.bulk_change_id == first));
+    assert!(store.device_history(OTHER_TENANT, devices[0].id, 10).await.expect("history").is_empty());
+    let customers = store.rev_customers(TENANT).await.expect("customers");
+    assert_eq!(customers.iter().map(|c| c.rev_customer_id.as_str()).collect::<Vec<_>>(), vec!["1001"]);
+    assert!(store.rev_customers(OTHER_TENANT).await.expect("customers").is_empty());
 }

@@ -316,6 +316,7 @@ fn bulk_change(row: &Row) -> Result<BulkChange, StoreError> {
         created_by: text(row, "CreatedBy").unwrap_or_default(),
         created_at: need(utc(row.get("CreatedDate")), "CreatedDate")?,
         processed_at: utc(row.get("ProcessedDate")),
+        retry_of: row.get("RetryOfBulkChangeId"),
     })
 }
 
@@ -466,7 +467,7 @@ impl Store for MssqlStore {
             .collect();
         let mut q = Query::new(
             "EXEC dbo.usp_DeviceBulkChange_Create @TenantId = @P1, @ServiceProviderId = @P2, @IntegrationId = @P3, @ChangeRequestTypeId = @P4,
-                  @PortalTypeId = @P5, @ChangeRequest = @P6, @CreatedBy = @P7, @RowsJson = @P8, @Now = @P9",
+                  @PortalTypeId = @P5, @ChangeRequest = @P6, @CreatedBy = @P7, @RowsJson = @P8, @Now = @P9, @RetryOfBulkChangeId = @P10",
         );
         q.bind(change.tenant_id);
         q.bind(change.service_provider_id);
@@ -477,6 +478,7 @@ impl Store for MssqlStore {
         q.bind(change.created_by.as_str());
         q.bind(serde_json::Value::Array(rows_json).to_string());
         q.bind(naive(Utc::now()));
+        q.bind(change.retry_of);
         let rows = self.first("create bulk change", q).await?;
         need(rows.first().and_then(|r| r.get::<i64, _>("Id")), "Id")
     }
@@ -703,6 +705,61 @@ impl Store for MssqlStore {
         q.bind(naive(before));
         q.bind(naive(now));
         self.first("find stranded", q).await?.iter().map(|r| need(r.get::<i64, _>("Id"), "Id")).collect()
+    }
+
+    async fn cancel_rows(&self, tenant_id: i64, bulk_change_id: i64, by: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let mut q = Query::new(
+            "EXEC dbo.usp_DeviceBulkChange_CancelRows @TenantId = @P1, @BulkChangeId = @P2, @By = @P3, @Now = @P4",
+        );
+        q.bind(tenant_id);
+        q.bind(bulk_change_id);
+        q.bind(by);
+        q.bind(naive(now));
+        let rows = self.first("cancel rows", q).await?;
+        Ok(rows.first().and_then(|r| r.get::<i64, _>("Cancelled")).unwrap_or(0).max(0) as u64)
+    }
+
+    async fn rev_customers(&self, tenant_id: i64) -> StoreResult<Vec<RevCustomer>> {
+        let mut q = Query::new("EXEC dbo.usp_RevCustomer_List @TenantId = @P1");
+        q.bind(tenant_id);
+        self.first("list Rev customers", q)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RevCustomer {
+                    id: need(r.get("Id"), "Id")?,
+                    tenant_id: need(r.get("TenantId"), "TenantId")?,
+                    rev_customer_id: text(r, "RevCustomerId").unwrap_or_default(),
+                    name: text(r, "Name").unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn device_history(&self, tenant_id: i64, device_id: i64, limit: u32) -> StoreResult<Vec<DeviceHistoryEntry>> {
+        let mut q = Query::new("EXEC dbo.usp_Device_History @TenantId = @P1, @DeviceId = @P2, @Limit = @P3");
+        q.bind(tenant_id);
+        q.bind(device_id);
+        q.bind(limit.min(i32::MAX as u32) as i32);
+        self.first("device history", q)
+            .await?
+            .iter()
+            .map(|r| {
+                let change_type: i64 = need(r.get("ChangeRequestTypeId"), "ChangeRequestTypeId")?;
+                let status = text(r, "Status").unwrap_or_default();
+                Ok(DeviceHistoryEntry {
+                    bulk_change_id: need(r.get("BulkChangeId"), "BulkChangeId")?,
+                    change_type: ChangeType::from_number(change_type)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown change type {change_type}")))?,
+                    status: RowStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown row status {status}")))?,
+                    status_details: text(r, "StatusDetails"),
+                    created_by: text(r, "CreatedBy").unwrap_or_default(),
+                    created_date: need(utc(r.get("CreatedDate")), "CreatedDate")?,
+                    processed_date: utc(r.get("ProcessedDate")),
+                })
+            })
+            .collect()
     }
 
     async fn close(&self) {

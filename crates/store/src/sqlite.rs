@@ -36,6 +36,19 @@ fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::Database { context, message: e.to_string() }
 }
 
+/// Changes to the schema after its first version, in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] =
+    &["ALTER TABLE DeviceBulkChange ADD COLUMN RetryOfBulkChangeId INTEGER REFERENCES DeviceBulkChange(Id)"];
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db("read schema version"))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))
+            .map_err(db("migrate schema"))?;
+    }
+    Ok(())
+}
+
 /// The SQLite store. Cheap to clone; all clones share one connection (SQLite serialises writers anyway).
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -51,6 +64,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db("set synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db("enable foreign keys"))?;
         conn.execute_batch(SCHEMA).map_err(db("apply schema"))?;
+        migrate(&conn)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -232,9 +246,9 @@ fn checked_sp(found: Option<(ServiceProvider, i64)>) -> Result<Option<ServicePro
     }
 }
 
-const BULK_COLUMNS: &str = "Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate";
+const BULK_COLUMNS: &str = "Id, TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ProcessedDate, RetryOfBulkChangeId";
 
-type RawBulk = (i64, i64, i64, i64, i64, i64, String, String, String, String, Option<String>);
+type RawBulk = (i64, i64, i64, i64, i64, i64, String, String, String, String, Option<String>, Option<i64>);
 
 fn raw_bulk(r: &Row<'_>) -> rusqlite::Result<RawBulk> {
     Ok((
@@ -249,11 +263,25 @@ fn raw_bulk(r: &Row<'_>) -> rusqlite::Result<RawBulk> {
         r.get(8)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(11)?,
     ))
 }
 
 fn bulk_from_raw(raw: RawBulk) -> Result<BulkChange, StoreError> {
-    let (id, tenant_id, sp, integration, change_type, portal, status, request, created_by, created, processed) = raw;
+    let (
+        id,
+        tenant_id,
+        sp,
+        integration,
+        change_type,
+        portal,
+        status,
+        request,
+        created_by,
+        created,
+        processed,
+        retry_of,
+    ) = raw;
     let bad = |what: String| StoreError::Corrupt(format!("bulk change {id}: {what}"));
     Ok(BulkChange {
         id,
@@ -269,6 +297,7 @@ fn bulk_from_raw(raw: RawBulk) -> Result<BulkChange, StoreError> {
         created_by,
         created_at: parse_ts(&created)?,
         processed_at: opt_ts(processed)?,
+        retry_of,
     })
 }
 
@@ -459,9 +488,9 @@ impl Store for SqliteStore {
             let request = serde_json::to_string(&change.request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin create bulk change"))?;
             tx.execute(
-                "INSERT INTO DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'NEW', ?6, ?7, ?8, ?8)",
-                params![change.tenant_id, change.service_provider_id, change.integration.id(), change.change_type.number(), i64::from(change.portal_type), request, change.created_by, now],
+                "INSERT INTO DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'NEW', ?6, ?7, ?8, ?8, ?9)",
+                params![change.tenant_id, change.service_provider_id, change.integration.id(), change.change_type.number(), i64::from(change.portal_type), request, change.created_by, now, change.retry_of],
             )
             .map_err(db("insert bulk change"))?;
             let id = tx.last_insert_rowid();
@@ -799,6 +828,83 @@ impl Store for SqliteStore {
                 .map_err(db("find stranded"))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db("find stranded"))
+        })
+        .await
+    }
+
+    async fn cancel_rows(&self, tenant_id: i64, bulk_change_id: i64, by: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let details = format!("Cancelled by {by}");
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE M2M_DeviceChange SET Status = 'CANCELLED', StatusDetails = ?3, IsProcessed = 1, ProcessedDate = ?4,
+                            LeaseOwner = NULL, LeaseUntil = NULL
+                     WHERE BulkChangeId = ?1 AND TenantId = ?2 AND Status IN ('PENDING', 'SCHEDULED')",
+                    params![bulk_change_id, tenant_id, details, ts(now)],
+                )
+                .map_err(db("cancel rows"))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn rev_customers(&self, tenant_id: i64) -> StoreResult<Vec<RevCustomer>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT Id, TenantId, RevCustomerId, Name FROM RevCustomer WHERE TenantId = ?1 AND IsActive = 1 ORDER BY Name, Id",
+                )
+                .map_err(db("list Rev customers"))?;
+            stmt.query_map(params![tenant_id], |r| {
+                Ok(RevCustomer { id: r.get(0)?, tenant_id: r.get(1)?, rev_customer_id: r.get(2)?, name: r.get(3)? })
+            })
+            .map_err(db("list Rev customers"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db("list Rev customers"))
+        })
+        .await
+    }
+
+    async fn device_history(&self, tenant_id: i64, device_id: i64, limit: u32) -> StoreResult<Vec<DeviceHistoryEntry>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT r.BulkChangeId, b.ChangeRequestTypeId, r.Status, r.StatusDetails, b.CreatedBy, b.CreatedDate, r.ProcessedDate
+                     FROM M2M_DeviceChange r JOIN DeviceBulkChange b ON b.Id = r.BulkChangeId
+                     WHERE r.DeviceId = ?1 AND r.TenantId = ?2 AND b.TenantId = ?2
+                     ORDER BY r.Id DESC LIMIT ?3",
+                )
+                .map_err(db("device history"))?;
+            let raws = stmt
+                .query_map(params![device_id, tenant_id, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                    ))
+                })
+                .map_err(db("device history"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("device history"))?;
+            raws.into_iter()
+                .map(|(bulk_change_id, change_type, status, status_details, created_by, created, processed)| {
+                    Ok(DeviceHistoryEntry {
+                        bulk_change_id,
+                        change_type: ChangeType::from_number(change_type)
+                            .ok_or_else(|| StoreError::Corrupt(format!("unknown change type {change_type}")))?,
+                        status: RowStatus::parse(&status)
+                            .ok_or_else(|| StoreError::Corrupt(format!("unknown row status {status}")))?,
+                        status_details,
+                        created_by,
+                        created_date: parse_ts(&created)?,
+                        processed_date: opt_ts(processed)?,
+                    })
+                })
+                .collect()
         })
         .await
     }

@@ -25,6 +25,8 @@ contract_tests!(
     claims_are_exclusive_and_leases_expire,
     only_the_lease_holder_completes_a_row_once,
     archiving_a_device_hides_it_from_every_change,
+    pending_rows_can_be_cancelled_and_claimed_ones_finish,
+    retries_are_linked_and_history_is_per_device,
     bulk_status_is_derived_from_rows_and_final_once,
     stranded_bulk_changes_are_found,
     audit_log_is_kept_per_row_and_scoped,
