@@ -21,10 +21,22 @@ class RuntimeApi(http.server.BaseHTTPRequestHandler):
         if self.path.endswith("/runtime/invocation/next"):
             first_poll.set()
             time.sleep(5)  # hold the poll open; the process is stopped meanwhile
+        elif self.path.endswith("/extension/event/next"):
+            time.sleep(5)  # the graceful-shutdown extension waits for events
         self.send_response(404)
         self.end_headers()
 
     def do_POST(self):
+        if self.path.endswith("/extension/register"):
+            # lambda_runtime's graceful-shutdown helper registers a no-op extension first.
+            body = b'{"functionName":"local","functionVersion":"$LATEST","handler":"bootstrap"}'
+            self.send_response(200)
+            self.send_header("Lambda-Extension-Identifier", "local-extension-id")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_response(202)
         self.end_headers()
 
