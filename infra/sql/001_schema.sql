@@ -145,4 +145,40 @@ CREATE TABLE dbo.DeviceBulkChangeLog (
 );
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceBulkChangeLog_Bulk')
 CREATE INDEX IX_DeviceBulkChangeLog_Bulk ON dbo.DeviceBulkChangeLog (BulkChangeId);
+IF OBJECT_ID('dbo.CustomerRatePlan') IS NULL
+CREATE TABLE dbo.CustomerRatePlan (
+    Id BIGINT NOT NULL PRIMARY KEY,
+    TenantId BIGINT NOT NULL REFERENCES dbo.Tenant(Id),
+    Name NVARCHAR(200) NOT NULL,
+    IsActive BIT NOT NULL DEFAULT 1
+);
+IF OBJECT_ID('dbo.CustomerRatePool') IS NULL
+CREATE TABLE dbo.CustomerRatePool (
+    Id BIGINT NOT NULL PRIMARY KEY,
+    TenantId BIGINT NOT NULL REFERENCES dbo.Tenant(Id),
+    Name NVARCHAR(200) NOT NULL,
+    IsActive BIT NOT NULL DEFAULT 1
+);
+IF COL_LENGTH('dbo.Device', 'CustomerRatePlanId') IS NULL
+    ALTER TABLE dbo.Device ADD CustomerRatePlanId BIGINT NULL, CustomerRatePoolId BIGINT NULL, CustomerDataAllocationMB FLOAT NULL;
+IF OBJECT_ID('dbo.Device_CustomerRatePlanOrRatePool_Queue') IS NULL
+CREATE TABLE dbo.Device_CustomerRatePlanOrRatePool_Queue (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    DeviceId BIGINT NOT NULL REFERENCES dbo.Device(Id),
+    M2MDeviceChangeId BIGINT NOT NULL REFERENCES dbo.M2M_DeviceChange(Id),
+    BulkChangeId BIGINT NOT NULL,
+    CustomerRatePlanId BIGINT NULL,
+    CustomerRatePoolId BIGINT NULL,
+    CustomerDataAllocationMB FLOAT NULL,
+    EffectiveDate DATETIME2 NOT NULL,
+    PortalType INT NOT NULL DEFAULT 0,
+    TenantId BIGINT NOT NULL,
+    CreatedBy NVARCHAR(200) NOT NULL,
+    CreatedDate DATETIME2 NOT NULL,
+    ModifiedBy NVARCHAR(100) NULL,
+    ModifiedDate DATETIME2 NULL,
+    IsActive BIT NOT NULL DEFAULT 1
+);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_CustomerPlanQueue_Due')
+CREATE INDEX IX_CustomerPlanQueue_Due ON dbo.Device_CustomerRatePlanOrRatePool_Queue (IsActive, EffectiveDate) INCLUDE (M2MDeviceChangeId);
 GO

@@ -32,7 +32,8 @@ BEGIN
     SET NOCOUNT ON;
     -- One row per ICCID: the live device first (IsDeleted = 0), as the SQLite store does.
     SELECT d.Id, d.TenantId, d.ServiceProviderId, d.ICCID, d.IMEI, d.MSISDN, d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan,
-           d.Username, d.LastUsageDate, d.DataUsageMB, d.RevCustomerId, d.IsActive, d.IsDeleted
+           d.Username, d.LastUsageDate, d.DataUsageMB, d.RevCustomerId, d.IsActive, d.IsDeleted,
+           d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB
     FROM (SELECT DISTINCT [value] AS ICCID FROM OPENJSON(@IccidsJson)) AS j
     CROSS APPLY (SELECT TOP (1) * FROM dbo.Device x WHERE x.TenantId = @TenantId AND x.ICCID = j.ICCID ORDER BY x.IsDeleted, x.Id) AS d;
 END
@@ -42,7 +43,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_Device_Get @TenantId BIGINT, @DeviceId BIGINT 
 BEGIN
     SET NOCOUNT ON;
     SELECT Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan,
-           Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted
+           Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB
     FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
 END
 GO
@@ -104,6 +105,14 @@ BEGIN
     FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', DeviceId BIGINT '$.DeviceId', ICCID NVARCHAR(64) '$.ICCID', MSISDN NVARCHAR(20) '$.MSISDN',
                                    Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails') AS r
     ORDER BY r.Seq;
+    -- Future-dated customer rate plan rows wait in the queue until their date (all of them, not the first 100).
+    INSERT INTO dbo.Device_CustomerRatePlanOrRatePool_Queue (DeviceId, M2MDeviceChangeId, BulkChangeId, CustomerRatePlanId, CustomerRatePoolId,
+                CustomerDataAllocationMB, EffectiveDate, PortalType, TenantId, CreatedBy, CreatedDate)
+    SELECT c.DeviceId, c.Id, @Id, q.CustomerRatePlanId, q.CustomerRatePoolId, q.DataAllocationMB, q.EffectiveDate, @PortalTypeId, @TenantId, @CreatedBy, @Now
+    FROM OPENJSON(@RowsJson) WITH (ICCID NVARCHAR(64) '$.ICCID', EffectiveDate DATETIME2 '$.EffectiveDate', CustomerRatePlanId BIGINT '$.CustomerRatePlanId',
+                                   CustomerRatePoolId BIGINT '$.CustomerRatePoolId', DataAllocationMB FLOAT '$.DataAllocationMB') AS q
+    JOIN dbo.M2M_DeviceChange c ON c.BulkChangeId = @Id AND c.ICCID = q.ICCID AND c.Status = N'SCHEDULED'
+    WHERE q.EffectiveDate IS NOT NULL AND c.DeviceId IS NOT NULL;
     COMMIT TRANSACTION;
     SELECT @Id AS Id;
 END
@@ -163,7 +172,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_MarkProcessing @BulkChangeId 
 BEGIN
     SET NOCOUNT ON;
     UPDATE dbo.DeviceBulkChange SET Status = N'PROCESSING', ModifiedDate = @Now
-    WHERE Id = @BulkChangeId AND Status IN (N'NEW', N'PROCESSING');
+    WHERE Id = @BulkChangeId AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED');
 END
 GO
 
@@ -209,6 +218,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceReco
     @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
+    @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -227,6 +237,15 @@ BEGIN
                      ModifiedBy = @ProcessedBy, ModifiedDate = @Now
         FROM dbo.Device d JOIN dbo.M2M_DeviceChange r ON r.DeviceId = d.Id
         WHERE r.Id = @ChangeDetailId AND d.TenantId = @TenantId;
+    IF @Completed = 1 AND (@CustomerRatePlanId IS NOT NULL OR @CustomerRatePoolId IS NOT NULL OR @CustomerDataAllocationMB IS NOT NULL)
+        UPDATE d SET CustomerRatePlanId = COALESCE(@CustomerRatePlanId, d.CustomerRatePlanId),
+                     CustomerRatePoolId = COALESCE(@CustomerRatePoolId, d.CustomerRatePoolId),
+                     CustomerDataAllocationMB = COALESCE(@CustomerDataAllocationMB, d.CustomerDataAllocationMB)
+        FROM dbo.Device d JOIN dbo.M2M_DeviceChange r ON r.DeviceId = d.Id
+        WHERE r.Id = @ChangeDetailId AND d.TenantId = @TenantId;
+    IF @Completed = 1
+        UPDATE dbo.Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
+        WHERE M2MDeviceChangeId = @ChangeDetailId AND IsActive = 1;
     COMMIT TRANSACTION;
     SELECT @Completed AS Completed;
 END
@@ -282,7 +301,11 @@ BEGIN
     UPDATE dbo.M2M_DeviceChange
     SET Status = N'CANCELLED', StatusDetails = N'Cancelled by ' + @By, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
     WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND Status IN (N'PENDING', N'SCHEDULED');
-    SELECT CAST(@@ROWCOUNT AS BIGINT) AS Cancelled;
+    DECLARE @Cancelled BIGINT = @@ROWCOUNT;
+    UPDATE q SET IsActive = 0, ModifiedDate = @Now
+    FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q JOIN dbo.M2M_DeviceChange r ON r.Id = q.M2MDeviceChangeId
+    WHERE q.BulkChangeId = @BulkChangeId AND q.TenantId = @TenantId AND q.IsActive = 1 AND r.Status = N'CANCELLED';
+    SELECT @Cancelled AS Cancelled;
 END
 GO
 
@@ -300,5 +323,38 @@ BEGIN
     FROM dbo.M2M_DeviceChange r JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
     WHERE r.DeviceId = @DeviceId AND r.TenantId = @TenantId AND b.TenantId = @TenantId
     ORDER BY r.Id DESC;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_CustomerRatePlan_Get @TenantId BIGINT, @Id BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Id, Name FROM dbo.CustomerRatePlan WHERE Id = @Id AND TenantId = @TenantId AND IsActive = 1;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_CustomerRatePool_Get @TenantId BIGINT, @Id BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Id, Name FROM dbo.CustomerRatePool WHERE Id = @Id AND TenantId = @TenantId AND IsActive = 1;
+END
+GO
+
+-- Every SCHEDULED row whose date has come becomes PENDING; its bulk change is reopened. Returns the bulk changes.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_ReleaseDue @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    DECLARE @Released TABLE (BulkChangeId BIGINT);
+    UPDATE r SET Status = N'PENDING'
+    OUTPUT inserted.BulkChangeId INTO @Released
+    FROM dbo.M2M_DeviceChange r
+    WHERE r.Status = N'SCHEDULED'
+      AND EXISTS (SELECT 1 FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q WHERE q.M2MDeviceChangeId = r.Id AND q.IsActive = 1 AND q.EffectiveDate <= @Now);
+    UPDATE dbo.DeviceBulkChange SET Status = N'PROCESSING', ModifiedDate = @Now
+    WHERE Id IN (SELECT BulkChangeId FROM @Released) AND Status = N'SCHEDULED';
+    COMMIT TRANSACTION;
+    SELECT DISTINCT BulkChangeId FROM @Released ORDER BY BulkChangeId;
 END
 GO

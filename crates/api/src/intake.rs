@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 
-use domain::request::{CarrierRatePlanUpdate, ChangeDetails, StatusUpdate, UsernameUpdate};
+use domain::request::{CarrierRatePlanUpdate, ChangeDetails, CustomerRatePlanUpdate, StatusUpdate, UsernameUpdate};
 use domain::rules::{
-    DeviceRecord, DeviceVerdict, dedupe_devices, resolve_target_status, validate_archival_device, validate_device,
-    validate_label, validate_status_update_device,
+    DeviceRecord, DeviceVerdict, dedupe_devices, parse_effective_date, resolve_target_status, scheduled_for,
+    validate_archival_device, validate_device, validate_label, validate_status_update_device,
 };
 use domain::{BulkChangeRequest, FieldError, PortalType, RequestError, RowStatus};
-use engine::ports::{NewBulkChange, NewRow, ServiceProvider, Store};
+use engine::ports::{CustomerPlanChange, NewBulkChange, NewRow, ScheduledCustomerPlan, ServiceProvider, Store};
 use serde::Serialize;
 
 use crate::auth::Caller;
@@ -78,6 +78,9 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
         }
         ChangeDetails::EditUsername(update) if jasper => username_rows(store, caller, &sp, update, &unique).await?,
         ChangeDetails::Archival => archival_rows(store, caller, &sp, request.override_validation, &unique).await?,
+        ChangeDetails::CustomerRatePlanChange(update) => {
+            customer_rate_plan_rows(store, caller, &sp, update, &unique).await?
+        }
         other => {
             return Err(ApiError::invalid(
                 "ChangeType",
@@ -169,6 +172,7 @@ fn rows_from(
                     msisdn: device.msisdn.clone(),
                     status: RowStatus::Pending,
                     status_details: None,
+                    scheduled: None,
                 });
                 results.push(DeviceResult { iccid: iccid.to_string(), valid: true, errors: vec![] });
             }
@@ -179,6 +183,7 @@ fn rows_from(
                     msisdn: None,
                     status: RowStatus::Error,
                     status_details: Some(reason.clone()),
+                    scheduled: None,
                 });
                 results.push(DeviceResult { iccid: raw.clone(), valid: false, errors: vec![reason] });
             }
@@ -275,4 +280,73 @@ async fn archival_rows(
         let has_rev = device.is_some_and(|d| with_rev_service.contains(&d.id));
         validate_archival_device(raw, device, sp.id, has_rev, override_validation, now)
     }))
+}
+
+async fn customer_rate_plan_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    update: &CustomerRatePlanUpdate,
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let mut errors = Vec::new();
+    let block = "CustomerRatePlanUpdate";
+    if update.customer_rate_plan_id.is_none()
+        && update.customer_rate_pool_id.is_none()
+        && update.data_allocation_mb.is_none()
+    {
+        errors.push(FieldError::new(block, "give CustomerRatePlanId, CustomerRatePoolId or DataAllocationMB"));
+    }
+    if let Some(id) = update.customer_rate_plan_id {
+        if store.customer_rate_plan(caller.tenant_id, id).await?.is_none() {
+            errors.push(FieldError::new(
+                format!("{block}.CustomerRatePlanId"),
+                format!("customer rate plan {id} was not found"),
+            ));
+        }
+    }
+    if let Some(id) = update.customer_rate_pool_id {
+        if store.customer_rate_pool(caller.tenant_id, id).await?.is_none() {
+            errors.push(FieldError::new(
+                format!("{block}.CustomerRatePoolId"),
+                format!("customer rate pool {id} was not found"),
+            ));
+        }
+    }
+    if let Some(mb) = update.data_allocation_mb {
+        if !mb.is_finite() || !(0.0..=10_000_000.0).contains(&mb) {
+            errors.push(FieldError::new(
+                format!("{block}.DataAllocationMB"),
+                format!("DataAllocationMB {mb} must be between 0 and 10000000"),
+            ));
+        }
+    }
+    let effective = match update.effective_date.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        None => None,
+        Some(raw) => match parse_effective_date(raw) {
+            Ok(date) => Some(date),
+            Err(e) => {
+                errors.push(FieldError::new(format!("{block}.EffectiveDate"), e));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }));
+    }
+    let found = devices_of(store, caller, iccids).await?;
+    let (mut rows, results) = rows_from(iccids, &found, |raw, device| validate_device(raw, device, sp.id));
+    if let Some(date) = scheduled_for(effective, chrono::Utc::now()) {
+        let change = CustomerPlanChange {
+            customer_rate_plan_id: update.customer_rate_plan_id,
+            customer_rate_pool_id: update.customer_rate_pool_id,
+            data_allocation_mb: update.data_allocation_mb,
+        };
+        for row in rows.iter_mut().filter(|r| r.status == RowStatus::Pending) {
+            row.status = RowStatus::Scheduled;
+            row.status_details = Some(format!("Scheduled for {}", date.format("%Y-%m-%d %H:%M UTC")));
+            row.scheduled = Some(ScheduledCustomerPlan { effective_date: date, change: change.clone() });
+        }
+    }
+    Ok((rows, results))
 }

@@ -93,7 +93,7 @@ async fn submit_all(stack: &Stack, opts: &DemoOptions, secret: &str) -> Result<(
         submitted.push(id);
     }
     for id in submitted {
-        let status = wait_final(&http, &base, &token, id).await?;
+        let status = wait_settled(&http, &base, &token, id).await?;
         print_result(&status);
     }
     Ok(())
@@ -101,6 +101,15 @@ async fn submit_all(stack: &Stack, opts: &DemoOptions, secret: &str) -> Result<(
 
 /// Polls the status endpoint until the bulk change is final (60 s at most).
 pub async fn wait_final(http: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
+    wait_for(http, base, token, id, &["PROCESSED", "ERROR", "CANCELLED"]).await
+}
+
+/// Until final, or SCHEDULED (waiting for a future date): what `make run` shows.
+pub async fn wait_settled(http: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
+    wait_for(http, base, token, id, &["PROCESSED", "ERROR", "CANCELLED", "SCHEDULED"]).await
+}
+
+async fn wait_for(http: &reqwest::Client, base: &str, token: &str, id: i64, settled: &[&str]) -> Result<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let status: Value = http
@@ -111,11 +120,11 @@ pub async fn wait_final(http: &reqwest::Client, base: &str, token: &str, id: i64
             .error_for_status()?
             .json()
             .await?;
-        if matches!(status["Status"].as_str(), Some("PROCESSED" | "ERROR" | "CANCELLED")) {
+        if status["Status"].as_str().is_some_and(|s| settled.contains(&s)) {
             return Ok(status);
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("bulk change {id} did not finish within 60 s: {status}");
+            bail!("bulk change {id} did not settle within 60 s: {status}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -202,6 +202,7 @@ impl Stack {
                     _ = tokio::time::sleep(interval) => {}
                     _ = rx.changed() => break,
                 }
+                engine::scheduler::apply_due_scheduled(&store, &queue, SystemClock.now()).await;
                 engine::scheduler::requeue_stranded(&store, &queue, SystemClock.now(), grace).await;
             }
         })

@@ -138,6 +138,8 @@ fn test_seed() -> Seed {
         }],
         devices,
         rev_services: vec![rev_service(archive_with_rev_service(), 11_500), rev_service(with_rev_service(), 11_501)],
+        customer_rate_plans: vec![store::seed::SeedCustomerPlan { id: 5, tenant_id: 1, name: "Fleet 5 GB".into() }],
+        customer_rate_pools: vec![store::seed::SeedCustomerPlan { id: 9, tenant_id: 1, name: "Shared pool".into() }],
     }
 }
 
@@ -920,5 +922,128 @@ trait StatusBody {
 impl StatusBody for (u16, Option<String>, Value) {
     fn into_status_body(self) -> (u16, Value) {
         (self.0, self.2)
+    }
+}
+
+// ---- CustomerRatePlanChange (4) ----
+
+fn customer_rate_plan(devices: &[String], effective: Option<&str>) -> Value {
+    json!({"ServiceProviderId": POD19, "ChangeType": 4, "Devices": devices,
+           "CustomerRatePlanUpdate": {"CustomerRatePlanId": 5, "CustomerRatePoolId": 9, "DataAllocationMB": 1024, "EffectiveDate": effective}})
+}
+
+#[tokio::test]
+async fn customer_rate_plan_without_a_future_date_applies_now_without_carrier_calls() {
+    let app = spawn().await;
+    let id = app.accepted(customer_rate_plan(&[ready(15), ready(16)], Some("2020-01-01"))).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"], json!({"PROCESSED": 2}), "{status}");
+    let stored = app.stack.store.device_by_iccid(1, &ready(15)).await.expect("read").expect("device");
+    assert_eq!(
+        (stored.customer_rate_plan_id, stored.customer_rate_pool_id, stored.customer_data_allocation_mb),
+        (Some(5), Some(9), Some(1024.0))
+    );
+    assert!(app.cc(POD19).state.calls().is_empty());
+}
+
+#[tokio::test]
+async fn future_customer_rate_plan_waits_for_its_date_then_applies_every_row() {
+    let app = spawn().await;
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    let devices: Vec<String> = (17..22).map(ready).collect();
+    let id = app.accepted(customer_rate_plan(&devices, Some(&tomorrow))).await;
+    let status = app.wait_scheduled(id).await;
+    assert_eq!(status["Counts"], json!({"SCHEDULED": 5}), "{status}");
+    assert!(
+        row(&status, &devices[0])["StatusDetails"]
+            .as_str()
+            .expect("details")
+            .starts_with(&format!("Scheduled for {tomorrow}"))
+    );
+    // WHEN the scheduler runs before the date nothing moves; on the date every row is applied
+    let today = chrono::Utc::now();
+    assert!(engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, today).await.is_empty());
+    let day_after = today + chrono::Duration::days(2);
+    assert_eq!(engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, day_after).await, vec![id]);
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"], json!({"PROCESSED": 5}), "{status}");
+    for iccid in &devices {
+        let stored = app.stack.store.device_by_iccid(1, iccid).await.expect("read").expect("device");
+        assert_eq!(stored.customer_rate_plan_id, Some(5));
+    }
+    assert!(
+        engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, day_after).await.is_empty(),
+        "applied once"
+    );
+}
+
+#[tokio::test]
+async fn a_scheduled_change_cancelled_before_its_date_never_applies() {
+    let app = spawn().await;
+    let next_week = (chrono::Utc::now() + chrono::Duration::days(7)).format("%Y-%m-%d").to_string();
+    let id = app.accepted(customer_rate_plan(&[ready(22), ready(23)], Some(&next_week))).await;
+    app.wait_scheduled(id).await;
+    let (code, answer) =
+        app.post_raw(&format!("/M2M/BulkChange/{id}/Cancel"), "", Some(&app.token)).await.into_status_body();
+    assert_eq!((code, answer["Cancelled"].as_i64(), answer["Status"].as_str()), (200, Some(2), Some("CANCELLED")));
+    let later = chrono::Utc::now() + chrono::Duration::days(8);
+    assert!(engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, later).await.is_empty());
+    let stored = app.stack.store.device_by_iccid(1, &ready(22)).await.expect("read").expect("device");
+    assert_eq!(stored.customer_rate_plan_id, None);
+}
+
+#[tokio::test]
+async fn customer_rate_plan_validation_messages() {
+    let app = spawn().await;
+    let body = |block: Value| json!({"ServiceProviderId": POD19, "ChangeType": 4, "Devices": [ready(24)], "CustomerRatePlanUpdate": block});
+    let cases = [
+        (body(json!({})), "CustomerRatePlanUpdate", "give CustomerRatePlanId, CustomerRatePoolId or DataAllocationMB"),
+        (
+            body(json!({"CustomerRatePlanId": 6})),
+            "CustomerRatePlanUpdate.CustomerRatePlanId",
+            "customer rate plan 6 was not found",
+        ),
+        (
+            body(json!({"CustomerRatePoolId": 99})),
+            "CustomerRatePlanUpdate.CustomerRatePoolId",
+            "customer rate pool 99 was not found",
+        ),
+        (
+            body(json!({"DataAllocationMB": -1})),
+            "CustomerRatePlanUpdate.DataAllocationMB",
+            "DataAllocationMB -1 must be between 0 and 10000000",
+        ),
+        (
+            body(json!({"CustomerRatePlanId": 5, "EffectiveDate": "next tuesday"})),
+            "CustomerRatePlanUpdate.EffectiveDate",
+            "EffectiveDate 'next tuesday' is not a date (use 2026-12-01 or 2026-12-01T00:00:00Z)",
+        ),
+    ];
+    for (request, field, message) in cases {
+        let (code, problem) = app.submit(request).await;
+        assert_eq!(code, 400, "{problem}");
+        assert_eq!(
+            (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
+            (Some(field), Some(message))
+        );
+    }
+    // Another tenant's plan is not found either.
+    let (code, _, problem) = app
+        .post_raw("/M2M/BulkChange", &body(json!({"CustomerRatePlanId": 5})).to_string(), Some(&app.token_for(2)))
+        .await;
+    assert_eq!(code, 400, "{problem}");
+}
+
+impl TestApp {
+    async fn wait_scheduled(&self, id: i64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, status) = self.get(&format!("/M2M/BulkChangeStatus/{id}?pageSize=1000"), &self.token).await;
+            if status["Status"] == "SCHEDULED" {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "bulk change {id} never became SCHEDULED: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

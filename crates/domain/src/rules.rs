@@ -54,6 +54,12 @@ pub struct DeviceRecord {
     #[serde(rename = "DataUsageMB")]
     pub data_usage_mb: f64,
     pub rev_customer_id: Option<String>,
+    #[serde(default)]
+    pub customer_rate_plan_id: Option<i64>,
+    #[serde(default)]
+    pub customer_rate_pool_id: Option<i64>,
+    #[serde(default, rename = "CustomerDataAllocationMB")]
+    pub customer_data_allocation_mb: Option<f64>,
     pub is_active: bool,
     pub is_deleted: bool,
 }
@@ -252,6 +258,24 @@ pub fn validate_archival_device(
     DeviceVerdict::Valid { device: Box::new(device.clone()), iccid }
 }
 
+/// Parses an `EffectiveDate`: RFC 3339, or a date (`2026-12-01`, `2026-12-01Z`) meaning its UTC midnight.
+pub fn parse_effective_date(raw: &str) -> Result<DateTime<Utc>, String> {
+    let s = raw.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s.trim_end_matches(['Z', 'z']), "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .ok_or_else(|| format!("EffectiveDate '{s}' is not a date (use 2026-12-01 or 2026-12-01T00:00:00Z)"))
+}
+
+/// A change dated `effective` waits for its date when that date is still to come; otherwise it applies now.
+pub fn scheduled_for(effective: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    effective.filter(|e| *e > now)
+}
+
 /// Longest username and cost center Control Center and Rev.io accept.
 pub const MAX_LABEL_LEN: usize = 50;
 
@@ -308,6 +332,9 @@ mod tests {
             last_usage_date: None,
             data_usage_mb: 0.0,
             rev_customer_id: None,
+            customer_rate_plan_id: None,
+            customer_rate_pool_id: None,
+            customer_data_allocation_mb: None,
             is_active: true,
             is_deleted: false,
         }
@@ -449,5 +476,21 @@ mod tests {
             validate_label("Username.NewUsername", "a;DROP").unwrap_err(),
             "Username.NewUsername contains ';'; use letters, digits, space and _ - . @ / #"
         );
+    }
+
+    #[test]
+    fn effective_dates_parse_and_schedule_only_when_future() {
+        let now = DateTime::parse_from_rfc3339("2026-11-23T15:45:00Z").unwrap().with_timezone(&Utc);
+        let day = parse_effective_date("2026-12-01").unwrap();
+        assert_eq!(day.to_rfc3339(), "2026-12-01T00:00:00+00:00");
+        assert_eq!(parse_effective_date("2026-12-01Z").unwrap(), day);
+        assert_eq!(
+            parse_effective_date("2026-12-01T00:00:00+01:00").unwrap().to_rfc3339(),
+            "2026-11-30T23:00:00+00:00"
+        );
+        assert!(parse_effective_date("01/12/2026").unwrap_err().contains("is not a date"));
+        assert_eq!(scheduled_for(Some(day), now), Some(day));
+        assert_eq!(scheduled_for(parse_effective_date("2026-11-01").ok(), now), None, "a past date applies now");
+        assert_eq!(scheduled_for(None, now), None);
     }
 }

@@ -5,6 +5,7 @@ mod archival;
 pub mod audit;
 mod carrier_rate_plan;
 mod common;
+mod customer_rate_plan;
 mod edit_username;
 pub mod metrics;
 pub mod notify;

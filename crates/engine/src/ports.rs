@@ -97,6 +97,31 @@ pub struct NewRow {
     pub msisdn: Option<String>,
     pub status: RowStatus,
     pub status_details: Option<String>,
+    /// A future-dated customer rate plan change: the row is SCHEDULED and queued in
+    /// `Device_CustomerRatePlanOrRatePool_Queue` until this plan's date.
+    pub scheduled: Option<ScheduledCustomerPlan>,
+}
+
+/// A customer rate plan or pool assignment (no carrier call).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CustomerPlanChange {
+    pub customer_rate_plan_id: Option<i64>,
+    pub customer_rate_pool_id: Option<i64>,
+    pub data_allocation_mb: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledCustomerPlan {
+    pub effective_date: DateTime<Utc>,
+    pub change: CustomerPlanChange,
+}
+
+/// A customer rate plan or pool of a tenant (`CustomerRatePlan`, `CustomerRatePool`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomerPlanRef {
+    pub id: i64,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -142,6 +167,7 @@ pub struct DeviceUpdate {
     pub username: Option<String>,
     /// Archive the device: `IsActive = false, IsDeleted = true`.
     pub archive: bool,
+    pub customer_plan: Option<CustomerPlanChange>,
 }
 
 impl DeviceUpdate {
@@ -285,6 +311,11 @@ pub trait Store: Send + Sync {
     async fn rev_customers(&self, tenant_id: i64) -> StoreResult<Vec<RevCustomer>>;
     /// A device's change rows, newest first, with their bulk change's type and author.
     async fn device_history(&self, tenant_id: i64, device_id: i64, limit: u32) -> StoreResult<Vec<DeviceHistoryEntry>>;
+    async fn customer_rate_plan(&self, tenant_id: i64, id: i64) -> StoreResult<Option<CustomerPlanRef>>;
+    async fn customer_rate_pool(&self, tenant_id: i64, id: i64) -> StoreResult<Option<CustomerPlanRef>>;
+    /// Turns SCHEDULED rows whose date has come into PENDING (every one of them, in every tenant) and returns
+    /// the bulk changes that now have work, so the caller can queue them.
+    async fn release_due_scheduled_rows(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
 }
 
 /// The message that says "work on this bulk change". No device data.

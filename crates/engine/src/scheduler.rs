@@ -32,3 +32,24 @@ pub async fn requeue_stranded(store: &dyn Store, queue: &dyn Queue, now: DateTim
     }
     sent
 }
+
+/// Releases every scheduled row whose date has come (customer rate plan changes) and queues its bulk change.
+/// `now` comes from the caller's clock, so tests can move time forward.
+pub async fn apply_due_scheduled(store: &dyn Store, queue: &dyn Queue, now: DateTime<Utc>) -> Vec<i64> {
+    let ids = match store.release_due_scheduled_rows(now).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(error = %e, "scheduler could not release due scheduled rows");
+            return Vec::new();
+        }
+    };
+    for id in &ids {
+        // A failed send is not lost: the bulk change is PROCESSING with PENDING rows, so it is stranded and
+        // `requeue_stranded` sends it on a later tick.
+        match queue.send(&WorkMessage { bulk_change_id: *id, attempt: 0 }, Duration::ZERO).await {
+            Ok(()) => info!(bulk_change_id = id, "scheduled rows are due; bulk change queued"),
+            Err(e) => warn!(bulk_change_id = id, error = %e, "could not queue a bulk change with due rows"),
+        }
+    }
+    ids
+}

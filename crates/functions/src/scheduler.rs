@@ -12,9 +12,13 @@ pub const STRANDED_GRACE: Duration = Duration::from_secs(120);
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct TickReport {
+    /// Bulk changes whose scheduled rows became due.
+    pub released: Vec<i64>,
     pub requeued: Vec<i64>,
 }
 
 pub async fn tick(store: &dyn Store, queue: &dyn Queue, grace: Duration) -> TickReport {
-    TickReport { requeued: engine::scheduler::requeue_stranded(store, queue, SystemClock.now(), grace).await }
+    let released = engine::scheduler::apply_due_scheduled(store, queue, SystemClock.now()).await;
+    let requeued = engine::scheduler::requeue_stranded(store, queue, SystemClock.now(), grace).await;
+    TickReport { released, requeued }
 }

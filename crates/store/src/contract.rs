@@ -70,6 +70,8 @@ pub fn contract_seed() -> Seed {
             .map(|i| device(TENANT, SP, i))
             .chain([device(OTHER_TENANT, 20, OTHER_TENANT_ICCID)])
             .collect(),
+        customer_rate_plans: vec![SeedCustomerPlan { id: 1, tenant_id: TENANT, name: "Fleet 1 GB".into() }],
+        customer_rate_pools: vec![SeedCustomerPlan { id: 7, tenant_id: TENANT, name: "Shared pool".into() }],
         rev_services: vec![SeedRevService {
             tenant_id: TENANT,
             iccid: ICCIDS[2].into(),
@@ -94,6 +96,7 @@ pub async fn new_bulk(store: &dyn Store) -> i64 {
             msisdn: None,
             status: RowStatus::Pending,
             status_details: None,
+            scheduled: None,
         })
         .collect();
     rows.push(NewRow {
@@ -102,6 +105,7 @@ pub async fn new_bulk(store: &dyn Store) -> i64 {
         msisdn: None,
         status: RowStatus::Error,
         status_details: Some("Invalid ICCID".into()),
+        scheduled: None,
     });
     let change = NewBulkChange {
         tenant_id: TENANT,
@@ -312,6 +316,7 @@ pub async fn retries_are_linked_and_history_is_per_device(store: &dyn Store) {
         msisdn: None,
         status: RowStatus::Pending,
         status_details: None,
+        scheduled: None,
     };
     let second = store.create_bulk_change(&change, &[row]).await.expect("create");
     assert_eq!(store.bulk_change(Some(TENANT), second).await.expect("read").expect("exists").retry_of, Some(first));
@@ -326,4 +331,62 @@ pub async fn retries_are_linked_and_history_is_per_device(store: &dyn Store) {
     let customers = store.rev_customers(TENANT).await.expect("customers");
     assert_eq!(customers.iter().map(|c| c.rev_customer_id.as_str()).collect::<Vec<_>>(), vec!["1001"]);
     assert!(store.rev_customers(OTHER_TENANT).await.expect("customers").is_empty());
+}
+
+pub async fn scheduled_rows_wait_for_their_date(store: &dyn Store) {
+    use engine::ports::{CustomerPlanChange, ScheduledCustomerPlan};
+    let devices = store.devices_by_iccid(TENANT, &[ICCIDS[1].to_string()]).await.expect("devices");
+    assert!(store.customer_rate_plan(TENANT, 1).await.expect("plan").is_some());
+    assert!(store.customer_rate_plan(OTHER_TENANT, 1).await.expect("plan").is_none());
+    assert!(store.customer_rate_pool(TENANT, 7).await.expect("pool").is_some());
+    let due = t(1000);
+    let change = NewBulkChange {
+        tenant_id: TENANT,
+        service_provider_id: SP,
+        integration: Integration::Pod19,
+        change_type: ChangeType::CustomerRatePlanChange,
+        portal_type: PortalType::M2M,
+        request: BulkChangeRequestWire { service_provider_id: Some(SP), change_type: Some(4), ..Default::default() },
+        created_by: "alice".into(),
+        retry_of: None,
+    };
+    let plan = CustomerPlanChange {
+        customer_rate_plan_id: Some(1),
+        customer_rate_pool_id: Some(7),
+        data_allocation_mb: Some(512.0),
+    };
+    let row = NewRow {
+        device_id: Some(devices[0].id),
+        iccid: ICCIDS[1].into(),
+        msisdn: None,
+        status: RowStatus::Scheduled,
+        status_details: None,
+        scheduled: Some(ScheduledCustomerPlan { effective_date: due, change: plan.clone() }),
+    };
+    let id = store.create_bulk_change(&change, &[row]).await.expect("create");
+    assert_eq!(store.finalize_bulk_change(id, t(0)).await.expect("finalize"), Some(BulkStatus::Scheduled));
+    assert!(
+        store.claim_rows(id, "a", 10, Duration::from_secs(60), t(0)).await.expect("claim").is_empty(),
+        "not claimable yet"
+    );
+    assert!(!store.release_due_scheduled_rows(t(999)).await.expect("release").contains(&id), "not due yet");
+    assert_eq!(store.release_due_scheduled_rows(due).await.expect("release"), vec![id]);
+    assert_eq!(
+        store.bulk_change(Some(TENANT), id).await.expect("read").expect("exists").status,
+        BulkStatus::Processing
+    );
+    let rows = store.claim_rows(id, "a", 10, Duration::from_secs(60), due).await.expect("claim");
+    assert_eq!(rows.len(), 1);
+    let outcome = RowOutcome {
+        status: RowStatus::Processed,
+        details: "applied".into(),
+        device_update: DeviceUpdate { customer_plan: Some(plan), ..DeviceUpdate::default() },
+    };
+    assert!(store.complete_row(TENANT, rows[0].id, "a", &outcome, due).await.expect("complete"));
+    let device = store.device(TENANT, devices[0].id).await.expect("read").expect("device");
+    assert_eq!(
+        (device.customer_rate_plan_id, device.customer_rate_pool_id, device.customer_data_allocation_mb),
+        (Some(1), Some(7), Some(512.0))
+    );
+    assert!(store.release_due_scheduled_rows(t(5000)).await.expect("release").is_empty(), "released once");
 }

@@ -106,6 +106,23 @@ impl MssqlStore {
         Ok(self.exec(context, query).await?.into_iter().next().unwrap_or_default())
     }
 
+    async fn customer_plan_ref(
+        &self,
+        context: &'static str,
+        sql: &'static str,
+        tenant_id: i64,
+        id: i64,
+    ) -> StoreResult<Option<CustomerPlanRef>> {
+        let mut q = Query::new(sql);
+        q.bind(tenant_id);
+        q.bind(id);
+        self.first(context, q)
+            .await?
+            .first()
+            .map(|r| Ok(CustomerPlanRef { id: need(r.get("Id"), "Id")?, name: text(r, "Name").unwrap_or_default() }))
+            .transpose()
+    }
+
     /// Runs the scripts of `infra/sql/` (batches separated by `GO`): schema, reference data, procedures.
     pub async fn apply_scripts(&self, scripts: &[&str]) -> Result<(), StoreError> {
         let mut lease = self.lease().await?;
@@ -127,8 +144,9 @@ impl MssqlStore {
 
     /// Deletes every row but the reference data (contract tests only).
     pub async fn wipe_for_tests(&self) -> Result<(), StoreError> {
-        let sql = "DELETE FROM dbo.DeviceBulkChangeLog; DELETE FROM dbo.M2M_DeviceChange; DELETE FROM dbo.DeviceBulkChange;
-                   DELETE FROM dbo.RevService; DELETE FROM dbo.Device; DELETE FROM dbo.RevCustomer; DELETE FROM dbo.JasperCarrierRatePlan;
+        let sql = "DELETE FROM dbo.Device_CustomerRatePlanOrRatePool_Queue; DELETE FROM dbo.DeviceBulkChangeLog;
+                   DELETE FROM dbo.M2M_DeviceChange; DELETE FROM dbo.DeviceBulkChange; DELETE FROM dbo.RevService; DELETE FROM dbo.Device;
+                   DELETE FROM dbo.CustomerRatePlan; DELETE FROM dbo.CustomerRatePool; DELETE FROM dbo.RevCustomer; DELETE FROM dbo.JasperCarrierRatePlan;
                    DELETE FROM dbo.ServiceProvider; DELETE FROM dbo.Tenant;";
         self.apply_scripts(&[sql]).await
     }
@@ -213,6 +231,18 @@ impl MssqlStore {
                 )));
             }
         }
+        for (sql, plans) in [
+            ("INSERT INTO dbo.CustomerRatePlan (Id, TenantId, Name) VALUES (@P1, @P2, @P3)", &seed.customer_rate_plans),
+            ("INSERT INTO dbo.CustomerRatePool (Id, TenantId, Name) VALUES (@P1, @P2, @P3)", &seed.customer_rate_pools),
+        ] {
+            for p in plans {
+                let mut q = Query::new(sql);
+                q.bind(p.id);
+                q.bind(p.tenant_id);
+                q.bind(p.name.as_str());
+                self.exec("seed customer plan", q).await?;
+            }
+        }
         for r in &seed.rev_services {
             let mut q = Query::new(
                 "INSERT INTO dbo.RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
@@ -292,6 +322,9 @@ fn device(row: &Row) -> Result<DeviceRecord, StoreError> {
         rev_customer_id: text(row, "RevCustomerId"),
         is_active: row.get("IsActive").unwrap_or(false),
         is_deleted: row.get("IsDeleted").unwrap_or(true),
+        customer_rate_plan_id: row.get("CustomerRatePlanId"),
+        customer_rate_pool_id: row.get("CustomerRatePoolId"),
+        customer_data_allocation_mb: row.get("CustomerDataAllocationMB"),
     })
 }
 
@@ -463,7 +496,17 @@ impl Store for MssqlStore {
         let rows_json: Vec<serde_json::Value> = rows
             .iter()
             .enumerate()
-            .map(|(i, r)| serde_json::json!({"Seq": i, "DeviceId": r.device_id, "ICCID": r.iccid, "MSISDN": r.msisdn, "Status": r.status.as_str(), "StatusDetails": r.status_details}))
+            .map(|(i, r)| {
+                let plan = r.scheduled.as_ref();
+                serde_json::json!({
+                    "Seq": i, "DeviceId": r.device_id, "ICCID": r.iccid, "MSISDN": r.msisdn, "Status": r.status.as_str(),
+                    "StatusDetails": r.status_details,
+                    "EffectiveDate": plan.map(|p| p.effective_date.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
+                    "CustomerRatePlanId": plan.and_then(|p| p.change.customer_rate_plan_id),
+                    "CustomerRatePoolId": plan.and_then(|p| p.change.customer_rate_pool_id),
+                    "DataAllocationMB": plan.and_then(|p| p.change.data_allocation_mb),
+                })
+            })
             .collect();
         let mut q = Query::new(
             "EXEC dbo.usp_DeviceBulkChange_Create @TenantId = @P1, @ServiceProviderId = @P2, @IntegrationId = @P3, @ChangeRequestTypeId = @P4,
@@ -633,7 +676,8 @@ impl Store for MssqlStore {
         let mut q = Query::new(
             "EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3,
                   @Status = @P4, @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @CommunicationPlan = @P8,
-                  @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13",
+                  @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13,
+                  @CustomerRatePlanId = @P14, @CustomerRatePoolId = @P15, @CustomerDataAllocationMB = @P16",
         );
         q.bind(tenant_id);
         q.bind(row_id);
@@ -648,6 +692,10 @@ impl Store for MssqlStore {
         q.bind(u.archive);
         q.bind(PROCESSED_BY);
         q.bind(naive(now));
+        let plan = u.customer_plan.clone().unwrap_or_default();
+        q.bind(plan.customer_rate_plan_id);
+        q.bind(plan.customer_rate_pool_id);
+        q.bind(plan.data_allocation_mb);
         let sets = self.exec("complete row", q).await?;
         Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<bool, _>("Completed")).unwrap_or(false))
     }
@@ -760,6 +808,35 @@ impl Store for MssqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn customer_rate_plan(&self, tenant_id: i64, id: i64) -> StoreResult<Option<CustomerPlanRef>> {
+        self.customer_plan_ref(
+            "read customer rate plan",
+            "EXEC dbo.usp_CustomerRatePlan_Get @TenantId = @P1, @Id = @P2",
+            tenant_id,
+            id,
+        )
+        .await
+    }
+
+    async fn customer_rate_pool(&self, tenant_id: i64, id: i64) -> StoreResult<Option<CustomerPlanRef>> {
+        self.customer_plan_ref(
+            "read customer rate pool",
+            "EXEC dbo.usp_CustomerRatePool_Get @TenantId = @P1, @Id = @P2",
+            tenant_id,
+            id,
+        )
+        .await
+    }
+
+    async fn release_due_scheduled_rows(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {
+        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_CustomerRatePlanChange_ReleaseDue @Now = @P1");
+        q.bind(naive(now));
+        let sets = self.exec("release scheduled rows", q).await?;
+        sets.last().map_or(Ok(Vec::new()), |rows| {
+            rows.iter().map(|r| need(r.get::<i64, _>("BulkChangeId"), "BulkChangeId")).collect()
+        })
     }
 
     async fn close(&self) {

@@ -18,9 +18,22 @@ pub struct Seed {
     pub rev_customers: Vec<SeedRevCustomer>,
     #[serde(default)]
     pub devices: Vec<SeedDevice>,
+    #[serde(default)]
+    pub customer_rate_plans: Vec<SeedCustomerPlan>,
+    #[serde(default)]
+    pub customer_rate_pools: Vec<SeedCustomerPlan>,
     /// Rev.io service lines already billing a device.
     #[serde(default)]
     pub rev_services: Vec<SeedRevService>,
+}
+
+/// A tenant's customer rate plan or pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedCustomerPlan {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -37,8 +37,23 @@ fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
 }
 
 /// Changes to the schema after its first version, in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] =
-    &["ALTER TABLE DeviceBulkChange ADD COLUMN RetryOfBulkChangeId INTEGER REFERENCES DeviceBulkChange(Id)"];
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE DeviceBulkChange ADD COLUMN RetryOfBulkChangeId INTEGER REFERENCES DeviceBulkChange(Id)",
+    "CREATE TABLE CustomerRatePlan (Id INTEGER PRIMARY KEY, TenantId INTEGER NOT NULL REFERENCES Tenant(Id), Name TEXT NOT NULL,
+                                    IsActive INTEGER NOT NULL DEFAULT 1);
+     CREATE TABLE CustomerRatePool (Id INTEGER PRIMARY KEY, TenantId INTEGER NOT NULL REFERENCES Tenant(Id), Name TEXT NOT NULL,
+                                    IsActive INTEGER NOT NULL DEFAULT 1);
+     ALTER TABLE Device ADD COLUMN CustomerRatePlanId INTEGER;
+     ALTER TABLE Device ADD COLUMN CustomerRatePoolId INTEGER;
+     ALTER TABLE Device ADD COLUMN CustomerDataAllocationMB REAL;
+     CREATE TABLE Device_CustomerRatePlanOrRatePool_Queue (
+         Id INTEGER PRIMARY KEY, DeviceId INTEGER NOT NULL REFERENCES Device(Id),
+         M2MDeviceChangeId INTEGER NOT NULL REFERENCES M2M_DeviceChange(Id), BulkChangeId INTEGER NOT NULL,
+         CustomerRatePlanId INTEGER, CustomerRatePoolId INTEGER, CustomerDataAllocationMB REAL, EffectiveDate TEXT NOT NULL,
+         PortalType INTEGER NOT NULL DEFAULT 0, TenantId INTEGER NOT NULL, CreatedBy TEXT NOT NULL, CreatedDate TEXT NOT NULL,
+         ModifiedBy TEXT, ModifiedDate TEXT, IsActive INTEGER NOT NULL DEFAULT 1);
+     CREATE INDEX IX_CustomerPlanQueue_Due ON Device_CustomerRatePlanOrRatePool_Queue (IsActive, EffectiveDate)",
+];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db("read schema version"))?;
@@ -148,6 +163,12 @@ impl SqliteStore {
                 )
                 .map_err(|e| StoreError::Seed(format!("device {}: {e}", d.iccid)))?;
             }
+            for (table, plans) in [("CustomerRatePlan", &seed.customer_rate_plans), ("CustomerRatePool", &seed.customer_rate_pools)] {
+                for p in plans {
+                    tx.execute(&format!("INSERT INTO {table} (Id, TenantId, Name) VALUES (?1, ?2, ?3)"), params![p.id, p.tenant_id, p.name])
+                        .map_err(|e| StoreError::Seed(format!("{table} {}: {e}", p.id)))?;
+                }
+            }
             for r in &seed.rev_services {
                 let inserted = tx
                     .execute(
@@ -183,7 +204,7 @@ impl SqliteStore {
     }
 }
 
-const DEVICE_COLUMNS: &str = "Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted";
+const DEVICE_COLUMNS: &str = "Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB";
 
 fn device_from_row(r: &Row<'_>) -> rusqlite::Result<(DeviceRecord, Option<String>)> {
     Ok((
@@ -203,6 +224,9 @@ fn device_from_row(r: &Row<'_>) -> rusqlite::Result<(DeviceRecord, Option<String
             rev_customer_id: r.get(12)?,
             is_active: r.get(13)?,
             is_deleted: r.get(14)?,
+            customer_rate_plan_id: r.get(15)?,
+            customer_rate_pool_id: r.get(16)?,
+            customer_data_allocation_mb: r.get(17)?,
         },
         r.get(10)?,
     ))
@@ -505,6 +529,28 @@ impl Store for SqliteStore {
                     let is_final = row.status.is_final();
                     stmt.execute(params![id, change.tenant_id, row.device_id, row.iccid, row.msisdn, row.status.as_str(), row.status_details, is_final, is_final.then_some(&now), now])
                         .map_err(db("insert rows"))?;
+                    if let (Some(plan), Some(device_id)) = (&row.scheduled, row.device_id) {
+                        let row_id = tx.last_insert_rowid();
+                        tx.execute(
+                            "INSERT INTO Device_CustomerRatePlanOrRatePool_Queue (DeviceId, M2MDeviceChangeId, BulkChangeId, CustomerRatePlanId,
+                                    CustomerRatePoolId, CustomerDataAllocationMB, EffectiveDate, PortalType, TenantId, CreatedBy, CreatedDate)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                            params![
+                                device_id,
+                                row_id,
+                                id,
+                                plan.change.customer_rate_plan_id,
+                                plan.change.customer_rate_pool_id,
+                                plan.change.data_allocation_mb,
+                                ts(plan.effective_date),
+                                i64::from(change.portal_type),
+                                change.tenant_id,
+                                change.created_by,
+                                now
+                            ],
+                        )
+                        .map_err(db("queue scheduled row"))?;
+                    }
                 }
             }
             tx.commit().map_err(db("commit bulk change"))?;
@@ -648,7 +694,7 @@ impl Store for SqliteStore {
     async fn mark_processing(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()> {
         self.with(move |c| {
             c.execute(
-                "UPDATE DeviceBulkChange SET Status = 'PROCESSING', ModifiedDate = ?2 WHERE Id = ?1 AND Status IN ('NEW', 'PROCESSING')",
+                "UPDATE DeviceBulkChange SET Status = 'PROCESSING', ModifiedDate = ?2 WHERE Id = ?1 AND Status IN ('NEW', 'PROCESSING', 'SCHEDULED')",
                 params![bulk_change_id, ts(now)],
             )
             .map_err(db("mark processing"))?;
@@ -759,6 +805,21 @@ impl Store for SqliteStore {
                 )
                 .map_err(db("update device"))?;
             }
+            if let Some(plan) = &u.customer_plan {
+                tx.execute(
+                    "UPDATE Device SET CustomerRatePlanId = COALESCE(?1, CustomerRatePlanId), CustomerRatePoolId = COALESCE(?2, CustomerRatePoolId),
+                            CustomerDataAllocationMB = COALESCE(?3, CustomerDataAllocationMB)
+                     WHERE Id = (SELECT DeviceId FROM M2M_DeviceChange WHERE Id = ?4) AND TenantId = ?5",
+                    params![plan.customer_rate_plan_id, plan.customer_rate_pool_id, plan.data_allocation_mb, row_id, tenant_id],
+                )
+                .map_err(db("update customer plan"))?;
+            }
+            tx.execute(
+                "UPDATE Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = ?2, ModifiedDate = ?3
+                 WHERE M2MDeviceChangeId = ?1 AND IsActive = 1",
+                params![row_id, PROCESSED_BY, now],
+            )
+            .map_err(db("close queued change"))?;
             tx.commit().map_err(db("commit complete row"))?;
             Ok(true)
         })
@@ -843,6 +904,13 @@ impl Store for SqliteStore {
                     params![bulk_change_id, tenant_id, details, ts(now)],
                 )
                 .map_err(db("cancel rows"))?;
+            c.execute(
+                "UPDATE Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedDate = ?3
+                 WHERE BulkChangeId = ?1 AND TenantId = ?2 AND IsActive = 1
+                   AND M2MDeviceChangeId IN (SELECT Id FROM M2M_DeviceChange WHERE BulkChangeId = ?1 AND Status = 'CANCELLED')",
+                params![bulk_change_id, tenant_id, ts(now)],
+            )
+            .map_err(db("cancel queued changes"))?;
             Ok(n as u64)
         })
         .await
@@ -905,6 +973,65 @@ impl Store for SqliteStore {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn customer_rate_plan(&self, tenant_id: i64, id: i64) -> StoreResult<Option<CustomerPlanRef>> {
+        self.with(move |c| {
+            c.query_row(
+                "SELECT Id, Name FROM CustomerRatePlan WHERE Id = ?1 AND TenantId = ?2 AND IsActive = 1",
+                params![id, tenant_id],
+                |r| Ok(CustomerPlanRef { id: r.get(0)?, name: r.get(1)? }),
+            )
+            .optional()
+            .map_err(db("read customer rate plan"))
+        })
+        .await
+    }
+
+    async fn customer_rate_pool(&self, tenant_id: i64, id: i64) -> StoreResult<Option<CustomerPlanRef>> {
+        self.with(move |c| {
+            c.query_row(
+                "SELECT Id, Name FROM CustomerRatePool WHERE Id = ?1 AND TenantId = ?2 AND IsActive = 1",
+                params![id, tenant_id],
+                |r| Ok(CustomerPlanRef { id: r.get(0)?, name: r.get(1)? }),
+            )
+            .optional()
+            .map_err(db("read customer rate pool"))
+        })
+        .await
+    }
+
+    async fn release_due_scheduled_rows(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {
+        self.with(move |c| {
+            let now = ts(now);
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin release"))?;
+            let mut bulk_ids: Vec<i64> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE M2M_DeviceChange SET Status = 'PENDING'
+                         WHERE Status = 'SCHEDULED' AND Id IN (SELECT M2MDeviceChangeId FROM Device_CustomerRatePlanOrRatePool_Queue
+                                                               WHERE IsActive = 1 AND EffectiveDate <= ?1)
+                         RETURNING BulkChangeId",
+                    )
+                    .map_err(db("release scheduled rows"))?;
+                stmt.query_map(params![now], |r| r.get(0))
+                    .map_err(db("release scheduled rows"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db("release scheduled rows"))?
+            };
+            bulk_ids.sort_unstable();
+            bulk_ids.dedup();
+            for id in &bulk_ids {
+                tx.execute(
+                    "UPDATE DeviceBulkChange SET Status = 'PROCESSING', ModifiedDate = ?2 WHERE Id = ?1 AND Status = 'SCHEDULED'",
+                    params![id, now],
+                )
+                .map_err(db("reopen bulk change"))?;
+            }
+            tx.commit().map_err(db("commit release"))?;
+            Ok(bulk_ids)
         })
         .await
     }

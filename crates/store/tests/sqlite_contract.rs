@@ -27,6 +27,7 @@ contract_tests!(
     archiving_a_device_hides_it_from_every_change,
     pending_rows_can_be_cancelled_and_claimed_ones_finish,
     retries_are_linked_and_history_is_per_device,
+    scheduled_rows_wait_for_their_date,
     bulk_status_is_derived_from_rows_and_final_once,
     stranded_bulk_changes_are_found,
     audit_log_is_kept_per_row_and_scoped,
