@@ -181,4 +181,27 @@ CREATE TABLE dbo.Device_CustomerRatePlanOrRatePool_Queue (
 );
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_CustomerPlanQueue_Due')
 CREATE INDEX IX_CustomerPlanQueue_Due ON dbo.Device_CustomerRatePlanOrRatePool_Queue (IsActive, EffectiveDate) INCLUDE (M2MDeviceChangeId);
+IF OBJECT_ID('dbo.Device_Tenant') IS NULL
+CREATE TABLE dbo.Device_Tenant (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    DeviceId BIGINT NOT NULL REFERENCES dbo.Device(Id),
+    TenantId BIGINT NOT NULL,
+    RevCustomerId NVARCHAR(100) NULL,
+    IsActive BIT NOT NULL DEFAULT 1,
+    IsDeleted BIT NOT NULL DEFAULT 0,
+    ModifiedBy NVARCHAR(100) NULL,
+    ModifiedDate DATETIME2 NULL,
+    CONSTRAINT UQ_Device_Tenant UNIQUE (DeviceId, TenantId)
+);
+IF OBJECT_ID('dbo.DeviceActionHistory') IS NULL
+CREATE TABLE dbo.DeviceActionHistory (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    DeviceId BIGINT NOT NULL REFERENCES dbo.Device(Id),
+    TenantId BIGINT NOT NULL,
+    BulkChangeId BIGINT NULL,
+    Action NVARCHAR(100) NOT NULL,
+    Details NVARCHAR(MAX) NULL,
+    ActionBy NVARCHAR(100) NOT NULL,
+    ActionDate DATETIME2 NOT NULL
+);
 GO

@@ -243,6 +243,18 @@ BEGIN
                      CustomerDataAllocationMB = COALESCE(@CustomerDataAllocationMB, d.CustomerDataAllocationMB)
         FROM dbo.Device d JOIN dbo.M2M_DeviceChange r ON r.DeviceId = d.Id
         WHERE r.Id = @ChangeDetailId AND d.TenantId = @TenantId;
+    IF @Completed = 1 AND @RevCustomerId IS NOT NULL
+    BEGIN
+        MERGE dbo.Device_Tenant AS t
+        USING (SELECT DeviceId FROM dbo.M2M_DeviceChange WHERE Id = @ChangeDetailId AND DeviceId IS NOT NULL) AS s
+        ON t.DeviceId = s.DeviceId AND t.TenantId = @TenantId
+        WHEN MATCHED THEN UPDATE SET RevCustomerId = @RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
+        WHEN NOT MATCHED THEN INSERT (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
+                              VALUES (s.DeviceId, @TenantId, @RevCustomerId, 1, 0, @ProcessedBy, @Now);
+        INSERT INTO dbo.DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
+        SELECT DeviceId, @TenantId, BulkChangeId, N'CustomerAssignment', N'Assigned to Rev customer ' + @RevCustomerId, @ProcessedBy, @Now
+        FROM dbo.M2M_DeviceChange WHERE Id = @ChangeDetailId AND DeviceId IS NOT NULL;
+    END
     IF @Completed = 1
         UPDATE dbo.Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
         WHERE M2MDeviceChangeId = @ChangeDetailId AND IsActive = 1;

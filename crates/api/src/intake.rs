@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use domain::request::{CarrierRatePlanUpdate, ChangeDetails, CustomerRatePlanUpdate, StatusUpdate, UsernameUpdate};
+use domain::request::{
+    CarrierRatePlanUpdate, ChangeDetails, CustomerRatePlanUpdate, RevServiceOptions, StatusUpdate, UsernameUpdate,
+};
 use domain::rules::{
     DeviceRecord, DeviceVerdict, dedupe_devices, parse_effective_date, resolve_target_status, scheduled_for,
     validate_archival_device, validate_device, validate_label, validate_status_update_device,
@@ -81,6 +83,7 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
         ChangeDetails::CustomerRatePlanChange(update) => {
             customer_rate_plan_rows(store, caller, &sp, update, &unique).await?
         }
+        ChangeDetails::CustomerAssignment(options) => assignment_rows(store, caller, &sp, options, &unique).await?,
         other => {
             return Err(ApiError::invalid(
                 "ChangeType",
@@ -349,4 +352,61 @@ async fn customer_rate_plan_rows(
         }
     }
     Ok((rows, results))
+}
+
+async fn assignment_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    options: &RevServiceOptions,
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let field = "RevService.RevCustomerId";
+    let customer = options.rev_customer_id.as_deref().map(str::trim).unwrap_or_default();
+    if customer.is_empty() {
+        return Err(ApiError::invalid(field, "RevCustomerId is required"));
+    }
+    // Exact match within the caller's tenant, never a substring (legacy bug 23).
+    if store.rev_customer(caller.tenant_id, customer).await?.is_none() {
+        return Err(ApiError::invalid(field, format!("Rev customer '{customer}' was not found")));
+    }
+    for (name, asked) in
+        [("AddCustomerRatePlan", options.add_customer_rate_plan), ("AddCarrierRatePlan", options.add_carrier_rate_plan)]
+    {
+        if asked == Some(true) {
+            return Err(ApiError::invalid(
+                &format!("RevService.{name}"),
+                format!("{name} is not supported yet; assign the plan with its own bulk change (ChangeType 4 or 7)"),
+            ));
+        }
+    }
+    if options.create_rev_service
+        && store.service_provider_for(caller.tenant_id, domain::Integration::RevIo).await?.is_none()
+    {
+        return Err(ApiError::invalid("RevService.CreateRevService", "no Rev.io account is set up for this tenant"));
+    }
+    if let Some(date) = options.effective_date.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        parse_effective_date(date).map_err(|e| ApiError::invalid("RevService.EffectiveDate", e))?;
+    }
+    let found = devices_of(store, caller, iccids).await?;
+    let mut billed_elsewhere = HashMap::new();
+    for device in found.values() {
+        if let Some(s) = store.active_rev_service(caller.tenant_id, device.id).await? {
+            if s.rev_customer_id != customer {
+                billed_elsewhere.insert(device.id, s);
+            }
+        }
+    }
+    Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
+        DeviceVerdict::Valid { device, iccid } => match billed_elsewhere.get(&device.id) {
+            Some(s) => DeviceVerdict::Invalid {
+                reason: format!(
+                    "Device {iccid} is billed to Rev customer {} through active Rev.io service {}; disconnect it first",
+                    s.rev_customer_id, s.rev_service_id
+                ),
+            },
+            None => DeviceVerdict::Valid { device, iccid },
+        },
+        invalid => invalid,
+    }))
 }

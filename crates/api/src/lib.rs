@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/M2M/BulkChange/{id}/Cancel", post(cancel))
         .route("/M2M/DeviceDetails/{iccid}", get(device_details))
         .route("/M2M/GetRevCustomers", get(rev_customers))
+        .route("/M2M/AssociateCustomer", post(associate_customer))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // 10,000 ICCIDs are ~250 KB of JSON; leave room without accepting anything.
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
@@ -96,6 +97,40 @@ async fn accept(state: &AppState, caller: &Caller, intake: intake::Intake) -> Re
         obj.insert("RetryOf".into(), json!(retry_of));
     }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Seed 003's device association: the options of a CustomerAssignment at the top level of the body.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AssociateCustomerRequest {
+    service_provider_id: Option<i64>,
+    #[serde(default)]
+    portal_type: Option<i64>,
+    #[serde(default)]
+    devices: Vec<String>,
+    #[serde(flatten)]
+    options: domain::request::RevServiceOptions,
+}
+
+async fn associate_customer(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+    let request: AssociateCustomerRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::Invalid(domain::RequestError::one(
+            "Malformed association request",
+            "body",
+            format!("invalid JSON: {e}"),
+        ))
+    })?;
+    let wire = domain::BulkChangeRequestWire {
+        service_provider_id: request.service_provider_id,
+        change_type: Some(domain::ChangeType::CustomerAssignment.number()),
+        portal_type: request.portal_type,
+        devices: request.devices,
+        rev_service: Some(request.options),
+        ..Default::default()
+    };
+    let body = serde_json::to_vec(&wire).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
+    accept(&state, &caller, intake).await
 }
 
 async fn owned_bulk_change(state: &AppState, caller: &Caller, raw_id: &str) -> Result<BulkChange, ApiError> {

@@ -178,4 +178,35 @@ impl RevIoApi for RevIoClient {
             self.send(Method::PATCH, &format!("Services/{service_id}"), Some(&serde_json::Value::Array(patch))).await?;
         Ok(answer.call)
     }
+
+    async fn find_services(&self, customer_id: &str, number2: &str) -> Result<(Vec<i64>, CallRecord), CarrierFailure> {
+        #[derive(Deserialize)]
+        struct Service {
+            service_id: i64,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            records: Vec<Service>,
+        }
+        let path = format!(
+            "Services?search.customer_id={}&search.number2={}&search.page_size=500",
+            urlencode(customer_id),
+            urlencode(number2)
+        );
+        let answer = self.send(Method::GET, &path, None).await?;
+        let page: Page = serde_json::from_str(&answer.body)
+            .map_err(|e| protocol(answer.call.clone(), format!("unreadable service page: {e}")))?;
+        Ok((page.records.into_iter().map(|s| s.service_id).collect(), answer.call))
+    }
+}
+
+/// Percent-encodes a query value (identifiers are digits, but nothing here trusts that).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

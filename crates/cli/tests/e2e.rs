@@ -131,11 +131,11 @@ fn test_seed() -> Seed {
             plan(3, POD19, "RP-5GB", 5120.0, 12.0),
             plan(10, READ_ONLY, "RO-5GB", 5120.0, 12.0),
         ],
-        rev_customers: vec![SeedRevCustomer {
-            tenant_id: 1,
-            rev_customer_id: "1001".into(),
-            name: "Acme Fleet".into(),
-        }],
+        rev_customers: vec![
+            SeedRevCustomer { tenant_id: 1, rev_customer_id: "1001".into(), name: "Acme Fleet".into() },
+            SeedRevCustomer { tenant_id: 1, rev_customer_id: "1002".into(), name: "Acme Rentals".into() },
+            SeedRevCustomer { tenant_id: 2, rev_customer_id: "2001".into(), name: "Globex Field Ops".into() },
+        ],
         devices,
         rev_services: vec![rev_service(archive_with_rev_service(), 11_500), rev_service(with_rev_service(), 11_501)],
         customer_rate_plans: vec![store::seed::SeedCustomerPlan { id: 5, tenant_id: 1, name: "Fleet 5 GB".into() }],
@@ -910,9 +910,12 @@ async fn rev_customers_are_the_callers_tenants_only() {
     let app = spawn().await;
     let (code, list) = app.get("/M2M/GetRevCustomers", &app.token).await;
     assert_eq!(code, 200);
-    assert_eq!(list["Items"], json!([{"RevCustomerId": "1001", "Name": "Acme Fleet"}]));
+    assert_eq!(
+        list["Items"],
+        json!([{"RevCustomerId": "1001", "Name": "Acme Fleet"}, {"RevCustomerId": "1002", "Name": "Acme Rentals"}])
+    );
     let (_, other) = app.get("/M2M/GetRevCustomers", &app.token_for(2)).await;
-    assert_eq!(other["Total"], 0);
+    assert_eq!(other["Items"], json!([{"RevCustomerId": "2001", "Name": "Globex Field Ops"}]));
 }
 
 trait StatusBody {
@@ -1046,4 +1049,121 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+// ---- CustomerAssignment (1) and AssociateCustomer ----
+
+fn assignment(devices: &[String], customer: &str, create_service: bool) -> Value {
+    json!({"ServiceProviderId": POD19, "ChangeType": 1, "Devices": devices,
+           "RevService": {"RevCustomerId": customer, "CreateRevService": create_service, "ProviderId": 12, "ServiceTypeId": 3}})
+}
+
+#[tokio::test]
+async fn customer_assignment_creates_the_service_line_and_records_the_assignment() {
+    let app = spawn().await;
+    let id = app.accepted(assignment(&[ready(25)], "1002", true)).await;
+    let status = app.wait_final(id).await;
+    let r = row(&status, &ready(25));
+    assert_eq!(r["Status"], "PROCESSED", "{status}");
+    assert!(r["StatusDetails"].as_str().expect("details").contains("created"), "{r}");
+    let services: Vec<_> = app.stack.simulators.rev_io[&REV]
+        .state
+        .services()
+        .into_iter()
+        .filter(|s| s.number2.as_deref() == Some(ready(25).as_str()))
+        .collect();
+    assert_eq!((services.len(), services[0].customer_id), (1, 1002));
+    let stored = app.stack.store.device_by_iccid(1, &ready(25)).await.expect("read").expect("device");
+    assert_eq!(stored.rev_customer_id.as_deref(), Some("1002"));
+    let (_, details) = app.get(&format!("/M2M/DeviceDetails/{}", ready(25)), &app.token).await;
+    assert_eq!(details["History"][0]["ChangeType"], 1);
+}
+
+#[tokio::test]
+async fn a_device_billed_to_another_customer_is_refused() {
+    let app = spawn().await;
+    let (code, answer) = app.submit(assignment(&[with_rev_service(), ready(26)], "1002", false)).await;
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(
+        answer["Devices"][0]["Errors"][0],
+        format!(
+            "Device {} is billed to Rev customer 1001 through active Rev.io service 11501; disconnect it first",
+            with_rev_service()
+        )
+    );
+    assert_eq!(answer["Devices"][1]["Valid"], true);
+}
+
+#[tokio::test]
+async fn rev_customer_must_match_exactly_within_the_tenant() {
+    let app = spawn().await;
+    for customer in ["100", "10012", "2001", ""] {
+        let (code, problem) = app.submit(assignment(&[ready(27)], customer, false)).await;
+        assert_eq!(code, 400, "{customer}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], "RevService.RevCustomerId");
+    }
+    assert_eq!(app.bulk_change_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_rev_io_service_created_before_a_crash_is_found_not_created_again() {
+    let app = spawn_with(|c| c.run_worker = false).await;
+    let id = app.accepted(assignment(&[ready(28)], "1001", true)).await;
+    // GIVEN a worker claimed the row, created the service line on Rev.io, and died before recording it
+    let long_ago = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let claimed = engine::ports::Store::claim_rows(&app.stack.store, id, "dead", 10, Duration::from_secs(1), long_ago)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    {
+        let rev = &app.stack.simulators.rev_io[&REV].state;
+        let mut account = rev.account.lock().expect("lock");
+        account.services.insert(
+            77_777,
+            simulators::rev_io::RevService {
+                service_id: 77_777,
+                customer_id: 1001,
+                provider_id: 12,
+                service_type_id: Some(3),
+                number: None,
+                number2: Some(ready(28)),
+                usage_plan_group_id: None,
+                activated_date: None,
+                fields: Default::default(),
+            },
+        );
+    }
+    // WHEN a new worker takes the row over
+    let _worker = app.stack.spawn_worker(WorkerConfig::default()).expect("worker");
+    let status = app.wait_final(id).await;
+    // THEN it finds the line instead of creating a second one
+    let r = row(&status, &ready(28));
+    assert_eq!(r["Status"], "PROCESSED", "{status}");
+    assert!(
+        r["StatusDetails"].as_str().expect("details").contains("Rev.io service 77777 found on Rev.io after a restart"),
+        "{r}"
+    );
+    let rev = &app.stack.simulators.rev_io[&REV].state;
+    assert!(!rev.harness.calls().iter().any(|c| c.method == "POST"), "no second service line");
+    let device = app.stack.store.device_by_iccid(1, &ready(28)).await.expect("read").expect("device");
+    let recorded = engine::ports::Store::active_rev_service(&app.stack.store, 1, device.id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(recorded.rev_service_id, 77_777);
+}
+
+#[tokio::test]
+async fn associate_customer_is_a_customer_assignment() {
+    let app = spawn().await;
+    let body =
+        json!({"ServiceProviderId": POD19, "Devices": [ready(29)], "RevCustomerId": "1002", "CreateRevService": false});
+    let (code, _, answer) = app.post_raw("/M2M/AssociateCustomer", &body.to_string(), Some(&app.token)).await;
+    assert_eq!(code, 202, "{answer}");
+    let id = answer["BulkChangeId"].as_i64().expect("id");
+    let status = app.wait_final(id).await;
+    assert_eq!(status["ChangeType"], 1);
+    assert_eq!(row(&status, &ready(29))["StatusDetails"], "Assigned to Rev customer 1002");
+    let (code, _, problem) = app.post_raw("/M2M/AssociateCustomer", &body.to_string(), Some(&app.token_for(2))).await;
+    assert_eq!(code, 400, "{problem}");
 }

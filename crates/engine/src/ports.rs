@@ -509,6 +509,9 @@ pub trait RevIoApi: Send + Sync {
     /// `PATCH /Services/{id}` (JSON Patch) setting custom field values: `(field id, value)`.
     async fn set_service_fields(&self, service_id: i64, fields: &[(i64, String)])
     -> Result<CallRecord, CarrierFailure>;
+    /// `GET /Services?search.customer_id=..&search.number2=..`: the service lines of a customer for a device,
+    /// to find one a crashed worker created before it could record it.
+    async fn find_services(&self, customer_id: &str, number2: &str) -> Result<(Vec<i64>, CallRecord), CarrierFailure>;
 }
 
 /// Builds the client of a service provider's API; each call first takes a token from `limiter`.

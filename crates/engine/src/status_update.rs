@@ -1,7 +1,6 @@
 //! StatusUpdate for the Jasper family (DESIGN 6.1): already-in-status, deactivation's rate-plan move first,
 //! `PUT devices/{iccid}`, then the optional Rev.io service line and Rev customer assignment.
 
-use chrono::Utc;
 use domain::RowStatus;
 use domain::request::StatusUpdate;
 use domain::rules::{DeviceRecord, DeviceStatusDef, deactivation_rate_plan};
@@ -10,7 +9,8 @@ use tracing::info;
 use crate::common::{
     api_failed_or_error, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail, writes_disabled,
 };
-use crate::ports::{CcEdit, DeviceChangeRow, DeviceUpdate, RevServiceCreate, RevServiceRecord, RowOutcome};
+use crate::ports::{CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
+use crate::rev_service;
 use crate::worker::Job;
 
 pub(crate) async fn process(
@@ -116,57 +116,12 @@ async fn rev_io_steps(
     let tenant = job.bulk.tenant_id;
     if let Some(rev) = req.rev_service.as_ref().filter(|r| r.create_rev_service) {
         let customer = rev.rev_customer_id.clone().or_else(|| req.account_number.clone()).unwrap_or_default();
-        match job.store.active_rev_service(tenant, device.id).await {
-            Ok(Some(existing)) => {
-                outcome.details.push_str(&format!("; Rev.io service {} already exists", existing.rev_service_id));
-            }
-            Ok(None) => {
-                let Some(rev_api) = job.rev_io.as_ref() else {
-                    outcome.status = RowStatus::ApiFailed;
-                    outcome
-                        .details
-                        .push_str("; Rev.io service line not created: no Rev.io account is set up for this tenant");
-                    return outcome;
-                };
-                let create = RevServiceCreate {
-                    customer_id: customer.clone(),
-                    provider_id: rev.provider_id,
-                    service_type_id: rev.service_type_id,
-                    number: device.msisdn.clone().unwrap_or_else(|| device.iccid.clone()),
-                    number2: device.iccid.clone(),
-                    usage_plan_group_id: rev.usage_plan_group_id,
-                    activated_date: Utc::now().format("%Y-%m-%dZ").to_string(),
-                };
-                match rev_api.create_service(&create).await {
-                    Ok((service_id, call)) => {
-                        job.log(row, "Create Rev.io Service", &call, None).await;
-                        let record = RevServiceRecord {
-                            device_id: device.id,
-                            rev_service_id: service_id,
-                            rev_customer_id: customer,
-                            is_active: true,
-                        };
-                        if let Err(e) = job.store.add_rev_service(tenant, &record).await {
-                            outcome.status = RowStatus::Error;
-                            outcome
-                                .details
-                                .push_str(&format!("; Rev.io service {service_id} created but not recorded: {e}"));
-                            return outcome;
-                        }
-                        outcome.details.push_str(&format!("; Rev.io service {service_id} created"));
-                    }
-                    Err(f) => {
-                        job.log(row, "Create Rev.io Service", &f.call, Some(&f.reason())).await;
-                        // The carrier change stands and is recorded; the row says what is left to do.
-                        outcome.status = RowStatus::ApiFailed;
-                        outcome.details.push_str(&format!("; Rev.io service line failed: {}", f.reason()));
-                        return outcome;
-                    }
-                }
-            }
-            Err(e) => {
-                outcome.status = RowStatus::Error;
-                outcome.details.push_str(&format!("; could not check Rev.io services: {e}"));
+        match rev_service::ensure(job, row, device, customer.trim(), rev).await {
+            Ok(line) => outcome.details.push_str(&format!("; {}", line.describe())),
+            Err((status, reason)) => {
+                // The carrier change stands and is recorded; the row says what is left to do.
+                outcome.status = status;
+                outcome.details.push_str(&format!("; {reason}"));
                 return outcome;
             }
         }

@@ -20,7 +20,7 @@ use crate::ports::{
     RevIoApi, RowOutcome, ServiceProvider, Store, StoreError, WorkMessage,
 };
 use crate::rate::RateLimiters;
-use crate::{archival, carrier_rate_plan, customer_rate_plan, edit_username, status_update};
+use crate::{archival, carrier_rate_plan, customer_assignment, customer_rate_plan, edit_username, status_update};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -274,6 +274,7 @@ impl Worker {
             ChangeDetails::EditUsername(req) if jasper => edit_username::process(job, row, req).await,
             ChangeDetails::Archival => archival::process(job, row, job.override_validation).await,
             ChangeDetails::CustomerRatePlanChange(req) => customer_rate_plan::process(job, row, req).await,
+            ChangeDetails::CustomerAssignment(req) => customer_assignment::process(job, row, req).await,
             other => error(format!("{} for {} is not supported yet", other.change_type(), job.sp.integration)),
         }
     }

@@ -71,7 +71,7 @@ fn failure(status: StatusCode, message: &str) -> Response {
 pub fn router(state: Arc<RevIoState>) -> Router {
     Router::new()
         .route("/v1/Customers", get(list_customers))
-        .route("/v1/Services", post(create_service))
+        .route("/v1/Services", post(create_service).get(list_services))
         .route("/v1/Services/{id}", get(get_service).patch(patch_service))
         .route("/_sim/calls", get(admin_calls))
         .route("/_sim/config", get(admin_get_faults).post(admin_set_faults))
@@ -205,6 +205,39 @@ async fn get_service(State(state): State<Arc<RevIoState>>, Path(id): Path<i64>, 
         None => failure(StatusCode::NOT_FOUND, "Service not found."),
     };
     finish(&state, "GET", &path, Value::Null, response).await
+}
+
+#[derive(Deserialize)]
+struct ServiceSearch {
+    #[serde(rename = "search.customer_id")]
+    customer_id: Option<i64>,
+    #[serde(rename = "search.number2")]
+    number2: Option<String>,
+    #[serde(rename = "search.page")]
+    page: Option<usize>,
+    #[serde(rename = "search.page_size")]
+    page_size: Option<usize>,
+}
+
+async fn list_services(
+    State(state): State<Arc<RevIoState>>,
+    Query(q): Query<ServiceSearch>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&state, &headers, "GET", "/v1/Services", &Value::Null) {
+        return r;
+    }
+    let (page, size) = (q.page.unwrap_or(1).max(1), q.page_size.unwrap_or(10).clamp(1, 500));
+    let all: Vec<RevService> = state
+        .services()
+        .into_iter()
+        .filter(|s| q.customer_id.is_none_or(|c| s.customer_id == c))
+        .filter(|s| q.number2.as_deref().is_none_or(|n| s.number2.as_deref() == Some(n)))
+        .collect();
+    let records: Vec<_> = all.iter().skip((page - 1) * size).take(size).cloned().collect();
+    let body =
+        json!({"ok": true, "has_more": page * size < all.len(), "record_count": records.len(), "records": records});
+    finish(&state, "GET", "/v1/Services", Value::Null, Json(body).into_response()).await
 }
 
 /// JSON Patch on a service: `replace` of `/fields/{id}/value` or `/description`.

@@ -145,6 +145,7 @@ impl MssqlStore {
     /// Deletes every row but the reference data (contract tests only).
     pub async fn wipe_for_tests(&self) -> Result<(), StoreError> {
         let sql = "DELETE FROM dbo.Device_CustomerRatePlanOrRatePool_Queue; DELETE FROM dbo.DeviceBulkChangeLog;
+                   DELETE FROM dbo.DeviceActionHistory; DELETE FROM dbo.Device_Tenant;
                    DELETE FROM dbo.M2M_DeviceChange; DELETE FROM dbo.DeviceBulkChange; DELETE FROM dbo.RevService; DELETE FROM dbo.Device;
                    DELETE FROM dbo.CustomerRatePlan; DELETE FROM dbo.CustomerRatePool; DELETE FROM dbo.RevCustomer; DELETE FROM dbo.JasperCarrierRatePlan;
                    DELETE FROM dbo.ServiceProvider; DELETE FROM dbo.Tenant;";

@@ -53,6 +53,11 @@ const MIGRATIONS: &[&str] = &[
          PortalType INTEGER NOT NULL DEFAULT 0, TenantId INTEGER NOT NULL, CreatedBy TEXT NOT NULL, CreatedDate TEXT NOT NULL,
          ModifiedBy TEXT, ModifiedDate TEXT, IsActive INTEGER NOT NULL DEFAULT 1);
      CREATE INDEX IX_CustomerPlanQueue_Due ON Device_CustomerRatePlanOrRatePool_Queue (IsActive, EffectiveDate)",
+    "CREATE TABLE Device_Tenant (Id INTEGER PRIMARY KEY, DeviceId INTEGER NOT NULL REFERENCES Device(Id), TenantId INTEGER NOT NULL,
+                                 RevCustomerId TEXT, IsActive INTEGER NOT NULL DEFAULT 1, IsDeleted INTEGER NOT NULL DEFAULT 0,
+                                 ModifiedBy TEXT, ModifiedDate TEXT, UNIQUE (DeviceId, TenantId));
+     CREATE TABLE DeviceActionHistory (Id INTEGER PRIMARY KEY, DeviceId INTEGER NOT NULL REFERENCES Device(Id), TenantId INTEGER NOT NULL,
+                                       BulkChangeId INTEGER, Action TEXT NOT NULL, Details TEXT, ActionBy TEXT NOT NULL, ActionDate TEXT NOT NULL)",
 ];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -813,6 +818,23 @@ impl Store for SqliteStore {
                     params![plan.customer_rate_plan_id, plan.customer_rate_pool_id, plan.data_allocation_mb, row_id, tenant_id],
                 )
                 .map_err(db("update customer plan"))?;
+            }
+            if let Some(customer) = &u.rev_customer_id {
+                // The assignment in the tenant's device list, and the device's history of actions.
+                tx.execute(
+                    "INSERT INTO Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
+                     SELECT DeviceId, ?2, ?3, 1, 0, ?4, ?5 FROM M2M_DeviceChange WHERE Id = ?1 AND DeviceId IS NOT NULL
+                     ON CONFLICT (DeviceId, TenantId) DO UPDATE SET RevCustomerId = excluded.RevCustomerId, IsActive = 1, IsDeleted = 0,
+                                                                    ModifiedBy = excluded.ModifiedBy, ModifiedDate = excluded.ModifiedDate",
+                    params![row_id, tenant_id, customer, PROCESSED_BY, now],
+                )
+                .map_err(db("assign device to customer"))?;
+                tx.execute(
+                    "INSERT INTO DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
+                     SELECT DeviceId, ?2, BulkChangeId, 'CustomerAssignment', ?3, ?4, ?5 FROM M2M_DeviceChange WHERE Id = ?1 AND DeviceId IS NOT NULL",
+                    params![row_id, tenant_id, format!("Assigned to Rev customer {customer}"), PROCESSED_BY, now],
+                )
+                .map_err(db("record device action"))?;
             }
             tx.execute(
                 "UPDATE Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = ?2, ModifiedDate = ?3
