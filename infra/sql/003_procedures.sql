@@ -370,3 +370,34 @@ BEGIN
     SELECT DISTINCT BulkChangeId FROM @Released ORDER BY BulkChangeId;
 END
 GO
+
+-- The tenant's live devices, filtered (status by code or display name, carrier plan, Rev customer, text in
+-- ICCID/IMEI/MSISDN/username with @TextPattern already a LIKE pattern), by ascending Id after @AfterId.
+CREATE OR ALTER PROCEDURE dbo.usp_Device_List
+    @TenantId BIGINT, @Status NVARCHAR(100) = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @RevCustomerId NVARCHAR(100) = NULL,
+    @TextPattern NVARCHAR(210) = NULL, @AfterId BIGINT = 0, @Offset INT = 0, @Limit INT = 100, @CountOnly BIT = 0 AS
+BEGIN
+    SET NOCOUNT ON;
+    WITH filtered AS (
+        SELECT d.Id, d.TenantId, d.ServiceProviderId, d.ICCID, d.IMEI, d.MSISDN, d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan,
+               d.Username, d.LastUsageDate, d.DataUsageMB, d.RevCustomerId, d.IsActive, d.IsDeleted,
+               d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, s.Status AS StatusCode, s.DisplayName AS StatusDisplayName
+        FROM dbo.Device d LEFT JOIN dbo.DeviceStatus s ON s.Id = d.DeviceStatusId
+        WHERE d.TenantId = @TenantId AND d.IsDeleted = 0 AND d.Id > @AfterId
+          AND (@Status IS NULL OR s.Status = @Status OR s.DisplayName = @Status)
+          AND (@CarrierRatePlan IS NULL OR d.CarrierRatePlan = @CarrierRatePlan)
+          AND (@RevCustomerId IS NULL OR d.RevCustomerId = @RevCustomerId)
+          AND (@TextPattern IS NULL OR d.ICCID LIKE @TextPattern ESCAPE '\' OR d.IMEI LIKE @TextPattern ESCAPE '\'
+               OR d.MSISDN LIKE @TextPattern ESCAPE '\' OR d.Username LIKE @TextPattern ESCAPE '\')
+    )
+    SELECT * FROM filtered WHERE @CountOnly = 0 ORDER BY Id OFFSET @Offset ROWS FETCH NEXT @Limit ROWS ONLY;
+    IF @CountOnly = 1
+        SELECT COUNT_BIG(*) AS Total FROM dbo.Device d LEFT JOIN dbo.DeviceStatus s ON s.Id = d.DeviceStatusId
+        WHERE d.TenantId = @TenantId AND d.IsDeleted = 0
+          AND (@Status IS NULL OR s.Status = @Status OR s.DisplayName = @Status)
+          AND (@CarrierRatePlan IS NULL OR d.CarrierRatePlan = @CarrierRatePlan)
+          AND (@RevCustomerId IS NULL OR d.RevCustomerId = @RevCustomerId)
+          AND (@TextPattern IS NULL OR d.ICCID LIKE @TextPattern ESCAPE '\' OR d.IMEI LIKE @TextPattern ESCAPE '\'
+               OR d.MSISDN LIKE @TextPattern ESCAPE '\' OR d.Username LIKE @TextPattern ESCAPE '\');
+END
+GO

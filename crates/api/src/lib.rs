@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod intake;
+pub mod inventory;
 pub mod problem;
 
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/M2M/DeviceDetails/{iccid}", get(device_details))
         .route("/M2M/GetRevCustomers", get(rev_customers))
         .route("/M2M/AssociateCustomer", post(associate_customer))
+        .route("/M2M/Index", get(index))
+        .route("/M2M/DeviceInventoryExport", get(export))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // 10,000 ICCIDs are ~250 KB of JSON; leave room without accepting anything.
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
@@ -97,6 +100,43 @@ async fn accept(state: &AppState, caller: &Caller, intake: intake::Intake) -> Re
         obj.insert("RetryOf".into(), json!(retry_of));
     }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The tenant's device inventory, paged and filtered.
+async fn index(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<inventory::InventoryQuery>,
+) -> Result<Response, ApiError> {
+    let (page, size) = paging(q.page, q.page_size)?;
+    let filter = q.filter();
+    let total = state.store.count_devices(caller.tenant_id, &filter).await?;
+    let offset = (page - 1).saturating_mul(size);
+    let items = state.store.list_devices(caller.tenant_id, &filter, 0, offset, size).await?;
+    Ok(Json(json!({"Total": total, "Page": page, "PageSize": size, "Items": items})).into_response())
+}
+
+/// The same inventory as CSV, streamed page by page.
+async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<inventory::InventoryQuery>,
+) -> Result<Response, ApiError> {
+    let filter = q.filter();
+    let store = state.store.clone();
+    let tenant = caller.tenant_id;
+    let stream = inventory::csv_stream(move |after| {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move { store.list_devices(tenant, &filter, after, 0, inventory::EXPORT_PAGE).await }
+    });
+    let mut response = inventory::body(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/csv; charset=utf-8"));
+    headers.insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        axum::http::HeaderValue::from_static("attachment; filename=\"device-inventory.csv\""),
+    );
+    Ok(response)
 }
 
 /// Seed 003's device association: the options of a CustomerAssignment at the top level of the body.

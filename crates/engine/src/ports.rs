@@ -203,6 +203,27 @@ pub struct DeviceHistoryEntry {
     pub processed_date: Option<DateTime<Utc>>,
 }
 
+/// Filters of the device inventory (`/M2M/Index`, `/M2M/DeviceInventoryExport`); all optional, all exact but `text`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeviceFilter {
+    /// Carrier status code or display name (e.g. `ACTIVATED` or `Active`).
+    pub status: Option<String>,
+    pub carrier_rate_plan: Option<String>,
+    pub rev_customer_id: Option<String>,
+    /// Part of the ICCID, IMEI, MSISDN or username.
+    pub text: Option<String>,
+}
+
+/// A device of the inventory with its status code and display name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceListItem {
+    #[serde(flatten)]
+    pub device: DeviceRecord,
+    pub status: Option<String>,
+    pub status_display_name: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BulkChangeFilter {
     pub status: Option<BulkStatus>,
@@ -316,6 +337,17 @@ pub trait Store: Send + Sync {
     /// Turns SCHEDULED rows whose date has come into PENDING (every one of them, in every tenant) and returns
     /// the bulk changes that now have work, so the caller can queue them.
     async fn release_due_scheduled_rows(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
+    /// The tenant's live devices matching `filter`, by ascending id: those after `after_id`, skipping `offset`.
+    /// Keyset paging (`after_id`) streams an export; `offset` serves page numbers.
+    async fn list_devices(
+        &self,
+        tenant_id: i64,
+        filter: &DeviceFilter,
+        after_id: i64,
+        offset: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceListItem>>;
+    async fn count_devices(&self, tenant_id: i64, filter: &DeviceFilter) -> StoreResult<i64>;
 }
 
 /// The message that says "work on this bulk change". No device data.

@@ -266,6 +266,33 @@ impl MssqlStore {
     }
 }
 
+fn device_list_query(
+    tenant_id: i64,
+    filter: &DeviceFilter,
+    after_id: i64,
+    offset: u32,
+    limit: u32,
+    count_only: bool,
+) -> Query<'static> {
+    let mut q = Query::new(
+        "EXEC dbo.usp_Device_List @TenantId = @P1, @Status = @P2, @CarrierRatePlan = @P3, @RevCustomerId = @P4, @TextPattern = @P5,
+              @AfterId = @P6, @Offset = @P7, @Limit = @P8, @CountOnly = @P9",
+    );
+    q.bind(tenant_id);
+    q.bind(filter.status.clone());
+    q.bind(filter.carrier_rate_plan.clone());
+    q.bind(filter.rev_customer_id.clone());
+    q.bind(filter.text.as_deref().map(|t| {
+        let escaped = t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_").replace('[', "\\[");
+        format!("%{escaped}%")
+    }));
+    q.bind(after_id);
+    q.bind(offset.min(i32::MAX as u32) as i32);
+    q.bind(limit.min(i32::MAX as u32) as i32);
+    q.bind(count_only);
+    q
+}
+
 /// Splits a T-SQL script on lines that hold only `GO`.
 fn split_batches(script: &str) -> Vec<String> {
     let mut batches = vec![String::new()];
@@ -829,6 +856,36 @@ impl Store for MssqlStore {
             id,
         )
         .await
+    }
+
+    async fn list_devices(
+        &self,
+        tenant_id: i64,
+        filter: &DeviceFilter,
+        after_id: i64,
+        offset: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceListItem>> {
+        let q = device_list_query(tenant_id, filter, after_id, offset, limit, false);
+        let sets = self.exec("list devices", q).await?;
+        sets.into_iter()
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                Ok(DeviceListItem {
+                    device: device(r)?,
+                    status: text(r, "StatusCode"),
+                    status_display_name: text(r, "StatusDisplayName"),
+                })
+            })
+            .collect()
+    }
+
+    async fn count_devices(&self, tenant_id: i64, filter: &DeviceFilter) -> StoreResult<i64> {
+        let q = device_list_query(tenant_id, filter, 0, 0, 1, true);
+        let sets = self.exec("count devices", q).await?;
+        Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<i64, _>("Total")).unwrap_or(0))
     }
 
     async fn release_due_scheduled_rows(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {

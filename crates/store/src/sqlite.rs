@@ -211,6 +211,18 @@ impl SqliteStore {
 
 const DEVICE_COLUMNS: &str = "Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB";
 
+/// The inventory filters: ?3 status (code or display name), ?4 carrier plan, ?5 Rev customer, ?6 LIKE pattern.
+const DEVICE_FILTER: &str = "AND (?3 IS NULL OR s.Status = ?3 COLLATE NOCASE OR s.DisplayName = ?3 COLLATE NOCASE)
+     AND (?4 IS NULL OR d.CarrierRatePlan = ?4) AND (?5 IS NULL OR d.RevCustomerId = ?5)
+     AND (?6 IS NULL OR d.ICCID LIKE ?6 ESCAPE '\\' OR d.IMEI LIKE ?6 ESCAPE '\\' OR d.MSISDN LIKE ?6 ESCAPE '\\'
+          OR d.Username LIKE ?6 ESCAPE '\\')";
+
+/// `%text%` with LIKE's wildcards in `text` taken literally.
+fn like_pattern(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 fn device_from_row(r: &Row<'_>) -> rusqlite::Result<(DeviceRecord, Option<String>)> {
     Ok((
         DeviceRecord {
@@ -1021,6 +1033,57 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(db("read customer rate pool"))
+        })
+        .await
+    }
+
+    async fn list_devices(
+        &self,
+        tenant_id: i64,
+        filter: &DeviceFilter,
+        after_id: i64,
+        offset: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceListItem>> {
+        let filter = filter.clone();
+        self.with(move |c| {
+            let columns = DEVICE_COLUMNS.split(", ").map(|col| format!("d.{col}")).collect::<Vec<_>>().join(", ");
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {columns}, s.Status, s.DisplayName FROM Device d LEFT JOIN DeviceStatus s ON s.Id = d.DeviceStatusId
+                     WHERE d.TenantId = ?1 AND d.IsDeleted = 0 AND d.Id > ?2 {DEVICE_FILTER}
+                     ORDER BY d.Id LIMIT ?7 OFFSET ?8"
+                ))
+                .map_err(db("list devices"))?;
+            let text = filter.text.as_deref().map(like_pattern);
+            let raws = stmt
+                .query_map(
+                    params![tenant_id, after_id, filter.status, filter.carrier_rate_plan, filter.rev_customer_id, text, limit, offset],
+                    |r| Ok((device_from_row(r)?, r.get::<_, Option<String>>(18)?, r.get::<_, Option<String>>(19)?)),
+                )
+                .map_err(db("list devices"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("list devices"))?;
+            raws.into_iter()
+                .map(|(raw, status, status_display_name)| Ok(DeviceListItem { device: finish_device(raw)?, status, status_display_name }))
+                .collect()
+        })
+        .await
+    }
+
+    async fn count_devices(&self, tenant_id: i64, filter: &DeviceFilter) -> StoreResult<i64> {
+        let filter = filter.clone();
+        self.with(move |c| {
+            let text = filter.text.as_deref().map(like_pattern);
+            c.query_row(
+                &format!(
+                    "SELECT COUNT(*) FROM Device d LEFT JOIN DeviceStatus s ON s.Id = d.DeviceStatusId
+                     WHERE d.TenantId = ?1 AND d.IsDeleted = 0 AND d.Id > ?2 {DEVICE_FILTER}"
+                ),
+                params![tenant_id, 0, filter.status, filter.carrier_rate_plan, filter.rev_customer_id, text],
+                |r| r.get(0),
+            )
+            .map_err(db("count devices"))
         })
         .await
     }
