@@ -219,6 +219,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceReco
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
+    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL,
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -229,10 +230,10 @@ BEGIN
     WHERE Id = @ChangeDetailId AND TenantId = @TenantId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
     DECLARE @Completed BIT = CASE WHEN @@ROWCOUNT = 1 THEN 1 ELSE 0 END;
     IF @Completed = 1 AND (@NewDeviceStatusId IS NOT NULL OR @CarrierRatePlan IS NOT NULL OR @CommunicationPlan IS NOT NULL
-                           OR @RevCustomerId IS NOT NULL OR @Username IS NOT NULL OR @Archive = 1)
+                           OR @RevCustomerId IS NOT NULL OR @Username IS NOT NULL OR @Archive = 1 OR @NewICCID IS NOT NULL OR @NewIMEI IS NOT NULL)
         UPDATE d SET DeviceStatusId = COALESCE(@NewDeviceStatusId, d.DeviceStatusId), CarrierRatePlan = COALESCE(@CarrierRatePlan, d.CarrierRatePlan),
                      CommunicationPlan = COALESCE(@CommunicationPlan, d.CommunicationPlan), RevCustomerId = COALESCE(@RevCustomerId, d.RevCustomerId),
-                     Username = COALESCE(@Username, d.Username),
+                     Username = COALESCE(@Username, d.Username), ICCID = COALESCE(@NewICCID, d.ICCID), IMEI = COALESCE(@NewIMEI, d.IMEI),
                      IsActive = CASE WHEN @Archive = 1 THEN 0 ELSE d.IsActive END, IsDeleted = CASE WHEN @Archive = 1 THEN 1 ELSE d.IsDeleted END,
                      ModifiedBy = @ProcessedBy, ModifiedDate = @Now
         FROM dbo.Device d JOIN dbo.M2M_DeviceChange r ON r.DeviceId = d.Id

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use domain::request::{
-    CarrierRatePlanUpdate, ChangeDetails, CustomerRatePlanUpdate, RevServiceOptions, StatusUpdate, UsernameUpdate,
+    CarrierRatePlanUpdate, ChangeDetails, ChangeIdentifier, CustomerRatePlanUpdate, RevServiceOptions, StatusUpdate,
+    UsernameUpdate,
 };
 use domain::rules::{
     DeviceRecord, DeviceVerdict, dedupe_devices, parse_effective_date, resolve_target_status, scheduled_for,
@@ -84,6 +85,9 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
             customer_rate_plan_rows(store, caller, &sp, update, &unique).await?
         }
         ChangeDetails::CustomerAssignment(options) => assignment_rows(store, caller, &sp, options, &unique).await?,
+        ChangeDetails::ChangeIccidOrImei(change) if jasper => {
+            identifier_rows(store, caller, &sp, change, &unique).await?
+        }
         other => {
             return Err(ApiError::invalid(
                 "ChangeType",
@@ -409,4 +413,61 @@ async fn assignment_rows(
         },
         invalid => invalid,
     }))
+}
+
+async fn identifier_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    change: &ChangeIdentifier,
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let clean = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    let (new_iccid, new_imei) = (clean(&change.new_iccid), clean(&change.new_imei));
+    let mut errors = Vec::new();
+    if new_iccid.is_none() && new_imei.is_none() {
+        errors.push(FieldError::new("ChangeIdentifier", "give NewICCID, NewIMEI or both"));
+    }
+    if iccids.len() != 1 {
+        errors.push(FieldError::new(
+            "Devices",
+            format!("ChangeICCIDorIMEI changes one device per request; {} were given", iccids.len()),
+        ));
+    }
+    if let Some(raw) = &new_iccid {
+        match domain::Iccid::parse(raw) {
+            Err(e) => errors.push(FieldError::new("ChangeIdentifier.NewICCID", e.to_string())),
+            Ok(new) => {
+                if !store.devices_by_iccid(caller.tenant_id, &[new.to_string()]).await?.is_empty() {
+                    errors.push(FieldError::new(
+                        "ChangeIdentifier.NewICCID",
+                        format!("ICCID {new} is already on another device"),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(raw) = &new_imei {
+        match domain::Imei::parse(raw) {
+            Err(e) => errors.push(FieldError::new("ChangeIdentifier.NewIMEI", e.to_string())),
+            Ok(new) => {
+                let filter = engine::ports::DeviceFilter { text: Some(new.to_string()), ..Default::default() };
+                let holders = store.list_devices(caller.tenant_id, &filter, 0, 0, 50).await?;
+                if holders
+                    .iter()
+                    .any(|d| d.device.imei.as_deref() == Some(new.as_str()) && iccids.first() != Some(&d.device.iccid))
+                {
+                    errors.push(FieldError::new(
+                        "ChangeIdentifier.NewIMEI",
+                        format!("IMEI {new} is already on another device"),
+                    ));
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }));
+    }
+    let found = devices_of(store, caller, iccids).await?;
+    Ok(rows_from(iccids, &found, |raw, device| validate_device(raw, device, sp.id)))
 }

@@ -83,6 +83,9 @@ fn with_rev_service() -> String {
     bench_iccid(612)
 }
 
+/// An IMEI already on a device of the seed.
+const TAKEN_IMEI: &str = "490154203237518";
+
 fn test_seed() -> Seed {
     let mut devices: Vec<SeedDevice> = (0..40).map(|i| device(1, POD19, ready(i), "ACTIVATION_READY", 0.0)).collect();
     devices.extend(
@@ -104,7 +107,8 @@ fn test_seed() -> Seed {
         (archive_with_rev_service(), long_ago),
         (with_rev_service(), yesterday),
     ] {
-        devices.push(SeedDevice { last_usage_date: used, ..device(1, POD19, iccid, "ACTIVATED", 1.0) });
+        let imei = (iccid == with_rev_service()).then(|| TAKEN_IMEI.to_string());
+        devices.push(SeedDevice { last_usage_date: used, imei, ..device(1, POD19, iccid, "ACTIVATED", 1.0) });
     }
     let plan = |id, sp, code: &str, mb, rate| SeedRatePlan {
         id,
@@ -1218,4 +1222,128 @@ async fn csv_export_of_ten_thousand_devices_streams_every_device_once() {
     let unique: std::collections::HashSet<&str> = lines[1..].iter().map(|l| &l[..20]).collect();
     assert_eq!(unique.len(), 10_042, "every device once");
     assert!(!text.contains(&other_tenant()));
+}
+
+// ---- ChangeICCIDorIMEI (8) ----
+
+fn change_identifier(devices: &[String], new_iccid: Option<&str>, new_imei: Option<&str>) -> Value {
+    json!({"ServiceProviderId": POD19, "ChangeType": 8, "Devices": devices,
+           "ChangeIdentifier": {"NewICCID": new_iccid, "NewIMEI": new_imei}})
+}
+
+/// A SIM the carrier holds in inventory, not yet in our database.
+fn spare_sim(app: &TestApp, n: usize) -> String {
+    let iccid = bench_iccid(950 + n);
+    app.cc(POD19).state.upsert_devices(vec![simulators::SimDevice {
+        iccid: iccid.clone(),
+        status: "ACTIVATION_READY".into(),
+        rate_plan: Some("RP-100MB".into()),
+        ..Default::default()
+    }]);
+    iccid
+}
+
+#[tokio::test]
+async fn imei_change_updates_modem_id_then_the_database() {
+    let app = spawn().await;
+    let id = app.accepted(change_identifier(&[active(3)], None, Some("356938035643809"))).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &active(3))["Status"], "PROCESSED", "{status}");
+    assert_eq!(app.cc(POD19).state.device(&active(3)).expect("sim").modem_id.as_deref(), Some("356938035643809"));
+    let stored = app.stack.store.device_by_iccid(1, &active(3)).await.expect("read").expect("device");
+    assert_eq!(stored.imei.as_deref(), Some("356938035643809"));
+}
+
+#[tokio::test]
+async fn sim_swap_moves_plans_username_and_status_then_deactivates_the_old_sim() {
+    let app = spawn().await;
+    let new = spare_sim(&app, 0);
+    let old = active(1);
+    let id = app.accepted(change_identifier(&[old.clone()], Some(&new), None)).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &old)["Status"], "PROCESSED", "{status}");
+    let (new_sim, old_sim) =
+        (app.cc(POD19).state.device(&new).expect("new"), app.cc(POD19).state.device(&old).expect("old"));
+    assert_eq!(
+        (new_sim.status.as_str(), new_sim.rate_plan.as_deref(), new_sim.communication_plan.as_deref()),
+        ("ACTIVATED", Some("RP-1GB"), Some("CP-Data"))
+    );
+    assert_eq!(old_sim.status, "DEACTIVATED");
+    let puts: Vec<String> = app
+        .cc(POD19)
+        .state
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PUT")
+        .map(|c| format!("{} {}", &c.path[c.path.len() - 4..], c.body))
+        .collect();
+    assert_eq!(puts.len(), 3, "{puts:?}");
+    assert!(puts[2].contains("DEACTIVATED"), "the old SIM goes last: {puts:?}");
+    assert!(app.stack.store.device_by_iccid(1, &old).await.expect("read").is_none(), "the device now has the new SIM");
+    assert!(app.stack.store.device_by_iccid(1, &new).await.expect("read").is_some());
+}
+
+#[tokio::test]
+async fn sim_swap_whose_last_step_fails_is_compensated_and_the_old_sim_stays_in_service() {
+    let app = spawn().await;
+    let new = spare_sim(&app, 1);
+    let old = active(2);
+    app.cc(POD19)
+        .state
+        .harness
+        .set_faults(simulators::Faults { locked_iccids: vec![old.clone()], ..Default::default() });
+    let id = app.accepted(change_identifier(&[old.clone()], Some(&new), None)).await;
+    let status = app.wait_final(id).await;
+    let r = row(&status, &old);
+    assert_eq!(r["Status"], "API_FAILED");
+    let details = r["StatusDetails"].as_str().expect("details");
+    assert!(details.starts_with("SIM swap failed at step 3"), "{details}");
+    assert!(details.contains("stays in service"), "{details}");
+    assert_eq!(app.cc(POD19).state.device(&old).expect("old").status, "ACTIVATED", "the old SIM is still in service");
+    let new_sim = app.cc(POD19).state.device(&new).expect("new");
+    assert_eq!(
+        (new_sim.status.as_str(), new_sim.rate_plan.as_deref()),
+        ("DEACTIVATED", Some("RP-100MB")),
+        "compensated"
+    );
+    assert!(app.stack.store.device_by_iccid(1, &old).await.expect("read").is_some(), "the database keeps the old SIM");
+    let logs = engine::ports::Store::logs(&app.stack.store, 1, id).await.expect("logs");
+    let compensations = logs.iter().filter(|l| l.description.starts_with("SIM swap compensation")).count();
+    assert_eq!(compensations, 2, "both done steps undone and logged");
+}
+
+#[tokio::test]
+async fn change_identifier_validation_messages() {
+    let app = spawn().await;
+    let cases = [
+        (change_identifier(&[active(0)], None, None), "ChangeIdentifier", "give NewICCID, NewIMEI or both".to_string()),
+        (
+            change_identifier(&[active(0), active(1)], None, Some("356938035643809")),
+            "Devices",
+            "ChangeICCIDorIMEI changes one device per request; 2 were given".to_string(),
+        ),
+        (
+            change_identifier(&[active(0)], Some("89014100000000000019"), None),
+            "ChangeIdentifier.NewICCID",
+            "ICCID '89014100000000000019' has a wrong check digit (Luhn)".to_string(),
+        ),
+        (
+            change_identifier(&[active(0)], Some(&ready(0)), None),
+            "ChangeIdentifier.NewICCID",
+            format!("ICCID {} is already on another device", ready(0)),
+        ),
+        (
+            change_identifier(&[active(0)], None, Some(TAKEN_IMEI)),
+            "ChangeIdentifier.NewIMEI",
+            format!("IMEI {TAKEN_IMEI} is already on another device"),
+        ),
+    ];
+    for (body, field, message) in cases {
+        let (code, problem) = app.submit(body).await;
+        assert_eq!(code, 400, "{problem}");
+        assert_eq!(
+            (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
+            (Some(field), Some(message.as_str()))
+        );
+    }
 }

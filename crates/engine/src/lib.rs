@@ -4,6 +4,7 @@
 mod archival;
 pub mod audit;
 mod carrier_rate_plan;
+mod change_identifier;
 mod common;
 mod customer_assignment;
 mod customer_rate_plan;

@@ -168,6 +168,9 @@ pub struct DeviceUpdate {
     /// Archive the device: `IsActive = false, IsDeleted = true`.
     pub archive: bool,
     pub customer_plan: Option<CustomerPlanChange>,
+    /// The device's new SIM (after a confirmed swap) or handset.
+    pub iccid: Option<String>,
+    pub imei: Option<String>,
 }
 
 impl DeviceUpdate {
@@ -489,6 +492,8 @@ pub struct CcEdit {
     pub communication_plan: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", rename = "deviceID")]
     pub device_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", rename = "modemID")]
+    pub modem_id: Option<String>,
 }
 
 #[async_trait]

@@ -20,7 +20,10 @@ use crate::ports::{
     RevIoApi, RowOutcome, ServiceProvider, Store, StoreError, WorkMessage,
 };
 use crate::rate::RateLimiters;
-use crate::{archival, carrier_rate_plan, customer_assignment, customer_rate_plan, edit_username, status_update};
+use crate::{
+    archival, carrier_rate_plan, change_identifier, customer_assignment, customer_rate_plan, edit_username,
+    status_update,
+};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -272,6 +275,7 @@ impl Worker {
             }
             ChangeDetails::CarrierRatePlanChange(req) if jasper => carrier_rate_plan::process(job, row, req).await,
             ChangeDetails::EditUsername(req) if jasper => edit_username::process(job, row, req).await,
+            ChangeDetails::ChangeIccidOrImei(req) if jasper => change_identifier::process(job, row, req).await,
             ChangeDetails::Archival => archival::process(job, row, job.override_validation).await,
             ChangeDetails::CustomerRatePlanChange(req) => customer_rate_plan::process(job, row, req).await,
             ChangeDetails::CustomerAssignment(req) => customer_assignment::process(job, row, req).await,

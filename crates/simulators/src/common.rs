@@ -27,6 +27,8 @@ pub struct Faults {
     pub hang_ms: u64,
     /// Edits answer 200 but do not take; the audit trail records them in error (POD19's known behaviour).
     pub edits_do_not_take: bool,
+    /// Edits of these ICCIDs are refused (400, `10000099`), as for a SIM the carrier has locked.
+    pub locked_iccids: Vec<String>,
 }
 
 impl Default for Faults {
@@ -40,6 +42,7 @@ impl Default for Faults {
             hang_next_writes: 0,
             hang_ms: 30_000,
             edits_do_not_take: false,
+            locked_iccids: Vec::new(),
         }
     }
 }

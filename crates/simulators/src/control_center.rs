@@ -287,6 +287,11 @@ async fn edit_device(
     if let Err(r) = admit(&state, &headers, "PUT", &path, &parsed) {
         return r;
     }
+    if state.harness.faults().locked_iccids.contains(&iccid) {
+        let response =
+            error(StatusCode::BAD_REQUEST, "10000099", "SIM is locked by the operator and cannot be edited.");
+        return answer(&state, "PUT", &path, parsed, StatusCode::BAD_REQUEST, response).await;
+    }
     let user = basic_auth(&headers).map(|(u, _)| u).unwrap_or_default();
     let result = match state.account.lock() {
         Ok(mut account) => apply_edit(&mut account, &iccid, &parsed, &user, !state.harness.faults().edits_do_not_take),

@@ -705,7 +705,8 @@ impl Store for MssqlStore {
             "EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3,
                   @Status = @P4, @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @CommunicationPlan = @P8,
                   @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13,
-                  @CustomerRatePlanId = @P14, @CustomerRatePoolId = @P15, @CustomerDataAllocationMB = @P16",
+                  @CustomerRatePlanId = @P14, @CustomerRatePoolId = @P15, @CustomerDataAllocationMB = @P16,
+                  @NewICCID = @P17, @NewIMEI = @P18",
         );
         q.bind(tenant_id);
         q.bind(row_id);
@@ -724,6 +725,8 @@ impl Store for MssqlStore {
         q.bind(plan.customer_rate_plan_id);
         q.bind(plan.customer_rate_pool_id);
         q.bind(plan.data_allocation_mb);
+        q.bind(u.iccid.as_deref());
+        q.bind(u.imei.as_deref());
         let sets = self.exec("complete row", q).await?;
         Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<bool, _>("Completed")).unwrap_or(false))
     }

@@ -803,7 +803,7 @@ impl Store for SqliteStore {
                 tx.execute(
                     "UPDATE Device SET DeviceStatusId = COALESCE(?1, DeviceStatusId), CarrierRatePlan = COALESCE(?2, CarrierRatePlan),
                             CommunicationPlan = COALESCE(?3, CommunicationPlan), RevCustomerId = COALESCE(?4, RevCustomerId),
-                            Username = COALESCE(?5, Username),
+                            Username = COALESCE(?5, Username), ICCID = COALESCE(?11, ICCID), IMEI = COALESCE(?12, IMEI),
                             IsActive = CASE WHEN ?6 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN ?6 THEN 1 ELSE IsDeleted END,
                             ModifiedBy = ?7, ModifiedDate = ?8
                      WHERE Id = (SELECT DeviceId FROM M2M_DeviceChange WHERE Id = ?9) AND TenantId = ?10",
@@ -817,7 +817,9 @@ impl Store for SqliteStore {
                         PROCESSED_BY,
                         now,
                         row_id,
-                        tenant_id
+                        tenant_id,
+                        u.iccid,
+                        u.imei
                     ],
                 )
                 .map_err(db("update device"))?;
