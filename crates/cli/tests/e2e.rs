@@ -1259,7 +1259,7 @@ async fn sim_swap_moves_plans_username_and_status_then_deactivates_the_old_sim()
     let app = spawn().await;
     let new = spare_sim(&app, 0);
     let old = active(1);
-    let id = app.accepted(change_identifier(&[old.clone()], Some(&new), None)).await;
+    let id = app.accepted(change_identifier(std::slice::from_ref(&old), Some(&new), None)).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &old)["Status"], "PROCESSED", "{status}");
     let (new_sim, old_sim) =
@@ -1292,7 +1292,7 @@ async fn sim_swap_whose_last_step_fails_is_compensated_and_the_old_sim_stays_in_
         .state
         .harness
         .set_faults(simulators::Faults { locked_iccids: vec![old.clone()], ..Default::default() });
-    let id = app.accepted(change_identifier(&[old.clone()], Some(&new), None)).await;
+    let id = app.accepted(change_identifier(std::slice::from_ref(&old), Some(&new), None)).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &old);
     assert_eq!(r["Status"], "API_FAILED");
