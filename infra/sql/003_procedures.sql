@@ -3,6 +3,17 @@
 SET XACT_ABORT ON;
 GO
 
+-- One entry of a device's history of actions (legacy name kept: the portal's history pages read this table).
+CREATE OR ALTER PROCEDURE dbo.usp_UpdateCrossProviderDeviceHistory
+    @TenantId BIGINT, @ChangeDetailId BIGINT, @Action NVARCHAR(100), @Details NVARCHAR(MAX), @ActionBy NVARCHAR(100), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    INSERT INTO dbo.DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
+    SELECT DeviceId, @TenantId, BulkChangeId, @Action, @Details, @ActionBy, @Now
+    FROM dbo.M2M_DeviceChange WHERE Id = @ChangeDetailId AND TenantId = @TenantId AND DeviceId IS NOT NULL;
+END
+GO
+
 CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_Get @TenantId BIGINT, @Id BIGINT AS
 BEGIN
     SET NOCOUNT ON;
@@ -79,8 +90,22 @@ CREATE OR ALTER PROCEDURE dbo.usp_RevService_Create_Service
     @TenantId BIGINT, @DeviceId BIGINT, @RevServiceId BIGINT, @RevCustomerId NVARCHAR(100), @IsActive BIT, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
     INSERT INTO dbo.RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
     SELECT @TenantId, Id, @RevServiceId, @RevCustomerId, @IsActive, @Now FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
+    IF @IsActive = 1
+        EXEC dbo.UPDATE_DEVICE_REV_SERVICE_LINKS @TenantId = @TenantId, @DeviceId = @DeviceId, @RevServiceId = @RevServiceId;
+    COMMIT TRANSACTION;
+END
+GO
+
+-- A device has one active Rev.io service line: the one just recorded; older links are closed.
+CREATE OR ALTER PROCEDURE dbo.UPDATE_DEVICE_REV_SERVICE_LINKS @TenantId BIGINT, @DeviceId BIGINT, @RevServiceId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.RevService SET IsActive = 0
+    WHERE TenantId = @TenantId AND DeviceId = @DeviceId AND IsActive = 1 AND RevServiceId <> @RevServiceId;
 END
 GO
 
@@ -252,9 +277,9 @@ BEGIN
         WHEN MATCHED THEN UPDATE SET RevCustomerId = @RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
         WHEN NOT MATCHED THEN INSERT (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
                               VALUES (s.DeviceId, @TenantId, @RevCustomerId, 1, 0, @ProcessedBy, @Now);
-        INSERT INTO dbo.DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
-        SELECT DeviceId, @TenantId, BulkChangeId, N'CustomerAssignment', N'Assigned to Rev customer ' + @RevCustomerId, @ProcessedBy, @Now
-        FROM dbo.M2M_DeviceChange WHERE Id = @ChangeDetailId AND DeviceId IS NOT NULL;
+        DECLARE @HistoryDetails NVARCHAR(MAX) = N'Assigned to Rev customer ' + @RevCustomerId;
+        EXEC dbo.usp_UpdateCrossProviderDeviceHistory @TenantId = @TenantId, @ChangeDetailId = @ChangeDetailId,
+             @Action = N'CustomerAssignment', @Details = @HistoryDetails, @ActionBy = @ProcessedBy, @Now = @Now;
     END
     IF @Completed = 1
         UPDATE dbo.Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
@@ -400,5 +425,65 @@ BEGIN
           AND (@RevCustomerId IS NULL OR d.RevCustomerId = @RevCustomerId)
           AND (@TextPattern IS NULL OR d.ICCID LIKE @TextPattern ESCAPE '\' OR d.IMEI LIKE @TextPattern ESCAPE '\'
                OR d.MSISDN LIKE @TextPattern ESCAPE '\' OR d.Username LIKE @TextPattern ESCAPE '\');
+END
+GO
+
+-- The seeds' name for completing an archival row (IsActive = 0, IsDeleted = 1): the same checks and writes as
+-- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, under the name operators know.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Archival_ArchiveDevices
+    @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
+    @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
+    @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
+    @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
+    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL,
+    @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
+         @StatusDetails = @StatusDetails, @NewDeviceStatusId = @NewDeviceStatusId, @CarrierRatePlan = @CarrierRatePlan,
+         @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
+         @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
+         @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI,
+         @ProcessedBy = @ProcessedBy, @Now = @Now;
+END
+GO
+
+-- The seeds' name for completing a customer rate plan row: the same checks and writes as
+-- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, under the name operators know.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_UpdateDevices
+    @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
+    @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
+    @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
+    @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
+    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL,
+    @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
+         @StatusDetails = @StatusDetails, @NewDeviceStatusId = @NewDeviceStatusId, @CarrierRatePlan = @CarrierRatePlan,
+         @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
+         @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
+         @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI,
+         @ProcessedBy = @ProcessedBy, @Now = @Now;
+END
+GO
+
+-- The seeds' name for completing a Rev customer assignment row (Device_Tenant, history): the same checks and writes as
+-- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, under the name operators know.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RevService_UpdateM2MChange
+    @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
+    @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
+    @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
+    @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
+    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL,
+    @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
+         @StatusDetails = @StatusDetails, @NewDeviceStatusId = @NewDeviceStatusId, @CarrierRatePlan = @CarrierRatePlan,
+         @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
+         @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
+         @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI,
+         @ProcessedBy = @ProcessedBy, @Now = @Now;
 END
 GO

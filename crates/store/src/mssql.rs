@@ -701,13 +701,23 @@ impl Store for MssqlStore {
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let u = &outcome.device_update;
-        let mut q = Query::new(
-            "EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3,
+        // The seeds' procedure names where they fit; all share one implementation.
+        let procedure = if u.archive {
+            "usp_DeviceBulkChange_Archival_ArchiveDevices"
+        } else if u.customer_plan.is_some() {
+            "usp_DeviceBulkChange_CustomerRatePlanChange_UpdateDevices"
+        } else if u.rev_customer_id.is_some() {
+            "usp_DeviceBulkChange_RevService_UpdateM2MChange"
+        } else {
+            "usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords"
+        };
+        let mut q = Query::new(format!(
+            "EXEC dbo.{procedure} @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3,
                   @Status = @P4, @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @CommunicationPlan = @P8,
                   @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13,
                   @CustomerRatePlanId = @P14, @CustomerRatePoolId = @P15, @CustomerDataAllocationMB = @P16,
-                  @NewICCID = @P17, @NewIMEI = @P18",
-        );
+                  @NewICCID = @P17, @NewIMEI = @P18"
+        ));
         q.bind(tenant_id);
         q.bind(row_id);
         q.bind(worker);
