@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use domain::Iccid;
-use engine::metrics::{Metrics, NoMetrics};
+use engine::metrics::Metrics;
 use engine::ports::{
     CallRecord, CarrierFailure, CcAuditEntry, CcDevice, CcEdit, ControlCenterApi, FailureKind, Secret,
 };
@@ -14,17 +14,12 @@ use engine::retry::RetryPolicy;
 use reqwest::Method;
 use serde::Deserialize;
 
-use crate::http::{CallSpec, call};
+use crate::http::{Answer, Endpoint};
 
 pub struct ControlCenterClient {
-    http: reqwest::Client,
-    base_url: String,
+    endpoint: Endpoint,
     username: String,
     api_key: Secret,
-    limiter: Arc<TokenBucket>,
-    retry: RetryPolicy,
-    integration: String,
-    metrics: Arc<dyn Metrics>,
 }
 
 /// `{"errorMessage": "...", "errorCode": "..."}` into (code, message).
@@ -55,21 +50,16 @@ impl ControlCenterClient {
         retry: RetryPolicy,
     ) -> Self {
         Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_string(),
+            endpoint: Endpoint::new(http, base_url, limiter, retry, "ControlCenter"),
             username: username.to_string(),
             api_key,
-            limiter,
-            retry,
-            integration: "ControlCenter".into(),
-            metrics: Arc::new(NoMetrics),
         }
     }
 
     /// Names the integration (Jasper, POD19, ...) in the metrics this client publishes.
     pub fn with_metrics(mut self, integration: &str, metrics: Arc<dyn Metrics>) -> Self {
-        self.integration = integration.to_string();
-        self.metrics = metrics;
+        self.endpoint.integration = integration.to_string();
+        self.endpoint.metrics = metrics;
         self
     }
 
@@ -78,26 +68,9 @@ impl ControlCenterClient {
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<crate::http::Answer, CarrierFailure> {
-        let idempotent = method == Method::GET;
-        let spec = CallSpec {
-            method,
-            url: format!("{}/{path}", self.base_url),
-            body,
-            idempotent,
-            integration: &self.integration,
-            metrics: self.metrics.as_ref(),
-            json_patch: false,
-        };
-        call(
-            &self.http,
-            &self.limiter,
-            &self.retry,
-            spec,
-            |r| r.basic_auth(&self.username, Some(self.api_key.expose())),
-            parse_error,
-        )
-        .await
+    ) -> Result<Answer, CarrierFailure> {
+        let authorise = |r: reqwest::RequestBuilder| r.basic_auth(&self.username, Some(self.api_key.expose()));
+        self.endpoint.send(method, path, body, authorise, parse_error).await
     }
 
     fn protocol(call: CallRecord, message: String) -> CarrierFailure {

@@ -170,3 +170,54 @@ pub async fn call(
         }
     }
 }
+
+/// What a client holds to reach one API: the connection pool, base URL, token bucket, retry policy and metrics.
+pub struct Endpoint {
+    pub http: reqwest::Client,
+    pub base_url: String,
+    pub limiter: Arc<TokenBucket>,
+    pub retry: RetryPolicy,
+    /// Which API, in metrics (Jasper, POD19, Rev.io, ...).
+    pub integration: String,
+    pub metrics: Arc<dyn Metrics>,
+}
+
+impl Endpoint {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        limiter: Arc<TokenBucket>,
+        retry: RetryPolicy,
+        integration: &str,
+    ) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            limiter,
+            retry,
+            integration: integration.to_string(),
+            metrics: Arc::new(engine::metrics::NoMetrics),
+        }
+    }
+
+    /// One logical call to `{base_url}/{path}`: GETs are idempotent, PATCH bodies are JSON Patch.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        authorise: impl Fn(RequestBuilder) -> RequestBuilder,
+        parse_error: ErrorParser,
+    ) -> Result<Answer, CarrierFailure> {
+        let spec = CallSpec {
+            idempotent: method == Method::GET,
+            json_patch: method == Method::PATCH,
+            url: format!("{}/{path}", self.base_url),
+            method,
+            body,
+            integration: &self.integration,
+            metrics: self.metrics.as_ref(),
+        };
+        call(&self.http, &self.limiter, &self.retry, spec, authorise, parse_error).await
+    }
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use engine::metrics::{Metrics, NoMetrics};
+use engine::metrics::Metrics;
 use engine::ports::{CallRecord, CarrierFailure, FailureKind, RevIoApi, RevIoCustomer, RevServiceCreate, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::{CallSpec, call};
+use crate::http::{Answer, Endpoint};
 
 /// What Rev.io needs on every call: `user@client:password` and the subscription key.
 pub struct RevIoCredentials {
@@ -23,15 +23,10 @@ pub struct RevIoCredentials {
 }
 
 pub struct RevIoClient {
-    http: reqwest::Client,
-    base_url: String,
+    endpoint: Endpoint,
     user: String,
     password: Secret,
     subscription_key: Secret,
-    limiter: Arc<TokenBucket>,
-    retry: RetryPolicy,
-    integration: String,
-    metrics: Arc<dyn Metrics>,
 }
 
 /// Rev.io's failure bodies vary (`message`, `errors[]`); take what is there.
@@ -59,20 +54,15 @@ impl RevIoClient {
         retry: RetryPolicy,
     ) -> Self {
         Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_string(),
+            endpoint: Endpoint::new(http, base_url, limiter, retry, "Rev.io"),
             user: format!("{}@{}", credentials.username, credentials.client_code),
             password: credentials.password,
             subscription_key: credentials.subscription_key,
-            limiter,
-            retry,
-            integration: "Rev.io".into(),
-            metrics: Arc::new(NoMetrics),
         }
     }
 
     pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
-        self.metrics = metrics;
+        self.endpoint.metrics = metrics;
         self
     }
 
@@ -81,30 +71,12 @@ impl RevIoClient {
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<crate::http::Answer, CarrierFailure> {
-        let idempotent = method == Method::GET;
-        let json_patch = method == Method::PATCH;
-        let spec = CallSpec {
-            method,
-            url: format!("{}/{path}", self.base_url),
-            body,
-            idempotent,
-            integration: &self.integration,
-            metrics: self.metrics.as_ref(),
-            json_patch,
+    ) -> Result<Answer, CarrierFailure> {
+        let authorise = |r: reqwest::RequestBuilder| {
+            r.basic_auth(&self.user, Some(self.password.expose()))
+                .header("Ocp-Apim-Subscription-Key", self.subscription_key.expose())
         };
-        call(
-            &self.http,
-            &self.limiter,
-            &self.retry,
-            spec,
-            |r| {
-                r.basic_auth(&self.user, Some(self.password.expose()))
-                    .header("Ocp-Apim-Subscription-Key", self.subscription_key.expose())
-            },
-            parse_error,
-        )
-        .await
+        self.endpoint.send(method, path, body, authorise, parse_error).await
     }
 }
 

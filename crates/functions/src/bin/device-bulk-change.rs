@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use functions::{adapters, config::FunctionConfig, observability, worker};
+use functions::{adapters, observability, worker};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use tokio::time::Instant;
 
@@ -16,19 +16,9 @@ fn deadline_instant(deadline_ms: u64) -> Instant {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    observability::init_tracing();
-    let sdk = aws::load_config().await;
-    let config = FunctionConfig::from_env(&sdk).await?;
-    let adapters = adapters::build(&config, &sdk).await?;
     let metrics = Arc::new(observability::EmfMetrics::default());
+    let (config, adapters) = functions::start(Some(metrics.clone())).await?;
     let worker = Arc::new(adapters::worker(&adapters, &config, metrics.clone())?);
-    let (store, last_metrics) = (adapters.store.clone(), metrics.clone());
-    lambda_runtime::spawn_graceful_shutdown_handler(|| async move {
-        last_metrics.flush();
-        store.close().await;
-        tracing::info!("shut down: metrics flushed, connections closed");
-    })
-    .await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
         let metrics = metrics.clone();
