@@ -39,7 +39,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 pub async fn run(opts: BenchOptions) -> Result<()> {
-    let total = opts.devices + opts.sequential_devices;
+    let total = seeded_devices(&opts);
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut child = tokio::process::Command::new(exe)
         .args([
@@ -110,7 +110,7 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
             write_is_enabled: true,
             rate_limit_per_second: opts.rate_limit,
         }],
-        devices: (0..opts.devices + opts.sequential_devices)
+        devices: (0..seeded_devices(opts))
             .map(|i| SeedDevice {
                 id: None,
                 tenant_id: 1,
@@ -135,6 +135,7 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
     config.run_worker = false;
     let stack = Stack::start(config).await?;
 
+    let intake = time_intake(&stack, INTAKE_DEVICES).await?;
     let parallel = run_one(&stack, 0..opts.devices, WorkerConfig::default()).await?;
     let sequential_config = WorkerConfig { concurrency: 1, claim_batch: 1, ..WorkerConfig::default() };
     let sequential = run_one(&stack, opts.devices..opts.devices + opts.sequential_devices, sequential_config).await?;
@@ -150,6 +151,9 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
     println!("sequential_devices_per_second={seq_dps:.1}");
     println!("throughput_ratio_to_limit={:.3}", dps / opts.rate_limit);
     println!("speedup_vs_one_at_a_time={:.2}", dps / seq_dps);
+    println!("intake_devices={INTAKE_DEVICES}");
+    println!("intake_ms={:.0}", intake.as_secs_f64() * 1000.0);
+    println!("intake_devices_per_second={:.0}", INTAKE_DEVICES as f64 / intake.as_secs_f64());
     match peak_rss_mib() {
         Some(mib) => println!("worker_peak_rss_mib={mib:.1}"),
         None => println!("worker_peak_rss_mib=unknown"),
@@ -178,6 +182,26 @@ async fn run_one(stack: &Stack, range: std::ops::Range<usize>, worker_config: Wo
         bail!("bench bulk change {id} ended {handled:?} with {processed} of {n} rows processed");
     }
     Ok(elapsed)
+}
+
+/// The size of the API intake measured: a request at the default device limit.
+const INTAKE_DEVICES: usize = 10_000;
+
+fn seeded_devices(opts: &BenchOptions) -> usize {
+    (opts.devices + opts.sequential_devices).max(INTAKE_DEVICES)
+}
+
+/// Time for the API to check and record one request of `n` devices (validation, one transaction), no carrier call.
+async fn time_intake(stack: &Stack, n: usize) -> Result<Duration> {
+    let devices: Vec<String> = (0..n).map(bench_iccid).collect();
+    let body = serde_json::json!({"ServiceProviderId": 1, "ChangeType": 3, "Devices": devices, "StatusUpdate": {"TargetStatus": "Active"}});
+    let bytes = body.to_string();
+    let caller = api::Caller { tenant_id: 1, user: "bench".into(), roles: vec![] };
+    let start = Instant::now();
+    let intake =
+        api::intake::evaluate(&stack.store, &caller, bytes.as_bytes(), n).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    stack.store.create_bulk_change(&intake.change, &intake.rows).await?;
+    Ok(start.elapsed())
 }
 
 async fn processed_rows(store: &SqliteStore, id: i64) -> Result<usize> {
