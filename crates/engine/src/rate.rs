@@ -51,13 +51,28 @@ impl TokenBucket {
 }
 
 /// The buckets of one worker process, by service provider id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateLimiters {
     buckets: Mutex<HashMap<i64, Arc<TokenBucket>>>,
+    /// How many worker instances may call one account at once; each takes an equal share of its limit.
+    share: u32,
+}
+
+impl Default for RateLimiters {
+    fn default() -> Self {
+        Self::shared_by(1)
+    }
 }
 
 impl RateLimiters {
-    pub fn for_provider(&self, service_provider_id: i64, rate_per_second: f64) -> Arc<TokenBucket> {
+    /// Buckets for one of `workers` instances that may run at once (the event source's MaximumConcurrency):
+    /// a carrier's limit is per account, so each instance keeps to `limit / workers`.
+    pub fn shared_by(workers: u32) -> Self {
+        Self { buckets: Mutex::default(), share: workers.max(1) }
+    }
+
+    pub fn for_provider(&self, service_provider_id: i64, account_rate_per_second: f64) -> Arc<TokenBucket> {
+        let rate_per_second = account_rate_per_second / f64::from(self.share.max(1));
         let mut buckets = match self.buckets.lock() {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
@@ -84,5 +99,13 @@ mod tests {
         // 10 tokens of burst, then 100 more at 100/s: one second of (virtual) time.
         let elapsed = start.elapsed().as_secs_f64();
         assert!((0.99..1.02).contains(&elapsed), "elapsed {elapsed}");
+    }
+
+    #[test]
+    fn instances_share_the_account_limit() {
+        let limiters = RateLimiters::shared_by(4);
+        assert_eq!(limiters.for_provider(10, 200.0).rate(), 50.0);
+        assert_eq!(RateLimiters::default().for_provider(10, 200.0).rate(), 200.0);
+        assert_eq!(RateLimiters::shared_by(0).for_provider(10, 200.0).rate(), 200.0, "zero means one");
     }
 }

@@ -69,7 +69,7 @@ pub fn worker(adapters: &Adapters, config: &FunctionConfig, metrics: Arc<dyn Met
         notifier: adapters.notifier.clone(),
         carriers: Arc::new(carriers),
         clock: Arc::new(SystemClock),
-        limiters: Arc::new(RateLimiters::default()),
+        limiters: Arc::new(RateLimiters::shared_by(config.worker_concurrency)),
         metrics: metrics.clone(),
         config: worker_config,
     })

@@ -21,6 +21,9 @@ pub struct FunctionConfig {
     /// Where the local notifier writes when SES is not configured (no `EMAIL_FROM`).
     pub outbox_dir: PathBuf,
     pub max_devices: usize,
+    /// Worker instances that may run at once (`WORKER_MAXIMUM_CONCURRENCY`); each keeps to its share of a
+    /// carrier account's rate limit.
+    pub worker_concurrency: u32,
 }
 
 impl std::fmt::Debug for FunctionConfig {
@@ -35,6 +38,7 @@ impl std::fmt::Debug for FunctionConfig {
             .field("email_from", &self.email_from)
             .field("email_to", &self.email_to)
             .field("max_devices", &self.max_devices)
+            .field("worker_concurrency", &self.worker_concurrency)
             .finish()
     }
 }
@@ -80,6 +84,10 @@ impl FunctionConfig {
                 .unwrap_or_default(),
             outbox_dir: PathBuf::from(var("OUTBOX_DIR").unwrap_or_else(|| "/tmp/outbox".into())),
             max_devices,
+            worker_concurrency: match var("WORKER_MAXIMUM_CONCURRENCY") {
+                Some(v) => v.parse().with_context(|| format!("WORKER_MAXIMUM_CONCURRENCY '{v}' is not a number"))?,
+                None => 1,
+            },
         })
     }
 }
@@ -107,6 +115,7 @@ mod tests {
             email_to: vec![],
             outbox_dir: "/tmp".into(),
             max_devices: 1,
+            worker_concurrency: 1,
         };
         assert!(!format!("{config:?}").contains("hunter2"));
     }

@@ -45,6 +45,7 @@ fn function_config(dir: &tempfile::TempDir) -> FunctionConfig {
         email_to: vec![],
         outbox_dir: dir.path().join("outbox"),
         max_devices: 10_000,
+        worker_concurrency: 1,
     }
 }
 
