@@ -11,7 +11,7 @@ use domain::rules::{
     DeviceRecord, DeviceVerdict, dedupe_devices, parse_effective_date, resolve_target_status, scheduled_for,
     validate_archival_device, validate_device, validate_label, validate_status_update_device,
 };
-use domain::{BulkChangeRequest, FieldError, PortalType, RequestError, RowStatus};
+use domain::{BulkChangeRequest, FieldError, RequestError, RowStatus};
 use engine::ports::{CustomerPlanChange, NewBulkChange, NewRow, ScheduledCustomerPlan, ServiceProvider, Store};
 use serde::Serialize;
 
@@ -57,12 +57,6 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
     let request = BulkChangeRequest::from_json(body)?;
     if request.devices.len() > max_devices {
         return Err(ApiError::TooLarge { count: request.devices.len(), max: max_devices });
-    }
-    if request.portal_type != PortalType::M2M {
-        return Err(ApiError::invalid(
-            "PortalType",
-            "PortalType 2 (Mobility) is not supported yet; send PortalType 0 (M2M)",
-        ));
     }
     let sp = store.service_provider(caller.tenant_id, request.service_provider_id).await?.ok_or_else(|| {
         ApiError::invalid(

@@ -1347,3 +1347,34 @@ async fn change_identifier_validation_messages() {
         );
     }
 }
+
+// ---- Mobility portal type ----
+
+#[tokio::test]
+async fn mobility_bulk_changes_keep_their_rows_in_mobility_device_change() {
+    let app = spawn().await;
+    let mut body = status_update(POD19, &[ready(30), "123".into()], "Active");
+    body["PortalType"] = json!(2);
+    let id = app.accepted(body).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"], json!({"ERROR": 1, "PROCESSED": 1}), "{status}");
+    assert_eq!(app.stack.store.rows_in_table("Mobility_DeviceChange", id).await.expect("count"), 2);
+    assert_eq!(app.stack.store.rows_in_table("M2M_DeviceChange", id).await.expect("count"), 0);
+    assert_eq!(app.cc(POD19).applied_status_changes(&ready(30)), 1);
+    let logs = engine::ports::Store::logs(&app.stack.store, 1, id).await.expect("logs");
+    assert!(logs.iter().any(|l| l.device_change_id.is_some()), "log entries point at the Mobility row");
+    let (_, details) = app.get(&format!("/M2M/DeviceDetails/{}", ready(30)), &app.token).await;
+    assert_eq!(details["History"][0]["BulkChangeId"], id, "history spans both portals");
+    // Operator actions work the same.
+    let (code, _) = app.post_raw(&format!("/M2M/BulkChange/{id}/Retry"), "", Some(&app.token)).await.into_status_body();
+    assert_eq!(code, 202);
+}
+
+#[tokio::test]
+async fn unknown_portal_types_are_refused() {
+    let app = spawn().await;
+    let mut body = status_update(POD19, &[ready(31)], "Active");
+    body["PortalType"] = json!(1);
+    let (code, problem) = app.submit(body).await;
+    assert_eq!((code, problem["errors"][0]["field"].as_str()), (400, Some("PortalType")));
+}

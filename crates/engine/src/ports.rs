@@ -311,6 +311,7 @@ pub trait Store: Send + Sync {
     async fn complete_row(
         &self,
         tenant_id: i64,
+        bulk_change_id: i64,
         row_id: i64,
         worker: &str,
         outcome: &RowOutcome,

@@ -245,6 +245,7 @@ impl Worker {
                 .store
                 .complete_row(
                     job.map_or(0, |j| j.bulk.tenant_id),
+                    row.bulk_change_id,
                     row.id,
                     &self.config.worker_id,
                     &outcome,

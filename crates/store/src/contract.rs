@@ -172,11 +172,13 @@ pub async fn only_the_lease_holder_completes_a_row_once(store: &dyn Store) {
             ..DeviceUpdate::default()
         },
     };
-    assert!(!store.complete_row(TENANT, row.id, "intruder", &outcome, t(1)).await.expect("complete"));
-    assert!(store.complete_row(TENANT, row.id, "a", &outcome, t(1)).await.expect("complete"));
+    assert!(
+        !store.complete_row(TENANT, row.bulk_change_id, row.id, "intruder", &outcome, t(1)).await.expect("complete")
+    );
+    assert!(store.complete_row(TENANT, row.bulk_change_id, row.id, "a", &outcome, t(1)).await.expect("complete"));
     let again = RowOutcome { status: RowStatus::ApiFailed, ..outcome.clone() };
     assert!(
-        !store.complete_row(TENANT, row.id, "a", &again, t(2)).await.expect("complete"),
+        !store.complete_row(TENANT, row.bulk_change_id, row.id, "a", &again, t(2)).await.expect("complete"),
         "a final row is never overwritten"
     );
     let stored = store.rows(TENANT, id, Some(RowStatus::Processed), 1, 10).await.expect("rows");
@@ -198,7 +200,9 @@ pub async fn archiving_a_device_hides_it_from_every_change(store: &dyn Store) {
         details: "archived".into(),
         device_update: DeviceUpdate { archive: true, ..DeviceUpdate::default() },
     };
-    assert!(store.complete_row(TENANT, rows[0].id, "a", &archive, t(1)).await.expect("complete"));
+    assert!(
+        store.complete_row(TENANT, rows[0].bulk_change_id, rows[0].id, "a", &archive, t(1)).await.expect("complete")
+    );
     let device =
         store.device(TENANT, rows[0].device_id.expect("device id")).await.expect("read").expect("still stored");
     assert!(device.is_deleted && !device.is_active, "IsActive = false, IsDeleted = true");
@@ -212,7 +216,7 @@ pub async fn bulk_status_is_derived_from_rows_and_final_once(store: &dyn Store) 
     for (i, row) in rows.iter().enumerate() {
         let status = if i == 0 { RowStatus::Processed } else { RowStatus::ApiFailed };
         let outcome = RowOutcome { status, details: "x".into(), device_update: DeviceUpdate::default() };
-        assert!(store.complete_row(TENANT, row.id, "a", &outcome, t(1)).await.expect("complete"));
+        assert!(store.complete_row(TENANT, row.bulk_change_id, row.id, "a", &outcome, t(1)).await.expect("complete"));
     }
     assert_eq!(store.finalize_bulk_change(id, t(2)).await.expect("finalize"), Some(BulkStatus::Processed));
     store.mark_processing(id, t(3)).await.expect("mark");
@@ -291,7 +295,7 @@ pub async fn pending_rows_can_be_cancelled_and_claimed_ones_finish(store: &dyn S
     let done =
         RowOutcome { status: RowStatus::Processed, details: "ok".into(), device_update: DeviceUpdate::default() };
     assert!(
-        store.complete_row(TENANT, claimed[0].id, "a", &done, t(3)).await.expect("complete"),
+        store.complete_row(TENANT, claimed[0].bulk_change_id, claimed[0].id, "a", &done, t(3)).await.expect("complete"),
         "a claimed row still finishes"
     );
     assert_eq!(store.finalize_bulk_change(id, t(4)).await.expect("finalize"), Some(BulkStatus::Processed));
@@ -382,11 +386,90 @@ pub async fn scheduled_rows_wait_for_their_date(store: &dyn Store) {
         details: "applied".into(),
         device_update: DeviceUpdate { customer_plan: Some(plan), ..DeviceUpdate::default() },
     };
-    assert!(store.complete_row(TENANT, rows[0].id, "a", &outcome, due).await.expect("complete"));
+    assert!(
+        store.complete_row(TENANT, rows[0].bulk_change_id, rows[0].id, "a", &outcome, due).await.expect("complete")
+    );
     let device = store.device(TENANT, devices[0].id).await.expect("read").expect("device");
     assert_eq!(
         (device.customer_rate_plan_id, device.customer_rate_pool_id, device.customer_data_allocation_mb),
         (Some(1), Some(7), Some(512.0))
     );
     assert!(store.release_due_scheduled_rows(t(5000)).await.expect("release").is_empty(), "released once");
+}
+
+pub async fn mobility_rows_behave_like_m2m_rows(store: &dyn Store) {
+    let devices =
+        store.devices_by_iccid(TENANT, &[ICCIDS[0].to_string(), ICCIDS[1].to_string()]).await.expect("devices");
+    let change = NewBulkChange {
+        tenant_id: TENANT,
+        service_provider_id: SP,
+        integration: Integration::Pod19,
+        change_type: ChangeType::StatusUpdate,
+        portal_type: PortalType::Mobility,
+        request: BulkChangeRequestWire {
+            service_provider_id: Some(SP),
+            change_type: Some(3),
+            portal_type: Some(2),
+            ..Default::default()
+        },
+        created_by: "alice".into(),
+        retry_of: None,
+    };
+    let rows: Vec<NewRow> = devices
+        .iter()
+        .map(|d| NewRow {
+            device_id: Some(d.id),
+            iccid: d.iccid.clone(),
+            msisdn: None,
+            status: RowStatus::Pending,
+            status_details: None,
+            scheduled: None,
+        })
+        .collect();
+    let m2m = new_bulk(store).await;
+    let id = store.create_bulk_change(&change, &rows).await.expect("create");
+    assert_eq!(
+        store.bulk_change(Some(TENANT), id).await.expect("read").expect("exists").portal_type,
+        PortalType::Mobility
+    );
+    assert_eq!(
+        store.row_counts(TENANT, id).await.expect("counts"),
+        vec![StatusCount { status: RowStatus::Pending, count: 2 }]
+    );
+    let claimed = store.claim_rows(id, "a", 10, Duration::from_secs(60), t(0)).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|r| r.bulk_change_id == id));
+    let entry = LogEntry {
+        bulk_change_id: id,
+        device_change_id: Some(claimed[0].id),
+        description: "mobility".into(),
+        request_text: String::new(),
+        response_text: String::new(),
+        response_status: "PROCESSED".into(),
+        has_errors: false,
+        error_text: None,
+        processed_date: t(1),
+    };
+    store.append_log(&entry).await.expect("log");
+    assert_eq!(store.logs(TENANT, id).await.expect("logs"), vec![entry]);
+    let done = RowOutcome {
+        status: RowStatus::Processed,
+        details: "ok".into(),
+        device_update: DeviceUpdate { username: Some("mob-1".into()), ..DeviceUpdate::default() },
+    };
+    for row in &claimed {
+        assert!(store.complete_row(TENANT, id, row.id, "a", &done, t(2)).await.expect("complete"));
+    }
+    assert_eq!(store.finalize_bulk_change(id, t(3)).await.expect("finalize"), Some(BulkStatus::Processed));
+    assert_eq!(
+        store.device(TENANT, devices[0].id).await.expect("read").expect("device").username.as_deref(),
+        Some("mob-1")
+    );
+    let history = store.device_history(TENANT, devices[0].id, 10).await.expect("history");
+    assert!(
+        history.iter().any(|h| h.bulk_change_id == id) && history.iter().any(|h| h.bulk_change_id == m2m),
+        "both portals"
+    );
+    let m2m_counts = store.row_counts(TENANT, m2m).await.expect("counts");
+    assert_eq!(m2m_counts.iter().map(|c| c.count).sum::<i64>(), 4, "the M2M bulk change's rows are untouched");
 }

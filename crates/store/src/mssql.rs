@@ -695,6 +695,7 @@ impl Store for MssqlStore {
     async fn complete_row(
         &self,
         tenant_id: i64,
+        bulk_change_id: i64,
         row_id: i64,
         worker: &str,
         outcome: &RowOutcome,

@@ -48,7 +48,7 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE Device ADD COLUMN CustomerDataAllocationMB REAL;
      CREATE TABLE Device_CustomerRatePlanOrRatePool_Queue (
          Id INTEGER PRIMARY KEY, DeviceId INTEGER NOT NULL REFERENCES Device(Id),
-         M2MDeviceChangeId INTEGER NOT NULL REFERENCES M2M_DeviceChange(Id), BulkChangeId INTEGER NOT NULL,
+         M2MDeviceChangeId INTEGER NOT NULL, BulkChangeId INTEGER NOT NULL,
          CustomerRatePlanId INTEGER, CustomerRatePoolId INTEGER, CustomerDataAllocationMB REAL, EffectiveDate TEXT NOT NULL,
          PortalType INTEGER NOT NULL DEFAULT 0, TenantId INTEGER NOT NULL, CreatedBy TEXT NOT NULL, CreatedDate TEXT NOT NULL,
          ModifiedBy TEXT, ModifiedDate TEXT, IsActive INTEGER NOT NULL DEFAULT 1);
@@ -58,7 +58,29 @@ const MIGRATIONS: &[&str] = &[
                                  ModifiedBy TEXT, ModifiedDate TEXT, UNIQUE (DeviceId, TenantId));
      CREATE TABLE DeviceActionHistory (Id INTEGER PRIMARY KEY, DeviceId INTEGER NOT NULL REFERENCES Device(Id), TenantId INTEGER NOT NULL,
                                        BulkChangeId INTEGER, Action TEXT NOT NULL, Details TEXT, ActionBy TEXT NOT NULL, ActionDate TEXT NOT NULL)",
+    "CREATE TABLE Mobility_DeviceChange (
+         Id INTEGER PRIMARY KEY, BulkChangeId INTEGER NOT NULL REFERENCES DeviceBulkChange(Id), TenantId INTEGER NOT NULL,
+         DeviceId INTEGER REFERENCES Device(Id), ICCID TEXT NOT NULL, MSISDN TEXT, Status TEXT NOT NULL, StatusDetails TEXT,
+         IsProcessed INTEGER NOT NULL DEFAULT 0, LeaseOwner TEXT, LeaseUntil TEXT, Claims INTEGER NOT NULL DEFAULT 0,
+         ProcessedDate TEXT, CreatedDate TEXT NOT NULL);
+     CREATE INDEX IX_Mobility_DeviceChange_Bulk_Status ON Mobility_DeviceChange (BulkChangeId, Status);
+     ALTER TABLE DeviceBulkChangeLog ADD COLUMN MobilityDeviceChangeId INTEGER",
 ];
+
+/// Where a bulk change's rows live: M2M (PortalType 0) in `M2M_DeviceChange`, Mobility (2) in `Mobility_DeviceChange`.
+pub const ROW_TABLES: [&str; 2] = ["M2M_DeviceChange", "Mobility_DeviceChange"];
+
+fn row_table_of(portal_type_id: i64) -> &'static str {
+    if portal_type_id == 2 { ROW_TABLES[1] } else { ROW_TABLES[0] }
+}
+
+fn row_table(c: &Connection, bulk_change_id: i64) -> Result<&'static str, StoreError> {
+    let portal: Option<i64> = c
+        .query_row("SELECT PortalTypeId FROM DeviceBulkChange WHERE Id = ?1", params![bulk_change_id], |r| r.get(0))
+        .optional()
+        .map_err(db("read portal type"))?;
+    Ok(row_table_of(portal.unwrap_or(0)))
+}
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db("read schema version"))?;
@@ -199,6 +221,22 @@ impl SqliteStore {
             conn.execute("UPDATE ServiceProvider SET BaseUrl = ?1 WHERE Id = ?2", params![url, service_provider_id])
                 .map_err(db("set base url"))?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Test helper: how many change rows a bulk change has in one of [`ROW_TABLES`].
+    pub async fn rows_in_table(&self, table: &'static str, bulk_change_id: i64) -> Result<i64, StoreError> {
+        if !ROW_TABLES.contains(&table) {
+            return Err(StoreError::Corrupt(format!("{table} is not a change row table")));
+        }
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT COUNT(*) FROM {table} WHERE BulkChangeId = ?1"),
+                params![bulk_change_id],
+                |r| r.get(0),
+            )
+            .map_err(db("count rows in table"))
         })
         .await
     }
@@ -536,11 +574,12 @@ impl Store for SqliteStore {
             .map_err(db("insert bulk change"))?;
             let id = tx.last_insert_rowid();
             {
+                let table = row_table_of(i64::from(change.portal_type));
                 let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO M2M_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    )
+                    .prepare_cached(&format!(
+                        "INSERT INTO {table} (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                    ))
                     .map_err(db("insert rows"))?;
                 for row in &rows {
                     let is_final = row.status.is_final();
@@ -628,8 +667,9 @@ impl Store for SqliteStore {
 
     async fn row_counts(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<StatusCount>> {
         self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
             let mut stmt = c
-                .prepare_cached("SELECT Status, COUNT(*) FROM M2M_DeviceChange WHERE BulkChangeId = ?1 AND TenantId = ?2 GROUP BY Status ORDER BY Status")
+                .prepare_cached(&format!("SELECT Status, COUNT(*) FROM {table} WHERE BulkChangeId = ?1 AND TenantId = ?2 GROUP BY Status ORDER BY Status"))
                 .map_err(db("count rows"))?;
             let raws = stmt
                 .query_map(params![bulk_change_id, tenant_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
@@ -653,9 +693,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<DeviceChangeRow>> {
         let status = status.map(|s| s.as_str().to_string());
         self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "SELECT {ROW_COLUMNS} FROM M2M_DeviceChange WHERE BulkChangeId = ?1 AND TenantId = ?2 AND (?3 IS NULL OR Status = ?3) ORDER BY Id LIMIT ?4 OFFSET ?5"
+                    "SELECT {ROW_COLUMNS} FROM {table} WHERE BulkChangeId = ?1 AND TenantId = ?2 AND (?3 IS NULL OR Status = ?3) ORDER BY Id LIMIT ?4 OFFSET ?5"
                 ))
                 .map_err(db("read rows"))?;
             let offset = i64::from(page.max(1) - 1) * i64::from(page_size);
@@ -673,7 +714,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT l.BulkChangeId, l.M2MDeviceChangeId, l.LogEntryDescription, l.RequestText, l.ResponseText, l.ResponseStatus, l.HasErrors, l.ErrorText, l.ProcessedDate
+                    "SELECT l.BulkChangeId, COALESCE(l.M2MDeviceChangeId, l.MobilityDeviceChangeId), l.LogEntryDescription, l.RequestText, l.ResponseText, l.ResponseStatus, l.HasErrors, l.ErrorText, l.ProcessedDate
                      FROM DeviceBulkChangeLog l JOIN DeviceBulkChange b ON b.Id = l.BulkChangeId
                      WHERE l.BulkChangeId = ?1 AND b.TenantId = ?2 ORDER BY l.Id",
                 )
@@ -732,12 +773,14 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let until = ts(now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(5)));
             let now = ts(now);
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin claim"))?;
+            let tx =
+                c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin claim"))?;
+            let table = row_table(&tx, bulk_change_id)?;
             let raws = {
                 let mut stmt = tx
                     .prepare_cached(&format!(
-                        "UPDATE M2M_DeviceChange SET Status = 'PROCESSING', LeaseOwner = ?1, LeaseUntil = ?2, Claims = Claims + 1
-                         WHERE Id IN (SELECT Id FROM M2M_DeviceChange WHERE BulkChangeId = ?3
+                        "UPDATE {table} SET Status = 'PROCESSING', LeaseOwner = ?1, LeaseUntil = ?2, Claims = Claims + 1
+                         WHERE Id IN (SELECT Id FROM {table} WHERE BulkChangeId = ?3
                                       AND (Status = 'PENDING' OR (Status = 'PROCESSING' AND LeaseUntil < ?4))
                                       ORDER BY Id LIMIT ?5)
                          RETURNING {ROW_COLUMNS}"
@@ -749,7 +792,8 @@ impl Store for SqliteStore {
                     .map_err(db("claim rows"))?
             };
             if !raws.is_empty() {
-                tx.execute("UPDATE DeviceBulkChange SET ModifiedDate = ?2 WHERE Id = ?1", params![bulk_change_id, now]).map_err(db("touch bulk change"))?;
+                tx.execute("UPDATE DeviceBulkChange SET ModifiedDate = ?2 WHERE Id = ?1", params![bulk_change_id, now])
+                    .map_err(db("touch bulk change"))?;
             }
             tx.commit().map_err(db("commit claim"))?;
             let mut rows = raws.into_iter().map(row_from_raw).collect::<Result<Vec<_>, _>>()?;
@@ -763,8 +807,9 @@ impl Store for SqliteStore {
         let e = e.clone();
         self.with(move |c| {
             c.prepare_cached(
-                "INSERT INTO DeviceBulkChangeLog (BulkChangeId, M2MDeviceChangeId, LogEntryDescription, RequestText, ResponseText, ResponseStatus, HasErrors, ErrorText, ProcessBy, ProcessedDate)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO DeviceBulkChangeLog (BulkChangeId, M2MDeviceChangeId, MobilityDeviceChangeId, LogEntryDescription, RequestText, ResponseText, ResponseStatus, HasErrors, ErrorText, ProcessBy, ProcessedDate)
+                 SELECT ?1, CASE WHEN b.PortalTypeId = 2 THEN NULL ELSE ?2 END, CASE WHEN b.PortalTypeId = 2 THEN ?2 END, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
+                 FROM DeviceBulkChange b WHERE b.Id = ?1",
             )
             .and_then(|mut s| {
                 s.execute(params![e.bulk_change_id, e.device_change_id, e.description, e.request_text, e.response_text, e.response_status, e.has_errors, e.error_text, PROCESSED_BY, ts(e.processed_date)])
@@ -778,6 +823,7 @@ impl Store for SqliteStore {
     async fn complete_row(
         &self,
         tenant_id: i64,
+        bulk_change_id: i64,
         row_id: i64,
         worker: &str,
         outcome: &RowOutcome,
@@ -788,10 +834,11 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let now = ts(now);
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin complete row"))?;
+            let table = row_table(&tx, bulk_change_id)?;
             let changed = tx
                 .execute(
-                    "UPDATE M2M_DeviceChange SET Status = ?1, StatusDetails = ?2, IsProcessed = 1, ProcessedDate = ?3, LeaseOwner = NULL, LeaseUntil = NULL
-                     WHERE Id = ?4 AND LeaseOwner = ?5 AND Status = 'PROCESSING'",
+                    &format!("UPDATE {table} SET Status = ?1, StatusDetails = ?2, IsProcessed = 1, ProcessedDate = ?3, LeaseOwner = NULL, LeaseUntil = NULL
+                     WHERE Id = ?4 AND LeaseOwner = ?5 AND Status = 'PROCESSING'"),
                     params![outcome.status.as_str(), outcome.details, now, row_id, worker],
                 )
                 .map_err(db("complete row"))?;
@@ -801,12 +848,12 @@ impl Store for SqliteStore {
             let u = &outcome.device_update;
             if !u.is_empty() {
                 tx.execute(
-                    "UPDATE Device SET DeviceStatusId = COALESCE(?1, DeviceStatusId), CarrierRatePlan = COALESCE(?2, CarrierRatePlan),
+                    &format!("UPDATE Device SET DeviceStatusId = COALESCE(?1, DeviceStatusId), CarrierRatePlan = COALESCE(?2, CarrierRatePlan),
                             CommunicationPlan = COALESCE(?3, CommunicationPlan), RevCustomerId = COALESCE(?4, RevCustomerId),
                             Username = COALESCE(?5, Username), ICCID = COALESCE(?11, ICCID), IMEI = COALESCE(?12, IMEI),
                             IsActive = CASE WHEN ?6 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN ?6 THEN 1 ELSE IsDeleted END,
                             ModifiedBy = ?7, ModifiedDate = ?8
-                     WHERE Id = (SELECT DeviceId FROM M2M_DeviceChange WHERE Id = ?9) AND TenantId = ?10",
+                     WHERE Id = (SELECT DeviceId FROM {table} WHERE Id = ?9) AND TenantId = ?10"),
                     params![
                         u.device_status_id,
                         u.carrier_rate_plan,
@@ -826,9 +873,9 @@ impl Store for SqliteStore {
             }
             if let Some(plan) = &u.customer_plan {
                 tx.execute(
-                    "UPDATE Device SET CustomerRatePlanId = COALESCE(?1, CustomerRatePlanId), CustomerRatePoolId = COALESCE(?2, CustomerRatePoolId),
+                    &format!("UPDATE Device SET CustomerRatePlanId = COALESCE(?1, CustomerRatePlanId), CustomerRatePoolId = COALESCE(?2, CustomerRatePoolId),
                             CustomerDataAllocationMB = COALESCE(?3, CustomerDataAllocationMB)
-                     WHERE Id = (SELECT DeviceId FROM M2M_DeviceChange WHERE Id = ?4) AND TenantId = ?5",
+                     WHERE Id = (SELECT DeviceId FROM {table} WHERE Id = ?4) AND TenantId = ?5"),
                     params![plan.customer_rate_plan_id, plan.customer_rate_pool_id, plan.data_allocation_mb, row_id, tenant_id],
                 )
                 .map_err(db("update customer plan"))?;
@@ -836,16 +883,16 @@ impl Store for SqliteStore {
             if let Some(customer) = &u.rev_customer_id {
                 // The assignment in the tenant's device list, and the device's history of actions.
                 tx.execute(
-                    "INSERT INTO Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
-                     SELECT DeviceId, ?2, ?3, 1, 0, ?4, ?5 FROM M2M_DeviceChange WHERE Id = ?1 AND DeviceId IS NOT NULL
+                    &format!("INSERT INTO Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
+                     SELECT DeviceId, ?2, ?3, 1, 0, ?4, ?5 FROM {table} WHERE Id = ?1 AND DeviceId IS NOT NULL
                      ON CONFLICT (DeviceId, TenantId) DO UPDATE SET RevCustomerId = excluded.RevCustomerId, IsActive = 1, IsDeleted = 0,
-                                                                    ModifiedBy = excluded.ModifiedBy, ModifiedDate = excluded.ModifiedDate",
+                                                                    ModifiedBy = excluded.ModifiedBy, ModifiedDate = excluded.ModifiedDate"),
                     params![row_id, tenant_id, customer, PROCESSED_BY, now],
                 )
                 .map_err(db("assign device to customer"))?;
                 tx.execute(
-                    "INSERT INTO DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
-                     SELECT DeviceId, ?2, BulkChangeId, 'CustomerAssignment', ?3, ?4, ?5 FROM M2M_DeviceChange WHERE Id = ?1 AND DeviceId IS NOT NULL",
+                    &format!("INSERT INTO DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
+                     SELECT DeviceId, ?2, BulkChangeId, 'CustomerAssignment', ?3, ?4, ?5 FROM {table} WHERE Id = ?1 AND DeviceId IS NOT NULL"),
                     params![row_id, tenant_id, format!("Assigned to Rev customer {customer}"), PROCESSED_BY, now],
                 )
                 .map_err(db("record device action"))?;
@@ -865,8 +912,10 @@ impl Store for SqliteStore {
     async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin finalize"))?;
+            let table = row_table(&tx, bulk_change_id)?;
             let statuses = {
-                let mut stmt = tx.prepare_cached("SELECT DISTINCT Status FROM M2M_DeviceChange WHERE BulkChangeId = ?1").map_err(db("finalize"))?;
+                let mut stmt =
+                    tx.prepare_cached(&format!("SELECT DISTINCT Status FROM {table} WHERE BulkChangeId = ?1")).map_err(db("finalize"))?;
                 stmt.query_map(params![bulk_change_id], |r| r.get::<_, String>(0))
                     .map_err(db("finalize"))?
                     .collect::<Result<Vec<_>, _>>()
@@ -918,6 +967,7 @@ impl Store for SqliteStore {
                     "SELECT b.Id FROM DeviceBulkChange b
                      WHERE b.Status IN ('NEW', 'PROCESSING') AND b.ModifiedDate < ?1
                        AND NOT EXISTS (SELECT 1 FROM M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil >= ?2)
+                       AND NOT EXISTS (SELECT 1 FROM Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil >= ?2)
                      ORDER BY b.Id",
                 )
                 .map_err(db("find stranded"))?;
@@ -932,18 +982,23 @@ impl Store for SqliteStore {
     async fn cancel_rows(&self, tenant_id: i64, bulk_change_id: i64, by: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let details = format!("Cancelled by {by}");
         self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
             let n = c
                 .execute(
-                    "UPDATE M2M_DeviceChange SET Status = 'CANCELLED', StatusDetails = ?3, IsProcessed = 1, ProcessedDate = ?4,
-                            LeaseOwner = NULL, LeaseUntil = NULL
-                     WHERE BulkChangeId = ?1 AND TenantId = ?2 AND Status IN ('PENDING', 'SCHEDULED')",
+                    &format!(
+                        "UPDATE {table} SET Status = 'CANCELLED', StatusDetails = ?3, IsProcessed = 1, ProcessedDate = ?4,
+                                LeaseOwner = NULL, LeaseUntil = NULL
+                         WHERE BulkChangeId = ?1 AND TenantId = ?2 AND Status IN ('PENDING', 'SCHEDULED')"
+                    ),
                     params![bulk_change_id, tenant_id, details, ts(now)],
                 )
                 .map_err(db("cancel rows"))?;
             c.execute(
-                "UPDATE Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedDate = ?3
-                 WHERE BulkChangeId = ?1 AND TenantId = ?2 AND IsActive = 1
-                   AND M2MDeviceChangeId IN (SELECT Id FROM M2M_DeviceChange WHERE BulkChangeId = ?1 AND Status = 'CANCELLED')",
+                &format!(
+                    "UPDATE Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedDate = ?3
+                     WHERE BulkChangeId = ?1 AND TenantId = ?2 AND IsActive = 1
+                       AND M2MDeviceChangeId IN (SELECT Id FROM {table} WHERE BulkChangeId = ?1 AND Status = 'CANCELLED')"
+                ),
                 params![bulk_change_id, tenant_id, ts(now)],
             )
             .map_err(db("cancel queued changes"))?;
@@ -974,9 +1029,12 @@ impl Store for SqliteStore {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT r.BulkChangeId, b.ChangeRequestTypeId, r.Status, r.StatusDetails, b.CreatedBy, b.CreatedDate, r.ProcessedDate
-                     FROM M2M_DeviceChange r JOIN DeviceBulkChange b ON b.Id = r.BulkChangeId
+                     FROM (SELECT BulkChangeId, Status, StatusDetails, ProcessedDate, DeviceId, TenantId FROM M2M_DeviceChange
+                           UNION ALL
+                           SELECT BulkChangeId, Status, StatusDetails, ProcessedDate, DeviceId, TenantId FROM Mobility_DeviceChange) r
+                     JOIN DeviceBulkChange b ON b.Id = r.BulkChangeId
                      WHERE r.DeviceId = ?1 AND r.TenantId = ?2 AND b.TenantId = ?2
-                     ORDER BY r.Id DESC LIMIT ?3",
+                     ORDER BY b.Id DESC LIMIT ?3",
                 )
                 .map_err(db("device history"))?;
             let raws = stmt
@@ -1094,20 +1152,23 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let now = ts(now);
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin release"))?;
-            let mut bulk_ids: Vec<i64> = {
+            let mut bulk_ids: Vec<i64> = Vec::new();
+            for (portal, table) in [(0, ROW_TABLES[0]), (2, ROW_TABLES[1])] {
                 let mut stmt = tx
-                    .prepare_cached(
-                        "UPDATE M2M_DeviceChange SET Status = 'PENDING'
+                    .prepare_cached(&format!(
+                        "UPDATE {table} SET Status = 'PENDING'
                          WHERE Status = 'SCHEDULED' AND Id IN (SELECT M2MDeviceChangeId FROM Device_CustomerRatePlanOrRatePool_Queue
-                                                               WHERE IsActive = 1 AND EffectiveDate <= ?1)
-                         RETURNING BulkChangeId",
-                    )
+                                                               WHERE IsActive = 1 AND EffectiveDate <= ?1 AND PortalType = ?2)
+                         RETURNING BulkChangeId"
+                    ))
                     .map_err(db("release scheduled rows"))?;
-                stmt.query_map(params![now], |r| r.get(0))
+                let released = stmt
+                    .query_map(params![now, portal], |r| r.get(0))
                     .map_err(db("release scheduled rows"))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(db("release scheduled rows"))?
-            };
+                    .collect::<Result<Vec<i64>, _>>()
+                    .map_err(db("release scheduled rows"))?;
+                bulk_ids.extend(released);
+            }
             bulk_ids.sort_unstable();
             bulk_ids.dedup();
             for id in &bulk_ids {

@@ -30,6 +30,7 @@ async fn sql_server_passes_the_store_contract() {
     contract::pending_rows_can_be_cancelled_and_claimed_ones_finish(&store).await;
     contract::retries_are_linked_and_history_is_per_device(&store).await;
     contract::scheduled_rows_wait_for_their_date(&store).await;
+    contract::mobility_rows_behave_like_m2m_rows(&store).await;
     contract::bulk_status_is_derived_from_rows_and_final_once(&store).await;
     contract::stranded_bulk_changes_are_found(&store).await;
     contract::audit_log_is_kept_per_row_and_scoped(&store).await;

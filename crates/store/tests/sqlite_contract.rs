@@ -28,6 +28,7 @@ contract_tests!(
     pending_rows_can_be_cancelled_and_claimed_ones_finish,
     retries_are_linked_and_history_is_per_device,
     scheduled_rows_wait_for_their_date,
+    mobility_rows_behave_like_m2m_rows,
     bulk_status_is_derived_from_rows_and_final_once,
     stranded_bulk_changes_are_found,
     audit_log_is_kept_per_row_and_scoped,
