@@ -165,7 +165,8 @@ IF OBJECT_ID('dbo.Device_CustomerRatePlanOrRatePool_Queue') IS NULL
 CREATE TABLE dbo.Device_CustomerRatePlanOrRatePool_Queue (
     Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
     DeviceId BIGINT NOT NULL REFERENCES dbo.Device(Id),
-    M2MDeviceChangeId BIGINT NOT NULL REFERENCES dbo.M2M_DeviceChange(Id),
+    -- The row of the entry's PortalType table (M2M_DeviceChange, or Mobility_DeviceChange for 2).
+    M2MDeviceChangeId BIGINT NOT NULL,
     BulkChangeId BIGINT NOT NULL,
     CustomerRatePlanId BIGINT NULL,
     CustomerRatePoolId BIGINT NULL,
@@ -204,4 +205,25 @@ CREATE TABLE dbo.DeviceActionHistory (
     ActionBy NVARCHAR(100) NOT NULL,
     ActionDate DATETIME2 NOT NULL
 );
+IF OBJECT_ID('dbo.Mobility_DeviceChange') IS NULL
+CREATE TABLE dbo.Mobility_DeviceChange (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    BulkChangeId BIGINT NOT NULL REFERENCES dbo.DeviceBulkChange(Id),
+    TenantId BIGINT NOT NULL,
+    DeviceId BIGINT NULL REFERENCES dbo.Device(Id),
+    ICCID NVARCHAR(64) NOT NULL,
+    MSISDN NVARCHAR(20) NULL,
+    Status NVARCHAR(20) NOT NULL,
+    StatusDetails NVARCHAR(MAX) NULL,
+    IsProcessed BIT NOT NULL DEFAULT 0,
+    LeaseOwner NVARCHAR(100) NULL,
+    LeaseUntil DATETIME2 NULL,
+    Claims INT NOT NULL DEFAULT 0,
+    ProcessedDate DATETIME2 NULL,
+    CreatedDate DATETIME2 NOT NULL
+);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_Mobility_DeviceChange_Bulk_Status')
+CREATE INDEX IX_Mobility_DeviceChange_Bulk_Status ON dbo.Mobility_DeviceChange (BulkChangeId, Status) INCLUDE (LeaseUntil);
+IF COL_LENGTH('dbo.DeviceBulkChangeLog', 'MobilityDeviceChangeId') IS NULL
+    ALTER TABLE dbo.DeviceBulkChangeLog ADD MobilityDeviceChangeId BIGINT NULL;
 GO

@@ -5,12 +5,12 @@ GO
 
 -- One entry of a device's history of actions (legacy name kept: the portal's history pages read this table).
 CREATE OR ALTER PROCEDURE dbo.usp_UpdateCrossProviderDeviceHistory
-    @TenantId BIGINT, @ChangeDetailId BIGINT, @Action NVARCHAR(100), @Details NVARCHAR(MAX), @ActionBy NVARCHAR(100), @Now DATETIME2 AS
+    @TenantId BIGINT, @DeviceId BIGINT, @BulkChangeId BIGINT, @Action NVARCHAR(100), @Details NVARCHAR(MAX),
+    @ActionBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     INSERT INTO dbo.DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
-    SELECT DeviceId, @TenantId, BulkChangeId, @Action, @Details, @ActionBy, @Now
-    FROM dbo.M2M_DeviceChange WHERE Id = @ChangeDetailId AND TenantId = @TenantId AND DeviceId IS NOT NULL;
+    SELECT Id, @TenantId, @BulkChangeId, @Action, @Details, @ActionBy, @Now FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
 END
 GO
 
@@ -122,22 +122,35 @@ BEGIN
     INSERT INTO dbo.DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId)
     VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now, @RetryOfBulkChangeId);
     DECLARE @Id BIGINT = SCOPE_IDENTITY();
-    INSERT INTO dbo.M2M_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
-    SELECT @Id, @TenantId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails,
-           CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END,
-           CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END,
-           @Now
-    FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', DeviceId BIGINT '$.DeviceId', ICCID NVARCHAR(64) '$.ICCID', MSISDN NVARCHAR(20) '$.MSISDN',
-                                   Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails') AS r
-    ORDER BY r.Seq;
+    DECLARE @Rows TABLE (Seq INT, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20), StatusDetails NVARCHAR(MAX),
+                         EffectiveDate DATETIME2, CustomerRatePlanId BIGINT, CustomerRatePoolId BIGINT, DataAllocationMB FLOAT);
+    INSERT INTO @Rows
+    SELECT * FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', DeviceId BIGINT '$.DeviceId', ICCID NVARCHAR(64) '$.ICCID', MSISDN NVARCHAR(20) '$.MSISDN',
+                                            Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails',
+                                            EffectiveDate DATETIME2 '$.EffectiveDate', CustomerRatePlanId BIGINT '$.CustomerRatePlanId',
+                                            CustomerRatePoolId BIGINT '$.CustomerRatePoolId', DataAllocationMB FLOAT '$.DataAllocationMB');
+    -- M2M rows in M2M_DeviceChange, Mobility rows (PortalType 2) in Mobility_DeviceChange.
+    DECLARE @Created TABLE (Id BIGINT, ICCID NVARCHAR(64), DeviceId BIGINT);
+    IF @PortalTypeId = 2
+        INSERT INTO dbo.Mobility_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
+        OUTPUT inserted.Id, inserted.ICCID, inserted.DeviceId INTO @Created
+        SELECT @Id, @TenantId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails,
+               CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END,
+               CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END, @Now
+        FROM @Rows r ORDER BY r.Seq;
+    ELSE
+        INSERT INTO dbo.M2M_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
+        OUTPUT inserted.Id, inserted.ICCID, inserted.DeviceId INTO @Created
+        SELECT @Id, @TenantId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails,
+               CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END,
+               CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END, @Now
+        FROM @Rows r ORDER BY r.Seq;
     -- Future-dated customer rate plan rows wait in the queue until their date (all of them, not the first 100).
     INSERT INTO dbo.Device_CustomerRatePlanOrRatePool_Queue (DeviceId, M2MDeviceChangeId, BulkChangeId, CustomerRatePlanId, CustomerRatePoolId,
                 CustomerDataAllocationMB, EffectiveDate, PortalType, TenantId, CreatedBy, CreatedDate)
-    SELECT c.DeviceId, c.Id, @Id, q.CustomerRatePlanId, q.CustomerRatePoolId, q.DataAllocationMB, q.EffectiveDate, @PortalTypeId, @TenantId, @CreatedBy, @Now
-    FROM OPENJSON(@RowsJson) WITH (ICCID NVARCHAR(64) '$.ICCID', EffectiveDate DATETIME2 '$.EffectiveDate', CustomerRatePlanId BIGINT '$.CustomerRatePlanId',
-                                   CustomerRatePoolId BIGINT '$.CustomerRatePoolId', DataAllocationMB FLOAT '$.DataAllocationMB') AS q
-    JOIN dbo.M2M_DeviceChange c ON c.BulkChangeId = @Id AND c.ICCID = q.ICCID AND c.Status = N'SCHEDULED'
-    WHERE q.EffectiveDate IS NOT NULL AND c.DeviceId IS NOT NULL;
+    SELECT c.DeviceId, c.Id, @Id, r.CustomerRatePlanId, r.CustomerRatePoolId, r.DataAllocationMB, r.EffectiveDate, @PortalTypeId, @TenantId, @CreatedBy, @Now
+    FROM @Rows r JOIN @Created c ON c.ICCID = r.ICCID
+    WHERE r.EffectiveDate IS NOT NULL AND r.Status = N'SCHEDULED' AND c.DeviceId IS NOT NULL;
     COMMIT TRANSACTION;
     SELECT @Id AS Id;
 END
@@ -168,8 +181,11 @@ GO
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RowCounts @TenantId BIGINT, @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT Status, COUNT_BIG(*) AS [Count] FROM dbo.M2M_DeviceChange
-    WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId GROUP BY Status ORDER BY Status;
+    SELECT Status, COUNT_BIG(*) AS [Count]
+    FROM (SELECT Status, TenantId FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId
+          UNION ALL
+          SELECT Status, TenantId FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId) r
+    WHERE TenantId = @TenantId GROUP BY Status ORDER BY Status;
 END
 GO
 
@@ -177,9 +193,14 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Rows
     @TenantId BIGINT, @BulkChangeId BIGINT, @Status NVARCHAR(20) = NULL, @Offset INT, @PageSize INT AS
 BEGIN
     SET NOCOUNT ON;
+    -- A bulk change's rows are all in one of the two tables; the union reads whichever holds them.
     SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate
-    FROM dbo.M2M_DeviceChange
-    WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND (@Status IS NULL OR Status = @Status)
+    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, TenantId
+          FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId
+          UNION ALL
+          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, TenantId
+          FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId) r
+    WHERE TenantId = @TenantId AND (@Status IS NULL OR Status = @Status)
     ORDER BY Id OFFSET @Offset ROWS FETCH NEXT @PageSize ROWS ONLY;
 END
 GO
@@ -187,7 +208,8 @@ GO
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChangeLog_List @TenantId BIGINT, @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT l.BulkChangeId, l.M2MDeviceChangeId, l.LogEntryDescription, l.RequestText, l.ResponseText, l.ResponseStatus, l.HasErrors, l.ErrorText, l.ProcessedDate
+    SELECT l.BulkChangeId, COALESCE(l.M2MDeviceChangeId, l.MobilityDeviceChangeId) AS M2MDeviceChangeId, l.LogEntryDescription,
+           l.RequestText, l.ResponseText, l.ResponseStatus, l.HasErrors, l.ErrorText, l.ProcessedDate
     FROM dbo.DeviceBulkChangeLog l JOIN dbo.DeviceBulkChange b ON b.Id = l.BulkChangeId
     WHERE l.BulkChangeId = @BulkChangeId AND b.TenantId = @TenantId ORDER BY l.Id;
 END
@@ -211,15 +233,29 @@ BEGIN
     BEGIN TRANSACTION;
     DECLARE @Claimed TABLE (Id BIGINT, BulkChangeId BIGINT, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20),
                             StatusDetails NVARCHAR(MAX), Claims INT, ProcessedDate DATETIME2);
-    WITH c AS (
-        SELECT TOP (@Limit) * FROM dbo.M2M_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
-        WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
-        ORDER BY Id
-    )
-    UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
-    OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
-           inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate INTO @Claimed;
-    IF @@ROWCOUNT > 0
+    IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
+    BEGIN
+        ;WITH c AS (
+            SELECT TOP (@Limit) * FROM dbo.Mobility_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
+            WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
+            ORDER BY Id
+        )
+        UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
+        OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
+               inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate INTO @Claimed;
+    END
+    ELSE
+    BEGIN
+        ;WITH c AS (
+            SELECT TOP (@Limit) * FROM dbo.M2M_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
+            WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
+            ORDER BY Id
+        )
+        UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
+        OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
+               inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate INTO @Claimed;
+    END
+    IF EXISTS (SELECT 1 FROM @Claimed)
         UPDATE dbo.DeviceBulkChange SET ModifiedDate = @Now WHERE Id = @BulkChangeId;
     COMMIT TRANSACTION;
     SELECT * FROM @Claimed ORDER BY Id;
@@ -232,15 +268,20 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChangeLog_Add
     @ProcessBy NVARCHAR(100), @ProcessedDate DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
-    INSERT INTO dbo.DeviceBulkChangeLog (BulkChangeId, M2MDeviceChangeId, LogEntryDescription, RequestText, ResponseText, ResponseStatus, HasErrors, ErrorText, ProcessBy, ProcessedDate)
-    VALUES (@BulkChangeId, @M2MDeviceChangeId, @LogEntryDescription, @RequestText, @ResponseText, @ResponseStatus, @HasErrors, @ErrorText, @ProcessBy, @ProcessedDate);
+    -- @M2MDeviceChangeId is the row of the bulk change's own table: Mobility rows go to MobilityDeviceChangeId.
+    INSERT INTO dbo.DeviceBulkChangeLog (BulkChangeId, M2MDeviceChangeId, MobilityDeviceChangeId, LogEntryDescription, RequestText, ResponseText,
+                                         ResponseStatus, HasErrors, ErrorText, ProcessBy, ProcessedDate)
+    SELECT @BulkChangeId, CASE WHEN b.PortalTypeId = 2 THEN NULL ELSE @M2MDeviceChangeId END,
+           CASE WHEN b.PortalTypeId = 2 THEN @M2MDeviceChangeId END, @LogEntryDescription, @RequestText, @ResponseText,
+           @ResponseStatus, @HasErrors, @ErrorText, @ProcessBy, @ProcessedDate
+    FROM dbo.DeviceBulkChange b WHERE b.Id = @BulkChangeId;
 END
 GO
 
 -- A row's final outcome, written only while @Worker holds its lease and the row is not final, with the
 -- device update in the same transaction. Returns Completed = 1, or 0 when nothing was changed.
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords
-    @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
+    @TenantId BIGINT, @BulkChangeId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
@@ -250,40 +291,52 @@ BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
-    UPDATE dbo.M2M_DeviceChange
-    SET Status = @Status, StatusDetails = @StatusDetails, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
-    WHERE Id = @ChangeDetailId AND TenantId = @TenantId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
-    DECLARE @Completed BIT = CASE WHEN @@ROWCOUNT = 1 THEN 1 ELSE 0 END;
-    IF @Completed = 1 AND (@NewDeviceStatusId IS NOT NULL OR @CarrierRatePlan IS NOT NULL OR @CommunicationPlan IS NOT NULL
-                           OR @RevCustomerId IS NOT NULL OR @Username IS NOT NULL OR @Archive = 1 OR @NewICCID IS NOT NULL OR @NewIMEI IS NOT NULL)
-        UPDATE d SET DeviceStatusId = COALESCE(@NewDeviceStatusId, d.DeviceStatusId), CarrierRatePlan = COALESCE(@CarrierRatePlan, d.CarrierRatePlan),
-                     CommunicationPlan = COALESCE(@CommunicationPlan, d.CommunicationPlan), RevCustomerId = COALESCE(@RevCustomerId, d.RevCustomerId),
-                     Username = COALESCE(@Username, d.Username), ICCID = COALESCE(@NewICCID, d.ICCID), IMEI = COALESCE(@NewIMEI, d.IMEI),
-                     IsActive = CASE WHEN @Archive = 1 THEN 0 ELSE d.IsActive END, IsDeleted = CASE WHEN @Archive = 1 THEN 1 ELSE d.IsDeleted END,
-                     ModifiedBy = @ProcessedBy, ModifiedDate = @Now
-        FROM dbo.Device d JOIN dbo.M2M_DeviceChange r ON r.DeviceId = d.Id
-        WHERE r.Id = @ChangeDetailId AND d.TenantId = @TenantId;
-    IF @Completed = 1 AND (@CustomerRatePlanId IS NOT NULL OR @CustomerRatePoolId IS NOT NULL OR @CustomerDataAllocationMB IS NOT NULL)
-        UPDATE d SET CustomerRatePlanId = COALESCE(@CustomerRatePlanId, d.CustomerRatePlanId),
-                     CustomerRatePoolId = COALESCE(@CustomerRatePoolId, d.CustomerRatePoolId),
-                     CustomerDataAllocationMB = COALESCE(@CustomerDataAllocationMB, d.CustomerDataAllocationMB)
-        FROM dbo.Device d JOIN dbo.M2M_DeviceChange r ON r.DeviceId = d.Id
-        WHERE r.Id = @ChangeDetailId AND d.TenantId = @TenantId;
-    IF @Completed = 1 AND @RevCustomerId IS NOT NULL
+    DECLARE @Done TABLE (DeviceId BIGINT);
+    -- The row is in its bulk change's table (M2M, or Mobility for PortalType 2).
+    IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
+        UPDATE dbo.Mobility_DeviceChange
+        SET Status = @Status, StatusDetails = @StatusDetails, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
+        OUTPUT inserted.DeviceId INTO @Done
+        WHERE Id = @ChangeDetailId AND BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
+    ELSE
+        UPDATE dbo.M2M_DeviceChange
+        SET Status = @Status, StatusDetails = @StatusDetails, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
+        OUTPUT inserted.DeviceId INTO @Done
+        WHERE Id = @ChangeDetailId AND BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
+    DECLARE @Completed BIT = CASE WHEN EXISTS (SELECT 1 FROM @Done) THEN 1 ELSE 0 END;
+    DECLARE @DeviceId BIGINT = (SELECT TOP (1) DeviceId FROM @Done);
+    IF @Completed = 1 AND @DeviceId IS NOT NULL
     BEGIN
-        MERGE dbo.Device_Tenant AS t
-        USING (SELECT DeviceId FROM dbo.M2M_DeviceChange WHERE Id = @ChangeDetailId AND DeviceId IS NOT NULL) AS s
-        ON t.DeviceId = s.DeviceId AND t.TenantId = @TenantId
-        WHEN MATCHED THEN UPDATE SET RevCustomerId = @RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
-        WHEN NOT MATCHED THEN INSERT (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
-                              VALUES (s.DeviceId, @TenantId, @RevCustomerId, 1, 0, @ProcessedBy, @Now);
-        DECLARE @HistoryDetails NVARCHAR(MAX) = N'Assigned to Rev customer ' + @RevCustomerId;
-        EXEC dbo.usp_UpdateCrossProviderDeviceHistory @TenantId = @TenantId, @ChangeDetailId = @ChangeDetailId,
-             @Action = N'CustomerAssignment', @Details = @HistoryDetails, @ActionBy = @ProcessedBy, @Now = @Now;
+        IF @NewDeviceStatusId IS NOT NULL OR @CarrierRatePlan IS NOT NULL OR @CommunicationPlan IS NOT NULL OR @RevCustomerId IS NOT NULL
+           OR @Username IS NOT NULL OR @Archive = 1 OR @NewICCID IS NOT NULL OR @NewIMEI IS NOT NULL
+            UPDATE dbo.Device
+            SET DeviceStatusId = COALESCE(@NewDeviceStatusId, DeviceStatusId), CarrierRatePlan = COALESCE(@CarrierRatePlan, CarrierRatePlan),
+                CommunicationPlan = COALESCE(@CommunicationPlan, CommunicationPlan), RevCustomerId = COALESCE(@RevCustomerId, RevCustomerId),
+                Username = COALESCE(@Username, Username), ICCID = COALESCE(@NewICCID, ICCID), IMEI = COALESCE(@NewIMEI, IMEI),
+                IsActive = CASE WHEN @Archive = 1 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN @Archive = 1 THEN 1 ELSE IsDeleted END,
+                ModifiedBy = @ProcessedBy, ModifiedDate = @Now
+            WHERE Id = @DeviceId AND TenantId = @TenantId;
+        IF @CustomerRatePlanId IS NOT NULL OR @CustomerRatePoolId IS NOT NULL OR @CustomerDataAllocationMB IS NOT NULL
+            UPDATE dbo.Device
+            SET CustomerRatePlanId = COALESCE(@CustomerRatePlanId, CustomerRatePlanId), CustomerRatePoolId = COALESCE(@CustomerRatePoolId, CustomerRatePoolId),
+                CustomerDataAllocationMB = COALESCE(@CustomerDataAllocationMB, CustomerDataAllocationMB)
+            WHERE Id = @DeviceId AND TenantId = @TenantId;
+        IF @RevCustomerId IS NOT NULL
+        BEGIN
+            MERGE dbo.Device_Tenant AS t
+            USING (SELECT @DeviceId AS DeviceId) AS s
+            ON t.DeviceId = s.DeviceId AND t.TenantId = @TenantId
+            WHEN MATCHED THEN UPDATE SET RevCustomerId = @RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
+            WHEN NOT MATCHED THEN INSERT (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
+                                  VALUES (s.DeviceId, @TenantId, @RevCustomerId, 1, 0, @ProcessedBy, @Now);
+            DECLARE @HistoryDetails NVARCHAR(MAX) = N'Assigned to Rev customer ' + @RevCustomerId;
+            EXEC dbo.usp_UpdateCrossProviderDeviceHistory @TenantId = @TenantId, @DeviceId = @DeviceId, @BulkChangeId = @BulkChangeId,
+                 @Action = N'CustomerAssignment', @Details = @HistoryDetails, @ActionBy = @ProcessedBy, @Now = @Now;
+        END
     END
     IF @Completed = 1
         UPDATE dbo.Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
-        WHERE M2MDeviceChangeId = @ChangeDetailId AND IsActive = 1;
+        WHERE BulkChangeId = @BulkChangeId AND M2MDeviceChangeId = @ChangeDetailId AND IsActive = 1;
     COMMIT TRANSACTION;
     SELECT @Completed AS Completed;
 END
@@ -292,7 +345,9 @@ GO
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RowStatuses @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT DISTINCT Status FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId;
+    SELECT Status FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId
+    UNION
+    SELECT Status FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId;
 END
 GO
 
@@ -329,6 +384,7 @@ BEGIN
     SELECT b.Id FROM dbo.DeviceBulkChange b
     WHERE b.Status IN (N'NEW', N'PROCESSING') AND b.ModifiedDate < @Before
       AND NOT EXISTS (SELECT 1 FROM dbo.M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil >= @Now)
+      AND NOT EXISTS (SELECT 1 FROM dbo.Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil >= @Now)
     ORDER BY b.Id;
 END
 GO
@@ -336,14 +392,21 @@ GO
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CancelRows @TenantId BIGINT, @BulkChangeId BIGINT, @By NVARCHAR(200), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    DECLARE @Cancelled TABLE (Id BIGINT);
     UPDATE dbo.M2M_DeviceChange
     SET Status = N'CANCELLED', StatusDetails = N'Cancelled by ' + @By, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
+    OUTPUT inserted.Id INTO @Cancelled
     WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND Status IN (N'PENDING', N'SCHEDULED');
-    DECLARE @Cancelled BIGINT = @@ROWCOUNT;
-    UPDATE q SET IsActive = 0, ModifiedDate = @Now
-    FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q JOIN dbo.M2M_DeviceChange r ON r.Id = q.M2MDeviceChangeId
-    WHERE q.BulkChangeId = @BulkChangeId AND q.TenantId = @TenantId AND q.IsActive = 1 AND r.Status = N'CANCELLED';
-    SELECT @Cancelled AS Cancelled;
+    UPDATE dbo.Mobility_DeviceChange
+    SET Status = N'CANCELLED', StatusDetails = N'Cancelled by ' + @By, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
+    OUTPUT inserted.Id INTO @Cancelled
+    WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND Status IN (N'PENDING', N'SCHEDULED');
+    UPDATE dbo.Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedDate = @Now
+    WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND IsActive = 1 AND M2MDeviceChangeId IN (SELECT Id FROM @Cancelled);
+    COMMIT TRANSACTION;
+    SELECT CAST(COUNT(*) AS BIGINT) AS Cancelled FROM @Cancelled;
 END
 GO
 
@@ -358,9 +421,12 @@ CREATE OR ALTER PROCEDURE dbo.usp_Device_History @TenantId BIGINT, @DeviceId BIG
 BEGIN
     SET NOCOUNT ON;
     SELECT TOP (@Limit) r.BulkChangeId, b.ChangeRequestTypeId, r.Status, r.StatusDetails, b.CreatedBy, b.CreatedDate, r.ProcessedDate
-    FROM dbo.M2M_DeviceChange r JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
+    FROM (SELECT BulkChangeId, Status, StatusDetails, ProcessedDate, DeviceId, TenantId FROM dbo.M2M_DeviceChange
+          UNION ALL
+          SELECT BulkChangeId, Status, StatusDetails, ProcessedDate, DeviceId, TenantId FROM dbo.Mobility_DeviceChange) r
+    JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
     WHERE r.DeviceId = @DeviceId AND r.TenantId = @TenantId AND b.TenantId = @TenantId
-    ORDER BY r.Id DESC;
+    ORDER BY b.Id DESC;
 END
 GO
 
@@ -389,7 +455,14 @@ BEGIN
     OUTPUT inserted.BulkChangeId INTO @Released
     FROM dbo.M2M_DeviceChange r
     WHERE r.Status = N'SCHEDULED'
-      AND EXISTS (SELECT 1 FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q WHERE q.M2MDeviceChangeId = r.Id AND q.IsActive = 1 AND q.EffectiveDate <= @Now);
+      AND EXISTS (SELECT 1 FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q
+                  WHERE q.M2MDeviceChangeId = r.Id AND q.PortalType <> 2 AND q.IsActive = 1 AND q.EffectiveDate <= @Now);
+    UPDATE r SET Status = N'PENDING'
+    OUTPUT inserted.BulkChangeId INTO @Released
+    FROM dbo.Mobility_DeviceChange r
+    WHERE r.Status = N'SCHEDULED'
+      AND EXISTS (SELECT 1 FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q
+                  WHERE q.M2MDeviceChangeId = r.Id AND q.PortalType = 2 AND q.IsActive = 1 AND q.EffectiveDate <= @Now);
     UPDATE dbo.DeviceBulkChange SET Status = N'PROCESSING', ModifiedDate = @Now
     WHERE Id IN (SELECT BulkChangeId FROM @Released) AND Status = N'SCHEDULED';
     COMMIT TRANSACTION;
@@ -431,7 +504,7 @@ GO
 -- The seeds' name for completing an archival row (IsActive = 0, IsDeleted = 1): the same checks and writes as
 -- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, under the name operators know.
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Archival_ArchiveDevices
-    @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
+    @TenantId BIGINT, @BulkChangeId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
@@ -439,7 +512,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Archival_ArchiveDevices
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
-    EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
+    EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @BulkChangeId = @BulkChangeId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
          @StatusDetails = @StatusDetails, @NewDeviceStatusId = @NewDeviceStatusId, @CarrierRatePlan = @CarrierRatePlan,
          @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
          @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
@@ -451,7 +524,7 @@ GO
 -- The seeds' name for completing a customer rate plan row: the same checks and writes as
 -- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, under the name operators know.
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_UpdateDevices
-    @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
+    @TenantId BIGINT, @BulkChangeId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
@@ -459,7 +532,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_Update
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
-    EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
+    EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @BulkChangeId = @BulkChangeId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
          @StatusDetails = @StatusDetails, @NewDeviceStatusId = @NewDeviceStatusId, @CarrierRatePlan = @CarrierRatePlan,
          @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
          @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
@@ -471,7 +544,7 @@ GO
 -- The seeds' name for completing a Rev customer assignment row (Device_Tenant, history): the same checks and writes as
 -- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, under the name operators know.
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RevService_UpdateM2MChange
-    @TenantId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
+    @TenantId BIGINT, @BulkChangeId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
@@ -479,7 +552,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RevService_UpdateM2MChange
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
-    EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
+    EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @BulkChangeId = @BulkChangeId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
          @StatusDetails = @StatusDetails, @NewDeviceStatusId = @NewDeviceStatusId, @CarrierRatePlan = @CarrierRatePlan,
          @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
          @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,

@@ -146,7 +146,7 @@ impl MssqlStore {
     pub async fn wipe_for_tests(&self) -> Result<(), StoreError> {
         let sql = "DELETE FROM dbo.Device_CustomerRatePlanOrRatePool_Queue; DELETE FROM dbo.DeviceBulkChangeLog;
                    DELETE FROM dbo.DeviceActionHistory; DELETE FROM dbo.Device_Tenant;
-                   DELETE FROM dbo.M2M_DeviceChange; DELETE FROM dbo.DeviceBulkChange; DELETE FROM dbo.RevService; DELETE FROM dbo.Device;
+                   DELETE FROM dbo.M2M_DeviceChange; DELETE FROM dbo.Mobility_DeviceChange; DELETE FROM dbo.DeviceBulkChange; DELETE FROM dbo.RevService; DELETE FROM dbo.Device;
                    DELETE FROM dbo.CustomerRatePlan; DELETE FROM dbo.CustomerRatePool; DELETE FROM dbo.RevCustomer; DELETE FROM dbo.JasperCarrierRatePlan;
                    DELETE FROM dbo.ServiceProvider; DELETE FROM dbo.Tenant;";
         self.apply_scripts(&[sql]).await
@@ -713,7 +713,7 @@ impl Store for MssqlStore {
             "usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords"
         };
         let mut q = Query::new(format!(
-            "EXEC dbo.{procedure} @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3,
+            "EXEC dbo.{procedure} @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3, @BulkChangeId = @P19,
                   @Status = @P4, @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @CommunicationPlan = @P8,
                   @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13,
                   @CustomerRatePlanId = @P14, @CustomerRatePoolId = @P15, @CustomerDataAllocationMB = @P16,
@@ -738,6 +738,7 @@ impl Store for MssqlStore {
         q.bind(plan.data_allocation_mb);
         q.bind(u.iccid.as_deref());
         q.bind(u.imei.as_deref());
+        q.bind(bulk_change_id);
         let sets = self.exec("complete row", q).await?;
         Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<bool, _>("Completed")).unwrap_or(false))
     }
