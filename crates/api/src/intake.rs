@@ -368,14 +368,45 @@ async fn assignment_rows(
     if store.rev_customer(caller.tenant_id, customer).await?.is_none() {
         return Err(ApiError::invalid(field, format!("Rev customer '{customer}' was not found")));
     }
-    for (name, asked) in
-        [("AddCustomerRatePlan", options.add_customer_rate_plan), ("AddCarrierRatePlan", options.add_carrier_rate_plan)]
-    {
-        if asked == Some(true) {
+    if options.add_carrier_rate_plan == Some(true) {
+        let field = "RevService.CarrierRatePlan";
+        let plan = options.carrier_rate_plan.as_deref().map(str::trim).unwrap_or_default();
+        if !sp.integration.is_jasper_family() {
             return Err(ApiError::invalid(
-                &format!("RevService.{name}"),
-                format!("{name} is not supported yet; assign the plan with its own bulk change (ChangeType 4 or 7)"),
+                "RevService.AddCarrierRatePlan",
+                format!("not supported for {} yet", sp.integration),
             ));
+        }
+        if plan.is_empty() {
+            return Err(ApiError::invalid(field, "CarrierRatePlan is required with AddCarrierRatePlan"));
+        }
+        if !store.carrier_rate_plans(caller.tenant_id, sp.id).await?.iter().any(|p| p.rate_plan_code == plan) {
+            return Err(ApiError::invalid(
+                field,
+                format!("carrier rate plan '{plan}' does not exist for service provider {}", sp.id),
+            ));
+        }
+    }
+    if options.add_customer_rate_plan == Some(true) {
+        let Some(id) = options.customer_rate_plan_id else {
+            return Err(ApiError::invalid(
+                "RevService.CustomerRatePlanId",
+                "CustomerRatePlanId is required with AddCustomerRatePlan",
+            ));
+        };
+        if store.customer_rate_plan(caller.tenant_id, id).await?.is_none() {
+            return Err(ApiError::invalid(
+                "RevService.CustomerRatePlanId",
+                format!("customer rate plan {id} was not found"),
+            ));
+        }
+        if let Some(pool) = options.customer_rate_pool_id {
+            if store.customer_rate_pool(caller.tenant_id, pool).await?.is_none() {
+                return Err(ApiError::invalid(
+                    "RevService.CustomerRatePoolId",
+                    format!("customer rate pool {pool} was not found"),
+                ));
+            }
         }
     }
     if options.create_rev_service

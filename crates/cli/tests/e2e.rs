@@ -1378,3 +1378,113 @@ async fn unknown_portal_types_are_refused() {
     let (code, problem) = app.submit(body).await;
     assert_eq!((code, problem["errors"][0]["field"].as_str()), (400, Some("PortalType")));
 }
+
+#[tokio::test]
+async fn assignment_can_set_the_carrier_and_customer_plans_too() {
+    let app = spawn().await;
+    let body = json!({"ServiceProviderId": POD19, "ChangeType": 1, "Devices": [ready(32)],
+        "RevService": {"RevCustomerId": "1002", "CreateRevService": true, "ProviderId": 12,
+                       "AddCarrierRatePlan": true, "CarrierRatePlan": "RP-5GB",
+                       "AddCustomerRatePlan": true, "CustomerRatePlanId": 5, "CustomerRatePoolId": 9}});
+    let id = app.accepted(body).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(row(&status, &ready(32))["Status"], "PROCESSED", "{status}");
+    assert_eq!(app.cc(POD19).state.device(&ready(32)).expect("sim").rate_plan.as_deref(), Some("RP-5GB"));
+    let stored = app.stack.store.device_by_iccid(1, &ready(32)).await.expect("read").expect("device");
+    assert_eq!(stored.carrier_rate_plan.as_deref(), Some("RP-5GB"));
+    assert_eq!((stored.customer_rate_plan_id, stored.customer_rate_pool_id), (Some(5), Some(9)));
+    assert_eq!(stored.rev_customer_id.as_deref(), Some("1002"));
+}
+
+#[tokio::test]
+async fn a_carrier_or_rev_io_refusal_leaves_the_device_unassigned() {
+    let app = spawn().await;
+    app.cc(POD19).state.account.lock().expect("lock").rate_plans.remove("RP-5GB");
+    let body = json!({"ServiceProviderId": POD19, "ChangeType": 1, "Devices": [ready(33)],
+        "RevService": {"RevCustomerId": "1002", "AddCarrierRatePlan": true, "CarrierRatePlan": "RP-5GB"}});
+    let status = app.wait_final(app.accepted(body).await).await;
+    let r = row(&status, &ready(33));
+    assert_eq!(r["Status"], "API_FAILED");
+    assert_eq!(
+        r["StatusDetails"],
+        "Carrier rate plan not changed, customer not assigned: HTTP 400, error 10000016: Invalid rate plan: RP-5GB."
+    );
+    app.stack.simulators.rev_io[&REV]
+        .state
+        .harness
+        .set_faults(simulators::Faults { fail_next: 100, ..Default::default() });
+    let status = app.wait_final(app.accepted(assignment(&[ready(34)], "1002", true)).await).await;
+    let r = row(&status, &ready(34));
+    assert_eq!(r["Status"], "API_FAILED");
+    assert!(r["StatusDetails"].as_str().expect("details").starts_with("Rev.io service line failed: HTTP 500"), "{r}");
+    for iccid in [ready(33), ready(34)] {
+        let stored = app.stack.store.device_by_iccid(1, &iccid).await.expect("read").expect("device");
+        assert_eq!(stored.rev_customer_id, None, "{iccid} not assigned");
+    }
+}
+
+#[tokio::test]
+async fn assignment_option_validation_messages() {
+    let app = spawn().await;
+    let body = |options: Value| {
+        let mut rev = json!({"RevCustomerId": "1002"});
+        for (k, v) in options.as_object().expect("object") {
+            rev[k] = v.clone();
+        }
+        json!({"ServiceProviderId": POD19, "ChangeType": 1, "Devices": [ready(35)], "RevService": rev})
+    };
+    let cases = [
+        (
+            body(json!({"AddCarrierRatePlan": true})),
+            "RevService.CarrierRatePlan",
+            "CarrierRatePlan is required with AddCarrierRatePlan",
+        ),
+        (
+            body(json!({"AddCarrierRatePlan": true, "CarrierRatePlan": "RP-X"})),
+            "RevService.CarrierRatePlan",
+            "carrier rate plan 'RP-X' does not exist for service provider 10",
+        ),
+        (
+            body(json!({"AddCustomerRatePlan": true})),
+            "RevService.CustomerRatePlanId",
+            "CustomerRatePlanId is required with AddCustomerRatePlan",
+        ),
+        (
+            body(json!({"AddCustomerRatePlan": true, "CustomerRatePlanId": 77})),
+            "RevService.CustomerRatePlanId",
+            "customer rate plan 77 was not found",
+        ),
+        (
+            body(json!({"EffectiveDate": "soon"})),
+            "RevService.EffectiveDate",
+            "EffectiveDate 'soon' is not a date (use 2026-12-01 or 2026-12-01T00:00:00Z)",
+        ),
+    ];
+    for (request, field, message) in cases {
+        let (code, problem) = app.submit(request).await;
+        assert_eq!(code, 400, "{problem}");
+        assert_eq!(
+            (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
+            (Some(field), Some(message))
+        );
+    }
+}
+
+#[tokio::test]
+async fn identifier_change_with_writes_disabled_or_a_locked_sim_fails_the_row() {
+    let app = spawn().await;
+    let mut read_only_change = change_identifier(&[read_only(0)], None, Some("356938035643809"));
+    read_only_change["ServiceProviderId"] = json!(READ_ONLY);
+    let status = app.wait_final(app.accepted(read_only_change).await).await;
+    assert_eq!(row(&status, &read_only(0))["StatusDetails"], "Writes disabled for this service provider.");
+    assert!(app.cc(READ_ONLY).state.calls().is_empty());
+    app.cc(POD19).state.harness.set_faults(simulators::Faults { locked_iccids: vec![active(0)], ..Default::default() });
+    let status =
+        app.wait_final(app.accepted(change_identifier(&[active(0)], None, Some("356938035643809"))).await).await;
+    let r = row(&status, &active(0));
+    assert_eq!(r["Status"], "API_FAILED");
+    assert_eq!(
+        r["StatusDetails"],
+        "IMEI not changed: HTTP 400, error 10000099: SIM is locked by the operator and cannot be edited."
+    );
+}

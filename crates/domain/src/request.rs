@@ -123,6 +123,14 @@ pub struct RevServiceOptions {
     pub add_carrier_rate_plan: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_date: Option<String>,
+    /// With `AddCarrierRatePlan`: the carrier rate plan the devices move to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_rate_plan: Option<String>,
+    /// With `AddCustomerRatePlan`: the customer rate plan (and pool) the devices get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_rate_plan_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_rate_pool_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -3,10 +3,11 @@
 //! row. A device billed to another customer through an active service is refused.
 
 use domain::RowStatus;
-use domain::request::RevServiceOptions;
+use domain::request::{CarrierRatePlanUpdate, RevServiceOptions};
 
+use crate::carrier_rate_plan;
 use crate::common::{device_for_row, fail};
-use crate::ports::{DeviceChangeRow, DeviceUpdate, RowOutcome};
+use crate::ports::{CustomerPlanChange, DeviceChangeRow, DeviceUpdate, RowOutcome};
 use crate::rev_service;
 use crate::worker::Job;
 
@@ -30,17 +31,43 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &RevServiceOp
         Err(e) => return fail(RowStatus::Error, format!("Could not read Rev.io services of {iccid}: {e}")),
     }
     let mut details = format!("Assigned to Rev customer {customer}");
+    let mut update = DeviceUpdate { rev_customer_id: Some(customer.clone()), ..DeviceUpdate::default() };
+    // AddCarrierRatePlan: the carrier plan first, as its own change; a refusal stops the assignment there.
+    if req.add_carrier_rate_plan == Some(true) {
+        let plan = CarrierRatePlanUpdate {
+            carrier_rate_plan: req.carrier_rate_plan.clone().unwrap_or_default(),
+            communication_plan: None,
+            effective_date: None,
+        };
+        let moved = carrier_rate_plan::process(job, row, &plan).await;
+        if moved.status != RowStatus::Processed {
+            return fail(
+                moved.status,
+                format!("Carrier rate plan not changed, customer not assigned: {}", moved.details),
+            );
+        }
+        details.push_str(&format!("; {}", moved.details));
+        update.carrier_rate_plan = moved.device_update.carrier_rate_plan;
+    }
     if req.create_rev_service {
         match rev_service::ensure(job, row, &device, &customer, req).await {
             Ok(line) => details.push_str(&format!("; {}", line.describe())),
-            // The assignment waits for its service line: nothing is written, a retry does both.
-            Err((status, reason)) => return fail(status, reason),
+            // The assignment waits for its service line; a carrier plan already moved stays recorded.
+            Err((status, reason)) => {
+                let mut outcome = fail(status, reason);
+                outcome.device_update.carrier_rate_plan = update.carrier_rate_plan;
+                return outcome;
+            }
         }
     }
-    job.log(row, "Assign Rev customer (DEVICE_BULK_CHANGE_UPDATE_REV_CUSTOMER)", &Default::default(), None).await;
-    RowOutcome {
-        status: RowStatus::Processed,
-        details,
-        device_update: DeviceUpdate { rev_customer_id: Some(customer), ..DeviceUpdate::default() },
+    if req.add_customer_rate_plan == Some(true) {
+        update.customer_plan = Some(CustomerPlanChange {
+            customer_rate_plan_id: req.customer_rate_plan_id,
+            customer_rate_pool_id: req.customer_rate_pool_id,
+            data_allocation_mb: None,
+        });
+        details.push_str(&format!("; customer rate plan {}", req.customer_rate_plan_id.unwrap_or_default()));
     }
+    job.log(row, "Assign Rev customer (DEVICE_BULK_CHANGE_UPDATE_REV_CUSTOMER)", &Default::default(), None).await;
+    RowOutcome { status: RowStatus::Processed, details, device_update: update }
 }
