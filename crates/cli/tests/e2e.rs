@@ -778,12 +778,7 @@ async fn username_validation_messages() {
         ),
     ];
     for (body, field, message) in cases {
-        let (code, problem) = app.submit(body).await;
-        assert_eq!(code, 400, "{problem}");
-        assert_eq!(
-            (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
-            (Some(field), Some(message))
-        );
+        app.assert_refused(body, field, message).await;
     }
 }
 
@@ -1026,13 +1021,8 @@ async fn customer_rate_plan_validation_messages() {
             "EffectiveDate 'next tuesday' is not a date (use 2026-12-01 or 2026-12-01T00:00:00Z)",
         ),
     ];
-    for (request, field, message) in cases {
-        let (code, problem) = app.submit(request).await;
-        assert_eq!(code, 400, "{problem}");
-        assert_eq!(
-            (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
-            (Some(field), Some(message))
-        );
+    for (body, field, message) in cases {
+        app.assert_refused(body, field, message).await;
     }
     // Another tenant's plan is not found either.
     let (code, _, problem) = app
@@ -1042,6 +1032,17 @@ async fn customer_rate_plan_validation_messages() {
 }
 
 impl TestApp {
+    /// The request is refused with 400 and its first error names `field` with exactly `message`.
+    async fn assert_refused(&self, body: Value, field: &str, message: impl AsRef<str>) {
+        let (code, problem) = self.submit(body).await;
+        assert_eq!(code, 400, "{problem}");
+        assert_eq!(
+            (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
+            (Some(field), Some(message.as_ref())),
+            "{problem}"
+        );
+    }
+
     async fn wait_scheduled(&self, id: i64) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -1339,12 +1340,7 @@ async fn change_identifier_validation_messages() {
         ),
     ];
     for (body, field, message) in cases {
-        let (code, problem) = app.submit(body).await;
-        assert_eq!(code, 400, "{problem}");
-        assert_eq!(
-            (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
-            (Some(field), Some(message.as_str()))
-        );
+        app.assert_refused(body, field, message).await;
     }
 }
 
@@ -1460,13 +1456,8 @@ async fn assignment_option_validation_messages() {
             "EffectiveDate 'soon' is not a date (use 2026-12-01 or 2026-12-01T00:00:00Z)",
         ),
     ];
-    for (request, field, message) in cases {
-        let (code, problem) = app.submit(request).await;
-        assert_eq!(code, 400, "{problem}");
-        assert_eq!(
-            (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
-            (Some(field), Some(message))
-        );
+    for (body, field, message) in cases {
+        app.assert_refused(body, field, message).await;
     }
 }
 
