@@ -4,6 +4,7 @@
 pub mod control_center;
 pub mod http;
 pub mod rev_io;
+pub mod thingspace;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,6 +10,7 @@
 pub mod common;
 pub mod control_center;
 pub mod rev_io;
+pub mod thingspace;
 
 pub use common::{Faults, RecordedCall};
 pub use control_center::{Account, ControlCenterSim, SimDevice};

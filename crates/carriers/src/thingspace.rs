@@ -1,0 +1,270 @@
+//! Verizon ThingSpace M2M client: the OAuth token (client credentials) and the M2M session token, both cached and
+//! renewed when they expire; a failed login is remembered and never retried blindly (five failures lock the
+//! account); device actions answer a `requestId` whose results come later.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use engine::ports::{CallRecord, CarrierFailure, FailureKind, Secret};
+use engine::rate::TokenBucket;
+use engine::retry::RetryPolicy;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::http::{Answer, Endpoint};
+
+pub const M2M: &str = "api/m2m/v1";
+
+pub struct ThingSpaceCredentials {
+    pub app_key: String,
+    pub app_secret: Secret,
+    pub username: String,
+    pub password: Secret,
+    pub account_name: String,
+}
+
+#[derive(Default)]
+struct Tokens {
+    access: Option<(String, Instant)>,
+    session: Option<String>,
+    /// A login that failed: every later call fails with it instead of trying again (and locking the account).
+    login_refused: Option<String>,
+}
+
+pub struct ThingSpaceClient {
+    endpoint: Endpoint,
+    credentials: ThingSpaceCredentials,
+    tokens: Mutex<Tokens>,
+}
+
+/// `{"errorCode","errorMessage"}` or the gateway's `{"fault":{"code","message"}}`.
+pub fn parse_error(body: &str) -> (Option<String>, String) {
+    let v: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) if body.trim().is_empty() => return (None, "empty answer".into()),
+        Err(_) => return (None, body.chars().take(300).collect()),
+    };
+    if let Some(code) = v["errorCode"].as_str() {
+        return (Some(code.to_string()), v["errorMessage"].as_str().unwrap_or("no message").to_string());
+    }
+    if let Some(fault) = v.get("fault") {
+        return (
+            fault["code"].as_str().map(str::to_string),
+            fault["message"].as_str().unwrap_or("no message").to_string(),
+        );
+    }
+    (None, v.to_string())
+}
+
+fn auth_failure(message: String, call: CallRecord) -> CarrierFailure {
+    CarrierFailure { kind: FailureKind::Refused, code: None, message, attempts: 1, call }
+}
+
+fn is_session_expired(f: &CarrierFailure) -> bool {
+    f.call.http_status == Some(401) && f.code.as_deref().is_some_and(|c| c.ends_with("SessionTokenExpired"))
+}
+
+fn is_bearer_rejected(f: &CarrierFailure) -> bool {
+    f.call.http_status == Some(401) && f.code.as_deref() == Some("900901")
+}
+
+/// The identifier list of a device: `{"deviceIds":[{"kind":"iccid","id":...}, ...]}`.
+pub fn device_ids(iccid: &str, imei: Option<&str>) -> Value {
+    let mut ids = vec![json!({"kind": "iccid", "id": iccid})];
+    if let Some(imei) = imei {
+        ids.push(json!({"kind": "imei", "id": imei}));
+    }
+    json!({"deviceIds": ids})
+}
+
+impl ThingSpaceClient {
+    /// `base_url` is the host root (`https://thingspace.verizon.com`).
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        credentials: ThingSpaceCredentials,
+        limiter: Arc<TokenBucket>,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            endpoint: Endpoint::new(http, base_url, limiter, retry, "ThingSpace"),
+            credentials,
+            tokens: Mutex::new(Tokens::default()),
+        }
+    }
+
+    pub fn account_name(&self) -> &str {
+        &self.credentials.account_name
+    }
+
+    async fn access_token(&self, tokens: &mut Tokens) -> Result<String, CarrierFailure> {
+        if let Some((token, expiry)) = &tokens.access {
+            // Renewed a minute early, so a token never expires in flight.
+            if *expiry > Instant::now() + Duration::from_secs(60) {
+                return Ok(token.clone());
+            }
+        }
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            self.credentials.app_key,
+            self.credentials.app_secret.expose()
+        ));
+        let url = format!("{}/api/ts/v1/oauth2/token", self.endpoint.base_url);
+        let response = self
+            .endpoint
+            .http
+            .post(&url)
+            .header("Authorization", format!("Basic {basic}"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials")
+            .send()
+            .await
+            .map_err(|e| auth_failure(format!("OAuth token request failed: {e}"), CallRecord::default()))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let call = CallRecord {
+            request_text: format!("POST {url}\ngrant_type=client_credentials"),
+            response_text: String::new(),
+            http_status: Some(status),
+        };
+        #[derive(Deserialize)]
+        struct Token {
+            access_token: String,
+            expires_in: u64,
+        }
+        match serde_json::from_str::<Token>(&text) {
+            Ok(t) if (200..300).contains(&status) => {
+                tokens.access = Some((t.access_token.clone(), Instant::now() + Duration::from_secs(t.expires_in)));
+                Ok(t.access_token)
+            }
+            _ => {
+                let (code, message) = parse_error(&text);
+                Err(CarrierFailure {
+                    kind: FailureKind::Refused,
+                    code,
+                    message: format!("OAuth token refused: {message}"),
+                    attempts: 1,
+                    call,
+                })
+            }
+        }
+    }
+
+    async fn session_token(&self, tokens: &mut Tokens, access: &str) -> Result<String, CarrierFailure> {
+        if let Some(refused) = &tokens.login_refused {
+            return Err(auth_failure(
+                format!("{refused} (no new login attempt: five failures lock the account)"),
+                CallRecord::default(),
+            ));
+        }
+        if let Some(session) = &tokens.session {
+            return Ok(session.clone());
+        }
+        let body = json!({"username": self.credentials.username, "password": self.credentials.password.expose()});
+        let url = format!("{}/{M2M}/session/login", self.endpoint.base_url);
+        let response = self
+            .endpoint
+            .http
+            .post(&url)
+            .bearer_auth(access)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| auth_failure(format!("session login failed: {e}"), CallRecord::default()))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let call = CallRecord {
+            request_text: format!(
+                "POST {url}\n{{\"username\":\"{}\",\"password\":\"***\"}}",
+                self.credentials.username
+            ),
+            response_text: text.clone(),
+            http_status: Some(status),
+        };
+        match serde_json::from_str::<Value>(&text).ok().and_then(|v| v["sessionToken"].as_str().map(str::to_string)) {
+            Some(session) if (200..300).contains(&status) => {
+                tokens.session = Some(session.clone());
+                Ok(session)
+            }
+            _ => {
+                let (code, message) = parse_error(&text);
+                let reason = format!("ThingSpace login refused for {}: {message}", self.credentials.username);
+                warn!(code = ?code, "ThingSpace login refused; no further login will be attempted by this worker");
+                tokens.login_refused = Some(reason.clone());
+                Err(CarrierFailure { kind: FailureKind::Refused, code, message: reason, attempts: 1, call })
+            }
+        }
+    }
+
+    /// One M2M call with both tokens. An expired session is renewed once; a rejected bearer token too.
+    pub async fn m2m(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Answer, CarrierFailure> {
+        let mut renewed = false;
+        loop {
+            let (access, session) = {
+                let mut tokens = self.tokens.lock().await;
+                let access = self.access_token(&mut tokens).await?;
+                let session = self.session_token(&mut tokens, &access).await?;
+                (access, session)
+            };
+            let authorise = |r: reqwest::RequestBuilder| r.bearer_auth(&access).header("VZ-M2M-Token", &session);
+            match self.endpoint.send(method.clone(), &format!("{M2M}/{path}"), body, authorise, parse_error).await {
+                Err(f) if !renewed && (is_session_expired(&f) || is_bearer_rejected(&f)) => {
+                    let mut tokens = self.tokens.lock().await;
+                    if is_session_expired(&f) {
+                        tokens.session = None;
+                    } else {
+                        tokens.access = None;
+                        tokens.session = None;
+                    }
+                    renewed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A device action (`activate`, `suspend`, `restore`, `deactivate`) for many devices in one request; the
+    /// request id whose per-device results arrive later.
+    pub async fn action(&self, action: &str, mut body: Value) -> Result<(String, CallRecord), CarrierFailure> {
+        body["accountName"] = json!(self.credentials.account_name);
+        let answer = self.m2m(Method::POST, &format!("devices/actions/{action}"), Some(&body)).await?;
+        match serde_json::from_str::<Value>(&answer.body).ok().and_then(|v| v["requestId"].as_str().map(str::to_string))
+        {
+            Some(id) => Ok((id, answer.call)),
+            None => Err(CarrierFailure {
+                kind: FailureKind::Protocol,
+                code: None,
+                message: "answer without requestId".into(),
+                attempts: 1,
+                call: answer.call,
+            }),
+        }
+    }
+
+    /// `Pending`, `Success` or `Failure`.
+    pub async fn request_status(&self, request_id: &str) -> Result<(String, CallRecord), CarrierFailure> {
+        let path = format!("accounts/{}/requests/{request_id}/status", self.credentials.account_name);
+        let answer = self.m2m(Method::GET, &path, None).await?;
+        let status = serde_json::from_str::<Value>(&answer.body)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        Ok((status, answer.call))
+    }
+
+    /// Registers the `CarrierService` callback with the credentials ThingSpace will send back.
+    pub async fn register_callback(
+        &self,
+        url: &str,
+        username: &str,
+        password: &Secret,
+    ) -> Result<CallRecord, CarrierFailure> {
+        let body = json!({"name": "CarrierService", "url": url, "username": username, "password": password.expose()});
+        Ok(self.m2m(Method::POST, &format!("callbacks/{}", self.credentials.account_name), Some(&body)).await?.call)
+    }
+}

@@ -1,0 +1,153 @@
+//! The ThingSpace client against the ThingSpace simulator: both tokens, an expired session renewed once, a
+//! refused login never retried, one request for many devices, results delivered by per-device callbacks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::{Json, Router};
+use carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials, device_ids};
+use engine::ports::Secret;
+use engine::rate::TokenBucket;
+use engine::retry::RetryPolicy;
+use serde_json::{Value, json};
+use simulators::thingspace::{ThingSpaceSim, TsAccount, TsBehaviour, TsDevice};
+
+const ICCIDS: [&str; 3] = ["89148000008245116615", "89148000008245116623", "89148000008245116631"];
+
+async fn sim() -> ThingSpaceSim {
+    let mut devices = BTreeMap::new();
+    for iccid in ICCIDS {
+        devices.insert(
+            iccid.to_string(),
+            TsDevice { iccid: iccid.into(), state: "preactive".into(), ..Default::default() },
+        );
+    }
+    let mut account = TsAccount::new("0868924207-00001", "app-key", "app-secret", "uws-user", "uws-pass");
+    account.devices = devices;
+    ThingSpaceSim::start("127.0.0.1:0".parse().expect("addr"), account, TsBehaviour::default())
+        .await
+        .expect("simulator")
+}
+
+fn client(sim: &ThingSpaceSim, password: &str) -> ThingSpaceClient {
+    let credentials = ThingSpaceCredentials {
+        app_key: "app-key".into(),
+        app_secret: Secret::new("app-secret"),
+        username: "uws-user".into(),
+        password: Secret::new(password),
+        account_name: "0868924207-00001".into(),
+    };
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        max_throttled_attempts: 3,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    };
+    ThingSpaceClient::new(
+        reqwest::Client::new(),
+        &sim.base_url(),
+        credentials,
+        Arc::new(TokenBucket::new(100.0)),
+        retry,
+    )
+}
+
+/// A callback listener on a free port that keeps what it receives.
+async fn listener() -> (String, Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let store = received.clone();
+    let app = Router::new().route(
+        "/ThingSpace/Callback",
+        post(move |Json(body): Json<Value>| {
+            let store = store.clone();
+            async move {
+                store.lock().expect("lock").push(body);
+                "ok"
+            }
+        }),
+    );
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/ThingSpace/Callback", tcp.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(tcp, app).await;
+    });
+    (url, received, task)
+}
+
+fn logins(sim: &ThingSpaceSim) -> usize {
+    sim.state.calls().iter().filter(|c| c.path.ends_with("/session/login")).count()
+}
+
+#[tokio::test]
+async fn one_request_activates_many_devices_and_callbacks_bring_the_results() {
+    let sim = sim().await;
+    let ts = client(&sim, "uws-pass");
+    let (url, received, _task) = listener().await;
+    ts.register_callback(&url, "cb-user", &Secret::new("cb-pass")).await.expect("register");
+    let devices: Vec<Value> = ICCIDS.iter().map(|i| device_ids(i, None)).collect();
+    let (request_id, call) = ts
+        .action("activate", json!({"devices": devices, "servicePlan": "m2m_4G", "mdnZipCode": "98801"}))
+        .await
+        .expect("activate");
+    assert_eq!(call.http_status, Some(200));
+    let activations = sim.state.calls().iter().filter(|c| c.path.ends_with("/devices/actions/activate")).count();
+    assert_eq!(activations, 1, "one carrier request for three devices");
+    // The callbacks arrive, one per device, with the registered credentials and the assigned MDN.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while received.lock().expect("lock").len() < ICCIDS.len() {
+        assert!(tokio::time::Instant::now() < deadline, "callbacks did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bodies = received.lock().expect("lock").clone();
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b["requestId"] == request_id.as_str() && b["password"] == "cb-pass" && b["status"] == "Success")
+    );
+    let msisdn = &bodies[0]["deviceResponse"]["activateResponse"]["deviceIds"][1];
+    assert_eq!(msisdn["kind"], "msisdn");
+    assert_eq!(sim.state.device(ICCIDS[0]).expect("device").state, "active");
+    let (status, _) = ts.request_status(&request_id).await.expect("status");
+    assert_eq!(status, "Success");
+}
+
+#[tokio::test]
+async fn an_expired_session_is_renewed_once_and_the_work_goes_on() {
+    let sim = sim().await;
+    let ts = client(&sim, "uws-pass");
+    let devices = vec![device_ids(ICCIDS[0], None)];
+    ts.action("activate", json!({"devices": devices, "servicePlan": "m2m_4G", "mdnZipCode": "98801"}))
+        .await
+        .expect("first");
+    assert_eq!(logins(&sim), 1);
+    sim.state.expire_sessions();
+    let (_, call) =
+        ts.action("suspend", json!({"devices": [device_ids(ICCIDS[0], None)]})).await.expect("after renewal");
+    assert_eq!(call.http_status, Some(200));
+    assert_eq!(logins(&sim), 2, "one new login, no more");
+}
+
+#[tokio::test]
+async fn a_refused_login_is_not_retried_so_the_account_never_locks() {
+    let sim = sim().await;
+    let ts = client(&sim, "wrong-password");
+    for _ in 0..6 {
+        let err = ts.action("suspend", json!({"devices": [device_ids(ICCIDS[1], None)]})).await.expect_err("refused");
+        assert!(err.message.contains("ThingSpace login refused for uws-user"), "{}", err.message);
+    }
+    assert_eq!(logins(&sim), 1, "one login attempt for six calls");
+    assert_eq!(sim.state.failed_logins(), 1);
+}
+
+#[tokio::test]
+async fn activation_without_plan_or_zip_is_refused_by_the_carrier() {
+    let sim = sim().await;
+    let ts = client(&sim, "uws-pass");
+    let err = ts
+        .action("activate", json!({"devices": [device_ids(ICCIDS[2], None)], "servicePlan": "m2m_4G"}))
+        .await
+        .expect_err("no zip");
+    assert_eq!(err.code.as_deref(), Some("DeviceService.INPUT_INVALID.MissingField"));
+}

@@ -1,0 +1,482 @@
+//! A Verizon ThingSpace Connectivity Management (M2M) simulator, as `carrier-apis.md` §2 describes it: the OAuth
+//! client-credentials token (1 h) and the M2M session token (20 min idle), five failed logins lock the account,
+//! asynchronous device actions that answer a `requestId` and deliver one `CarrierService` callback per device
+//! (after a delay; droppable), request status, the device list, and the device-state table.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::common::{Harness, RecordedCall, basic_auth};
+
+pub const M2M_PREFIX: &str = "/api/m2m/v1";
+
+/// A line as ThingSpace holds it; `state` is lowercase as in list responses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct TsDevice {
+    pub iccid: String,
+    pub imei: Option<String>,
+    pub state: String,
+    pub service_plan: Option<String>,
+    pub mdn: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+/// Knobs of the ThingSpace side that tests turn.
+#[derive(Debug, Clone)]
+pub struct TsBehaviour {
+    pub token_ttl: Duration,
+    pub session_idle: Duration,
+    /// Delay before the per-device callbacks are sent.
+    pub callback_delay: Duration,
+    /// Callbacks are not sent at all (the results can still be polled).
+    pub drop_callbacks: bool,
+    /// Each callback is sent twice.
+    pub duplicate_callbacks: bool,
+}
+
+impl Default for TsBehaviour {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(3600),
+            session_idle: Duration::from_secs(1200),
+            callback_delay: Duration::from_millis(50),
+            drop_callbacks: false,
+            duplicate_callbacks: false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TsAccount {
+    pub account_name: String,
+    pub app_key: String,
+    pub app_secret: String,
+    pub username: String,
+    pub password: String,
+    pub devices: BTreeMap<String, TsDevice>,
+    pub callback: Option<(String, Option<String>, Option<String>)>,
+    pub requests: BTreeMap<String, String>,
+    failed_logins: u32,
+    access_tokens: BTreeMap<String, Instant>,
+    sessions: BTreeMap<String, Instant>,
+    counter: u64,
+}
+
+impl TsAccount {
+    pub fn new(account_name: &str, app_key: &str, app_secret: &str, username: &str, password: &str) -> Self {
+        Self {
+            account_name: account_name.into(),
+            app_key: app_key.into(),
+            app_secret: app_secret.into(),
+            username: username.into(),
+            password: password.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn locked(&self) -> bool {
+        self.failed_logins >= 5
+    }
+
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}-{:08x}-{:04}", self.counter * 2_654_435_761 % 0xffff_ffff, self.counter)
+    }
+}
+
+pub struct ThingSpaceState {
+    pub account: Mutex<TsAccount>,
+    pub behaviour: Mutex<TsBehaviour>,
+    pub harness: Harness,
+    http: reqwest::Client,
+}
+
+impl ThingSpaceState {
+    pub fn device(&self, iccid: &str) -> Option<TsDevice> {
+        self.account.lock().ok()?.devices.get(iccid).cloned()
+    }
+
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.harness.calls()
+    }
+
+    /// Ends every session now, as 20 idle minutes would.
+    pub fn expire_sessions(&self) {
+        if let Ok(mut a) = self.account.lock() {
+            a.sessions.clear();
+        }
+    }
+
+    pub fn failed_logins(&self) -> u32 {
+        self.account.lock().map(|a| a.failed_logins).unwrap_or(0)
+    }
+
+    pub fn set_behaviour(&self, behaviour: TsBehaviour) {
+        if let Ok(mut b) = self.behaviour.lock() {
+            *b = behaviour;
+        }
+    }
+
+    fn behaviour(&self) -> TsBehaviour {
+        self.behaviour.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+fn fault(code: &str, message: &str) -> Response {
+    (StatusCode::UNAUTHORIZED, Json(json!({"fault": {"code": code, "message": message, "description": message}})))
+        .into_response()
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"errorCode": code, "errorMessage": message}))).into_response()
+}
+
+pub fn router(state: Arc<ThingSpaceState>) -> Router {
+    Router::new()
+        .route("/api/ts/v1/oauth2/token", post(token))
+        .route(&format!("{M2M_PREFIX}/session/login"), post(login))
+        .route(&format!("{M2M_PREFIX}/devices/actions/{{action}}"), post(device_action))
+        .route(&format!("{M2M_PREFIX}/accounts/{{account}}/requests/{{request}}/status"), get(request_status))
+        .route(&format!("{M2M_PREFIX}/callbacks/{{account}}"), post(register_callback))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+}
+
+async fn token(State(state): State<Arc<ThingSpaceState>>, headers: HeaderMap, Form(form): Form<TokenForm>) -> Response {
+    let ttl = state.behaviour().token_ttl;
+    let Ok(mut account) = state.account.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let valid = basic_auth(&headers).is_some_and(|(k, s)| k == account.app_key && s == account.app_secret);
+    state.harness.record(
+        "POST",
+        "/api/ts/v1/oauth2/token",
+        json!({"grant_type": form.grant_type}),
+        if valid { StatusCode::OK } else { StatusCode::UNAUTHORIZED },
+    );
+    if !valid || form.grant_type != "client_credentials" {
+        return fault("900901", "Invalid Credentials");
+    }
+    // Within its hour the same token comes back.
+    let now = Instant::now();
+    let existing = account.access_tokens.iter().find(|(_, expiry)| **expiry > now).map(|(t, e)| (t.clone(), *e));
+    let (token, expiry) = match existing {
+        Some(found) => found,
+        None => {
+            let token = account.next_id("at");
+            account.access_tokens.insert(token.clone(), now + ttl);
+            (token, now + ttl)
+        }
+    };
+    Json(json!({"access_token": token, "scope": "ts.m2m", "token_type": "Bearer", "expires_in": expiry.duration_since(now).as_secs()})).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::to_string)
+}
+
+fn check_bearer(account: &TsAccount, headers: &HeaderMap) -> Result<(), Response> {
+    let now = Instant::now();
+    match bearer(headers).and_then(|t| account.access_tokens.get(&t).copied()) {
+        Some(expiry) if expiry > now => Ok(()),
+        _ => Err(fault("900901", "Invalid Credentials")),
+    }
+}
+
+#[derive(Deserialize)]
+struct Login {
+    username: String,
+    password: String,
+}
+
+async fn login(State(state): State<Arc<ThingSpaceState>>, headers: HeaderMap, Json(body): Json<Login>) -> Response {
+    let path = format!("{M2M_PREFIX}/session/login");
+    let Ok(mut account) = state.account.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let recorded = json!({"username": body.username});
+    if let Err(r) = check_bearer(&account, &headers) {
+        state.harness.record("POST", &path, recorded, StatusCode::UNAUTHORIZED);
+        return r;
+    }
+    if account.locked() {
+        state.harness.record("POST", &path, recorded, StatusCode::BAD_REQUEST);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "UnifiedWebService.REQUEST_FAILED.UserLocked",
+            "The user is locked; contact support.",
+        );
+    }
+    if body.username != account.username || body.password != account.password {
+        account.failed_logins += 1;
+        state.harness.record("POST", &path, recorded, StatusCode::BAD_REQUEST);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "UnifiedWebService.REQUEST_FAILED.InvalidCredentials",
+            "Invalid user name or password.",
+        );
+    }
+    account.failed_logins = 0;
+    let session = account.next_id("st");
+    account.sessions.insert(session.clone(), Instant::now());
+    state.harness.record("POST", &path, recorded, StatusCode::OK);
+    Json(json!({"sessionToken": session, "expiresIn": state.behaviour().session_idle.as_secs()})).into_response()
+}
+
+/// Bearer and session token; a used session stays alive for another idle period.
+fn admit(state: &ThingSpaceState, account: &mut TsAccount, headers: &HeaderMap) -> Result<(), Response> {
+    check_bearer(account, headers)?;
+    let idle = state.behaviour().session_idle;
+    let now = Instant::now();
+    let token = headers.get("vz-m2m-token").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    match account.sessions.get(&token) {
+        Some(last) if now.duration_since(*last) < idle => {
+            account.sessions.insert(token, now);
+            Ok(())
+        }
+        _ => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "UnifiedWebService.REQUEST_FAILED.SessionTokenExpired",
+            "Session token is invalid or expired.",
+        )),
+    }
+}
+
+fn device_iccids(body: &Value, key: &str) -> Vec<String> {
+    body[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            d["deviceIds"]
+                .as_array()
+                .and_then(|ids| ids.iter().find(|i| i["kind"] == "iccid"))
+                .and_then(|i| i["id"].as_str())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// ThingSpace's state table: the state an action leads to, if allowed from `from`.
+fn next_state(action: &str, from: &str) -> Result<&'static str, String> {
+    let to = match action {
+        "activate" => "active",
+        "suspend" => "suspend",
+        "restore" => "active",
+        "deactivate" => "deactive",
+        other => return Err(format!("unknown action {other}")),
+    };
+    let allowed = match (from, to) {
+        ("active", "deactive") | ("active", "suspend") => true,
+        ("suspend", "active") => action == "restore",
+        ("deactive", "active") | ("preactive", "active") => action == "activate",
+        _ => false,
+    };
+    if allowed { Ok(to) } else { Err(format!("Device is in state {from}; {action} is not allowed.")) }
+}
+
+async fn device_action(
+    State(state): State<Arc<ThingSpaceState>>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let path = format!("{M2M_PREFIX}/devices/actions/{action}");
+    let mut account = match state.account.lock() {
+        Ok(a) => a,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    if let Err(r) = admit(&state, &mut account, &headers) {
+        state.harness.record("POST", &path, body.clone(), r.status());
+        return r;
+    }
+    if action == "list" {
+        let devices: Vec<Value> = account.devices.values().map(list_entry).collect();
+        state.harness.record("POST", &path, body, StatusCode::OK);
+        return Json(json!({"hasMoreData": false, "devices": devices})).into_response();
+    }
+    if action == "activate"
+        && (body["servicePlan"].as_str().unwrap_or_default().is_empty()
+            || body["mdnZipCode"].as_str().unwrap_or_default().is_empty())
+    {
+        state.harness.record("POST", &path, body, StatusCode::BAD_REQUEST);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "DeviceService.INPUT_INVALID.MissingField",
+            "servicePlan and mdnZipCode are required.",
+        );
+    }
+    let iccids = device_iccids(&body, "devices");
+    let request_id = account.next_id("req");
+    // Results are decided now and applied with the callbacks, as the carrier does after its processing.
+    let mut results = Vec::new();
+    for iccid in &iccids {
+        let outcome = match account.devices.get(iccid) {
+            None => Err("Device not found in the account.".to_string()),
+            Some(d) => next_state(&action, &d.state),
+        };
+        if let (Ok(to), Some(device)) = (&outcome, account.devices.get_mut(iccid)) {
+            device.state = to.to_string();
+            if action == "activate" && device.mdn.is_none() {
+                let n = iccid.len();
+                device.mdn = Some(format!("555{}", &iccid[n.saturating_sub(7)..]));
+                device.ip_address =
+                    Some(format!("10.{}.{}.{}", n % 250, iccid.as_bytes()[n - 2] % 250, iccid.as_bytes()[n - 1] % 250));
+            }
+            if let Some(plan) = body["servicePlan"].as_str() {
+                device.service_plan = Some(plan.to_string());
+            }
+        }
+        let device = account.devices.get(iccid).cloned();
+        results.push((iccid.clone(), outcome, device));
+    }
+    let all_ok = results.iter().all(|(_, r, _)| r.is_ok());
+    account.requests.insert(request_id.clone(), if all_ok { "Success".into() } else { "Failure".into() });
+    let callback = account.callback.clone();
+    drop(account);
+    state.harness.record("POST", &path, body, StatusCode::OK);
+    let behaviour = state.behaviour();
+    if let (Some((url, user, password)), false) = (callback, behaviour.drop_callbacks) {
+        let state = state.clone();
+        let request_id = request_id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(behaviour.callback_delay).await;
+            for (iccid, outcome, device) in results {
+                let mut body = json!({
+                    "requestId": request_id,
+                    "deviceIds": [{"kind": "iccid", "id": iccid}],
+                    "username": user, "password": password,
+                    "status": if outcome.is_ok() { "Success" } else { "Failed" },
+                });
+                match (&outcome, &device) {
+                    (Err(why), _) => body["faultResponse"] = json!({"faultstring": why}),
+                    (Ok(_), Some(d)) if action == "activate" => {
+                        body["deviceResponse"] = json!({"activateResponse": {"deviceIds": [
+                            {"kind": "iccid", "id": d.iccid}, {"kind": "msisdn", "id": d.mdn}], "ipAddress": d.ip_address}});
+                    }
+                    _ => {}
+                }
+                let times = if behaviour.duplicate_callbacks { 2 } else { 1 };
+                for _ in 0..times {
+                    let status = match state.http.post(&url).json(&body).send().await {
+                        Ok(r) => r.status().as_u16(),
+                        Err(_) => 0,
+                    };
+                    state.harness.record(
+                        "CALLBACK",
+                        &url,
+                        body.clone(),
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    );
+                }
+            }
+        });
+    }
+    Json(json!({"requestId": request_id})).into_response()
+}
+
+fn list_entry(d: &TsDevice) -> Value {
+    let mut ids = vec![json!({"kind": "iccid", "id": d.iccid})];
+    if let Some(imei) = &d.imei {
+        ids.push(json!({"kind": "imei", "id": imei}));
+    }
+    if let Some(mdn) = &d.mdn {
+        ids.push(json!({"kind": "msisdn", "id": mdn}));
+    }
+    json!({"deviceIds": ids, "ipAddress": d.ip_address,
+           "carrierInformations": [{"carrierName": "Verizon Wireless", "servicePlan": d.service_plan, "state": d.state}]})
+}
+
+async fn request_status(
+    State(state): State<Arc<ThingSpaceState>>,
+    Path((account_name, request_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("{M2M_PREFIX}/accounts/{account_name}/requests/{request_id}/status");
+    let mut account = match state.account.lock() {
+        Ok(a) => a,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    if let Err(r) = admit(&state, &mut account, &headers) {
+        return r;
+    }
+    let status = account.requests.get(&request_id).cloned();
+    state.harness.record(
+        "GET",
+        &path,
+        Value::Null,
+        if status.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND },
+    );
+    match status {
+        Some(s) => Json(json!({"requestId": request_id, "status": s})).into_response(),
+        None => error(StatusCode::NOT_FOUND, "UnifiedWebService.REQUEST_FAILED.RequestNotFound", "Request not found."),
+    }
+}
+
+async fn register_callback(
+    State(state): State<Arc<ThingSpaceState>>,
+    Path(account_name): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let path = format!("{M2M_PREFIX}/callbacks/{account_name}");
+    let mut account = match state.account.lock() {
+        Ok(a) => a,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    if let Err(r) = admit(&state, &mut account, &headers) {
+        return r;
+    }
+    let url = body["url"].as_str().unwrap_or_default().to_string();
+    account.callback =
+        Some((url, body["username"].as_str().map(str::to_string), body["password"].as_str().map(str::to_string)));
+    state.harness.record("POST", &path, json!({"name": body["name"], "url": body["url"]}), StatusCode::OK);
+    Json(json!({"accountName": account_name, "serviceName": body["name"]})).into_response()
+}
+
+pub struct ThingSpaceSim {
+    pub state: Arc<ThingSpaceState>,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ThingSpaceSim {
+    pub async fn start(listen: SocketAddr, account: TsAccount, behaviour: TsBehaviour) -> std::io::Result<Self> {
+        let state = Arc::new(ThingSpaceState {
+            account: Mutex::new(account),
+            behaviour: Mutex::new(behaviour),
+            harness: Harness::new(Default::default()),
+            http: reqwest::Client::new(),
+        });
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let app = router(state.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "ThingSpace simulator stopped");
+            }
+        });
+        Ok(Self { state, addr, task })
+    }
+
+    /// The host root (`/api/ts/v1/...` for tokens, `/api/m2m/v1/...` for the rest).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ThingSpaceSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
