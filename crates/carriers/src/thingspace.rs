@@ -267,4 +267,109 @@ impl ThingSpaceClient {
         let body = json!({"name": "CarrierService", "url": url, "username": username, "password": password.expose()});
         Ok(self.m2m(Method::POST, &format!("callbacks/{}", self.credentials.account_name), Some(&body)).await?.call)
     }
+
+    /// `POST devices/actions/add` (`preactive`): per-device results; "already exists" counts as added.
+    pub async fn add_devices(&self, devices: &[Value]) -> Result<(Vec<DeviceResult>, CallRecord), CarrierFailure> {
+        let body = json!({"state": "preactive", "devicesToAdd": devices, "accountName": self.credentials.account_name});
+        let answer = self.m2m(Method::POST, "devices/actions/add", Some(&body)).await?;
+        let entries: Vec<Value> = serde_json::from_str(&answer.body).unwrap_or_default();
+        let results = entries
+            .iter()
+            .map(|e| {
+                let response = e["response"].as_str().unwrap_or_default();
+                let ok = response == "Success" || response.contains("already exists");
+                DeviceResult { iccid: iccid_of(e), error: (!ok).then(|| response.to_string()) }
+            })
+            .collect();
+        Ok((results, answer.call))
+    }
+
+    /// `POST devices/actions/delete` in requests of at most 100 devices: every device's result, which may be a
+    /// partial success; the calls made.
+    pub async fn delete_devices(
+        &self,
+        devices: &[Value],
+    ) -> Result<(Vec<DeviceResult>, Vec<CallRecord>), CarrierFailure> {
+        let mut results = Vec::with_capacity(devices.len());
+        let mut calls = Vec::new();
+        for chunk in devices.chunks(DELETE_BATCH) {
+            let body = json!({"devicesToDelete": chunk, "accountName": self.credentials.account_name});
+            let answer = self.m2m(Method::POST, "devices/actions/delete", Some(&body)).await?;
+            let entries: Vec<Value> = serde_json::from_str(&answer.body).unwrap_or_default();
+            results.extend(entries.iter().map(|e| DeviceResult {
+                iccid: iccid_of(e),
+                error: (e["status"] != "Success").then(|| e["message"].as_str().unwrap_or("Failed").to_string()),
+            }));
+            calls.push(answer.call);
+        }
+        Ok((results, calls))
+    }
+
+    /// `PUT devices/actions/plan`: asynchronous.
+    pub async fn change_plan(
+        &self,
+        devices: &[Value],
+        service_plan: &str,
+    ) -> Result<(String, CallRecord), CarrierFailure> {
+        let body =
+            json!({"devices": devices, "servicePlan": service_plan, "accountName": self.credentials.account_name});
+        self.request_id(self.m2m(Method::PUT, "devices/actions/plan", Some(&body)).await?)
+    }
+
+    /// `PUT devices/{serviceType}/actions/deviceId` with the `change4gOption` the change implies.
+    pub async fn change_identifier(
+        &self,
+        iccid: &str,
+        new_iccid: Option<&str>,
+        new_imei: Option<&str>,
+    ) -> Result<(String, CallRecord), CarrierFailure> {
+        let option = match (new_iccid, new_imei) {
+            (Some(_), Some(_)) => "ChangeIMEIandICCID",
+            (Some(_), None) => "ChangeICCID",
+            _ => "ChangeIMEI",
+        };
+        let mut to = Vec::new();
+        if let Some(n) = new_iccid {
+            to.push(json!({"kind": "iccid", "id": n}));
+        }
+        if let Some(n) = new_imei {
+            to.push(json!({"kind": "imei", "id": n}));
+        }
+        let body = json!({"deviceIds": [{"kind": "iccid", "id": iccid}], "deviceIdsTo": to, "change4gOption": option});
+        self.request_id(self.m2m(Method::PUT, "devices/m2m/actions/deviceId", Some(&body)).await?)
+    }
+
+    fn request_id(&self, answer: Answer) -> Result<(String, CallRecord), CarrierFailure> {
+        match serde_json::from_str::<Value>(&answer.body).ok().and_then(|v| v["requestId"].as_str().map(str::to_string))
+        {
+            Some(id) => Ok((id, answer.call)),
+            None => Err(CarrierFailure {
+                kind: FailureKind::Protocol,
+                code: None,
+                message: "answer without requestId".into(),
+                attempts: 1,
+                call: answer.call,
+            }),
+        }
+    }
+}
+
+/// ThingSpace deletes at most this many devices per request.
+pub const DELETE_BATCH: usize = 100;
+
+/// One device's result in a synchronous multi-device answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceResult {
+    pub iccid: String,
+    /// The carrier's message when this device failed.
+    pub error: Option<String>,
+}
+
+fn iccid_of(entry: &Value) -> String {
+    entry["deviceIds"]
+        .as_array()
+        .and_then(|ids| ids.iter().find(|i| i["kind"] == "iccid"))
+        .and_then(|i| i["id"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }

@@ -151,3 +151,88 @@ async fn activation_without_plan_or_zip_is_refused_by_the_carrier() {
         .expect_err("no zip");
     assert_eq!(err.code.as_deref(), Some("DeviceService.INPUT_INVALID.MissingField"));
 }
+
+#[tokio::test]
+async fn deleting_250_devices_makes_three_calls_and_reports_each_device() {
+    let sim = sim().await;
+    {
+        let mut account = sim.state.account.lock().expect("lock");
+        for i in 0..250 {
+            let iccid = format!("8914800000{i:010}");
+            // One in fifty is still active: ThingSpace refuses to delete it.
+            let state = if i % 50 == 7 { "active" } else { "deactive" };
+            account.devices.insert(iccid.clone(), TsDevice { iccid, state: state.into(), ..Default::default() });
+        }
+    }
+    let ts = client(&sim, "uws-pass");
+    let devices: Vec<Value> = (0..250).map(|i| device_ids(&format!("8914800000{i:010}"), None)).collect();
+    let (results, calls) = ts.delete_devices(&devices).await.expect("delete");
+    assert_eq!(calls.len(), 3, "100 + 100 + 50");
+    assert_eq!(results.len(), 250);
+    let failed: Vec<_> = results.iter().filter(|r| r.error.is_some()).collect();
+    assert_eq!(failed.len(), 5);
+    assert_eq!(failed[0].error.as_deref(), Some("The device is not in deactive state."));
+    assert!(sim.state.device("89148000000000000007").is_some(), "the refused one is still there");
+    assert!(sim.state.device("89148000000000000008").is_none(), "the others are gone");
+}
+
+#[tokio::test]
+async fn devices_are_added_to_inventory_and_an_existing_one_counts_as_added() {
+    let sim = sim().await;
+    let ts = client(&sim, "uws-pass");
+    let (results, _) = ts
+        .add_devices(&[device_ids("89148000008245116649", Some("490154203237518")), device_ids(ICCIDS[0], None)])
+        .await
+        .expect("add");
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    assert_eq!(sim.state.device("89148000008245116649").expect("added").state, "preactive");
+}
+
+#[tokio::test]
+async fn identifier_change_needs_an_active_device_and_moves_it_to_the_new_sim() {
+    let sim = sim().await;
+    let ts = client(&sim, "uws-pass");
+    let err = ts.change_identifier(ICCIDS[0], Some("89148000008245116656"), None).await.expect_err("preactive device");
+    assert_eq!(err.message, "The device must be active to change its identifier.");
+    ts.action(
+        "activate",
+        json!({"devices": [device_ids(ICCIDS[0], None)], "servicePlan": "m2m_4G", "mdnZipCode": "98801"}),
+    )
+    .await
+    .expect("activate");
+    let (request_id, _) = ts.change_identifier(ICCIDS[0], Some("89148000008245116656"), None).await.expect("change");
+    assert!(!request_id.is_empty());
+    assert!(sim.state.device(ICCIDS[0]).is_none());
+    assert_eq!(sim.state.device("89148000008245116656").expect("new SIM").state, "active");
+    let change = sim.state.calls().into_iter().find(|c| c.path.ends_with("/actions/deviceId")).expect("call");
+    assert_eq!(change.body["change4gOption"], "ChangeICCID");
+}
+
+#[tokio::test]
+async fn the_simulator_can_duplicate_and_reorder_callbacks() {
+    let sim = sim().await;
+    sim.state.set_behaviour(TsBehaviour {
+        duplicate_callbacks: true,
+        reorder_callbacks: true,
+        ..TsBehaviour::default()
+    });
+    let ts = client(&sim, "uws-pass");
+    let (url, received, _task) = listener().await;
+    ts.register_callback(&url, "cb-user", &Secret::new("cb-pass")).await.expect("register");
+    let devices: Vec<Value> = ICCIDS[..2].iter().map(|i| device_ids(i, None)).collect();
+    ts.action("activate", json!({"devices": devices, "servicePlan": "m2m_4G", "mdnZipCode": "98801"}))
+        .await
+        .expect("activate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while received.lock().expect("lock").len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "callbacks did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let order: Vec<String> = received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|b| b["deviceIds"][0]["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(order, vec![ICCIDS[1], ICCIDS[1], ICCIDS[0], ICCIDS[0]], "last device first, each twice");
+}

@@ -42,6 +42,8 @@ pub struct TsBehaviour {
     pub drop_callbacks: bool,
     /// Each callback is sent twice.
     pub duplicate_callbacks: bool,
+    /// The callbacks of a request are sent last device first.
+    pub reorder_callbacks: bool,
 }
 
 impl Default for TsBehaviour {
@@ -52,6 +54,7 @@ impl Default for TsBehaviour {
             callback_delay: Duration::from_millis(50),
             drop_callbacks: false,
             duplicate_callbacks: false,
+            reorder_callbacks: false,
         }
     }
 }
@@ -145,7 +148,11 @@ pub fn router(state: Arc<ThingSpaceState>) -> Router {
     Router::new()
         .route("/api/ts/v1/oauth2/token", post(token))
         .route(&format!("{M2M_PREFIX}/session/login"), post(login))
-        .route(&format!("{M2M_PREFIX}/devices/actions/{{action}}"), post(device_action))
+        .route(&format!("{M2M_PREFIX}/devices/actions/{{action}}"), post(device_action).put(device_action))
+        .route(
+            &format!("{M2M_PREFIX}/devices/{{service_type}}/actions/deviceId"),
+            axum::routing::put(change_identifier),
+        )
         .route(&format!("{M2M_PREFIX}/accounts/{{account}}/requests/{{request}}/status"), get(request_status))
         .route(&format!("{M2M_PREFIX}/callbacks/{{account}}"), post(register_callback))
         .with_state(state)
@@ -300,6 +307,53 @@ async fn device_action(
         state.harness.record("POST", &path, body.clone(), r.status());
         return r;
     }
+    if action == "add" {
+        let iccids = device_iccids(&body, "devicesToAdd");
+        let results: Vec<Value> = iccids
+            .iter()
+            .map(|iccid| {
+                let response = if account.devices.contains_key(iccid) {
+                    "Error. Device already exists."
+                } else {
+                    account.devices.insert(
+                        iccid.clone(),
+                        TsDevice { iccid: iccid.clone(), state: "preactive".into(), ..Default::default() },
+                    );
+                    "Success"
+                };
+                json!({"deviceIds": [{"kind": "iccid", "id": iccid}], "response": response})
+            })
+            .collect();
+        state.harness.record("POST", &path, body, StatusCode::OK);
+        return Json(results).into_response();
+    }
+    if action == "delete" {
+        let iccids = device_iccids(&body, "devicesToDelete");
+        if iccids.len() > 100 {
+            state.harness.record("POST", &path, body, StatusCode::BAD_REQUEST);
+            return error(
+                StatusCode::BAD_REQUEST,
+                "DeviceService.INPUT_INVALID.TooManyDevices",
+                "At most 100 devices per delete request.",
+            );
+        }
+        let results: Vec<Value> = iccids
+            .iter()
+            .map(|iccid| {
+                let (status, message) = match account.devices.get(iccid).map(|d| d.state.clone()) {
+                    Some(state) if state == "deactive" => {
+                        account.devices.remove(iccid);
+                        ("Success", None)
+                    }
+                    Some(_) => ("Failed", Some("The device is not in deactive state.")),
+                    None => ("Failed", Some("The device was not found.")),
+                };
+                json!({"deviceIds": [{"kind": "iccid", "id": iccid}], "status": status, "message": message})
+            })
+            .collect();
+        state.harness.record("POST", &path, body, StatusCode::OK);
+        return Json(results).into_response();
+    }
     if action == "list" {
         let devices: Vec<Value> = account.devices.values().map(list_entry).collect();
         state.harness.record("POST", &path, body, StatusCode::OK);
@@ -317,6 +371,17 @@ async fn device_action(
         );
     }
     let iccids = device_iccids(&body, "devices");
+    if matches!(action.as_str(), "plan" | "customFields") {
+        let request_id = account.next_id("req");
+        for iccid in &iccids {
+            if let (Some(device), Some(plan)) = (account.devices.get_mut(iccid), body["servicePlan"].as_str()) {
+                device.service_plan = Some(plan.to_string());
+            }
+        }
+        account.requests.insert(request_id.clone(), "Success".into());
+        state.harness.record("PUT", &path, body, StatusCode::OK);
+        return Json(json!({"requestId": request_id})).into_response();
+    }
     let request_id = account.next_id("req");
     // Results are decided now and applied with the callbacks, as the carrier does after its processing.
     let mut results = Vec::new();
@@ -351,6 +416,10 @@ async fn device_action(
         let request_id = request_id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(behaviour.callback_delay).await;
+            let mut results = results;
+            if behaviour.reorder_callbacks {
+                results.reverse();
+            }
             for (iccid, outcome, device) in results {
                 let mut body = json!({
                     "requestId": request_id,
@@ -382,6 +451,58 @@ async fn device_action(
             }
         });
     }
+    Json(json!({"requestId": request_id})).into_response()
+}
+
+/// `PUT /devices/{serviceType}/actions/deviceId`: the device must be active and the new identifier unknown.
+async fn change_identifier(
+    State(state): State<Arc<ThingSpaceState>>,
+    Path(service_type): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let path = format!("{M2M_PREFIX}/devices/{service_type}/actions/deviceId");
+    let mut account = match state.account.lock() {
+        Ok(a) => a,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    if let Err(r) = admit(&state, &mut account, &headers) {
+        return r;
+    }
+    let id_of = |key: &str, kind: &str| {
+        body[key]
+            .as_array()
+            .and_then(|ids| ids.iter().find(|i| i["kind"] == kind))
+            .and_then(|i| i["id"].as_str())
+            .map(str::to_string)
+    };
+    let (old, new_iccid, new_imei) =
+        (id_of("deviceIds", "iccid"), id_of("deviceIdsTo", "iccid"), id_of("deviceIdsTo", "imei"));
+    let refused = match (&old, old.as_ref().and_then(|o| account.devices.get(o))) {
+        (None, _) | (_, None) => Some("Device not found in the account."),
+        (_, Some(d)) if d.state != "active" => Some("The device must be active to change its identifier."),
+        _ if new_iccid.as_ref().is_some_and(|n| account.devices.contains_key(n)) => {
+            Some("The new device already exists.")
+        }
+        _ => None,
+    };
+    if let Some(why) = refused {
+        state.harness.record("PUT", &path, body, StatusCode::BAD_REQUEST);
+        return error(StatusCode::BAD_REQUEST, "DeviceService.REQUEST_FAILED.ChangeIdentifier", why);
+    }
+    let request_id = account.next_id("req");
+    if let Some(old) = old {
+        if let Some(mut device) = account.devices.remove(&old) {
+            if let Some(imei) = &new_imei {
+                device.imei = Some(imei.clone());
+            }
+            let key = new_iccid.clone().unwrap_or(old);
+            device.iccid = key.clone();
+            account.devices.insert(key, device);
+        }
+    }
+    account.requests.insert(request_id.clone(), "Success".into());
+    state.harness.record("PUT", &path, body, StatusCode::OK);
     Json(json!({"requestId": request_id})).into_response()
 }
 
