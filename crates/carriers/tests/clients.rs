@@ -232,3 +232,18 @@ async fn rev_io_without_subscription_key_is_401() {
     let err = client.list_customers().await.expect_err("401");
     assert_eq!(err.call.http_status, Some(401));
 }
+
+#[tokio::test]
+async fn unknown_communication_plan_is_refused_and_nothing_changes() {
+    let (sim, client) = cc(Faults::default()).await;
+    sim.state.account.lock().expect("lock").communication_plans.insert("CP-Data".into());
+    let edit =
+        CcEdit { rate_plan: Some("RP-5GB".into()), communication_plan: Some("CP-Nope".into()), ..Default::default() };
+    let err = client.edit_device(&iccid(), &edit).await.expect_err("refused");
+    assert_eq!(err.reason(), "HTTP 400, error 10000017: Invalid communication plan: CP-Nope.");
+    assert_eq!(
+        sim.state.device(ICCID).expect("device").rate_plan.as_deref(),
+        Some("RP-1GB"),
+        "an edit is all or nothing"
+    );
+}

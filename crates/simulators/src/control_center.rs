@@ -60,6 +60,8 @@ pub struct Account {
     pub username: String,
     pub api_key: String,
     pub rate_plans: HashSet<String>,
+    /// Communication plans of the account; empty means any is accepted.
+    pub communication_plans: HashSet<String>,
     pub devices: BTreeMap<String, SimDevice>,
     pub audit: BTreeMap<String, Vec<AuditEntry>>,
 }
@@ -203,11 +205,13 @@ fn apply_edit(account: &mut Account, iccid: &str, edit: &Value, user: &str, take
     }
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
     let rate_plans = account.rate_plans.clone();
+    let communication_plans = account.communication_plans.clone();
     let stored =
         account.devices.get_mut(iccid).ok_or_else(|| error(StatusCode::NOT_FOUND, "10000001", "Invalid ICCID."))?;
-    // An edit that does not take is checked and answered like any other, then left unapplied.
-    let mut scratch = stored.clone();
-    let device = if take { stored } else { &mut scratch };
+    // Every field is checked on a copy first: an edit is applied whole or not at all. One that does not take is
+    // checked and answered like any other, then left unapplied.
+    let mut edited = stored.clone();
+    let device = &mut edited;
     let mut changes: Vec<(String, Option<String>, Option<String>)> = Vec::new();
     if let Some(status) = text("status") {
         if !STATUSES.contains(&status.as_str()) {
@@ -246,6 +250,9 @@ fn apply_edit(account: &mut Account, iccid: &str, edit: &Value, user: &str, take
         device.rate_plan = Some(plan);
     }
     if let Some(plan) = text("communicationPlan") {
+        if !communication_plans.is_empty() && !communication_plans.contains(&plan) {
+            return Err(error(StatusCode::BAD_REQUEST, "10000017", &format!("Invalid communication plan: {plan}.")));
+        }
         changes.push(("communicationPlan".into(), device.communication_plan.clone(), Some(plan.clone())));
         device.communication_plan = Some(plan);
     }
@@ -259,6 +266,9 @@ fn apply_edit(account: &mut Account, iccid: &str, edit: &Value, user: &str, take
     }
     let now = Utc::now().to_rfc3339();
     device.date_updated = Some(now.clone());
+    if take {
+        *stored = edited;
+    }
     let trail = account.audit.entry(iccid.to_string()).or_default();
     for (field, prior, value) in changes {
         trail.insert(
