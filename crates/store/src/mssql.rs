@@ -19,6 +19,15 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use crate::seed::Seed;
 
 type Conn = Client<Compat<TcpStream>>;
+
+/// A procedure call with its parameters bound in order (`@P1`, `@P2`, ...).
+macro_rules! proc_call {
+    ($sql:expr $(, $arg:expr)* $(,)?) => {{
+        let mut q = Query::new($sql);
+        $(q.bind($arg);)*
+        q
+    }};
+}
 const PROCESSED_BY: &str = "AltaworxDeviceBulkChange";
 
 fn db(context: &'static str) -> impl Fn(tiberius::error::Error) -> StoreError {
@@ -113,9 +122,7 @@ impl MssqlStore {
         tenant_id: i64,
         id: i64,
     ) -> StoreResult<Option<CustomerPlanRef>> {
-        let mut q = Query::new(sql);
-        q.bind(tenant_id);
-        q.bind(id);
+        let q = proc_call!(sql, tenant_id, id,);
         self.first(context, q)
             .await?
             .first()
@@ -159,38 +166,36 @@ impl MssqlStore {
             return Ok(false);
         }
         for t in &seed.tenants {
-            let mut q = Query::new("INSERT INTO dbo.Tenant (Id, Name) VALUES (@P1, @P2)");
-            q.bind(t.id);
-            q.bind(t.name.as_str());
+            let q = proc_call!("INSERT INTO dbo.Tenant (Id, Name) VALUES (@P1, @P2)", t.id, t.name.as_str(),);
             self.exec("seed tenant", q).await?;
         }
         for sp in &seed.service_providers {
-            let mut q = Query::new(
+            let q = proc_call!(
                 "INSERT INTO dbo.ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond)
                  VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11)",
+                sp.id,
+                sp.tenant_id,
+                sp.integration_id,
+                sp.name.as_str(),
+                sp.base_url.as_str(),
+                sp.username.as_str(),
+                sp.secret.as_str(),
+                sp.client_code.as_deref(),
+                sp.subscription_key.as_deref(),
+                sp.write_is_enabled,
+                sp.rate_limit_per_second,
             );
-            q.bind(sp.id);
-            q.bind(sp.tenant_id);
-            q.bind(sp.integration_id);
-            q.bind(sp.name.as_str());
-            q.bind(sp.base_url.as_str());
-            q.bind(sp.username.as_str());
-            q.bind(sp.secret.as_str());
-            q.bind(sp.client_code.as_deref());
-            q.bind(sp.subscription_key.as_deref());
-            q.bind(sp.write_is_enabled);
-            q.bind(sp.rate_limit_per_second);
             self.exec("seed service provider", q).await?;
         }
         for p in &seed.carrier_rate_plans {
-            let mut q = Query::new(
+            let q = proc_call!(
                 "INSERT INTO dbo.JasperCarrierRatePlan (Id, ServiceProviderId, RatePlanCode, PlanMB, BaseRate) VALUES (@P1, @P2, @P3, @P4, @P5)",
+                p.id,
+                p.service_provider_id,
+                p.rate_plan_code.as_str(),
+                p.plan_mb,
+                p.base_rate,
             );
-            q.bind(p.id);
-            q.bind(p.service_provider_id);
-            q.bind(p.rate_plan_code.as_str());
-            q.bind(p.plan_mb);
-            q.bind(p.base_rate);
             self.exec("seed rate plan", q).await?;
         }
         for c in &seed.rev_customers {
@@ -237,10 +242,7 @@ impl MssqlStore {
             ("INSERT INTO dbo.CustomerRatePool (Id, TenantId, Name) VALUES (@P1, @P2, @P3)", &seed.customer_rate_pools),
         ] {
             for p in plans {
-                let mut q = Query::new(sql);
-                q.bind(p.id);
-                q.bind(p.tenant_id);
-                q.bind(p.name.as_str());
+                let q = proc_call!(sql, p.id, p.tenant_id, p.name.as_str(),);
                 self.exec("seed customer plan", q).await?;
             }
         }
@@ -403,9 +405,7 @@ fn offset(page: u32, page_size: u32) -> i32 {
 #[async_trait]
 impl Store for MssqlStore {
     async fn service_provider(&self, tenant_id: i64, id: i64) -> StoreResult<Option<ServiceProvider>> {
-        let mut q = Query::new("EXEC dbo.usp_ServiceProvider_Get @TenantId = @P1, @Id = @P2");
-        q.bind(tenant_id);
-        q.bind(id);
+        let q = proc_call!("EXEC dbo.usp_ServiceProvider_Get @TenantId = @P1, @Id = @P2", tenant_id, id,);
         self.first("read service provider", q).await?.first().map(service_provider).transpose()
     }
 
@@ -414,15 +414,16 @@ impl Store for MssqlStore {
         tenant_id: i64,
         integration: Integration,
     ) -> StoreResult<Option<ServiceProvider>> {
-        let mut q = Query::new("EXEC dbo.usp_ServiceProvider_GetForIntegration @TenantId = @P1, @IntegrationId = @P2");
-        q.bind(tenant_id);
-        q.bind(integration.id());
+        let q = proc_call!(
+            "EXEC dbo.usp_ServiceProvider_GetForIntegration @TenantId = @P1, @IntegrationId = @P2",
+            tenant_id,
+            integration.id(),
+        );
         self.first("read service provider by integration", q).await?.first().map(service_provider).transpose()
     }
 
     async fn device_statuses(&self, integration: Integration) -> StoreResult<Vec<DeviceStatusDef>> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceStatus_List @IntegrationId = @P1");
-        q.bind(integration.id());
+        let q = proc_call!("EXEC dbo.usp_DeviceStatus_List @IntegrationId = @P1", integration.id(),);
         self.first("read device statuses", q)
             .await?
             .iter()
@@ -439,23 +440,21 @@ impl Store for MssqlStore {
 
     async fn devices_by_iccid(&self, tenant_id: i64, iccids: &[String]) -> StoreResult<Vec<DeviceRecord>> {
         let json = serde_json::to_string(iccids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut q = Query::new("EXEC dbo.usp_Device_GetByIccids @TenantId = @P1, @IccidsJson = @P2");
-        q.bind(tenant_id);
-        q.bind(json);
+        let q = proc_call!("EXEC dbo.usp_Device_GetByIccids @TenantId = @P1, @IccidsJson = @P2", tenant_id, json,);
         self.first("read devices", q).await?.iter().map(device).collect()
     }
 
     async fn device(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<DeviceRecord>> {
-        let mut q = Query::new("EXEC dbo.usp_Device_Get @TenantId = @P1, @DeviceId = @P2");
-        q.bind(tenant_id);
-        q.bind(device_id);
+        let q = proc_call!("EXEC dbo.usp_Device_Get @TenantId = @P1, @DeviceId = @P2", tenant_id, device_id,);
         self.first("read device", q).await?.first().map(device).transpose()
     }
 
     async fn carrier_rate_plans(&self, tenant_id: i64, service_provider_id: i64) -> StoreResult<Vec<CarrierRatePlan>> {
-        let mut q = Query::new("EXEC dbo.usp_JasperCarrierRatePlan_List @TenantId = @P1, @ServiceProviderId = @P2");
-        q.bind(tenant_id);
-        q.bind(service_provider_id);
+        let q = proc_call!(
+            "EXEC dbo.usp_JasperCarrierRatePlan_List @TenantId = @P1, @ServiceProviderId = @P2",
+            tenant_id,
+            service_provider_id,
+        );
         self.first("read rate plans", q)
             .await?
             .iter()
@@ -472,9 +471,11 @@ impl Store for MssqlStore {
     }
 
     async fn rev_customer(&self, tenant_id: i64, rev_customer_id: &str) -> StoreResult<Option<RevCustomer>> {
-        let mut q = Query::new("EXEC dbo.usp_RevCustomer_Get @TenantId = @P1, @RevCustomerId = @P2");
-        q.bind(tenant_id);
-        q.bind(rev_customer_id);
+        let q = proc_call!(
+            "EXEC dbo.usp_RevCustomer_Get @TenantId = @P1, @RevCustomerId = @P2",
+            tenant_id,
+            rev_customer_id,
+        );
         self.first("read Rev customer", q)
             .await?
             .first()
@@ -490,9 +491,7 @@ impl Store for MssqlStore {
     }
 
     async fn active_rev_service(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<RevServiceRecord>> {
-        let mut q = Query::new("EXEC dbo.usp_RevService_GetActive @TenantId = @P1, @DeviceId = @P2");
-        q.bind(tenant_id);
-        q.bind(device_id);
+        let q = proc_call!("EXEC dbo.usp_RevService_GetActive @TenantId = @P1, @DeviceId = @P2", tenant_id, device_id,);
         self.first("read Rev service", q)
             .await?
             .first()
@@ -508,15 +507,15 @@ impl Store for MssqlStore {
     }
 
     async fn add_rev_service(&self, tenant_id: i64, s: &RevServiceRecord) -> StoreResult<()> {
-        let mut q = Query::new(
+        let q = proc_call!(
             "EXEC dbo.usp_RevService_Create_Service @TenantId = @P1, @DeviceId = @P2, @RevServiceId = @P3, @RevCustomerId = @P4, @IsActive = @P5, @Now = @P6",
+            tenant_id,
+            s.device_id,
+            s.rev_service_id,
+            s.rev_customer_id.as_str(),
+            s.is_active,
+            naive(Utc::now()),
         );
-        q.bind(tenant_id);
-        q.bind(s.device_id);
-        q.bind(s.rev_service_id);
-        q.bind(s.rev_customer_id.as_str());
-        q.bind(s.is_active);
-        q.bind(naive(Utc::now()));
         self.exec("add Rev service", q).await.map(|_| ())
     }
 
@@ -536,28 +535,26 @@ impl Store for MssqlStore {
                 })
             })
             .collect();
-        let mut q = Query::new(
+        let q = proc_call!(
             "EXEC dbo.usp_DeviceBulkChange_Create @TenantId = @P1, @ServiceProviderId = @P2, @IntegrationId = @P3, @ChangeRequestTypeId = @P4,
                   @PortalTypeId = @P5, @ChangeRequest = @P6, @CreatedBy = @P7, @RowsJson = @P8, @Now = @P9, @RetryOfBulkChangeId = @P10",
+            change.tenant_id,
+            change.service_provider_id,
+            change.integration.id(),
+            change.change_type.number(),
+            i64::from(change.portal_type),
+            serde_json::to_string(&change.request).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            change.created_by.as_str(),
+            serde_json::Value::Array(rows_json).to_string(),
+            naive(Utc::now()),
+            change.retry_of,
         );
-        q.bind(change.tenant_id);
-        q.bind(change.service_provider_id);
-        q.bind(change.integration.id());
-        q.bind(change.change_type.number());
-        q.bind(i64::from(change.portal_type));
-        q.bind(serde_json::to_string(&change.request).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        q.bind(change.created_by.as_str());
-        q.bind(serde_json::Value::Array(rows_json).to_string());
-        q.bind(naive(Utc::now()));
-        q.bind(change.retry_of);
         let rows = self.first("create bulk change", q).await?;
         need(rows.first().and_then(|r| r.get::<i64, _>("Id")), "Id")
     }
 
     async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_Get @TenantId = @P1, @Id = @P2");
-        q.bind(tenant_id);
-        q.bind(id);
+        let q = proc_call!("EXEC dbo.usp_DeviceBulkChange_Get @TenantId = @P1, @Id = @P2", tenant_id, id,);
         self.first("read bulk change", q).await?.first().map(bulk_change).transpose()
     }
 
@@ -568,14 +565,14 @@ impl Store for MssqlStore {
         page: u32,
         page_size: u32,
     ) -> StoreResult<(Vec<BulkChange>, i64)> {
-        let mut q = Query::new(
+        let q = proc_call!(
             "EXEC dbo.usp_DeviceBulkChange_List @TenantId = @P1, @Status = @P2, @ChangeRequestTypeId = @P3, @Offset = @P4, @PageSize = @P5",
+            tenant_id,
+            filter.status.map(|s| s.as_str()),
+            filter.change_type.map(ChangeType::number),
+            offset(page, page_size),
+            page_size as i32,
         );
-        q.bind(tenant_id);
-        q.bind(filter.status.map(|s| s.as_str()));
-        q.bind(filter.change_type.map(ChangeType::number));
-        q.bind(offset(page, page_size));
-        q.bind(page_size as i32);
         let sets = self.exec("list bulk changes", q).await?;
         let total = sets.first().and_then(|s| s.first()).and_then(|r| r.get::<i64, _>("Total")).unwrap_or(0);
         let items = sets
@@ -587,9 +584,11 @@ impl Store for MssqlStore {
     }
 
     async fn row_counts(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<StatusCount>> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_RowCounts @TenantId = @P1, @BulkChangeId = @P2");
-        q.bind(tenant_id);
-        q.bind(bulk_change_id);
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_RowCounts @TenantId = @P1, @BulkChangeId = @P2",
+            tenant_id,
+            bulk_change_id,
+        );
         self.first("count rows", q)
             .await?
             .iter()
@@ -612,21 +611,23 @@ impl Store for MssqlStore {
         page: u32,
         page_size: u32,
     ) -> StoreResult<Vec<DeviceChangeRow>> {
-        let mut q = Query::new(
+        let q = proc_call!(
             "EXEC dbo.usp_DeviceBulkChange_Rows @TenantId = @P1, @BulkChangeId = @P2, @Status = @P3, @Offset = @P4, @PageSize = @P5",
+            tenant_id,
+            bulk_change_id,
+            status.map(|s| s.as_str()),
+            offset(page, page_size),
+            page_size as i32,
         );
-        q.bind(tenant_id);
-        q.bind(bulk_change_id);
-        q.bind(status.map(|s| s.as_str()));
-        q.bind(offset(page, page_size));
-        q.bind(page_size as i32);
         self.first("read rows", q).await?.iter().map(change_row).collect()
     }
 
     async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChangeLog_List @TenantId = @P1, @BulkChangeId = @P2");
-        q.bind(tenant_id);
-        q.bind(bulk_change_id);
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChangeLog_List @TenantId = @P1, @BulkChangeId = @P2",
+            tenant_id,
+            bulk_change_id,
+        );
         self.first("read logs", q)
             .await?
             .iter()
@@ -647,9 +648,11 @@ impl Store for MssqlStore {
     }
 
     async fn mark_processing(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_MarkProcessing @BulkChangeId = @P1, @Now = @P2");
-        q.bind(bulk_change_id);
-        q.bind(naive(now));
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_MarkProcessing @BulkChangeId = @P1, @Now = @P2",
+            bulk_change_id,
+            naive(now),
+        );
         self.exec("mark processing", q).await.map(|_| ())
     }
 
@@ -662,33 +665,33 @@ impl Store for MssqlStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<DeviceChangeRow>> {
         let until = now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(5));
-        let mut q = Query::new(
+        let q = proc_call!(
             "EXEC dbo.usp_DeviceBulkChange_ClaimRows @BulkChangeId = @P1, @Worker = @P2, @Limit = @P3, @LeaseUntil = @P4, @Now = @P5",
+            bulk_change_id,
+            worker,
+            limit.min(i32::MAX as u32) as i32,
+            naive(until),
+            naive(now),
         );
-        q.bind(bulk_change_id);
-        q.bind(worker);
-        q.bind(limit.min(i32::MAX as u32) as i32);
-        q.bind(naive(until));
-        q.bind(naive(now));
         let sets = self.exec("claim rows", q).await?;
         sets.last().map(|rows| rows.iter().map(change_row).collect()).unwrap_or_else(|| Ok(Vec::new()))
     }
 
     async fn append_log(&self, e: &LogEntry) -> StoreResult<()> {
-        let mut q = Query::new(
+        let q = proc_call!(
             "EXEC dbo.usp_DeviceBulkChangeLog_Add @BulkChangeId = @P1, @M2MDeviceChangeId = @P2, @LogEntryDescription = @P3, @RequestText = @P4,
                   @ResponseText = @P5, @ResponseStatus = @P6, @HasErrors = @P7, @ErrorText = @P8, @ProcessBy = @P9, @ProcessedDate = @P10",
+            e.bulk_change_id,
+            e.device_change_id,
+            e.description.as_str(),
+            e.request_text.as_str(),
+            e.response_text.as_str(),
+            e.response_status.as_str(),
+            e.has_errors,
+            e.error_text.as_deref(),
+            PROCESSED_BY,
+            naive(e.processed_date),
         );
-        q.bind(e.bulk_change_id);
-        q.bind(e.device_change_id);
-        q.bind(e.description.as_str());
-        q.bind(e.request_text.as_str());
-        q.bind(e.response_text.as_str());
-        q.bind(e.response_status.as_str());
-        q.bind(e.has_errors);
-        q.bind(e.error_text.as_deref());
-        q.bind(PROCESSED_BY);
-        q.bind(naive(e.processed_date));
         self.exec("append log", q).await.map(|_| ())
     }
 
@@ -744,8 +747,7 @@ impl Store for MssqlStore {
     }
 
     async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_RowStatuses @BulkChangeId = @P1");
-        q.bind(bulk_change_id);
+        let q = proc_call!("EXEC dbo.usp_DeviceBulkChange_RowStatuses @BulkChangeId = @P1", bulk_change_id,);
         let statuses = self
             .first("finalize", q)
             .await?
@@ -759,13 +761,13 @@ impl Store for MssqlStore {
         let Some(status) = bulk_status_from_rows(statuses) else {
             return Ok(None);
         };
-        let mut q = Query::new(
+        let q = proc_call!(
             "EXEC dbo.usp_DeviceBulkChange_SetStatus @BulkChangeId = @P1, @Status = @P2, @IsFinal = @P3, @Now = @P4",
+            bulk_change_id,
+            status.as_str(),
+            status.is_final(),
+            naive(now),
         );
-        q.bind(bulk_change_id);
-        q.bind(status.as_str());
-        q.bind(status.is_final());
-        q.bind(naive(now));
         let rows = self.first("finalize", q).await?;
         let current = need(rows.first().and_then(|r| text(r, "Status")), "Status")?;
         BulkStatus::parse(&current)
@@ -774,9 +776,11 @@ impl Store for MssqlStore {
     }
 
     async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId = @P1, @Now = @P2");
-        q.bind(bulk_change_id);
-        q.bind(naive(now));
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId = @P1, @Now = @P2",
+            bulk_change_id,
+            naive(now),
+        );
         Ok(self
             .first("claim notification", q)
             .await?
@@ -786,33 +790,30 @@ impl Store for MssqlStore {
     }
 
     async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_ReleaseNotification @BulkChangeId = @P1");
-        q.bind(bulk_change_id);
+        let q = proc_call!("EXEC dbo.usp_DeviceBulkChange_ReleaseNotification @BulkChangeId = @P1", bulk_change_id,);
         self.exec("release notification", q).await.map(|_| ())
     }
 
     async fn stranded_bulk_changes(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_Stranded @Before = @P1, @Now = @P2");
-        q.bind(naive(before));
-        q.bind(naive(now));
+        let q =
+            proc_call!("EXEC dbo.usp_DeviceBulkChange_Stranded @Before = @P1, @Now = @P2", naive(before), naive(now),);
         self.first("find stranded", q).await?.iter().map(|r| need(r.get::<i64, _>("Id"), "Id")).collect()
     }
 
     async fn cancel_rows(&self, tenant_id: i64, bulk_change_id: i64, by: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-        let mut q = Query::new(
+        let q = proc_call!(
             "EXEC dbo.usp_DeviceBulkChange_CancelRows @TenantId = @P1, @BulkChangeId = @P2, @By = @P3, @Now = @P4",
+            tenant_id,
+            bulk_change_id,
+            by,
+            naive(now),
         );
-        q.bind(tenant_id);
-        q.bind(bulk_change_id);
-        q.bind(by);
-        q.bind(naive(now));
         let rows = self.first("cancel rows", q).await?;
         Ok(rows.first().and_then(|r| r.get::<i64, _>("Cancelled")).unwrap_or(0).max(0) as u64)
     }
 
     async fn rev_customers(&self, tenant_id: i64) -> StoreResult<Vec<RevCustomer>> {
-        let mut q = Query::new("EXEC dbo.usp_RevCustomer_List @TenantId = @P1");
-        q.bind(tenant_id);
+        let q = proc_call!("EXEC dbo.usp_RevCustomer_List @TenantId = @P1", tenant_id,);
         self.first("list Rev customers", q)
             .await?
             .iter()
@@ -828,10 +829,12 @@ impl Store for MssqlStore {
     }
 
     async fn device_history(&self, tenant_id: i64, device_id: i64, limit: u32) -> StoreResult<Vec<DeviceHistoryEntry>> {
-        let mut q = Query::new("EXEC dbo.usp_Device_History @TenantId = @P1, @DeviceId = @P2, @Limit = @P3");
-        q.bind(tenant_id);
-        q.bind(device_id);
-        q.bind(limit.min(i32::MAX as u32) as i32);
+        let q = proc_call!(
+            "EXEC dbo.usp_Device_History @TenantId = @P1, @DeviceId = @P2, @Limit = @P3",
+            tenant_id,
+            device_id,
+            limit.min(i32::MAX as u32) as i32,
+        );
         self.first("device history", q)
             .await?
             .iter()
@@ -904,8 +907,7 @@ impl Store for MssqlStore {
     }
 
     async fn release_due_scheduled_rows(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {
-        let mut q = Query::new("EXEC dbo.usp_DeviceBulkChange_CustomerRatePlanChange_ReleaseDue @Now = @P1");
-        q.bind(naive(now));
+        let q = proc_call!("EXEC dbo.usp_DeviceBulkChange_CustomerRatePlanChange_ReleaseDue @Now = @P1", naive(now),);
         let sets = self.exec("release scheduled rows", q).await?;
         sets.last().map_or(Ok(Vec::new()), |rows| {
             rows.iter().map(|r| need(r.get::<i64, _>("BulkChangeId"), "BulkChangeId")).collect()
