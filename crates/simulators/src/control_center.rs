@@ -332,6 +332,21 @@ struct Paging {
     days_of_history: Option<u32>,
 }
 
+impl Paging {
+    /// Control Center's paging: at most 50 a page, pages from 1. The page's items and whether it is the last.
+    fn page<T: Clone>(&self, items: &[T]) -> (Vec<T>, usize, bool) {
+        let (size, page) = (self.page_size.unwrap_or(50).clamp(1, 50), self.page_number.unwrap_or(1).max(1));
+        let slice = items.iter().skip((page - 1) * size).take(size).cloned().collect();
+        (slice, page, page * size >= items.len())
+    }
+}
+
+/// A 400 with Control Center's `10000003` (invalid or missing parameter), recorded like any answer.
+async fn invalid_parameter(state: &ControlCenterState, path: &str, message: &str) -> Response {
+    let response = error(StatusCode::BAD_REQUEST, "10000003", message);
+    answer(state, "GET", path, Value::Null, StatusCode::BAD_REQUEST, response).await
+}
+
 async fn audit_trail(
     State(state): State<Arc<ControlCenterState>>,
     Path(iccid): Path<String>,
@@ -343,20 +358,10 @@ async fn audit_trail(
         return r;
     }
     if q.days_of_history.is_some_and(|d| d > 365) {
-        return answer(
-            &state,
-            "GET",
-            &path,
-            Value::Null,
-            StatusCode::BAD_REQUEST,
-            error(StatusCode::BAD_REQUEST, "10000003", "daysOfHistory must be at most 365."),
-        )
-        .await;
+        return invalid_parameter(&state, &path, "daysOfHistory must be at most 365.").await;
     }
-    let (page_size, page) = (q.page_size.unwrap_or(50).clamp(1, 50), q.page_number.unwrap_or(1).max(1));
     let entries = state.account.lock().ok().and_then(|a| a.audit.get(&iccid).cloned()).unwrap_or_default();
-    let slice: Vec<_> = entries.iter().skip((page - 1) * page_size).take(page_size).cloned().collect();
-    let last_page = page * page_size >= entries.len();
+    let (slice, page, last_page) = q.page(&entries);
     let body = json!({"iccid": iccid, "timestamp": Utc::now().to_rfc3339(), "pageNumber": page, "lastPage": last_page, "deviceAuditTrails": slice});
     answer(&state, "GET", &path, Value::Null, StatusCode::OK, Json(body).into_response()).await
 }
@@ -371,24 +376,15 @@ async fn search_devices(
         return r;
     }
     if q.modified_since.is_none() {
-        return answer(
-            &state,
-            "GET",
-            &path,
-            Value::Null,
-            StatusCode::BAD_REQUEST,
-            error(StatusCode::BAD_REQUEST, "10000003", "ModifiedSince is required."),
-        )
-        .await;
+        return invalid_parameter(&state, &path, "ModifiedSince is required.").await;
     }
-    let (page_size, page) = (q.page_size.unwrap_or(50).clamp(1, 50), q.page_number.unwrap_or(1).max(1));
     let devices: Vec<Value> = state
         .account
         .lock()
         .map(|a| a.devices.values().map(|d| json!({"iccid": d.iccid, "status": d.status, "ratePlan": d.rate_plan, "communicationPlan": d.communication_plan})).collect())
         .unwrap_or_default();
-    let slice: Vec<_> = devices.iter().skip((page - 1) * page_size).take(page_size).cloned().collect();
-    let body = json!({"devices": slice, "pageNumber": page, "lastPage": page * page_size >= devices.len()});
+    let (slice, page, last_page) = q.page(&devices);
+    let body = json!({"devices": slice, "pageNumber": page, "lastPage": last_page});
     answer(&state, "GET", &path, Value::Null, StatusCode::OK, Json(body).into_response()).await
 }
 
