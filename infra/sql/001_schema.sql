@@ -227,3 +227,43 @@ CREATE INDEX IX_Mobility_DeviceChange_Bulk_Status ON dbo.Mobility_DeviceChange (
 IF COL_LENGTH('dbo.DeviceBulkChangeLog', 'MobilityDeviceChangeId') IS NULL
     ALTER TABLE dbo.DeviceBulkChangeLog ADD MobilityDeviceChangeId BIGINT NULL;
 GO
+
+-- ThingSpace (issue 5): account settings, rows waiting on an asynchronous carrier request, callbacks as received,
+-- and the IP address an activation assigns.
+IF OBJECT_ID('dbo.ThingSpaceAuthentication') IS NULL
+CREATE TABLE dbo.ThingSpaceAuthentication (
+    ServiceProviderId BIGINT NOT NULL PRIMARY KEY REFERENCES dbo.ServiceProvider(Id),
+    AppKey NVARCHAR(200) NOT NULL,
+    AppSecret NVARCHAR(400) NOT NULL,
+    AccountName NVARCHAR(100) NOT NULL,
+    CallbackUsername NVARCHAR(200) NOT NULL,
+    CallbackPassword NVARCHAR(400) NOT NULL,
+    LoginRefusedReason NVARCHAR(1000) NULL,
+    LoginRefusedDate DATETIME2 NULL
+);
+IF COL_LENGTH('dbo.M2M_DeviceChange', 'CarrierRequestId') IS NULL
+    ALTER TABLE dbo.M2M_DeviceChange ADD CarrierRequestId NVARCHAR(100) NULL, CarrierRequestedAt DATETIME2 NULL;
+IF COL_LENGTH('dbo.Mobility_DeviceChange', 'CarrierRequestId') IS NULL
+    ALTER TABLE dbo.Mobility_DeviceChange ADD CarrierRequestId NVARCHAR(100) NULL, CarrierRequestedAt DATETIME2 NULL;
+IF COL_LENGTH('dbo.Device', 'IpAddress') IS NULL
+    ALTER TABLE dbo.Device ADD IpAddress NVARCHAR(64) NULL;
+IF OBJECT_ID('dbo.ThingSpaceCallBackResponseLog') IS NULL
+CREATE TABLE dbo.ThingSpaceCallBackResponseLog (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    RequestId NVARCHAR(100) NOT NULL,
+    ICCID NVARCHAR(64) NULL,
+    TenantId BIGINT NULL,
+    ServiceProviderId BIGINT NULL,
+    APIStatus NVARCHAR(50) NOT NULL,
+    APIResponse NVARCHAR(MAX) NOT NULL,
+    Outcome NVARCHAR(200) NOT NULL,
+    CreatedDate DATETIME2 NOT NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_M2M_DeviceChange_CarrierRequest')
+CREATE INDEX IX_M2M_DeviceChange_CarrierRequest ON dbo.M2M_DeviceChange (CarrierRequestId) WHERE CarrierRequestId IS NOT NULL;
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_Mobility_DeviceChange_CarrierRequest')
+CREATE INDEX IX_Mobility_DeviceChange_CarrierRequest ON dbo.Mobility_DeviceChange (CarrierRequestId) WHERE CarrierRequestId IS NOT NULL;
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_ThingSpaceCallBackResponseLog_Request')
+CREATE INDEX IX_ThingSpaceCallBackResponseLog_Request ON dbo.ThingSpaceCallBackResponseLog (RequestId);
+GO

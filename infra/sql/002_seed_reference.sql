@@ -19,3 +19,11 @@ USING (
 ON t.Id = s.Id
 WHEN NOT MATCHED THEN INSERT (Id, IntegrationId, Status, DisplayName) VALUES (s.Id, s.IntegrationId, s.Status, s.DisplayName);
 GO
+
+-- ThingSpace statuses (Integration 4). INVENTORY: known here, not yet on ThingSpace; the others are ThingSpace's.
+MERGE dbo.DeviceStatus AS t
+USING (VALUES (401, 4, N'ACTIVE', N'Active'), (402, 4, N'PREACTIVE', N'Pre-Active'), (403, 4, N'DEACTIVE', N'Deactivated'),
+              (404, 4, N'INVENTORY', N'Inventory'), (405, 4, N'SUSPEND', N'Suspended')) AS s (Id, IntegrationId, Status, DisplayName)
+ON t.Id = s.Id
+WHEN NOT MATCHED THEN INSERT (Id, IntegrationId, Status, DisplayName) VALUES (s.Id, s.IntegrationId, s.Status, s.DisplayName);
+GO

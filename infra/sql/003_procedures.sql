@@ -17,16 +17,22 @@ GO
 CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_Get @TenantId BIGINT, @Id BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond
-    FROM dbo.ServiceProvider WHERE Id = @Id AND TenantId = @TenantId AND IsActive = 1;
+    SELECT sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
+           sp.WriteIsEnabled, sp.RateLimitPerSecond, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
+           ts.CallbackPassword, ts.LoginRefusedReason
+    FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id
+    WHERE sp.Id = @Id AND sp.TenantId = @TenantId AND sp.IsActive = 1;
 END
 GO
 
 CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_GetForIntegration @TenantId BIGINT, @IntegrationId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT TOP (1) Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond
-    FROM dbo.ServiceProvider WHERE TenantId = @TenantId AND IntegrationId = @IntegrationId AND IsActive = 1 ORDER BY Id;
+    SELECT TOP (1) sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
+           sp.WriteIsEnabled, sp.RateLimitPerSecond, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
+           ts.CallbackPassword, ts.LoginRefusedReason
+    FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id
+    WHERE sp.TenantId = @TenantId AND sp.IntegrationId = @IntegrationId AND sp.IsActive = 1 ORDER BY sp.Id;
 END
 GO
 
@@ -194,11 +200,11 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Rows
 BEGIN
     SET NOCOUNT ON;
     -- A bulk change's rows are all in one of the two tables; the union reads whichever holds them.
-    SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate
-    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, TenantId
+    SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt
+    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, TenantId
           FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId
           UNION ALL
-          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, TenantId
+          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, TenantId
           FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId) r
     WHERE TenantId = @TenantId AND (@Status IS NULL OR Status = @Status)
     ORDER BY Id OFFSET @Offset ROWS FETCH NEXT @PageSize ROWS ONLY;
@@ -232,7 +238,8 @@ BEGIN
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
     DECLARE @Claimed TABLE (Id BIGINT, BulkChangeId BIGINT, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20),
-                            StatusDetails NVARCHAR(MAX), Claims INT, ProcessedDate DATETIME2);
+                            StatusDetails NVARCHAR(MAX), Claims INT, ProcessedDate DATETIME2, CarrierRequestId NVARCHAR(100),
+                            CarrierRequestedAt DATETIME2);
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
     BEGIN
         ;WITH c AS (
@@ -242,7 +249,8 @@ BEGIN
         )
         UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
         OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
-               inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate INTO @Claimed;
+               inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate, inserted.CarrierRequestId,
+               inserted.CarrierRequestedAt INTO @Claimed;
     END
     ELSE
     BEGIN
@@ -253,7 +261,8 @@ BEGIN
         )
         UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
         OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
-               inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate INTO @Claimed;
+               inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate, inserted.CarrierRequestId,
+               inserted.CarrierRequestedAt INTO @Claimed;
     END
     IF EXISTS (SELECT 1 FROM @Claimed)
         UPDATE dbo.DeviceBulkChange SET ModifiedDate = @Now WHERE Id = @BulkChangeId;
@@ -285,7 +294,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceReco
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
-    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL,
+    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL, @NewMSISDN NVARCHAR(20) = NULL, @IpAddress NVARCHAR(64) = NULL,
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -309,10 +318,12 @@ BEGIN
     BEGIN
         IF @NewDeviceStatusId IS NOT NULL OR @CarrierRatePlan IS NOT NULL OR @CommunicationPlan IS NOT NULL OR @RevCustomerId IS NOT NULL
            OR @Username IS NOT NULL OR @Archive = 1 OR @NewICCID IS NOT NULL OR @NewIMEI IS NOT NULL
+           OR @NewMSISDN IS NOT NULL OR @IpAddress IS NOT NULL
             UPDATE dbo.Device
             SET DeviceStatusId = COALESCE(@NewDeviceStatusId, DeviceStatusId), CarrierRatePlan = COALESCE(@CarrierRatePlan, CarrierRatePlan),
                 CommunicationPlan = COALESCE(@CommunicationPlan, CommunicationPlan), RevCustomerId = COALESCE(@RevCustomerId, RevCustomerId),
                 Username = COALESCE(@Username, Username), ICCID = COALESCE(@NewICCID, ICCID), IMEI = COALESCE(@NewIMEI, IMEI),
+                MSISDN = COALESCE(@NewMSISDN, MSISDN), IpAddress = COALESCE(@IpAddress, IpAddress),
                 IsActive = CASE WHEN @Archive = 1 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN @Archive = 1 THEN 1 ELSE IsDeleted END,
                 ModifiedBy = @ProcessedBy, ModifiedDate = @Now
             WHERE Id = @DeviceId AND TenantId = @TenantId;
@@ -508,7 +519,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Archival_ArchiveDevices
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
-    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL,
+    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL, @NewMSISDN NVARCHAR(20) = NULL, @IpAddress NVARCHAR(64) = NULL,
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -516,7 +527,7 @@ BEGIN
          @StatusDetails = @StatusDetails, @NewDeviceStatusId = @NewDeviceStatusId, @CarrierRatePlan = @CarrierRatePlan,
          @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
          @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
-         @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI,
+         @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI, @NewMSISDN = @NewMSISDN, @IpAddress = @IpAddress,
          @ProcessedBy = @ProcessedBy, @Now = @Now;
 END
 GO
@@ -528,7 +539,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_Update
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
-    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL,
+    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL, @NewMSISDN NVARCHAR(20) = NULL, @IpAddress NVARCHAR(64) = NULL,
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -536,7 +547,7 @@ BEGIN
          @StatusDetails = @StatusDetails, @NewDeviceStatusId = @NewDeviceStatusId, @CarrierRatePlan = @CarrierRatePlan,
          @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
          @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
-         @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI,
+         @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI, @NewMSISDN = @NewMSISDN, @IpAddress = @IpAddress,
          @ProcessedBy = @ProcessedBy, @Now = @Now;
 END
 GO
@@ -548,7 +559,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RevService_UpdateM2MChange
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
-    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL,
+    @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL, @NewMSISDN NVARCHAR(20) = NULL, @IpAddress NVARCHAR(64) = NULL,
     @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -556,7 +567,85 @@ BEGIN
          @StatusDetails = @StatusDetails, @NewDeviceStatusId = @NewDeviceStatusId, @CarrierRatePlan = @CarrierRatePlan,
          @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
          @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
-         @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI,
+         @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI, @NewMSISDN = @NewMSISDN, @IpAddress = @IpAddress,
          @ProcessedBy = @ProcessedBy, @Now = @Now;
+END
+GO
+
+-- ThingSpace (issue 5) --------------------------------------------------------------------------------------------
+
+CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_ListThingSpace AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
+           sp.WriteIsEnabled, sp.RateLimitPerSecond, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
+           ts.CallbackPassword, ts.LoginRefusedReason
+    FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id
+    WHERE sp.IntegrationId = 4 AND sp.IsActive = 1 ORDER BY sp.Id;
+END
+GO
+
+-- Rows @Worker holds wait on carrier request @RequestId: lease owner 'carrier:' + id until @Deadline, so a callback
+-- completes them and, past the deadline, a worker reclaims them to poll. CarrierRequestedAt keeps the first request.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_AwaitCarrier
+    @BulkChangeId BIGINT, @RowIdsJson NVARCHAR(MAX), @Worker NVARCHAR(100), @RequestId NVARCHAR(100), @Now DATETIME2, @Deadline DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    DECLARE @Owner NVARCHAR(100) = N'carrier:' + @RequestId;
+    DECLARE @Ids TABLE (Id BIGINT PRIMARY KEY);
+    INSERT INTO @Ids (Id) SELECT DISTINCT CAST([value] AS BIGINT) FROM OPENJSON(@RowIdsJson);
+    IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
+        UPDATE r SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner, LeaseUntil = @Deadline
+        FROM dbo.Mobility_DeviceChange r JOIN @Ids i ON i.Id = r.Id
+        WHERE r.BulkChangeId = @BulkChangeId AND r.LeaseOwner = @Worker AND r.Status = N'PROCESSING';
+    ELSE
+        UPDATE r SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner, LeaseUntil = @Deadline
+        FROM dbo.M2M_DeviceChange r JOIN @Ids i ON i.Id = r.Id
+        WHERE r.BulkChangeId = @BulkChangeId AND r.LeaseOwner = @Worker AND r.Status = N'PROCESSING';
+    SELECT CAST(@@ROWCOUNT AS BIGINT) AS Changed;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CarrierRequestRows @ServiceProviderIdsJson NVARCHAR(MAX), @RequestId NVARCHAR(100) AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT r.Id, r.BulkChangeId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails, r.Claims, r.ProcessedDate,
+           r.CarrierRequestId, r.CarrierRequestedAt
+    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt
+          FROM dbo.M2M_DeviceChange WHERE CarrierRequestId = @RequestId
+          UNION ALL
+          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt
+          FROM dbo.Mobility_DeviceChange WHERE CarrierRequestId = @RequestId) r
+    JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
+    WHERE b.ServiceProviderId IN (SELECT CAST([value] AS BIGINT) FROM OPENJSON(@ServiceProviderIdsJson))
+    ORDER BY r.Id;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_ThingSpaceCallBackResponseLog_Add
+    @RequestId NVARCHAR(100), @ICCID NVARCHAR(64) = NULL, @TenantId BIGINT = NULL, @ServiceProviderId BIGINT = NULL,
+    @APIStatus NVARCHAR(50), @APIResponse NVARCHAR(MAX), @Outcome NVARCHAR(200), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    INSERT INTO dbo.ThingSpaceCallBackResponseLog (RequestId, ICCID, TenantId, ServiceProviderId, APIStatus, APIResponse, Outcome, CreatedDate)
+    VALUES (@RequestId, @ICCID, @TenantId, @ServiceProviderId, @APIStatus, @APIResponse, @Outcome, @Now);
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_ThingSpaceAuthentication_RefuseLogin @ServiceProviderId BIGINT, @Reason NVARCHAR(1000), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.ThingSpaceAuthentication SET LoginRefusedReason = @Reason, LoginRefusedDate = @Now WHERE ServiceProviderId = @ServiceProviderId;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_NextLeaseExpiry @BulkChangeId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT MIN(LeaseUntil) AS NextExpiry
+    FROM (SELECT LeaseUntil FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING'
+          UNION ALL
+          SELECT LeaseUntil FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING') l;
 END
 GO

@@ -11,7 +11,8 @@ use domain::rules::{
     DeviceRecord, DeviceVerdict, dedupe_devices, parse_effective_date, resolve_target_status, scheduled_for,
     validate_archival_device, validate_device, validate_label, validate_status_update_device,
 };
-use domain::{BulkChangeRequest, FieldError, RequestError, RowStatus};
+use domain::rules::{TsAction, thingspace_transition, validate_thingspace_activation};
+use domain::{BulkChangeRequest, FieldError, Integration, RequestError, RowStatus};
 use engine::ports::{CustomerPlanChange, NewBulkChange, NewRow, ScheduledCustomerPlan, ServiceProvider, Store};
 use serde::Serialize;
 
@@ -65,21 +66,26 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
         )
     })?;
     let (unique, duplicates) = dedupe_devices(&request.devices);
-    let jasper = sp.integration.is_jasper_family();
+    let thingspace = sp.integration == Integration::ThingSpace;
+    let carrier = sp.integration.is_jasper_family() || thingspace;
+    if thingspace && request.portal_type != domain::PortalType::M2M {
+        return Err(ApiError::invalid("PortalType", "ThingSpace devices are M2M devices; send PortalType 0"));
+    }
     let (rows, devices) = match &request.details {
-        ChangeDetails::StatusUpdate(update) if jasper => {
+        ChangeDetails::StatusUpdate(update) if carrier => {
             status_update_rows(store, caller, &sp, update, &unique).await?
         }
-        ChangeDetails::CarrierRatePlanChange(update) if jasper => {
+        ChangeDetails::CarrierRatePlanChange(update) if carrier => {
             carrier_rate_plan_rows(store, caller, &sp, update, &unique).await?
         }
-        ChangeDetails::EditUsername(update) if jasper => username_rows(store, caller, &sp, update, &unique).await?,
+        ChangeDetails::EditUsername(update) if carrier => username_rows(store, caller, &sp, update, &unique).await?,
+        ChangeDetails::DeleteDevice if thingspace => delete_rows(store, caller, &sp, &unique).await?,
         ChangeDetails::Archival => archival_rows(store, caller, &sp, request.override_validation, &unique).await?,
         ChangeDetails::CustomerRatePlanChange(update) => {
             customer_rate_plan_rows(store, caller, &sp, update, &unique).await?
         }
         ChangeDetails::CustomerAssignment(options) => assignment_rows(store, caller, &sp, options, &unique).await?,
-        ChangeDetails::ChangeIccidOrImei(change) if jasper => {
+        ChangeDetails::ChangeIccidOrImei(change) if carrier => {
             identifier_rows(store, caller, &sp, change, &unique).await?
         }
         other => {
@@ -117,6 +123,15 @@ async fn status_update_rows(
             format!("unknown status '{}' for {}; known: {}", update.target_status, sp.integration, known.join(", ")),
         )
     })?;
+    if sp.integration == Integration::ThingSpace {
+        return thingspace_status_rows(store, caller, sp, update, target, &statuses, iccids).await;
+    }
+    if update.thing_space.is_some() {
+        return Err(ApiError::invalid(
+            "StatusUpdate.ThingSpaceStatusUpdate",
+            format!("ThingSpaceStatusUpdate does not apply to {} service providers", sp.integration),
+        ));
+    }
     if let Some(account) = update.account_number.as_deref().filter(|a| !a.trim().is_empty()) {
         if store.rev_customer(caller.tenant_id, account.trim()).await?.is_none() {
             return Err(ApiError::invalid(
@@ -147,6 +162,91 @@ async fn status_update_rows(
     Ok(rows_from(iccids, &found, |raw, device| {
         let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
         validate_status_update_device(raw, device, sp.id, sp.integration, current, target)
+    }))
+}
+
+/// ThingSpace status updates: the state table per device, and a known service plan and a ZIP code for every
+/// device to activate. The Rev.io options of a status update are not offered for ThingSpace yet.
+async fn thingspace_status_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    update: &StatusUpdate,
+    target: &domain::rules::DeviceStatusDef,
+    statuses: &[domain::rules::DeviceStatusDef],
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    if update.account_number.as_deref().is_some_and(|a| !a.trim().is_empty()) || update.rev_service.is_some() {
+        return Err(ApiError::invalid(
+            "StatusUpdate.RevService",
+            "AccountNumber and RevService are not supported with ThingSpace status updates yet; assign the customer with a CustomerAssignment once the devices are active",
+        ));
+    }
+    let options = update.thing_space.as_deref().cloned().unwrap_or_default();
+    if let Some(code) = options.reason_code.as_deref().filter(|c| c.trim() != crate::intake::THINGSPACE_REASON_CODE) {
+        return Err(ApiError::invalid(
+            "StatusUpdate.ThingSpaceStatusUpdate.ReasonCode",
+            format!("reason code '{code}' is not one ThingSpace documents; use FF (General Admin/Maintenance)"),
+        ));
+    }
+    for d in &options.devices {
+        if !iccids.iter().any(|i| i == d.iccid.trim()) {
+            return Err(ApiError::invalid(
+                "StatusUpdate.ThingSpaceStatusUpdate.Devices",
+                format!("{} is not in Devices", d.iccid),
+            ));
+        }
+        if let Some(imei) = d.imei.as_deref().filter(|i| !i.trim().is_empty()) {
+            domain::Imei::parse(imei).map_err(|e| {
+                ApiError::invalid("StatusUpdate.ThingSpaceStatusUpdate.Devices.IMEI", format!("{}: {e}", d.iccid))
+            })?;
+        }
+    }
+    let plans = store.carrier_rate_plans(caller.tenant_id, sp.id).await?;
+    let found = devices_of(store, caller, iccids).await?;
+    Ok(rows_from(iccids, &found, |raw, device| {
+        let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
+        let verdict = validate_status_update_device(raw, device, sp.id, sp.integration, current, target);
+        let DeviceVerdict::Valid { iccid, .. } = &verdict else { return verdict };
+        let action = thingspace_transition(current.map_or("INVENTORY", |c| c.status.as_str()), &target.status);
+        if matches!(action, Ok(Some(a)) if a.activates() || a == TsAction::AddThenActivate) {
+            let (plan, zip) = options.plan_and_zip(iccid.as_str());
+            if let Err(reason) = validate_thingspace_activation(iccid.as_str(), plan.as_deref(), zip.as_deref(), &plans)
+            {
+                return DeviceVerdict::Invalid { reason };
+            }
+        }
+        verdict
+    }))
+}
+
+/// The deactivation reason ThingSpace documents.
+pub const THINGSPACE_REASON_CODE: &str = "FF";
+
+/// DeleteDevice (ThingSpace): only deactivated devices can be deleted.
+async fn delete_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let statuses = store.device_statuses(sp.integration).await?;
+    let found = devices_of(store, caller, iccids).await?;
+    Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
+        DeviceVerdict::Valid { device, iccid } => {
+            let status = statuses.iter().find(|s| s.id == device.device_status_id).map(|s| s.status.as_str());
+            if status.is_some_and(|s| s.eq_ignore_ascii_case("DEACTIVE")) {
+                DeviceVerdict::Valid { device, iccid }
+            } else {
+                DeviceVerdict::Invalid {
+                    reason: format!(
+                        "Device {iccid} is {}; only deactivated devices can be deleted from ThingSpace",
+                        status.unwrap_or("in an unknown status")
+                    ),
+                }
+            }
+        }
+        invalid => invalid,
     }))
 }
 
@@ -223,6 +323,12 @@ async fn carrier_rate_plan_rows(
             ),
         ));
     }
+    if update.communication_plan.is_some() && sp.integration == Integration::ThingSpace {
+        return Err(ApiError::invalid(
+            "CarrierRatePlanUpdate.CommunicationPlan",
+            "ThingSpace has no communication plan; send only CarrierRatePlan (the service plan code)",
+        ));
+    }
     if let Some(c) = update.communication_plan.as_deref() {
         if c.trim().is_empty() {
             return Err(ApiError::invalid(
@@ -254,6 +360,14 @@ async fn username_rows(
         if let Some(Err(e)) = value.as_deref().map(|v| validate_label(field, v)) {
             errors.push(FieldError::new(field, e));
         }
+    }
+    if sp.integration == Integration::ThingSpace
+        && [&update.cost_center, &update.cost_center2, &update.cost_center3].iter().any(|c| c.is_some())
+    {
+        errors.push(FieldError::new(
+            "Username.CostCenter",
+            "cost centers are not supported for ThingSpace yet; send only NewUsername (it goes to CustomField1)",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }));

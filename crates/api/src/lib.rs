@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/M2M/AssociateCustomer", post(associate_customer))
         .route("/M2M/Index", get(index))
         .route("/M2M/DeviceInventoryExport", get(export))
+        .route("/ThingSpace/Callback", post(thingspace_callback))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // 10,000 ICCIDs are ~250 KB of JSON; leave room without accepting anything.
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
@@ -100,6 +101,33 @@ async fn accept(state: &AppState, caller: &Caller, intake: intake::Intake) -> Re
         obj.insert("RetryOf".into(), json!(retry_of));
     }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// ThingSpace's `CarrierService` callback: one device's result of an asynchronous request. Authenticated by the
+/// credentials registered with ThingSpace (sent in the body), not by a portal token.
+async fn thingspace_callback(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    use engine::thingspace::{Callback, CallbackAnswer, apply_callback};
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::Invalid(domain::RequestError::one("Malformed callback", "body", format!("invalid JSON: {e}")))
+    })?;
+    let callback = Callback::parse(&value)
+        .map_err(|e| ApiError::Invalid(domain::RequestError::one("Malformed callback", "requestId", e)))?;
+    match apply_callback(state.store.as_ref(), state.queue.as_ref(), &callback, chrono::Utc::now()).await? {
+        CallbackAnswer::Unauthorized => {
+            Err(ApiError::Unauthorized("callback credentials are not registered for any ThingSpace account".into()))
+        }
+        CallbackAnswer::Malformed(why) => {
+            Err(ApiError::Invalid(domain::RequestError::one("Malformed callback", "deviceIds", why)))
+        }
+        CallbackAnswer::Unknown => Err(ApiError::NotFound(format!(
+            "no device of request {} is waiting for a result in this account",
+            callback.request_id
+        ))),
+        CallbackAnswer::Applied { bulk_change_id, .. } => {
+            Ok(Json(json!({"Applied": true, "BulkChangeId": bulk_change_id})).into_response())
+        }
+        CallbackAnswer::Ignored(reason) => Ok(Json(json!({"Applied": false, "Reason": reason})).into_response()),
+    }
 }
 
 /// The tenant's device inventory, paged and filtered.

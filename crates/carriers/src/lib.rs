@@ -10,18 +10,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::metrics::{Metrics, NoMetrics};
-use engine::ports::{Carriers, ControlCenterApi, RevIoApi, Secret, ServiceProvider};
+use engine::ports::{Carriers, ControlCenterApi, RevIoApi, Secret, ServiceProvider, ThingSpaceApi, ThingSpaceSettings};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 
 pub use control_center::ControlCenterClient;
 pub use rev_io::{RevIoClient, RevIoCredentials};
+pub use thingspace::{ThingSpaceClient, ThingSpaceCredentials};
+
+/// What a cached ThingSpace client was built from: a change of any of it builds a new client.
+type ThingSpaceKey = (String, String, Secret, ThingSpaceSettings);
 
 /// Builds clients for service providers, sharing one connection pool.
 pub struct HttpCarriers {
     http: reqwest::Client,
     retry: RetryPolicy,
     metrics: Arc<dyn Metrics>,
+    /// ThingSpace clients by service provider, kept for the process so their OAuth and session tokens are
+    /// reused across messages (a login per message would also multiply the risk of a lockout).
+    thingspace: std::sync::Mutex<std::collections::HashMap<i64, (ThingSpaceKey, Arc<ThingSpaceClient>)>>,
 }
 
 impl HttpCarriers {
@@ -31,7 +38,7 @@ impl HttpCarriers {
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .build()?;
-        Ok(Self { http, retry, metrics: Arc::new(NoMetrics) })
+        Ok(Self { http, retry, metrics: Arc::new(NoMetrics), thingspace: Default::default() })
     }
 
     /// Publishes each call's latency, retries and throttles.
@@ -67,5 +74,35 @@ impl Carriers for HttpCarriers {
             RevIoClient::new(self.http.clone(), &sp.base_url, credentials, limiter, self.retry)
                 .with_metrics(self.metrics.clone()),
         )
+    }
+
+    fn thingspace(
+        &self,
+        sp: &ServiceProvider,
+        limiter: Arc<TokenBucket>,
+        activations: Arc<TokenBucket>,
+    ) -> Result<Arc<dyn ThingSpaceApi>, String> {
+        let settings =
+            sp.thingspace.clone().ok_or_else(|| format!("service provider {} has no ThingSpace settings", sp.id))?;
+        let key: ThingSpaceKey = (sp.base_url.clone(), sp.username.clone(), sp.secret.clone(), settings.clone());
+        let mut cache = self.thingspace.lock().map_err(|_| "ThingSpace client cache poisoned".to_string())?;
+        if let Some((cached, client)) = cache.get(&sp.id) {
+            if *cached == key {
+                return Ok(client.clone());
+            }
+        }
+        let credentials = ThingSpaceCredentials {
+            app_key: settings.app_key,
+            app_secret: settings.app_secret,
+            username: sp.username.clone(),
+            password: sp.secret.clone(),
+            account_name: settings.account_name,
+        };
+        let client = Arc::new(
+            ThingSpaceClient::new(self.http.clone(), &sp.base_url, credentials, limiter, self.retry)
+                .with_activation_limit(activations),
+        );
+        cache.insert(sp.id, (key, client.clone()));
+        Ok(client)
     }
 }

@@ -5,8 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use base64::Engine as _;
-use engine::ports::{CallRecord, CarrierFailure, FailureKind, Secret};
+use engine::ports::{
+    CallRecord, CarrierFailure, FailureKind, Secret, ThingSpaceApi, TsDeviceRef, TsDeviceResult, TsDeviceState,
+    TsRequest,
+};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use reqwest::Method;
@@ -40,6 +44,10 @@ pub struct ThingSpaceClient {
     endpoint: Endpoint,
     credentials: ThingSpaceCredentials,
     tokens: Mutex<Tokens>,
+    /// Paces activation requests (ThingSpace allows 100 a minute per account).
+    activations: Option<Arc<TokenBucket>>,
+    /// A copy of `tokens.login_refused` readable without the async lock.
+    refused: std::sync::Mutex<Option<String>>,
 }
 
 /// `{"errorCode","errorMessage"}` or the gateway's `{"fault":{"code","message"}}`.
@@ -95,7 +103,15 @@ impl ThingSpaceClient {
             endpoint: Endpoint::new(http, base_url, limiter, retry, "ThingSpace"),
             credentials,
             tokens: Mutex::new(Tokens::default()),
+            activations: None,
+            refused: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Activation requests also take a token from `bucket`.
+    pub fn with_activation_limit(mut self, bucket: Arc<TokenBucket>) -> Self {
+        self.activations = Some(bucket);
+        self
     }
 
     pub fn account_name(&self) -> &str {
@@ -196,6 +212,9 @@ impl ThingSpaceClient {
                 let reason = format!("ThingSpace login refused for {}: {message}", self.credentials.username);
                 warn!(code = ?code, "ThingSpace login refused; no further login will be attempted by this worker");
                 tokens.login_refused = Some(reason.clone());
+                if let Ok(mut refused) = self.refused.lock() {
+                    *refused = Some(reason.clone());
+                }
                 Err(CarrierFailure { kind: FailureKind::Refused, code, message: reason, attempts: 1, call })
             }
         }
@@ -232,6 +251,9 @@ impl ThingSpaceClient {
     /// request id whose per-device results arrive later.
     pub async fn action(&self, action: &str, mut body: Value) -> Result<(String, CallRecord), CarrierFailure> {
         body["accountName"] = json!(self.credentials.account_name);
+        if let (Some(bucket), "activate") = (&self.activations, action) {
+            bucket.acquire().await;
+        }
         let answer = self.m2m(Method::POST, &format!("devices/actions/{action}"), Some(&body)).await?;
         match serde_json::from_str::<Value>(&answer.body).ok().and_then(|v| v["requestId"].as_str().map(str::to_string))
         {
@@ -269,7 +291,7 @@ impl ThingSpaceClient {
     }
 
     /// `POST devices/actions/add` (`preactive`): per-device results; "already exists" counts as added.
-    pub async fn add_devices(&self, devices: &[Value]) -> Result<(Vec<DeviceResult>, CallRecord), CarrierFailure> {
+    pub async fn add_devices(&self, devices: &[Value]) -> Result<(Vec<TsDeviceResult>, CallRecord), CarrierFailure> {
         let body = json!({"state": "preactive", "devicesToAdd": devices, "accountName": self.credentials.account_name});
         let answer = self.m2m(Method::POST, "devices/actions/add", Some(&body)).await?;
         let entries: Vec<Value> = serde_json::from_str(&answer.body).unwrap_or_default();
@@ -278,7 +300,7 @@ impl ThingSpaceClient {
             .map(|e| {
                 let response = e["response"].as_str().unwrap_or_default();
                 let ok = response == "Success" || response.contains("already exists");
-                DeviceResult { iccid: iccid_of(e), error: (!ok).then(|| response.to_string()) }
+                TsDeviceResult { iccid: iccid_of(e), error: (!ok).then(|| response.to_string()) }
             })
             .collect();
         Ok((results, answer.call))
@@ -289,14 +311,14 @@ impl ThingSpaceClient {
     pub async fn delete_devices(
         &self,
         devices: &[Value],
-    ) -> Result<(Vec<DeviceResult>, Vec<CallRecord>), CarrierFailure> {
+    ) -> Result<(Vec<TsDeviceResult>, Vec<CallRecord>), CarrierFailure> {
         let mut results = Vec::with_capacity(devices.len());
         let mut calls = Vec::new();
         for chunk in devices.chunks(DELETE_BATCH) {
             let body = json!({"devicesToDelete": chunk, "accountName": self.credentials.account_name});
             let answer = self.m2m(Method::POST, "devices/actions/delete", Some(&body)).await?;
             let entries: Vec<Value> = serde_json::from_str(&answer.body).unwrap_or_default();
-            results.extend(entries.iter().map(|e| DeviceResult {
+            results.extend(entries.iter().map(|e| TsDeviceResult {
                 iccid: iccid_of(e),
                 error: (e["status"] != "Success").then(|| e["message"].as_str().unwrap_or("Failed").to_string()),
             }));
@@ -358,11 +380,111 @@ impl ThingSpaceClient {
 pub const DELETE_BATCH: usize = 100;
 
 /// One device's result in a synchronous multi-device answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceResult {
-    pub iccid: String,
-    /// The carrier's message when this device failed.
-    pub error: Option<String>,
+pub type DeviceResult = TsDeviceResult;
+
+fn refs_to_ids(devices: &[TsDeviceRef]) -> Vec<Value> {
+    devices.iter().map(|d| device_ids(&d.iccid, d.imei.as_deref())).collect()
+}
+
+/// The device of a list answer: state, plan, identifiers, address and custom fields.
+fn device_state(entry: &Value) -> TsDeviceState {
+    let id_of = |kind: &str| {
+        entry["deviceIds"]
+            .as_array()
+            .and_then(|ids| ids.iter().find(|i| i["kind"] == kind))
+            .and_then(|i| i["id"].as_str())
+            .map(str::to_string)
+    };
+    let carrier = &entry["carrierInformations"][0];
+    TsDeviceState {
+        state: carrier["state"].as_str().unwrap_or_default().to_ascii_lowercase(),
+        service_plan: carrier["servicePlan"].as_str().map(str::to_string),
+        imei: id_of("imei"),
+        msisdn: id_of("msisdn").or_else(|| id_of("mdn")),
+        ip_address: entry["ipAddress"].as_str().map(str::to_string),
+        custom_fields: entry["customFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| Some((f["key"].as_str()?.to_string(), f["value"].as_str().unwrap_or_default().to_string())))
+            .collect(),
+    }
+}
+
+#[async_trait]
+impl ThingSpaceApi for ThingSpaceClient {
+    async fn submit(
+        &self,
+        request: &TsRequest,
+        devices: &[TsDeviceRef],
+    ) -> Result<(String, CallRecord), CarrierFailure> {
+        let ids = refs_to_ids(devices);
+        match request {
+            TsRequest::Activate { service_plan, mdn_zip_code, place_of_use } => {
+                let mut body = json!({"devices": ids, "servicePlan": service_plan, "mdnZipCode": mdn_zip_code});
+                if let Some(p) = place_of_use {
+                    body["primaryPlaceOfUse"] = json!({
+                        "customerName": {"firstName": p.first_name, "lastName": p.last_name},
+                        "address": {"addressLine1": p.address_line, "city": p.city, "state": p.state,
+                                    "zip": p.zip_code, "country": p.country}});
+                }
+                self.action("activate", body).await
+            }
+            TsRequest::Suspend => self.action("suspend", json!({"devices": ids, "withBilling": false})).await,
+            TsRequest::Restore => self.action("restore", json!({"devices": ids, "withBilling": false})).await,
+            TsRequest::Deactivate { reason_code, etf_waiver } => {
+                let body = json!({"devices": ids, "reasonCode": reason_code, "etfWaiver": etf_waiver,
+                                  "deleteAfterDeactivation": false});
+                self.action("deactivate", body).await
+            }
+            TsRequest::ChangePlan { service_plan } => self.change_plan(&ids, service_plan).await,
+            TsRequest::CustomFields { fields } => {
+                let fields: Vec<Value> = fields.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+                let body = json!({"devices": ids, "customFieldsToUpdate": fields,
+                                  "accountName": self.credentials.account_name});
+                self.request_id(self.m2m(Method::PUT, "devices/actions/customFields", Some(&body)).await?)
+            }
+        }
+    }
+
+    async fn add(&self, devices: &[TsDeviceRef]) -> Result<(Vec<TsDeviceResult>, CallRecord), CarrierFailure> {
+        self.add_devices(&refs_to_ids(devices)).await
+    }
+
+    async fn delete(&self, devices: &[TsDeviceRef]) -> Result<(Vec<TsDeviceResult>, Vec<CallRecord>), CarrierFailure> {
+        self.delete_devices(&refs_to_ids(devices)).await
+    }
+
+    async fn change_identifier(
+        &self,
+        device: &TsDeviceRef,
+        new_iccid: Option<&str>,
+        new_imei: Option<&str>,
+    ) -> Result<(String, CallRecord), CarrierFailure> {
+        ThingSpaceClient::change_identifier(self, &device.iccid, new_iccid, new_imei).await
+    }
+
+    async fn request_status(&self, request_id: &str) -> Result<(String, CallRecord), CarrierFailure> {
+        ThingSpaceClient::request_status(self, request_id).await
+    }
+
+    async fn device(&self, iccid: &str) -> Result<(Option<TsDeviceState>, CallRecord), CarrierFailure> {
+        let body = json!({"deviceId": {"kind": "iccid", "id": iccid}});
+        let answer = self.m2m(Method::POST, "devices/actions/list", Some(&body)).await?;
+        let v: Value = serde_json::from_str(&answer.body).map_err(|e| CarrierFailure {
+            kind: FailureKind::Protocol,
+            code: None,
+            message: format!("unreadable device list: {e}"),
+            attempts: 1,
+            call: answer.call.clone(),
+        })?;
+        let found = v["devices"].as_array().into_iter().flatten().find(|d| iccid_of(d) == iccid).map(device_state);
+        Ok((found, answer.call))
+    }
+
+    fn login_refused(&self) -> Option<String> {
+        self.refused.lock().ok().and_then(|r| r.clone())
+    }
 }
 
 fn iccid_of(entry: &Value) -> String {

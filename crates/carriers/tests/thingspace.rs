@@ -54,6 +54,19 @@ fn client(sim: &ThingSpaceSim, password: &str) -> ThingSpaceClient {
     )
 }
 
+/// Polls the request status until the carrier has processed the request (Success or Failure).
+async fn settled(ts: &ThingSpaceClient, request_id: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = ts.request_status(request_id).await.expect("request status");
+        if status != "Pending" {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "request {request_id} stayed Pending");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A callback listener on a free port that keeps what it receives.
 async fn listener() -> (String, Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -194,14 +207,17 @@ async fn identifier_change_needs_an_active_device_and_moves_it_to_the_new_sim() 
     let ts = client(&sim, "uws-pass");
     let err = ts.change_identifier(ICCIDS[0], Some("89148000008245116656"), None).await.expect_err("preactive device");
     assert_eq!(err.message, "The device must be active to change its identifier.");
-    ts.action(
-        "activate",
-        json!({"devices": [device_ids(ICCIDS[0], None)], "servicePlan": "m2m_4G", "mdnZipCode": "98801"}),
-    )
-    .await
-    .expect("activate");
+    let (activation, _) = ts
+        .action(
+            "activate",
+            json!({"devices": [device_ids(ICCIDS[0], None)], "servicePlan": "m2m_4G", "mdnZipCode": "98801"}),
+        )
+        .await
+        .expect("activate");
+    assert_eq!(settled(&ts, &activation).await, "Success");
     let (request_id, _) = ts.change_identifier(ICCIDS[0], Some("89148000008245116656"), None).await.expect("change");
-    assert!(!request_id.is_empty());
+    assert!(sim.state.device(ICCIDS[0]).is_some(), "the carrier processes the change after answering");
+    assert_eq!(settled(&ts, &request_id).await, "Success");
     assert!(sim.state.device(ICCIDS[0]).is_none());
     assert_eq!(sim.state.device("89148000008245116656").expect("new SIM").state, "active");
     let change = sim.state.calls().into_iter().find(|c| c.path.ends_with("/actions/deviceId")).expect("call");

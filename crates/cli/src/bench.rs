@@ -109,6 +109,7 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
             subscription_key: None,
             write_is_enabled: true,
             rate_limit_per_second: opts.rate_limit,
+            thing_space: None,
         }],
         devices: (0..seeded_devices(opts))
             .map(|i| SeedDevice {

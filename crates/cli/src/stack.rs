@@ -15,6 +15,7 @@ use engine::ports::{Clock, Queue, Store, SystemClock, WorkMessage};
 use engine::rate::RateLimiters;
 use engine::retry::RetryPolicy;
 use engine::{Worker, WorkerConfig};
+use simulators::thingspace::{ThingSpaceSim, TsAccount, TsBehaviour};
 use simulators::{Account, ControlCenterSim, Faults, RevAccount, RevCustomer, RevIoSim, SimDevice};
 use store::{Seed, SqliteQueue, SqliteStore};
 use tokio::sync::watch;
@@ -31,6 +32,8 @@ pub struct StackConfig {
     pub seed: Option<Seed>,
     pub simulators: bool,
     pub simulator_faults: Faults,
+    /// How the ThingSpace simulators deliver results (delay, lost or duplicated callbacks).
+    pub thingspace_behaviour: TsBehaviour,
     pub outbox: PathBuf,
     pub jwt_secret: String,
     pub max_devices: usize,
@@ -56,6 +59,7 @@ impl StackConfig {
             seed: None,
             simulators: false,
             simulator_faults: Faults::default(),
+            thingspace_behaviour: TsBehaviour::default(),
             outbox,
             jwt_secret,
             max_devices: 10_000,
@@ -76,6 +80,7 @@ impl StackConfig {
 pub struct Simulators {
     pub control_center: BTreeMap<i64, ControlCenterSim>,
     pub rev_io: BTreeMap<i64, RevIoSim>,
+    pub thingspace: BTreeMap<i64, ThingSpaceSim>,
 }
 
 pub struct Stack {
@@ -100,7 +105,8 @@ impl Stack {
             }
         }
         let simulators = if config.simulators {
-            start_simulators(&store, config.seed.as_ref(), &config.simulator_faults).await?
+            start_simulators(&store, config.seed.as_ref(), &config.simulator_faults, &config.thingspace_behaviour)
+                .await?
         } else {
             Simulators::default()
         };
@@ -126,6 +132,7 @@ impl Stack {
             }
         })];
         let mut stack = Self { addr, store, queue, simulators, config: config.clone(), shutdown, tasks: Vec::new() };
+        stack.register_thingspace_callbacks().await?;
         tasks.push(stack.spawn_scheduler());
         if config.run_worker {
             tasks.push(stack.spawn_worker(config.worker.clone())?);
@@ -137,6 +144,40 @@ impl Stack {
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Registers this API's `/ThingSpace/Callback` with every ThingSpace account, with the callback credentials
+    /// the store holds for it: what an operator does once per account in production (README).
+    async fn register_thingspace_callbacks(&self) -> Result<()> {
+        let carriers = HttpCarriers::new(self.config.http_timeout, self.config.retry)?;
+        let limiters = RateLimiters::default();
+        for id in self.simulators.thingspace.keys() {
+            let Some(sp) = self.store.thingspace_providers().await?.into_iter().find(|sp| sp.id == *id) else {
+                continue;
+            };
+            let settings = sp.thingspace.clone().context("ThingSpace settings")?;
+            let client = carriers::ThingSpaceClient::new(
+                reqwest::Client::new(),
+                &sp.base_url,
+                carriers::ThingSpaceCredentials {
+                    app_key: settings.app_key.clone(),
+                    app_secret: settings.app_secret.clone(),
+                    username: sp.username.clone(),
+                    password: sp.secret.clone(),
+                    account_name: settings.account_name.clone(),
+                },
+                limiters.for_provider(sp.id, sp.rate_limit_per_second),
+                self.config.retry,
+            );
+            let url = format!("{}/ThingSpace/Callback", self.base_url());
+            client
+                .register_callback(&url, &settings.callback_username, &settings.callback_password)
+                .await
+                .map_err(|f| anyhow::anyhow!("registering the ThingSpace callback of service provider {id}: {f}"))?;
+            info!(service_provider_id = id, %url, "ThingSpace CarrierService callback registered");
+        }
+        drop(carriers);
+        Ok(())
     }
 
     pub fn worker(&self, config: WorkerConfig) -> Result<Worker> {
@@ -238,7 +279,12 @@ async fn consume(worker: &Worker, queue: &SqliteQueue, message: engine::ports::R
     }
 }
 
-async fn start_simulators(store: &SqliteStore, seed: Option<&Seed>, faults: &Faults) -> Result<Simulators> {
+async fn start_simulators(
+    store: &SqliteStore,
+    seed: Option<&Seed>,
+    faults: &Faults,
+    thingspace: &TsBehaviour,
+) -> Result<Simulators> {
     let seed = seed.context("--simulators needs --seed: the simulators serve the seeded accounts")?;
     let mut sims = Simulators::default();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -323,6 +369,31 @@ async fn start_simulators(store: &SqliteStore, seed: Option<&Seed>, faults: &Fau
                 store.set_base_url(sp.id, &sim.base_url()).await?;
                 info!(service_provider_id = sp.id, url = %sim.base_url(), "Rev.io simulator started");
                 sims.rev_io.insert(sp.id, sim);
+            }
+            Some(Integration::ThingSpace) => {
+                let settings =
+                    sp.thing_space.as_ref().context("a ThingSpace service provider needs ThingSpace settings")?;
+                let mut account = TsAccount::new(
+                    &settings.account_name,
+                    &settings.app_key,
+                    &settings.app_secret,
+                    &sp.username,
+                    &sp.secret,
+                );
+                // Devices in our INVENTORY status are not on ThingSpace yet; the others are, in their state.
+                for d in seed.devices.iter().filter(|d| d.service_provider_id == sp.id) {
+                    let state = d.status.to_ascii_lowercase();
+                    if state != "inventory" {
+                        account =
+                            account.with_device(&d.iccid, d.imei.as_deref(), &state, d.carrier_rate_plan.as_deref());
+                    }
+                }
+                let sim = ThingSpaceSim::start(any, account, thingspace.clone())
+                    .await
+                    .context("starting a ThingSpace simulator")?;
+                store.set_base_url(sp.id, &sim.base_url()).await?;
+                info!(service_provider_id = sp.id, url = %sim.base_url(), "ThingSpace simulator started");
+                sims.thingspace.insert(sp.id, sim);
             }
             _ => warn!(service_provider_id = sp.id, "no simulator for this integration yet"),
         }

@@ -48,6 +48,7 @@ fn sp(id: i64, tenant_id: i64, integration_id: i64, write_is_enabled: bool) -> S
         subscription_key: (integration_id == 3).then(|| "sub-key".to_string()),
         write_is_enabled,
         rate_limit_per_second: 100.0,
+        thing_space: None,
     }
 }
 

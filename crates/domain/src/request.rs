@@ -71,6 +71,85 @@ pub struct StatusUpdate {
     /// Optional Rev.io service line to create after a successful status change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rev_service: Option<RevServiceOptions>,
+    /// ThingSpace's activation and deactivation parameters.
+    #[serde(default, rename = "ThingSpaceStatusUpdate", skip_serializing_if = "Option::is_none")]
+    pub thing_space: Option<Box<ThingSpaceStatusUpdate>>,
+}
+
+/// ThingSpace parameters of a status update. `ServicePlan` and `MdnZipCode` are required to activate; they apply
+/// to every device unless `Devices` gives a device its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ThingSpaceStatusUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mdn_zip_code: Option<String>,
+    /// Deactivation reason; ThingSpace documents only `FF` (General Admin/Maintenance), the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
+    /// Ask ThingSpace to waive an early-termination fee on deactivation.
+    #[serde(default)]
+    pub etf_waiver: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_place_of_use: Option<PlaceOfUse>,
+    /// Per-device values (IMEI, plan, ZIP) that differ from the block's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<ThingSpaceDevice>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ThingSpaceDevice {
+    #[serde(rename = "ICCID")]
+    pub iccid: String,
+    #[serde(default, rename = "IMEI", skip_serializing_if = "Option::is_none")]
+    pub imei: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mdn_zip_code: Option<String>,
+}
+
+/// The primary place of use sent with a ThingSpace activation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct PlaceOfUse {
+    pub first_name: String,
+    pub last_name: String,
+    pub address_line: String,
+    pub city: String,
+    pub state: String,
+    pub zip_code: String,
+    #[serde(default = "usa")]
+    pub country: String,
+}
+
+fn usa() -> String {
+    "USA".into()
+}
+
+impl ThingSpaceStatusUpdate {
+    /// The service plan and ZIP code that apply to one device (its own, else the block's), trimmed; empty is none.
+    pub fn plan_and_zip(&self, iccid: &str) -> (Option<String>, Option<String>) {
+        let own = self.devices.iter().find(|d| d.iccid.trim() == iccid);
+        let pick = |own: Option<&String>, default: &Option<String>| {
+            own.or(default.as_ref()).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+        };
+        (
+            pick(own.and_then(|d| d.service_plan.as_ref()), &self.service_plan),
+            pick(own.and_then(|d| d.mdn_zip_code.as_ref()), &self.mdn_zip_code),
+        )
+    }
+
+    pub fn imei_of(&self, iccid: &str) -> Option<String> {
+        self.devices
+            .iter()
+            .find(|d| d.iccid.trim() == iccid)
+            .and_then(|d| d.imei.as_ref())
+            .map(|i| i.trim().to_string())
+            .filter(|i| !i.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -163,6 +242,8 @@ pub enum ChangeDetails {
     EditUsername(UsernameUpdate),
     CarrierRatePlanChange(CarrierRatePlanUpdate),
     ChangeIccidOrImei(ChangeIdentifier),
+    /// Deletes deactivated devices from the carrier account (ThingSpace) and archives them here.
+    DeleteDevice,
 }
 
 impl ChangeDetails {
@@ -175,6 +256,7 @@ impl ChangeDetails {
             ChangeDetails::EditUsername(_) => ChangeType::EditUsername,
             ChangeDetails::CarrierRatePlanChange(_) => ChangeType::CarrierRatePlanChange,
             ChangeDetails::ChangeIccidOrImei(_) => ChangeType::ChangeIccidOrImei,
+            ChangeDetails::DeleteDevice => ChangeType::DeleteDevice,
         }
     }
 }
@@ -226,7 +308,7 @@ impl BulkChangeRequest {
                 None => {
                     errors.push(FieldError::new(
                         "ChangeType",
-                        format!("unknown ChangeType {n}; known: 1 CustomerAssignment, 3 StatusUpdate, 4 CustomerRatePlanChange, 5 Archival, 6 EditUsername, 7 CarrierRatePlanChange, 8 ChangeICCIDorIMEI"),
+                        format!("unknown ChangeType {n}; known: 1 CustomerAssignment, 3 StatusUpdate, 4 CustomerRatePlanChange, 5 Archival, 6 EditUsername, 7 CarrierRatePlanChange, 8 ChangeICCIDorIMEI, 9 DeleteDevice"),
                     ));
                     None
                 }
@@ -301,7 +383,8 @@ impl BulkChangeRequest {
                 None => missing(errors, "ChangeIdentifier"),
             },
             ChangeType::Archival => Some(ChangeDetails::Archival),
-            ChangeType::ActivateNewService | ChangeType::DeleteDevice => {
+            ChangeType::DeleteDevice => Some(ChangeDetails::DeleteDevice),
+            ChangeType::ActivateNewService => {
                 errors.push(FieldError::new("ChangeType", format!("ChangeType {t} is not available through this API")));
                 None
             }
@@ -322,7 +405,7 @@ impl BulkChangeRequest {
             ChangeDetails::CustomerAssignment(r) => wire.rev_service = Some(r.clone()),
             ChangeDetails::StatusUpdate(s) => wire.status_update = Some(s.clone()),
             ChangeDetails::CustomerRatePlanChange(c) => wire.customer_rate_plan_update = Some(c.clone()),
-            ChangeDetails::Archival => {}
+            ChangeDetails::Archival | ChangeDetails::DeleteDevice => {}
             ChangeDetails::EditUsername(u) => wire.username = Some(u.clone()),
             ChangeDetails::CarrierRatePlanChange(c) => wire.carrier_rate_plan_update = Some(c.clone()),
             ChangeDetails::ChangeIccidOrImei(c) => wire.change_identifier = Some(c.clone()),

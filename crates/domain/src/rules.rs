@@ -123,6 +123,72 @@ pub fn jasper_transition(from: &str, to: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The ThingSpace request a status change takes. Statuses are our `DeviceStatus` codes for ThingSpace: INVENTORY
+/// (known here, not yet on ThingSpace), PREACTIVE, ACTIVE, SUSPEND, DEACTIVE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TsAction {
+    /// `devices/actions/add` (state `preactive`), synchronous.
+    Add,
+    /// Add, then activate in the same row.
+    AddThenActivate,
+    Activate,
+    Suspend,
+    Restore,
+    Deactivate,
+}
+
+impl TsAction {
+    /// The path segment of `devices/actions/{action}`.
+    pub fn path(self) -> &'static str {
+        match self {
+            TsAction::Add => "add",
+            TsAction::AddThenActivate | TsAction::Activate => "activate",
+            TsAction::Suspend => "suspend",
+            TsAction::Restore => "restore",
+            TsAction::Deactivate => "deactivate",
+        }
+    }
+
+    pub fn activates(self) -> bool {
+        matches!(self, TsAction::Activate | TsAction::AddThenActivate)
+    }
+}
+
+/// ThingSpace's device-state table (`carrier-apis.md` §2): ACTIVE → DEACTIVE | SUSPEND; SUSPEND → ACTIVE
+/// (restore); DEACTIVE | PREACTIVE → ACTIVE (activate); plus our INVENTORY → PREACTIVE (add) and INVENTORY → ACTIVE
+/// (add, then activate). `Ok(None)`: already there.
+pub fn thingspace_transition(from: &str, to: &str) -> Result<Option<TsAction>, String> {
+    let (from, to) = (from.to_ascii_uppercase(), to.to_ascii_uppercase());
+    if from == to {
+        return Ok(None);
+    }
+    let action = match (from.as_str(), to.as_str()) {
+        ("INVENTORY", "PREACTIVE") => TsAction::Add,
+        ("INVENTORY", "ACTIVE") => TsAction::AddThenActivate,
+        ("PREACTIVE" | "DEACTIVE", "ACTIVE") => TsAction::Activate,
+        ("SUSPEND", "ACTIVE") => TsAction::Restore,
+        ("ACTIVE", "SUSPEND") => TsAction::Suspend,
+        ("ACTIVE", "DEACTIVE") => TsAction::Deactivate,
+        _ => return Err(format!("ThingSpace does not allow {from} to {to}")),
+    };
+    Ok(Some(action))
+}
+
+/// A ZIP code for `mdnZipCode`: five digits, optionally `-` and four more.
+pub fn validate_zip(zip: &str) -> Result<(), String> {
+    let z = zip.trim();
+    let ok = match z.split_once('-') {
+        None => z.len() == 5 && z.bytes().all(|b| b.is_ascii_digit()),
+        Some((five, four)) => {
+            five.len() == 5
+                && four.len() == 4
+                && five.bytes().all(|b| b.is_ascii_digit())
+                && four.bytes().all(|b| b.is_ascii_digit())
+        }
+    };
+    if ok { Ok(()) } else { Err(format!("MdnZipCode '{z}' is not a US ZIP code (12345 or 12345-6789)")) }
+}
+
 /// The plan a device moves to before deactivation: the cheapest plan whose MB covers its usage, else the largest.
 pub fn deactivation_rate_plan(plans: &[CarrierRatePlan], usage_mb: f64) -> Option<&CarrierRatePlan> {
     let mut by_rate: Vec<&CarrierRatePlan> = plans.iter().collect();
@@ -213,7 +279,33 @@ pub fn validate_status_update_device(
             return DeviceVerdict::Invalid { reason: format!("Status change not allowed: {why}") };
         }
     }
+    if let (Ok(_), Integration::ThingSpace) = (&checked, integration) {
+        let from = current.map_or("INVENTORY", |c| c.status.as_str());
+        if let Err(why) = thingspace_transition(from, &target.status) {
+            return DeviceVerdict::Invalid { reason: format!("Status change not allowed: {why}") };
+        }
+    }
     verdict(checked)
+}
+
+/// The ThingSpace activation parameters of one device: a service plan the provider knows and a ZIP code.
+/// Returns the reason a device cannot be activated.
+pub fn validate_thingspace_activation(
+    iccid: &str,
+    plan: Option<&str>,
+    zip: Option<&str>,
+    known_plans: &[CarrierRatePlan],
+) -> Result<(), String> {
+    let Some(plan) = plan else {
+        return Err(format!("ServicePlan is required to activate {iccid} on ThingSpace"));
+    };
+    if !known_plans.iter().any(|p| p.rate_plan_code == plan) {
+        return Err(format!("ServicePlan '{plan}' of {iccid} does not exist for this service provider"));
+    }
+    let Some(zip) = zip else {
+        return Err(format!("MdnZipCode is required to activate {iccid} on ThingSpace"));
+    };
+    validate_zip(zip).map_err(|e| format!("{e} (device {iccid})"))
 }
 
 /// Devices used since this instant may not be archived: UTC midnight of today, minus 30 days.
@@ -295,6 +387,43 @@ pub fn validate_label(field: &str, value: &str) -> Result<(), String> {
         return Err(format!("{field} contains '{bad}'; use letters, digits, space and _ - . @ / #"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod thingspace_tests {
+    use super::*;
+
+    #[test]
+    fn thingspace_state_table() {
+        assert_eq!(thingspace_transition("ACTIVE", "suspend"), Ok(Some(TsAction::Suspend)));
+        assert_eq!(thingspace_transition("SUSPEND", "ACTIVE"), Ok(Some(TsAction::Restore)));
+        assert_eq!(thingspace_transition("DEACTIVE", "ACTIVE"), Ok(Some(TsAction::Activate)));
+        assert_eq!(thingspace_transition("INVENTORY", "ACTIVE"), Ok(Some(TsAction::AddThenActivate)));
+        assert_eq!(thingspace_transition("ACTIVE", "ACTIVE"), Ok(None));
+        assert!(thingspace_transition("SUSPEND", "DEACTIVE").is_err());
+        assert!(thingspace_transition("DEACTIVE", "SUSPEND").is_err());
+        assert!(thingspace_transition("ACTIVE", "PREACTIVE").is_err());
+    }
+
+    #[test]
+    fn activation_needs_a_known_plan_and_a_zip() {
+        let plans = vec![CarrierRatePlan {
+            id: 1,
+            service_provider_id: 1,
+            rate_plan_code: "m2m_4G".into(),
+            plan_mb: 1.0,
+            base_rate: 1.0,
+        }];
+        assert!(validate_thingspace_activation("8901", Some("m2m_4G"), Some("98801"), &plans).is_ok());
+        assert!(validate_thingspace_activation("8901", Some("m2m_4G"), Some("98801-1234"), &plans).is_ok());
+        let no_zip = validate_thingspace_activation("8901", Some("m2m_4G"), None, &plans).unwrap_err();
+        assert!(no_zip.contains("MdnZipCode is required") && no_zip.contains("8901"), "{no_zip}");
+        assert!(
+            validate_thingspace_activation("8901", None, Some("98801"), &plans).unwrap_err().contains("ServicePlan")
+        );
+        assert!(validate_thingspace_activation("8901", Some("x"), Some("98801"), &plans).unwrap_err().contains("'x'"));
+        assert!(validate_thingspace_activation("8901", Some("m2m_4G"), Some("9880"), &plans).is_err());
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod retry;
 mod rev_service;
 pub mod scheduler;
 mod status_update;
+pub mod thingspace;
 pub mod worker;
 
 pub use edit_username::REV_COST_CENTER_FIELDS;

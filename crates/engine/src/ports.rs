@@ -49,6 +49,23 @@ pub struct ServiceProvider {
     pub subscription_key: Option<Secret>,
     pub write_is_enabled: bool,
     pub rate_limit_per_second: f64,
+    /// ThingSpace only: the app credentials, the account and the callback credentials. The UWS user and
+    /// password are `username` and `secret`.
+    pub thingspace: Option<ThingSpaceSettings>,
+}
+
+/// A ThingSpace account's settings (`ThingSpaceAuthentication`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThingSpaceSettings {
+    pub app_key: String,
+    pub app_secret: Secret,
+    pub account_name: String,
+    /// What ThingSpace sends back in every callback, as registered with `POST /callbacks/{accountName}`.
+    pub callback_username: String,
+    pub callback_password: Secret,
+    /// Set when ThingSpace refused the UWS login: no worker logs in again (five failures lock the account)
+    /// until an operator fixes the credentials and clears it.
+    pub login_refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +156,12 @@ pub struct DeviceChangeRow {
     /// How many times a worker claimed this row; above 1 means an earlier worker may have called the carrier.
     pub claims: i64,
     pub processed_date: Option<DateTime<Utc>>,
+    /// The asynchronous carrier request (ThingSpace `requestId`) whose result this row waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carrier_request_id: Option<String>,
+    /// When the row's first carrier request was sent; the row gives up waiting a while after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carrier_requested_at: Option<DateTime<Utc>>,
 }
 
 /// One audit entry of `DeviceBulkChangeLog`.
@@ -171,6 +194,9 @@ pub struct DeviceUpdate {
     /// The device's new SIM (after a confirmed swap) or handset.
     pub iccid: Option<String>,
     pub imei: Option<String>,
+    /// The number and address a carrier assigned at activation (ThingSpace).
+    pub msisdn: Option<String>,
+    pub ip_address: Option<String>,
 }
 
 impl DeviceUpdate {
@@ -352,6 +378,52 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<DeviceListItem>>;
     async fn count_devices(&self, tenant_id: i64, filter: &DeviceFilter) -> StoreResult<i64>;
+
+    /// Hands rows `worker` holds over to an asynchronous carrier request: they stay PROCESSING with
+    /// `CarrierRequestId`, the lease owner `carrier:{request_id}` and the lease until `deadline`, so a callback
+    /// can complete them and, past the deadline, a worker reclaims them to poll. `CarrierRequestedAt` keeps the
+    /// first request's time. Returns how many rows were handed over.
+    async fn await_carrier(
+        &self,
+        bulk_change_id: i64,
+        row_ids: &[i64],
+        worker: &str,
+        request_id: &str,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// Every row (any status) that waits or waited on carrier request `request_id`, in bulk changes of these
+    /// service providers.
+    async fn carrier_request_rows(
+        &self,
+        service_provider_ids: &[i64],
+        request_id: &str,
+    ) -> StoreResult<Vec<DeviceChangeRow>>;
+    /// Every ThingSpace service provider of every tenant (the callback endpoint finds the account by its
+    /// callback credentials).
+    async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>>;
+    /// Appends a callback to `ThingSpaceCallBackResponseLog`.
+    async fn record_callback(&self, callback: &CallbackRecord) -> StoreResult<()>;
+    /// Stops every worker from logging in to this ThingSpace account again.
+    async fn refuse_login(&self, service_provider_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// When the earliest lease on an open row of the bulk change ends (a worker's or a carrier wait's).
+    async fn next_lease_expiry(&self, bulk_change_id: i64) -> StoreResult<Option<DateTime<Utc>>>;
+}
+
+/// One callback as received (`ThingSpaceCallBackResponseLog`); the password is never kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackRecord {
+    pub request_id: String,
+    pub iccid: Option<String>,
+    pub tenant_id: Option<i64>,
+    pub service_provider_id: Option<i64>,
+    /// `Success`, `Failed`, or what the carrier sent.
+    pub api_status: String,
+    /// The body without its credentials.
+    pub api_response: String,
+    /// What became of it: `applied`, `duplicate`, `unknown request`, ...
+    pub outcome: String,
+    pub received_at: DateTime<Utc>,
 }
 
 /// The message that says "work on this bulk change". No device data.
@@ -552,8 +624,93 @@ pub trait RevIoApi: Send + Sync {
     async fn find_services(&self, customer_id: &str, number2: &str) -> Result<(Vec<i64>, CallRecord), CarrierFailure>;
 }
 
+/// A device as a ThingSpace request names it (IMEI too for 4G devices when we know it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsDeviceRef {
+    pub iccid: String,
+    pub imei: Option<String>,
+}
+
+/// An asynchronous ThingSpace request for many devices; each gives a `requestId`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TsRequest {
+    Activate {
+        service_plan: String,
+        mdn_zip_code: String,
+        place_of_use: Option<domain::request::PlaceOfUse>,
+    },
+    Suspend,
+    Restore,
+    Deactivate {
+        reason_code: String,
+        etf_waiver: bool,
+    },
+    ChangePlan {
+        service_plan: String,
+    },
+    /// `(key, value)`, e.g. `("CustomField1", username)`.
+    CustomFields {
+        fields: Vec<(String, String)>,
+    },
+}
+
+/// One device's result in a synchronous multi-device answer (add, delete).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsDeviceResult {
+    pub iccid: String,
+    /// The carrier's message when this device failed.
+    pub error: Option<String>,
+}
+
+/// A device as ThingSpace lists it (the fields we read).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TsDeviceState {
+    /// Lowercase, as in list answers: `active`, `suspend`, `deactive`, `preactive`.
+    pub state: String,
+    pub service_plan: Option<String>,
+    pub imei: Option<String>,
+    pub msisdn: Option<String>,
+    pub ip_address: Option<String>,
+    pub custom_fields: Vec<(String, String)>,
+}
+
+#[async_trait]
+pub trait ThingSpaceApi: Send + Sync {
+    /// Sends one request for all `devices`; the request id whose per-device results come later.
+    async fn submit(
+        &self,
+        request: &TsRequest,
+        devices: &[TsDeviceRef],
+    ) -> Result<(String, CallRecord), CarrierFailure>;
+    /// `devices/actions/add` (`preactive`): synchronous per-device results ("already exists" counts as added).
+    async fn add(&self, devices: &[TsDeviceRef]) -> Result<(Vec<TsDeviceResult>, CallRecord), CarrierFailure>;
+    /// `devices/actions/delete` in requests of at most 100: every device's result; the calls made.
+    async fn delete(&self, devices: &[TsDeviceRef]) -> Result<(Vec<TsDeviceResult>, Vec<CallRecord>), CarrierFailure>;
+    /// `PUT devices/{serviceType}/actions/deviceId` with the `change4gOption` the new identifiers imply.
+    async fn change_identifier(
+        &self,
+        device: &TsDeviceRef,
+        new_iccid: Option<&str>,
+        new_imei: Option<&str>,
+    ) -> Result<(String, CallRecord), CarrierFailure>;
+    /// `Pending`, `Success` or `Failure`.
+    async fn request_status(&self, request_id: &str) -> Result<(String, CallRecord), CarrierFailure>;
+    /// The device as ThingSpace lists it; `None` when the account does not have it.
+    async fn device(&self, iccid: &str) -> Result<(Option<TsDeviceState>, CallRecord), CarrierFailure>;
+    /// The reason ThingSpace refused this client's login, once it has.
+    fn login_refused(&self) -> Option<String>;
+}
+
 /// Builds the client of a service provider's API; each call first takes a token from `limiter`.
 pub trait Carriers: Send + Sync {
     fn control_center(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn ControlCenterApi>;
     fn rev_io(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn RevIoApi>;
+    /// A ThingSpace account's client; `activations` paces activation requests (100 a minute). Clients are kept
+    /// per account so their tokens are reused. Err when the service provider has no ThingSpace settings.
+    fn thingspace(
+        &self,
+        sp: &ServiceProvider,
+        limiter: Arc<TokenBucket>,
+        activations: Arc<TokenBucket>,
+    ) -> Result<Arc<dyn ThingSpaceApi>, String>;
 }

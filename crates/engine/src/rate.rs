@@ -53,7 +53,7 @@ impl TokenBucket {
 /// The buckets of one worker process, by service provider id.
 #[derive(Debug)]
 pub struct RateLimiters {
-    buckets: Mutex<HashMap<i64, Arc<TokenBucket>>>,
+    buckets: Mutex<HashMap<(i64, &'static str), Arc<TokenBucket>>>,
     /// How many worker instances may call one account at once; each takes an equal share of its limit.
     share: u32,
 }
@@ -72,12 +72,23 @@ impl RateLimiters {
     }
 
     pub fn for_provider(&self, service_provider_id: i64, account_rate_per_second: f64) -> Arc<TokenBucket> {
+        self.for_provider_limit(service_provider_id, "calls", account_rate_per_second)
+    }
+
+    /// A second limit of one account on one kind of call (ThingSpace: activation requests, 100 a minute).
+    pub fn for_provider_limit(
+        &self,
+        service_provider_id: i64,
+        limit: &'static str,
+        account_rate_per_second: f64,
+    ) -> Arc<TokenBucket> {
         let rate_per_second = account_rate_per_second / f64::from(self.share.max(1));
         let mut buckets = match self.buckets.lock() {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let bucket = buckets.entry(service_provider_id).or_insert_with(|| Arc::new(TokenBucket::new(rate_per_second)));
+        let bucket =
+            buckets.entry((service_provider_id, limit)).or_insert_with(|| Arc::new(TokenBucket::new(rate_per_second)));
         if (bucket.rate() - rate_per_second).abs() > f64::EPSILON && rate_per_second > 0.0 {
             *bucket = Arc::new(TokenBucket::new(rate_per_second));
         }

@@ -17,13 +17,19 @@ use crate::metrics::{Metric, Metrics};
 use crate::notify;
 use crate::ports::{
     BulkChange, CallRecord, Carriers, Clock, ControlCenterApi, DeviceChangeRow, DeviceUpdate, Notifier, Queue,
-    RevIoApi, RowOutcome, ServiceProvider, Store, StoreError, WorkMessage,
+    RevIoApi, RowOutcome, ServiceProvider, Store, StoreError, ThingSpaceApi, WorkMessage,
 };
 use crate::rate::RateLimiters;
+use crate::thingspace::{self, Disposition};
 use crate::{
     archival, carrier_rate_plan, change_identifier, customer_assignment, customer_rate_plan, edit_username,
     status_update,
 };
+
+/// ThingSpace's documented limit on activation requests per account: 100 a minute.
+pub const THINGSPACE_ACTIVATIONS_PER_SECOND: f64 = 100.0 / 60.0;
+/// The longest delay SQS allows on a message.
+const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -39,6 +45,13 @@ pub struct WorkerConfig {
     pub deadline_margin: Duration,
     /// Delay of the continuation sent when other workers still hold rows.
     pub continuation_delay: Duration,
+    /// Rows claimed per round for ThingSpace, whose requests carry many devices (up to 10,000 an activation).
+    pub thingspace_claim_batch: u32,
+    /// How long a row waits for its asynchronous carrier result (a callback) before a worker polls for it.
+    pub carrier_result_wait: Duration,
+    /// How long after its first request a row stops waiting and fails with "no result from carrier"
+    /// (ThingSpace: an activation "can take up to 24 hours").
+    pub carrier_result_give_up: Duration,
     pub email_from: String,
     pub email_to: Vec<String>,
 }
@@ -52,6 +65,9 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(300),
             deadline_margin: Duration::from_secs(10),
             continuation_delay: Duration::from_secs(5),
+            thingspace_claim_batch: 1000,
+            carrier_result_wait: Duration::from_secs(900),
+            carrier_result_give_up: Duration::from_secs(24 * 3600),
             email_from: "bulkchange@localhost".into(),
             email_to: vec!["operations@localhost".into()],
         }
@@ -98,6 +114,8 @@ pub(crate) struct Job {
     pub rate_plans: Vec<CarrierRatePlan>,
     pub control_center: Arc<dyn ControlCenterApi>,
     pub rev_io: Option<Arc<dyn RevIoApi>>,
+    /// ThingSpace accounts only.
+    pub thingspace: Option<Arc<dyn ThingSpaceApi>>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     /// The stored change request, parsed once per message.
@@ -136,13 +154,12 @@ impl Worker {
             return Ok(Handled::AlreadyFinal(bulk.status));
         }
         self.store.mark_processing(id, self.clock.now()).await.map_err(store_err)?;
-        let job = match self.load_job(bulk.clone()).await {
-            Ok(job) => Some(job),
-            Err(reason) => {
-                warn!(%reason, "cannot process bulk change; failing its open rows");
-                None
-            }
-        };
+        let job = self.load_job(bulk.clone()).await;
+        if let Err(reason) = &job {
+            warn!(%reason, "cannot process bulk change; failing its open rows");
+        }
+        let batched = job.as_ref().ok().and_then(|j| j.thingspace.clone().filter(|_| Self::carrier_batched(j)));
+        let claim_batch = if batched.is_some() { self.config.thingspace_claim_batch } else { self.config.claim_batch };
         loop {
             if deadline.saturating_duration_since(Instant::now()) < self.config.deadline_margin {
                 self.continue_later(message, Duration::ZERO).await?;
@@ -151,7 +168,7 @@ impl Worker {
             }
             let rows = self
                 .store
-                .claim_rows(id, &self.config.worker_id, self.config.claim_batch, self.config.lease, self.clock.now())
+                .claim_rows(id, &self.config.worker_id, claim_batch, self.config.lease, self.clock.now())
                 .await
                 .map_err(store_err)?;
             if rows.is_empty() {
@@ -165,18 +182,79 @@ impl Worker {
                     }
                     Some(status) => Ok(Handled::Finished(status)),
                     None => {
-                        // Rows held by another worker's live lease: look again later, never drop the work.
-                        self.continue_later(message, self.config.continuation_delay).await?;
+                        // Rows held by another worker's live lease or waiting on a carrier's result: look again
+                        // when the first of those ends, never drop the work.
+                        let delay = self.delay_until_next_expiry(id).await;
+                        self.continue_later(message, delay).await?;
                         Ok(Handled::Continued)
                     }
                 };
             }
-            let job = job.as_ref();
+            if let (Ok(job), Some(api)) = (&job, &batched) {
+                self.process_thingspace(job, api.as_ref(), rows).await;
+                continue;
+            }
+            let job = job.as_ref().map_err(String::as_str);
             futures::stream::iter(rows)
                 .map(|row| self.process_row(job, row))
                 .buffer_unordered(self.config.concurrency.max(1))
                 .collect::<Vec<()>>()
                 .await;
+        }
+    }
+
+    /// Change types that reach ThingSpace go through its batched, asynchronous path.
+    fn carrier_batched(job: &Job) -> bool {
+        matches!(
+            job.details,
+            ChangeDetails::StatusUpdate(_)
+                | ChangeDetails::CarrierRatePlanChange(_)
+                | ChangeDetails::EditUsername(_)
+                | ChangeDetails::ChangeIccidOrImei(_)
+                | ChangeDetails::DeleteDevice
+        )
+    }
+
+    /// How long until the first lease on an open row ends (at least the continuation delay, at most SQS's 15 min).
+    async fn delay_until_next_expiry(&self, id: i64) -> Duration {
+        let now = self.clock.now();
+        let until = match self.store.next_lease_expiry(id).await {
+            Ok(Some(expiry)) => (expiry - now).to_std().unwrap_or_default() + Duration::from_secs(1),
+            _ => self.config.continuation_delay,
+        };
+        until.clamp(self.config.continuation_delay, MAX_QUEUE_DELAY)
+    }
+
+    /// One ThingSpace claim: rows grouped into multi-device requests; sent rows wait on their request id.
+    async fn process_thingspace(&self, job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) {
+        let now = self.clock.now();
+        let results = thingspace::process(job, api, rows, now, self.config.carrier_result_give_up).await;
+        let deadline = now + chrono::Duration::from_std(self.config.carrier_result_wait).unwrap_or_default();
+        let mut waiting: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+        for (row, disposition) in results {
+            match disposition {
+                Disposition::Done(outcome) => self.record(Ok(job), &row, outcome).await,
+                Disposition::Await(request_id) => waiting.entry(request_id).or_default().push(row.id),
+            }
+        }
+        for (request_id, ids) in waiting {
+            match self.store.await_carrier(job.bulk.id, &ids, &self.config.worker_id, &request_id, now, deadline).await
+            {
+                Ok(n) => info!(request_id, rows = n, %deadline, "rows wait for the carrier's result"),
+                // The lease runs out and the rows are reclaimed; a reclaimed row is checked on the carrier first.
+                Err(e) => error!(request_id, error = %e, "could not record the carrier request id on its rows"),
+            }
+        }
+        if let Some(reason) = api.login_refused() {
+            error!(
+                alert = "thingspace_login_refused",
+                service_provider_id = job.sp.id,
+                %reason,
+                "ThingSpace refused the login: no worker will log in to this account again until the credentials are fixed"
+            );
+            if let Err(e) = self.store.refuse_login(job.sp.id, &reason, self.clock.now()).await {
+                error!(error = %e, "could not record the refused login");
+            }
         }
     }
 
@@ -199,7 +277,18 @@ impl Worker {
         let statuses = self.store.device_statuses(sp.integration).await.map_err(|e| e.to_string())?;
         let rate_plans = self.store.carrier_rate_plans(tenant, sp.id).await.map_err(|e| e.to_string())?;
         let limiter = self.limiters.for_provider(sp.id, sp.rate_limit_per_second);
-        let control_center = self.carriers.control_center(&sp, limiter);
+        let control_center = self.carriers.control_center(&sp, limiter.clone());
+        let thingspace = if sp.integration == Integration::ThingSpace {
+            if let Some(reason) = sp.thingspace.as_ref().and_then(|t| t.login_refused.as_ref()) {
+                return Err(format!(
+                    "ThingSpace login is stopped for this account after a refused login ({reason}); fix the credentials and clear LoginRefusedReason"
+                ));
+            }
+            let activations = self.limiters.for_provider_limit(sp.id, "activations", THINGSPACE_ACTIVATIONS_PER_SECOND);
+            Some(self.carriers.thingspace(&sp, limiter, activations)?)
+        } else {
+            None
+        };
         let rev_io =
             match self.store.service_provider_for(tenant, Integration::RevIo).await.map_err(|e| e.to_string())? {
                 Some(rev_sp) => {
@@ -221,26 +310,34 @@ impl Worker {
             rate_plans,
             control_center,
             rev_io,
+            thingspace,
             store: self.store.clone(),
             clock: self.clock.clone(),
         })
     }
 
-    async fn process_row(&self, job: Option<&Job>, row: DeviceChangeRow) {
+    async fn process_row(&self, job: Result<&Job, &str>, row: DeviceChangeRow) {
+        let outcome = match job {
+            Ok(job) => {
+                let span = info_span!("row", iccid = %row.iccid, row_id = row.id, carrier = job.sp.integration.name());
+                self.outcome_for(job, &row).instrument(span).await
+            }
+            Err(reason) => RowOutcome {
+                status: RowStatus::Error,
+                details: format!("Service provider of this bulk change is not available: {reason}"),
+                device_update: DeviceUpdate::default(),
+            },
+        };
+        self.record(job, &row, outcome).await;
+    }
+
+    /// Records a row's final outcome while this worker holds it.
+    async fn record(&self, job: Result<&Job, &str>, row: &DeviceChangeRow, outcome: RowOutcome) {
         let carrier = job.map_or("unknown", |j| j.sp.integration.name());
         let span = info_span!("row", iccid = %row.iccid, row_id = row.id, carrier);
         async {
-            let outcome = match job {
-                Some(job) => self.outcome_for(job, &row).await,
-                None => RowOutcome {
-                    status: RowStatus::Error,
-                    details: "Service provider of this bulk change is not available".into(),
-                    device_update: DeviceUpdate::default(),
-                },
-            };
             info!(status = %outcome.status, details = %outcome.details, "row finished");
-            let integration = job.map_or("unknown", |j| j.sp.integration.name());
-            self.metrics.record(Metric::RowFinished { integration, status: outcome.status });
+            self.metrics.record(Metric::RowFinished { integration: carrier, status: outcome.status });
             match self
                 .store
                 .complete_row(

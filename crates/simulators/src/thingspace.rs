@@ -29,6 +29,8 @@ pub struct TsDevice {
     pub service_plan: Option<String>,
     pub mdn: Option<String>,
     pub ip_address: Option<String>,
+    #[serde(default)]
+    pub custom_fields: Vec<(String, String)>,
 }
 
 /// Knobs of the ThingSpace side that tests turn.
@@ -44,6 +46,8 @@ pub struct TsBehaviour {
     pub duplicate_callbacks: bool,
     /// The callbacks of a request are sent last device first.
     pub reorder_callbacks: bool,
+    /// Activation requests allowed per rolling minute (ThingSpace documents 100); more answer 429.
+    pub activations_per_minute: usize,
 }
 
 impl Default for TsBehaviour {
@@ -55,6 +59,7 @@ impl Default for TsBehaviour {
             drop_callbacks: false,
             duplicate_callbacks: false,
             reorder_callbacks: false,
+            activations_per_minute: 100,
         }
     }
 }
@@ -70,6 +75,7 @@ pub struct TsAccount {
     pub callback: Option<(String, Option<String>, Option<String>)>,
     pub requests: BTreeMap<String, String>,
     failed_logins: u32,
+    activations: std::collections::VecDeque<Instant>,
     access_tokens: BTreeMap<String, Instant>,
     sessions: BTreeMap<String, Instant>,
     counter: u64,
@@ -85,6 +91,20 @@ impl TsAccount {
             password: password.into(),
             ..Default::default()
         }
+    }
+
+    /// Adds a device to the account in `state` (a test's or the local stack's starting inventory).
+    pub fn with_device(mut self, iccid: &str, imei: Option<&str>, state: &str, service_plan: Option<&str>) -> Self {
+        let device = TsDevice {
+            iccid: iccid.into(),
+            imei: imei.map(str::to_string),
+            state: state.into(),
+            service_plan: service_plan.map(str::to_string),
+            ..Default::default()
+        };
+        let device = if matches!(state, "active" | "suspend") { assign_line(device) } else { device };
+        self.devices.insert(iccid.into(), device);
+        self
     }
 
     pub fn locked(&self) -> bool {
@@ -355,7 +375,13 @@ async fn device_action(
         return Json(results).into_response();
     }
     if action == "list" {
-        let devices: Vec<Value> = account.devices.values().map(list_entry).collect();
+        let wanted = body["deviceId"]["id"].as_str().map(str::to_string);
+        let devices: Vec<Value> = account
+            .devices
+            .values()
+            .filter(|d| wanted.as_ref().is_none_or(|w| *w == d.iccid))
+            .map(list_entry)
+            .collect();
         state.harness.record("POST", &path, body, StatusCode::OK);
         return Json(json!({"hasMoreData": false, "devices": devices})).into_response();
     }
@@ -370,88 +396,183 @@ async fn device_action(
             "servicePlan and mdnZipCode are required.",
         );
     }
-    let iccids = device_iccids(&body, "devices");
-    if matches!(action.as_str(), "plan" | "customFields") {
-        let request_id = account.next_id("req");
-        for iccid in &iccids {
-            if let (Some(device), Some(plan)) = (account.devices.get_mut(iccid), body["servicePlan"].as_str()) {
-                device.service_plan = Some(plan.to_string());
-            }
+    if action == "activate" {
+        let limit = state.behaviour().activations_per_minute;
+        let now = Instant::now();
+        while account.activations.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            account.activations.pop_front();
         }
-        account.requests.insert(request_id.clone(), "Success".into());
-        state.harness.record("PUT", &path, body, StatusCode::OK);
-        return Json(json!({"requestId": request_id})).into_response();
+        if account.activations.len() >= limit {
+            state.harness.record("POST", &path, body, StatusCode::TOO_MANY_REQUESTS);
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "UnifiedWebService.REQUEST_FAILED.TooManyRequests",
+                "Activation requests are limited to 100 per minute.",
+            );
+        }
+        account.activations.push_back(now);
     }
-    let request_id = account.next_id("req");
-    // Results are decided now and applied with the callbacks, as the carrier does after its processing.
+    let iccids = device_iccids(&body, "devices");
     let mut results = Vec::new();
     for iccid in &iccids {
-        let outcome = match account.devices.get(iccid) {
-            None => Err("Device not found in the account.".to_string()),
-            Some(d) => next_state(&action, &d.state),
-        };
-        if let (Ok(to), Some(device)) = (&outcome, account.devices.get_mut(iccid)) {
-            device.state = to.to_string();
-            if action == "activate" && device.mdn.is_none() {
-                let n = iccid.len();
-                device.mdn = Some(format!("555{}", &iccid[n.saturating_sub(7)..]));
-                device.ip_address =
-                    Some(format!("10.{}.{}.{}", n % 250, iccid.as_bytes()[n - 2] % 250, iccid.as_bytes()[n - 1] % 250));
+        let outcome = match (account.devices.get(iccid), action.as_str()) {
+            (None, _) => Err("Device not found in the account.".to_string()),
+            (Some(_), "plan") => match body["servicePlan"].as_str() {
+                Some(plan) => Ok(Effect::Plan(plan.to_string())),
+                None => Err("servicePlan is required.".to_string()),
+            },
+            (Some(_), "customFields") => {
+                let fields: Vec<(String, String)> = body["customFieldsToUpdate"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| Some((f["key"].as_str()?.to_string(), f["value"].as_str()?.to_string())))
+                    .collect();
+                if fields.iter().any(|(k, v)| !k.starts_with("CustomField") || v.chars().count() > 50) {
+                    Err("DeviceService.INPUT_INVALID.CustomField.InvalidName".to_string())
+                } else {
+                    Ok(Effect::Fields(fields))
+                }
             }
-            if let Some(plan) = body["servicePlan"].as_str() {
-                device.service_plan = Some(plan.to_string());
+            (Some(d), _) => next_state(&action, &d.state)
+                .map(|to| Effect::State { to, service_plan: body["servicePlan"].as_str().map(str::to_string) }),
+        };
+        results.push((iccid.clone(), outcome));
+    }
+    let request_id = account.next_id("req");
+    account.requests.insert(request_id.clone(), "Pending".into());
+    drop(account);
+    let method = if matches!(action.as_str(), "plan" | "customFields") { "PUT" } else { "POST" };
+    state.harness.record(method, &path, body, StatusCode::OK);
+    complete_later(state, request_id.clone(), action, results);
+    Json(json!({"requestId": request_id})).into_response()
+}
+
+/// What a device's part of an asynchronous request does when the carrier has processed it.
+#[derive(Debug, Clone)]
+enum Effect {
+    State { to: &'static str, service_plan: Option<String> },
+    Plan(String),
+    Fields(Vec<(String, String)>),
+    Identifier { new_iccid: Option<String>, new_imei: Option<String> },
+}
+
+/// A line's number and address, as activation assigns them.
+fn assign_line(mut device: TsDevice) -> TsDevice {
+    if device.mdn.is_none() {
+        let b = device.iccid.as_bytes();
+        let n = b.len();
+        device.mdn = Some(format!("555{}", &device.iccid[n.saturating_sub(7)..]));
+        device.ip_address = Some(format!("10.{}.{}.{}", n % 250, b[n.saturating_sub(2)] % 250, b[n - 1] % 250));
+    }
+    device
+}
+
+/// After the callback delay: applies each device's effect, settles the request status, and sends one
+/// `CarrierService` callback per device (unless callbacks are dropped; duplicated or reordered when asked).
+fn complete_later(
+    state: Arc<ThingSpaceState>,
+    request_id: String,
+    action: String,
+    results: Vec<(String, Result<Effect, String>)>,
+) {
+    let behaviour = state.behaviour();
+    tokio::spawn(async move {
+        tokio::time::sleep(behaviour.callback_delay).await;
+        let mut sent = Vec::new();
+        let callback = {
+            let Ok(mut account) = state.account.lock() else { return };
+            for (iccid, outcome) in results {
+                let outcome = outcome.and_then(|effect| apply(&mut account, &iccid, effect));
+                sent.push((iccid, outcome));
+            }
+            let all_ok = sent.iter().all(|(_, r)| r.is_ok());
+            account.requests.insert(request_id.clone(), if all_ok { "Success".into() } else { "Failure".into() });
+            account.callback.clone()
+        };
+        let Some((url, user, password)) = callback.filter(|_| !behaviour.drop_callbacks) else { return };
+        if behaviour.reorder_callbacks {
+            sent.reverse();
+        }
+        for (iccid, outcome) in sent {
+            let mut body = json!({
+                "requestId": request_id,
+                "deviceIds": [{"kind": "iccid", "id": iccid}],
+                "username": user, "password": password,
+                "status": if outcome.is_ok() { "Success" } else { "Failed" },
+            });
+            match &outcome {
+                Err(why) => body["faultResponse"] = json!({"faultstring": why}),
+                Ok(Some(d)) if action == "activate" => {
+                    body["deviceResponse"] = json!({"activateResponse": {"deviceIds": [
+                        {"kind": "iccid", "id": d.iccid}, {"kind": "msisdn", "id": d.mdn}], "ipAddress": d.ip_address}});
+                }
+                Ok(_) => {}
+            }
+            let times = if behaviour.duplicate_callbacks { 2 } else { 1 };
+            for _ in 0..times {
+                let status = match state.http.post(&url).json(&body).send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                };
+                let mut recorded = body.clone();
+                recorded["password"] = json!("***");
+                state.harness.record(
+                    "CALLBACK",
+                    &url,
+                    recorded,
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                );
             }
         }
-        let device = account.devices.get(iccid).cloned();
-        results.push((iccid.clone(), outcome, device));
-    }
-    let all_ok = results.iter().all(|(_, r, _)| r.is_ok());
-    account.requests.insert(request_id.clone(), if all_ok { "Success".into() } else { "Failure".into() });
-    let callback = account.callback.clone();
-    drop(account);
-    state.harness.record("POST", &path, body, StatusCode::OK);
-    let behaviour = state.behaviour();
-    if let (Some((url, user, password)), false) = (callback, behaviour.drop_callbacks) {
-        let state = state.clone();
-        let request_id = request_id.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(behaviour.callback_delay).await;
-            let mut results = results;
-            if behaviour.reorder_callbacks {
-                results.reverse();
+    });
+}
+
+/// Applies one device's effect; the device as it is afterwards (for an activation's number and address).
+fn apply(account: &mut TsAccount, iccid: &str, effect: Effect) -> Result<Option<TsDevice>, String> {
+    match effect {
+        Effect::Identifier { new_iccid, new_imei } => {
+            let mut device = account.devices.remove(iccid).ok_or("Device not found in the account.")?;
+            if let Some(imei) = new_imei {
+                device.imei = Some(imei);
             }
-            for (iccid, outcome, device) in results {
-                let mut body = json!({
-                    "requestId": request_id,
-                    "deviceIds": [{"kind": "iccid", "id": iccid}],
-                    "username": user, "password": password,
-                    "status": if outcome.is_ok() { "Success" } else { "Failed" },
-                });
-                match (&outcome, &device) {
-                    (Err(why), _) => body["faultResponse"] = json!({"faultstring": why}),
-                    (Ok(_), Some(d)) if action == "activate" => {
-                        body["deviceResponse"] = json!({"activateResponse": {"deviceIds": [
-                            {"kind": "iccid", "id": d.iccid}, {"kind": "msisdn", "id": d.mdn}], "ipAddress": d.ip_address}});
+            let key = new_iccid.unwrap_or_else(|| iccid.to_string());
+            device.iccid = key.clone();
+            account.devices.insert(key, device.clone());
+            Ok(Some(device))
+        }
+        effect => {
+            let device = account.devices.get_mut(iccid).ok_or("Device not found in the account.")?;
+            match effect {
+                Effect::State { to, service_plan } => {
+                    // The state may have moved since the request was accepted.
+                    if !(device.state == to || to == "active" || next_state_allowed(&device.state, to)) {
+                        return Err(format!("Device is in state {}.", device.state));
                     }
-                    _ => {}
+                    device.state = to.to_string();
+                    if let Some(plan) = service_plan {
+                        device.service_plan = Some(plan);
+                    }
+                    if to == "active" {
+                        *device = assign_line(device.clone());
+                    }
                 }
-                let times = if behaviour.duplicate_callbacks { 2 } else { 1 };
-                for _ in 0..times {
-                    let status = match state.http.post(&url).json(&body).send().await {
-                        Ok(r) => r.status().as_u16(),
-                        Err(_) => 0,
-                    };
-                    state.harness.record(
-                        "CALLBACK",
-                        &url,
-                        body.clone(),
-                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                    );
+                Effect::Plan(plan) => device.service_plan = Some(plan),
+                Effect::Fields(fields) => {
+                    for (k, v) in fields {
+                        device.custom_fields.retain(|(key, _)| *key != k);
+                        device.custom_fields.push((k, v));
+                    }
                 }
+                Effect::Identifier { .. } => {}
             }
-        });
+            Ok(Some(device.clone()))
+        }
     }
-    Json(json!({"requestId": request_id})).into_response()
+}
+
+fn next_state_allowed(from: &str, to: &str) -> bool {
+    matches!((from, to), ("active", "deactive") | ("active", "suspend"))
 }
 
 /// `PUT /devices/{serviceType}/actions/deviceId`: the device must be active and the new identifier unknown.
@@ -491,18 +612,16 @@ async fn change_identifier(
         return error(StatusCode::BAD_REQUEST, "DeviceService.REQUEST_FAILED.ChangeIdentifier", why);
     }
     let request_id = account.next_id("req");
-    if let Some(old) = old {
-        if let Some(mut device) = account.devices.remove(&old) {
-            if let Some(imei) = &new_imei {
-                device.imei = Some(imei.clone());
-            }
-            let key = new_iccid.clone().unwrap_or(old);
-            device.iccid = key.clone();
-            account.devices.insert(key, device);
-        }
-    }
-    account.requests.insert(request_id.clone(), "Success".into());
+    account.requests.insert(request_id.clone(), "Pending".into());
+    drop(account);
     state.harness.record("PUT", &path, body, StatusCode::OK);
+    let old = old.unwrap_or_default();
+    complete_later(
+        state,
+        request_id.clone(),
+        "deviceId".into(),
+        vec![(old, Ok(Effect::Identifier { new_iccid, new_imei }))],
+    );
     Json(json!({"requestId": request_id})).into_response()
 }
 
@@ -514,7 +633,8 @@ fn list_entry(d: &TsDevice) -> Value {
     if let Some(mdn) = &d.mdn {
         ids.push(json!({"kind": "msisdn", "id": mdn}));
     }
-    json!({"deviceIds": ids, "ipAddress": d.ip_address,
+    let fields: Vec<Value> = d.custom_fields.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+    json!({"deviceIds": ids, "ipAddress": d.ip_address, "customFields": fields,
            "carrierInformations": [{"carrierName": "Verizon Wireless", "servicePlan": d.service_plan, "state": d.state}]})
 }
 

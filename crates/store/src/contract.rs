@@ -14,6 +14,8 @@ pub const OTHER_TENANT: i64 = 2;
 pub const SP: i64 = 10;
 pub const ICCIDS: [&str; 3] = ["89148000008245116615", "89148000008245116623", "89148000008245116631"];
 pub const OTHER_TENANT_ICCID: &str = "89148000008245116649";
+/// Tenant 1's ThingSpace account (tenant 2 has 40).
+pub const TS_SP: i64 = 30;
 
 /// Two tenants, a POD19 provider each, three devices for tenant 1 and one for tenant 2.
 pub fn contract_seed() -> Seed {
@@ -29,6 +31,19 @@ pub fn contract_seed() -> Seed {
         subscription_key: None,
         write_is_enabled: true,
         rate_limit_per_second: 50.0,
+        thing_space: None,
+    };
+    let thingspace = |id, tenant_id| SeedServiceProvider {
+        integration_id: 4,
+        name: format!("ThingSpace {tenant_id}"),
+        thing_space: Some(SeedThingSpace {
+            app_key: format!("app-{tenant_id}"),
+            app_secret: "app-secret".into(),
+            account_name: format!("0000000{tenant_id}-00001"),
+            callback_username: format!("cb-{tenant_id}"),
+            callback_password: "cb-password".into(),
+        }),
+        ..sp(id, tenant_id)
     };
     let device = |tenant_id, service_provider_id, iccid: &str| SeedDevice {
         id: None,
@@ -51,7 +66,12 @@ pub fn contract_seed() -> Seed {
             SeedTenant { id: TENANT, name: "Acme".into() },
             SeedTenant { id: OTHER_TENANT, name: "Globex".into() },
         ],
-        service_providers: vec![sp(SP, TENANT), sp(20, OTHER_TENANT)],
+        service_providers: vec![
+            sp(SP, TENANT),
+            sp(20, OTHER_TENANT),
+            thingspace(TS_SP, TENANT),
+            thingspace(40, OTHER_TENANT),
+        ],
         device_statuses: vec![],
         carrier_rate_plans: vec![SeedRatePlan {
             id: 1,
@@ -472,4 +492,76 @@ pub async fn mobility_rows_behave_like_m2m_rows(store: &dyn Store) {
     );
     let m2m_counts = store.row_counts(TENANT, m2m).await.expect("counts");
     assert_eq!(m2m_counts.iter().map(|c| c.count).sum::<i64>(), 4, "the M2M bulk change's rows are untouched");
+}
+
+pub async fn carrier_waits_are_completed_once_by_their_request(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let lease = Duration::from_secs(60);
+    let rows = store.claim_rows(id, "w", 10, lease, t(0)).await.expect("claim");
+    assert_eq!(rows.len(), 3);
+    let waiting = [rows[0].id, rows[1].id];
+    assert_eq!(store.await_carrier(id, &waiting, "other", "req-1", t(0), t(600)).await.expect("await"), 0);
+    assert_eq!(store.await_carrier(id, &waiting, "w", "req-1", t(1), t(600)).await.expect("await"), 2);
+    assert_eq!(store.next_lease_expiry(id).await.expect("expiry"), Some(t(60)), "the worker's lease ends first");
+
+    let found = store.carrier_request_rows(&[SP], "req-1").await.expect("rows of request");
+    assert_eq!(found.iter().map(|r| r.id).collect::<Vec<_>>(), waiting.to_vec());
+    assert!(
+        found.iter().all(|r| r.carrier_request_id.as_deref() == Some("req-1") && r.carrier_requested_at == Some(t(1)))
+    );
+    assert!(store.carrier_request_rows(&[20, 40], "req-1").await.expect("other tenant").is_empty());
+
+    let outcome = RowOutcome {
+        status: RowStatus::Processed,
+        details: "activated".into(),
+        device_update: DeviceUpdate {
+            msisdn: Some("15550001111".into()),
+            ip_address: Some("10.1.2.3".into()),
+            ..Default::default()
+        },
+    };
+    assert!(!store.complete_row(TENANT, id, waiting[0], "w", &outcome, t(2)).await.expect("complete"), "handed over");
+    assert!(store.complete_row(TENANT, id, waiting[0], "carrier:req-1", &outcome, t(2)).await.expect("complete"));
+    assert!(!store.complete_row(TENANT, id, waiting[0], "carrier:req-1", &outcome, t(3)).await.expect("again"));
+    let device = store.device(TENANT, rows[0].device_id.expect("device")).await.expect("read").expect("device");
+    assert_eq!(device.msisdn.as_deref(), Some("15550001111"));
+
+    // Past the deadline the waiting row is claimed again, still naming its request; the first time is kept.
+    assert!(store.claim_rows(id, "poller", 10, lease, t(599)).await.expect("claim").iter().all(|r| r.id != waiting[1]));
+    let again = store.claim_rows(id, "poller", 10, lease, t(601)).await.expect("claim");
+    let polled = again.iter().find(|r| r.id == waiting[1]).expect("reclaimed after the deadline");
+    assert_eq!((polled.carrier_request_id.as_deref(), polled.claims), (Some("req-1"), 2));
+    assert_eq!(store.await_carrier(id, &[polled.id], "poller", "req-1", t(602), t(900)).await.expect("wait again"), 1);
+    let found = store.carrier_request_rows(&[SP], "req-1").await.expect("rows of request");
+    assert_eq!(found.iter().find(|r| r.id == polled.id).and_then(|r| r.carrier_requested_at), Some(t(1)));
+}
+
+pub async fn thingspace_settings_are_read_and_a_refused_login_sticks(store: &dyn Store) {
+    let sp = store.service_provider(TENANT, TS_SP).await.expect("read").expect("ThingSpace provider");
+    let ts = sp.thingspace.expect("ThingSpace settings");
+    assert_eq!((ts.app_key.as_str(), ts.callback_username.as_str()), ("app-1", "cb-1"));
+    assert_eq!(ts.callback_password.expose(), "cb-password");
+    assert!(ts.login_refused.is_none());
+    assert!(store.service_provider(TENANT, SP).await.expect("read").expect("POD19").thingspace.is_none());
+    let all = store.thingspace_providers().await.expect("list");
+    assert_eq!(all.iter().map(|s| (s.id, s.tenant_id)).collect::<Vec<_>>(), vec![(TS_SP, TENANT), (40, OTHER_TENANT)]);
+
+    store.refuse_login(TS_SP, "login refused: invalid password", t(0)).await.expect("refuse");
+    let ts = store.service_provider(TENANT, TS_SP).await.expect("read").expect("sp").thingspace.expect("settings");
+    assert_eq!(ts.login_refused.as_deref(), Some("login refused: invalid password"));
+    let other =
+        store.service_provider(OTHER_TENANT, 40).await.expect("read").expect("sp").thingspace.expect("settings");
+    assert!(other.login_refused.is_none(), "only that account");
+
+    let callback = CallbackRecord {
+        request_id: "req-9".into(),
+        iccid: Some(ICCIDS[0].into()),
+        tenant_id: Some(TENANT),
+        service_provider_id: Some(TS_SP),
+        api_status: "Success".into(),
+        api_response: "{}".into(),
+        outcome: "applied".into(),
+        received_at: t(0),
+    };
+    store.record_callback(&callback).await.expect("callback recorded");
 }

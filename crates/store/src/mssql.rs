@@ -152,6 +152,7 @@ impl MssqlStore {
     /// Deletes every row but the reference data (contract tests only).
     pub async fn wipe_for_tests(&self) -> Result<(), StoreError> {
         let sql = "DELETE FROM dbo.Device_CustomerRatePlanOrRatePool_Queue; DELETE FROM dbo.DeviceBulkChangeLog;
+                   DELETE FROM dbo.ThingSpaceCallBackResponseLog; DELETE FROM dbo.ThingSpaceAuthentication;
                    DELETE FROM dbo.DeviceActionHistory; DELETE FROM dbo.Device_Tenant;
                    DELETE FROM dbo.M2M_DeviceChange; DELETE FROM dbo.Mobility_DeviceChange; DELETE FROM dbo.DeviceBulkChange; DELETE FROM dbo.RevService; DELETE FROM dbo.Device;
                    DELETE FROM dbo.CustomerRatePlan; DELETE FROM dbo.CustomerRatePool; DELETE FROM dbo.RevCustomer; DELETE FROM dbo.JasperCarrierRatePlan;
@@ -186,6 +187,19 @@ impl MssqlStore {
                 sp.rate_limit_per_second,
             );
             self.exec("seed service provider", q).await?;
+            if let Some(t) = &sp.thing_space {
+                let q = proc_call!(
+                    "INSERT INTO dbo.ThingSpaceAuthentication (ServiceProviderId, AppKey, AppSecret, AccountName, CallbackUsername, CallbackPassword)
+                     VALUES (@P1, @P2, @P3, @P4, @P5, @P6)",
+                    sp.id,
+                    t.app_key.as_str(),
+                    t.app_secret.as_str(),
+                    t.account_name.as_str(),
+                    t.callback_username.as_str(),
+                    t.callback_password.as_str(),
+                );
+                self.exec("seed ThingSpace settings", q).await?;
+            }
         }
         for p in &seed.carrier_rate_plans {
             let q = proc_call!(
@@ -332,6 +346,14 @@ fn service_provider(row: &Row) -> Result<ServiceProvider, StoreError> {
         subscription_key: text(row, "SubscriptionKey").map(Secret::new),
         write_is_enabled: row.get("WriteIsEnabled").unwrap_or(false),
         rate_limit_per_second: row.get("RateLimitPerSecond").unwrap_or(1.0),
+        thingspace: text(row, "AppKey").map(|app_key| ThingSpaceSettings {
+            app_key,
+            app_secret: Secret::new(text(row, "AppSecret").unwrap_or_default()),
+            account_name: text(row, "AccountName").unwrap_or_default(),
+            callback_username: text(row, "CallbackUsername").unwrap_or_default(),
+            callback_password: Secret::new(text(row, "CallbackPassword").unwrap_or_default()),
+            login_refused: text(row, "LoginRefusedReason"),
+        }),
     })
 }
 
@@ -395,6 +417,8 @@ fn change_row(row: &Row) -> Result<DeviceChangeRow, StoreError> {
         status_details: text(row, "StatusDetails"),
         claims: i64::from(row.get::<i32, _>("Claims").unwrap_or(0)),
         processed_date: utc(row.get("ProcessedDate")),
+        carrier_request_id: text(row, "CarrierRequestId"),
+        carrier_requested_at: utc(row.get("CarrierRequestedAt")),
     })
 }
 
@@ -720,7 +744,7 @@ impl Store for MssqlStore {
                   @Status = @P4, @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @CommunicationPlan = @P8,
                   @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13,
                   @CustomerRatePlanId = @P14, @CustomerRatePoolId = @P15, @CustomerDataAllocationMB = @P16,
-                  @NewICCID = @P17, @NewIMEI = @P18"
+                  @NewICCID = @P17, @NewIMEI = @P18, @NewMSISDN = @P20, @IpAddress = @P21"
         ));
         q.bind(tenant_id);
         q.bind(row_id);
@@ -742,6 +766,8 @@ impl Store for MssqlStore {
         q.bind(u.iccid.as_deref());
         q.bind(u.imei.as_deref());
         q.bind(bulk_change_id);
+        q.bind(u.msisdn.as_deref());
+        q.bind(u.ip_address.as_deref());
         let sets = self.exec("complete row", q).await?;
         Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<bool, _>("Completed")).unwrap_or(false))
     }
@@ -912,6 +938,80 @@ impl Store for MssqlStore {
         sets.last().map_or(Ok(Vec::new()), |rows| {
             rows.iter().map(|r| need(r.get::<i64, _>("BulkChangeId"), "BulkChangeId")).collect()
         })
+    }
+
+    async fn await_carrier(
+        &self,
+        bulk_change_id: i64,
+        row_ids: &[i64],
+        worker: &str,
+        request_id: &str,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let ids = serde_json::to_string(row_ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_AwaitCarrier @BulkChangeId = @P1, @RowIdsJson = @P2, @Worker = @P3, @RequestId = @P4, @Now = @P5, @Deadline = @P6",
+            bulk_change_id,
+            ids,
+            worker,
+            request_id,
+            naive(now),
+            naive(deadline),
+        );
+        let sets = self.exec("await carrier", q).await?;
+        Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<i64, _>("Changed")).unwrap_or(0).max(0) as u64)
+    }
+
+    async fn carrier_request_rows(
+        &self,
+        service_provider_ids: &[i64],
+        request_id: &str,
+    ) -> StoreResult<Vec<DeviceChangeRow>> {
+        let ids = serde_json::to_string(service_provider_ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_CarrierRequestRows @ServiceProviderIdsJson = @P1, @RequestId = @P2",
+            ids,
+            request_id,
+        );
+        self.first("read carrier request rows", q).await?.iter().map(change_row).collect()
+    }
+
+    async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>> {
+        let q = Query::new("EXEC dbo.usp_ServiceProvider_ListThingSpace");
+        self.first("read ThingSpace providers", q).await?.iter().map(service_provider).collect()
+    }
+
+    async fn record_callback(&self, cb: &CallbackRecord) -> StoreResult<()> {
+        let q = proc_call!(
+            "EXEC dbo.usp_ThingSpaceCallBackResponseLog_Add @RequestId = @P1, @ICCID = @P2, @TenantId = @P3, @ServiceProviderId = @P4,
+                  @APIStatus = @P5, @APIResponse = @P6, @Outcome = @P7, @Now = @P8",
+            cb.request_id.as_str(),
+            cb.iccid.as_deref(),
+            cb.tenant_id,
+            cb.service_provider_id,
+            cb.api_status.as_str(),
+            cb.api_response.as_str(),
+            cb.outcome.as_str(),
+            naive(cb.received_at),
+        );
+        self.exec("record callback", q).await.map(|_| ())
+    }
+
+    async fn refuse_login(&self, service_provider_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let q = proc_call!(
+            "EXEC dbo.usp_ThingSpaceAuthentication_RefuseLogin @ServiceProviderId = @P1, @Reason = @P2, @Now = @P3",
+            service_provider_id,
+            reason,
+            naive(now),
+        );
+        self.exec("refuse login", q).await.map(|_| ())
+    }
+
+    async fn next_lease_expiry(&self, bulk_change_id: i64) -> StoreResult<Option<DateTime<Utc>>> {
+        let q = proc_call!("EXEC dbo.usp_DeviceBulkChange_NextLeaseExpiry @BulkChangeId = @P1", bulk_change_id,);
+        let rows = self.first("next lease expiry", q).await?;
+        Ok(utc(rows.first().and_then(|r| r.get::<NaiveDateTime, _>("NextExpiry"))))
     }
 
     async fn close(&self) {

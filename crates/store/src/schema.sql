@@ -155,3 +155,8 @@ CROSS JOIN (
     UNION ALL SELECT 7, 'RETIRED', 'Retired'
     UNION ALL SELECT 8, 'TEST_READY', 'Test Ready'
 ) AS s;
+
+-- ThingSpace statuses (Integration 4). INVENTORY: known here, not yet on ThingSpace; the others are ThingSpace's.
+INSERT OR IGNORE INTO DeviceStatus (Id, IntegrationId, Status, DisplayName) VALUES
+    (401, 4, 'ACTIVE', 'Active'), (402, 4, 'PREACTIVE', 'Pre-Active'), (403, 4, 'DEACTIVE', 'Deactivated'),
+    (404, 4, 'INVENTORY', 'Inventory'), (405, 4, 'SUSPEND', 'Suspended');

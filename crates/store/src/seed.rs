@@ -75,6 +75,20 @@ pub struct SeedServiceProvider {
     pub write_is_enabled: bool,
     #[serde(default = "ten")]
     pub rate_limit_per_second: f64,
+    /// ThingSpace accounts only.
+    #[serde(default)]
+    pub thing_space: Option<SeedThingSpace>,
+}
+
+/// A ThingSpace account's app credentials, account name and callback credentials (`ThingSpaceAuthentication`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedThingSpace {
+    pub app_key: String,
+    pub app_secret: String,
+    pub account_name: String,
+    pub callback_username: String,
+    pub callback_password: String,
 }
 
 fn yes() -> bool {

@@ -65,6 +65,21 @@ const MIGRATIONS: &[&str] = &[
          ProcessedDate TEXT, CreatedDate TEXT NOT NULL);
      CREATE INDEX IX_Mobility_DeviceChange_Bulk_Status ON Mobility_DeviceChange (BulkChangeId, Status);
      ALTER TABLE DeviceBulkChangeLog ADD COLUMN MobilityDeviceChangeId INTEGER",
+    "CREATE TABLE ThingSpaceAuthentication (
+         ServiceProviderId INTEGER PRIMARY KEY REFERENCES ServiceProvider(Id), AppKey TEXT NOT NULL, AppSecret TEXT NOT NULL,
+         AccountName TEXT NOT NULL, CallbackUsername TEXT NOT NULL, CallbackPassword TEXT NOT NULL,
+         LoginRefusedReason TEXT, LoginRefusedDate TEXT);
+     ALTER TABLE M2M_DeviceChange ADD COLUMN CarrierRequestId TEXT;
+     ALTER TABLE M2M_DeviceChange ADD COLUMN CarrierRequestedAt TEXT;
+     ALTER TABLE Mobility_DeviceChange ADD COLUMN CarrierRequestId TEXT;
+     ALTER TABLE Mobility_DeviceChange ADD COLUMN CarrierRequestedAt TEXT;
+     CREATE INDEX IX_M2M_DeviceChange_CarrierRequest ON M2M_DeviceChange (CarrierRequestId);
+     CREATE INDEX IX_Mobility_DeviceChange_CarrierRequest ON Mobility_DeviceChange (CarrierRequestId);
+     ALTER TABLE Device ADD COLUMN IpAddress TEXT;
+     CREATE TABLE ThingSpaceCallBackResponseLog (
+         Id INTEGER PRIMARY KEY, RequestId TEXT NOT NULL, ICCID TEXT, TenantId INTEGER, ServiceProviderId INTEGER,
+         APIStatus TEXT NOT NULL, APIResponse TEXT NOT NULL, Outcome TEXT NOT NULL, CreatedDate TEXT NOT NULL);
+     CREATE INDEX IX_ThingSpaceCallBackResponseLog_Request ON ThingSpaceCallBackResponseLog (RequestId)",
 ];
 
 /// Where a bulk change's rows live: M2M (PortalType 0) in `M2M_DeviceChange`, Mobility (2) in `Mobility_DeviceChange`.
@@ -145,6 +160,14 @@ impl SqliteStore {
                     params![sp.id, sp.tenant_id, sp.integration_id, sp.name, sp.base_url, sp.username, sp.secret, sp.client_code, sp.subscription_key, sp.write_is_enabled, sp.rate_limit_per_second],
                 )
                 .map_err(|e| StoreError::Seed(format!("service provider {}: {e}", sp.id)))?;
+                if let Some(t) = &sp.thing_space {
+                    tx.execute(
+                        "INSERT INTO ThingSpaceAuthentication (ServiceProviderId, AppKey, AppSecret, AccountName, CallbackUsername, CallbackPassword)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![sp.id, t.app_key, t.app_secret, t.account_name, t.callback_username, t.callback_password],
+                    )
+                    .map_err(|e| StoreError::Seed(format!("service provider {} ThingSpace settings: {e}", sp.id)))?;
+                }
             }
             for s in &seed.device_statuses {
                 tx.execute(
@@ -308,12 +331,25 @@ fn service_provider_from_row(r: &Row<'_>) -> rusqlite::Result<(ServiceProvider, 
             subscription_key: subscription_key.map(Secret::new),
             write_is_enabled: r.get(9)?,
             rate_limit_per_second: r.get(10)?,
+            thingspace: match r.get::<_, Option<String>>(11)? {
+                Some(app_key) => Some(ThingSpaceSettings {
+                    app_key,
+                    app_secret: Secret::new(r.get::<_, String>(12)?),
+                    account_name: r.get(13)?,
+                    callback_username: r.get(14)?,
+                    callback_password: Secret::new(r.get::<_, String>(15)?),
+                    login_refused: r.get(16)?,
+                }),
+                None => None,
+            },
         },
         integration_id,
     ))
 }
 
-const SP_COLUMNS: &str = "Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond";
+const SP_COLUMNS: &str = "sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey, sp.WriteIsEnabled, sp.RateLimitPerSecond,
+     ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername, ts.CallbackPassword, ts.LoginRefusedReason";
+const SP_FROM: &str = "ServiceProvider sp LEFT JOIN ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id";
 
 fn checked_sp(found: Option<(ServiceProvider, i64)>) -> Result<Option<ServiceProvider>, StoreError> {
     match found {
@@ -380,16 +416,25 @@ fn bulk_from_raw(raw: RawBulk) -> Result<BulkChange, StoreError> {
     })
 }
 
-const ROW_COLUMNS: &str = "Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate";
+const ROW_COLUMNS: &str = "Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt";
 
-type RawRow = (i64, i64, Option<i64>, String, Option<String>, String, Option<String>, i64, Option<String>);
+type RawRow = (
+    (i64, i64, Option<i64>, String, Option<String>),
+    (String, Option<String>, i64, Option<String>, Option<String>, Option<String>),
+);
 
 fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+    Ok((
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+        (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
+    ))
 }
 
 fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
-    let (id, bulk_change_id, device_id, iccid, msisdn, status, status_details, claims, processed) = raw;
+    let (
+        (id, bulk_change_id, device_id, iccid, msisdn),
+        (status, status_details, claims, processed, request, requested),
+    ) = raw;
     Ok(DeviceChangeRow {
         id,
         bulk_change_id,
@@ -401,6 +446,8 @@ fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
         status_details,
         claims,
         processed_date: opt_ts(processed)?,
+        carrier_request_id: request,
+        carrier_requested_at: opt_ts(requested)?,
     })
 }
 
@@ -411,7 +458,7 @@ impl Store for SqliteStore {
             let found = c
                 .query_row(
                     &format!(
-                        "SELECT {SP_COLUMNS} FROM ServiceProvider WHERE Id = ?1 AND TenantId = ?2 AND IsActive = 1"
+                        "SELECT {SP_COLUMNS} FROM {SP_FROM} WHERE sp.Id = ?1 AND sp.TenantId = ?2 AND sp.IsActive = 1"
                     ),
                     params![id, tenant_id],
                     service_provider_from_row,
@@ -431,7 +478,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let found = c
                 .query_row(
-                    &format!("SELECT {SP_COLUMNS} FROM ServiceProvider WHERE TenantId = ?1 AND IntegrationId = ?2 AND IsActive = 1 ORDER BY Id LIMIT 1"),
+                    &format!("SELECT {SP_COLUMNS} FROM {SP_FROM} WHERE sp.TenantId = ?1 AND sp.IntegrationId = ?2 AND sp.IsActive = 1 ORDER BY sp.Id LIMIT 1"),
                     params![tenant_id, integration.id()],
                     service_provider_from_row,
                 )
@@ -851,6 +898,7 @@ impl Store for SqliteStore {
                     &format!("UPDATE Device SET DeviceStatusId = COALESCE(?1, DeviceStatusId), CarrierRatePlan = COALESCE(?2, CarrierRatePlan),
                             CommunicationPlan = COALESCE(?3, CommunicationPlan), RevCustomerId = COALESCE(?4, RevCustomerId),
                             Username = COALESCE(?5, Username), ICCID = COALESCE(?11, ICCID), IMEI = COALESCE(?12, IMEI),
+                            MSISDN = COALESCE(?13, MSISDN), IpAddress = COALESCE(?14, IpAddress),
                             IsActive = CASE WHEN ?6 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN ?6 THEN 1 ELSE IsDeleted END,
                             ModifiedBy = ?7, ModifiedDate = ?8
                      WHERE Id = (SELECT DeviceId FROM {table} WHERE Id = ?9) AND TenantId = ?10"),
@@ -866,7 +914,9 @@ impl Store for SqliteStore {
                         row_id,
                         tenant_id,
                         u.iccid,
-                        u.imei
+                        u.imei,
+                        u.msisdn,
+                        u.ip_address
                     ],
                 )
                 .map_err(db("update device"))?;
@@ -1180,6 +1230,135 @@ impl Store for SqliteStore {
             }
             tx.commit().map_err(db("commit release"))?;
             Ok(bulk_ids)
+        })
+        .await
+    }
+
+    async fn await_carrier(
+        &self,
+        bulk_change_id: i64,
+        row_ids: &[i64],
+        worker: &str,
+        request_id: &str,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let (row_ids, worker, request_id) = (row_ids.to_vec(), worker.to_string(), request_id.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin await carrier"))?;
+            let table = row_table(&tx, bulk_change_id)?;
+            let mut changed = 0;
+            {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "UPDATE {table} SET CarrierRequestId = ?1, CarrierRequestedAt = COALESCE(CarrierRequestedAt, ?2),
+                                LeaseOwner = 'carrier:' || ?1, LeaseUntil = ?3
+                         WHERE Id = ?4 AND BulkChangeId = ?5 AND LeaseOwner = ?6 AND Status = 'PROCESSING'"
+                    ))
+                    .map_err(db("await carrier"))?;
+                for id in row_ids {
+                    changed += stmt
+                        .execute(params![request_id, ts(now), ts(deadline), id, bulk_change_id, worker])
+                        .map_err(db("await carrier"))? as u64;
+                }
+            }
+            tx.commit().map_err(db("commit await carrier"))?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn carrier_request_rows(
+        &self,
+        service_provider_ids: &[i64],
+        request_id: &str,
+    ) -> StoreResult<Vec<DeviceChangeRow>> {
+        let (sps, request_id) = (service_provider_ids.to_vec(), request_id.to_string());
+        self.with(move |c| {
+            let mut rows = Vec::new();
+            for table in ROW_TABLES {
+                let columns = ROW_COLUMNS.split(", ").map(|col| format!("r.{col}")).collect::<Vec<_>>().join(", ");
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {columns} FROM {table} r JOIN DeviceBulkChange b ON b.Id = r.BulkChangeId
+                         WHERE r.CarrierRequestId = ?1 AND b.ServiceProviderId = ?2 ORDER BY r.Id"
+                    ))
+                    .map_err(db("read carrier request rows"))?;
+                for sp in &sps {
+                    let raws = stmt
+                        .query_map(params![request_id, sp], raw_row)
+                        .map_err(db("read carrier request rows"))?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(db("read carrier request rows"))?;
+                    for raw in raws {
+                        rows.push(row_from_raw(raw)?);
+                    }
+                }
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {SP_COLUMNS} FROM {SP_FROM} WHERE sp.IntegrationId = ?1 AND sp.IsActive = 1 ORDER BY sp.Id"
+                ))
+                .map_err(db("read ThingSpace providers"))?;
+            let found = stmt
+                .query_map(params![Integration::ThingSpace.id()], service_provider_from_row)
+                .map_err(db("read ThingSpace providers"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("read ThingSpace providers"))?;
+            found
+                .into_iter()
+                .map(|f| checked_sp(Some(f)).map(|sp| sp.into_iter()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| v.into_iter().flatten().collect())
+        })
+        .await
+    }
+
+    async fn record_callback(&self, cb: &CallbackRecord) -> StoreResult<()> {
+        let cb = cb.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO ThingSpaceCallBackResponseLog (RequestId, ICCID, TenantId, ServiceProviderId, APIStatus, APIResponse, Outcome, CreatedDate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![cb.request_id, cb.iccid, cb.tenant_id, cb.service_provider_id, cb.api_status, cb.api_response, cb.outcome, ts(cb.received_at)],
+            )
+            .map_err(db("record callback"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn refuse_login(&self, service_provider_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let reason = reason.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE ThingSpaceAuthentication SET LoginRefusedReason = ?2, LoginRefusedDate = ?3 WHERE ServiceProviderId = ?1",
+                params![service_provider_id, reason, ts(now)],
+            )
+            .map_err(db("refuse login"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn next_lease_expiry(&self, bulk_change_id: i64) -> StoreResult<Option<DateTime<Utc>>> {
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            let next: Option<String> = c
+                .query_row(
+                    &format!("SELECT MIN(LeaseUntil) FROM {table} WHERE BulkChangeId = ?1 AND Status = 'PROCESSING'"),
+                    params![bulk_change_id],
+                    |r| r.get(0),
+                )
+                .map_err(db("next lease expiry"))?;
+            opt_ts(next)
         })
         .await
     }

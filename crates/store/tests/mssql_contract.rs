@@ -34,4 +34,6 @@ async fn sql_server_passes_the_store_contract() {
     contract::bulk_status_is_derived_from_rows_and_final_once(&store).await;
     contract::stranded_bulk_changes_are_found(&store).await;
     contract::audit_log_is_kept_per_row_and_scoped(&store).await;
+    contract::carrier_waits_are_completed_once_by_their_request(&store).await;
+    contract::thingspace_settings_are_read_and_a_refused_login_sticks(&store).await;
 }

@@ -33,6 +33,8 @@ contract_tests!(
     stranded_bulk_changes_are_found,
     audit_log_is_kept_per_row_and_scoped,
     reference_data_is_read_within_the_tenant,
+    carrier_waits_are_completed_once_by_their_request,
+    thingspace_settings_are_read_and_a_refused_login_sticks,
 );
 
 #[tokio::test]

@@ -1,0 +1,479 @@
+//! ThingSpace end to end: the local stack with the ThingSpace simulator, its `CarrierService` callback registered
+//! to the stack's `/ThingSpace/Callback`, driven through HTTP; outcomes read through the API, the database and the
+//! simulator's call record.
+
+use std::time::Duration;
+
+use cli::bench::bench_iccid;
+use cli::{Stack, StackConfig};
+use engine::WorkerConfig;
+use engine::ports::Store;
+use serde_json::{Value, json};
+use simulators::thingspace::{ThingSpaceSim, TsBehaviour};
+use store::Seed;
+use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant, SeedThingSpace};
+
+const TS: i64 = 40;
+const OTHER_TS: i64 = 41;
+
+fn preactive(i: usize) -> String {
+    bench_iccid(2000 + i)
+}
+fn active(i: usize) -> String {
+    bench_iccid(2100 + i)
+}
+fn inventory(i: usize) -> String {
+    bench_iccid(2200 + i)
+}
+fn deactive(i: usize) -> String {
+    bench_iccid(3000 + i)
+}
+fn other_tenant() -> String {
+    bench_iccid(2300)
+}
+
+fn thingspace_sp(id: i64, tenant_id: i64) -> SeedServiceProvider {
+    SeedServiceProvider {
+        id,
+        tenant_id,
+        integration_id: 4,
+        name: format!("ThingSpace {tenant_id}"),
+        base_url: "http://127.0.0.1:9/unused".into(),
+        username: format!("uws-{tenant_id}"),
+        secret: format!("uws-password-{tenant_id}"),
+        client_code: None,
+        subscription_key: None,
+        write_is_enabled: true,
+        rate_limit_per_second: 100.0,
+        thing_space: Some(SeedThingSpace {
+            app_key: format!("app-key-{tenant_id}"),
+            app_secret: format!("app-secret-{tenant_id}"),
+            account_name: format!("086892420{tenant_id}-00001"),
+            callback_username: format!("callback-{tenant_id}"),
+            callback_password: format!("callback-password-{tenant_id}"),
+        }),
+    }
+}
+
+fn device(tenant_id: i64, sp: i64, iccid: String, status: &str, imei: Option<String>) -> SeedDevice {
+    SeedDevice {
+        id: None,
+        tenant_id,
+        service_provider_id: sp,
+        iccid,
+        imei,
+        msisdn: None,
+        eid: None,
+        status: status.into(),
+        carrier_rate_plan: Some("m2m_4G".into()),
+        communication_plan: None,
+        username: None,
+        last_usage_date: None,
+        data_usage_mb: 0.0,
+        rev_customer_id: None,
+    }
+}
+
+fn seed() -> Seed {
+    let imei = |i: usize| {
+        let payload = format!("35000022{i:06}");
+        Some(format!("{payload}{}", domain::ids::luhn_check_digit(&payload)))
+    };
+    let mut devices: Vec<SeedDevice> = (0..6).map(|i| device(1, TS, preactive(i), "PREACTIVE", imei(i))).collect();
+    devices.extend((0..6).map(|i| device(1, TS, active(i), "ACTIVE", imei(100 + i))));
+    devices.extend((0..2).map(|i| device(1, TS, inventory(i), "INVENTORY", imei(200 + i))));
+    devices.extend((0..250).map(|i| device(1, TS, deactive(i), "DEACTIVE", None)));
+    devices.push(device(2, OTHER_TS, other_tenant(), "ACTIVE", None));
+    let plan = |id, sp, code: &str| SeedRatePlan {
+        id,
+        service_provider_id: sp,
+        rate_plan_code: code.into(),
+        plan_mb: 1024.0,
+        base_rate: 5.0,
+    };
+    Seed {
+        tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],
+        service_providers: vec![thingspace_sp(TS, 1), thingspace_sp(OTHER_TS, 2)],
+        device_statuses: vec![],
+        carrier_rate_plans: vec![plan(1, TS, "m2m_4G"), plan(2, TS, "m2m_4G_5GB"), plan(3, OTHER_TS, "m2m_4G")],
+        rev_customers: vec![],
+        devices,
+        rev_services: vec![],
+        customer_rate_plans: vec![store::seed::SeedCustomerPlan { id: 5, tenant_id: 1, name: "Fleet 5 GB".into() }],
+        customer_rate_pools: vec![],
+    }
+}
+
+struct TestApp {
+    stack: Stack,
+    http: reqwest::Client,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_with(customize: impl FnOnce(&mut StackConfig)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = "test-secret".to_string();
+    let mut config = StackConfig::local(dir.path().join("ts.db"), dir.path().join("outbox"), secret.clone());
+    config.seed = Some(seed());
+    config.simulators = true;
+    config.worker = WorkerConfig {
+        continuation_delay: Duration::from_millis(200),
+        carrier_result_wait: Duration::from_secs(30),
+        ..WorkerConfig::default()
+    };
+    config.retry.base_delay = Duration::from_millis(20);
+    config.retry.max_delay = Duration::from_secs(2);
+    customize(&mut config);
+    let stack = Stack::start(config).await.expect("stack starts");
+    let token =
+        api::Hs256::new(&secret).mint(&api::Claims { tenant_id: 1, sub: "alice".into(), roles: vec![], exp: None });
+    TestApp { stack, http: reqwest::Client::new(), token, _dir: dir }
+}
+
+impl TestApp {
+    fn sim(&self) -> &ThingSpaceSim {
+        &self.stack.simulators.thingspace[&TS]
+    }
+
+    async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.stack.base_url())).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn accepted(&self, body: Value) -> i64 {
+        let (status, answer) = self.post("/M2M/BulkChange", &body, Some(&self.token)).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["BulkChangeId"].as_i64().expect("id")
+    }
+
+    async fn wait_final(&self, id: i64) -> Value {
+        cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id).await.expect("bulk change finishes")
+    }
+
+    /// The bulk change's status once every row has a carrier request id (rows wait on the carrier).
+    async fn wait_waiting(&self, id: i64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = self
+                .http
+                .get(format!("{}/M2M/BulkChangeStatus/{id}?pageSize=1000", self.stack.base_url()))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("status");
+            let status: Value = response.json().await.expect("json");
+            let rows = status["Rows"].as_array().cloned().unwrap_or_default();
+            if !rows.is_empty() && rows.iter().all(|r| r["CarrierRequestId"].is_string()) {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "rows never waited on the carrier: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn calls(&self, method: &str, path_end: &str) -> Vec<simulators::RecordedCall> {
+        self.sim().state.calls().into_iter().filter(|c| c.method == method && c.path.ends_with(path_end)).collect()
+    }
+
+    async fn device(&self, iccid: &str) -> domain::rules::DeviceRecord {
+        self.stack.store.device_by_iccid(1, iccid).await.expect("read").expect("device")
+    }
+}
+
+fn status_update(devices: &[String], target: &str, thing_space: Value) -> Value {
+    json!({"ServiceProviderId": TS, "ChangeType": 3, "PortalType": 0, "Devices": devices,
+           "StatusUpdate": {"TargetStatus": target, "ThingSpaceStatusUpdate": thing_space}})
+}
+
+fn row<'a>(status: &'a Value, iccid: &str) -> &'a Value {
+    status["Rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["ICCID"] == iccid)
+        .unwrap_or_else(|| panic!("no row for {iccid} in {status}"))
+}
+
+fn activation(devices: &[String]) -> Value {
+    status_update(devices, "Active", json!({"ServicePlan": "m2m_4G", "MdnZipCode": "98801"}))
+}
+
+#[tokio::test]
+async fn a_multi_device_activation_is_one_request_and_callbacks_finish_it() {
+    let app = spawn_with(|_| {}).await;
+    let mut devices: Vec<String> = (0..4).map(preactive).collect();
+    devices.push(inventory(0));
+    let id = app.accepted(activation(&devices)).await;
+    let status = app.wait_final(id).await;
+    assert_eq!((status["Status"].as_str(), status["Counts"]["PROCESSED"].as_i64()), (Some("PROCESSED"), Some(5)));
+
+    let activations = app.calls("POST", "/devices/actions/activate");
+    assert_eq!(activations.len(), 1, "one request for every device");
+    assert_eq!(activations[0].body["devices"].as_array().map(Vec::len), Some(5));
+    assert_eq!(activations[0].body["mdnZipCode"], "98801");
+    let adds = app.calls("POST", "/devices/actions/add");
+    assert_eq!(adds.len(), 1, "the INVENTORY device is added first");
+    assert_eq!(adds[0].body["devicesToAdd"].as_array().map(Vec::len), Some(1));
+    assert_eq!(app.calls("CALLBACK", "/ThingSpace/Callback").len(), 5, "one callback per device");
+
+    for iccid in &devices {
+        let carrier = app.sim().state.device(iccid).expect("on ThingSpace");
+        let stored = app.device(iccid).await;
+        assert_eq!(stored.device_status_id, 401, "ThingSpace ACTIVE");
+        assert_eq!(stored.msisdn, carrier.mdn, "the MSISDN the carrier assigned");
+        assert!(row(&status, iccid)["StatusDetails"].as_str().is_some_and(|d| d.contains("IP address 10.")));
+    }
+    let logs = app.stack.store.logs(1, id).await.expect("logs");
+    assert_eq!(logs.iter().filter(|l| l.description == "ThingSpace Callback (CarrierService)").count(), 5);
+    assert!(
+        logs.iter().all(|l| !l.request_text.contains("uws-password") && !l.response_text.contains("callback-password"))
+    );
+}
+
+#[tokio::test]
+async fn activation_without_a_zip_code_is_refused_at_validation() {
+    let app = spawn_with(|_| {}).await;
+    let devices = vec![preactive(0), preactive(1)];
+    let body = status_update(
+        &devices,
+        "Active",
+        json!({"ServicePlan": "m2m_4G", "Devices": [{"ICCID": preactive(1), "MdnZipCode": "98802"}]}),
+    );
+    let (status, answer) = app.post("/M2M/ValidateBulkChange", &body, Some(&app.token)).await;
+    assert_eq!(status, 200, "{answer}");
+    let result =
+        |iccid: &str| answer["Devices"].as_array().and_then(|d| d.iter().find(|x| x["ICCID"] == iccid)).cloned();
+    let first = result(&preactive(0)).expect("first device");
+    assert_eq!(first["Valid"], false);
+    assert_eq!(first["Errors"][0], format!("MdnZipCode is required to activate {} on ThingSpace", preactive(0)));
+    assert_eq!(result(&preactive(1)).expect("second device")["Valid"], true, "its own ZIP code");
+    let no_plan = status_update(&devices, "Active", json!({"MdnZipCode": "98801"}));
+    let (_, answer) = app.post("/M2M/ValidateBulkChange", &no_plan, Some(&app.token)).await;
+    assert!(answer["Devices"][0]["Errors"][0].as_str().is_some_and(|e| e.starts_with("ServicePlan is required")));
+    assert!(app.calls("POST", "/devices/actions/activate").is_empty());
+}
+
+#[tokio::test]
+async fn suspend_restore_and_deactivate_follow_the_state_table() {
+    let app = spawn_with(|_| {}).await;
+    let pair = vec![active(0), active(1)];
+    let suspended = app.wait_final(app.accepted(status_update(&pair, "Suspended", json!({}))).await).await;
+    assert_eq!(suspended["Counts"]["PROCESSED"], 2, "{suspended}");
+    assert_eq!(app.sim().state.device(&active(0)).expect("device").state, "suspend");
+    // SUSPEND → DEACTIVE is not in ThingSpace's table: refused per device at intake.
+    let (_, answer) =
+        app.post("/M2M/ValidateBulkChange", &status_update(&pair, "Deactivated", json!({})), Some(&app.token)).await;
+    assert!(
+        answer["Devices"][0]["Errors"][0].as_str().is_some_and(|e| e.contains("does not allow SUSPEND to DEACTIVE"))
+    );
+    let restored = app.wait_final(app.accepted(status_update(&pair, "Active", json!({}))).await).await;
+    assert_eq!(restored["Counts"]["PROCESSED"], 2, "{restored}");
+    assert_eq!(app.calls("POST", "/devices/actions/restore").len(), 1, "restore, not activate");
+    let body = status_update(&[active(2)], "Deactivated", json!({"EtfWaiver": true}));
+    let deactivated = app.wait_final(app.accepted(body).await).await;
+    assert_eq!(deactivated["Counts"]["PROCESSED"], 1, "{deactivated}");
+    let call = &app.calls("POST", "/devices/actions/deactivate")[0];
+    assert_eq!((&call.body["reasonCode"], &call.body["etfWaiver"]), (&json!("FF"), &json!(true)));
+    assert_eq!(app.device(&active(2)).await.device_status_id, 403, "DEACTIVE");
+}
+
+#[tokio::test]
+async fn a_lost_callback_is_recovered_by_polling() {
+    let app = spawn_with(|c| {
+        c.thingspace_behaviour = TsBehaviour { drop_callbacks: true, ..TsBehaviour::default() };
+        c.worker.carrier_result_wait = Duration::from_millis(500);
+    })
+    .await;
+    let devices = vec![preactive(0), preactive(1)];
+    let status = app.wait_final(app.accepted(activation(&devices)).await).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
+    assert!(app.calls("CALLBACK", "").is_empty(), "no callback came");
+    assert_eq!(app.calls("GET", "/status").len(), 1, "one request-status poll for the request");
+    for iccid in &devices {
+        assert_eq!(
+            app.device(iccid).await.msisdn,
+            app.sim().state.device(iccid).expect("device").mdn,
+            "read by polling"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_result_at_all_fails_the_row_after_the_give_up_time() {
+    let app = spawn_with(|c| {
+        c.thingspace_behaviour =
+            TsBehaviour { drop_callbacks: true, callback_delay: Duration::from_secs(600), ..TsBehaviour::default() };
+        c.worker.carrier_result_wait = Duration::from_millis(300);
+        c.worker.carrier_result_give_up = Duration::from_secs(1);
+    })
+    .await;
+    let status = app.wait_final(app.accepted(activation(&[preactive(2)])).await).await;
+    let r = row(&status, &preactive(2));
+    assert_eq!(r["Status"], "API_FAILED");
+    assert!(r["StatusDetails"].as_str().is_some_and(|d| d.starts_with("No result from carrier for request")), "{r}");
+    assert!(!app.calls("GET", "/status").is_empty(), "it asked before giving up");
+}
+
+#[tokio::test]
+async fn duplicated_and_reordered_callbacks_change_nothing() {
+    let app = spawn_with(|c| {
+        c.thingspace_behaviour =
+            TsBehaviour { duplicate_callbacks: true, reorder_callbacks: true, ..TsBehaviour::default() };
+    })
+    .await;
+    let devices: Vec<String> = (0..3).map(preactive).collect();
+    let id = app.accepted(activation(&devices)).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 3);
+    // Wait for the duplicates to be delivered too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.calls("CALLBACK", "/ThingSpace/Callback").len() < 6 {
+        assert!(tokio::time::Instant::now() < deadline, "duplicates never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let callbacks = app.calls("CALLBACK", "/ThingSpace/Callback");
+    assert!(callbacks.iter().all(|c| c.status == 200), "duplicates are acknowledged");
+    assert_eq!(callbacks[0].body["deviceIds"][0]["id"], devices[2], "last device first");
+    let logs = app.stack.store.logs(1, id).await.expect("logs");
+    assert_eq!(
+        logs.iter().filter(|l| l.description == "ThingSpace Callback (CarrierService)").count(),
+        3,
+        "applied once"
+    );
+    let again = app.wait_final(id).await;
+    for iccid in &devices {
+        assert_eq!(row(&again, iccid)["ProcessedDate"], row(&status, iccid)["ProcessedDate"], "unchanged");
+    }
+}
+
+#[tokio::test]
+async fn a_callback_with_a_wrong_password_or_for_another_tenants_request_is_refused() {
+    let app = spawn_with(|c| {
+        c.thingspace_behaviour = TsBehaviour { drop_callbacks: true, ..TsBehaviour::default() };
+        c.worker.carrier_result_wait = Duration::from_secs(600);
+    })
+    .await;
+    let id = app.accepted(activation(&[preactive(3)])).await;
+    let waiting = app.wait_waiting(id).await;
+    let request_id = row(&waiting, &preactive(3))["CarrierRequestId"].as_str().expect("request id").to_string();
+    let callback = |user: &str, password: &str| {
+        json!({"requestId": request_id, "deviceIds": [{"kind": "iccid", "id": preactive(3)}],
+               "username": user, "password": password, "status": "Success"})
+    };
+    let (status, _) = app.post("/ThingSpace/Callback", &callback("callback-1", "guess"), None).await;
+    assert_eq!(status, 401, "wrong password");
+    let (status, _) = app.post("/ThingSpace/Callback", &callback("callback-2", "callback-password-2"), None).await;
+    assert_eq!(status, 404, "tenant 2's account cannot answer tenant 1's request");
+    let still = app.wait_waiting(id).await;
+    assert_eq!(row(&still, &preactive(3))["Status"], "PROCESSING", "nothing changed");
+    let (status, answer) = app.post("/ThingSpace/Callback", &callback("callback-1", "callback-password-1"), None).await;
+    assert_eq!((status, &answer["Applied"]), (200, &json!(true)), "{answer}");
+    assert_eq!(app.wait_final(id).await["Status"], "PROCESSED");
+}
+
+#[tokio::test]
+async fn plan_username_and_identifier_changes_go_through_thingspace() {
+    let app = spawn_with(|_| {}).await;
+    let pair = vec![active(3), active(4)];
+    let plan = json!({"ServiceProviderId": TS, "ChangeType": 7, "Devices": pair,
+                      "CarrierRatePlanUpdate": {"CarrierRatePlan": "m2m_4G_5GB"}});
+    let status = app.wait_final(app.accepted(plan).await).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
+    assert_eq!(app.calls("PUT", "/devices/actions/plan").len(), 1, "one request for both");
+    assert_eq!(app.device(&active(3)).await.carrier_rate_plan.as_deref(), Some("m2m_4G_5GB"));
+
+    let username = json!({"ServiceProviderId": TS, "ChangeType": 6, "Devices": pair,
+                          "Username": {"NewUsername": "truck-17"}});
+    let status = app.wait_final(app.accepted(username).await).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
+    let fields = &app.calls("PUT", "/devices/actions/customFields")[0].body["customFieldsToUpdate"];
+    assert_eq!(fields, &json!([{"key": "CustomField1", "value": "truck-17"}]));
+    assert_eq!(app.device(&active(4)).await.username.as_deref(), Some("truck-17"));
+
+    let new_iccid = bench_iccid(2900);
+    let swap = json!({"ServiceProviderId": TS, "ChangeType": 8, "Devices": [active(5)],
+                      "ChangeIdentifier": {"NewICCID": new_iccid}});
+    let status = app.wait_final(app.accepted(swap).await).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 1, "{status}");
+    assert_eq!(app.calls("PUT", "/actions/deviceId")[0].body["change4gOption"], "ChangeICCID");
+    assert!(
+        app.stack.store.device_by_iccid(1, &new_iccid).await.expect("read").is_some(),
+        "the device has its new SIM"
+    );
+    assert!(app.sim().state.device(&new_iccid).is_some());
+}
+
+#[tokio::test]
+async fn deleting_250_devices_makes_three_calls_and_reports_each_device() {
+    let app = spawn_with(|_| {}).await;
+    // The carrier shows one of them active (our database is behind): that one fails, the others are deleted.
+    app.sim().state.account.lock().expect("lock").devices.get_mut(&deactive(7)).expect("device").state =
+        "active".into();
+    let devices: Vec<String> = (0..250).map(deactive).collect();
+    let mut body = json!({"ServiceProviderId": TS, "ChangeType": 9, "Devices": devices});
+    body["Devices"].as_array_mut().expect("devices").push(json!(active(0)));
+    let id = app.accepted(body).await;
+    let status = app.wait_final(id).await;
+    assert_eq!(app.calls("POST", "/devices/actions/delete").len(), 3, "100 + 100 + 50");
+    assert_eq!((status["Counts"]["PROCESSED"].as_i64(), status["Counts"]["API_FAILED"].as_i64()), (Some(249), Some(1)));
+    let failed = row(&status, &deactive(7));
+    assert_eq!(failed["Status"], "API_FAILED");
+    assert!(failed["StatusDetails"].as_str().is_some_and(|d| d.contains("not in deactive state")), "{failed}");
+    assert!(row(&status, &active(0))["StatusDetails"].as_str().is_some_and(|d| d.contains("only deactivated")));
+    assert!(app.stack.store.device_by_iccid(1, &deactive(0)).await.expect("read").is_none_or(|d| d.is_deleted));
+    assert!(!app.device(&deactive(7)).await.is_deleted);
+}
+
+#[tokio::test]
+async fn an_expired_session_is_renewed_once_and_the_work_goes_on() {
+    let app = spawn_with(|_| {}).await;
+    assert_eq!(app.wait_final(app.accepted(activation(&[preactive(0)])).await).await["Status"], "PROCESSED");
+    let logins = || app.calls("POST", "/session/login").len();
+    // The stack registered the callback (one login); the worker's client logged in once and keeps its session.
+    let before = logins();
+    app.sim().state.expire_sessions();
+    let status = app.wait_final(app.accepted(activation(&[preactive(1)])).await).await;
+    assert_eq!(status["Status"], "PROCESSED", "{status}");
+    assert_eq!(logins(), before + 1, "one new login after the session expired");
+}
+
+#[tokio::test]
+async fn bad_credentials_stop_after_one_failed_login() {
+    let app = spawn_with(|_| {}).await;
+    app.sim().state.account.lock().expect("lock").password = "rotated-by-someone-else".into();
+    let first = app.wait_final(app.accepted(activation(&[preactive(0), preactive(1)])).await).await;
+    assert_eq!(first["Status"], "ERROR");
+    assert!(
+        row(&first, &preactive(0))["StatusDetails"].as_str().is_some_and(|d| d.contains("login refused")),
+        "{first}"
+    );
+    let second = app.wait_final(app.accepted(activation(&[preactive(2)])).await).await;
+    let reason = row(&second, &preactive(2))["StatusDetails"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("ThingSpace login is stopped for this account"), "{reason}");
+    assert_eq!(app.sim().state.failed_logins(), 1, "one failed login, never five");
+    let sp = app.stack.store.service_provider(1, TS).await.expect("read").expect("sp");
+    assert!(sp.thingspace.and_then(|t| t.login_refused).is_some(), "recorded for every worker");
+    let outbox = std::fs::read_dir(app.stack.config.outbox.clone()).map(|d| d.count()).unwrap_or(0);
+    assert!(outbox >= 1, "the failure e-mail went out");
+}
+
+#[tokio::test]
+async fn customer_plan_and_archival_work_for_thingspace_devices_without_a_carrier_call() {
+    let app = spawn_with(|_| {}).await;
+    let plan = json!({"ServiceProviderId": TS, "ChangeType": 4, "Devices": [active(0)],
+                      "CustomerRatePlanUpdate": {"CustomerRatePlanId": 5}});
+    assert_eq!(app.wait_final(app.accepted(plan).await).await["Status"], "PROCESSED");
+    assert_eq!(app.device(&active(0)).await.customer_rate_plan_id, Some(5));
+    let archive = json!({"ServiceProviderId": TS, "ChangeType": 5, "Devices": [deactive(0)]});
+    assert_eq!(app.wait_final(app.accepted(archive).await).await["Status"], "PROCESSED");
+    let calls = app.sim().state.calls();
+    assert!(
+        calls.iter().all(|c| c.path.contains("oauth2") || c.path.contains("session") || c.path.contains("callbacks")),
+        "{calls:?}"
+    );
+}

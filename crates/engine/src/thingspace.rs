@@ -1,0 +1,714 @@
+//! ThingSpace (DESIGN 6.8): the rows of one claim grouped into multi-device requests, rows waiting PROCESSING on
+//! the request id until a callback (or, past the deadline, a poll) gives each device's result, applied once.
+//!
+//! A row waiting on request `R` is leased to `carrier:R` until its deadline. The callback completes it as that
+//! lease holder, so a duplicate, late or out-of-order callback finds the row final (or held by a poller) and
+//! changes nothing. Past the deadline a worker reclaims the row and polls: the request status, then the device.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::request::{ChangeDetails, ThingSpaceStatusUpdate};
+use domain::rules::{DeviceStatusDef, TsAction, resolve_target_status, thingspace_transition};
+use domain::{Integration, RowStatus};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::audit;
+use crate::common::{device_for_row, fail, writes_disabled};
+use crate::ports::{
+    CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store,
+    StoreError, ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest, WorkMessage,
+};
+use crate::worker::Job;
+
+/// The custom field that holds a device's username on ThingSpace (which has no username of its own).
+pub const USERNAME_FIELD: &str = "CustomField1";
+/// The deactivation reason ThingSpace documents (General Admin/Maintenance).
+pub const DEFAULT_REASON_CODE: &str = "FF";
+
+/// Who holds a row's lease while it waits on carrier request `request_id`.
+pub fn carrier_owner(request_id: &str) -> String {
+    format!("carrier:{request_id}")
+}
+
+/// What becomes of a claimed row. (Most rows end `Done`; boxing it would allocate per row for nothing.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Disposition {
+    Done(RowOutcome),
+    /// Sent (or still pending): wait for the result of this request.
+    Await(String),
+}
+
+/// One device's result, from a callback or a poll.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TsResult {
+    pub success: bool,
+    pub reason: Option<String>,
+    pub msisdn: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+/// The outcome of a row whose carrier result is known: the device update the change type implies.
+pub fn result_outcome(details: &ChangeDetails, statuses: &[DeviceStatusDef], result: &TsResult) -> RowOutcome {
+    if !result.success {
+        let reason = result.reason.clone().unwrap_or_else(|| "the carrier reported a failure".into());
+        return fail(RowStatus::ApiFailed, format!("ThingSpace: {reason}"));
+    }
+    let mut update = DeviceUpdate::default();
+    let details = match details {
+        ChangeDetails::StatusUpdate(req) => {
+            match resolve_target_status(statuses, Integration::ThingSpace, &req.target_status) {
+                Some(target) => {
+                    update.device_status_id = Some(target.id);
+                    update.msisdn = result.msisdn.clone();
+                    update.ip_address = result.ip_address.clone();
+                    let mut d = format!("Status changed to {}", target.status);
+                    if let Some(m) = &result.msisdn {
+                        d.push_str(&format!("; MSISDN {m}"));
+                    }
+                    if let Some(ip) = &result.ip_address {
+                        d.push_str(&format!("; IP address {ip}"));
+                    }
+                    d
+                }
+                None => return fail(RowStatus::Error, format!("Unknown target status '{}'", req.target_status)),
+            }
+        }
+        ChangeDetails::CarrierRatePlanChange(req) => {
+            update.carrier_rate_plan = Some(req.carrier_rate_plan.trim().to_string());
+            format!("Service plan changed to {}", req.carrier_rate_plan.trim())
+        }
+        ChangeDetails::EditUsername(req) => {
+            update.username = Some(req.new_username.trim().to_string());
+            format!("Username changed to {} ({USERNAME_FIELD})", req.new_username.trim())
+        }
+        ChangeDetails::ChangeIccidOrImei(req) => {
+            update.iccid = req.new_iccid.clone();
+            update.imei = req.new_imei.clone();
+            let mut d = "Identifier changed".to_string();
+            if let Some(i) = &req.new_iccid {
+                d.push_str(&format!("; new ICCID {i}"));
+            }
+            if let Some(i) = &req.new_imei {
+                d.push_str(&format!("; new IMEI {i}"));
+            }
+            d
+        }
+        other => format!("{} done", other.change_type()),
+    };
+    RowOutcome { status: RowStatus::Processed, details, device_update: update }
+}
+
+/// Whether ThingSpace already shows what the row asks for (a reclaimed row whose request may have been sent by
+/// a worker that died before recording the request id).
+fn already_done(details: &ChangeDetails, target: Option<&DeviceStatusDef>, state: &TsDeviceState) -> bool {
+    match details {
+        ChangeDetails::StatusUpdate(_) => target.is_some_and(|t| state.state.eq_ignore_ascii_case(&t.status)),
+        ChangeDetails::CarrierRatePlanChange(req) => {
+            state.service_plan.as_deref() == Some(req.carrier_rate_plan.trim())
+        }
+        ChangeDetails::EditUsername(req) => {
+            state.custom_fields.iter().any(|(k, v)| k == USERNAME_FIELD && v == req.new_username.trim())
+        }
+        _ => false,
+    }
+}
+
+fn failure_status(f: &CarrierFailure) -> RowStatus {
+    match f.kind {
+        FailureKind::Protocol => RowStatus::Error,
+        _ => RowStatus::ApiFailed,
+    }
+}
+
+/// The rows of one claim: polls for those waiting on a request, one request per shape for the others.
+pub(crate) async fn process(
+    job: &Job,
+    api: &dyn ThingSpaceApi,
+    rows: Vec<DeviceChangeRow>,
+    now: DateTime<Utc>,
+    give_up: Duration,
+) -> Vec<(DeviceChangeRow, Disposition)> {
+    let (waiting, fresh): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.carrier_request_id.is_some());
+    let mut out = Vec::new();
+    let mut by_request: BTreeMap<String, Vec<DeviceChangeRow>> = BTreeMap::new();
+    for row in waiting {
+        by_request.entry(row.carrier_request_id.clone().unwrap_or_default()).or_default().push(row);
+    }
+    for (request_id, rows) in by_request {
+        out.extend(poll(job, api, &request_id, rows, now, give_up).await);
+    }
+    if !fresh.is_empty() {
+        out.extend(send(job, api, fresh).await);
+    }
+    out
+}
+
+struct Ready {
+    row: DeviceChangeRow,
+    device: TsDeviceRef,
+    action: Option<TsAction>,
+}
+
+async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
+    let mut out = Vec::new();
+    let target = match &job.details {
+        ChangeDetails::StatusUpdate(req) => {
+            match resolve_target_status(&job.statuses, Integration::ThingSpace, &req.target_status) {
+                Some(t) => Some(t.clone()),
+                None => {
+                    let reason = format!("Unknown target status '{}' for ThingSpace", req.target_status);
+                    return rows.into_iter().map(|r| (r, Disposition::Done(fail(RowStatus::Error, &reason)))).collect();
+                }
+            }
+        }
+        _ => None,
+    };
+    let ts_options = match &job.details {
+        ChangeDetails::StatusUpdate(req) => req.thing_space.as_deref().cloned().unwrap_or_default(),
+        _ => ThingSpaceStatusUpdate::default(),
+    };
+    let mut ready = Vec::new();
+    for row in rows {
+        let device = match device_for_row(job, &row).await {
+            Ok((device, _)) => device,
+            Err(outcome) => {
+                out.push((row, Disposition::Done(outcome)));
+                continue;
+            }
+        };
+        let mut action = None;
+        if let Some(target) = &target {
+            let current = job.statuses.iter().find(|s| s.id == device.device_status_id);
+            match thingspace_transition(current.map_or("INVENTORY", |c| c.status.as_str()), &target.status) {
+                Ok(None) => {
+                    job.log(
+                        &row,
+                        "Status update skipped: device already in target status",
+                        &CallRecord::default(),
+                        None,
+                    )
+                    .await;
+                    let details = format!("Device already in status {}; no carrier call", target.status);
+                    out.push((
+                        row,
+                        Disposition::Done(RowOutcome {
+                            status: RowStatus::Processed,
+                            details,
+                            device_update: DeviceUpdate::default(),
+                        }),
+                    ));
+                    continue;
+                }
+                Ok(Some(a)) => action = Some(a),
+                Err(why) => {
+                    out.push((
+                        row,
+                        Disposition::Done(fail(RowStatus::Error, format!("Status change not allowed: {why}"))),
+                    ));
+                    continue;
+                }
+            }
+        }
+        if !job.sp.write_is_enabled {
+            out.push((row, Disposition::Done(writes_disabled())));
+            continue;
+        }
+        let imei = ts_options.imei_of(&device.iccid).or(device.imei.clone());
+        let reference = TsDeviceRef { iccid: device.iccid.clone(), imei };
+        if row.claims > 1 && !matches!(job.details, ChangeDetails::DeleteDevice | ChangeDetails::ChangeIccidOrImei(_)) {
+            // A worker may have sent this row's request and died before recording it: look before sending again.
+            match api.device(&device.iccid).await {
+                Ok((Some(state), call)) if already_done(&job.details, target.as_ref(), &state) => {
+                    job.log(&row, "ThingSpace device list (reclaimed row)", &call, None).await;
+                    let result =
+                        TsResult { success: true, msisdn: state.msisdn, ip_address: state.ip_address, reason: None };
+                    let mut outcome = result_outcome(&job.details, &job.statuses, &result);
+                    outcome.details.push_str(" (confirmed on the carrier after a restart)");
+                    out.push((row, Disposition::Done(outcome)));
+                    continue;
+                }
+                Ok((_, call)) => job.log(&row, "ThingSpace device list (reclaimed row)", &call, None).await,
+                Err(f) => {
+                    job.log(&row, "ThingSpace device list (reclaimed row)", &f.call, Some(&f.reason())).await;
+                    let reason = format!("Could not read the device from ThingSpace: {}", f.reason());
+                    out.push((row, Disposition::Done(fail(failure_status(&f), reason))));
+                    continue;
+                }
+            }
+        }
+        ready.push(Ready { row, device: reference, action });
+    }
+    if ready.is_empty() {
+        return out;
+    }
+    match &job.details {
+        ChangeDetails::StatusUpdate(_) => out.extend(send_status(job, api, &ts_options, ready).await),
+        ChangeDetails::CarrierRatePlanChange(req) => {
+            let request = TsRequest::ChangePlan { service_plan: req.carrier_rate_plan.trim().to_string() };
+            out.extend(submit(job, api, &request, ready, "ThingSpace Change Service Plan").await);
+        }
+        ChangeDetails::EditUsername(req) => {
+            let fields = vec![(USERNAME_FIELD.to_string(), req.new_username.trim().to_string())];
+            let request = TsRequest::CustomFields { fields };
+            out.extend(submit(job, api, &request, ready, "ThingSpace Update Custom Fields (username)").await);
+        }
+        ChangeDetails::ChangeIccidOrImei(req) => {
+            for r in ready {
+                let answer = api.change_identifier(&r.device, req.new_iccid.as_deref(), req.new_imei.as_deref()).await;
+                out.push(accepted_or_failed(job, r.row, answer, "ThingSpace Change Device Identifier").await);
+            }
+        }
+        ChangeDetails::DeleteDevice => out.extend(delete(job, api, ready).await),
+        other => {
+            let reason = format!("{} for ThingSpace is not supported", other.change_type());
+            out.extend(ready.into_iter().map(|r| (r.row, Disposition::Done(fail(RowStatus::Error, &reason)))));
+        }
+    }
+    out
+}
+
+/// Logs the answer to a request and tells the row to wait for it, or fails the row with the carrier's reason.
+async fn accepted_or_failed(
+    job: &Job,
+    row: DeviceChangeRow,
+    answer: Result<(String, CallRecord), CarrierFailure>,
+    description: &str,
+) -> (DeviceChangeRow, Disposition) {
+    match answer {
+        Ok((request_id, call)) => {
+            job.log(&row, description, &call, None).await;
+            (row, Disposition::Await(request_id))
+        }
+        Err(f) => {
+            job.log(&row, description, &f.call, Some(&f.reason())).await;
+            let status = failure_status(&f);
+            (row, Disposition::Done(fail(status, f.reason())))
+        }
+    }
+}
+
+/// One request for every device of `ready`; each row waits for it or fails with the carrier's answer.
+async fn submit(
+    job: &Job,
+    api: &dyn ThingSpaceApi,
+    request: &TsRequest,
+    ready: Vec<Ready>,
+    description: &str,
+) -> Vec<(DeviceChangeRow, Disposition)> {
+    let devices: Vec<TsDeviceRef> = ready.iter().map(|r| r.device.clone()).collect();
+    let answer = api.submit(request, &devices).await;
+    info!(
+        bulk_change_id = job.bulk.id,
+        devices = devices.len(),
+        accepted = answer.is_ok(),
+        "{description}: one request for {} devices",
+        devices.len()
+    );
+    let mut out = Vec::with_capacity(ready.len());
+    for r in ready {
+        let answer = answer.as_ref().map(|(id, call)| (id.clone(), call.clone())).map_err(Clone::clone);
+        out.push(accepted_or_failed(job, r.row, answer, description).await);
+    }
+    out
+}
+
+/// Status updates: devices that share an action, plan and ZIP go in one request; INVENTORY devices are added
+/// (synchronously) first.
+async fn send_status(
+    job: &Job,
+    api: &dyn ThingSpaceApi,
+    options: &ThingSpaceStatusUpdate,
+    ready: Vec<Ready>,
+) -> Vec<(DeviceChangeRow, Disposition)> {
+    let mut out = Vec::new();
+    let (to_add, rest): (Vec<_>, Vec<_>) =
+        ready.into_iter().partition(|r| matches!(r.action, Some(TsAction::Add | TsAction::AddThenActivate)));
+    let mut next = rest;
+    if !to_add.is_empty() {
+        let devices: Vec<TsDeviceRef> = to_add.iter().map(|r| r.device.clone()).collect();
+        match api.add(&devices).await {
+            Ok((results, call)) => {
+                for mut r in to_add {
+                    job.log(&r.row, "ThingSpace Add Device to Inventory", &call, None).await;
+                    match results.iter().find(|x| x.iccid == r.device.iccid) {
+                        Some(x) if x.error.is_none() => {
+                            if r.action == Some(TsAction::AddThenActivate) {
+                                r.action = Some(TsAction::Activate);
+                                next.push(r);
+                            } else {
+                                let result = TsResult { success: true, ..Default::default() };
+                                out.push((
+                                    r.row,
+                                    Disposition::Done(result_outcome(&job.details, &job.statuses, &result)),
+                                ));
+                            }
+                        }
+                        Some(x) => {
+                            let reason =
+                                format!("ThingSpace did not add the device: {}", x.error.clone().unwrap_or_default());
+                            out.push((r.row, Disposition::Done(fail(RowStatus::ApiFailed, reason))));
+                        }
+                        None => out.push((
+                            r.row,
+                            Disposition::Done(fail(
+                                RowStatus::ApiFailed,
+                                "ThingSpace's answer has no result for this device",
+                            )),
+                        )),
+                    }
+                }
+            }
+            Err(f) => {
+                for r in to_add {
+                    job.log(&r.row, "ThingSpace Add Device to Inventory", &f.call, Some(&f.reason())).await;
+                    out.push((r.row, Disposition::Done(fail(failure_status(&f), f.reason()))));
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<(TsAction, Option<String>, Option<String>), Vec<Ready>> = BTreeMap::new();
+    for r in next {
+        let action = r.action.unwrap_or(TsAction::Activate);
+        let (plan, zip) = if action.activates() { options.plan_and_zip(&r.device.iccid) } else { (None, None) };
+        groups.entry((action, plan, zip)).or_default().push(r);
+    }
+    for ((action, plan, zip), group) in groups {
+        let request = match action {
+            TsAction::Activate | TsAction::AddThenActivate => match (plan, zip) {
+                (Some(service_plan), Some(mdn_zip_code)) => TsRequest::Activate {
+                    service_plan,
+                    mdn_zip_code,
+                    place_of_use: options.primary_place_of_use.clone(),
+                },
+                _ => {
+                    for r in group {
+                        let reason = format!("ServicePlan and MdnZipCode are required to activate {}", r.device.iccid);
+                        out.push((r.row, Disposition::Done(fail(RowStatus::Error, reason))));
+                    }
+                    continue;
+                }
+            },
+            TsAction::Suspend => TsRequest::Suspend,
+            TsAction::Restore => TsRequest::Restore,
+            TsAction::Deactivate => TsRequest::Deactivate {
+                reason_code: options.reason_code.clone().unwrap_or_else(|| DEFAULT_REASON_CODE.into()),
+                etf_waiver: options.etf_waiver,
+            },
+            TsAction::Add => continue,
+        };
+        let description = format!("ThingSpace {} Devices", action.path());
+        out.extend(submit(job, api, &request, group, &description).await);
+    }
+    out
+}
+
+/// Delete (synchronous, at most 100 a call): each device's own result; a deleted device is archived here.
+async fn delete(job: &Job, api: &dyn ThingSpaceApi, ready: Vec<Ready>) -> Vec<(DeviceChangeRow, Disposition)> {
+    let devices: Vec<TsDeviceRef> = ready.iter().map(|r| r.device.clone()).collect();
+    match api.delete(&devices).await {
+        Ok((results, calls)) => {
+            let call = CallRecord {
+                request_text: format!("{} delete request(s) of at most 100 devices", calls.len()),
+                response_text: calls.iter().map(|c| c.response_text.as_str()).collect::<Vec<_>>().join("\n"),
+                http_status: calls.last().and_then(|c| c.http_status),
+            };
+            let mut out = Vec::new();
+            for r in ready {
+                let outcome = match results.iter().find(|x| x.iccid == r.device.iccid) {
+                    Some(x) if x.error.is_none() => RowOutcome {
+                        status: RowStatus::Processed,
+                        details: "Deleted from ThingSpace and archived".into(),
+                        device_update: DeviceUpdate { archive: true, ..Default::default() },
+                    },
+                    Some(x) => fail(
+                        RowStatus::ApiFailed,
+                        format!("ThingSpace did not delete the device: {}", x.error.clone().unwrap_or_default()),
+                    ),
+                    None => fail(RowStatus::ApiFailed, "ThingSpace's answer has no result for this device"),
+                };
+                job.log(
+                    &r.row,
+                    "ThingSpace Delete Devices",
+                    &call,
+                    (outcome.status != RowStatus::Processed).then_some(outcome.details.as_str()),
+                )
+                .await;
+                out.push((r.row, Disposition::Done(outcome)));
+            }
+            out
+        }
+        Err(f) => {
+            let mut out = Vec::new();
+            for r in ready {
+                job.log(&r.row, "ThingSpace Delete Devices", &f.call, Some(&f.reason())).await;
+                out.push((r.row, Disposition::Done(fail(failure_status(&f), f.reason()))));
+            }
+            out
+        }
+    }
+}
+
+/// Rows whose callback did not come by the deadline: the request's status, then each device.
+async fn poll(
+    job: &Job,
+    api: &dyn ThingSpaceApi,
+    request_id: &str,
+    rows: Vec<DeviceChangeRow>,
+    now: DateTime<Utc>,
+    give_up: Duration,
+) -> Vec<(DeviceChangeRow, Disposition)> {
+    let started = rows.iter().filter_map(|r| r.carrier_requested_at).min().unwrap_or(now);
+    let waited = (now - started).to_std().unwrap_or_default();
+    let status = match api.request_status(request_id).await {
+        Ok((status, call)) => {
+            for row in &rows {
+                job.log(row, "ThingSpace Request Status (no callback by the deadline)", &call, None).await;
+            }
+            status
+        }
+        Err(f) => {
+            warn!(request_id, reason = %f.reason(), "request status could not be read");
+            for row in &rows {
+                job.log(row, "ThingSpace Request Status (no callback by the deadline)", &f.call, Some(&f.reason()))
+                    .await;
+            }
+            "Pending".to_string()
+        }
+    };
+    let mut out = Vec::new();
+    if status.eq_ignore_ascii_case("Pending") || status.is_empty() {
+        for row in rows {
+            if waited >= give_up {
+                let reason =
+                    format!("No result from carrier for request {request_id} after {} minutes", waited.as_secs() / 60);
+                out.push((row, Disposition::Done(fail(RowStatus::ApiFailed, reason))));
+            } else {
+                out.push((row, Disposition::Await(request_id.to_string())));
+            }
+        }
+        return out;
+    }
+    let succeeded = status.eq_ignore_ascii_case("Success");
+    let activation = matches!(&job.details, ChangeDetails::StatusUpdate(req)
+        if req.target_status.eq_ignore_ascii_case("active"));
+    let target = match &job.details {
+        ChangeDetails::StatusUpdate(req) => {
+            resolve_target_status(&job.statuses, Integration::ThingSpace, &req.target_status).cloned()
+        }
+        _ => None,
+    };
+    for row in rows {
+        // A whole-request success needs no device read, but for the number and address an activation assigned.
+        let result = if succeeded && !activation {
+            TsResult { success: true, ..Default::default() }
+        } else {
+            match api.device(&row.iccid).await {
+                Ok((state, call)) => {
+                    job.log(&row, "ThingSpace device list (poll)", &call, None).await;
+                    match state {
+                        Some(s) if succeeded || already_done(&job.details, target.as_ref(), &s) => {
+                            TsResult { success: true, msisdn: s.msisdn, ip_address: s.ip_address, reason: None }
+                        }
+                        Some(s) => TsResult {
+                            success: false,
+                            reason: Some(format!("request {request_id} failed; the device is {}", s.state)),
+                            ..Default::default()
+                        },
+                        None => TsResult {
+                            success: false,
+                            reason: Some(format!("request {request_id}: the device is not in the account")),
+                            ..Default::default()
+                        },
+                    }
+                }
+                Err(f) => {
+                    job.log(&row, "ThingSpace device list (poll)", &f.call, Some(&f.reason())).await;
+                    if succeeded {
+                        TsResult { success: true, ..Default::default() }
+                    } else {
+                        TsResult {
+                            success: false,
+                            reason: Some(format!("request {request_id} failed")),
+                            ..Default::default()
+                        }
+                    }
+                }
+            }
+        };
+        out.push((row, Disposition::Done(result_outcome(&job.details, &job.statuses, &result))));
+    }
+    out
+}
+
+/// What the callback endpoint answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallbackAnswer {
+    /// No ThingSpace account registered these callback credentials.
+    Unauthorized,
+    /// The body is not a ThingSpace callback (no request id or device).
+    Malformed(String),
+    /// No row of the authenticated accounts waits on this request and device.
+    Unknown,
+    /// The result was recorded on the row.
+    Applied { bulk_change_id: i64, row_id: i64 },
+    /// The row was already final, or a poller holds it: nothing changed.
+    Ignored(String),
+}
+
+/// The fields of a `CarrierService` callback.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Callback {
+    pub request_id: String,
+    pub iccid: Option<String>,
+    pub username: String,
+    pub password: String,
+    pub result: TsResult,
+    pub status: String,
+    /// The body without its credentials, for the log.
+    pub redacted: String,
+}
+
+impl Callback {
+    pub fn parse(body: &Value) -> Result<Self, String> {
+        let request_id = body["requestId"].as_str().filter(|s| !s.is_empty()).ok_or("requestId is missing")?;
+        let ids = |v: &Value, kind: &str| {
+            v.as_array()
+                .and_then(|ids| ids.iter().find(|i| i["kind"].as_str().is_some_and(|k| k.eq_ignore_ascii_case(kind))))
+                .and_then(|i| i["id"].as_str())
+                .map(str::to_string)
+        };
+        let activate = &body["deviceResponse"]["activateResponse"];
+        let status = body["status"].as_str().unwrap_or_default().to_string();
+        let fault = body["faultResponse"]["faultstring"].as_str().map(str::to_string);
+        let success = fault.is_none() && (status.is_empty() || status.eq_ignore_ascii_case("success"));
+        let mut redacted = body.clone();
+        if let Some(map) = redacted.as_object_mut() {
+            map.remove("password");
+        }
+        Ok(Self {
+            request_id: request_id.to_string(),
+            iccid: ids(&body["deviceIds"], "iccid"),
+            username: body["username"].as_str().unwrap_or_default().to_string(),
+            password: body["password"].as_str().unwrap_or_default().to_string(),
+            result: TsResult {
+                success,
+                reason: fault.or_else(|| (!success).then(|| format!("status {status}"))),
+                msisdn: ids(&activate["deviceIds"], "msisdn").or_else(|| ids(&activate["deviceIds"], "mdn")),
+                ip_address: activate["ipAddress"].as_str().map(str::to_string),
+            },
+            status,
+            redacted: audit::redact(&redacted.to_string()),
+        })
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Applies one `CarrierService` callback: authenticated by the credentials registered for the account, matched
+/// by request id and device within that account's tenant, applied once. When the bulk change thereby finishes,
+/// it is queued so a worker sends its summary.
+pub async fn apply_callback(
+    store: &dyn Store,
+    queue: &dyn Queue,
+    callback: &Callback,
+    now: DateTime<Utc>,
+) -> Result<CallbackAnswer, StoreError> {
+    let accounts: Vec<_> = store
+        .thingspace_providers()
+        .await?
+        .into_iter()
+        .filter(|sp| {
+            sp.thingspace.as_ref().is_some_and(|t| {
+                same_secret(&t.callback_username, &callback.username)
+                    & same_secret(t.callback_password.expose(), &callback.password)
+            })
+        })
+        .collect();
+    let mut record = CallbackRecord {
+        request_id: callback.request_id.clone(),
+        iccid: callback.iccid.clone(),
+        tenant_id: None,
+        service_provider_id: None,
+        api_status: if callback.status.is_empty() { "(none)".into() } else { callback.status.clone() },
+        api_response: callback.redacted.clone(),
+        outcome: String::new(),
+        received_at: now,
+    };
+    let answer = answer_callback(store, queue, callback, &accounts, &mut record, now).await?;
+    record.outcome = match &answer {
+        CallbackAnswer::Unauthorized => "refused: callback credentials not registered".into(),
+        CallbackAnswer::Malformed(why) => format!("refused: {why}"),
+        CallbackAnswer::Unknown => "refused: no such request and device for this account".into(),
+        CallbackAnswer::Applied { .. } => "applied".into(),
+        CallbackAnswer::Ignored(why) => format!("ignored: {why}"),
+    };
+    store.record_callback(&record).await?;
+    Ok(answer)
+}
+
+async fn answer_callback(
+    store: &dyn Store,
+    queue: &dyn Queue,
+    callback: &Callback,
+    accounts: &[crate::ports::ServiceProvider],
+    record: &mut CallbackRecord,
+    now: DateTime<Utc>,
+) -> Result<CallbackAnswer, StoreError> {
+    if accounts.is_empty() {
+        warn!(request_id = %callback.request_id, "ThingSpace callback with credentials no account registered; refused");
+        return Ok(CallbackAnswer::Unauthorized);
+    }
+    let Some(iccid) = callback.iccid.as_deref() else {
+        return Ok(CallbackAnswer::Malformed("deviceIds has no ICCID".into()));
+    };
+    let ids: Vec<i64> = accounts.iter().map(|a| a.id).collect();
+    let rows = store.carrier_request_rows(&ids, &callback.request_id).await?;
+    let Some(row) = rows.into_iter().find(|r| r.iccid == iccid) else {
+        warn!(request_id = %callback.request_id, iccid, "ThingSpace callback for no row of this account; refused");
+        return Ok(CallbackAnswer::Unknown);
+    };
+    let Some(bulk) = store.bulk_change(None, row.bulk_change_id).await? else {
+        return Ok(CallbackAnswer::Unknown);
+    };
+    record.tenant_id = Some(bulk.tenant_id);
+    record.service_provider_id = Some(bulk.service_provider_id);
+    if row.status != RowStatus::Processing {
+        return Ok(CallbackAnswer::Ignored(format!("row already {}", row.status)));
+    }
+    let statuses = store.device_statuses(Integration::ThingSpace).await?;
+    let wire = domain::BulkChangeRequestWire { devices: vec![String::new()], ..bulk.request.clone() };
+    let details = domain::BulkChangeRequest::from_wire(wire)
+        .map(|r| r.details)
+        .map_err(|e| StoreError::Corrupt(format!("bulk change {}: stored request unreadable: {e}", bulk.id)))?;
+    let outcome = result_outcome(&details, &statuses, &callback.result);
+    let owner = carrier_owner(&callback.request_id);
+    if !store.complete_row(bulk.tenant_id, bulk.id, row.id, &owner, &outcome, now).await? {
+        return Ok(CallbackAnswer::Ignored("row already final or held by a poller".into()));
+    }
+    let call = CallRecord {
+        request_text: format!("CALLBACK CarrierService {}", callback.request_id),
+        response_text: callback.redacted.clone(),
+        http_status: None,
+    };
+    let error = (outcome.status != RowStatus::Processed).then_some(outcome.details.as_str());
+    let entry = audit::entry(bulk.id, row.id, "ThingSpace Callback (CarrierService)", &call, error, now);
+    if let Err(e) = store.append_log(&entry).await {
+        warn!(bulk_change_id = bulk.id, iccid, error = %e, "audit log write failed");
+    }
+    info!(bulk_change_id = bulk.id, iccid, status = %outcome.status, "ThingSpace callback applied");
+    if store.finalize_bulk_change(bulk.id, now).await?.is_some_and(|s| s.is_final()) {
+        // The worker that takes this message finds the bulk change final and sends its summary once.
+        if let Err(e) = queue.send(&WorkMessage { bulk_change_id: bulk.id, attempt: 0 }, Duration::ZERO).await {
+            warn!(bulk_change_id = bulk.id, error = %e, "could not queue the finished bulk change; the scheduler will");
+        }
+    }
+    Ok(CallbackAnswer::Applied { bulk_change_id: bulk.id, row_id: row.id })
+}
