@@ -633,6 +633,18 @@ BEGIN
 END
 GO
 
+-- Callbacks that came before any row waited on their request (the worker records the request id just after
+-- ThingSpace answers; a fast callback can beat it). The worker applies them once the rows wait.
+CREATE OR ALTER PROCEDURE dbo.usp_ThingSpaceCallBackResponseLog_Unmatched @ServiceProviderId BIGINT, @RequestId NVARCHAR(100) AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT RequestId, ICCID, TenantId, ServiceProviderId, APIStatus, APIResponse, Outcome, CreatedDate
+    FROM dbo.ThingSpaceCallBackResponseLog
+    WHERE ServiceProviderId = @ServiceProviderId AND RequestId = @RequestId AND Outcome LIKE N'unmatched%'
+    ORDER BY Id;
+END
+GO
+
 CREATE OR ALTER PROCEDURE dbo.usp_ThingSpaceAuthentication_RefuseLogin @ServiceProviderId BIGINT, @Reason NVARCHAR(1000), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;

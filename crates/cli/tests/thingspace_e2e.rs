@@ -477,3 +477,55 @@ async fn customer_plan_and_archival_work_for_thingspace_devices_without_a_carrie
         "{calls:?}"
     );
 }
+
+#[tokio::test]
+async fn a_callback_that_beats_the_recording_of_its_request_id_is_still_applied() {
+    // No callback delay, and two requests (two ZIP codes): the second activation waits for the 100-a-minute
+    // bucket, so the first request's callbacks arrive before the worker records the request ids.
+    let app = spawn_with(|c| {
+        c.thingspace_behaviour = TsBehaviour { callback_delay: Duration::ZERO, ..TsBehaviour::default() };
+        c.worker.carrier_result_wait = Duration::from_secs(600);
+    })
+    .await;
+    let devices = vec![preactive(0), preactive(1)];
+    let body = status_update(
+        &devices,
+        "Active",
+        json!({"ServicePlan": "m2m_4G", "MdnZipCode": "98801", "Devices": [{"ICCID": preactive(1), "MdnZipCode": "98802"}]}),
+    );
+    let status = app.wait_final(app.accepted(body).await).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
+    assert_eq!(app.calls("POST", "/devices/actions/activate").len(), 2, "one request per ZIP code");
+    assert!(app.calls("GET", "/status").is_empty(), "settled by the callbacks, not by polling after 10 minutes");
+}
+
+#[tokio::test]
+async fn activating_1000_devices_takes_one_carrier_request() {
+    let many: Vec<String> = (0..1000).map(|i| bench_iccid(5000 + i)).collect();
+    let seeded = many.clone();
+    let app = spawn_with(move |c| {
+        if let Some(seed) = c.seed.as_mut() {
+            seed.devices.extend(seeded.into_iter().map(|iccid| device(1, TS, iccid, "PREACTIVE", None)));
+        }
+    })
+    .await;
+    let before = app.sim().state.calls().len();
+    let status = app.wait_final(app.accepted(activation(&many)).await).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 1000, "{}", status["Counts"]);
+    let calls = app.sim().state.calls().split_off(before);
+    let count = |method: &str, end: &str| calls.iter().filter(|c| c.method == method && c.path.ends_with(end)).count();
+    let (tokens, logins, activations, callbacks) = (
+        count("POST", "/oauth2/token"),
+        count("POST", "/session/login"),
+        count("POST", "/devices/actions/activate"),
+        count("CALLBACK", "/ThingSpace/Callback"),
+    );
+    eprintln!(
+        "1,000-device activation: {activations} activate request(s), {tokens} OAuth token request(s), {logins} session login(s), {callbacks} callbacks, {} carrier calls in all",
+        calls.len() - callbacks
+    );
+    assert_eq!(activations, 1, "one request for 1,000 devices");
+    assert!(tokens <= 1 && logins <= 1, "tokens reused: {tokens} token requests, {logins} logins");
+    assert_eq!(callbacks, 1000, "one callback per device");
+    assert_eq!(calls.len() - callbacks, activations + tokens + logins, "nothing else was called");
+}

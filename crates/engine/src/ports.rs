@@ -404,6 +404,10 @@ pub trait Store: Send + Sync {
     async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>>;
     /// Appends a callback to `ThingSpaceCallBackResponseLog`.
     async fn record_callback(&self, callback: &CallbackRecord) -> StoreResult<()>;
+    /// Callbacks of this account for `request_id` that arrived before any row waited on it (outcome
+    /// `unmatched`), oldest first: the worker applies them once it has recorded the request id.
+    async fn unmatched_callbacks(&self, service_provider_id: i64, request_id: &str)
+    -> StoreResult<Vec<CallbackRecord>>;
     /// Stops every worker from logging in to this ThingSpace account again.
     async fn refuse_login(&self, service_provider_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<()>;
     /// When the earliest lease on an open row of the bulk change ends (a worker's or a carrier wait's).

@@ -642,37 +642,90 @@ pub async fn apply_callback(
         outcome: String::new(),
         received_at: now,
     };
-    let answer = answer_callback(store, queue, callback, &accounts, &mut record, now).await?;
-    record.outcome = match &answer {
-        CallbackAnswer::Unauthorized => "refused: callback credentials not registered".into(),
-        CallbackAnswer::Malformed(why) => format!("refused: {why}"),
-        CallbackAnswer::Unknown => "refused: no such request and device for this account".into(),
-        CallbackAnswer::Applied { .. } => "applied".into(),
-        CallbackAnswer::Ignored(why) => format!("ignored: {why}"),
-    };
+    if accounts.is_empty() {
+        warn!(request_id = %callback.request_id, "ThingSpace callback with credentials no account registered; refused");
+        record.outcome = outcome_text(&CallbackAnswer::Unauthorized);
+        store.record_callback(&record).await?;
+        return Ok(CallbackAnswer::Unauthorized);
+    }
+    let ids: Vec<i64> = accounts.iter().map(|a| a.id).collect();
+    let answer = answer_callback(store, queue, callback, &ids, &mut record, now).await?;
+    if answer != CallbackAnswer::Unknown {
+        record.outcome = outcome_text(&answer);
+        store.record_callback(&record).await?;
+        return Ok(answer);
+    }
+    // A fast callback can beat the worker's recording of the request id on its rows: keep it for that worker,
+    // which applies it once the rows wait (`replay_unmatched`), and look once more in case they already do.
+    record.service_provider_id = Some(ids[0]);
+    record.outcome = UNMATCHED.into();
     store.record_callback(&record).await?;
+    let mut again = record.clone();
+    let answer = answer_callback(store, queue, callback, &ids, &mut again, now).await?;
+    if answer != CallbackAnswer::Unknown {
+        again.outcome = outcome_text(&answer);
+        store.record_callback(&again).await?;
+    } else {
+        info!(request_id = %callback.request_id, iccid = ?callback.iccid, "ThingSpace callback for no waiting row of this account (yet); kept for its worker");
+    }
     Ok(answer)
 }
 
+/// How a callback that found no waiting row is logged; `Store::unmatched_callbacks` looks for it.
+const UNMATCHED: &str = "unmatched: no row of this account waits on this request (yet)";
+
+fn outcome_text(answer: &CallbackAnswer) -> String {
+    match answer {
+        CallbackAnswer::Unauthorized => "refused: callback credentials not registered".into(),
+        CallbackAnswer::Malformed(why) => format!("refused: {why}"),
+        CallbackAnswer::Unknown => UNMATCHED.into(),
+        CallbackAnswer::Applied { .. } => "applied".into(),
+        CallbackAnswer::Ignored(why) => format!("ignored: {why}"),
+    }
+}
+
+/// Applies the callbacks of `request_id` that this account received before its rows waited on the request.
+/// Returns how many were applied.
+pub async fn replay_unmatched(
+    store: &dyn Store,
+    queue: &dyn Queue,
+    service_provider_id: i64,
+    request_id: &str,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut applied = 0;
+    for early in store.unmatched_callbacks(service_provider_id, request_id).await? {
+        let Ok(callback) = serde_json::from_str::<Value>(&early.api_response)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Callback::parse(&v))
+        else {
+            continue;
+        };
+        let mut record = CallbackRecord { received_at: now, ..early.clone() };
+        let answer = answer_callback(store, queue, &callback, &[service_provider_id], &mut record, now).await?;
+        if let CallbackAnswer::Applied { .. } = answer {
+            applied += 1;
+            record.outcome = "applied (it came before the request id was recorded)".into();
+            store.record_callback(&record).await?;
+        }
+    }
+    Ok(applied)
+}
+
+/// Matches an authenticated callback to its row within `account_ids` and applies it once.
 async fn answer_callback(
     store: &dyn Store,
     queue: &dyn Queue,
     callback: &Callback,
-    accounts: &[crate::ports::ServiceProvider],
+    account_ids: &[i64],
     record: &mut CallbackRecord,
     now: DateTime<Utc>,
 ) -> Result<CallbackAnswer, StoreError> {
-    if accounts.is_empty() {
-        warn!(request_id = %callback.request_id, "ThingSpace callback with credentials no account registered; refused");
-        return Ok(CallbackAnswer::Unauthorized);
-    }
     let Some(iccid) = callback.iccid.as_deref() else {
         return Ok(CallbackAnswer::Malformed("deviceIds has no ICCID".into()));
     };
-    let ids: Vec<i64> = accounts.iter().map(|a| a.id).collect();
-    let rows = store.carrier_request_rows(&ids, &callback.request_id).await?;
+    let rows = store.carrier_request_rows(account_ids, &callback.request_id).await?;
     let Some(row) = rows.into_iter().find(|r| r.iccid == iccid) else {
-        warn!(request_id = %callback.request_id, iccid, "ThingSpace callback for no row of this account; refused");
         return Ok(CallbackAnswer::Unknown);
     };
     let Some(bulk) = store.bulk_change(None, row.bulk_change_id).await? else {

@@ -240,7 +240,24 @@ impl Worker {
         for (request_id, ids) in waiting {
             match self.store.await_carrier(job.bulk.id, &ids, &self.config.worker_id, &request_id, now, deadline).await
             {
-                Ok(n) => info!(request_id, rows = n, %deadline, "rows wait for the carrier's result"),
+                Ok(n) => {
+                    info!(request_id, rows = n, %deadline, "rows wait for the carrier's result");
+                    let replayed = thingspace::replay_unmatched(
+                        self.store.as_ref(),
+                        self.queue.as_ref(),
+                        job.sp.id,
+                        &request_id,
+                        self.clock.now(),
+                    )
+                    .await;
+                    match replayed {
+                        Ok(0) => {}
+                        Ok(n) => info!(request_id, callbacks = n, "callbacks that came before the request id applied"),
+                        Err(e) => {
+                            warn!(request_id, error = %e, "early callbacks not applied; polling will settle the rows")
+                        }
+                    }
+                }
                 // The lease runs out and the rows are reclaimed; a reclaimed row is checked on the carrier first.
                 Err(e) => error!(request_id, error = %e, "could not record the carrier request id on its rows"),
             }

@@ -56,7 +56,11 @@ pub fn worker(adapters: &Adapters, config: &FunctionConfig, metrics: Arc<dyn Met
     let carriers = HttpCarriers::new(Duration::from_secs(30), RetryPolicy::default())
         .context("building the HTTP client")?
         .with_metrics(metrics.clone());
-    let mut worker_config = WorkerConfig::default();
+    let mut worker_config = WorkerConfig {
+        carrier_result_wait: config.thingspace_result_wait,
+        carrier_result_give_up: config.thingspace_result_give_up,
+        ..WorkerConfig::default()
+    };
     if !config.email_from.is_empty() {
         worker_config.email_from = config.email_from.clone();
     }

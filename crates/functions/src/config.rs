@@ -24,6 +24,10 @@ pub struct FunctionConfig {
     /// Worker instances that may run at once (`WORKER_MAXIMUM_CONCURRENCY`); each keeps to its share of a
     /// carrier account's rate limit.
     pub worker_concurrency: u32,
+    /// How long a row waits for ThingSpace's callback before a worker polls (`THINGSPACE_RESULT_WAIT_SECONDS`).
+    pub thingspace_result_wait: std::time::Duration,
+    /// When a row without any result fails with "No result from carrier" (`THINGSPACE_RESULT_GIVE_UP_SECONDS`).
+    pub thingspace_result_give_up: std::time::Duration,
 }
 
 impl std::fmt::Debug for FunctionConfig {
@@ -39,12 +43,22 @@ impl std::fmt::Debug for FunctionConfig {
             .field("email_to", &self.email_to)
             .field("max_devices", &self.max_devices)
             .field("worker_concurrency", &self.worker_concurrency)
+            .field("thingspace_result_wait", &self.thingspace_result_wait)
+            .field("thingspace_result_give_up", &self.thingspace_result_give_up)
             .finish()
     }
 }
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+fn seconds(name: &str, default: u64) -> Result<std::time::Duration> {
+    let secs = match var(name) {
+        Some(v) => v.parse().with_context(|| format!("{name} '{v}' is not a number of seconds"))?,
+        None => default,
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Parses `DATABASE_URL`: `sqlite://PATH`, or a SQL Server ADO string.
@@ -88,6 +102,8 @@ impl FunctionConfig {
                 Some(v) => v.parse().with_context(|| format!("WORKER_MAXIMUM_CONCURRENCY '{v}' is not a number"))?,
                 None => 1,
             },
+            thingspace_result_wait: seconds("THINGSPACE_RESULT_WAIT_SECONDS", 900)?,
+            thingspace_result_give_up: seconds("THINGSPACE_RESULT_GIVE_UP_SECONDS", 24 * 3600)?,
         })
     }
 }
@@ -116,6 +132,8 @@ mod tests {
             outbox_dir: "/tmp".into(),
             max_devices: 1,
             worker_concurrency: 1,
+            thingspace_result_wait: std::time::Duration::from_secs(900),
+            thingspace_result_give_up: std::time::Duration::from_secs(86_400),
         };
         assert!(!format!("{config:?}").contains("hunter2"));
     }

@@ -46,6 +46,8 @@ fn function_config(dir: &tempfile::TempDir) -> FunctionConfig {
         outbox_dir: dir.path().join("outbox"),
         max_devices: 10_000,
         worker_concurrency: 1,
+        thingspace_result_wait: Duration::from_secs(900),
+        thingspace_result_give_up: Duration::from_secs(86_400),
     }
 }
 

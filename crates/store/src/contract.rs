@@ -564,4 +564,11 @@ pub async fn thingspace_settings_are_read_and_a_refused_login_sticks(store: &dyn
         received_at: t(0),
     };
     store.record_callback(&callback).await.expect("callback recorded");
+    let early = CallbackRecord { outcome: "unmatched: no row waits yet".into(), ..callback.clone() };
+    store.record_callback(&early).await.expect("early callback recorded");
+    let other = CallbackRecord { service_provider_id: Some(40), ..early.clone() };
+    store.record_callback(&other).await.expect("other account's callback recorded");
+    let found = store.unmatched_callbacks(TS_SP, "req-9").await.expect("unmatched");
+    assert_eq!(found, vec![early], "only this account's unmatched callbacks of this request");
+    assert!(store.unmatched_callbacks(TS_SP, "req-10").await.expect("unmatched").is_empty());
 }

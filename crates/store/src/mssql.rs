@@ -998,6 +998,34 @@ impl Store for MssqlStore {
         self.exec("record callback", q).await.map(|_| ())
     }
 
+    async fn unmatched_callbacks(
+        &self,
+        service_provider_id: i64,
+        request_id: &str,
+    ) -> StoreResult<Vec<CallbackRecord>> {
+        let q = proc_call!(
+            "EXEC dbo.usp_ThingSpaceCallBackResponseLog_Unmatched @ServiceProviderId = @P1, @RequestId = @P2",
+            service_provider_id,
+            request_id,
+        );
+        self.first("read unmatched callbacks", q)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(CallbackRecord {
+                    request_id: text(r, "RequestId").unwrap_or_default(),
+                    iccid: text(r, "ICCID"),
+                    tenant_id: r.get("TenantId"),
+                    service_provider_id: r.get("ServiceProviderId"),
+                    api_status: text(r, "APIStatus").unwrap_or_default(),
+                    api_response: text(r, "APIResponse").unwrap_or_default(),
+                    outcome: text(r, "Outcome").unwrap_or_default(),
+                    received_at: need(utc(r.get("CreatedDate")), "CreatedDate")?,
+                })
+            })
+            .collect()
+    }
+
     async fn refuse_login(&self, service_provider_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<()> {
         let q = proc_call!(
             "EXEC dbo.usp_ThingSpaceAuthentication_RefuseLogin @ServiceProviderId = @P1, @Reason = @P2, @Now = @P3",

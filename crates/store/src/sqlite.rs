@@ -1335,6 +1335,35 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn unmatched_callbacks(
+        &self,
+        service_provider_id: i64,
+        request_id: &str,
+    ) -> StoreResult<Vec<CallbackRecord>> {
+        let request_id = request_id.to_string();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT RequestId, ICCID, TenantId, ServiceProviderId, APIStatus, APIResponse, Outcome, CreatedDate
+                     FROM ThingSpaceCallBackResponseLog WHERE ServiceProviderId = ?1 AND RequestId = ?2 AND Outcome LIKE 'unmatched%' ORDER BY Id",
+                )
+                .map_err(db("read unmatched callbacks"))?;
+            let raws = stmt
+                .query_map(params![service_provider_id, request_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get::<_, String>(7)?))
+                })
+                .map_err(db("read unmatched callbacks"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("read unmatched callbacks"))?;
+            raws.into_iter()
+                .map(|(request_id, iccid, tenant_id, service_provider_id, api_status, api_response, outcome, at)| {
+                    Ok(CallbackRecord { request_id, iccid, tenant_id, service_provider_id, api_status, api_response, outcome, received_at: parse_ts(&at)? })
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn refuse_login(&self, service_provider_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<()> {
         let reason = reason.to_string();
         self.with(move |c| {
