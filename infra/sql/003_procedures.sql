@@ -607,16 +607,17 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CarrierRequestRows @ServiceProviderIdsJson NVARCHAR(MAX), @RequestId NVARCHAR(100) AS
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CarrierRequestRows
+    @ServiceProviderIdsJson NVARCHAR(MAX), @RequestId NVARCHAR(100), @ICCID NVARCHAR(64) = NULL AS
 BEGIN
     SET NOCOUNT ON;
     SELECT r.Id, r.BulkChangeId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails, r.Claims, r.ProcessedDate,
            r.CarrierRequestId, r.CarrierRequestedAt
     FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt
-          FROM dbo.M2M_DeviceChange WHERE CarrierRequestId = @RequestId
+          FROM dbo.M2M_DeviceChange WHERE CarrierRequestId = @RequestId AND (@ICCID IS NULL OR ICCID = @ICCID)
           UNION ALL
           SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt
-          FROM dbo.Mobility_DeviceChange WHERE CarrierRequestId = @RequestId) r
+          FROM dbo.Mobility_DeviceChange WHERE CarrierRequestId = @RequestId AND (@ICCID IS NULL OR ICCID = @ICCID)) r
     JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
     WHERE b.ServiceProviderId IN (SELECT CAST([value] AS BIGINT) FROM OPENJSON(@ServiceProviderIdsJson))
     ORDER BY r.Id;

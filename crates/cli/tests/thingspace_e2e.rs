@@ -208,7 +208,13 @@ async fn a_multi_device_activation_is_one_request_and_callbacks_finish_it() {
     let app = spawn_with(|_| {}).await;
     let mut devices: Vec<String> = (0..4).map(preactive).collect();
     devices.push(inventory(0));
-    let id = app.accepted(activation(&devices)).await;
+    let new_imei = "490154203237518";
+    let body = status_update(
+        &devices,
+        "Active",
+        json!({"ServicePlan": "m2m_4G", "MdnZipCode": "98801", "Devices": [{"ICCID": inventory(0), "IMEI": new_imei}]}),
+    );
+    let id = app.accepted(body).await;
     let status = app.wait_final(id).await;
     assert_eq!((status["Status"].as_str(), status["Counts"]["PROCESSED"].as_i64()), (Some("PROCESSED"), Some(5)));
 
@@ -220,6 +226,7 @@ async fn a_multi_device_activation_is_one_request_and_callbacks_finish_it() {
     assert_eq!(adds.len(), 1, "the INVENTORY device is added first");
     assert_eq!(adds[0].body["devicesToAdd"].as_array().map(Vec::len), Some(1));
     assert_eq!(app.calls("CALLBACK", "/ThingSpace/Callback").len(), 5, "one callback per device");
+    assert_eq!(app.device(&inventory(0)).await.imei.as_deref(), Some(new_imei), "the IMEI sent with the device");
 
     for iccid in &devices {
         let carrier = app.sim().state.device(iccid).expect("on ThingSpace");
@@ -528,4 +535,54 @@ async fn activating_1000_devices_takes_one_carrier_request() {
     assert!(tokens <= 1 && logins <= 1, "tokens reused: {tokens} token requests, {logins} logins");
     assert_eq!(callbacks, 1000, "one callback per device");
     assert_eq!(calls.len() - callbacks, activations + tokens + logins, "nothing else was called");
+}
+
+/// Claims the rows of bulk change `id` as a worker that then dies: its lease runs out after a second.
+async fn claimed_by_a_dead_worker(app: &TestApp, id: i64) {
+    let rows = app
+        .stack
+        .store
+        .claim_rows(id, "dead-worker", 100, Duration::from_secs(1), chrono::Utc::now())
+        .await
+        .expect("claim");
+    assert!(!rows.is_empty(), "the dead worker held the rows");
+}
+
+#[tokio::test]
+async fn a_request_a_dead_worker_sent_is_not_sent_again() {
+    let app = spawn_with(|c| c.run_worker = false).await;
+    let id = app.accepted(activation(&[preactive(0), preactive(1)])).await;
+    claimed_by_a_dead_worker(&app, id).await;
+    // The dead worker's request reached ThingSpace for the first device only.
+    app.sim().state.account.lock().expect("lock").devices.get_mut(&preactive(0)).expect("device").state =
+        "active".into();
+    let _worker = app.stack.spawn_worker(app.stack.config.worker.clone()).expect("worker");
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
+    let confirmed = row(&status, &preactive(0))["StatusDetails"].as_str().unwrap_or_default().to_string();
+    assert!(confirmed.ends_with("(confirmed on the carrier after a restart)"), "{confirmed}");
+    let activations = app.calls("POST", "/devices/actions/activate");
+    assert_eq!(activations.len(), 1);
+    assert_eq!(
+        activations[0].body["devices"],
+        json!([{"deviceIds": [
+        {"kind": "iccid", "id": preactive(1)}, {"kind": "imei", "id": app.device(&preactive(1)).await.imei}]}]),
+        "only the device whose request never arrived"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_a_dead_worker_sent_is_not_sent_again() {
+    let app = spawn_with(|c| c.run_worker = false).await;
+    let id =
+        app.accepted(json!({"ServiceProviderId": TS, "ChangeType": 9, "Devices": [deactive(0), deactive(1)]})).await;
+    claimed_by_a_dead_worker(&app, id).await;
+    app.sim().state.account.lock().expect("lock").devices.remove(&deactive(0));
+    let _worker = app.stack.spawn_worker(app.stack.config.worker.clone()).expect("worker");
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
+    let deletes = app.calls("POST", "/devices/actions/delete");
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].body["devicesToDelete"].as_array().map(Vec::len), Some(1), "only the one still there");
+    assert!(app.stack.store.device_by_iccid(1, &deactive(0)).await.expect("read").is_none_or(|d| d.is_deleted));
 }

@@ -393,11 +393,12 @@ pub trait Store: Send + Sync {
         deadline: DateTime<Utc>,
     ) -> StoreResult<u64>;
     /// Every row (any status) that waits or waited on carrier request `request_id`, in bulk changes of these
-    /// service providers.
+    /// service providers; only the device `iccid`'s when given (a callback names one device).
     async fn carrier_request_rows(
         &self,
         service_provider_ids: &[i64],
         request_id: &str,
+        iccid: Option<&str>,
     ) -> StoreResult<Vec<DeviceChangeRow>>;
     /// Every ThingSpace service provider of every tenant (the callback endpoint finds the account by its
     /// callback credentials).

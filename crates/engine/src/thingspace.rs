@@ -51,8 +51,14 @@ pub struct TsResult {
     pub ip_address: Option<String>,
 }
 
-/// The outcome of a row whose carrier result is known: the device update the change type implies.
-pub fn result_outcome(details: &ChangeDetails, statuses: &[DeviceStatusDef], result: &TsResult) -> RowOutcome {
+/// The outcome of the row of device `iccid` whose carrier result is known: the device update the change type
+/// implies (for a status change, also the IMEI the request gave the device).
+pub fn result_outcome(
+    details: &ChangeDetails,
+    statuses: &[DeviceStatusDef],
+    iccid: &str,
+    result: &TsResult,
+) -> RowOutcome {
     if !result.success {
         let reason = result.reason.clone().unwrap_or_else(|| "the carrier reported a failure".into());
         return fail(RowStatus::ApiFailed, format!("ThingSpace: {reason}"));
@@ -63,6 +69,7 @@ pub fn result_outcome(details: &ChangeDetails, statuses: &[DeviceStatusDef], res
             match resolve_target_status(statuses, Integration::ThingSpace, &req.target_status) {
                 Some(target) => {
                     update.device_status_id = Some(target.id);
+                    update.imei = req.thing_space.as_ref().and_then(|t| t.imei_of(iccid));
                     update.msisdn = result.msisdn.clone();
                     update.ip_address = result.ip_address.clone();
                     let mut d = format!("Status changed to {}", target.status);
@@ -97,23 +104,41 @@ pub fn result_outcome(details: &ChangeDetails, statuses: &[DeviceStatusDef], res
             }
             d
         }
+        ChangeDetails::DeleteDevice => {
+            update.archive = true;
+            "Deleted from ThingSpace and archived".into()
+        }
         other => format!("{} done", other.change_type()),
     };
     RowOutcome { status: RowStatus::Processed, details, device_update: update }
 }
 
 /// Whether ThingSpace already shows what the row asks for (a reclaimed row whose request may have been sent by
-/// a worker that died before recording the request id).
-fn already_done(details: &ChangeDetails, target: Option<&DeviceStatusDef>, state: &TsDeviceState) -> bool {
-    match details {
-        ChangeDetails::StatusUpdate(_) => target.is_some_and(|t| state.state.eq_ignore_ascii_case(&t.status)),
-        ChangeDetails::CarrierRatePlanChange(req) => {
-            state.service_plan.as_deref() == Some(req.carrier_rate_plan.trim())
+/// a worker that died before recording the request id). `state` is the device as listed (for an identifier
+/// change, the device under its new ICCID), `None` when the account does not have it.
+fn already_done(details: &ChangeDetails, target: Option<&DeviceStatusDef>, state: Option<&TsDeviceState>) -> bool {
+    match (details, state) {
+        (ChangeDetails::DeleteDevice, state) => state.is_none(),
+        (_, None) => false,
+        (ChangeDetails::StatusUpdate(_), Some(s)) => target.is_some_and(|t| s.state.eq_ignore_ascii_case(&t.status)),
+        (ChangeDetails::CarrierRatePlanChange(req), Some(s)) => {
+            s.service_plan.as_deref() == Some(req.carrier_rate_plan.trim())
         }
-        ChangeDetails::EditUsername(req) => {
-            state.custom_fields.iter().any(|(k, v)| k == USERNAME_FIELD && v == req.new_username.trim())
+        (ChangeDetails::EditUsername(req), Some(s)) => {
+            s.custom_fields.iter().any(|(k, v)| k == USERNAME_FIELD && v == req.new_username.trim())
+        }
+        (ChangeDetails::ChangeIccidOrImei(req), Some(s)) => {
+            req.new_iccid.is_some() || req.new_imei.as_deref().is_some_and(|i| s.imei.as_deref() == Some(i))
         }
         _ => false,
+    }
+}
+
+/// The ICCID under which ThingSpace lists the device once the row's change is done.
+fn probe_iccid(details: &ChangeDetails, iccid: &str) -> String {
+    match details {
+        ChangeDetails::ChangeIccidOrImei(req) => req.new_iccid.clone().unwrap_or_else(|| iccid.to_string()),
+        _ => iccid.to_string(),
     }
 }
 
@@ -151,6 +176,8 @@ struct Ready {
     row: DeviceChangeRow,
     device: TsDeviceRef,
     action: Option<TsAction>,
+    /// Added to ThingSpace by this row (INVENTORY → ACTIVE): it is PREACTIVE there even if activation fails.
+    added: bool,
 }
 
 async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
@@ -219,19 +246,26 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
         }
         let imei = ts_options.imei_of(&device.iccid).or(device.imei.clone());
         let reference = TsDeviceRef { iccid: device.iccid.clone(), imei };
-        if row.claims > 1 && !matches!(job.details, ChangeDetails::DeleteDevice | ChangeDetails::ChangeIccidOrImei(_)) {
-            // A worker may have sent this row's request and died before recording it: look before sending again.
-            match api.device(&device.iccid).await {
-                Ok((Some(state), call)) if already_done(&job.details, target.as_ref(), &state) => {
+        if row.claims > 1 {
+            // A worker may have sent this row's request and died before recording it: look before sending again
+            // (an identifier change is looked up by its new ICCID, which exists only once the swap is done).
+            match api.device(&probe_iccid(&job.details, &device.iccid)).await {
+                Ok((state, call)) => {
                     job.log(&row, "ThingSpace device list (reclaimed row)", &call, None).await;
-                    let result =
-                        TsResult { success: true, msisdn: state.msisdn, ip_address: state.ip_address, reason: None };
-                    let mut outcome = result_outcome(&job.details, &job.statuses, &result);
-                    outcome.details.push_str(" (confirmed on the carrier after a restart)");
-                    out.push((row, Disposition::Done(outcome)));
-                    continue;
+                    if already_done(&job.details, target.as_ref(), state.as_ref()) {
+                        let state = state.unwrap_or_default();
+                        let result = TsResult {
+                            success: true,
+                            msisdn: state.msisdn,
+                            ip_address: state.ip_address,
+                            reason: None,
+                        };
+                        let mut outcome = result_outcome(&job.details, &job.statuses, &device.iccid, &result);
+                        outcome.details.push_str(" (confirmed on the carrier after a restart)");
+                        out.push((row, Disposition::Done(outcome)));
+                        continue;
+                    }
                 }
-                Ok((_, call)) => job.log(&row, "ThingSpace device list (reclaimed row)", &call, None).await,
                 Err(f) => {
                     job.log(&row, "ThingSpace device list (reclaimed row)", &f.call, Some(&f.reason())).await;
                     let reason = format!("Could not read the device from ThingSpace: {}", f.reason());
@@ -240,7 +274,7 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
                 }
             }
         }
-        ready.push(Ready { row, device: reference, action });
+        ready.push(Ready { row, device: reference, action, added: false });
     }
     if ready.is_empty() {
         return out;
@@ -308,10 +342,17 @@ async fn submit(
         "{description}: one request for {} devices",
         devices.len()
     );
+    let preactive = job.statuses.iter().find(|s| s.status.eq_ignore_ascii_case("PREACTIVE")).map(|s| s.id);
     let mut out = Vec::with_capacity(ready.len());
     for r in ready {
         let answer = answer.as_ref().map(|(id, call)| (id.clone(), call.clone())).map_err(Clone::clone);
-        out.push(accepted_or_failed(job, r.row, answer, description).await);
+        let (row, mut disposition) = accepted_or_failed(job, r.row, answer, description).await;
+        if let (Disposition::Done(outcome), true) = (&mut disposition, r.added) {
+            // The add took: the database follows what ThingSpace now holds.
+            outcome.device_update.device_status_id = preactive;
+            outcome.details.push_str(" (the device was added to ThingSpace as pre-active)");
+        }
+        out.push((row, disposition));
     }
     out
 }
@@ -338,12 +379,18 @@ async fn send_status(
                         Some(x) if x.error.is_none() => {
                             if r.action == Some(TsAction::AddThenActivate) {
                                 r.action = Some(TsAction::Activate);
+                                r.added = true;
                                 next.push(r);
                             } else {
                                 let result = TsResult { success: true, ..Default::default() };
                                 out.push((
                                     r.row,
-                                    Disposition::Done(result_outcome(&job.details, &job.statuses, &result)),
+                                    Disposition::Done(result_outcome(
+                                        &job.details,
+                                        &job.statuses,
+                                        &r.device.iccid,
+                                        &result,
+                                    )),
                                 ));
                             }
                         }
@@ -506,11 +553,11 @@ async fn poll(
         let result = if succeeded && !activation {
             TsResult { success: true, ..Default::default() }
         } else {
-            match api.device(&row.iccid).await {
+            match api.device(&probe_iccid(&job.details, &row.iccid)).await {
                 Ok((state, call)) => {
                     job.log(&row, "ThingSpace device list (poll)", &call, None).await;
                     match state {
-                        Some(s) if succeeded || already_done(&job.details, target.as_ref(), &s) => {
+                        Some(s) if succeeded || already_done(&job.details, target.as_ref(), Some(&s)) => {
                             TsResult { success: true, msisdn: s.msisdn, ip_address: s.ip_address, reason: None }
                         }
                         Some(s) => TsResult {
@@ -539,7 +586,8 @@ async fn poll(
                 }
             }
         };
-        out.push((row, Disposition::Done(result_outcome(&job.details, &job.statuses, &result))));
+        let outcome = result_outcome(&job.details, &job.statuses, &row.iccid, &result);
+        out.push((row, Disposition::Done(outcome)));
     }
     out
 }
@@ -724,7 +772,7 @@ async fn answer_callback(
     let Some(iccid) = callback.iccid.as_deref() else {
         return Ok(CallbackAnswer::Malformed("deviceIds has no ICCID".into()));
     };
-    let rows = store.carrier_request_rows(account_ids, &callback.request_id).await?;
+    let rows = store.carrier_request_rows(account_ids, &callback.request_id, Some(iccid)).await?;
     let Some(row) = rows.into_iter().find(|r| r.iccid == iccid) else {
         return Ok(CallbackAnswer::Unknown);
     };
@@ -741,7 +789,7 @@ async fn answer_callback(
     let details = domain::BulkChangeRequest::from_wire(wire)
         .map(|r| r.details)
         .map_err(|e| StoreError::Corrupt(format!("bulk change {}: stored request unreadable: {e}", bulk.id)))?;
-    let outcome = result_outcome(&details, &statuses, &callback.result);
+    let outcome = result_outcome(&details, &statuses, &row.iccid, &callback.result);
     let owner = carrier_owner(&callback.request_id);
     if !store.complete_row(bulk.tenant_id, bulk.id, row.id, &owner, &outcome, now).await? {
         return Ok(CallbackAnswer::Ignored("row already final or held by a poller".into()));

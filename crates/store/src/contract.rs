@@ -504,12 +504,14 @@ pub async fn carrier_waits_are_completed_once_by_their_request(store: &dyn Store
     assert_eq!(store.await_carrier(id, &waiting, "w", "req-1", t(1), t(600)).await.expect("await"), 2);
     assert_eq!(store.next_lease_expiry(id).await.expect("expiry"), Some(t(60)), "the worker's lease ends first");
 
-    let found = store.carrier_request_rows(&[SP], "req-1").await.expect("rows of request");
+    let found = store.carrier_request_rows(&[SP], "req-1", None).await.expect("rows of request");
     assert_eq!(found.iter().map(|r| r.id).collect::<Vec<_>>(), waiting.to_vec());
     assert!(
         found.iter().all(|r| r.carrier_request_id.as_deref() == Some("req-1") && r.carrier_requested_at == Some(t(1)))
     );
-    assert!(store.carrier_request_rows(&[20, 40], "req-1").await.expect("other tenant").is_empty());
+    assert!(store.carrier_request_rows(&[20, 40], "req-1", None).await.expect("other tenant").is_empty());
+    let one = store.carrier_request_rows(&[SP], "req-1", Some(&rows[1].iccid)).await.expect("one device");
+    assert_eq!(one.iter().map(|r| r.id).collect::<Vec<_>>(), vec![waiting[1]], "only that device's row");
 
     let outcome = RowOutcome {
         status: RowStatus::Processed,
@@ -532,7 +534,7 @@ pub async fn carrier_waits_are_completed_once_by_their_request(store: &dyn Store
     let polled = again.iter().find(|r| r.id == waiting[1]).expect("reclaimed after the deadline");
     assert_eq!((polled.carrier_request_id.as_deref(), polled.claims), (Some("req-1"), 2));
     assert_eq!(store.await_carrier(id, &[polled.id], "poller", "req-1", t(602), t(900)).await.expect("wait again"), 1);
-    let found = store.carrier_request_rows(&[SP], "req-1").await.expect("rows of request");
+    let found = store.carrier_request_rows(&[SP], "req-1", None).await.expect("rows of request");
     assert_eq!(found.iter().find(|r| r.id == polled.id).and_then(|r| r.carrier_requested_at), Some(t(1)));
 }
 

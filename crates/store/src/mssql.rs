@@ -967,12 +967,14 @@ impl Store for MssqlStore {
         &self,
         service_provider_ids: &[i64],
         request_id: &str,
+        iccid: Option<&str>,
     ) -> StoreResult<Vec<DeviceChangeRow>> {
         let ids = serde_json::to_string(service_provider_ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let q = proc_call!(
-            "EXEC dbo.usp_DeviceBulkChange_CarrierRequestRows @ServiceProviderIdsJson = @P1, @RequestId = @P2",
+            "EXEC dbo.usp_DeviceBulkChange_CarrierRequestRows @ServiceProviderIdsJson = @P1, @RequestId = @P2, @ICCID = @P3",
             ids,
             request_id,
+            iccid,
         );
         self.first("read carrier request rows", q).await?.iter().map(change_row).collect()
     }

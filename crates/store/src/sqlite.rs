@@ -1272,8 +1272,10 @@ impl Store for SqliteStore {
         &self,
         service_provider_ids: &[i64],
         request_id: &str,
+        iccid: Option<&str>,
     ) -> StoreResult<Vec<DeviceChangeRow>> {
-        let (sps, request_id) = (service_provider_ids.to_vec(), request_id.to_string());
+        let (sps, request_id, iccid) =
+            (service_provider_ids.to_vec(), request_id.to_string(), iccid.map(str::to_string));
         self.with(move |c| {
             let mut rows = Vec::new();
             for table in ROW_TABLES {
@@ -1281,12 +1283,12 @@ impl Store for SqliteStore {
                 let mut stmt = c
                     .prepare_cached(&format!(
                         "SELECT {columns} FROM {table} r JOIN DeviceBulkChange b ON b.Id = r.BulkChangeId
-                         WHERE r.CarrierRequestId = ?1 AND b.ServiceProviderId = ?2 ORDER BY r.Id"
+                         WHERE r.CarrierRequestId = ?1 AND b.ServiceProviderId = ?2 AND (?3 IS NULL OR r.ICCID = ?3) ORDER BY r.Id"
                     ))
                     .map_err(db("read carrier request rows"))?;
                 for sp in &sps {
                     let raws = stmt
-                        .query_map(params![request_id, sp], raw_row)
+                        .query_map(params![request_id, sp, iccid], raw_row)
                         .map_err(db("read carrier request rows"))?
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(db("read carrier request rows"))?;
