@@ -252,3 +252,18 @@ async fn the_simulator_can_duplicate_and_reorder_callbacks() {
         .collect();
     assert_eq!(order, vec![ICCIDS[1], ICCIDS[1], ICCIDS[0], ICCIDS[0]], "last device first, each twice");
 }
+
+#[tokio::test]
+async fn activations_above_the_per_minute_limit_are_throttled_by_the_simulator() {
+    let sim = sim().await;
+    sim.state.set_behaviour(TsBehaviour { activations_per_minute: 2, ..TsBehaviour::default() });
+    let ts = client(&sim, "uws-pass");
+    let activate =
+        |iccid: &str| json!({"devices": [device_ids(iccid, None)], "servicePlan": "m2m_4G", "mdnZipCode": "98801"});
+    ts.action("activate", activate(ICCIDS[0])).await.expect("first");
+    ts.action("activate", activate(ICCIDS[1])).await.expect("second");
+    let err = ts.action("activate", activate(ICCIDS[2])).await.expect_err("third within the minute");
+    assert_eq!((err.kind, err.call.http_status), (engine::ports::FailureKind::Throttled, Some(429)), "{err:?}");
+    let refused = sim.state.calls().iter().filter(|c| c.path.ends_with("/activate") && c.status == 429).count();
+    assert_eq!(refused, 3, "the client tried its throttled attempts and gave up");
+}

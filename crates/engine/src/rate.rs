@@ -112,6 +112,26 @@ mod tests {
         assert!((0.99..1.02).contains(&elapsed), "elapsed {elapsed}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn thingspace_activations_keep_to_100_a_minute_apart_from_other_calls() {
+        let limiters = RateLimiters::shared_by(2);
+        let per_second = crate::worker::THINGSPACE_ACTIVATIONS_PER_SECOND;
+        let activations = limiters.for_provider_limit(7, "activations", per_second);
+        assert!(!Arc::ptr_eq(&activations, &limiters.for_provider(7, per_second)), "its own bucket");
+        let start = Instant::now();
+        let mut within_a_minute = 0;
+        loop {
+            activations.acquire().await;
+            if start.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            within_a_minute += 1;
+        }
+        // Two instances share the account: each sends at most half of ThingSpace's 100 a minute (plus its one
+        // token of burst at the start).
+        assert!((50..=51).contains(&within_a_minute), "{within_a_minute} activation requests in a minute");
+    }
+
     #[test]
     fn instances_share_the_account_limit() {
         let limiters = RateLimiters::shared_by(4);
