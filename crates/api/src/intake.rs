@@ -361,14 +361,6 @@ async fn username_rows(
             errors.push(FieldError::new(field, e));
         }
     }
-    if sp.integration == Integration::ThingSpace
-        && [&update.cost_center, &update.cost_center2, &update.cost_center3].iter().any(|c| c.is_some())
-    {
-        errors.push(FieldError::new(
-            "Username.CostCenter",
-            "cost centers are not supported for ThingSpace yet; send only NewUsername (it goes to CustomField1)",
-        ));
-    }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }));
     }

@@ -395,11 +395,18 @@ async fn plan_username_and_identifier_changes_go_through_thingspace() {
     assert_eq!(app.device(&active(3)).await.carrier_rate_plan.as_deref(), Some("m2m_4G_5GB"));
 
     let username = json!({"ServiceProviderId": TS, "ChangeType": 6, "Devices": pair,
-                          "Username": {"NewUsername": "truck-17"}});
+                          "Username": {"NewUsername": "truck-17", "CostCenter": "West", "CostCenter3": "Reefer"}});
     let status = app.wait_final(app.accepted(username).await).await;
     assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
     let fields = &app.calls("PUT", "/devices/actions/customFields")[0].body["customFieldsToUpdate"];
-    assert_eq!(fields, &json!([{"key": "CustomField1", "value": "truck-17"}]));
+    assert_eq!(
+        fields,
+        &json!([{"key": "CustomField1", "value": "truck-17"}, {"key": "CustomField2", "value": "West"},
+                {"key": "CustomField4", "value": "Reefer"}]),
+        "username and cost centers in one request"
+    );
+    let carrier = app.sim().state.device(&active(4)).expect("device");
+    assert!(carrier.custom_fields.contains(&("CustomField2".to_string(), "West".to_string())));
     assert_eq!(app.device(&active(4)).await.username.as_deref(), Some("truck-17"));
 
     let new_iccid = bench_iccid(2900);

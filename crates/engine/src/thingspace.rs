@@ -25,6 +25,19 @@ use crate::worker::Job;
 
 /// The custom field that holds a device's username on ThingSpace (which has no username of its own).
 pub const USERNAME_FIELD: &str = "CustomField1";
+/// The custom fields that hold cost centers 1-3 on ThingSpace.
+pub const COST_CENTER_FIELDS: [&str; 3] = ["CustomField2", "CustomField3", "CustomField4"];
+
+/// The custom fields an EditUsername sets: the username, and each cost center given.
+fn username_fields(req: &domain::request::UsernameUpdate) -> Vec<(String, String)> {
+    let mut fields = vec![(USERNAME_FIELD.to_string(), req.new_username.trim().to_string())];
+    for (field, value) in COST_CENTER_FIELDS.iter().zip([&req.cost_center, &req.cost_center2, &req.cost_center3]) {
+        if let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            fields.push((field.to_string(), v.to_string()));
+        }
+    }
+    fields
+}
 /// The deactivation reason ThingSpace documents (General Admin/Maintenance).
 pub const DEFAULT_REASON_CODE: &str = "FF";
 
@@ -90,7 +103,9 @@ pub fn result_outcome(
         }
         ChangeDetails::EditUsername(req) => {
             update.username = Some(req.new_username.trim().to_string());
-            format!("Username changed to {} ({USERNAME_FIELD})", req.new_username.trim())
+            let fields = username_fields(req);
+            let set: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("Username changed to {} (ThingSpace custom fields {})", req.new_username.trim(), set.join(", "))
         }
         ChangeDetails::ChangeIccidOrImei(req) => {
             update.iccid = req.new_iccid.clone();
@@ -124,9 +139,7 @@ fn already_done(details: &ChangeDetails, target: Option<&DeviceStatusDef>, state
         (ChangeDetails::CarrierRatePlanChange(req), Some(s)) => {
             s.service_plan.as_deref() == Some(req.carrier_rate_plan.trim())
         }
-        (ChangeDetails::EditUsername(req), Some(s)) => {
-            s.custom_fields.iter().any(|(k, v)| k == USERNAME_FIELD && v == req.new_username.trim())
-        }
+        (ChangeDetails::EditUsername(req), Some(s)) => username_fields(req).iter().all(|f| s.custom_fields.contains(f)),
         (ChangeDetails::ChangeIccidOrImei(req), Some(s)) => {
             req.new_iccid.is_some() || req.new_imei.as_deref().is_some_and(|i| s.imei.as_deref() == Some(i))
         }
@@ -286,8 +299,7 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
             out.extend(submit(job, api, &request, ready, "ThingSpace Change Service Plan").await);
         }
         ChangeDetails::EditUsername(req) => {
-            let fields = vec![(USERNAME_FIELD.to_string(), req.new_username.trim().to_string())];
-            let request = TsRequest::CustomFields { fields };
+            let request = TsRequest::CustomFields { fields: username_fields(req) };
             out.extend(submit(job, api, &request, ready, "ThingSpace Update Custom Fields (username)").await);
         }
         ChangeDetails::ChangeIccidOrImei(req) => {
