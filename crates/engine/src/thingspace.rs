@@ -16,10 +16,10 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::audit;
-use crate::common::{device_for_row, fail, writes_disabled};
+use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
 use crate::ports::{
-    CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store,
-    StoreError, ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest, WorkMessage,
+    CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, Queue, RowOutcome, Store, StoreError,
+    ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest, WorkMessage,
 };
 use crate::worker::Job;
 
@@ -155,13 +155,6 @@ fn probe_iccid(details: &ChangeDetails, iccid: &str) -> String {
     }
 }
 
-fn failure_status(f: &CarrierFailure) -> RowStatus {
-    match f.kind {
-        FailureKind::Protocol => RowStatus::Error,
-        _ => RowStatus::ApiFailed,
-    }
-}
-
 /// The rows of one claim: polls for those waiting on a request, one request per shape for the others.
 pub(crate) async fn process(
     job: &Job,
@@ -282,7 +275,7 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
                 Err(f) => {
                     job.log(&row, "ThingSpace device list (reclaimed row)", &f.call, Some(&f.reason())).await;
                     let reason = format!("Could not read the device from ThingSpace: {}", f.reason());
-                    out.push((row, Disposition::Done(fail(failure_status(&f), reason))));
+                    out.push((row, Disposition::Done(fail(api_failed_or_error(&f), reason))));
                     continue;
                 }
             }
@@ -331,7 +324,7 @@ async fn accepted_or_failed(
         }
         Err(f) => {
             job.log(&row, description, &f.call, Some(&f.reason())).await;
-            let status = failure_status(&f);
+            let status = api_failed_or_error(&f);
             (row, Disposition::Done(fail(status, f.reason())))
         }
     }
@@ -424,7 +417,7 @@ async fn send_status(
             Err(f) => {
                 for r in to_add {
                     job.log(&r.row, "ThingSpace Add Device to Inventory", &f.call, Some(&f.reason())).await;
-                    out.push((r.row, Disposition::Done(fail(failure_status(&f), f.reason()))));
+                    out.push((r.row, Disposition::Done(fail(api_failed_or_error(&f), f.reason()))));
                 }
             }
         }
@@ -478,11 +471,10 @@ async fn delete(job: &Job, api: &dyn ThingSpaceApi, ready: Vec<Ready>) -> Vec<(D
             let mut out = Vec::new();
             for r in ready {
                 let outcome = match results.iter().find(|x| x.iccid == r.device.iccid) {
-                    Some(x) if x.error.is_none() => RowOutcome {
-                        status: RowStatus::Processed,
-                        details: "Deleted from ThingSpace and archived".into(),
-                        device_update: DeviceUpdate { archive: true, ..Default::default() },
-                    },
+                    Some(x) if x.error.is_none() => {
+                        let deleted = TsResult { success: true, ..Default::default() };
+                        result_outcome(&job.details, &job.statuses, &r.device.iccid, &deleted)
+                    }
                     Some(x) => fail(
                         RowStatus::ApiFailed,
                         format!("ThingSpace did not delete the device: {}", x.error.clone().unwrap_or_default()),
@@ -504,7 +496,7 @@ async fn delete(job: &Job, api: &dyn ThingSpaceApi, ready: Vec<Ready>) -> Vec<(D
             let mut out = Vec::new();
             for r in ready {
                 job.log(&r.row, "ThingSpace Delete Devices", &f.call, Some(&f.reason())).await;
-                out.push((r.row, Disposition::Done(fail(failure_status(&f), f.reason()))));
+                out.push((r.row, Disposition::Done(fail(api_failed_or_error(&f), f.reason()))));
             }
             out
         }
