@@ -267,3 +267,8 @@ CREATE INDEX IX_Mobility_DeviceChange_CarrierRequest ON dbo.Mobility_DeviceChang
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_ThingSpaceCallBackResponseLog_Request')
 CREATE INDEX IX_ThingSpaceCallBackResponseLog_Request ON dbo.ThingSpaceCallBackResponseLog (RequestId);
 GO
+IF COL_LENGTH('dbo.M2M_DeviceChange', 'CarrierResult') IS NULL
+    ALTER TABLE dbo.M2M_DeviceChange ADD CarrierResult NVARCHAR(MAX) NULL;
+IF COL_LENGTH('dbo.Mobility_DeviceChange', 'CarrierResult') IS NULL
+    ALTER TABLE dbo.Mobility_DeviceChange ADD CarrierResult NVARCHAR(MAX) NULL;
+GO

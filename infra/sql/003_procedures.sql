@@ -200,11 +200,11 @@ CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Rows
 BEGIN
     SET NOCOUNT ON;
     -- A bulk change's rows are all in one of the two tables; the union reads whichever holds them.
-    SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt
-    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, TenantId
+    SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult
+    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult, TenantId
           FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId
           UNION ALL
-          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, TenantId
+          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult, TenantId
           FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId) r
     WHERE TenantId = @TenantId AND (@Status IS NULL OR Status = @Status)
     ORDER BY Id OFFSET @Offset ROWS FETCH NEXT @PageSize ROWS ONLY;
@@ -239,7 +239,7 @@ BEGIN
     BEGIN TRANSACTION;
     DECLARE @Claimed TABLE (Id BIGINT, BulkChangeId BIGINT, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20),
                             StatusDetails NVARCHAR(MAX), Claims INT, ProcessedDate DATETIME2, CarrierRequestId NVARCHAR(100),
-                            CarrierRequestedAt DATETIME2);
+                            CarrierRequestedAt DATETIME2, CarrierResult NVARCHAR(MAX));
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
     BEGIN
         ;WITH c AS (
@@ -250,7 +250,7 @@ BEGIN
         UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
         OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
                inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate, inserted.CarrierRequestId,
-               inserted.CarrierRequestedAt INTO @Claimed;
+               inserted.CarrierRequestedAt, inserted.CarrierResult INTO @Claimed;
     END
     ELSE
     BEGIN
@@ -262,7 +262,7 @@ BEGIN
         UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
         OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
                inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate, inserted.CarrierRequestId,
-               inserted.CarrierRequestedAt INTO @Claimed;
+               inserted.CarrierRequestedAt, inserted.CarrierResult INTO @Claimed;
     END
     IF EXISTS (SELECT 1 FROM @Claimed)
         UPDATE dbo.DeviceBulkChange SET ModifiedDate = @Now WHERE Id = @BulkChangeId;
@@ -607,16 +607,32 @@ BEGIN
 END
 GO
 
+-- A waiting row's carrier result, kept for the steps after the carrier (Rev.io); the row's lease ends now so a
+-- worker claims it at once.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_HandBackWithResult
+    @BulkChangeId BIGINT, @RowId BIGINT, @Owner NVARCHAR(100), @Result NVARCHAR(MAX), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
+        UPDATE dbo.Mobility_DeviceChange SET CarrierResult = @Result, LeaseOwner = N'result', LeaseUntil = @Now
+        WHERE Id = @RowId AND BulkChangeId = @BulkChangeId AND LeaseOwner = @Owner AND Status = N'PROCESSING';
+    ELSE
+        UPDATE dbo.M2M_DeviceChange SET CarrierResult = @Result, LeaseOwner = N'result', LeaseUntil = @Now
+        WHERE Id = @RowId AND BulkChangeId = @BulkChangeId AND LeaseOwner = @Owner AND Status = N'PROCESSING';
+    SELECT CAST(@@ROWCOUNT AS BIGINT) AS Changed;
+END
+GO
+
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CarrierRequestRows
     @ServiceProviderIdsJson NVARCHAR(MAX), @RequestId NVARCHAR(100), @ICCID NVARCHAR(64) = NULL AS
 BEGIN
     SET NOCOUNT ON;
     SELECT r.Id, r.BulkChangeId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails, r.Claims, r.ProcessedDate,
-           r.CarrierRequestId, r.CarrierRequestedAt
-    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt
+           r.CarrierRequestId, r.CarrierRequestedAt, r.CarrierResult
+    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult
           FROM dbo.M2M_DeviceChange WHERE CarrierRequestId = @RequestId AND (@ICCID IS NULL OR ICCID = @ICCID)
           UNION ALL
-          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt
+          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult
           FROM dbo.Mobility_DeviceChange WHERE CarrierRequestId = @RequestId AND (@ICCID IS NULL OR ICCID = @ICCID)) r
     JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
     WHERE b.ServiceProviderId IN (SELECT CAST([value] AS BIGINT) FROM OPENJSON(@ServiceProviderIdsJson))

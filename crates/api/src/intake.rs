@@ -123,10 +123,7 @@ async fn status_update_rows(
             format!("unknown status '{}' for {}; known: {}", update.target_status, sp.integration, known.join(", ")),
         )
     })?;
-    if sp.integration == Integration::ThingSpace {
-        return thingspace_status_rows(store, caller, sp, update, target, &statuses, iccids).await;
-    }
-    if update.thing_space.is_some() {
+    if sp.integration != Integration::ThingSpace && update.thing_space.is_some() {
         return Err(ApiError::invalid(
             "StatusUpdate.ThingSpaceStatusUpdate",
             format!("ThingSpaceStatusUpdate does not apply to {} service providers", sp.integration),
@@ -158,6 +155,9 @@ async fn status_update_rows(
             return Err(ApiError::invalid("StatusUpdate.RevService", "no Rev.io account is set up for this tenant"));
         }
     }
+    if sp.integration == Integration::ThingSpace {
+        return thingspace_status_rows(store, caller, sp, update, target, &statuses, iccids).await;
+    }
     let found = devices_of(store, caller, iccids).await?;
     Ok(rows_from(iccids, &found, |raw, device| {
         let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
@@ -166,7 +166,7 @@ async fn status_update_rows(
 }
 
 /// ThingSpace status updates: the state table per device, and a known service plan and a ZIP code for every
-/// device to activate. The Rev.io options of a status update are not offered for ThingSpace yet.
+/// device to activate. (The Rev.io options were checked by the caller, as for every integration.)
 async fn thingspace_status_rows(
     store: &dyn Store,
     caller: &Caller,
@@ -176,12 +176,6 @@ async fn thingspace_status_rows(
     statuses: &[domain::rules::DeviceStatusDef],
     iccids: &[String],
 ) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
-    if update.account_number.as_deref().is_some_and(|a| !a.trim().is_empty()) || update.rev_service.is_some() {
-        return Err(ApiError::invalid(
-            "StatusUpdate.RevService",
-            "AccountNumber and RevService are not supported with ThingSpace status updates yet; assign the customer with a CustomerAssignment once the devices are active",
-        ));
-    }
     let options = update.thing_space.as_deref().cloned().unwrap_or_default();
     if let Some(code) = options.reason_code.as_deref().filter(|c| c.trim() != crate::intake::THINGSPACE_REASON_CODE) {
         return Err(ApiError::invalid(
@@ -477,7 +471,7 @@ async fn assignment_rows(
     if options.add_carrier_rate_plan == Some(true) {
         let field = "RevService.CarrierRatePlan";
         let plan = options.carrier_rate_plan.as_deref().map(str::trim).unwrap_or_default();
-        if !sp.integration.is_jasper_family() {
+        if !sp.integration.is_jasper_family() && sp.integration != Integration::ThingSpace {
             return Err(ApiError::invalid(
                 "RevService.AddCarrierRatePlan",
                 format!("not supported for {} yet", sp.integration),

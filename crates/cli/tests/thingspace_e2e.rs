@@ -15,6 +15,7 @@ use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant, See
 
 const TS: i64 = 40;
 const OTHER_TS: i64 = 41;
+const REV: i64 = 42;
 
 fn preactive(i: usize) -> String {
     bench_iccid(2000 + i)
@@ -93,10 +94,25 @@ fn seed() -> Seed {
     };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],
-        service_providers: vec![thingspace_sp(TS, 1), thingspace_sp(OTHER_TS, 2)],
+        service_providers: vec![
+            thingspace_sp(TS, 1),
+            thingspace_sp(OTHER_TS, 2),
+            SeedServiceProvider {
+                integration_id: 3,
+                name: "Rev.io".into(),
+                client_code: Some("acme".into()),
+                subscription_key: Some("sub-key".into()),
+                thing_space: None,
+                ..thingspace_sp(REV, 1)
+            },
+        ],
         device_statuses: vec![],
         carrier_rate_plans: vec![plan(1, TS, "m2m_4G"), plan(2, TS, "m2m_4G_5GB"), plan(3, OTHER_TS, "m2m_4G")],
-        rev_customers: vec![],
+        rev_customers: vec![store::seed::SeedRevCustomer {
+            tenant_id: 1,
+            rev_customer_id: "1001".into(),
+            name: "Acme Fleet".into(),
+        }],
         devices,
         rev_services: vec![],
         customer_rate_plans: vec![store::seed::SeedCustomerPlan { id: 5, tenant_id: 1, name: "Fleet 5 GB".into() }],
@@ -592,4 +608,48 @@ async fn a_delete_a_dead_worker_sent_is_not_sent_again() {
     assert_eq!(deletes.len(), 1);
     assert_eq!(deletes[0].body["devicesToDelete"].as_array().map(Vec::len), Some(1), "only the one still there");
     assert!(app.stack.store.device_by_iccid(1, &deactive(0)).await.expect("read").is_none_or(|d| d.is_deleted));
+}
+
+#[tokio::test]
+async fn billing_steps_follow_the_carrier_result_and_only_a_success() {
+    let app = spawn_with(|_| {}).await;
+    // The second device is not on ThingSpace: its activation fails in the callback.
+    app.sim().state.account.lock().expect("lock").devices.remove(&preactive(5));
+    let devices = vec![preactive(4), preactive(5)];
+    let mut body = activation(&devices);
+    body["StatusUpdate"]["AccountNumber"] = json!("1001");
+    body["StatusUpdate"]["RevService"] =
+        json!({"RevCustomerId": "1001", "CreateRevService": true, "ProviderId": 12, "ServiceTypeId": 3});
+    let status = app.wait_final(app.accepted(body).await).await;
+    let ok = row(&status, &preactive(4));
+    assert_eq!(ok["Status"], "PROCESSED", "{status}");
+    let details = ok["StatusDetails"].as_str().unwrap_or_default();
+    assert!(details.contains("Status changed to ACTIVE") && details.contains("Rev.io service"), "{details}");
+    assert!(details.contains("assigned to Rev customer 1001"), "{details}");
+    assert_eq!(row(&status, &preactive(5))["Status"], "API_FAILED");
+    let services = app.stack.simulators.rev_io[&REV].state.services();
+    let lines: Vec<_> =
+        services.iter().filter(|s| s.number2.as_deref().is_some_and(|n| devices.contains(&n.to_string()))).collect();
+    assert_eq!(lines.len(), 1, "a service line for the activated device only: {services:?}");
+    assert_eq!(lines[0].number2.as_deref(), Some(preactive(4).as_str()));
+    assert_eq!(app.device(&preactive(4)).await.rev_customer_id.as_deref(), Some("1001"));
+    assert_eq!(app.device(&preactive(5)).await.rev_customer_id, None);
+}
+
+#[tokio::test]
+async fn an_assignment_with_a_service_plan_moves_the_plan_first_then_assigns() {
+    let app = spawn_with(|_| {}).await;
+    let body = json!({"ServiceProviderId": TS, "ChangeType": 1, "Devices": [active(0), active(1)],
+                      "RevService": {"RevCustomerId": "1001", "AddCarrierRatePlan": true, "CarrierRatePlan": "m2m_4G_5GB"}});
+    let status = app.wait_final(app.accepted(body).await).await;
+    assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
+    assert_eq!(app.calls("PUT", "/devices/actions/plan").len(), 1, "one plan request for both");
+    for iccid in [active(0), active(1)] {
+        let stored = app.device(&iccid).await;
+        assert_eq!(
+            (stored.carrier_rate_plan.as_deref(), stored.rev_customer_id.as_deref()),
+            (Some("m2m_4G_5GB"), Some("1001"))
+        );
+        assert_eq!(app.sim().state.device(&iccid).expect("device").service_plan.as_deref(), Some("m2m_4G_5GB"));
+    }
 }

@@ -4,6 +4,7 @@
 
 use domain::RowStatus;
 use domain::request::{CarrierRatePlanUpdate, RevServiceOptions};
+use domain::rules::DeviceRecord;
 
 use crate::carrier_rate_plan;
 use crate::common::{device_for_row, fail};
@@ -12,27 +13,12 @@ use crate::rev_service;
 use crate::worker::Job;
 
 pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &RevServiceOptions) -> RowOutcome {
-    let (device, iccid) = match device_for_row(job, row).await {
+    let (device, customer) = match precheck(job, row, req).await {
         Ok(found) => found,
         Err(outcome) => return outcome,
     };
-    let customer = req.rev_customer_id.as_deref().unwrap_or_default().trim().to_string();
-    match job.store.active_rev_service(job.bulk.tenant_id, device.id).await {
-        Ok(Some(s)) if s.rev_customer_id != customer => {
-            return fail(
-                RowStatus::Error,
-                format!(
-                    "Device {iccid} is billed to Rev customer {} through active Rev.io service {}; disconnect it first",
-                    s.rev_customer_id, s.rev_service_id
-                ),
-            );
-        }
-        Ok(_) => {}
-        Err(e) => return fail(RowStatus::Error, format!("Could not read Rev.io services of {iccid}: {e}")),
-    }
-    let mut details = format!("Assigned to Rev customer {customer}");
-    let mut update = DeviceUpdate { rev_customer_id: Some(customer.clone()), ..DeviceUpdate::default() };
     // AddCarrierRatePlan: the carrier plan first, as its own change; a refusal stops the assignment there.
+    let mut moved_plan = None;
     if req.add_carrier_rate_plan == Some(true) {
         let plan = CarrierRatePlanUpdate {
             carrier_rate_plan: req.carrier_rate_plan.clone().unwrap_or_default(),
@@ -46,11 +32,49 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &RevServiceOp
                 format!("Carrier rate plan not changed, customer not assigned: {}", moved.details),
             );
         }
+        moved_plan = Some(moved);
+    }
+    assign(job, row, req, &device, &customer, moved_plan).await
+}
+
+/// The checks before anything is changed: the device is live and not billed to another customer.
+pub(crate) async fn precheck(
+    job: &Job,
+    row: &DeviceChangeRow,
+    req: &RevServiceOptions,
+) -> Result<(DeviceRecord, String), RowOutcome> {
+    let (device, iccid) = device_for_row(job, row).await?;
+    let customer = req.rev_customer_id.as_deref().unwrap_or_default().trim().to_string();
+    match job.store.active_rev_service(job.bulk.tenant_id, device.id).await {
+        Ok(Some(s)) if s.rev_customer_id != customer => Err(fail(
+            RowStatus::Error,
+            format!(
+                "Device {iccid} is billed to Rev customer {} through active Rev.io service {}; disconnect it first",
+                s.rev_customer_id, s.rev_service_id
+            ),
+        )),
+        Ok(_) => Ok((device, customer)),
+        Err(e) => Err(fail(RowStatus::Error, format!("Could not read Rev.io services of {iccid}: {e}"))),
+    }
+}
+
+/// The assignment once the carrier plan (if asked) has moved: `moved_plan` is that change's successful outcome.
+pub(crate) async fn assign(
+    job: &Job,
+    row: &DeviceChangeRow,
+    req: &RevServiceOptions,
+    device: &DeviceRecord,
+    customer: &str,
+    moved_plan: Option<RowOutcome>,
+) -> RowOutcome {
+    let mut details = format!("Assigned to Rev customer {customer}");
+    let mut update = DeviceUpdate { rev_customer_id: Some(customer.to_string()), ..DeviceUpdate::default() };
+    if let Some(moved) = moved_plan {
         details.push_str(&format!("; {}", moved.details));
         update.carrier_rate_plan = moved.device_update.carrier_rate_plan;
     }
     if req.create_rev_service {
-        match rev_service::ensure(job, row, &device, &customer, req).await {
+        match rev_service::ensure(job, row, device, customer, req).await {
             Ok(line) => details.push_str(&format!("; {}", line.describe())),
             // The assignment waits for its service line; a carrier plan already moved stays recorded.
             Err((status, reason)) => {

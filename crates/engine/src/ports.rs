@@ -162,6 +162,9 @@ pub struct DeviceChangeRow {
     /// When the row's first carrier request was sent; the row gives up waiting a while after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub carrier_requested_at: Option<DateTime<Utc>>,
+    /// The carrier's result (JSON), kept for a worker when steps after the carrier remain (Rev.io).
+    #[serde(skip)]
+    pub carrier_result: Option<String>,
 }
 
 /// One audit entry of `DeviceBulkChangeLog`.
@@ -400,6 +403,17 @@ pub trait Store: Send + Sync {
         request_id: &str,
         iccid: Option<&str>,
     ) -> StoreResult<Vec<DeviceChangeRow>>;
+    /// Keeps the carrier's result on a row waiting for it (held by `owner`, `carrier:{requestId}`) and hands the
+    /// row back to the workers at once (its lease ends `now`), for the steps after the carrier. False (nothing
+    /// changed) when the row was not waiting under `owner`.
+    async fn hand_back_with_result(
+        &self,
+        bulk_change_id: i64,
+        row_id: i64,
+        owner: &str,
+        result: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Every ThingSpace service provider of every tenant (the callback endpoint finds the account by its
     /// callback credentials).
     async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>>;

@@ -106,7 +106,7 @@ fn success(target: &DeviceStatusDef, rate_plan: &Option<String>, device: &Device
 }
 
 /// After the carrier change: the optional Rev.io service line, then the Rev customer assignment.
-async fn rev_io_steps(
+pub(crate) async fn rev_io_steps(
     job: &Job,
     row: &DeviceChangeRow,
     req: &StatusUpdate,

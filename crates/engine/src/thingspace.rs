@@ -22,6 +22,7 @@ use crate::ports::{
     ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest, WorkMessage,
 };
 use crate::worker::Job;
+use crate::{customer_assignment, status_update};
 
 /// The custom field that holds a device's username on ThingSpace (which has no username of its own).
 pub const USERNAME_FIELD: &str = "CustomField1";
@@ -56,7 +57,7 @@ pub(crate) enum Disposition {
 }
 
 /// One device's result, from a callback or a poll.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct TsResult {
     pub success: bool,
     pub reason: Option<String>,
@@ -119,6 +120,12 @@ pub fn result_outcome(
             }
             d
         }
+        ChangeDetails::CustomerAssignment(req) => {
+            let plan = req.carrier_rate_plan.as_deref().unwrap_or_default().trim().to_string();
+            let details = format!("Service plan changed to {plan}");
+            update.carrier_rate_plan = Some(plan);
+            details
+        }
         ChangeDetails::DeleteDevice => {
             update.archive = true;
             "Deleted from ThingSpace and archived".into()
@@ -126,6 +133,48 @@ pub fn result_outcome(
         other => format!("{} done", other.change_type()),
     };
     RowOutcome { status: RowStatus::Processed, details, device_update: update }
+}
+
+/// Whether a row has steps after the carrier's result (Rev.io, the customer assignment): a callback then keeps
+/// the result on the row for a worker instead of completing it.
+pub fn needs_follow_up(details: &ChangeDetails) -> bool {
+    match details {
+        ChangeDetails::StatusUpdate(req) => {
+            req.account_number.as_deref().is_some_and(|a| !a.trim().is_empty())
+                || req.rev_service.as_ref().is_some_and(|r| r.create_rev_service)
+        }
+        ChangeDetails::CustomerAssignment(_) => true,
+        _ => false,
+    }
+}
+
+/// The row's outcome from the carrier's result, with the steps after the carrier when it succeeded.
+async fn finish(job: &Job, row: &DeviceChangeRow, result: &TsResult) -> RowOutcome {
+    let outcome = result_outcome(&job.details, &job.statuses, &row.iccid, result);
+    if outcome.status != RowStatus::Processed || !needs_follow_up(&job.details) {
+        return outcome;
+    }
+    match &job.details {
+        ChangeDetails::StatusUpdate(req) => match device_for_row(job, row).await {
+            Ok((device, _)) => status_update::rev_io_steps(job, row, req, &device, outcome).await,
+            Err(mut failed) => {
+                // The carrier change stands; only the billing steps could not follow.
+                failed.device_update = outcome.device_update;
+                failed
+            }
+        },
+        ChangeDetails::CustomerAssignment(req) => match customer_assignment::precheck(job, row, req).await {
+            Ok((device, customer)) => {
+                customer_assignment::assign(job, row, req, &device, &customer, Some(outcome)).await
+            }
+            Err(mut failed) => {
+                failed.details = format!("Service plan changed, customer not assigned: {}", failed.details);
+                failed.device_update.carrier_rate_plan = outcome.device_update.carrier_rate_plan;
+                failed
+            }
+        },
+        _ => outcome,
+    }
 }
 
 /// Whether ThingSpace already shows what the row asks for (a reclaimed row whose request may have been sent by
@@ -140,6 +189,9 @@ fn already_done(details: &ChangeDetails, target: Option<&DeviceStatusDef>, state
             s.service_plan.as_deref() == Some(req.carrier_rate_plan.trim())
         }
         (ChangeDetails::EditUsername(req), Some(s)) => username_fields(req).iter().all(|f| s.custom_fields.contains(f)),
+        (ChangeDetails::CustomerAssignment(req), Some(s)) => {
+            s.service_plan.as_deref() == req.carrier_rate_plan.as_deref().map(str::trim)
+        }
         (ChangeDetails::ChangeIccidOrImei(req), Some(s)) => {
             req.new_iccid.is_some() || req.new_imei.as_deref().is_some_and(|i| s.imei.as_deref() == Some(i))
         }
@@ -163,8 +215,21 @@ pub(crate) async fn process(
     now: DateTime<Utc>,
     give_up: Duration,
 ) -> Vec<(DeviceChangeRow, Disposition)> {
+    let (with_result, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.carrier_result.is_some());
     let (waiting, fresh): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.carrier_request_id.is_some());
     let mut out = Vec::new();
+    for row in with_result {
+        let result: TsResult = match serde_json::from_str(row.carrier_result.as_deref().unwrap_or_default()) {
+            Ok(r) => r,
+            Err(e) => {
+                let outcome = fail(RowStatus::Error, format!("Stored carrier result is unreadable: {e}"));
+                out.push((row, Disposition::Done(outcome)));
+                continue;
+            }
+        };
+        let outcome = finish(job, &row, &result).await;
+        out.push((row, Disposition::Done(outcome)));
+    }
     let mut by_request: BTreeMap<String, Vec<DeviceChangeRow>> = BTreeMap::new();
     for row in waiting {
         by_request.entry(row.carrier_request_id.clone().unwrap_or_default()).or_default().push(row);
@@ -250,6 +315,12 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
             out.push((row, Disposition::Done(writes_disabled())));
             continue;
         }
+        if let ChangeDetails::CustomerAssignment(req) = &job.details {
+            if let Err(outcome) = customer_assignment::precheck(job, &row, req).await {
+                out.push((row, Disposition::Done(outcome)));
+                continue;
+            }
+        }
         let imei = ts_options.imei_of(&device.iccid).or(device.imei.clone());
         let reference = TsDeviceRef { iccid: device.iccid.clone(), imei };
         if row.claims > 1 {
@@ -266,7 +337,7 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
                             ip_address: state.ip_address,
                             reason: None,
                         };
-                        let mut outcome = result_outcome(&job.details, &job.statuses, &device.iccid, &result);
+                        let mut outcome = finish(job, &row, &result).await;
                         outcome.details.push_str(" (confirmed on the carrier after a restart)");
                         out.push((row, Disposition::Done(outcome)));
                         continue;
@@ -290,6 +361,12 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
         ChangeDetails::CarrierRatePlanChange(req) => {
             let request = TsRequest::ChangePlan { service_plan: req.carrier_rate_plan.trim().to_string() };
             out.extend(submit(job, api, &request, ready, "ThingSpace Change Service Plan").await);
+        }
+        ChangeDetails::CustomerAssignment(req) => {
+            // AddCarrierRatePlan: the service plan first; the assignment follows the carrier's result.
+            let plan = req.carrier_rate_plan.as_deref().unwrap_or_default().trim().to_string();
+            let request = TsRequest::ChangePlan { service_plan: plan };
+            out.extend(submit(job, api, &request, ready, "ThingSpace Change Service Plan (customer assignment)").await);
         }
         ChangeDetails::EditUsername(req) => {
             let request = TsRequest::CustomFields { fields: username_fields(req) };
@@ -388,15 +465,8 @@ async fn send_status(
                                 next.push(r);
                             } else {
                                 let result = TsResult { success: true, ..Default::default() };
-                                out.push((
-                                    r.row,
-                                    Disposition::Done(result_outcome(
-                                        &job.details,
-                                        &job.statuses,
-                                        &r.device.iccid,
-                                        &result,
-                                    )),
-                                ));
+                                let outcome = finish(job, &r.row, &result).await;
+                                out.push((r.row, Disposition::Done(outcome)));
                             }
                         }
                         Some(x) => {
@@ -590,7 +660,7 @@ async fn poll(
                 }
             }
         };
-        let outcome = result_outcome(&job.details, &job.statuses, &row.iccid, &result);
+        let outcome = finish(job, &row, &result).await;
         out.push((row, Disposition::Done(outcome)));
     }
     out
@@ -795,7 +865,16 @@ async fn answer_callback(
         .map_err(|e| StoreError::Corrupt(format!("bulk change {}: stored request unreadable: {e}", bulk.id)))?;
     let outcome = result_outcome(&details, &statuses, &row.iccid, &callback.result);
     let owner = carrier_owner(&callback.request_id);
-    if !store.complete_row(bulk.tenant_id, bulk.id, row.id, &owner, &outcome, now).await? {
+    let follow_up = needs_follow_up(&details) && outcome.status == RowStatus::Processed;
+    let recorded = if follow_up {
+        // Rev.io steps remain: the result waits on the row for a worker, queued below.
+        let result = serde_json::to_string(&callback.result)
+            .map_err(|e| StoreError::Corrupt(format!("carrier result not serialisable: {e}")))?;
+        store.hand_back_with_result(bulk.id, row.id, &owner, &result, now).await?
+    } else {
+        store.complete_row(bulk.tenant_id, bulk.id, row.id, &owner, &outcome, now).await?
+    };
+    if !recorded {
         return Ok(CallbackAnswer::Ignored("row already final or held by a poller".into()));
     }
     let call = CallRecord {
@@ -808,8 +887,12 @@ async fn answer_callback(
     if let Err(e) = store.append_log(&entry).await {
         warn!(bulk_change_id = bulk.id, iccid, error = %e, "audit log write failed");
     }
-    info!(bulk_change_id = bulk.id, iccid, status = %outcome.status, "ThingSpace callback applied");
-    if store.finalize_bulk_change(bulk.id, now).await?.is_some_and(|s| s.is_final()) {
+    info!(bulk_change_id = bulk.id, iccid, status = %outcome.status, follow_up, "ThingSpace callback applied");
+    if follow_up {
+        if let Err(e) = queue.send(&WorkMessage { bulk_change_id: bulk.id, attempt: 0 }, Duration::ZERO).await {
+            warn!(bulk_change_id = bulk.id, error = %e, "could not queue the row's next steps; the scheduler will");
+        }
+    } else if store.finalize_bulk_change(bulk.id, now).await?.is_some_and(|s| s.is_final()) {
         // The worker that takes this message finds the bulk change final and sends its summary once.
         if let Err(e) = queue.send(&WorkMessage { bulk_change_id: bulk.id, attempt: 0 }, Duration::ZERO).await {
             warn!(bulk_change_id = bulk.id, error = %e, "could not queue the finished bulk change; the scheduler will");

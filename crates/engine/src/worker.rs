@@ -205,14 +205,15 @@ impl Worker {
 
     /// Change types that reach ThingSpace go through its batched, asynchronous path.
     fn carrier_batched(job: &Job) -> bool {
-        matches!(
-            job.details,
+        match &job.details {
             ChangeDetails::StatusUpdate(_)
-                | ChangeDetails::CarrierRatePlanChange(_)
-                | ChangeDetails::EditUsername(_)
-                | ChangeDetails::ChangeIccidOrImei(_)
-                | ChangeDetails::DeleteDevice
-        )
+            | ChangeDetails::CarrierRatePlanChange(_)
+            | ChangeDetails::EditUsername(_)
+            | ChangeDetails::ChangeIccidOrImei(_)
+            | ChangeDetails::DeleteDevice => true,
+            ChangeDetails::CustomerAssignment(req) => req.add_carrier_rate_plan == Some(true),
+            _ => false,
+        }
     }
 
     /// How long until the first lease on an open row ends (at least the continuation delay, at most SQS's 15 min).

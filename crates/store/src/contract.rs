@@ -525,6 +525,10 @@ pub async fn carrier_waits_are_completed_once_by_their_request(store: &dyn Store
     assert!(!store.complete_row(TENANT, id, waiting[0], "w", &outcome, t(2)).await.expect("complete"), "handed over");
     assert!(store.complete_row(TENANT, id, waiting[0], "carrier:req-1", &outcome, t(2)).await.expect("complete"));
     assert!(!store.complete_row(TENANT, id, waiting[0], "carrier:req-1", &outcome, t(3)).await.expect("again"));
+    assert!(
+        !store.hand_back_with_result(id, waiting[0], "carrier:req-1", "{}", t(3)).await.expect("hand back"),
+        "a final row is not handed back"
+    );
     let device = store.device(TENANT, rows[0].device_id.expect("device")).await.expect("read").expect("device");
     assert_eq!(device.msisdn.as_deref(), Some("15550001111"));
 
@@ -536,6 +540,15 @@ pub async fn carrier_waits_are_completed_once_by_their_request(store: &dyn Store
     assert_eq!(store.await_carrier(id, &[polled.id], "poller", "req-1", t(602), t(900)).await.expect("wait again"), 1);
     let found = store.carrier_request_rows(&[SP], "req-1", None).await.expect("rows of request");
     assert_eq!(found.iter().find(|r| r.id == polled.id).and_then(|r| r.carrier_requested_at), Some(t(1)));
+
+    // A result kept for the steps after the carrier: the row is claimable at once and carries it.
+    assert!(!store.hand_back_with_result(id, polled.id, "carrier:other", "{}", t(603)).await.expect("wrong owner"));
+    assert!(
+        store.hand_back_with_result(id, polled.id, "carrier:req-1", r#"{"success":true}"#, t(603)).await.expect("ok")
+    );
+    let again = store.claim_rows(id, "finisher", 10, lease, t(604)).await.expect("claim");
+    let handed = again.iter().find(|r| r.id == polled.id).expect("handed back rows are claimed at once");
+    assert_eq!(handed.carrier_result.as_deref(), Some(r#"{"success":true}"#));
 }
 
 pub async fn thingspace_settings_are_read_and_a_refused_login_sticks(store: &dyn Store) {

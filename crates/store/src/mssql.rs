@@ -419,6 +419,7 @@ fn change_row(row: &Row) -> Result<DeviceChangeRow, StoreError> {
         processed_date: utc(row.get("ProcessedDate")),
         carrier_request_id: text(row, "CarrierRequestId"),
         carrier_requested_at: utc(row.get("CarrierRequestedAt")),
+        carrier_result: text(row, "CarrierResult"),
     })
 }
 
@@ -977,6 +978,26 @@ impl Store for MssqlStore {
             iccid,
         );
         self.first("read carrier request rows", q).await?.iter().map(change_row).collect()
+    }
+
+    async fn hand_back_with_result(
+        &self,
+        bulk_change_id: i64,
+        row_id: i64,
+        owner: &str,
+        result: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_HandBackWithResult @BulkChangeId = @P1, @RowId = @P2, @Owner = @P3, @Result = @P4, @Now = @P5",
+            bulk_change_id,
+            row_id,
+            owner,
+            result,
+            naive(now),
+        );
+        let sets = self.exec("hand back row", q).await?;
+        Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<i64, _>("Changed")).unwrap_or(0) == 1)
     }
 
     async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>> {

@@ -80,6 +80,8 @@ const MIGRATIONS: &[&str] = &[
          Id INTEGER PRIMARY KEY, RequestId TEXT NOT NULL, ICCID TEXT, TenantId INTEGER, ServiceProviderId INTEGER,
          APIStatus TEXT NOT NULL, APIResponse TEXT NOT NULL, Outcome TEXT NOT NULL, CreatedDate TEXT NOT NULL);
      CREATE INDEX IX_ThingSpaceCallBackResponseLog_Request ON ThingSpaceCallBackResponseLog (RequestId)",
+    "ALTER TABLE M2M_DeviceChange ADD COLUMN CarrierResult TEXT;
+     ALTER TABLE Mobility_DeviceChange ADD COLUMN CarrierResult TEXT",
 ];
 
 /// Where a bulk change's rows live: M2M (PortalType 0) in `M2M_DeviceChange`, Mobility (2) in `Mobility_DeviceChange`.
@@ -416,24 +418,24 @@ fn bulk_from_raw(raw: RawBulk) -> Result<BulkChange, StoreError> {
     })
 }
 
-const ROW_COLUMNS: &str = "Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt";
+const ROW_COLUMNS: &str = "Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult";
 
 type RawRow = (
     (i64, i64, Option<i64>, String, Option<String>),
-    (String, Option<String>, i64, Option<String>, Option<String>, Option<String>),
+    (String, Option<String>, i64, Option<String>, Option<String>, Option<String>, Option<String>),
 );
 
 fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
     Ok((
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
-        (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
+        (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?),
     ))
 }
 
 fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
     let (
         (id, bulk_change_id, device_id, iccid, msisdn),
-        (status, status_details, claims, processed, request, requested),
+        (status, status_details, claims, processed, request, requested, carrier_result),
     ) = raw;
     Ok(DeviceChangeRow {
         id,
@@ -448,6 +450,7 @@ fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
         processed_date: opt_ts(processed)?,
         carrier_request_id: request,
         carrier_requested_at: opt_ts(requested)?,
+        carrier_result,
     })
 }
 
@@ -1298,6 +1301,31 @@ impl Store for SqliteStore {
                 }
             }
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn hand_back_with_result(
+        &self,
+        bulk_change_id: i64,
+        row_id: i64,
+        owner: &str,
+        result: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (owner, result) = (owner.to_string(), result.to_string());
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            let changed = c
+                .execute(
+                    &format!(
+                        "UPDATE {table} SET CarrierResult = ?1, LeaseOwner = 'result', LeaseUntil = ?2
+                         WHERE Id = ?3 AND BulkChangeId = ?4 AND LeaseOwner = ?5 AND Status = 'PROCESSING'"
+                    ),
+                    params![result, ts(now), row_id, bulk_change_id, owner],
+                )
+                .map_err(db("hand back row"))?;
+            Ok(changed == 1)
         })
         .await
     }
