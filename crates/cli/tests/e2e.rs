@@ -11,6 +11,9 @@ use engine::WorkerConfig;
 use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedRevCustomer, SeedRevService, SeedServiceProvider, SeedTenant};
+use support::row;
+
+mod support;
 
 const POD19: i64 = 10;
 const READ_ONLY: i64 = 11;
@@ -152,24 +155,12 @@ struct TestApp {
     stack: Stack,
     http: reqwest::Client,
     token: String,
-    secret: String,
     _dir: tempfile::TempDir,
 }
 
 async fn spawn_with(customize: impl FnOnce(&mut StackConfig)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let secret = "test-secret".to_string();
-    let mut config = StackConfig::local(dir.path().join("e2e.db"), dir.path().join("outbox"), secret.clone());
-    config.seed = Some(test_seed());
-    config.simulators = true;
-    config.worker = WorkerConfig { continuation_delay: Duration::from_millis(200), ..WorkerConfig::default() };
-    config.retry.base_delay = Duration::from_millis(20);
-    config.retry.max_delay = Duration::from_secs(2);
-    customize(&mut config);
-    let stack = Stack::start(config).await.expect("stack starts");
-    let token =
-        api::Hs256::new(&secret).mint(&api::Claims { tenant_id: 1, sub: "alice".into(), roles: vec![], exp: None });
-    TestApp { stack, http: reqwest::Client::new(), token, secret, _dir: dir }
+    let (stack, dir, token) = support::start(test_seed(), customize).await;
+    TestApp { stack, http: reqwest::Client::new(), token, _dir: dir }
 }
 
 async fn spawn() -> TestApp {
@@ -178,12 +169,7 @@ async fn spawn() -> TestApp {
 
 impl TestApp {
     fn token_for(&self, tenant: i64) -> String {
-        api::Hs256::new(&self.secret).mint(&api::Claims {
-            tenant_id: tenant,
-            sub: "mallory".into(),
-            roles: vec![],
-            exp: None,
-        })
+        support::token_for(tenant, "mallory")
     }
 
     async fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Option<String>, Value) {
@@ -239,15 +225,6 @@ impl TestApp {
 
 fn status_update(sp: i64, devices: &[String], target: &str) -> Value {
     json!({"ServiceProviderId": sp, "ChangeType": 3, "PortalType": 0, "Devices": devices, "StatusUpdate": {"TargetStatus": target}})
-}
-
-fn row<'a>(status: &'a Value, iccid: &str) -> &'a Value {
-    status["Rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .find(|r| r["ICCID"] == iccid)
-        .unwrap_or_else(|| panic!("no row for {iccid} in {status}"))
 }
 
 #[tokio::test]

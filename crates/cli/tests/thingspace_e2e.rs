@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use cli::bench::bench_iccid;
 use cli::{Stack, StackConfig};
-use engine::WorkerConfig;
 use engine::ports::Store;
 use serde_json::{Value, json};
 use simulators::thingspace::{ThingSpaceSim, TsBehaviour};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant, SeedThingSpace};
+use support::row;
+
+mod support;
 
 const TS: i64 = 40;
 const OTHER_TS: i64 = 41;
@@ -128,22 +130,11 @@ struct TestApp {
 }
 
 async fn spawn_with(customize: impl FnOnce(&mut StackConfig)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let secret = "test-secret".to_string();
-    let mut config = StackConfig::local(dir.path().join("ts.db"), dir.path().join("outbox"), secret.clone());
-    config.seed = Some(seed());
-    config.simulators = true;
-    config.worker = WorkerConfig {
-        continuation_delay: Duration::from_millis(200),
-        carrier_result_wait: Duration::from_secs(30),
-        ..WorkerConfig::default()
-    };
-    config.retry.base_delay = Duration::from_millis(20);
-    config.retry.max_delay = Duration::from_secs(2);
-    customize(&mut config);
-    let stack = Stack::start(config).await.expect("stack starts");
-    let token =
-        api::Hs256::new(&secret).mint(&api::Claims { tenant_id: 1, sub: "alice".into(), roles: vec![], exp: None });
+    let (stack, dir, token) = support::start(seed(), |c| {
+        c.worker.carrier_result_wait = Duration::from_secs(30);
+        customize(c);
+    })
+    .await;
     TestApp { stack, http: reqwest::Client::new(), token, _dir: dir }
 }
 
@@ -204,15 +195,6 @@ impl TestApp {
 fn status_update(devices: &[String], target: &str, thing_space: Value) -> Value {
     json!({"ServiceProviderId": TS, "ChangeType": 3, "PortalType": 0, "Devices": devices,
            "StatusUpdate": {"TargetStatus": target, "ThingSpaceStatusUpdate": thing_space}})
-}
-
-fn row<'a>(status: &'a Value, iccid: &str) -> &'a Value {
-    status["Rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .find(|r| r["ICCID"] == iccid)
-        .unwrap_or_else(|| panic!("no row for {iccid} in {status}"))
 }
 
 fn activation(devices: &[String]) -> Value {

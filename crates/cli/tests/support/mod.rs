@@ -1,0 +1,40 @@
+//! What the end-to-end test files share: a local stack on a temporary SQLite file with the simulators, a token
+//! for tenant 1, and the status page's row of a device.
+
+use std::time::Duration;
+
+use cli::{Stack, StackConfig};
+use engine::WorkerConfig;
+use serde_json::Value;
+use store::Seed;
+
+pub const JWT_SECRET: &str = "test-secret";
+
+/// The stack as `bulkchange serve --simulators` starts it, seeded with `seed`, with short retry and continuation
+/// delays; `customize` changes the rest. Returns the stack, the directory to keep alive, and tenant 1's token.
+pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> (Stack, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = StackConfig::local(dir.path().join("e2e.db"), dir.path().join("outbox"), JWT_SECRET.to_string());
+    config.seed = Some(seed);
+    config.simulators = true;
+    config.worker = WorkerConfig { continuation_delay: Duration::from_millis(200), ..WorkerConfig::default() };
+    config.retry.base_delay = Duration::from_millis(20);
+    config.retry.max_delay = Duration::from_secs(2);
+    customize(&mut config);
+    let stack = Stack::start(config).await.expect("stack starts");
+    (stack, dir, token_for(1, "alice"))
+}
+
+pub fn token_for(tenant_id: i64, user: &str) -> String {
+    api::Hs256::new(JWT_SECRET).mint(&api::Claims { tenant_id, sub: user.into(), roles: vec![], exp: None })
+}
+
+/// The row of `iccid` in a `BulkChangeStatus` answer.
+pub fn row<'a>(status: &'a Value, iccid: &str) -> &'a Value {
+    status["Rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["ICCID"] == iccid)
+        .unwrap_or_else(|| panic!("no row for {iccid} in {status}"))
+}
