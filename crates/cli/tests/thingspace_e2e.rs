@@ -635,3 +635,19 @@ async fn an_assignment_with_a_service_plan_moves_the_plan_first_then_assigns() {
         assert_eq!(app.sim().state.device(&iccid).expect("device").service_plan.as_deref(), Some("m2m_4G_5GB"));
     }
 }
+
+#[tokio::test]
+async fn a_device_added_before_its_activation_failed_is_recorded_as_pre_active() {
+    let failing = inventory(1);
+    let app = spawn_with(|c| {
+        c.thingspace_behaviour = TsBehaviour { failing_iccids: vec![inventory(1)], ..TsBehaviour::default() };
+    })
+    .await;
+    let status = app.wait_final(app.accepted(activation(&[failing.clone(), inventory(0)])).await).await;
+    let failed = row(&status, &failing);
+    assert_eq!(failed["Status"], "API_FAILED", "{status}");
+    assert!(failed["StatusDetails"].as_str().is_some_and(|d| d.contains("at the network") && d.contains("pre-active")));
+    assert_eq!(app.device(&failing).await.device_status_id, 402, "PREACTIVE, as ThingSpace holds it");
+    assert_eq!(app.sim().state.device(&failing).expect("added").state, "preactive");
+    assert_eq!(app.device(&inventory(0)).await.device_status_id, 401, "the other one is active");
+}

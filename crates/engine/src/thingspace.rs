@@ -135,6 +135,23 @@ pub fn result_outcome(
     RowOutcome { status: RowStatus::Processed, details, device_update: update }
 }
 
+/// A failed activation of a device our database still has as INVENTORY: the row was only sent after its add
+/// succeeded, so ThingSpace now holds the device as PREACTIVE and the database follows.
+fn record_add_of_failed_activation(
+    outcome: &mut RowOutcome,
+    details: &ChangeDetails,
+    statuses: &[DeviceStatusDef],
+    current_status_id: Option<i64>,
+) {
+    let status = |code: &str| statuses.iter().find(|s| s.status.eq_ignore_ascii_case(code)).map(|s| s.id);
+    let activating = matches!(details, ChangeDetails::StatusUpdate(req)
+        if status("ACTIVE").is_some_and(|active| resolve_target_status(statuses, Integration::ThingSpace, &req.target_status).map(|t| t.id) == Some(active)));
+    if outcome.status != RowStatus::Processed && activating && current_status_id == status("INVENTORY") {
+        outcome.device_update.device_status_id = status("PREACTIVE");
+        outcome.details.push_str(" (the device was added to ThingSpace as pre-active)");
+    }
+}
+
 /// Whether a row has steps after the carrier's result (Rev.io, the customer assignment): a callback then keeps
 /// the result on the row for a worker instead of completing it.
 pub fn needs_follow_up(details: &ChangeDetails) -> bool {
@@ -150,8 +167,16 @@ pub fn needs_follow_up(details: &ChangeDetails) -> bool {
 
 /// The row's outcome from the carrier's result, with the steps after the carrier when it succeeded.
 async fn finish(job: &Job, row: &DeviceChangeRow, result: &TsResult) -> RowOutcome {
-    let outcome = result_outcome(&job.details, &job.statuses, &row.iccid, result);
-    if outcome.status != RowStatus::Processed || !needs_follow_up(&job.details) {
+    let mut outcome = result_outcome(&job.details, &job.statuses, &row.iccid, result);
+    if outcome.status != RowStatus::Processed {
+        let current = match row.device_id {
+            Some(id) => job.store.device(job.bulk.tenant_id, id).await.ok().flatten().map(|d| d.device_status_id),
+            None => None,
+        };
+        record_add_of_failed_activation(&mut outcome, &job.details, &job.statuses, current);
+        return outcome;
+    }
+    if !needs_follow_up(&job.details) {
         return outcome;
     }
     match &job.details {
@@ -247,8 +272,8 @@ struct Ready {
     row: DeviceChangeRow,
     device: TsDeviceRef,
     action: Option<TsAction>,
-    /// Added to ThingSpace by this row (INVENTORY → ACTIVE): it is PREACTIVE there even if activation fails.
-    added: bool,
+    /// The device's status in our database when the row was claimed.
+    status_id: i64,
 }
 
 async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
@@ -351,7 +376,7 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
                 }
             }
         }
-        ready.push(Ready { row, device: reference, action, added: false });
+        ready.push(Ready { row, device: reference, action, status_id: device.device_status_id });
     }
     if ready.is_empty() {
         return out;
@@ -424,15 +449,12 @@ async fn submit(
         "{description}: one request for {} devices",
         devices.len()
     );
-    let preactive = job.statuses.iter().find(|s| s.status.eq_ignore_ascii_case("PREACTIVE")).map(|s| s.id);
     let mut out = Vec::with_capacity(ready.len());
     for r in ready {
         let answer = answer.as_ref().map(|(id, call)| (id.clone(), call.clone())).map_err(Clone::clone);
         let (row, mut disposition) = accepted_or_failed(job, r.row, answer, description).await;
-        if let (Disposition::Done(outcome), true) = (&mut disposition, r.added) {
-            // The add took: the database follows what ThingSpace now holds.
-            outcome.device_update.device_status_id = preactive;
-            outcome.details.push_str(" (the device was added to ThingSpace as pre-active)");
+        if let Disposition::Done(outcome) = &mut disposition {
+            record_add_of_failed_activation(outcome, &job.details, &job.statuses, Some(r.status_id));
         }
         out.push((row, disposition));
     }
@@ -461,7 +483,6 @@ async fn send_status(
                         Some(x) if x.error.is_none() => {
                             if r.action == Some(TsAction::AddThenActivate) {
                                 r.action = Some(TsAction::Activate);
-                                r.added = true;
                                 next.push(r);
                             } else {
                                 let result = TsResult { success: true, ..Default::default() };
@@ -863,7 +884,14 @@ async fn answer_callback(
     let details = domain::BulkChangeRequest::from_wire(wire)
         .map(|r| r.details)
         .map_err(|e| StoreError::Corrupt(format!("bulk change {}: stored request unreadable: {e}", bulk.id)))?;
-    let outcome = result_outcome(&details, &statuses, &row.iccid, &callback.result);
+    let mut outcome = result_outcome(&details, &statuses, &row.iccid, &callback.result);
+    if outcome.status != RowStatus::Processed {
+        let current = match row.device_id {
+            Some(id) => store.device(bulk.tenant_id, id).await?.map(|d| d.device_status_id),
+            None => None,
+        };
+        record_add_of_failed_activation(&mut outcome, &details, &statuses, current);
+    }
     let owner = carrier_owner(&callback.request_id);
     let follow_up = needs_follow_up(&details) && outcome.status == RowStatus::Processed;
     let recorded = if follow_up {

@@ -48,6 +48,8 @@ pub struct TsBehaviour {
     pub reorder_callbacks: bool,
     /// Activation requests allowed per rolling minute (ThingSpace documents 100); more answer 429.
     pub activations_per_minute: usize,
+    /// Devices whose part of any asynchronous request fails (reported in their callback and the request status).
+    pub failing_iccids: Vec<String>,
 }
 
 impl Default for TsBehaviour {
@@ -60,6 +62,7 @@ impl Default for TsBehaviour {
             duplicate_callbacks: false,
             reorder_callbacks: false,
             activations_per_minute: 100,
+            failing_iccids: Vec::new(),
         }
     }
 }
@@ -413,10 +416,12 @@ async fn device_action(
         account.activations.push_back(now);
     }
     let iccids = device_iccids(&body, "devices");
+    let failing = state.behaviour().failing_iccids;
     let mut results = Vec::new();
     for iccid in &iccids {
         let outcome = match (account.devices.get(iccid), action.as_str()) {
             (None, _) => Err("Device not found in the account.".to_string()),
+            _ if failing.contains(iccid) => Err("The request failed for this device at the network.".to_string()),
             (Some(_), "plan") => match body["servicePlan"].as_str() {
                 Some(plan) => Ok(Effect::Plan(plan.to_string())),
                 None => Err("servicePlan is required.".to_string()),
