@@ -13,6 +13,8 @@ pub enum Metric<'a> {
     CarrierCall { integration: &'a str, latency: Duration, http_status: Option<u16> },
     /// An attempt that will be repeated; `throttled` when the carrier said 429.
     CarrierRetry { integration: &'a str, throttled: bool },
+    /// The carrier refused our login: no worker logs in to that account again until someone fixes it (alarmed).
+    LoginRefused { integration: &'a str },
 }
 
 pub trait Metrics: Send + Sync {

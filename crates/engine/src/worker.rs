@@ -264,6 +264,7 @@ impl Worker {
             }
         }
         if let Some(reason) = api.login_refused() {
+            self.metrics.record(Metric::LoginRefused { integration: job.sp.integration.name() });
             error!(
                 alert = "thingspace_login_refused",
                 service_provider_id = job.sp.id,

@@ -29,6 +29,7 @@ struct Aggregate {
     calls: u64,
     retries: u64,
     throttles: u64,
+    logins_refused: u64,
     /// Up to 100 latency samples in milliseconds (EMF's limit for one value array).
     latencies_ms: Vec<f64>,
 }
@@ -62,6 +63,9 @@ impl engine::metrics::Metrics for EmfMetrics {
                 a.retries += 1;
                 a.throttles += u64::from(throttled);
             }
+            Metric::LoginRefused { integration } => {
+                state.entry(integration.to_string()).or_default().logins_refused += 1;
+            }
         }
     }
 }
@@ -88,6 +92,7 @@ impl EmfMetrics {
                                 {"Name": "CarrierCalls", "Unit": "Count"},
                                 {"Name": "CarrierRetries", "Unit": "Count"},
                                 {"Name": "CarrierThrottles", "Unit": "Count"},
+                                {"Name": "LoginsRefused", "Unit": "Count"},
                                 {"Name": "CarrierLatency", "Unit": "Milliseconds"}
                             ]
                         }]
@@ -98,6 +103,7 @@ impl EmfMetrics {
                     "CarrierCalls": a.calls,
                     "CarrierRetries": a.retries,
                     "CarrierThrottles": a.throttles,
+                    "LoginsRefused": a.logins_refused,
                     "CarrierLatency": a.latencies_ms,
                 })
             })
@@ -131,13 +137,16 @@ mod tests {
             http_status: Some(200),
         });
         m.record(Metric::CarrierRetry { integration: "POD19", throttled: true });
+        m.record(Metric::LoginRefused { integration: "ThingSpace" });
         m.record(Metric::CarrierCall {
             integration: "Rev.io",
             latency: Duration::from_millis(5),
             http_status: Some(201),
         });
         let docs = m.drain(1_000);
-        assert_eq!(docs.len(), 2);
+        assert_eq!(docs.len(), 3);
+        let thingspace = docs.iter().find(|d| d["Integration"] == "ThingSpace").expect("ThingSpace");
+        assert_eq!(thingspace["LoginsRefused"].as_u64(), Some(1));
         let pod19 = docs.iter().find(|d| d["Integration"] == "POD19").expect("POD19");
         assert_eq!(pod19["_aws"]["CloudWatchMetrics"][0]["Namespace"], "DeviceBulkChange");
         assert_eq!(pod19["_aws"]["Timestamp"], 1_000);
