@@ -492,23 +492,22 @@ async fn customer_plan_and_archival_work_for_thingspace_devices_without_a_carrie
 
 #[tokio::test]
 async fn a_callback_that_beats_the_recording_of_its_request_id_is_still_applied() {
-    // No callback delay, and two requests (two ZIP codes): the second activation waits for the 100-a-minute
-    // bucket, so the first request's callbacks arrive before the worker records the request ids.
+    // ThingSpace delivers the callbacks before it answers the request: no row waits on the request id yet.
     let app = spawn_with(|c| {
-        c.thingspace_behaviour = TsBehaviour { callback_delay: Duration::ZERO, ..TsBehaviour::default() };
+        c.thingspace_behaviour =
+            TsBehaviour { callback_delay: Duration::ZERO, callbacks_before_answer: true, ..TsBehaviour::default() };
         c.worker.carrier_result_wait = Duration::from_secs(600);
     })
     .await;
     let devices = vec![preactive(0), preactive(1)];
-    let body = status_update(
-        &devices,
-        "Active",
-        json!({"ServicePlan": "m2m_4G", "MdnZipCode": "98801", "Devices": [{"ICCID": preactive(1), "MdnZipCode": "98802"}]}),
-    );
-    let status = app.wait_final(app.accepted(body).await).await;
+    let status = app.wait_final(app.accepted(activation(&devices)).await).await;
     assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
-    assert_eq!(app.calls("POST", "/devices/actions/activate").len(), 2, "one request per ZIP code");
+    let callbacks = app.calls("CALLBACK", "/ThingSpace/Callback");
+    assert!(callbacks.iter().all(|c| c.status == 404), "no row waited yet when they came: {callbacks:?}");
     assert!(app.calls("GET", "/status").is_empty(), "settled by the callbacks, not by polling after 10 minutes");
+    for iccid in &devices {
+        assert_eq!(app.device(iccid).await.msisdn, app.sim().state.device(iccid).expect("device").mdn);
+    }
 }
 
 #[tokio::test]

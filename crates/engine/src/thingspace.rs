@@ -13,7 +13,7 @@ use domain::request::{ChangeDetails, ThingSpaceStatusUpdate};
 use domain::rules::{DeviceStatusDef, TsAction, resolve_target_status, thingspace_transition};
 use domain::{Integration, RowStatus};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::audit;
 use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
@@ -238,7 +238,6 @@ pub(crate) async fn process(
     api: &dyn ThingSpaceApi,
     rows: Vec<DeviceChangeRow>,
     now: DateTime<Utc>,
-    give_up: Duration,
 ) -> Vec<(DeviceChangeRow, Disposition)> {
     let (with_result, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.carrier_result.is_some());
     let (waiting, fresh): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.carrier_request_id.is_some());
@@ -260,7 +259,7 @@ pub(crate) async fn process(
         by_request.entry(row.carrier_request_id.clone().unwrap_or_default()).or_default().push(row);
     }
     for (request_id, rows) in by_request {
-        out.extend(poll(job, api, &request_id, rows, now, give_up).await);
+        out.extend(poll(job, api, &request_id, rows, now).await);
     }
     if !fresh.is_empty() {
         out.extend(send(job, api, fresh).await);
@@ -400,6 +399,9 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
         ChangeDetails::ChangeIccidOrImei(req) => {
             for r in ready {
                 let answer = api.change_identifier(&r.device, req.new_iccid.as_deref(), req.new_imei.as_deref()).await;
+                if let Ok((request_id, _)) = &answer {
+                    wait_on(job, request_id, &[&r.row]).await;
+                }
                 out.push(accepted_or_failed(job, r.row, answer, "ThingSpace Change Device Identifier").await);
             }
         }
@@ -410,6 +412,28 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
         }
     }
     out
+}
+
+/// Hands rows this worker holds over to carrier request `request_id` as soon as the carrier answered, before
+/// anything else is sent (a worker that dies now leaves the least to check), then applies any callback that
+/// already came for it. A failure to record leaves the rows to the worker's lease: reclaimed, they are checked
+/// on the carrier before anything is sent again.
+async fn wait_on(job: &Job, request_id: &str, rows: &[&DeviceChangeRow]) {
+    let now = job.clock.now();
+    let deadline = now + chrono::Duration::from_std(job.carrier_result_wait).unwrap_or_default();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    match job.store.await_carrier(job.bulk.id, &ids, &job.worker_id, request_id, now, deadline).await {
+        Ok(n) => {
+            info!(bulk_change_id = job.bulk.id, request_id, rows = n, %deadline, "rows wait for the carrier's result");
+            match replay_unmatched(job.store.as_ref(), job.queue.as_ref(), job.sp.id, request_id, job.clock.now()).await
+            {
+                Ok(0) => {}
+                Ok(n) => info!(request_id, callbacks = n, "callbacks that came before the request id applied"),
+                Err(e) => warn!(request_id, error = %e, "early callbacks not applied; polling will settle the rows"),
+            }
+        }
+        Err(e) => error!(request_id, error = %e, "could not record the carrier request id on its rows"),
+    }
 }
 
 /// Logs the answer to a request and tells the row to wait for it, or fails the row with the carrier's reason.
@@ -442,6 +466,10 @@ async fn submit(
 ) -> Vec<(DeviceChangeRow, Disposition)> {
     let devices: Vec<TsDeviceRef> = ready.iter().map(|r| r.device.clone()).collect();
     let answer = api.submit(request, &devices).await;
+    if let Ok((request_id, _)) = &answer {
+        let rows: Vec<&DeviceChangeRow> = ready.iter().map(|r| &r.row).collect();
+        wait_on(job, request_id, &rows).await;
+    }
     info!(
         bulk_change_id = job.bulk.id,
         devices = devices.len(),
@@ -601,8 +629,8 @@ async fn poll(
     request_id: &str,
     rows: Vec<DeviceChangeRow>,
     now: DateTime<Utc>,
-    give_up: Duration,
 ) -> Vec<(DeviceChangeRow, Disposition)> {
+    let give_up = job.carrier_result_give_up;
     let started = rows.iter().filter_map(|r| r.carrier_requested_at).min().unwrap_or(now);
     let waited = (now - started).to_std().unwrap_or_default();
     let status = match api.request_status(request_id).await {
@@ -623,14 +651,15 @@ async fn poll(
     };
     let mut out = Vec::new();
     if status.eq_ignore_ascii_case("Pending") || status.is_empty() {
+        if waited < give_up {
+            let held: Vec<&DeviceChangeRow> = rows.iter().collect();
+            wait_on(job, request_id, &held).await;
+            return rows.into_iter().map(|row| (row, Disposition::Await(request_id.to_string()))).collect();
+        }
         for row in rows {
-            if waited >= give_up {
-                let reason =
-                    format!("No result from carrier for request {request_id} after {} minutes", waited.as_secs() / 60);
-                out.push((row, Disposition::Done(fail(RowStatus::ApiFailed, reason))));
-            } else {
-                out.push((row, Disposition::Await(request_id.to_string())));
-            }
+            let reason =
+                format!("No result from carrier for request {request_id} after {} minutes", waited.as_secs() / 60);
+            out.push((row, Disposition::Done(fail(RowStatus::ApiFailed, reason))));
         }
         return out;
     }

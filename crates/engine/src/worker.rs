@@ -121,6 +121,11 @@ pub(crate) struct Job {
     /// The stored change request, parsed once per message.
     pub details: ChangeDetails,
     pub override_validation: bool,
+    pub queue: Arc<dyn Queue>,
+    /// Who holds this worker's leases (rows are handed from it to a carrier request).
+    pub worker_id: String,
+    pub carrier_result_wait: Duration,
+    pub carrier_result_give_up: Duration,
 }
 
 impl Job {
@@ -229,39 +234,17 @@ impl Worker {
     /// One ThingSpace claim: rows grouped into multi-device requests; sent rows wait on their request id.
     async fn process_thingspace(&self, job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) {
         let now = self.clock.now();
-        let results = thingspace::process(job, api, rows, now, self.config.carrier_result_give_up).await;
-        let deadline = now + chrono::Duration::from_std(self.config.carrier_result_wait).unwrap_or_default();
-        let mut waiting: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+        let results = thingspace::process(job, api, rows, now).await;
+        let mut waiting = 0;
         for (row, disposition) in results {
             match disposition {
                 Disposition::Done(outcome) => self.record(Ok(job), &row, outcome).await,
-                Disposition::Await(request_id) => waiting.entry(request_id).or_default().push(row.id),
+                // Already handed over to its request (`thingspace::wait_on`) as soon as the carrier answered.
+                Disposition::Await(_) => waiting += 1,
             }
         }
-        for (request_id, ids) in waiting {
-            match self.store.await_carrier(job.bulk.id, &ids, &self.config.worker_id, &request_id, now, deadline).await
-            {
-                Ok(n) => {
-                    info!(request_id, rows = n, %deadline, "rows wait for the carrier's result");
-                    let replayed = thingspace::replay_unmatched(
-                        self.store.as_ref(),
-                        self.queue.as_ref(),
-                        job.sp.id,
-                        &request_id,
-                        self.clock.now(),
-                    )
-                    .await;
-                    match replayed {
-                        Ok(0) => {}
-                        Ok(n) => info!(request_id, callbacks = n, "callbacks that came before the request id applied"),
-                        Err(e) => {
-                            warn!(request_id, error = %e, "early callbacks not applied; polling will settle the rows")
-                        }
-                    }
-                }
-                // The lease runs out and the rows are reclaimed; a reclaimed row is checked on the carrier first.
-                Err(e) => error!(request_id, error = %e, "could not record the carrier request id on its rows"),
-            }
+        if waiting > 0 {
+            info!(rows = waiting, "rows wait for the carrier's results");
         }
         if let Some(reason) = api.login_refused() {
             self.metrics.record(Metric::LoginRefused { integration: job.sp.integration.name() });
@@ -330,6 +313,10 @@ impl Worker {
             control_center,
             rev_io,
             thingspace,
+            queue: self.queue.clone(),
+            worker_id: self.config.worker_id.clone(),
+            carrier_result_wait: self.config.carrier_result_wait,
+            carrier_result_give_up: self.config.carrier_result_give_up,
             store: self.store.clone(),
             clock: self.clock.clone(),
         })

@@ -50,6 +50,8 @@ pub struct TsBehaviour {
     pub activations_per_minute: usize,
     /// Devices whose part of any asynchronous request fails (reported in their callback and the request status).
     pub failing_iccids: Vec<String>,
+    /// The callbacks of a request are delivered before the request's own answer (the race a fast carrier makes).
+    pub callbacks_before_answer: bool,
 }
 
 impl Default for TsBehaviour {
@@ -63,6 +65,7 @@ impl Default for TsBehaviour {
             reorder_callbacks: false,
             activations_per_minute: 100,
             failing_iccids: Vec::new(),
+            callbacks_before_answer: false,
         }
     }
 }
@@ -315,20 +318,43 @@ fn next_state(action: &str, from: &str) -> Result<&'static str, String> {
     if allowed { Ok(to) } else { Err(format!("Device is in state {from}; {action} is not allowed.")) }
 }
 
+/// A request whose per-device results are still to be delivered.
+struct Pending {
+    request_id: String,
+    action: String,
+    results: Vec<(String, Result<Effect, String>)>,
+}
+
 async fn device_action(
     State(state): State<Arc<ThingSpaceState>>,
     Path(action): Path<String>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    match accept_action(&state, action, &headers, body) {
+        Ok(answer) => answer,
+        Err(Pending { request_id, action, results }) => {
+            complete_later(state, request_id.clone(), action, results).await;
+            Json(json!({"requestId": request_id})).into_response()
+        }
+    }
+}
+
+/// The request under the account's lock: an immediate answer, or the asynchronous work it started.
+fn accept_action(
+    state: &ThingSpaceState,
+    action: String,
+    headers: &HeaderMap,
+    body: Value,
+) -> Result<Response, Pending> {
     let path = format!("{M2M_PREFIX}/devices/actions/{action}");
     let mut account = match state.account.lock() {
         Ok(a) => a,
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(_) => return Ok(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
     };
-    if let Err(r) = admit(&state, &mut account, &headers) {
+    if let Err(r) = admit(state, &mut account, headers) {
         state.harness.record("POST", &path, body.clone(), r.status());
-        return r;
+        return Ok(r);
     }
     if action == "add" {
         let iccids = device_iccids(&body, "devicesToAdd");
@@ -348,17 +374,17 @@ async fn device_action(
             })
             .collect();
         state.harness.record("POST", &path, body, StatusCode::OK);
-        return Json(results).into_response();
+        return Ok(Json(results).into_response());
     }
     if action == "delete" {
         let iccids = device_iccids(&body, "devicesToDelete");
         if iccids.len() > 100 {
             state.harness.record("POST", &path, body, StatusCode::BAD_REQUEST);
-            return error(
+            return Ok(error(
                 StatusCode::BAD_REQUEST,
                 "DeviceService.INPUT_INVALID.TooManyDevices",
                 "At most 100 devices per delete request.",
-            );
+            ));
         }
         let results: Vec<Value> = iccids
             .iter()
@@ -375,7 +401,7 @@ async fn device_action(
             })
             .collect();
         state.harness.record("POST", &path, body, StatusCode::OK);
-        return Json(results).into_response();
+        return Ok(Json(results).into_response());
     }
     if action == "list" {
         let wanted = body["deviceId"]["id"].as_str().map(str::to_string);
@@ -386,18 +412,18 @@ async fn device_action(
             .map(list_entry)
             .collect();
         state.harness.record("POST", &path, body, StatusCode::OK);
-        return Json(json!({"hasMoreData": false, "devices": devices})).into_response();
+        return Ok(Json(json!({"hasMoreData": false, "devices": devices})).into_response());
     }
     if action == "activate"
         && (body["servicePlan"].as_str().unwrap_or_default().is_empty()
             || body["mdnZipCode"].as_str().unwrap_or_default().is_empty())
     {
         state.harness.record("POST", &path, body, StatusCode::BAD_REQUEST);
-        return error(
+        return Ok(error(
             StatusCode::BAD_REQUEST,
             "DeviceService.INPUT_INVALID.MissingField",
             "servicePlan and mdnZipCode are required.",
-        );
+        ));
     }
     if action == "activate" {
         let limit = state.behaviour().activations_per_minute;
@@ -407,11 +433,11 @@ async fn device_action(
         }
         if account.activations.len() >= limit {
             state.harness.record("POST", &path, body, StatusCode::TOO_MANY_REQUESTS);
-            return error(
+            return Ok(error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "UnifiedWebService.REQUEST_FAILED.TooManyRequests",
                 "Activation requests are limited to 100 per minute.",
-            );
+            ));
         }
         account.activations.push_back(now);
     }
@@ -449,8 +475,7 @@ async fn device_action(
     drop(account);
     let method = if matches!(action.as_str(), "plan" | "customFields") { "PUT" } else { "POST" };
     state.harness.record(method, &path, body, StatusCode::OK);
-    complete_later(state, request_id.clone(), action, results);
-    Json(json!({"requestId": request_id})).into_response()
+    Err(Pending { request_id, action, results })
 }
 
 /// What a device's part of an asynchronous request does when the carrier has processed it.
@@ -475,14 +500,14 @@ fn assign_line(mut device: TsDevice) -> TsDevice {
 
 /// After the callback delay: applies each device's effect, settles the request status, and sends one
 /// `CarrierService` callback per device (unless callbacks are dropped; duplicated or reordered when asked).
-fn complete_later(
+async fn complete_later(
     state: Arc<ThingSpaceState>,
     request_id: String,
     action: String,
     results: Vec<(String, Result<Effect, String>)>,
 ) {
     let behaviour = state.behaviour();
-    tokio::spawn(async move {
+    let delivery = tokio::spawn(async move {
         tokio::time::sleep(behaviour.callback_delay).await;
         let mut sent = Vec::new();
         let callback = {
@@ -531,6 +556,9 @@ fn complete_later(
             }
         }
     });
+    if behaviour.callbacks_before_answer {
+        let _ = delivery.await;
+    }
 }
 
 /// Applies one device's effect; the device as it is afterwards (for an activation's number and address).
@@ -587,13 +615,29 @@ async fn change_identifier(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    match accept_identifier_change(&state, &service_type, &headers, body) {
+        Ok(answer) => answer,
+        Err(Pending { request_id, action, results }) => {
+            complete_later(state, request_id.clone(), action, results).await;
+            Json(json!({"requestId": request_id})).into_response()
+        }
+    }
+}
+
+/// The device must be active and the new identifier unknown; the change itself is asynchronous.
+fn accept_identifier_change(
+    state: &ThingSpaceState,
+    service_type: &str,
+    headers: &HeaderMap,
+    body: Value,
+) -> Result<Response, Pending> {
     let path = format!("{M2M_PREFIX}/devices/{service_type}/actions/deviceId");
     let mut account = match state.account.lock() {
         Ok(a) => a,
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(_) => return Ok(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
     };
-    if let Err(r) = admit(&state, &mut account, &headers) {
-        return r;
+    if let Err(r) = admit(state, &mut account, headers) {
+        return Ok(r);
     }
     let id_of = |key: &str, kind: &str| {
         body[key]
@@ -614,20 +658,14 @@ async fn change_identifier(
     };
     if let Some(why) = refused {
         state.harness.record("PUT", &path, body, StatusCode::BAD_REQUEST);
-        return error(StatusCode::BAD_REQUEST, "DeviceService.REQUEST_FAILED.ChangeIdentifier", why);
+        return Ok(error(StatusCode::BAD_REQUEST, "DeviceService.REQUEST_FAILED.ChangeIdentifier", why));
     }
     let request_id = account.next_id("req");
     account.requests.insert(request_id.clone(), "Pending".into());
     drop(account);
     state.harness.record("PUT", &path, body, StatusCode::OK);
-    let old = old.unwrap_or_default();
-    complete_later(
-        state,
-        request_id.clone(),
-        "deviceId".into(),
-        vec![(old, Ok(Effect::Identifier { new_iccid, new_imei }))],
-    );
-    Json(json!({"requestId": request_id})).into_response()
+    let results = vec![(old.unwrap_or_default(), Ok(Effect::Identifier { new_iccid, new_imei }))];
+    Err(Pending { request_id, action: "deviceId".into(), results })
 }
 
 fn list_entry(d: &TsDevice) -> Value {
