@@ -14,25 +14,26 @@ BEGIN
 END
 GO
 
+-- A service provider as the store reads it: its own columns and, for ThingSpace, its settings.
+CREATE OR ALTER VIEW dbo.vw_ServiceProviderSettings AS
+    SELECT sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
+           sp.WriteIsEnabled, sp.RateLimitPerSecond, sp.IsActive, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
+           ts.CallbackPassword, ts.LoginRefusedReason
+    FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id;
+GO
+
 CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_Get @TenantId BIGINT, @Id BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
-           sp.WriteIsEnabled, sp.RateLimitPerSecond, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
-           ts.CallbackPassword, ts.LoginRefusedReason
-    FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id
-    WHERE sp.Id = @Id AND sp.TenantId = @TenantId AND sp.IsActive = 1;
+    SELECT * FROM dbo.vw_ServiceProviderSettings WHERE Id = @Id AND TenantId = @TenantId AND IsActive = 1;
 END
 GO
 
 CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_GetForIntegration @TenantId BIGINT, @IntegrationId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT TOP (1) sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
-           sp.WriteIsEnabled, sp.RateLimitPerSecond, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
-           ts.CallbackPassword, ts.LoginRefusedReason
-    FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id
-    WHERE sp.TenantId = @TenantId AND sp.IntegrationId = @IntegrationId AND sp.IsActive = 1 ORDER BY sp.Id;
+    SELECT TOP (1) * FROM dbo.vw_ServiceProviderSettings
+    WHERE TenantId = @TenantId AND IntegrationId = @IntegrationId AND IsActive = 1 ORDER BY Id;
 END
 GO
 
@@ -577,11 +578,7 @@ GO
 CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_ListThingSpace AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
-           sp.WriteIsEnabled, sp.RateLimitPerSecond, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
-           ts.CallbackPassword, ts.LoginRefusedReason
-    FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id
-    WHERE sp.IntegrationId = 4 AND sp.IsActive = 1 ORDER BY sp.Id;
+    SELECT * FROM dbo.vw_ServiceProviderSettings WHERE IntegrationId = 4 AND IsActive = 1 ORDER BY Id;
 END
 GO
 

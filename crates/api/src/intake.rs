@@ -177,7 +177,7 @@ async fn thingspace_status_rows(
     iccids: &[String],
 ) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
     let options = update.thing_space.as_deref().cloned().unwrap_or_default();
-    if let Some(code) = options.reason_code.as_deref().filter(|c| c.trim() != crate::intake::THINGSPACE_REASON_CODE) {
+    if let Some(code) = options.reason_code.as_deref().filter(|c| c.trim() != engine::thingspace::DEFAULT_REASON_CODE) {
         return Err(ApiError::invalid(
             "StatusUpdate.ThingSpaceStatusUpdate.ReasonCode",
             format!("reason code '{code}' is not one ThingSpace documents; use FF (General Admin/Maintenance)"),
@@ -213,9 +213,6 @@ async fn thingspace_status_rows(
         verdict
     }))
 }
-
-/// The deactivation reason ThingSpace documents.
-pub const THINGSPACE_REASON_CODE: &str = "FF";
 
 /// DeleteDevice (ThingSpace): only deactivated devices can be deleted.
 async fn delete_rows(

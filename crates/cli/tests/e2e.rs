@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use cli::bench::bench_iccid;
-use cli::{Stack, StackConfig};
+use cli::StackConfig;
 use domain::ids::luhn_check_digit;
 use engine::WorkerConfig;
 use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedRevCustomer, SeedRevService, SeedServiceProvider, SeedTenant};
-use support::row;
+use support::{TestApp, row};
 
 mod support;
 
@@ -151,16 +151,8 @@ fn test_seed() -> Seed {
     }
 }
 
-struct TestApp {
-    stack: Stack,
-    http: reqwest::Client,
-    token: String,
-    _dir: tempfile::TempDir,
-}
-
 async fn spawn_with(customize: impl FnOnce(&mut StackConfig)) -> TestApp {
-    let (stack, dir, token) = support::start(test_seed(), customize).await;
-    TestApp { stack, http: reqwest::Client::new(), token, _dir: dir }
+    TestApp::start(test_seed(), customize).await
 }
 
 async fn spawn() -> TestApp {

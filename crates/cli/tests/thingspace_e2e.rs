@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use cli::bench::bench_iccid;
-use cli::{Stack, StackConfig};
+use cli::StackConfig;
 use engine::ports::Store;
 use serde_json::{Value, json};
 use simulators::thingspace::{ThingSpaceSim, TsBehaviour};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant, SeedThingSpace};
-use support::row;
+use support::{TestApp, row};
 
 mod support;
 
@@ -122,20 +122,12 @@ fn seed() -> Seed {
     }
 }
 
-struct TestApp {
-    stack: Stack,
-    http: reqwest::Client,
-    token: String,
-    _dir: tempfile::TempDir,
-}
-
 async fn spawn_with(customize: impl FnOnce(&mut StackConfig)) -> TestApp {
-    let (stack, dir, token) = support::start(seed(), |c| {
+    TestApp::start(seed(), |c| {
         c.worker.carrier_result_wait = Duration::from_secs(30);
         customize(c);
     })
-    .await;
-    TestApp { stack, http: reqwest::Client::new(), token, _dir: dir }
+    .await
 }
 
 impl TestApp {

@@ -39,8 +39,24 @@ fn username_fields(req: &domain::request::UsernameUpdate) -> Vec<(String, String
     }
     fields
 }
+
 /// The deactivation reason ThingSpace documents (General Admin/Maintenance).
 pub const DEFAULT_REASON_CODE: &str = "FF";
+
+/// The ThingSpace status a status update asks for; `None` for other change types or an unknown status.
+fn status_target<'a>(details: &ChangeDetails, statuses: &'a [DeviceStatusDef]) -> Option<&'a DeviceStatusDef> {
+    match details {
+        ChangeDetails::StatusUpdate(req) => {
+            resolve_target_status(statuses, Integration::ThingSpace, &req.target_status)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the change is an activation (ThingSpace then assigns a number and an address).
+fn activates(details: &ChangeDetails, statuses: &[DeviceStatusDef]) -> bool {
+    status_target(details, statuses).is_some_and(|t| t.status.eq_ignore_ascii_case("ACTIVE"))
+}
 
 /// Who holds a row's lease while it waits on carrier request `request_id`.
 pub fn carrier_owner(request_id: &str) -> String {
@@ -79,25 +95,23 @@ pub fn result_outcome(
     }
     let mut update = DeviceUpdate::default();
     let details = match details {
-        ChangeDetails::StatusUpdate(req) => {
-            match resolve_target_status(statuses, Integration::ThingSpace, &req.target_status) {
-                Some(target) => {
-                    update.device_status_id = Some(target.id);
-                    update.imei = req.thing_space.as_ref().and_then(|t| t.imei_of(iccid));
-                    update.msisdn = result.msisdn.clone();
-                    update.ip_address = result.ip_address.clone();
-                    let mut d = format!("Status changed to {}", target.status);
-                    if let Some(m) = &result.msisdn {
-                        d.push_str(&format!("; MSISDN {m}"));
-                    }
-                    if let Some(ip) = &result.ip_address {
-                        d.push_str(&format!("; IP address {ip}"));
-                    }
-                    d
+        ChangeDetails::StatusUpdate(req) => match status_target(details, statuses) {
+            Some(target) => {
+                update.device_status_id = Some(target.id);
+                update.imei = req.thing_space.as_ref().and_then(|t| t.imei_of(iccid));
+                update.msisdn = result.msisdn.clone();
+                update.ip_address = result.ip_address.clone();
+                let mut d = format!("Status changed to {}", target.status);
+                if let Some(m) = &result.msisdn {
+                    d.push_str(&format!("; MSISDN {m}"));
                 }
-                None => return fail(RowStatus::Error, format!("Unknown target status '{}'", req.target_status)),
+                if let Some(ip) = &result.ip_address {
+                    d.push_str(&format!("; IP address {ip}"));
+                }
+                d
             }
-        }
+            None => return fail(RowStatus::Error, format!("Unknown target status '{}'", req.target_status)),
+        },
         ChangeDetails::CarrierRatePlanChange(req) => {
             update.carrier_rate_plan = Some(req.carrier_rate_plan.trim().to_string());
             format!("Service plan changed to {}", req.carrier_rate_plan.trim())
@@ -144,9 +158,10 @@ fn record_add_of_failed_activation(
     current_status_id: Option<i64>,
 ) {
     let status = |code: &str| statuses.iter().find(|s| s.status.eq_ignore_ascii_case(code)).map(|s| s.id);
-    let activating = matches!(details, ChangeDetails::StatusUpdate(req)
-        if status("ACTIVE").is_some_and(|active| resolve_target_status(statuses, Integration::ThingSpace, &req.target_status).map(|t| t.id) == Some(active)));
-    if outcome.status != RowStatus::Processed && activating && current_status_id == status("INVENTORY") {
+    if outcome.status != RowStatus::Processed
+        && activates(details, statuses)
+        && current_status_id == status("INVENTORY")
+    {
         outcome.device_update.device_status_id = status("PREACTIVE");
         outcome.details.push_str(" (the device was added to ThingSpace as pre-active)");
     }
@@ -277,18 +292,11 @@ struct Ready {
 
 async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
     let mut out = Vec::new();
-    let target = match &job.details {
-        ChangeDetails::StatusUpdate(req) => {
-            match resolve_target_status(&job.statuses, Integration::ThingSpace, &req.target_status) {
-                Some(t) => Some(t.clone()),
-                None => {
-                    let reason = format!("Unknown target status '{}' for ThingSpace", req.target_status);
-                    return rows.into_iter().map(|r| (r, Disposition::Done(fail(RowStatus::Error, &reason)))).collect();
-                }
-            }
-        }
-        _ => None,
-    };
+    let target = status_target(&job.details, &job.statuses).cloned();
+    if let (ChangeDetails::StatusUpdate(req), None) = (&job.details, &target) {
+        let reason = format!("Unknown target status '{}' for ThingSpace", req.target_status);
+        return rows.into_iter().map(|r| (r, Disposition::Done(fail(RowStatus::Error, &reason)))).collect();
+    }
     let ts_options = match &job.details {
         ChangeDetails::StatusUpdate(req) => req.thing_space.as_deref().cloned().unwrap_or_default(),
         _ => ThingSpaceStatusUpdate::default(),
@@ -664,14 +672,8 @@ async fn poll(
         return out;
     }
     let succeeded = status.eq_ignore_ascii_case("Success");
-    let activation = matches!(&job.details, ChangeDetails::StatusUpdate(req)
-        if req.target_status.eq_ignore_ascii_case("active"));
-    let target = match &job.details {
-        ChangeDetails::StatusUpdate(req) => {
-            resolve_target_status(&job.statuses, Integration::ThingSpace, &req.target_status).cloned()
-        }
-        _ => None,
-    };
+    let activation = activates(&job.details, &job.statuses);
+    let target = status_target(&job.details, &job.statuses);
     for row in rows {
         // A whole-request success needs no device read, but for the number and address an activation assigned.
         let result = if succeeded && !activation {
@@ -681,7 +683,7 @@ async fn poll(
                 Ok((state, call)) => {
                     job.log(&row, "ThingSpace device list (poll)", &call, None).await;
                     match state {
-                        Some(s) if succeeded || already_done(&job.details, target.as_ref(), Some(&s)) => {
+                        Some(s) if succeeded || already_done(&job.details, target, Some(&s)) => {
                             TsResult { success: true, msisdn: s.msisdn, ip_address: s.ip_address, reason: None }
                         }
                         Some(s) => TsResult {

@@ -331,7 +331,14 @@ async fn device_action(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    match accept_action(&state, action, &headers, body) {
+    let accepted = accept_action(&state, action, &headers, body);
+    answer(state, accepted).await
+}
+
+/// An immediate answer as it is; an accepted asynchronous request answers its `requestId` and delivers its
+/// per-device results later (or first, with `callbacks_before_answer`).
+async fn answer(state: Arc<ThingSpaceState>, accepted: Result<Response, Pending>) -> Response {
+    match accepted {
         Ok(answer) => answer,
         Err(Pending { request_id, action, results }) => {
             complete_later(state, request_id.clone(), action, results).await;
@@ -615,13 +622,8 @@ async fn change_identifier(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    match accept_identifier_change(&state, &service_type, &headers, body) {
-        Ok(answer) => answer,
-        Err(Pending { request_id, action, results }) => {
-            complete_later(state, request_id.clone(), action, results).await;
-            Json(json!({"requestId": request_id})).into_response()
-        }
-    }
+    let accepted = accept_identifier_change(&state, &service_type, &headers, body);
+    answer(state, accepted).await
 }
 
 /// The device must be active and the new identifier unknown; the change itself is asynchronous.

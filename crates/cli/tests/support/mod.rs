@@ -10,6 +10,22 @@ use store::Seed;
 
 pub const JWT_SECRET: &str = "test-secret";
 
+/// A started stack and what a test needs to talk to it; each test file adds its own helpers in an `impl`.
+pub struct TestApp {
+    pub stack: Stack,
+    pub http: reqwest::Client,
+    /// Tenant 1's token.
+    pub token: String,
+    pub _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> Self {
+        let (stack, dir, token) = start(seed, customize).await;
+        Self { stack, http: reqwest::Client::new(), token, _dir: dir }
+    }
+}
+
 /// The stack as `bulkchange serve --simulators` starts it, seeded with `seed`, with short retry and continuation
 /// delays; `customize` changes the rest. Returns the stack, the directory to keep alive, and tenant 1's token.
 pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> (Stack, tempfile::TempDir, String) {
