@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use cli::bench::bench_iccid;
 use cli::StackConfig;
+use cli::bench::bench_iccid;
 use domain::ids::luhn_check_digit;
 use engine::WorkerConfig;
 use serde_json::{Value, json};

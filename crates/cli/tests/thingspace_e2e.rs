@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use cli::bench::bench_iccid;
 use cli::StackConfig;
+use cli::bench::bench_iccid;
 use engine::ports::Store;
 use serde_json::{Value, json};
 use simulators::thingspace::{ThingSpaceSim, TsBehaviour};

@@ -323,47 +323,51 @@ impl Worker {
     }
 
     async fn process_row(&self, job: Result<&Job, &str>, row: DeviceChangeRow) {
-        let outcome = match job {
-            Ok(job) => {
-                let span = info_span!("row", iccid = %row.iccid, row_id = row.id, carrier = job.sp.integration.name());
-                self.outcome_for(job, &row).instrument(span).await
-            }
-            Err(reason) => RowOutcome {
-                status: RowStatus::Error,
-                details: format!("Service provider of this bulk change is not available: {reason}"),
-                device_update: DeviceUpdate::default(),
-            },
-        };
-        self.record(job, &row, outcome).await;
-    }
-
-    /// Records a row's final outcome while this worker holds it.
-    async fn record(&self, job: Result<&Job, &str>, row: &DeviceChangeRow, outcome: RowOutcome) {
         let carrier = job.map_or("unknown", |j| j.sp.integration.name());
         let span = info_span!("row", iccid = %row.iccid, row_id = row.id, carrier);
         async {
-            info!(status = %outcome.status, details = %outcome.details, "row finished");
-            self.metrics.record(Metric::RowFinished { integration: carrier, status: outcome.status });
-            match self
-                .store
-                .complete_row(
-                    job.map_or(0, |j| j.bulk.tenant_id),
-                    row.bulk_change_id,
-                    row.id,
-                    &self.config.worker_id,
-                    &outcome,
-                    self.clock.now(),
-                )
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => warn!("row was taken over by another worker before it completed; its outcome is theirs"),
-                // The lease will expire and the row will be claimed again; the next worker asks the carrier first.
-                Err(e) => error!(error = %e, "could not record the row's outcome"),
-            }
+            let outcome = match job {
+                Ok(job) => self.outcome_for(job, &row).await,
+                Err(reason) => RowOutcome {
+                    status: RowStatus::Error,
+                    details: format!("Service provider of this bulk change is not available: {reason}"),
+                    device_update: DeviceUpdate::default(),
+                },
+            };
+            self.complete(job, &row, outcome).await;
         }
         .instrument(span)
         .await
+    }
+
+    /// Records a row's final outcome while this worker holds it (in the row's span).
+    async fn record(&self, job: Result<&Job, &str>, row: &DeviceChangeRow, outcome: RowOutcome) {
+        let carrier = job.map_or("unknown", |j| j.sp.integration.name());
+        let span = info_span!("row", iccid = %row.iccid, row_id = row.id, carrier);
+        self.complete(job, row, outcome).instrument(span).await
+    }
+
+    async fn complete(&self, job: Result<&Job, &str>, row: &DeviceChangeRow, outcome: RowOutcome) {
+        let carrier = job.map_or("unknown", |j| j.sp.integration.name());
+        info!(status = %outcome.status, details = %outcome.details, "row finished");
+        self.metrics.record(Metric::RowFinished { integration: carrier, status: outcome.status });
+        match self
+            .store
+            .complete_row(
+                job.map_or(0, |j| j.bulk.tenant_id),
+                row.bulk_change_id,
+                row.id,
+                &self.config.worker_id,
+                &outcome,
+                self.clock.now(),
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => warn!("row was taken over by another worker before it completed; its outcome is theirs"),
+            // The lease will expire and the row will be claimed again; the next worker asks the carrier first.
+            Err(e) => error!(error = %e, "could not record the row's outcome"),
+        }
     }
 
     async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow) -> RowOutcome {
