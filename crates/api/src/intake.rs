@@ -11,7 +11,7 @@ use domain::rules::{
     DeviceRecord, DeviceVerdict, dedupe_devices, parse_effective_date, resolve_target_status, scheduled_for,
     validate_archival_device, validate_device, validate_label, validate_status_update_device,
 };
-use domain::rules::{TsAction, thingspace_transition, validate_thingspace_activation};
+use domain::rules::{thingspace_transition, validate_thingspace_activation};
 use domain::{BulkChangeRequest, FieldError, Integration, RequestError, RowStatus};
 use engine::ports::{CustomerPlanChange, NewBulkChange, NewRow, ScheduledCustomerPlan, ServiceProvider, Store};
 use serde::Serialize;
@@ -203,7 +203,7 @@ async fn thingspace_status_rows(
         let verdict = validate_status_update_device(raw, device, sp.id, sp.integration, current, target);
         let DeviceVerdict::Valid { iccid, .. } = &verdict else { return verdict };
         let action = thingspace_transition(current.map_or("INVENTORY", |c| c.status.as_str()), &target.status);
-        if matches!(action, Ok(Some(a)) if a.activates() || a == TsAction::AddThenActivate) {
+        if matches!(action, Ok(Some(a)) if a.activates()) {
             let (plan, zip) = options.plan_and_zip(iccid.as_str());
             if let Err(reason) = validate_thingspace_activation(iccid.as_str(), plan.as_deref(), zip.as_deref(), &plans)
             {

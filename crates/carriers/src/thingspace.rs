@@ -254,18 +254,7 @@ impl ThingSpaceClient {
         if let (Some(bucket), "activate") = (&self.activations, action) {
             bucket.acquire().await;
         }
-        let answer = self.m2m(Method::POST, &format!("devices/actions/{action}"), Some(&body)).await?;
-        match serde_json::from_str::<Value>(&answer.body).ok().and_then(|v| v["requestId"].as_str().map(str::to_string))
-        {
-            Some(id) => Ok((id, answer.call)),
-            None => Err(CarrierFailure {
-                kind: FailureKind::Protocol,
-                code: None,
-                message: "answer without requestId".into(),
-                attempts: 1,
-                call: answer.call,
-            }),
-        }
+        self.request_id(self.m2m(Method::POST, &format!("devices/actions/{action}"), Some(&body)).await?)
     }
 
     /// `Pending`, `Success` or `Failure`.
@@ -388,13 +377,7 @@ fn refs_to_ids(devices: &[TsDeviceRef]) -> Vec<Value> {
 
 /// The device of a list answer: state, plan, identifiers, address and custom fields.
 fn device_state(entry: &Value) -> TsDeviceState {
-    let id_of = |kind: &str| {
-        entry["deviceIds"]
-            .as_array()
-            .and_then(|ids| ids.iter().find(|i| i["kind"] == kind))
-            .and_then(|i| i["id"].as_str())
-            .map(str::to_string)
-    };
+    let id_of = |kind: &str| id_of(entry, kind);
     let carrier = &entry["carrierInformations"][0];
     TsDeviceState {
         state: carrier["state"].as_str().unwrap_or_default().to_ascii_lowercase(),
@@ -487,11 +470,15 @@ impl ThingSpaceApi for ThingSpaceClient {
     }
 }
 
-fn iccid_of(entry: &Value) -> String {
+/// The identifier of `kind` in an entry's `deviceIds`.
+fn id_of(entry: &Value, kind: &str) -> Option<String> {
     entry["deviceIds"]
         .as_array()
-        .and_then(|ids| ids.iter().find(|i| i["kind"] == "iccid"))
+        .and_then(|ids| ids.iter().find(|i| i["kind"] == kind))
         .and_then(|i| i["id"].as_str())
-        .unwrap_or_default()
-        .to_string()
+        .map(str::to_string)
+}
+
+fn iccid_of(entry: &Value) -> String {
+    id_of(entry, "iccid").unwrap_or_default()
 }
