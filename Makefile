@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BIN := target/debug/bulkchange
 RELEASE_BIN := target/release/bulkchange
 
-.PHONY: help run serve test unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-scheduler
+.PHONY: help run serve test test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-scheduler
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ run: tools ## Build, start the local stack with simulators, submit the sample bu
 
 serve: tools ## Serve the local stack on 127.0.0.1:8080 with simulators (Ctrl-C stops it)
 	$(CARGO) build -p cli
-	BULKCHANGE_JWT_SECRET=$${BULKCHANGE_JWT_SECRET:-local-dev-secret} $(BIN) serve --seed events/seed.json --simulators \
+	BULKCHANGE_JWT_SECRET=$${BULKCHANGE_JWT_SECRET:-local-dev-secret-change-me-0123456789} $(BIN) serve --seed events/seed.json --simulators \
 		--database .run/serve.db --outbox .run/outbox
 
 test: tools lint unit template-lint ## Every check and every test (what CI runs)
@@ -36,6 +36,10 @@ unit: $(VENV)/.moto ## All Rust tests, with a moto server for the AWS adapters (
 		echo "cargo-nextest not found; running cargo test"; \
 		scripts/with-moto.sh $(VENV) $(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+test-mssql: tools ## The store contract on SQL Server (needs MSSQL_URL; README "Running the SQL Server tests")
+	@test -n "$$MSSQL_URL" || { echo "MSSQL_URL is not set: give it the ADO connection string of a scratch SQL Server database"; exit 2; }
+	$(CARGO) test -p store --test mssql_contract -- --ignored --nocapture
 
 lint: fmt clippy ## rustfmt and clippy, warnings are errors
 

@@ -272,3 +272,89 @@ IF COL_LENGTH('dbo.M2M_DeviceChange', 'CarrierResult') IS NULL
 IF COL_LENGTH('dbo.Mobility_DeviceChange', 'CarrierResult') IS NULL
     ALTER TABLE dbo.Mobility_DeviceChange ADD CarrierResult NVARCHAR(MAX) NULL;
 GO
+
+-- One open change per device and attribute (issue 9, README "One change per device"). An open row (PENDING,
+-- PROCESSING, SCHEDULED) holds a lock row per attribute it changes; the primary key decides between two racing
+-- creations. The row tables' triggers release a row's locks when it becomes final. Open rows of an older database
+-- take every attribute (the first row of a device wins).
+IF OBJECT_ID('dbo.DeviceChangeLock') IS NULL
+CREATE TABLE dbo.DeviceChangeLock (
+    DeviceId BIGINT NOT NULL REFERENCES dbo.Device(Id),
+    Attribute NVARCHAR(30) NOT NULL,
+    BulkChangeId BIGINT NOT NULL,
+    RowId BIGINT NOT NULL,
+    ChangeRequestTypeId BIGINT NOT NULL,
+    TenantId BIGINT NOT NULL,
+    CreatedDate DATETIME2 NOT NULL,
+    CONSTRAINT PK_DeviceChangeLock PRIMARY KEY (DeviceId, Attribute)
+);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceChangeLock_Row')
+CREATE INDEX IX_DeviceChangeLock_Row ON dbo.DeviceChangeLock (BulkChangeId, RowId);
+GO
+CREATE OR ALTER TRIGGER dbo.TR_M2M_DeviceChange_Unlock ON dbo.M2M_DeviceChange AFTER UPDATE AS
+BEGIN
+    SET NOCOUNT ON;
+    IF UPDATE(Status)
+        DELETE l FROM dbo.DeviceChangeLock l JOIN inserted i ON l.BulkChangeId = i.BulkChangeId AND l.RowId = i.Id
+        WHERE i.Status NOT IN (N'PENDING', N'PROCESSING', N'SCHEDULED');
+END
+GO
+CREATE OR ALTER TRIGGER dbo.TR_Mobility_DeviceChange_Unlock ON dbo.Mobility_DeviceChange AFTER UPDATE AS
+BEGIN
+    SET NOCOUNT ON;
+    IF UPDATE(Status)
+        DELETE l FROM dbo.DeviceChangeLock l JOIN inserted i ON l.BulkChangeId = i.BulkChangeId AND l.RowId = i.Id
+        WHERE i.Status NOT IN (N'PENDING', N'PROCESSING', N'SCHEDULED');
+END
+GO
+INSERT INTO dbo.DeviceChangeLock (DeviceId, Attribute, BulkChangeId, RowId, ChangeRequestTypeId, TenantId, CreatedDate)
+SELECT x.DeviceId, x.Attribute, x.BulkChangeId, x.Id, x.ChangeRequestTypeId, x.TenantId, x.CreatedDate
+FROM (
+    SELECT r.DeviceId, a.Attribute, r.BulkChangeId, r.Id, b.ChangeRequestTypeId, r.TenantId, r.CreatedDate,
+           ROW_NUMBER() OVER (PARTITION BY r.DeviceId, a.Attribute ORDER BY r.BulkChangeId, r.Id) AS n
+    FROM (SELECT Id, BulkChangeId, DeviceId, TenantId, CreatedDate, Status FROM dbo.M2M_DeviceChange
+          UNION ALL SELECT Id, BulkChangeId, DeviceId, TenantId, CreatedDate, Status FROM dbo.Mobility_DeviceChange) r
+    JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
+    CROSS JOIN (VALUES (N'Status'), (N'CarrierRatePlan'), (N'CustomerRatePlan'), (N'Billing'), (N'Username'), (N'Identity')) a (Attribute)
+    WHERE r.Status IN (N'PENDING', N'PROCESSING', N'SCHEDULED') AND r.DeviceId IS NOT NULL
+) x
+WHERE x.n = 1 AND NOT EXISTS (SELECT 1 FROM dbo.DeviceChangeLock l WHERE l.DeviceId = x.DeviceId AND l.Attribute = x.Attribute);
+GO
+-- At most one open retry of a bulk change.
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'UX_DeviceBulkChange_OpenRetry')
+CREATE UNIQUE INDEX UX_DeviceBulkChange_OpenRetry ON dbo.DeviceBulkChange (RetryOfBulkChangeId)
+WHERE RetryOfBulkChangeId IS NOT NULL AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED');
+GO
+-- At most one active Rev.io service line per device (older duplicates, from before this rule, are closed), and
+-- the creation in flight of a device's line, so a crashed or ambiguous attempt is looked up on Rev.io first.
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'UX_RevService_ActiveDevice')
+BEGIN
+    ;WITH ranked AS (SELECT IsActive, ROW_NUMBER() OVER (PARTITION BY DeviceId ORDER BY Id DESC) AS n FROM dbo.RevService WHERE IsActive = 1)
+    UPDATE ranked SET IsActive = 0 WHERE n > 1;
+    CREATE UNIQUE INDEX UX_RevService_ActiveDevice ON dbo.RevService (DeviceId) WHERE IsActive = 1;
+END
+IF OBJECT_ID('dbo.RevServiceCreation') IS NULL
+CREATE TABLE dbo.RevServiceCreation (
+    DeviceId BIGINT NOT NULL PRIMARY KEY REFERENCES dbo.Device(Id),
+    TenantId BIGINT NOT NULL,
+    RevCustomerId NVARCHAR(100) NOT NULL,
+    BulkChangeId BIGINT NOT NULL,
+    RowId BIGINT NOT NULL,
+    Attempts INT NOT NULL,
+    StartedDate DATETIME2 NOT NULL
+);
+-- Idempotency-Key of the POST routes, per tenant, kept 24 h.
+IF OBJECT_ID('dbo.IdempotencyKey') IS NULL
+CREATE TABLE dbo.IdempotencyKey (
+    TenantId BIGINT NOT NULL,
+    IdempotencyKey NVARCHAR(255) NOT NULL,
+    RequestHash NVARCHAR(64) NOT NULL,
+    BulkChangeId BIGINT NULL,
+    ResponseStatus INT NULL,
+    ResponseBody NVARCHAR(MAX) NULL,
+    CreatedDate DATETIME2 NOT NULL,
+    CONSTRAINT PK_IdempotencyKey PRIMARY KEY (TenantId, IdempotencyKey)
+);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_IdempotencyKey_Created')
+CREATE INDEX IX_IdempotencyKey_Created ON dbo.IdempotencyKey (CreatedDate);
+GO

@@ -99,15 +99,30 @@ BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
-    INSERT INTO dbo.RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
-    SELECT @TenantId, Id, @RevServiceId, @RevCustomerId, @IsActive, @Now FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
-    IF @IsActive = 1
-        EXEC dbo.UPDATE_DEVICE_REV_SERVICE_LINKS @TenantId = @TenantId, @DeviceId = @DeviceId, @RevServiceId = @RevServiceId;
+    -- One active line per device (UX_RevService_ActiveDevice): the same line again is a no-op, another is refused.
+    DECLARE @Active BIGINT = (SELECT TOP (1) RevServiceId FROM dbo.RevService WITH (UPDLOCK, HOLDLOCK)
+                              WHERE DeviceId = @DeviceId AND TenantId = @TenantId AND IsActive = 1);
+    IF @IsActive = 1 AND @Active IS NOT NULL AND @Active <> @RevServiceId
+    BEGIN
+        ROLLBACK TRANSACTION;
+        DECLARE @Refused NVARCHAR(400) = CONCAT(N'device ', @DeviceId, N' already has active Rev.io service ', @Active,
+                                                N'; service ', @RevServiceId, N' is not recorded');
+        THROW 50409, @Refused, 1;
+    END
+    IF @IsActive = 0 OR @Active IS NULL
+    BEGIN
+        INSERT INTO dbo.RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
+        SELECT @TenantId, Id, @RevServiceId, @RevCustomerId, @IsActive, @Now FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
+        IF @IsActive = 1
+            EXEC dbo.UPDATE_DEVICE_REV_SERVICE_LINKS @TenantId = @TenantId, @DeviceId = @DeviceId, @RevServiceId = @RevServiceId;
+    END
+    DELETE FROM dbo.RevServiceCreation WHERE DeviceId = @DeviceId AND TenantId = @TenantId;
     COMMIT TRANSACTION;
 END
 GO
 
--- A device has one active Rev.io service line: the one just recorded; older links are closed.
+-- A device has one active Rev.io service line: links other than the one just recorded are closed (none remain
+-- since UX_RevService_ActiveDevice; kept under the seeds' name for the portal's callers).
 CREATE OR ALTER PROCEDURE dbo.UPDATE_DEVICE_REV_SERVICE_LINKS @TenantId BIGINT, @DeviceId BIGINT, @RevServiceId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
@@ -116,26 +131,115 @@ BEGIN
 END
 GO
 
--- The bulk change and all its rows in one transaction. @RowsJson: [{"DeviceId":1,"ICCID":"...","MSISDN":null,
--- "Status":"PENDING","StatusDetails":null}, ...]. Returns the new Id.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Create
-    @TenantId BIGINT, @ServiceProviderId BIGINT, @IntegrationId BIGINT, @ChangeRequestTypeId BIGINT, @PortalTypeId BIGINT,
-    @ChangeRequest NVARCHAR(MAX), @CreatedBy NVARCHAR(200), @RowsJson NVARCHAR(MAX), @Now DATETIME2,
-    @RetryOfBulkChangeId BIGINT = NULL AS
+-- Before creating a device's Rev.io service line for a row: Outcome 'Active' (with the line), 'Create' (with
+-- EarlierAttempt = 1 when an earlier attempt may have created it on Rev.io), or 'Busy' (another open row is
+-- creating it, BusyBulkChangeId).
+CREATE OR ALTER PROCEDURE dbo.usp_RevService_BeginCreation
+    @TenantId BIGINT, @DeviceId BIGINT, @RevCustomerId NVARCHAR(100), @BulkChangeId BIGINT, @RowId BIGINT, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
+    IF EXISTS (SELECT 1 FROM dbo.RevService WITH (UPDLOCK, HOLDLOCK) WHERE DeviceId = @DeviceId AND TenantId = @TenantId AND IsActive = 1)
+    BEGIN
+        COMMIT TRANSACTION;
+        SELECT TOP (1) N'Active' AS Outcome, DeviceId, RevServiceId, RevCustomerId, IsActive, CAST(0 AS BIT) AS EarlierAttempt,
+               CAST(NULL AS BIGINT) AS BusyBulkChangeId
+        FROM dbo.RevService WHERE DeviceId = @DeviceId AND TenantId = @TenantId AND IsActive = 1;
+        RETURN;
+    END
+    DECLARE @OwnerBulk BIGINT, @OwnerRow BIGINT;
+    SELECT @OwnerBulk = BulkChangeId, @OwnerRow = RowId FROM dbo.RevServiceCreation WITH (UPDLOCK, HOLDLOCK)
+    WHERE DeviceId = @DeviceId AND TenantId = @TenantId;
+    IF @OwnerBulk IS NOT NULL AND NOT (@OwnerBulk = @BulkChangeId AND @OwnerRow = @RowId)
+       AND EXISTS (SELECT 1 FROM dbo.DeviceChangeLock WHERE BulkChangeId = @OwnerBulk AND RowId = @OwnerRow)
+    BEGIN
+        COMMIT TRANSACTION;
+        SELECT N'Busy' AS Outcome, CAST(NULL AS BIGINT) AS DeviceId, CAST(NULL AS BIGINT) AS RevServiceId,
+               CAST(NULL AS NVARCHAR(100)) AS RevCustomerId, CAST(NULL AS BIT) AS IsActive, CAST(0 AS BIT) AS EarlierAttempt,
+               @OwnerBulk AS BusyBulkChangeId;
+        RETURN;
+    END
+    UPDATE dbo.RevServiceCreation
+    SET RevCustomerId = @RevCustomerId, BulkChangeId = @BulkChangeId, RowId = @RowId, Attempts = Attempts + 1, StartedDate = @Now
+    WHERE DeviceId = @DeviceId AND TenantId = @TenantId;
+    IF @@ROWCOUNT = 0
+        INSERT INTO dbo.RevServiceCreation (DeviceId, TenantId, RevCustomerId, BulkChangeId, RowId, Attempts, StartedDate)
+        VALUES (@DeviceId, @TenantId, @RevCustomerId, @BulkChangeId, @RowId, 1, @Now);
+    COMMIT TRANSACTION;
+    SELECT N'Create' AS Outcome, CAST(NULL AS BIGINT) AS DeviceId, CAST(NULL AS BIGINT) AS RevServiceId,
+           CAST(NULL AS NVARCHAR(100)) AS RevCustomerId, CAST(NULL AS BIT) AS IsActive,
+           CAST(CASE WHEN @OwnerBulk IS NULL THEN 0 ELSE 1 END AS BIT) AS EarlierAttempt, CAST(NULL AS BIGINT) AS BusyBulkChangeId;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_RevService_AbandonCreation @DeviceId BIGINT, @BulkChangeId BIGINT, @RowId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    DELETE FROM dbo.RevServiceCreation WHERE DeviceId = @DeviceId AND BulkChangeId = @BulkChangeId AND RowId = @RowId;
+END
+GO
+
+-- A change type's name, as intake and the conflict messages spell it (domain::ChangeType::name).
+CREATE OR ALTER FUNCTION dbo.fn_ChangeTypeName (@ChangeRequestTypeId BIGINT) RETURNS NVARCHAR(40) AS
+BEGIN
+    RETURN CASE @ChangeRequestTypeId
+        WHEN 1 THEN N'CustomerAssignment' WHEN 2 THEN N'ActivateNewService' WHEN 3 THEN N'StatusUpdate'
+        WHEN 4 THEN N'CustomerRatePlanChange' WHEN 5 THEN N'Archival' WHEN 6 THEN N'EditUsername'
+        WHEN 7 THEN N'CarrierRatePlanChange' WHEN 8 THEN N'ChangeICCIDorIMEI' WHEN 9 THEN N'DeleteDevice'
+        ELSE CONCAT(N'change type ', @ChangeRequestTypeId) END;
+END
+GO
+
+-- The bulk change and all its rows in one transaction. @RowsJson: [{"Seq":0,"DeviceId":1,"ICCID":"...","MSISDN":null,
+-- "Status":"PENDING","StatusDetails":null}, ...]; @AttributesJson: ["Status","CarrierRatePlan"], what each open row
+-- holds on its device. A row whose device has an open row holding one of them becomes ERROR naming that bulk change
+-- (decided under key-range locks on DeviceChangeLock, with its primary key as the backstop). A second open retry
+-- of @RetryOfBulkChangeId is refused (error 50409). Returns the new Id, then the refused rows (ICCID, StatusDetails).
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Create
+    @TenantId BIGINT, @ServiceProviderId BIGINT, @IntegrationId BIGINT, @ChangeRequestTypeId BIGINT, @PortalTypeId BIGINT,
+    @ChangeRequest NVARCHAR(MAX), @CreatedBy NVARCHAR(200), @RowsJson NVARCHAR(MAX), @Now DATETIME2,
+    @RetryOfBulkChangeId BIGINT = NULL, @AttributesJson NVARCHAR(MAX) = N'[]', @IdempotencyKey NVARCHAR(255) = NULL AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    IF @RetryOfBulkChangeId IS NOT NULL
+    BEGIN
+        DECLARE @OpenRetry BIGINT = (SELECT TOP (1) Id FROM dbo.DeviceBulkChange WITH (UPDLOCK, HOLDLOCK)
+                                     WHERE RetryOfBulkChangeId = @RetryOfBulkChangeId AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED'));
+        IF @OpenRetry IS NOT NULL
+        BEGIN
+            ROLLBACK TRANSACTION;
+            DECLARE @RetryRefused NVARCHAR(400) = CONCAT(N'bulk change ', @RetryOfBulkChangeId, N' already has an open retry: bulk change ',
+                                                         @OpenRetry, N'; wait for it to finish');
+            THROW 50409, @RetryRefused, 1;
+        END
+    END
     INSERT INTO dbo.DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId)
     VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now, @RetryOfBulkChangeId);
     DECLARE @Id BIGINT = SCOPE_IDENTITY();
-    DECLARE @Rows TABLE (Seq INT, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20), StatusDetails NVARCHAR(MAX),
+    DECLARE @Rows TABLE (Seq INT PRIMARY KEY, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20), StatusDetails NVARCHAR(MAX),
                          EffectiveDate DATETIME2, CustomerRatePlanId BIGINT, CustomerRatePoolId BIGINT, DataAllocationMB FLOAT);
     INSERT INTO @Rows
     SELECT * FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', DeviceId BIGINT '$.DeviceId', ICCID NVARCHAR(64) '$.ICCID', MSISDN NVARCHAR(20) '$.MSISDN',
                                             Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails',
                                             EffectiveDate DATETIME2 '$.EffectiveDate', CustomerRatePlanId BIGINT '$.CustomerRatePlanId',
                                             CustomerRatePoolId BIGINT '$.CustomerRatePoolId', DataAllocationMB FLOAT '$.DataAllocationMB');
+    DECLARE @Attributes TABLE (Attribute NVARCHAR(30) PRIMARY KEY);
+    INSERT INTO @Attributes SELECT DISTINCT [value] FROM OPENJSON(@AttributesJson);
+    -- Open rows whose device another bulk change holds: ERROR, naming the holder of the first attribute found.
+    DECLARE @Refused TABLE (Seq INT PRIMARY KEY);
+    WITH held AS (
+        SELECT r.Seq, l.BulkChangeId, l.ChangeRequestTypeId, ROW_NUMBER() OVER (PARTITION BY r.Seq ORDER BY l.Attribute) AS n
+        FROM @Rows r CROSS JOIN @Attributes a
+        JOIN dbo.DeviceChangeLock l WITH (UPDLOCK, HOLDLOCK) ON l.DeviceId = r.DeviceId AND l.Attribute = a.Attribute
+        WHERE r.Status IN (N'PENDING', N'SCHEDULED') AND r.DeviceId IS NOT NULL)
+    UPDATE r
+    SET Status = N'ERROR', StatusDetails = CONCAT(N'device ', r.ICCID, N' has an open ', dbo.fn_ChangeTypeName(h.ChangeRequestTypeId),
+                                                  N' in bulk change ', h.BulkChangeId)
+    OUTPUT inserted.Seq INTO @Refused
+    FROM @Rows r JOIN held h ON h.Seq = r.Seq AND h.n = 1;
     -- M2M rows in M2M_DeviceChange, Mobility rows (PortalType 2) in Mobility_DeviceChange.
     DECLARE @Created TABLE (Id BIGINT, ICCID NVARCHAR(64), DeviceId BIGINT);
     IF @PortalTypeId = 2
@@ -152,14 +256,103 @@ BEGIN
                CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END,
                CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END, @Now
         FROM @Rows r ORDER BY r.Seq;
+    INSERT INTO dbo.DeviceChangeLock (DeviceId, Attribute, BulkChangeId, RowId, ChangeRequestTypeId, TenantId, CreatedDate)
+    SELECT c.DeviceId, a.Attribute, @Id, c.Id, @ChangeRequestTypeId, @TenantId, @Now
+    FROM @Rows r JOIN @Created c ON c.ICCID = r.ICCID CROSS JOIN @Attributes a
+    WHERE r.Status IN (N'PENDING', N'SCHEDULED') AND c.DeviceId IS NOT NULL;
     -- Future-dated customer rate plan rows wait in the queue until their date (all of them, not the first 100).
     INSERT INTO dbo.Device_CustomerRatePlanOrRatePool_Queue (DeviceId, M2MDeviceChangeId, BulkChangeId, CustomerRatePlanId, CustomerRatePoolId,
                 CustomerDataAllocationMB, EffectiveDate, PortalType, TenantId, CreatedBy, CreatedDate)
     SELECT c.DeviceId, c.Id, @Id, r.CustomerRatePlanId, r.CustomerRatePoolId, r.DataAllocationMB, r.EffectiveDate, @PortalTypeId, @TenantId, @CreatedBy, @Now
     FROM @Rows r JOIN @Created c ON c.ICCID = r.ICCID
     WHERE r.EffectiveDate IS NOT NULL AND r.Status = N'SCHEDULED' AND c.DeviceId IS NOT NULL;
+    IF @IdempotencyKey IS NOT NULL
+        UPDATE dbo.IdempotencyKey SET BulkChangeId = @Id WHERE TenantId = @TenantId AND IdempotencyKey = @IdempotencyKey;
     COMMIT TRANSACTION;
     SELECT @Id AS Id;
+    SELECT r.ICCID, r.StatusDetails FROM @Rows r JOIN @Refused f ON f.Seq = r.Seq ORDER BY r.Seq;
+END
+GO
+
+-- The open changes (locks) of some devices of a tenant: @DeviceIdsJson [1, 2, ...].
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceChangeLock_List @TenantId BIGINT, @DeviceIdsJson NVARCHAR(MAX) AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT l.DeviceId, l.Attribute, l.BulkChangeId, l.ChangeRequestTypeId
+    FROM (SELECT DISTINCT CAST([value] AS BIGINT) AS DeviceId FROM OPENJSON(@DeviceIdsJson)) j
+    JOIN dbo.DeviceChangeLock l ON l.DeviceId = j.DeviceId AND l.TenantId = @TenantId
+    ORDER BY l.DeviceId, l.Attribute;
+END
+GO
+
+-- What a retry of a bulk change takes: its API_FAILED and ERROR rows that no later retry of it holds.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RetryCandidates @TenantId BIGINT, @BulkChangeId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    WITH rows_of AS (
+        SELECT Id, BulkChangeId, TenantId, ICCID, Status FROM dbo.M2M_DeviceChange
+        UNION ALL SELECT Id, BulkChangeId, TenantId, ICCID, Status FROM dbo.Mobility_DeviceChange)
+    SELECT r.ICCID FROM rows_of r
+    WHERE r.BulkChangeId = @BulkChangeId AND r.TenantId = @TenantId AND r.Status IN (N'API_FAILED', N'ERROR')
+      AND NOT EXISTS (SELECT 1 FROM dbo.DeviceBulkChange b JOIN rows_of l ON l.BulkChangeId = b.Id
+                      WHERE b.RetryOfBulkChangeId = @BulkChangeId AND b.TenantId = @TenantId AND l.ICCID = r.ICCID)
+    ORDER BY r.Id;
+END
+GO
+
+-- Reserves an Idempotency-Key, or says what became of it: Outcome 'New', 'Replay' (ResponseStatus, ResponseBody),
+-- 'Mismatch' or 'InProgress' (BulkChangeId, CreatedDate). Expired keys and stale reservations are taken over.
+CREATE OR ALTER PROCEDURE dbo.usp_IdempotencyKey_Begin
+    @TenantId BIGINT, @IdempotencyKey NVARCHAR(255), @RequestHash NVARCHAR(64), @Now DATETIME2, @StaleBefore DATETIME2,
+    @ExpiredBefore DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    DECLARE @Hash NVARCHAR(64), @BulkChangeId BIGINT, @Status INT, @Body NVARCHAR(MAX), @Created DATETIME2, @Outcome NVARCHAR(20) = N'New';
+    SELECT @Hash = RequestHash, @BulkChangeId = BulkChangeId, @Status = ResponseStatus, @Body = ResponseBody, @Created = CreatedDate
+    FROM dbo.IdempotencyKey WITH (UPDLOCK, HOLDLOCK) WHERE TenantId = @TenantId AND IdempotencyKey = @IdempotencyKey;
+    IF @Created IS NOT NULL AND @Created >= @ExpiredBefore
+        SET @Outcome = CASE
+            WHEN @Hash <> @RequestHash THEN N'Mismatch'
+            WHEN @Status IS NOT NULL AND @Body IS NOT NULL THEN N'Replay'
+            WHEN @BulkChangeId IS NULL AND @Created < @StaleBefore THEN N'New'
+            ELSE N'InProgress' END;
+    IF @Outcome = N'New'
+    BEGIN
+        UPDATE dbo.IdempotencyKey
+        SET RequestHash = @RequestHash, BulkChangeId = NULL, ResponseStatus = NULL, ResponseBody = NULL, CreatedDate = @Now
+        WHERE TenantId = @TenantId AND IdempotencyKey = @IdempotencyKey;
+        IF @@ROWCOUNT = 0
+            INSERT INTO dbo.IdempotencyKey (TenantId, IdempotencyKey, RequestHash, CreatedDate) VALUES (@TenantId, @IdempotencyKey, @RequestHash, @Now);
+    END
+    COMMIT TRANSACTION;
+    SELECT @Outcome AS Outcome, @Status AS ResponseStatus, @Body AS ResponseBody, @BulkChangeId AS BulkChangeId, @Created AS CreatedDate;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_IdempotencyKey_Finish
+    @TenantId BIGINT, @IdempotencyKey NVARCHAR(255), @ResponseStatus INT, @ResponseBody NVARCHAR(MAX) AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.IdempotencyKey SET ResponseStatus = @ResponseStatus, ResponseBody = @ResponseBody
+    WHERE TenantId = @TenantId AND IdempotencyKey = @IdempotencyKey;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_IdempotencyKey_Abandon @TenantId BIGINT, @IdempotencyKey NVARCHAR(255) AS
+BEGIN
+    SET NOCOUNT ON;
+    DELETE FROM dbo.IdempotencyKey
+    WHERE TenantId = @TenantId AND IdempotencyKey = @IdempotencyKey AND BulkChangeId IS NULL AND ResponseStatus IS NULL;
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_IdempotencyKey_Purge @Before DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    DELETE FROM dbo.IdempotencyKey WHERE CreatedDate < @Before;
+    SELECT @@ROWCOUNT AS Purged;
 END
 GO
 
@@ -335,12 +528,14 @@ BEGIN
             WHERE Id = @DeviceId AND TenantId = @TenantId;
         IF @RevCustomerId IS NOT NULL
         BEGIN
-            MERGE dbo.Device_Tenant AS t
-            USING (SELECT @DeviceId AS DeviceId) AS s
-            ON t.DeviceId = s.DeviceId AND t.TenantId = @TenantId
-            WHEN MATCHED THEN UPDATE SET RevCustomerId = @RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
-            WHEN NOT MATCHED THEN INSERT (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
-                                  VALUES (s.DeviceId, @TenantId, @RevCustomerId, 1, 0, @ProcessedBy, @Now);
+            -- Update, else insert, under a key-range lock held to the end of the transaction (no MERGE: it has
+            -- known race and correctness bugs, and engines other than SQL Server lack it).
+            UPDATE dbo.Device_Tenant WITH (UPDLOCK, HOLDLOCK)
+            SET RevCustomerId = @RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
+            WHERE DeviceId = @DeviceId AND TenantId = @TenantId;
+            IF @@ROWCOUNT = 0
+                INSERT INTO dbo.Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
+                VALUES (@DeviceId, @TenantId, @RevCustomerId, 1, 0, @ProcessedBy, @Now);
             DECLARE @HistoryDetails NVARCHAR(MAX) = N'Assigned to Rev customer ' + @RevCustomerId;
             EXEC dbo.usp_UpdateCrossProviderDeviceHistory @TenantId = @TenantId, @DeviceId = @DeviceId, @BulkChangeId = @BulkChangeId,
                  @Action = N'CustomerAssignment', @Details = @HistoryDetails, @ActionBy = @ProcessedBy, @Now = @Now;

@@ -8,12 +8,15 @@ use domain::request::{
     UsernameUpdate,
 };
 use domain::rules::{
-    DeviceRecord, DeviceVerdict, dedupe_devices, parse_effective_date, resolve_target_status, scheduled_for,
-    validate_archival_device, validate_device, validate_label, validate_status_update_device,
+    DeviceRecord, DeviceVerdict, MAX_SHOWN_DEVICE_CHARS, bounded_text, dedupe_devices, parse_effective_date,
+    resolve_target_status, scheduled_for, validate_archival_device, validate_device, validate_label,
+    validate_status_update_device,
 };
 use domain::rules::{thingspace_transition, validate_thingspace_activation};
 use domain::{BulkChangeRequest, FieldError, Integration, RequestError, RowStatus};
-use engine::ports::{CustomerPlanChange, NewBulkChange, NewRow, ScheduledCustomerPlan, ServiceProvider, Store};
+use engine::ports::{
+    CustomerPlanChange, NewBulkChange, NewRow, OpenChange, ScheduledCustomerPlan, ServiceProvider, Store,
+};
 use serde::Serialize;
 
 use crate::auth::Caller;
@@ -95,6 +98,8 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
             ));
         }
     };
+    let attributes = domain::attributes_of(&request.details);
+    let (rows, devices) = refuse_open_changes(store, caller, &attributes, rows, devices).await?;
     let change = NewBulkChange {
         tenant_id: caller.tenant_id,
         service_provider_id: sp.id,
@@ -104,8 +109,45 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
         request: request.to_wire(),
         created_by: caller.user.clone(),
         retry_of: None,
+        attributes,
+        idempotency_key: None,
     };
+    let duplicates = duplicates.iter().map(|d| bounded_text(d, MAX_SHOWN_DEVICE_CHARS)).collect();
     Ok(Intake { change, rows, devices, duplicates })
+}
+
+/// Devices another bulk change holds (an open change of one of `attributes`) become ERROR rows naming it, so the
+/// dry run reports them too. The store decides again when it records the rows (two submissions can race).
+async fn refuse_open_changes(
+    store: &dyn Store,
+    caller: &Caller,
+    attributes: &[domain::DeviceAttribute],
+    mut rows: Vec<NewRow>,
+    mut devices: Vec<DeviceResult>,
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let open_rows = |r: &NewRow| matches!(r.status, RowStatus::Pending | RowStatus::Scheduled);
+    let ids: Vec<i64> = rows.iter().filter(|r| open_rows(r)).filter_map(|r| r.device_id).collect();
+    if ids.is_empty() || attributes.is_empty() {
+        return Ok((rows, devices));
+    }
+    let mut holders: HashMap<i64, Vec<OpenChange>> = HashMap::new();
+    for open in store.open_changes(caller.tenant_id, &ids).await? {
+        if attributes.contains(&open.attribute) {
+            holders.entry(open.device_id).or_default().push(open);
+        }
+    }
+    for (row, result) in rows.iter_mut().zip(devices.iter_mut()) {
+        let Some(held) = row.device_id.filter(|_| open_rows(row)).and_then(|id| holders.get(&id)) else { continue };
+        // The same holder the store would name: the first attribute by name.
+        let Some(holder) = held.iter().min_by_key(|o| o.attribute.as_str()) else { continue };
+        let reason = domain::conflict_reason(&row.iccid, holder.change_type, holder.bulk_change_id);
+        row.status = RowStatus::Error;
+        row.status_details = Some(reason.clone());
+        row.scheduled = None;
+        result.valid = false;
+        result.errors = vec![reason];
+    }
+    Ok((rows, devices))
 }
 
 async fn status_update_rows(
@@ -243,6 +285,9 @@ async fn delete_rows(
 
 type Found = HashMap<String, DeviceRecord>;
 
+/// The longest reason a row keeps for a device refused at intake.
+const MAX_SHOWN_REASON_CHARS: usize = 500;
+
 async fn devices_of(store: &dyn Store, caller: &Caller, iccids: &[String]) -> Result<Found, ApiError> {
     Ok(store.devices_by_iccid(caller.tenant_id, iccids).await?.into_iter().map(|d| (d.iccid.clone(), d)).collect())
 }
@@ -269,15 +314,20 @@ fn rows_from(
                 results.push(DeviceResult { iccid: iccid.to_string(), valid: true, errors: vec![] });
             }
             DeviceVerdict::Invalid { reason } => {
+                // What the operator sent is shown back bounded and with control characters escaped: it reaches
+                // the status page, logs and the failure e-mail.
+                let shown = bounded_text(raw, MAX_SHOWN_DEVICE_CHARS);
+                let reason = if shown == *raw { reason } else { reason.replace(raw.as_str(), &shown) };
+                let reason = bounded_text(&reason, MAX_SHOWN_REASON_CHARS);
                 rows.push(NewRow {
                     device_id: None,
-                    iccid: raw.clone(),
+                    iccid: shown.clone(),
                     msisdn: None,
                     status: RowStatus::Error,
                     status_details: Some(reason.clone()),
                     scheduled: None,
                 });
-                results.push(DeviceResult { iccid: raw.clone(), valid: false, errors: vec![reason] });
+                results.push(DeviceResult { iccid: shown, valid: false, errors: vec![reason] });
             }
         }
     }

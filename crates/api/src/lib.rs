@@ -1,6 +1,7 @@
 //! The portal-facing HTTP API as one axum `Router`: served by axum locally and by `lambda_http` in AWS.
 
 pub mod auth;
+pub mod idempotency;
 pub mod intake;
 pub mod inventory;
 pub mod problem;
@@ -9,8 +10,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -54,12 +55,18 @@ pub fn router(state: AppState) -> Router {
         .route("/M2M/AssociateCustomer", post(associate_customer))
         .route("/M2M/Index", get(index))
         .route("/M2M/DeviceInventoryExport", get(export))
-        .route("/ThingSpace/Callback", post(thingspace_callback))
+        // Called by ThingSpace without a portal token: a callback is one device's result, far below the limit,
+        // which is checked before the body is read or parsed.
+        .route("/ThingSpace/Callback", post(thingspace_callback).layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY_BYTES)))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // 10,000 ICCIDs are ~250 KB of JSON; leave room without accepting anything.
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(axum::middleware::map_response(problem::problem_for_every_error))
         .with_state(state)
 }
+
+/// The largest ThingSpace callback body accepted (413 above it, before parsing).
+pub const MAX_CALLBACK_BODY_BYTES: usize = 64 * 1024;
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -75,21 +82,46 @@ async fn validate(State(state): State<AppState>, caller: Caller, body: Bytes) ->
     .into_response())
 }
 
-async fn submit(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
-    let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
-    accept(&state, &caller, intake).await
+async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = idempotency::key_of(&headers, "POST", uri.path(), &body)?;
+    idempotency::once(&state, &caller, key, |key| async {
+        let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
+        accept(&state, &caller, intake, key).await
+    })
+    .await
 }
 
-/// Records a checked bulk change and queues it: 202 with each device's verdict.
-async fn accept(state: &AppState, caller: &Caller, intake: intake::Intake) -> Result<Response, ApiError> {
+/// Records a checked bulk change and queues it: 202 with each device's verdict. Devices another bulk change
+/// took in the meantime (the store decides) are reported invalid with the holder's name.
+async fn accept(
+    state: &AppState,
+    caller: &Caller,
+    mut intake: intake::Intake,
+    idempotency_key: Option<String>,
+) -> Result<Response, ApiError> {
+    intake.change.idempotency_key = idempotency_key;
     // Recorded first, enqueued second: a worker never sees a bulk change that is not stored, and when the
     // enqueue fails the scheduler finds the NEW bulk change and enqueues it. The API never writes its status again.
-    let id = state.store.create_bulk_change(&intake.change, &intake.rows).await?;
+    let created = state.store.create_bulk_change(&intake.change, &intake.rows).await?;
+    let id = created.id;
+    for conflict in &created.conflicts {
+        if let Some(device) = intake.devices.iter_mut().find(|d| d.iccid == conflict.iccid) {
+            device.valid = false;
+            device.errors = vec![conflict.reason.clone()];
+        }
+    }
     if let Err(e) = state.queue.send(&WorkMessage { bulk_change_id: id, attempt: 0 }, std::time::Duration::ZERO).await {
         warn!(bulk_change_id = id, error = %e, "enqueue failed; the scheduler will pick the bulk change up");
     }
-    info!(bulk_change_id = id, tenant_id = caller.tenant_id, user = %caller.user, change_type = %intake.change.change_type,
-          devices = intake.rows.len(), retry_of = ?intake.change.retry_of, "bulk change accepted");
+    info!(bulk_change_id = id, tenant_id = caller.tenant_id, user = ?caller.user, change_type = %intake.change.change_type,
+          devices = intake.rows.len(), held_elsewhere = created.conflicts.len(), retry_of = ?intake.change.retry_of,
+          "bulk change accepted");
     let mut body = json!({
         "BulkChangeId": id,
         "Status": BulkStatus::New,
@@ -180,8 +212,19 @@ struct AssociateCustomerRequest {
     options: domain::request::RevServiceOptions,
 }
 
-async fn associate_customer(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
-    let request: AssociateCustomerRequest = serde_json::from_slice(&body).map_err(|e| {
+async fn associate_customer(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = idempotency::key_of(&headers, "POST", uri.path(), &body)?;
+    idempotency::once(&state, &caller, key, |key| associate(&state, &caller, &body, key)).await
+}
+
+async fn associate(state: &AppState, caller: &Caller, body: &[u8], key: Option<String>) -> Result<Response, ApiError> {
+    let request: AssociateCustomerRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::Invalid(domain::RequestError::one(
             "Malformed association request",
             "body",
@@ -197,8 +240,8 @@ async fn associate_customer(State(state): State<AppState>, caller: Caller, body:
         ..Default::default()
     };
     let body = serde_json::to_vec(&wire).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
-    accept(&state, &caller, intake).await
+    let intake = intake::evaluate(state.store.as_ref(), caller, &body, state.max_devices).await?;
+    accept(state, caller, intake, key).await
 }
 
 async fn owned_bulk_change(state: &AppState, caller: &Caller, raw_id: &str) -> Result<BulkChange, ApiError> {
@@ -210,45 +253,59 @@ async fn owned_bulk_change(state: &AppState, caller: &Caller, raw_id: &str) -> R
         .ok_or_else(|| ApiError::NotFound(format!("bulk change {id} was not found")))
 }
 
-/// A new bulk change for the rows that ended API_FAILED or ERROR, checked again by today's rules, linked to the old one.
-async fn retry(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let bulk = owned_bulk_change(&state, &caller, &id).await?;
-    if !bulk.status.is_final() {
-        return Err(ApiError::Conflict(format!(
-            "bulk change {} is {}; retry it once it has finished",
-            bulk.id, bulk.status
-        )));
-    }
-    let mut failed = Vec::new();
-    for status in [RowStatus::ApiFailed, RowStatus::Error] {
-        for page in 1.. {
-            let rows = state.store.rows(caller.tenant_id, bulk.id, Some(status), page, 1000).await?;
-            let last = rows.len() < 1000;
-            failed.extend(rows.into_iter().map(|r| r.iccid));
-            if last {
-                break;
-            }
+/// A new bulk change for the rows that ended API_FAILED or ERROR and that no later retry took, checked again by
+/// today's rules, linked to the old one. One retry of a bulk change is open at a time (the store decides).
+async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
+    idempotency::once(&state, &caller, key, |key| async {
+        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+        if !bulk.status.is_final() {
+            return Err(ApiError::Conflict(format!(
+                "bulk change {} is {}; retry it once it has finished",
+                bulk.id, bulk.status
+            )));
         }
-    }
-    if failed.is_empty() {
-        return Err(ApiError::Conflict(format!("bulk change {} has no failed rows to retry", bulk.id)));
-    }
-    let wire = domain::BulkChangeRequestWire { devices: failed, ..bulk.request.clone() };
-    let body = serde_json::to_vec(&wire).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
-    intake.change.retry_of = Some(bulk.id);
-    accept(&state, &caller, intake).await
+        let failed = state.store.retry_candidates(caller.tenant_id, bulk.id).await?;
+        if failed.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "bulk change {} has no failed rows left to retry (none failed, or a later retry of it took them; retry that one)",
+                bulk.id
+            )));
+        }
+        let wire = domain::BulkChangeRequestWire { devices: failed, ..bulk.request.clone() };
+        let body = serde_json::to_vec(&wire).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
+        intake.change.retry_of = Some(bulk.id);
+        accept(&state, &caller, intake, key).await
+    })
+    .await
 }
 
 /// Cancels the rows not started yet; rows already with a worker finish.
-async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let bulk = owned_bulk_change(&state, &caller, &id).await?;
-    let now = chrono::Utc::now();
-    let cancelled = state.store.cancel_rows(caller.tenant_id, bulk.id, &caller.user, now).await?;
-    state.store.finalize_bulk_change(bulk.id, now).await?;
-    let status = state.store.bulk_change(Some(caller.tenant_id), bulk.id).await?.map_or(bulk.status, |b| b.status);
-    info!(bulk_change_id = bulk.id, user = %caller.user, cancelled, "rows cancelled");
-    Ok(Json(json!({"BulkChangeId": bulk.id, "Cancelled": cancelled, "Status": status})).into_response())
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
+    idempotency::once(&state, &caller, key, |_| async {
+        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+        let now = chrono::Utc::now();
+        let cancelled = state.store.cancel_rows(caller.tenant_id, bulk.id, &caller.user, now).await?;
+        state.store.finalize_bulk_change(bulk.id, now).await?;
+        let status = state.store.bulk_change(Some(caller.tenant_id), bulk.id).await?.map_or(bulk.status, |b| b.status);
+        info!(bulk_change_id = bulk.id, user = ?caller.user, cancelled, "rows cancelled");
+        Ok(Json(json!({"BulkChangeId": bulk.id, "Cancelled": cancelled, "Status": status})).into_response())
+    })
+    .await
 }
 
 /// One device with its change history.

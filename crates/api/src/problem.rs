@@ -18,6 +18,16 @@ pub enum ApiError {
     /// 409: the request does not fit the resource's current state (e.g. retrying a bulk change still running).
     #[error("{0}")]
     Conflict(String),
+    /// 409 with `Retry-After`: the first request with this `Idempotency-Key` is still running.
+    #[error("{0}")]
+    InProgress(String),
+    /// 422: the request is well formed but cannot be taken as sent (an `Idempotency-Key` reused for another
+    /// request).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Any other status, for the router's own refusals (405, 413, query errors) turned into problem+json.
+    #[error("{detail}")]
+    Http { status: StatusCode, detail: String },
     /// 413: more devices than one bulk change may carry.
     #[error("{count} devices; at most {max} per bulk change")]
     TooLarge { count: usize, max: usize },
@@ -40,7 +50,10 @@ impl From<RequestError> for ApiError {
 
 impl From<engine::StoreError> for ApiError {
     fn from(e: engine::StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            engine::StoreError::Conflict(why) => ApiError::Conflict(why),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -56,6 +69,27 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not-found", "Not found".into(), what, vec![]),
             ApiError::Conflict(what) => (StatusCode::CONFLICT, "conflict", "Conflict".into(), what, vec![]),
+            ApiError::InProgress(what) => {
+                (StatusCode::CONFLICT, "request-in-progress", "Request in progress".into(), what, vec![])
+            }
+            ApiError::Unprocessable(what) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused".into(),
+                what.clone(),
+                vec![FieldError::new("Idempotency-Key", what)],
+            ),
+            ApiError::Http { status, detail } => (
+                status,
+                "http",
+                status.canonical_reason().unwrap_or("Error").to_string(),
+                if detail.trim().is_empty() {
+                    status.canonical_reason().unwrap_or("Error").to_string()
+                } else {
+                    detail
+                },
+                vec![],
+            ),
             e @ ApiError::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-many-devices",
@@ -86,6 +120,35 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if kind == "request-in-progress" {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
+}
+
+/// Turns every error answer that is not problem+json yet (axum's own: 405, 413 from the body limit, query
+/// and path parse errors) into one, keeping its status, its text as the detail and its `Allow` header.
+pub async fn problem_for_every_error(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| domain::rules::bounded_text(String::from_utf8_lossy(&b).trim(), 500))
+        .unwrap_or_default();
+    let mut problem = ApiError::Http { status, detail: text }.into_response();
+    if let Some(allow) = allow {
+        problem.headers_mut().insert(header::ALLOW, allow);
+    }
+    problem
 }

@@ -1,5 +1,7 @@
 //! The one HTTP call loop every client uses: token bucket first, then bounded retries of 429 (honouring
-//! `Retry-After`) and 5xx with backoff; a write whose answer is lost is reported as ambiguous, never re-sent here.
+//! `Retry-After`), and of 5xx and lost connections for reads. A write answered 5xx or whose answer is lost is
+//! reported as ambiguous and never re-sent here: a carrier (or its gateway) may have applied it before failing,
+//! so the caller reads before it sends again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +29,7 @@ pub struct CallSpec<'a> {
     pub method: Method,
     pub url: String,
     pub body: Option<&'a serde_json::Value>,
-    /// Reads are retried after a lost connection; writes are not (the carrier may have applied them).
+    /// Reads are retried after a 5xx or a lost connection; writes are not (the carrier may have applied them).
     pub idempotent: bool,
     /// Which API, for metrics.
     pub integration: &'a str,
@@ -148,6 +150,15 @@ pub async fn call(
                         truncate(&text),
                     ));
                 }
+                if status.is_server_error() && !spec.idempotent {
+                    return Err(failure(
+                        FailureKind::Ambiguous,
+                        Some(status.as_u16()),
+                        code,
+                        format!("{message} (a write answered {status}: it may have been applied)"),
+                        truncate(&text),
+                    ));
+                }
                 if status.is_server_error() {
                     failures += 1;
                     if failures < policy.max_attempts {
@@ -200,7 +211,8 @@ impl Endpoint {
         }
     }
 
-    /// One logical call to `{base_url}/{path}`: GETs are idempotent, PATCH bodies are JSON Patch.
+    /// One logical call to `{base_url}/{path}`: GETs are reads (retried), anything else a write; PATCH bodies
+    /// are JSON Patch.
     pub async fn send(
         &self,
         method: Method,
@@ -209,8 +221,22 @@ impl Endpoint {
         authorise: impl Fn(RequestBuilder) -> RequestBuilder,
         parse_error: ErrorParser,
     ) -> Result<Answer, CarrierFailure> {
+        let read = method == Method::GET;
+        self.send_as(method, path, body, read, authorise, parse_error).await
+    }
+
+    /// `send`, saying whether the call only reads (a POST search, say) and may be repeated after a 5xx.
+    pub async fn send_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        read: bool,
+        authorise: impl Fn(RequestBuilder) -> RequestBuilder,
+        parse_error: ErrorParser,
+    ) -> Result<Answer, CarrierFailure> {
         let spec = CallSpec {
-            idempotent: method == Method::GET,
+            idempotent: read,
             json_patch: method == Method::PATCH,
             url: format!("{}/{path}", self.base_url),
             method,

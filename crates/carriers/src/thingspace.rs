@@ -222,6 +222,22 @@ impl ThingSpaceClient {
 
     /// One M2M call with both tokens. An expired session is renewed once; a rejected bearer token too.
     pub async fn m2m(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Answer, CarrierFailure> {
+        let read = method == Method::GET;
+        self.m2m_as(method, path, body, read).await
+    }
+
+    /// `m2m` for a call that only reads although it is a POST (`devices/actions/list`): retried after a 5xx.
+    pub async fn m2m_read(&self, path: &str, body: &Value) -> Result<Answer, CarrierFailure> {
+        self.m2m_as(Method::POST, path, Some(body), true).await
+    }
+
+    async fn m2m_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        read: bool,
+    ) -> Result<Answer, CarrierFailure> {
         let mut renewed = false;
         loop {
             let (access, session) = {
@@ -231,7 +247,11 @@ impl ThingSpaceClient {
                 (access, session)
             };
             let authorise = |r: reqwest::RequestBuilder| r.bearer_auth(&access).header("VZ-M2M-Token", &session);
-            match self.endpoint.send(method.clone(), &format!("{M2M}/{path}"), body, authorise, parse_error).await {
+            match self
+                .endpoint
+                .send_as(method.clone(), &format!("{M2M}/{path}"), body, read, authorise, parse_error)
+                .await
+            {
                 Err(f) if !renewed && (is_session_expired(&f) || is_bearer_rejected(&f)) => {
                     let mut tokens = self.tokens.lock().await;
                     if is_session_expired(&f) {
@@ -453,7 +473,7 @@ impl ThingSpaceApi for ThingSpaceClient {
 
     async fn device(&self, iccid: &str) -> Result<(Option<TsDeviceState>, CallRecord), CarrierFailure> {
         let body = json!({"deviceId": {"kind": "iccid", "id": iccid}});
-        let answer = self.m2m(Method::POST, "devices/actions/list", Some(&body)).await?;
+        let answer = self.m2m_read("devices/actions/list", &body).await?;
         let v: Value = serde_json::from_str(&answer.body).map_err(|e| CarrierFailure {
             kind: FailureKind::Protocol,
             code: None,

@@ -119,14 +119,34 @@ async fn throttled_call_waits_for_retry_after_then_succeeds() {
 }
 
 #[tokio::test]
-async fn server_errors_are_retried_until_success() {
+async fn server_errors_on_reads_are_retried_until_success() {
     let (sim, client) = cc(Faults { fail_next: 2, ..Default::default() }).await;
-    client
-        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATED".into()), ..Default::default() })
-        .await
-        .expect("third attempt succeeds");
+    client.get_device(&iccid()).await.expect("third attempt succeeds");
     let statuses: Vec<u16> = sim.state.calls().iter().map(|c| c.status).collect();
     assert_eq!(statuses, vec![500, 500, 200]);
+}
+
+#[tokio::test]
+async fn a_write_answered_5xx_is_ambiguous_and_never_resent() {
+    let (sim, client) = cc(Faults { fail_next: 1, ..Default::default() }).await;
+    let err = client
+        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATED".into()), ..Default::default() })
+        .await
+        .expect_err("a 5xx on a write is not retried");
+    assert_eq!((err.kind, err.call.http_status), (FailureKind::Ambiguous, Some(500)));
+    assert_eq!(sim.state.calls().iter().filter(|c| c.method == "PUT").count(), 1);
+}
+
+#[tokio::test]
+async fn a_write_applied_then_answered_502_is_sent_once() {
+    let (sim, client) = cc(Faults { apply_then_fail_next_writes: 1, ..Default::default() }).await;
+    let err = client
+        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATED".into()), ..Default::default() })
+        .await
+        .expect_err("502");
+    assert_eq!((err.kind, err.call.http_status), (FailureKind::Ambiguous, Some(502)));
+    assert_eq!(sim.state.calls().iter().filter(|c| c.method == "PUT").count(), 1, "never re-sent by the client");
+    assert_eq!(sim.state.device(ICCID).expect("device").status, "ACTIVATED", "the carrier applied it");
 }
 
 #[tokio::test]

@@ -27,7 +27,8 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let seed_text =
         std::fs::read_to_string(&opts.seed).with_context(|| format!("reading seed {}", opts.seed.display()))?;
     let seed = store::Seed::from_json(&seed_text).with_context(|| format!("parsing seed {}", opts.seed.display()))?;
-    let secret = format!("demo-{}", std::process::id());
+    // A fresh secret per run: only this process mints tokens for its stack.
+    let secret = format!("demo-{:016x}{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..), fastrand::u64(..));
     let mut config = StackConfig::local(database, outbox.clone(), secret.clone());
     config.seed = Some(seed);
     config.simulators = true;
@@ -60,12 +61,9 @@ fn request_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 async fn submit_all(stack: &Stack, opts: &DemoOptions, secret: &str) -> Result<()> {
-    let token = api::Hs256::new(secret).mint(&api::Claims {
-        tenant_id: opts.tenant,
-        sub: "demo-operator".into(),
-        roles: vec![],
-        exp: None,
-    });
+    let token = api::Hs256::new(secret)
+        .and_then(|auth| auth.mint(&api::Claims::new(opts.tenant, "demo-operator", 3600)))
+        .map_err(|e| anyhow::anyhow!(e))?;
     let http = reqwest::Client::new();
     let base = stack.base_url();
     let mut submitted = Vec::new();

@@ -95,6 +95,9 @@ enum Command {
     },
 }
 
+/// The API of `simulate`'s stack is never called; its secret only has to be a valid one.
+const UNUSED_SECRET: &str = "simulate-only-the-api-is-never-called-0000";
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -159,7 +162,7 @@ async fn main() -> Result<()> {
                     std::fs::read_to_string(&path).with_context(|| format!("reading seed {}", path.display()))?;
                 let dir = tempfile::tempdir()?;
                 let mut config =
-                    StackConfig::local(dir.path().join("sim.db"), dir.path().join("outbox"), "unused".into());
+                    StackConfig::local(dir.path().join("sim.db"), dir.path().join("outbox"), UNUSED_SECRET.into());
                 config.seed = Some(store::Seed::from_json(&text)?);
                 config.simulators = true;
                 config.run_worker = false;
@@ -178,16 +181,9 @@ async fn main() -> Result<()> {
             (None, None) => bail!("simulate needs --seed FILE or --bench-devices N"),
         },
         Command::Token { tenant, user, jwt_secret, hours } => {
-            let exp = chrono::Utc::now().timestamp() + hours * 3600;
-            println!(
-                "{}",
-                api::Hs256::new(&jwt_secret).mint(&api::Claims {
-                    tenant_id: tenant,
-                    sub: user,
-                    roles: vec![],
-                    exp: Some(exp)
-                })
-            );
+            api::auth::check_user(&user).map_err(anyhow::Error::msg)?;
+            let auth = api::Hs256::new(&jwt_secret).map_err(anyhow::Error::msg)?;
+            println!("{}", auth.mint(&api::Claims::new(tenant, &user, hours * 3600)).map_err(anyhow::Error::msg)?);
         }
         Command::Demo { seed, requests, work_dir, tenant } => {
             demo::run(DemoOptions { seed, requests, work_dir, tenant }).await?

@@ -115,7 +115,7 @@ impl Stack {
         let state = api::AppState {
             store: Arc::new(store.clone()),
             queue: Arc::new(queue.clone()),
-            auth: Arc::new(api::Hs256::new(&config.jwt_secret)),
+            auth: Arc::new(api::Hs256::new(&config.jwt_secret).map_err(anyhow::Error::msg)?),
             max_devices: config.max_devices,
         };
         let listener =

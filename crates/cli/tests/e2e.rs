@@ -311,14 +311,52 @@ async fn writes_disabled_fails_every_row_with_the_reason_and_calls_nobody() {
     assert!(app.cc(READ_ONLY).state.calls().is_empty());
 }
 
+fn puts_for(app: &TestApp, sp: i64, iccid: &str) -> usize {
+    app.cc(sp).state.calls().iter().filter(|c| c.method == "PUT" && c.path.contains(iccid)).count()
+}
+
 #[tokio::test]
-async fn device_already_in_target_status_succeeds_without_a_carrier_call() {
+async fn device_already_in_target_status_on_the_carrier_is_not_sent_again() {
     let app = spawn().await;
     let id = app.accepted(status_update(POD19, &[active(3)], "ACTIVATED")).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &active(3))["Status"], "PROCESSED");
-    assert_eq!(row(&status, &active(3))["StatusDetails"], "Device already in status ACTIVATED; no carrier call");
-    assert_eq!(app.carrier_calls_for(POD19, &active(3)), 0);
+    assert_eq!(
+        row(&status, &active(3))["StatusDetails"],
+        "Device already in status ACTIVATED on the carrier; no change sent"
+    );
+    assert_eq!(puts_for(&app, POD19, &active(3)), 0, "no change sent");
+    assert_eq!(app.carrier_calls_for(POD19, &active(3)), 1, "one read: the carrier's word, not our database's");
+}
+
+#[tokio::test]
+async fn a_device_whose_database_status_is_stale_is_still_changed_on_the_carrier() {
+    // GIVEN our database says ACTIVATED, but the carrier has the device deactivated (changed outside us)
+    let app = spawn().await;
+    app.cc(POD19).state.account.lock().expect("lock").devices.get_mut(&active(3)).expect("sim device").status =
+        "DEACTIVATED".into();
+    // WHEN the operator activates it
+    let status = app.wait_final(app.accepted(status_update(POD19, &[active(3)], "Active")).await).await;
+    // THEN the carrier gets the change, and the row says so
+    assert_eq!(row(&status, &active(3))["StatusDetails"], "Status changed to ACTIVATED", "{status}");
+    assert_eq!(app.cc(POD19).state.device(&active(3)).expect("sim").status, "ACTIVATED");
+    assert_eq!(puts_for(&app, POD19, &active(3)), 1);
+    // The same holds for a carrier rate plan our database thinks the device is on.
+    app.cc(POD19).state.account.lock().expect("lock").devices.get_mut(&active(3)).expect("sim").rate_plan =
+        Some("RP-100MB".into());
+    let status = app.wait_final(app.accepted(carrier_rate_plan(POD19, &[active(3)], "RP-1GB", None)).await).await;
+    assert_eq!(row(&status, &active(3))["StatusDetails"], "Carrier rate plan changed to RP-1GB", "{status}");
+    assert_eq!(app.cc(POD19).state.device(&active(3)).expect("sim").rate_plan.as_deref(), Some("RP-1GB"));
+}
+
+#[tokio::test]
+async fn a_status_change_applied_then_answered_502_is_confirmed_by_a_read_not_sent_twice() {
+    let app = spawn().await;
+    app.cc(POD19).state.harness.set_faults(simulators::Faults { apply_then_fail_next_writes: 1, ..Default::default() });
+    let status = app.wait_final(app.accepted(status_update(POD19, &[ready(15)], "Active")).await).await;
+    assert_eq!(row(&status, &ready(15))["Status"], "PROCESSED", "{status}");
+    assert_eq!(puts_for(&app, POD19, &ready(15)), 1, "the 502 was resolved by a GET, not a second PUT");
+    assert_eq!(app.cc(POD19).state.device(&ready(15)).expect("sim").status, "ACTIVATED");
 }
 
 #[tokio::test]
@@ -387,8 +425,9 @@ async fn requests_without_a_valid_token_are_401() {
     let (code, content_type, problem) = app.post_raw("/M2M/BulkChange", &body, None).await;
     assert_eq!((code, content_type.as_deref()), (401, Some("application/problem+json")));
     assert_eq!(problem["detail"], "missing Authorization: Bearer token");
-    let forged =
-        api::Hs256::new("wrong").mint(&api::Claims { tenant_id: 1, sub: "eve".into(), roles: vec![], exp: None });
+    let forged = api::Hs256::new("another-secret-of-at-least-32-bytes!!")
+        .and_then(|a| a.mint(&api::Claims::new(1, "eve", 3600)))
+        .expect("token");
     let (code, _, _) = app.post_raw("/M2M/BulkChange", &body, Some(&forged)).await;
     assert_eq!(code, 401);
     assert_eq!(app.bulk_change_count().await, 0);
@@ -830,7 +869,14 @@ async fn retry_makes_a_new_bulk_change_for_the_failed_rows_only() {
     let (code, problem) =
         app.post_raw(&format!("/M2M/BulkChange/{done}/Retry"), "", Some(&app.token)).await.into_status_body();
     assert_eq!(code, 409, "{problem}");
-    assert_eq!(problem["detail"], format!("bulk change {done} has no failed rows to retry"));
+    assert!(
+        problem["detail"].as_str().expect("detail").starts_with(&format!("bulk change {done} has no failed rows left"))
+    );
+    // The first bulk change's failed rows were settled by its retry: retrying it again takes nothing.
+    let (code, problem) =
+        app.post_raw(&format!("/M2M/BulkChange/{first}/Retry"), "", Some(&app.token)).await.into_status_body();
+    assert_eq!(code, 409, "a third retry is refused: {problem}");
+    assert_eq!(app.bulk_change_count().await, 3, "no bulk change was created for it");
     let other = app.token_for(2);
     let (code, _) = app.post_raw(&format!("/M2M/BulkChange/{first}/Retry"), "", Some(&other)).await.into_status_body();
     assert_eq!(code, 404, "another tenant's bulk change does not exist for them");

@@ -64,6 +64,27 @@ pub struct DeviceRecord {
     pub is_deleted: bool,
 }
 
+/// User-supplied text as it may be shown again (a row's ICCID and reason, an e-mail, a log line): control
+/// characters escaped (`\n`, `\u{1b}`), and at most `max_chars` characters, the rest cut with `…`.
+pub fn bounded_text(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars * 2));
+    for (i, c) in text.chars().enumerate() {
+        if i == max_chars {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The longest device entry shown back as it was sent (an ICCID has at most 20 digits).
+pub const MAX_SHOWN_DEVICE_CHARS: usize = 40;
+
 /// Trims every entry and collapses repeats, keeping the first occurrence's order.
 /// Returns the unique list and the entries that were repeated (each once).
 pub fn dedupe_devices(raw: &[String]) -> (Vec<String>, Vec<String>) {
@@ -352,16 +373,26 @@ pub fn validate_archival_device(
 
 /// Parses an `EffectiveDate`: RFC 3339, or a date (`2026-12-01`, `2026-12-01Z`) meaning its UTC midnight.
 pub fn parse_effective_date(raw: &str) -> Result<DateTime<Utc>, String> {
+    use chrono::Datelike;
     let s = raw.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+    let parsed = match DateTime::parse_from_rfc3339(s) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => chrono::NaiveDate::parse_from_str(s.trim_end_matches(['Z', 'z']), "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc()),
+    };
+    let date =
+        parsed.ok_or_else(|| format!("EffectiveDate '{s}' is not a date (use 2026-12-01 or 2026-12-01T00:00:00Z)"))?;
+    // Dates are stored and compared as timestamps of years 1 to 9999 (SQL Server's DATETIME2 range).
+    if !(1..=MAX_YEAR).contains(&date.year()) {
+        return Err(format!("EffectiveDate '{s}' is outside the years 1 to {MAX_YEAR}"));
     }
-    chrono::NaiveDate::parse_from_str(s.trim_end_matches(['Z', 'z']), "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|d| d.and_utc())
-        .ok_or_else(|| format!("EffectiveDate '{s}' is not a date (use 2026-12-01 or 2026-12-01T00:00:00Z)"))
+    Ok(date)
 }
+
+/// The last year a date may have (SQL Server's `DATETIME2` and our fixed-width text timestamps end there).
+pub const MAX_YEAR: i32 = 9999;
 
 /// A change dated `effective` waits for its date when that date is still to come; otherwise it applies now.
 pub fn scheduled_for(effective: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -608,6 +639,14 @@ mod tests {
     }
 
     #[test]
+    fn bounded_text_escapes_control_characters_and_cuts_long_text() {
+        assert_eq!(bounded_text("8901\r\nBcc: x", 40), "8901\\r\\nBcc: x");
+        assert_eq!(bounded_text("\u{1b}[31mred", 40), "\\u{1b}[31mred");
+        assert_eq!(bounded_text(&"9".repeat(10_000), 5), "99999…");
+        assert_eq!(bounded_text("<b>html</b>", 40), "<b>html</b>");
+    }
+
+    #[test]
     fn effective_dates_parse_and_schedule_only_when_future() {
         let now = DateTime::parse_from_rfc3339("2026-11-23T15:45:00Z").unwrap().with_timezone(&Utc);
         let day = parse_effective_date("2026-12-01").unwrap();
@@ -618,6 +657,11 @@ mod tests {
             "2026-11-30T23:00:00+00:00"
         );
         assert!(parse_effective_date("01/12/2026").unwrap_err().contains("is not a date"));
+        for far in ["+10000-01-01", "+99999-12-31"] {
+            assert!(parse_effective_date(far).unwrap_err().contains("outside the years 1 to 9999"), "{far}");
+        }
+        assert!(parse_effective_date("+10000-01-01T00:00:00Z").is_err());
+        assert!(parse_effective_date("9999-12-31").is_ok());
         assert_eq!(scheduled_for(Some(day), now), Some(day));
         assert_eq!(scheduled_for(parse_effective_date("2026-11-01").ok(), now), None, "a past date applies now");
         assert_eq!(scheduled_for(None, now), None);

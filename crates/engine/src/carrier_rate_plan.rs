@@ -5,7 +5,8 @@ use domain::RowStatus;
 use domain::request::CarrierRatePlanUpdate;
 
 use crate::common::{
-    api_failed_or_error, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail, writes_disabled,
+    api_failed_or_error, carrier_confirms, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail,
+    writes_disabled,
 };
 use crate::ports::{CcDevice, CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
 use crate::worker::Job;
@@ -25,18 +26,23 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &CarrierRateP
     let done = |rate_plan: Option<&str>, comm: Option<&str>| {
         rate_plan == Some(plan.as_str()) && communication.as_deref().is_none_or(|c| comm == Some(c))
     };
+    let took = |cc: &CcDevice| done(cc.rate_plan.as_deref(), cc.communication_plan.as_deref());
     if done(device.carrier_rate_plan.as_deref(), device.communication_plan.as_deref()) {
-        job.log(row, "Carrier rate plan change skipped: device already on the plan", &Default::default(), None).await;
-        return RowOutcome {
-            status: RowStatus::Processed,
-            details: format!("Device already on carrier rate plan {plan}; no carrier call"),
-            device_update: DeviceUpdate::default(),
-        };
+        match carrier_confirms(job, row, &iccid, took).await {
+            Ok(true) => {
+                return RowOutcome {
+                    status: RowStatus::Processed,
+                    details: format!("Device already on carrier rate plan {plan} on the carrier; no change sent"),
+                    device_update: DeviceUpdate::default(),
+                };
+            }
+            Ok(false) => {}
+            Err(outcome) => return outcome,
+        }
     }
     if !job.sp.write_is_enabled {
         return writes_disabled();
     }
-    let took = |cc: &CcDevice| done(cc.rate_plan.as_deref(), cc.communication_plan.as_deref());
     match carrier_state_if_reclaimed(job, row, &iccid).await {
         Err(outcome) => return outcome,
         Ok(Some(cc)) if took(&cc) => {

@@ -51,6 +51,33 @@ pub(crate) async fn carrier_state_if_reclaimed(
     }
 }
 
+/// Whether the carrier already shows what the row asks for, when our database says it does: a skip needs the
+/// carrier's word (our copy can be stale). `Ok(true)`: skip; `Ok(false)`: the database was stale, send the change.
+pub(crate) async fn carrier_confirms(
+    job: &Job,
+    row: &DeviceChangeRow,
+    iccid: &Iccid,
+    done: impl Fn(&CcDevice) -> bool,
+) -> Result<bool, RowOutcome> {
+    match job.control_center.get_device(iccid).await {
+        Ok((cc, call)) => {
+            job.log(row, "Get Jasper Device Details (is the change already there?)", &call, None).await;
+            let confirmed = done(&cc);
+            if !confirmed {
+                warn!(iccid = %iccid, "the database says the change is there but the carrier does not; sending it");
+            }
+            Ok(confirmed)
+        }
+        Err(f) => {
+            job.log(row, "Get Jasper Device Details (is the change already there?)", &f.call, Some(&f.reason())).await;
+            Err(fail(
+                api_failed_or_error(&f),
+                format!("Could not read the device from the carrier to confirm it needs no change: {}", f.reason()),
+            ))
+        }
+    }
+}
+
 pub(crate) fn writes_disabled() -> RowOutcome {
     fail(RowStatus::Error, "Writes disabled for this service provider.")
 }

@@ -6,7 +6,8 @@ use domain::request::UsernameUpdate;
 use domain::{Integration, RowStatus};
 
 use crate::common::{
-    api_failed_or_error, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail, writes_disabled,
+    api_failed_or_error, carrier_confirms, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail,
+    writes_disabled,
 };
 use crate::ports::{CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
 use crate::worker::Job;
@@ -29,21 +30,30 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &UsernameUpda
         .collect();
     let update = DeviceUpdate { username: Some(username.clone()), ..DeviceUpdate::default() };
     let mut details;
-    if device.username.as_deref() == Some(username.as_str()) {
-        job.log(row, "Username edit skipped: device already has this username", &Default::default(), None).await;
-        details = format!("Username already {username}; no carrier call");
+    let has_username = |cc: &crate::ports::CcDevice| cc.device_id.as_deref() == Some(username.as_str());
+    let confirmed = if device.username.as_deref() == Some(username.as_str()) {
+        match carrier_confirms(job, row, &iccid, has_username).await {
+            Ok(confirmed) => confirmed,
+            Err(outcome) => return outcome,
+        }
+    } else {
+        false
+    };
+    if confirmed {
+        details = format!("Username already {username} on the carrier; no change sent");
     } else {
         if !job.sp.write_is_enabled {
             return writes_disabled();
         }
         let already = match carrier_state_if_reclaimed(job, row, &iccid).await {
-            Ok(state) => state.is_some_and(|cc| cc.device_id.as_deref() == Some(username.as_str())),
+            Ok(state) => state.is_some_and(|cc| has_username(&cc)),
             Err(outcome) => return outcome,
         };
         if !already {
             let edit = CcEdit { device_id: Some(username.clone()), ..CcEdit::default() };
-            let took = |cc: &crate::ports::CcDevice| cc.device_id.as_deref() == Some(username.as_str());
-            if let Err(f) = edit_confirmed(job, row, &iccid, &edit, "Update Jasper Username: Jasper API", took).await {
+            if let Err(f) =
+                edit_confirmed(job, row, &iccid, &edit, "Update Jasper Username: Jasper API", has_username).await
+            {
                 return fail(api_failed_or_error(&f), f.reason());
             }
         }

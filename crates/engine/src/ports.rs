@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
-use domain::{BulkChangeRequestWire, BulkStatus, ChangeType, Iccid, Integration, PortalType, RowStatus};
+use domain::{
+    BulkChangeRequestWire, BulkStatus, ChangeType, DeviceAttribute, Iccid, Integration, PortalType, RowStatus,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::rate::TokenBucket;
@@ -104,6 +106,61 @@ pub struct NewBulkChange {
     pub request: BulkChangeRequestWire,
     pub created_by: String,
     pub retry_of: Option<i64>,
+    /// What each open row holds on its device (`domain::attributes_of`): a device with an open row holding one
+    /// of them in another bulk change gets an ERROR row instead, decided by the store.
+    pub attributes: Vec<DeviceAttribute>,
+    /// The client's `Idempotency-Key`, reserved with `begin_idempotent`: the new bulk change is recorded on it in
+    /// the same transaction, so a replay finds it even if the answer was never saved.
+    pub idempotency_key: Option<String>,
+}
+
+/// What `create_bulk_change` recorded: the id, and the devices that became ERROR rows because another bulk
+/// change holds an open change of theirs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CreatedBulkChange {
+    pub id: i64,
+    pub conflicts: Vec<RowConflict>,
+}
+
+/// A device refused at creation: `reason` is its row's StatusDetails (`domain::conflict_reason`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowConflict {
+    pub iccid: String,
+    pub reason: String,
+}
+
+/// An open change of a device: the attribute its row holds, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenChange {
+    pub device_id: i64,
+    pub attribute: DeviceAttribute,
+    pub bulk_change_id: i64,
+    pub change_type: ChangeType,
+}
+
+/// What became of an `Idempotency-Key` when a request arrived with it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyStart {
+    /// First use (or the old one expired, or its request died before doing anything): go on, then finish it.
+    New,
+    /// The same key and request were answered before: send this answer again.
+    Replay { status: u16, body: String },
+    /// The key was used for another request (another route or body).
+    Mismatch,
+    /// The first request with this key is still running; `bulk_change_id` when it already recorded one.
+    InProgress { bulk_change_id: Option<i64>, since: DateTime<Utc> },
+}
+
+/// Whether a Rev.io service line may be created for a device now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RevServiceStart {
+    /// The device already has an active line: use it.
+    Active(RevServiceRecord),
+    /// Create it; `earlier_attempt` when a previous attempt (a crashed worker, a lost answer, an earlier bulk
+    /// change) may have created it on Rev.io already, so look it up there first.
+    Create { earlier_attempt: bool },
+    /// Another open row (of this bulk change) is creating it now.
+    Busy { bulk_change_id: i64 },
 }
 
 /// A device's change row as created by the API: PENDING when valid, ERROR with the reason when not.
@@ -279,6 +336,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("seed refused: {0}")]
     Seed(String),
+    /// The write would break a rule the database keeps (one open retry, one active Rev.io line, ...).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -300,10 +360,52 @@ pub trait Store: Send + Sync {
     async fn carrier_rate_plans(&self, tenant_id: i64, service_provider_id: i64) -> StoreResult<Vec<CarrierRatePlan>>;
     async fn rev_customer(&self, tenant_id: i64, rev_customer_id: &str) -> StoreResult<Option<RevCustomer>>;
     async fn active_rev_service(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<RevServiceRecord>>;
+    /// Records a device's Rev.io service line and ends its creation (`begin_rev_service`). A device has at most
+    /// one active line: recording a second one with another id is `StoreError::Conflict`.
     async fn add_rev_service(&self, tenant_id: i64, service: &RevServiceRecord) -> StoreResult<()>;
+    /// Before creating a Rev.io service line for a device on behalf of a row: the active line if there is one,
+    /// else the right to create it (remembered until `add_rev_service` or `abandon_rev_service`), or `Busy` while
+    /// another open row holds that right.
+    async fn begin_rev_service(
+        &self,
+        tenant_id: i64,
+        device_id: i64,
+        rev_customer_id: &str,
+        bulk_change_id: i64,
+        row_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RevServiceStart>;
+    /// Gives the right to create a device's line back when Rev.io refused it (nothing was created).
+    async fn abandon_rev_service(&self, device_id: i64, bulk_change_id: i64, row_id: i64) -> StoreResult<()>;
 
-    /// Records the bulk change and all its rows in one transaction; returns the new id.
-    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<i64>;
+    /// Records the bulk change and all its rows in one transaction. A valid row whose device has an open row
+    /// holding one of `change.attributes` in another bulk change becomes ERROR naming it (the database decides:
+    /// two racing creations cannot both hold a device). With `retry_of`, a second open retry of the same bulk
+    /// change is `StoreError::Conflict`.
+    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<CreatedBulkChange>;
+    /// The open changes of these devices (for intake and the dry run; creation decides again).
+    async fn open_changes(&self, tenant_id: i64, device_ids: &[i64]) -> StoreResult<Vec<OpenChange>>;
+    /// The ICCIDs a retry of a bulk change takes: its API_FAILED and ERROR rows that no later retry of it holds.
+    async fn retry_candidates(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<String>>;
+
+    /// Reserves an `Idempotency-Key` of a tenant for a request (`request_hash`), or says what became of it.
+    /// A key used before `expired_before` counts as unused; a reservation without a bulk change or an answer
+    /// made before `stale_before` (its request died) is taken over.
+    async fn begin_idempotent(
+        &self,
+        tenant_id: i64,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyStart>;
+    /// Keeps the answer of a reserved key for its replays.
+    async fn finish_idempotent(&self, tenant_id: i64, key: &str, status: u16, body: &str) -> StoreResult<()>;
+    /// Frees a reserved key whose request failed before writing anything (a 5xx), so the client can retry.
+    async fn abandon_idempotent(&self, tenant_id: i64, key: &str) -> StoreResult<()>;
+    /// Deletes keys used before `before` (24 h); returns how many.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>>;
     async fn list_bulk_changes(
         &self,

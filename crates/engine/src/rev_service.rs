@@ -1,13 +1,18 @@
 //! The Rev.io service line of a device, created at most once: an active one recorded in the database is reused,
-//! and a row claimed again after a crash asks Rev.io for the line a previous worker may have created before it
-//! could record it.
+//! one row at a time may create it (`Store::begin_rev_service`), and whenever an earlier attempt may have reached
+//! Rev.io (a crash, a lost answer, a 5xx) the line is looked up there before anything is sent again. The database
+//! keeps at most one active line per device.
 
 use chrono::Utc;
 use domain::RowStatus;
 use domain::request::RevServiceOptions;
 use domain::rules::DeviceRecord;
 
-use crate::ports::{DeviceChangeRow, RevServiceCreate, RevServiceRecord};
+use tracing::warn;
+
+use crate::ports::{
+    CarrierFailure, DeviceChangeRow, FailureKind, RevIoApi, RevServiceCreate, RevServiceRecord, RevServiceStart,
+};
 use crate::worker::Job;
 
 /// What became of the service line.
@@ -27,7 +32,13 @@ impl ServiceLine {
     }
 }
 
-/// Ensures the device has an active Rev.io service line for `customer`. On failure: the row status and reason.
+/// How many times a creation whose answer was lost (a timeout or a 5xx) is looked up and sent again.
+const CREATE_ROUNDS: u32 = 3;
+
+/// Ensures the device has an active Rev.io service line for `customer`, creating it at most once: the store gives
+/// one row at a time the right to create it, and whenever an earlier attempt may have reached Rev.io (a crashed
+/// worker, a lost answer, a 5xx) the line is looked up there before anything is sent again. On failure: the row
+/// status and reason.
 pub(crate) async fn ensure(
     job: &Job,
     row: &DeviceChangeRow,
@@ -36,57 +47,88 @@ pub(crate) async fn ensure(
     options: &RevServiceOptions,
 ) -> Result<ServiceLine, (RowStatus, String)> {
     let tenant = job.bulk.tenant_id;
-    match job.store.active_rev_service(tenant, device.id).await {
-        Ok(Some(existing)) => return Ok(ServiceLine::Existing(existing.rev_service_id)),
-        Ok(None) => {}
-        Err(e) => return Err((RowStatus::Error, format!("could not check Rev.io services: {e}"))),
-    }
+    let start = job
+        .store
+        .begin_rev_service(tenant, device.id, customer, job.bulk.id, row.id, job.clock.now())
+        .await
+        .map_err(|e| (RowStatus::Error, format!("could not check Rev.io services: {e}")))?;
+    let mut earlier = match start {
+        RevServiceStart::Active(existing) => return Ok(ServiceLine::Existing(existing.rev_service_id)),
+        RevServiceStart::Busy { bulk_change_id } => {
+            return Err((
+                RowStatus::Error,
+                format!(
+                    "the Rev.io service line of device {} is being created by bulk change {bulk_change_id}",
+                    device.iccid
+                ),
+            ));
+        }
+        RevServiceStart::Create { earlier_attempt } => earlier_attempt || row.claims > 1,
+    };
     let Some(rev) = job.rev_io.as_ref() else {
+        give_back(job, row, device).await;
         return Err((RowStatus::ApiFailed, "no Rev.io account is set up for this tenant".into()));
     };
-    let mut found = None;
-    if row.claims > 1 {
-        match rev.find_services(customer, &device.iccid).await {
-            Ok((ids, call)) => {
-                job.log(row, "Find Rev.io Service (reclaimed row)", &call, None).await;
-                found = ids.first().copied();
+    let create = RevServiceCreate {
+        customer_id: customer.to_string(),
+        provider_id: options.provider_id,
+        service_type_id: options.service_type_id,
+        number: device.msisdn.clone().unwrap_or_else(|| device.iccid.clone()),
+        number2: device.iccid.clone(),
+        usage_plan_group_id: options.usage_plan_group_id,
+        activated_date: options
+            .effective_date
+            .clone()
+            .filter(|d| !d.trim().is_empty())
+            .unwrap_or_else(|| Utc::now().format("%Y-%m-%dZ").to_string()),
+    };
+    let mut lost = None;
+    let mut line = None;
+    // Each round looks first when an earlier attempt may have reached Rev.io; the last one only looks.
+    for round in 0..=CREATE_ROUNDS {
+        if earlier {
+            match look_up(job, row, rev.as_ref(), customer, &device.iccid).await {
+                Ok(Some(id)) => {
+                    line = Some(ServiceLine::Found(id));
+                    break;
+                }
+                Ok(None) if round == CREATE_ROUNDS => break,
+                Ok(None) => {}
+                Err(reason) => {
+                    let first = lost.map(|f: CarrierFailure| format!("{}; ", f.reason())).unwrap_or_default();
+                    return Err((
+                        RowStatus::ApiFailed,
+                        format!(
+                            "Rev.io service line failed: {first}the line could not be looked up on Rev.io: {reason}"
+                        ),
+                    ));
+                }
+            }
+        }
+        match rev.create_service(&create).await {
+            Ok((id, call)) => {
+                job.log(row, "Create Rev.io Service", &call, None).await;
+                line = Some(ServiceLine::Created(id));
+                break;
+            }
+            Err(f) if f.kind == FailureKind::Ambiguous => {
+                // Rev.io may have created it and then failed to answer: never send again before looking.
+                job.log(row, "Create Rev.io Service", &f.call, Some(&f.reason())).await;
+                earlier = true;
+                lost = Some(f);
             }
             Err(f) => {
-                job.log(row, "Find Rev.io Service (reclaimed row)", &f.call, Some(&f.reason())).await;
-                return Err((
-                    RowStatus::ApiFailed,
-                    format!("could not look the service line up on Rev.io: {}", f.reason()),
-                ));
+                job.log(row, "Create Rev.io Service", &f.call, Some(&f.reason())).await;
+                if f.kind == FailureKind::Refused {
+                    give_back(job, row, device).await;
+                }
+                return Err((RowStatus::ApiFailed, format!("Rev.io service line failed: {}", f.reason())));
             }
         }
     }
-    let line = match found {
-        Some(id) => ServiceLine::Found(id),
-        None => {
-            let create = RevServiceCreate {
-                customer_id: customer.to_string(),
-                provider_id: options.provider_id,
-                service_type_id: options.service_type_id,
-                number: device.msisdn.clone().unwrap_or_else(|| device.iccid.clone()),
-                number2: device.iccid.clone(),
-                usage_plan_group_id: options.usage_plan_group_id,
-                activated_date: options
-                    .effective_date
-                    .clone()
-                    .filter(|d| !d.trim().is_empty())
-                    .unwrap_or_else(|| Utc::now().format("%Y-%m-%dZ").to_string()),
-            };
-            match rev.create_service(&create).await {
-                Ok((id, call)) => {
-                    job.log(row, "Create Rev.io Service", &call, None).await;
-                    ServiceLine::Created(id)
-                }
-                Err(f) => {
-                    job.log(row, "Create Rev.io Service", &f.call, Some(&f.reason())).await;
-                    return Err((RowStatus::ApiFailed, format!("Rev.io service line failed: {}", f.reason())));
-                }
-            }
-        }
+    let Some(line) = line else {
+        let reason = lost.map(|f| f.reason()).unwrap_or_else(|| "no answer from Rev.io".into());
+        return Err((RowStatus::ApiFailed, format!("Rev.io service line failed: {reason}")));
     };
     let id = match line {
         ServiceLine::Existing(id) | ServiceLine::Found(id) | ServiceLine::Created(id) => id,
@@ -98,8 +140,36 @@ pub(crate) async fn ensure(
         is_active: true,
     };
     if let Err(e) = job.store.add_rev_service(tenant, &record).await {
-        // Not lost: a retry of this row finds the line on Rev.io instead of creating another.
+        // Not lost: the next attempt for this device finds the line on Rev.io instead of creating another.
         return Err((RowStatus::Error, format!("Rev.io service {id} created but not recorded: {e}")));
     }
     Ok(line)
+}
+
+/// The line a previous attempt may have created: `GET /Services` by customer and ICCID.
+async fn look_up(
+    job: &Job,
+    row: &DeviceChangeRow,
+    rev: &dyn RevIoApi,
+    customer: &str,
+    iccid: &str,
+) -> Result<Option<i64>, String> {
+    match rev.find_services(customer, iccid).await {
+        Ok((ids, call)) => {
+            job.log(row, "Find Rev.io Service (an earlier attempt may have created it)", &call, None).await;
+            Ok(ids.first().copied())
+        }
+        Err(f) => {
+            job.log(row, "Find Rev.io Service (an earlier attempt may have created it)", &f.call, Some(&f.reason()))
+                .await;
+            Err(f.reason())
+        }
+    }
+}
+
+/// Rev.io refused (nothing was created): the right to create the device's line goes back.
+async fn give_back(job: &Job, row: &DeviceChangeRow, device: &DeviceRecord) {
+    if let Err(e) = job.store.abandon_rev_service(device.id, job.bulk.id, row.id).await {
+        warn!(iccid = %device.iccid, error = %e, "could not give back the Rev.io creation; the next attempt looks it up first");
+    }
 }

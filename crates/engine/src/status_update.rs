@@ -7,7 +7,8 @@ use domain::rules::{DeviceRecord, DeviceStatusDef, deactivation_rate_plan};
 use tracing::info;
 
 use crate::common::{
-    api_failed_or_error, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail, writes_disabled,
+    api_failed_or_error, carrier_confirms, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail,
+    writes_disabled,
 };
 use crate::ports::{CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
 use crate::rev_service;
@@ -25,12 +26,17 @@ pub(crate) async fn process(
     };
     let current = job.statuses.iter().find(|s| s.id == device.device_status_id);
     if current.is_some_and(|c| c.status.eq_ignore_ascii_case(&target.status)) {
-        job.log(row, "Status update skipped: device already in target status", &Default::default(), None).await;
-        return RowOutcome {
-            status: RowStatus::Processed,
-            details: format!("Device already in status {}; no carrier call", target.status),
-            device_update: DeviceUpdate::default(),
-        };
+        match carrier_confirms(job, row, &iccid, |cc| cc.status.eq_ignore_ascii_case(&target.status)).await {
+            Ok(true) => {
+                return RowOutcome {
+                    status: RowStatus::Processed,
+                    details: format!("Device already in status {} on the carrier; no change sent", target.status),
+                    device_update: DeviceUpdate::default(),
+                };
+            }
+            Ok(false) => {}
+            Err(outcome) => return outcome,
+        }
     }
     if !job.sp.write_is_enabled {
         return writes_disabled();

@@ -18,8 +18,8 @@ use tracing::{error, info, warn};
 use crate::audit;
 use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
 use crate::ports::{
-    CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, Queue, RowOutcome, Store, StoreError,
-    ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest, WorkMessage,
+    CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store,
+    StoreError, ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest, WorkMessage,
 };
 use crate::worker::Job;
 use crate::{customer_assignment, status_update};
@@ -99,6 +99,10 @@ pub fn result_outcome(
             Some(target) => {
                 update.device_status_id = Some(target.id);
                 update.imei = req.thing_space.as_ref().and_then(|t| t.imei_of(iccid));
+                if target.status.eq_ignore_ascii_case("ACTIVE") {
+                    // An activation carries the service plan it activated with (a restore carries none).
+                    update.carrier_rate_plan = req.thing_space.as_ref().and_then(|t| t.plan_and_zip(iccid).0);
+                }
                 update.msisdn = result.msisdn.clone();
                 update.ip_address = result.ip_address.clone();
                 let mut d = format!("Status changed to {}", target.status);
@@ -314,25 +318,27 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
         if let Some(target) = &target {
             let current = job.statuses.iter().find(|s| s.id == device.device_status_id);
             match thingspace_transition(current.map_or("INVENTORY", |c| c.status.as_str()), &target.status) {
-                Ok(None) => {
-                    job.log(
-                        &row,
-                        "Status update skipped: device already in target status",
-                        &CallRecord::default(),
-                        None,
-                    )
-                    .await;
-                    let details = format!("Device already in status {}; no carrier call", target.status);
-                    out.push((
-                        row,
-                        Disposition::Done(RowOutcome {
-                            status: RowStatus::Processed,
-                            details,
-                            device_update: DeviceUpdate::default(),
-                        }),
-                    ));
-                    continue;
-                }
+                // Our database says the device is there already; only ThingSpace's word lets us skip it.
+                Ok(None) => match carrier_transition(job, api, &row, &device.iccid, target).await {
+                    Ok(Some(a)) => action = Some(a),
+                    Ok(None) => {
+                        let details =
+                            format!("Device already in status {} on the carrier; no change sent", target.status);
+                        out.push((
+                            row,
+                            Disposition::Done(RowOutcome {
+                                status: RowStatus::Processed,
+                                details,
+                                device_update: DeviceUpdate::default(),
+                            }),
+                        ));
+                        continue;
+                    }
+                    Err(outcome) => {
+                        out.push((row, Disposition::Done(outcome)));
+                        continue;
+                    }
+                },
                 Ok(Some(a)) => action = Some(a),
                 Err(why) => {
                     out.push((
@@ -422,6 +428,86 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
     out
 }
 
+/// A row whose request got no usable answer: done when ThingSpace already shows the change, else failed with a
+/// reason that says the request may still be applied (a retry reads the device before sending anything).
+async fn settle_ambiguous(
+    job: &Job,
+    api: &dyn ThingSpaceApi,
+    row: &DeviceChangeRow,
+    iccid: &str,
+    lost: &CarrierFailure,
+) -> RowOutcome {
+    let target = status_target(&job.details, &job.statuses);
+    let description = "ThingSpace device list (the request's answer was lost)";
+    match api.device(&probe_iccid(&job.details, iccid)).await {
+        Ok((state, call)) => {
+            job.log(row, description, &call, None).await;
+            if already_done(&job.details, target, state.as_ref()) {
+                let state = state.unwrap_or_default();
+                let result =
+                    TsResult { success: true, msisdn: state.msisdn, ip_address: state.ip_address, reason: None };
+                let mut outcome = finish(job, row, &result).await;
+                outcome.details.push_str(" (confirmed on the carrier after its answer was lost)");
+                return outcome;
+            }
+            fail(
+                RowStatus::ApiFailed,
+                format!(
+                    "{}; ThingSpace does not show the change yet but may still apply it: check the device before a retry",
+                    lost.reason()
+                ),
+            )
+        }
+        Err(f) => {
+            job.log(row, description, &f.call, Some(&f.reason())).await;
+            fail(
+                RowStatus::ApiFailed,
+                format!(
+                    "{}; the device could not be read to see whether it was applied: {}",
+                    lost.reason(),
+                    f.reason()
+                ),
+            )
+        }
+    }
+}
+
+/// The action that takes a device to `target` from the state ThingSpace lists it in (our database thought it was
+/// there already): `None` when ThingSpace agrees, so nothing is sent.
+async fn carrier_transition(
+    job: &Job,
+    api: &dyn ThingSpaceApi,
+    row: &DeviceChangeRow,
+    iccid: &str,
+    target: &DeviceStatusDef,
+) -> Result<Option<TsAction>, RowOutcome> {
+    let description = "ThingSpace device list (is the device already in the target status?)";
+    let state = match api.device(iccid).await {
+        Ok((state, call)) => {
+            job.log(row, description, &call, None).await;
+            state
+        }
+        Err(f) => {
+            job.log(row, description, &f.call, Some(&f.reason())).await;
+            let reason =
+                format!("Could not read the device from ThingSpace to confirm it needs no change: {}", f.reason());
+            return Err(fail(api_failed_or_error(&f), reason));
+        }
+    };
+    let listed = state.map_or_else(|| "INVENTORY".to_string(), |s| s.state.to_ascii_uppercase());
+    match thingspace_transition(&listed, &target.status) {
+        Ok(None) => Ok(None),
+        Ok(Some(action)) => {
+            warn!(iccid, listed = %listed, "the database says the device is in the target status but ThingSpace does not; sending the change");
+            Ok(Some(action))
+        }
+        Err(why) => Err(fail(
+            RowStatus::Error,
+            format!("Status change not allowed: {why} (ThingSpace lists the device as {listed})"),
+        )),
+    }
+}
+
 /// Hands rows this worker holds over to carrier request `request_id` as soon as the carrier answered, before
 /// anything else is sent (a worker that dies now leaves the least to check), then applies any callback that
 /// already came for it. A failure to record leaves the rows to the worker's lease: reclaimed, they are checked
@@ -486,6 +572,15 @@ async fn submit(
         devices.len()
     );
     let mut out = Vec::with_capacity(ready.len());
+    if let Some(f) = answer.as_ref().err().filter(|f| f.kind == FailureKind::Ambiguous) {
+        // No answer, or a 5xx: ThingSpace may have taken the request. Never send it again blind; read each device.
+        for r in ready {
+            job.log(&r.row, description, &f.call, Some(&f.reason())).await;
+            let outcome = settle_ambiguous(job, api, &r.row, &r.device.iccid, f).await;
+            out.push((r.row, Disposition::Done(outcome)));
+        }
+        return out;
+    }
     for r in ready {
         let answer = answer.as_ref().map(|(id, call)| (id.clone(), call.clone())).map_err(Clone::clone);
         let (row, mut disposition) = accepted_or_failed(job, r.row, answer, description).await;
@@ -817,9 +912,9 @@ pub async fn apply_callback(
         received_at: now,
     };
     if accounts.is_empty() {
-        warn!(request_id = %callback.request_id, "ThingSpace callback with credentials no account registered; refused");
-        record.outcome = outcome_text(&CallbackAnswer::Unauthorized);
-        store.record_callback(&record).await?;
+        // Nothing of an unauthenticated body is stored (the route has no authorizer: anyone can post to it).
+        warn!(request_id = ?domain::rules::bounded_text(&callback.request_id, 100),
+              "ThingSpace callback with credentials no account registered; refused, nothing stored");
         return Ok(CallbackAnswer::Unauthorized);
     }
     let ids: Vec<i64> = accounts.iter().map(|a| a.id).collect();

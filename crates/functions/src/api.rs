@@ -25,11 +25,9 @@ impl Authenticator for AuthorizerClaims {
             .get("tenant_id")
             .and_then(|t| t.trim().parse::<i64>().ok())
             .ok_or_else(|| ApiError::Unauthorized("the token has no integer tenant_id claim".into()))?;
-        let user = claims
-            .get("sub")
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("the token has no sub claim".into()))?
-            .clone();
+        let user =
+            claims.get("sub").ok_or_else(|| ApiError::Unauthorized("the token has no sub claim".into()))?.clone();
+        ::api::auth::check_user(&user).map_err(ApiError::Unauthorized)?;
         // API Gateway flattens array claims to "[a b]".
         let roles = claims
             .get("roles")

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+/// The local server's HS256 secret in these tests (32 bytes at least, as `serve` requires).
+const FN_SECRET: &str = "handler-tests-secret-0123456789abcdef";
 fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events")
 }
@@ -28,7 +30,7 @@ fn sqs_event(rel: &str) -> SqsEvent {
 
 async fn stack() -> (tempfile::TempDir, Stack) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = StackConfig::local(dir.path().join("fn.db"), dir.path().join("outbox"), "fn-secret".into());
+    let mut config = StackConfig::local(dir.path().join("fn.db"), dir.path().join("outbox"), FN_SECRET.into());
     config.seed = Some(store::Seed::from_json(&event_text("seed.json")).expect("seed"));
     config.simulators = true;
     config.run_worker = false;
@@ -57,8 +59,7 @@ fn adapters_on(stack: &Stack, queue: Arc<dyn Queue>) -> Adapters {
 
 /// Submits `events/requests/NAME` through the local server as tenant 1; returns the bulk change id.
 async fn submit(stack: &Stack, name: &str) -> i64 {
-    let token =
-        api::Hs256::new("fn-secret").mint(&api::Claims { tenant_id: 1, sub: "alice".into(), roles: vec![], exp: None });
+    let token = api::Hs256::new(FN_SECRET).and_then(|a| a.mint(&api::Claims::new(1, "alice", 3600))).expect("token");
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/M2M/BulkChange", stack.base_url()))
         .bearer_auth(token)
@@ -220,12 +221,12 @@ async fn every_api_event_answers_as_the_local_server_does() {
         // route without the authorizer, such as ThingSpace's callback).
         let claims = &event["requestContext"]["authorizer"]["jwt"]["claims"];
         let token = claims["tenant_id"].as_str().map(|tenant| {
-            api::Hs256::new("fn-secret").mint(&api::Claims {
-                tenant_id: tenant.parse().expect("tenant_id claim"),
-                sub: claims["sub"].as_str().expect("sub claim").to_string(),
-                roles: vec![],
-                exp: None,
-            })
+            let claims = api::Claims::new(
+                tenant.parse().expect("tenant_id claim"),
+                claims["sub"].as_str().expect("sub claim"),
+                3600,
+            );
+            api::Hs256::new(FN_SECRET).and_then(|a| a.mint(&claims)).expect("token")
         });
         let query =
             event["rawQueryString"].as_str().filter(|q| !q.is_empty()).map(|q| format!("?{q}")).unwrap_or_default();

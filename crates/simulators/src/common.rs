@@ -25,6 +25,8 @@ pub struct Faults {
     /// The next N writes are applied, then hang this long before answering (a timeout for the client).
     pub hang_next_writes: u32,
     pub hang_ms: u64,
+    /// The next N writes are applied, then answered 502 Bad Gateway (a gateway that lost the carrier's answer).
+    pub apply_then_fail_next_writes: u32,
     /// Edits answer 200 but do not take; the audit trail records them in error (POD19's known behaviour).
     pub edits_do_not_take: bool,
     /// Edits of these ICCIDs are refused (400, `10000099`), as for a SIM the carrier has locked.
@@ -41,6 +43,7 @@ impl Default for Faults {
             fail_every: 0,
             hang_next_writes: 0,
             hang_ms: 30_000,
+            apply_then_fail_next_writes: 0,
             edits_do_not_take: false,
             locked_iccids: Vec::new(),
         }
@@ -171,6 +174,16 @@ impl Harness {
         None
     }
 
+    /// True (and counts down) when this write, already applied, must be answered 502.
+    pub fn take_apply_then_fail(&self) -> bool {
+        let Ok(mut faults) = self.faults.lock() else { return false };
+        if faults.apply_then_fail_next_writes > 0 {
+            faults.apply_then_fail_next_writes -= 1;
+            return true;
+        }
+        false
+    }
+
     pub fn latency(&self) -> Duration {
         Duration::from_millis(self.faults().latency_ms)
     }
@@ -207,4 +220,15 @@ pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let text = String::from_utf8(decoded).ok()?;
     let (user, secret) = text.split_once(':')?;
     Some((user.to_string(), secret.to_string()))
+}
+
+/// What a gateway answers when it lost the service's answer: 502 with an HTML page, not the API's error body.
+pub fn bad_gateway() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        StatusCode::BAD_GATEWAY,
+        [(axum::http::header::CONTENT_TYPE, "text/html")],
+        "<html><body><h1>502 Bad Gateway</h1></body></html>",
+    )
+        .into_response()
 }

@@ -309,6 +309,10 @@ async fn edit_device(
     };
     match result {
         Ok(()) => {
+            if state.harness.take_apply_then_fail() {
+                return answer(&state, "PUT", &path, parsed, StatusCode::BAD_GATEWAY, crate::common::bad_gateway())
+                    .await;
+            }
             if let Some(hang) = state.harness.take_hang() {
                 state.harness.record("PUT", &path, parsed, StatusCode::OK);
                 tokio::time::sleep(hang).await;

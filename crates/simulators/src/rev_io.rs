@@ -176,6 +176,7 @@ async fn create_service(State(state): State<Arc<RevIoState>>, headers: HeaderMap
         Err(_) => Err("state lock".to_string()),
     };
     let response = match created {
+        Ok(_) if state.harness.take_apply_then_fail() => crate::common::bad_gateway(),
         Ok(id) => {
             let mut r = (StatusCode::CREATED, Json(json!({"ok": true, "id": id}))).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("/v1/Services/{id}")) {

@@ -341,7 +341,11 @@ async fn answer(state: Arc<ThingSpaceState>, accepted: Result<Response, Pending>
     match accepted {
         Ok(answer) => answer,
         Err(Pending { request_id, action, results }) => {
+            let lost = state.harness.take_apply_then_fail();
             complete_later(state, request_id.clone(), action, results).await;
+            if lost {
+                return crate::common::bad_gateway();
+            }
             Json(json!({"requestId": request_id})).into_response()
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
-use domain::{BulkStatus, ChangeType, Integration, PortalType, RowStatus, bulk_status_from_rows};
+use domain::{BulkStatus, ChangeType, DeviceAttribute, Integration, PortalType, RowStatus, bulk_status_from_rows};
 use engine::ports::*;
 use tiberius::{Client, Config, Query, Row};
 use tokio::net::TcpStream;
@@ -30,9 +30,29 @@ macro_rules! proc_call {
 }
 const PROCESSED_BY: &str = "AltaworxDeviceBulkChange";
 
-fn db(context: &'static str) -> impl Fn(tiberius::error::Error) -> StoreError {
-    move |e| StoreError::Database { context, message: e.to_string() }
+/// Error 50409 is our procedures' refusal (`THROW 50409`): a rule the database keeps, not a failure.
+const REFUSED: u32 = 50409;
+/// SQL Server chose this transaction as a deadlock victim and rolled it back: safe to run again.
+const DEADLOCK_VICTIM: u32 = 1205;
+
+fn server_code(e: &tiberius::error::Error) -> Option<u32> {
+    match e {
+        tiberius::error::Error::Server(t) => Some(t.code()),
+        _ => None,
+    }
 }
+
+fn db(context: &'static str) -> impl Fn(tiberius::error::Error) -> StoreError {
+    move |e| match &e {
+        tiberius::error::Error::Server(t) if t.code() == REFUSED => StoreError::Conflict(t.message().to_string()),
+        _ => StoreError::Database { context, message: e.to_string() },
+    }
+}
+
+/// What every connection sets first, as ODBC drivers do: filtered indexes (UX_DeviceBulkChange_OpenRetry,
+/// UX_RevService_ActiveDevice) refuse writes from sessions with other settings.
+const SESSION_OPTIONS: &str = "SET ANSI_NULLS ON; SET ANSI_PADDING ON; SET ANSI_WARNINGS ON; SET ARITHABORT ON;
+     SET CONCAT_NULL_YIELDS_NULL ON; SET QUOTED_IDENTIFIER ON; SET NUMERIC_ROUNDABORT OFF;";
 
 fn naive(t: DateTime<Utc>) -> NaiveDateTime {
     t.naive_utc()
@@ -84,7 +104,15 @@ impl MssqlStore {
             .map_err(|_| StoreError::Database { context: "connect", message: "timed out".into() })?
             .map_err(|e| StoreError::Database { context: "connect", message: e.to_string() })?;
         tcp.set_nodelay(true).map_err(|e| StoreError::Database { context: "connect", message: e.to_string() })?;
-        Client::connect(self.config.clone(), tcp.compat_write()).await.map_err(db("login"))
+        let mut client = Client::connect(self.config.clone(), tcp.compat_write()).await.map_err(db("login"))?;
+        client
+            .simple_query(SESSION_OPTIONS)
+            .await
+            .map_err(db("set session options"))?
+            .into_results()
+            .await
+            .map_err(db("set session options"))?;
+        Ok(client)
     }
 
     async fn lease(&self) -> Result<Lease<'_>, StoreError> {
@@ -99,13 +127,31 @@ impl MssqlStore {
 
     /// Runs one procedure call and returns all its result sets. The connection goes back to the pool only on success.
     async fn exec(&self, context: &'static str, query: Query<'_>) -> Result<Vec<Vec<Row>>, StoreError> {
-        let mut lease = self.lease().await?;
-        let result = async {
-            let stream = query.query(lease.conn()?).await.map_err(db(context))?;
-            stream.into_results().await.map_err(db(context))
+        match self.lease().await {
+            Ok(lease) => Self::run(lease, query).await.map_err(db(context)),
+            Err(e) => Err(e),
         }
-        .await;
-        if result.is_ok() {
+    }
+
+    /// `exec` with the server's error as it came, for callers that act on its number.
+    async fn exec_raw(&self, query: Query<'_>) -> Result<Vec<Vec<Row>>, tiberius::error::Error> {
+        let lease = self
+            .lease()
+            .await
+            .map_err(|e| tiberius::error::Error::Io { kind: std::io::ErrorKind::Other, message: e.to_string() })?;
+        Self::run(lease, query).await
+    }
+
+    async fn run(mut lease: Lease<'_>, query: Query<'_>) -> Result<Vec<Vec<Row>>, tiberius::error::Error> {
+        let conn = lease
+            .conn()
+            .map_err(|e| tiberius::error::Error::Io { kind: std::io::ErrorKind::Other, message: e.to_string() })?;
+        let result = match query.query(conn).await {
+            Ok(stream) => stream.into_results().await,
+            Err(e) => Err(e),
+        };
+        // A refusal (50409) leaves a healthy connection; any other error drops it.
+        if result.is_ok() || result.as_ref().err().and_then(server_code) == Some(REFUSED) {
             lease.give_back().await;
         }
         result
@@ -151,7 +197,8 @@ impl MssqlStore {
 
     /// Deletes every row but the reference data (contract tests only).
     pub async fn wipe_for_tests(&self) -> Result<(), StoreError> {
-        let sql = "DELETE FROM dbo.Device_CustomerRatePlanOrRatePool_Queue; DELETE FROM dbo.DeviceBulkChangeLog;
+        let sql = "DELETE FROM dbo.DeviceChangeLock; DELETE FROM dbo.RevServiceCreation; DELETE FROM dbo.IdempotencyKey;
+                   DELETE FROM dbo.Device_CustomerRatePlanOrRatePool_Queue; DELETE FROM dbo.DeviceBulkChangeLog;
                    DELETE FROM dbo.ThingSpaceCallBackResponseLog; DELETE FROM dbo.ThingSpaceAuthentication;
                    DELETE FROM dbo.DeviceActionHistory; DELETE FROM dbo.Device_Tenant;
                    DELETE FROM dbo.M2M_DeviceChange; DELETE FROM dbo.Mobility_DeviceChange; DELETE FROM dbo.DeviceBulkChange; DELETE FROM dbo.RevService; DELETE FROM dbo.Device;
@@ -544,7 +591,52 @@ impl Store for MssqlStore {
         self.exec("add Rev service", q).await.map(|_| ())
     }
 
-    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<i64> {
+    async fn begin_rev_service(
+        &self,
+        tenant_id: i64,
+        device_id: i64,
+        rev_customer_id: &str,
+        bulk_change_id: i64,
+        row_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RevServiceStart> {
+        let q = proc_call!(
+            "EXEC dbo.usp_RevService_BeginCreation @TenantId = @P1, @DeviceId = @P2, @RevCustomerId = @P3, @BulkChangeId = @P4, @RowId = @P5, @Now = @P6",
+            tenant_id,
+            device_id,
+            rev_customer_id,
+            bulk_change_id,
+            row_id,
+            naive(now),
+        );
+        let rows = self.first("begin Rev service creation", q).await?;
+        let r = need(rows.first(), "Outcome")?;
+        match text(r, "Outcome").as_deref() {
+            Some("Active") => Ok(RevServiceStart::Active(RevServiceRecord {
+                device_id: need(r.get("DeviceId"), "DeviceId")?,
+                rev_service_id: need(r.get("RevServiceId"), "RevServiceId")?,
+                rev_customer_id: text(r, "RevCustomerId").unwrap_or_default(),
+                is_active: r.get("IsActive").unwrap_or(true),
+            })),
+            Some("Busy") => {
+                Ok(RevServiceStart::Busy { bulk_change_id: need(r.get("BusyBulkChangeId"), "BusyBulkChangeId")? })
+            }
+            Some("Create") => Ok(RevServiceStart::Create { earlier_attempt: r.get("EarlierAttempt").unwrap_or(true) }),
+            other => Err(StoreError::Corrupt(format!("unknown Rev.io creation outcome {other:?}"))),
+        }
+    }
+
+    async fn abandon_rev_service(&self, device_id: i64, bulk_change_id: i64, row_id: i64) -> StoreResult<()> {
+        let q = proc_call!(
+            "EXEC dbo.usp_RevService_AbandonCreation @DeviceId = @P1, @BulkChangeId = @P2, @RowId = @P3",
+            device_id,
+            bulk_change_id,
+            row_id,
+        );
+        self.exec("abandon Rev service creation", q).await.map(|_| ())
+    }
+
+    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<CreatedBulkChange> {
         let rows_json: Vec<serde_json::Value> = rows
             .iter()
             .enumerate()
@@ -560,22 +652,138 @@ impl Store for MssqlStore {
                 })
             })
             .collect();
+        let rows_json = serde_json::Value::Array(rows_json).to_string();
+        let request = serde_json::to_string(&change.request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let attributes =
+            serde_json::Value::from(change.attributes.iter().map(|a| a.as_str()).collect::<Vec<_>>()).to_string();
+        // Two creations over the same devices lock DeviceChangeLock ranges; when SQL Server breaks a deadlock
+        // between them, the victim's transaction was rolled back whole and runs again.
+        let mut attempt = 0;
+        let sets = loop {
+            attempt += 1;
+            let q = proc_call!(
+                "EXEC dbo.usp_DeviceBulkChange_Create @TenantId = @P1, @ServiceProviderId = @P2, @IntegrationId = @P3, @ChangeRequestTypeId = @P4,
+                      @PortalTypeId = @P5, @ChangeRequest = @P6, @CreatedBy = @P7, @RowsJson = @P8, @Now = @P9, @RetryOfBulkChangeId = @P10,
+                      @AttributesJson = @P11, @IdempotencyKey = @P12",
+                change.tenant_id,
+                change.service_provider_id,
+                change.integration.id(),
+                change.change_type.number(),
+                i64::from(change.portal_type),
+                request.as_str(),
+                change.created_by.as_str(),
+                rows_json.as_str(),
+                naive(Utc::now()),
+                change.retry_of,
+                attributes.as_str(),
+                change.idempotency_key.as_deref(),
+            );
+            match self.exec_raw(q).await {
+                Err(e) if server_code(&e) == Some(DEADLOCK_VICTIM) && attempt < 3 => continue,
+                other => break other.map_err(db("create bulk change"))?,
+            }
+        };
+        let mut sets = sets.into_iter();
+        let id = need(sets.next().unwrap_or_default().first().and_then(|r| r.get::<i64, _>("Id")), "Id")?;
+        let conflicts = sets
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| RowConflict {
+                iccid: text(r, "ICCID").unwrap_or_default(),
+                reason: text(r, "StatusDetails").unwrap_or_default(),
+            })
+            .collect();
+        Ok(CreatedBulkChange { id, conflicts })
+    }
+
+    async fn open_changes(&self, tenant_id: i64, device_ids: &[i64]) -> StoreResult<Vec<OpenChange>> {
+        let json = serde_json::Value::from(device_ids.to_vec()).to_string();
+        let q =
+            proc_call!("EXEC dbo.usp_DeviceChangeLock_List @TenantId = @P1, @DeviceIdsJson = @P2", tenant_id, json,);
+        self.first("read open changes", q)
+            .await?
+            .iter()
+            .map(|r| {
+                let attribute = text(r, "Attribute").unwrap_or_default();
+                let kind: i64 = need(r.get("ChangeRequestTypeId"), "ChangeRequestTypeId")?;
+                Ok(OpenChange {
+                    device_id: need(r.get("DeviceId"), "DeviceId")?,
+                    attribute: DeviceAttribute::parse(&attribute)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown locked attribute {attribute}")))?,
+                    bulk_change_id: need(r.get("BulkChangeId"), "BulkChangeId")?,
+                    change_type: ChangeType::from_number(kind)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown change type {kind}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retry_candidates(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<String>> {
         let q = proc_call!(
-            "EXEC dbo.usp_DeviceBulkChange_Create @TenantId = @P1, @ServiceProviderId = @P2, @IntegrationId = @P3, @ChangeRequestTypeId = @P4,
-                  @PortalTypeId = @P5, @ChangeRequest = @P6, @CreatedBy = @P7, @RowsJson = @P8, @Now = @P9, @RetryOfBulkChangeId = @P10",
-            change.tenant_id,
-            change.service_provider_id,
-            change.integration.id(),
-            change.change_type.number(),
-            i64::from(change.portal_type),
-            serde_json::to_string(&change.request).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            change.created_by.as_str(),
-            serde_json::Value::Array(rows_json).to_string(),
-            naive(Utc::now()),
-            change.retry_of,
+            "EXEC dbo.usp_DeviceBulkChange_RetryCandidates @TenantId = @P1, @BulkChangeId = @P2",
+            tenant_id,
+            bulk_change_id,
         );
-        let rows = self.first("create bulk change", q).await?;
-        need(rows.first().and_then(|r| r.get::<i64, _>("Id")), "Id")
+        Ok(self.first("read retry candidates", q).await?.iter().filter_map(|r| text(r, "ICCID")).collect())
+    }
+
+    async fn begin_idempotent(
+        &self,
+        tenant_id: i64,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyStart> {
+        let q = proc_call!(
+            "EXEC dbo.usp_IdempotencyKey_Begin @TenantId = @P1, @IdempotencyKey = @P2, @RequestHash = @P3, @Now = @P4, @StaleBefore = @P5, @ExpiredBefore = @P6",
+            tenant_id,
+            key,
+            request_hash,
+            naive(now),
+            naive(stale_before),
+            naive(expired_before),
+        );
+        let rows = self.first("begin idempotency key", q).await?;
+        let r = need(rows.first(), "Outcome")?;
+        match text(r, "Outcome").as_deref() {
+            Some("New") => Ok(IdempotencyStart::New),
+            Some("Mismatch") => Ok(IdempotencyStart::Mismatch),
+            Some("Replay") => Ok(IdempotencyStart::Replay {
+                status: u16::try_from(r.get::<i32, _>("ResponseStatus").unwrap_or(500)).unwrap_or(500),
+                body: text(r, "ResponseBody").unwrap_or_default(),
+            }),
+            Some("InProgress") => Ok(IdempotencyStart::InProgress {
+                bulk_change_id: r.get("BulkChangeId"),
+                since: need(utc(r.get("CreatedDate")), "CreatedDate")?,
+            }),
+            other => Err(StoreError::Corrupt(format!("unknown idempotency outcome {other:?}"))),
+        }
+    }
+
+    async fn finish_idempotent(&self, tenant_id: i64, key: &str, status: u16, body: &str) -> StoreResult<()> {
+        let q = proc_call!(
+            "EXEC dbo.usp_IdempotencyKey_Finish @TenantId = @P1, @IdempotencyKey = @P2, @ResponseStatus = @P3, @ResponseBody = @P4",
+            tenant_id,
+            key,
+            i32::from(status),
+            body,
+        );
+        self.exec("keep idempotent answer", q).await.map(|_| ())
+    }
+
+    async fn abandon_idempotent(&self, tenant_id: i64, key: &str) -> StoreResult<()> {
+        let q =
+            proc_call!("EXEC dbo.usp_IdempotencyKey_Abandon @TenantId = @P1, @IdempotencyKey = @P2", tenant_id, key,);
+        self.exec("free idempotency key", q).await.map(|_| ())
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let q = proc_call!("EXEC dbo.usp_IdempotencyKey_Purge @Before = @P1", naive(before),);
+        let rows = self.first("purge idempotency keys", q).await?;
+        Ok(rows.first().and_then(|r| r.get::<i32, _>("Purged")).map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 
     async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
-use domain::{BulkStatus, ChangeType, Integration, PortalType, RowStatus, bulk_status_from_rows};
+use domain::{BulkStatus, ChangeType, DeviceAttribute, Integration, PortalType, RowStatus, bulk_status_from_rows};
 use engine::ports::*;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -82,6 +82,42 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX IX_ThingSpaceCallBackResponseLog_Request ON ThingSpaceCallBackResponseLog (RequestId)",
     "ALTER TABLE M2M_DeviceChange ADD COLUMN CarrierResult TEXT;
      ALTER TABLE Mobility_DeviceChange ADD COLUMN CarrierResult TEXT",
+    // One open change per device and attribute (README "One change per device"): a lock row per attribute an
+    // open row holds, keyed by device and attribute, released by the row tables' triggers when the row is final.
+    // Open rows of an older database take every attribute (the first row of a device wins).
+    "CREATE TABLE DeviceChangeLock (
+         DeviceId INTEGER NOT NULL REFERENCES Device(Id), Attribute TEXT NOT NULL, BulkChangeId INTEGER NOT NULL,
+         RowId INTEGER NOT NULL, ChangeRequestTypeId INTEGER NOT NULL, TenantId INTEGER NOT NULL, CreatedDate TEXT NOT NULL,
+         PRIMARY KEY (DeviceId, Attribute));
+     CREATE INDEX IX_DeviceChangeLock_Row ON DeviceChangeLock (BulkChangeId, RowId);
+     CREATE TRIGGER TR_M2M_DeviceChange_Unlock AFTER UPDATE OF Status ON M2M_DeviceChange
+     WHEN NEW.Status NOT IN ('PENDING', 'PROCESSING', 'SCHEDULED')
+     BEGIN DELETE FROM DeviceChangeLock WHERE BulkChangeId = NEW.BulkChangeId AND RowId = NEW.Id; END;
+     CREATE TRIGGER TR_Mobility_DeviceChange_Unlock AFTER UPDATE OF Status ON Mobility_DeviceChange
+     WHEN NEW.Status NOT IN ('PENDING', 'PROCESSING', 'SCHEDULED')
+     BEGIN DELETE FROM DeviceChangeLock WHERE BulkChangeId = NEW.BulkChangeId AND RowId = NEW.Id; END;
+     INSERT OR IGNORE INTO DeviceChangeLock (DeviceId, Attribute, BulkChangeId, RowId, ChangeRequestTypeId, TenantId, CreatedDate)
+     SELECT r.DeviceId, a.Attribute, r.BulkChangeId, r.Id, b.ChangeRequestTypeId, r.TenantId, r.CreatedDate
+     FROM (SELECT Id, BulkChangeId, DeviceId, TenantId, CreatedDate, Status FROM M2M_DeviceChange
+           UNION ALL SELECT Id, BulkChangeId, DeviceId, TenantId, CreatedDate, Status FROM Mobility_DeviceChange) r
+     JOIN DeviceBulkChange b ON b.Id = r.BulkChangeId
+     CROSS JOIN (SELECT 'Status' AS Attribute UNION ALL SELECT 'CarrierRatePlan' UNION ALL SELECT 'CustomerRatePlan'
+                 UNION ALL SELECT 'Billing' UNION ALL SELECT 'Username' UNION ALL SELECT 'Identity') a
+     WHERE r.Status IN ('PENDING', 'PROCESSING', 'SCHEDULED') AND r.DeviceId IS NOT NULL
+     ORDER BY r.BulkChangeId, r.Id;
+     CREATE UNIQUE INDEX UX_DeviceBulkChange_OpenRetry ON DeviceBulkChange (RetryOfBulkChangeId)
+     WHERE RetryOfBulkChangeId IS NOT NULL AND Status IN ('NEW', 'PROCESSING', 'SCHEDULED');
+     UPDATE RevService SET IsActive = 0
+     WHERE IsActive = 1 AND Id NOT IN (SELECT MAX(Id) FROM RevService WHERE IsActive = 1 GROUP BY DeviceId);
+     CREATE UNIQUE INDEX UX_RevService_ActiveDevice ON RevService (DeviceId) WHERE IsActive = 1;
+     CREATE TABLE RevServiceCreation (
+         DeviceId INTEGER PRIMARY KEY REFERENCES Device(Id), TenantId INTEGER NOT NULL, RevCustomerId TEXT NOT NULL,
+         BulkChangeId INTEGER NOT NULL, RowId INTEGER NOT NULL, Attempts INTEGER NOT NULL, StartedDate TEXT NOT NULL);
+     CREATE TABLE IdempotencyKey (
+         TenantId INTEGER NOT NULL, IdempotencyKey TEXT NOT NULL, RequestHash TEXT NOT NULL, BulkChangeId INTEGER,
+         ResponseStatus INTEGER, ResponseBody TEXT, CreatedDate TEXT NOT NULL,
+         PRIMARY KEY (TenantId, IdempotencyKey));
+     CREATE INDEX IX_IdempotencyKey_Created ON IdempotencyKey (CreatedDate)",
 ];
 
 /// Where a bulk change's rows live: M2M (PortalType 0) in `M2M_DeviceChange`, Mobility (2) in `Mobility_DeviceChange`.
@@ -454,6 +490,25 @@ fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
     })
 }
 
+/// The open retry of a bulk change, if one is running.
+fn open_retry(c: &Connection, original: i64) -> Result<Option<i64>, StoreError> {
+    c.query_row(
+        "SELECT Id FROM DeviceBulkChange WHERE RetryOfBulkChangeId = ?1 AND Status IN ('NEW', 'PROCESSING', 'SCHEDULED')",
+        params![original],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db("read open retry"))
+}
+
+/// What a row refused by another bulk change's open change says.
+fn holder_reason(iccid: &str, bulk_change_id: i64, change_type: i64) -> Result<String, StoreError> {
+    let kind = ChangeType::from_number(change_type).ok_or_else(|| {
+        StoreError::Corrupt(format!("device lock of bulk change {bulk_change_id}: change type {change_type}"))
+    })?;
+    Ok(domain::conflict_reason(iccid, kind, bulk_change_id))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn service_provider(&self, tenant_id: i64, id: i64) -> StoreResult<Option<ServiceProvider>> {
@@ -598,45 +653,193 @@ impl Store for SqliteStore {
     async fn add_rev_service(&self, tenant_id: i64, s: &RevServiceRecord) -> StoreResult<()> {
         let s = s.clone();
         self.with(move |c| {
-            c.execute(
-                "INSERT INTO RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
-                 SELECT ?1, Id, ?3, ?4, ?5, ?6 FROM Device WHERE Id = ?2 AND TenantId = ?1",
-                params![tenant_id, s.device_id, s.rev_service_id, s.rev_customer_id, s.is_active, ts(Utc::now())],
-            )
-            .map_err(db("add Rev service"))?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin add Rev service"))?;
+            let active: Option<i64> = tx
+                .query_row(
+                    "SELECT RevServiceId FROM RevService WHERE DeviceId = ?1 AND TenantId = ?2 AND IsActive = 1",
+                    params![s.device_id, tenant_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db("read Rev service"))?;
+            match active {
+                Some(id) if s.is_active && id != s.rev_service_id => {
+                    return Err(StoreError::Conflict(format!(
+                        "device {} already has active Rev.io service {id}; service {} is not recorded",
+                        s.device_id, s.rev_service_id
+                    )));
+                }
+                Some(_) if s.is_active => {}
+                _ => {
+                    tx.execute(
+                        "INSERT INTO RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
+                         SELECT ?1, Id, ?3, ?4, ?5, ?6 FROM Device WHERE Id = ?2 AND TenantId = ?1",
+                        params![tenant_id, s.device_id, s.rev_service_id, s.rev_customer_id, s.is_active, ts(Utc::now())],
+                    )
+                    .map_err(db("add Rev service"))?;
+                }
+            }
+            tx.execute("DELETE FROM RevServiceCreation WHERE DeviceId = ?1 AND TenantId = ?2", params![s.device_id, tenant_id])
+                .map_err(db("end Rev service creation"))?;
+            tx.commit().map_err(db("commit add Rev service"))?;
             Ok(())
         })
         .await
     }
 
-    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<i64> {
+    async fn begin_rev_service(
+        &self,
+        tenant_id: i64,
+        device_id: i64,
+        rev_customer_id: &str,
+        bulk_change_id: i64,
+        row_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RevServiceStart> {
+        let customer = rev_customer_id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin Rev service creation"))?;
+            let active = tx
+                .query_row(
+                    "SELECT DeviceId, RevServiceId, RevCustomerId, IsActive FROM RevService WHERE TenantId = ?1 AND DeviceId = ?2 AND IsActive = 1",
+                    params![tenant_id, device_id],
+                    |r| Ok(RevServiceRecord { device_id: r.get(0)?, rev_service_id: r.get(1)?, rev_customer_id: r.get(2)?, is_active: r.get(3)? }),
+                )
+                .optional()
+                .map_err(db("read Rev service"))?;
+            if let Some(active) = active {
+                return Ok(RevServiceStart::Active(active));
+            }
+            let held: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT BulkChangeId, RowId FROM RevServiceCreation WHERE DeviceId = ?1 AND TenantId = ?2",
+                    params![device_id, tenant_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db("read Rev service creation"))?;
+            let start = match held {
+                None => RevServiceStart::Create { earlier_attempt: false },
+                Some(owner) if owner == (bulk_change_id, row_id) => RevServiceStart::Create { earlier_attempt: true },
+                Some((bulk, row)) => {
+                    let open: bool = tx
+                        .query_row(
+                            "SELECT EXISTS (SELECT 1 FROM DeviceChangeLock WHERE BulkChangeId = ?1 AND RowId = ?2)",
+                            params![bulk, row],
+                            |r| r.get(0),
+                        )
+                        .map_err(db("read Rev service creation owner"))?;
+                    if open { RevServiceStart::Busy { bulk_change_id: bulk } } else { RevServiceStart::Create { earlier_attempt: true } }
+                }
+            };
+            if let RevServiceStart::Create { .. } = start {
+                tx.execute(
+                    "INSERT INTO RevServiceCreation (DeviceId, TenantId, RevCustomerId, BulkChangeId, RowId, Attempts, StartedDate)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)
+                     ON CONFLICT (DeviceId) DO UPDATE SET RevCustomerId = excluded.RevCustomerId, BulkChangeId = excluded.BulkChangeId,
+                         RowId = excluded.RowId, Attempts = Attempts + 1, StartedDate = excluded.StartedDate",
+                    params![device_id, tenant_id, customer, bulk_change_id, row_id, ts(now)],
+                )
+                .map_err(db("begin Rev service creation"))?;
+            }
+            tx.commit().map_err(db("commit Rev service creation"))?;
+            Ok(start)
+        })
+        .await
+    }
+
+    async fn abandon_rev_service(&self, device_id: i64, bulk_change_id: i64, row_id: i64) -> StoreResult<()> {
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM RevServiceCreation WHERE DeviceId = ?1 AND BulkChangeId = ?2 AND RowId = ?3",
+                params![device_id, bulk_change_id, row_id],
+            )
+            .map_err(db("abandon Rev service creation"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_bulk_change(&self, change: &NewBulkChange, rows: &[NewRow]) -> StoreResult<CreatedBulkChange> {
         let change = change.clone();
         let rows = rows.to_vec();
         self.with(move |c| {
             let now = ts(Utc::now());
             let request = serde_json::to_string(&change.request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin create bulk change"))?;
+            if let Some(original) = change.retry_of {
+                if let Some(open) = open_retry(&tx, original)? {
+                    return Err(StoreError::Conflict(format!(
+                        "bulk change {original} already has an open retry: bulk change {open}; wait for it to finish"
+                    )));
+                }
+            }
             tx.execute(
                 "INSERT INTO DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'NEW', ?6, ?7, ?8, ?8, ?9)",
                 params![change.tenant_id, change.service_provider_id, change.integration.id(), change.change_type.number(), i64::from(change.portal_type), request, change.created_by, now, change.retry_of],
             )
-            .map_err(db("insert bulk change"))?;
+            .map_err(|e| match (e.sqlite_error_code(), change.retry_of) {
+                // The unique index over open retries decides when the check above raced (another connection).
+                (Some(rusqlite::ErrorCode::ConstraintViolation), Some(original)) => {
+                    StoreError::Conflict(format!("bulk change {original} already has an open retry; wait for it to finish"))
+                }
+                _ => db("insert bulk change")(e),
+            })?;
             let id = tx.last_insert_rowid();
+            // By name, so the holder a conflict names is the one SQL Server's procedure names too.
+            let mut attributes = change.attributes.clone();
+            attributes.sort_by_key(|a| a.as_str());
+            attributes.dedup();
+            let mut conflicts = Vec::new();
             {
                 let table = row_table_of(i64::from(change.portal_type));
-                let mut stmt = tx
+                let mut insert_row = tx
                     .prepare_cached(&format!(
                         "INSERT INTO {table} (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                     ))
                     .map_err(db("insert rows"))?;
+                let mut lock = tx
+                    .prepare_cached(
+                        "INSERT INTO DeviceChangeLock (DeviceId, Attribute, BulkChangeId, RowId, ChangeRequestTypeId, TenantId, CreatedDate)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (DeviceId, Attribute) DO NOTHING",
+                    )
+                    .map_err(db("lock device"))?;
+                let mut holder = tx
+                    .prepare_cached("SELECT BulkChangeId, ChangeRequestTypeId FROM DeviceChangeLock WHERE DeviceId = ?1 AND Attribute = ?2")
+                    .map_err(db("read device lock"))?;
                 for row in &rows {
                     let is_final = row.status.is_final();
-                    stmt.execute(params![id, change.tenant_id, row.device_id, row.iccid, row.msisdn, row.status.as_str(), row.status_details, is_final, is_final.then_some(&now), now])
+                    insert_row
+                        .execute(params![id, change.tenant_id, row.device_id, row.iccid, row.msisdn, row.status.as_str(), row.status_details, is_final, is_final.then_some(&now), now])
                         .map_err(db("insert rows"))?;
-                    if let (Some(plan), Some(device_id)) = (&row.scheduled, row.device_id) {
-                        let row_id = tx.last_insert_rowid();
+                    let row_id = tx.last_insert_rowid();
+                    let Some(device_id) = row.device_id.filter(|_| !is_final) else { continue };
+                    let mut refused = None;
+                    for attribute in &attributes {
+                        let taken = lock
+                            .execute(params![device_id, attribute.as_str(), id, row_id, change.change_type.number(), change.tenant_id, now])
+                            .map_err(db("lock device"))?;
+                        if taken == 0 {
+                            let (bulk, kind): (i64, i64) = holder
+                                .query_row(params![device_id, attribute.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .map_err(db("read device lock"))?;
+                            refused = Some(holder_reason(&row.iccid, bulk, kind)?);
+                            break;
+                        }
+                    }
+                    if let Some(reason) = refused {
+                        // The status trigger releases the locks this row took before it met the conflict.
+                        tx.execute(
+                            &format!("UPDATE {table} SET Status = 'ERROR', StatusDetails = ?2, IsProcessed = 1, ProcessedDate = ?3 WHERE Id = ?1"),
+                            params![row_id, reason, now],
+                        )
+                        .map_err(db("refuse conflicting row"))?;
+                        conflicts.push(RowConflict { iccid: row.iccid.clone(), reason });
+                        continue;
+                    }
+                    if let Some(plan) = &row.scheduled {
                         tx.execute(
                             "INSERT INTO Device_CustomerRatePlanOrRatePool_Queue (DeviceId, M2MDeviceChangeId, BulkChangeId, CustomerRatePlanId,
                                     CustomerRatePoolId, CustomerDataAllocationMB, EffectiveDate, PortalType, TenantId, CreatedBy, CreatedDate)
@@ -659,8 +862,157 @@ impl Store for SqliteStore {
                     }
                 }
             }
+            if let Some(key) = &change.idempotency_key {
+                tx.execute(
+                    "UPDATE IdempotencyKey SET BulkChangeId = ?3 WHERE TenantId = ?1 AND IdempotencyKey = ?2",
+                    params![change.tenant_id, key, id],
+                )
+                .map_err(db("record idempotency key"))?;
+            }
             tx.commit().map_err(db("commit bulk change"))?;
-            Ok(id)
+            Ok(CreatedBulkChange { id, conflicts })
+        })
+        .await
+    }
+
+    async fn open_changes(&self, tenant_id: i64, device_ids: &[i64]) -> StoreResult<Vec<OpenChange>> {
+        let device_ids = device_ids.to_vec();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT DeviceId, Attribute, BulkChangeId, ChangeRequestTypeId FROM DeviceChangeLock
+                     WHERE DeviceId = ?1 AND TenantId = ?2 ORDER BY Attribute",
+                )
+                .map_err(db("read open changes"))?;
+            let mut out = Vec::new();
+            for device_id in device_ids {
+                let raws = stmt
+                    .query_map(params![device_id, tenant_id], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                    })
+                    .map_err(db("read open changes"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db("read open changes"))?;
+                for (device_id, attribute, bulk_change_id, kind) in raws {
+                    out.push(OpenChange {
+                        device_id,
+                        attribute: DeviceAttribute::parse(&attribute)
+                            .ok_or_else(|| StoreError::Corrupt(format!("unknown locked attribute {attribute}")))?,
+                        bulk_change_id,
+                        change_type: ChangeType::from_number(kind)
+                            .ok_or_else(|| StoreError::Corrupt(format!("unknown change type {kind}")))?,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn retry_candidates(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<String>> {
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT r.ICCID FROM {table} r
+                     WHERE r.BulkChangeId = ?1 AND r.TenantId = ?2 AND r.Status IN ('API_FAILED', 'ERROR')
+                       AND NOT EXISTS (SELECT 1 FROM DeviceBulkChange b JOIN M2M_DeviceChange l ON l.BulkChangeId = b.Id
+                                       WHERE b.RetryOfBulkChangeId = ?1 AND b.TenantId = ?2 AND l.ICCID = r.ICCID)
+                       AND NOT EXISTS (SELECT 1 FROM DeviceBulkChange b JOIN Mobility_DeviceChange l ON l.BulkChangeId = b.Id
+                                       WHERE b.RetryOfBulkChangeId = ?1 AND b.TenantId = ?2 AND l.ICCID = r.ICCID)
+                     ORDER BY r.Id"
+                ))
+                .map_err(db("read retry candidates"))?;
+            stmt.query_map(params![bulk_change_id, tenant_id], |r| r.get(0))
+                .map_err(db("read retry candidates"))?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(db("read retry candidates"))
+        })
+        .await
+    }
+
+    async fn begin_idempotent(
+        &self,
+        tenant_id: i64,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyStart> {
+        let (key, hash) = (key.to_string(), request_hash.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin idempotency"))?;
+            type Raw = (String, Option<i64>, Option<i64>, Option<String>, String);
+            let found: Option<Raw> = tx
+                .query_row(
+                    "SELECT RequestHash, BulkChangeId, ResponseStatus, ResponseBody, CreatedDate FROM IdempotencyKey WHERE TenantId = ?1 AND IdempotencyKey = ?2",
+                    params![tenant_id, key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+                .map_err(db("read idempotency key"))?;
+            let start = match found {
+                Some((stored_hash, bulk, status, body, created)) if created >= ts(expired_before) => {
+                    let created_at = parse_ts(&created)?;
+                    match (status, body) {
+                        _ if stored_hash != hash => IdempotencyStart::Mismatch,
+                        (Some(status), Some(body)) => {
+                            IdempotencyStart::Replay { status: u16::try_from(status).unwrap_or(500), body }
+                        }
+                        _ if bulk.is_none() && created_at < stale_before => IdempotencyStart::New,
+                        _ => IdempotencyStart::InProgress { bulk_change_id: bulk, since: created_at },
+                    }
+                }
+                _ => IdempotencyStart::New,
+            };
+            if start == IdempotencyStart::New {
+                tx.execute(
+                    "INSERT INTO IdempotencyKey (TenantId, IdempotencyKey, RequestHash, CreatedDate) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (TenantId, IdempotencyKey) DO UPDATE SET RequestHash = excluded.RequestHash, BulkChangeId = NULL,
+                         ResponseStatus = NULL, ResponseBody = NULL, CreatedDate = excluded.CreatedDate",
+                    params![tenant_id, key, hash, ts(now)],
+                )
+                .map_err(db("reserve idempotency key"))?;
+            }
+            tx.commit().map_err(db("commit idempotency"))?;
+            Ok(start)
+        })
+        .await
+    }
+
+    async fn finish_idempotent(&self, tenant_id: i64, key: &str, status: u16, body: &str) -> StoreResult<()> {
+        let (key, body) = (key.to_string(), body.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE IdempotencyKey SET ResponseStatus = ?3, ResponseBody = ?4 WHERE TenantId = ?1 AND IdempotencyKey = ?2",
+                params![tenant_id, key, status, body],
+            )
+            .map_err(db("keep idempotent answer"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abandon_idempotent(&self, tenant_id: i64, key: &str) -> StoreResult<()> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM IdempotencyKey WHERE TenantId = ?1 AND IdempotencyKey = ?2 AND BulkChangeId IS NULL AND ResponseStatus IS NULL",
+                params![tenant_id, key],
+            )
+            .map_err(db("free idempotency key"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM IdempotencyKey WHERE CreatedDate < ?1", params![ts(before)])
+                .map_err(db("purge idempotency keys"))?;
+            Ok(n as u64)
         })
         .await
     }

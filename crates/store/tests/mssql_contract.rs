@@ -1,6 +1,7 @@
 //! The store contract on SQL Server, when `MSSQL_URL` holds an ADO connection string to a scratch database
 //! (README: "Running the SQL Server tests"). It applies `infra/sql/`, wipes the data, seeds, and runs every
-//! contract function in turn (one database, so one test).
+//! contract function in turn (one database, so one test). Ignored by `make test` (no SQL Server there), so it
+//! never reports a pass it did not earn: `make test-mssql` runs it and fails when `MSSQL_URL` is missing.
 
 use store::MssqlStore;
 use store::contract::{self, contract_seed};
@@ -12,11 +13,11 @@ const SCRIPTS: [&str; 3] = [
 ];
 
 #[tokio::test]
+#[ignore = "needs a SQL Server: run `make test-mssql` with MSSQL_URL set"]
 async fn sql_server_passes_the_store_contract() {
-    let Ok(url) = std::env::var("MSSQL_URL") else {
-        eprintln!("MSSQL_URL not set: SQL Server contract not run");
-        return;
-    };
+    let url = std::env::var("MSSQL_URL").expect(
+        "MSSQL_URL must hold an ADO connection string to a scratch SQL Server database (README: SQL Server tests)",
+    );
     let store = MssqlStore::connect(&url, 4).await.expect("connect to SQL Server");
     store.apply_scripts(&SCRIPTS).await.expect("apply infra/sql");
     store.wipe_for_tests().await.expect("wipe");
@@ -36,4 +37,8 @@ async fn sql_server_passes_the_store_contract() {
     contract::audit_log_is_kept_per_row_and_scoped(&store).await;
     contract::carrier_waits_are_completed_once_by_their_request(&store).await;
     contract::thingspace_settings_are_read_and_a_refused_login_sticks(&store).await;
+    contract::one_open_change_per_device_and_attribute(&store).await;
+    contract::one_open_retry_and_a_retry_takes_only_rows_no_later_retry_holds(&store).await;
+    contract::one_active_rev_service_line_per_device(&store).await;
+    contract::idempotency_keys_replay_once_per_tenant(&store).await;
 }

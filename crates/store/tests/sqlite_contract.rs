@@ -35,6 +35,10 @@ contract_tests!(
     reference_data_is_read_within_the_tenant,
     carrier_waits_are_completed_once_by_their_request,
     thingspace_settings_are_read_and_a_refused_login_sticks,
+    one_open_change_per_device_and_attribute,
+    one_open_retry_and_a_retry_takes_only_rows_no_later_retry_holds,
+    one_active_rev_service_line_per_device,
+    idempotency_keys_replay_once_per_tenant,
 );
 
 #[tokio::test]
@@ -65,4 +69,25 @@ async fn two_connections_on_one_file_never_claim_the_same_row() {
     let (ra, rb) = (ra.expect("claim a"), rb.expect("claim b"));
     assert_eq!(ra.len() + rb.len(), 3);
     assert!(ra.iter().all(|x| rb.iter().all(|y| x.id != y.id)));
+}
+
+#[tokio::test]
+async fn two_connections_creating_bulk_changes_over_the_same_devices_never_both_hold_one() {
+    use domain::{ChangeType, DeviceAttribute};
+    let (dir, a) = fresh().await;
+    let b = SqliteStore::open(&dir.path().join("contract.db")).expect("second connection");
+    let held = [DeviceAttribute::Status];
+    for _ in 0..20 {
+        let (x, y) = tokio::join!(
+            contract::holding(&a, ChangeType::StatusUpdate, &held, &contract::ICCIDS, None),
+            contract::holding(&b, ChangeType::StatusUpdate, &held, &contract::ICCIDS, None),
+        );
+        let (x, y) = (x.expect("a creates"), y.expect("b creates"));
+        assert_eq!(x.conflicts.len() + y.conflicts.len(), 3, "each device is held by exactly one: {x:?} {y:?}");
+        for id in [x.id, y.id] {
+            engine::ports::Store::cancel_rows(&a, contract::TENANT, id, "test", chrono::Utc::now())
+                .await
+                .expect("cancel");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use engine::WorkerConfig;
 use serde_json::Value;
 use store::Seed;
 
-pub const JWT_SECRET: &str = "test-secret";
+pub const JWT_SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
 
 /// A started stack and what a test needs to talk to it; each test file adds its own helpers in an `impl`.
 pub struct TestApp {
@@ -42,7 +42,7 @@ pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> (Sta
 }
 
 pub fn token_for(tenant_id: i64, user: &str) -> String {
-    api::Hs256::new(JWT_SECRET).mint(&api::Claims { tenant_id, sub: user.into(), roles: vec![], exp: None })
+    api::Hs256::new(JWT_SECRET).and_then(|a| a.mint(&api::Claims::new(tenant_id, user, 3600))).expect("token")
 }
 
 /// The row of `iccid` in a `BulkChangeStatus` answer.

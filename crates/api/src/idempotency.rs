@@ -1,0 +1,171 @@
+//! `Idempotency-Key` on the POST routes that change something (submit, associate, retry, cancel): the same key
+//! and request within 24 hours get the first answer again without writing anything; the same key with another
+//! request is 422; keys belong to the caller's tenant. The key is reserved in the store before the request runs,
+//! the bulk change it creates is recorded on it in the same transaction, and its answer is kept after.
+
+use std::future::Future;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use engine::ports::IdempotencyStart;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::problem::ApiError;
+
+pub const HEADER: &str = "idempotency-key";
+/// Set on an answer that repeats an earlier one.
+pub const REPLAYED: &str = "idempotent-replayed";
+/// How long a key is remembered.
+const KEEP_HOURS: i64 = 24;
+/// A reservation older than this whose request recorded nothing died with its server: it is taken over.
+const STALE_SECONDS: i64 = 60;
+/// The largest answer kept for replays (a 10,000-device submission answers about 1 MB).
+const MAX_KEPT_BYTES: usize = 16 * 1024 * 1024;
+const MAX_KEY_CHARS: usize = 255;
+
+/// A request's key and the fingerprint of what it asks (method, path and body).
+pub struct Key {
+    pub value: String,
+    hash: String,
+}
+
+/// Reads the `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
+pub fn key_of(headers: &HeaderMap, method: &str, path: &str, body: &[u8]) -> Result<Option<Key>, ApiError> {
+    let Some(raw) = headers.get(HEADER) else { return Ok(None) };
+    let value = raw
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_KEY_CHARS && v.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII characters (a UUID is best)"),
+            )
+        })?;
+    let mut digest = Sha256::new();
+    digest.update(method.as_bytes());
+    digest.update(b" ");
+    digest.update(path.as_bytes());
+    digest.update(b"\n");
+    digest.update(body);
+    let hash = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some(Key { value: value.to_string(), hash }))
+}
+
+/// Runs `handler` once per key: a first request runs (given the key, to record on its bulk change) and its
+/// answer is kept; a repeat gets that answer back. Without a key, `handler` simply runs.
+pub async fn once<F, Fut>(state: &AppState, caller: &Caller, key: Option<Key>, handler: F) -> Result<Response, ApiError>
+where
+    F: FnOnce(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    let Some(key) = key else { return handler(None).await };
+    let now = Utc::now();
+    let start = state
+        .store
+        .begin_idempotent(
+            caller.tenant_id,
+            &key.value,
+            &key.hash,
+            now,
+            now - chrono::Duration::seconds(STALE_SECONDS),
+            now - chrono::Duration::hours(KEEP_HOURS),
+        )
+        .await?;
+    match start {
+        IdempotencyStart::New => {
+            let response = handler(Some(key.value.clone())).await.unwrap_or_else(IntoResponse::into_response);
+            keep(state, caller, &key, response).await
+        }
+        IdempotencyStart::Replay { status, body } => {
+            info!(tenant_id = caller.tenant_id, key = ?key.value, status, "idempotent request answered again");
+            Ok(replay(status, body))
+        }
+        IdempotencyStart::Mismatch => Err(ApiError::Unprocessable(format!(
+            "Idempotency-Key '{}' was used within the last {KEEP_HOURS} hours for a different request; send a new key for a new request",
+            key.value
+        ))),
+        IdempotencyStart::InProgress { bulk_change_id: Some(id), since }
+            if since < now - chrono::Duration::seconds(STALE_SECONDS) =>
+        {
+            // The first request recorded its bulk change and then died before its answer was kept.
+            let status = state.store.bulk_change(Some(caller.tenant_id), id).await?.map(|b| b.status);
+            let body = json!({"BulkChangeId": id, "Status": status, "Replayed": true,
+                              "Detail": "the first request with this Idempotency-Key created this bulk change; its full answer was lost"})
+            .to_string();
+            state.store.finish_idempotent(caller.tenant_id, &key.value, 202, &body).await?;
+            Ok(replay(202, body))
+        }
+        IdempotencyStart::InProgress { .. } => Err(ApiError::InProgress(format!(
+            "a request with Idempotency-Key '{}' is still being processed; send it again in a moment",
+            key.value
+        ))),
+    }
+}
+
+/// Keeps a first answer for the key's replays (a 5xx frees the key instead: nothing was done, try again).
+async fn keep(state: &AppState, caller: &Caller, key: &Key, response: Response) -> Result<Response, ApiError> {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_KEPT_BYTES)
+        .await
+        .map_err(|e| ApiError::Internal(format!("answer could not be read to keep it: {e}")))?;
+    let kept = if parts.status.is_server_error() {
+        state.store.abandon_idempotent(caller.tenant_id, &key.value).await
+    } else {
+        let text = String::from_utf8_lossy(&bytes);
+        state.store.finish_idempotent(caller.tenant_id, &key.value, parts.status.as_u16(), &text).await
+    };
+    if let Err(e) = kept {
+        // The work is done and answered; only a replay of this answer is lost (a replay then rebuilds it).
+        warn!(tenant_id = caller.tenant_id, key = ?key.value, error = %e, "idempotent answer not kept");
+    }
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+fn replay(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let content_type = if status.is_client_error() || status.is_server_error() {
+        "application/problem+json"
+    } else {
+        "application/json"
+    };
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER, HeaderValue::from_str(key).expect("header"));
+        h
+    }
+
+    #[test]
+    fn the_fingerprint_covers_method_path_and_body() {
+        let k = |method, path, body: &[u8]| key_of(&headers("k"), method, path, body).expect("ok").expect("key").hash;
+        assert_eq!(k("POST", "/a", b"{}"), k("POST", "/a", b"{}"));
+        assert_ne!(k("POST", "/a", b"{}"), k("POST", "/a", b"{ }"));
+        assert_ne!(k("POST", "/a", b"{}"), k("POST", "/b", b"{}"));
+    }
+
+    #[test]
+    fn keys_must_be_short_visible_ascii() {
+        assert!(key_of(&HeaderMap::new(), "POST", "/a", b"").expect("ok").is_none());
+        for bad in ["", "has space", &"x".repeat(256)] {
+            assert!(key_of(&headers(bad), "POST", "/a", b"").is_err(), "{bad:?}");
+        }
+        assert!(key_of(&headers("7f9c2ba4-e88f-11ee-8c90-0242ac120002"), "POST", "/a", b"").is_ok());
+    }
+}
