@@ -2,12 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use domain::RowStatus;
+use domain::rules::{MAX_SHOWN_DEVICE_CHARS, bounded_text};
 use tracing::info;
 
 use crate::ports::{BulkChange, Email, Notifier, Store};
 use crate::worker::WorkerConfig;
 
 const PAGE: u32 = 1000;
+/// The longest reason a failure line shows (a carrier's message is rarely a tenth of it).
+const MAX_REASON_CHARS: usize = 500;
 
 /// Sends the summary when the bulk change is final and has failures, unless it was sent already.
 pub async fn send_failure_summary(
@@ -50,11 +53,12 @@ pub async fn send_failure_summary(
         failed.len()
     );
     for row in &failed {
+        // Device strings came from a request: one line each, control characters escaped, bounded.
         body.push_str(&format!(
             "{}  {}  {}\n",
-            row.iccid,
+            bounded_text(&row.iccid, MAX_SHOWN_DEVICE_CHARS),
             row.status,
-            row.status_details.as_deref().unwrap_or("no reason recorded")
+            bounded_text(row.status_details.as_deref().unwrap_or("no reason recorded"), MAX_REASON_CHARS)
         ));
     }
     let email = Email {

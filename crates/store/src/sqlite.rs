@@ -302,6 +302,28 @@ impl SqliteStore {
         .await
     }
 
+    /// Test helper: how many rows every table holds (to show that a refused request wrote nothing).
+    pub async fn table_row_counts(&self) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        self.with(|c| {
+            let tables: Vec<String> = c
+                .prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+                )
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(db("list tables"))?;
+            let mut counts = std::collections::BTreeMap::new();
+            for table in tables {
+                // Names come from sqlite_master, not from a caller.
+                let n: i64 = c
+                    .query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| r.get(0))
+                    .map_err(db("count table"))?;
+                counts.insert(table, n);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
     /// Test and bench helper: the device as stored, by ICCID, within a tenant.
     pub async fn device_by_iccid(&self, tenant_id: i64, iccid: &str) -> Result<Option<DeviceRecord>, StoreError> {
         Ok(self.devices_by_iccid(tenant_id, &[iccid.to_string()]).await?.into_iter().next())

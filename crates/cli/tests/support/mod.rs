@@ -1,5 +1,7 @@
 //! What the end-to-end test files share: a local stack on a temporary SQLite file with the simulators, a token
 //! for tenant 1, and the status page's row of a device.
+// Each test file uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
