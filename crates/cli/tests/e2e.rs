@@ -549,7 +549,7 @@ async fn a_worker_that_dies_mid_run_is_replaced_and_no_change_is_sent_twice() {
     assert!(
         status["Rows"].as_array().expect("rows").iter().any(|r| r["StatusDetails"]
             .as_str()
-            .is_some_and(|d| d.contains("confirmed on the carrier after a restart"))),
+            .is_some_and(|d| d.contains("found done on the carrier: an earlier attempt had sent it"))),
         "at least one row was reconciled with the carrier: {status}"
     );
 }
@@ -1161,7 +1161,10 @@ async fn a_rev_io_service_created_before_a_crash_is_found_not_created_again() {
     let r = row(&status, &ready(28));
     assert_eq!(r["Status"], "PROCESSED", "{status}");
     assert!(
-        r["StatusDetails"].as_str().expect("details").contains("Rev.io service 77777 found on Rev.io after a restart"),
+        r["StatusDetails"]
+            .as_str()
+            .expect("details")
+            .contains("Rev.io service 77777 found on Rev.io (an earlier attempt"),
         "{r}"
     );
     let rev = &app.stack.simulators.rev_io[&REV].state;

@@ -223,6 +223,7 @@ async fn a_multi_device_activation_is_one_request_and_callbacks_finish_it() {
         let stored = app.device(iccid).await;
         assert_eq!(stored.device_status_id, 401, "ThingSpace ACTIVE");
         assert_eq!(stored.msisdn, carrier.mdn, "the MSISDN the carrier assigned");
+        assert_eq!(stored.carrier_rate_plan.as_deref(), Some("m2m_4G"), "the service plan it was activated with");
         assert!(row(&status, iccid)["StatusDetails"].as_str().is_some_and(|d| d.contains("IP address 10.")));
     }
     let logs = app.stack.store.logs(1, id).await.expect("logs");
@@ -556,7 +557,7 @@ async fn a_request_a_dead_worker_sent_is_not_sent_again() {
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
     let confirmed = row(&status, &preactive(0))["StatusDetails"].as_str().unwrap_or_default().to_string();
-    assert!(confirmed.ends_with("(confirmed on the carrier after a restart)"), "{confirmed}");
+    assert!(confirmed.ends_with("(found done on the carrier: an earlier attempt had sent it)"), "{confirmed}");
     let activations = app.calls("POST", "/devices/actions/activate");
     assert_eq!(activations.len(), 1);
     assert_eq!(
@@ -641,4 +642,34 @@ async fn a_device_added_before_its_activation_failed_is_recorded_as_pre_active()
     assert_eq!(app.device(&failing).await.device_status_id, 402, "PREACTIVE, as ThingSpace holds it");
     assert_eq!(app.sim().state.device(&failing).expect("added").state, "preactive");
     assert_eq!(app.device(&inventory(0)).await.device_status_id, 401, "the other one is active");
+}
+
+#[tokio::test]
+async fn an_activation_applied_then_answered_502_is_never_sent_twice() {
+    let app = spawn_with(|_| {}).await;
+    app.sim().state.harness.set_faults(simulators::Faults { apply_then_fail_next_writes: 1, ..Default::default() });
+    let devices: Vec<String> = (0..2).map(preactive).collect();
+    let status = app.wait_final(app.accepted(activation(&devices)).await).await;
+    assert_eq!(app.calls("POST", "/devices/actions/activate").len(), 1, "the lost answer is not a reason to resend");
+    for iccid in &devices {
+        // ThingSpace still works on it when the rows are settled by reading the devices: the row says so.
+        let details = row(&status, iccid)["StatusDetails"].as_str().expect("details").to_string();
+        assert!(details.contains("HTTP 502") && details.contains("may still apply it"), "{details}");
+    }
+    // Once ThingSpace has applied it, an operator's retry finds the devices active and sends nothing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while devices.iter().any(|d| app.sim().state.device(d).is_none_or(|x| x.state != "active")) {
+        assert!(tokio::time::Instant::now() < deadline, "ThingSpace never applied the request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let path = format!("/M2M/BulkChange/{}/Retry", status["BulkChangeId"]);
+    let (code, retried) = app.post(&path, &json!(null), Some(&app.token)).await;
+    assert_eq!(code, 202, "{retried}");
+    let again = app.wait_final(retried["BulkChangeId"].as_i64().expect("id")).await;
+    for iccid in &devices {
+        let details = row(&again, iccid)["StatusDetails"].as_str().expect("details").to_string();
+        assert!(details.ends_with("(found done on the carrier: an earlier attempt had sent it)"), "{details}");
+        assert_eq!(app.device(iccid).await.device_status_id, 401, "the database follows the carrier");
+    }
+    assert_eq!(app.calls("POST", "/devices/actions/activate").len(), 1);
 }

@@ -48,7 +48,9 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &CarrierRateP
         Ok(Some(cc)) if took(&cc) => {
             return RowOutcome {
                 status: RowStatus::Processed,
-                details: format!("Carrier rate plan changed to {plan} (confirmed on the carrier after a restart)"),
+                details: format!(
+                    "Carrier rate plan changed to {plan} (found done on the carrier: an earlier attempt had sent it)"
+                ),
                 device_update: update,
             };
         }

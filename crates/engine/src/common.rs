@@ -29,23 +29,24 @@ pub(crate) async fn device_for_row(job: &Job, row: &DeviceChangeRow) -> Result<(
     Ok((device, iccid))
 }
 
-/// The carrier's view of a device whose row was claimed before: a previous worker may have sent the change
-/// before it died, so we look before sending again. `None` on a first claim.
+/// The carrier's view of a device whose change an earlier attempt may have sent (a reclaimed row, a retry),
+/// so we look before sending again. `None` on a first attempt.
 pub(crate) async fn carrier_state_if_reclaimed(
     job: &Job,
     row: &DeviceChangeRow,
     iccid: &Iccid,
 ) -> Result<Option<CcDevice>, RowOutcome> {
-    if row.claims <= 1 {
+    if !job.may_have_been_sent(row) {
         return Ok(None);
     }
     match job.control_center.get_device(iccid).await {
         Ok((cc, call)) => {
-            job.log(row, "Get Jasper Device Details (reclaimed row)", &call, None).await;
+            job.log(row, "Get Jasper Device Details (an earlier attempt may have sent it)", &call, None).await;
             Ok(Some(cc))
         }
         Err(f) => {
-            job.log(row, "Get Jasper Device Details (reclaimed row)", &f.call, Some(&f.reason())).await;
+            job.log(row, "Get Jasper Device Details (an earlier attempt may have sent it)", &f.call, Some(&f.reason()))
+                .await;
             Err(fail(api_failed_or_error(&f), format!("Could not read the device from the carrier: {}", f.reason())))
         }
     }

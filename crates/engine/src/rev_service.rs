@@ -26,7 +26,9 @@ impl ServiceLine {
     pub(crate) fn describe(&self) -> String {
         match self {
             ServiceLine::Existing(id) => format!("Rev.io service {id} already exists"),
-            ServiceLine::Found(id) => format!("Rev.io service {id} found on Rev.io after a restart and recorded"),
+            ServiceLine::Found(id) => {
+                format!("Rev.io service {id} found on Rev.io (an earlier attempt had created it) and recorded")
+            }
             ServiceLine::Created(id) => format!("Rev.io service {id} created"),
         }
     }
@@ -63,7 +65,7 @@ pub(crate) async fn ensure(
                 ),
             ));
         }
-        RevServiceStart::Create { earlier_attempt } => earlier_attempt || row.claims > 1,
+        RevServiceStart::Create { earlier_attempt } => earlier_attempt || job.may_have_been_sent(row),
     };
     let Some(rev) = job.rev_io.as_ref() else {
         give_back(job, row, device).await;

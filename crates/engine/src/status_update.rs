@@ -48,7 +48,7 @@ pub(crate) async fn process(
     if let Some(cc) = carrier_state.as_ref().filter(|cc| cc.status.eq_ignore_ascii_case(&target.status)) {
         info!(iccid = %iccid, "carrier already shows the target status; not sending again");
         let mut outcome = success(target, &cc.rate_plan, &device);
-        outcome.details.push_str(" (confirmed on the carrier after a restart)");
+        outcome.details.push_str(" (found done on the carrier: an earlier attempt had sent it)");
         return rev_io_steps(job, row, req, &device, outcome).await;
     }
 

@@ -221,7 +221,7 @@ async fn finish(job: &Job, row: &DeviceChangeRow, result: &TsResult) -> RowOutco
     }
 }
 
-/// Whether ThingSpace already shows what the row asks for (a reclaimed row whose request may have been sent by
+/// Whether ThingSpace already shows what the row asks for (a reclaimed or retried row whose request may have been sent by
 /// a worker that died before recording the request id). `state` is the device as listed (for an identifier
 /// change, the device under its new ICCID), `None` when the account does not have it.
 fn already_done(details: &ChangeDetails, target: Option<&DeviceStatusDef>, state: Option<&TsDeviceState>) -> bool {
@@ -361,12 +361,12 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
         }
         let imei = ts_options.imei_of(&device.iccid).or(device.imei.clone());
         let reference = TsDeviceRef { iccid: device.iccid.clone(), imei };
-        if row.claims > 1 {
+        if job.may_have_been_sent(&row) {
             // A worker may have sent this row's request and died before recording it: look before sending again
             // (an identifier change is looked up by its new ICCID, which exists only once the swap is done).
             match api.device(&probe_iccid(&job.details, &device.iccid)).await {
                 Ok((state, call)) => {
-                    job.log(&row, "ThingSpace device list (reclaimed row)", &call, None).await;
+                    job.log(&row, "ThingSpace device list (an earlier attempt may have sent it)", &call, None).await;
                     if already_done(&job.details, target.as_ref(), state.as_ref()) {
                         let state = state.unwrap_or_default();
                         let result = TsResult {
@@ -376,13 +376,19 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
                             reason: None,
                         };
                         let mut outcome = finish(job, &row, &result).await;
-                        outcome.details.push_str(" (confirmed on the carrier after a restart)");
+                        outcome.details.push_str(" (found done on the carrier: an earlier attempt had sent it)");
                         out.push((row, Disposition::Done(outcome)));
                         continue;
                     }
                 }
                 Err(f) => {
-                    job.log(&row, "ThingSpace device list (reclaimed row)", &f.call, Some(&f.reason())).await;
+                    job.log(
+                        &row,
+                        "ThingSpace device list (an earlier attempt may have sent it)",
+                        &f.call,
+                        Some(&f.reason()),
+                    )
+                    .await;
                     let reason = format!("Could not read the device from ThingSpace: {}", f.reason());
                     out.push((row, Disposition::Done(fail(api_failed_or_error(&f), reason))));
                     continue;

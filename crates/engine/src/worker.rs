@@ -129,6 +129,13 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// Whether an earlier attempt may already have sent this row's change: a row claimed before (its worker died),
+    /// or any row of a retry (its first attempt may have reached the carrier without us knowing). Such a row is
+    /// looked up on the carrier before anything is sent.
+    pub fn may_have_been_sent(&self, row: &DeviceChangeRow) -> bool {
+        row.claims > 1 || self.bulk.retry_of.is_some()
+    }
+
     /// Appends an audit entry; an audit write that fails is reported but does not undo the carrier's answer.
     pub async fn log(&self, row: &DeviceChangeRow, description: &str, call: &CallRecord, error: Option<&str>) {
         let entry = audit::entry(self.bulk.id, row.id, description, call, error, self.clock.now());
