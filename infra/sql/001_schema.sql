@@ -358,3 +358,14 @@ CREATE TABLE dbo.IdempotencyKey (
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_IdempotencyKey_Created')
 CREATE INDEX IX_IdempotencyKey_Created ON dbo.IdempotencyKey (CreatedDate);
 GO
+
+-- The pace of each carrier account, shared by every worker instance (issue 10): the next free call slot, in Unix
+-- seconds. Workers book a few slots at a time (usp_RateBudget_Reserve).
+IF OBJECT_ID('dbo.RateBudget') IS NULL
+CREATE TABLE dbo.RateBudget (
+    ServiceProviderId BIGINT NOT NULL,
+    Bucket NVARCHAR(40) NOT NULL,
+    NextSlot FLOAT NOT NULL,
+    CONSTRAINT PK_RateBudget PRIMARY KEY (ServiceProviderId, Bucket)
+);
+GO

@@ -870,3 +870,60 @@ BEGIN
           SELECT LeaseUntil FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING') l;
 END
 GO
+
+-- Books up to @Count call slots of an account's pace, one every @IntervalSeconds for every worker together, from
+-- the next free slot (never before now), unless that slot is more than @HorizonSeconds ahead (then none).
+-- The same rule as the SQLite store's `pace`. Times are Unix seconds.
+CREATE OR ALTER PROCEDURE dbo.usp_RateBudget_Reserve
+    @ServiceProviderId BIGINT, @Bucket NVARCHAR(40), @IntervalSeconds FLOAT, @Count INT, @HorizonSeconds FLOAT,
+    @NowSeconds FLOAT AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    DECLARE @Next FLOAT;
+    SELECT @Next = NextSlot FROM dbo.RateBudget WITH (UPDLOCK, HOLDLOCK)
+    WHERE ServiceProviderId = @ServiceProviderId AND Bucket = @Bucket;
+    DECLARE @First FLOAT = CASE WHEN @Next IS NULL OR @Next < @NowSeconds THEN @NowSeconds ELSE @Next END;
+    DECLARE @Granted INT = CASE WHEN @First > @NowSeconds + @HorizonSeconds OR @Count <= 0 THEN 0 ELSE @Count END;
+    IF @Granted > 0
+    BEGIN
+        UPDATE dbo.RateBudget SET NextSlot = @First + @Granted * @IntervalSeconds
+        WHERE ServiceProviderId = @ServiceProviderId AND Bucket = @Bucket;
+        IF @@ROWCOUNT = 0
+            INSERT INTO dbo.RateBudget (ServiceProviderId, Bucket, NextSlot)
+            VALUES (@ServiceProviderId, @Bucket, @First + @Granted * @IntervalSeconds);
+    END
+    COMMIT TRANSACTION;
+    SELECT @First AS FirstSlot, @Granted AS Granted;
+END
+GO
+
+-- A heartbeat: extends the leases @Worker holds on rows of a bulk change; returns how many it holds.
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RenewLeases @BulkChangeId BIGINT, @Worker NVARCHAR(100), @Until DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
+    BEGIN
+        UPDATE dbo.Mobility_DeviceChange SET LeaseUntil = @Until
+        WHERE BulkChangeId = @BulkChangeId AND LeaseOwner = @Worker AND Status = N'PROCESSING' AND LeaseUntil < @Until;
+        SELECT COUNT_BIG(*) AS Held FROM dbo.Mobility_DeviceChange
+        WHERE BulkChangeId = @BulkChangeId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
+    END
+    ELSE
+    BEGIN
+        UPDATE dbo.M2M_DeviceChange SET LeaseUntil = @Until
+        WHERE BulkChangeId = @BulkChangeId AND LeaseOwner = @Worker AND Status = N'PROCESSING' AND LeaseUntil < @Until;
+        SELECT COUNT_BIG(*) AS Held FROM dbo.M2M_DeviceChange
+        WHERE BulkChangeId = @BulkChangeId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
+    END
+END
+GO
+
+CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_PendingRows @BulkChangeId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT (SELECT COUNT_BIG(*) FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PENDING')
+         + (SELECT COUNT_BIG(*) FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PENDING') AS Pending;
+END
+GO

@@ -116,7 +116,7 @@ async fn accept(
             device.errors = vec![conflict.reason.clone()];
         }
     }
-    if let Err(e) = state.queue.send(&WorkMessage { bulk_change_id: id, attempt: 0 }, std::time::Duration::ZERO).await {
+    if let Err(e) = state.queue.send(&WorkMessage::new(id), std::time::Duration::ZERO).await {
         warn!(bulk_change_id = id, error = %e, "enqueue failed; the scheduler will pick the bulk change up");
     }
     info!(bulk_change_id = id, tenant_id = caller.tenant_id, user = ?caller.user, change_type = %intake.change.change_type,

@@ -38,7 +38,7 @@ async fn sqs_send_receive_delete() {
         return;
     };
     let queue = new_queue(&config).await;
-    let message = WorkMessage { bulk_change_id: 42, attempt: 3 };
+    let message = WorkMessage { bulk_change_id: 42, attempt: 3, helper: false };
     queue.send(&message, Duration::ZERO).await.expect("send");
     let received = queue.receive(10, Duration::from_secs(30)).await.expect("receive");
     assert_eq!(received.len(), 1);
@@ -54,7 +54,7 @@ async fn sqs_message_not_deleted_comes_back_with_its_receive_count() {
         return;
     };
     let queue = new_queue(&config).await;
-    queue.send(&WorkMessage { bulk_change_id: 7, attempt: 0 }, Duration::ZERO).await.expect("send");
+    queue.send(&WorkMessage::new(7), Duration::ZERO).await.expect("send");
     let first = queue.receive(1, Duration::ZERO).await.expect("receive");
     assert_eq!(first.len(), 1);
     let second = queue.receive(1, Duration::from_secs(30)).await.expect("receive");
@@ -69,7 +69,10 @@ async fn sqs_delayed_continuation_is_invisible_until_its_delay() {
     };
     let queue = new_queue(&config).await;
     let start = Instant::now();
-    queue.send(&WorkMessage { bulk_change_id: 9, attempt: 1 }, Duration::from_secs(2)).await.expect("send");
+    queue
+        .send(&WorkMessage { bulk_change_id: 9, attempt: 1, helper: true }, Duration::from_secs(2))
+        .await
+        .expect("send");
     assert!(
         queue.receive(10, Duration::from_secs(30)).await.expect("receive").is_empty(),
         "not visible before its delay"

@@ -174,9 +174,7 @@ async fn run_one(stack: &Stack, range: std::ops::Range<usize>, worker_config: Wo
     let id = store.create_bulk_change(&intake.change, &intake.rows).await?.id;
     let worker = stack.worker(worker_config)?;
     let start = Instant::now();
-    let handled = worker
-        .handle(WorkMessage { bulk_change_id: id, attempt: 0 }, Instant::now() + Duration::from_secs(3600))
-        .await?;
+    let handled = worker.handle(WorkMessage::new(id), Instant::now() + Duration::from_secs(3600)).await?;
     let elapsed = start.elapsed();
     let processed = processed_rows(&stack.store, id).await?;
     if handled != Handled::Finished(domain::BulkStatus::Processed) || processed != n {

@@ -45,6 +45,22 @@ enum Command {
         /// Recipients of failure summaries, separated by ';'.
         #[arg(long, env = "ERROR_EMAIL_TO", default_value = "operations@localhost")]
         error_email_to: String,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// A worker loop alone on the database a `serve` runs on (what one Lambda worker instance does): several of
+    /// them, in their own processes, share the queue, the leases and each carrier account's pace.
+    Worker {
+        /// `sqlite://PATH` or a plain path: the database of the running stack.
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bulkchange.db")]
+        database: String,
+        #[arg(long, env = "OUTBOX_DIR", default_value = "outbox")]
+        outbox: PathBuf,
+        /// This worker's name on the leases it holds (default: a random one).
+        #[arg(long)]
+        worker_id: Option<String>,
+        #[command(flatten)]
+        tuning: Tuning,
     },
     /// Run simulators alone: for every seeded service provider, or one bench account.
     Simulate {
@@ -95,6 +111,40 @@ enum Command {
     },
 }
 
+/// Overrides of the settings every way of running reads from the environment (README "Configuration").
+#[derive(clap::Args, Debug, Default)]
+struct Tuning {
+    /// How long a row's lease holds without its heartbeat (WORKER_LEASE_SECONDS); a dead worker's rows are taken
+    /// over within about one lease.
+    #[arg(long)]
+    lease_seconds: Option<u64>,
+    /// How long a ThingSpace row waits for its callback before a worker polls (THINGSPACE_RESULT_WAIT_SECONDS).
+    #[arg(long)]
+    result_wait_seconds: Option<u64>,
+    /// Rows one worker works at once for one bulk change (WORKER_ROWS_IN_FLIGHT).
+    #[arg(long)]
+    rows_in_flight: Option<usize>,
+}
+
+impl Tuning {
+    /// The environment's settings with these flags on top.
+    fn settings(&self) -> Result<engine::Settings> {
+        let mut settings = engine::Settings::from_env()?;
+        if let Some(secs) = self.lease_seconds {
+            anyhow::ensure!(secs >= 3, "--lease-seconds must be at least 3 (the heartbeat renews every third)");
+            settings.worker.lease = std::time::Duration::from_secs(secs);
+            settings.stranded_grace = settings.worker.lease;
+        }
+        if let Some(secs) = self.result_wait_seconds {
+            settings.worker.carrier_result_wait = std::time::Duration::from_secs(secs);
+        }
+        if let Some(n) = self.rows_in_flight {
+            settings.worker.concurrency = n.max(1);
+        }
+        Ok(settings)
+    }
+}
+
 /// The API of `simulate`'s stack is never called; its secret only has to be a valid one.
 const UNUSED_SECRET: &str = "simulate-only-the-api-is-never-called-0000";
 
@@ -132,11 +182,13 @@ async fn main() -> Result<()> {
             max_devices,
             email_from,
             error_email_to,
+            tuning,
         } => {
             if std::env::var("QUEUE_URL").is_ok_and(|q| !q.is_empty()) {
                 bail!("QUEUE_URL is set, but `serve` runs the in-process queue; SQS is used by the Lambda functions");
             }
             let mut config = StackConfig::local(sqlite_path(&database)?, outbox, jwt_secret);
+            config.apply(tuning.settings()?);
             config.listen = listen;
             config.max_devices = max_devices;
             config.simulators = simulators;
@@ -154,6 +206,30 @@ async fn main() -> Result<()> {
             println!("listening on {}", stack.base_url());
             bench::wait_for_stop().await;
             stack.stop().await;
+        }
+        Command::Worker { database, outbox, worker_id, tuning } => {
+            let path = sqlite_path(&database)?;
+            anyhow::ensure!(path.exists(), "{} does not exist: start `bulkchange serve` on it first", path.display());
+            let store = store::SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let queue = store::SqliteQueue::new(store.clone());
+            let mut stack = StackConfig::local(path, outbox, String::new());
+            stack.apply(tuning.settings()?);
+            if let Some(id) = worker_id {
+                stack.worker.worker_id = id;
+            }
+            let worker = cli::stack::local_worker(&store, &queue, &stack, stack.worker.clone())?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = cli::stack::spawn_worker_loop(
+                std::sync::Arc::new(worker),
+                queue,
+                stopped,
+                stack.visibility,
+                stack.message_budget,
+            );
+            println!("worker {} on {}", stack.worker.worker_id, stack.database.display());
+            bench::wait_for_stop().await;
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
         Command::Simulate { seed, bench_devices, latency_ms, rate_limit } => match (seed, bench_devices) {
             (_, Some(n)) => bench::serve_bench_simulator(n, latency_ms, rate_limit.unwrap_or(f64::INFINITY)).await?,

@@ -25,6 +25,9 @@ use tracing::{error, info, warn};
 
 use crate::outbox::OutboxNotifier;
 
+/// Messages one local worker loop works at once (an SQS batch holds at most 10).
+const MESSAGES_IN_FLIGHT: usize = 10;
+
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     pub listen: SocketAddr,
@@ -52,6 +55,15 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
+    /// The settings every way of running reads (`engine::settings`): the worker's, the stranded sweep's grace
+    /// and the scheduler's interval. The worker keeps this stack's id.
+    pub fn apply(&mut self, settings: engine::Settings) {
+        let worker_id = std::mem::take(&mut self.worker.worker_id);
+        self.worker = engine::WorkerConfig { worker_id, ..settings.worker };
+        self.stranded_grace = settings.stranded_grace;
+        self.scheduler_interval = settings.scheduler_interval;
+    }
+
     pub fn local(database: PathBuf, outbox: PathBuf, jwt_secret: String) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -68,7 +80,8 @@ impl StackConfig {
             visibility: Duration::from_secs(900),
             message_budget: Duration::from_secs(840),
             scheduler_interval: Duration::from_secs(60),
-            stranded_grace: Duration::from_secs(120),
+            // One lease, as the settings have it: a dead worker's bulk change is queued again within about a lease.
+            stranded_grace: WorkerConfig::default().lease,
             retry: RetryPolicy::default(),
             http_timeout: Duration::from_secs(30),
         }
@@ -181,55 +194,19 @@ impl Stack {
     }
 
     pub fn worker(&self, config: WorkerConfig) -> Result<Worker> {
-        let carriers =
-            HttpCarriers::new(self.config.http_timeout, self.config.retry).context("building the HTTP client")?;
-        Ok(Worker {
-            store: Arc::new(self.store.clone()),
-            queue: Arc::new(self.queue.clone()),
-            notifier: Arc::new(OutboxNotifier { dir: self.config.outbox.clone() }),
-            carriers: Arc::new(carriers),
-            clock: Arc::new(SystemClock),
-            limiters: Arc::new(RateLimiters::default()),
-            metrics: Arc::new(engine::metrics::NoMetrics),
-            config,
-        })
+        local_worker(&self.store, &self.queue, &self.config, config)
     }
 
     /// Starts a worker loop consuming the queue; aborting the handle is a crash.
     pub fn spawn_worker(&self, config: WorkerConfig) -> Result<JoinHandle<()>> {
         let worker = Arc::new(self.worker(config)?);
-        let queue = self.queue.clone();
-        let mut rx = self.shutdown.subscribe();
-        let (visibility, budget) = (self.config.visibility, self.config.message_budget);
-        Ok(tokio::spawn(async move {
-            loop {
-                if *rx.borrow() {
-                    break;
-                }
-                let messages = match queue.receive(4, visibility).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(error = %e, "queue receive failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                if messages.is_empty() {
-                    tokio::select! {
-                        _ = queue.wait(Duration::from_millis(250)) => {}
-                        _ = rx.changed() => {}
-                    }
-                    continue;
-                }
-                // Owned by this task: when the loop dies (or is aborted, as a crash), its messages' work dies too.
-                let mut work = tokio::task::JoinSet::new();
-                for m in messages {
-                    let (worker, queue) = (worker.clone(), queue.clone());
-                    work.spawn(async move { consume(&worker, &queue, m, Instant::now() + budget).await });
-                }
-                while work.join_next().await.is_some() {}
-            }
-        }))
+        Ok(spawn_worker_loop(
+            worker,
+            self.queue.clone(),
+            self.shutdown.subscribe(),
+            self.config.visibility,
+            self.config.message_budget,
+        ))
     }
 
     fn spawn_scheduler(&self) -> JoinHandle<()> {
@@ -256,6 +233,70 @@ impl Stack {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
+}
+
+/// A worker on the embedded store and queue, its e-mails in the outbox, its carriers over HTTP.
+pub fn local_worker(
+    store: &SqliteStore,
+    queue: &SqliteQueue,
+    stack: &StackConfig,
+    config: WorkerConfig,
+) -> Result<Worker> {
+    let carriers = HttpCarriers::new(stack.http_timeout, stack.retry).context("building the HTTP client")?;
+    Ok(Worker {
+        store: Arc::new(store.clone()),
+        queue: Arc::new(queue.clone()),
+        notifier: Arc::new(OutboxNotifier { dir: stack.outbox.clone() }),
+        carriers: Arc::new(carriers),
+        clock: Arc::new(SystemClock),
+        // Every worker on this database (this stack's, and any `bulkchange worker` process) shares each account's
+        // pace through the store.
+        limiters: Arc::new(RateLimiters::shared(Arc::new(store.clone()))),
+        metrics: Arc::new(engine::metrics::NoMetrics),
+        config,
+    })
+}
+
+/// A worker loop on the embedded queue, as `serve` and `bulkchange worker` run it: up to `MESSAGES_IN_FLIGHT`
+/// messages at once, new ones taken while earlier ones run. Ends when `shutdown` turns true; aborting it is a crash.
+pub fn spawn_worker_loop(
+    worker: Arc<Worker>,
+    queue: SqliteQueue,
+    mut shutdown: watch::Receiver<bool>,
+    visibility: Duration,
+    budget: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Owned by this task: when the loop dies (or is aborted, as a crash), its messages' work dies too.
+        let mut work = tokio::task::JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            // New messages are taken while earlier ones run: a small bulk change never waits for a large one.
+            let room = MESSAGES_IN_FLIGHT.saturating_sub(work.len());
+            if room > 0 {
+                match queue.receive(room as u32, visibility).await {
+                    Ok(messages) => {
+                        for m in messages {
+                            let (worker, queue) = (worker.clone(), queue.clone());
+                            work.spawn(async move { consume(&worker, &queue, m, Instant::now() + budget).await });
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "queue receive failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                Some(_) = work.join_next(), if !work.is_empty() => {}
+                _ = queue.wait(Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    })
 }
 
 /// One message: parsed on its own; a malformed one is logged and removed (in AWS it goes to the DLQ).
@@ -403,7 +444,7 @@ async fn start_simulators(
 
 /// Sends work for a bulk change (tests use it to deliver a message twice).
 pub async fn enqueue(queue: &SqliteQueue, bulk_change_id: i64) -> Result<()> {
-    queue.send(&WorkMessage { bulk_change_id, attempt: 0 }, Duration::ZERO).await.map_err(anyhow::Error::from)
+    queue.send(&WorkMessage::new(bulk_change_id), Duration::ZERO).await.map_err(anyhow::Error::from)
 }
 
 pub fn store_handle(stack: &Stack) -> Arc<dyn Store> {

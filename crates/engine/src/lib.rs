@@ -16,10 +16,12 @@ pub mod rate;
 pub mod retry;
 mod rev_service;
 pub mod scheduler;
+pub mod settings;
 mod status_update;
 pub mod thingspace;
 pub mod worker;
 
 pub use edit_username::REV_COST_CENTER_FIELDS;
 pub use ports::*;
+pub use settings::{Settings, SettingsError};
 pub use worker::{Handled, Worker, WorkerConfig, WorkerError};

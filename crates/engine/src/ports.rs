@@ -163,6 +163,15 @@ pub enum RevServiceStart {
     Busy { bulk_change_id: i64 },
 }
 
+/// Call slots of an account's shared pace granted to one worker: `granted` slots from `first`, one every
+/// `interval`. None granted means the pace is booked until `first` (ask again a little before it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateSlots {
+    pub first: DateTime<Utc>,
+    pub granted: u32,
+    pub interval: Duration,
+}
+
 /// A device's change row as created by the API: PENDING when valid, ERROR with the reason when not.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRow {
@@ -406,6 +415,25 @@ pub trait Store: Send + Sync {
     async fn abandon_idempotent(&self, tenant_id: i64, key: &str) -> StoreResult<()>;
     /// Deletes keys used before `before` (24 h); returns how many.
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Reserves up to `count` call slots of a carrier account's pace (`bucket`: "calls", "activations"), shared by
+    /// every worker of every instance: one call every `interval` for all of them together, never a burst. Slots
+    /// are booked at most `horizon` ahead of `now`; beyond it nothing is granted and `first` says when the next
+    /// free slot is. Decided in one transaction, so two workers never get the same slot.
+    async fn reserve_rate_slots(
+        &self,
+        service_provider_id: i64,
+        bucket: &str,
+        interval: Duration,
+        count: u32,
+        horizon: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RateSlots>;
+    /// Extends the leases `worker` holds on rows of a bulk change (a heartbeat while it works them); returns how
+    /// many it still holds.
+    async fn renew_leases(&self, bulk_change_id: i64, worker: &str, until: DateTime<Utc>) -> StoreResult<u64>;
+    /// How many rows of a bulk change are PENDING (work a helper could take).
+    async fn pending_rows(&self, bulk_change_id: i64) -> StoreResult<u64>;
     async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>>;
     async fn list_bulk_changes(
         &self,
@@ -554,6 +582,16 @@ pub struct WorkMessage {
     pub bulk_change_id: i64,
     #[serde(default)]
     pub attempt: u32,
+    /// A fan-out helper: works rows of the bulk change beside the message that sent it, and sends no continuation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub helper: bool,
+}
+
+impl WorkMessage {
+    /// The first message of a bulk change (or one the scheduler sends again).
+    pub fn new(bulk_change_id: i64) -> Self {
+        Self { bulk_change_id, attempt: 0, helper: false }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

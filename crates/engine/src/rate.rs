@@ -1,34 +1,96 @@
-//! Token buckets, one per service provider: carrier limits slow work down, never fail it.
+//! Carrier limits slow work down, never fail it. A carrier's limit is per account, so every worker of every
+//! instance draws from one pace per account kept in the store (`Store::reserve_rate_slots`): call slots one
+//! `1 / rate` apart for all of them together, booked a few at a time so a call rarely costs a database round trip.
+//! One bulk change alone can use the whole pace; two bulk changes of one account share it. Without a store (client
+//! tests, tools) a local token bucket paces one process.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
+use tracing::warn;
 
-/// A token bucket refilled at `rate` tokens a second, holding at most `burst`.
-#[derive(Debug)]
+use crate::ports::Store;
+
+/// The share of an account's limit left unused, so clock jitter between workers never pushes a second over it.
+const HEADROOM: f64 = 0.02;
+/// How much of the pace one reservation books: about 50 ms of calls.
+const BOOKING: Duration = Duration::from_millis(50);
+/// How far ahead the pace may be booked: a worker does not hoard slots other workers could use now.
+const HORIZON: Duration = Duration::from_millis(100);
+/// A slot not used within this is dropped (its worker was busy): late calls would bunch up in the next second.
+const STALE: Duration = Duration::from_millis(25);
+
+/// A pace of calls: local (one process) or shared through the store (every worker of the account).
 pub struct TokenBucket {
     rate: f64,
     burst: f64,
     state: Mutex<(f64, Instant)>,
+    shared: Option<SharedPace>,
+}
+
+impl std::fmt::Debug for TokenBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenBucket").field("rate", &self.rate).field("shared", &self.shared.is_some()).finish()
+    }
+}
+
+/// The slots this process booked of an account's shared pace, used in order.
+struct SharedPace {
+    store: Arc<dyn Store>,
+    service_provider_id: i64,
+    bucket: &'static str,
+    interval: Duration,
+    batch: u32,
+    slots: tokio::sync::Mutex<VecDeque<DateTime<Utc>>>,
+}
+
+fn usable(rate_per_second: f64) -> f64 {
+    if rate_per_second.is_finite() && rate_per_second > 0.0 { rate_per_second } else { 1.0 }
 }
 
 impl TokenBucket {
-    /// `burst` is kept small (a tenth of a second's worth, at least one) so that work is spread evenly and a
-    /// carrier counting calls over any window never sees more than its limit.
+    /// A local bucket for one process. `burst` is kept small (a tenth of a second's worth, at least one) so that
+    /// work is spread evenly and a carrier counting calls over any window never sees more than its limit.
     pub fn new(rate_per_second: f64) -> Self {
-        let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 { rate_per_second } else { 1.0 };
+        let rate = usable(rate_per_second);
         let burst = (rate / 10.0).max(1.0);
-        Self { rate, burst, state: Mutex::new((burst, Instant::now())) }
+        Self { rate, burst, state: Mutex::new((burst, Instant::now())), shared: None }
     }
 
+    /// The account's pace shared through `store` by every worker: `rate_per_second` less a small headroom.
+    pub fn shared(store: Arc<dyn Store>, service_provider_id: i64, bucket: &'static str, rate_per_second: f64) -> Self {
+        let rate = usable(rate_per_second);
+        let paced = rate * (1.0 - HEADROOM);
+        let interval = Duration::from_secs_f64(1.0 / paced);
+        let batch = ((paced * BOOKING.as_secs_f64()).floor() as u32).max(1);
+        let shared = SharedPace {
+            store,
+            service_provider_id,
+            bucket,
+            interval,
+            batch,
+            slots: tokio::sync::Mutex::new(VecDeque::new()),
+        };
+        Self { rate, burst: 1.0, state: Mutex::new((1.0, Instant::now())), shared: Some(shared) }
+    }
+
+    /// The account's limit this bucket keeps to (calls a second).
     pub fn rate(&self) -> f64 {
         self.rate
     }
 
-    /// Waits until a token is available and takes it.
+    /// Waits until a call may be made.
     pub async fn acquire(&self) {
+        match &self.shared {
+            Some(shared) => shared.acquire().await,
+            None => self.acquire_local().await,
+        }
+    }
+
+    async fn acquire_local(&self) {
         loop {
             let wait = {
                 let mut state = match self.state.lock() {
@@ -50,25 +112,59 @@ impl TokenBucket {
     }
 }
 
-/// The buckets of one worker process, by service provider id.
-#[derive(Debug)]
-pub struct RateLimiters {
-    buckets: Mutex<HashMap<(i64, &'static str), Arc<TokenBucket>>>,
-    /// How many worker instances may call one account at once; each takes an equal share of its limit.
-    share: u32,
-}
-
-impl Default for RateLimiters {
-    fn default() -> Self {
-        Self::shared_by(1)
+impl SharedPace {
+    async fn acquire(&self) {
+        let slot = loop {
+            // One task books for the process at a time; the others wait for its slots.
+            let mut slots = self.slots.lock().await;
+            let now = Utc::now();
+            let stale = now - chrono::Duration::from_std(STALE).unwrap_or_default();
+            while slots.front().is_some_and(|s| *s < stale) {
+                slots.pop_front();
+            }
+            if let Some(slot) = slots.pop_front() {
+                break slot;
+            }
+            match self
+                .store
+                .reserve_rate_slots(self.service_provider_id, self.bucket, self.interval, self.batch, HORIZON, now)
+                .await
+            {
+                Ok(booked) if booked.granted > 0 => {
+                    let step = chrono::Duration::from_std(booked.interval).unwrap_or_default();
+                    slots.extend((0..booked.granted).map(|i| booked.first + step * i as i32));
+                }
+                Ok(booked) => {
+                    // The pace is booked ahead by other workers: ask again when its horizon reaches now.
+                    let horizon = chrono::Duration::from_std(HORIZON).unwrap_or_default();
+                    let wait = (booked.first - horizon - now).to_std().unwrap_or(Duration::from_millis(1));
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                }
+                Err(e) => {
+                    warn!(service_provider_id = self.service_provider_id, bucket = self.bucket, error = %e,
+                          "could not book carrier call slots; trying again in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        if let Ok(wait) = (slot - Utc::now()).to_std() {
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
+/// The buckets of one worker process, by service provider and kind of call.
+#[derive(Default)]
+pub struct RateLimiters {
+    buckets: Mutex<HashMap<(i64, &'static str), Arc<TokenBucket>>>,
+    /// Where the paces are shared; `None`: local buckets (one process only).
+    store: Option<Arc<dyn Store>>,
+}
+
 impl RateLimiters {
-    /// Buckets for one of `workers` instances that may run at once (the event source's MaximumConcurrency):
-    /// a carrier's limit is per account, so each instance keeps to `limit / workers`.
-    pub fn shared_by(workers: u32) -> Self {
-        Self { buckets: Mutex::default(), share: workers.max(1) }
+    /// Paces shared through `store` by every worker of every instance.
+    pub fn shared(store: Arc<dyn Store>) -> Self {
+        Self { buckets: Mutex::default(), store: Some(store) }
     }
 
     pub fn for_provider(&self, service_provider_id: i64, account_rate_per_second: f64) -> Arc<TokenBucket> {
@@ -82,15 +178,18 @@ impl RateLimiters {
         limit: &'static str,
         account_rate_per_second: f64,
     ) -> Arc<TokenBucket> {
-        let rate_per_second = account_rate_per_second / f64::from(self.share.max(1));
         let mut buckets = match self.buckets.lock() {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let bucket =
-            buckets.entry((service_provider_id, limit)).or_insert_with(|| Arc::new(TokenBucket::new(rate_per_second)));
-        if (bucket.rate() - rate_per_second).abs() > f64::EPSILON && rate_per_second > 0.0 {
-            *bucket = Arc::new(TokenBucket::new(rate_per_second));
+        let make = || match &self.store {
+            Some(store) => TokenBucket::shared(store.clone(), service_provider_id, limit, account_rate_per_second),
+            None => TokenBucket::new(account_rate_per_second),
+        };
+        let bucket = buckets.entry((service_provider_id, limit)).or_insert_with(|| Arc::new(make()));
+        // The account's limit changed in the database: the next message uses the new one.
+        if (bucket.rate() - usable(account_rate_per_second)).abs() > f64::EPSILON {
+            *bucket = Arc::new(make());
         }
         bucket.clone()
     }
@@ -114,7 +213,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn thingspace_activations_keep_to_100_a_minute_apart_from_other_calls() {
-        let limiters = RateLimiters::shared_by(2);
+        let limiters = RateLimiters::default();
         let per_second = crate::worker::THINGSPACE_ACTIVATIONS_PER_SECOND;
         let activations = limiters.for_provider_limit(7, "activations", per_second);
         assert!(!Arc::ptr_eq(&activations, &limiters.for_provider(7, per_second)), "its own bucket");
@@ -127,16 +226,7 @@ mod tests {
             }
             within_a_minute += 1;
         }
-        // Two instances share the account: each sends at most half of ThingSpace's 100 a minute (plus its one
-        // token of burst at the start).
-        assert!((50..=51).contains(&within_a_minute), "{within_a_minute} activation requests in a minute");
-    }
-
-    #[test]
-    fn instances_share_the_account_limit() {
-        let limiters = RateLimiters::shared_by(4);
-        assert_eq!(limiters.for_provider(10, 200.0).rate(), 50.0);
-        assert_eq!(RateLimiters::default().for_provider(10, 200.0).rate(), 200.0);
-        assert_eq!(RateLimiters::shared_by(0).for_provider(10, 200.0).rate(), 200.0, "zero means one");
+        // ThingSpace's 100 a minute, plus the one token of burst at the start.
+        assert!((100..=101).contains(&within_a_minute), "{within_a_minute} activation requests in a minute");
     }
 }

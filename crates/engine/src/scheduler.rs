@@ -20,7 +20,7 @@ pub async fn requeue_stranded(store: &dyn Store, queue: &dyn Queue, now: DateTim
     };
     let mut sent = Vec::new();
     for id in ids {
-        match queue.send(&WorkMessage { bulk_change_id: id, attempt: 0 }, Duration::ZERO).await {
+        match queue.send(&WorkMessage::new(id), Duration::ZERO).await {
             Ok(()) => {
                 info!(bulk_change_id = id, "stranded bulk change re-enqueued");
                 sent.push(id);
@@ -46,7 +46,7 @@ pub async fn apply_due_scheduled(store: &dyn Store, queue: &dyn Queue, now: Date
     for id in &ids {
         // A failed send is not lost: the bulk change is PROCESSING with PENDING rows, so it is stranded and
         // `requeue_stranded` sends it on a later tick.
-        match queue.send(&WorkMessage { bulk_change_id: *id, attempt: 0 }, Duration::ZERO).await {
+        match queue.send(&WorkMessage::new(*id), Duration::ZERO).await {
             Ok(()) => info!(bulk_change_id = id, "scheduled rows are due; bulk change queued"),
             Err(e) => warn!(bulk_change_id = id, error = %e, "could not queue a bulk change with due rows"),
         }

@@ -1049,12 +1049,12 @@ async fn answer_callback(
     }
     info!(bulk_change_id = bulk.id, iccid, status = %outcome.status, follow_up, "ThingSpace callback applied");
     if follow_up {
-        if let Err(e) = queue.send(&WorkMessage { bulk_change_id: bulk.id, attempt: 0 }, Duration::ZERO).await {
+        if let Err(e) = queue.send(&WorkMessage::new(bulk.id), Duration::ZERO).await {
             warn!(bulk_change_id = bulk.id, error = %e, "could not queue the row's next steps; the scheduler will");
         }
     } else if store.finalize_bulk_change(bulk.id, now).await?.is_some_and(|s| s.is_final()) {
         // The worker that takes this message finds the bulk change final and sends its summary once.
-        if let Err(e) = queue.send(&WorkMessage { bulk_change_id: bulk.id, attempt: 0 }, Duration::ZERO).await {
+        if let Err(e) = queue.send(&WorkMessage::new(bulk.id), Duration::ZERO).await {
             warn!(bulk_change_id = bulk.id, error = %e, "could not queue the finished bulk change; the scheduler will");
         }
     }

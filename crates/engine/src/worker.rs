@@ -39,8 +39,11 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Rows claimed per round.
     pub claim_batch: u32,
-    /// How long a claim holds; longer than a row's worst case (all retries), shorter than "stuck".
+    /// How long a claim holds without renewal. A heartbeat renews it every third of a lease while the worker
+    /// works, so a dead worker's rows are taken over within about one lease.
     pub lease: Duration,
+    /// Helper messages a large bulk change fans out to (other instances work it at once; 0: none).
+    pub fan_out: u32,
     /// Stop claiming when less than this is left before the deadline.
     pub deadline_margin: Duration,
     /// Delay of the continuation sent when other workers still hold rows.
@@ -60,9 +63,10 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             worker_id: format!("worker-{}", fastrand::u64(..)),
-            concurrency: 16,
-            claim_batch: 32,
-            lease: Duration::from_secs(300),
+            concurrency: 32,
+            claim_batch: 64,
+            lease: Duration::from_secs(30),
+            fan_out: 4,
             deadline_margin: Duration::from_secs(10),
             continuation_delay: Duration::from_secs(5),
             thingspace_claim_batch: 1000,
@@ -91,6 +95,8 @@ pub enum Handled {
     AlreadyFinal(BulkStatus),
     /// Work remains; a continuation message was sent.
     Continued,
+    /// A helper found nothing more to claim (or its deadline came); the message that sent it carries on.
+    Helped,
     /// No such bulk change.
     Unknown,
 }
@@ -104,6 +110,39 @@ pub struct Worker {
     pub limiters: Arc<RateLimiters>,
     pub metrics: Arc<dyn Metrics>,
     pub config: WorkerConfig,
+}
+
+/// Rows one worker works at once for one bulk change: its setting, but no more than a quarter second of the
+/// account's pace, so that the calls queued for the pace are few and another bulk change's call gets its slot soon.
+fn in_flight(configured: usize, rate_per_second: f64) -> usize {
+    let quarter_second = (rate_per_second * 0.25).ceil();
+    let cap = if quarter_second.is_finite() && quarter_second > 0.0 { quarter_second as usize } else { 1 };
+    configured.min(cap.max(2)).max(1)
+}
+
+/// Renews the leases a worker holds on a bulk change's rows every third of a lease, until dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, bulk_change_id: i64, config: &WorkerConfig) -> Self {
+        let (worker, lease) = (config.worker_id.clone(), config.lease);
+        let every = (lease / 3).max(Duration::from_millis(100));
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let until = clock.now() + chrono::Duration::from_std(lease).unwrap_or_default();
+                if let Err(e) = store.renew_leases(bulk_change_id, &worker, until).await {
+                    warn!(bulk_change_id, error = %e, "lease renewal failed; the rows may be taken over");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Everything a row's processing needs, loaded once per message.
@@ -172,8 +211,14 @@ impl Worker {
         }
         let batched = job.as_ref().ok().and_then(|j| j.thingspace.clone().filter(|_| Self::carrier_batched(j)));
         let claim_batch = if batched.is_some() { self.config.thingspace_claim_batch } else { self.config.claim_batch };
+        // The leases of the rows this worker holds stay alive while it works them (and die with it).
+        let _heartbeat = Heartbeat::start(self.store.clone(), self.clock.clone(), id, &self.config);
+        let mut fanned_out = message.helper || batched.is_some();
         loop {
             if deadline.saturating_duration_since(Instant::now()) < self.config.deadline_margin {
+                if message.helper {
+                    return Ok(Handled::Helped);
+                }
                 self.continue_later(message, Duration::ZERO).await?;
                 info!("deadline near; continuation enqueued");
                 return Ok(Handled::Continued);
@@ -193,6 +238,8 @@ impl Worker {
                         Ok(Handled::Finished(status))
                     }
                     Some(status) => Ok(Handled::Finished(status)),
+                    // A helper leaves the rows others hold to them; the message that sent it looks again.
+                    None if message.helper => Ok(Handled::Helped),
                     None => {
                         // Rows held by another worker's live lease or waiting on a carrier's result: look again
                         // when the first of those ends, never drop the work.
@@ -202,6 +249,11 @@ impl Worker {
                     }
                 };
             }
+            let rate = job.as_ref().map_or(1.0, |j| j.sp.rate_limit_per_second);
+            if !fanned_out {
+                fanned_out = true;
+                self.fan_out(id, rate).await;
+            }
             if let (Ok(job), Some(api)) = (&job, &batched) {
                 self.process_thingspace(job, api.as_ref(), rows).await;
                 continue;
@@ -209,9 +261,42 @@ impl Worker {
             let job = job.as_ref().map_err(String::as_str);
             futures::stream::iter(rows)
                 .map(|row| self.process_row(job, row))
-                .buffer_unordered(self.config.concurrency.max(1))
+                .buffer_unordered(in_flight(self.config.concurrency, rate))
                 .collect::<Vec<()>>()
                 .await;
+            // Other messages of this process (a small bulk change beside a large one) get their turn.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Sends helper messages for a bulk change with more rows left than this worker takes in a few rounds, so
+    /// other instances work it at once (rows are still claimed with leases: nothing is processed twice).
+    async fn fan_out(&self, id: i64, rate: f64) {
+        // Helpers only when one worker cannot fill the account's pace: each row in flight makes at least two
+        // calls a second (carrier answers within half a second).
+        let useful = (rate / (self.config.concurrency.max(1) as f64 * 2.0)).ceil() as u64;
+        let wanted = useful.saturating_sub(1).min(u64::from(self.config.fan_out));
+        if wanted == 0 {
+            return;
+        }
+        let pending = match self.store.pending_rows(id).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "could not count pending rows; no fan-out");
+                return;
+            }
+        };
+        let per_helper = u64::from(self.config.claim_batch.max(1)) * 4;
+        let helpers = (pending / per_helper).min(wanted) as u32;
+        for _ in 0..helpers {
+            let helper = WorkMessage { bulk_change_id: id, attempt: 0, helper: true };
+            if let Err(e) = self.queue.send(&helper, Duration::ZERO).await {
+                warn!(error = %e, "could not send a fan-out helper; this worker carries on alone");
+                return;
+            }
+        }
+        if helpers > 0 {
+            info!(helpers, pending, "bulk change fanned out to helper messages");
         }
     }
 
@@ -268,7 +353,7 @@ impl Worker {
     }
 
     async fn continue_later(&self, message: WorkMessage, delay: Duration) -> Result<(), WorkerError> {
-        let next = WorkMessage { bulk_change_id: message.bulk_change_id, attempt: message.attempt + 1 };
+        let next = WorkMessage { bulk_change_id: message.bulk_change_id, attempt: message.attempt + 1, helper: false };
         self.queue
             .send(&next, delay)
             .await

@@ -51,29 +51,20 @@ pub async fn build(config: &FunctionConfig, sdk: &aws::SdkConfig) -> Result<Adap
     Ok(Adapters { store, queue, notifier })
 }
 
-/// The worker as the SQS function runs it: carriers over HTTP, one token bucket per provider per instance.
+/// The worker as the SQS function runs it: carriers over HTTP, each account's pace shared through the store by
+/// every instance.
 pub fn worker(adapters: &Adapters, config: &FunctionConfig, metrics: Arc<dyn Metrics>) -> Result<Worker> {
     let carriers = HttpCarriers::new(Duration::from_secs(30), RetryPolicy::default())
         .context("building the HTTP client")?
         .with_metrics(metrics.clone());
-    let mut worker_config = WorkerConfig {
-        carrier_result_wait: config.thingspace_result_wait,
-        carrier_result_give_up: config.thingspace_result_give_up,
-        ..WorkerConfig::default()
-    };
-    if !config.email_from.is_empty() {
-        worker_config.email_from = config.email_from.clone();
-    }
-    if !config.email_to.is_empty() {
-        worker_config.email_to = config.email_to.clone();
-    }
+    let worker_config: WorkerConfig = config.settings.worker.clone();
     Ok(Worker {
         store: adapters.store.clone(),
         queue: adapters.queue.clone(),
         notifier: adapters.notifier.clone(),
         carriers: Arc::new(carriers),
         clock: Arc::new(SystemClock),
-        limiters: Arc::new(RateLimiters::shared_by(config.worker_concurrency)),
+        limiters: Arc::new(RateLimiters::shared(adapters.store.clone())),
         metrics: metrics.clone(),
         config: worker_config,
     })

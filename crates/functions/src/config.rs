@@ -21,13 +21,9 @@ pub struct FunctionConfig {
     /// Where the local notifier writes when SES is not configured (no `EMAIL_FROM`).
     pub outbox_dir: PathBuf,
     pub max_devices: usize,
-    /// Worker instances that may run at once (`WORKER_MAXIMUM_CONCURRENCY`); each keeps to its share of a
-    /// carrier account's rate limit.
-    pub worker_concurrency: u32,
-    /// How long a row waits for ThingSpace's callback before a worker polls (`THINGSPACE_RESULT_WAIT_SECONDS`).
-    pub thingspace_result_wait: std::time::Duration,
-    /// When a row without any result fails with "No result from carrier" (`THINGSPACE_RESULT_GIVE_UP_SECONDS`).
-    pub thingspace_result_give_up: std::time::Duration,
+    /// The worker's and scheduler's settings, read by the same module as `bulkchange serve` reads them
+    /// (`engine::settings`: lease, rows in flight, fan-out, ThingSpace waits, ...).
+    pub settings: engine::Settings,
 }
 
 impl std::fmt::Debug for FunctionConfig {
@@ -42,23 +38,13 @@ impl std::fmt::Debug for FunctionConfig {
             .field("email_from", &self.email_from)
             .field("email_to", &self.email_to)
             .field("max_devices", &self.max_devices)
-            .field("worker_concurrency", &self.worker_concurrency)
-            .field("thingspace_result_wait", &self.thingspace_result_wait)
-            .field("thingspace_result_give_up", &self.thingspace_result_give_up)
+            .field("settings", &self.settings)
             .finish()
     }
 }
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
-}
-
-fn seconds(name: &str, default: u64) -> Result<std::time::Duration> {
-    let secs = match var(name) {
-        Some(v) => v.parse().with_context(|| format!("{name} '{v}' is not a number of seconds"))?,
-        None => default,
-    };
-    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Parses `DATABASE_URL`: `sqlite://PATH`, or a SQL Server ADO string.
@@ -98,12 +84,7 @@ impl FunctionConfig {
                 .unwrap_or_default(),
             outbox_dir: PathBuf::from(var("OUTBOX_DIR").unwrap_or_else(|| "/tmp/outbox".into())),
             max_devices,
-            worker_concurrency: match var("WORKER_MAXIMUM_CONCURRENCY") {
-                Some(v) => v.parse().with_context(|| format!("WORKER_MAXIMUM_CONCURRENCY '{v}' is not a number"))?,
-                None => 1,
-            },
-            thingspace_result_wait: seconds("THINGSPACE_RESULT_WAIT_SECONDS", 900)?,
-            thingspace_result_give_up: seconds("THINGSPACE_RESULT_GIVE_UP_SECONDS", 24 * 3600)?,
+            settings: engine::Settings::from_env()?,
         })
     }
 }
@@ -131,9 +112,7 @@ mod tests {
             email_to: vec![],
             outbox_dir: "/tmp".into(),
             max_devices: 1,
-            worker_concurrency: 1,
-            thingspace_result_wait: std::time::Duration::from_secs(900),
-            thingspace_result_give_up: std::time::Duration::from_secs(86_400),
+            settings: engine::Settings::from_lookup(|_| None).expect("defaults"),
         };
         assert!(!format!("{config:?}").contains("hunter2"));
     }

@@ -6,9 +6,6 @@ use std::time::Duration;
 use engine::ports::{Clock, Queue, Store, SystemClock};
 use serde::Serialize;
 
-/// How long a bulk change may sit untouched before it counts as stranded.
-pub const STRANDED_GRACE: Duration = Duration::from_secs(120);
-
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct TickReport {
@@ -17,6 +14,8 @@ pub struct TickReport {
     pub requeued: Vec<i64>,
 }
 
+/// `grace`: how long a bulk change may sit with no live lease before it counts as stranded (one lease,
+/// `Settings::stranded_grace`).
 pub async fn tick(store: &dyn Store, queue: &dyn Queue, grace: Duration) -> TickReport {
     let released = engine::scheduler::apply_due_scheduled(store, queue, SystemClock.now()).await;
     let requeued = engine::scheduler::requeue_stranded(store, queue, SystemClock.now(), grace).await;

@@ -47,9 +47,7 @@ fn function_config(dir: &tempfile::TempDir) -> FunctionConfig {
         email_to: vec![],
         outbox_dir: dir.path().join("outbox"),
         max_devices: 10_000,
-        worker_concurrency: 1,
-        thingspace_result_wait: Duration::from_secs(900),
-        thingspace_result_give_up: Duration::from_secs(86_400),
+        settings: engine::Settings::from_lookup(|_| None).expect("defaults"),
     }
 }
 
@@ -268,10 +266,7 @@ async fn scheduler_tick_requeues_a_bulk_change_nobody_picked_up() {
     let processed = {
         let worker = stack.worker(engine::WorkerConfig::default()).expect("worker");
         worker
-            .handle(
-                engine::ports::WorkMessage { bulk_change_id: id, attempt: 0 },
-                Instant::now() + Duration::from_secs(60),
-            )
+            .handle(engine::ports::WorkMessage::new(id), Instant::now() + Duration::from_secs(60))
             .await
             .expect("handled")
     };

@@ -197,7 +197,7 @@ impl MssqlStore {
 
     /// Deletes every row but the reference data (contract tests only).
     pub async fn wipe_for_tests(&self) -> Result<(), StoreError> {
-        let sql = "DELETE FROM dbo.DeviceChangeLock; DELETE FROM dbo.RevServiceCreation; DELETE FROM dbo.IdempotencyKey;
+        let sql = "DELETE FROM dbo.DeviceChangeLock; DELETE FROM dbo.RevServiceCreation; DELETE FROM dbo.IdempotencyKey; DELETE FROM dbo.RateBudget;
                    DELETE FROM dbo.Device_CustomerRatePlanOrRatePool_Queue; DELETE FROM dbo.DeviceBulkChangeLog;
                    DELETE FROM dbo.ThingSpaceCallBackResponseLog; DELETE FROM dbo.ThingSpaceAuthentication;
                    DELETE FROM dbo.DeviceActionHistory; DELETE FROM dbo.Device_Tenant;
@@ -778,6 +778,53 @@ impl Store for MssqlStore {
         let q =
             proc_call!("EXEC dbo.usp_IdempotencyKey_Abandon @TenantId = @P1, @IdempotencyKey = @P2", tenant_id, key,);
         self.exec("free idempotency key", q).await.map(|_| ())
+    }
+
+    async fn reserve_rate_slots(
+        &self,
+        service_provider_id: i64,
+        bucket: &str,
+        interval: Duration,
+        count: u32,
+        horizon: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RateSlots> {
+        let q = proc_call!(
+            "EXEC dbo.usp_RateBudget_Reserve @ServiceProviderId = @P1, @Bucket = @P2, @IntervalSeconds = @P3, @Count = @P4,
+                  @HorizonSeconds = @P5, @NowSeconds = @P6",
+            service_provider_id,
+            bucket,
+            interval.as_secs_f64(),
+            i32::try_from(count).unwrap_or(i32::MAX),
+            horizon.as_secs_f64(),
+            now.timestamp_micros() as f64 / 1e6,
+        );
+        let rows = self.first("reserve rate slots", q).await?;
+        let r = need(rows.first(), "FirstSlot")?;
+        let first: f64 = need(r.get("FirstSlot"), "FirstSlot")?;
+        let granted: i32 = need(r.get("Granted"), "Granted")?;
+        Ok(RateSlots {
+            first: DateTime::from_timestamp_micros((first * 1e6).round() as i64).unwrap_or(now),
+            granted: u32::try_from(granted).unwrap_or(0),
+            interval,
+        })
+    }
+
+    async fn renew_leases(&self, bulk_change_id: i64, worker: &str, until: DateTime<Utc>) -> StoreResult<u64> {
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_RenewLeases @BulkChangeId = @P1, @Worker = @P2, @Until = @P3",
+            bulk_change_id,
+            worker,
+            naive(until),
+        );
+        let rows = self.first("renew leases", q).await?;
+        Ok(rows.first().and_then(|r| r.get::<i64, _>("Held")).map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    async fn pending_rows(&self, bulk_change_id: i64) -> StoreResult<u64> {
+        let q = proc_call!("EXEC dbo.usp_DeviceBulkChange_PendingRows @BulkChangeId = @P1", bulk_change_id,);
+        let rows = self.first("count pending rows", q).await?;
+        Ok(rows.first().and_then(|r| r.get::<i64, _>("Pending")).map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {

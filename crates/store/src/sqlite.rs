@@ -118,6 +118,10 @@ const MIGRATIONS: &[&str] = &[
          ResponseStatus INTEGER, ResponseBody TEXT, CreatedDate TEXT NOT NULL,
          PRIMARY KEY (TenantId, IdempotencyKey));
      CREATE INDEX IX_IdempotencyKey_Created ON IdempotencyKey (CreatedDate)",
+    // The pace of each carrier account, shared by every worker: the next free call slot (Unix seconds).
+    "CREATE TABLE RateBudget (
+         ServiceProviderId INTEGER NOT NULL, Bucket TEXT NOT NULL, NextSlot REAL NOT NULL,
+         PRIMARY KEY (ServiceProviderId, Bucket))",
 ];
 
 /// Where a bulk change's rows live: M2M (PortalType 0) in `M2M_DeviceChange`, Mobility (2) in `Mobility_DeviceChange`.
@@ -510,6 +514,25 @@ fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
         carrier_requested_at: opt_ts(requested)?,
         carrier_result,
     })
+}
+
+fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_micros() as f64 / 1e6
+}
+
+fn from_unix_seconds(s: f64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros((s * 1e6).round() as i64).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The pacing rule both stores apply (`Store::reserve_rate_slots`): from the next free slot (never before now),
+/// `count` slots one `interval` apart, unless that slot is more than `horizon` ahead. Returns the first slot, how
+/// many were granted and the next free slot after them (all Unix seconds).
+pub fn pace(next_free: Option<f64>, now: f64, interval: Duration, count: u32, horizon: Duration) -> (f64, u32, f64) {
+    let first = next_free.map_or(now, |n| n.max(now));
+    if first > now + horizon.as_secs_f64() || count == 0 {
+        return (first, 0, first);
+    }
+    (first, count, first + f64::from(count) * interval.as_secs_f64())
 }
 
 /// The open retry of a bulk change, if one is running.
@@ -1025,6 +1048,81 @@ impl Store for SqliteStore {
             )
             .map_err(db("free idempotency key"))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn reserve_rate_slots(
+        &self,
+        service_provider_id: i64,
+        bucket: &str,
+        interval: Duration,
+        count: u32,
+        horizon: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RateSlots> {
+        let bucket = bucket.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin rate"))?;
+            let now_s = unix_seconds(now);
+            let stored: Option<f64> = tx
+                .query_row(
+                    "SELECT NextSlot FROM RateBudget WHERE ServiceProviderId = ?1 AND Bucket = ?2",
+                    params![service_provider_id, bucket],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db("read rate budget"))?;
+            let (first, granted, next) = pace(stored, now_s, interval, count, horizon);
+            if granted > 0 {
+                tx.execute(
+                    "INSERT INTO RateBudget (ServiceProviderId, Bucket, NextSlot) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (ServiceProviderId, Bucket) DO UPDATE SET NextSlot = excluded.NextSlot",
+                    params![service_provider_id, bucket, next],
+                )
+                .map_err(db("book rate slots"))?;
+            }
+            tx.commit().map_err(db("commit rate"))?;
+            Ok(RateSlots { first: from_unix_seconds(first), granted, interval })
+        })
+        .await
+    }
+
+    async fn renew_leases(&self, bulk_change_id: i64, worker: &str, until: DateTime<Utc>) -> StoreResult<u64> {
+        let worker = worker.to_string();
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            c.execute(
+                &format!(
+                    "UPDATE {table} SET LeaseUntil = ?3
+                     WHERE BulkChangeId = ?1 AND LeaseOwner = ?2 AND Status = 'PROCESSING' AND LeaseUntil < ?3"
+                ),
+                params![bulk_change_id, worker, ts(until)],
+            )
+            .map_err(db("renew leases"))?;
+            let held: i64 = c
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE BulkChangeId = ?1 AND LeaseOwner = ?2 AND Status = 'PROCESSING'"),
+                    params![bulk_change_id, worker],
+                    |r| r.get(0),
+                )
+                .map_err(db("count held rows"))?;
+            Ok(held as u64)
+        })
+        .await
+    }
+
+    async fn pending_rows(&self, bulk_change_id: i64) -> StoreResult<u64> {
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            let n: i64 = c
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE BulkChangeId = ?1 AND Status = 'PENDING'"),
+                    params![bulk_change_id],
+                    |r| r.get(0),
+                )
+                .map_err(db("count pending rows"))?;
+            Ok(n as u64)
         })
         .await
     }

@@ -41,4 +41,6 @@ async fn sql_server_passes_the_store_contract() {
     contract::one_open_retry_and_a_retry_takes_only_rows_no_later_retry_holds(&store).await;
     contract::one_active_rev_service_line_per_device(&store).await;
     contract::idempotency_keys_replay_once_per_tenant(&store).await;
+    contract::the_shared_pace_never_books_more_than_its_rate(&store).await;
+    contract::leases_are_renewed_by_their_holder_only(&store).await;
 }

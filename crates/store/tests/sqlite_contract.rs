@@ -39,6 +39,8 @@ contract_tests!(
     one_open_retry_and_a_retry_takes_only_rows_no_later_retry_holds,
     one_active_rev_service_line_per_device,
     idempotency_keys_replay_once_per_tenant,
+    the_shared_pace_never_books_more_than_its_rate,
+    leases_are_renewed_by_their_holder_only,
 );
 
 #[tokio::test]
@@ -90,4 +92,16 @@ async fn two_connections_creating_bulk_changes_over_the_same_devices_never_both_
                 .expect("cancel");
         }
     }
+}
+
+#[tokio::test]
+async fn two_connections_booking_one_pace_at_once_never_exceed_its_rate() {
+    let (dir, a) = fresh().await;
+    let b = SqliteStore::open(&dir.path().join("contract.db")).expect("second connection");
+    let rate = 500.0;
+    let slots = contract::book_pace(&[&a, &b, &a, &b], rate, 4, 5).await;
+    let busiest = contract::busiest_second(&slots);
+    assert!(busiest as f64 <= rate, "{busiest} slots in one second against a pace of {rate}");
+    assert!(slots.len() as f64 >= rate * 3.5, "the pace is used: {} slots in 4 s", slots.len());
+    assert!(slots.windows(2).all(|w| w[1] - w[0] >= 1.0 / rate - 1e-5), "no slot granted twice");
 }

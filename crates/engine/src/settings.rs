@@ -1,0 +1,123 @@
+//! The one configuration of the worker and the scheduler, whatever runs them: the Lambda functions and the local
+//! `bulkchange serve` / `bulkchange worker` read the same environment variables here (the local binary's flags
+//! only override them). README "Configuration" lists them.
+
+use std::time::Duration;
+
+use crate::worker::WorkerConfig;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub worker: WorkerConfig,
+    /// How long a bulk change may sit with no live lease before the scheduler hands it to the queue again: one
+    /// lease, the same timing as a worker's take-over of a dead worker's rows.
+    pub stranded_grace: Duration,
+    /// How often the local scheduler ticks (EventBridge's schedule in AWS).
+    pub scheduler_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{name} '{value}' {problem}")]
+pub struct SettingsError {
+    pub name: &'static str,
+    pub value: String,
+    pub problem: &'static str,
+}
+
+/// Every variable read here, with its default, for the README and `--help`.
+pub const VARIABLES: [(&str, &str); 10] = [
+    ("WORKER_LEASE_SECONDS", "30"),
+    ("WORKER_ROWS_IN_FLIGHT", "32"),
+    ("WORKER_CLAIM_BATCH", "64"),
+    ("WORKER_MAXIMUM_CONCURRENCY", "5"),
+    ("WORKER_CONTINUATION_DELAY_SECONDS", "5"),
+    ("THINGSPACE_RESULT_WAIT_SECONDS", "900"),
+    ("THINGSPACE_RESULT_GIVE_UP_SECONDS", "86400"),
+    ("SCHEDULER_INTERVAL_SECONDS", "60"),
+    ("EMAIL_FROM", "bulkchange@localhost"),
+    ("ERROR_EMAIL_TO", "operations@localhost"),
+];
+
+impl Settings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a test's map); empty values are unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &'static str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let number = |name: &'static str, default: u64, min: u64| -> Result<u64, SettingsError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if n >= min => Ok(n),
+                    Ok(_) => Err(SettingsError { name, value: v, problem: "is below the smallest allowed value" }),
+                    Err(_) => Err(SettingsError { name, value: v, problem: "is not a whole number" }),
+                },
+            }
+        };
+        let defaults = WorkerConfig::default();
+        let lease = Duration::from_secs(number("WORKER_LEASE_SECONDS", 30, 3)?);
+        let maximum_concurrency = number("WORKER_MAXIMUM_CONCURRENCY", 5, 1)?;
+        let worker = WorkerConfig {
+            lease,
+            concurrency: number("WORKER_ROWS_IN_FLIGHT", 32, 1)? as usize,
+            claim_batch: u32::try_from(number("WORKER_CLAIM_BATCH", 64, 1)?).unwrap_or(u32::MAX),
+            // One instance takes the message; the others the fan-out's helpers.
+            fan_out: u32::try_from(maximum_concurrency.saturating_sub(1)).unwrap_or(u32::MAX),
+            continuation_delay: Duration::from_secs(number("WORKER_CONTINUATION_DELAY_SECONDS", 5, 0)?),
+            carrier_result_wait: Duration::from_secs(number("THINGSPACE_RESULT_WAIT_SECONDS", 900, 1)?),
+            carrier_result_give_up: Duration::from_secs(number("THINGSPACE_RESULT_GIVE_UP_SECONDS", 24 * 3600, 1)?),
+            email_from: get("EMAIL_FROM").unwrap_or(defaults.email_from.clone()),
+            email_to: get("ERROR_EMAIL_TO")
+                .map(|v| v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+                .unwrap_or(defaults.email_to.clone()),
+            ..defaults
+        };
+        Ok(Self {
+            stranded_grace: lease,
+            scheduler_interval: Duration::from_secs(number("SCHEDULER_INTERVAL_SECONDS", 60, 1)?),
+            worker,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn read(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = read(&[]).expect("defaults");
+        assert_eq!(
+            (s.worker.lease, s.stranded_grace, s.worker.fan_out),
+            (Duration::from_secs(30), Duration::from_secs(30), 4)
+        );
+        assert_eq!(s.worker.carrier_result_wait, Duration::from_secs(900));
+        let s = read(&[
+            ("WORKER_LEASE_SECONDS", "12"),
+            ("THINGSPACE_RESULT_WAIT_SECONDS", "7"),
+            ("WORKER_MAXIMUM_CONCURRENCY", "1"),
+            ("ERROR_EMAIL_TO", "a@x; b@x"),
+        ])
+        .expect("read");
+        assert_eq!((s.worker.lease, s.stranded_grace), (Duration::from_secs(12), Duration::from_secs(12)));
+        assert_eq!(s.worker.carrier_result_wait, Duration::from_secs(7));
+        assert_eq!(s.worker.fan_out, 0, "one instance: no helpers");
+        assert_eq!(s.worker.email_to, vec!["a@x".to_string(), "b@x".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = read(&[("WORKER_LEASE_SECONDS", "soon")]).expect_err("refused");
+        assert_eq!(e.to_string(), "WORKER_LEASE_SECONDS 'soon' is not a whole number");
+        assert!(read(&[("WORKER_LEASE_SECONDS", "1")]).is_err(), "a lease too short to renew");
+    }
+}
