@@ -201,8 +201,11 @@ async fn time_intake(stack: &Stack, n: usize) -> Result<Duration> {
     let start = Instant::now();
     let intake =
         api::intake::evaluate(&stack.store, &caller, bytes.as_bytes(), n).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    stack.store.create_bulk_change(&intake.change, &intake.rows).await?;
-    Ok(start.elapsed())
+    let id = stack.store.create_bulk_change(&intake.change, &intake.rows).await?.id;
+    let took = start.elapsed();
+    // Never worked: its rows are cancelled so they hold none of the devices the runs below change.
+    stack.store.cancel_rows(1, id, "bench", chrono::Utc::now()).await?;
+    Ok(took)
 }
 
 async fn processed_rows(store: &SqliteStore, id: i64) -> Result<usize> {

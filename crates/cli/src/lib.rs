@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod fleet;
 pub mod outbox;
 pub mod stack;
 

@@ -108,6 +108,18 @@ enum Command {
         latency_ms: u64,
         #[arg(long, default_value_t = 200.0)]
         rate_limit: f64,
+        /// Worker processes of the fleet runs (0: skip them).
+        #[arg(long, default_value_t = 5)]
+        fleet_workers: usize,
+        /// Each account's limit in the fleet runs (calls a second).
+        #[arg(long, default_value_t = 1000.0)]
+        fleet_rate_limit: f64,
+        /// The fast carrier of the engine-ceiling run (calls a second).
+        #[arg(long, default_value_t = 2000.0)]
+        ceiling_rate_limit: f64,
+        /// The fleet's lease, against which its take-over after a SIGKILL is measured.
+        #[arg(long, default_value_t = 5)]
+        fleet_lease_seconds: u64,
     },
 }
 
@@ -264,8 +276,27 @@ async fn main() -> Result<()> {
         Command::Demo { seed, requests, work_dir, tenant } => {
             demo::run(DemoOptions { seed, requests, work_dir, tenant }).await?
         }
-        Command::Bench { devices, sequential_devices, latency_ms, rate_limit } => {
+        Command::Bench {
+            devices,
+            sequential_devices,
+            latency_ms,
+            rate_limit,
+            fleet_workers,
+            fleet_rate_limit,
+            ceiling_rate_limit,
+            fleet_lease_seconds,
+        } => {
             bench::run(BenchOptions { devices, sequential_devices, latency_ms, rate_limit }).await?;
+            if fleet_workers > 0 {
+                cli::fleet::run(cli::fleet::FleetOptions {
+                    workers: fleet_workers,
+                    rate_limit: fleet_rate_limit,
+                    latency_ms,
+                    ceiling_rate_limit,
+                    lease_seconds: fleet_lease_seconds,
+                })
+                .await?;
+            }
         }
     }
     Ok(())

@@ -214,8 +214,43 @@ impl Worker {
         // The leases of the rows this worker holds stay alive while it works them (and die with it).
         let _heartbeat = Heartbeat::start(self.store.clone(), self.clock.clone(), id, &self.config);
         let mut fanned_out = message.helper || batched.is_some();
+        let rate = job.as_ref().map_or(1.0, |j| j.sp.rate_limit_per_second);
+        // Rows held at once: ThingSpace takes whole claims into multi-device requests; the others are kept
+        // `in_flight` rows busy, claiming more as rows finish (no round waits for its slowest row).
+        let cap = if batched.is_some() { claim_batch as usize } else { in_flight(self.config.concurrency, rate) };
+        let job_ref = job.as_ref().map_err(String::as_str);
+        let mut working = futures::stream::FuturesUnordered::new();
+        let mut exhausted = false;
         loop {
-            if deadline.saturating_duration_since(Instant::now()) < self.config.deadline_margin {
+            let near_deadline = deadline.saturating_duration_since(Instant::now()) < self.config.deadline_margin;
+            if !exhausted && !near_deadline && working.len() <= cap / 2 {
+                let want = u32::try_from((cap - working.len()).clamp(1, claim_batch as usize)).unwrap_or(claim_batch);
+                let rows = self
+                    .store
+                    .claim_rows(id, &self.config.worker_id, want, self.config.lease, self.clock.now())
+                    .await
+                    .map_err(store_err)?;
+                if rows.is_empty() {
+                    exhausted = true;
+                } else {
+                    if !fanned_out {
+                        fanned_out = true;
+                        self.fan_out(id, rate).await;
+                    }
+                    if let (Ok(job), Some(api)) = (&job, &batched) {
+                        self.process_thingspace(job, api.as_ref(), rows).await;
+                        continue;
+                    }
+                    working.extend(rows.into_iter().map(|row| self.process_row(job_ref, row)));
+                    // Other messages of this process (a small bulk change beside a large one) get their turn.
+                    tokio::task::yield_now().await;
+                }
+            }
+            if working.next().await.is_some() {
+                continue;
+            }
+            // Nothing in hand: the deadline is near, or no row is left to claim.
+            if near_deadline {
                 if message.helper {
                     return Ok(Handled::Helped);
                 }
@@ -223,49 +258,38 @@ impl Worker {
                 info!("deadline near; continuation enqueued");
                 return Ok(Handled::Continued);
             }
-            let rows = self
-                .store
-                .claim_rows(id, &self.config.worker_id, claim_batch, self.config.lease, self.clock.now())
-                .await
-                .map_err(store_err)?;
-            if rows.is_empty() {
-                return match self.store.finalize_bulk_change(id, self.clock.now()).await.map_err(store_err)? {
-                    Some(status) if status.is_final() => {
-                        info!(status = %status, "bulk change finished");
-                        if let Ok(Some(bulk)) = self.store.bulk_change(None, id).await {
-                            self.notify_failures(&bulk).await;
-                        }
-                        Ok(Handled::Finished(status))
-                    }
-                    Some(status) => Ok(Handled::Finished(status)),
-                    // A helper leaves the rows others hold to them; the message that sent it looks again.
-                    None if message.helper => Ok(Handled::Helped),
-                    None => {
-                        // Rows held by another worker's live lease or waiting on a carrier's result: look again
-                        // when the first of those ends, never drop the work.
-                        let delay = self.delay_until_next_expiry(id).await;
-                        self.continue_later(message, delay).await?;
-                        Ok(Handled::Continued)
-                    }
-                };
-            }
-            let rate = job.as_ref().map_or(1.0, |j| j.sp.rate_limit_per_second);
-            if !fanned_out {
-                fanned_out = true;
-                self.fan_out(id, rate).await;
-            }
-            if let (Ok(job), Some(api)) = (&job, &batched) {
-                self.process_thingspace(job, api.as_ref(), rows).await;
+            if !exhausted {
                 continue;
             }
-            let job = job.as_ref().map_err(String::as_str);
-            futures::stream::iter(rows)
-                .map(|row| self.process_row(job, row))
-                .buffer_unordered(in_flight(self.config.concurrency, rate))
-                .collect::<Vec<()>>()
-                .await;
-            // Other messages of this process (a small bulk change beside a large one) get their turn.
-            tokio::task::yield_now().await;
+            return match self.store.finalize_bulk_change(id, self.clock.now()).await.map_err(store_err)? {
+                Some(status) if status.is_final() => {
+                    info!(status = %status, "bulk change finished");
+                    if let Ok(Some(bulk)) = self.store.bulk_change(None, id).await {
+                        self.notify_failures(&bulk).await;
+                    }
+                    Ok(Handled::Finished(status))
+                }
+                Some(status) => Ok(Handled::Finished(status)),
+                None => {
+                    // Rows held by another worker's lease or waiting on a carrier's result. A worker lease ends
+                    // soon (its worker renews it while alive): wait for it here and take its rows if its worker
+                    // died. A long wait (a carrier's result) goes to a continuation; a helper leaves it to the
+                    // message that sent it.
+                    let delay = self.delay_until_next_expiry(id).await;
+                    let short = delay <= self.config.lease * 2;
+                    let time_left = deadline.saturating_duration_since(Instant::now());
+                    if short && time_left > delay + self.config.deadline_margin {
+                        tokio::time::sleep(delay).await;
+                        exhausted = false;
+                        continue;
+                    }
+                    if message.helper {
+                        return Ok(Handled::Helped);
+                    }
+                    self.continue_later(message, delay).await?;
+                    Ok(Handled::Continued)
+                }
+            };
         }
     }
 

@@ -328,6 +328,24 @@ impl SqliteStore {
         .await
     }
 
+    /// Bench helper: who holds leases on a bulk change's PROCESSING rows, and how many each.
+    pub async fn lease_holders(&self, bulk_change_id: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT LeaseOwner, COUNT(*) FROM {table} WHERE BulkChangeId = ?1 AND Status = 'PROCESSING'
+                     AND LeaseOwner IS NOT NULL GROUP BY LeaseOwner ORDER BY LeaseOwner"
+                ))
+                .map_err(db("lease holders"))?;
+            stmt.query_map(params![bulk_change_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db("lease holders"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("lease holders"))
+        })
+        .await
+    }
+
     /// Test and bench helper: the device as stored, by ICCID, within a tenant.
     pub async fn device_by_iccid(&self, tenant_id: i64, iccid: &str) -> Result<Option<DeviceRecord>, StoreError> {
         Ok(self.devices_by_iccid(tenant_id, &[iccid.to_string()]).await?.into_iter().next())

@@ -1,0 +1,328 @@
+//! `make bench`'s fleet figures: N `bulkchange worker` processes (the Lambda worker's code path, each its own OS
+//! process) on one SQLite file and queue, against Control Center simulators in processes of their own. One large
+//! bulk change alone, two accounts at once, a small bulk change beside a large one, a worker killed with SIGKILL
+//! mid-run, a carrier-less change of 10,000 devices, and one process alone against a fast carrier (the engine's
+//! ceiling). Prints `name=value` ratios measured in this run; never fails on a number.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use engine::ports::{Queue, Store, WorkMessage};
+use engine::{Handled, WorkerConfig};
+use store::seed::{SeedCustomerPlan, SeedDevice, SeedServiceProvider, SeedTenant};
+use store::{Seed, SqliteQueue, SqliteStore};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::bench::bench_iccid;
+use crate::stack::{StackConfig, local_worker};
+
+pub struct FleetOptions {
+    pub workers: usize,
+    /// Each account's limit (calls a second) in the fleet runs.
+    pub rate_limit: f64,
+    pub latency_ms: u64,
+    /// The fast carrier of the engine-ceiling run.
+    pub ceiling_rate_limit: f64,
+    /// The lease the fleet's workers hold rows with (the take-over is measured against it).
+    pub lease_seconds: u64,
+}
+
+const BIG: usize = 10_000;
+const SMALL_DEVICE: usize = BIG;
+const TWO_ACCOUNTS: usize = 5_000;
+const TAKEOVER: usize = 3_000;
+/// Account 1's devices: the big run, the small one, the two-account run, the take-over run.
+const ACCOUNT_1_DEVICES: usize = BIG + 1 + TWO_ACCOUNTS + TAKEOVER;
+const CEILING: usize = 10_000;
+
+/// A simulator process and its base URL.
+struct Sim {
+    child: Child,
+    url: String,
+}
+
+async fn start_sim(exe: &Path, devices: usize, latency_ms: u64, rate_limit: f64) -> Result<Sim> {
+    let mut child = Command::new(exe)
+        .args(["simulate", "--bench-devices", &devices.to_string(), "--latency-ms", &latency_ms.to_string()])
+        .args(["--rate-limit", &rate_limit.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting a simulator process")?;
+    let stdout = child.stdout.take().context("simulator stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+            Ok(Ok(Some(line))) => {
+                if let Some(url) = line.strip_prefix("control_center_url=") {
+                    return Ok(Sim { child, url: url.to_string() });
+                }
+            }
+            _ => bail!("a simulator process did not print its URL"),
+        }
+    }
+}
+
+impl Sim {
+    /// When each call arrived (ms since the simulator started) and how many were throttled.
+    async fn calls(&self) -> Result<(Vec<u64>, usize)> {
+        let admin = format!("{}/_sim/calls", self.url.trim_end_matches(simulators::control_center::API_PREFIX));
+        let calls: Vec<simulators::RecordedCall> = reqwest::get(&admin).await?.json().await?;
+        let throttled = calls.iter().filter(|c| c.status == 429).count();
+        let mut at: Vec<u64> = calls.iter().filter(|c| c.status != 429).map(|c| c.at_ms).collect();
+        at.sort_unstable();
+        Ok((at, throttled))
+    }
+}
+
+/// The most calls in any one-second window (half-open) of arrival times in ms.
+fn busiest_second(at_ms: &[u64]) -> usize {
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..at_ms.len() {
+        while at_ms[end] - at_ms[start] >= 1000 {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
+fn seed(urls: [&str; 3], opts: &FleetOptions) -> Seed {
+    let sp = |id: i64, url: &str, rate: f64| SeedServiceProvider {
+        id,
+        tenant_id: id,
+        integration_id: 9,
+        name: format!("POD19 fleet {id}"),
+        base_url: url.to_string(),
+        username: "bench".into(),
+        secret: "bench-key".into(),
+        client_code: None,
+        subscription_key: None,
+        write_is_enabled: true,
+        rate_limit_per_second: rate,
+        thing_space: None,
+    };
+    let devices = |tenant: i64, n: usize| {
+        (0..n).map(move |i| SeedDevice {
+            id: None,
+            tenant_id: tenant,
+            service_provider_id: tenant,
+            iccid: bench_iccid(i),
+            imei: None,
+            msisdn: None,
+            eid: None,
+            status: "ACTIVATION_READY".into(),
+            carrier_rate_plan: Some("RP-1GB".into()),
+            communication_plan: None,
+            username: None,
+            last_usage_date: None,
+            data_usage_mb: 0.0,
+            rev_customer_id: None,
+        })
+    };
+    Seed {
+        tenants: (1..=3).map(|id| SeedTenant { id, name: format!("Fleet {id}") }).collect(),
+        service_providers: vec![
+            sp(1, urls[0], opts.rate_limit),
+            sp(2, urls[1], opts.rate_limit),
+            sp(3, urls[2], opts.ceiling_rate_limit),
+        ],
+        customer_rate_plans: vec![SeedCustomerPlan { id: 1, tenant_id: 1, name: "Fleet plan".into() }],
+        devices: devices(1, ACCOUNT_1_DEVICES).chain(devices(2, TWO_ACCOUNTS)).chain(devices(3, CEILING)).collect(),
+        ..Default::default()
+    }
+}
+
+/// Records a bulk change as the API does and queues it; returns its id.
+async fn submit(store: &SqliteStore, queue: &SqliteQueue, tenant: i64, body: serde_json::Value) -> Result<i64> {
+    let caller = api::Caller { tenant_id: tenant, user: "fleet".into(), roles: vec![] };
+    let intake = api::intake::evaluate(store, &caller, body.to_string().as_bytes(), 20_000)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = store.create_bulk_change(&intake.change, &intake.rows).await?.id;
+    queue.send(&WorkMessage::new(id), Duration::ZERO).await?;
+    Ok(id)
+}
+
+fn activation(tenant: i64, devices: std::ops::Range<usize>) -> serde_json::Value {
+    serde_json::json!({"ServiceProviderId": tenant, "ChangeType": 3, "Devices": devices.map(bench_iccid).collect::<Vec<_>>(),
+                       "StatusUpdate": {"TargetStatus": "Active"}})
+}
+
+async fn wait_final(store: &SqliteStore, id: i64, limit: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if store.bulk_change(None, id).await?.is_some_and(|b| b.status.is_final()) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!("bulk change {id} did not finish within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn spawn_worker(exe: &Path, db: &Path, outbox: &Path, id: usize, opts: &FleetOptions) -> Result<Child> {
+    Command::new(exe)
+        .args(["worker", "--database"])
+        .arg(db)
+        .arg("--outbox")
+        .arg(outbox)
+        .args(["--worker-id", &format!("fleet-{id}")])
+        .env("WORKER_LEASE_SECONDS", opts.lease_seconds.to_string())
+        .env("WORKER_MAXIMUM_CONCURRENCY", opts.workers.to_string())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting a worker process")
+}
+
+pub async fn run(opts: FleetOptions) -> Result<()> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let (a, b, fast) = tokio::try_join!(
+        start_sim(&exe, ACCOUNT_1_DEVICES, opts.latency_ms, opts.rate_limit),
+        start_sim(&exe, TWO_ACCOUNTS, opts.latency_ms, opts.rate_limit),
+        start_sim(&exe, CEILING, opts.latency_ms, opts.ceiling_rate_limit),
+    )?;
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let db: PathBuf = dir.path().join("fleet.db");
+    let outbox = dir.path().join("outbox");
+    let store = SqliteStore::open(&db)?;
+    store.load_seed(seed([&a.url, &b.url, &fast.url], &opts)).await?;
+    let queue = SqliteQueue::new(store.clone());
+
+    // The engine's ceiling: one process, one bulk change, a carrier fast enough that only the engine limits it.
+    let ceiling = engine_ceiling(&store, &queue, &opts).await?;
+    println!("engine_ceiling_rate_limit={}", opts.ceiling_rate_limit);
+    println!("engine_ceiling_devices_per_second={:.1}", CEILING as f64 / ceiling.as_secs_f64());
+    println!("engine_ceiling_ratio_to_limit={:.3}", CEILING as f64 / ceiling.as_secs_f64() / opts.ceiling_rate_limit);
+
+    let mut workers: Vec<Child> =
+        (0..opts.workers).map(|i| spawn_worker(&exe, &db, &outbox, i, &opts)).collect::<Result<_>>()?;
+    println!("fleet_workers={}", opts.workers);
+    println!("fleet_rate_limit={}", opts.rate_limit);
+    println!("fleet_lease_seconds={}", opts.lease_seconds);
+    let limit = Duration::from_secs(600);
+
+    // One large bulk change alone, and a one-device bulk change of the same account submitted while it runs.
+    let start = Instant::now();
+    let big = submit(&store, &queue, 1, activation(1, 0..BIG)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let small = submit(&store, &queue, 1, activation(1, SMALL_DEVICE..SMALL_DEVICE + 1)).await?;
+    let small_took = wait_final(&store, small, limit).await?;
+    wait_final(&store, big, limit).await?;
+    let big_took = start.elapsed();
+    println!("fleet_single_bulk_devices={BIG}");
+    println!("fleet_single_bulk_ratio_to_limit={:.3}", BIG as f64 / big_took.as_secs_f64() / opts.rate_limit);
+    println!("fleet_small_bulk_seconds={:.2}", small_took.as_secs_f64());
+
+    // Two accounts at once, each against its own limit.
+    let start = Instant::now();
+    let first = SMALL_DEVICE + 1;
+    let one = submit(&store, &queue, 1, activation(1, first..first + TWO_ACCOUNTS)).await?;
+    let two = submit(&store, &queue, 2, activation(2, 0..TWO_ACCOUNTS)).await?;
+    let submitted = start.elapsed();
+    let (took_one, took_two) = tokio::try_join!(wait_final(&store, one, limit), wait_final(&store, two, limit))?;
+    let (took_one, took_two) = (submitted + took_one, submitted + took_two);
+    let ratio = |took: Duration| TWO_ACCOUNTS as f64 / took.as_secs_f64() / opts.rate_limit;
+    println!("fleet_two_accounts_min_ratio={:.3}", ratio(took_one).min(ratio(took_two)));
+
+    // A worker killed with SIGKILL mid-run: how long its rows sit before others work them again.
+    let first = SMALL_DEVICE + 1 + TWO_ACCOUNTS;
+    let doomed = submit(&store, &queue, 1, activation(1, first..first + TAKEOVER)).await?;
+    let victim = loop {
+        let holders = store.lease_holders(doomed).await?;
+        if let Some((owner, _)) = holders.iter().filter(|(o, _)| o.starts_with("fleet-")).max_by_key(|(_, n)| *n) {
+            break owner.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let index: usize = victim.trim_start_matches("fleet-").parse().context("worker id")?;
+    workers[index].start_kill().context("killing a worker")?;
+    let killed = Instant::now();
+    while store.lease_holders(doomed).await?.iter().any(|(o, _)| *o == victim) {
+        if killed.elapsed() > limit {
+            bail!("the killed worker's rows were never taken over");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("fleet_takeover_seconds={:.2}", killed.elapsed().as_secs_f64());
+    println!("fleet_takeover_leases={:.2}", killed.elapsed().as_secs_f64() / opts.lease_seconds as f64);
+    wait_final(&store, doomed, limit).await?;
+
+    // A carrier-less change of 10,000 devices, end to end through the queue.
+    let start = Instant::now();
+    let devices: Vec<String> = (0..BIG).map(bench_iccid).collect();
+    let plan = serde_json::json!({"ServiceProviderId": 1, "ChangeType": 4, "Devices": devices,
+                                  "CustomerRatePlanUpdate": {"CustomerRatePlanId": 1}});
+    let carrierless = submit(&store, &queue, 1, plan).await?;
+    wait_final(&store, carrierless, limit).await?;
+    println!("carrierless_10000_rows_seconds={:.2}", start.elapsed().as_secs_f64());
+
+    let mut busiest = 0.0f64;
+    let mut throttled = 0;
+    for sim in [&a, &b] {
+        let (at, t) = sim.calls().await?;
+        busiest = busiest.max(busiest_second(&at) as f64 / opts.rate_limit);
+        throttled += t;
+    }
+    println!("fleet_max_calls_in_any_second_ratio={busiest:.3}");
+    println!("fleet_throttled_calls={throttled}");
+    let counts = processed_per_status(&store, &[big, small, one, two, doomed, carrierless]).await?;
+    println!(
+        "fleet_rows_not_processed={}",
+        counts.iter().filter(|(s, _)| s.as_str() != "PROCESSED").map(|(_, n)| n).sum::<i64>()
+    );
+    for mut w in workers {
+        let _ = w.start_kill();
+        let _ = w.wait().await;
+    }
+    for mut sim in [a, b, fast] {
+        let _ = sim.child.start_kill();
+        let _ = sim.child.wait().await;
+    }
+    Ok(())
+}
+
+async fn processed_per_status(store: &SqliteStore, ids: &[i64]) -> Result<BTreeMap<String, i64>> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        let bulk = store.bulk_change(None, *id).await?.context("bulk change")?;
+        for c in store.row_counts(bulk.tenant_id, *id).await? {
+            *out.entry(c.status.as_str().to_string()).or_insert(0) += c.count;
+        }
+    }
+    Ok(out)
+}
+
+/// One worker process alone (this one) on one bulk change of `CEILING` devices against the fast carrier.
+async fn engine_ceiling(store: &SqliteStore, queue: &SqliteQueue, opts: &FleetOptions) -> Result<Duration> {
+    let caller = api::Caller { tenant_id: 3, user: "fleet".into(), roles: vec![] };
+    let intake = api::intake::evaluate(store, &caller, activation(3, 0..CEILING).to_string().as_bytes(), 20_000)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = store.create_bulk_change(&intake.change, &intake.rows).await?.id;
+    let mut stack = StackConfig::local(PathBuf::new(), std::env::temp_dir(), String::new());
+    stack.apply(engine::Settings::from_env()?);
+    let config =
+        WorkerConfig { fan_out: 0, lease: Duration::from_secs(opts.lease_seconds.max(3)), ..stack.worker.clone() };
+    let worker = Arc::new(local_worker(store, queue, &stack, config)?);
+    let start = Instant::now();
+    let handled = worker.handle(WorkMessage::new(id), Instant::now() + Duration::from_secs(3600)).await?;
+    if !matches!(handled, Handled::Finished(_)) {
+        bail!("the ceiling run ended {handled:?}");
+    }
+    Ok(start.elapsed())
+}
