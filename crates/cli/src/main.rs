@@ -231,6 +231,21 @@ async fn main() -> Result<()> {
             }
             let worker = cli::stack::local_worker(&store, &queue, &stack, stack.worker.clone())?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
+            // The scheduler's stranded sweep, at the pace of the lease: the messages a killed worker process held
+            // stay invisible for the queue's visibility timeout, its bulk changes are queued again within a lease.
+            let sweep = {
+                let (store, queue, grace) = (store.clone(), queue.clone(), stack.stranded_grace);
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(grace / 2) => {}
+                            _ = stopped.changed() => break,
+                        }
+                        engine::scheduler::requeue_stranded(&store, &queue, chrono::Utc::now(), grace).await;
+                    }
+                })
+            };
             let task = cli::stack::spawn_worker_loop(
                 std::sync::Arc::new(worker),
                 queue,
@@ -242,6 +257,7 @@ async fn main() -> Result<()> {
             bench::wait_for_stop().await;
             let _ = stop.send(true);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sweep).await;
         }
         Command::Simulate { seed, bench_devices, latency_ms, rate_limit } => match (seed, bench_devices) {
             (_, Some(n)) => bench::serve_bench_simulator(n, latency_ms, rate_limit.unwrap_or(f64::INFINITY)).await?,

@@ -274,7 +274,9 @@ pub fn spawn_worker_loop(
                 break;
             }
             // New messages are taken while earlier ones run: a small bulk change never waits for a large one.
-            let room = MESSAGES_IN_FLIGHT.saturating_sub(work.len());
+            // A busy loop takes one at a time, so other worker processes on the file get their share (of a fan-out's
+            // helper messages, say).
+            let room = MESSAGES_IN_FLIGHT.saturating_sub(work.len()).min(if work.is_empty() { usize::MAX } else { 1 });
             if room > 0 {
                 match queue.receive(room as u32, visibility).await {
                     Ok(messages) => {

@@ -123,32 +123,44 @@ impl SharedPace {
                 slots.pop_front();
             }
             if let Some(slot) = slots.pop_front() {
+                // Half a booking left: book the next one now, so the slots are in hand before these run out.
+                if slots.len() < (self.batch / 2) as usize {
+                    self.book(&mut slots, now).await;
+                }
                 break slot;
             }
-            match self
-                .store
-                .reserve_rate_slots(self.service_provider_id, self.bucket, self.interval, self.batch, HORIZON, now)
-                .await
-            {
-                Ok(booked) if booked.granted > 0 => {
-                    let step = chrono::Duration::from_std(booked.interval).unwrap_or_default();
-                    slots.extend((0..booked.granted).map(|i| booked.first + step * i as i32));
-                }
-                Ok(booked) => {
-                    // The pace is booked ahead by other workers: ask again when its horizon reaches now.
-                    let horizon = chrono::Duration::from_std(HORIZON).unwrap_or_default();
-                    let wait = (booked.first - horizon - now).to_std().unwrap_or(Duration::from_millis(1));
-                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-                }
-                Err(e) => {
-                    warn!(service_provider_id = self.service_provider_id, bucket = self.bucket, error = %e,
-                          "could not book carrier call slots; trying again in a second");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+            self.book(&mut slots, now).await;
         };
         if let Ok(wait) = (slot - Utc::now()).to_std() {
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Books the next slots into `slots`; when the pace is booked ahead by others, waits until it may book again.
+    async fn book(&self, slots: &mut VecDeque<DateTime<Utc>>, now: DateTime<Utc>) {
+        let granted_before = slots.len();
+        match self
+            .store
+            .reserve_rate_slots(self.service_provider_id, self.bucket, self.interval, self.batch, HORIZON, now)
+            .await
+        {
+            Ok(booked) if booked.granted > 0 => {
+                let step = chrono::Duration::from_std(booked.interval).unwrap_or_default();
+                slots.extend((0..booked.granted).map(|i| booked.first + step * i as i32));
+            }
+            // Slots still in hand: no need to wait for the pace's horizon.
+            Ok(_) if granted_before > 0 => {}
+            Ok(booked) => {
+                // The pace is booked ahead by other workers: ask again when its horizon reaches now.
+                let horizon = chrono::Duration::from_std(HORIZON).unwrap_or_default();
+                let wait = (booked.first - horizon - now).to_std().unwrap_or(Duration::from_millis(1));
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
+            Err(e) => {
+                warn!(service_provider_id = self.service_provider_id, bucket = self.bucket, error = %e,
+                      "could not book carrier call slots; trying again in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
