@@ -120,6 +120,9 @@ enum Command {
         /// The fleet's lease, against which its take-over after a SIGKILL is measured.
         #[arg(long, default_value_t = 5)]
         fleet_lease_seconds: u64,
+        /// Only the engine-ceiling run (one process against the fast carrier), after the single-process figures.
+        #[arg(long)]
+        ceiling_only: bool,
     },
 }
 
@@ -301,6 +304,7 @@ async fn main() -> Result<()> {
             fleet_rate_limit,
             ceiling_rate_limit,
             fleet_lease_seconds,
+            ceiling_only,
         } => {
             bench::run(BenchOptions { devices, sequential_devices, latency_ms, rate_limit }).await?;
             if fleet_workers > 0 {
@@ -310,6 +314,7 @@ async fn main() -> Result<()> {
                     latency_ms,
                     ceiling_rate_limit,
                     lease_seconds: fleet_lease_seconds,
+                    ceiling_only,
                 })
                 .await?;
             }

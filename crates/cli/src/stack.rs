@@ -27,6 +27,9 @@ use crate::outbox::OutboxNotifier;
 
 /// Messages one local worker loop works at once (an SQS batch holds at most 10).
 const MESSAGES_IN_FLIGHT: usize = 10;
+/// How often an idle local worker loop looks at the queue table when no send in its own process woke it (a send by
+/// another process on the file: the API of a `serve`, another `bulkchange worker`).
+const QUEUE_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -294,7 +297,7 @@ pub fn spawn_worker_loop(
             }
             tokio::select! {
                 Some(_) = work.join_next(), if !work.is_empty() => {}
-                _ = queue.wait(Duration::from_millis(250)) => {}
+                _ = queue.wait(QUEUE_POLL) => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -14,14 +14,15 @@ use tracing::warn;
 
 use crate::ports::Store;
 
-/// The share of an account's limit left unused, so clock jitter between workers never pushes a second over it.
-const HEADROOM: f64 = 0.02;
+/// The share of an account's limit left unused, so late calls (a slot used up to `STALE` after its time, a busy
+/// machine) never push a second over it: (1 + 0.015) × 0.97 < 1.
+const HEADROOM: f64 = 0.03;
 /// How much of the pace one reservation books: about 50 ms of calls.
 const BOOKING: Duration = Duration::from_millis(50);
 /// How far ahead the pace may be booked: a worker does not hoard slots other workers could use now.
 const HORIZON: Duration = Duration::from_millis(100);
 /// A slot not used within this is dropped (its worker was busy): late calls would bunch up in the next second.
-const STALE: Duration = Duration::from_millis(25);
+const STALE: Duration = Duration::from_millis(15);
 
 /// A pace of calls: local (one process) or shared through the store (every worker of the account).
 pub struct TokenBucket {

@@ -27,7 +27,7 @@ pub struct SettingsError {
 /// Every variable read here, with its default, for the README and `--help`.
 pub const VARIABLES: [(&str, &str); 10] = [
     ("WORKER_LEASE_SECONDS", "30"),
-    ("WORKER_ROWS_IN_FLIGHT", "64"),
+    ("WORKER_ROWS_IN_FLIGHT", "256"),
     ("WORKER_CLAIM_BATCH", "64"),
     ("WORKER_MAXIMUM_CONCURRENCY", "5"),
     ("WORKER_CONTINUATION_DELAY_SECONDS", "5"),
@@ -61,7 +61,7 @@ impl Settings {
         let maximum_concurrency = number("WORKER_MAXIMUM_CONCURRENCY", 5, 1)?;
         let worker = WorkerConfig {
             lease,
-            concurrency: number("WORKER_ROWS_IN_FLIGHT", 64, 1)? as usize,
+            concurrency: number("WORKER_ROWS_IN_FLIGHT", 256, 1)? as usize,
             claim_batch: u32::try_from(number("WORKER_CLAIM_BATCH", 64, 1)?).unwrap_or(u32::MAX),
             // One instance takes the message; the others the fan-out's helpers.
             fan_out: u32::try_from(maximum_concurrency.saturating_sub(1)).unwrap_or(u32::MAX),

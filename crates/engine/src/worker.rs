@@ -63,7 +63,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             worker_id: format!("worker-{}", fastrand::u64(..)),
-            concurrency: 64,
+            concurrency: 256,
             claim_batch: 64,
             lease: Duration::from_secs(30),
             fan_out: 4,
