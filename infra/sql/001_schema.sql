@@ -369,3 +369,8 @@ CREATE TABLE dbo.RateBudget (
     CONSTRAINT PK_RateBudget PRIMARY KEY (ServiceProviderId, Bucket)
 );
 GO
+
+-- The provider a Rev.io account gives a new service line when the request names none (issue 11).
+IF COL_LENGTH('dbo.ServiceProvider', 'DefaultProviderId') IS NULL
+    ALTER TABLE dbo.ServiceProvider ADD DefaultProviderId BIGINT NULL;
+GO

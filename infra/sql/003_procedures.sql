@@ -18,7 +18,7 @@ GO
 CREATE OR ALTER VIEW dbo.vw_ServiceProviderSettings AS
     SELECT sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
            sp.WriteIsEnabled, sp.RateLimitPerSecond, sp.IsActive, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
-           ts.CallbackPassword, ts.LoginRefusedReason
+           ts.CallbackPassword, ts.LoginRefusedReason, sp.DefaultProviderId
     FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id;
 GO
 

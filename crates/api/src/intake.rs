@@ -28,7 +28,20 @@ pub struct DeviceResult {
     #[serde(rename = "ICCID")]
     pub iccid: String,
     pub valid: bool,
-    pub errors: Vec<String>,
+    /// Why the device was refused, in the problem+json error shape (`{field, device, message}`).
+    pub errors: Vec<FieldError>,
+}
+
+impl DeviceResult {
+    /// The device is refused for `reason`.
+    pub fn refuse(&mut self, reason: String) {
+        self.valid = false;
+        self.errors = vec![device_error(&self.iccid, reason)];
+    }
+}
+
+fn device_error(iccid: &str, reason: String) -> FieldError {
+    FieldError { field: "Devices".into(), device: Some(iccid.to_string()), message: reason }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +59,8 @@ pub struct Intake {
     pub rows: Vec<NewRow>,
     pub devices: Vec<DeviceResult>,
     pub duplicates: Vec<String>,
+    /// Fields of the request we do not know: ignored, and said so.
+    pub warnings: Vec<FieldError>,
 }
 
 impl Intake {
@@ -58,7 +73,18 @@ impl Intake {
 /// Parses and checks a request body for the caller. Errors that concern the whole request are 400/413 and
 /// nothing is written; errors that concern one device become that device's ERROR row.
 pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devices: usize) -> Result<Intake, ApiError> {
-    let request = BulkChangeRequest::from_json(body)?;
+    let (request, warnings) = BulkChangeRequest::from_json_with_warnings(body)?;
+    evaluate_request(store, caller, request, warnings, max_devices).await
+}
+
+/// `evaluate` for a request already parsed (`warnings`: the fields it did not know).
+pub async fn evaluate_request(
+    store: &dyn Store,
+    caller: &Caller,
+    mut request: BulkChangeRequest,
+    warnings: Vec<FieldError>,
+    max_devices: usize,
+) -> Result<Intake, ApiError> {
     if request.devices.len() > max_devices {
         return Err(ApiError::TooLarge { count: request.devices.len(), max: max_devices });
     }
@@ -68,6 +94,7 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
             format!("service provider {} was not found", request.service_provider_id),
         )
     })?;
+    default_rev_provider(store, caller, &mut request.details).await?;
     let (unique, duplicates) = dedupe_devices(&request.devices);
     let thingspace = sp.integration == Integration::ThingSpace;
     let carrier = sp.integration.is_jasper_family() || thingspace;
@@ -113,7 +140,30 @@ pub async fn evaluate(store: &dyn Store, caller: &Caller, body: &[u8], max_devic
         idempotency_key: None,
     };
     let duplicates = duplicates.iter().map(|d| bounded_text(d, MAX_SHOWN_DEVICE_CHARS)).collect();
-    Ok(Intake { change, rows, devices, duplicates })
+    Ok(Intake { change, rows, devices, duplicates, warnings })
+}
+
+/// `CreateRevService` without `ProviderId` takes the tenant's Rev.io account's default provider, written into the
+/// stored request; without one it is refused here (Rev.io refuses a service line without a provider).
+async fn default_rev_provider(store: &dyn Store, caller: &Caller, details: &mut ChangeDetails) -> Result<(), ApiError> {
+    let (options, field) = match details {
+        ChangeDetails::CustomerAssignment(o) => (Some(o), "RevService.ProviderId"),
+        ChangeDetails::StatusUpdate(u) => (u.rev_service.as_mut(), "StatusUpdate.RevService.ProviderId"),
+        _ => (None, ""),
+    };
+    let Some(options) = options.filter(|o| o.create_rev_service && o.provider_id.is_none()) else { return Ok(()) };
+    // Without any Rev.io account the option is refused further on, with that reason.
+    let Some(rev) = store.service_provider_for(caller.tenant_id, Integration::RevIo).await? else { return Ok(()) };
+    match rev.default_provider_id {
+        Some(id) => {
+            options.provider_id = Some(id);
+            Ok(())
+        }
+        None => Err(ApiError::invalid(
+            field,
+            "ProviderId is required with CreateRevService: this tenant's Rev.io account has no default provider",
+        )),
+    }
 }
 
 /// Devices another bulk change holds (an open change of one of `attributes`) become ERROR rows naming it, so the
@@ -144,8 +194,7 @@ async fn refuse_open_changes(
         row.status = RowStatus::Error;
         row.status_details = Some(reason.clone());
         row.scheduled = None;
-        result.valid = false;
-        result.errors = vec![reason];
+        result.refuse(reason);
     }
     Ok((rows, devices))
 }
@@ -327,7 +376,8 @@ fn rows_from(
                     status_details: Some(reason.clone()),
                     scheduled: None,
                 });
-                results.push(DeviceResult { iccid: shown, valid: false, errors: vec![reason] });
+                let errors = vec![device_error(&shown, reason)];
+                results.push(DeviceResult { iccid: shown, valid: false, errors });
             }
         }
     }

@@ -78,6 +78,7 @@ async fn validate(State(state): State<AppState>, caller: Caller, body: Bytes) ->
         "Counts": intake.counts(),
         "Devices": intake.devices,
         "Duplicates": intake.duplicates,
+        "Warnings": intake.warnings,
     }))
     .into_response())
 }
@@ -112,8 +113,7 @@ async fn accept(
     let id = created.id;
     for conflict in &created.conflicts {
         if let Some(device) = intake.devices.iter_mut().find(|d| d.iccid == conflict.iccid) {
-            device.valid = false;
-            device.errors = vec![conflict.reason.clone()];
+            device.refuse(conflict.reason.clone());
         }
     }
     if let Err(e) = state.queue.send(&WorkMessage::new(id), std::time::Duration::ZERO).await {
@@ -128,11 +128,16 @@ async fn accept(
         "Counts": intake.counts(),
         "Devices": intake.devices,
         "Duplicates": intake.duplicates,
+        "Warnings": intake.warnings,
     });
     if let (Some(retry_of), Some(obj)) = (intake.change.retry_of, body.as_object_mut()) {
         obj.insert("RetryOf".into(), json!(retry_of));
     }
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(location) = axum::http::HeaderValue::from_str(&format!("/M2M/BulkChangeStatus/{id}")) {
+        response.headers_mut().insert(axum::http::header::LOCATION, location);
+    }
+    Ok(response)
 }
 
 /// ThingSpace's `CarrierService` callback: one device's result of an asynchronous request. Authenticated by the
@@ -224,13 +229,19 @@ async fn associate_customer(
 }
 
 async fn associate(state: &AppState, caller: &Caller, body: &[u8], key: Option<String>) -> Result<Response, ApiError> {
-    let request: AssociateCustomerRequest = serde_json::from_slice(body).map_err(|e| {
-        ApiError::Invalid(domain::RequestError::one(
-            "Malformed association request",
-            "body",
-            format!("invalid JSON: {e}"),
-        ))
-    })?;
+    let (request, mut warnings): (AssociateCustomerRequest, _) =
+        domain::request::parse_json(body, "Malformed association request")?;
+    // The options are flattened into the body, where unknown fields cannot be told apart by the parser: compare
+    // the body's keys with the known ones.
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<Value>(body) {
+        let known = |k: &str| {
+            ["ServiceProviderId", "PortalType", "Devices"].contains(&k)
+                || domain::request::RevServiceOptions::FIELDS.contains(&k)
+        };
+        warnings.extend(
+            fields.keys().filter(|k| !known(k)).map(|k| domain::FieldError::new(k.clone(), "unknown field, ignored")),
+        );
+    }
     let wire = domain::BulkChangeRequestWire {
         service_provider_id: request.service_provider_id,
         change_type: Some(domain::ChangeType::CustomerAssignment.number()),
@@ -239,8 +250,8 @@ async fn associate(state: &AppState, caller: &Caller, body: &[u8], key: Option<S
         rev_service: Some(request.options),
         ..Default::default()
     };
-    let body = serde_json::to_vec(&wire).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let intake = intake::evaluate(state.store.as_ref(), caller, &body, state.max_devices).await?;
+    let request = domain::BulkChangeRequest::from_wire(wire)?;
+    let intake = intake::evaluate_request(state.store.as_ref(), caller, request, warnings, state.max_devices).await?;
     accept(state, caller, intake, key).await
 }
 
@@ -358,11 +369,13 @@ struct RowQuery {
 fn paging(page: Option<u32>, size: Option<u32>) -> Result<(u32, u32), ApiError> {
     let page = page.unwrap_or(1);
     let size = size.unwrap_or(100);
+    let invalid =
+        |field: &str, message: &str| ApiError::Invalid(domain::RequestError::one("Invalid query", field, message));
     if page == 0 {
-        return Err(ApiError::invalid("page", "page starts at 1"));
+        return Err(invalid("page", "page starts at 1"));
     }
     if !(1..=1000).contains(&size) {
-        return Err(ApiError::invalid("pageSize", "pageSize must be between 1 and 1000"));
+        return Err(invalid("pageSize", "pageSize must be between 1 and 1000"));
     }
     Ok((page, size))
 }
@@ -408,7 +421,8 @@ async fn status(
         .ok_or_else(|| ApiError::NotFound(format!("bulk change {id} was not found")))?;
     let counts = state.store.row_counts(caller.tenant_id, id).await?;
     let rows = state.store.rows(caller.tenant_id, id, filter, page, size).await?;
-    let total: i64 = counts.iter().map(|c| c.count).sum();
+    // What the filter selects (the pages' total), beside the counts of every status.
+    let total: i64 = counts.iter().filter(|c| filter.is_none_or(|f| c.status == f)).map(|c| c.count).sum();
     let mut body = summary(&bulk);
     let by_status: serde_json::Map<String, Value> =
         counts.iter().map(|c| (c.status.as_str().to_string(), json!(c.count))).collect();

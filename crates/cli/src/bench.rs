@@ -109,6 +109,7 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
             subscription_key: None,
             write_is_enabled: true,
             rate_limit_per_second: opts.rate_limit,
+            default_provider_id: None,
             thing_space: None,
         }],
         devices: (0..seeded_devices(opts))
@@ -125,6 +126,7 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
                 communication_plan: Some("CP-Data".into()),
                 username: None,
                 last_usage_date: None,
+                last_usage_days_ago: None,
                 data_usage_mb: 0.0,
                 rev_customer_id: None,
             })

@@ -111,6 +111,7 @@ fn seed(urls: [&str; 3], opts: &FleetOptions) -> Seed {
         subscription_key: None,
         write_is_enabled: true,
         rate_limit_per_second: rate,
+        default_provider_id: None,
         thing_space: None,
     };
     let devices = |tenant: i64, n: usize| {
@@ -127,6 +128,7 @@ fn seed(urls: [&str; 3], opts: &FleetOptions) -> Seed {
             communication_plan: None,
             username: None,
             last_usage_date: None,
+            last_usage_days_ago: None,
             data_usage_mb: 0.0,
             rev_customer_id: None,
         })

@@ -51,6 +51,7 @@ fn sp(id: i64, tenant_id: i64, integration_id: i64, write_is_enabled: bool) -> S
         subscription_key: (integration_id == 3).then(|| "sub-key".to_string()),
         write_is_enabled,
         rate_limit_per_second: 100.0,
+        default_provider_id: None,
         thing_space: None,
     }
 }
@@ -69,6 +70,7 @@ fn device(tenant_id: i64, service_provider_id: i64, iccid: String, status: &str,
         communication_plan: Some("CP-Data".into()),
         username: None,
         last_usage_date: None,
+        last_usage_days_ago: None,
         data_usage_mb: usage,
         rev_customer_id: None,
     }
@@ -392,10 +394,7 @@ async fn another_tenants_device_is_rejected_and_never_sent_to_the_carrier() {
     let id = app.accepted(status_update(POD19, &[other_tenant(), ready(4)], "Active")).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &other_tenant())["Status"], "ERROR");
-    assert_eq!(
-        row(&status, &other_tenant())["StatusDetails"],
-        format!("Invalid ICCID: device {} was not found", other_tenant())
-    );
+    assert_eq!(row(&status, &other_tenant())["StatusDetails"], format!("device {} was not found", other_tenant()));
     assert_eq!(app.carrier_calls_for(OTHER_TENANT_SP, &other_tenant()), 0);
     assert_eq!(app.carrier_calls_for(POD19, &other_tenant()), 0);
     assert_eq!(app.cc(OTHER_TENANT_SP).state.device(&other_tenant()).expect("sim").status, "ACTIVATION_READY");
@@ -829,9 +828,9 @@ async fn archival_archives_idle_devices_and_refuses_the_others_with_reasons() {
     assert!(app.cc(POD19).state.calls().is_empty(), "archival never calls the carrier");
     // An archived device is refused by every later change.
     let (_, again) = app.submit(archival(&[archive_idle(0)], false)).await;
-    assert_eq!(again["Devices"][0]["Errors"][0], format!("Device {} is already archived", archive_idle(0)));
+    assert_eq!(again["Devices"][0]["Errors"][0]["message"], format!("Device {} is already archived", archive_idle(0)));
     let (_, activate) = app.submit(status_update(POD19, &[archive_idle(0)], "Active")).await;
-    assert_eq!(activate["Devices"][0]["Errors"][0], format!("Invalid ICCID: device {} is archived", archive_idle(0)));
+    assert_eq!(activate["Devices"][0]["Errors"][0]["message"], format!("device {} is archived", archive_idle(0)));
 }
 
 #[tokio::test]
@@ -1106,7 +1105,7 @@ async fn a_device_billed_to_another_customer_is_refused() {
     let (code, answer) = app.submit(assignment(&[with_rev_service(), ready(26)], "1002", false)).await;
     assert_eq!(code, 202, "{answer}");
     assert_eq!(
-        answer["Devices"][0]["Errors"][0],
+        answer["Devices"][0]["Errors"][0]["message"],
         format!(
             "Device {} is billed to Rev customer 1001 through active Rev.io service 11501; disconnect it first",
             with_rev_service()

@@ -37,6 +37,7 @@ fn seed(devices: usize, rate: f64) -> Seed {
             subscription_key: None,
             write_is_enabled: true,
             rate_limit_per_second: rate,
+            default_provider_id: None,
             thing_space: None,
         }],
         device_statuses: vec![],
@@ -59,6 +60,7 @@ fn seed(devices: usize, rate: f64) -> Seed {
                 communication_plan: None,
                 username: None,
                 last_usage_date: None,
+                last_usage_days_ago: None,
                 data_usage_mb: 0.0,
                 rev_customer_id: None,
             })

@@ -34,6 +34,7 @@ fn seed() -> Seed {
         subscription_key: (integration_id == 3).then(|| "sub-key".to_string()),
         write_is_enabled: true,
         rate_limit_per_second: 1000.0,
+        default_provider_id: None,
         thing_space: (integration_id == 4).then(|| SeedThingSpace {
             app_key: "app-key".into(),
             app_secret: "app-secret".into(),
@@ -76,6 +77,7 @@ fn seed() -> Seed {
                 communication_plan: None,
                 username: None,
                 last_usage_date: None,
+                last_usage_days_ago: None,
                 data_usage_mb: 0.0,
                 rev_customer_id: None,
             })
@@ -233,11 +235,11 @@ async fn a_second_submission_while_the_first_is_open_is_refused_at_intake_and_in
     let expected = |iccid: &str| format!("device {iccid} has an open StatusUpdate in bulk change {first_id}");
     let dry = app.post_as("/M2M/ValidateBulkChange", &body, &app.token, None).await;
     assert_eq!(dry.status, 200);
-    assert_eq!(dry.body["Devices"][0]["Errors"][0], expected(&devices[0]), "{}", dry.body);
+    assert_eq!(dry.body["Devices"][0]["Errors"][0]["message"], expected(&devices[0]), "{}", dry.body);
     let second = app.post_as("/M2M/BulkChange", &body, &app.token, None).await;
     assert_eq!(second.status, 202);
     assert_eq!(second.body["Counts"], json!({"Valid": 0, "Invalid": 3, "Duplicates": 0}));
-    assert_eq!(second.body["Devices"][1]["Errors"][0], expected(&devices[1]));
+    assert_eq!(second.body["Devices"][1]["Errors"][0]["message"], expected(&devices[1]));
     // A change of another attribute of the same devices is not held up.
     let rename = json!({"ServiceProviderId": POD19, "ChangeType": 6, "Devices": devices, "Username": {"NewUsername": "truck-1"}});
     assert_eq!(app.post_as("/M2M/BulkChange", &rename, &app.token, None).await.body["Counts"]["Valid"], 3);
@@ -245,7 +247,7 @@ async fn a_second_submission_while_the_first_is_open_is_refused_at_intake_and_in
     let archive = json!({"ServiceProviderId": POD19, "ChangeType": 5, "Devices": [devices[2]]});
     let archived = app.post_as("/M2M/BulkChange", &archive, &app.token, None).await;
     assert!(
-        archived.body["Devices"][0]["Errors"][0]
+        archived.body["Devices"][0]["Errors"][0]["message"]
             .as_str()
             .expect("error")
             .starts_with(&format!("device {} has an open", devices[2]))

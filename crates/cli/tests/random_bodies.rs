@@ -25,6 +25,7 @@ fn seed() -> Seed {
         subscription_key: (integration_id == 3).then(|| "key".to_string()),
         write_is_enabled: true,
         rate_limit_per_second: 100.0,
+        default_provider_id: None,
         thing_space: None,
     };
     Seed {
@@ -57,6 +58,7 @@ fn seed() -> Seed {
                 communication_plan: None,
                 username: None,
                 last_usage_date: None,
+                last_usage_days_ago: None,
                 data_usage_mb: 0.0,
                 rev_customer_id: None,
             })

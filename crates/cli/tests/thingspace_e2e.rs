@@ -48,6 +48,7 @@ fn thingspace_sp(id: i64, tenant_id: i64) -> SeedServiceProvider {
         subscription_key: None,
         write_is_enabled: true,
         rate_limit_per_second: 100.0,
+        default_provider_id: None,
         thing_space: Some(SeedThingSpace {
             app_key: format!("app-key-{tenant_id}"),
             app_secret: format!("app-secret-{tenant_id}"),
@@ -72,6 +73,7 @@ fn device(tenant_id: i64, sp: i64, iccid: String, status: &str, imei: Option<Str
         communication_plan: None,
         username: None,
         last_usage_date: None,
+        last_usage_days_ago: None,
         data_usage_mb: 0.0,
         rev_customer_id: None,
     }
@@ -248,11 +250,16 @@ async fn activation_without_a_zip_code_is_refused_at_validation() {
         |iccid: &str| answer["Devices"].as_array().and_then(|d| d.iter().find(|x| x["ICCID"] == iccid)).cloned();
     let first = result(&preactive(0)).expect("first device");
     assert_eq!(first["Valid"], false);
-    assert_eq!(first["Errors"][0], format!("MdnZipCode is required to activate {} on ThingSpace", preactive(0)));
+    assert_eq!(
+        first["Errors"][0]["message"],
+        format!("MdnZipCode is required to activate {} on ThingSpace", preactive(0))
+    );
     assert_eq!(result(&preactive(1)).expect("second device")["Valid"], true, "its own ZIP code");
     let no_plan = status_update(&devices, "Active", json!({"MdnZipCode": "98801"}));
     let (_, answer) = app.post("/M2M/ValidateBulkChange", &no_plan, Some(&app.token)).await;
-    assert!(answer["Devices"][0]["Errors"][0].as_str().is_some_and(|e| e.starts_with("ServicePlan is required")));
+    assert!(
+        answer["Devices"][0]["Errors"][0]["message"].as_str().is_some_and(|e| e.starts_with("ServicePlan is required"))
+    );
     assert!(app.calls("POST", "/devices/actions/activate").is_empty());
 }
 
@@ -267,7 +274,9 @@ async fn suspend_restore_and_deactivate_follow_the_state_table() {
     let (_, answer) =
         app.post("/M2M/ValidateBulkChange", &status_update(&pair, "Deactivated", json!({})), Some(&app.token)).await;
     assert!(
-        answer["Devices"][0]["Errors"][0].as_str().is_some_and(|e| e.contains("does not allow SUSPEND to DEACTIVE"))
+        answer["Devices"][0]["Errors"][0]["message"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not allow SUSPEND to DEACTIVE"))
     );
     let restored = app.wait_final(app.accepted(status_update(&pair, "Active", json!({}))).await).await;
     assert_eq!(restored["Counts"]["PROCESSED"], 2, "{restored}");

@@ -33,7 +33,8 @@ impl RequestError {
     }
 }
 
-/// The request exactly as the portal sends it. Unknown fields are ignored, as the portal sends more than we read.
+/// The request exactly as the portal sends it. Unknown fields are ignored (and reported back as warnings: the portal
+/// sends more than we read, but an operator's misspelling must not pass unnoticed).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct BulkChangeRequestWire {
@@ -212,6 +213,24 @@ pub struct RevServiceOptions {
     pub customer_rate_pool_id: Option<i64>,
 }
 
+impl RevServiceOptions {
+    /// Every field's wire name: where the options are flattened into another body (`/M2M/AssociateCustomer`),
+    /// the fields it does not know are found with this list.
+    pub const FIELDS: [&'static str; 11] = [
+        "RevCustomerId",
+        "CreateRevService",
+        "ServiceTypeId",
+        "ProviderId",
+        "UsagePlanGroupId",
+        "AddCustomerRatePlan",
+        "AddCarrierRatePlan",
+        "EffectiveDate",
+        "CarrierRatePlan",
+        "CustomerRatePlanId",
+        "CustomerRatePoolId",
+    ];
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct UsernameUpdate {
@@ -261,6 +280,30 @@ impl ChangeDetails {
     }
 }
 
+/// Parses JSON into `T`: a type error names its JSON path (`StatusUpdate.TargetStatus`), and every field `T` does not
+/// know is returned as a warning ("unknown field, ignored") rather than silently dropped.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    title: &str,
+) -> Result<(T, Vec<FieldError>), RequestError> {
+    let mut unknown = Vec::new();
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let mut track = serde_path_to_error::Track::new();
+    let parsed: Result<T, _> = serde_ignored::deserialize(
+        serde_path_to_error::Deserializer::new(&mut json, &mut track),
+        // `?` marks an `Option`'s content in serde_ignored's paths; the portal's field names are what an operator
+        // reads, so the marker is left out.
+        |path| unknown.push(path.to_string().split('.').filter(|s| *s != "?").collect::<Vec<_>>().join(".")),
+    );
+    let value = parsed.and_then(|v| json.end().map(|()| v)).map_err(|e| {
+        let path = track.path().to_string();
+        let field = if path.is_empty() || path == "?" { "body".to_string() } else { path };
+        RequestError::one(title, &field, format!("invalid JSON: {e}"))
+    })?;
+    let warnings = unknown.into_iter().map(|field| FieldError::new(field, "unknown field, ignored")).collect();
+    Ok((value, warnings))
+}
+
 /// A well-formed request: known change type with its block, a service provider, at least one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BulkChangeRequest {
@@ -277,9 +320,13 @@ const MALFORMED: &str = "Malformed bulk change request";
 impl BulkChangeRequest {
     /// Parses the portal's JSON, reporting every structural problem at once.
     pub fn from_json(body: &[u8]) -> Result<Self, RequestError> {
-        let wire: BulkChangeRequestWire = serde_json::from_slice(body)
-            .map_err(|e| RequestError::one(MALFORMED, "body", format!("invalid JSON: {e}")))?;
-        Self::from_wire(wire)
+        Self::from_json_with_warnings(body).map(|(request, _)| request)
+    }
+
+    /// Parses the portal's JSON; also returns the fields it does not know (ignored, reported back as warnings).
+    pub fn from_json_with_warnings(body: &[u8]) -> Result<(Self, Vec<FieldError>), RequestError> {
+        let (wire, warnings) = parse_json::<BulkChangeRequestWire>(body, MALFORMED)?;
+        Ok((Self::from_wire(wire)?, warnings))
     }
 
     pub fn from_wire(wire: BulkChangeRequestWire) -> Result<Self, RequestError> {
@@ -504,5 +551,60 @@ mod tests {
     fn unknown_portal_type_is_refused() {
         let errs = fields(r#"{"ServiceProviderId": 1, "ChangeType": 5, "PortalType": 1, "Devices": ["1"]}"#);
         assert_eq!(errs[0].0, "PortalType");
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_come_back_as_warnings_with_their_path() {
+        let body = br#"{"ServiceProviderId": 10, "ChangeType": 3, "Devices": ["8901"], "OverideValidation": true,
+                        "StatusUpdate": {"TargetStatus": "Active", "AcountNumber": "1001"}}"#;
+        let (_, warnings) = BulkChangeRequest::from_json_with_warnings(body).expect("parses");
+        let fields: Vec<&str> = warnings.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(fields, vec!["OverideValidation", "StatusUpdate.AcountNumber"]);
+        assert!(warnings.iter().all(|w| w.message == "unknown field, ignored"));
+    }
+
+    #[test]
+    fn a_type_error_names_its_json_path() {
+        let err =
+            BulkChangeRequest::from_json(br#"{"ServiceProviderId": "ten", "ChangeType": 3}"#).expect_err("refused");
+        assert_eq!(err.errors[0].field, "ServiceProviderId");
+        let err = BulkChangeRequest::from_json(br#"{"ChangeType": 3, "StatusUpdate": {"TargetStatus": 5}}"#)
+            .expect_err("refused");
+        assert_eq!(err.errors[0].field, "StatusUpdate.TargetStatus");
+        let err = BulkChangeRequest::from_json(b"{\"ChangeType\": 3,").expect_err("refused");
+        assert!(err.errors[0].message.starts_with("invalid JSON"), "{err:?}");
+    }
+}
+
+#[cfg(test)]
+mod field_list_tests {
+    use super::*;
+
+    #[test]
+    fn the_rev_service_field_list_names_every_field() {
+        let all = RevServiceOptions {
+            rev_customer_id: Some("1".into()),
+            create_rev_service: true,
+            service_type_id: Some(1),
+            provider_id: Some(1),
+            usage_plan_group_id: Some(1),
+            add_customer_rate_plan: Some(true),
+            add_carrier_rate_plan: Some(true),
+            effective_date: Some("2026-01-01".into()),
+            carrier_rate_plan: Some("P".into()),
+            customer_rate_plan_id: Some(1),
+            customer_rate_pool_id: Some(1),
+        };
+        let value = serde_json::to_value(&all).expect("serialize");
+        let mut keys: Vec<&str> = value.as_object().expect("object").keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut listed: Vec<&str> = RevServiceOptions::FIELDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(keys, listed);
     }
 }

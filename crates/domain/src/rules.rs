@@ -243,10 +243,10 @@ impl std::fmt::Display for DeviceProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DeviceProblem::BadIccid(e) => write!(f, "Invalid ICCID: {e}"),
-            DeviceProblem::NotFound(i) => write!(f, "Invalid ICCID: device {i} was not found"),
-            DeviceProblem::Archived(i) => write!(f, "Invalid ICCID: device {i} is archived"),
+            DeviceProblem::NotFound(i) => write!(f, "device {i} was not found"),
+            DeviceProblem::Archived(i) => write!(f, "device {i} is archived"),
             DeviceProblem::OtherProvider(i) => {
-                write!(f, "Invalid ICCID: device {i} belongs to another service provider")
+                write!(f, "device {i} belongs to another service provider")
             }
         }
     }
@@ -355,11 +355,16 @@ pub fn validate_archival_device(
     };
     let cutoff = archival_usage_cutoff(now);
     if let Some(used) = device.last_usage_date.filter(|used| *used >= cutoff) {
+        // In days before now, not dates: the same device reads the same on any day.
+        let days = (now - used).num_days().max(0);
+        let ago = match days {
+            0 => "today".to_string(),
+            1 => "1 day ago".to_string(),
+            n => format!("{n} days ago"),
+        };
         return DeviceVerdict::Invalid {
             reason: format!(
-                "Device {iccid} was used on {} (within the last {ARCHIVAL_RECENT_USAGE_DAYS} days, since {}); it cannot be archived",
-                used.format("%Y-%m-%d"),
-                cutoff.format("%Y-%m-%d")
+                "Device {iccid} was used {ago}, within the last {ARCHIVAL_RECENT_USAGE_DAYS} days; it cannot be archived"
             ),
         };
     }
@@ -573,17 +578,17 @@ mod tests {
         );
         assert_eq!(
             reason(status_verdict("89148000008245116615", None, "ACTIVATION_READY", "ACTIVATED")),
-            "Invalid ICCID: device 89148000008245116615 was not found"
+            "device 89148000008245116615 was not found"
         );
         let archived = DeviceRecord { is_deleted: true, ..dev.clone() };
         assert_eq!(
             reason(status_verdict("89148000008245116615", Some(&archived), "ACTIVATION_READY", "ACTIVATED")),
-            "Invalid ICCID: device 89148000008245116615 is archived"
+            "device 89148000008245116615 is archived"
         );
         let other_sp = DeviceRecord { service_provider_id: 11, ..dev.clone() };
         assert_eq!(
             reason(status_verdict("89148000008245116615", Some(&other_sp), "ACTIVATION_READY", "ACTIVATED")),
-            "Invalid ICCID: device 89148000008245116615 belongs to another service provider"
+            "device 89148000008245116615 belongs to another service provider"
         );
         assert_eq!(
             reason(status_verdict("89148000008245116615", Some(&dev), "ACTIVATED", "ACTIVATION_READY")),
@@ -612,7 +617,7 @@ mod tests {
         let used = DeviceRecord { last_usage_date: at("2026-10-24T00:00:00Z"), ..device() };
         assert_eq!(
             reason(check(&used, false, true)),
-            "Device 89148000008245116615 was used on 2026-10-24 (within the last 30 days, since 2026-10-24); it cannot be archived"
+            "Device 89148000008245116615 was used 30 days ago, within the last 30 days; it cannot be archived"
         );
         assert_eq!(
             reason(check(&idle, true, false)),

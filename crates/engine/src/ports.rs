@@ -51,6 +51,8 @@ pub struct ServiceProvider {
     pub subscription_key: Option<Secret>,
     pub write_is_enabled: bool,
     pub rate_limit_per_second: f64,
+    /// Rev.io only: the provider a new service line gets when the request names none (`DefaultProviderId`).
+    pub default_provider_id: Option<i64>,
     /// ThingSpace only: the app credentials, the account and the callback credentials. The UWS user and
     /// password are `username` and `secret`.
     pub thingspace: Option<ThingSpaceSettings>,

@@ -31,6 +31,7 @@ pub fn contract_seed() -> Seed {
         subscription_key: None,
         write_is_enabled: true,
         rate_limit_per_second: 50.0,
+        default_provider_id: None,
         thing_space: None,
     };
     let thingspace = |id, tenant_id| SeedServiceProvider {
@@ -58,6 +59,7 @@ pub fn contract_seed() -> Seed {
         communication_plan: Some("CP-Data".into()),
         username: None,
         last_usage_date: None,
+        last_usage_days_ago: None,
         data_usage_mb: 12.5,
         rev_customer_id: None,
     };

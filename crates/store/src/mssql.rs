@@ -219,8 +219,8 @@ impl MssqlStore {
         }
         for sp in &seed.service_providers {
             let q = proc_call!(
-                "INSERT INTO dbo.ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond)
-                 VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11)",
+                "INSERT INTO dbo.ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond, DefaultProviderId)
+                 VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11, @P12)",
                 sp.id,
                 sp.tenant_id,
                 sp.integration_id,
@@ -232,6 +232,7 @@ impl MssqlStore {
                 sp.subscription_key.as_deref(),
                 sp.write_is_enabled,
                 sp.rate_limit_per_second,
+                sp.default_provider_id,
             );
             self.exec("seed service provider", q).await?;
             if let Some(t) = &sp.thing_space {
@@ -286,7 +287,7 @@ impl MssqlStore {
             q.bind(d.carrier_rate_plan.as_deref());
             q.bind(d.communication_plan.as_deref());
             q.bind(d.username.as_deref());
-            q.bind(d.last_usage_date.map(naive));
+            q.bind(d.last_usage().map(naive));
             q.bind(d.data_usage_mb);
             q.bind(d.rev_customer_id.as_deref());
             let sets = self.exec("seed device", q).await?;
@@ -393,6 +394,7 @@ fn service_provider(row: &Row) -> Result<ServiceProvider, StoreError> {
         subscription_key: text(row, "SubscriptionKey").map(Secret::new),
         write_is_enabled: row.get("WriteIsEnabled").unwrap_or(false),
         rate_limit_per_second: row.get("RateLimitPerSecond").unwrap_or(1.0),
+        default_provider_id: row.get("DefaultProviderId"),
         thingspace: text(row, "AppKey").map(|app_key| ThingSpaceSettings {
             app_key,
             app_secret: Secret::new(text(row, "AppSecret").unwrap_or_default()),

@@ -75,6 +75,9 @@ pub struct SeedServiceProvider {
     pub write_is_enabled: bool,
     #[serde(default = "ten")]
     pub rate_limit_per_second: f64,
+    /// Rev.io accounts: the provider a new service line gets when a request does not name one.
+    #[serde(default)]
+    pub default_provider_id: Option<i64>,
     /// ThingSpace accounts only.
     #[serde(default)]
     pub thing_space: Option<SeedThingSpace>,
@@ -142,10 +145,23 @@ pub struct SeedDevice {
     pub username: Option<String>,
     #[serde(default)]
     pub last_usage_date: Option<chrono::DateTime<chrono::Utc>>,
+    /// `LastUsageDate` relative to when the seed is loaded (a sample that reads the same on any day).
+    #[serde(default)]
+    pub last_usage_days_ago: Option<i64>,
     #[serde(default, rename = "DataUsageMB")]
     pub data_usage_mb: f64,
     #[serde(default)]
     pub rev_customer_id: Option<String>,
+}
+
+impl SeedDevice {
+    /// When the device was last used: `LastUsageDaysAgo` before now, else `LastUsageDate`.
+    pub fn last_usage(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self.last_usage_days_ago {
+            Some(days) => Some(chrono::Utc::now() - chrono::Duration::days(days)),
+            None => self.last_usage_date,
+        }
+    }
 }
 
 impl Seed {

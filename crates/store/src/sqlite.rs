@@ -122,6 +122,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE RateBudget (
          ServiceProviderId INTEGER NOT NULL, Bucket TEXT NOT NULL, NextSlot REAL NOT NULL,
          PRIMARY KEY (ServiceProviderId, Bucket))",
+    // The provider a Rev.io account gives a new service line when the request names none.
+    "ALTER TABLE ServiceProvider ADD COLUMN DefaultProviderId INTEGER",
 ];
 
 /// Where a bulk change's rows live: M2M (PortalType 0) in `M2M_DeviceChange`, Mobility (2) in `Mobility_DeviceChange`.
@@ -197,9 +199,9 @@ impl SqliteStore {
                     return Err(StoreError::Seed(format!("service provider {}: unknown IntegrationId {}", sp.id, sp.integration_id)));
                 }
                 tx.execute(
-                    "INSERT INTO ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![sp.id, sp.tenant_id, sp.integration_id, sp.name, sp.base_url, sp.username, sp.secret, sp.client_code, sp.subscription_key, sp.write_is_enabled, sp.rate_limit_per_second],
+                    "INSERT INTO ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond, DefaultProviderId)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![sp.id, sp.tenant_id, sp.integration_id, sp.name, sp.base_url, sp.username, sp.secret, sp.client_code, sp.subscription_key, sp.write_is_enabled, sp.rate_limit_per_second, sp.default_provider_id],
                 )
                 .map_err(|e| StoreError::Seed(format!("service provider {}: {e}", sp.id)))?;
                 if let Some(t) = &sp.thing_space {
@@ -251,7 +253,7 @@ impl SqliteStore {
                 tx.execute(
                     "INSERT INTO Device (Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, EID, DeviceStatusId, CarrierRatePlan, CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, ModifiedBy, ModifiedDate)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'seed', ?15)",
-                    params![d.id, d.tenant_id, d.service_provider_id, d.iccid, d.imei, d.msisdn, d.eid, status_id, d.carrier_rate_plan, d.communication_plan, d.username, d.last_usage_date.map(ts), d.data_usage_mb, d.rev_customer_id, now],
+                    params![d.id, d.tenant_id, d.service_provider_id, d.iccid, d.imei, d.msisdn, d.eid, status_id, d.carrier_rate_plan, d.communication_plan, d.username, d.last_usage().map(ts), d.data_usage_mb, d.rev_customer_id, now],
                 )
                 .map_err(|e| StoreError::Seed(format!("device {}: {e}", d.iccid)))?;
             }
@@ -413,6 +415,7 @@ fn service_provider_from_row(r: &Row<'_>) -> rusqlite::Result<(ServiceProvider, 
             subscription_key: subscription_key.map(Secret::new),
             write_is_enabled: r.get(9)?,
             rate_limit_per_second: r.get(10)?,
+            default_provider_id: r.get(17)?,
             thingspace: match r.get::<_, Option<String>>(11)? {
                 Some(app_key) => Some(ThingSpaceSettings {
                     app_key,
@@ -430,7 +433,7 @@ fn service_provider_from_row(r: &Row<'_>) -> rusqlite::Result<(ServiceProvider, 
 }
 
 const SP_COLUMNS: &str = "sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey, sp.WriteIsEnabled, sp.RateLimitPerSecond,
-     ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername, ts.CallbackPassword, ts.LoginRefusedReason";
+     ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername, ts.CallbackPassword, ts.LoginRefusedReason, sp.DefaultProviderId";
 const SP_FROM: &str = "ServiceProvider sp LEFT JOIN ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id";
 
 fn checked_sp(found: Option<(ServiceProvider, i64)>) -> Result<Option<ServiceProvider>, StoreError> {
