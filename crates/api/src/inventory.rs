@@ -3,13 +3,13 @@
 
 use std::future::Future;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use engine::ports::{DeviceFilter, DeviceListItem, StoreError};
 use futures::Stream;
 use serde::Deserialize;
 
-/// Devices read per page while exporting.
-pub const EXPORT_PAGE: u32 = 500;
+pub use crate::export::PAGE as EXPORT_PAGE;
+use crate::export::Paged;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -34,25 +34,40 @@ impl InventoryQuery {
     }
 }
 
-pub const CSV_HEADER: &str = "ICCID,IMEI,MSISDN,ServiceProviderId,Status,StatusDisplayName,CarrierRatePlan,CommunicationPlan,Username,RevCustomerId,CustomerRatePlanId,CustomerRatePoolId,DataUsageMB,LastUsageDate\r\n";
+/// The export's columns.
+pub const CSV_HEADER: [&str; 14] = [
+    "ICCID",
+    "IMEI",
+    "MSISDN",
+    "ServiceProviderId",
+    "Status",
+    "StatusDisplayName",
+    "CarrierRatePlan",
+    "CommunicationPlan",
+    "Username",
+    "RevCustomerId",
+    "CustomerRatePlanId",
+    "CustomerRatePoolId",
+    "DataUsageMB",
+    "LastUsageDate",
+];
 
-/// One CSV field, quoted when it holds a comma, quote or line break (RFC 4180). A leading `=+-@` is prefixed
-/// with `'` so a spreadsheet does not run it as a formula.
-fn field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) { format!("'{value}") } else { value.to_string() };
-    if value.contains([',', '"', '\r', '\n']) { format!("\"{}\"", value.replace('"', "\"\"")) } else { value }
+impl Paged for DeviceListItem {
+    fn key(&self) -> i64 {
+        self.device.id
+    }
 }
 
-pub fn csv_line(item: &DeviceListItem) -> String {
+/// One device as a CSV record.
+pub fn csv_record(item: &DeviceListItem) -> Vec<String> {
     let d = &item.device;
-    let opt = |v: &Option<String>| field(v.as_deref().unwrap_or_default());
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let num = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
-    format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
-        field(&d.iccid),
+    vec![
+        d.iccid.clone(),
         opt(&d.imei),
         opt(&d.msisdn),
-        d.service_provider_id,
+        d.service_provider_id.to_string(),
         opt(&item.status),
         opt(&item.status_display_name),
         opt(&d.carrier_rate_plan),
@@ -61,40 +76,18 @@ pub fn csv_line(item: &DeviceListItem) -> String {
         opt(&d.rev_customer_id),
         num(d.customer_rate_plan_id),
         num(d.customer_rate_pool_id),
-        d.data_usage_mb,
-        d.last_usage_date.map(|t| t.to_rfc3339()).unwrap_or_default()
-    )
+        d.data_usage_mb.to_string(),
+        d.last_usage_date.map(|t| t.to_rfc3339()).unwrap_or_default(),
+    ]
 }
 
-/// The CSV as a stream: the header, then one chunk per page fetched by `fetch(after_id)` until a short page.
+/// The inventory as CSV, keyset-paged by device id.
 pub fn csv_stream<F, Fut>(fetch: F) -> impl Stream<Item = Result<Bytes, StoreError>>
 where
     F: FnMut(i64) -> Fut,
     Fut: Future<Output = Result<Vec<DeviceListItem>, StoreError>>,
 {
-    let header = futures::stream::once(async { Ok(Bytes::from_static(CSV_HEADER.as_bytes())) });
-    let pages = futures::stream::unfold((fetch, Some(0i64)), |(mut fetch, after)| async move {
-        let after = after?;
-        match fetch(after).await {
-            Ok(page) => {
-                let next = if page.len() < EXPORT_PAGE as usize { None } else { page.last().map(|i| i.device.id) };
-                let chunk: String = page.iter().map(csv_line).collect();
-                Some((Ok(Bytes::from(chunk)), (fetch, next)))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "inventory export stopped");
-                Some((Err(e), (fetch, None)))
-            }
-        }
-    });
-    futures::StreamExt::chain(header, pages)
-}
-
-pub fn body<S>(stream: S) -> Body
-where
-    S: Stream<Item = Result<Bytes, StoreError>> + Send + 'static,
-{
-    Body::from_stream(stream)
+    crate::export::csv_stream(&CSV_HEADER, fetch, csv_record, "inventory")
 }
 
 #[cfg(test)]
@@ -156,7 +149,8 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_and_formulas_defused() {
-        let line = csv_line(&item(1));
+        let text = crate::export::csv_text(&[csv_record(&item(1))]).expect("csv");
+        let line = String::from_utf8_lossy(&text);
         assert!(line.contains(",\"RP, \"\"big\"\"\","), "{line}");
         assert!(line.contains(",'=cmd,"), "{line}");
         assert!(line.ends_with("\r\n"));

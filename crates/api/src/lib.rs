@@ -1,10 +1,12 @@
 //! The portal-facing HTTP API as one axum `Router`: served by axum locally and by `lambda_http` in AWS.
 
 pub mod auth;
+pub mod export;
 pub mod idempotency;
 pub mod intake;
 pub mod inventory;
 pub mod problem;
+pub mod results;
 
 use std::sync::Arc;
 
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/M2M/BulkChanges", get(list))
         .route("/M2M/BulkChange/{id}/Retry", post(retry))
         .route("/M2M/BulkChange/{id}/Cancel", post(cancel))
+        .route("/M2M/BulkChange/{id}/Results", get(results))
         .route("/M2M/DeviceDetails/{iccid}", get(device_details))
         .route("/M2M/GetRevCustomers", get(rev_customers))
         .route("/M2M/AssociateCustomer", post(associate_customer))
@@ -194,14 +197,40 @@ async fn export(
         let (store, filter) = (store.clone(), filter.clone());
         async move { store.list_devices(tenant, &filter, after, 0, inventory::EXPORT_PAGE).await }
     });
-    let mut response = inventory::body(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/csv; charset=utf-8"));
-    headers.insert(
-        axum::http::header::CONTENT_DISPOSITION,
-        axum::http::HeaderValue::from_static("attachment; filename=\"device-inventory.csv\""),
+    Ok(export::csv_response(stream, "device-inventory.csv"))
+}
+
+/// A bulk change's rows as CSV (one line per row), filterable by row status, streamed in pages.
+async fn results(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<RowQuery>,
+) -> Result<Response, ApiError> {
+    let bulk = owned_bulk_change(&state, &caller, &id).await?;
+    let filter = row_status_filter(q.status.as_deref())?;
+    let (store, tenant, bulk_id) = (state.store.clone(), caller.tenant_id, bulk.id);
+    let mut page = 0;
+    let stream = export::csv_stream(
+        &results::CSV_HEADER,
+        move |_| {
+            page += 1;
+            let store = store.clone();
+            async move { store.rows(tenant, bulk_id, filter, page, export::PAGE).await }
+        },
+        results::csv_record,
+        "results",
     );
-    Ok(response)
+    Ok(export::csv_response(stream, "bulk-change-results.csv"))
+}
+
+fn row_status_filter(raw: Option<&str>) -> Result<Option<RowStatus>, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => RowStatus::parse(&s.to_ascii_uppercase()).map(Some).ok_or_else(|| {
+            ApiError::Invalid(domain::RequestError::one("Invalid query", "status", format!("unknown row status '{s}'")))
+        }),
+    }
 }
 
 /// Seed 003's device association: the options of a CustomerAssignment at the top level of the body.
@@ -406,13 +435,7 @@ async fn status(
     Query(q): Query<RowQuery>,
 ) -> Result<Response, ApiError> {
     let id = bulk_id(&id)?;
-    let filter = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            RowStatus::parse(&s.to_ascii_uppercase())
-                .ok_or_else(|| ApiError::invalid("status", format!("unknown row status '{s}'")))?,
-        ),
-    };
+    let filter = row_status_filter(q.status.as_deref())?;
     let (page, size) = paging(q.page, q.page_size)?;
     let bulk = state
         .store

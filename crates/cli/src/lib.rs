@@ -2,6 +2,7 @@
 //! benchmark run by `make bench`. The binary's `main` only parses arguments and calls into here.
 
 pub mod bench;
+pub mod client;
 pub mod demo;
 pub mod fleet;
 pub mod outbox;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cli::bench::{self, BenchOptions};
+use cli::client::{self, ApiArgs, ChangeArgs, Client};
 use cli::demo::{self, DemoOptions};
 use cli::{Stack, StackConfig};
 
@@ -20,6 +21,7 @@ struct Cli {
 enum Command {
     /// API, worker and scheduler in one process, on SQLite, the in-process queue and the outbox notifier.
     Serve {
+        /// Address the API listens on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// `sqlite://PATH` or a plain path.
@@ -34,12 +36,16 @@ enum Command {
         /// Latency the simulators add to each answer.
         #[arg(long, default_value_t = 20)]
         simulator_latency_ms: u64,
+        /// Folder the local notifier writes failure e-mails to (.eml files).
         #[arg(long, env = "OUTBOX_DIR", default_value = "outbox")]
         outbox: PathBuf,
+        /// HS256 secret of the API's tokens (32 bytes at least).
         #[arg(long, env = "BULKCHANGE_JWT_SECRET", hide_env_values = true)]
         jwt_secret: String,
+        /// Most devices one bulk change may carry (413 above).
         #[arg(long, env = "MAX_DEVICES_PER_BULK_CHANGE", default_value_t = 10_000)]
         max_devices: usize,
+        /// Sender of failure summaries.
         #[arg(long, env = "EMAIL_FROM", default_value = "bulkchange@localhost")]
         email_from: String,
         /// Recipients of failure summaries, separated by ';'.
@@ -54,6 +60,7 @@ enum Command {
         /// `sqlite://PATH` or a plain path: the database of the running stack.
         #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bulkchange.db")]
         database: String,
+        /// Folder the local notifier writes failure e-mails to (.eml files).
         #[arg(long, env = "OUTBOX_DIR", default_value = "outbox")]
         outbox: PathBuf,
         /// This worker's name on the leases it holds (default: a random one).
@@ -64,11 +71,13 @@ enum Command {
     },
     /// Run simulators alone: for every seeded service provider, or one bench account.
     Simulate {
+        /// Seed JSON: one simulator per seeded service provider.
         #[arg(long, conflicts_with = "bench_devices")]
         seed: Option<PathBuf>,
         /// One Control Center account with N bench devices (what `make bench` starts).
         #[arg(long)]
         bench_devices: Option<usize>,
+        /// Latency the simulators add to each answer.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
         /// Calls per second before the simulator answers 429.
@@ -77,35 +86,118 @@ enum Command {
     },
     /// Mint an HS256 token for the local API.
     Token {
+        /// The tenant the token acts for (claim tenant_id).
         #[arg(long)]
         tenant: i64,
+        /// The user (claim sub).
         #[arg(long)]
         user: String,
+        /// The local API's HS256 secret.
         #[arg(long, env = "BULKCHANGE_JWT_SECRET", hide_env_values = true)]
         jwt_secret: String,
         /// Lifetime in hours.
         #[arg(long, default_value_t = 12)]
         hours: i64,
     },
+    /// Submit a bulk change to the API (a JSON body, or flags and a CSV of ICCIDs); with --watch, follow it to the
+    /// end and exit non-zero when any row failed.
+    Submit {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
+        /// Follow the bulk change with a progress bar (plain lines when output is not a terminal).
+        #[arg(long)]
+        watch: bool,
+        /// The key of this submission; the same key sent again returns the same bulk change (default: a new one,
+        /// printed so the command can be repeated safely).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Check a bulk change without recording it (the dry run); exits non-zero when any device is refused.
+    Validate {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// A bulk change's status and counts per row status.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The bulk change id.
+        id: i64,
+    },
+    /// Follow a bulk change to its end with a progress bar; exits non-zero when any row failed.
+    Watch {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The bulk change id.
+        id: i64,
+    },
+    /// A bulk change's rows as CSV (ICCID, status, details, carrier error code, request id, processed at).
+    Results {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The bulk change id.
+        id: i64,
+        /// Only rows in this status (PROCESSED, API_FAILED, ERROR, ...).
+        #[arg(long)]
+        status: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Retry the rows of a bulk change that failed (a new bulk change); with --watch, follow it.
+    Retry {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The bulk change id.
+        id: i64,
+        /// Follow the retry to its end.
+        #[arg(long)]
+        watch: bool,
+        /// The key of this retry (the same key sent again returns the same retry).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Cancel the rows of a bulk change not started yet.
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The bulk change id.
+        id: i64,
+        /// The key of this cancellation.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// What `make run` does: start the stack with simulators, submit the sample requests, print the results.
     Demo {
+        /// Seed JSON of the demo's stack.
         #[arg(long, default_value = "events/seed.json")]
         seed: PathBuf,
+        /// Folder of request bodies submitted in name order.
         #[arg(long, default_value = "events/requests")]
         requests: PathBuf,
+        /// Where the demo's database and outbox go.
         #[arg(long, default_value = ".run")]
         work_dir: PathBuf,
+        /// The tenant the requests are submitted for.
         #[arg(long, default_value_t = 1)]
         tenant: i64,
     },
     /// What `make bench` does.
     Bench {
+        /// Devices of the single-process run.
         #[arg(long, default_value_t = 2000)]
         devices: usize,
+        /// Devices of the one-at-a-time run it is compared with.
         #[arg(long, default_value_t = 200)]
         sequential_devices: usize,
+        /// The simulators' latency per call.
         #[arg(long, default_value_t = 20)]
         latency_ms: u64,
+        /// The carrier's limit in the single-process run (calls a second).
         #[arg(long, default_value_t = 200.0)]
         rate_limit: f64,
         /// Worker processes of the fleet runs (0: skip them).
@@ -291,6 +383,52 @@ async fn main() -> Result<()> {
             api::auth::check_user(&user).map_err(anyhow::Error::msg)?;
             let auth = api::Hs256::new(&jwt_secret).map_err(anyhow::Error::msg)?;
             println!("{}", auth.mint(&api::Claims::new(tenant, &user, hours * 3600)).map_err(anyhow::Error::msg)?);
+        }
+        Command::Submit { api, change, watch, idempotency_key } => {
+            let client = Client::new(&api)?;
+            let ids = client::submit(&client, &change, idempotency_key).await?;
+            if watch {
+                let mut failed = false;
+                for id in ids {
+                    failed |= client::watch(&client, id).await?;
+                }
+                if failed {
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Validate { api, change } => {
+            if !client::validate(&Client::new(&api)?, &change).await? {
+                std::process::exit(1);
+            }
+        }
+        Command::Status { api, id } => {
+            let status = Client::new(&api)?.status(id).await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        }
+        Command::Watch { api, id } => {
+            if client::watch(&Client::new(&api)?, id).await? {
+                std::process::exit(1);
+            }
+        }
+        Command::Results { api, id, status, output } => {
+            let rows = client::results(&Client::new(&api)?, id, status.as_deref(), output.as_deref()).await?;
+            if let Some(path) = output {
+                eprintln!("{rows} rows written to {}", path.display());
+            }
+        }
+        Command::Retry { api, id, watch, idempotency_key } => {
+            let client = Client::new(&api)?;
+            let answer = client::act(&client, id, "Retry", idempotency_key).await?;
+            let retry = answer["BulkChangeId"].as_i64().context("the answer has no BulkChangeId")?;
+            println!("bulk change {retry} retries the failed rows of {id}: {}", answer["Counts"]);
+            if watch && client::watch(&client, retry).await? {
+                std::process::exit(1);
+            }
+        }
+        Command::Cancel { api, id, idempotency_key } => {
+            let answer = client::act(&Client::new(&api)?, id, "Cancel", idempotency_key).await?;
+            println!("bulk change {id}: {} rows cancelled; now {}", answer["Cancelled"], answer["Status"]);
         }
         Command::Demo { seed, requests, work_dir, tenant } => {
             demo::run(DemoOptions { seed, requests, work_dir, tenant }).await?

@@ -1,0 +1,134 @@
+//! `bulkchange` as the operator's client, run as a process against the local stack: a CSV of 1,000 ICCIDs
+//! submitted with `--watch`, the results exported as CSV, a failing row making the exit code non-zero, and the same
+//! submission sent again with its key returning the same bulk change.
+
+use std::process::Output;
+
+use cli::bench::bench_iccid;
+use store::Seed;
+use store::seed::{SeedDevice, SeedServiceProvider, SeedTenant};
+use support::TestApp;
+
+mod support;
+
+const POD19: i64 = 10;
+const DEVICES: usize = 1000;
+
+fn seed() -> Seed {
+    Seed {
+        tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
+        service_providers: vec![SeedServiceProvider {
+            id: POD19,
+            tenant_id: 1,
+            integration_id: 9,
+            name: "POD19".into(),
+            base_url: "http://127.0.0.1:9/unused".into(),
+            username: "user".into(),
+            secret: "secret-key".into(),
+            client_code: None,
+            subscription_key: None,
+            write_is_enabled: true,
+            rate_limit_per_second: 2000.0,
+            default_provider_id: None,
+            thing_space: None,
+        }],
+        devices: (0..DEVICES)
+            .map(|i| SeedDevice {
+                id: None,
+                tenant_id: 1,
+                service_provider_id: POD19,
+                iccid: bench_iccid(8000 + i),
+                imei: None,
+                msisdn: None,
+                eid: None,
+                status: "ACTIVATION_READY".into(),
+                carrier_rate_plan: None,
+                communication_plan: None,
+                username: None,
+                last_usage_date: None,
+                last_usage_days_ago: None,
+                data_usage_mb: 0.0,
+                rev_customer_id: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+async fn bulkchange(app: &TestApp, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_bulkchange"))
+        .args(args)
+        .env("BULKCHANGE_API", app.stack.base_url())
+        .env("BULKCHANGE_TOKEN", &app.token)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("bulkchange runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn a_csv_submitted_with_watch_then_exported_and_resubmitted_with_its_key() {
+    let app = TestApp::start(seed(), |_| {}).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("devices.csv");
+    let unknown = bench_iccid(9_999_999);
+    let mut lines: Vec<String> = (0..DEVICES).map(|i| bench_iccid(8000 + i)).collect();
+    lines.push(unknown.clone());
+    std::fs::write(&csv, lines.join("\n")).expect("csv");
+    let csv_path = csv.to_string_lossy().into_owned();
+    let submit = [
+        "submit",
+        "--csv",
+        &csv_path,
+        "--service-provider",
+        "10",
+        "--change-type",
+        "StatusUpdate",
+        "--target-status",
+        "Active",
+        "--watch",
+        "--idempotency-key",
+        "ops-2026-12-02-activation",
+    ];
+    let out = bulkchange(&app, &submit).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a failed row makes the exit code non-zero:\n{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("bulk change 1 accepted: 1000 valid, 1 invalid"), "{stdout}");
+    assert!(stdout.contains(&format!("refused {unknown}  device {unknown} was not found")), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("bulk change 1: ") && l.contains("rows/s")),
+        "plain progress lines: {stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("bulk change 1 PROCESSED: ERROR 1, PROCESSED 1000"), "{stdout}");
+
+    let export = dir.path().join("results.csv");
+    let export_path = export.to_string_lossy().into_owned();
+    let out = bulkchange(&app, &["results", "1", "-o", &export_path]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut reader = csv::Reader::from_path(&export).expect("results csv");
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("record")).collect();
+    assert_eq!(rows.len(), DEVICES + 1, "one line per row");
+    assert_eq!(rows.iter().filter(|r| &r[1] == "PROCESSED").count(), DEVICES);
+    let failed: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[1] == "ERROR").collect();
+    assert_eq!((&failed[0][0], &failed[0][2]), (unknown.as_str(), format!("device {unknown} was not found").as_str()));
+    let out = bulkchange(&app, &["results", "1", "--status", "ERROR"]).await;
+    assert_eq!(text(&out.stdout).lines().count(), 2, "header and the one ERROR row");
+
+    // The operator's terminal lost the answer; the same command again returns the same bulk change.
+    let out = bulkchange(
+        &app,
+        &submit[..submit.len() - 3]
+            .iter()
+            .copied()
+            .chain(["--idempotency-key", "ops-2026-12-02-activation"])
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(text(&out.stdout).contains("bulk change 1 accepted"), "{}", text(&out.stdout));
+    assert_eq!(app.stack.store.table_row_counts().await.expect("counts")["DeviceBulkChange"], 1);
+}
