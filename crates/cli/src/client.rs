@@ -420,7 +420,8 @@ pub async fn watch(client: &Client, id: i64) -> Result<bool> {
         }
         if settled {
             if let Some(bar) = &bar {
-                bar.finish_with_message(counts_text(&counts));
+                // The summary line below says it all; the bar (on standard error) goes.
+                bar.finish_and_clear();
             }
             let failed = counts.get("API_FAILED").copied().unwrap_or(0) + counts.get("ERROR").copied().unwrap_or(0);
             println!("bulk change {id} {bulk}: {}", counts_text(&counts));

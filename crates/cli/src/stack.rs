@@ -111,6 +111,9 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(config: StackConfig) -> Result<Self> {
+        if let Some(folder) = config.database.parent().filter(|f| !f.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+        }
         let store = SqliteStore::open(&config.database)
             .with_context(|| format!("opening database {}", config.database.display()))?;
         if let Some(seed) = config.seed.clone() {
