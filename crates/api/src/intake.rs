@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::auth::Caller;
 use crate::problem::ApiError;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct DeviceResult {
     #[serde(rename = "ICCID")]
@@ -44,7 +44,7 @@ fn device_error(iccid: &str, reason: String) -> FieldError {
     FieldError { field: "Devices".into(), device: Some(iccid.to_string()), message: reason }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct IntakeCounts {
     pub valid: usize,

@@ -11,9 +11,11 @@ use serde::Deserialize;
 pub use crate::export::PAGE as EXPORT_PAGE;
 use crate::export::Paged;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct InventoryQuery {
+    /// Carrier status code or display name (ACTIVATED, Active).
     pub status: Option<String>,
     pub carrier_rate_plan: Option<String>,
     pub customer: Option<String>,

@@ -5,6 +5,7 @@ pub mod export;
 pub mod idempotency;
 pub mod intake;
 pub mod inventory;
+pub mod openapi;
 pub mod problem;
 pub mod results;
 
@@ -46,6 +47,7 @@ impl FromRequestParts<AppState> for Caller {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi::document))
         .route("/M2M/BulkChange", post(submit))
         .route("/M2M/ValidateBulkChange", post(validate))
         .route("/M2M/BulkChangeStatus/{id}", get(status))
@@ -71,10 +73,16 @@ pub fn router(state: AppState) -> Router {
 /// The largest ThingSpace callback body accepted (413 above it, before parsing).
 pub const MAX_CALLBACK_BODY_BYTES: usize = 64 * 1024;
 
+#[utoipa::path(get, path = "/health", tag = "operations", security(()), responses((status = 200, description = "The API answers", body = openapi::Health)))]
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(post, path = "/M2M/ValidateBulkChange", tag = "bulk changes", request_body = domain::BulkChangeRequestWire,
+    responses((status = 200, description = "Every device's verdict; nothing written", body = openapi::Validated),
+              (status = 400, description = "Malformed or inconsistent request", body = openapi::Problem),
+              (status = 401, description = "No valid token", body = openapi::Problem),
+              (status = 413, description = "Too many devices", body = openapi::Problem)))]
 async fn validate(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
     let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
     Ok(Json(json!({
@@ -86,6 +94,15 @@ async fn validate(State(state): State<AppState>, caller: Caller, body: Bytes) ->
     .into_response())
 }
 
+#[utoipa::path(post, path = "/M2M/BulkChange", tag = "bulk changes", request_body = domain::BulkChangeRequestWire,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body within 24 h get the first answer again")),
+    responses((status = 202, description = "Recorded and queued; refused devices are ERROR rows", body = openapi::Accepted,
+               headers(("Location" = String, description = "The bulk change's status"))),
+              (status = 400, description = "Malformed or inconsistent request; nothing written", body = openapi::Problem),
+              (status = 401, description = "No valid token", body = openapi::Problem),
+              (status = 409, description = "A request with this Idempotency-Key is still running", body = openapi::Problem),
+              (status = 413, description = "Too many devices", body = openapi::Problem),
+              (status = 422, description = "The Idempotency-Key was used for another request", body = openapi::Problem)))]
 async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,6 +162,12 @@ async fn accept(
 
 /// ThingSpace's `CarrierService` callback: one device's result of an asynchronous request. Authenticated by the
 /// credentials registered with ThingSpace (sent in the body), not by a portal token.
+#[utoipa::path(post, path = "/ThingSpace/Callback", tag = "carriers", security(()), request_body = Object,
+    responses((status = 200, description = "Applied, or ignored (a duplicate, a row already settled)", body = openapi::CallbackAnswer),
+              (status = 400, description = "No requestId or device", body = openapi::Problem),
+              (status = 401, description = "Credentials no ThingSpace account registered; nothing stored", body = openapi::Problem),
+              (status = 404, description = "No row of this account waits on the request (kept for its worker)", body = openapi::Problem),
+              (status = 413, description = "A body above 64 KB", body = openapi::Problem)))]
 async fn thingspace_callback(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     use engine::thingspace::{Callback, CallbackAnswer, apply_callback};
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
@@ -171,6 +194,8 @@ async fn thingspace_callback(State(state): State<AppState>, body: Bytes) -> Resu
 }
 
 /// The tenant's device inventory, paged and filtered.
+#[utoipa::path(get, path = "/M2M/Index", tag = "devices", params(inventory::InventoryQuery),
+    responses((status = 200, description = "The tenant's live devices, paged", body = openapi::DevicePage)))]
 async fn index(
     State(state): State<AppState>,
     caller: Caller,
@@ -185,6 +210,8 @@ async fn index(
 }
 
 /// The same inventory as CSV, streamed page by page.
+#[utoipa::path(get, path = "/M2M/DeviceInventoryExport", tag = "devices", params(inventory::InventoryQuery),
+    responses((status = 200, description = "The same devices as CSV, streamed", content_type = "text/csv", body = String)))]
 async fn export(
     State(state): State<AppState>,
     caller: Caller,
@@ -201,6 +228,9 @@ async fn export(
 }
 
 /// A bulk change's rows as CSV (one line per row), filterable by row status, streamed in pages.
+#[utoipa::path(get, path = "/M2M/BulkChange/{id}/Results", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"), RowQuery),
+    responses((status = 200, description = "One CSV line per row: ICCID, Status, Details, CarrierErrorCode, CarrierRequestId, ProcessedAt", content_type = "text/csv", body = String),
+              (status = 404, description = "Not this tenant's bulk change", body = openapi::Problem)))]
 async fn results(
     State(state): State<AppState>,
     caller: Caller,
@@ -234,9 +264,9 @@ fn row_status_filter(raw: Option<&str>) -> Result<Option<RowStatus>, ApiError> {
 }
 
 /// Seed 003's device association: the options of a CustomerAssignment at the top level of the body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
-struct AssociateCustomerRequest {
+pub struct AssociateCustomerRequest {
     service_provider_id: Option<i64>,
     #[serde(default)]
     portal_type: Option<i64>,
@@ -246,6 +276,10 @@ struct AssociateCustomerRequest {
     options: domain::request::RevServiceOptions,
 }
 
+#[utoipa::path(post, path = "/M2M/AssociateCustomer", tag = "bulk changes", request_body = AssociateCustomerRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "As for /M2M/BulkChange")),
+    responses((status = 202, description = "A CustomerAssignment recorded and queued", body = openapi::Accepted),
+              (status = 400, description = "Malformed or inconsistent request", body = openapi::Problem)))]
 async fn associate_customer(
     State(state): State<AppState>,
     caller: Caller,
@@ -295,6 +329,11 @@ async fn owned_bulk_change(state: &AppState, caller: &Caller, raw_id: &str) -> R
 
 /// A new bulk change for the rows that ended API_FAILED or ERROR and that no later retry took, checked again by
 /// today's rules, linked to the old one. One retry of a bulk change is open at a time (the store decides).
+#[utoipa::path(post, path = "/M2M/BulkChange/{id}/Retry", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "As for /M2M/BulkChange")),
+    responses((status = 202, description = "A new bulk change for the failed rows no later retry took", body = openapi::Accepted),
+              (status = 404, description = "Not this tenant's bulk change", body = openapi::Problem),
+              (status = 409, description = "Still running, a retry of it is open, or nothing left to retry", body = openapi::Problem)))]
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,
@@ -328,6 +367,10 @@ async fn retry(
 }
 
 /// Cancels the rows not started yet; rows already with a worker finish.
+#[utoipa::path(post, path = "/M2M/BulkChange/{id}/Cancel", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "As for /M2M/BulkChange")),
+    responses((status = 200, description = "Rows not started are cancelled", body = openapi::Cancelled),
+              (status = 404, description = "Not this tenant's bulk change", body = openapi::Problem)))]
 async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -349,6 +392,9 @@ async fn cancel(
 }
 
 /// One device with its change history.
+#[utoipa::path(get, path = "/M2M/DeviceDetails/{iccid}", tag = "devices", params(("iccid" = String, Path, description = "The device's ICCID")),
+    responses((status = 200, description = "The device, its status and its change history", body = Object),
+              (status = 404, description = "Not this tenant's device", body = openapi::Problem)))]
 async fn device_details(
     State(state): State<AppState>,
     caller: Caller,
@@ -380,6 +426,8 @@ async fn device_details(
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(get, path = "/M2M/GetRevCustomers", tag = "devices",
+    responses((status = 200, description = "The tenant's Rev.io customers", body = openapi::RevCustomers)))]
 async fn rev_customers(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let customers = state.store.rev_customers(caller.tenant_id).await?;
     let items: Vec<Value> =
@@ -387,9 +435,11 @@ async fn rev_customers(State(state): State<AppState>, caller: Caller) -> Result<
     Ok(Json(json!({"Total": items.len(), "Items": items})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct RowQuery {
+#[into_params(parameter_in = Query)]
+pub struct RowQuery {
+    /// Only rows in this status (PENDING, PROCESSING, PROCESSED, API_FAILED, ERROR, SCHEDULED, CANCELLED).
     status: Option<String>,
     page: Option<u32>,
     page_size: Option<u32>,
@@ -428,6 +478,9 @@ fn summary(b: &BulkChange) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/M2M/BulkChangeStatus/{id}", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"), RowQuery),
+    responses((status = 200, description = "Status, counts per row status and a page of rows", body = openapi::StatusPage),
+              (status = 404, description = "Not this tenant's bulk change", body = openapi::Problem)))]
 async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -459,15 +512,19 @@ async fn status(
     Ok(Json(body).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only bulk changes in this status (NEW, PROCESSING, PROCESSED, ERROR, SCHEDULED, CANCELLED).
     status: Option<String>,
     change_type: Option<i64>,
     page: Option<u32>,
     page_size: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/M2M/BulkChanges", tag = "bulk changes", params(ListQuery),
+    responses((status = 200, description = "The tenant's bulk changes, newest first", body = openapi::BulkChangePage)))]
 async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     let (page, size) = paging(q.page, q.page_size)?;
     let filter = BulkChangeFilter {

@@ -155,3 +155,13 @@ async fn totals_follow_the_filter_and_device_errors_have_the_problem_shape() {
     let (code, problem) = app.get(&format!("/M2M/BulkChangeStatus/{id}?pageSize=0")).await;
     assert_eq!((code, problem["title"].as_str()), (400, Some("Invalid query")));
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_without_a_token_and_is_the_committed_one() {
+    let app = TestApp::start(seed(), |c| c.run_worker = false).await;
+    let response = app.http.get(format!("{}/openapi.json", app.stack.base_url())).send().await.expect("get");
+    assert_eq!(response.status().as_u16(), 200);
+    let served: Value = response.json().await.expect("json");
+    let committed: Value = serde_json::from_str(include_str!("../../../openapi.json")).expect("committed");
+    assert_eq!(served, committed);
+}

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{ChangeType, PortalType};
 
 /// One problem with a request, naming the field and, where it concerns one device, the device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,7 +35,7 @@ impl RequestError {
 
 /// The request exactly as the portal sends it. Unknown fields are ignored (and reported back as warnings: the portal
 /// sends more than we read, but an operator's misspelling must not pass unnoticed).
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct BulkChangeRequestWire {
     pub service_provider_id: Option<i64>,
@@ -60,7 +60,7 @@ pub struct BulkChangeRequestWire {
     pub change_identifier: Option<ChangeIdentifier>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct StatusUpdate {
     pub target_status: String,
@@ -79,7 +79,7 @@ pub struct StatusUpdate {
 
 /// ThingSpace parameters of a status update. `ServicePlan` and `MdnZipCode` are required to activate; they apply
 /// to every device unless `Devices` gives a device its own.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ThingSpaceStatusUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,7 +99,7 @@ pub struct ThingSpaceStatusUpdate {
     pub devices: Vec<ThingSpaceDevice>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ThingSpaceDevice {
     #[serde(rename = "ICCID")]
@@ -113,7 +113,7 @@ pub struct ThingSpaceDevice {
 }
 
 /// The primary place of use sent with a ThingSpace activation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct PlaceOfUse {
     pub first_name: String,
@@ -153,14 +153,14 @@ impl ThingSpaceStatusUpdate {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct JasperStatusUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct CarrierRatePlanUpdate {
     pub carrier_rate_plan: String,
@@ -170,7 +170,7 @@ pub struct CarrierRatePlanUpdate {
     pub effective_date: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct CustomerRatePlanUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,7 +184,7 @@ pub struct CustomerRatePlanUpdate {
 }
 
 /// Rev.io options: customer assignment (change type 1) and the optional service line of a status update.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct RevServiceOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,7 +231,7 @@ impl RevServiceOptions {
     ];
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct UsernameUpdate {
     pub new_username: String,
@@ -243,7 +243,7 @@ pub struct UsernameUpdate {
     pub cost_center3: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ChangeIdentifier {
     #[serde(default, rename = "NewICCID", skip_serializing_if = "Option::is_none")]
     pub new_iccid: Option<String>,
