@@ -61,8 +61,9 @@ $(VENV)/.moto: $(PY)
 	$(PY) -m pip install --quiet "moto[server]"
 	touch $@
 
-template-lint: $(VENV)/.cfn-lint ## cfn-lint on template.yaml
+template-lint: $(VENV)/.cfn-lint ## cfn-lint on template.yaml, and our own checks (alarms notify, logs expire)
 	$(VENV)/bin/cfn-lint template.yaml
+	$(PY) scripts/check_template.py template.yaml
 
 bench: tools ## Benchmark against the simulator (prints name=value lines; never fails on a number)
 	$(CARGO) build --release -p cli

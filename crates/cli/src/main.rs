@@ -337,7 +337,8 @@ async fn main() -> Result<()> {
                             _ = tokio::time::sleep(grace / 2) => {}
                             _ = stopped.changed() => break,
                         }
-                        engine::scheduler::requeue_stranded(&store, &queue, chrono::Utc::now(), grace).await;
+                        // A failure is logged and tried again at the next sweep.
+                        let _ = engine::scheduler::requeue_stranded(&store, &queue, chrono::Utc::now(), grace).await;
                     }
                 })
             };

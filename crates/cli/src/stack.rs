@@ -226,8 +226,10 @@ impl Stack {
                     _ = tokio::time::sleep(interval) => {}
                     _ = rx.changed() => break,
                 }
-                engine::scheduler::apply_due_scheduled(&store, &queue, SystemClock.now()).await;
-                engine::scheduler::requeue_stranded(&store, &queue, SystemClock.now(), grace).await;
+                // Failures are logged by the tick and tried again at the next one.
+                let _ = engine::scheduler::apply_due_scheduled(&store, &queue, SystemClock.now()).await;
+                let _ = engine::scheduler::requeue_stranded(&store, &queue, SystemClock.now(), grace).await;
+                let _ = store.purge_idempotency_keys(SystemClock.now() - chrono::Duration::hours(24)).await;
             }
         })
     }

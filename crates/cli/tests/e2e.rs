@@ -979,9 +979,17 @@ async fn future_customer_rate_plan_waits_for_its_date_then_applies_every_row() {
     );
     // WHEN the scheduler runs before the date nothing moves; on the date every row is applied
     let today = chrono::Utc::now();
-    assert!(engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, today).await.is_empty());
+    assert!(
+        engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, today)
+            .await
+            .expect("tick")
+            .is_empty()
+    );
     let day_after = today + chrono::Duration::days(2);
-    assert_eq!(engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, day_after).await, vec![id]);
+    assert_eq!(
+        engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, day_after).await.expect("tick"),
+        vec![id]
+    );
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"], json!({"PROCESSED": 5}), "{status}");
     for iccid in &devices {
@@ -989,7 +997,10 @@ async fn future_customer_rate_plan_waits_for_its_date_then_applies_every_row() {
         assert_eq!(stored.customer_rate_plan_id, Some(5));
     }
     assert!(
-        engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, day_after).await.is_empty(),
+        engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, day_after)
+            .await
+            .expect("tick")
+            .is_empty(),
         "applied once"
     );
 }
@@ -1004,7 +1015,12 @@ async fn a_scheduled_change_cancelled_before_its_date_never_applies() {
         app.post_raw(&format!("/M2M/BulkChange/{id}/Cancel"), "", Some(&app.token)).await.into_status_body();
     assert_eq!((code, answer["Cancelled"].as_i64(), answer["Status"].as_str()), (200, Some(2), Some("CANCELLED")));
     let later = chrono::Utc::now() + chrono::Duration::days(8);
-    assert!(engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, later).await.is_empty());
+    assert!(
+        engine::scheduler::apply_due_scheduled(&app.stack.store, &app.stack.queue, later)
+            .await
+            .expect("tick")
+            .is_empty()
+    );
     let stored = app.stack.store.device_by_iccid(1, &ready(22)).await.expect("read").expect("device");
     assert_eq!(stored.customer_rate_plan_id, None);
 }

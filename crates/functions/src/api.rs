@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use lambda_http::request::RequestContext;
 
 use crate::adapters::Adapters;
+use crate::observability::EmfMetrics;
 
 /// Reads `tenant_id`, `sub` and `roles` from the authorizer's JWT claims in the request context.
 pub struct AuthorizerClaims;
@@ -43,11 +44,30 @@ impl Authenticator for AuthorizerClaims {
     }
 }
 
-pub fn app(adapters: &Adapters, max_devices: usize) -> axum::Router {
-    ::api::router(AppState {
+/// The API's router. With `metrics`, each answer is counted (`Requests`, `ClientErrors`, `ServerErrors` of the
+/// `bulk-change-api` function) and flushed as an EMF line: a 5xx is a successful invocation to Lambda, so this is how
+/// an alarm sees it.
+pub fn app(adapters: &Adapters, max_devices: usize, metrics: Option<Arc<EmfMetrics>>) -> axum::Router {
+    let router = ::api::router(AppState {
         store: adapters.store.clone(),
         queue: adapters.queue.clone(),
         auth: Arc::new(AuthorizerClaims),
         max_devices,
-    })
+    });
+    let Some(metrics) = metrics else { return router };
+    router.layer(axum::middleware::map_response(move |response: axum::response::Response| {
+        let metrics = metrics.clone();
+        async move {
+            let status = response.status();
+            metrics.count("Requests", 1);
+            if status.is_client_error() {
+                metrics.count("ClientErrors", 1);
+            }
+            if status.is_server_error() {
+                metrics.count("ServerErrors", 1);
+            }
+            metrics.flush();
+            response
+        }
+    }))
 }

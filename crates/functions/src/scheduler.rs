@@ -12,12 +12,41 @@ pub struct TickReport {
     /// Bulk changes whose scheduled rows became due.
     pub released: Vec<i64>,
     pub requeued: Vec<i64>,
+    /// Idempotency keys older than 24 h deleted.
+    pub keys_purged: u64,
 }
 
+/// The tick failed: the database could not be read. Returned from the invocation, so the function's `Errors`
+/// metric (and its alarm) sees the outage.
+#[derive(Debug, thiserror::Error)]
+#[error("scheduler tick failed: {0}")]
+pub struct TickFailed(String);
+
 /// `grace`: how long a bulk change may sit with no live lease before it counts as stranded (one lease,
-/// `Settings::stranded_grace`).
-pub async fn tick(store: &dyn Store, queue: &dyn Queue, grace: Duration) -> TickReport {
-    let released = engine::scheduler::apply_due_scheduled(store, queue, SystemClock.now()).await;
-    let requeued = engine::scheduler::requeue_stranded(store, queue, SystemClock.now(), grace).await;
-    TickReport { released, requeued }
+/// `Settings::stranded_grace`). Every duty is tried even when an earlier one failed.
+pub async fn tick(store: &dyn Store, queue: &dyn Queue, grace: Duration) -> Result<TickReport, TickFailed> {
+    let now = SystemClock.now();
+    let released = engine::scheduler::apply_due_scheduled(store, queue, now).await;
+    let requeued = engine::scheduler::requeue_stranded(store, queue, now, grace).await;
+    let purged = store.purge_idempotency_keys(now - chrono::Duration::hours(24)).await;
+    match (released, requeued, purged) {
+        (Ok(released), Ok(requeued), Ok(keys_purged)) => Ok(TickReport { released, requeued, keys_purged }),
+        (a, b, c) => {
+            let failures: Vec<String> =
+                [a.err(), b.err(), c.err()].into_iter().flatten().map(|e| e.to_string()).collect();
+            Err(TickFailed(failures.join("; ")))
+        }
+    }
+}
+
+/// The tick's counters in the scheduler function's metrics (`Released`, `Requeued`, `KeysPurged`, `TickFailed`).
+pub fn record(metrics: &crate::observability::EmfMetrics, report: &Result<TickReport, TickFailed>) {
+    match report {
+        Ok(r) => {
+            metrics.count("Released", r.released.len() as u64);
+            metrics.count("Requeued", r.requeued.len() as u64);
+            metrics.count("KeysPurged", r.keys_purged);
+        }
+        Err(_) => metrics.count("TickFailed", 1),
+    }
 }

@@ -198,7 +198,7 @@ fn normalise(mut v: Value) -> Value {
 async fn every_api_event_answers_as_the_local_server_does() {
     let (_dir_a, lambda_side) = stack().await;
     let (_dir_b, local_side) = stack().await;
-    let app = functions::api::app(&adapters_on(&lambda_side, Arc::new(lambda_side.queue.clone())), 10_000);
+    let app = functions::api::app(&adapters_on(&lambda_side, Arc::new(lambda_side.queue.clone())), 10_000, None);
     let mut files: Vec<PathBuf> = std::fs::read_dir(events_dir().join("api"))
         .expect("events/api")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -248,7 +248,7 @@ async fn every_api_event_answers_as_the_local_server_does() {
 #[tokio::test]
 async fn api_event_without_claims_is_401() {
     let (_dir, stack) = stack().await;
-    let app = functions::api::app(&adapters_on(&stack, Arc::new(stack.queue.clone())), 10_000);
+    let app = functions::api::app(&adapters_on(&stack, Arc::new(stack.queue.clone())), 10_000, None);
     let mut event: Value = serde_json::from_str(&event_text("api/04-list-bulk-changes.json")).expect("json");
     event["requestContext"].as_object_mut().expect("context").remove("authorizer");
     let request = lambda_http::request::from_str(&event.to_string()).expect("request");
@@ -261,7 +261,7 @@ async fn scheduler_tick_requeues_a_bulk_change_nobody_picked_up() {
     let (_dir, stack) = stack().await;
     let _: Value = serde_json::from_str(&event_text("schedule/every-minute.json")).expect("the schedule event is JSON");
     let id = submit(&stack, "01-activate-with-rev-service.json").await;
-    let report = functions::scheduler::tick(&stack.store, &stack.queue, Duration::ZERO).await;
+    let report = functions::scheduler::tick(&stack.store, &stack.queue, Duration::ZERO).await.expect("tick");
     assert_eq!(report.requeued, vec![id]);
     let processed = {
         let worker = stack.worker(engine::WorkerConfig::default()).expect("worker");
@@ -271,6 +271,35 @@ async fn scheduler_tick_requeues_a_bulk_change_nobody_picked_up() {
             .expect("handled")
     };
     assert_eq!(processed, engine::Handled::Finished(domain::BulkStatus::Processed));
-    let report = functions::scheduler::tick(&stack.store, &stack.queue, Duration::ZERO).await;
+    let report = functions::scheduler::tick(&stack.store, &stack.queue, Duration::ZERO).await.expect("tick");
     assert!(report.requeued.is_empty(), "a finished bulk change is never requeued");
+}
+
+#[tokio::test]
+async fn a_scheduler_tick_on_a_failing_database_is_an_error() {
+    // GIVEN a database whose tables the tick reads are gone
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store::SqliteStore::open(&dir.path().join("broken.db")).expect("open");
+    let queue = store::SqliteQueue::new(store.clone());
+    store.break_for_tests().await;
+    // THEN the tick fails (the invocation fails and the Errors alarm sees it) instead of logging and returning
+    let failed = functions::scheduler::tick(&store, &queue, Duration::ZERO).await;
+    assert!(failed.is_err(), "{failed:?}");
+}
+
+#[tokio::test]
+async fn the_worker_with_cargo_lambdas_relative_deadline_processes_the_rows() {
+    // GIVEN a new bulk change and the deadline `cargo lambda watch` sends (600000: ten minutes from now)
+    let (dir, stack) = stack().await;
+    let id = submit(&stack, "01-activate-with-rev-service.json").await;
+    let adapters = adapters_on(&stack, Arc::new(stack.queue.clone()));
+    let worker =
+        adapters::worker(&adapters, &function_config(&dir), Arc::new(engine::metrics::NoMetrics)).expect("worker");
+    let deadline = functions::worker::deadline_instant(600_000);
+    // WHEN the worker handles its message
+    let response = functions::worker::handle_batch(&worker, sqs_event("sqs/status-update.json"), deadline).await;
+    // THEN the rows are processed, not handed to a continuation at once
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(bulk_status(&stack, id).await, "PROCESSED");
+    assert!(carrier_calls(&stack) > 0);
 }

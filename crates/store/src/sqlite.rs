@@ -308,6 +308,19 @@ impl SqliteStore {
         .await
     }
 
+    /// Test helper: breaks the database as an outage would (the tables the scheduler reads are gone), so callers'
+    /// failure paths can be tested.
+    pub async fn break_for_tests(&self) {
+        let _ = self
+            .with(|c| {
+                c.execute_batch(
+                    "PRAGMA foreign_keys = OFF; DROP TABLE Device_CustomerRatePlanOrRatePool_Queue; DROP TABLE DeviceBulkChange;",
+                )
+                .map_err(db("break"))
+            })
+            .await;
+    }
+
     /// Test helper: how many rows every table holds (to show that a refused request wrote nothing).
     pub async fn table_row_counts(&self) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
         self.with(|c| {

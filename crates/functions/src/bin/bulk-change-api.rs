@@ -1,9 +1,12 @@
 //! Lambda: the HTTP API (API Gateway HTTP API, JWT authorizer) serving the bulk change routes.
 
-use functions::api;
+use std::sync::Arc;
+
+use functions::{api, observability};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let (config, adapters) = functions::start(None).await?;
-    lambda_http::run(api::app(&adapters, config.max_devices)).await
+    let metrics = Arc::new(observability::EmfMetrics::for_function("bulk-change-api"));
+    let (config, adapters) = functions::start(Some(metrics.clone())).await?;
+    lambda_http::run(api::app(&adapters, config.max_devices, Some(metrics))).await
 }

@@ -1,22 +1,15 @@
 //! Lambda: the SQS-triggered device bulk change worker.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use functions::worker::deadline_instant;
 use functions::{adapters, observability, worker};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use tokio::time::Instant;
-
-/// The Lambda deadline (epoch milliseconds) as a tokio instant.
-fn deadline_instant(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let metrics = Arc::new(observability::EmfMetrics::default());
+    let metrics = Arc::new(observability::EmfMetrics::for_function("device-bulk-change"));
     let (config, adapters) = functions::start(Some(metrics.clone())).await?;
     let worker = Arc::new(adapters::worker(&adapters, &config, metrics.clone())?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
