@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BIN := target/debug/bulkchange
 RELEASE_BIN := target/release/bulkchange
 
-.PHONY: help run serve test test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-scheduler
+.PHONY: help run serve test test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -86,10 +86,13 @@ lambda-startup: $(PY) ## Start-up time of each function (host build): process st
 		DATABASE_URL=sqlite://$(CURDIR)/.run/startup.db $(PY) scripts/lambda-startup.py target/release/$$f 5; \
 	done
 
-invoke-api: lambda-tools ## cargo lambda invoke the API function with events/api/03-bulk-change-status.json
-	scripts/invoke.sh $(VENV) bulk-change-api events/api/03-bulk-change-status.json
+invoke-api: lambda-tools ## cargo lambda invoke the API function with events/api/01-submit-bulk-change.json
+	scripts/invoke.sh $(VENV) bulk-change-api events/api/01-submit-bulk-change.json
 
-invoke-worker: lambda-tools ## cargo lambda invoke the worker with events/sqs/batch-with-malformed.json
+invoke-worker: lambda-tools ## Submit a new bulk change through the API function, process it with the worker function, show its rows
+	scripts/invoke.sh $(VENV) device-bulk-change --new-bulk-change
+
+invoke-worker-batch: lambda-tools ## cargo lambda invoke the worker with events/sqs/batch-with-malformed.json
 	scripts/invoke.sh $(VENV) device-bulk-change events/sqs/batch-with-malformed.json
 
 invoke-scheduler: lambda-tools ## cargo lambda invoke the scheduler with events/schedule/every-minute.json

@@ -51,6 +51,10 @@ enum Command {
         /// Recipients of failure summaries, separated by ';'.
         #[arg(long, env = "ERROR_EMAIL_TO", default_value = "operations@localhost")]
         error_email_to: String,
+        /// Serve the API, the scheduler and the simulators, but process no rows: a `bulkchange worker` or the
+        /// worker Lambda function run locally (`make invoke-worker`) does.
+        #[arg(long)]
+        no_worker: bool,
         #[command(flatten)]
         tuning: Tuning,
     },
@@ -289,6 +293,7 @@ async fn main() -> Result<()> {
             max_devices,
             email_from,
             error_email_to,
+            no_worker,
             tuning,
         } => {
             if std::env::var("QUEUE_URL").is_ok_and(|q| !q.is_empty()) {
@@ -299,6 +304,7 @@ async fn main() -> Result<()> {
             config.listen = listen;
             config.max_devices = max_devices;
             config.simulators = simulators;
+            config.run_worker = !no_worker;
             config.simulator_faults.latency_ms = simulator_latency_ms;
             config.worker.email_from = email_from;
             config.worker.email_to =
