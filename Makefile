@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BIN := target/debug/bulkchange
 RELEASE_BIN := target/release/bulkchange
 
-.PHONY: help run serve test test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler
+.PHONY: help run serve test test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler sam-build deploy smoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,8 +61,16 @@ $(VENV)/.moto: $(PY)
 	$(PY) -m pip install --quiet "moto[server]"
 	touch $@
 
-template-lint: $(VENV)/.cfn-lint ## cfn-lint on template.yaml, and our own checks (alarms notify, logs expire)
+$(VENV)/.sam: $(PY)
+	$(PY) -m pip install --quiet aws-sam-cli
+	touch $@
+
+# SAM without telemetry, with the venv's cargo-lambda on PATH (`sam build` needs it).
+SAM := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/sam
+
+template-lint: $(VENV)/.cfn-lint $(VENV)/.sam ## cfn-lint, sam validate --lint, and our own checks (alarms notify, logs expire)
 	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM) validate --lint --template template.yaml
 	$(PY) scripts/check_template.py template.yaml
 
 bench: tools ## Benchmark against the simulator (prints name=value lines; never fails on a number)
@@ -79,6 +87,18 @@ lambda-tools: tools $(VENV)/.cargo-lambda
 build-lambda: lambda-tools ## The three Lambda bootstraps for arm64 (target/lambda/*/bootstrap)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --arm64 -p functions
 	@ls -l target/lambda/*/bootstrap
+
+sam-build: lambda-tools $(VENV)/.sam ## sam build (cargo lambda, arm64) into .aws-sam/
+	$(SAM) build
+
+deploy: sam-build ## sam deploy with samconfig.toml (copy samconfig.example.toml and fill it in first)
+	@test -f samconfig.toml || { echo "no samconfig.toml: copy samconfig.example.toml and fill it in (or run: $(VENV)/bin/sam deploy --guided)"; exit 1; }
+	$(SAM) deploy
+
+smoke: tools ## After a deploy: make smoke API_URL=https://... TOKEN=... [SMOKE_REQUEST=file.json]
+	@test -n "$(API_URL)" -a -n "$(TOKEN)" || { echo "usage: make smoke API_URL=https://... TOKEN=<a portal JWT>"; exit 1; }
+	@echo "bulkchange smoke --api $(API_URL) (token from TOKEN, not echoed)"
+	@BULKCHANGE_TOKEN="$(TOKEN)" $(CARGO) run -q -p cli --bin bulkchange -- smoke --api "$(API_URL)" --file "$${SMOKE_REQUEST:-events/requests/01-activate-with-rev-service.json}"
 
 lambda-startup: $(PY) ## Start-up time of each function (host build): process start to first runtime API poll
 	$(CARGO) build --release -p functions

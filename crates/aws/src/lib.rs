@@ -146,16 +146,37 @@ pub struct SecretError {
     pub message: String,
 }
 
-/// The secret's string value (the database connection string). Read once at start-up, never logged.
+/// The secret's string value (the database connection string, a carrier's credentials). Never logged.
 pub async fn secret_string(config: &SdkConfig, arn: &str) -> Result<String, SecretError> {
-    let out =
-        aws_sdk_secretsmanager::Client::new(config).get_secret_value().secret_id(arn).send().await.map_err(|e| {
-            SecretError {
-                arn: arn.to_string(),
-                message: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-            }
-        })?;
+    read_secret(&aws_sdk_secretsmanager::Client::new(config), arn).await
+}
+
+async fn read_secret(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Result<String, SecretError> {
+    let out = client.get_secret_value().secret_id(arn).send().await.map_err(|e| SecretError {
+        arn: arn.to_string(),
+        message: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+    })?;
     out.secret_string()
         .map(str::to_string)
         .ok_or_else(|| SecretError { arn: arn.to_string(), message: "the secret has no string value".into() })
+}
+
+/// Secrets Manager as the store's `SecretSource`: the database connection string (read again when a login is
+/// refused) and carrier credentials kept by reference.
+#[derive(Clone)]
+pub struct SecretsManager {
+    client: aws_sdk_secretsmanager::Client,
+}
+
+impl SecretsManager {
+    pub fn new(config: &SdkConfig) -> Self {
+        Self { client: aws_sdk_secretsmanager::Client::new(config) }
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::ports::SecretSource for SecretsManager {
+    async fn read(&self, arn: &str) -> Result<String, String> {
+        read_secret(&self.client, arn).await.map_err(|e| e.message)
+    }
 }

@@ -131,3 +131,57 @@ async fn ses_refuses_an_unverified_sender() {
     let err = SesNotifier::new(&config).send(&email).await.expect_err("unverified");
     assert!(err.to_string().contains("SES SendEmail failed"), "{err}");
 }
+
+fn provider_with_secret(secret: &str) -> engine::ports::ServiceProvider {
+    engine::ports::ServiceProvider {
+        id: 10,
+        tenant_id: 1,
+        integration: domain::Integration::Pod19,
+        name: "POD19".into(),
+        base_url: "http://127.0.0.1:9".into(),
+        username: "api-user".into(),
+        secret: engine::ports::Secret::new(secret),
+        client_code: None,
+        subscription_key: None,
+        write_is_enabled: true,
+        rate_limit_per_second: 1.0,
+        default_provider_id: None,
+        thingspace: None,
+    }
+}
+
+#[tokio::test]
+async fn carrier_credentials_by_reference_are_read_from_secrets_manager_and_a_rotation_is_picked_up() {
+    let Some((config, _)) = moto().await else {
+        return;
+    };
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let created = client
+        .create_secret()
+        .name(unique("bulkchange/pod19"))
+        .secret_string(r#"{"apiKey":"first-key"}"#)
+        .send()
+        .await
+        .expect("create secret");
+    let arn = created.arn().expect("arn").to_string();
+    let secrets = std::sync::Arc::new(aws::SecretsManager::new(&config));
+    let references = store::SecretReferences::new(secrets.clone(), Duration::ZERO);
+
+    let sp = references.resolve(provider_with_secret(&format!("{arn}#apiKey"))).await.expect("resolved");
+    assert_eq!(sp.secret.expose(), "first-key");
+
+    client
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(r#"{"apiKey":"rotated-key"}"#)
+        .send()
+        .await
+        .expect("rotate");
+    let sp = references.resolve(provider_with_secret(&format!("{arn}#apiKey"))).await.expect("resolved again");
+    assert_eq!(sp.secret.expose(), "rotated-key", "a rotated credential is read once the cache is older than its ttl");
+
+    let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:bulkchange-no-such-secret";
+    let e = references.resolve(provider_with_secret(missing)).await.expect_err("missing");
+    assert!(e.to_string().contains("service provider 10, Secret"), "{e}");
+    assert!(!e.to_string().contains("rotated-key"), "an error never shows a secret: {e}");
+}

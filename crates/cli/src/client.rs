@@ -464,6 +464,60 @@ pub async fn act(client: &Client, id: i64, action: &str, key: Option<String>) ->
     Ok(answer.body)
 }
 
+/// `smoke`: the post-deploy check. The API answers `/health` without a token; the token is accepted and the
+/// database read (a page of bulk changes); a dry run of `body` goes through intake (a refusal of the request itself,
+/// a 4xx problem other than 401/403, still proves that path); the newest bulk change's status is read (or an
+/// unknown one is a 404). Prints one line per step; returns an error at the first step that fails.
+pub async fn smoke(client: &Client, body: &Value) -> Result<()> {
+    let step = |name: &str, started: Instant, outcome: &str| {
+        println!("ok   {name:<28} {outcome} ({} ms)", started.elapsed().as_millis());
+    };
+    let started = Instant::now();
+    let response = client.get("/health").await?;
+    if response.status() != 200 {
+        bail!("GET /health answered {}", response.status());
+    }
+    step("health", started, "200");
+
+    let started = Instant::now();
+    let response = client.get("/M2M/BulkChanges?page=1&pageSize=1").await?;
+    let status = response.status().as_u16();
+    let page: Value = response.json().await.unwrap_or(Value::Null);
+    match status {
+        200 => step("token and database", started, &format!("200, {} bulk change(s)", page["Total"])),
+        401 | 403 => bail!("the token was refused ({status}): {}", problem_text(&page)),
+        _ => bail!("listing bulk changes answered {status}: {}", problem_text(&page)),
+    }
+
+    let started = Instant::now();
+    let answer = client.post("/M2M/ValidateBulkChange", Some(body), &new_idempotency_key()).await?;
+    match answer.status {
+        200 => {
+            let counts = &answer.body["Counts"];
+            step("dry run", started, &format!("200, valid {}, invalid {}", counts["Valid"], counts["Invalid"]));
+        }
+        401 | 403 => bail!("the dry run's token was refused ({}): {}", answer.status, problem_text(&answer.body)),
+        400..=499 => step("dry run", started, &format!("{} {}", answer.status, problem_text(&answer.body))),
+        _ => bail!("the dry run answered {}: {}", answer.status, problem_text(&answer.body)),
+    }
+
+    let started = Instant::now();
+    match page["Items"][0]["BulkChangeId"].as_i64() {
+        Some(id) => {
+            let status = client.status(id).await?;
+            step("status", started, &format!("bulk change {id} {}", status["Status"]));
+        }
+        None => {
+            let response = client.get("/M2M/BulkChangeStatus/0").await?;
+            if response.status() != 404 {
+                bail!("the status of an unknown bulk change answered {}, not 404", response.status());
+            }
+            step("status", started, "404 for an unknown bulk change (none exists yet)");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,6 +125,15 @@ enum Command {
         #[command(flatten)]
         change: ChangeArgs,
     },
+    /// The post-deploy check (`make smoke`): health, the token and a database read, a dry run of a request, a
+    /// status read. Exits non-zero at the first step that fails.
+    Smoke {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The request body of the dry run (one of the tenant's own service providers and devices, ideally).
+        #[arg(long, default_value = "events/requests/01-activate-with-rev-service.json")]
+        file: PathBuf,
+    },
     /// A bulk change's status and counts per row status.
     Status {
         #[command(flatten)]
@@ -408,6 +417,13 @@ async fn main() -> Result<()> {
             if !client::validate(&Client::new(&api)?, &change).await? {
                 std::process::exit(1);
             }
+        }
+        Command::Smoke { api, file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let body: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+            client::smoke(&Client::new(&api)?, &body).await?;
+            println!("smoke test passed against {}", api.api);
         }
         Command::Status { api, id } => {
             let status = Client::new(&api)?.status(id).await?;

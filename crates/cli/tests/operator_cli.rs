@@ -132,3 +132,35 @@ async fn a_csv_submitted_with_watch_then_exported_and_resubmitted_with_its_key()
     assert!(text(&out.stdout).contains("bulk change 1 accepted"), "{}", text(&out.stdout));
     assert_eq!(app.stack.store.table_row_counts().await.expect("counts")["DeviceBulkChange"], 1);
 }
+
+#[tokio::test]
+async fn the_smoke_check_passes_on_a_working_api_and_fails_on_a_refused_token() {
+    let app = TestApp::start(seed(), |_| {}).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let request = dir.path().join("request.json");
+    let body = serde_json::json!({"ServiceProviderId": POD19, "ChangeType": 3,
+        "StatusUpdate": {"TargetStatus": "Active"}, "Devices": [bench_iccid(8000), bench_iccid(8001)]});
+    std::fs::write(&request, body.to_string()).expect("write");
+    let file = request.to_str().expect("utf-8 path");
+
+    let empty = bulkchange(&app, &["smoke", "--file", file]).await;
+    assert!(empty.status.success(), "{}{}", text(&empty.stdout), text(&empty.stderr));
+    assert!(text(&empty.stdout).contains("404 for an unknown bulk change"), "{}", text(&empty.stdout));
+    assert!(text(&empty.stdout).contains("valid 2, invalid 0"), "{}", text(&empty.stdout));
+
+    let submitted = bulkchange(&app, &["submit", "--file", file]).await;
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    let with_one = bulkchange(&app, &["smoke", "--file", file]).await;
+    assert!(with_one.status.success(), "{}", text(&with_one.stderr));
+    assert!(text(&with_one.stdout).contains("bulk change 1 "), "{}", text(&with_one.stdout));
+
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_bulkchange"))
+        .args(["smoke", "--file", file])
+        .env("BULKCHANGE_API", app.stack.base_url())
+        .env("BULKCHANGE_TOKEN", "not-a-token")
+        .output()
+        .await
+        .expect("bulkchange runs");
+    assert!(!refused.status.success(), "a refused token fails the smoke check");
+    assert!(text(&refused.stderr).contains("the token was refused (401)"), "{}", text(&refused.stderr));
+}

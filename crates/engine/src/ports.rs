@@ -354,6 +354,12 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Reads a secret's current string value: Secrets Manager in production (`aws::SecretsManager`), by ARN.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    async fn read(&self, arn: &str) -> Result<String, String>;
+}
+
 /// Everything persisted. Every read a caller makes on behalf of a user names the tenant; `tenant: None` is the
 /// worker's system context, which reads a bulk change by id and then acts only within that bulk change's tenant.
 #[async_trait]

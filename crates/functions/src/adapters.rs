@@ -38,7 +38,15 @@ pub async fn build(config: &FunctionConfig, sdk: &aws::SdkConfig) -> Result<Adap
             (Arc::new(s.clone()), Some(s))
         }
         Database::SqlServer(conn) => {
-            (Arc::new(store::MssqlStore::connect(conn, 4).await.context("connecting to SQL Server")?), None)
+            let store = store::MssqlStore::connect(conn, config.pool_size).await.context("connecting to SQL Server")?;
+            (Arc::new(store.with_secret_references(carrier_secrets(config, sdk))), None)
+        }
+        Database::SqlServerSecret(arn) => {
+            let secrets = Arc::new(aws::SecretsManager::new(sdk));
+            let store = store::MssqlStore::connect_with_secret(secrets, arn, config.pool_size)
+                .await
+                .with_context(|| format!("connecting to SQL Server with the connection string of secret {arn}"))?;
+            (Arc::new(store.with_secret_references(carrier_secrets(config, sdk))), None)
         }
     };
     let queue: Arc<dyn Queue> = match (&config.queue_url, sqlite) {
@@ -49,6 +57,11 @@ pub async fn build(config: &FunctionConfig, sdk: &aws::SdkConfig) -> Result<Adap
     let notifier: Arc<dyn Notifier> =
         if config.email_from.is_empty() { Arc::new(LogNotifier) } else { Arc::new(aws::SesNotifier::new(sdk)) };
     Ok(Adapters { store, queue, notifier })
+}
+
+/// Carrier credentials stored as Secrets Manager ARNs are read there, and kept `carrier_secret_ttl`.
+fn carrier_secrets(config: &FunctionConfig, sdk: &aws::SdkConfig) -> store::SecretReferences {
+    store::SecretReferences::new(Arc::new(aws::SecretsManager::new(sdk)), config.carrier_secret_ttl)
 }
 
 /// The worker as the SQS function runs it: carriers over HTTP, each account's pace shared through the store by

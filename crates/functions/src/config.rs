@@ -9,6 +9,9 @@ pub enum Database {
     Sqlite(PathBuf),
     /// An ADO.NET connection string (`Server=tcp:...;Database=...;User Id=...;Password=...`). Never logged.
     SqlServer(String),
+    /// The ARN of a Secrets Manager secret holding the connection string: read at start, and again when the
+    /// server refuses a login (a rotated password).
+    SqlServerSecret(String),
 }
 
 #[derive(Clone)]
@@ -21,6 +24,11 @@ pub struct FunctionConfig {
     /// Where the local notifier writes when SES is not configured (no `EMAIL_FROM`).
     pub outbox_dir: PathBuf,
     pub max_devices: usize,
+    /// SQL Server connections per execution environment (`DATABASE_POOL_SIZE`, default 4). The API handles one
+    /// request at a time per environment, so its reserved concurrency times this is what the server must accept.
+    pub pool_size: usize,
+    /// How long a carrier credential read from Secrets Manager is reused (`CARRIER_SECRET_TTL_SECONDS`, 300).
+    pub carrier_secret_ttl: std::time::Duration,
     /// The worker's and scheduler's settings, read by the same module as `bulkchange serve` reads them
     /// (`engine::settings`: lease, rows in flight, fan-out, ThingSpace waits, ...).
     pub settings: engine::Settings,
@@ -31,6 +39,7 @@ impl std::fmt::Debug for FunctionConfig {
         let database = match &self.database {
             Database::Sqlite(p) => format!("sqlite://{}", p.display()),
             Database::SqlServer(_) => "sqlserver://***".to_string(),
+            Database::SqlServerSecret(arn) => format!("sqlserver from secret {arn}"),
         };
         f.debug_struct("FunctionConfig")
             .field("database", &database)
@@ -38,6 +47,8 @@ impl std::fmt::Debug for FunctionConfig {
             .field("email_from", &self.email_from)
             .field("email_to", &self.email_to)
             .field("max_devices", &self.max_devices)
+            .field("pool_size", &self.pool_size)
+            .field("carrier_secret_ttl", &self.carrier_secret_ttl)
             .field("settings", &self.settings)
             .finish()
     }
@@ -62,19 +73,24 @@ pub fn parse_database(url: &str) -> Result<Database> {
 impl FunctionConfig {
     /// Reads the environment; the SQL Server connection string comes from Secrets Manager
     /// (`DATABASE_SECRET_ARN`) unless `DATABASE_URL` is set.
-    pub async fn from_env(sdk: &aws::SdkConfig) -> Result<Self> {
+    pub fn from_env() -> Result<Self> {
         let database = match (var("DATABASE_URL"), var("DATABASE_SECRET_ARN")) {
             (Some(url), _) => parse_database(&url)?,
-            (None, Some(arn)) => {
-                let secret = aws::secret_string(sdk, &arn).await?;
-                parse_database(&secret).context("the database secret")?
-            }
+            (None, Some(arn)) => Database::SqlServerSecret(arn),
             (None, None) => bail!("set DATABASE_SECRET_ARN (AWS) or DATABASE_URL (local)"),
         };
-        let max_devices = match var("MAX_DEVICES_PER_BULK_CHANGE") {
-            Some(v) => v.parse().with_context(|| format!("MAX_DEVICES_PER_BULK_CHANGE '{v}' is not a number"))?,
-            None => 10_000,
+        let number = |name: &str, default: usize| -> Result<usize> {
+            match var(name) {
+                Some(v) => v.parse().with_context(|| format!("{name} '{v}' is not a whole number")),
+                None => Ok(default),
+            }
         };
+        let max_devices = number("MAX_DEVICES_PER_BULK_CHANGE", 10_000)?;
+        let pool_size = number("DATABASE_POOL_SIZE", 4)?;
+        if pool_size == 0 {
+            bail!("DATABASE_POOL_SIZE must be at least 1");
+        }
+        let carrier_secret_ttl = std::time::Duration::from_secs(number("CARRIER_SECRET_TTL_SECONDS", 300)? as u64);
         Ok(Self {
             database,
             queue_url: var("QUEUE_URL"),
@@ -84,6 +100,8 @@ impl FunctionConfig {
                 .unwrap_or_default(),
             outbox_dir: PathBuf::from(var("OUTBOX_DIR").unwrap_or_else(|| "/tmp/outbox".into())),
             max_devices,
+            pool_size,
+            carrier_secret_ttl,
             settings: engine::Settings::from_env()?,
         })
     }
@@ -112,6 +130,8 @@ mod tests {
             email_to: vec![],
             outbox_dir: "/tmp".into(),
             max_devices: 1,
+            pool_size: 1,
+            carrier_secret_ttl: std::time::Duration::ZERO,
             settings: engine::Settings::from_lookup(|_| None).expect("defaults"),
         };
         assert!(!format!("{config:?}").contains("hunter2"));

@@ -17,7 +17,7 @@ pub async fn start(
 ) -> anyhow::Result<(config::FunctionConfig, adapters::Adapters)> {
     observability::init_tracing();
     let sdk = aws::load_config().await;
-    let config = config::FunctionConfig::from_env(&sdk).await?;
+    let config = config::FunctionConfig::from_env()?;
     let adapters = adapters::build(&config, &sdk).await?;
     let store = adapters.store.clone();
     lambda_runtime::spawn_graceful_shutdown_handler(|| async move {

@@ -47,6 +47,8 @@ fn function_config(dir: &tempfile::TempDir) -> FunctionConfig {
         email_to: vec![],
         outbox_dir: dir.path().join("outbox"),
         max_devices: 10_000,
+        pool_size: 1,
+        carrier_secret_ttl: std::time::Duration::from_secs(300),
         settings: engine::Settings::from_lookup(|_| None).expect("defaults"),
     }
 }

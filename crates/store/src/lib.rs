@@ -3,9 +3,11 @@
 
 pub mod contract;
 pub mod mssql;
+pub mod secrets;
 pub mod seed;
 pub mod sqlite;
 
 pub use mssql::MssqlStore;
+pub use secrets::{SecretReferences, SecretSource};
 pub use seed::Seed;
 pub use sqlite::{SqliteQueue, SqliteStore};

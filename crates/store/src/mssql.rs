@@ -4,7 +4,8 @@
 //! TLS: tiberius 0.13 with its `rustls` feature (rustls 0.23, the same stack as reqwest and the AWS SDK), not
 //! native-tls/OpenSSL: one TLS implementation in the Lambda binaries and no system library to ship.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -16,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use crate::secrets::{SecretReferences, SecretSource};
 use crate::seed::Seed;
 
 type Conn = Client<Compat<TcpStream>>;
@@ -62,12 +64,29 @@ fn utc(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
     t.map(|n| n.and_utc())
 }
 
-/// A few connections, opened on demand and reused; a connection that saw an error is dropped, not reused.
+/// A few connections, opened on demand and reused; a connection that saw an error is dropped, not reused. A
+/// connection idle for longer than `CHECK_IDLE_AFTER` (the Lambda environment may have been frozen meanwhile, and
+/// the server or a NAT may have closed it) answers `SELECT 1` before it is handed out, or is dropped. When the
+/// server refuses the login and the connection string came from a secret, the secret is read again once (a
+/// rotated password) before the login is retried.
+///
+/// Hand-written rather than bb8-tiberius or deadpool-tiberius: those pin tiberius 0.12 (we use 0.13, with rustls),
+/// and the pool is the few lines below.
 pub struct MssqlStore {
-    config: Config,
-    idle: Mutex<Vec<Conn>>,
+    config: std::sync::RwLock<Config>,
+    /// Where the connection string came from, to read it again when a login is refused.
+    rotation: Option<(Arc<dyn SecretSource>, String)>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
     permits: Semaphore,
+    secrets: SecretReferences,
 }
+
+/// A connection idle this long is checked before use.
+pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(5);
+/// How long the check may take before the connection counts as dead.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQL Server's "Login failed for user" and "password has expired".
+const LOGIN_REFUSED: [u32; 2] = [18456, 18487];
 
 struct Lease<'a> {
     store: &'a MssqlStore,
@@ -82,8 +101,82 @@ impl Lease<'_> {
 
     async fn give_back(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.store.idle.lock().await.push(conn);
+            self.store.idle.lock().await.push((conn, Instant::now()));
         }
+    }
+}
+
+/// Why opening a connection failed: a refused login may be cured by reading a rotated secret.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    LoginRefused(StoreError),
+    Other(StoreError),
+}
+
+impl From<OpenError> for StoreError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::LoginRefused(e) | OpenError::Other(e) => e,
+        }
+    }
+}
+
+/// One way to log in: with the connection string in use, or with a fresh one; and how to read a fresh one.
+#[async_trait]
+pub(crate) trait Login: Sync {
+    type Conn: Send;
+    /// Logs in with the connection string in use (`None`) or with `fresh`.
+    async fn attempt(&self, fresh: Option<&str>) -> Result<Self::Conn, OpenError>;
+    /// Reads the connection string again, when it came from a secret.
+    async fn reread(&self) -> Option<Result<String, StoreError>>;
+}
+
+/// Logs in; when the login is refused and the connection string came from a secret, reads it again and tries
+/// once more with it (what a rotation of the database password needs). Returns the connection and, when a new
+/// connection string was read and worked, that string.
+pub(crate) async fn open_with_rotation<L: Login>(login: &L) -> Result<(L::Conn, Option<String>), StoreError> {
+    match login.attempt(None).await {
+        Ok(conn) => Ok((conn, None)),
+        Err(OpenError::LoginRefused(first)) => {
+            let Some(fresh) = login.reread().await else { return Err(first) };
+            tracing::warn!(error = %first, "the database refused the login; read its connection secret again");
+            let fresh = fresh?;
+            let conn = login.attempt(Some(&fresh)).await.map_err(StoreError::from)?;
+            Ok((conn, Some(fresh)))
+        }
+        Err(OpenError::Other(e)) => Err(e),
+    }
+}
+
+/// The TDS login of a store.
+struct TdsLogin<'a> {
+    current: Config,
+    rotation: Option<&'a (Arc<dyn SecretSource>, String)>,
+}
+
+#[async_trait]
+impl Login for TdsLogin<'_> {
+    type Conn = Conn;
+
+    async fn attempt(&self, fresh: Option<&str>) -> Result<Conn, OpenError> {
+        match fresh {
+            None => MssqlStore::open_with(self.current.clone()).await,
+            Some(ado) => {
+                let config =
+                    Config::from_ado_string(ado).map_err(|e| OpenError::Other(db("parse connection string")(e)))?;
+                MssqlStore::open_with(config).await
+            }
+        }
+    }
+
+    async fn reread(&self) -> Option<Result<String, StoreError>> {
+        let (source, arn) = self.rotation?;
+        Some(
+            source
+                .read(arn)
+                .await
+                .map_err(|message| StoreError::Database { context: "read the database secret", message }),
+        )
     }
 }
 
@@ -91,38 +184,116 @@ impl MssqlStore {
     /// Connects with an ADO.NET connection string (`Server=tcp:host,1433;Database=...;User Id=...;Password=...;
     /// TrustServerCertificate=true` for a local container).
     pub async fn connect(ado: &str, pool_size: usize) -> Result<Self, StoreError> {
+        Self::start(ado, None, pool_size).await
+    }
+
+    /// Connects with the connection string held by the secret `arn`, and reads that secret again whenever the
+    /// server refuses a login.
+    pub async fn connect_with_secret(
+        source: Arc<dyn SecretSource>,
+        arn: &str,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
+        let ado = source
+            .read(arn)
+            .await
+            .map_err(|message| StoreError::Database { context: "read the database secret", message })?;
+        Self::start(&ado, Some((source, arn.to_string())), pool_size).await
+    }
+
+    async fn start(
+        ado: &str,
+        rotation: Option<(Arc<dyn SecretSource>, String)>,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
         let config = Config::from_ado_string(ado).map_err(db("parse connection string"))?;
-        let store = Self { config, idle: Mutex::new(Vec::new()), permits: Semaphore::new(pool_size.max(1)) };
+        let store = Self {
+            config: std::sync::RwLock::new(config),
+            rotation,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(pool_size.max(1)),
+            secrets: SecretReferences::default(),
+        };
         let lease = store.lease().await?;
         lease.give_back().await;
         Ok(store)
     }
 
-    async fn open(&self) -> Result<Conn, StoreError> {
-        let tcp = tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(self.config.get_addr()))
+    /// Carrier credentials stored as Secrets Manager references are read through `secrets`.
+    pub fn with_secret_references(mut self, secrets: SecretReferences) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    fn config(&self) -> Result<Config, StoreError> {
+        self.config.read().map(|c| c.clone()).map_err(|_| StoreError::Corrupt("connection settings poisoned".into()))
+    }
+
+    async fn open_with(config: Config) -> Result<Conn, OpenError> {
+        let other =
+            |context: &'static str, message: String| OpenError::Other(StoreError::Database { context, message });
+        let tcp = tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(config.get_addr()))
             .await
-            .map_err(|_| StoreError::Database { context: "connect", message: "timed out".into() })?
-            .map_err(|e| StoreError::Database { context: "connect", message: e.to_string() })?;
-        tcp.set_nodelay(true).map_err(|e| StoreError::Database { context: "connect", message: e.to_string() })?;
-        let mut client = Client::connect(self.config.clone(), tcp.compat_write()).await.map_err(db("login"))?;
+            .map_err(|_| other("connect", "timed out".into()))?
+            .map_err(|e| other("connect", e.to_string()))?;
+        tcp.set_nodelay(true).map_err(|e| other("connect", e.to_string()))?;
+        let mut client = match Client::connect(config, tcp.compat_write()).await {
+            Ok(client) => client,
+            Err(e) if server_code(&e).is_some_and(|c| LOGIN_REFUSED.contains(&c)) => {
+                return Err(OpenError::LoginRefused(db("login")(e)));
+            }
+            Err(e) => return Err(OpenError::Other(db("login")(e))),
+        };
         client
             .simple_query(SESSION_OPTIONS)
             .await
-            .map_err(db("set session options"))?
+            .map_err(|e| OpenError::Other(db("set session options")(e)))?
             .into_results()
             .await
-            .map_err(db("set session options"))?;
+            .map_err(|e| OpenError::Other(db("set session options")(e)))?;
         Ok(client)
+    }
+
+    async fn open(&self) -> Result<Conn, StoreError> {
+        let login = TdsLogin { current: self.config()?, rotation: self.rotation.as_ref() };
+        let (conn, fresh) = open_with_rotation(&login).await?;
+        if let Some(ado) = fresh {
+            let config = Config::from_ado_string(&ado).map_err(db("parse connection string"))?;
+            *self.config.write().map_err(|_| StoreError::Corrupt("connection settings poisoned".into()))? = config;
+            tracing::info!("logged in to the database with its rotated secret");
+        }
+        Ok(conn)
+    }
+
+    /// `SELECT 1` within `CHECK_TIMEOUT`.
+    async fn alive(conn: &mut Conn) -> bool {
+        let check = async {
+            conn.simple_query("SELECT 1").await?.into_results().await?;
+            Ok::<_, tiberius::error::Error>(())
+        };
+        matches!(tokio::time::timeout(CHECK_TIMEOUT, check).await, Ok(Ok(())))
     }
 
     async fn lease(&self) -> Result<Lease<'_>, StoreError> {
         let permit = self.permits.acquire().await.map_err(|_| StoreError::Corrupt("pool closed".into()))?;
-        let idle = self.idle.lock().await.pop();
-        let conn = match idle {
-            Some(c) => c,
-            None => self.open().await?,
-        };
-        Ok(Lease { store: self, conn: Some(conn), _permit: permit })
+        loop {
+            let idle = self.idle.lock().await.pop();
+            let conn = match idle {
+                Some((conn, since)) if since.elapsed() < CHECK_IDLE_AFTER => conn,
+                Some((mut conn, since)) => {
+                    if !Self::alive(&mut conn).await {
+                        tracing::warn!(
+                            idle_ms = since.elapsed().as_millis() as u64,
+                            "a pooled database connection was dead; dropped"
+                        );
+                        continue;
+                    }
+                    conn
+                }
+                None => self.open().await?,
+            };
+            return Ok(Lease { store: self, conn: Some(conn), _permit: permit });
+        }
     }
 
     /// Runs one procedure call and returns all its result sets. The connection goes back to the pool only on success.
@@ -480,7 +651,10 @@ fn offset(page: u32, page_size: u32) -> i32 {
 impl Store for MssqlStore {
     async fn service_provider(&self, tenant_id: i64, id: i64) -> StoreResult<Option<ServiceProvider>> {
         let q = proc_call!("EXEC dbo.usp_ServiceProvider_Get @TenantId = @P1, @Id = @P2", tenant_id, id,);
-        self.first("read service provider", q).await?.first().map(service_provider).transpose()
+        match self.first("read service provider", q).await?.first().map(service_provider).transpose()? {
+            Some(sp) => Ok(Some(self.secrets.resolve(sp).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn service_provider_for(
@@ -493,7 +667,10 @@ impl Store for MssqlStore {
             tenant_id,
             integration.id(),
         );
-        self.first("read service provider by integration", q).await?.first().map(service_provider).transpose()
+        match self.first("read service provider by integration", q).await?.first().map(service_provider).transpose()? {
+            Some(sp) => Ok(Some(self.secrets.resolve(sp).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn device_statuses(&self, integration: Integration) -> StoreResult<Vec<DeviceStatusDef>> {
@@ -1259,7 +1436,12 @@ impl Store for MssqlStore {
 
     async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>> {
         let q = Query::new("EXEC dbo.usp_ServiceProvider_ListThingSpace");
-        self.first("read ThingSpace providers", q).await?.iter().map(service_provider).collect()
+        let rows = self.first("read ThingSpace providers", q).await?;
+        let mut providers = Vec::with_capacity(rows.len());
+        for sp in rows.iter().map(service_provider) {
+            providers.push(self.secrets.resolve(sp?).await?);
+        }
+        Ok(providers)
     }
 
     async fn record_callback(&self, cb: &CallbackRecord) -> StoreResult<()> {
@@ -1324,7 +1506,7 @@ impl Store for MssqlStore {
 
     async fn close(&self) {
         let conns = std::mem::take(&mut *self.idle.lock().await);
-        for conn in conns {
+        for (conn, _) in conns {
             if let Err(e) = conn.close().await {
                 tracing::warn!(error = %e, "closing a SQL Server connection failed");
             }
@@ -1334,7 +1516,74 @@ impl Store for MssqlStore {
 
 #[cfg(test)]
 mod tests {
-    use super::split_batches;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn refused() -> OpenError {
+        OpenError::LoginRefused(StoreError::Database {
+            context: "login",
+            message: "Login failed for user 'app'".into(),
+        })
+    }
+
+    /// A server that accepts only `accepts`, and a secret whose value is `secret` (or no secret at all).
+    struct FakeLogin {
+        accepts: &'static str,
+        secret: Option<&'static str>,
+        unreachable: bool,
+        rereads: AtomicUsize,
+    }
+
+    impl FakeLogin {
+        fn new(accepts: &'static str, secret: Option<&'static str>) -> Self {
+            Self { accepts, secret, unreachable: false, rereads: AtomicUsize::new(0) }
+        }
+    }
+
+    #[async_trait]
+    impl Login for FakeLogin {
+        type Conn = &'static str;
+        async fn attempt(&self, fresh: Option<&str>) -> Result<&'static str, OpenError> {
+            if self.unreachable {
+                return Err(OpenError::Other(StoreError::Database { context: "connect", message: "timed out".into() }));
+            }
+            if fresh.unwrap_or("Password=old") == self.accepts { Ok("connection") } else { Err(refused()) }
+        }
+        async fn reread(&self) -> Option<Result<String, StoreError>> {
+            self.rereads.fetch_add(1, Ordering::SeqCst);
+            self.secret.map(|s| Ok(s.to_string()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_reads_the_secret_again_and_logs_in_with_the_rotated_password() {
+        let login = FakeLogin::new("Password=new", Some("Password=new"));
+        let (conn, fresh) = open_with_rotation(&login).await.expect("logged in after the re-read");
+        assert_eq!((conn, fresh.as_deref()), ("connection", Some("Password=new")));
+        assert_eq!(login.rereads.load(Ordering::SeqCst), 1);
+
+        let unchanged = FakeLogin::new("Password=old", Some("Password=new"));
+        assert_eq!(open_with_rotation(&unchanged).await.expect("logged in").1, None);
+        assert_eq!(unchanged.rereads.load(Ordering::SeqCst), 0, "a login that works reads no secret");
+    }
+
+    #[tokio::test]
+    async fn the_secret_is_read_again_only_for_a_refused_login_and_only_once() {
+        let still_wrong = FakeLogin::new("Password=newest", Some("Password=new"));
+        let e = open_with_rotation(&still_wrong).await.expect_err("still refused");
+        assert!(e.to_string().contains("Login failed"), "{e}");
+        assert_eq!(still_wrong.rereads.load(Ordering::SeqCst), 1, "one re-read, not a loop that locks the login out");
+
+        let mut unreachable = FakeLogin::new("Password=old", Some("Password=old"));
+        unreachable.unreachable = true;
+        assert!(open_with_rotation(&unreachable).await.is_err());
+        assert_eq!(unreachable.rereads.load(Ordering::SeqCst), 0, "a network failure is not a rotation");
+
+        let no_secret = FakeLogin::new("Password=new", None);
+        let e = open_with_rotation(&no_secret).await.expect_err("nothing to re-read");
+        assert!(e.to_string().contains("Login failed"), "{e}");
+    }
 
     #[test]
     fn scripts_split_on_go_lines_only() {
