@@ -1,6 +1,9 @@
 """Checks template.yaml for what cfn-lint does not know we want: every alarm notifies someone, every log group
-expires, every function is traced and logs JSON. Run by `make template-lint` (and so by `make test`)."""
+expires, every function is traced and logs JSON, every route of the API's router is a route of the HTTP API.
+Run by `make template-lint` (and so by `make test`)."""
+import re
 import sys
+from pathlib import Path
 
 from cfnlint.decode import decode
 
@@ -29,6 +32,29 @@ if template.get("Globals", {}).get("Function", {}).get("Tracing") != "Active":
 for name in ("WorkQueue", "DeadLetterQueue"):
     if resources[name].get("DeletionPolicy") != "Retain":
         problems.append(f"{name} is deleted with the stack (DeletionPolicy: Retain)")
+# The router's routes (crates/api/src/lib.rs) against the HTTP API's: a route missing from the template is a 404
+# from API Gateway that no local test sees.
+router = Path(__file__).resolve().parent.parent / "crates/api/src/lib.rs"
+code = router.read_text()
+code_routes = set()
+for path, methods in re.findall(r'\.route\(\s*"([^"]+)",\s*([^\n]+)', code):
+    for method in re.findall(r"\b(get|post|put|delete|patch)\(", methods):
+        code_routes.add((method.upper(), path))
+api_function = resources["BulkChangeApiFunction"]["Properties"]
+template_routes = {
+    (e["Properties"]["Method"].upper(), e["Properties"]["Path"])
+    for e in api_function.get("Events", {}).values()
+    if e.get("Type") == "HttpApi"
+}
+for method, path in sorted(code_routes - template_routes):
+    problems.append(f"the router serves {method} {path}, but the HTTP API has no such route")
+for method, path in sorted(template_routes - code_routes):
+    problems.append(f"the HTTP API routes {method} {path}, which the router does not serve")
+if not code_routes:
+    problems.append(f"no routes found in {router}")
 if problems:
     sys.exit("\n".join(problems))
-print(f"template.yaml: {len(alarms)} alarms, each notifying AlarmTopic; log groups expire; functions traced")
+print(
+    f"template.yaml: {len(alarms)} alarms, each notifying AlarmTopic; log groups expire; functions traced; "
+    f"{len(code_routes)} routes, the same in the router and the HTTP API"
+)

@@ -1,14 +1,27 @@
 //! CSV exports streamed page by page (the device inventory, a bulk change's results): written with the `csv`
 //! crate (RFC 4180 quoting), a leading `=`, `+`, `-` or `@` prefixed with `'` so a spreadsheet never runs a cell
 //! as a formula, and one page of records in memory at a time whatever the export's size.
+//!
+//! Behind API Gateway an answer is at most 6 MB and 29 s, and `lambda_http` collects the whole body. So where an
+//! [`ExportStore`] is configured (the Lambda function: S3), an export is answered inline only while it stays
+//! under the inline limit; a larger one is written to a temporary file as it is read, published there, and the
+//! answer is `303 See Other` with the presigned URL in `Location` and in a small JSON body. The local server has
+//! no export store and streams every export inline.
 
 use std::future::Future;
 
+use std::sync::Arc;
+
+use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use engine::ports::StoreError;
-use futures::Stream;
+use engine::ports::{ExportStore, StoreError};
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use crate::ApiError;
 
 /// Records read per page while exporting.
 pub const PAGE: u32 = 500;
@@ -80,6 +93,73 @@ where
         headers.insert(header::CONTENT_DISPOSITION, disposition);
     }
     response
+}
+
+/// Exports larger than `inline_limit` bytes go to `store` (API Gateway answers at most 6 MB).
+#[derive(Clone)]
+pub struct LargeExports {
+    pub store: Arc<dyn ExportStore>,
+    pub inline_limit: usize,
+    /// Where the temporary file of a large export is written (the Lambda's `/tmp`).
+    pub spool_dir: std::path::PathBuf,
+}
+
+/// Below API Gateway's 6 MB answer limit, with room for headers and the base64 of a binary answer not needed here.
+pub const DEFAULT_INLINE_LIMIT: usize = 5 * 1024 * 1024;
+
+/// The export's answer: streamed as it is read when there is no export store; otherwise inline while it stays
+/// under the limit, or published and answered with a `303` to its URL. `key_prefix` names the object (tenant
+/// and export), `filename` the download.
+pub async fn deliver<S>(
+    stream: S,
+    large: Option<&LargeExports>,
+    key_prefix: String,
+    filename: &'static str,
+) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<Bytes, StoreError>> + Send + 'static,
+{
+    let Some(large) = large else {
+        return Ok(csv_response(stream, filename));
+    };
+    let mut stream = Box::pin(stream);
+    let mut head = Vec::new();
+    while head.len() <= large.inline_limit {
+        match stream.next().await {
+            Some(chunk) => head.extend_from_slice(&chunk?),
+            None => return Ok(csv_response(futures::stream::once(async { Ok(Bytes::from(head)) }), filename)),
+        }
+    }
+    let started = std::time::Instant::now();
+    let io = |e: std::io::Error| ApiError::Internal(format!("spooling a large export: {e}"));
+    let spool = tempfile::Builder::new().prefix("export-").suffix(".csv").tempfile_in(&large.spool_dir).map_err(io)?;
+    let mut file = tokio::fs::File::create(spool.path()).await.map_err(io)?;
+    file.write_all(&head).await.map_err(io)?;
+    let mut bytes = head.len();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        bytes += chunk.len();
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    drop(file);
+    let key = format!("{key_prefix}/{:016x}/{filename}", fastrand::u64(..));
+    let published = large
+        .store
+        .publish(&key, spool.path(), filename)
+        .await
+        .map_err(|message| ApiError::Internal(format!("publishing a large export as {key}: {message}")))?;
+    tracing::info!(bytes, key = %key, elapsed_ms = started.elapsed().as_millis() as u64, "large export published");
+    let mut response = (
+        StatusCode::SEE_OTHER,
+        Json(json!({"Url": published.url, "ExpiresAt": published.expires_at, "Bytes": bytes, "Filename": filename})),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&published.url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     pub auth: Arc<dyn Authenticator>,
     pub max_devices: usize,
+    /// Where exports over the inline limit go (the Lambda function: S3); `None` streams every export inline.
+    pub large_exports: Option<export::LargeExports>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -211,7 +213,8 @@ async fn index(
 
 /// The same inventory as CSV, streamed page by page.
 #[utoipa::path(get, path = "/M2M/DeviceInventoryExport", tag = "devices", params(inventory::InventoryQuery),
-    responses((status = 200, description = "The same devices as CSV, streamed", content_type = "text/csv", body = String)))]
+    responses((status = 200, description = "The same devices as CSV, streamed", content_type = "text/csv", body = String),
+              (status = 303, description = "Larger than an inline answer may be (deployed API): the CSV is at the presigned URL in Location", body = openapi::LargeExport)))]
 async fn export(
     State(state): State<AppState>,
     caller: Caller,
@@ -224,12 +227,14 @@ async fn export(
         let (store, filter) = (store.clone(), filter.clone());
         async move { store.list_devices(tenant, &filter, after, 0, inventory::EXPORT_PAGE).await }
     });
-    Ok(export::csv_response(stream, "device-inventory.csv"))
+    export::deliver(stream, state.large_exports.as_ref(), format!("exports/{tenant}/inventory"), "device-inventory.csv")
+        .await
 }
 
 /// A bulk change's rows as CSV (one line per row), filterable by row status, streamed in pages.
 #[utoipa::path(get, path = "/M2M/BulkChange/{id}/Results", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"), RowQuery),
     responses((status = 200, description = "One CSV line per row: ICCID, Status, Details, CarrierErrorCode, CarrierRequestId, ProcessedAt", content_type = "text/csv", body = String),
+              (status = 303, description = "Larger than an inline answer may be (deployed API): the CSV is at the presigned URL in Location", body = openapi::LargeExport),
               (status = 404, description = "Not this tenant's bulk change", body = openapi::Problem)))]
 async fn results(
     State(state): State<AppState>,
@@ -251,7 +256,8 @@ async fn results(
         results::csv_record,
         "results",
     );
-    Ok(export::csv_response(stream, "bulk-change-results.csv"))
+    let prefix = format!("exports/{tenant}/bulk-change-{bulk_id}");
+    export::deliver(stream, state.large_exports.as_ref(), prefix, "bulk-change-results.csv").await
 }
 
 fn row_status_filter(raw: Option<&str>) -> Result<Option<RowStatus>, ApiError> {

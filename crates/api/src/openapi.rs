@@ -83,6 +83,19 @@ pub struct Health {
     pub status: String,
 }
 
+/// An export too large for an inline answer (303): fetch `Url` (also in `Location`) without a token before
+/// `ExpiresAt`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct LargeExport {
+    /// A presigned URL of the CSV file.
+    pub url: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Size of the CSV file.
+    pub bytes: u64,
+    pub filename: String,
+}
+
 /// A bulk change accepted (202).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]

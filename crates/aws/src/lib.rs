@@ -1,5 +1,6 @@
-//! AWS adapters behind the engine's ports: the SQS queue and the SES v2 notifier, plus reading the database
-//! connection string from Secrets Manager. `AWS_ENDPOINT_URL` points them at moto in tests; nothing here knows.
+//! AWS adapters behind the engine's ports: the SQS queue, the SES v2 notifier, Secrets Manager (the database
+//! connection string, carrier credentials) and S3 for large exports. `AWS_ENDPOINT_URL` points them at moto in
+//! tests; only S3 knows (path-style addressing, as a custom endpoint needs).
 
 use std::time::Duration;
 
@@ -178,5 +179,57 @@ impl SecretsManager {
 impl engine::ports::SecretSource for SecretsManager {
     async fn read(&self, arn: &str) -> Result<String, String> {
         read_secret(&self.client, arn).await.map_err(|e| e.message)
+    }
+}
+
+/// Large exports in an S3 bucket, fetched with a presigned GET URL valid for `ttl`. The bucket expires them
+/// (template.yaml: a lifecycle rule of one day).
+#[derive(Clone)]
+pub struct S3Exports {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    ttl: Duration,
+}
+
+impl S3Exports {
+    pub fn new(config: &SdkConfig, bucket: impl Into<String>, ttl: Duration) -> Self {
+        // A custom endpoint (moto, a VPC endpoint by URL) serves buckets by path, not by host name.
+        let s3 = aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some()).build();
+        Self { client: aws_sdk_s3::Client::from_conf(s3), bucket: bucket.into(), ttl }
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl engine::ports::ExportStore for S3Exports {
+    async fn publish(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        filename: &str,
+    ) -> Result<engine::ports::PublishedExport, String> {
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+            .await
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .content_type("text/csv; charset=utf-8")
+            .content_disposition(format!("attachment; filename=\"{filename}\""))
+            .send()
+            .await
+            .map_err(|e| format!("s3://{}/{key}: {}", self.bucket, aws_sdk_s3::error::DisplayErrorContext(&e)))?;
+        let presigning = aws_sdk_s3::presigning::PresigningConfig::expires_in(self.ttl).map_err(|e| e.to_string())?;
+        let presigned =
+            self.client.get_object().bucket(&self.bucket).key(key).presigned(presigning).await.map_err(|e| {
+                format!("presigning s3://{}/{key}: {}", self.bucket, aws_sdk_s3::error::DisplayErrorContext(&e))
+            })?;
+        let expires_at = chrono::Utc::now() + self.ttl;
+        Ok(engine::ports::PublishedExport { url: presigned.uri().to_string(), expires_at })
     }
 }

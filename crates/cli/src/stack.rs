@@ -136,6 +136,8 @@ impl Stack {
             queue: Arc::new(queue.clone()),
             auth: Arc::new(api::Hs256::new(&config.jwt_secret).map_err(anyhow::Error::msg)?),
             max_devices: config.max_devices,
+            // Served from this process, an export streams inline whatever its size (no 6 MB answer limit here).
+            large_exports: None,
         };
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;

@@ -354,6 +354,21 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// An export written where a large file can be fetched from, and the short-lived URL that fetches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedExport {
+    pub url: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where exports too large for an inline answer go (the HTTP API answers at most 6 MB): S3 in production
+/// (`aws::S3Exports`), with a presigned GET URL.
+#[async_trait]
+pub trait ExportStore: Send + Sync {
+    /// Stores the file at `path` as `key` (downloaded as `filename`) and returns a URL that fetches it.
+    async fn publish(&self, key: &str, path: &std::path::Path, filename: &str) -> Result<PublishedExport, String>;
+}
+
 /// Reads a secret's current string value: Secrets Manager in production (`aws::SecretsManager`), by ARN.
 #[async_trait]
 pub trait SecretSource: Send + Sync {

@@ -18,6 +18,8 @@ pub struct Adapters {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
     pub notifier: Arc<dyn Notifier>,
+    /// The API's exports over the inline limit go to S3 (`EXPORT_BUCKET`).
+    pub large_exports: Option<api::export::LargeExports>,
 }
 
 /// Writes e-mails as log lines when SES is not configured (local invocation).
@@ -56,7 +58,12 @@ pub async fn build(config: &FunctionConfig, sdk: &aws::SdkConfig) -> Result<Adap
     };
     let notifier: Arc<dyn Notifier> =
         if config.email_from.is_empty() { Arc::new(LogNotifier) } else { Arc::new(aws::SesNotifier::new(sdk)) };
-    Ok(Adapters { store, queue, notifier })
+    let large_exports = config.export_bucket.as_ref().map(|bucket| api::export::LargeExports {
+        store: Arc::new(aws::S3Exports::new(sdk, bucket.clone(), config.export_url_ttl)),
+        inline_limit: config.export_inline_limit,
+        spool_dir: std::env::temp_dir(),
+    });
+    Ok(Adapters { store, queue, notifier, large_exports })
 }
 
 /// Carrier credentials stored as Secrets Manager ARNs are read there, and kept `carrier_secret_ttl`.

@@ -53,6 +53,7 @@ pub fn app(adapters: &Adapters, max_devices: usize, metrics: Option<Arc<EmfMetri
         queue: adapters.queue.clone(),
         auth: Arc::new(AuthorizerClaims),
         max_devices,
+        large_exports: adapters.large_exports.clone(),
     });
     let Some(metrics) = metrics else { return router };
     router.layer(axum::middleware::map_response(move |response: axum::response::Response| {

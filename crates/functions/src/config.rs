@@ -29,6 +29,13 @@ pub struct FunctionConfig {
     pub pool_size: usize,
     /// How long a carrier credential read from Secrets Manager is reused (`CARRIER_SECRET_TTL_SECONDS`, 300).
     pub carrier_secret_ttl: std::time::Duration,
+    /// The S3 bucket exports too large for an inline answer are written to (`EXPORT_BUCKET`); none: every
+    /// export is answered inline, which API Gateway cuts at 6 MB.
+    pub export_bucket: Option<String>,
+    /// Largest export answered inline (`EXPORT_INLINE_LIMIT_BYTES`, 5 MiB).
+    pub export_inline_limit: usize,
+    /// How long an export's presigned URL works (`EXPORT_URL_TTL_SECONDS`, 900).
+    pub export_url_ttl: std::time::Duration,
     /// The worker's and scheduler's settings, read by the same module as `bulkchange serve` reads them
     /// (`engine::settings`: lease, rows in flight, fan-out, ThingSpace waits, ...).
     pub settings: engine::Settings,
@@ -49,6 +56,9 @@ impl std::fmt::Debug for FunctionConfig {
             .field("max_devices", &self.max_devices)
             .field("pool_size", &self.pool_size)
             .field("carrier_secret_ttl", &self.carrier_secret_ttl)
+            .field("export_bucket", &self.export_bucket)
+            .field("export_inline_limit", &self.export_inline_limit)
+            .field("export_url_ttl", &self.export_url_ttl)
             .field("settings", &self.settings)
             .finish()
     }
@@ -91,6 +101,8 @@ impl FunctionConfig {
             bail!("DATABASE_POOL_SIZE must be at least 1");
         }
         let carrier_secret_ttl = std::time::Duration::from_secs(number("CARRIER_SECRET_TTL_SECONDS", 300)? as u64);
+        let export_inline_limit = number("EXPORT_INLINE_LIMIT_BYTES", ::api::export::DEFAULT_INLINE_LIMIT)?;
+        let export_url_ttl = std::time::Duration::from_secs(number("EXPORT_URL_TTL_SECONDS", 900)? as u64);
         Ok(Self {
             database,
             queue_url: var("QUEUE_URL"),
@@ -102,6 +114,9 @@ impl FunctionConfig {
             max_devices,
             pool_size,
             carrier_secret_ttl,
+            export_bucket: var("EXPORT_BUCKET"),
+            export_inline_limit,
+            export_url_ttl,
             settings: engine::Settings::from_env()?,
         })
     }
@@ -132,6 +147,9 @@ mod tests {
             max_devices: 1,
             pool_size: 1,
             carrier_secret_ttl: std::time::Duration::ZERO,
+            export_bucket: None,
+            export_inline_limit: 1,
+            export_url_ttl: std::time::Duration::ZERO,
             settings: engine::Settings::from_lookup(|_| None).expect("defaults"),
         };
         assert!(!format!("{config:?}").contains("hunter2"));
