@@ -91,8 +91,9 @@ build-lambda: lambda-tools ## The three Lambda bootstraps for arm64 (target/lamb
 sam-build: lambda-tools $(VENV)/.sam ## sam build (cargo lambda, arm64) into .aws-sam/
 	$(SAM) build
 
-deploy: sam-build ## sam deploy with samconfig.toml (copy samconfig.example.toml and fill it in first)
+deploy: ## sam build + sam deploy with samconfig.toml (copy samconfig.example.toml and fill it in first)
 	@test -f samconfig.toml || { echo "no samconfig.toml: copy samconfig.example.toml and fill it in (or run: $(VENV)/bin/sam deploy --guided)"; exit 1; }
+	$(MAKE) sam-build
 	$(SAM) deploy
 
 smoke: tools ## After a deploy: make smoke API_URL=https://... TOKEN=... [SMOKE_REQUEST=file.json]
