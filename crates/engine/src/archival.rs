@@ -5,8 +5,8 @@ use domain::RowStatus;
 use domain::rules::{DeviceVerdict, validate_archival_device};
 
 use crate::common::fail;
+use crate::job::Job;
 use crate::ports::{DeviceChangeRow, DeviceUpdate, RowOutcome};
-use crate::worker::Job;
 
 pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, override_validation: bool) -> RowOutcome {
     let tenant = job.bulk.tenant_id;

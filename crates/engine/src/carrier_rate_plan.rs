@@ -8,8 +8,8 @@ use crate::common::{
     api_failed_or_error, carrier_confirms, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail,
     writes_disabled,
 };
+use crate::job::Job;
 use crate::ports::{CcDevice, CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
-use crate::worker::Job;
 
 pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &CarrierRatePlanUpdate) -> RowOutcome {
     let (device, iccid) = match device_for_row(job, row).await {

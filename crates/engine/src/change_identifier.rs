@@ -9,8 +9,8 @@ use domain::{Iccid, Imei, RowStatus};
 use tracing::warn;
 
 use crate::common::{api_failed_or_error, device_for_row, edit_confirmed, fail, writes_disabled};
+use crate::job::Job;
 use crate::ports::{CcDevice, CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
-use crate::worker::Job;
 
 pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &ChangeIdentifier) -> RowOutcome {
     let (device, old_iccid) = match device_for_row(job, row).await {

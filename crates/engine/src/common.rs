@@ -5,8 +5,8 @@ use domain::rules::DeviceRecord;
 use domain::{Iccid, RowStatus};
 use tracing::warn;
 
+use crate::job::Job;
 use crate::ports::{CarrierFailure, CcDevice, CcEdit, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome};
-use crate::worker::Job;
 
 /// How often an ambiguous write (no answer) is checked against the carrier and sent again.
 const AMBIGUOUS_ROUNDS: u32 = 3;

@@ -8,9 +8,9 @@ use domain::rules::DeviceRecord;
 
 use crate::carrier_rate_plan;
 use crate::common::{device_for_row, fail};
+use crate::job::Job;
 use crate::ports::{CustomerPlanChange, DeviceChangeRow, DeviceUpdate, RowOutcome};
 use crate::rev_service;
-use crate::worker::Job;
 
 pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &RevServiceOptions) -> RowOutcome {
     let (device, customer) = match precheck(job, row, req).await {

@@ -5,8 +5,8 @@ use domain::RowStatus;
 use domain::request::CustomerRatePlanUpdate;
 
 use crate::common::device_for_row;
+use crate::job::Job;
 use crate::ports::{CustomerPlanChange, DeviceChangeRow, DeviceUpdate, RowOutcome};
-use crate::worker::Job;
 
 pub(crate) fn change_of(req: &CustomerRatePlanUpdate) -> CustomerPlanChange {
     CustomerPlanChange {

@@ -9,8 +9,8 @@ use crate::common::{
     api_failed_or_error, carrier_confirms, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail,
     writes_disabled,
 };
+use crate::job::Job;
 use crate::ports::{CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
-use crate::worker::Job;
 
 /// Rev.io custom field ids of cost centers 1 to 3 (the account's field set-up; unconfirmed against Rev.io).
 pub const REV_COST_CENTER_FIELDS: [i64; 3] = [1, 2, 3];

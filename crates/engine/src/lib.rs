@@ -4,11 +4,13 @@
 mod archival;
 pub mod audit;
 mod carrier_rate_plan;
+pub mod carrier_wait;
 mod change_identifier;
 mod common;
 mod customer_assignment;
 mod customer_rate_plan;
 mod edit_username;
+pub(crate) mod job;
 pub mod metrics;
 pub mod notify;
 pub mod ports;

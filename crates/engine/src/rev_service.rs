@@ -10,10 +10,10 @@ use domain::rules::DeviceRecord;
 
 use tracing::warn;
 
+use crate::job::Job;
 use crate::ports::{
     CarrierFailure, DeviceChangeRow, FailureKind, RevIoApi, RevServiceCreate, RevServiceRecord, RevServiceStart,
 };
-use crate::worker::Job;
 
 /// What became of the service line.
 pub(crate) enum ServiceLine {

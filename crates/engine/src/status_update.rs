@@ -10,9 +10,9 @@ use crate::common::{
     api_failed_or_error, carrier_confirms, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail,
     writes_disabled,
 };
+use crate::job::Job;
 use crate::ports::{CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
 use crate::rev_service;
-use crate::worker::Job;
 
 pub(crate) async fn process(
     job: &Job,

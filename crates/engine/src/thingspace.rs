@@ -6,22 +6,24 @@
 //! changes nothing. Past the deadline a worker reclaims the row and polls: the request status, then the device.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use domain::request::{ChangeDetails, ThingSpaceStatusUpdate};
 use domain::rules::{DeviceStatusDef, TsAction, resolve_target_status, thingspace_transition};
 use domain::{Integration, RowStatus};
 use serde_json::Value;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::audit;
+use crate::carrier_wait::{self, AsyncCarrier, CarrierResult, Disposition, PollAnswer};
 use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
+use crate::job::Job;
+
+pub use crate::carrier_wait::carrier_owner;
 use crate::ports::{
     CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store,
-    StoreError, ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest, WorkMessage,
+    StoreError, ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest,
 };
-use crate::worker::Job;
 use crate::{customer_assignment, status_update};
 
 /// The custom field that holds a device's username on ThingSpace (which has no username of its own).
@@ -58,36 +60,13 @@ fn activates(details: &ChangeDetails, statuses: &[DeviceStatusDef]) -> bool {
     status_target(details, statuses).is_some_and(|t| t.status.eq_ignore_ascii_case("ACTIVE"))
 }
 
-/// Who holds a row's lease while it waits on carrier request `request_id`.
-pub fn carrier_owner(request_id: &str) -> String {
-    format!("carrier:{request_id}")
-}
-
-/// What becomes of a claimed row. (Most rows end `Done`; boxing it would allocate per row for nothing.)
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Disposition {
-    Done(RowOutcome),
-    /// Sent (or still pending): wait for the result of this request.
-    Await(String),
-}
-
-/// One device's result, from a callback or a poll.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct TsResult {
-    pub success: bool,
-    pub reason: Option<String>,
-    pub msisdn: Option<String>,
-    pub ip_address: Option<String>,
-}
-
 /// The outcome of the row of device `iccid` whose carrier result is known: the device update the change type
 /// implies (for a status change, also the IMEI the request gave the device).
 pub fn result_outcome(
     details: &ChangeDetails,
     statuses: &[DeviceStatusDef],
     iccid: &str,
-    result: &TsResult,
+    result: &CarrierResult,
 ) -> RowOutcome {
     if !result.success {
         let reason = result.reason.clone().unwrap_or_else(|| "the carrier reported a failure".into());
@@ -185,7 +164,7 @@ pub fn needs_follow_up(details: &ChangeDetails) -> bool {
 }
 
 /// The row's outcome from the carrier's result, with the steps after the carrier when it succeeded.
-async fn finish(job: &Job, row: &DeviceChangeRow, result: &TsResult) -> RowOutcome {
+async fn finish(job: &Job, row: &DeviceChangeRow, result: &CarrierResult) -> RowOutcome {
     let mut outcome = result_outcome(&job.details, &job.statuses, &row.iccid, result);
     if outcome.status != RowStatus::Processed {
         let current = match row.device_id {
@@ -251,39 +230,38 @@ fn probe_iccid(details: &ChangeDetails, iccid: &str) -> String {
     }
 }
 
-/// The rows of one claim: polls for those waiting on a request, one request per shape for the others.
-pub(crate) async fn process(
-    job: &Job,
-    api: &dyn ThingSpaceApi,
-    rows: Vec<DeviceChangeRow>,
-    now: DateTime<Utc>,
-) -> Vec<(DeviceChangeRow, Disposition)> {
-    let (with_result, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.carrier_result.is_some());
-    let (waiting, fresh): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.carrier_request_id.is_some());
-    let mut out = Vec::new();
-    for row in with_result {
-        let result: TsResult = match serde_json::from_str(row.carrier_result.as_deref().unwrap_or_default()) {
-            Ok(r) => r,
-            Err(e) => {
-                let outcome = fail(RowStatus::Error, format!("Stored carrier result is unreadable: {e}"));
-                out.push((row, Disposition::Done(outcome)));
-                continue;
-            }
-        };
-        let outcome = finish(job, &row, &result).await;
-        out.push((row, Disposition::Done(outcome)));
+/// ThingSpace as an asynchronous carrier: rows grouped into multi-device requests, results by callback (or, past
+/// the deadline, by polling the request status and the device).
+pub(crate) struct ThingSpace<'a> {
+    pub api: &'a dyn ThingSpaceApi,
+}
+
+#[async_trait::async_trait]
+impl AsyncCarrier for ThingSpace<'_> {
+    fn name(&self) -> &'static str {
+        "ThingSpace"
     }
-    let mut by_request: BTreeMap<String, Vec<DeviceChangeRow>> = BTreeMap::new();
-    for row in waiting {
-        by_request.entry(row.carrier_request_id.clone().unwrap_or_default()).or_default().push(row);
+
+    async fn send(&self, job: &Job, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
+        send(job, self, rows).await
     }
-    for (request_id, rows) in by_request {
-        out.extend(poll(job, api, &request_id, rows, now).await);
+
+    async fn poll(&self, job: &Job, request_id: &str, rows: &[DeviceChangeRow]) -> PollAnswer {
+        poll(job, self, request_id, rows).await
     }
-    if !fresh.is_empty() {
-        out.extend(send(job, api, fresh).await);
+
+    async fn finish(&self, job: &Job, row: &DeviceChangeRow, result: &CarrierResult) -> RowOutcome {
+        finish(job, row, result).await
     }
-    out
+
+    async fn after_wait(&self, job: &Job, request_id: &str) -> Result<usize, StoreError> {
+        replay_unmatched(job.store.as_ref(), job.queue.as_ref(), job.sp.id, request_id, job.clock.now()).await
+    }
+}
+
+/// Hands rows over to ThingSpace request `request_id` (`carrier_wait::wait_on`).
+async fn wait_on(job: &Job, ts: &ThingSpace<'_>, request_id: &str, rows: &[&DeviceChangeRow]) {
+    carrier_wait::wait_on(job, ts, request_id, rows).await
 }
 
 struct Ready {
@@ -294,7 +272,7 @@ struct Ready {
     status_id: i64,
 }
 
-async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
+async fn send(job: &Job, ts: &ThingSpace<'_>, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
     let mut out = Vec::new();
     let target = status_target(&job.details, &job.statuses).cloned();
     if let (ChangeDetails::StatusUpdate(req), None) = (&job.details, &target) {
@@ -319,7 +297,7 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
             let current = job.statuses.iter().find(|s| s.id == device.device_status_id);
             match thingspace_transition(current.map_or("INVENTORY", |c| c.status.as_str()), &target.status) {
                 // Our database says the device is there already; only ThingSpace's word lets us skip it.
-                Ok(None) => match carrier_transition(job, api, &row, &device.iccid, target).await {
+                Ok(None) => match carrier_transition(job, ts, &row, &device.iccid, target).await {
                     Ok(Some(a)) => action = Some(a),
                     Ok(None) => {
                         let details =
@@ -364,12 +342,12 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
         if job.may_have_been_sent(&row) {
             // A worker may have sent this row's request and died before recording it: look before sending again
             // (an identifier change is looked up by its new ICCID, which exists only once the swap is done).
-            match api.device(&probe_iccid(&job.details, &device.iccid)).await {
+            match ts.api.device(&probe_iccid(&job.details, &device.iccid)).await {
                 Ok((state, call)) => {
                     job.log(&row, "ThingSpace device list (an earlier attempt may have sent it)", &call, None).await;
                     if already_done(&job.details, target.as_ref(), state.as_ref()) {
                         let state = state.unwrap_or_default();
-                        let result = TsResult {
+                        let result = CarrierResult {
                             success: true,
                             msisdn: state.msisdn,
                             ip_address: state.ip_address,
@@ -401,31 +379,32 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
         return out;
     }
     match &job.details {
-        ChangeDetails::StatusUpdate(_) => out.extend(send_status(job, api, &ts_options, ready).await),
+        ChangeDetails::StatusUpdate(_) => out.extend(send_status(job, ts, &ts_options, ready).await),
         ChangeDetails::CarrierRatePlanChange(req) => {
             let request = TsRequest::ChangePlan { service_plan: req.carrier_rate_plan.trim().to_string() };
-            out.extend(submit(job, api, &request, ready, "ThingSpace Change Service Plan").await);
+            out.extend(submit(job, ts, &request, ready, "ThingSpace Change Service Plan").await);
         }
         ChangeDetails::CustomerAssignment(req) => {
             // AddCarrierRatePlan: the service plan first; the assignment follows the carrier's result.
             let plan = req.carrier_rate_plan.as_deref().unwrap_or_default().trim().to_string();
             let request = TsRequest::ChangePlan { service_plan: plan };
-            out.extend(submit(job, api, &request, ready, "ThingSpace Change Service Plan (customer assignment)").await);
+            out.extend(submit(job, ts, &request, ready, "ThingSpace Change Service Plan (customer assignment)").await);
         }
         ChangeDetails::EditUsername(req) => {
             let request = TsRequest::CustomFields { fields: username_fields(req) };
-            out.extend(submit(job, api, &request, ready, "ThingSpace Update Custom Fields (username)").await);
+            out.extend(submit(job, ts, &request, ready, "ThingSpace Update Custom Fields (username)").await);
         }
         ChangeDetails::ChangeIccidOrImei(req) => {
             for r in ready {
-                let answer = api.change_identifier(&r.device, req.new_iccid.as_deref(), req.new_imei.as_deref()).await;
+                let answer =
+                    ts.api.change_identifier(&r.device, req.new_iccid.as_deref(), req.new_imei.as_deref()).await;
                 if let Ok((request_id, _)) = &answer {
-                    wait_on(job, request_id, &[&r.row]).await;
+                    wait_on(job, ts, request_id, &[&r.row]).await;
                 }
                 out.push(accepted_or_failed(job, r.row, answer, "ThingSpace Change Device Identifier").await);
             }
         }
-        ChangeDetails::DeleteDevice => out.extend(delete(job, api, ready).await),
+        ChangeDetails::DeleteDevice => out.extend(delete(job, ts, ready).await),
         other => {
             let reason = format!("{} for ThingSpace is not supported", other.change_type());
             out.extend(ready.into_iter().map(|r| (r.row, Disposition::Done(fail(RowStatus::Error, &reason)))));
@@ -438,20 +417,20 @@ async fn send(job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) ->
 /// reason that says the request may still be applied (a retry reads the device before sending anything).
 async fn settle_ambiguous(
     job: &Job,
-    api: &dyn ThingSpaceApi,
+    ts: &ThingSpace<'_>,
     row: &DeviceChangeRow,
     iccid: &str,
     lost: &CarrierFailure,
 ) -> RowOutcome {
     let target = status_target(&job.details, &job.statuses);
     let description = "ThingSpace device list (the request's answer was lost)";
-    match api.device(&probe_iccid(&job.details, iccid)).await {
+    match ts.api.device(&probe_iccid(&job.details, iccid)).await {
         Ok((state, call)) => {
             job.log(row, description, &call, None).await;
             if already_done(&job.details, target, state.as_ref()) {
                 let state = state.unwrap_or_default();
                 let result =
-                    TsResult { success: true, msisdn: state.msisdn, ip_address: state.ip_address, reason: None };
+                    CarrierResult { success: true, msisdn: state.msisdn, ip_address: state.ip_address, reason: None };
                 let mut outcome = finish(job, row, &result).await;
                 outcome.details.push_str(" (confirmed on the carrier after its answer was lost)");
                 return outcome;
@@ -482,13 +461,13 @@ async fn settle_ambiguous(
 /// there already): `None` when ThingSpace agrees, so nothing is sent.
 async fn carrier_transition(
     job: &Job,
-    api: &dyn ThingSpaceApi,
+    ts: &ThingSpace<'_>,
     row: &DeviceChangeRow,
     iccid: &str,
     target: &DeviceStatusDef,
 ) -> Result<Option<TsAction>, RowOutcome> {
     let description = "ThingSpace device list (is the device already in the target status?)";
-    let state = match api.device(iccid).await {
+    let state = match ts.api.device(iccid).await {
         Ok((state, call)) => {
             job.log(row, description, &call, None).await;
             state
@@ -511,28 +490,6 @@ async fn carrier_transition(
             RowStatus::Error,
             format!("Status change not allowed: {why} (ThingSpace lists the device as {listed})"),
         )),
-    }
-}
-
-/// Hands rows this worker holds over to carrier request `request_id` as soon as the carrier answered, before
-/// anything else is sent (a worker that dies now leaves the least to check), then applies any callback that
-/// already came for it. A failure to record leaves the rows to the worker's lease: reclaimed, they are checked
-/// on the carrier before anything is sent again.
-async fn wait_on(job: &Job, request_id: &str, rows: &[&DeviceChangeRow]) {
-    let now = job.clock.now();
-    let deadline = now + chrono::Duration::from_std(job.carrier_result_wait).unwrap_or_default();
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    match job.store.await_carrier(job.bulk.id, &ids, &job.worker_id, request_id, now, deadline).await {
-        Ok(n) => {
-            info!(bulk_change_id = job.bulk.id, request_id, rows = n, %deadline, "rows wait for the carrier's result");
-            match replay_unmatched(job.store.as_ref(), job.queue.as_ref(), job.sp.id, request_id, job.clock.now()).await
-            {
-                Ok(0) => {}
-                Ok(n) => info!(request_id, callbacks = n, "callbacks that came before the request id applied"),
-                Err(e) => warn!(request_id, error = %e, "early callbacks not applied; polling will settle the rows"),
-            }
-        }
-        Err(e) => error!(request_id, error = %e, "could not record the carrier request id on its rows"),
     }
 }
 
@@ -559,16 +516,16 @@ async fn accepted_or_failed(
 /// One request for every device of `ready`; each row waits for it or fails with the carrier's answer.
 async fn submit(
     job: &Job,
-    api: &dyn ThingSpaceApi,
+    ts: &ThingSpace<'_>,
     request: &TsRequest,
     ready: Vec<Ready>,
     description: &str,
 ) -> Vec<(DeviceChangeRow, Disposition)> {
     let devices: Vec<TsDeviceRef> = ready.iter().map(|r| r.device.clone()).collect();
-    let answer = api.submit(request, &devices).await;
+    let answer = ts.api.submit(request, &devices).await;
     if let Ok((request_id, _)) = &answer {
         let rows: Vec<&DeviceChangeRow> = ready.iter().map(|r| &r.row).collect();
-        wait_on(job, request_id, &rows).await;
+        wait_on(job, ts, request_id, &rows).await;
     }
     info!(
         bulk_change_id = job.bulk.id,
@@ -582,7 +539,7 @@ async fn submit(
         // No answer, or a 5xx: ThingSpace may have taken the request. Never send it again blind; read each device.
         for r in ready {
             job.log(&r.row, description, &f.call, Some(&f.reason())).await;
-            let outcome = settle_ambiguous(job, api, &r.row, &r.device.iccid, f).await;
+            let outcome = settle_ambiguous(job, ts, &r.row, &r.device.iccid, f).await;
             out.push((r.row, Disposition::Done(outcome)));
         }
         return out;
@@ -602,7 +559,7 @@ async fn submit(
 /// (synchronously) first.
 async fn send_status(
     job: &Job,
-    api: &dyn ThingSpaceApi,
+    ts: &ThingSpace<'_>,
     options: &ThingSpaceStatusUpdate,
     ready: Vec<Ready>,
 ) -> Vec<(DeviceChangeRow, Disposition)> {
@@ -612,7 +569,7 @@ async fn send_status(
     let mut next = rest;
     if !to_add.is_empty() {
         let devices: Vec<TsDeviceRef> = to_add.iter().map(|r| r.device.clone()).collect();
-        match api.add(&devices).await {
+        match ts.api.add(&devices).await {
             Ok((results, call)) => {
                 for mut r in to_add {
                     job.log(&r.row, "ThingSpace Add Device to Inventory", &call, None).await;
@@ -622,7 +579,7 @@ async fn send_status(
                                 r.action = Some(TsAction::Activate);
                                 next.push(r);
                             } else {
-                                let result = TsResult { success: true, ..Default::default() };
+                                let result = CarrierResult { success: true, ..Default::default() };
                                 let outcome = finish(job, &r.row, &result).await;
                                 out.push((r.row, Disposition::Done(outcome)));
                             }
@@ -681,15 +638,15 @@ async fn send_status(
             TsAction::Add => continue,
         };
         let description = format!("ThingSpace {} Devices", action.path());
-        out.extend(submit(job, api, &request, group, &description).await);
+        out.extend(submit(job, ts, &request, group, &description).await);
     }
     out
 }
 
 /// Delete (synchronous, at most 100 a call): each device's own result; a deleted device is archived here.
-async fn delete(job: &Job, api: &dyn ThingSpaceApi, ready: Vec<Ready>) -> Vec<(DeviceChangeRow, Disposition)> {
+async fn delete(job: &Job, ts: &ThingSpace<'_>, ready: Vec<Ready>) -> Vec<(DeviceChangeRow, Disposition)> {
     let devices: Vec<TsDeviceRef> = ready.iter().map(|r| r.device.clone()).collect();
-    match api.delete(&devices).await {
+    match ts.api.delete(&devices).await {
         Ok((results, calls)) => {
             let call = CallRecord {
                 request_text: format!("{} delete request(s) of at most 100 devices", calls.len()),
@@ -700,7 +657,7 @@ async fn delete(job: &Job, api: &dyn ThingSpaceApi, ready: Vec<Ready>) -> Vec<(D
             for r in ready {
                 let outcome = match results.iter().find(|x| x.iccid == r.device.iccid) {
                     Some(x) if x.error.is_none() => {
-                        let deleted = TsResult { success: true, ..Default::default() };
+                        let deleted = CarrierResult { success: true, ..Default::default() };
                         result_outcome(&job.details, &job.statuses, &r.device.iccid, &deleted)
                     }
                     Some(x) => fail(
@@ -732,67 +689,48 @@ async fn delete(job: &Job, api: &dyn ThingSpaceApi, ready: Vec<Ready>) -> Vec<(D
 }
 
 /// Rows whose callback did not come by the deadline: the request's status, then each device.
-async fn poll(
-    job: &Job,
-    api: &dyn ThingSpaceApi,
-    request_id: &str,
-    rows: Vec<DeviceChangeRow>,
-    now: DateTime<Utc>,
-) -> Vec<(DeviceChangeRow, Disposition)> {
-    let give_up = job.carrier_result_give_up;
-    let started = rows.iter().filter_map(|r| r.carrier_requested_at).min().unwrap_or(now);
-    let waited = (now - started).to_std().unwrap_or_default();
-    let status = match api.request_status(request_id).await {
+async fn poll(job: &Job, ts: &ThingSpace<'_>, request_id: &str, rows: &[DeviceChangeRow]) -> PollAnswer {
+    let status = match ts.api.request_status(request_id).await {
         Ok((status, call)) => {
-            for row in &rows {
+            for row in rows {
                 job.log(row, "ThingSpace Request Status (no callback by the deadline)", &call, None).await;
             }
             status
         }
         Err(f) => {
             warn!(request_id, reason = %f.reason(), "request status could not be read");
-            for row in &rows {
+            for row in rows {
                 job.log(row, "ThingSpace Request Status (no callback by the deadline)", &f.call, Some(&f.reason()))
                     .await;
             }
             "Pending".to_string()
         }
     };
-    let mut out = Vec::new();
     if status.eq_ignore_ascii_case("Pending") || status.is_empty() {
-        if waited < give_up {
-            let held: Vec<&DeviceChangeRow> = rows.iter().collect();
-            wait_on(job, request_id, &held).await;
-            return rows.into_iter().map(|row| (row, Disposition::Await(request_id.to_string()))).collect();
-        }
-        for row in rows {
-            let reason =
-                format!("No result from carrier for request {request_id} after {} minutes", waited.as_secs() / 60);
-            out.push((row, Disposition::Done(fail(RowStatus::ApiFailed, reason))));
-        }
-        return out;
+        return PollAnswer::Pending;
     }
     let succeeded = status.eq_ignore_ascii_case("Success");
     let activation = activates(&job.details, &job.statuses);
     let target = status_target(&job.details, &job.statuses);
+    let mut results = BTreeMap::new();
     for row in rows {
         // A whole-request success needs no device read, but for the number and address an activation assigned.
         let result = if succeeded && !activation {
-            TsResult { success: true, ..Default::default() }
+            CarrierResult { success: true, ..Default::default() }
         } else {
-            match api.device(&probe_iccid(&job.details, &row.iccid)).await {
+            match ts.api.device(&probe_iccid(&job.details, &row.iccid)).await {
                 Ok((state, call)) => {
-                    job.log(&row, "ThingSpace device list (poll)", &call, None).await;
+                    job.log(row, "ThingSpace device list (poll)", &call, None).await;
                     match state {
                         Some(s) if succeeded || already_done(&job.details, target, Some(&s)) => {
-                            TsResult { success: true, msisdn: s.msisdn, ip_address: s.ip_address, reason: None }
+                            CarrierResult { success: true, msisdn: s.msisdn, ip_address: s.ip_address, reason: None }
                         }
-                        Some(s) => TsResult {
+                        Some(s) => CarrierResult {
                             success: false,
                             reason: Some(format!("request {request_id} failed; the device is {}", s.state)),
                             ..Default::default()
                         },
-                        None => TsResult {
+                        None => CarrierResult {
                             success: false,
                             reason: Some(format!("request {request_id}: the device is not in the account")),
                             ..Default::default()
@@ -800,11 +738,11 @@ async fn poll(
                     }
                 }
                 Err(f) => {
-                    job.log(&row, "ThingSpace device list (poll)", &f.call, Some(&f.reason())).await;
+                    job.log(row, "ThingSpace device list (poll)", &f.call, Some(&f.reason())).await;
                     if succeeded {
-                        TsResult { success: true, ..Default::default() }
+                        CarrierResult { success: true, ..Default::default() }
                     } else {
-                        TsResult {
+                        CarrierResult {
                             success: false,
                             reason: Some(format!("request {request_id} failed")),
                             ..Default::default()
@@ -813,10 +751,9 @@ async fn poll(
                 }
             }
         };
-        let outcome = finish(job, &row, &result).await;
-        out.push((row, Disposition::Done(outcome)));
+        results.insert(row.id, result);
     }
-    out
+    PollAnswer::Results(results)
 }
 
 /// What the callback endpoint answers.
@@ -841,7 +778,7 @@ pub struct Callback {
     pub iccid: Option<String>,
     pub username: String,
     pub password: String,
-    pub result: TsResult,
+    pub result: CarrierResult,
     pub status: String,
     /// The body without its credentials, for the log.
     pub redacted: String,
@@ -869,7 +806,7 @@ impl Callback {
             iccid: ids(&body["deviceIds"], "iccid"),
             username: body["username"].as_str().unwrap_or_default().to_string(),
             password: body["password"].as_str().unwrap_or_default().to_string(),
-            result: TsResult {
+            result: CarrierResult {
                 success,
                 reason: fault.or_else(|| (!success).then(|| format!("status {status}"))),
                 msisdn: ids(&activate["deviceIds"], "msisdn").or_else(|| ids(&activate["deviceIds"], "mdn")),
@@ -1024,39 +961,31 @@ async fn answer_callback(
         };
         record_add_of_failed_activation(&mut outcome, &details, &statuses, current);
     }
-    let owner = carrier_owner(&callback.request_id);
     let follow_up = needs_follow_up(&details) && outcome.status == RowStatus::Processed;
-    let recorded = if follow_up {
-        // Rev.io steps remain: the result waits on the row for a worker, queued below.
-        let result = serde_json::to_string(&callback.result)
-            .map_err(|e| StoreError::Corrupt(format!("carrier result not serialisable: {e}")))?;
-        store.hand_back_with_result(bulk.id, row.id, &owner, &result, now).await?
-    } else {
-        store.complete_row(bulk.tenant_id, bulk.id, row.id, &owner, &outcome, now).await?
-    };
-    if !recorded {
-        return Ok(CallbackAnswer::Ignored("row already final or held by a poller".into()));
-    }
     let call = CallRecord {
         request_text: format!("CALLBACK CarrierService {}", callback.request_id),
         response_text: callback.redacted.clone(),
         http_status: None,
     };
-    let error = (outcome.status != RowStatus::Processed).then_some(outcome.details.as_str());
-    let entry = audit::entry(bulk.id, row.id, "ThingSpace Callback (CarrierService)", &call, error, now);
-    if let Err(e) = store.append_log(&entry).await {
-        warn!(bulk_change_id = bulk.id, iccid, error = %e, "audit log write failed");
+    // Rev.io steps remain after a success: the result waits on the row for a worker.
+    let kept = follow_up.then_some(&callback.result);
+    let description = "ThingSpace Callback (CarrierService)";
+    let recorded = carrier_wait::apply_result(
+        store,
+        queue,
+        &bulk,
+        &row,
+        &callback.request_id,
+        &outcome,
+        kept,
+        description,
+        &call,
+        now,
+    )
+    .await?;
+    if !recorded {
+        return Ok(CallbackAnswer::Ignored("row already final or held by a poller".into()));
     }
     info!(bulk_change_id = bulk.id, iccid, status = %outcome.status, follow_up, "ThingSpace callback applied");
-    if follow_up {
-        if let Err(e) = queue.send(&WorkMessage::new(bulk.id), Duration::ZERO).await {
-            warn!(bulk_change_id = bulk.id, error = %e, "could not queue the row's next steps; the scheduler will");
-        }
-    } else if store.finalize_bulk_change(bulk.id, now).await?.is_some_and(|s| s.is_final()) {
-        // The worker that takes this message finds the bulk change final and sends its summary once.
-        if let Err(e) = queue.send(&WorkMessage::new(bulk.id), Duration::ZERO).await {
-            warn!(bulk_change_id = bulk.id, error = %e, "could not queue the finished bulk change; the scheduler will");
-        }
-    }
     Ok(CallbackAnswer::Applied { bulk_change_id: bulk.id, row_id: row.id })
 }

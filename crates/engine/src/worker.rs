@@ -6,21 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::request::ChangeDetails;
-use domain::rules::{CarrierRatePlan, DeviceStatusDef, resolve_target_status};
+use domain::rules::resolve_target_status;
 use domain::{BulkChangeRequest, BulkStatus, Integration, RowStatus};
 use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::audit;
+use crate::carrier_wait::{self, AsyncCarrier, Disposition};
+use crate::job::Job;
 use crate::metrics::{Metric, Metrics};
 use crate::notify;
 use crate::ports::{
-    BulkChange, CallRecord, Carriers, Clock, ControlCenterApi, DeviceChangeRow, DeviceUpdate, Notifier, Queue,
-    RevIoApi, RowOutcome, ServiceProvider, Store, StoreError, ThingSpaceApi, WorkMessage,
+    BulkChange, Carriers, Clock, DeviceChangeRow, DeviceUpdate, Notifier, Queue, RowOutcome, Store, StoreError,
+    ThingSpaceApi, WorkMessage,
 };
 use crate::rate::RateLimiters;
-use crate::thingspace::{self, Disposition};
+use crate::thingspace;
 use crate::{
     archival, carrier_rate_plan, change_identifier, customer_assignment, customer_rate_plan, edit_username,
     status_update,
@@ -142,45 +143,6 @@ impl Heartbeat {
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Everything a row's processing needs, loaded once per message.
-pub(crate) struct Job {
-    pub bulk: BulkChange,
-    pub sp: ServiceProvider,
-    pub statuses: Vec<DeviceStatusDef>,
-    pub rate_plans: Vec<CarrierRatePlan>,
-    pub control_center: Arc<dyn ControlCenterApi>,
-    pub rev_io: Option<Arc<dyn RevIoApi>>,
-    /// ThingSpace accounts only.
-    pub thingspace: Option<Arc<dyn ThingSpaceApi>>,
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    /// The stored change request, parsed once per message.
-    pub details: ChangeDetails,
-    pub override_validation: bool,
-    pub queue: Arc<dyn Queue>,
-    /// Who holds this worker's leases (rows are handed from it to a carrier request).
-    pub worker_id: String,
-    pub carrier_result_wait: Duration,
-    pub carrier_result_give_up: Duration,
-}
-
-impl Job {
-    /// Whether an earlier attempt may already have sent this row's change: a row claimed before (its worker died),
-    /// or any row of a retry (its first attempt may have reached the carrier without us knowing). Such a row is
-    /// looked up on the carrier before anything is sent.
-    pub fn may_have_been_sent(&self, row: &DeviceChangeRow) -> bool {
-        row.claims > 1 || self.bulk.retry_of.is_some()
-    }
-
-    /// Appends an audit entry; an audit write that fails is reported but does not undo the carrier's answer.
-    pub async fn log(&self, row: &DeviceChangeRow, description: &str, call: &CallRecord, error: Option<&str>) {
-        let entry = audit::entry(self.bulk.id, row.id, description, call, error, self.clock.now());
-        if let Err(e) = self.store.append_log(&entry).await {
-            error!(bulk_change_id = self.bulk.id, iccid = %row.iccid, error = %e, "audit log write failed");
-        }
     }
 }
 
@@ -347,21 +309,26 @@ impl Worker {
         until.clamp(self.config.continuation_delay, MAX_QUEUE_DELAY)
     }
 
-    /// One ThingSpace claim: rows grouped into multi-device requests; sent rows wait on their request id.
-    async fn process_thingspace(&self, job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) {
+    /// One claim of an asynchronous carrier: rows grouped into its requests; sent rows wait on their request id.
+    async fn process_async(&self, job: &Job, carrier: &dyn AsyncCarrier, rows: Vec<DeviceChangeRow>) {
         let now = self.clock.now();
-        let results = thingspace::process(job, api, rows, now).await;
+        let results = carrier_wait::process(job, carrier, rows, now).await;
         let mut waiting = 0;
         for (row, disposition) in results {
             match disposition {
                 Disposition::Done(outcome) => self.record(Ok(job), &row, outcome).await,
-                // Already handed over to its request (`thingspace::wait_on`) as soon as the carrier answered.
+                // Already handed over to its request (`carrier_wait::wait_on`) as soon as the carrier answered.
                 Disposition::Await(_) => waiting += 1,
             }
         }
         if waiting > 0 {
-            info!(rows = waiting, "rows wait for the carrier's results");
+            info!(rows = waiting, carrier = carrier.name(), "rows wait for the carrier's results");
         }
+    }
+
+    /// One ThingSpace claim; a refused login stops every worker from logging in to the account again.
+    async fn process_thingspace(&self, job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) {
+        self.process_async(job, &thingspace::ThingSpace { api }, rows).await;
         if let Some(reason) = api.login_refused() {
             self.metrics.record(Metric::LoginRefused { integration: job.sp.integration.name() });
             error!(

@@ -1,0 +1,220 @@
+//! Rows that wait on an asynchronous carrier request, whatever the carrier (DESIGN 6.8): a carrier plugs in its
+//! grouping and requests (`AsyncCarrier::send`), how it reads a request's result (`poll`) and the steps after a
+//! result (`finish`); this module keeps the life cycle they share.
+//!
+//! - **Submit and record**: as soon as the carrier accepted a request, its rows are handed over to it
+//!   ([`wait_on`]): leased to `carrier:<request id>` until their deadline, so no worker claims them meanwhile.
+//! - **Result applied once**: a callback (or a poll) completes a row as that lease holder ([`apply_result`]), so a
+//!   duplicate, late or out-of-order result finds the row final, or held by a poller, and changes nothing.
+//! - **Poll after the deadline**: a worker reclaims a row whose result did not come and asks the carrier; still
+//!   pending, the row waits again, until `carrier_result_give_up` after the request, when it fails with "No result
+//!   from carrier".
+//! - A result whose follow-up steps (Rev.io) remain is kept on the row and handed back to the workers, who run
+//!   `finish` with it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::RowStatus;
+use tracing::{error, info, warn};
+
+use crate::audit;
+use crate::common::fail;
+use crate::job::Job;
+use crate::ports::{BulkChange, CallRecord, DeviceChangeRow, Queue, RowOutcome, Store, StoreError, WorkMessage};
+
+/// Who holds a row's lease while it waits on carrier request `request_id`.
+pub fn carrier_owner(request_id: &str) -> String {
+    format!("carrier:{request_id}")
+}
+
+/// What becomes of a claimed row. (Most rows end `Done`; boxing it would allocate per row for nothing.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Disposition {
+    Done(RowOutcome),
+    /// Sent (or still pending): wait for the result of this request.
+    Await(String),
+}
+
+/// One device's result, from a callback or a poll. Stored on the row (JSON) while its follow-up steps wait.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct CarrierResult {
+    pub success: bool,
+    pub reason: Option<String>,
+    pub msisdn: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+/// What a poll found.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PollAnswer {
+    /// The carrier is still working on the request.
+    Pending,
+    /// The result of each row the carrier answered for, by row id; a row missing here failed.
+    Results(BTreeMap<i64, CarrierResult>),
+}
+
+/// A carrier whose changes complete asynchronously: it groups and sends rows, reads a request's result, and
+/// finishes a row once its result is known.
+#[async_trait]
+pub(crate) trait AsyncCarrier: Sync {
+    /// The carrier's name in row reasons ("ThingSpace").
+    fn name(&self) -> &'static str;
+
+    /// Sends fresh rows; each ends `Done`, or `Await`s the request it was handed over to ([`wait_on`]).
+    async fn send(&self, job: &Job, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)>;
+
+    /// The result of `request_id` for `rows`, whose result did not come by their deadline.
+    async fn poll(&self, job: &Job, request_id: &str, rows: &[DeviceChangeRow]) -> PollAnswer;
+
+    /// The row's outcome from its carrier result, with the steps that follow a success.
+    async fn finish(&self, job: &Job, row: &DeviceChangeRow, result: &CarrierResult) -> RowOutcome;
+
+    /// Called once rows wait on `request_id`: applies results that came before (a callback faster than the
+    /// recording of the request id). Returns how many were applied.
+    async fn after_wait(&self, _job: &Job, _request_id: &str) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+}
+
+/// The rows of one claim: those with a stored result are finished, those waiting on a request are polled, the
+/// fresh ones are sent.
+pub(crate) async fn process(
+    job: &Job,
+    carrier: &dyn AsyncCarrier,
+    rows: Vec<DeviceChangeRow>,
+    now: DateTime<Utc>,
+) -> Vec<(DeviceChangeRow, Disposition)> {
+    let (with_result, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.carrier_result.is_some());
+    let (waiting, fresh): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.carrier_request_id.is_some());
+    let mut out = Vec::new();
+    for row in with_result {
+        let outcome = match serde_json::from_str::<CarrierResult>(row.carrier_result.as_deref().unwrap_or_default()) {
+            Ok(result) => carrier.finish(job, &row, &result).await,
+            Err(e) => fail(RowStatus::Error, format!("Stored carrier result is unreadable: {e}")),
+        };
+        out.push((row, Disposition::Done(outcome)));
+    }
+    let mut by_request: BTreeMap<String, Vec<DeviceChangeRow>> = BTreeMap::new();
+    for row in waiting {
+        by_request.entry(row.carrier_request_id.clone().unwrap_or_default()).or_default().push(row);
+    }
+    for (request_id, rows) in by_request {
+        out.extend(poll(job, carrier, &request_id, rows, now).await);
+    }
+    if !fresh.is_empty() {
+        out.extend(carrier.send(job, fresh).await);
+    }
+    out
+}
+
+/// Rows whose result did not come by the deadline: asked of the carrier; still pending, they wait again until
+/// the give-up time.
+async fn poll(
+    job: &Job,
+    carrier: &dyn AsyncCarrier,
+    request_id: &str,
+    rows: Vec<DeviceChangeRow>,
+    now: DateTime<Utc>,
+) -> Vec<(DeviceChangeRow, Disposition)> {
+    let started = rows.iter().filter_map(|r| r.carrier_requested_at).min().unwrap_or(now);
+    let waited = (now - started).to_std().unwrap_or_default();
+    match carrier.poll(job, request_id, &rows).await {
+        PollAnswer::Pending if waited < job.carrier_result_give_up => {
+            let held: Vec<&DeviceChangeRow> = rows.iter().collect();
+            wait_on(job, carrier, request_id, &held).await;
+            rows.into_iter().map(|row| (row, Disposition::Await(request_id.to_string()))).collect()
+        }
+        PollAnswer::Pending => {
+            let reason =
+                format!("No result from carrier for request {request_id} after {} minutes", waited.as_secs() / 60);
+            rows.into_iter().map(|row| (row, Disposition::Done(fail(RowStatus::ApiFailed, &reason)))).collect()
+        }
+        PollAnswer::Results(results) => {
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let outcome = match results.get(&row.id) {
+                    Some(result) => carrier.finish(job, &row, result).await,
+                    None => fail(
+                        RowStatus::ApiFailed,
+                        format!("{}: request {request_id} has no result for this device", carrier.name()),
+                    ),
+                };
+                out.push((row, Disposition::Done(outcome)));
+            }
+            out
+        }
+    }
+}
+
+/// Hands rows this worker holds over to carrier request `request_id` as soon as the carrier answered, before
+/// anything else is sent (a worker that dies now leaves the least to check), then applies any result that already
+/// came for it. A failure to record leaves the rows to the worker's lease: reclaimed, they are checked on the
+/// carrier before anything is sent again.
+pub(crate) async fn wait_on(job: &Job, carrier: &dyn AsyncCarrier, request_id: &str, rows: &[&DeviceChangeRow]) {
+    let now = job.clock.now();
+    let deadline = now + chrono::Duration::from_std(job.carrier_result_wait).unwrap_or_default();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    match job.store.await_carrier(job.bulk.id, &ids, &job.worker_id, request_id, now, deadline).await {
+        Ok(n) => {
+            info!(bulk_change_id = job.bulk.id, request_id, rows = n, %deadline, "rows wait for the carrier's result");
+            match carrier.after_wait(job, request_id).await {
+                Ok(0) => {}
+                Ok(n) => info!(request_id, results = n, "results that came before the request id applied"),
+                Err(e) => warn!(request_id, error = %e, "early results not applied; polling will settle the rows"),
+            }
+        }
+        Err(e) => error!(request_id, error = %e, "could not record the carrier request id on its rows"),
+    }
+}
+
+/// Records a result that came from outside a worker (a callback) on the row waiting on `request_id`, once, as the
+/// request's lease holder. With `follow_up`, the result is kept on the row and the row handed back to the workers
+/// (its Rev.io steps remain); otherwise `outcome` completes the row. Returns `false` when the row was already
+/// final or held by a poller (nothing changed). A bulk change thereby finished, or a row handed back, is queued
+/// so that a worker sends the summary or runs the steps.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn apply_result(
+    store: &dyn Store,
+    queue: &dyn Queue,
+    bulk: &BulkChange,
+    row: &DeviceChangeRow,
+    request_id: &str,
+    outcome: &RowOutcome,
+    follow_up: Option<&CarrierResult>,
+    description: &str,
+    call: &CallRecord,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let owner = carrier_owner(request_id);
+    let recorded = match follow_up {
+        Some(result) => {
+            let result = serde_json::to_string(result)
+                .map_err(|e| StoreError::Corrupt(format!("carrier result not serialisable: {e}")))?;
+            store.hand_back_with_result(bulk.id, row.id, &owner, &result, now).await?
+        }
+        None => store.complete_row(bulk.tenant_id, bulk.id, row.id, &owner, outcome, now).await?,
+    };
+    if !recorded {
+        return Ok(false);
+    }
+    let error = (outcome.status != RowStatus::Processed).then_some(outcome.details.as_str());
+    let entry = audit::entry(bulk.id, row.id, description, call, error, now);
+    if let Err(e) = store.append_log(&entry).await {
+        warn!(bulk_change_id = bulk.id, iccid = %row.iccid, error = %e, "audit log write failed");
+    }
+    if follow_up.is_some() {
+        if let Err(e) = queue.send(&WorkMessage::new(bulk.id), Duration::ZERO).await {
+            warn!(bulk_change_id = bulk.id, error = %e, "could not queue the row's next steps; the scheduler will");
+        }
+    } else if store.finalize_bulk_change(bulk.id, now).await?.is_some_and(|s| s.is_final()) {
+        // The worker that takes this message finds the bulk change final and sends its summary once.
+        if let Err(e) = queue.send(&WorkMessage::new(bulk.id), Duration::ZERO).await {
+            warn!(bulk_change_id = bulk.id, error = %e, "could not queue the finished bulk change; the scheduler will");
+        }
+    }
+    Ok(true)
+}
