@@ -246,4 +246,26 @@ impl Endpoint {
         };
         call(&self.http, &self.limiter, &self.retry, spec, authorise, parse_error).await
     }
+
+    /// `send_as` with the body as plain `application/json` whatever the method (Telegence's PATCH).
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        read: bool,
+        authorise: impl Fn(RequestBuilder) -> RequestBuilder,
+        parse_error: ErrorParser,
+    ) -> Result<Answer, CarrierFailure> {
+        let spec = CallSpec {
+            idempotent: read,
+            json_patch: false,
+            url: format!("{}/{path}", self.base_url),
+            method,
+            body,
+            integration: &self.integration,
+            metrics: self.metrics.as_ref(),
+        };
+        call(&self.http, &self.limiter, &self.retry, spec, authorise, parse_error).await
+    }
 }

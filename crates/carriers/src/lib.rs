@@ -1,21 +1,25 @@
 //! Carrier and billing clients (reqwest): Cisco Control Center and Rev.io, sharing one call loop with the
-//! token bucket and the retry policy. ThingSpace, Telegence, Teal and Pond join here later.
+//! token bucket and the retry policy; ThingSpace and Telegence too. Teal and Pond join here later.
 
 pub mod control_center;
 pub mod http;
 pub mod rev_io;
+pub mod telegence;
 pub mod thingspace;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::metrics::{Metrics, NoMetrics};
-use engine::ports::{Carriers, ControlCenterApi, RevIoApi, Secret, ServiceProvider, ThingSpaceApi, ThingSpaceSettings};
+use engine::ports::{
+    Carriers, ControlCenterApi, RevIoApi, Secret, ServiceProvider, TelegenceApi, ThingSpaceApi, ThingSpaceSettings,
+};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 
 pub use control_center::ControlCenterClient;
 pub use rev_io::{RevIoClient, RevIoCredentials};
+pub use telegence::TelegenceClient;
 pub use thingspace::{ThingSpaceClient, ThingSpaceCredentials};
 
 /// What a cached ThingSpace client was built from: a change of any of it builds a new client.
@@ -104,5 +108,16 @@ impl Carriers for HttpCarriers {
         );
         cache.insert(sp.id, (key, client.clone()));
         Ok(client)
+    }
+
+    fn telegence(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Result<Arc<dyn TelegenceApi>, String> {
+        // The app id is the service provider's Username, the app secret its Secret (README "Telegence").
+        if sp.username.trim().is_empty() || sp.secret.expose().trim().is_empty() {
+            return Err(format!("service provider {} has no Telegence app-id or app-secret", sp.id));
+        }
+        Ok(Arc::new(
+            TelegenceClient::new(self.http.clone(), &sp.base_url, &sp.username, sp.secret.clone(), limiter, self.retry)
+                .with_metrics(self.metrics.clone()),
+        ))
     }
 }
