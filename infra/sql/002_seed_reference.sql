@@ -25,3 +25,11 @@ FROM (VALUES (401, 4, N'ACTIVE', N'Active'), (402, 4, N'PREACTIVE', N'Pre-Active
              (404, 4, N'INVENTORY', N'Inventory'), (405, 4, N'SUSPEND', N'Suspended')) AS s (Id, IntegrationId, Status, DisplayName)
 WHERE NOT EXISTS (SELECT 1 FROM dbo.DeviceStatus t WITH (UPDLOCK, HOLDLOCK) WHERE t.Id = s.Id);
 GO
+
+-- Telegence statuses (Integration 6): the carrier's line codes A, S, C; UNKNOWN: a SIM with no line yet (AMOP's own).
+INSERT INTO dbo.DeviceStatus (Id, IntegrationId, Status, DisplayName)
+SELECT s.Id, s.IntegrationId, s.Status, s.DisplayName
+FROM (VALUES (601, 6, N'A', N'Active'), (602, 6, N'S', N'Suspended'), (603, 6, N'C', N'Cancelled'),
+             (604, 6, N'UNKNOWN', N'No line')) AS s (Id, IntegrationId, Status, DisplayName)
+WHERE NOT EXISTS (SELECT 1 FROM dbo.DeviceStatus t WITH (UPDLOCK, HOLDLOCK) WHERE t.Id = s.Id);
+GO

@@ -86,9 +86,11 @@ pub fn attributes_of(details: &ChangeDetails) -> Vec<DeviceAttribute> {
             held
         }
         ChangeDetails::EditUsername(_) => vec![Username],
-        ChangeDetails::ChangeIccidOrImei(_) | ChangeDetails::Archival | ChangeDetails::DeleteDevice => {
-            DeviceAttribute::ALL.to_vec()
-        }
+        // A new line changes every attribute of the SIM at once.
+        ChangeDetails::ChangeIccidOrImei(_)
+        | ChangeDetails::Archival
+        | ChangeDetails::DeleteDevice
+        | ChangeDetails::ActivateNewService(_) => DeviceAttribute::ALL.to_vec(),
     };
     held.sort();
     held.dedup();
@@ -112,6 +114,7 @@ mod tests {
             account_number: account.map(str::to_string),
             rev_service: None,
             thing_space: None,
+            telegence: None,
         })
     }
 

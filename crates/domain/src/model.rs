@@ -155,7 +155,8 @@ impl ChangeType {
             ChangeType::EditUsername => Some("Username"),
             ChangeType::CarrierRatePlanChange => Some("CarrierRatePlanUpdate"),
             ChangeType::ChangeIccidOrImei => Some("ChangeIdentifier"),
-            ChangeType::Archival | ChangeType::ActivateNewService | ChangeType::DeleteDevice => None,
+            ChangeType::ActivateNewService => Some("NewService"),
+            ChangeType::Archival | ChangeType::DeleteDevice => None,
         }
     }
 }

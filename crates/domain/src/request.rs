@@ -58,6 +58,9 @@ pub struct BulkChangeRequestWire {
     pub username: Option<UsernameUpdate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_identifier: Option<ChangeIdentifier>,
+    /// ActivateNewService (Telegence): the new lines' billing account, plan, ZIP and features.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_service: Option<TelegenceOptions>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -75,6 +78,10 @@ pub struct StatusUpdate {
     /// ThingSpace's activation and deactivation parameters.
     #[serde(default, rename = "ThingSpaceStatusUpdate", skip_serializing_if = "Option::is_none")]
     pub thing_space: Option<Box<ThingSpaceStatusUpdate>>,
+    /// Telegence: the reason code of a suspend, cancel or restore, and what an activation of a SIM without a line
+    /// needs (billing account, plan, ZIP).
+    #[serde(default, rename = "TelegenceStatusUpdate", skip_serializing_if = "Option::is_none")]
+    pub telegence: Option<Box<TelegenceOptions>>,
 }
 
 /// ThingSpace parameters of a status update. `ServicePlan` and `MdnZipCode` are required to activate; they apply
@@ -249,7 +256,52 @@ pub struct ChangeIdentifier {
     pub new_iccid: Option<String>,
     #[serde(default, rename = "NewIMEI", skip_serializing_if = "Option::is_none")]
     pub new_imei: Option<String>,
+    /// Telegence: the line's service ZIP (required for a Telegence swap).
+    #[serde(default, rename = "ServiceZipCode", skip_serializing_if = "Option::is_none")]
+    pub service_zip_code: Option<String>,
+    /// Telegence: the swap's reason code (default `TELEGENCE_SWAP_REASON_CODE`).
+    #[serde(default, rename = "ReasonCode", skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
+    /// Telegence: the device's technology type (default `TELEGENCE_TECHNOLOGY_TYPE`).
+    #[serde(default, rename = "TechnologyType", skip_serializing_if = "Option::is_none")]
+    pub technology_type: Option<String>,
 }
+
+/// Telegence (AT&T Mobility) options: of a new service (ActivateNewService, or a StatusUpdate to Active of a SIM
+/// without a line), and of a line's status change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TelegenceOptions {
+    /// The billing account (BAN) the new lines are opened on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_account_number: Option<String>,
+    /// The rate plan SOC of the new lines (`singleUserCode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_zip_code: Option<String>,
+    /// Feature SOCs the new lines get (`offeringCode<n>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// Feature SOCs removed once a new line is active (`removeOfferingCode`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_features: Vec<String>,
+    /// The reason code of a suspend, cancel or restore (required for those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
+    /// `yyyy-MM-dd`: when a suspend or cancel takes effect (absent: now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+}
+
+/// The default reason code of a Telegence swap ([guess]: the legacy reads it from a resource not public).
+pub const TELEGENCE_SWAP_REASON_CODE: &str = "CE";
+/// The default technology type of a Telegence swap ([guess]: the legacy's resource default is not public).
+pub const TELEGENCE_TECHNOLOGY_TYPE: &str = "LTE";
 
 /// The per-type details, so a processor cannot read another type's fields.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +315,8 @@ pub enum ChangeDetails {
     ChangeIccidOrImei(ChangeIdentifier),
     /// Deletes deactivated devices from the carrier account (ThingSpace) and archives them here.
     DeleteDevice,
+    /// New Telegence lines for SIMs that have none.
+    ActivateNewService(TelegenceOptions),
 }
 
 impl ChangeDetails {
@@ -276,6 +330,7 @@ impl ChangeDetails {
             ChangeDetails::CarrierRatePlanChange(_) => ChangeType::CarrierRatePlanChange,
             ChangeDetails::ChangeIccidOrImei(_) => ChangeType::ChangeIccidOrImei,
             ChangeDetails::DeleteDevice => ChangeType::DeleteDevice,
+            ChangeDetails::ActivateNewService(_) => ChangeType::ActivateNewService,
         }
     }
 }
@@ -355,7 +410,7 @@ impl BulkChangeRequest {
                 None => {
                     errors.push(FieldError::new(
                         "ChangeType",
-                        format!("unknown ChangeType {n}; known: 1 CustomerAssignment, 3 StatusUpdate, 4 CustomerRatePlanChange, 5 Archival, 6 EditUsername, 7 CarrierRatePlanChange, 8 ChangeICCIDorIMEI, 9 DeleteDevice"),
+                        format!("unknown ChangeType {n}; known: 1 CustomerAssignment, 2 ActivateNewService, 3 StatusUpdate, 4 CustomerRatePlanChange, 5 Archival, 6 EditUsername, 7 CarrierRatePlanChange, 8 ChangeICCIDorIMEI, 9 DeleteDevice"),
                     ));
                     None
                 }
@@ -382,6 +437,7 @@ impl BulkChangeRequest {
             ("RevService", wire.rev_service.is_some()),
             ("Username", wire.username.is_some()),
             ("ChangeIdentifier", wire.change_identifier.is_some()),
+            ("NewService", wire.new_service.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, is)| is.then_some(name))
@@ -431,10 +487,20 @@ impl BulkChangeRequest {
             },
             ChangeType::Archival => Some(ChangeDetails::Archival),
             ChangeType::DeleteDevice => Some(ChangeDetails::DeleteDevice),
-            ChangeType::ActivateNewService => {
-                errors.push(FieldError::new("ChangeType", format!("ChangeType {t} is not available through this API")));
-                None
-            }
+            ChangeType::ActivateNewService => match &wire.new_service {
+                Some(n) => match crate::rules::validate_telegence_activation(
+                    n.billing_account_number.as_deref(),
+                    n.rate_plan.as_deref(),
+                    n.service_zip_code.as_deref(),
+                ) {
+                    Ok(()) => Some(ChangeDetails::ActivateNewService(n.clone())),
+                    Err((field, message)) => {
+                        errors.push(FieldError::new(format!("NewService.{field}"), message));
+                        None
+                    }
+                },
+                None => missing(errors, "NewService"),
+            },
         }
     }
 
@@ -456,6 +522,7 @@ impl BulkChangeRequest {
             ChangeDetails::EditUsername(u) => wire.username = Some(u.clone()),
             ChangeDetails::CarrierRatePlanChange(c) => wire.carrier_rate_plan_update = Some(c.clone()),
             ChangeDetails::ChangeIccidOrImei(c) => wire.change_identifier = Some(c.clone()),
+            ChangeDetails::ActivateNewService(n) => wire.new_service = Some(n.clone()),
         }
         wire
     }

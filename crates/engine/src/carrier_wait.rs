@@ -37,6 +37,9 @@ pub(crate) enum Disposition {
     Done(RowOutcome),
     /// Sent (or still pending): wait for the result of this request.
     Await(String),
+    /// Handed back to the workers with its result kept on the row (`Store::hand_back_with_result`): the next
+    /// claim finishes it.
+    HandedBack,
 }
 
 /// One device's result, from a callback or a poll. Stored on the row (JSON) while its follow-up steps wait.
@@ -53,7 +56,7 @@ pub struct CarrierResult {
 pub(crate) enum PollAnswer {
     /// The carrier is still working on the request.
     Pending,
-    /// The result of each row the carrier answered for, by row id; a row missing here failed.
+    /// The result of each row the carrier settled, by row id; a row missing here is still pending.
     Results(BTreeMap<i64, CarrierResult>),
 }
 
@@ -63,6 +66,12 @@ pub(crate) enum PollAnswer {
 pub(crate) trait AsyncCarrier: Sync {
     /// The carrier's name in row reasons ("ThingSpace").
     fn name(&self) -> &'static str;
+
+    /// How long a row waits on a request before a worker polls it: for a carrier with callbacks, their deadline;
+    /// for one without, the poll interval.
+    fn result_wait(&self, job: &Job) -> Duration {
+        job.carrier_result_wait
+    }
 
     /// Sends fresh rows; each ends `Done`, or `Await`s the request it was handed over to ([`wait_on`]).
     async fn send(&self, job: &Job, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)>;
@@ -122,32 +131,37 @@ async fn poll(
 ) -> Vec<(DeviceChangeRow, Disposition)> {
     let started = rows.iter().filter_map(|r| r.carrier_requested_at).min().unwrap_or(now);
     let waited = (now - started).to_std().unwrap_or_default();
-    match carrier.poll(job, request_id, &rows).await {
-        PollAnswer::Pending if waited < job.carrier_result_give_up => {
-            let held: Vec<&DeviceChangeRow> = rows.iter().collect();
-            wait_on(job, carrier, request_id, &held).await;
-            rows.into_iter().map(|row| (row, Disposition::Await(request_id.to_string()))).collect()
-        }
-        PollAnswer::Pending => {
-            let reason =
-                format!("No result from carrier for request {request_id} after {} minutes", waited.as_secs() / 60);
-            rows.into_iter().map(|row| (row, Disposition::Done(fail(RowStatus::ApiFailed, &reason)))).collect()
-        }
-        PollAnswer::Results(results) => {
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let outcome = match results.get(&row.id) {
-                    Some(result) => carrier.finish(job, &row, result).await,
-                    None => fail(
-                        RowStatus::ApiFailed,
-                        format!("{}: request {request_id} has no result for this device", carrier.name()),
-                    ),
-                };
-                out.push((row, Disposition::Done(outcome)));
-            }
-            out
-        }
+    let (settled, pending): (Vec<_>, Vec<_>) = match carrier.poll(job, request_id, &rows).await {
+        PollAnswer::Pending => (Vec::new(), rows.into_iter().map(|r| (r, None)).collect()),
+        PollAnswer::Results(mut results) => rows
+            .into_iter()
+            .map(|row| {
+                let result = results.remove(&row.id);
+                (row, result)
+            })
+            .partition(|(_, result)| result.is_some()),
+    };
+    let mut out = Vec::with_capacity(settled.len() + pending.len());
+    for (row, result) in settled {
+        let outcome = match result {
+            Some(result) => carrier.finish(job, &row, &result).await,
+            None => fail(RowStatus::Error, "a settled row without its result"),
+        };
+        out.push((row, Disposition::Done(outcome)));
     }
+    let pending: Vec<DeviceChangeRow> = pending.into_iter().map(|(row, _)| row).collect();
+    if pending.is_empty() {
+        return out;
+    }
+    if waited < job.carrier_result_give_up {
+        let held: Vec<&DeviceChangeRow> = pending.iter().collect();
+        wait_on(job, carrier, request_id, &held).await;
+        out.extend(pending.into_iter().map(|row| (row, Disposition::Await(request_id.to_string()))));
+    } else {
+        let reason = format!("No result from carrier for request {request_id} after {} minutes", waited.as_secs() / 60);
+        out.extend(pending.into_iter().map(|row| (row, Disposition::Done(fail(RowStatus::ApiFailed, &reason)))));
+    }
+    out
 }
 
 /// Hands rows this worker holds over to carrier request `request_id` as soon as the carrier answered, before
@@ -156,7 +170,7 @@ async fn poll(
 /// carrier before anything is sent again.
 pub(crate) async fn wait_on(job: &Job, carrier: &dyn AsyncCarrier, request_id: &str, rows: &[&DeviceChangeRow]) {
     let now = job.clock.now();
-    let deadline = now + chrono::Duration::from_std(job.carrier_result_wait).unwrap_or_default();
+    let deadline = now + chrono::Duration::from_std(carrier.result_wait(job)).unwrap_or_default();
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     match job.store.await_carrier(job.bulk.id, &ids, &job.worker_id, request_id, now, deadline).await {
         Ok(n) => {

@@ -1,6 +1,7 @@
 //! EditUsername for the Jasper family (DESIGN 6.6): `PUT devices/{iccid}` with `deviceID` (the username); on
 //! POD19 the audit trail is read to confirm the change took (a 2xx there did not always mean it did); cost
 //! centers go to the device's Rev.io service. A carrier failure is never overwritten by a Rev.io success.
+//! Telegence has no username: no carrier call, only our record and Rev.io (as the legacy does).
 
 use domain::request::UsernameUpdate;
 use domain::{Integration, RowStatus};
@@ -31,7 +32,10 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &UsernameUpda
     let update = DeviceUpdate { username: Some(username.clone()), ..DeviceUpdate::default() };
     let mut details;
     let has_username = |cc: &crate::ports::CcDevice| cc.device_id.as_deref() == Some(username.as_str());
-    let confirmed = if device.username.as_deref() == Some(username.as_str()) {
+    let carrierless = job.sp.integration == Integration::Telegence;
+    let confirmed = if carrierless {
+        false
+    } else if device.username.as_deref() == Some(username.as_str()) {
         match carrier_confirms(job, row, &iccid, has_username).await {
             Ok(confirmed) => confirmed,
             Err(outcome) => return outcome,
@@ -39,7 +43,10 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &UsernameUpda
     } else {
         false
     };
-    if confirmed {
+    if carrierless {
+        // Telegence keeps no username (the legacy sends none): it is ours and Rev.io's.
+        details = format!("Username changed to {username} (Telegence keeps no username; no carrier call)");
+    } else if confirmed {
         details = format!("Username already {username} on the carrier; no change sent");
     } else {
         if !job.sp.write_is_enabled {

@@ -12,7 +12,7 @@ use tracing::error;
 use crate::audit;
 use crate::ports::{
     BulkChange, CallRecord, Clock, ControlCenterApi, DeviceChangeRow, Queue, RevIoApi, ServiceProvider, Store,
-    ThingSpaceApi,
+    TelegenceApi, ThingSpaceApi,
 };
 
 /// Everything a row's processing needs, loaded once per message.
@@ -25,6 +25,8 @@ pub(crate) struct Job {
     pub rev_io: Option<Arc<dyn RevIoApi>>,
     /// ThingSpace accounts only.
     pub thingspace: Option<Arc<dyn ThingSpaceApi>>,
+    /// Telegence accounts only.
+    pub telegence: Option<Arc<dyn TelegenceApi>>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     /// The stored change request, parsed once per message.
@@ -35,6 +37,7 @@ pub(crate) struct Job {
     pub worker_id: String,
     pub carrier_result_wait: Duration,
     pub carrier_result_give_up: Duration,
+    pub carrier_poll_interval: Duration,
 }
 
 impl Job {

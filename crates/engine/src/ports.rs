@@ -948,6 +948,9 @@ pub struct TgBillingAccount {
     pub fan: Option<String>,
 }
 
+/// Telegence's limit on services in one activation request ("API only allow maximum of 200").
+pub const TELEGENCE_MAX_ACTIVATIONS: usize = 200;
+
 /// AT&T Telegence (Mobility): `app-id`/`app-secret` on every call.
 #[async_trait]
 pub trait TelegenceApi: Send + Sync {

@@ -68,6 +68,7 @@ impl Settings {
             continuation_delay: Duration::from_secs(number("WORKER_CONTINUATION_DELAY_SECONDS", 5, 0)?),
             carrier_result_wait: Duration::from_secs(number("THINGSPACE_RESULT_WAIT_SECONDS", 900, 1)?),
             carrier_result_give_up: Duration::from_secs(number("THINGSPACE_RESULT_GIVE_UP_SECONDS", 24 * 3600, 1)?),
+            carrier_poll_interval: Duration::from_secs(number("TELEGENCE_POLL_SECONDS", 60, 1)?),
             email_from: get("EMAIL_FROM").unwrap_or(defaults.email_from.clone()),
             email_to: get("ERROR_EMAIL_TO")
                 .map(|v| v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())

@@ -18,14 +18,14 @@ use crate::metrics::{Metric, Metrics};
 use crate::notify;
 use crate::ports::{
     BulkChange, Carriers, Clock, DeviceChangeRow, DeviceUpdate, Notifier, Queue, RowOutcome, Store, StoreError,
-    ThingSpaceApi, WorkMessage,
+    TelegenceApi, ThingSpaceApi, WorkMessage,
 };
 use crate::rate::RateLimiters;
-use crate::thingspace;
 use crate::{
     archival, carrier_rate_plan, change_identifier, customer_assignment, customer_rate_plan, edit_username,
     status_update,
 };
+use crate::{telegence, thingspace};
 
 /// ThingSpace's documented limit on activation requests per account: 100 a minute.
 pub const THINGSPACE_ACTIVATIONS_PER_SECOND: f64 = 100.0 / 60.0;
@@ -56,6 +56,8 @@ pub struct WorkerConfig {
     /// How long after its first request a row stops waiting and fails with "no result from carrier"
     /// (ThingSpace: an activation "can take up to 24 hours").
     pub carrier_result_give_up: Duration,
+    /// How often a row waiting on a carrier that sends no callback (Telegence's activations) is polled.
+    pub carrier_poll_interval: Duration,
     pub email_from: String,
     pub email_to: Vec<String>,
 }
@@ -73,6 +75,7 @@ impl Default for WorkerConfig {
             thingspace_claim_batch: 1000,
             carrier_result_wait: Duration::from_secs(900),
             carrier_result_give_up: Duration::from_secs(24 * 3600),
+            carrier_poll_interval: Duration::from_secs(60),
             email_from: "bulkchange@localhost".into(),
             email_to: vec!["operations@localhost".into()],
         }
@@ -119,6 +122,12 @@ fn in_flight(configured: usize, rate_per_second: f64) -> usize {
     let quarter_second = (rate_per_second * 0.25).ceil();
     let cap = if quarter_second.is_finite() && quarter_second > 0.0 { quarter_second as usize } else { 1 };
     configured.min(cap.max(2)).max(1)
+}
+
+/// A carrier whose rows are sent in groups and may wait on a request id.
+enum AsyncPath {
+    ThingSpace(Arc<dyn ThingSpaceApi>),
+    Telegence(Arc<dyn TelegenceApi>),
 }
 
 /// Renews the leases a worker holds on a bulk change's rows every third of a lease, until dropped.
@@ -171,7 +180,7 @@ impl Worker {
         if let Err(reason) = &job {
             warn!(%reason, "cannot process bulk change; failing its open rows");
         }
-        let batched = job.as_ref().ok().and_then(|j| j.thingspace.clone().filter(|_| Self::carrier_batched(j)));
+        let batched = job.as_ref().ok().and_then(Self::async_path);
         let claim_batch = if batched.is_some() { self.config.thingspace_claim_batch } else { self.config.claim_batch };
         // The leases of the rows this worker holds stay alive while it works them (and die with it).
         let _heartbeat = Heartbeat::start(self.store.clone(), self.clock.clone(), id, &self.config);
@@ -199,8 +208,13 @@ impl Worker {
                         fanned_out = true;
                         self.fan_out(id, rate).await;
                     }
-                    if let (Ok(job), Some(api)) = (&job, &batched) {
-                        self.process_thingspace(job, api.as_ref(), rows).await;
+                    if let (Ok(job), Some(path)) = (&job, &batched) {
+                        match path {
+                            AsyncPath::ThingSpace(api) => self.process_thingspace(job, api.as_ref(), rows).await,
+                            AsyncPath::Telegence(api) => {
+                                self.process_async(job, &telegence::Telegence { api: api.as_ref() }, rows).await
+                            }
+                        }
                         continue;
                     }
                     working.extend(rows.into_iter().map(|row| self.process_row(job_ref, row)));
@@ -286,6 +300,20 @@ impl Worker {
         }
     }
 
+    /// The asynchronous carrier path of the job's change, if it has one: ThingSpace for every change that reaches
+    /// it, Telegence for status updates and new services (activations are polled by request id).
+    fn async_path(job: &Job) -> Option<AsyncPath> {
+        if let Some(api) = job.thingspace.clone().filter(|_| Self::carrier_batched(job)) {
+            return Some(AsyncPath::ThingSpace(api));
+        }
+        match (&job.telegence, &job.details) {
+            (Some(api), ChangeDetails::StatusUpdate(_) | ChangeDetails::ActivateNewService(_)) => {
+                Some(AsyncPath::Telegence(api.clone()))
+            }
+            _ => None,
+        }
+    }
+
     /// Change types that reach ThingSpace go through its batched, asynchronous path.
     fn carrier_batched(job: &Job) -> bool {
         match &job.details {
@@ -319,6 +347,8 @@ impl Worker {
                 Disposition::Done(outcome) => self.record(Ok(job), &row, outcome).await,
                 // Already handed over to its request (`carrier_wait::wait_on`) as soon as the carrier answered.
                 Disposition::Await(_) => waiting += 1,
+                // Back with its result kept on the row: the next claim finishes it.
+                Disposition::HandedBack => {}
             }
         }
         if waiting > 0 {
@@ -363,6 +393,11 @@ impl Worker {
         let rate_plans = self.store.carrier_rate_plans(tenant, sp.id).await.map_err(|e| e.to_string())?;
         let limiter = self.limiters.for_provider(sp.id, sp.rate_limit_per_second);
         let control_center = self.carriers.control_center(&sp, limiter.clone());
+        let telegence = if sp.integration == Integration::Telegence {
+            Some(self.carriers.telegence(&sp, limiter.clone())?)
+        } else {
+            None
+        };
         let thingspace = if sp.integration == Integration::ThingSpace {
             if let Some(reason) = sp.thingspace.as_ref().and_then(|t| t.login_refused.as_ref()) {
                 return Err(format!(
@@ -396,10 +431,12 @@ impl Worker {
             control_center,
             rev_io,
             thingspace,
+            telegence,
             queue: self.queue.clone(),
             worker_id: self.config.worker_id.clone(),
             carrier_result_wait: self.config.carrier_result_wait,
             carrier_result_give_up: self.config.carrier_result_give_up,
+            carrier_poll_interval: self.config.carrier_poll_interval,
             store: self.store.clone(),
             clock: self.clock.clone(),
         })
@@ -467,6 +504,18 @@ impl Worker {
             ChangeDetails::CarrierRatePlanChange(req) if jasper => carrier_rate_plan::process(job, row, req).await,
             ChangeDetails::EditUsername(req) if jasper => edit_username::process(job, row, req).await,
             ChangeDetails::ChangeIccidOrImei(req) if jasper => change_identifier::process(job, row, req).await,
+            ChangeDetails::CarrierRatePlanChange(req) if job.telegence.is_some() => match &job.telegence {
+                Some(api) => telegence::change_plan(job, api.as_ref(), row, &req.carrier_rate_plan).await,
+                None => error("no Telegence client".into()),
+            },
+            ChangeDetails::ChangeIccidOrImei(req) if job.telegence.is_some() => match &job.telegence {
+                Some(api) => telegence::swap(job, api.as_ref(), row, req).await,
+                None => error("no Telegence client".into()),
+            },
+            // Telegence keeps no username: the change is recorded here and its cost centers go to Rev.io.
+            ChangeDetails::EditUsername(req) if job.sp.integration == Integration::Telegence => {
+                edit_username::process(job, row, req).await
+            }
             ChangeDetails::Archival => archival::process(job, row, job.override_validation).await,
             ChangeDetails::CustomerRatePlanChange(req) => customer_rate_plan::process(job, row, req).await,
             ChangeDetails::CustomerAssignment(req) => customer_assignment::process(job, row, req).await,

@@ -160,3 +160,7 @@ CROSS JOIN (
 INSERT OR IGNORE INTO DeviceStatus (Id, IntegrationId, Status, DisplayName) VALUES
     (401, 4, 'ACTIVE', 'Active'), (402, 4, 'PREACTIVE', 'Pre-Active'), (403, 4, 'DEACTIVE', 'Deactivated'),
     (404, 4, 'INVENTORY', 'Inventory'), (405, 4, 'SUSPEND', 'Suspended');
+
+-- Telegence statuses (Integration 6): the carrier's line codes A, S, C; UNKNOWN: a SIM with no line yet (AMOP's own).
+INSERT OR IGNORE INTO DeviceStatus (Id, IntegrationId, Status, DisplayName) VALUES
+    (601, 6, 'A', 'Active'), (602, 6, 'S', 'Suspended'), (603, 6, 'C', 'Cancelled'), (604, 6, 'UNKNOWN', 'No line');
