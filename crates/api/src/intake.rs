@@ -8,9 +8,9 @@ use domain::request::{
     UsernameUpdate,
 };
 use domain::rules::{
-    DeviceRecord, DeviceVerdict, MAX_SHOWN_DEVICE_CHARS, bounded_text, dedupe_devices, parse_effective_date,
-    resolve_target_status, scheduled_for, validate_archival_device, validate_device, validate_label,
-    validate_status_update_device,
+    DeviceRecord, DeviceStatusDef, DeviceVerdict, MAX_SHOWN_DEVICE_CHARS, bounded_text, dedupe_devices,
+    parse_effective_date, resolve_target_status, scheduled_for, validate_archival_device, validate_device,
+    validate_label, validate_status_update_device,
 };
 use domain::rules::{thingspace_transition, validate_thingspace_activation};
 use domain::{BulkChangeRequest, FieldError, Integration, RequestError, RowStatus};
@@ -97,7 +97,8 @@ pub async fn evaluate_request(
     default_rev_provider(store, caller, &mut request.details).await?;
     let (unique, duplicates) = dedupe_devices(&request.devices);
     let thingspace = sp.integration == Integration::ThingSpace;
-    let carrier = sp.integration.is_jasper_family() || thingspace;
+    let telegence = sp.integration == Integration::Telegence;
+    let carrier = sp.integration.is_jasper_family() || thingspace || telegence;
     if thingspace && request.portal_type != domain::PortalType::M2M {
         return Err(ApiError::invalid("PortalType", "ThingSpace devices are M2M devices; send PortalType 0"));
     }
@@ -110,6 +111,7 @@ pub async fn evaluate_request(
         }
         ChangeDetails::EditUsername(update) if carrier => username_rows(store, caller, &sp, update, &unique).await?,
         ChangeDetails::DeleteDevice if thingspace => delete_rows(store, caller, &sp, &unique).await?,
+        ChangeDetails::ActivateNewService(_) if telegence => new_service_rows(store, caller, &sp, &unique).await?,
         ChangeDetails::Archival => archival_rows(store, caller, &sp, request.override_validation, &unique).await?,
         ChangeDetails::CustomerRatePlanChange(update) => {
             customer_rate_plan_rows(store, caller, &sp, update, &unique).await?
@@ -220,6 +222,12 @@ async fn status_update_rows(
             format!("ThingSpaceStatusUpdate does not apply to {} service providers", sp.integration),
         ));
     }
+    if sp.integration != Integration::Telegence && update.telegence.is_some() {
+        return Err(ApiError::invalid(
+            "StatusUpdate.TelegenceStatusUpdate",
+            format!("TelegenceStatusUpdate does not apply to {} service providers", sp.integration),
+        ));
+    }
     if let Some(account) = update.account_number.as_deref().filter(|a| !a.trim().is_empty()) {
         if store.rev_customer(caller.tenant_id, account.trim()).await?.is_none() {
             return Err(ApiError::invalid(
@@ -248,6 +256,9 @@ async fn status_update_rows(
     }
     if sp.integration == Integration::ThingSpace {
         return thingspace_status_rows(store, caller, sp, update, target, &statuses, iccids).await;
+    }
+    if sp.integration == Integration::Telegence {
+        return telegence_status_rows(store, caller, sp, update, target, &statuses, iccids).await;
     }
     let found = devices_of(store, caller, iccids).await?;
     Ok(rows_from(iccids, &found, |raw, device| {
@@ -302,6 +313,91 @@ async fn thingspace_status_rows(
             }
         }
         verdict
+    }))
+}
+
+/// Telegence status updates: the move each line can make (`telegence_status_move`); a reason code to suspend or
+/// cancel; and, for SIMs without a line (activations), a billing account, a rate plan and a ZIP.
+async fn telegence_status_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    update: &StatusUpdate,
+    target: &DeviceStatusDef,
+    statuses: &[DeviceStatusDef],
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let options = update.telegence.as_deref().cloned().unwrap_or_default();
+    let field = |name: &str| format!("StatusUpdate.TelegenceStatusUpdate.{name}");
+    if target.status.eq_ignore_ascii_case("UNKNOWN") {
+        return Err(ApiError::invalid(
+            "StatusUpdate.TargetStatus",
+            "'No line' is not a status a Telegence line can be moved to; use Active, Suspended or Cancelled",
+        ));
+    }
+    let suspends_or_cancels = ["S", "C"].iter().any(|c| target.status.eq_ignore_ascii_case(c));
+    if suspends_or_cancels && options.reason_code.as_deref().is_none_or(|c| c.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            &field("ReasonCode"),
+            format!("ReasonCode is required to move Telegence lines to {}", target.display_name),
+        ));
+    }
+    if let Some(date) = options.effective_date.as_deref().filter(|d| !d.trim().is_empty()) {
+        if chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").is_err() {
+            return Err(ApiError::invalid(
+                &field("EffectiveDate"),
+                format!("EffectiveDate '{date}' is not yyyy-MM-dd"),
+            ));
+        }
+    }
+    let activation = domain::rules::validate_telegence_activation(
+        options.billing_account_number.as_deref(),
+        options.rate_plan.as_deref(),
+        options.service_zip_code.as_deref(),
+    );
+    let found = devices_of(store, caller, iccids).await?;
+    Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
+        DeviceVerdict::Valid { device, iccid } => {
+            let has_line = device.msisdn.as_deref().is_some_and(|m| !m.trim().is_empty());
+            let current = statuses.iter().find(|s| s.id == device.device_status_id).map_or("UNKNOWN", |s| &s.status);
+            match domain::rules::telegence_status_move(has_line, current, &target.status) {
+                Err(why) => DeviceVerdict::Invalid { reason: format!("Status change not allowed for {iccid}: {why}") },
+                Ok(domain::rules::TelegenceMove::Activate) => match &activation {
+                    Ok(()) => DeviceVerdict::Valid { device, iccid },
+                    Err((name, why)) => DeviceVerdict::Invalid {
+                        reason: format!("{iccid} has no line, so activating it opens one: {}: {why}", field(name)),
+                    },
+                },
+                Ok(_) => DeviceVerdict::Valid { device, iccid },
+            }
+        }
+        invalid => invalid,
+    }))
+}
+
+/// ActivateNewService (Telegence): SIMs without a live line. (The block's billing account, plan and ZIP were
+/// checked when the request was parsed.)
+async fn new_service_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    iccids: &[String],
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let statuses = store.device_statuses(sp.integration).await?;
+    let found = devices_of(store, caller, iccids).await?;
+    Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
+        DeviceVerdict::Valid { device, iccid } => {
+            let current = statuses.iter().find(|s| s.id == device.device_status_id).map_or("UNKNOWN", |s| &s.status);
+            match device.msisdn.as_deref().filter(|m| !m.trim().is_empty()) {
+                Some(line) if current != "C" => DeviceVerdict::Invalid {
+                    reason: format!(
+                        "{iccid} already has line {line} ({current}); a new service is for a SIM without one"
+                    ),
+                },
+                _ => DeviceVerdict::Valid { device, iccid },
+            }
+        }
+        invalid => invalid,
     }))
 }
 
@@ -687,9 +783,39 @@ async fn identifier_rows(
             }
         }
     }
+    let telegence = sp.integration == Integration::Telegence;
+    if telegence && change.service_zip_code.as_deref().is_none_or(|z| z.trim().is_empty()) {
+        errors.push(FieldError::new(
+            "ChangeIdentifier.ServiceZipCode",
+            "ServiceZipCode is required for a Telegence swap",
+        ));
+    }
+    if let Some(zip) = change.service_zip_code.as_deref().filter(|z| telegence && !z.trim().is_empty()) {
+        if let Err(e) = domain::rules::validate_zip(zip) {
+            errors.push(FieldError::new("ChangeIdentifier.ServiceZipCode", e));
+        }
+    }
+    if !telegence
+        && (change.service_zip_code.is_some() || change.reason_code.is_some() || change.technology_type.is_some())
+    {
+        errors.push(FieldError::new(
+            "ChangeIdentifier",
+            format!(
+                "ServiceZipCode, ReasonCode and TechnologyType are Telegence's; not for {} service providers",
+                sp.integration
+            ),
+        ));
+    }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }));
     }
     let found = devices_of(store, caller, iccids).await?;
-    Ok(rows_from(iccids, &found, |raw, device| validate_device(raw, device, sp.id)))
+    Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
+        DeviceVerdict::Valid { device, iccid }
+            if telegence && device.msisdn.as_deref().is_none_or(|m| m.trim().is_empty()) =>
+        {
+            DeviceVerdict::Invalid { reason: format!("{iccid} has no Telegence line (no MSISDN) to swap") }
+        }
+        verdict => verdict,
+    }))
 }

@@ -15,6 +15,7 @@ use engine::ports::{Clock, Queue, Store, SystemClock, WorkMessage};
 use engine::rate::RateLimiters;
 use engine::retry::RetryPolicy;
 use engine::{Worker, WorkerConfig};
+use simulators::telegence::{TelegenceSim, TgAccount, TgBehaviour, TgLine};
 use simulators::thingspace::{ThingSpaceSim, TsAccount, TsBehaviour};
 use simulators::{Account, ControlCenterSim, Faults, RevAccount, RevCustomer, RevIoSim, SimDevice};
 use store::{Seed, SqliteQueue, SqliteStore};
@@ -40,6 +41,8 @@ pub struct StackConfig {
     pub simulator_faults: Faults,
     /// How the ThingSpace simulators deliver results (delay, lost or duplicated callbacks).
     pub thingspace_behaviour: TsBehaviour,
+    /// What the Telegence simulators do with activations (pending reads, fates) and swaps.
+    pub telegence_behaviour: TgBehaviour,
     pub outbox: PathBuf,
     pub jwt_secret: String,
     pub max_devices: usize,
@@ -75,6 +78,7 @@ impl StackConfig {
             simulators: false,
             simulator_faults: Faults::default(),
             thingspace_behaviour: TsBehaviour::default(),
+            telegence_behaviour: TgBehaviour::default(),
             outbox,
             jwt_secret,
             max_devices: 10_000,
@@ -97,6 +101,7 @@ pub struct Simulators {
     pub control_center: BTreeMap<i64, ControlCenterSim>,
     pub rev_io: BTreeMap<i64, RevIoSim>,
     pub thingspace: BTreeMap<i64, ThingSpaceSim>,
+    pub telegence: BTreeMap<i64, TelegenceSim>,
 }
 
 pub struct Stack {
@@ -124,8 +129,7 @@ impl Stack {
             }
         }
         let simulators = if config.simulators {
-            start_simulators(&store, config.seed.as_ref(), &config.simulator_faults, &config.thingspace_behaviour)
-                .await?
+            start_simulators(&store, config.seed.as_ref(), &config.simulator_faults, &config).await?
         } else {
             Simulators::default()
         };
@@ -336,8 +340,9 @@ async fn start_simulators(
     store: &SqliteStore,
     seed: Option<&Seed>,
     faults: &Faults,
-    thingspace: &TsBehaviour,
+    config: &StackConfig,
 ) -> Result<Simulators> {
+    let thingspace = &config.thingspace_behaviour;
     let seed = seed.context("--simulators needs --seed: the simulators serve the seeded accounts")?;
     let mut sims = Simulators::default();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -447,6 +452,49 @@ async fn start_simulators(
                 store.set_base_url(sp.id, &sim.base_url()).await?;
                 info!(service_provider_id = sp.id, url = %sim.base_url(), "ThingSpace simulator started");
                 sims.thingspace.insert(sp.id, sim);
+            }
+            Some(Integration::Telegence) => {
+                // The app id and secret are the service provider's Username and Secret.
+                let mut account = TgAccount::new(&sp.username, &sp.secret);
+                for ban in seed.telegence_billing_accounts.iter().filter(|b| b.service_provider_id == sp.id) {
+                    let fan = ban
+                        .foundation_account_number
+                        .clone()
+                        .unwrap_or_else(|| format!("FAN-{}", ban.billing_account_number));
+                    account = account.with_billing_account(&ban.billing_account_number, &fan);
+                }
+                // A device with a number has a line, in its status; one without is a SIM waiting for a new service.
+                for d in seed.devices.iter().filter(|d| d.service_provider_id == sp.id) {
+                    let Some(number) = d.msisdn.clone().filter(|m| !m.trim().is_empty()) else { continue };
+                    account = account.with_line(TgLine {
+                        subscriber_number: number,
+                        status: d.status.to_ascii_uppercase(),
+                        ban: seed
+                            .telegence_billing_accounts
+                            .iter()
+                            .find(|b| b.service_provider_id == sp.id)
+                            .map(|b| b.billing_account_number.clone())
+                            .unwrap_or_default(),
+                        iccid: d.iccid.clone(),
+                        imei: d.imei.clone(),
+                        plan: d.carrier_rate_plan.clone(),
+                        zip: None,
+                        features: Vec::new(),
+                    });
+                }
+                let mut behaviour = config.telegence_behaviour.clone();
+                behaviour.plans.extend(
+                    seed.carrier_rate_plans
+                        .iter()
+                        .filter(|p| p.service_provider_id == sp.id)
+                        .map(|p| p.rate_plan_code.clone()),
+                );
+                let sim =
+                    TelegenceSim::start(any, account, behaviour).await.context("starting a Telegence simulator")?;
+                sim.state.harness.set_faults(faults.clone());
+                store.set_base_url(sp.id, &sim.base_url()).await?;
+                info!(service_provider_id = sp.id, url = %sim.base_url(), "Telegence simulator started");
+                sims.telegence.insert(sp.id, sim);
             }
             _ => warn!(service_provider_id = sp.id, "no simulator for this integration yet"),
         }

@@ -63,6 +63,7 @@ fn seed() -> Seed {
         customer_rate_plans: vec![],
         customer_rate_pools: vec![],
         rev_services: vec![],
+        telegence_billing_accounts: vec![],
         devices: (0..DEVICES)
             .map(|i| SeedDevice {
                 id: None,

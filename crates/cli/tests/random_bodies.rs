@@ -43,6 +43,7 @@ fn seed() -> Seed {
         customer_rate_plans: vec![store::seed::SeedCustomerPlan { id: 5, tenant_id: 1, name: "5 GB".into() }],
         customer_rate_pools: vec![],
         rev_services: vec![],
+        telegence_billing_accounts: vec![],
         devices: ICCIDS
             .iter()
             .map(|iccid| SeedDevice {

@@ -100,6 +100,7 @@ pub fn contract_seed() -> Seed {
             rev_service_id: 11_001,
             rev_customer_id: "1001".into(),
         }],
+        telegence_billing_accounts: Vec::new(),
     }
 }
 

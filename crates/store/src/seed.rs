@@ -25,6 +25,21 @@ pub struct Seed {
     /// Rev.io service lines already billing a device.
     #[serde(default)]
     pub rev_services: Vec<SeedRevService>,
+    /// Telegence billing accounts (BANs) an account may open lines on: what the local simulator knows (the
+    /// database keeps none; Telegence is asked).
+    #[serde(default)]
+    pub telegence_billing_accounts: Vec<SeedBillingAccount>,
+}
+
+/// A Telegence billing account of a service provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedBillingAccount {
+    pub service_provider_id: i64,
+    pub billing_account_number: String,
+    /// The foundation account (`businessAccount.fan`).
+    #[serde(default)]
+    pub foundation_account_number: Option<String>,
 }
 
 /// A tenant's customer rate plan or pool.
