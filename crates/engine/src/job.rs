@@ -38,6 +38,8 @@ pub(crate) struct Job {
     pub carrier_result_wait: Duration,
     pub carrier_result_give_up: Duration,
     pub carrier_poll_interval: Duration,
+    /// How long a claim holds without renewal.
+    pub lease: Duration,
 }
 
 impl Job {

@@ -223,7 +223,7 @@ async fn submit(
     let provisional = format!("{UNSENT_PREFIX}{}-{:016x}", job.bulk.id, fastrand::u64(..));
     let now = job.clock.now();
     // Long enough for the POST to be answered (or time out) before anyone may reclaim the rows.
-    let hold = job.carrier_result_wait.max(std::time::Duration::from_secs(120));
+    let hold = job.carrier_result_wait.max(job.lease * 2);
     let until = now + chrono::Duration::from_std(hold).unwrap_or_default();
     let ids: Vec<i64> = batch.iter().map(|(r, _)| r.id).collect();
     if let Err(e) = store.await_carrier(job.bulk.id, &ids, &job.worker_id, &provisional, now, until).await {

@@ -437,6 +437,7 @@ impl Worker {
             carrier_result_wait: self.config.carrier_result_wait,
             carrier_result_give_up: self.config.carrier_result_give_up,
             carrier_poll_interval: self.config.carrier_poll_interval,
+            lease: self.config.lease,
             store: self.store.clone(),
             clock: self.clock.clone(),
         })

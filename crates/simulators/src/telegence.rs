@@ -90,6 +90,8 @@ pub struct TgAccount {
     pub billing_accounts: BTreeMap<String, String>,
     requests: BTreeMap<String, Vec<Activation>>,
     counter: u64,
+    /// The last subscriber number handed out (numbers are never given twice).
+    last_number: u64,
 }
 
 impl TgAccount {
@@ -110,6 +112,17 @@ impl TgAccount {
     fn next(&mut self) -> u64 {
         self.counter += 1;
         self.counter
+    }
+
+    /// A subscriber number no line has.
+    fn new_number(&mut self) -> String {
+        loop {
+            self.last_number += 1;
+            let number = format!("2145{:06}", 500_000 + self.last_number % 500_000);
+            if !self.lines.contains_key(&number) {
+                return number;
+            }
+        }
     }
 }
 
@@ -332,7 +345,12 @@ async fn activation_status(
                             a.error = Some(format!("sim {} cannot be activated: not provisioned", a.iccid));
                         }
                         ActivationFate::Activate => {
-                            let number = format!("21455{:05}", 10_000 + (n * 7 + new_lines.len() as u64) % 90_000);
+                            let number = loop {
+                                let candidate = account.new_number();
+                                if !new_lines.iter().any(|l: &TgLine| l.subscriber_number == candidate) {
+                                    break candidate;
+                                }
+                            };
                             let service = &a.request["service"];
                             let features = service["serviceCharacteristic"]
                                 .as_array()

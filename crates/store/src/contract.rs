@@ -295,6 +295,11 @@ pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
     assert!(store.rev_customer(OTHER_TENANT, "1001").await.expect("rev").is_none());
     let statuses = store.device_statuses(Integration::Pod19).await.expect("statuses");
     assert!(statuses.iter().any(|s| s.status == "DEACTIVATED" && s.display_name == "Deactivated"));
+    // Telegence's line codes, and the SIM without a line (ids 601-604 in both stores' reference data).
+    let telegence = store.device_statuses(Integration::Telegence).await.expect("statuses");
+    let mut codes: Vec<(i64, &str)> = telegence.iter().map(|s| (s.id, s.status.as_str())).collect();
+    codes.sort();
+    assert_eq!(codes, vec![(601, "A"), (602, "S"), (603, "C"), (604, "UNKNOWN")]);
     let devices =
         store.devices_by_iccid(TENANT, &[ICCIDS[2].to_string(), ICCIDS[0].to_string()]).await.expect("devices");
     let with_service = devices.iter().find(|d| d.iccid == ICCIDS[2]).expect("device");

@@ -1,0 +1,331 @@
+//! Telegence end to end, through the HTTP API, the worker and the Telegence simulator: 450 activations in three
+//! requests, polling to active / rejected / given up, line changes and their refusals, writes disabled with one
+//! e-mail, an activation whose answer is lost, and a worker process killed right after its activation POST (the
+//! SIMs are never activated twice). The simulator's call record is the witness.
+
+use std::time::Duration;
+
+use cli::bench::bench_iccid;
+use engine::ports::Store;
+use serde_json::{Value, json};
+use simulators::Faults;
+use simulators::telegence::ActivationFate;
+use store::Seed;
+use store::seed::{SeedBillingAccount, SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant};
+use support::{TestApp, row};
+
+mod support;
+
+const TELEGENCE: i64 = 30;
+const BAN: &str = "287301234567";
+
+/// SIMs `0..no_line` have no line; `lines` more have active lines 2145600000 + i.
+fn seed(no_line: usize, lines: usize, writes: bool) -> Seed {
+    let device = |i: usize, line: bool| SeedDevice {
+        id: None,
+        tenant_id: 1,
+        service_provider_id: TELEGENCE,
+        iccid: bench_iccid(i),
+        imei: Some(format!("3567890{:07}0", i)),
+        msisdn: line.then(|| format!("21456{:05}", i)),
+        eid: None,
+        status: if line { "A".into() } else { "UNKNOWN".into() },
+        carrier_rate_plan: line.then(|| "SOC-1GB".into()),
+        communication_plan: None,
+        username: None,
+        last_usage_date: None,
+        last_usage_days_ago: Some(3),
+        data_usage_mb: 0.0,
+        rev_customer_id: None,
+    };
+    Seed {
+        tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
+        service_providers: vec![SeedServiceProvider {
+            id: TELEGENCE,
+            tenant_id: 1,
+            integration_id: 6,
+            name: "AT&T Telegence".into(),
+            base_url: "http://127.0.0.1:9/unused".into(),
+            username: "app-id".into(),
+            secret: "app-secret".into(),
+            client_code: None,
+            subscription_key: None,
+            write_is_enabled: writes,
+            rate_limit_per_second: 500.0,
+            default_provider_id: None,
+            thing_space: None,
+        }],
+        carrier_rate_plans: ["SOC-1GB", "SOC-5GB"]
+            .iter()
+            .enumerate()
+            .map(|(n, code)| SeedRatePlan {
+                id: n as i64 + 1,
+                service_provider_id: TELEGENCE,
+                rate_plan_code: (*code).into(),
+                plan_mb: 1024.0 * (n as f64 * 4.0 + 1.0),
+                base_rate: 5.0,
+            })
+            .collect(),
+        devices: (0..no_line).map(|i| device(i, false)).chain((0..lines).map(|i| device(no_line + i, true))).collect(),
+        telegence_billing_accounts: vec![SeedBillingAccount {
+            service_provider_id: TELEGENCE,
+            billing_account_number: BAN.into(),
+            foundation_account_number: None,
+        }],
+        ..Default::default()
+    }
+}
+
+fn new_service(devices: &[String], ban: &str) -> Value {
+    json!({"ServiceProviderId": TELEGENCE, "ChangeType": 2, "PortalType": 2, "Devices": devices,
+           "NewService": {"BillingAccountNumber": ban, "RatePlan": "SOC-1GB", "ServiceZipCode": "75201"}})
+}
+
+impl TestApp {
+    async fn submit(&self, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/M2M/BulkChange", self.stack.base_url()))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("API answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn accepted(&self, body: &Value) -> i64 {
+        let (status, answer) = self.submit(body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["BulkChangeId"].as_i64().expect("id")
+    }
+
+    async fn final_status(&self, id: i64, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let status: Value = self
+                .http
+                .get(format!("{}/M2M/BulkChangeStatus/{id}?pageSize=1000", self.stack.base_url()))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("status")
+                .json()
+                .await
+                .expect("json");
+            if ["PROCESSED", "ERROR"].contains(&status["Status"].as_str().unwrap_or_default()) {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "bulk change {id} not final in {within:?}: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn telegence_calls(&self, method: &str) -> Vec<simulators::RecordedCall> {
+        let sim = self.stack.simulators.telegence.get(&TELEGENCE).expect("Telegence simulator");
+        sim.state.calls().into_iter().filter(|c| c.method == method).collect()
+    }
+}
+
+/// 450 SIMs (`TELEGENCE_DEVICES` scales it; the closing note of issue 13 ran 1,000).
+#[tokio::test]
+async fn four_hundred_fifty_sims_are_activated_in_three_requests_each_row_with_its_own_line() {
+    let n: usize = std::env::var("TELEGENCE_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(450);
+    let app = TestApp::start(seed(n, 0, true), |c| c.worker.carrier_poll_interval = Duration::from_millis(300)).await;
+    let devices: Vec<String> = (0..n).map(bench_iccid).collect();
+    let id = app.accepted(&new_service(&devices, BAN)).await;
+    let status = app.final_status(id, Duration::from_secs(60)).await;
+    assert_eq!(status["Counts"], json!({"PROCESSED": n}), "{}", status["Counts"]);
+    let posts = app.telegence_calls("POST");
+    let sizes: Vec<usize> = posts.iter().map(|c| c.body.as_array().map_or(0, Vec::len)).collect();
+    let expected: Vec<usize> = (0..n.div_ceil(200)).map(|i| (n - i * 200).min(200)).collect();
+    assert_eq!(sizes, expected, "at most 200 services a request, each SIM once");
+    let reads = app.telegence_calls("GET").len();
+    println!("telegence_activation devices={n} posts={} status_gets={reads}", posts.len());
+    let stored = app.stack.store.devices_by_iccid(1, &devices).await.expect("devices");
+    let mut numbers: Vec<String> = stored.iter().filter_map(|d| d.msisdn.clone()).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), n, "every SIM got its own subscriber number");
+    let first = row(&status, &devices[0]);
+    assert!(first["StatusDetails"].as_str().unwrap_or_default().starts_with("Line "), "{first}");
+}
+
+#[tokio::test]
+async fn activations_are_polled_to_active_rejected_or_given_up() {
+    let app = TestApp::start(seed(3, 0, true), |c| {
+        c.worker.carrier_poll_interval = Duration::from_millis(300);
+        c.worker.carrier_result_give_up = Duration::from_secs(3);
+        c.telegence_behaviour.pending_reads = 2;
+        c.telegence_behaviour.fates.insert(bench_iccid(1), ActivationFate::Reject);
+        c.telegence_behaviour.fates.insert(bench_iccid(2), ActivationFate::StayPending);
+    })
+    .await;
+    let devices: Vec<String> = (0..3).map(bench_iccid).collect();
+    let id = app.accepted(&new_service(&devices, BAN)).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(row(&status, &devices[0])["Status"], "PROCESSED");
+    let rejected = row(&status, &devices[1]);
+    assert_eq!(rejected["Status"], "API_FAILED");
+    assert!(rejected["StatusDetails"].as_str().unwrap_or_default().contains("cannot be activated"), "{rejected}");
+    let stuck = row(&status, &devices[2]);
+    assert_eq!(stuck["Status"], "API_FAILED");
+    assert!(stuck["StatusDetails"].as_str().unwrap_or_default().contains("No result from carrier"), "{stuck}");
+    assert!(app.telegence_calls("GET").len() >= 3, "the request was polled until it settled");
+    assert_eq!(app.telegence_calls("POST").len(), 1);
+}
+
+#[tokio::test]
+async fn line_changes_succeed_and_refusals_say_why() {
+    let app = TestApp::start(seed(1, 4, true), |c| {
+        c.telegence_behaviour.unswappable.insert(format!("21456{:05}", 4));
+    })
+    .await;
+    let line = |i: usize| bench_iccid(1 + i);
+    let suspend = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 3, "PortalType": 2, "Devices": [line(0)],
+        "StatusUpdate": {"TargetStatus": "Suspended", "TelegenceStatusUpdate": {"ReasonCode": "CR"}}});
+    let plan = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 7, "PortalType": 2, "Devices": [line(1)],
+        "CarrierRatePlanUpdate": {"CarrierRatePlan": "SOC-5GB"}});
+    let swap_ok = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 8, "PortalType": 2, "Devices": [line(2)],
+        "ChangeIdentifier": {"NewIMEI": "356789010000998", "ServiceZipCode": "75201"}});
+    let swap_refused = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 8, "PortalType": 2, "Devices": [line(3)],
+        "ChangeIdentifier": {"NewIMEI": "356789010000980", "ServiceZipCode": "75201"}});
+    let unknown_ban = new_service(&[bench_iccid(0)], "999999999");
+    let mut ids = Vec::new();
+    for body in [&suspend, &plan, &swap_ok, &swap_refused, &unknown_ban] {
+        ids.push(app.accepted(body).await);
+    }
+    let mut statuses = Vec::new();
+    for id in ids {
+        statuses.push(app.final_status(id, Duration::from_secs(30)).await);
+    }
+    assert_eq!(row(&statuses[0], &line(0))["Status"], "PROCESSED");
+    let sim = app.stack.simulators.telegence.get(&TELEGENCE).expect("sim");
+    assert_eq!(sim.state.line(&format!("21456{:05}", 1)).expect("line").status, "S");
+    assert_eq!(row(&statuses[1], &line(1))["Status"], "PROCESSED");
+    assert_eq!(sim.state.line(&format!("21456{:05}", 2)).expect("line").plan.as_deref(), Some("SOC-5GB"));
+    assert_eq!(row(&statuses[2], &line(2))["Status"], "PROCESSED");
+    let refused = row(&statuses[3], &line(3));
+    assert_eq!(refused["Status"], "API_FAILED");
+    assert!(
+        refused["StatusDetails"].as_str().unwrap_or_default().contains("line not found or not swappable"),
+        "{refused}"
+    );
+    let ban = row(&statuses[4], &bench_iccid(0));
+    assert_eq!(ban["Status"], "API_FAILED");
+    assert!(ban["StatusDetails"].as_str().unwrap_or_default().contains("refused the activation"), "{ban}");
+    let stored = app.stack.store.devices_by_iccid(1, &[line(0)]).await.expect("device");
+    assert_eq!(stored[0].device_status_id, 602, "the device is Suspended here too");
+}
+
+#[tokio::test]
+async fn the_api_refuses_what_telegence_could_not_do() {
+    let app = TestApp::start(seed(1, 1, true), |c| c.run_worker = false).await;
+    let no_reason = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 3, "PortalType": 2, "Devices": [bench_iccid(1)],
+        "StatusUpdate": {"TargetStatus": "Suspended"}});
+    let (status, answer) = app.submit(&no_reason).await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["errors"][0]["field"], "StatusUpdate.TelegenceStatusUpdate.ReasonCode", "{answer}");
+
+    let activate_without_ban = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 3, "PortalType": 2,
+        "Devices": [bench_iccid(0)], "StatusUpdate": {"TargetStatus": "Active"}});
+    let (status, answer) = app.submit(&activate_without_ban).await;
+    assert_eq!(status, 202, "{answer}");
+    let reason = answer["Devices"][0]["Errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(reason.contains("BillingAccountNumber"), "{answer}");
+
+    let (status, answer) = app.submit(&new_service(&[bench_iccid(1)], BAN)).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer["Devices"][0]["Errors"][0]["message"].as_str().unwrap_or_default().contains("already has line"));
+
+    let (status, answer) = app.submit(&new_service(&[bench_iccid(0)], "12")).await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["errors"][0]["field"], "NewService.BillingAccountNumber", "{answer}");
+    assert!(app.telegence_calls("POST").is_empty() && app.telegence_calls("PATCH").is_empty());
+}
+
+#[tokio::test]
+async fn writes_disabled_fails_every_row_with_its_reason_and_one_email() {
+    let app = TestApp::start(seed(1, 2, false), |_| {}).await;
+    let body = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 3, "PortalType": 2,
+        "Devices": [bench_iccid(1), bench_iccid(2)],
+        "StatusUpdate": {"TargetStatus": "Suspended", "TelegenceStatusUpdate": {"ReasonCode": "CR"}}});
+    let id = app.accepted(&body).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(status["Status"], "ERROR");
+    for i in [1, 2] {
+        assert_eq!(row(&status, &bench_iccid(i))["StatusDetails"], "Writes disabled for this service provider.");
+    }
+    assert!(app.telegence_calls("PATCH").is_empty());
+    let outbox = app.stack.config.outbox.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mails = loop {
+        let mails: Vec<_> = std::fs::read_dir(&outbox).map(|d| d.filter_map(|e| e.ok()).collect()).unwrap_or_default();
+        if !mails.is_empty() || tokio::time::Instant::now() > deadline {
+            break mails;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(mails.len(), 1, "one failure e-mail for the bulk change");
+}
+
+#[tokio::test]
+async fn an_activation_whose_answer_is_lost_is_failed_and_never_sent_again() {
+    let app = TestApp::start(seed(2, 0, true), |c| c.worker.carrier_poll_interval = Duration::from_millis(300)).await;
+    let sim = app.stack.simulators.telegence.get(&TELEGENCE).expect("sim");
+    sim.state.harness.set_faults(Faults { apply_then_fail_next_writes: 1, ..Default::default() });
+    let devices: Vec<String> = (0..2).map(bench_iccid).collect();
+    let id = app.accepted(&new_service(&devices, BAN)).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    for iccid in &devices {
+        let r = row(&status, iccid);
+        assert_eq!(r["Status"], "API_FAILED");
+        assert!(r["StatusDetails"].as_str().unwrap_or_default().contains("may have accepted the activation"), "{r}");
+    }
+    assert_eq!(app.telegence_calls("POST").len(), 1, "the activation is not sent twice");
+}
+
+/// A real worker process takes the bulk change and is killed while its activation POST waits for an answer
+/// (Telegence applied it). Another worker process takes over once the rows' hold ends: it never POSTs again.
+#[tokio::test]
+async fn a_worker_killed_after_its_activation_post_never_has_it_sent_twice() {
+    let app = TestApp::start(seed(2, 0, true), |c| c.run_worker = false).await;
+    let sim = app.stack.simulators.telegence.get(&TELEGENCE).expect("sim");
+    sim.state.harness.set_faults(Faults { hang_next_writes: 1, hang_ms: 120_000, ..Default::default() });
+    let database = app.stack.config.database.clone();
+    let outbox = app.stack.config.outbox.clone();
+    let worker = |name: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_bulkchange"))
+            .args(["worker", "--database"])
+            .arg(&database)
+            .arg("--outbox")
+            .arg(&outbox)
+            .args(["--worker-id", name])
+            .env("WORKER_LEASE_SECONDS", "3")
+            .env("THINGSPACE_RESULT_WAIT_SECONDS", "1")
+            .env("TELEGENCE_POLL_SECONDS", "1")
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("worker process")
+    };
+    let mut first = worker("first");
+    let devices: Vec<String> = (0..2).map(bench_iccid).collect();
+    let id = app.accepted(&new_service(&devices, BAN)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while app.telegence_calls("POST").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the first worker never sent the activation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await.expect("kill the first worker");
+    let _second = worker("second");
+    let status = app.final_status(id, Duration::from_secs(60)).await;
+    for iccid in &devices {
+        let r = row(&status, iccid);
+        assert_eq!(r["Status"], "API_FAILED", "{r}");
+        assert!(r["StatusDetails"].as_str().unwrap_or_default().contains("it was not sent again"), "{r}");
+    }
+    assert_eq!(app.telegence_calls("POST").len(), 1, "no second activation request");
+}
