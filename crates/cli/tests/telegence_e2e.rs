@@ -141,8 +141,13 @@ async fn four_hundred_fifty_sims_are_activated_in_three_requests_each_row_with_i
     let sizes: Vec<usize> = posts.iter().map(|c| c.body.as_array().map_or(0, Vec::len)).collect();
     let expected: Vec<usize> = (0..n.div_ceil(200)).map(|i| (n - i * 200).min(200)).collect();
     assert_eq!(sizes, expected, "at most 200 services a request, each SIM once");
-    let reads = app.telegence_calls("GET").len();
-    println!("telegence_activation devices={n} posts={} status_gets={reads}", posts.len());
+    let gets = app.telegence_calls("GET");
+    let status_gets = gets.iter().filter(|c| c.path.contains("serviceactivation")).count();
+    let ban_gets = gets.iter().filter(|c| c.path.contains("billingaccount")).count();
+    println!(
+        "telegence_activation devices={n} posts={} status_gets={status_gets} billing_account_gets={ban_gets}",
+        posts.len()
+    );
     let stored = app.stack.store.devices_by_iccid(1, &devices).await.expect("devices");
     let mut numbers: Vec<String> = stored.iter().filter_map(|d| d.msisdn.clone()).collect();
     numbers.sort();
@@ -214,7 +219,8 @@ async fn line_changes_succeed_and_refusals_say_why() {
     );
     let ban = row(&statuses[4], &bench_iccid(0));
     assert_eq!(ban["Status"], "API_FAILED");
-    assert!(ban["StatusDetails"].as_str().unwrap_or_default().contains("refused the activation"), "{ban}");
+    assert!(ban["StatusDetails"].as_str().unwrap_or_default().contains("is not known to Telegence"), "{ban}");
+    assert!(app.telegence_calls("POST").is_empty(), "no activation is sent for an unknown billing account");
     let stored = app.stack.store.devices_by_iccid(1, &[line(0)]).await.expect("device");
     assert_eq!(stored[0].device_status_id, 602, "the device is Suspended here too");
 }
@@ -328,4 +334,49 @@ async fn a_worker_killed_after_its_activation_post_never_has_it_sent_twice() {
         assert!(r["StatusDetails"].as_str().unwrap_or_default().contains("it was not sent again"), "{r}");
     }
     assert_eq!(app.telegence_calls("POST").len(), 1, "no second activation request");
+}
+
+#[tokio::test]
+async fn a_status_update_activates_sims_without_a_line_restores_cancels_and_usernames_need_no_carrier() {
+    // SIM 0 has no line; 1 and 2 have active lines; 3 is a line we suspend first, then restore.
+    let app = TestApp::start(seed(1, 3, true), |c| c.worker.carrier_poll_interval = Duration::from_millis(300)).await;
+    let suspend = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 3, "PortalType": 2, "Devices": [bench_iccid(3)],
+        "StatusUpdate": {"TargetStatus": "S", "TelegenceStatusUpdate": {"ReasonCode": "CR"}}});
+    let id = app.accepted(&suspend).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+
+    let activate = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 3, "PortalType": 2,
+        "Devices": [bench_iccid(0), bench_iccid(3)],
+        "StatusUpdate": {"TargetStatus": "Active", "TelegenceStatusUpdate": {
+            "BillingAccountNumber": BAN, "RatePlan": "SOC-1GB", "ServiceZipCode": "75201"}}});
+    let cancel = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 3, "PortalType": 2, "Devices": [bench_iccid(1)],
+        "StatusUpdate": {"TargetStatus": "Cancelled", "TelegenceStatusUpdate": {"ReasonCode": "CR", "EffectiveDate": "2099-01-01"}}});
+    let username = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 6, "PortalType": 2, "Devices": [bench_iccid(2)],
+        "Username": {"NewUsername": "truck-2"}});
+    let patches_before = app.telegence_calls("PATCH").len();
+    let (a, c, u) = (app.accepted(&activate).await, app.accepted(&cancel).await, app.accepted(&username).await);
+    let activated = app.final_status(a, Duration::from_secs(30)).await;
+    let new_line = row(&activated, &bench_iccid(0));
+    assert_eq!(new_line["Status"], "PROCESSED", "{new_line}");
+    assert!(new_line["StatusDetails"].as_str().unwrap_or_default().starts_with("Line "), "{new_line}");
+    let restored = row(&activated, &bench_iccid(3));
+    assert_eq!(
+        (restored["Status"].as_str(), restored["StatusDetails"].as_str()),
+        (Some("PROCESSED"), Some("Status changed to Active"))
+    );
+    let sim = app.stack.simulators.telegence.get(&TELEGENCE).expect("sim");
+    assert_eq!(sim.state.line(&format!("21456{:05}", 3)).expect("line").status, "A");
+    assert!(sim.state.line_of_iccid(&bench_iccid(0)).is_some(), "the SIM has a line on Telegence now");
+
+    let cancelled = app.final_status(c, Duration::from_secs(30)).await;
+    assert_eq!(row(&cancelled, &bench_iccid(1))["Status"], "PROCESSED");
+    let sent = app.telegence_calls("PATCH").into_iter().find(|p| p.body["mode"] == "C").expect("cancel sent");
+    assert_eq!(sent.body["effectiveDate"], "2099-01-01Z");
+
+    let renamed = app.final_status(u, Duration::from_secs(30)).await;
+    assert_eq!(row(&renamed, &bench_iccid(2))["Status"], "PROCESSED");
+    let patches = app.telegence_calls("PATCH").len() - patches_before;
+    assert_eq!(patches, 2, "the restore and the cancel; the username makes no carrier call");
+    let stored = app.stack.store.devices_by_iccid(1, &[bench_iccid(2)]).await.expect("device");
+    assert_eq!(stored[0].username.as_deref(), Some("truck-2"));
 }

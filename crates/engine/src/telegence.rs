@@ -177,6 +177,7 @@ async fn send(job: &Job, tg: &Telegence<'_>, rows: Vec<DeviceChangeRow>) -> Vec<
         .collect()
         .await;
     out.extend(patched);
+    let activations = known_billing_accounts(job, tg.api, activations, &mut out).await;
     let mut batch = Vec::new();
     for item in activations {
         batch.push(item);
@@ -188,6 +189,50 @@ async fn send(job: &Job, tg: &Telegence<'_>, rows: Vec<DeviceChangeRow>) -> Vec<
         out.extend(submit(job, tg, batch).await);
     }
     out
+}
+
+/// The activations whose billing account Telegence knows (and can open lines on: it has a foundation account);
+/// the others fail here, before anything is sent. One read per billing account.
+async fn known_billing_accounts(
+    job: &Job,
+    api: &dyn TelegenceApi,
+    activations: Vec<(DeviceChangeRow, TgActivation)>,
+    out: &mut Vec<(DeviceChangeRow, Disposition)>,
+) -> Vec<(DeviceChangeRow, TgActivation)> {
+    let mut verdicts: BTreeMap<String, Result<(), (RowStatus, String)>> = BTreeMap::new();
+    let mut calls = BTreeMap::new();
+    for ban in activations.iter().map(|(_, s)| s.ban.clone()).collect::<std::collections::BTreeSet<_>>() {
+        let verdict = match api.billing_account(&ban).await {
+            Ok((Some(account), call)) if account.fan.is_some() => {
+                calls.insert(ban.clone(), (call, None));
+                Ok(())
+            }
+            Ok((_, call)) => {
+                let why = format!(
+                    "billing account {ban} is not known to Telegence (or has no foundation account); no activation sent"
+                );
+                calls.insert(ban.clone(), (call, Some(why.clone())));
+                Err((RowStatus::ApiFailed, why))
+            }
+            Err(f) => {
+                let why = format!("could not read billing account {ban} from Telegence: {}", f.reason());
+                calls.insert(ban.clone(), (f.call.clone(), Some(why.clone())));
+                Err((api_failed_or_error(&f), why))
+            }
+        };
+        verdicts.insert(ban, verdict);
+    }
+    let mut kept = Vec::with_capacity(activations.len());
+    for (row, service) in activations {
+        if let Some((call, error)) = calls.get(&service.ban) {
+            job.log(&row, "Telegence Billing Account", call, error.as_deref()).await;
+        }
+        match verdicts.get(&service.ban) {
+            Some(Err((status, why))) => out.push((row, Disposition::Done(fail(*status, why)))),
+            _ => kept.push((row, service)),
+        }
+    }
+    kept
 }
 
 /// The new service of a SIM without a line, from the request's options and the device.
