@@ -45,6 +45,16 @@ CREATE TABLE dbo.JasperCarrierRatePlan (
     BaseRate FLOAT NOT NULL,
     IsActive BIT NOT NULL DEFAULT 1
 );
+IF OBJECT_ID('dbo.IMEI_DeviceType_CarrierRatePlan') IS NULL
+CREATE TABLE dbo.IMEI_DeviceType_CarrierRatePlan (
+    Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
+    Manufacturer NVARCHAR(200) NOT NULL,
+    Model NVARCHAR(200) NOT NULL,
+    FromIMEI VARCHAR(20) NOT NULL,
+    ToIMEI VARCHAR(20) NOT NULL,
+    SIMType NVARCHAR(50) NOT NULL,
+    IsActive BIT NOT NULL DEFAULT 1
+);
 IF OBJECT_ID('dbo.RevCustomer') IS NULL
 CREATE TABLE dbo.RevCustomer (
     Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,

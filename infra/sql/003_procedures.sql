@@ -76,6 +76,14 @@ BEGIN
 END
 GO
 
+CREATE OR ALTER PROCEDURE dbo.usp_ImeiRange_List AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Manufacturer, Model, FromIMEI, ToIMEI, SIMType
+    FROM dbo.IMEI_DeviceType_CarrierRatePlan WHERE IsActive = 1 ORDER BY Id;
+END
+GO
+
 CREATE OR ALTER PROCEDURE dbo.usp_RevCustomer_Get @TenantId BIGINT, @RevCustomerId NVARCHAR(100) AS
 BEGIN
     SET NOCOUNT ON;

@@ -810,11 +810,19 @@ async fn identifier_rows(
         return Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }));
     }
     let found = devices_of(store, caller, iccids).await?;
+    // The eSIM rule (Telegence): a device that takes only an eSIM profile keeps an eSIM-compatible IMEI.
+    let ranges = if telegence && new_imei.is_some() { store.imei_ranges().await? } else { Vec::new() };
     Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
         DeviceVerdict::Valid { device, iccid }
             if telegence && device.msisdn.as_deref().is_none_or(|m| m.trim().is_empty()) =>
         {
             DeviceVerdict::Invalid { reason: format!("{iccid} has no Telegence line (no MSISDN) to swap") }
+        }
+        DeviceVerdict::Valid { device, iccid } => {
+            match domain::rules::esim_swap_refusal(device.imei.as_deref(), new_imei.as_deref(), &ranges) {
+                Some(reason) => DeviceVerdict::Invalid { reason: format!("{iccid}: {reason}") },
+                None => DeviceVerdict::Valid { device, iccid },
+            }
         }
         verdict => verdict,
     }))

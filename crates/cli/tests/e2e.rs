@@ -149,6 +149,7 @@ fn test_seed() -> Seed {
         devices,
         rev_services: vec![rev_service(archive_with_rev_service(), 11_500), rev_service(with_rev_service(), 11_501)],
         telegence_billing_accounts: vec![],
+        imei_ranges: vec![],
         customer_rate_plans: vec![store::seed::SeedCustomerPlan { id: 5, tenant_id: 1, name: "Fleet 5 GB".into() }],
         customer_rate_pools: vec![store::seed::SeedCustomerPlan { id: 9, tenant_id: 1, name: "Shared pool".into() }],
     }

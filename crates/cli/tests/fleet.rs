@@ -47,6 +47,7 @@ fn seed(devices: usize, rate: f64) -> Seed {
         customer_rate_pools: vec![],
         rev_services: vec![],
         telegence_billing_accounts: vec![],
+        imei_ranges: vec![],
         devices: (0..devices)
             .map(|i| SeedDevice {
                 id: None,

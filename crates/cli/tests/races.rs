@@ -64,6 +64,7 @@ fn seed() -> Seed {
         customer_rate_pools: vec![],
         rev_services: vec![],
         telegence_billing_accounts: vec![],
+        imei_ranges: vec![],
         devices: (0..DEVICES)
             .map(|i| SeedDevice {
                 id: None,

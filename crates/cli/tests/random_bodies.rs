@@ -44,6 +44,7 @@ fn seed() -> Seed {
         customer_rate_pools: vec![],
         rev_services: vec![],
         telegence_billing_accounts: vec![],
+        imei_ranges: vec![],
         devices: ICCIDS
             .iter()
             .map(|iccid| SeedDevice {

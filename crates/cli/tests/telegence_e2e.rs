@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::telegence::ActivationFate;
 use store::Seed;
-use store::seed::{SeedBillingAccount, SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant};
+use store::seed::{SeedBillingAccount, SeedDevice, SeedImeiRange, SeedRatePlan, SeedServiceProvider, SeedTenant};
 use support::{TestApp, row};
 
 mod support;
@@ -249,6 +249,39 @@ async fn the_api_refuses_what_telegence_could_not_do() {
     assert_eq!(status, 400);
     assert_eq!(answer["errors"][0]["field"], "NewService.BillingAccountNumber", "{answer}");
     assert!(app.telegence_calls("POST").is_empty() && app.telegence_calls("PATCH").is_empty());
+}
+
+#[tokio::test]
+async fn an_esim_device_keeps_an_esim_compatible_imei() {
+    // Every seeded IMEI starts 35678900: make that TAC an eSIM-only model.
+    let mut seeded = seed(0, 2, true);
+    seeded.imei_ranges = vec![SeedImeiRange {
+        manufacturer: "Acme".into(),
+        model: "Tracker eSIM".into(),
+        from_imei: "35678900".into(),
+        to_imei: "35678900".into(),
+        sim_type: "eSIM".into(),
+        is_active: true,
+    }];
+    let app = TestApp::start(seeded, |_| {}).await;
+    let swap = |i: usize, imei: &str| {
+        json!({"ServiceProviderId": TELEGENCE, "ChangeType": 8, "PortalType": 2,
+        "Devices": [bench_iccid(i)], "ChangeIdentifier": {"NewIMEI": imei, "ServiceZipCode": "75201"}})
+    };
+    let (status, answer) = app.submit(&swap(0, "490154203237518")).await;
+    assert_eq!(status, 202, "{answer}");
+    let reason = answer["Devices"][0]["Errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(reason.contains("eSIM-compatible IMEI") && reason.contains("490154203237518"), "{answer}");
+    let refused = answer["BulkChangeId"].as_i64().expect("id");
+    let refused = app.final_status(refused, Duration::from_secs(30)).await;
+    assert_eq!(row(&refused, &bench_iccid(0))["Status"], "ERROR");
+
+    let accepted = app.accepted(&swap(1, "356789001234564")).await;
+    let accepted = app.final_status(accepted, Duration::from_secs(30)).await;
+    assert_eq!(row(&accepted, &bench_iccid(1))["Status"], "PROCESSED", "{accepted}");
+    let patched: Vec<String> = app.telegence_calls("PATCH").into_iter().map(|c| c.path).collect();
+    assert_eq!(patched.len(), 1, "only the eSIM-compatible swap reached Telegence: {patched:?}");
+    assert!(patched[0].ends_with(&format!("21456{:05}", 1)), "{patched:?}");
 }
 
 #[tokio::test]

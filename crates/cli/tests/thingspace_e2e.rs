@@ -120,6 +120,7 @@ fn seed() -> Seed {
         devices,
         rev_services: vec![],
         telegence_billing_accounts: vec![],
+        imei_ranges: vec![],
         customer_rate_plans: vec![store::seed::SeedCustomerPlan { id: 5, tenant_id: 1, name: "Fleet 5 GB".into() }],
         customer_rate_pools: vec![],
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
+use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef, ImeiRange};
 use domain::{
     BulkChangeRequestWire, BulkStatus, ChangeType, DeviceAttribute, Iccid, Integration, PortalType, RowStatus,
 };
@@ -390,6 +390,8 @@ pub trait Store: Send + Sync {
     async fn devices_by_iccid(&self, tenant_id: i64, iccids: &[String]) -> StoreResult<Vec<DeviceRecord>>;
     async fn device(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<DeviceRecord>>;
     async fn carrier_rate_plans(&self, tenant_id: i64, service_provider_id: i64) -> StoreResult<Vec<CarrierRatePlan>>;
+    /// The active IMEI ranges of device models (reference data shared by every tenant).
+    async fn imei_ranges(&self) -> StoreResult<Vec<ImeiRange>>;
     async fn rev_customer(&self, tenant_id: i64, rev_customer_id: &str) -> StoreResult<Option<RevCustomer>>;
     async fn active_rev_service(&self, tenant_id: i64, device_id: i64) -> StoreResult<Option<RevServiceRecord>>;
     /// Records a device's Rev.io service line and ends its creation (`begin_rev_service`). A device has at most

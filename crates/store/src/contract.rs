@@ -101,6 +101,24 @@ pub fn contract_seed() -> Seed {
             rev_customer_id: "1001".into(),
         }],
         telegence_billing_accounts: Vec::new(),
+        imei_ranges: vec![
+            SeedImeiRange {
+                manufacturer: "Acme".into(),
+                model: "Tracker eSIM".into(),
+                from_imei: "35693803".into(),
+                to_imei: "35693804".into(),
+                sim_type: "eSIM".into(),
+                is_active: true,
+            },
+            SeedImeiRange {
+                manufacturer: "Acme".into(),
+                model: "Retired".into(),
+                from_imei: "49015420".into(),
+                to_imei: "49015420".into(),
+                sim_type: "eSIM".into(),
+                is_active: false,
+            },
+        ],
     }
 }
 
@@ -288,6 +306,11 @@ pub async fn audit_log_is_kept_per_row_and_scoped(store: &dyn Store) {
 }
 
 pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
+    // IMEI ranges are shared reference data: the active ones only, with their bounds and SIM type.
+    let ranges = store.imei_ranges().await.expect("IMEI ranges");
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    assert_eq!((ranges[0].from_imei.as_str(), ranges[0].to_imei.as_str()), ("35693803", "35693804"));
+    assert!(ranges[0].is_esim() && ranges[0].contains("356938045643809"));
     assert_eq!(store.carrier_rate_plans(TENANT, SP).await.expect("plans").len(), 1);
     assert!(store.carrier_rate_plans(OTHER_TENANT, SP).await.expect("plans").is_empty());
     assert!(store.rev_customer(TENANT, "1001").await.expect("rev").is_some());

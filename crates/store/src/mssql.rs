@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
+use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef, ImeiRange};
 use domain::{BulkStatus, ChangeType, DeviceAttribute, Integration, PortalType, RowStatus, bulk_status_from_rows};
 use engine::ports::*;
 use tiberius::{Client, Config, Query, Row};
@@ -431,6 +431,18 @@ impl MssqlStore {
             );
             self.exec("seed rate plan", q).await?;
         }
+        for r in &seed.imei_ranges {
+            let q = proc_call!(
+                "INSERT INTO dbo.IMEI_DeviceType_CarrierRatePlan (Manufacturer, Model, FromIMEI, ToIMEI, SIMType, IsActive) VALUES (@P1, @P2, @P3, @P4, @P5, @P6)",
+                r.manufacturer.as_str(),
+                r.model.as_str(),
+                r.from_imei.as_str(),
+                r.to_imei.as_str(),
+                r.sim_type.as_str(),
+                r.is_active,
+            );
+            self.exec("seed IMEI range", q).await?;
+        }
         for c in &seed.rev_customers {
             let mut q =
                 Query::new("INSERT INTO dbo.RevCustomer (TenantId, RevCustomerId, Name) VALUES (@P1, @P2, @P3)");
@@ -716,6 +728,23 @@ impl Store for MssqlStore {
                     rate_plan_code: text(r, "RatePlanCode").unwrap_or_default(),
                     plan_mb: r.get("PlanMB").unwrap_or(0.0),
                     base_rate: r.get("BaseRate").unwrap_or(0.0),
+                })
+            })
+            .collect()
+    }
+
+    async fn imei_ranges(&self) -> StoreResult<Vec<ImeiRange>> {
+        let q = Query::new("EXEC dbo.usp_ImeiRange_List");
+        self.first("read IMEI ranges", q)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ImeiRange {
+                    manufacturer: text(r, "Manufacturer").unwrap_or_default(),
+                    model: text(r, "Model").unwrap_or_default(),
+                    from_imei: need(text(r, "FromIMEI"), "FromIMEI")?,
+                    to_imei: need(text(r, "ToIMEI"), "ToIMEI")?,
+                    sim_type: text(r, "SIMType").unwrap_or_default(),
                 })
             })
             .collect()

@@ -29,6 +29,25 @@ pub struct Seed {
     /// database keeps none; Telegence is asked).
     #[serde(default)]
     pub telegence_billing_accounts: Vec<SeedBillingAccount>,
+    /// IMEI ranges of device models and the SIM they take (`IMEI_DeviceType_CarrierRatePlan`).
+    #[serde(default)]
+    pub imei_ranges: Vec<SeedImeiRange>,
+}
+
+/// A device model's IMEI range (`IMEI_DeviceType_CarrierRatePlan`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedImeiRange {
+    pub manufacturer: String,
+    pub model: String,
+    #[serde(rename = "FromIMEI")]
+    pub from_imei: String,
+    #[serde(rename = "ToIMEI")]
+    pub to_imei: String,
+    #[serde(rename = "SIMType")]
+    pub sim_type: String,
+    #[serde(default = "yes")]
+    pub is_active: bool,
 }
 
 /// A Telegence billing account of a service provider.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef};
+use domain::rules::{CarrierRatePlan, DeviceRecord, DeviceStatusDef, ImeiRange};
 use domain::{BulkStatus, ChangeType, DeviceAttribute, Integration, PortalType, RowStatus, bulk_status_from_rows};
 use engine::ports::*;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -226,6 +226,13 @@ impl SqliteStore {
                     params![p.id, p.service_provider_id, p.rate_plan_code, p.plan_mb, p.base_rate],
                 )
                 .map_err(|e| StoreError::Seed(format!("rate plan {}: {e}", p.rate_plan_code)))?;
+            }
+            for r in &seed.imei_ranges {
+                tx.execute(
+                    "INSERT INTO IMEI_DeviceType_CarrierRatePlan (Manufacturer, Model, FromIMEI, ToIMEI, SIMType, IsActive) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![r.manufacturer, r.model, r.from_imei, r.to_imei, r.sim_type, r.is_active],
+                )
+                .map_err(|e| StoreError::Seed(format!("IMEI range {}-{}: {e}", r.from_imei, r.to_imei)))?;
             }
             for c in &seed.rev_customers {
                 tx.execute(
@@ -698,6 +705,30 @@ impl Store for SqliteStore {
                 })
                 .map_err(db("read rate plans"))?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db("read rate plans"))
+        })
+        .await
+    }
+
+    async fn imei_ranges(&self) -> StoreResult<Vec<ImeiRange>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT Manufacturer, Model, FromIMEI, ToIMEI, SIMType FROM IMEI_DeviceType_CarrierRatePlan
+                     WHERE IsActive = 1 ORDER BY Id",
+                )
+                .map_err(db("read IMEI ranges"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ImeiRange {
+                        manufacturer: r.get(0)?,
+                        model: r.get(1)?,
+                        from_imei: r.get(2)?,
+                        to_imei: r.get(3)?,
+                        sim_type: r.get(4)?,
+                    })
+                })
+                .map_err(db("read IMEI ranges"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db("read IMEI ranges"))
         })
         .await
     }
