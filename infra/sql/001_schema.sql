@@ -383,4 +383,11 @@ GO
 -- The provider a Rev.io account gives a new service line when the request names none (issue 11).
 IF COL_LENGTH('dbo.ServiceProvider', 'DefaultProviderId') IS NULL
     ALTER TABLE dbo.ServiceProvider ADD DefaultProviderId BIGINT NULL;
+-- Teal and Pond: the carrier's wire settings (JSON: Pond's distributor, key header and paths) and plan ids.
+IF COL_LENGTH('dbo.ServiceProvider', 'CarrierSettings') IS NULL
+    ALTER TABLE dbo.ServiceProvider ADD CarrierSettings NVARCHAR(MAX) NULL;
+IF COL_LENGTH('dbo.JasperCarrierRatePlan', 'JasperRatePlanId') IS NULL
+    ALTER TABLE dbo.JasperCarrierRatePlan ADD JasperRatePlanId BIGINT NULL;
+IF COL_LENGTH('dbo.JasperCarrierRatePlan', 'PlanUuid') IS NULL
+    ALTER TABLE dbo.JasperCarrierRatePlan ADD PlanUuid NVARCHAR(64) NULL;
 GO

@@ -33,3 +33,11 @@ FROM (VALUES (601, 6, N'A', N'Active'), (602, 6, N'S', N'Suspended'), (603, 6, N
              (604, 6, N'UNKNOWN', N'No line')) AS s (Id, IntegrationId, Status, DisplayName)
 WHERE NOT EXISTS (SELECT 1 FROM dbo.DeviceStatus t WITH (UPDLOCK, HOLDLOCK) WHERE t.Id = s.Id);
 GO
+
+-- Teal (Integration 12): what Teal reports; Pond (13): every service enabled or disabled.
+INSERT INTO dbo.DeviceStatus (Id, IntegrationId, Status, DisplayName)
+SELECT s.Id, s.IntegrationId, s.Status, s.DisplayName
+FROM (VALUES (1201, 12, N'ONLINE', N'Online'), (1202, 12, N'WAITING', N'Waiting'), (1203, 12, N'STOPPED', N'Stopped'),
+             (1301, 13, N'ACTIVE', N'Active'), (1302, 13, N'INACTIVE', N'Inactive')) AS s (Id, IntegrationId, Status, DisplayName)
+WHERE NOT EXISTS (SELECT 1 FROM dbo.DeviceStatus t WITH (UPDLOCK, HOLDLOCK) WHERE t.Id = s.Id);
+GO

@@ -18,7 +18,7 @@ GO
 CREATE OR ALTER VIEW dbo.vw_ServiceProviderSettings AS
     SELECT sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
            sp.WriteIsEnabled, sp.RateLimitPerSecond, sp.IsActive, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
-           ts.CallbackPassword, ts.LoginRefusedReason, sp.DefaultProviderId
+           ts.CallbackPassword, ts.LoginRefusedReason, sp.DefaultProviderId, sp.CarrierSettings
     FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id;
 GO
 
@@ -69,7 +69,7 @@ GO
 CREATE OR ALTER PROCEDURE dbo.usp_JasperCarrierRatePlan_List @TenantId BIGINT, @ServiceProviderId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT p.Id, p.ServiceProviderId, p.RatePlanCode, p.PlanMB, p.BaseRate
+    SELECT p.Id, p.ServiceProviderId, p.RatePlanCode, p.PlanMB, p.BaseRate, p.JasperRatePlanId, p.PlanUuid
     FROM dbo.JasperCarrierRatePlan p JOIN dbo.ServiceProvider sp ON sp.Id = p.ServiceProviderId
     WHERE p.ServiceProviderId = @ServiceProviderId AND sp.TenantId = @TenantId AND p.IsActive = 1
     ORDER BY p.BaseRate, p.Id;

@@ -146,6 +146,7 @@ fn provider_with_secret(secret: &str) -> engine::ports::ServiceProvider {
         write_is_enabled: true,
         rate_limit_per_second: 1.0,
         default_provider_id: None,
+        carrier_settings: None,
         thingspace: None,
     }
 }

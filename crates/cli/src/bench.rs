@@ -110,6 +110,7 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
             write_is_enabled: true,
             rate_limit_per_second: opts.rate_limit,
             default_provider_id: None,
+            carrier_settings: None,
             thing_space: None,
         }],
         devices: (0..seeded_devices(opts))

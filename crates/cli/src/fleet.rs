@@ -112,6 +112,7 @@ fn seed(urls: [&str; 3], opts: &FleetOptions) -> Seed {
         write_is_enabled: true,
         rate_limit_per_second: rate,
         default_provider_id: None,
+        carrier_settings: None,
         thing_space: None,
     };
     let devices = |tenant: i64, n: usize| {

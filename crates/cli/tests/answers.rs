@@ -29,6 +29,7 @@ fn seed() -> Seed {
         write_is_enabled: true,
         rate_limit_per_second: 100.0,
         default_provider_id,
+        carrier_settings: None,
         thing_space: None,
     };
     let device = |tenant_id, service_provider_id, iccid: String| SeedDevice {

@@ -52,6 +52,7 @@ fn sp(id: i64, tenant_id: i64, integration_id: i64, write_is_enabled: bool) -> S
         write_is_enabled,
         rate_limit_per_second: 100.0,
         default_provider_id: None,
+        carrier_settings: None,
         thing_space: None,
     }
 }
@@ -122,6 +123,8 @@ fn test_seed() -> Seed {
         rate_plan_code: code.into(),
         plan_mb: mb,
         base_rate: rate,
+        jasper_rate_plan_id: None,
+        plan_uuid: None,
     };
     let rev_service =
         |iccid: String, id| SeedRevService { tenant_id: 1, iccid, rev_service_id: id, rev_customer_id: "1001".into() };

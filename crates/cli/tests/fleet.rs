@@ -38,6 +38,7 @@ fn seed(devices: usize, rate: f64) -> Seed {
             write_is_enabled: true,
             rate_limit_per_second: rate,
             default_provider_id: None,
+            carrier_settings: None,
             thing_space: None,
         }],
         device_statuses: vec![],

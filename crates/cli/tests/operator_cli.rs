@@ -30,6 +30,7 @@ fn seed() -> Seed {
             write_is_enabled: true,
             rate_limit_per_second: 2000.0,
             default_provider_id: None,
+            carrier_settings: None,
             thing_space: None,
         }],
         devices: (0..DEVICES)

@@ -35,6 +35,7 @@ fn seed() -> Seed {
         write_is_enabled: true,
         rate_limit_per_second: 1000.0,
         default_provider_id: None,
+        carrier_settings: None,
         thing_space: (integration_id == 4).then(|| SeedThingSpace {
             app_key: "app-key".into(),
             app_secret: "app-secret".into(),
@@ -49,6 +50,8 @@ fn seed() -> Seed {
         rate_plan_code: code.into(),
         plan_mb: mb,
         base_rate: mb / 100.0,
+        jasper_rate_plan_id: None,
+        plan_uuid: None,
     };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],

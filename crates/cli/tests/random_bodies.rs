@@ -26,6 +26,7 @@ fn seed() -> Seed {
         write_is_enabled: true,
         rate_limit_per_second: 100.0,
         default_provider_id: None,
+        carrier_settings: None,
         thing_space: None,
     };
     Seed {
@@ -38,6 +39,8 @@ fn seed() -> Seed {
             rate_plan_code: "RP-1GB".into(),
             plan_mb: 1024.0,
             base_rate: 5.0,
+            jasper_rate_plan_id: None,
+            plan_uuid: None,
         }],
         rev_customers: vec![SeedRevCustomer { tenant_id: 1, rev_customer_id: "1001".into(), name: "Fleet".into() }],
         customer_rate_plans: vec![store::seed::SeedCustomerPlan { id: 5, tenant_id: 1, name: "5 GB".into() }],

@@ -53,6 +53,7 @@ fn seed(no_line: usize, lines: usize, writes: bool) -> Seed {
             write_is_enabled: writes,
             rate_limit_per_second: 500.0,
             default_provider_id: None,
+            carrier_settings: None,
             thing_space: None,
         }],
         carrier_rate_plans: ["SOC-1GB", "SOC-5GB"]
@@ -64,6 +65,8 @@ fn seed(no_line: usize, lines: usize, writes: bool) -> Seed {
                 rate_plan_code: (*code).into(),
                 plan_mb: 1024.0 * (n as f64 * 4.0 + 1.0),
                 base_rate: 5.0,
+                jasper_rate_plan_id: None,
+                plan_uuid: None,
             })
             .collect(),
         devices: (0..no_line).map(|i| device(i, false)).chain((0..lines).map(|i| device(no_line + i, true))).collect(),

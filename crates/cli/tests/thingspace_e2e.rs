@@ -49,6 +49,7 @@ fn thingspace_sp(id: i64, tenant_id: i64) -> SeedServiceProvider {
         write_is_enabled: true,
         rate_limit_per_second: 100.0,
         default_provider_id: None,
+        carrier_settings: None,
         thing_space: Some(SeedThingSpace {
             app_key: format!("app-key-{tenant_id}"),
             app_secret: format!("app-secret-{tenant_id}"),
@@ -95,6 +96,8 @@ fn seed() -> Seed {
         rate_plan_code: code.into(),
         plan_mb: 1024.0,
         base_rate: 5.0,
+        jasper_rate_plan_id: None,
+        plan_uuid: None,
     };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],

@@ -31,6 +31,12 @@ pub struct CarrierRatePlan {
     #[serde(rename = "PlanMB")]
     pub plan_mb: f64,
     pub base_rate: f64,
+    /// The carrier's own id of the plan where it needs one: Pond's package type (`JasperRatePlanId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jasper_rate_plan_id: Option<i64>,
+    /// Teal's plan (`PlanUuid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_uuid: Option<String>,
 }
 
 /// What the rules read of a device (`Device`).
@@ -449,6 +455,8 @@ mod thingspace_tests {
             rate_plan_code: "m2m_4G".into(),
             plan_mb: 1.0,
             base_rate: 1.0,
+            jasper_rate_plan_id: None,
+            plan_uuid: None,
         }];
         assert!(validate_thingspace_activation("8901", Some("m2m_4G"), Some("98801"), &plans).is_ok());
         assert!(validate_thingspace_activation("8901", Some("m2m_4G"), Some("98801-1234"), &plans).is_ok());
@@ -539,6 +547,8 @@ mod tests {
             rate_plan_code: format!("RP{id}"),
             plan_mb: mb,
             base_rate: rate,
+            jasper_rate_plan_id: None,
+            plan_uuid: None,
         };
         let plans = vec![p(1, 5000.0, 20.0), p(2, 100.0, 2.0), p(3, 1000.0, 8.0)];
         assert_eq!(deactivation_rate_plan(&plans, 50.0).map(|p| p.id), Some(2));

@@ -56,6 +56,9 @@ pub struct ServiceProvider {
     /// ThingSpace only: the app credentials, the account and the callback credentials. The UWS user and
     /// password are `username` and `secret`.
     pub thingspace: Option<ThingSpaceSettings>,
+    /// Teal and Pond: the carrier's wire settings as JSON (`CarrierSettings`; Pond's distributor, key header and
+    /// paths, README "Teal and Pond"). No secret here: keys stay in `secret`.
+    pub carrier_settings: Option<String>,
 }
 
 /// A ThingSpace account's settings (`ThingSpaceAuthentication`).

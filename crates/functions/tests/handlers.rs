@@ -327,6 +327,7 @@ fn seed_with_devices(n: usize) -> store::Seed {
             write_is_enabled: true,
             rate_limit_per_second: 100.0,
             default_provider_id: None,
+            carrier_settings: None,
             thing_space: None,
         }],
         devices: (0..n)

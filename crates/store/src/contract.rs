@@ -32,6 +32,7 @@ pub fn contract_seed() -> Seed {
         write_is_enabled: true,
         rate_limit_per_second: 50.0,
         default_provider_id: None,
+        carrier_settings: Some(serde_json::json!({"DistributorId": "D-1"})),
         thing_space: None,
     };
     let thingspace = |id, tenant_id| SeedServiceProvider {
@@ -81,6 +82,8 @@ pub fn contract_seed() -> Seed {
             rate_plan_code: "RP-1GB".into(),
             plan_mb: 1024.0,
             base_rate: 5.0,
+            jasper_rate_plan_id: Some(4711),
+            plan_uuid: Some("cda438862b284bcdaec82ee516eada14".into()),
         }],
         rev_customers: vec![SeedRevCustomer {
             tenant_id: TENANT,
@@ -306,6 +309,21 @@ pub async fn audit_log_is_kept_per_row_and_scoped(store: &dyn Store) {
 }
 
 pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
+    // A plan keeps the carrier's own ids (Pond's package type, Teal's plan uuid).
+    let plans = store.carrier_rate_plans(TENANT, SP).await.expect("plans");
+    assert_eq!(plans[0].jasper_rate_plan_id, Some(4711));
+    assert_eq!(plans[0].plan_uuid.as_deref(), Some("cda438862b284bcdaec82ee516eada14"));
+    let sp = store.service_provider(TENANT, SP).await.expect("sp").expect("the provider");
+    let settings: serde_json::Value =
+        serde_json::from_str(sp.carrier_settings.as_deref().unwrap_or("null")).expect("json");
+    assert_eq!(settings["DistributorId"], "D-1", "carrier settings come back as stored");
+    // Teal's and Pond's statuses are reference data in both stores.
+    let teal: Vec<String> =
+        store.device_statuses(Integration::Teal).await.expect("statuses").into_iter().map(|s| s.status).collect();
+    assert_eq!(teal, ["ONLINE", "WAITING", "STOPPED"]);
+    let pond: Vec<String> =
+        store.device_statuses(Integration::Pond).await.expect("statuses").into_iter().map(|s| s.status).collect();
+    assert_eq!(pond, ["ACTIVE", "INACTIVE"]);
     // IMEI ranges are shared reference data: the active ones only, with their bounds and SIM type.
     let ranges = store.imei_ranges().await.expect("IMEI ranges");
     assert_eq!(ranges.len(), 1, "{ranges:?}");

@@ -390,8 +390,8 @@ impl MssqlStore {
         }
         for sp in &seed.service_providers {
             let q = proc_call!(
-                "INSERT INTO dbo.ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond, DefaultProviderId)
-                 VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11, @P12)",
+                "INSERT INTO dbo.ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond, DefaultProviderId, CarrierSettings)
+                 VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11, @P12, @P13)",
                 sp.id,
                 sp.tenant_id,
                 sp.integration_id,
@@ -404,6 +404,7 @@ impl MssqlStore {
                 sp.write_is_enabled,
                 sp.rate_limit_per_second,
                 sp.default_provider_id,
+                sp.carrier_settings.as_ref().map(|v| v.to_string()),
             );
             self.exec("seed service provider", q).await?;
             if let Some(t) = &sp.thing_space {
@@ -422,12 +423,14 @@ impl MssqlStore {
         }
         for p in &seed.carrier_rate_plans {
             let q = proc_call!(
-                "INSERT INTO dbo.JasperCarrierRatePlan (Id, ServiceProviderId, RatePlanCode, PlanMB, BaseRate) VALUES (@P1, @P2, @P3, @P4, @P5)",
+                "INSERT INTO dbo.JasperCarrierRatePlan (Id, ServiceProviderId, RatePlanCode, PlanMB, BaseRate, JasperRatePlanId, PlanUuid) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7)",
                 p.id,
                 p.service_provider_id,
                 p.rate_plan_code.as_str(),
                 p.plan_mb,
                 p.base_rate,
+                p.jasper_rate_plan_id,
+                p.plan_uuid.as_deref(),
             );
             self.exec("seed rate plan", q).await?;
         }
@@ -578,6 +581,7 @@ fn service_provider(row: &Row) -> Result<ServiceProvider, StoreError> {
         write_is_enabled: row.get("WriteIsEnabled").unwrap_or(false),
         rate_limit_per_second: row.get("RateLimitPerSecond").unwrap_or(1.0),
         default_provider_id: row.get("DefaultProviderId"),
+        carrier_settings: text(row, "CarrierSettings"),
         thingspace: text(row, "AppKey").map(|app_key| ThingSpaceSettings {
             app_key,
             app_secret: Secret::new(text(row, "AppSecret").unwrap_or_default()),
@@ -728,6 +732,8 @@ impl Store for MssqlStore {
                     rate_plan_code: text(r, "RatePlanCode").unwrap_or_default(),
                     plan_mb: r.get("PlanMB").unwrap_or(0.0),
                     base_rate: r.get("BaseRate").unwrap_or(0.0),
+                    jasper_rate_plan_id: r.get("JasperRatePlanId"),
+                    plan_uuid: text(r, "PlanUuid"),
                 })
             })
             .collect()

@@ -173,3 +173,11 @@ INSERT OR IGNORE INTO DeviceStatus (Id, IntegrationId, Status, DisplayName) VALU
 -- Telegence statuses (Integration 6): the carrier's line codes A, S, C; UNKNOWN: a SIM with no line yet (AMOP's own).
 INSERT OR IGNORE INTO DeviceStatus (Id, IntegrationId, Status, DisplayName) VALUES
     (601, 6, 'A', 'Active'), (602, 6, 'S', 'Suspended'), (603, 6, 'C', 'Cancelled'), (604, 6, 'UNKNOWN', 'No line');
+
+-- Teal statuses (Integration 12): what Teal reports (deviceStatus); enable/disable data moves between them.
+INSERT OR IGNORE INTO DeviceStatus (Id, IntegrationId, Status, DisplayName) VALUES
+    (1201, 12, 'ONLINE', 'Online'), (1202, 12, 'WAITING', 'Waiting'), (1203, 12, 'STOPPED', 'Stopped');
+
+-- Pond statuses (Integration 13): every service enabled, or every service disabled.
+INSERT OR IGNORE INTO DeviceStatus (Id, IntegrationId, Status, DisplayName) VALUES
+    (1301, 13, 'ACTIVE', 'Active'), (1302, 13, 'INACTIVE', 'Inactive');

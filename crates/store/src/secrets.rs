@@ -139,6 +139,7 @@ mod tests {
             write_is_enabled: true,
             rate_limit_per_second: 1.0,
             default_provider_id: None,
+            carrier_settings: None,
             thingspace: Some(ThingSpaceSettings {
                 app_key: "key".into(),
                 app_secret: Secret::new("inline-app-secret"),

@@ -115,6 +115,9 @@ pub struct SeedServiceProvider {
     /// ThingSpace accounts only.
     #[serde(default)]
     pub thing_space: Option<SeedThingSpace>,
+    /// Teal and Pond accounts: the carrier's wire settings (README "Teal and Pond").
+    #[serde(default)]
+    pub carrier_settings: Option<serde_json::Value>,
 }
 
 /// A ThingSpace account's app credentials, account name and callback credentials (`ThingSpaceAuthentication`).
@@ -144,6 +147,12 @@ pub struct SeedRatePlan {
     #[serde(rename = "PlanMB")]
     pub plan_mb: f64,
     pub base_rate: f64,
+    /// Pond's package type id of the plan.
+    #[serde(default)]
+    pub jasper_rate_plan_id: Option<i64>,
+    /// Teal's plan uuid.
+    #[serde(default)]
+    pub plan_uuid: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -124,6 +124,10 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (ServiceProviderId, Bucket))",
     // The provider a Rev.io account gives a new service line when the request names none.
     "ALTER TABLE ServiceProvider ADD COLUMN DefaultProviderId INTEGER",
+    // Teal and Pond: a carrier's wire settings (JSON), and the carrier's own ids of a rate plan.
+    "ALTER TABLE ServiceProvider ADD COLUMN CarrierSettings TEXT;
+     ALTER TABLE JasperCarrierRatePlan ADD COLUMN JasperRatePlanId INTEGER;
+     ALTER TABLE JasperCarrierRatePlan ADD COLUMN PlanUuid TEXT",
 ];
 
 /// Where a bulk change's rows live: M2M (PortalType 0) in `M2M_DeviceChange`, Mobility (2) in `Mobility_DeviceChange`.
@@ -199,9 +203,9 @@ impl SqliteStore {
                     return Err(StoreError::Seed(format!("service provider {}: unknown IntegrationId {}", sp.id, sp.integration_id)));
                 }
                 tx.execute(
-                    "INSERT INTO ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond, DefaultProviderId)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                    params![sp.id, sp.tenant_id, sp.integration_id, sp.name, sp.base_url, sp.username, sp.secret, sp.client_code, sp.subscription_key, sp.write_is_enabled, sp.rate_limit_per_second, sp.default_provider_id],
+                    "INSERT INTO ServiceProvider (Id, TenantId, IntegrationId, Name, BaseUrl, Username, Secret, ClientCode, SubscriptionKey, WriteIsEnabled, RateLimitPerSecond, DefaultProviderId, CarrierSettings)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    params![sp.id, sp.tenant_id, sp.integration_id, sp.name, sp.base_url, sp.username, sp.secret, sp.client_code, sp.subscription_key, sp.write_is_enabled, sp.rate_limit_per_second, sp.default_provider_id, sp.carrier_settings.as_ref().map(|v| v.to_string())],
                 )
                 .map_err(|e| StoreError::Seed(format!("service provider {}: {e}", sp.id)))?;
                 if let Some(t) = &sp.thing_space {
@@ -222,8 +226,8 @@ impl SqliteStore {
             }
             for p in &seed.carrier_rate_plans {
                 tx.execute(
-                    "INSERT INTO JasperCarrierRatePlan (Id, ServiceProviderId, RatePlanCode, PlanMB, BaseRate) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![p.id, p.service_provider_id, p.rate_plan_code, p.plan_mb, p.base_rate],
+                    "INSERT INTO JasperCarrierRatePlan (Id, ServiceProviderId, RatePlanCode, PlanMB, BaseRate, JasperRatePlanId, PlanUuid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![p.id, p.service_provider_id, p.rate_plan_code, p.plan_mb, p.base_rate, p.jasper_rate_plan_id, p.plan_uuid],
                 )
                 .map_err(|e| StoreError::Seed(format!("rate plan {}: {e}", p.rate_plan_code)))?;
             }
@@ -436,6 +440,7 @@ fn service_provider_from_row(r: &Row<'_>) -> rusqlite::Result<(ServiceProvider, 
             write_is_enabled: r.get(9)?,
             rate_limit_per_second: r.get(10)?,
             default_provider_id: r.get(17)?,
+            carrier_settings: r.get(18)?,
             thingspace: match r.get::<_, Option<String>>(11)? {
                 Some(app_key) => Some(ThingSpaceSettings {
                     app_key,
@@ -453,7 +458,7 @@ fn service_provider_from_row(r: &Row<'_>) -> rusqlite::Result<(ServiceProvider, 
 }
 
 const SP_COLUMNS: &str = "sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey, sp.WriteIsEnabled, sp.RateLimitPerSecond,
-     ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername, ts.CallbackPassword, ts.LoginRefusedReason, sp.DefaultProviderId";
+     ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername, ts.CallbackPassword, ts.LoginRefusedReason, sp.DefaultProviderId, sp.CarrierSettings";
 const SP_FROM: &str = "ServiceProvider sp LEFT JOIN ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id";
 
 fn checked_sp(found: Option<(ServiceProvider, i64)>) -> Result<Option<ServiceProvider>, StoreError> {
@@ -688,7 +693,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT p.Id, p.ServiceProviderId, p.RatePlanCode, p.PlanMB, p.BaseRate FROM JasperCarrierRatePlan p
+                    "SELECT p.Id, p.ServiceProviderId, p.RatePlanCode, p.PlanMB, p.BaseRate, p.JasperRatePlanId, p.PlanUuid FROM JasperCarrierRatePlan p
                      JOIN ServiceProvider sp ON sp.Id = p.ServiceProviderId
                      WHERE p.ServiceProviderId = ?1 AND sp.TenantId = ?2 AND p.IsActive = 1 ORDER BY p.BaseRate, p.Id",
                 )
@@ -701,6 +706,8 @@ impl Store for SqliteStore {
                         rate_plan_code: r.get(2)?,
                         plan_mb: r.get(3)?,
                         base_rate: r.get(4)?,
+                        jasper_rate_plan_id: r.get(5)?,
+                        plan_uuid: r.get(6)?,
                     })
                 })
                 .map_err(db("read rate plans"))?;
