@@ -99,14 +99,16 @@ pub async fn evaluate_request(
     let thingspace = sp.integration == Integration::ThingSpace;
     let telegence = sp.integration == Integration::Telegence;
     let carrier = sp.integration.is_jasper_family() || thingspace || telegence;
+    // Teal and Pond take status updates and carrier rate plan changes only (carriers-next.md §0).
+    let teal_or_pond = matches!(sp.integration, Integration::Teal | Integration::Pond);
     if thingspace && request.portal_type != domain::PortalType::M2M {
         return Err(ApiError::invalid("PortalType", "ThingSpace devices are M2M devices; send PortalType 0"));
     }
     let (rows, devices) = match &request.details {
-        ChangeDetails::StatusUpdate(update) if carrier => {
+        ChangeDetails::StatusUpdate(update) if carrier || teal_or_pond => {
             status_update_rows(store, caller, &sp, update, &unique).await?
         }
-        ChangeDetails::CarrierRatePlanChange(update) if carrier => {
+        ChangeDetails::CarrierRatePlanChange(update) if carrier || teal_or_pond => {
             carrier_rate_plan_rows(store, caller, &sp, update, &unique).await?
         }
         ChangeDetails::EditUsername(update) if carrier => username_rows(store, caller, &sp, update, &unique).await?,
@@ -254,6 +256,24 @@ async fn status_update_rows(
             return Err(ApiError::invalid("StatusUpdate.RevService", "no Rev.io account is set up for this tenant"));
         }
     }
+    if matches!(sp.integration, Integration::Teal | Integration::Pond) {
+        if update.account_number.is_some() || update.rev_service.is_some() {
+            return Err(ApiError::invalid(
+                "StatusUpdate.RevService",
+                format!(
+                    "AccountNumber and RevService are not supported with {} status updates yet; assign the customer \
+                     with a CustomerAssignment bulk change",
+                    sp.integration
+                ),
+            ));
+        }
+        if !carrier_status_supported(sp.integration, &target.status) {
+            return Err(ApiError::invalid(
+                "StatusUpdate.TargetStatus",
+                format!("{} cannot be moved to '{}' by a bulk change", sp.integration, target.display_name),
+            ));
+        }
+    }
     if sp.integration == Integration::ThingSpace {
         return thingspace_status_rows(store, caller, sp, update, target, &statuses, iccids).await;
     }
@@ -265,6 +285,15 @@ async fn status_update_rows(
         let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
         validate_status_update_device(raw, device, sp.id, sp.integration, current, target)
     }))
+}
+
+/// Whether a bulk change can move a Teal or Pond device to `status` (Teal: data enabled or disabled; Pond: every
+/// service enabled or disabled). Other integrations have their own rules.
+fn carrier_status_supported(integration: Integration, status: &str) -> bool {
+    match integration {
+        Integration::Pond => engine::pond::services_enabled_for(status).is_some(),
+        _ => true,
+    }
 }
 
 /// ThingSpace status updates: the state table per device, and a known service plan and a ZIP code for every
@@ -508,6 +537,22 @@ async fn carrier_rate_plan_rows(
                 sp.id,
                 known.join(", ")
             ),
+        ));
+    }
+    let chosen = plans.iter().find(|p| p.rate_plan_code == plan);
+    if sp.integration == Integration::Pond && chosen.is_some_and(|p| p.jasper_rate_plan_id.is_none()) {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "carrier rate plan '{plan}' has no Pond package type (JasperRatePlanId) for service provider {}",
+                sp.id
+            ),
+        ));
+    }
+    if update.communication_plan.is_some() && matches!(sp.integration, Integration::Teal | Integration::Pond) {
+        return Err(ApiError::invalid(
+            "CarrierRatePlanUpdate.CommunicationPlan",
+            format!("{} has no communication plan; send only CarrierRatePlan", sp.integration),
         ));
     }
     if update.communication_plan.is_some() && sp.integration == Integration::ThingSpace {

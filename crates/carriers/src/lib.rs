@@ -3,6 +3,7 @@
 
 pub mod control_center;
 pub mod http;
+pub mod pond;
 pub mod rev_io;
 pub mod telegence;
 pub mod thingspace;
@@ -12,12 +13,14 @@ use std::time::Duration;
 
 use engine::metrics::{Metrics, NoMetrics};
 use engine::ports::{
-    Carriers, ControlCenterApi, RevIoApi, Secret, ServiceProvider, TelegenceApi, ThingSpaceApi, ThingSpaceSettings,
+    Carriers, ControlCenterApi, PondApi, RevIoApi, Secret, ServiceProvider, TelegenceApi, ThingSpaceApi,
+    ThingSpaceSettings,
 };
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 
 pub use control_center::ControlCenterClient;
+pub use pond::{PondClient, PondSettings};
 pub use rev_io::{RevIoClient, RevIoCredentials};
 pub use telegence::TelegenceClient;
 pub use thingspace::{ThingSpaceClient, ThingSpaceCredentials};
@@ -117,6 +120,18 @@ impl Carriers for HttpCarriers {
         }
         Ok(Arc::new(
             TelegenceClient::new(self.http.clone(), &sp.base_url, &sp.username, sp.secret.clone(), limiter, self.retry)
+                .with_metrics(self.metrics.clone()),
+        ))
+    }
+
+    fn pond(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Result<Arc<dyn PondApi>, String> {
+        if sp.secret.expose().trim().is_empty() {
+            return Err(format!("service provider {} has no Pond API key (Secret)", sp.id));
+        }
+        let settings = PondSettings::parse(sp.carrier_settings.as_deref())
+            .map_err(|e| format!("service provider {}: {e}", sp.id))?;
+        Ok(Arc::new(
+            PondClient::new(self.http.clone(), &sp.base_url, settings, sp.secret.clone(), limiter, self.retry)
                 .with_metrics(self.metrics.clone()),
         ))
     }

@@ -15,6 +15,7 @@ use engine::ports::{Clock, Queue, Store, SystemClock, WorkMessage};
 use engine::rate::RateLimiters;
 use engine::retry::RetryPolicy;
 use engine::{Worker, WorkerConfig};
+use simulators::pond::{PondAccount, PondBehaviour, PondSim, PondWire};
 use simulators::telegence::{TelegenceSim, TgAccount, TgBehaviour, TgLine};
 use simulators::thingspace::{ThingSpaceSim, TsAccount, TsBehaviour};
 use simulators::{Account, ControlCenterSim, Faults, RevAccount, RevCustomer, RevIoSim, SimDevice};
@@ -43,6 +44,8 @@ pub struct StackConfig {
     pub thingspace_behaviour: TsBehaviour,
     /// What the Telegence simulators do with activations (pending reads, fates) and swaps.
     pub telegence_behaviour: TgBehaviour,
+    /// Which Pond steps fail (the plan-change saga's switches).
+    pub pond_behaviour: PondBehaviour,
     pub outbox: PathBuf,
     pub jwt_secret: String,
     pub max_devices: usize,
@@ -79,6 +82,7 @@ impl StackConfig {
             simulator_faults: Faults::default(),
             thingspace_behaviour: TsBehaviour::default(),
             telegence_behaviour: TgBehaviour::default(),
+            pond_behaviour: PondBehaviour::default(),
             outbox,
             jwt_secret,
             max_devices: 10_000,
@@ -102,6 +106,7 @@ pub struct Simulators {
     pub rev_io: BTreeMap<i64, RevIoSim>,
     pub thingspace: BTreeMap<i64, ThingSpaceSim>,
     pub telegence: BTreeMap<i64, TelegenceSim>,
+    pub pond: BTreeMap<i64, PondSim>,
 }
 
 pub struct Stack {
@@ -495,6 +500,46 @@ async fn start_simulators(
                 store.set_base_url(sp.id, &sim.base_url()).await?;
                 info!(service_provider_id = sp.id, url = %sim.base_url(), "Telegence simulator started");
                 sims.telegence.insert(sp.id, sim);
+            }
+            Some(Integration::Pond) => {
+                // The simulator answers on the provider's own wire settings (README "Teal and Pond").
+                let settings_json = sp.carrier_settings.as_ref().map(|v| v.to_string());
+                let settings = carriers::PondSettings::parse(settings_json.as_deref())
+                    .map_err(|e| anyhow::anyhow!("Pond service provider {}: {e}", sp.id))?;
+                let wire = PondWire {
+                    api_key_header: settings.api_key_header.clone(),
+                    packages_path: settings.packages_path.clone(),
+                    package_status_path: settings.package_status_path.clone(),
+                    service_status_path: settings.service_status_path.clone(),
+                    package_status_key: settings.package_status_key.clone(),
+                    services_key: settings.services_key.clone(),
+                };
+                let plans: Vec<_> = seed.carrier_rate_plans.iter().filter(|p| p.service_provider_id == sp.id).collect();
+                let mut account = PondAccount::new(&sp.secret, &settings.distributor_id);
+                for p in &plans {
+                    if let Some(t) = p.jasper_rate_plan_id {
+                        account = account.with_package_type(t, (p.plan_mb * 1024.0 * 1024.0) as u64);
+                    }
+                }
+                // Each SIM is on the package of its plan, its services enabled unless it is INACTIVE.
+                for d in seed.devices.iter().filter(|d| d.service_provider_id == sp.id) {
+                    let package_type = d
+                        .carrier_rate_plan
+                        .as_deref()
+                        .and_then(|code| plans.iter().find(|p| p.rate_plan_code == code))
+                        .and_then(|p| p.jasper_rate_plan_id);
+                    account = account.with_sim(&d.iccid, package_type);
+                    if let Some(sim) = account.sims.get_mut(&d.iccid) {
+                        sim.services_enabled = !d.status.eq_ignore_ascii_case("INACTIVE");
+                    }
+                }
+                let sim = PondSim::start(any, account, wire, config.pond_behaviour.clone())
+                    .await
+                    .context("starting a Pond simulator")?;
+                sim.state.harness.set_faults(faults.clone());
+                store.set_base_url(sp.id, &sim.base_url()).await?;
+                info!(service_provider_id = sp.id, url = %sim.base_url(), "Pond simulator started");
+                sims.pond.insert(sp.id, sim);
             }
             _ => warn!(service_provider_id = sp.id, "no simulator for this integration yet"),
         }

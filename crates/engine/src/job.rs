@@ -11,7 +11,7 @@ use tracing::error;
 
 use crate::audit;
 use crate::ports::{
-    BulkChange, CallRecord, Clock, ControlCenterApi, DeviceChangeRow, Queue, RevIoApi, ServiceProvider, Store,
+    BulkChange, CallRecord, Clock, ControlCenterApi, DeviceChangeRow, PondApi, Queue, RevIoApi, ServiceProvider, Store,
     TelegenceApi, ThingSpaceApi,
 };
 
@@ -27,6 +27,8 @@ pub(crate) struct Job {
     pub thingspace: Option<Arc<dyn ThingSpaceApi>>,
     /// Telegence accounts only.
     pub telegence: Option<Arc<dyn TelegenceApi>>,
+    /// Pond accounts only.
+    pub pond: Option<Arc<dyn PondApi>>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     /// The stored change request, parsed once per message.

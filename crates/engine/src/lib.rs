@@ -13,6 +13,7 @@ mod edit_username;
 pub(crate) mod job;
 pub mod metrics;
 pub mod notify;
+pub mod pond;
 pub mod ports;
 pub mod rate;
 pub mod retry;

@@ -980,6 +980,32 @@ pub trait TelegenceApi: Send + Sync {
     async fn billing_account(&self, ban: &str) -> Result<(Option<TgBillingAccount>, CallRecord), CarrierFailure>;
 }
 
+/// A package (a rate plan) on a Pond SIM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PondPackage {
+    pub package_id: String,
+    /// The rate plan: our `JasperRatePlanId`.
+    pub package_type_id: i64,
+    /// `PENDING`, `ACTIVE` or `TERMINATED`.
+    pub status: String,
+}
+
+/// Pond IoT: an API key header on every call; packages per SIM and the SIM's service status.
+#[async_trait]
+pub trait PondApi: Send + Sync {
+    /// The SIM's packages as Pond has them now (never our database's copy: legacy bug 8).
+    async fn packages(&self, iccid: &str) -> Result<(Vec<PondPackage>, CallRecord), CarrierFailure>;
+    /// Adds a package of `package_type_id` to the SIM (Pond answers it `PENDING`).
+    async fn add_package(&self, iccid: &str, package_type_id: i64)
+    -> Result<(PondPackage, CallRecord), CarrierFailure>;
+    /// Sets a package `ACTIVE` or `TERMINATED`.
+    async fn set_package_status(&self, package_id: &str, status: &str) -> Result<CallRecord, CarrierFailure>;
+    /// Enables (`true`) or disables every service of the SIM.
+    async fn set_services(&self, iccid: &str, enabled: bool) -> Result<CallRecord, CarrierFailure>;
+    /// Whether the SIM's services are enabled now.
+    async fn services_enabled(&self, iccid: &str) -> Result<(bool, CallRecord), CarrierFailure>;
+}
+
 /// Builds the client of a service provider's API; each call first takes a token from `limiter`.
 pub trait Carriers: Send + Sync {
     fn control_center(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Arc<dyn ControlCenterApi>;
@@ -994,4 +1020,6 @@ pub trait Carriers: Send + Sync {
     ) -> Result<Arc<dyn ThingSpaceApi>, String>;
     /// A Telegence account's client. Err when the service provider has no app id or secret.
     fn telegence(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Result<Arc<dyn TelegenceApi>, String>;
+    /// A Pond account's client. Err when the key, the distributor or a wire setting is missing or unreadable.
+    fn pond(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Result<Arc<dyn PondApi>, String>;
 }

@@ -25,7 +25,7 @@ use crate::{
     archival, carrier_rate_plan, change_identifier, customer_assignment, customer_rate_plan, edit_username,
     status_update,
 };
-use crate::{telegence, thingspace};
+use crate::{pond, telegence, thingspace};
 
 /// ThingSpace's documented limit on activation requests per account: 100 a minute.
 pub const THINGSPACE_ACTIVATIONS_PER_SECOND: f64 = 100.0 / 60.0;
@@ -398,6 +398,8 @@ impl Worker {
         } else {
             None
         };
+        let pond =
+            if sp.integration == Integration::Pond { Some(self.carriers.pond(&sp, limiter.clone())?) } else { None };
         let thingspace = if sp.integration == Integration::ThingSpace {
             if let Some(reason) = sp.thingspace.as_ref().and_then(|t| t.login_refused.as_ref()) {
                 return Err(format!(
@@ -432,6 +434,7 @@ impl Worker {
             rev_io,
             thingspace,
             telegence,
+            pond,
             queue: self.queue.clone(),
             worker_id: self.config.worker_id.clone(),
             carrier_result_wait: self.config.carrier_result_wait,
@@ -512,6 +515,16 @@ impl Worker {
             ChangeDetails::ChangeIccidOrImei(req) if job.telegence.is_some() => match &job.telegence {
                 Some(api) => telegence::swap(job, api.as_ref(), row, req).await,
                 None => error("no Telegence client".into()),
+            },
+            ChangeDetails::StatusUpdate(req) if job.pond.is_some() => {
+                match (&job.pond, resolve_target_status(&job.statuses, job.sp.integration, &req.target_status)) {
+                    (Some(api), Some(target)) => pond::status(job, api.as_ref(), row, &target.clone()).await,
+                    _ => error(format!("Unknown target status '{}' for Pond", req.target_status)),
+                }
+            }
+            ChangeDetails::CarrierRatePlanChange(req) if job.pond.is_some() => match &job.pond {
+                Some(api) => pond::change_plan(job, api.as_ref(), row, &req.carrier_rate_plan).await,
+                None => error("no Pond client".into()),
             },
             // Telegence keeps no username: the change is recorded here and its cost centers go to Rev.io.
             ChangeDetails::EditUsername(req) if job.sp.integration == Integration::Telegence => {

@@ -1,0 +1,249 @@
+//! Pond IoT processors (`carriers-next.md` §3): a status update enables or disables every service of the SIM; a
+//! carrier rate plan change is a saga over the SIM's packages that never leaves the SIM without an active one:
+//!
+//! 1. read the SIM's packages **from Pond** (legacy bug 8: the database's copy can be stale);
+//! 2. add a package of the plan's type (`JasperRatePlanId`), unless an earlier attempt left one `PENDING`, which
+//!    is reused (a change is never applied twice);
+//! 3. set the new package `ACTIVE` — a failure here leaves the old packages untouched (the row says so);
+//! 4. set each other `ACTIVE` package `TERMINATED` — a failure here leaves the SIM on the new, active package
+//!    and the row names every package still to terminate (legacy bug 2 terminated the new one instead). A retry
+//!    finds the new package active and terminates only what is left.
+//!
+//! The device's plan is written only once the new package is active (legacy bugs 1 and 4).
+
+use domain::RowStatus;
+use domain::rules::DeviceStatusDef;
+
+use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
+use crate::job::Job;
+use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, PondApi, PondPackage, RowOutcome};
+
+const ACTIVE: &str = "ACTIVE";
+const PENDING: &str = "PENDING";
+const TERMINATED: &str = "TERMINATED";
+
+/// Whether a Pond status enables every service (`ACTIVE`) or disables them (`INACTIVE`); other statuses are not
+/// Pond's (refused at intake, and here).
+pub fn services_enabled_for(status: &str) -> Option<bool> {
+    match status.trim().to_ascii_uppercase().as_str() {
+        "ACTIVE" => Some(true),
+        "INACTIVE" => Some(false),
+        _ => None,
+    }
+}
+
+fn pond_failure(f: &CarrierFailure, what: &str) -> RowOutcome {
+    fail(api_failed_or_error(f), format!("Pond: {what}: {}", f.reason()))
+}
+
+/// StatusUpdate: enable or disable every service of the SIM. A lost answer is settled by reading the status.
+pub(crate) async fn status(
+    job: &Job,
+    api: &dyn PondApi,
+    row: &DeviceChangeRow,
+    target: &DeviceStatusDef,
+) -> RowOutcome {
+    let Some(enable) = services_enabled_for(&target.status) else {
+        return fail(
+            RowStatus::Error,
+            format!("'{}' is not a Pond status; use Active or Inactive", target.display_name),
+        );
+    };
+    if let Err(outcome) = device_for_row(job, row).await {
+        return outcome;
+    }
+    if !job.sp.write_is_enabled {
+        return writes_disabled();
+    }
+    let done = RowOutcome {
+        status: RowStatus::Processed,
+        details: format!("Every service {}", if enable { "enabled" } else { "disabled" }),
+        device_update: DeviceUpdate { device_status_id: Some(target.id), ..DeviceUpdate::default() },
+    };
+    let description = if enable { "Pond Enable All Services" } else { "Pond Disable All Services" };
+    match api.set_services(&row.iccid, enable).await {
+        Ok(call) => {
+            job.log(row, description, &call, None).await;
+            done
+        }
+        Err(f) if f.kind == FailureKind::Ambiguous => {
+            job.log(row, description, &f.call, Some(&f.reason())).await;
+            match api.services_enabled(&row.iccid).await {
+                Ok((now, call)) => {
+                    job.log(row, "Pond Get Service Status (the change's answer was lost)", &call, None).await;
+                    if now == enable {
+                        RowOutcome {
+                            details: format!("{} (confirmed after its answer was lost)", done.details),
+                            ..done
+                        }
+                    } else {
+                        fail(RowStatus::ApiFailed, format!("Pond: {}; the SIM does not show the change", f.reason()))
+                    }
+                }
+                Err(read) => {
+                    job.log(row, "Pond Get Service Status", &read.call, Some(&read.reason())).await;
+                    pond_failure(&f, "the answer was lost and the status could not be read")
+                }
+            }
+        }
+        Err(f) => {
+            job.log(row, description, &f.call, Some(&f.reason())).await;
+            pond_failure(&f, "the service status was not changed")
+        }
+    }
+}
+
+/// CarrierRatePlanChange: the package saga (module docs).
+pub(crate) async fn change_plan(job: &Job, api: &dyn PondApi, row: &DeviceChangeRow, plan_code: &str) -> RowOutcome {
+    let plan_code = plan_code.trim();
+    let Some(plan) = job.rate_plans.iter().find(|p| p.rate_plan_code.eq_ignore_ascii_case(plan_code)) else {
+        return fail(RowStatus::Error, format!("Carrier rate plan '{plan_code}' does not exist for this provider"));
+    };
+    let Some(package_type) = plan.jasper_rate_plan_id else {
+        return fail(
+            RowStatus::Error,
+            format!("Carrier rate plan '{plan_code}' has no Pond package type (JasperRatePlanId)"),
+        );
+    };
+    if let Err(outcome) = device_for_row(job, row).await {
+        return outcome;
+    }
+    if !job.sp.write_is_enabled {
+        return writes_disabled();
+    }
+    let packages = match read_packages(job, api, row, "Pond Get Packages").await {
+        Ok(p) => p,
+        Err(outcome) => return outcome,
+    };
+    // 2. The new package: one already active (an earlier attempt got that far), one left pending, or a new one.
+    let new = match packages.iter().find(|p| p.package_type_id == package_type && p.status == ACTIVE) {
+        Some(active) => active.clone(),
+        None => {
+            let pending = packages.iter().find(|p| p.package_type_id == package_type && p.status == PENDING).cloned();
+            let new = match pending {
+                Some(p) => p,
+                None => match add_package(job, api, row, package_type).await {
+                    Ok(p) => p,
+                    Err(outcome) => return outcome,
+                },
+            };
+            // 3. Active before anything is terminated.
+            match api.set_package_status(&new.package_id, ACTIVE).await {
+                Ok(call) => job.log(row, "Pond Activate Package", &call, None).await,
+                Err(f) => {
+                    job.log(row, "Pond Activate Package", &f.call, Some(&f.reason())).await;
+                    let confirmed = f.kind == FailureKind::Ambiguous
+                        && read_packages(job, api, row, "Pond Get Packages (the activation's answer was lost)")
+                            .await
+                            .is_ok_and(|now| now.iter().any(|p| p.package_id == new.package_id && p.status == ACTIVE));
+                    if !confirmed {
+                        let old = ids(packages.iter().filter(|p| p.status == ACTIVE));
+                        return pond_failure(
+                            &f,
+                            &format!(
+                                "new package {} (type {package_type}) was added but not activated; the SIM keeps its \
+                                 active package(s) {old} untouched, and a retry reuses the new package",
+                                new.package_id
+                            ),
+                        );
+                    }
+                }
+            }
+            PondPackage { status: ACTIVE.into(), ..new }
+        }
+    };
+    // 4. Every other active package terminated; stop at the first failure and say what is left.
+    let old: Vec<&PondPackage> =
+        packages.iter().filter(|p| p.status == ACTIVE && p.package_id != new.package_id).collect();
+    let mut left: Vec<&PondPackage> = Vec::new();
+    let mut first_failure = None;
+    for package in &old {
+        if first_failure.is_some() {
+            left.push(package);
+            continue;
+        }
+        match api.set_package_status(&package.package_id, TERMINATED).await {
+            Ok(call) => job.log(row, "Pond Terminate Package", &call, None).await,
+            Err(f) => {
+                job.log(row, "Pond Terminate Package", &f.call, Some(&f.reason())).await;
+                left.push(package);
+                first_failure = Some(f);
+            }
+        }
+    }
+    let device_update =
+        DeviceUpdate { carrier_rate_plan: Some(plan.rate_plan_code.clone()), ..DeviceUpdate::default() };
+    match first_failure {
+        None => RowOutcome {
+            status: RowStatus::Processed,
+            details: format!(
+                "Carrier rate plan changed to {} (package {} active{})",
+                plan.rate_plan_code,
+                new.package_id,
+                if old.is_empty() { String::new() } else { format!("; terminated {}", ids(old.iter().copied())) }
+            ),
+            device_update,
+        },
+        Some(f) => RowOutcome {
+            status: RowStatus::ApiFailed,
+            details: format!(
+                "The SIM is on {} (package {} ACTIVE), but package(s) {} still need terminating: {}",
+                plan.rate_plan_code,
+                new.package_id,
+                ids(left.iter().copied()),
+                f.reason()
+            ),
+            device_update,
+        },
+    }
+}
+
+fn ids<'a>(packages: impl Iterator<Item = &'a PondPackage>) -> String {
+    let list: Vec<&str> = packages.map(|p| p.package_id.as_str()).collect();
+    if list.is_empty() { "none".into() } else { list.join(", ") }
+}
+
+async fn read_packages(
+    job: &Job,
+    api: &dyn PondApi,
+    row: &DeviceChangeRow,
+    description: &str,
+) -> Result<Vec<PondPackage>, RowOutcome> {
+    match api.packages(&row.iccid).await {
+        Ok((packages, call)) => {
+            job.log(row, description, &call, None).await;
+            Ok(packages)
+        }
+        Err(f) => {
+            job.log(row, description, &f.call, Some(&f.reason())).await;
+            Err(pond_failure(&f, "the SIM's packages could not be read; nothing was changed"))
+        }
+    }
+}
+
+/// Adds the package; a lost answer is settled by reading the packages (a pending package of the type is the one
+/// we added), never by adding again.
+async fn add_package(
+    job: &Job,
+    api: &dyn PondApi,
+    row: &DeviceChangeRow,
+    package_type: i64,
+) -> Result<PondPackage, RowOutcome> {
+    match api.add_package(&row.iccid, package_type).await {
+        Ok((package, call)) => {
+            job.log(row, "Pond Add Package", &call, None).await;
+            Ok(package)
+        }
+        Err(f) if f.kind == FailureKind::Ambiguous => {
+            job.log(row, "Pond Add Package", &f.call, Some(&f.reason())).await;
+            let now = read_packages(job, api, row, "Pond Get Packages (the add's answer was lost)").await?;
+            now.into_iter().find(|p| p.package_type_id == package_type && p.status == PENDING).ok_or_else(|| {
+                pond_failure(&f, "the answer was lost and the SIM shows no new package; nothing else was changed")
+            })
+        }
+        Err(f) => {
+            job.log(row, "Pond Add Package", &f.call, Some(&f.reason())).await;
+            Err(pond_failure(&f, "the new package was not added; the SIM keeps its packages"))
+        }
+    }
+}
