@@ -187,21 +187,10 @@ impl TestApp {
         (status, content_type, body)
     }
 
-    async fn submit(&self, body: Value) -> (u16, Value) {
-        let (status, _, body) = self.post_raw("/M2M/BulkChange", &body.to_string(), Some(&self.token)).await;
-        (status, body)
-    }
-
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         let response =
             self.http.get(format!("{}{path}", self.stack.base_url())).bearer_auth(token).send().await.expect("request");
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn accepted(&self, body: Value) -> i64 {
-        let (status, answer) = self.submit(body).await;
-        assert_eq!(status, 202, "{answer}");
-        answer["BulkChangeId"].as_i64().expect("id")
     }
 
     async fn wait_final(&self, id: i64) -> Value {
@@ -230,7 +219,7 @@ fn status_update(sp: i64, devices: &[String], target: &str) -> Value {
 async fn activation_changes_the_carrier_and_the_database_and_logs_the_call() {
     let app = spawn().await;
     let devices = vec![ready(0), ready(1)];
-    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    let id = app.accepted(&status_update(POD19, &devices, "Active")).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Status"], "PROCESSED");
     assert_eq!(status["Counts"]["PROCESSED"], 2);
@@ -252,7 +241,7 @@ async fn activation_changes_the_carrier_and_the_database_and_logs_the_call() {
 async fn deactivation_moves_rate_plan_before_status() {
     let app = spawn().await;
     let devices = vec![active(0), active(1), active(2)];
-    let id = app.accepted(status_update(POD19, &devices, "deactivated")).await;
+    let id = app.accepted(&status_update(POD19, &devices, "deactivated")).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"]["PROCESSED"], 3, "{status}");
     // Cheapest plan covering usage (50 MB → RP-100MB, 700 MB → RP-1GB), else the largest (9000 MB → RP-5GB).
@@ -281,7 +270,7 @@ async fn deactivation_moves_rate_plan_before_status() {
 async fn failed_rate_plan_move_fails_the_row_without_deactivating() {
     let app = spawn().await;
     app.cc(POD19).state.account.lock().expect("lock").rate_plans.remove("RP-100MB");
-    let id = app.accepted(status_update(POD19, &[active(0)], "Deactivated")).await;
+    let id = app.accepted(&status_update(POD19, &[active(0)], "Deactivated")).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &active(0));
     assert_eq!(r["Status"], "API_FAILED");
@@ -297,7 +286,7 @@ async fn failed_rate_plan_move_fails_the_row_without_deactivating() {
 #[tokio::test]
 async fn deactivation_without_any_rate_plan_fails_before_any_carrier_call() {
     let app = spawn().await;
-    let id = app.accepted(status_update(ROGERS, &[rogers_active()], "Deactivated")).await;
+    let id = app.accepted(&status_update(ROGERS, &[rogers_active()], "Deactivated")).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &rogers_active());
     assert_eq!(r["Status"], "ERROR");
@@ -309,7 +298,7 @@ async fn deactivation_without_any_rate_plan_fails_before_any_carrier_call() {
 async fn writes_disabled_fails_every_row_with_the_reason_and_calls_nobody() {
     let app = spawn().await;
     let devices = vec![read_only(0), read_only(1)];
-    let id = app.accepted(status_update(READ_ONLY, &devices, "Active")).await;
+    let id = app.accepted(&status_update(READ_ONLY, &devices, "Active")).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Status"], "ERROR");
     for iccid in &devices {
@@ -325,7 +314,7 @@ fn puts_for(app: &TestApp, sp: i64, iccid: &str) -> usize {
 #[tokio::test]
 async fn device_already_in_target_status_on_the_carrier_is_not_sent_again() {
     let app = spawn().await;
-    let id = app.accepted(status_update(POD19, &[active(3)], "ACTIVATED")).await;
+    let id = app.accepted(&status_update(POD19, &[active(3)], "ACTIVATED")).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &active(3))["Status"], "PROCESSED");
     assert_eq!(
@@ -343,7 +332,7 @@ async fn a_device_whose_database_status_is_stale_is_still_changed_on_the_carrier
     app.cc(POD19).state.account.lock().expect("lock").devices.get_mut(&active(3)).expect("sim device").status =
         "DEACTIVATED".into();
     // WHEN the operator activates it
-    let status = app.wait_final(app.accepted(status_update(POD19, &[active(3)], "Active")).await).await;
+    let status = app.wait_final(app.accepted(&status_update(POD19, &[active(3)], "Active")).await).await;
     // THEN the carrier gets the change, and the row says so
     assert_eq!(row(&status, &active(3))["StatusDetails"], "Status changed to ACTIVATED", "{status}");
     assert_eq!(app.cc(POD19).state.device(&active(3)).expect("sim").status, "ACTIVATED");
@@ -351,7 +340,7 @@ async fn a_device_whose_database_status_is_stale_is_still_changed_on_the_carrier
     // The same holds for a carrier rate plan our database thinks the device is on.
     app.cc(POD19).state.account.lock().expect("lock").devices.get_mut(&active(3)).expect("sim").rate_plan =
         Some("RP-100MB".into());
-    let status = app.wait_final(app.accepted(carrier_rate_plan(POD19, &[active(3)], "RP-1GB", None)).await).await;
+    let status = app.wait_final(app.accepted(&carrier_rate_plan(POD19, &[active(3)], "RP-1GB", None)).await).await;
     assert_eq!(row(&status, &active(3))["StatusDetails"], "Carrier rate plan changed to RP-1GB", "{status}");
     assert_eq!(app.cc(POD19).state.device(&active(3)).expect("sim").rate_plan.as_deref(), Some("RP-1GB"));
 }
@@ -360,7 +349,7 @@ async fn a_device_whose_database_status_is_stale_is_still_changed_on_the_carrier
 async fn a_status_change_applied_then_answered_502_is_confirmed_by_a_read_not_sent_twice() {
     let app = spawn().await;
     app.cc(POD19).state.harness.set_faults(simulators::Faults { apply_then_fail_next_writes: 1, ..Default::default() });
-    let status = app.wait_final(app.accepted(status_update(POD19, &[ready(15)], "Active")).await).await;
+    let status = app.wait_final(app.accepted(&status_update(POD19, &[ready(15)], "Active")).await).await;
     assert_eq!(row(&status, &ready(15))["Status"], "PROCESSED", "{status}");
     assert_eq!(puts_for(&app, POD19, &ready(15)), 1, "the 502 was resolved by a GET, not a second PUT");
     assert_eq!(app.cc(POD19).state.device(&ready(15)).expect("sim").status, "ACTIVATED");
@@ -375,7 +364,7 @@ async fn invalid_and_valid_devices_mixed_are_accepted_and_only_valid_ones_proces
         format!("{}{}", &good[..good.len() - 1], (last + 1) % 10)
     };
     let devices = vec![ready(2), bad_luhn.clone(), "12345".to_string(), ready(3), ready(2)];
-    let (code, answer) = app.submit(status_update(POD19, &devices, "Active")).await;
+    let (code, answer) = app.submit(&status_update(POD19, &devices, "Active")).await;
     assert_eq!(code, 202, "{answer}");
     assert_eq!(answer["Counts"], json!({"Valid": 2, "Invalid": 2, "Duplicates": 1}));
     assert_eq!(answer["Duplicates"], json!([ready(2)]));
@@ -396,7 +385,7 @@ async fn invalid_and_valid_devices_mixed_are_accepted_and_only_valid_ones_proces
 #[tokio::test]
 async fn another_tenants_device_is_rejected_and_never_sent_to_the_carrier() {
     let app = spawn().await;
-    let id = app.accepted(status_update(POD19, &[other_tenant(), ready(4)], "Active")).await;
+    let id = app.accepted(&status_update(POD19, &[other_tenant(), ready(4)], "Active")).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &other_tenant())["Status"], "ERROR");
     assert_eq!(row(&status, &other_tenant())["StatusDetails"], format!("device {} was not found", other_tenant()));
@@ -408,7 +397,7 @@ async fn another_tenants_device_is_rejected_and_never_sent_to_the_carrier() {
 #[tokio::test]
 async fn another_tenants_bulk_change_and_service_provider_are_invisible() {
     let app = spawn().await;
-    let id = app.accepted(status_update(POD19, &[ready(5)], "Active")).await;
+    let id = app.accepted(&status_update(POD19, &[ready(5)], "Active")).await;
     let other = app.token_for(2);
     let (code, problem) = app.get(&format!("/M2M/BulkChangeStatus/{id}"), &other).await;
     assert_eq!(code, 404, "{problem}");
@@ -485,7 +474,7 @@ async fn bursts_of_429_slow_the_work_but_every_row_is_processed_once() {
     })
     .await;
     let devices: Vec<String> = (10..25).map(ready).collect();
-    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    let id = app.accepted(&status_update(POD19, &devices, "Active")).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"], json!({"PROCESSED": devices.len()}), "{status}");
     assert!(app.cc(POD19).state.calls().iter().any(|c| c.status == 429), "the carrier did throttle");
@@ -497,7 +486,7 @@ async fn bursts_of_429_slow_the_work_but_every_row_is_processed_once() {
 #[tokio::test]
 async fn failed_rows_are_summarised_in_one_email() {
     let app = spawn().await;
-    let id = app.accepted(status_update(POD19, &[ready(9), "123".into()], "Active")).await;
+    let id = app.accepted(&status_update(POD19, &[ready(9), "123".into()], "Active")).await;
     app.wait_final(id).await;
     let outbox = app.stack.config.outbox.clone();
     let mails: Vec<_> = std::fs::read_dir(&outbox).expect("outbox").filter_map(|e| e.ok()).collect();
@@ -519,7 +508,7 @@ async fn a_worker_that_dies_mid_run_is_replaced_and_no_change_is_sent_twice() {
     })
     .await;
     let devices: Vec<String> = (26..34).map(ready).collect();
-    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    let id = app.accepted(&status_update(POD19, &devices, "Active")).await;
     let lease = Duration::from_secs(2);
     let config = |name: &str| WorkerConfig {
         worker_id: name.into(),
@@ -566,7 +555,7 @@ async fn the_same_message_twice_and_two_workers_never_send_a_change_twice() {
     })
     .await;
     let devices: Vec<String> = (34..40).map(ready).collect();
-    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    let id = app.accepted(&status_update(POD19, &devices, "Active")).await;
     // The API enqueued once; deliver the same work twice more, to two workers.
     cli::stack::enqueue(&app.stack.queue, id).await.expect("enqueue");
     cli::stack::enqueue(&app.stack.queue, id).await.expect("enqueue");
@@ -593,7 +582,7 @@ async fn rev_io_service_and_customer_follow_a_successful_activation() {
     let app = spawn().await;
     let body = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [ready(0)],
         "StatusUpdate": {"TargetStatus": "Active", "AccountNumber": "1001", "RevService": {"RevCustomerId": "1001", "CreateRevService": true, "ProviderId": 12}}});
-    let id = app.accepted(body).await;
+    let id = app.accepted(&body).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &ready(0));
     assert_eq!(r["Status"], "PROCESSED", "{status}");
@@ -605,7 +594,7 @@ async fn rev_io_service_and_customer_follow_a_successful_activation() {
     assert_eq!(stored.rev_customer_id.as_deref(), Some("1001"));
     // An unknown Rev customer is a request error: nothing written.
     let body = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [ready(1)], "StatusUpdate": {"TargetStatus": "Active", "AccountNumber": "100"}});
-    let (code, problem) = app.submit(body).await;
+    let (code, problem) = app.submit(&body).await;
     assert_eq!(code, 400);
     assert_eq!(problem["errors"][0]["field"], "StatusUpdate.AccountNumber");
 }
@@ -629,7 +618,7 @@ fn carrier_rate_plan(sp: i64, devices: &[String], plan: &str, communication: Opt
 #[tokio::test]
 async fn carrier_rate_plan_change_moves_the_plan_on_the_carrier_then_in_the_database() {
     let app = spawn().await;
-    let id = app.accepted(carrier_rate_plan(POD19, &[ready(0), ready(1)], "RP-5GB", Some("CP-IoT"))).await;
+    let id = app.accepted(&carrier_rate_plan(POD19, &[ready(0), ready(1)], "RP-5GB", Some("CP-IoT"))).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"], json!({"PROCESSED": 2}), "{status}");
     for iccid in [ready(0), ready(1)] {
@@ -651,7 +640,7 @@ async fn carrier_rate_plan_change_moves_the_plan_on_the_carrier_then_in_the_data
 async fn carrier_refusal_of_a_rate_plan_fails_the_row_and_leaves_the_database() {
     let app = spawn().await;
     app.cc(POD19).state.account.lock().expect("lock").rate_plans.remove("RP-5GB");
-    let id = app.accepted(carrier_rate_plan(POD19, &[ready(2)], "RP-5GB", None)).await;
+    let id = app.accepted(&carrier_rate_plan(POD19, &[ready(2)], "RP-5GB", None)).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &ready(2));
     assert_eq!(r["Status"], "API_FAILED");
@@ -696,7 +685,7 @@ async fn carrier_rate_plan_validation_messages() {
         ),
     ];
     for (body, field, message) in cases {
-        let (code, problem) = app.submit(body).await;
+        let (code, problem) = app.submit(&body).await;
         assert_eq!(code, 400, "{problem}");
         assert_eq!(problem["errors"][0]["field"], field, "{problem}");
         assert!(problem["errors"][0]["message"].as_str().expect("message").contains(message), "{problem}");
@@ -707,7 +696,7 @@ async fn carrier_rate_plan_validation_messages() {
 #[tokio::test]
 async fn carrier_rate_plan_change_with_writes_disabled_calls_nobody() {
     let app = spawn().await;
-    let id = app.accepted(carrier_rate_plan(READ_ONLY, &[read_only(0)], "RO-5GB", None)).await;
+    let id = app.accepted(&carrier_rate_plan(READ_ONLY, &[read_only(0)], "RO-5GB", None)).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &read_only(0))["StatusDetails"], "Writes disabled for this service provider.");
     assert!(app.cc(READ_ONLY).state.calls().is_empty());
@@ -723,7 +712,7 @@ fn edit_username(sp: i64, devices: &[String], username: &str, cost_center: Optio
 #[tokio::test]
 async fn username_edit_on_pod19_is_confirmed_in_the_audit_trail() {
     let app = spawn().await;
-    let id = app.accepted(edit_username(POD19, &[ready(4)], "truck-42", None)).await;
+    let id = app.accepted(&edit_username(POD19, &[ready(4)], "truck-42", None)).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &ready(4))["Status"], "PROCESSED", "{status}");
     assert_eq!(app.cc(POD19).state.device(&ready(4)).expect("sim").device_id.as_deref(), Some("truck-42"));
@@ -736,7 +725,7 @@ async fn username_edit_on_pod19_is_confirmed_in_the_audit_trail() {
 async fn username_edit_that_does_not_take_on_pod19_fails_the_row() {
     let app = spawn().await;
     app.cc(POD19).state.harness.set_faults(simulators::Faults { edits_do_not_take: true, ..Default::default() });
-    let id = app.accepted(edit_username(POD19, &[ready(5)], "van-7", None)).await;
+    let id = app.accepted(&edit_username(POD19, &[ready(5)], "van-7", None)).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &ready(5));
     assert_eq!(r["Status"], "API_FAILED");
@@ -748,7 +737,7 @@ async fn username_edit_that_does_not_take_on_pod19_fails_the_row() {
 #[tokio::test]
 async fn cost_centers_go_to_the_rev_io_service_after_the_carrier() {
     let app = spawn().await;
-    let id = app.accepted(edit_username(POD19, &[with_rev_service()], "forklift-3", Some("DEPT_SALES_001"))).await;
+    let id = app.accepted(&edit_username(POD19, &[with_rev_service()], "forklift-3", Some("DEPT_SALES_001"))).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &with_rev_service());
     assert_eq!(r["Status"], "PROCESSED", "{status}");
@@ -764,7 +753,7 @@ async fn a_rev_io_failure_never_hides_the_carrier_result() {
         .state
         .harness
         .set_faults(simulators::Faults { fail_next: 100, ..Default::default() });
-    let id = app.accepted(edit_username(POD19, &[with_rev_service()], "forklift-4", Some("DEPT_OPS"))).await;
+    let id = app.accepted(&edit_username(POD19, &[with_rev_service()], "forklift-4", Some("DEPT_OPS"))).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &with_rev_service());
     assert_eq!(r["Status"], "API_FAILED");
@@ -798,7 +787,7 @@ async fn username_validation_messages() {
 #[tokio::test]
 async fn username_edit_with_writes_disabled_calls_nobody() {
     let app = spawn().await;
-    let id = app.accepted(edit_username(READ_ONLY, &[read_only(1)], "x1", None)).await;
+    let id = app.accepted(&edit_username(READ_ONLY, &[read_only(1)], "x1", None)).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &read_only(1))["StatusDetails"], "Writes disabled for this service provider.");
     assert!(app.cc(READ_ONLY).state.calls().is_empty());
@@ -814,7 +803,7 @@ fn archival(devices: &[String], override_validation: bool) -> Value {
 async fn archival_archives_idle_devices_and_refuses_the_others_with_reasons() {
     let app = spawn().await;
     let devices = vec![archive_idle(0), archive_recent(), archive_with_rev_service()];
-    let (code, answer) = app.submit(archival(&devices, false)).await;
+    let (code, answer) = app.submit(&archival(&devices, false)).await;
     assert_eq!(code, 202, "{answer}");
     let id = answer["BulkChangeId"].as_i64().expect("id");
     let status = app.wait_final(id).await;
@@ -832,16 +821,16 @@ async fn archival_archives_idle_devices_and_refuses_the_others_with_reasons() {
     assert!(stored.is_deleted && !stored.is_active);
     assert!(app.cc(POD19).state.calls().is_empty(), "archival never calls the carrier");
     // An archived device is refused by every later change.
-    let (_, again) = app.submit(archival(&[archive_idle(0)], false)).await;
+    let (_, again) = app.submit(&archival(&[archive_idle(0)], false)).await;
     assert_eq!(again["Devices"][0]["Errors"][0]["message"], format!("Device {} is already archived", archive_idle(0)));
-    let (_, activate) = app.submit(status_update(POD19, &[archive_idle(0)], "Active")).await;
+    let (_, activate) = app.submit(&status_update(POD19, &[archive_idle(0)], "Active")).await;
     assert_eq!(activate["Devices"][0]["Errors"][0]["message"], format!("device {} is archived", archive_idle(0)));
 }
 
 #[tokio::test]
 async fn archive_override_bypasses_the_rev_service_rule_but_not_the_usage_rule() {
     let app = spawn().await;
-    let id = app.accepted(archival(&[archive_with_rev_service(), archive_recent(), archive_idle(1)], true)).await;
+    let id = app.accepted(&archival(&[archive_with_rev_service(), archive_recent(), archive_idle(1)], true)).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &archive_with_rev_service())["Status"], "PROCESSED", "{status}");
     assert_eq!(row(&status, &archive_idle(1))["Status"], "PROCESSED");
@@ -854,7 +843,7 @@ async fn archive_override_bypasses_the_rev_service_rule_but_not_the_usage_rule()
 async fn retry_makes_a_new_bulk_change_for_the_failed_rows_only() {
     let app = spawn().await;
     app.cc(POD19).state.account.lock().expect("lock").rate_plans.remove("RP-5GB");
-    let first = app.accepted(carrier_rate_plan(POD19, &[ready(7), ready(8), "123".into()], "RP-5GB", None)).await;
+    let first = app.accepted(&carrier_rate_plan(POD19, &[ready(7), ready(8), "123".into()], "RP-5GB", None)).await;
     let status = app.wait_final(first).await;
     assert_eq!(status["Counts"], json!({"API_FAILED": 2, "ERROR": 1}), "{status}");
     // The carrier fixes its side; the operator retries.
@@ -868,7 +857,7 @@ async fn retry_makes_a_new_bulk_change_for_the_failed_rows_only() {
     let retried = app.wait_final(second).await;
     assert_eq!(retried["Counts"], json!({"PROCESSED": 2, "ERROR": 1}), "{retried}");
     assert_eq!(retried["RetryOf"], first);
-    let done = app.accepted(status_update(POD19, &[ready(14)], "Active")).await;
+    let done = app.accepted(&status_update(POD19, &[ready(14)], "Active")).await;
     app.wait_final(done).await;
     let (code, problem) =
         app.post_raw(&format!("/M2M/BulkChange/{done}/Retry"), "", Some(&app.token)).await.into_status_body();
@@ -890,7 +879,7 @@ async fn retry_makes_a_new_bulk_change_for_the_failed_rows_only() {
 async fn cancel_stops_rows_not_started_and_says_how_many() {
     let app = spawn_with(|c| c.run_worker = false).await;
     let devices: Vec<String> = (10..13).map(ready).collect();
-    let id = app.accepted(status_update(POD19, &devices, "Active")).await;
+    let id = app.accepted(&status_update(POD19, &devices, "Active")).await;
     let other = app.token_for(2);
     let (code, _) = app.post_raw(&format!("/M2M/BulkChange/{id}/Cancel"), "", Some(&other)).await.into_status_body();
     assert_eq!(code, 404);
@@ -908,7 +897,7 @@ async fn cancel_stops_rows_not_started_and_says_how_many() {
 #[tokio::test]
 async fn device_details_show_the_device_and_its_history_within_the_tenant() {
     let app = spawn().await;
-    let id = app.accepted(status_update(POD19, &[ready(9)], "Active")).await;
+    let id = app.accepted(&status_update(POD19, &[ready(9)], "Active")).await;
     app.wait_final(id).await;
     let (code, details) = app.get(&format!("/M2M/DeviceDetails/{}", ready(9)), &app.token).await;
     assert_eq!(code, 200, "{details}");
@@ -957,7 +946,7 @@ fn customer_rate_plan(devices: &[String], effective: Option<&str>) -> Value {
 #[tokio::test]
 async fn customer_rate_plan_without_a_future_date_applies_now_without_carrier_calls() {
     let app = spawn().await;
-    let id = app.accepted(customer_rate_plan(&[ready(15), ready(16)], Some("2020-01-01"))).await;
+    let id = app.accepted(&customer_rate_plan(&[ready(15), ready(16)], Some("2020-01-01"))).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"], json!({"PROCESSED": 2}), "{status}");
     let stored = app.stack.store.device_by_iccid(1, &ready(15)).await.expect("read").expect("device");
@@ -973,7 +962,7 @@ async fn future_customer_rate_plan_waits_for_its_date_then_applies_every_row() {
     let app = spawn().await;
     let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
     let devices: Vec<String> = (17..22).map(ready).collect();
-    let id = app.accepted(customer_rate_plan(&devices, Some(&tomorrow))).await;
+    let id = app.accepted(&customer_rate_plan(&devices, Some(&tomorrow))).await;
     let status = app.wait_scheduled(id).await;
     assert_eq!(status["Counts"], json!({"SCHEDULED": 5}), "{status}");
     assert!(
@@ -1014,7 +1003,7 @@ async fn future_customer_rate_plan_waits_for_its_date_then_applies_every_row() {
 async fn a_scheduled_change_cancelled_before_its_date_never_applies() {
     let app = spawn().await;
     let next_week = (chrono::Utc::now() + chrono::Duration::days(7)).format("%Y-%m-%d").to_string();
-    let id = app.accepted(customer_rate_plan(&[ready(22), ready(23)], Some(&next_week))).await;
+    let id = app.accepted(&customer_rate_plan(&[ready(22), ready(23)], Some(&next_week))).await;
     app.wait_scheduled(id).await;
     let (code, answer) =
         app.post_raw(&format!("/M2M/BulkChange/{id}/Cancel"), "", Some(&app.token)).await.into_status_body();
@@ -1070,7 +1059,7 @@ async fn customer_rate_plan_validation_messages() {
 impl TestApp {
     /// The request is refused with 400 and its first error names `field` with exactly `message`.
     async fn assert_refused(&self, body: Value, field: &str, message: impl AsRef<str>) {
-        let (code, problem) = self.submit(body).await;
+        let (code, problem) = self.submit(&body).await;
         assert_eq!(code, 400, "{problem}");
         assert_eq!(
             (problem["errors"][0]["field"].as_str(), problem["errors"][0]["message"].as_str()),
@@ -1102,7 +1091,7 @@ fn assignment(devices: &[String], customer: &str, create_service: bool) -> Value
 #[tokio::test]
 async fn customer_assignment_creates_the_service_line_and_records_the_assignment() {
     let app = spawn().await;
-    let id = app.accepted(assignment(&[ready(25)], "1002", true)).await;
+    let id = app.accepted(&assignment(&[ready(25)], "1002", true)).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &ready(25));
     assert_eq!(r["Status"], "PROCESSED", "{status}");
@@ -1123,7 +1112,7 @@ async fn customer_assignment_creates_the_service_line_and_records_the_assignment
 #[tokio::test]
 async fn a_device_billed_to_another_customer_is_refused() {
     let app = spawn().await;
-    let (code, answer) = app.submit(assignment(&[with_rev_service(), ready(26)], "1002", false)).await;
+    let (code, answer) = app.submit(&assignment(&[with_rev_service(), ready(26)], "1002", false)).await;
     assert_eq!(code, 202, "{answer}");
     assert_eq!(
         answer["Devices"][0]["Errors"][0]["message"],
@@ -1139,7 +1128,7 @@ async fn a_device_billed_to_another_customer_is_refused() {
 async fn rev_customer_must_match_exactly_within_the_tenant() {
     let app = spawn().await;
     for customer in ["100", "10012", "2001", ""] {
-        let (code, problem) = app.submit(assignment(&[ready(27)], customer, false)).await;
+        let (code, problem) = app.submit(&assignment(&[ready(27)], customer, false)).await;
         assert_eq!(code, 400, "{customer}: {problem}");
         assert_eq!(problem["errors"][0]["field"], "RevService.RevCustomerId");
     }
@@ -1149,7 +1138,7 @@ async fn rev_customer_must_match_exactly_within_the_tenant() {
 #[tokio::test]
 async fn a_rev_io_service_created_before_a_crash_is_found_not_created_again() {
     let app = spawn_with(|c| c.run_worker = false).await;
-    let id = app.accepted(assignment(&[ready(28)], "1001", true)).await;
+    let id = app.accepted(&assignment(&[ready(28)], "1001", true)).await;
     // GIVEN a worker claimed the row, created the service line on Rev.io, and died before recording it
     let long_ago = chrono::Utc::now() - chrono::Duration::seconds(30);
     let claimed = engine::ports::Store::claim_rows(&app.stack.store, id, "dead", 10, Duration::from_secs(1), long_ago)
@@ -1286,7 +1275,7 @@ fn spare_sim(app: &TestApp, n: usize) -> String {
 #[tokio::test]
 async fn imei_change_updates_modem_id_then_the_database() {
     let app = spawn().await;
-    let id = app.accepted(change_identifier(&[active(3)], None, Some("356938035643809"))).await;
+    let id = app.accepted(&change_identifier(&[active(3)], None, Some("356938035643809"))).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &active(3))["Status"], "PROCESSED", "{status}");
     assert_eq!(app.cc(POD19).state.device(&active(3)).expect("sim").modem_id.as_deref(), Some("356938035643809"));
@@ -1299,7 +1288,7 @@ async fn sim_swap_moves_plans_username_and_status_then_deactivates_the_old_sim()
     let app = spawn().await;
     let new = spare_sim(&app, 0);
     let old = active(1);
-    let id = app.accepted(change_identifier(std::slice::from_ref(&old), Some(&new), None)).await;
+    let id = app.accepted(&change_identifier(std::slice::from_ref(&old), Some(&new), None)).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &old)["Status"], "PROCESSED", "{status}");
     let (new_sim, old_sim) =
@@ -1332,7 +1321,7 @@ async fn sim_swap_whose_last_step_fails_is_compensated_and_the_old_sim_stays_in_
         .state
         .harness
         .set_faults(simulators::Faults { locked_iccids: vec![old.clone()], ..Default::default() });
-    let id = app.accepted(change_identifier(std::slice::from_ref(&old), Some(&new), None)).await;
+    let id = app.accepted(&change_identifier(std::slice::from_ref(&old), Some(&new), None)).await;
     let status = app.wait_final(id).await;
     let r = row(&status, &old);
     assert_eq!(r["Status"], "API_FAILED");
@@ -1390,7 +1379,7 @@ async fn mobility_bulk_changes_keep_their_rows_in_mobility_device_change() {
     let app = spawn().await;
     let mut body = status_update(POD19, &[ready(30), "123".into()], "Active");
     body["PortalType"] = json!(2);
-    let id = app.accepted(body).await;
+    let id = app.accepted(&body).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"], json!({"ERROR": 1, "PROCESSED": 1}), "{status}");
     assert_eq!(app.stack.store.rows_in_table("Mobility_DeviceChange", id).await.expect("count"), 2);
@@ -1410,7 +1399,7 @@ async fn unknown_portal_types_are_refused() {
     let app = spawn().await;
     let mut body = status_update(POD19, &[ready(31)], "Active");
     body["PortalType"] = json!(1);
-    let (code, problem) = app.submit(body).await;
+    let (code, problem) = app.submit(&body).await;
     assert_eq!((code, problem["errors"][0]["field"].as_str()), (400, Some("PortalType")));
 }
 
@@ -1421,7 +1410,7 @@ async fn assignment_can_set_the_carrier_and_customer_plans_too() {
         "RevService": {"RevCustomerId": "1002", "CreateRevService": true, "ProviderId": 12,
                        "AddCarrierRatePlan": true, "CarrierRatePlan": "RP-5GB",
                        "AddCustomerRatePlan": true, "CustomerRatePlanId": 5, "CustomerRatePoolId": 9}});
-    let id = app.accepted(body).await;
+    let id = app.accepted(&body).await;
     let status = app.wait_final(id).await;
     assert_eq!(row(&status, &ready(32))["Status"], "PROCESSED", "{status}");
     assert_eq!(app.cc(POD19).state.device(&ready(32)).expect("sim").rate_plan.as_deref(), Some("RP-5GB"));
@@ -1437,7 +1426,7 @@ async fn a_carrier_or_rev_io_refusal_leaves_the_device_unassigned() {
     app.cc(POD19).state.account.lock().expect("lock").rate_plans.remove("RP-5GB");
     let body = json!({"ServiceProviderId": POD19, "ChangeType": 1, "Devices": [ready(33)],
         "RevService": {"RevCustomerId": "1002", "AddCarrierRatePlan": true, "CarrierRatePlan": "RP-5GB"}});
-    let status = app.wait_final(app.accepted(body).await).await;
+    let status = app.wait_final(app.accepted(&body).await).await;
     let r = row(&status, &ready(33));
     assert_eq!(r["Status"], "API_FAILED");
     assert_eq!(
@@ -1448,7 +1437,7 @@ async fn a_carrier_or_rev_io_refusal_leaves_the_device_unassigned() {
         .state
         .harness
         .set_faults(simulators::Faults { fail_next: 100, ..Default::default() });
-    let status = app.wait_final(app.accepted(assignment(&[ready(34)], "1002", true)).await).await;
+    let status = app.wait_final(app.accepted(&assignment(&[ready(34)], "1002", true)).await).await;
     let r = row(&status, &ready(34));
     assert_eq!(r["Status"], "API_FAILED");
     assert!(r["StatusDetails"].as_str().expect("details").starts_with("Rev.io service line failed: HTTP 500"), "{r}");
@@ -1505,12 +1494,12 @@ async fn identifier_change_with_writes_disabled_or_a_locked_sim_fails_the_row() 
     let app = spawn().await;
     let mut read_only_change = change_identifier(&[read_only(0)], None, Some("356938035643809"));
     read_only_change["ServiceProviderId"] = json!(READ_ONLY);
-    let status = app.wait_final(app.accepted(read_only_change).await).await;
+    let status = app.wait_final(app.accepted(&read_only_change).await).await;
     assert_eq!(row(&status, &read_only(0))["StatusDetails"], "Writes disabled for this service provider.");
     assert!(app.cc(READ_ONLY).state.calls().is_empty());
     app.cc(POD19).state.harness.set_faults(simulators::Faults { locked_iccids: vec![active(0)], ..Default::default() });
     let status =
-        app.wait_final(app.accepted(change_identifier(&[active(0)], None, Some("356938035643809"))).await).await;
+        app.wait_final(app.accepted(&change_identifier(&[active(0)], None, Some("356938035643809"))).await).await;
     let r = row(&status, &active(0));
     assert_eq!(r["Status"], "API_FAILED");
     assert_eq!(

@@ -77,21 +77,6 @@ fn activation(devices: impl Iterator<Item = usize>) -> Value {
 }
 
 impl TestApp {
-    async fn submit(&self, body: &Value) -> i64 {
-        let answer: Value = self
-            .http
-            .post(format!("{}/M2M/BulkChange", self.stack.base_url()))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .expect("submit")
-            .json()
-            .await
-            .expect("answer");
-        answer["BulkChangeId"].as_i64().unwrap_or_else(|| panic!("accepted: {answer}"))
-    }
-
     async fn status(&self, id: i64) -> Value {
         self.http
             .get(format!("{}/M2M/BulkChangeStatus/{id}?pageSize=1000", self.stack.base_url()))
@@ -140,7 +125,7 @@ async fn two_workers_share_one_bulk_change_and_stay_under_the_carriers_limit() {
     })
     .await;
     let _second = app.second_worker("second");
-    let id = app.submit(&activation(0..150)).await;
+    let id = app.accepted(&activation(0..150)).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"], json!({"PROCESSED": 150}), "{}", status["Counts"]);
     let sim = &app.stack.simulators.control_center[&POD19];
@@ -165,7 +150,7 @@ async fn a_lease_is_renewed_while_a_slow_row_runs_and_ends_within_a_lease_of_its
         c.simulator_faults.latency_ms = 6_000;
     })
     .await;
-    let id = app.submit(&activation(0..1)).await;
+    let id = app.accepted(&activation(0..1)).await;
     let worker = app.second_worker("slow");
     // GIVEN the row is claimed and its carrier call takes three leases
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -202,14 +187,14 @@ async fn a_small_bulk_change_finishes_while_a_large_one_runs() {
         c.simulator_faults.rate_limit_per_second = Some(rate);
     })
     .await;
-    let large = app.submit(&activation(0..200)).await;
+    let large = app.accepted(&activation(0..200)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.status(large).await["Counts"]["PROCESSED"].as_i64().unwrap_or(0) < 5 {
         assert!(Instant::now() < deadline, "the large bulk change never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let started = Instant::now();
-    let small = app.submit(&activation(200..201)).await;
+    let small = app.accepted(&activation(200..201)).await;
     let done = app.wait_final(small).await;
     let waited = started.elapsed();
     assert_eq!(done["Counts"], json!({"PROCESSED": 1}));

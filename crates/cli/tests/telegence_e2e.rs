@@ -85,46 +85,6 @@ fn new_service(devices: &[String], ban: &str) -> Value {
 }
 
 impl TestApp {
-    async fn submit(&self, body: &Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}/M2M/BulkChange", self.stack.base_url()))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .expect("API answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn accepted(&self, body: &Value) -> i64 {
-        let (status, answer) = self.submit(body).await;
-        assert_eq!(status, 202, "{answer}");
-        answer["BulkChangeId"].as_i64().expect("id")
-    }
-
-    async fn final_status(&self, id: i64, within: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let status: Value = self
-                .http
-                .get(format!("{}/M2M/BulkChangeStatus/{id}?pageSize=1000", self.stack.base_url()))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .expect("status")
-                .json()
-                .await
-                .expect("json");
-            if ["PROCESSED", "ERROR"].contains(&status["Status"].as_str().unwrap_or_default()) {
-                return status;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "bulk change {id} not final in {within:?}: {status}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     fn telegence_calls(&self, method: &str) -> Vec<simulators::RecordedCall> {
         let sim = self.stack.simulators.telegence.get(&TELEGENCE).expect("Telegence simulator");
         sim.state.calls().into_iter().filter(|c| c.method == method).collect()

@@ -151,12 +151,6 @@ impl TestApp {
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn accepted(&self, body: Value) -> i64 {
-        let (status, answer) = self.post("/M2M/BulkChange", &body, Some(&self.token)).await;
-        assert_eq!(status, 202, "{answer}");
-        answer["BulkChangeId"].as_i64().expect("id")
-    }
-
     async fn wait_final(&self, id: i64) -> Value {
         cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id).await.expect("bulk change finishes")
     }
@@ -211,7 +205,7 @@ async fn a_multi_device_activation_is_one_request_and_callbacks_finish_it() {
         "Active",
         json!({"ServicePlan": "m2m_4G", "MdnZipCode": "98801", "Devices": [{"ICCID": inventory(0), "IMEI": new_imei}]}),
     );
-    let id = app.accepted(body).await;
+    let id = app.accepted(&body).await;
     let status = app.wait_final(id).await;
     assert_eq!((status["Status"].as_str(), status["Counts"]["PROCESSED"].as_i64()), (Some("PROCESSED"), Some(5)));
 
@@ -272,7 +266,7 @@ async fn activation_without_a_zip_code_is_refused_at_validation() {
 async fn suspend_restore_and_deactivate_follow_the_state_table() {
     let app = spawn_with(|_| {}).await;
     let pair = vec![active(0), active(1)];
-    let suspended = app.wait_final(app.accepted(status_update(&pair, "Suspended", json!({}))).await).await;
+    let suspended = app.wait_final(app.accepted(&status_update(&pair, "Suspended", json!({}))).await).await;
     assert_eq!(suspended["Counts"]["PROCESSED"], 2, "{suspended}");
     assert_eq!(app.sim().state.device(&active(0)).expect("device").state, "suspend");
     // SUSPEND → DEACTIVE is not in ThingSpace's table: refused per device at intake.
@@ -283,11 +277,11 @@ async fn suspend_restore_and_deactivate_follow_the_state_table() {
             .as_str()
             .is_some_and(|e| e.contains("does not allow SUSPEND to DEACTIVE"))
     );
-    let restored = app.wait_final(app.accepted(status_update(&pair, "Active", json!({}))).await).await;
+    let restored = app.wait_final(app.accepted(&status_update(&pair, "Active", json!({}))).await).await;
     assert_eq!(restored["Counts"]["PROCESSED"], 2, "{restored}");
     assert_eq!(app.calls("POST", "/devices/actions/restore").len(), 1, "restore, not activate");
     let body = status_update(&[active(2)], "Deactivated", json!({"EtfWaiver": true}));
-    let deactivated = app.wait_final(app.accepted(body).await).await;
+    let deactivated = app.wait_final(app.accepted(&body).await).await;
     assert_eq!(deactivated["Counts"]["PROCESSED"], 1, "{deactivated}");
     let call = &app.calls("POST", "/devices/actions/deactivate")[0];
     assert_eq!((&call.body["reasonCode"], &call.body["etfWaiver"]), (&json!("FF"), &json!(true)));
@@ -302,7 +296,7 @@ async fn a_lost_callback_is_recovered_by_polling() {
     })
     .await;
     let devices = vec![preactive(0), preactive(1)];
-    let status = app.wait_final(app.accepted(activation(&devices)).await).await;
+    let status = app.wait_final(app.accepted(&activation(&devices)).await).await;
     assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
     assert!(app.calls("CALLBACK", "").is_empty(), "no callback came");
     assert_eq!(app.calls("GET", "/status").len(), 1, "one request-status poll for the request");
@@ -324,7 +318,7 @@ async fn no_result_at_all_fails_the_row_after_the_give_up_time() {
         c.worker.carrier_result_give_up = Duration::from_secs(1);
     })
     .await;
-    let status = app.wait_final(app.accepted(activation(&[preactive(2)])).await).await;
+    let status = app.wait_final(app.accepted(&activation(&[preactive(2)])).await).await;
     let r = row(&status, &preactive(2));
     assert_eq!(r["Status"], "API_FAILED");
     assert!(r["StatusDetails"].as_str().is_some_and(|d| d.starts_with("No result from carrier for request")), "{r}");
@@ -339,7 +333,7 @@ async fn duplicated_and_reordered_callbacks_change_nothing() {
     })
     .await;
     let devices: Vec<String> = (0..3).map(preactive).collect();
-    let id = app.accepted(activation(&devices)).await;
+    let id = app.accepted(&activation(&devices)).await;
     let status = app.wait_final(id).await;
     assert_eq!(status["Counts"]["PROCESSED"], 3);
     // Wait for the duplicates to be delivered too.
@@ -370,7 +364,7 @@ async fn a_callback_with_a_wrong_password_or_for_another_tenants_request_is_refu
         c.worker.carrier_result_wait = Duration::from_secs(600);
     })
     .await;
-    let id = app.accepted(activation(&[preactive(3)])).await;
+    let id = app.accepted(&activation(&[preactive(3)])).await;
     let waiting = app.wait_waiting(id).await;
     let request_id = row(&waiting, &preactive(3))["CarrierRequestId"].as_str().expect("request id").to_string();
     let callback = |user: &str, password: &str| {
@@ -394,14 +388,14 @@ async fn plan_username_and_identifier_changes_go_through_thingspace() {
     let pair = vec![active(3), active(4)];
     let plan = json!({"ServiceProviderId": TS, "ChangeType": 7, "Devices": pair,
                       "CarrierRatePlanUpdate": {"CarrierRatePlan": "m2m_4G_5GB"}});
-    let status = app.wait_final(app.accepted(plan).await).await;
+    let status = app.wait_final(app.accepted(&plan).await).await;
     assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
     assert_eq!(app.calls("PUT", "/devices/actions/plan").len(), 1, "one request for both");
     assert_eq!(app.device(&active(3)).await.carrier_rate_plan.as_deref(), Some("m2m_4G_5GB"));
 
     let username = json!({"ServiceProviderId": TS, "ChangeType": 6, "Devices": pair,
                           "Username": {"NewUsername": "truck-17", "CostCenter": "West", "CostCenter3": "Reefer"}});
-    let status = app.wait_final(app.accepted(username).await).await;
+    let status = app.wait_final(app.accepted(&username).await).await;
     assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
     let fields = &app.calls("PUT", "/devices/actions/customFields")[0].body["customFieldsToUpdate"];
     assert_eq!(
@@ -417,7 +411,7 @@ async fn plan_username_and_identifier_changes_go_through_thingspace() {
     let new_iccid = bench_iccid(2900);
     let swap = json!({"ServiceProviderId": TS, "ChangeType": 8, "Devices": [active(5)],
                       "ChangeIdentifier": {"NewICCID": new_iccid}});
-    let status = app.wait_final(app.accepted(swap).await).await;
+    let status = app.wait_final(app.accepted(&swap).await).await;
     assert_eq!(status["Counts"]["PROCESSED"], 1, "{status}");
     assert_eq!(app.calls("PUT", "/actions/deviceId")[0].body["change4gOption"], "ChangeICCID");
     assert!(
@@ -436,7 +430,7 @@ async fn deleting_250_devices_makes_three_calls_and_reports_each_device() {
     let devices: Vec<String> = (0..250).map(deactive).collect();
     let mut body = json!({"ServiceProviderId": TS, "ChangeType": 9, "Devices": devices});
     body["Devices"].as_array_mut().expect("devices").push(json!(active(0)));
-    let id = app.accepted(body).await;
+    let id = app.accepted(&body).await;
     let status = app.wait_final(id).await;
     assert_eq!(app.calls("POST", "/devices/actions/delete").len(), 3, "100 + 100 + 50");
     assert_eq!((status["Counts"]["PROCESSED"].as_i64(), status["Counts"]["API_FAILED"].as_i64()), (Some(249), Some(1)));
@@ -451,12 +445,12 @@ async fn deleting_250_devices_makes_three_calls_and_reports_each_device() {
 #[tokio::test]
 async fn an_expired_session_is_renewed_once_and_the_work_goes_on() {
     let app = spawn_with(|_| {}).await;
-    assert_eq!(app.wait_final(app.accepted(activation(&[preactive(0)])).await).await["Status"], "PROCESSED");
+    assert_eq!(app.wait_final(app.accepted(&activation(&[preactive(0)])).await).await["Status"], "PROCESSED");
     let logins = || app.calls("POST", "/session/login").len();
     // The stack registered the callback (one login); the worker's client logged in once and keeps its session.
     let before = logins();
     app.sim().state.expire_sessions();
-    let status = app.wait_final(app.accepted(activation(&[preactive(1)])).await).await;
+    let status = app.wait_final(app.accepted(&activation(&[preactive(1)])).await).await;
     assert_eq!(status["Status"], "PROCESSED", "{status}");
     assert_eq!(logins(), before + 1, "one new login after the session expired");
 }
@@ -465,13 +459,13 @@ async fn an_expired_session_is_renewed_once_and_the_work_goes_on() {
 async fn bad_credentials_stop_after_one_failed_login() {
     let app = spawn_with(|_| {}).await;
     app.sim().state.account.lock().expect("lock").password = "rotated-by-someone-else".into();
-    let first = app.wait_final(app.accepted(activation(&[preactive(0), preactive(1)])).await).await;
+    let first = app.wait_final(app.accepted(&activation(&[preactive(0), preactive(1)])).await).await;
     assert_eq!(first["Status"], "ERROR");
     assert!(
         row(&first, &preactive(0))["StatusDetails"].as_str().is_some_and(|d| d.contains("login refused")),
         "{first}"
     );
-    let second = app.wait_final(app.accepted(activation(&[preactive(2)])).await).await;
+    let second = app.wait_final(app.accepted(&activation(&[preactive(2)])).await).await;
     let reason = row(&second, &preactive(2))["StatusDetails"].as_str().unwrap_or_default().to_string();
     assert!(reason.contains("ThingSpace login is stopped for this account"), "{reason}");
     assert_eq!(app.sim().state.failed_logins(), 1, "one failed login, never five");
@@ -486,10 +480,10 @@ async fn customer_plan_and_archival_work_for_thingspace_devices_without_a_carrie
     let app = spawn_with(|_| {}).await;
     let plan = json!({"ServiceProviderId": TS, "ChangeType": 4, "Devices": [active(0)],
                       "CustomerRatePlanUpdate": {"CustomerRatePlanId": 5}});
-    assert_eq!(app.wait_final(app.accepted(plan).await).await["Status"], "PROCESSED");
+    assert_eq!(app.wait_final(app.accepted(&plan).await).await["Status"], "PROCESSED");
     assert_eq!(app.device(&active(0)).await.customer_rate_plan_id, Some(5));
     let archive = json!({"ServiceProviderId": TS, "ChangeType": 5, "Devices": [deactive(0)]});
-    assert_eq!(app.wait_final(app.accepted(archive).await).await["Status"], "PROCESSED");
+    assert_eq!(app.wait_final(app.accepted(&archive).await).await["Status"], "PROCESSED");
     let calls = app.sim().state.calls();
     assert!(
         calls.iter().all(|c| c.path.contains("oauth2") || c.path.contains("session") || c.path.contains("callbacks")),
@@ -507,7 +501,7 @@ async fn a_callback_that_beats_the_recording_of_its_request_id_is_still_applied(
     })
     .await;
     let devices = vec![preactive(0), preactive(1)];
-    let status = app.wait_final(app.accepted(activation(&devices)).await).await;
+    let status = app.wait_final(app.accepted(&activation(&devices)).await).await;
     assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
     let callbacks = app.calls("CALLBACK", "/ThingSpace/Callback");
     assert!(callbacks.iter().all(|c| c.status == 404), "no row waited yet when they came: {callbacks:?}");
@@ -528,7 +522,7 @@ async fn activating_1000_devices_takes_one_carrier_request() {
     })
     .await;
     let before = app.sim().state.calls().len();
-    let status = app.wait_final(app.accepted(activation(&many)).await).await;
+    let status = app.wait_final(app.accepted(&activation(&many)).await).await;
     assert_eq!(status["Counts"]["PROCESSED"], 1000, "{}", status["Counts"]);
     let calls = app.sim().state.calls().split_off(before);
     let count = |method: &str, end: &str| calls.iter().filter(|c| c.method == method && c.path.ends_with(end)).count();
@@ -562,7 +556,7 @@ async fn claimed_by_a_dead_worker(app: &TestApp, id: i64) {
 #[tokio::test]
 async fn a_request_a_dead_worker_sent_is_not_sent_again() {
     let app = spawn_with(|c| c.run_worker = false).await;
-    let id = app.accepted(activation(&[preactive(0), preactive(1)])).await;
+    let id = app.accepted(&activation(&[preactive(0), preactive(1)])).await;
     claimed_by_a_dead_worker(&app, id).await;
     // The dead worker's request reached ThingSpace for the first device only.
     app.sim().state.account.lock().expect("lock").devices.get_mut(&preactive(0)).expect("device").state =
@@ -586,7 +580,7 @@ async fn a_request_a_dead_worker_sent_is_not_sent_again() {
 async fn a_delete_a_dead_worker_sent_is_not_sent_again() {
     let app = spawn_with(|c| c.run_worker = false).await;
     let id =
-        app.accepted(json!({"ServiceProviderId": TS, "ChangeType": 9, "Devices": [deactive(0), deactive(1)]})).await;
+        app.accepted(&json!({"ServiceProviderId": TS, "ChangeType": 9, "Devices": [deactive(0), deactive(1)]})).await;
     claimed_by_a_dead_worker(&app, id).await;
     app.sim().state.account.lock().expect("lock").devices.remove(&deactive(0));
     let _worker = app.stack.spawn_worker(app.stack.config.worker.clone()).expect("worker");
@@ -608,7 +602,7 @@ async fn billing_steps_follow_the_carrier_result_and_only_a_success() {
     body["StatusUpdate"]["AccountNumber"] = json!("1001");
     body["StatusUpdate"]["RevService"] =
         json!({"RevCustomerId": "1001", "CreateRevService": true, "ProviderId": 12, "ServiceTypeId": 3});
-    let status = app.wait_final(app.accepted(body).await).await;
+    let status = app.wait_final(app.accepted(&body).await).await;
     let ok = row(&status, &preactive(4));
     assert_eq!(ok["Status"], "PROCESSED", "{status}");
     let details = ok["StatusDetails"].as_str().unwrap_or_default();
@@ -629,7 +623,7 @@ async fn an_assignment_with_a_service_plan_moves_the_plan_first_then_assigns() {
     let app = spawn_with(|_| {}).await;
     let body = json!({"ServiceProviderId": TS, "ChangeType": 1, "Devices": [active(0), active(1)],
                       "RevService": {"RevCustomerId": "1001", "AddCarrierRatePlan": true, "CarrierRatePlan": "m2m_4G_5GB"}});
-    let status = app.wait_final(app.accepted(body).await).await;
+    let status = app.wait_final(app.accepted(&body).await).await;
     assert_eq!(status["Counts"]["PROCESSED"], 2, "{status}");
     assert_eq!(app.calls("PUT", "/devices/actions/plan").len(), 1, "one plan request for both");
     for iccid in [active(0), active(1)] {
@@ -649,7 +643,7 @@ async fn a_device_added_before_its_activation_failed_is_recorded_as_pre_active()
         c.thingspace_behaviour = TsBehaviour { failing_iccids: vec![inventory(1)], ..TsBehaviour::default() };
     })
     .await;
-    let status = app.wait_final(app.accepted(activation(&[failing.clone(), inventory(0)])).await).await;
+    let status = app.wait_final(app.accepted(&activation(&[failing.clone(), inventory(0)])).await).await;
     let failed = row(&status, &failing);
     assert_eq!(failed["Status"], "API_FAILED", "{status}");
     assert!(failed["StatusDetails"].as_str().is_some_and(|d| d.contains("at the network") && d.contains("pre-active")));
@@ -663,7 +657,7 @@ async fn an_activation_applied_then_answered_502_is_never_sent_twice() {
     let app = spawn_with(|_| {}).await;
     app.sim().state.harness.set_faults(simulators::Faults { apply_then_fail_next_writes: 1, ..Default::default() });
     let devices: Vec<String> = (0..2).map(preactive).collect();
-    let status = app.wait_final(app.accepted(activation(&devices)).await).await;
+    let status = app.wait_final(app.accepted(&activation(&devices)).await).await;
     assert_eq!(app.calls("POST", "/devices/actions/activate").len(), 1, "the lost answer is not a reason to resend");
     for iccid in &devices {
         // ThingSpace still works on it when the rows are settled by reading the devices: the row says so.

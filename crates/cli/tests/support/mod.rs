@@ -26,6 +26,63 @@ impl TestApp {
         let (stack, dir, token) = start(seed, customize).await;
         Self { stack, http: reqwest::Client::new(), token, _dir: dir }
     }
+
+    /// POSTs a bulk change as tenant 1: the HTTP status and the JSON answer.
+    pub async fn submit(&self, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/M2M/BulkChange", self.stack.base_url()))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("API answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits a body that must be accepted (202); its bulk change id.
+    pub async fn accepted(&self, body: &Value) -> i64 {
+        let (status, answer) = self.submit(body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["BulkChangeId"].as_i64().expect("id")
+    }
+
+    /// Polls the status page until the bulk change is PROCESSED or ERROR.
+    pub async fn final_status(&self, id: i64, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let status: Value = self
+                .http
+                .get(format!("{}/M2M/BulkChangeStatus/{id}?pageSize=1000", self.stack.base_url()))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("status")
+                .json()
+                .await
+                .expect("json");
+            if ["PROCESSED", "ERROR"].contains(&status["Status"].as_str().unwrap_or_default()) {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "bulk change {id} not final in {within:?}: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The `.eml` files the local notifier wrote, once at least one is there (or `within` passed).
+    pub async fn mails(&self, within: Duration) -> Vec<std::path::PathBuf> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mails: Vec<_> = std::fs::read_dir(&self.stack.config.outbox)
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            if !mails.is_empty() || tokio::time::Instant::now() > deadline {
+                return mails;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// The stack as `bulkchange serve --simulators` starts it, seeded with `seed`, with short retry and continuation

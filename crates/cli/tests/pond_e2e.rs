@@ -1,0 +1,262 @@
+//! Pond end to end through the HTTP API, against the Pond simulator: a plan change of many SIMs (the calls per
+//! device), a failure at each step of the package saga (never a SIM without an active package, a retry that
+//! finishes what is left), status updates, intake refusals, writes disabled and throttling.
+
+mod support;
+
+use std::time::Duration;
+
+use cli::bench::bench_iccid;
+use engine::ports::Store;
+use serde_json::{Value, json};
+use simulators::Faults;
+use simulators::pond::{PondBehaviour, PondSim};
+use store::Seed;
+use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant};
+use support::{TestApp, row};
+
+const POND: i64 = 40;
+const OLD_TYPE: i64 = 4711;
+const NEW_TYPE: i64 = 4712;
+
+fn seed(sims: usize, writes: bool) -> Seed {
+    let plan = |id: i64, code: &str, package_type: Option<i64>| SeedRatePlan {
+        id,
+        service_provider_id: POND,
+        rate_plan_code: code.into(),
+        plan_mb: 1024.0,
+        base_rate: 4.0,
+        jasper_rate_plan_id: package_type,
+        plan_uuid: None,
+    };
+    Seed {
+        tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
+        service_providers: vec![SeedServiceProvider {
+            id: POND,
+            tenant_id: 1,
+            integration_id: 13,
+            name: "Pond IoT".into(),
+            base_url: "http://127.0.0.1:9/unused".into(),
+            username: String::new(),
+            secret: "pond-key".into(),
+            client_code: None,
+            subscription_key: None,
+            write_is_enabled: writes,
+            rate_limit_per_second: 500.0,
+            default_provider_id: None,
+            carrier_settings: Some(json!({"DistributorId": "D-40"})),
+            thing_space: None,
+        }],
+        carrier_rate_plans: vec![
+            plan(1, "POND-1GB", Some(OLD_TYPE)),
+            plan(2, "POND-5GB", Some(NEW_TYPE)),
+            plan(3, "POND-LEGACY", None),
+        ],
+        devices: (0..sims)
+            .map(|i| SeedDevice {
+                id: None,
+                tenant_id: 1,
+                service_provider_id: POND,
+                iccid: bench_iccid(i),
+                imei: None,
+                msisdn: None,
+                eid: None,
+                status: "ACTIVE".into(),
+                carrier_rate_plan: Some("POND-1GB".into()),
+                communication_plan: None,
+                username: None,
+                last_usage_date: None,
+                last_usage_days_ago: Some(3),
+                data_usage_mb: 0.0,
+                rev_customer_id: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn plan_change(devices: &[String], plan: &str) -> Value {
+    json!({"ServiceProviderId": POND, "ChangeType": 7, "PortalType": 0, "Devices": devices,
+           "CarrierRatePlanUpdate": {"CarrierRatePlan": plan}})
+}
+
+fn status_update(devices: &[String], target: &str) -> Value {
+    json!({"ServiceProviderId": POND, "ChangeType": 3, "PortalType": 0, "Devices": devices,
+           "StatusUpdate": {"TargetStatus": target}})
+}
+
+impl TestApp {
+    fn pond(&self) -> &PondSim {
+        &self.stack.simulators.pond[&POND]
+    }
+
+    async fn retry(&self, id: i64) -> i64 {
+        let response = self
+            .http
+            .post(format!("{}/M2M/BulkChange/{id}/Retry", self.stack.base_url()))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("retry");
+        assert_eq!(response.status().as_u16(), 202);
+        let answer: Value = response.json().await.expect("json");
+        answer["BulkChangeId"].as_i64().expect("id")
+    }
+}
+
+/// 100 SIMs (`POND_DEVICES` scales it): each ends on exactly one ACTIVE package, of the new type, after four
+/// calls (read packages, add, activate, terminate the old one).
+#[tokio::test]
+async fn a_plan_change_of_a_hundred_sims_takes_four_calls_each_and_leaves_one_active_package() {
+    let n: usize = std::env::var("POND_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let app = TestApp::start(seed(n, true), |_| {}).await;
+    let devices: Vec<String> = (0..n).map(bench_iccid).collect();
+    let id = app.accepted(&plan_change(&devices, "POND-5GB")).await;
+    let status = app.final_status(id, Duration::from_secs(60)).await;
+    assert_eq!(status["Status"], "PROCESSED", "{status}");
+    for iccid in &devices {
+        let active = app.pond().state.active_packages(iccid);
+        assert_eq!(active.len(), 1, "{iccid}: {active:?}");
+        assert_eq!(active[0].package_type_id, NEW_TYPE);
+        let stored = app.stack.store.devices_by_iccid(1, std::slice::from_ref(iccid)).await.expect("device");
+        assert_eq!(stored[0].carrier_rate_plan.as_deref(), Some("POND-5GB"));
+    }
+    let calls = app.pond().state.calls();
+    let per_device = calls.len() as f64 / n as f64;
+    println!(
+        "pond plan change: {n} SIMs, {} calls ({per_device:.2} per device: {} GET, {} POST)",
+        calls.len(),
+        calls.iter().filter(|c| c.method == "GET").count(),
+        calls.iter().filter(|c| c.method == "POST").count()
+    );
+    assert_eq!(calls.len(), 4 * n, "read, add, activate, terminate per SIM");
+}
+
+#[tokio::test]
+async fn a_failed_step_never_leaves_a_sim_without_an_active_package_and_a_retry_finishes_the_rest() {
+    let app = TestApp::start(seed(3, true), |_| {}).await;
+    let devices: Vec<String> = (0..3).map(bench_iccid).collect();
+    let old_of = |i: usize| app.pond().state.active_packages(&devices[i])[0].package_id.clone();
+    let (old0, old1, old2) = (old_of(0), old_of(1), old_of(2));
+    app.pond().state.set_behaviour(PondBehaviour {
+        fail_add_for: [devices[0].clone()].into(),
+        fail_activate_for: [devices[1].clone()].into(),
+        fail_terminate_of: [old2.clone()].into(),
+        ..Default::default()
+    });
+    let first = app.accepted(&plan_change(&devices, "POND-5GB")).await;
+    let status = app.final_status(first, Duration::from_secs(30)).await;
+    let details = |i: usize| row(&status, &devices[i])["StatusDetails"].as_str().unwrap_or_default().to_string();
+    for iccid in &devices {
+        assert_eq!(row(&status, iccid)["Status"], "API_FAILED", "{status}");
+    }
+    // Add failed: the SIM keeps its old package.
+    assert!(details(0).contains("not added"), "{}", details(0));
+    let active0 = app.pond().state.active_packages(&devices[0]);
+    assert_eq!((active0.len(), active0[0].package_id.as_str()), (1, old0.as_str()));
+    // Activation failed: the old package untouched, the new one left PENDING for a retry.
+    assert!(details(1).contains("not activated") && details(1).contains(&old1), "{}", details(1));
+    let packages1 = app.pond().state.packages(&devices[1]);
+    assert_eq!(app.pond().state.active_packages(&devices[1])[0].package_id, old1);
+    assert!(packages1.iter().any(|p| p.package_type_id == NEW_TYPE && p.status == "PENDING"), "{packages1:?}");
+    // Termination failed: the SIM is on the new, active package; the row names the package left.
+    assert!(details(2).contains("still need terminating") && details(2).contains(&old2), "{}", details(2));
+    let active2 = app.pond().state.active_packages(&devices[2]);
+    assert!(active2.iter().any(|p| p.package_type_id == NEW_TYPE), "{active2:?}");
+    let stored = app.stack.store.devices_by_iccid(1, &devices[2..3]).await.expect("device");
+    assert_eq!(stored[0].carrier_rate_plan.as_deref(), Some("POND-5GB"), "the SIM is on the new plan");
+    for iccid in &devices {
+        assert!(!app.pond().state.active_packages(iccid).is_empty(), "{iccid} has no active package");
+    }
+
+    // Pond fixes its side; the operator retries: what is left is done, nothing twice.
+    app.pond().state.set_behaviour(PondBehaviour::default());
+    let adds_before =
+        app.pond().state.calls().iter().filter(|c| c.method == "POST" && c.path.ends_with("/packages")).count();
+    let second = app.retry(first).await;
+    let retried = app.final_status(second, Duration::from_secs(30)).await;
+    assert_eq!(retried["Status"], "PROCESSED", "{retried}");
+    for iccid in &devices {
+        let active = app.pond().state.active_packages(iccid);
+        assert_eq!(active.len(), 1, "{iccid}: {active:?}");
+        assert_eq!(active[0].package_type_id, NEW_TYPE);
+        let new_packages =
+            app.pond().state.packages(iccid).into_iter().filter(|p| p.package_type_id == NEW_TYPE).count();
+        assert_eq!(new_packages, 1, "{iccid}: one package of the new plan, never a second");
+    }
+    let adds = app.pond().state.calls().iter().filter(|c| c.method == "POST" && c.path.ends_with("/packages")).count();
+    assert_eq!(adds - adds_before, 1, "only the SIM whose add failed gets a package added on the retry");
+}
+
+#[tokio::test]
+async fn status_updates_disable_and_enable_every_service() {
+    let app = TestApp::start(seed(2, true), |_| {}).await;
+    let devices: Vec<String> = (0..2).map(bench_iccid).collect();
+    let id = app.accepted(&status_update(&devices, "Inactive")).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    for iccid in &devices {
+        assert_eq!(app.pond().state.services_enabled(iccid), Some(false));
+        let stored = app.stack.store.devices_by_iccid(1, std::slice::from_ref(iccid)).await.expect("device");
+        assert_eq!(stored[0].device_status_id, 1302);
+    }
+    let id = app.accepted(&status_update(&devices[..1], "ACTIVE")).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    assert_eq!(app.pond().state.services_enabled(&devices[0]), Some(true));
+    assert_eq!(app.pond().state.services_enabled(&devices[1]), Some(false));
+}
+
+#[tokio::test]
+async fn the_api_refuses_what_pond_cannot_do() {
+    let app = TestApp::start(seed(1, true), |c| c.run_worker = false).await;
+    let devices = vec![bench_iccid(0)];
+    let refused = |body: Value, field: &'static str| {
+        let app = &app;
+        async move {
+            let (status, answer) = app.submit(&body).await;
+            assert_eq!(status, 400, "{answer}");
+            assert_eq!(answer["errors"][0]["field"], field, "{answer}");
+        }
+    };
+    refused(status_update(&devices, "Suspended"), "StatusUpdate.TargetStatus").await;
+    refused(plan_change(&devices, "POND-LEGACY"), "CarrierRatePlanUpdate.CarrierRatePlan").await;
+    refused(plan_change(&devices, "POND-NONE"), "CarrierRatePlanUpdate.CarrierRatePlan").await;
+    let mut with_comm = plan_change(&devices, "POND-5GB");
+    with_comm["CarrierRatePlanUpdate"]["CommunicationPlan"] = json!("CP");
+    refused(with_comm, "CarrierRatePlanUpdate.CommunicationPlan").await;
+    refused(
+        json!({"ServiceProviderId": POND, "ChangeType": 6, "PortalType": 0, "Devices": devices,
+               "Username": {"NewUsername": "x"}}),
+        "ChangeType",
+    )
+    .await;
+    let mut with_rev = status_update(&devices, "Inactive");
+    with_rev["StatusUpdate"]["AccountNumber"] = json!("1001");
+    refused(with_rev, "StatusUpdate.AccountNumber").await;
+    assert!(app.pond().state.calls().is_empty(), "nothing reached Pond");
+}
+
+#[tokio::test]
+async fn writes_disabled_fails_every_row_with_one_email_and_nothing_sent() {
+    let app = TestApp::start(seed(2, false), |_| {}).await;
+    let devices: Vec<String> = (0..2).map(bench_iccid).collect();
+    let id = app.accepted(&plan_change(&devices, "POND-5GB")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    for iccid in &devices {
+        assert_eq!(row(&status, iccid)["StatusDetails"], "Writes disabled for this service provider.");
+    }
+    assert!(app.pond().state.calls().is_empty());
+    assert_eq!(app.mails(Duration::from_secs(10)).await.len(), 1, "one failure e-mail");
+}
+
+#[tokio::test]
+async fn throttled_calls_are_waited_out_and_every_row_completes() {
+    let app = TestApp::start(seed(12, true), |_| {}).await;
+    app.pond().state.harness.set_faults(Faults { rate_limit_per_second: Some(10.0), ..Default::default() });
+    let devices: Vec<String> = (0..12).map(bench_iccid).collect();
+    let id = app.accepted(&status_update(&devices, "Inactive")).await;
+    let status = app.final_status(id, Duration::from_secs(60)).await;
+    assert_eq!(status["Status"], "PROCESSED", "{status}");
+    let throttled = app.pond().state.calls().iter().filter(|c| c.status == 429).count();
+    assert!(throttled > 0, "the simulator's limit was reached (the account's pace is 500/s)");
+    assert!(devices.iter().all(|i| app.pond().state.services_enabled(i) == Some(false)));
+}
