@@ -51,7 +51,7 @@ BEGIN
     -- One row per ICCID: the live device first (IsDeleted = 0), as the SQLite store does.
     SELECT d.Id, d.TenantId, d.ServiceProviderId, d.ICCID, d.IMEI, d.MSISDN, d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan,
            d.Username, d.LastUsageDate, d.DataUsageMB, d.RevCustomerId, d.IsActive, d.IsDeleted,
-           d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB
+           d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.EID
     FROM (SELECT DISTINCT [value] AS ICCID FROM OPENJSON(@IccidsJson)) AS j
     CROSS APPLY (SELECT TOP (1) * FROM dbo.Device x WHERE x.TenantId = @TenantId AND x.ICCID = j.ICCID ORDER BY x.IsDeleted, x.Id) AS d;
 END
@@ -61,7 +61,7 @@ CREATE OR ALTER PROCEDURE dbo.usp_Device_Get @TenantId BIGINT, @DeviceId BIGINT 
 BEGIN
     SET NOCOUNT ON;
     SELECT Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan,
-           Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB
+           Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB, EID
     FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
 END
 GO
@@ -695,7 +695,7 @@ BEGIN
     WITH filtered AS (
         SELECT d.Id, d.TenantId, d.ServiceProviderId, d.ICCID, d.IMEI, d.MSISDN, d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan,
                d.Username, d.LastUsageDate, d.DataUsageMB, d.RevCustomerId, d.IsActive, d.IsDeleted,
-               d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, s.Status AS StatusCode, s.DisplayName AS StatusDisplayName
+               d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.EID, s.Status AS StatusCode, s.DisplayName AS StatusDisplayName
         FROM dbo.Device d LEFT JOIN dbo.DeviceStatus s ON s.Id = d.DeviceStatusId
         WHERE d.TenantId = @TenantId AND d.IsDeleted = 0 AND d.Id > @AfterId
           AND (@Status IS NULL OR s.Status = @Status OR s.DisplayName = @Status)
@@ -778,10 +778,32 @@ GO
 
 -- ThingSpace (issue 5) --------------------------------------------------------------------------------------------
 
-CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_ListThingSpace AS
+IF OBJECT_ID('dbo.usp_ServiceProvider_ListThingSpace') IS NOT NULL DROP PROCEDURE dbo.usp_ServiceProvider_ListThingSpace;
+GO
+
+-- Every active provider of one integration, of every tenant: a callback finds its account among them.
+CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_ListByIntegration @IntegrationId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    SELECT * FROM dbo.vw_ServiceProviderSettings WHERE IntegrationId = 4 AND IsActive = 1 ORDER BY Id;
+    SELECT * FROM dbo.vw_ServiceProviderSettings WHERE IntegrationId = @IntegrationId AND IsActive = 1 ORDER BY Id;
+END
+GO
+
+-- A callback said request @RequestId has its result: the rows that wait on it are handed to the next worker now.
+CREATE OR ALTER PROCEDURE dbo.usp_CarrierRequest_Wake @ServiceProviderId BIGINT, @RequestId NVARCHAR(200), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    DECLARE @Owner NVARCHAR(220) = N'carrier:' + @RequestId;
+    DECLARE @Woken TABLE (BulkChangeId BIGINT NOT NULL);
+    UPDATE r SET LeaseUntil = @Now
+    OUTPUT inserted.BulkChangeId INTO @Woken
+    FROM dbo.M2M_DeviceChange r JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
+    WHERE r.LeaseOwner = @Owner AND r.Status = N'PROCESSING' AND r.LeaseUntil > @Now AND b.ServiceProviderId = @ServiceProviderId;
+    UPDATE r SET LeaseUntil = @Now
+    OUTPUT inserted.BulkChangeId INTO @Woken
+    FROM dbo.Mobility_DeviceChange r JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
+    WHERE r.LeaseOwner = @Owner AND r.Status = N'PROCESSING' AND r.LeaseUntil > @Now AND b.ServiceProviderId = @ServiceProviderId;
+    SELECT DISTINCT BulkChangeId FROM @Woken;
 END
 GO
 

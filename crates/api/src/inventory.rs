@@ -110,6 +110,7 @@ mod tests {
                 iccid: format!("8901{id:015}"),
                 imei: None,
                 msisdn: None,
+                eid: None,
                 device_status_id: 901,
                 carrier_rate_plan: Some("RP, \"big\"".into()),
                 communication_plan: None,

@@ -52,6 +52,9 @@ pub struct DeviceRecord {
     pub imei: Option<String>,
     #[serde(rename = "MSISDN")]
     pub msisdn: Option<String>,
+    /// The eSIM's EID (Teal changes eSIMs by EID).
+    #[serde(default, rename = "EID", skip_serializing_if = "Option::is_none")]
+    pub eid: Option<String>,
     pub device_status_id: i64,
     pub carrier_rate_plan: Option<String>,
     pub communication_plan: Option<String>,
@@ -498,6 +501,7 @@ mod tests {
             iccid: "89148000008245116615".into(),
             imei: None,
             msisdn: None,
+            eid: None,
             device_status_id: 3,
             carrier_rate_plan: Some("RP-1GB".into()),
             communication_plan: Some("CP".into()),

@@ -574,7 +574,20 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<bool>;
     /// Every ThingSpace service provider of every tenant (the callback endpoint finds the account by its
     /// callback credentials).
-    async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>>;
+    async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>> {
+        self.providers_of(Integration::ThingSpace).await
+    }
+    /// Every active service provider of `integration`, of every tenant (a callback finds its account).
+    async fn providers_of(&self, integration: Integration) -> StoreResult<Vec<ServiceProvider>>;
+    /// Wakes the rows of `service_provider_id` that wait on carrier request `request_id` (a callback said its
+    /// result is ready): their hold ends `now`, so the next worker polls the request. Returns the bulk changes
+    /// woken; none when no row waits (already settled, or being polled).
+    async fn wake_carrier_request(
+        &self,
+        service_provider_id: i64,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<i64>>;
     /// Appends a callback to `ThingSpaceCallBackResponseLog`.
     async fn record_callback(&self, callback: &CallbackRecord) -> StoreResult<()>;
     /// Callbacks of this account for `request_id` that arrived before any row waited on it (outcome

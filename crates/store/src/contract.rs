@@ -54,7 +54,7 @@ pub fn contract_seed() -> Seed {
         iccid: iccid.into(),
         imei: None,
         msisdn: None,
-        eid: None,
+        eid: Some(format!("8904903200000000000000{iccid}")),
         status: "ACTIVATION_READY".into(),
         carrier_rate_plan: Some("RP-1GB".into()),
         communication_plan: Some("CP-Data".into()),
@@ -345,6 +345,9 @@ pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
         store.devices_by_iccid(TENANT, &[ICCIDS[2].to_string(), ICCIDS[0].to_string()]).await.expect("devices");
     let with_service = devices.iter().find(|d| d.iccid == ICCIDS[2]).expect("device");
     let without = devices.iter().find(|d| d.iccid == ICCIDS[0]).expect("device");
+    assert_eq!(without.eid, Some(format!("8904903200000000000000{}", ICCIDS[0])), "the EID is read with the device");
+    let by_id = store.device(TENANT, without.id).await.expect("device").expect("found");
+    assert_eq!(by_id.eid, without.eid);
     let service = store.active_rev_service(TENANT, with_service.id).await.expect("rev").expect("seeded service");
     assert_eq!((service.rev_service_id, service.rev_customer_id.as_str()), (11_001, "1001"));
     assert!(store.active_rev_service(TENANT, without.id).await.expect("rev").is_none());
@@ -606,6 +609,28 @@ pub async fn carrier_waits_are_completed_once_by_their_request(store: &dyn Store
     let again = store.claim_rows(id, "finisher", 10, lease, t(604)).await.expect("claim");
     let handed = again.iter().find(|r| r.id == polled.id).expect("handed back rows are claimed at once");
     assert_eq!(handed.carrier_result.as_deref(), Some(r#"{"success":true}"#));
+}
+
+/// A callback wakes the rows waiting on its request, of its own provider only, once; a row a worker already
+/// polls (or one that is final) is not touched.
+pub async fn a_callback_wakes_the_rows_waiting_on_its_request(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let lease = Duration::from_secs(60);
+    let rows = store.claim_rows(id, "w", 10, lease, t(0)).await.expect("claim");
+    let waiting = [rows[0].id, rows[1].id];
+    assert_eq!(store.await_carrier(id, &waiting, "w", "req-w", t(1), t(900)).await.expect("await"), 2);
+    assert!(store.wake_carrier_request(20, "req-w", t(5)).await.expect("wake").is_empty(), "another provider");
+    assert!(store.wake_carrier_request(SP, "req-other", t(5)).await.expect("wake").is_empty(), "another request");
+    assert!(store.claim_rows(id, "poller", 10, lease, t(5)).await.expect("claim").is_empty(), "still held");
+    assert_eq!(store.wake_carrier_request(SP, "req-w", t(5)).await.expect("wake"), vec![id]);
+    assert!(store.wake_carrier_request(SP, "req-w", t(5)).await.expect("again").is_empty(), "woken once");
+    let polled = store.claim_rows(id, "poller", 10, lease, t(6)).await.expect("claim");
+    let ids: Vec<i64> = polled.iter().map(|r| r.id).filter(|r| waiting.contains(r)).collect();
+    assert_eq!(ids, waiting.to_vec(), "woken rows are claimed at once, still naming their request");
+    assert!(polled.iter().all(|r| !waiting.contains(&r.id) || r.carrier_request_id.as_deref() == Some("req-w")));
+    assert!(store.wake_carrier_request(SP, "req-w", t(7)).await.expect("wake").is_empty(), "a poller holds them");
+    let teal = store.providers_of(Integration::ThingSpace).await.expect("providers");
+    assert!(teal.iter().all(|sp| sp.integration == Integration::ThingSpace) && !teal.is_empty());
 }
 
 pub async fn thingspace_settings_are_read_and_a_refused_login_sticks(store: &dyn Store) {

@@ -601,6 +601,7 @@ fn device(row: &Row) -> Result<DeviceRecord, StoreError> {
         iccid: need(text(row, "ICCID"), "ICCID")?,
         imei: text(row, "IMEI"),
         msisdn: text(row, "MSISDN"),
+        eid: text(row, "EID"),
         device_status_id: need(row.get("DeviceStatusId"), "DeviceStatusId")?,
         carrier_rate_plan: text(row, "CarrierRatePlan"),
         communication_plan: text(row, "CommunicationPlan"),
@@ -1469,14 +1470,33 @@ impl Store for MssqlStore {
         Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<i64, _>("Changed")).unwrap_or(0) == 1)
     }
 
-    async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>> {
-        let q = Query::new("EXEC dbo.usp_ServiceProvider_ListThingSpace");
-        let rows = self.first("read ThingSpace providers", q).await?;
+    async fn providers_of(&self, integration: Integration) -> StoreResult<Vec<ServiceProvider>> {
+        let q = proc_call!("EXEC dbo.usp_ServiceProvider_ListByIntegration @IntegrationId = @P1", integration.id());
+        let rows = self.first("read providers", q).await?;
         let mut providers = Vec::with_capacity(rows.len());
         for sp in rows.iter().map(service_provider) {
             providers.push(self.secrets.resolve(sp?).await?);
         }
         Ok(providers)
+    }
+
+    async fn wake_carrier_request(
+        &self,
+        service_provider_id: i64,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<i64>> {
+        let q = proc_call!(
+            "EXEC dbo.usp_CarrierRequest_Wake @ServiceProviderId = @P1, @RequestId = @P2, @Now = @P3",
+            service_provider_id,
+            request_id,
+            naive(now),
+        );
+        self.first("wake carrier request", q)
+            .await?
+            .iter()
+            .map(|r| need(r.get::<i64, _>("BulkChangeId"), "BulkChangeId"))
+            .collect()
     }
 
     async fn record_callback(&self, cb: &CallbackRecord) -> StoreResult<()> {

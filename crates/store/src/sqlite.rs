@@ -378,7 +378,7 @@ impl SqliteStore {
     }
 }
 
-const DEVICE_COLUMNS: &str = "Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB";
+const DEVICE_COLUMNS: &str = "Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, IsActive, IsDeleted, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB, EID";
 
 /// The inventory filters: ?3 status (code or display name), ?4 carrier plan, ?5 Rev customer, ?6 LIKE pattern.
 const DEVICE_FILTER: &str = "AND (?3 IS NULL OR s.Status = ?3 COLLATE NOCASE OR s.DisplayName = ?3 COLLATE NOCASE)
@@ -413,6 +413,7 @@ fn device_from_row(r: &Row<'_>) -> rusqlite::Result<(DeviceRecord, Option<String
             customer_rate_plan_id: r.get(15)?,
             customer_rate_pool_id: r.get(16)?,
             customer_data_allocation_mb: r.get(17)?,
+            eid: r.get(18)?,
         },
         r.get(10)?,
     ))
@@ -1874,23 +1875,53 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn thingspace_providers(&self) -> StoreResult<Vec<ServiceProvider>> {
+    async fn providers_of(&self, integration: Integration) -> StoreResult<Vec<ServiceProvider>> {
         self.with(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
                     "SELECT {SP_COLUMNS} FROM {SP_FROM} WHERE sp.IntegrationId = ?1 AND sp.IsActive = 1 ORDER BY sp.Id"
                 ))
-                .map_err(db("read ThingSpace providers"))?;
+                .map_err(db("read providers"))?;
             let found = stmt
-                .query_map(params![Integration::ThingSpace.id()], service_provider_from_row)
-                .map_err(db("read ThingSpace providers"))?
+                .query_map(params![integration.id()], service_provider_from_row)
+                .map_err(db("read providers"))?
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(db("read ThingSpace providers"))?;
+                .map_err(db("read providers"))?;
             found
                 .into_iter()
                 .map(|f| checked_sp(Some(f)).map(|sp| sp.into_iter()))
                 .collect::<Result<Vec<_>, _>>()
                 .map(|v| v.into_iter().flatten().collect())
+        })
+        .await
+    }
+
+    async fn wake_carrier_request(
+        &self,
+        service_provider_id: i64,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<i64>> {
+        let owner = format!("carrier:{request_id}");
+        self.with(move |c| {
+            let mut woken = std::collections::BTreeSet::new();
+            for table in ROW_TABLES {
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "UPDATE {table} SET LeaseUntil = ?1
+                         WHERE LeaseOwner = ?2 AND Status = 'PROCESSING' AND LeaseUntil > ?1
+                           AND BulkChangeId IN (SELECT Id FROM DeviceBulkChange WHERE ServiceProviderId = ?3)
+                         RETURNING BulkChangeId"
+                    ))
+                    .map_err(db("wake carrier request"))?;
+                let ids = stmt
+                    .query_map(params![ts(now), owner, service_provider_id], |r| r.get::<_, i64>(0))
+                    .map_err(db("wake carrier request"))?;
+                for id in ids {
+                    woken.insert(id.map_err(db("wake carrier request"))?);
+                }
+            }
+            Ok(woken.into_iter().collect())
         })
         .await
     }

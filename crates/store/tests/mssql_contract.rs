@@ -36,6 +36,7 @@ async fn sql_server_passes_the_store_contract() {
     contract::stranded_bulk_changes_are_found(&store).await;
     contract::audit_log_is_kept_per_row_and_scoped(&store).await;
     contract::carrier_waits_are_completed_once_by_their_request(&store).await;
+    contract::a_callback_wakes_the_rows_waiting_on_its_request(&store).await;
     contract::thingspace_settings_are_read_and_a_refused_login_sticks(&store).await;
     contract::one_open_change_per_device_and_attribute(&store).await;
     contract::one_open_retry_and_a_retry_takes_only_rows_no_later_retry_holds(&store).await;

@@ -34,6 +34,7 @@ contract_tests!(
     audit_log_is_kept_per_row_and_scoped,
     reference_data_is_read_within_the_tenant,
     carrier_waits_are_completed_once_by_their_request,
+    a_callback_wakes_the_rows_waiting_on_its_request,
     thingspace_settings_are_read_and_a_refused_login_sticks,
     one_open_change_per_device_and_attribute,
     one_open_retry_and_a_retry_takes_only_rows_no_later_retry_holds,
