@@ -285,7 +285,7 @@ async fn status_update_rows(
     let found = devices_of(store, caller, iccids).await?;
     Ok(rows_from(iccids, &found, |raw, device| {
         let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
-        validate_status_update_device(raw, device, sp.id, sp.integration, current, target)
+        needs_eid(sp, validate_status_update_device(raw, device, sp.id, sp.integration, current, target))
     }))
 }
 
@@ -294,6 +294,7 @@ async fn status_update_rows(
 fn carrier_status_supported(integration: Integration, status: &str) -> bool {
     match integration {
         Integration::Pond => engine::pond::services_enabled_for(status).is_some(),
+        Integration::Teal => engine::teal::data_enabled_for(status).is_some(),
         _ => true,
     }
 }
@@ -542,6 +543,14 @@ async fn carrier_rate_plan_rows(
         ));
     }
     let chosen = plans.iter().find(|p| p.rate_plan_code == plan);
+    if sp.integration == Integration::Teal
+        && chosen.is_some_and(|p| p.plan_uuid.as_deref().is_none_or(|u| u.trim().is_empty()))
+    {
+        return Err(ApiError::invalid(
+            field,
+            format!("carrier rate plan '{plan}' has no Teal PlanUuid for service provider {}", sp.id),
+        ));
+    }
     if sp.integration == Integration::Pond && chosen.is_some_and(|p| p.jasper_rate_plan_id.is_none()) {
         return Err(ApiError::invalid(
             field,
@@ -572,7 +581,19 @@ async fn carrier_rate_plan_rows(
         }
     }
     let found = devices_of(store, caller, iccids).await?;
-    Ok(rows_from(iccids, &found, |raw, device| validate_device(raw, device, sp.id)))
+    Ok(rows_from(iccids, &found, |raw, device| needs_eid(sp, validate_device(raw, device, sp.id))))
+}
+
+/// Teal changes eSIMs by EID: a device without one is an ERROR row (legacy bug 7 sent `{"entries":[null]}`).
+fn needs_eid(sp: &ServiceProvider, verdict: DeviceVerdict) -> DeviceVerdict {
+    match verdict {
+        DeviceVerdict::Valid { device, iccid }
+            if sp.integration == Integration::Teal && device.eid.as_deref().is_none_or(|e| e.trim().is_empty()) =>
+        {
+            DeviceVerdict::Invalid { reason: format!("{iccid} has no EID (Teal changes eSIMs by EID)") }
+        }
+        verdict => verdict,
+    }
 }
 
 async fn username_rows(

@@ -65,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         // Called by ThingSpace without a portal token: a callback is one device's result, far below the limit,
         // which is checked before the body is read or parsed.
         .route("/ThingSpace/Callback", post(thingspace_callback).layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY_BYTES)))
+        // Called by Teal when an operation is done; authenticated by the signature in the URL we gave it.
+        .route("/Teal/Callback", post(teal_callback).layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY_BYTES)))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // 10,000 ICCIDs are ~250 KB of JSON; leave room without accepting anything.
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
@@ -192,6 +194,46 @@ async fn thingspace_callback(State(state): State<AppState>, body: Bytes) -> Resu
             Ok(Json(json!({"Applied": true, "BulkChangeId": bulk_change_id})).into_response())
         }
         CallbackAnswer::Ignored(reason) => Ok(Json(json!({"Applied": false, "Reason": reason})).into_response()),
+    }
+}
+
+/// The query Teal calls back with: our signature, and the `requestId` Teal appends.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct TealCallbackQuery {
+    /// The HMAC of the request id in the callback URL we gave Teal.
+    #[serde(default)]
+    sig: String,
+    /// Appended by Teal.
+    #[serde(default)]
+    request_id: String,
+}
+
+/// Teal's callback: an operation is done. It only wakes the rows waiting on the request (a worker reads the result
+/// from Teal), so a duplicate or late callback changes nothing. Authenticated by the signature of the request id
+/// in the URL (no portal token); the body is not read.
+#[utoipa::path(post, path = "/Teal/Callback", tag = "carriers", security(()), params(TealCallbackQuery),
+    responses((status = 200, description = "Woken, or ignored (no row waits any more)", body = openapi::TealCallbackAnswer),
+              (status = 401, description = "No Teal account signed this request id; nothing stored", body = openapi::Problem),
+              (status = 413, description = "A body above 64 KB", body = openapi::Problem)))]
+async fn teal_callback(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<TealCallbackQuery>,
+) -> Result<Response, ApiError> {
+    use engine::teal::{TealCallbackAnswer, apply_callback};
+    // Teal appends `?requestId=` to a URL that has a query already in some clients: accept `sig=<hex>?requestId=<id>`.
+    let (sig, request_id) = match query.sig.split_once("?requestId=") {
+        Some((sig, id)) if query.request_id.is_empty() => (sig.to_string(), id.to_string()),
+        _ => (query.sig.clone(), query.request_id.clone()),
+    };
+    match apply_callback(state.store.as_ref(), state.queue.as_ref(), &request_id, &sig, chrono::Utc::now()).await? {
+        TealCallbackAnswer::Unauthorized => {
+            Err(ApiError::Unauthorized("the callback is not signed by any Teal account for this request id".into()))
+        }
+        TealCallbackAnswer::Woken(ids) => Ok(Json(json!({"Woken": true, "BulkChangeIds": ids})).into_response()),
+        TealCallbackAnswer::Ignored => Ok(Json(json!({"Woken": false, "BulkChangeIds": [],
+            "Reason": "no row waits on this request any more"}))
+        .into_response()),
     }
 }
 

@@ -33,7 +33,8 @@ use crate::intake::{DeviceResult, IntakeCounts};
         super::rev_customers,
         super::index,
         super::export,
-        super::thingspace_callback
+        super::thingspace_callback,
+        super::teal_callback
     ),
     components(schemas(domain::BulkChangeRequestWire, super::AssociateCustomerRequest, Problem)),
     modifiers(&BearerAuth),
@@ -41,7 +42,7 @@ use crate::intake::{DeviceResult, IntakeCounts};
 )]
 pub struct ApiDoc;
 
-/// Every route but `/health` and the ThingSpace callback needs a bearer JWT (claims `tenant_id`, `sub`, `exp`).
+/// Every route but `/health` and the ThingSpace and Teal callbacks needs a bearer JWT (claims `tenant_id`, `sub`, `exp`).
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -216,6 +217,15 @@ pub struct DevicePage {
     pub page_size: u32,
     /// Devices with their status code and display name.
     pub items: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TealCallbackAnswer {
+    /// Whether rows were handed to a worker to read the result.
+    pub woken: bool,
+    pub bulk_change_ids: Vec<i64>,
+    pub reason: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

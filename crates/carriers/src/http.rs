@@ -269,3 +269,15 @@ impl Endpoint {
         call(&self.http, &self.limiter, &self.retry, spec, authorise, parse_error).await
     }
 }
+
+/// Percent-encodes everything but unreserved characters (RFC 3986): ids and URLs put into paths and queries.
+pub fn encode(value: &str) -> String {
+    value
+        .trim()
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -5,6 +5,7 @@ pub mod control_center;
 pub mod http;
 pub mod pond;
 pub mod rev_io;
+pub mod teal;
 pub mod telegence;
 pub mod thingspace;
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use engine::metrics::{Metrics, NoMetrics};
 use engine::ports::{
-    Carriers, ControlCenterApi, PondApi, RevIoApi, Secret, ServiceProvider, TelegenceApi, ThingSpaceApi,
+    Carriers, ControlCenterApi, PondApi, RevIoApi, Secret, ServiceProvider, TealApi, TelegenceApi, ThingSpaceApi,
     ThingSpaceSettings,
 };
 use engine::rate::TokenBucket;
@@ -22,6 +23,7 @@ use engine::retry::RetryPolicy;
 pub use control_center::ControlCenterClient;
 pub use pond::{PondClient, PondSettings};
 pub use rev_io::{RevIoClient, RevIoCredentials};
+pub use teal::TealClient;
 pub use telegence::TelegenceClient;
 pub use thingspace::{ThingSpaceClient, ThingSpaceCredentials};
 
@@ -132,6 +134,17 @@ impl Carriers for HttpCarriers {
             .map_err(|e| format!("service provider {}: {e}", sp.id))?;
         Ok(Arc::new(
             PondClient::new(self.http.clone(), &sp.base_url, settings, sp.secret.clone(), limiter, self.retry)
+                .with_metrics(self.metrics.clone()),
+        ))
+    }
+
+    fn teal(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Result<Arc<dyn TealApi>, String> {
+        // The API key is the service provider's Username, the API secret its Secret (README "Teal and Pond").
+        if sp.username.trim().is_empty() || sp.secret.expose().trim().is_empty() {
+            return Err(format!("service provider {} has no Teal ApiKey or ApiSecret", sp.id));
+        }
+        Ok(Arc::new(
+            TealClient::new(self.http.clone(), &sp.base_url, &sp.username, sp.secret.clone(), limiter, self.retry)
                 .with_metrics(self.metrics.clone()),
         ))
     }

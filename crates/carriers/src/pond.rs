@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{Answer, Endpoint};
+use crate::http::{Answer, Endpoint, encode};
 
 /// The defaults of every wire detail, each labelled as `carriers-next.md` labels it.
 pub mod wire {
@@ -106,18 +106,6 @@ impl PondSettings {
         }
         path
     }
-}
-
-/// Percent-encodes everything but unreserved characters: ids go into paths.
-fn encode(value: &str) -> String {
-    value
-        .trim()
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Pond's error body is not documented: its `message`/`error`/`description`, or the text (the legacy threw it

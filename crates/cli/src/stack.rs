@@ -16,6 +16,7 @@ use engine::rate::RateLimiters;
 use engine::retry::RetryPolicy;
 use engine::{Worker, WorkerConfig};
 use simulators::pond::{PondAccount, PondBehaviour, PondSim, PondWire};
+use simulators::teal::{TealAccount, TealBehaviour, TealSim};
 use simulators::telegence::{TelegenceSim, TgAccount, TgBehaviour, TgLine};
 use simulators::thingspace::{ThingSpaceSim, TsAccount, TsBehaviour};
 use simulators::{Account, ControlCenterSim, Faults, RevAccount, RevCustomer, RevIoSim, SimDevice};
@@ -46,6 +47,8 @@ pub struct StackConfig {
     pub telegence_behaviour: TgBehaviour,
     /// Which Pond steps fail (the plan-change saga's switches).
     pub pond_behaviour: PondBehaviour,
+    /// How the Teal simulators answer (processing time, dropped, duplicated or held callbacks, failing EIDs).
+    pub teal_behaviour: TealBehaviour,
     pub outbox: PathBuf,
     pub jwt_secret: String,
     pub max_devices: usize,
@@ -83,6 +86,7 @@ impl StackConfig {
             thingspace_behaviour: TsBehaviour::default(),
             telegence_behaviour: TgBehaviour::default(),
             pond_behaviour: PondBehaviour::default(),
+            teal_behaviour: TealBehaviour::default(),
             outbox,
             jwt_secret,
             max_devices: 10_000,
@@ -107,6 +111,7 @@ pub struct Simulators {
     pub thingspace: BTreeMap<i64, ThingSpaceSim>,
     pub telegence: BTreeMap<i64, TelegenceSim>,
     pub pond: BTreeMap<i64, PondSim>,
+    pub teal: BTreeMap<i64, TealSim>,
 }
 
 pub struct Stack {
@@ -210,7 +215,11 @@ impl Stack {
         Ok(())
     }
 
-    pub fn worker(&self, config: WorkerConfig) -> Result<Worker> {
+    /// A worker of this stack; Teal calls back this stack's API unless `TEAL_CALLBACK_URL` says otherwise.
+    pub fn worker(&self, mut config: WorkerConfig) -> Result<Worker> {
+        if config.teal_callback_url.is_none() {
+            config.teal_callback_url = Some(format!("{}/Teal/Callback", self.base_url()));
+        }
         local_worker(&self.store, &self.queue, &self.config, config)
     }
 
@@ -500,6 +509,34 @@ async fn start_simulators(
                 store.set_base_url(sp.id, &sim.base_url()).await?;
                 info!(service_provider_id = sp.id, url = %sim.base_url(), "Telegence simulator started");
                 sims.telegence.insert(sp.id, sim);
+            }
+            Some(Integration::Teal) => {
+                // The API key and secret are the service provider's Username and Secret.
+                let plans: Vec<_> = seed.carrier_rate_plans.iter().filter(|p| p.service_provider_id == sp.id).collect();
+                let mut account = TealAccount::new(&sp.username, &sp.secret);
+                for uuid in plans.iter().filter_map(|p| p.plan_uuid.as_deref()) {
+                    account = account.with_plan(uuid);
+                }
+                // Each eSIM on its plan's uuid, data disabled when it is STOPPED.
+                for d in seed.devices.iter().filter(|d| d.service_provider_id == sp.id) {
+                    let Some(eid) = d.eid.as_deref().filter(|e| !e.trim().is_empty()) else { continue };
+                    let plan = d
+                        .carrier_rate_plan
+                        .as_deref()
+                        .and_then(|code| plans.iter().find(|p| p.rate_plan_code == code))
+                        .and_then(|p| p.plan_uuid.as_deref());
+                    account = account.with_esim(eid, &d.iccid, plan);
+                    if let Some(esim) = account.esims.get_mut(eid) {
+                        esim.suspended = d.status.eq_ignore_ascii_case("STOPPED");
+                    }
+                }
+                let sim = TealSim::start(any, account, config.teal_behaviour.clone())
+                    .await
+                    .context("starting a Teal simulator")?;
+                sim.state.harness.set_faults(faults.clone());
+                store.set_base_url(sp.id, &sim.base_url()).await?;
+                info!(service_provider_id = sp.id, url = %sim.base_url(), "Teal simulator started");
+                sims.teal.insert(sp.id, sim);
             }
             Some(Integration::Pond) => {
                 // The simulator answers on the provider's own wire settings (README "Teal and Pond").

@@ -12,7 +12,7 @@ use tracing::error;
 use crate::audit;
 use crate::ports::{
     BulkChange, CallRecord, Clock, ControlCenterApi, DeviceChangeRow, PondApi, Queue, RevIoApi, ServiceProvider, Store,
-    TelegenceApi, ThingSpaceApi,
+    TealApi, TelegenceApi, ThingSpaceApi,
 };
 
 /// Everything a row's processing needs, loaded once per message.
@@ -29,6 +29,8 @@ pub(crate) struct Job {
     pub telegence: Option<Arc<dyn TelegenceApi>>,
     /// Pond accounts only.
     pub pond: Option<Arc<dyn PondApi>>,
+    /// Teal accounts only.
+    pub teal: Option<Arc<dyn TealApi>>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     /// The stored change request, parsed once per message.
@@ -40,6 +42,8 @@ pub(crate) struct Job {
     pub carrier_result_wait: Duration,
     pub carrier_result_give_up: Duration,
     pub carrier_poll_interval: Duration,
+    pub teal_poll_interval: Duration,
+    pub teal_callback_url: Option<String>,
     /// How long a claim holds without renewal.
     pub lease: Duration,
 }

@@ -21,6 +21,7 @@ mod rev_service;
 pub mod scheduler;
 pub mod settings;
 mod status_update;
+pub mod teal;
 pub mod telegence;
 pub mod thingspace;
 pub mod worker;

@@ -25,7 +25,7 @@ pub struct SettingsError {
 }
 
 /// Every variable read here, with its default, for the README and `--help`.
-pub const VARIABLES: [(&str, &str); 10] = [
+pub const VARIABLES: [(&str, &str); 13] = [
     ("WORKER_LEASE_SECONDS", "30"),
     ("WORKER_ROWS_IN_FLIGHT", "256"),
     ("WORKER_CLAIM_BATCH", "64"),
@@ -33,6 +33,9 @@ pub const VARIABLES: [(&str, &str); 10] = [
     ("WORKER_CONTINUATION_DELAY_SECONDS", "5"),
     ("THINGSPACE_RESULT_WAIT_SECONDS", "900"),
     ("THINGSPACE_RESULT_GIVE_UP_SECONDS", "86400"),
+    ("TELEGENCE_POLL_SECONDS", "60"),
+    ("TEAL_POLL_SECONDS", "30"),
+    ("TEAL_CALLBACK_URL", ""),
     ("SCHEDULER_INTERVAL_SECONDS", "60"),
     ("EMAIL_FROM", "bulkchange@localhost"),
     ("ERROR_EMAIL_TO", "operations@localhost"),
@@ -69,6 +72,17 @@ impl Settings {
             carrier_result_wait: Duration::from_secs(number("THINGSPACE_RESULT_WAIT_SECONDS", 900, 1)?),
             carrier_result_give_up: Duration::from_secs(number("THINGSPACE_RESULT_GIVE_UP_SECONDS", 24 * 3600, 1)?),
             carrier_poll_interval: Duration::from_secs(number("TELEGENCE_POLL_SECONDS", 60, 1)?),
+            teal_poll_interval: Duration::from_secs(number("TEAL_POLL_SECONDS", 30, 1)?),
+            teal_callback_url: match get("TEAL_CALLBACK_URL") {
+                Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                    return Err(SettingsError {
+                        name: "TEAL_CALLBACK_URL",
+                        value: url,
+                        problem: "is not an http(s) URL",
+                    });
+                }
+                url => url,
+            },
             email_from: get("EMAIL_FROM").unwrap_or(defaults.email_from.clone()),
             email_to: get("ERROR_EMAIL_TO")
                 .map(|v| v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
@@ -113,6 +127,11 @@ mod tests {
         assert_eq!(s.worker.carrier_result_wait, Duration::from_secs(7));
         assert_eq!(s.worker.fan_out, 0, "one instance: no helpers");
         assert_eq!(s.worker.email_to, vec!["a@x".to_string(), "b@x".to_string()]);
+        let s = read(&[("TEAL_POLL_SECONDS", "5"), ("TEAL_CALLBACK_URL", "https://api.example/Teal/Callback")])
+            .expect("read");
+        assert_eq!(s.worker.teal_poll_interval, Duration::from_secs(5));
+        assert_eq!(s.worker.teal_callback_url.as_deref(), Some("https://api.example/Teal/Callback"));
+        assert_eq!(read(&[("TEAL_CALLBACK_URL", "ftp://x")]).unwrap_err().name, "TEAL_CALLBACK_URL");
     }
 
     #[test]

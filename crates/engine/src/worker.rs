@@ -18,14 +18,14 @@ use crate::metrics::{Metric, Metrics};
 use crate::notify;
 use crate::ports::{
     BulkChange, Carriers, Clock, DeviceChangeRow, DeviceUpdate, Notifier, Queue, RowOutcome, Store, StoreError,
-    TelegenceApi, ThingSpaceApi, WorkMessage,
+    TealApi, TelegenceApi, ThingSpaceApi, WorkMessage,
 };
 use crate::rate::RateLimiters;
 use crate::{
     archival, carrier_rate_plan, change_identifier, customer_assignment, customer_rate_plan, edit_username,
     status_update,
 };
-use crate::{pond, telegence, thingspace};
+use crate::{pond, teal, telegence, thingspace};
 
 /// ThingSpace's documented limit on activation requests per account: 100 a minute.
 pub const THINGSPACE_ACTIVATIONS_PER_SECOND: f64 = 100.0 / 60.0;
@@ -58,6 +58,10 @@ pub struct WorkerConfig {
     pub carrier_result_give_up: Duration,
     /// How often a row waiting on a carrier that sends no callback (Telegence's activations) is polled.
     pub carrier_poll_interval: Duration,
+    /// How often rows waiting on a Teal operation are polled when its callback does not come.
+    pub teal_poll_interval: Duration,
+    /// Our `POST /Teal/Callback` as Teal reaches it; without it Teal is asked for no callback and rows are polled.
+    pub teal_callback_url: Option<String>,
     pub email_from: String,
     pub email_to: Vec<String>,
 }
@@ -76,6 +80,8 @@ impl Default for WorkerConfig {
             carrier_result_wait: Duration::from_secs(900),
             carrier_result_give_up: Duration::from_secs(24 * 3600),
             carrier_poll_interval: Duration::from_secs(60),
+            teal_poll_interval: Duration::from_secs(30),
+            teal_callback_url: None,
             email_from: "bulkchange@localhost".into(),
             email_to: vec!["operations@localhost".into()],
         }
@@ -128,6 +134,7 @@ fn in_flight(configured: usize, rate_per_second: f64) -> usize {
 enum AsyncPath {
     ThingSpace(Arc<dyn ThingSpaceApi>),
     Telegence(Arc<dyn TelegenceApi>),
+    Teal(Arc<dyn TealApi>),
 }
 
 /// Renews the leases a worker holds on a bulk change's rows every third of a lease, until dropped.
@@ -213,6 +220,9 @@ impl Worker {
                             AsyncPath::ThingSpace(api) => self.process_thingspace(job, api.as_ref(), rows).await,
                             AsyncPath::Telegence(api) => {
                                 self.process_async(job, &telegence::Telegence { api: api.as_ref() }, rows).await
+                            }
+                            AsyncPath::Teal(api) => {
+                                self.process_async(job, &teal::Teal { api: api.as_ref() }, rows).await
                             }
                         }
                         continue;
@@ -305,6 +315,11 @@ impl Worker {
     fn async_path(job: &Job) -> Option<AsyncPath> {
         if let Some(api) = job.thingspace.clone().filter(|_| Self::carrier_batched(job)) {
             return Some(AsyncPath::ThingSpace(api));
+        }
+        if let (Some(api), ChangeDetails::StatusUpdate(_) | ChangeDetails::CarrierRatePlanChange(_)) =
+            (&job.teal, &job.details)
+        {
+            return Some(AsyncPath::Teal(api.clone()));
         }
         match (&job.telegence, &job.details) {
             (Some(api), ChangeDetails::StatusUpdate(_) | ChangeDetails::ActivateNewService(_)) => {
@@ -400,6 +415,8 @@ impl Worker {
         };
         let pond =
             if sp.integration == Integration::Pond { Some(self.carriers.pond(&sp, limiter.clone())?) } else { None };
+        let teal =
+            if sp.integration == Integration::Teal { Some(self.carriers.teal(&sp, limiter.clone())?) } else { None };
         let thingspace = if sp.integration == Integration::ThingSpace {
             if let Some(reason) = sp.thingspace.as_ref().and_then(|t| t.login_refused.as_ref()) {
                 return Err(format!(
@@ -435,11 +452,14 @@ impl Worker {
             thingspace,
             telegence,
             pond,
+            teal,
             queue: self.queue.clone(),
             worker_id: self.config.worker_id.clone(),
             carrier_result_wait: self.config.carrier_result_wait,
             carrier_result_give_up: self.config.carrier_result_give_up,
             carrier_poll_interval: self.config.carrier_poll_interval,
+            teal_poll_interval: self.config.teal_poll_interval,
+            teal_callback_url: self.config.teal_callback_url.clone(),
             lease: self.config.lease,
             store: self.store.clone(),
             clock: self.clock.clone(),

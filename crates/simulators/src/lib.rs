@@ -1,4 +1,4 @@
-//! Faithful simulators of the carrier and billing APIs (Control Center, ThingSpace, Telegence, Pond, Rev.io) for local runs, tests and
+//! Faithful simulators of the carrier and billing APIs (Control Center, ThingSpace, Telegence, Teal, Pond, Rev.io) for local runs, tests and
 //! benchmarks: real paths, auth, bodies, status rules and error bodies, with latency, 429s, injected 5xx and
 //! hangs, and a record of every call.
 
@@ -11,6 +11,7 @@ pub mod common;
 pub mod control_center;
 pub mod pond;
 pub mod rev_io;
+pub mod teal;
 pub mod telegence;
 pub mod thingspace;
 
