@@ -35,6 +35,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     config.simulator_faults.latency_ms = 20;
     // Telegence activations are polled: every second here (TELEGENCE_POLL_SECONDS, 60, in production).
     config.worker.carrier_poll_interval = Duration::from_secs(1);
+    config.worker.teal_poll_interval = Duration::from_secs(1);
     let stack = Stack::start(config).await?;
     let result = submit_all(&stack, &opts, &secret).await;
     stack.stop().await;

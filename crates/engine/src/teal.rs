@@ -240,12 +240,14 @@ impl Teal<'_> {
         let callback =
             job.teal_callback_url.as_deref().map(|base| callback_url(base, job.sp.secret.expose(), &request_id));
         let description = change.description();
-        match self.api.submit(&request_id, callback.as_deref(), &operation).await {
+        let sent = self.api.submit(&request_id, callback.as_deref(), &operation).await;
+        match sent {
             Ok(call) => {
                 for (row, _) in &batch {
                     job.log(row, description, &call, None).await;
                 }
                 info!(request_id, rows = batch.len(), "Teal took the operation; rows wait for its result");
+                self.poll_from_now(job, &request_id, &batch).await;
                 batch.into_iter().map(|(r, _)| (r, Disposition::Await(request_id.clone()))).collect()
             }
             // Teal may have it: the rows wait on its id, and a poll sends it again only if Teal does not know it.
@@ -254,6 +256,7 @@ impl Teal<'_> {
                     job.log(row, description, &f.call, Some(&f.reason())).await;
                 }
                 warn!(request_id, reason = %f.reason(), "Teal's answer was lost; the rows wait and the request is checked");
+                self.poll_from_now(job, &request_id, &batch).await;
                 batch.into_iter().map(|(r, _)| (r, Disposition::Await(request_id.clone()))).collect()
             }
             Err(f) => {
@@ -276,6 +279,20 @@ impl Teal<'_> {
                 }
                 out
             }
+        }
+    }
+}
+
+impl Teal<'_> {
+    /// Once Teal answered, the rows' hold (long enough for the POST) becomes the poll interval: a callback that
+    /// does not come is made up for by a poll then.
+    async fn poll_from_now(&self, job: &Job, request_id: &str, batch: &[(DeviceChangeRow, String)]) {
+        let now = job.clock.now();
+        let deadline = now + chrono::Duration::from_std(job.teal_poll_interval).unwrap_or_default();
+        let ids: Vec<i64> = batch.iter().map(|(r, _)| r.id).collect();
+        let owner = carrier_owner(request_id);
+        if let Err(e) = job.store.await_carrier(job.bulk.id, &ids, &owner, request_id, now, deadline).await {
+            warn!(request_id, error = %e, "could not shorten the rows' hold; they are polled when it ends");
         }
     }
 }

@@ -1714,10 +1714,12 @@ impl Store for SqliteStore {
                 ))
                 .map_err(db("list devices"))?;
             let text = filter.text.as_deref().map(like_pattern);
+            // The status code and display name follow the device's columns.
+            let n = DEVICE_COLUMNS.split(", ").count();
             let raws = stmt
                 .query_map(
                     params![tenant_id, after_id, filter.status, filter.carrier_rate_plan, filter.rev_customer_id, text, limit, offset],
-                    |r| Ok((device_from_row(r)?, r.get::<_, Option<String>>(18)?, r.get::<_, Option<String>>(19)?)),
+                    |r| Ok((device_from_row(r)?, r.get::<_, Option<String>>(n)?, r.get::<_, Option<String>>(n + 1)?)),
                 )
                 .map_err(db("list devices"))?
                 .collect::<Result<Vec<_>, _>>()

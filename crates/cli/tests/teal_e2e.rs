@@ -1,0 +1,301 @@
+//! Teal end to end through the HTTP API, against the Teal simulator: a plan change of many eSIMs (the calls per
+//! device), status updates, callbacks duplicated, reordered, lost and forged, refusals, writes disabled, and a
+//! worker process killed between Teal's request and its result.
+
+mod support;
+
+use std::time::Duration;
+
+use cli::bench::bench_iccid;
+use engine::ports::Store;
+use serde_json::{Value, json};
+use simulators::Faults;
+use simulators::teal::TealSim;
+use store::Seed;
+use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant};
+use support::{TestApp, row};
+
+const TEAL: i64 = 50;
+const OLD_PLAN: &str = "0f3d5a6e7b8c4d2e9f1a2b3c4d5e6f70";
+const NEW_PLAN: &str = "cda438862b284bcdaec82ee516eada14";
+
+fn eid(i: usize) -> String {
+    format!("89049032{i:024}")
+}
+
+/// eSIMs `0..esims` with EIDs, online on TEAL-1GB; `without_eid` more SIMs without one.
+fn seed(esims: usize, without_eid: usize, writes: bool) -> Seed {
+    let plan = |id: i64, code: &str, uuid: Option<&str>| SeedRatePlan {
+        id,
+        service_provider_id: TEAL,
+        rate_plan_code: code.into(),
+        plan_mb: 1024.0,
+        base_rate: 4.0,
+        jasper_rate_plan_id: None,
+        plan_uuid: uuid.map(str::to_string),
+    };
+    let device = |i: usize, with_eid: bool| SeedDevice {
+        id: None,
+        tenant_id: 1,
+        service_provider_id: TEAL,
+        iccid: bench_iccid(i),
+        imei: None,
+        msisdn: None,
+        eid: with_eid.then(|| eid(i)),
+        status: "ONLINE".into(),
+        carrier_rate_plan: Some("TEAL-1GB".into()),
+        communication_plan: None,
+        username: None,
+        last_usage_date: None,
+        last_usage_days_ago: Some(3),
+        data_usage_mb: 0.0,
+        rev_customer_id: None,
+    };
+    Seed {
+        tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
+        service_providers: vec![SeedServiceProvider {
+            id: TEAL,
+            tenant_id: 1,
+            integration_id: 12,
+            name: "Teal".into(),
+            base_url: "http://127.0.0.1:9/unused".into(),
+            username: "teal-key".into(),
+            secret: "teal-secret".into(),
+            client_code: None,
+            subscription_key: None,
+            write_is_enabled: writes,
+            rate_limit_per_second: 500.0,
+            default_provider_id: None,
+            carrier_settings: None,
+            thing_space: None,
+        }],
+        carrier_rate_plans: vec![
+            plan(1, "TEAL-1GB", Some(OLD_PLAN)),
+            plan(2, "TEAL-5GB", Some(NEW_PLAN)),
+            plan(3, "TEAL-LEGACY", None),
+        ],
+        devices: (0..esims)
+            .map(|i| device(i, true))
+            .chain((esims..esims + without_eid).map(|i| device(i, false)))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn plan_change(devices: &[String], plan: &str) -> Value {
+    json!({"ServiceProviderId": TEAL, "ChangeType": 7, "PortalType": 0, "Devices": devices,
+           "CarrierRatePlanUpdate": {"CarrierRatePlan": plan}})
+}
+
+fn status_update(devices: &[String], target: &str) -> Value {
+    json!({"ServiceProviderId": TEAL, "ChangeType": 3, "PortalType": 0, "Devices": devices,
+           "StatusUpdate": {"TargetStatus": target}})
+}
+
+impl TestApp {
+    fn teal(&self) -> &TealSim {
+        &self.stack.simulators.teal[&TEAL]
+    }
+
+    fn teal_calls(&self, method: &str) -> usize {
+        self.teal().state.calls().iter().filter(|c| c.method == method).count()
+    }
+
+    async fn callback(&self, query: &str) -> u16 {
+        self.http
+            .post(format!("{}/Teal/Callback?{query}", self.stack.base_url()))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("callback")
+            .status()
+            .as_u16()
+    }
+}
+
+/// 100 eSIMs (`TEAL_DEVICES` scales it) move to a new plan: one assign-plan operation per claimed batch, never
+/// sent twice, the result read once per operation after its callback; every eSIM on the new plan.
+#[tokio::test]
+async fn a_plan_change_of_a_hundred_esims_takes_one_operation_per_batch() {
+    let n: usize = std::env::var("TEAL_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    // A poll only 60 s after sending: the callbacks settle the rows.
+    let app = TestApp::start(seed(n, 0, true), |c| c.worker.teal_poll_interval = Duration::from_secs(60)).await;
+    let devices: Vec<String> = (0..n).map(bench_iccid).collect();
+    let id = app.accepted(&plan_change(&devices, "TEAL-5GB")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(status["Status"], "PROCESSED", "{status}");
+    for i in 0..n {
+        assert_eq!(app.teal().state.esim(&eid(i)).expect("esim").plan_uuid.as_deref(), Some(NEW_PLAN));
+    }
+    let stored = app.stack.store.devices_by_iccid(1, &devices[..1]).await.expect("device");
+    assert_eq!(stored[0].carrier_rate_plan.as_deref(), Some("TEAL-5GB"));
+    let (posts, gets, operations) = (app.teal_calls("POST"), app.teal_calls("GET"), app.teal().state.operations());
+    println!(
+        "teal plan change: {n} eSIMs, {operations} operations, {posts} POST, {gets} GET ({:.3} calls per device)",
+        (posts + gets) as f64 / n as f64
+    );
+    assert_eq!(posts, operations, "no operation sent twice");
+    assert!(operations <= n.div_ceil(64) + 1, "eSIMs are batched: {operations} operations for {n}");
+    assert_eq!(gets, operations, "one result read per operation, woken by its callback");
+}
+
+#[tokio::test]
+async fn status_updates_disable_and_enable_data_by_eid() {
+    let app = TestApp::start(seed(2, 0, true), |_| {}).await;
+    let devices: Vec<String> = (0..2).map(bench_iccid).collect();
+    let id = app.accepted(&status_update(&devices, "Stopped")).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    for i in 0..2 {
+        assert!(app.teal().state.esim(&eid(i)).expect("esim").suspended, "data disabled");
+    }
+    let stored = app.stack.store.devices_by_iccid(1, &devices[..1]).await.expect("device");
+    assert_eq!(stored[0].device_status_id, 1203);
+    let id = app.accepted(&status_update(&devices[..1], "Online")).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    assert!(!app.teal().state.esim(&eid(0)).expect("esim").suspended, "enable for online (legacy bug 1 disabled)");
+    assert!(app.teal().state.esim(&eid(1)).expect("esim").suspended);
+}
+
+#[tokio::test]
+async fn lost_callbacks_are_made_up_for_by_polling() {
+    let app = TestApp::start(seed(3, 0, true), |c| {
+        c.teal_behaviour.drop_callbacks = true;
+        c.worker.teal_poll_interval = Duration::from_millis(300);
+    })
+    .await;
+    let devices: Vec<String> = (0..3).map(bench_iccid).collect();
+    let id = app.accepted(&status_update(&devices, "Stopped")).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    assert_eq!(app.teal_calls("POST"), 1);
+    assert!(app.teal_calls("GET") >= 1, "the result was polled");
+}
+
+/// Callbacks held, then delivered newest first and each twice, plus forged ones: each operation's rows are
+/// settled once, and a forged callback changes nothing.
+#[tokio::test]
+async fn duplicated_reordered_and_forged_callbacks_settle_each_row_once() {
+    let app = TestApp::start(seed(2, 0, true), |c| {
+        c.teal_behaviour.hold_callbacks = true;
+        c.worker.teal_poll_interval = Duration::from_secs(60);
+    })
+    .await;
+    let first = app.accepted(&status_update(&[bench_iccid(0)], "Stopped")).await;
+    let second = app.accepted(&plan_change(&[bench_iccid(1)], "TEAL-5GB")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.teal().state.held_callbacks().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "two operations were never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Forged: no signature, another request's signature, a made-up request id.
+    let held = app.teal().state.held_callbacks();
+    let sig_of = |url: &str| url.split("sig=").nth(1).and_then(|s| s.split('&').next()).unwrap_or_default().to_string();
+    let request_of = |url: &str| url.split("requestId=").nth(1).unwrap_or_default().to_string();
+    assert_eq!(app.callback(&format!("requestId={}", request_of(&held[0]))).await, 401);
+    assert_eq!(app.callback(&format!("sig={}&requestId={}", sig_of(&held[0]), request_of(&held[1]))).await, 401);
+    assert_eq!(app.callback(&format!("sig={}&requestId=made-up", sig_of(&held[0]))).await, 401);
+    let pending = app.stack.store.bulk_change(None, first).await.expect("read").expect("bulk");
+    assert!(!pending.status.is_final(), "a forged callback settles nothing");
+
+    assert_eq!(app.teal().state.release_callbacks(true, 2).await, vec![200; 4]);
+    let one = app.final_status(first, Duration::from_secs(30)).await;
+    let two = app.final_status(second, Duration::from_secs(30)).await;
+    assert_eq!((one["Status"].as_str(), two["Status"].as_str()), (Some("PROCESSED"), Some("PROCESSED")));
+    assert_eq!(app.teal_calls("POST"), 2, "each operation sent once");
+    assert!(app.teal_calls("GET") <= 4, "results read once per wake-up at most: {}", app.teal_calls("GET"));
+    assert!(app.teal().state.esim(&eid(0)).expect("esim").suspended);
+    assert_eq!(app.teal().state.esim(&eid(1)).expect("esim").plan_uuid.as_deref(), Some(NEW_PLAN));
+    // A late duplicate finds nothing waiting.
+    let late = held.iter().map(|u| format!("sig={}&requestId={}", sig_of(u), request_of(u))).next().unwrap_or_default();
+    assert_eq!(app.callback(&late).await, 200);
+}
+
+#[tokio::test]
+async fn refusals_say_why_and_the_api_refuses_what_teal_cannot_do() {
+    let mut seeded = seed(2, 1, true);
+    seeded.device_statuses = vec![domain::rules::DeviceStatusDef {
+        id: 1299,
+        integration_id: 12,
+        status: "DELETED".into(),
+        display_name: "Deleted".into(),
+    }];
+    let app = TestApp::start(seeded, |c| {
+        c.teal_behaviour.fail_eids = [(eid(1), "FLOW_RESTRICTED_ERROR".to_string())].into();
+        c.worker.teal_poll_interval = Duration::from_millis(300);
+    })
+    .await;
+    // The eSIM Teal refuses fails with its reason; the other one changes.
+    let id = app.accepted(&status_update(&[bench_iccid(0), bench_iccid(1)], "Stopped")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(row(&status, &bench_iccid(0))["Status"], "PROCESSED");
+    let refused = row(&status, &bench_iccid(1));
+    assert_eq!(refused["Status"], "API_FAILED");
+    assert_eq!(refused["StatusDetails"], "Teal: FLOW_RESTRICTED_ERROR");
+    // A device without an EID is an ERROR row at intake.
+    let (code, answer) = app.submit(&status_update(&[bench_iccid(2)], "Stopped")).await;
+    assert_eq!(code, 202, "{answer}");
+    assert!(answer["Devices"][0]["Errors"][0]["message"].as_str().unwrap_or_default().contains("no EID"), "{answer}");
+    for (body, field) in [
+        (plan_change(&[bench_iccid(0)], "TEAL-LEGACY"), "CarrierRatePlanUpdate.CarrierRatePlan"),
+        (status_update(&[bench_iccid(0)], "Deleted"), "StatusUpdate.TargetStatus"),
+        (status_update(&[bench_iccid(0)], "Suspended"), "StatusUpdate.TargetStatus"),
+    ] {
+        let (code, answer) = app.submit(&body).await;
+        assert_eq!(code, 400, "{answer}");
+        assert_eq!(answer["errors"][0]["field"], field, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn writes_disabled_fails_every_row_with_one_email_and_nothing_sent() {
+    let app = TestApp::start(seed(2, 0, false), |_| {}).await;
+    let devices: Vec<String> = (0..2).map(bench_iccid).collect();
+    let id = app.accepted(&plan_change(&devices, "TEAL-5GB")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    for iccid in &devices {
+        assert_eq!(row(&status, iccid)["StatusDetails"], "Writes disabled for this service provider.");
+    }
+    assert!(app.teal().state.calls().is_empty());
+    assert_eq!(app.mails(Duration::from_secs(10)).await.len(), 1, "one failure e-mail");
+}
+
+/// A real worker process sends the operation and is killed while waiting for Teal's answer (Teal has it). The
+/// next worker process polls the request id the rows already carry: the result is applied, nothing is sent twice.
+#[tokio::test]
+async fn a_worker_killed_between_the_request_and_its_result_sends_nothing_twice() {
+    let app = TestApp::start(seed(2, 0, true), |c| c.run_worker = false).await;
+    app.teal().state.harness.set_faults(Faults { hang_next_writes: 1, hang_ms: 120_000, ..Default::default() });
+    let database = app.stack.config.database.clone();
+    let outbox = app.stack.config.outbox.clone();
+    let worker = |name: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_bulkchange"))
+            .args(["worker", "--database"])
+            .arg(&database)
+            .arg("--outbox")
+            .arg(&outbox)
+            .args(["--worker-id", name])
+            .env("WORKER_LEASE_SECONDS", "3")
+            .env("TEAL_POLL_SECONDS", "1")
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("worker process")
+    };
+    let mut first = worker("first");
+    let devices: Vec<String> = (0..2).map(bench_iccid).collect();
+    let id = app.accepted(&plan_change(&devices, "TEAL-5GB")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while app.teal_calls("POST") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the first worker never sent the operation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await.expect("kill the first worker");
+    let _second = worker("second");
+    let status = app.final_status(id, Duration::from_secs(60)).await;
+    assert_eq!(status["Status"], "PROCESSED", "{status}");
+    assert_eq!(app.teal_calls("POST"), 1, "the operation is not sent again");
+    assert_eq!(app.teal().state.operations(), 1);
+    for i in 0..2 {
+        assert_eq!(app.teal().state.esim(&eid(i)).expect("esim").plan_uuid.as_deref(), Some(NEW_PLAN));
+    }
+}
