@@ -199,10 +199,19 @@ async fn status_updates_disable_and_enable_every_service() {
         let stored = app.stack.store.devices_by_iccid(1, std::slice::from_ref(iccid)).await.expect("device");
         assert_eq!(stored[0].device_status_id, 1302);
     }
-    let id = app.accepted(&status_update(&devices[..1], "ACTIVE")).await;
-    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    app.pond()
+        .state
+        .set_behaviour(PondBehaviour { fail_services_for: [devices[1].clone()].into(), ..Default::default() });
+    let id = app.accepted(&status_update(&devices, "ACTIVE")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(row(&status, &devices[0])["Status"], "PROCESSED");
+    let refused = row(&status, &devices[1]);
+    assert_eq!(refused["Status"], "API_FAILED");
+    assert!(refused["StatusDetails"].as_str().unwrap_or_default().contains("could not be changed"), "{refused}");
     assert_eq!(app.pond().state.services_enabled(&devices[0]), Some(true));
-    assert_eq!(app.pond().state.services_enabled(&devices[1]), Some(false));
+    assert_eq!(app.pond().state.services_enabled(&devices[1]), Some(false), "the refused SIM is unchanged");
+    let stored = app.stack.store.devices_by_iccid(1, &devices[1..]).await.expect("device");
+    assert_eq!(stored[0].device_status_id, 1302, "its status is not written either");
 }
 
 #[tokio::test]
@@ -239,13 +248,15 @@ async fn the_api_refuses_what_pond_cannot_do() {
 async fn writes_disabled_fails_every_row_with_one_email_and_nothing_sent() {
     let app = TestApp::start(seed(2, false), |_| {}).await;
     let devices: Vec<String> = (0..2).map(bench_iccid).collect();
-    let id = app.accepted(&plan_change(&devices, "POND-5GB")).await;
-    let status = app.final_status(id, Duration::from_secs(30)).await;
-    for iccid in &devices {
-        assert_eq!(row(&status, iccid)["StatusDetails"], "Writes disabled for this service provider.");
+    for body in [plan_change(&devices, "POND-5GB"), status_update(&devices, "Inactive")] {
+        let id = app.accepted(&body).await;
+        let status = app.final_status(id, Duration::from_secs(30)).await;
+        for iccid in &devices {
+            assert_eq!(row(&status, iccid)["StatusDetails"], "Writes disabled for this service provider.");
+        }
     }
     assert!(app.pond().state.calls().is_empty());
-    assert_eq!(app.mails(Duration::from_secs(10)).await.len(), 1, "one failure e-mail");
+    assert_eq!(app.mails(2, Duration::from_secs(10)).await.len(), 2, "one failure e-mail per bulk change");
 }
 
 #[tokio::test]

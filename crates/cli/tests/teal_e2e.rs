@@ -230,6 +230,12 @@ async fn refusals_say_why_and_the_api_refuses_what_teal_cannot_do() {
     let refused = row(&status, &bench_iccid(1));
     assert_eq!(refused["Status"], "API_FAILED");
     assert_eq!(refused["StatusDetails"], "Teal: FLOW_RESTRICTED_ERROR");
+    // A plan change Teal refuses for one eSIM.
+    let id = app.accepted(&plan_change(&[bench_iccid(0), bench_iccid(1)], "TEAL-5GB")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(row(&status, &bench_iccid(0))["Status"], "PROCESSED");
+    assert_eq!(row(&status, &bench_iccid(1))["StatusDetails"], "Teal: FLOW_RESTRICTED_ERROR");
+    assert_eq!(app.teal().state.esim(&eid(1)).expect("esim").plan_uuid.as_deref(), Some(OLD_PLAN));
     // A device without an EID is an ERROR row at intake.
     let (code, answer) = app.submit(&status_update(&[bench_iccid(2)], "Stopped")).await;
     assert_eq!(code, 202, "{answer}");
@@ -249,13 +255,31 @@ async fn refusals_say_why_and_the_api_refuses_what_teal_cannot_do() {
 async fn writes_disabled_fails_every_row_with_one_email_and_nothing_sent() {
     let app = TestApp::start(seed(2, 0, false), |_| {}).await;
     let devices: Vec<String> = (0..2).map(bench_iccid).collect();
-    let id = app.accepted(&plan_change(&devices, "TEAL-5GB")).await;
-    let status = app.final_status(id, Duration::from_secs(30)).await;
-    for iccid in &devices {
-        assert_eq!(row(&status, iccid)["StatusDetails"], "Writes disabled for this service provider.");
+    for body in [plan_change(&devices, "TEAL-5GB"), status_update(&devices, "Stopped")] {
+        let id = app.accepted(&body).await;
+        let status = app.final_status(id, Duration::from_secs(30)).await;
+        for iccid in &devices {
+            assert_eq!(row(&status, iccid)["StatusDetails"], "Writes disabled for this service provider.");
+        }
     }
     assert!(app.teal().state.calls().is_empty());
-    assert_eq!(app.mails(Duration::from_secs(10)).await.len(), 1, "one failure e-mail");
+    assert_eq!(app.mails(2, Duration::from_secs(10)).await.len(), 2, "one failure e-mail per bulk change");
+}
+
+#[tokio::test]
+async fn throttled_operations_are_waited_out_and_every_row_completes() {
+    let app = TestApp::start(seed(6, 0, true), |c| c.worker.teal_poll_interval = Duration::from_millis(300)).await;
+    app.teal().state.harness.set_faults(Faults { rate_limit_per_second: Some(2.0), ..Default::default() });
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(app.accepted(&status_update(&[bench_iccid(i)], "Stopped")).await);
+    }
+    for id in ids {
+        assert_eq!(app.final_status(id, Duration::from_secs(60)).await["Status"], "PROCESSED");
+    }
+    let throttled = app.teal().state.calls().iter().filter(|c| c.status == 429).count();
+    assert!(throttled > 0, "Teal's limit was reached (the account's pace is 500/s)");
+    assert_eq!(app.teal().state.operations(), 6, "each operation taken once");
 }
 
 /// A real worker process sends the operation and is killed while waiting for Teal's answer (Teal has it). The

@@ -70,14 +70,14 @@ impl TestApp {
         }
     }
 
-    /// The `.eml` files the local notifier wrote, once at least one is there (or `within` passed).
-    pub async fn mails(&self, within: Duration) -> Vec<std::path::PathBuf> {
+    /// The `.eml` files the local notifier wrote, once at least `at_least` are there (or `within` passed).
+    pub async fn mails(&self, at_least: usize, within: Duration) -> Vec<std::path::PathBuf> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let mails: Vec<_> = std::fs::read_dir(&self.stack.config.outbox)
                 .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
                 .unwrap_or_default();
-            if !mails.is_empty() || tokio::time::Instant::now() > deadline {
+            if mails.len() >= at_least || tokio::time::Instant::now() > deadline {
                 return mails;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
