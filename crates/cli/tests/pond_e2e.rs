@@ -12,65 +12,26 @@ use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::pond::{PondBehaviour, PondSim};
 use store::Seed;
-use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant};
-use support::{TestApp, row};
+use store::seed::{SeedServiceProvider, SeedTenant};
+use support::{TestApp, device, provider, rate_plan, row};
 
 const POND: i64 = 40;
 const OLD_TYPE: i64 = 4711;
 const NEW_TYPE: i64 = 4712;
 
 fn seed(sims: usize, writes: bool) -> Seed {
-    let plan = |id: i64, code: &str, package_type: Option<i64>| SeedRatePlan {
-        id,
-        service_provider_id: POND,
-        rate_plan_code: code.into(),
-        plan_mb: 1024.0,
-        base_rate: 4.0,
-        jasper_rate_plan_id: package_type,
-        plan_uuid: None,
-    };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
         service_providers: vec![SeedServiceProvider {
-            id: POND,
-            tenant_id: 1,
-            integration_id: 13,
-            name: "Pond IoT".into(),
-            base_url: "http://127.0.0.1:9/unused".into(),
-            username: String::new(),
-            secret: "pond-key".into(),
-            client_code: None,
-            subscription_key: None,
-            write_is_enabled: writes,
-            rate_limit_per_second: 500.0,
-            default_provider_id: None,
             carrier_settings: Some(json!({"DistributorId": "D-40"})),
-            thing_space: None,
+            ..provider(POND, 13, "", "pond-key", writes)
         }],
         carrier_rate_plans: vec![
-            plan(1, "POND-1GB", Some(OLD_TYPE)),
-            plan(2, "POND-5GB", Some(NEW_TYPE)),
-            plan(3, "POND-LEGACY", None),
+            rate_plan(1, POND, "POND-1GB", Some(OLD_TYPE), None),
+            rate_plan(2, POND, "POND-5GB", Some(NEW_TYPE), None),
+            rate_plan(3, POND, "POND-LEGACY", None, None),
         ],
-        devices: (0..sims)
-            .map(|i| SeedDevice {
-                id: None,
-                tenant_id: 1,
-                service_provider_id: POND,
-                iccid: bench_iccid(i),
-                imei: None,
-                msisdn: None,
-                eid: None,
-                status: "ACTIVE".into(),
-                carrier_rate_plan: Some("POND-1GB".into()),
-                communication_plan: None,
-                username: None,
-                last_usage_date: None,
-                last_usage_days_ago: Some(3),
-                data_usage_mb: 0.0,
-                rev_customer_id: None,
-            })
-            .collect(),
+        devices: (0..sims).map(|i| device(POND, bench_iccid(i), "ACTIVE", Some("POND-1GB"))).collect(),
         ..Default::default()
     }
 }

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::teal::TealSim;
 use store::Seed;
-use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant};
-use support::{TestApp, row};
+use store::seed::{SeedDevice, SeedTenant};
+use support::{TestApp, device, provider, rate_plan, row};
 
 const TEAL: i64 = 50;
 const OLD_PLAN: &str = "0f3d5a6e7b8c4d2e9f1a2b3c4d5e6f70";
@@ -25,58 +25,21 @@ fn eid(i: usize) -> String {
 
 /// eSIMs `0..esims` with EIDs, online on TEAL-1GB; `without_eid` more SIMs without one.
 fn seed(esims: usize, without_eid: usize, writes: bool) -> Seed {
-    let plan = |id: i64, code: &str, uuid: Option<&str>| SeedRatePlan {
-        id,
-        service_provider_id: TEAL,
-        rate_plan_code: code.into(),
-        plan_mb: 1024.0,
-        base_rate: 4.0,
-        jasper_rate_plan_id: None,
-        plan_uuid: uuid.map(str::to_string),
-    };
-    let device = |i: usize, with_eid: bool| SeedDevice {
-        id: None,
-        tenant_id: 1,
-        service_provider_id: TEAL,
-        iccid: bench_iccid(i),
-        imei: None,
-        msisdn: None,
+    let esim = |i: usize, with_eid: bool| SeedDevice {
         eid: with_eid.then(|| eid(i)),
-        status: "ONLINE".into(),
-        carrier_rate_plan: Some("TEAL-1GB".into()),
-        communication_plan: None,
-        username: None,
-        last_usage_date: None,
-        last_usage_days_ago: Some(3),
-        data_usage_mb: 0.0,
-        rev_customer_id: None,
+        ..device(TEAL, bench_iccid(i), "ONLINE", Some("TEAL-1GB"))
     };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
-        service_providers: vec![SeedServiceProvider {
-            id: TEAL,
-            tenant_id: 1,
-            integration_id: 12,
-            name: "Teal".into(),
-            base_url: "http://127.0.0.1:9/unused".into(),
-            username: "teal-key".into(),
-            secret: "teal-secret".into(),
-            client_code: None,
-            subscription_key: None,
-            write_is_enabled: writes,
-            rate_limit_per_second: 500.0,
-            default_provider_id: None,
-            carrier_settings: None,
-            thing_space: None,
-        }],
+        service_providers: vec![provider(TEAL, 12, "teal-key", "teal-secret", writes)],
         carrier_rate_plans: vec![
-            plan(1, "TEAL-1GB", Some(OLD_PLAN)),
-            plan(2, "TEAL-5GB", Some(NEW_PLAN)),
-            plan(3, "TEAL-LEGACY", None),
+            rate_plan(1, TEAL, "TEAL-1GB", None, Some(OLD_PLAN)),
+            rate_plan(2, TEAL, "TEAL-5GB", None, Some(NEW_PLAN)),
+            rate_plan(3, TEAL, "TEAL-LEGACY", None, None),
         ],
         devices: (0..esims)
-            .map(|i| device(i, true))
-            .chain((esims..esims + without_eid).map(|i| device(i, false)))
+            .map(|i| esim(i, true))
+            .chain((esims..esims + without_eid).map(|i| esim(i, false)))
             .collect(),
         ..Default::default()
     }

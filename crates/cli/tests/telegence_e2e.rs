@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::telegence::ActivationFate;
 use store::Seed;
-use store::seed::{SeedBillingAccount, SeedDevice, SeedImeiRange, SeedRatePlan, SeedServiceProvider, SeedTenant};
-use support::{TestApp, row};
+use store::seed::{SeedBillingAccount, SeedDevice, SeedImeiRange, SeedRatePlan, SeedTenant};
+use support::{TestApp, device, provider, row};
 
 mod support;
 
@@ -21,41 +21,14 @@ const BAN: &str = "287301234567";
 
 /// SIMs `0..no_line` have no line; `lines` more have active lines 2145600000 + i.
 fn seed(no_line: usize, lines: usize, writes: bool) -> Seed {
-    let device = |i: usize, line: bool| SeedDevice {
-        id: None,
-        tenant_id: 1,
-        service_provider_id: TELEGENCE,
-        iccid: bench_iccid(i),
+    let sim = |i: usize, line: bool| SeedDevice {
         imei: Some(format!("3567890{:07}0", i)),
         msisdn: line.then(|| format!("21456{:05}", i)),
-        eid: None,
-        status: if line { "A".into() } else { "UNKNOWN".into() },
-        carrier_rate_plan: line.then(|| "SOC-1GB".into()),
-        communication_plan: None,
-        username: None,
-        last_usage_date: None,
-        last_usage_days_ago: Some(3),
-        data_usage_mb: 0.0,
-        rev_customer_id: None,
+        ..device(TELEGENCE, bench_iccid(i), if line { "A" } else { "UNKNOWN" }, line.then_some("SOC-1GB"))
     };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
-        service_providers: vec![SeedServiceProvider {
-            id: TELEGENCE,
-            tenant_id: 1,
-            integration_id: 6,
-            name: "AT&T Telegence".into(),
-            base_url: "http://127.0.0.1:9/unused".into(),
-            username: "app-id".into(),
-            secret: "app-secret".into(),
-            client_code: None,
-            subscription_key: None,
-            write_is_enabled: writes,
-            rate_limit_per_second: 500.0,
-            default_provider_id: None,
-            carrier_settings: None,
-            thing_space: None,
-        }],
+        service_providers: vec![provider(TELEGENCE, 6, "app-id", "app-secret", writes)],
         carrier_rate_plans: ["SOC-1GB", "SOC-5GB"]
             .iter()
             .enumerate()
@@ -69,7 +42,7 @@ fn seed(no_line: usize, lines: usize, writes: bool) -> Seed {
                 plan_uuid: None,
             })
             .collect(),
-        devices: (0..no_line).map(|i| device(i, false)).chain((0..lines).map(|i| device(no_line + i, true))).collect(),
+        devices: (0..no_line).map(|i| sim(i, false)).chain((0..lines).map(|i| sim(no_line + i, true))).collect(),
         telegence_billing_accounts: vec![SeedBillingAccount {
             service_provider_id: TELEGENCE,
             billing_account_number: BAN.into(),

@@ -232,3 +232,74 @@ pub fn bad_gateway() -> axum::response::Response {
     )
         .into_response()
 }
+
+impl Harness {
+    /// After a simulator's own auth check: the rate limit (429 with `Retry-After`) and injected 500s, each
+    /// answered with the carrier's error body (`error(status, message)`) and recorded. `Ok` lets the call through.
+    pub fn admit(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+        error: impl Fn(StatusCode, &str) -> axum::response::Response,
+    ) -> Result<(), axum::response::Response> {
+        match self.gate() {
+            Gate::Proceed => Ok(()),
+            Gate::Throttled(after) => {
+                self.record(method, path, body.clone(), StatusCode::TOO_MANY_REQUESTS);
+                let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+                if let Ok(v) = axum::http::HeaderValue::from_str(&after.to_string()) {
+                    response.headers_mut().insert("retry-after", v);
+                }
+                Err(response)
+            }
+            Gate::Fail => {
+                self.record(method, path, body.clone(), StatusCode::INTERNAL_SERVER_ERROR);
+                Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"))
+            }
+        }
+    }
+
+    /// Records the call with its answer's status, then waits the configured latency.
+    pub async fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+        response: axum::response::Response,
+    ) -> axum::response::Response {
+        self.record(method, path, body, response.status());
+        let latency = self.latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        response
+    }
+
+    /// A write already applied: hangs (the client's timeout) or answers 502 when the faults say so.
+    pub async fn after_write(&self, response: axum::response::Response) -> axum::response::Response {
+        if let Some(hang) = self.take_hang() {
+            tokio::time::sleep(hang).await;
+        }
+        if self.take_apply_then_fail() {
+            return bad_gateway();
+        }
+        response
+    }
+}
+
+/// Serves `app` on `listen` until the task is aborted; `name` labels the error if the server stops.
+pub async fn serve(
+    listen: std::net::SocketAddr,
+    app: axum::Router,
+    name: &'static str,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, simulator = name, "simulator stopped");
+        }
+    });
+    Ok((addr, task))
+}

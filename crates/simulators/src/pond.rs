@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::common::{Gate, Harness, RecordedCall};
+use crate::common::{Harness, RecordedCall};
 
 /// The wire details the simulator answers on (defaults: `carriers::pond::wire`).
 #[derive(Debug, Clone)]
@@ -187,41 +187,14 @@ fn admit(state: &PondState, headers: &HeaderMap, method: &str, path: &str, body:
         state.harness.record(method, path, body.clone(), StatusCode::UNAUTHORIZED);
         return Err(error(StatusCode::UNAUTHORIZED, "invalid API key"));
     }
-    match state.harness.gate() {
-        Gate::Proceed => Ok(()),
-        Gate::Throttled(after) => {
-            state.harness.record(method, path, body.clone(), StatusCode::TOO_MANY_REQUESTS);
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-            if let Ok(v) = HeaderValue::from_str(&after.to_string()) {
-                response.headers_mut().insert("retry-after", v);
-            }
-            Err(response)
-        }
-        Gate::Fail => {
-            state.harness.record(method, path, body.clone(), StatusCode::INTERNAL_SERVER_ERROR);
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"))
-        }
-    }
+    state.harness.admit(method, path, body, error)
 }
 
+/// Records the call, then its latency; a write that succeeded may then hang or lose its answer.
 async fn answer(state: &PondState, method: &str, path: &str, body: Value, response: Response) -> Response {
-    state.harness.record(method, path, body, response.status());
-    let latency = state.harness.latency();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    response
-}
-
-/// A write already applied: hang (the client's timeout) or answer 502 when the harness says so.
-async fn after_write(state: &PondState, response: Response) -> Response {
-    if let Some(hang) = state.harness.take_hang() {
-        tokio::time::sleep(hang).await;
-    }
-    if state.harness.take_apply_then_fail() {
-        return crate::common::bad_gateway();
-    }
-    response
+    let write = method != "GET" && response.status().is_success();
+    let response = state.harness.answer(method, path, body, response).await;
+    if write { state.harness.after_write(response).await } else { response }
 }
 
 #[derive(Deserialize)]
@@ -281,9 +254,7 @@ async fn add_package(
             Some(t) => Json(account.add(&iccid, t, "PENDING")).into_response(),
         },
     };
-    let applied = response.status().is_success();
-    let response = answer(&state, "POST", &path, body, response).await;
-    if applied { after_write(&state, response).await } else { response }
+    answer(&state, "POST", &path, body, response).await
 }
 
 async fn set_package_status(
@@ -322,9 +293,7 @@ async fn set_package_status(
             },
         },
     };
-    let applied = response.status().is_success();
-    let response = answer(&state, "POST", &path, body, response).await;
-    if applied { after_write(&state, response).await } else { response }
+    answer(&state, "POST", &path, body, response).await
 }
 
 async fn get_services(
@@ -373,9 +342,7 @@ async fn set_services(
             }
         },
     };
-    let applied = response.status().is_success();
-    let response = answer(&state, "POST", &path, body, response).await;
-    if applied { after_write(&state, response).await } else { response }
+    answer(&state, "POST", &path, body, response).await
 }
 
 /// A running Pond simulator.
@@ -398,14 +365,7 @@ impl PondSim {
             wire,
             harness: Harness::new(Default::default()),
         });
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
-        let app = router(state.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "Pond simulator stopped");
-            }
-        });
+        let (addr, task) = crate::common::serve(listen, router(state.clone()), "Pond").await?;
         Ok(Self { state, addr, task })
     }
 

@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::common::{Gate, Harness, RecordedCall};
+use crate::common::{Harness, RecordedCall};
 
 pub const OPERATION_PATH: &str = "/api/v1/esims/{operation}";
 pub const RESULT_PATH: &str = "/api/v1/operation-result";
@@ -222,30 +222,7 @@ fn admit(state: &TealState, headers: &HeaderMap, method: &str, path: &str, body:
         state.harness.record(method, path, body.clone(), StatusCode::UNAUTHORIZED);
         return Err(error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid ApiKey or ApiSecret"));
     }
-    match state.harness.gate() {
-        Gate::Proceed => Ok(()),
-        Gate::Throttled(after) => {
-            state.harness.record(method, path, body.clone(), StatusCode::TOO_MANY_REQUESTS);
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "GENERIC_ERROR", "rate limit exceeded");
-            if let Ok(v) = HeaderValue::from_str(&after.to_string()) {
-                response.headers_mut().insert("retry-after", v);
-            }
-            Err(response)
-        }
-        Gate::Fail => {
-            state.harness.record(method, path, body.clone(), StatusCode::INTERNAL_SERVER_ERROR);
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "GENERIC_ERROR", "internal server error"))
-        }
-    }
-}
-
-async fn answer(state: &TealState, method: &str, path: &str, body: Value, response: Response) -> Response {
-    state.harness.record(method, path, body, response.status());
-    let latency = state.harness.latency();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    response
+    state.harness.admit(method, path, body, |status, message| error(status, "GENERIC_ERROR", message))
 }
 
 #[derive(Deserialize)]
@@ -296,18 +273,9 @@ async fn operation(
         let state = state.clone();
         tokio::spawn(async move { complete_later(state, request_id).await });
     }
-    let response = answer(&state, "POST", &path, body, response).await;
-    if !fresh {
-        return response;
-    }
-    // Queued already: hang (the client's timeout) or answer 502 when the harness says so.
-    if let Some(hang) = state.harness.take_hang() {
-        tokio::time::sleep(hang).await;
-    }
-    if state.harness.take_apply_then_fail() {
-        return crate::common::bad_gateway();
-    }
-    response
+    let response = state.harness.answer("POST", &path, body, response).await;
+    // Queued already: the answer may hang (the client's timeout) or be lost.
+    if fresh { state.harness.after_write(response).await } else { response }
 }
 
 /// Completes an operation after the processing time, then calls back (or not, as the behaviour says).
@@ -360,7 +328,7 @@ async fn operation_result(
             }
         },
     };
-    answer(&state, "GET", &path, Value::Null, response).await
+    state.harness.answer("GET", &path, Value::Null, response).await
 }
 
 /// A running Teal simulator.
@@ -379,14 +347,7 @@ impl TealSim {
             held: Mutex::new(Vec::new()),
             http: reqwest::Client::new(),
         });
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
-        let app = router(state.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "Teal simulator stopped");
-            }
-        });
+        let (addr, task) = crate::common::serve(listen, router(state.clone()), "Teal").await?;
         Ok(Self { state, addr, task })
     }
 

@@ -13,14 +13,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::common::{Gate, Harness, RecordedCall};
+use crate::common::{Harness, RecordedCall};
 
 pub const ACTIVATION_PATH: &str = "/sp/mobilityactivations/api/v1/serviceactivation";
 pub const LINE_PATH: &str = "/sp/mobility/lineconfig/api/v1/service";
@@ -185,41 +185,14 @@ fn admit(state: &TelegenceState, headers: &HeaderMap, method: &str, path: &str, 
         state.harness.record(method, path, body.clone(), StatusCode::UNAUTHORIZED);
         return Err(error(StatusCode::UNAUTHORIZED, 401, "invalid app-id or app-secret"));
     }
-    match state.harness.gate() {
-        Gate::Proceed => Ok(()),
-        Gate::Throttled(after) => {
-            state.harness.record(method, path, body.clone(), StatusCode::TOO_MANY_REQUESTS);
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, 429, "rate limit exceeded");
-            if let Ok(v) = HeaderValue::from_str(&after.to_string()) {
-                response.headers_mut().insert("retry-after", v);
-            }
-            Err(response)
-        }
-        Gate::Fail => {
-            state.harness.record(method, path, body.clone(), StatusCode::INTERNAL_SERVER_ERROR);
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, 500, "internal server error"))
-        }
-    }
+    state.harness.admit(method, path, body, |status, message| error(status, u64::from(status.as_u16()), message))
 }
 
+/// Records the call, then its latency; a write that succeeded may then hang or lose its answer.
 async fn answer(state: &TelegenceState, method: &str, path: &str, body: Value, response: Response) -> Response {
-    state.harness.record(method, path, body, response.status());
-    let latency = state.harness.latency();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    response
-}
-
-/// A write already applied: hang (the client's timeout) or answer 502 when the harness says so.
-async fn after_write(state: &TelegenceState, response: Response) -> Response {
-    if let Some(hang) = state.harness.take_hang() {
-        tokio::time::sleep(hang).await;
-    }
-    if state.harness.take_apply_then_fail() {
-        return crate::common::bad_gateway();
-    }
-    response
+    let write = method != "GET" && response.status().is_success();
+    let response = state.harness.answer(method, path, body, response).await;
+    if write { state.harness.after_write(response).await } else { response }
 }
 
 fn characteristic<'a>(service: &'a Value, name: &str) -> Option<&'a str> {
@@ -311,9 +284,7 @@ async fn activate(State(state): State<Arc<TelegenceState>>, headers: HeaderMap, 
             }
         }
     };
-    let applied = response.status().is_success();
-    let response = answer(&state, "POST", ACTIVATION_PATH, body, response).await;
-    if applied { after_write(&state, response).await } else { response }
+    answer(&state, "POST", ACTIVATION_PATH, body, response).await
 }
 
 async fn activation_status(
@@ -508,9 +479,7 @@ async fn patch_line(
             }
         }
     };
-    let applied = response.status().is_success();
-    let response = answer(&state, "PATCH", &path, body, response).await;
-    if applied { after_write(&state, response).await } else { response }
+    answer(&state, "PATCH", &path, body, response).await
 }
 
 async fn billing_account(
@@ -549,14 +518,7 @@ impl TelegenceSim {
             behaviour: Mutex::new(behaviour),
             harness: Harness::new(Default::default()),
         });
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
-        let app = router(state.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "Telegence simulator stopped");
-            }
-        });
+        let (addr, task) = crate::common::serve(listen, router(state.clone()), "Telegence").await?;
         Ok(Self { state, addr, task })
     }
 
