@@ -251,24 +251,7 @@ async fn throttled_operations_are_waited_out_and_every_row_completes() {
 async fn a_worker_killed_between_the_request_and_its_result_sends_nothing_twice() {
     let app = TestApp::start(seed(2, 0, true), |c| c.run_worker = false).await;
     app.teal().state.harness.set_faults(Faults { hang_next_writes: 1, hang_ms: 120_000, ..Default::default() });
-    let database = app.stack.config.database.clone();
-    let outbox = app.stack.config.outbox.clone();
-    let worker = |name: &str| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_bulkchange"))
-            .args(["worker", "--database"])
-            .arg(&database)
-            .arg("--outbox")
-            .arg(&outbox)
-            .args(["--worker-id", name])
-            .env("WORKER_LEASE_SECONDS", "3")
-            .env("TEAL_POLL_SECONDS", "1")
-            .env("RUST_LOG", "error")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("worker process")
-    };
-    let mut first = worker("first");
+    let mut first = app.worker_process("first");
     let devices: Vec<String> = (0..2).map(bench_iccid).collect();
     let id = app.accepted(&plan_change(&devices, "TEAL-5GB")).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -277,7 +260,7 @@ async fn a_worker_killed_between_the_request_and_its_result_sends_nothing_twice(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     first.kill().await.expect("kill the first worker");
-    let _second = worker("second");
+    let _second = app.worker_process("second");
     let status = app.final_status(id, Duration::from_secs(60)).await;
     assert_eq!(status["Status"], "PROCESSED", "{status}");
     assert_eq!(app.teal_calls("POST"), 1, "the operation is not sent again");

@@ -268,25 +268,7 @@ async fn a_worker_killed_after_its_activation_post_never_has_it_sent_twice() {
     let app = TestApp::start(seed(2, 0, true), |c| c.run_worker = false).await;
     let sim = app.stack.simulators.telegence.get(&TELEGENCE).expect("sim");
     sim.state.harness.set_faults(Faults { hang_next_writes: 1, hang_ms: 120_000, ..Default::default() });
-    let database = app.stack.config.database.clone();
-    let outbox = app.stack.config.outbox.clone();
-    let worker = |name: &str| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_bulkchange"))
-            .args(["worker", "--database"])
-            .arg(&database)
-            .arg("--outbox")
-            .arg(&outbox)
-            .args(["--worker-id", name])
-            .env("WORKER_LEASE_SECONDS", "3")
-            .env("THINGSPACE_RESULT_WAIT_SECONDS", "1")
-            .env("TELEGENCE_POLL_SECONDS", "1")
-            .env("RUST_LOG", "error")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("worker process")
-    };
-    let mut first = worker("first");
+    let mut first = app.worker_process("first");
     let devices: Vec<String> = (0..2).map(bench_iccid).collect();
     let id = app.accepted(&new_service(&devices, BAN)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -295,7 +277,7 @@ async fn a_worker_killed_after_its_activation_post_never_has_it_sent_twice() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     first.kill().await.expect("kill the first worker");
-    let _second = worker("second");
+    let _second = app.worker_process("second");
     let status = app.final_status(id, Duration::from_secs(60)).await;
     for iccid in &devices {
         let r = row(&status, iccid);

@@ -71,6 +71,26 @@ impl TestApp {
         }
     }
 
+    /// A `bulkchange worker` process on this stack's database (lease 3 s, polls every second), killed when
+    /// dropped: tests kill one mid-request to see what the next one does.
+    pub fn worker_process(&self, name: &str) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_bulkchange"))
+            .args(["worker", "--database"])
+            .arg(&self.stack.config.database)
+            .arg("--outbox")
+            .arg(&self.stack.config.outbox)
+            .args(["--worker-id", name])
+            .env("WORKER_LEASE_SECONDS", "3")
+            .env("THINGSPACE_RESULT_WAIT_SECONDS", "1")
+            .env("TELEGENCE_POLL_SECONDS", "1")
+            .env("TEAL_POLL_SECONDS", "1")
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("worker process")
+    }
+
     /// The `.eml` files the local notifier wrote, once at least `at_least` are there (or `within` passed).
     pub async fn mails(&self, at_least: usize, within: Duration) -> Vec<std::path::PathBuf> {
         let deadline = tokio::time::Instant::now() + within;
