@@ -809,6 +809,7 @@ GO
 
 -- Rows @Worker holds wait on carrier request @RequestId: lease owner 'carrier:' + id until @Deadline, so a callback
 -- completes them and, past the deadline, a worker reclaims them to poll. CarrierRequestedAt keeps the first request.
+-- The request's own holder setting the wait again (@Worker = @Owner) only shortens it: a callback's wake is kept.
 CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_AwaitCarrier
     @BulkChangeId BIGINT, @RowIdsJson NVARCHAR(MAX), @Worker NVARCHAR(100), @RequestId NVARCHAR(100), @Now DATETIME2, @Deadline DATETIME2 AS
 BEGIN
@@ -818,11 +819,13 @@ BEGIN
     DECLARE @Ids TABLE (Id BIGINT PRIMARY KEY);
     INSERT INTO @Ids (Id) SELECT DISTINCT CAST([value] AS BIGINT) FROM OPENJSON(@RowIdsJson);
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
-        UPDATE r SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner, LeaseUntil = @Deadline
+        UPDATE r SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner,
+                     LeaseUntil = CASE WHEN r.LeaseOwner = @Owner AND r.LeaseUntil < @Deadline THEN r.LeaseUntil ELSE @Deadline END
         FROM dbo.Mobility_DeviceChange r JOIN @Ids i ON i.Id = r.Id
         WHERE r.BulkChangeId = @BulkChangeId AND r.LeaseOwner = @Worker AND r.Status = N'PROCESSING';
     ELSE
-        UPDATE r SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner, LeaseUntil = @Deadline
+        UPDATE r SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner,
+                     LeaseUntil = CASE WHEN r.LeaseOwner = @Owner AND r.LeaseUntil < @Deadline THEN r.LeaseUntil ELSE @Deadline END
         FROM dbo.M2M_DeviceChange r JOIN @Ids i ON i.Id = r.Id
         WHERE r.BulkChangeId = @BulkChangeId AND r.LeaseOwner = @Worker AND r.Status = N'PROCESSING';
     SELECT CAST(@@ROWCOUNT AS BIGINT) AS Changed;

@@ -544,6 +544,8 @@ pub trait Store: Send + Sync {
     /// `CarrierRequestId`, the lease owner `carrier:{request_id}` and the lease until `deadline`, so a callback
     /// can complete them and, past the deadline, a worker reclaims them to poll. `CarrierRequestedAt` keeps the
     /// first request's time. Returns how many rows were handed over.
+    /// When `worker` is the request's own holder (`carrier:{request_id}`), the wait can only get shorter: a
+    /// callback that woke the rows meanwhile is kept.
     async fn await_carrier(
         &self,
         bulk_change_id: i64,

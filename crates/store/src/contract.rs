@@ -624,6 +624,9 @@ pub async fn a_callback_wakes_the_rows_waiting_on_its_request(store: &dyn Store)
     assert!(store.claim_rows(id, "poller", 10, lease, t(5)).await.expect("claim").is_empty(), "still held");
     assert_eq!(store.wake_carrier_request(SP, "req-w", t(5)).await.expect("wake"), vec![id]);
     assert!(store.wake_carrier_request(SP, "req-w", t(5)).await.expect("again").is_empty(), "woken once");
+    // The sender setting the wait to its poll interval afterwards does not undo the wake.
+    assert_eq!(store.await_carrier(id, &waiting, "carrier:req-w", "req-w", t(5), t(300)).await.expect("re-wait"), 2);
+    assert_eq!(store.next_lease_expiry(id).await.expect("expiry"), Some(t(5)), "the wake is kept");
     let polled = store.claim_rows(id, "poller", 10, lease, t(6)).await.expect("claim");
     let ids: Vec<i64> = polled.iter().map(|r| r.id).filter(|r| waiting.contains(r)).collect();
     assert_eq!(ids, waiting.to_vec(), "woken rows are claimed at once, still naming their request");

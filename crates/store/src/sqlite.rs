@@ -1802,7 +1802,8 @@ impl Store for SqliteStore {
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "UPDATE {table} SET CarrierRequestId = ?1, CarrierRequestedAt = COALESCE(CarrierRequestedAt, ?2),
-                                LeaseOwner = 'carrier:' || ?1, LeaseUntil = ?3
+                                LeaseUntil = CASE WHEN LeaseOwner = 'carrier:' || ?1 THEN MIN(LeaseUntil, ?3) ELSE ?3 END,
+                                LeaseOwner = 'carrier:' || ?1
                          WHERE Id = ?4 AND BulkChangeId = ?5 AND LeaseOwner = ?6 AND Status = 'PROCESSING'"
                     ))
                     .map_err(db("await carrier"))?;
