@@ -133,6 +133,23 @@ async fn lost_callbacks_are_made_up_for_by_polling() {
     assert!(app.teal_calls("GET") >= 1, "the result was polled");
 }
 
+#[tokio::test]
+async fn an_operation_that_never_finishes_is_given_up() {
+    let app = TestApp::start(seed(1, 0, true), |c| {
+        c.teal_behaviour.processing = Duration::from_secs(3600);
+        c.worker.teal_poll_interval = Duration::from_millis(200);
+        c.worker.teal_give_up = Duration::from_secs(1);
+    })
+    .await;
+    let id = app.accepted(&status_update(&[bench_iccid(0)], "Stopped")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    let r = row(&status, &bench_iccid(0));
+    assert_eq!(r["Status"], "API_FAILED", "{r}");
+    assert!(r["StatusDetails"].as_str().unwrap_or_default().starts_with("No result from carrier"), "{r}");
+    assert!(app.teal_calls("GET") >= 1, "asked before giving up");
+    assert_eq!(app.teal_calls("POST"), 1, "never sent again while Teal knows the request");
+}
+
 /// Callbacks held, then delivered newest first and each twice, plus forged ones: each operation's rows are
 /// settled once, and a forged callback changes nothing.
 #[tokio::test]

@@ -73,6 +73,11 @@ pub(crate) trait AsyncCarrier: Sync {
         job.carrier_result_wait
     }
 
+    /// How long after its first request a row stops waiting and fails with "No result from carrier".
+    fn give_up(&self, job: &Job) -> Duration {
+        job.carrier_result_give_up
+    }
+
     /// Sends fresh rows; each ends `Done`, or `Await`s the request it was handed over to ([`wait_on`]).
     async fn send(&self, job: &Job, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)>;
 
@@ -153,7 +158,7 @@ async fn poll(
     if pending.is_empty() {
         return out;
     }
-    if waited < job.carrier_result_give_up {
+    if waited < carrier.give_up(job) {
         let held: Vec<&DeviceChangeRow> = pending.iter().collect();
         wait_on(job, carrier, request_id, &held).await;
         out.extend(pending.into_iter().map(|row| (row, Disposition::Await(request_id.to_string()))));

@@ -43,6 +43,7 @@ pub(crate) struct Job {
     pub carrier_result_give_up: Duration,
     pub carrier_poll_interval: Duration,
     pub teal_poll_interval: Duration,
+    pub teal_give_up: Duration,
     pub teal_callback_url: Option<String>,
     /// How long a claim holds without renewal.
     pub lease: Duration,

@@ -25,7 +25,7 @@ pub struct SettingsError {
 }
 
 /// Every variable read here, with its default, for the README and `--help`.
-pub const VARIABLES: [(&str, &str); 13] = [
+pub const VARIABLES: [(&str, &str); 14] = [
     ("WORKER_LEASE_SECONDS", "30"),
     ("WORKER_ROWS_IN_FLIGHT", "256"),
     ("WORKER_CLAIM_BATCH", "64"),
@@ -35,6 +35,7 @@ pub const VARIABLES: [(&str, &str); 13] = [
     ("THINGSPACE_RESULT_GIVE_UP_SECONDS", "86400"),
     ("TELEGENCE_POLL_SECONDS", "60"),
     ("TEAL_POLL_SECONDS", "30"),
+    ("TEAL_RESULT_GIVE_UP_SECONDS", "3600"),
     ("TEAL_CALLBACK_URL", ""),
     ("SCHEDULER_INTERVAL_SECONDS", "60"),
     ("EMAIL_FROM", "bulkchange@localhost"),
@@ -73,6 +74,7 @@ impl Settings {
             carrier_result_give_up: Duration::from_secs(number("THINGSPACE_RESULT_GIVE_UP_SECONDS", 24 * 3600, 1)?),
             carrier_poll_interval: Duration::from_secs(number("TELEGENCE_POLL_SECONDS", 60, 1)?),
             teal_poll_interval: Duration::from_secs(number("TEAL_POLL_SECONDS", 30, 1)?),
+            teal_give_up: Duration::from_secs(number("TEAL_RESULT_GIVE_UP_SECONDS", 3600, 1)?),
             teal_callback_url: match get("TEAL_CALLBACK_URL") {
                 Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
                     return Err(SettingsError {
@@ -130,6 +132,7 @@ mod tests {
         let s = read(&[("TEAL_POLL_SECONDS", "5"), ("TEAL_CALLBACK_URL", "https://api.example/Teal/Callback")])
             .expect("read");
         assert_eq!(s.worker.teal_poll_interval, Duration::from_secs(5));
+        assert_eq!(s.worker.teal_give_up, Duration::from_secs(3600));
         assert_eq!(s.worker.teal_callback_url.as_deref(), Some("https://api.example/Teal/Callback"));
         assert_eq!(read(&[("TEAL_CALLBACK_URL", "ftp://x")]).unwrap_err().name, "TEAL_CALLBACK_URL");
     }

@@ -307,6 +307,10 @@ impl AsyncCarrier for Teal<'_> {
         job.teal_poll_interval
     }
 
+    fn give_up(&self, job: &Job) -> Duration {
+        job.teal_give_up
+    }
+
     async fn send(&self, job: &Job, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
         let change = match Change::of(job) {
             Ok(change) => change,

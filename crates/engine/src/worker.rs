@@ -60,6 +60,8 @@ pub struct WorkerConfig {
     pub carrier_poll_interval: Duration,
     /// How often rows waiting on a Teal operation are polled when its callback does not come.
     pub teal_poll_interval: Duration,
+    /// How long after its request a Teal row stops waiting ("operations finish within 15 minutes").
+    pub teal_give_up: Duration,
     /// Our `POST /Teal/Callback` as Teal reaches it; without it Teal is asked for no callback and rows are polled.
     pub teal_callback_url: Option<String>,
     pub email_from: String,
@@ -81,6 +83,7 @@ impl Default for WorkerConfig {
             carrier_result_give_up: Duration::from_secs(24 * 3600),
             carrier_poll_interval: Duration::from_secs(60),
             teal_poll_interval: Duration::from_secs(30),
+            teal_give_up: Duration::from_secs(3600),
             teal_callback_url: None,
             email_from: "bulkchange@localhost".into(),
             email_to: vec!["operations@localhost".into()],
@@ -459,6 +462,7 @@ impl Worker {
             carrier_result_give_up: self.config.carrier_result_give_up,
             carrier_poll_interval: self.config.carrier_poll_interval,
             teal_poll_interval: self.config.teal_poll_interval,
+            teal_give_up: self.config.teal_give_up,
             teal_callback_url: self.config.teal_callback_url.clone(),
             lease: self.config.lease,
             store: self.store.clone(),
