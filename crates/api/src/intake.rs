@@ -230,25 +230,11 @@ async fn status_update_rows(
             format!("TelegenceStatusUpdate does not apply to {} service providers", sp.integration),
         ));
     }
-    if matches!(sp.integration, Integration::Teal | Integration::Pond) {
-        if update.account_number.is_some() || update.rev_service.is_some() {
-            let field =
-                if update.rev_service.is_some() { "StatusUpdate.RevService" } else { "StatusUpdate.AccountNumber" };
-            return Err(ApiError::invalid(
-                field,
-                format!(
-                    "AccountNumber and RevService are not supported with {} status updates yet; assign the customer \
-                     with a CustomerAssignment bulk change",
-                    sp.integration
-                ),
-            ));
-        }
-        if !carrier_status_supported(sp.integration, &target.status) {
-            return Err(ApiError::invalid(
-                "StatusUpdate.TargetStatus",
-                format!("{} cannot be moved to '{}' by a bulk change", sp.integration, target.display_name),
-            ));
-        }
+    if !carrier_status_supported(sp.integration, &target.status) {
+        return Err(ApiError::invalid(
+            "StatusUpdate.TargetStatus",
+            format!("{} cannot be moved to '{}' by a bulk change", sp.integration, target.display_name),
+        ));
     }
     if let Some(account) = update.account_number.as_deref().filter(|a| !a.trim().is_empty()) {
         if store.rev_customer(caller.tenant_id, account.trim()).await?.is_none() {

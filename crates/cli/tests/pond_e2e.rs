@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::pond::{PondBehaviour, PondSim};
 use store::Seed;
-use store::seed::{SeedServiceProvider, SeedTenant};
+use store::seed::{SeedRevCustomer, SeedServiceProvider, SeedTenant};
 use support::{TestApp, device, provider, rate_plan, row};
 
 const POND: i64 = 40;
@@ -32,6 +32,7 @@ fn seed(sims: usize, writes: bool) -> Seed {
             rate_plan(3, POND, "POND-LEGACY", None, None),
         ],
         devices: (0..sims).map(|i| device(POND, bench_iccid(i), "ACTIVE", Some("POND-1GB"))).collect(),
+        rev_customers: vec![SeedRevCustomer { tenant_id: 1, rev_customer_id: "1001".into(), name: "Acme".into() }],
         ..Default::default()
     }
 }
@@ -153,12 +154,18 @@ async fn a_failed_step_never_leaves_a_sim_without_an_active_package_and_a_retry_
 async fn status_updates_disable_and_enable_every_service() {
     let app = TestApp::start(seed(2, true), |_| {}).await;
     let devices: Vec<String> = (0..2).map(bench_iccid).collect();
-    let id = app.accepted(&status_update(&devices, "Inactive")).await;
-    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    // With the Rev customer to assign after the carrier's success, as for every carrier.
+    let mut inactive = status_update(&devices, "Inactive");
+    inactive["StatusUpdate"]["AccountNumber"] = json!("1001");
+    let id = app.accepted(&inactive).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(status["Status"], "PROCESSED");
     for iccid in &devices {
         assert_eq!(app.pond().state.services_enabled(iccid), Some(false));
         let stored = app.stack.store.devices_by_iccid(1, std::slice::from_ref(iccid)).await.expect("device");
-        assert_eq!(stored[0].device_status_id, 1302);
+        assert_eq!((stored[0].device_status_id, stored[0].rev_customer_id.as_deref()), (1302, Some("1001")));
+        let details = row(&status, iccid)["StatusDetails"].as_str().unwrap_or_default().to_string();
+        assert!(details.contains("assigned to Rev customer 1001"), "{details}");
     }
     app.pond()
         .state
@@ -200,7 +207,7 @@ async fn the_api_refuses_what_pond_cannot_do() {
     )
     .await;
     let mut with_rev = status_update(&devices, "Inactive");
-    with_rev["StatusUpdate"]["AccountNumber"] = json!("1001");
+    with_rev["StatusUpdate"]["AccountNumber"] = json!("9999");
     refused(with_rev, "StatusUpdate.AccountNumber").await;
     assert!(app.pond().state.calls().is_empty(), "nothing reached Pond");
 }

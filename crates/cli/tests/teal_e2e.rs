@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::teal::TealSim;
 use store::Seed;
-use store::seed::{SeedDevice, SeedTenant};
+use store::seed::{SeedDevice, SeedRevCustomer, SeedTenant};
 use support::{TestApp, device, provider, rate_plan, row};
 
 const TEAL: i64 = 50;
@@ -41,6 +41,7 @@ fn seed(esims: usize, without_eid: usize, writes: bool) -> Seed {
             .map(|i| esim(i, true))
             .chain((esims..esims + without_eid).map(|i| esim(i, false)))
             .collect(),
+        rev_customers: vec![SeedRevCustomer { tenant_id: 1, rev_customer_id: "1001".into(), name: "Acme".into() }],
         ..Default::default()
     }
 }
@@ -106,13 +107,19 @@ async fn a_plan_change_of_a_hundred_esims_takes_one_operation_per_batch() {
 async fn status_updates_disable_and_enable_data_by_eid() {
     let app = TestApp::start(seed(2, 0, true), |_| {}).await;
     let devices: Vec<String> = (0..2).map(bench_iccid).collect();
-    let id = app.accepted(&status_update(&devices, "Stopped")).await;
-    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
-    for i in 0..2 {
+    // With the Rev customer to assign once Teal's result is in, as for every carrier.
+    let mut stopped = status_update(&devices, "Stopped");
+    stopped["StatusUpdate"]["AccountNumber"] = json!("1001");
+    let id = app.accepted(&stopped).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(status["Status"], "PROCESSED");
+    for (i, iccid) in devices.iter().enumerate() {
         assert!(app.teal().state.esim(&eid(i)).expect("esim").suspended, "data disabled");
+        let details = row(&status, iccid)["StatusDetails"].as_str().unwrap_or_default().to_string();
+        assert!(details.contains("assigned to Rev customer 1001"), "{details}");
     }
     let stored = app.stack.store.devices_by_iccid(1, &devices[..1]).await.expect("device");
-    assert_eq!(stored[0].device_status_id, 1203);
+    assert_eq!((stored[0].device_status_id, stored[0].rev_customer_id.as_deref()), (1203, Some("1001")));
     let id = app.accepted(&status_update(&devices[..1], "Online")).await;
     assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
     assert!(!app.teal().state.esim(&eid(0)).expect("esim").suspended, "enable for online (legacy bug 1 disabled)");

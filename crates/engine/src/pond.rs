@@ -12,11 +12,13 @@
 //! The device's plan is written only once the new package is active (legacy bugs 1 and 4).
 
 use domain::RowStatus;
+use domain::request::StatusUpdate;
 use domain::rules::DeviceStatusDef;
 
 use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
 use crate::job::Job;
 use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, PondApi, PondPackage, RowOutcome};
+use crate::status_update;
 
 const ACTIVE: &str = "ACTIVE";
 const PENDING: &str = "PENDING";
@@ -36,13 +38,26 @@ fn pond_failure(f: &CarrierFailure, what: &str) -> RowOutcome {
     fail(api_failed_or_error(f), format!("Pond: {what}: {}", f.reason()))
 }
 
-/// StatusUpdate: enable or disable every service of the SIM. A lost answer is settled by reading the status.
+/// StatusUpdate: enable or disable every service of the SIM, then the request's Rev.io steps (service line,
+/// customer). A lost answer is settled by reading the status.
 pub(crate) async fn status(
     job: &Job,
     api: &dyn PondApi,
     row: &DeviceChangeRow,
+    req: &StatusUpdate,
     target: &DeviceStatusDef,
 ) -> RowOutcome {
+    let outcome = change_services(job, api, row, target).await;
+    if outcome.status != RowStatus::Processed {
+        return outcome;
+    }
+    match device_for_row(job, row).await {
+        Ok((device, _)) => status_update::rev_io_steps(job, row, req, &device, outcome).await,
+        Err(failed) => failed,
+    }
+}
+
+async fn change_services(job: &Job, api: &dyn PondApi, row: &DeviceChangeRow, target: &DeviceStatusDef) -> RowOutcome {
     let Some(enable) = services_enabled_for(&target.status) else {
         return fail(
             RowStatus::Error,

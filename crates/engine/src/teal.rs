@@ -31,6 +31,7 @@ use crate::ports::{
     DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store, StoreError, TEAL_MAX_ENTRIES, TealApi,
     TealOperation, TealOperationResult, WorkMessage,
 };
+use crate::status_update;
 
 /// Whether a Teal status enables data (`ONLINE`, `WAITING`) or disables it (`STOPPED`); other statuses cannot be
 /// set by a bulk change (refused at intake).
@@ -426,14 +427,20 @@ impl AsyncCarrier for Teal<'_> {
         }
     }
 
-    async fn finish(&self, job: &Job, _row: &DeviceChangeRow, result: &CarrierResult) -> RowOutcome {
+    async fn finish(&self, job: &Job, row: &DeviceChangeRow, result: &CarrierResult) -> RowOutcome {
         if !result.success {
             let reason = result.reason.clone().unwrap_or_else(|| "the carrier reported a failure".into());
             return fail(RowStatus::ApiFailed, format!("Teal: {reason}"));
         }
-        match Change::of(job) {
+        let outcome = match Change::of(job) {
             Ok(change) => change.outcome(),
-            Err(why) => fail(RowStatus::Error, why),
+            Err(why) => return fail(RowStatus::Error, why),
+        };
+        // A status update's Rev.io steps (service line, customer) follow the carrier's success.
+        let ChangeDetails::StatusUpdate(req) = &job.details else { return outcome };
+        match device_for_row(job, row).await {
+            Ok((device, _)) => status_update::rev_io_steps(job, row, req, &device, outcome).await,
+            Err(failed) => failed,
         }
     }
 }

@@ -542,7 +542,7 @@ impl Worker {
             },
             ChangeDetails::StatusUpdate(req) if job.pond.is_some() => {
                 match (&job.pond, resolve_target_status(&job.statuses, job.sp.integration, &req.target_status)) {
-                    (Some(api), Some(target)) => pond::status(job, api.as_ref(), row, &target.clone()).await,
+                    (Some(api), Some(target)) => pond::status(job, api.as_ref(), row, req, &target.clone()).await,
                     _ => error(format!("Unknown target status '{}' for Pond", req.target_status)),
                 }
             }
