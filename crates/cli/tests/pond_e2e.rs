@@ -182,6 +182,33 @@ async fn status_updates_disable_and_enable_every_service() {
     assert_eq!(stored[0].device_status_id, 1302, "its status is not written either");
 }
 
+/// The Rev.io line a status update asks for is created once per SIM after Pond's success, as for every carrier.
+#[tokio::test]
+async fn a_status_update_creates_one_rev_io_line_per_sim() {
+    let mut seeded = seed(2, true);
+    seeded.service_providers.push(SeedServiceProvider {
+        client_code: Some("acme".into()),
+        subscription_key: Some("sub-key".into()),
+        ..provider(41, 3, "rev-user", "rev-password", true)
+    });
+    let app = TestApp::start(seeded, |_| {}).await;
+    let devices: Vec<String> = (0..2).map(bench_iccid).collect();
+    let mut body = status_update(&devices, "Inactive");
+    body["StatusUpdate"]["RevService"] = json!({"RevCustomerId": "1001", "CreateRevService": true, "ProviderId": 12});
+    let id = app.accepted(&body).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(status["Status"], "PROCESSED", "{status}");
+    let services = app.stack.simulators.rev_io[&41].state.services();
+    for iccid in &devices {
+        let lines = services.iter().filter(|s| s.number2.as_deref() == Some(iccid.as_str())).count();
+        assert_eq!(lines, 1, "one Rev.io line for {iccid}");
+        assert!(
+            row(&status, iccid)["StatusDetails"].as_str().unwrap_or_default().contains("Rev.io service"),
+            "{status}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_api_refuses_what_pond_cannot_do() {
     let app = TestApp::start(seed(1, true), |c| c.run_worker = false).await;
