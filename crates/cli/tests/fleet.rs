@@ -77,18 +77,6 @@ fn activation(devices: impl Iterator<Item = usize>) -> Value {
 }
 
 impl TestApp {
-    async fn status(&self, id: i64) -> Value {
-        self.http
-            .get(format!("{}/M2M/BulkChangeStatus/{id}?pageSize=1000", self.stack.base_url()))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json")
-    }
-
     async fn wait_final(&self, id: i64) -> Value {
         cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id).await.expect("finishes")
     }

@@ -49,20 +49,24 @@ impl TestApp {
         answer["BulkChangeId"].as_i64().expect("id")
     }
 
+    /// The bulk change's status page (up to 1,000 rows) as tenant 1 sees it now.
+    pub async fn status(&self, id: i64) -> Value {
+        self.http
+            .get(format!("{}/M2M/BulkChangeStatus/{id}?pageSize=1000", self.stack.base_url()))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Polls the status page until the bulk change is PROCESSED or ERROR.
     pub async fn final_status(&self, id: i64, within: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let status: Value = self
-                .http
-                .get(format!("{}/M2M/BulkChangeStatus/{id}?pageSize=1000", self.stack.base_url()))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .expect("status")
-                .json()
-                .await
-                .expect("json");
+            let status = self.status(id).await;
             if ["PROCESSED", "ERROR"].contains(&status["Status"].as_str().unwrap_or_default()) {
                 return status;
             }
