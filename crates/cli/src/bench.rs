@@ -98,38 +98,18 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
     let seed = Seed {
         tenants: vec![SeedTenant { id: 1, name: "Bench".into() }],
         service_providers: vec![SeedServiceProvider {
-            id: 1,
-            tenant_id: 1,
-            integration_id: 9,
             name: "POD19 bench".into(),
             base_url: url.to_string(),
             username: "bench".into(),
             secret: "bench-key".into(),
-            client_code: None,
-            subscription_key: None,
-            write_is_enabled: true,
             rate_limit_per_second: opts.rate_limit,
-            default_provider_id: None,
-            carrier_settings: None,
-            thing_space: None,
+            ..SeedServiceProvider::new(1, 1, 9)
         }],
         devices: (0..seeded_devices(opts))
             .map(|i| SeedDevice {
-                id: None,
-                tenant_id: 1,
-                service_provider_id: 1,
-                iccid: bench_iccid(i),
-                imei: None,
-                msisdn: None,
-                eid: None,
-                status: "ACTIVATION_READY".into(),
                 carrier_rate_plan: Some("RP-1GB".into()),
                 communication_plan: Some("CP-Data".into()),
-                username: None,
-                last_usage_date: None,
-                last_usage_days_ago: None,
-                data_usage_mb: 0.0,
-                rev_customer_id: None,
+                ..SeedDevice::new(1, 1, bench_iccid(i), "ACTIVATION_READY")
             })
             .collect(),
         ..Default::default()

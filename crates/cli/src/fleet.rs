@@ -100,38 +100,17 @@ fn busiest_second(at_ms: &[u64]) -> usize {
 
 fn seed(urls: [&str; 3], opts: &FleetOptions) -> Seed {
     let sp = |id: i64, url: &str, rate: f64| SeedServiceProvider {
-        id,
-        tenant_id: id,
-        integration_id: 9,
         name: format!("POD19 fleet {id}"),
         base_url: url.to_string(),
         username: "bench".into(),
         secret: "bench-key".into(),
-        client_code: None,
-        subscription_key: None,
-        write_is_enabled: true,
         rate_limit_per_second: rate,
-        default_provider_id: None,
-        carrier_settings: None,
-        thing_space: None,
+        ..SeedServiceProvider::new(id, id, 9)
     };
     let devices = |tenant: i64, n: usize| {
         (0..n).map(move |i| SeedDevice {
-            id: None,
-            tenant_id: tenant,
-            service_provider_id: tenant,
-            iccid: bench_iccid(i),
-            imei: None,
-            msisdn: None,
-            eid: None,
-            status: "ACTIVATION_READY".into(),
             carrier_rate_plan: Some("RP-1GB".into()),
-            communication_plan: None,
-            username: None,
-            last_usage_date: None,
-            last_usage_days_ago: None,
-            data_usage_mb: 0.0,
-            rev_customer_id: None,
+            ..SeedDevice::new(tenant, tenant, bench_iccid(i), "ACTIVATION_READY")
         })
     };
     Seed {

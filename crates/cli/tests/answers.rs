@@ -17,37 +17,17 @@ fn device(i: usize) -> String {
 
 fn seed() -> Seed {
     let sp = |id, tenant_id, integration_id: i64, default_provider_id| SeedServiceProvider {
-        id,
-        tenant_id,
-        integration_id,
         name: format!("sp-{id}"),
-        base_url: "http://127.0.0.1:9/unused".into(),
         username: "user".into(),
         secret: "secret-key".into(),
         client_code: (integration_id == 3).then(|| "acme".to_string()),
         subscription_key: (integration_id == 3).then(|| "sub-key".to_string()),
-        write_is_enabled: true,
         rate_limit_per_second: 100.0,
         default_provider_id,
-        carrier_settings: None,
-        thing_space: None,
+        ..SeedServiceProvider::new(id, tenant_id, integration_id)
     };
-    let device = |tenant_id, service_provider_id, iccid: String| SeedDevice {
-        id: None,
-        tenant_id,
-        service_provider_id,
-        iccid,
-        imei: None,
-        msisdn: None,
-        eid: None,
-        status: "ACTIVATION_READY".into(),
-        carrier_rate_plan: None,
-        communication_plan: None,
-        username: None,
-        last_usage_date: None,
-        last_usage_days_ago: None,
-        data_usage_mb: 0.0,
-        rev_customer_id: None,
+    let device = |tenant_id, service_provider_id, iccid: String| {
+        SeedDevice::new(tenant_id, service_provider_id, iccid, "ACTIVATION_READY")
     };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],

@@ -40,40 +40,23 @@ fn other_tenant() -> String {
 
 fn sp(id: i64, tenant_id: i64, integration_id: i64, write_is_enabled: bool) -> SeedServiceProvider {
     SeedServiceProvider {
-        id,
-        tenant_id,
-        integration_id,
         name: format!("sp-{id}"),
-        base_url: "http://127.0.0.1:9/unused".into(),
         username: format!("user-{id}"),
         secret: format!("secret-key-{id}"),
         client_code: (integration_id == 3).then(|| "acme".to_string()),
         subscription_key: (integration_id == 3).then(|| "sub-key".to_string()),
         write_is_enabled,
         rate_limit_per_second: 100.0,
-        default_provider_id: None,
-        carrier_settings: None,
-        thing_space: None,
+        ..SeedServiceProvider::new(id, tenant_id, integration_id)
     }
 }
 
 fn device(tenant_id: i64, service_provider_id: i64, iccid: String, status: &str, usage: f64) -> SeedDevice {
     SeedDevice {
-        id: None,
-        tenant_id,
-        service_provider_id,
-        iccid,
-        imei: None,
-        msisdn: None,
-        eid: None,
-        status: status.into(),
         carrier_rate_plan: Some("RP-1GB".into()),
         communication_plan: Some("CP-Data".into()),
-        username: None,
-        last_usage_date: None,
-        last_usage_days_ago: None,
         data_usage_mb: usage,
-        rev_customer_id: None,
+        ..SeedDevice::new(tenant_id, service_provider_id, iccid, status)
     }
 }
 
@@ -117,15 +100,7 @@ fn test_seed() -> Seed {
         let imei = (iccid == with_rev_service()).then(|| TAKEN_IMEI.to_string());
         devices.push(SeedDevice { last_usage_date: used, imei, ..device(1, POD19, iccid, "ACTIVATED", 1.0) });
     }
-    let plan = |id, sp, code: &str, mb, rate| SeedRatePlan {
-        id,
-        service_provider_id: sp,
-        rate_plan_code: code.into(),
-        plan_mb: mb,
-        base_rate: rate,
-        jasper_rate_plan_id: None,
-        plan_uuid: None,
-    };
+    let plan = |id, sp, code: &str, mb, rate| SeedRatePlan::new(id, sp, code, mb, rate);
     let rev_service =
         |iccid: String, id| SeedRevService { tenant_id: 1, iccid, rev_service_id: id, rev_customer_id: "1001".into() };
     Seed {

@@ -26,20 +26,11 @@ fn seed(devices: usize, rate: f64) -> Seed {
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
         service_providers: vec![SeedServiceProvider {
-            id: POD19,
-            tenant_id: 1,
-            integration_id: 9,
             name: "POD19".into(),
-            base_url: "http://127.0.0.1:9/unused".into(),
             username: "user".into(),
             secret: "secret-key".into(),
-            client_code: None,
-            subscription_key: None,
-            write_is_enabled: true,
             rate_limit_per_second: rate,
-            default_provider_id: None,
-            carrier_settings: None,
-            thing_space: None,
+            ..SeedServiceProvider::new(POD19, 1, 9)
         }],
         device_statuses: vec![],
         carrier_rate_plans: vec![],
@@ -49,25 +40,7 @@ fn seed(devices: usize, rate: f64) -> Seed {
         rev_services: vec![],
         telegence_billing_accounts: vec![],
         imei_ranges: vec![],
-        devices: (0..devices)
-            .map(|i| SeedDevice {
-                id: None,
-                tenant_id: 1,
-                service_provider_id: POD19,
-                iccid: device(i),
-                imei: None,
-                msisdn: None,
-                eid: None,
-                status: "ACTIVATION_READY".into(),
-                carrier_rate_plan: None,
-                communication_plan: None,
-                username: None,
-                last_usage_date: None,
-                last_usage_days_ago: None,
-                data_usage_mb: 0.0,
-                rev_customer_id: None,
-            })
-            .collect(),
+        devices: (0..devices).map(|i| SeedDevice::new(1, POD19, device(i), "ACTIVATION_READY")).collect(),
     }
 }
 

@@ -23,19 +23,12 @@ fn device(i: usize) -> String {
 
 fn seed() -> Seed {
     let sp = |id, integration_id: i64| SeedServiceProvider {
-        id,
-        tenant_id: 1,
-        integration_id,
         name: format!("sp-{id}"),
-        base_url: "http://127.0.0.1:9/unused".into(),
         username: format!("user-{id}"),
         secret: format!("secret-key-{id}"),
         client_code: (integration_id == 3).then(|| "acme".to_string()),
         subscription_key: (integration_id == 3).then(|| "sub-key".to_string()),
-        write_is_enabled: true,
         rate_limit_per_second: 1000.0,
-        default_provider_id: None,
-        carrier_settings: None,
         thing_space: (integration_id == 4).then(|| SeedThingSpace {
             app_key: "app-key".into(),
             app_secret: "app-secret".into(),
@@ -43,16 +36,9 @@ fn seed() -> Seed {
             callback_username: "callback-user".into(),
             callback_password: "callback-password".into(),
         }),
+        ..SeedServiceProvider::new(id, 1, integration_id)
     };
-    let plan = |id, code: &str, mb| store::seed::SeedRatePlan {
-        id,
-        service_provider_id: POD19,
-        rate_plan_code: code.into(),
-        plan_mb: mb,
-        base_rate: mb / 100.0,
-        jasper_rate_plan_id: None,
-        plan_uuid: None,
-    };
+    let plan = |id, code: &str, mb| store::seed::SeedRatePlan::new(id, POD19, code, mb, mb / 100.0);
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
         service_providers: vec![sp(POD19, 9), sp(REV, 3), sp(TS, 4)],
@@ -70,21 +56,8 @@ fn seed() -> Seed {
         imei_ranges: vec![],
         devices: (0..DEVICES)
             .map(|i| SeedDevice {
-                id: None,
-                tenant_id: 1,
-                service_provider_id: POD19,
-                iccid: device(i),
-                imei: None,
-                msisdn: None,
-                eid: None,
-                status: "ACTIVATION_READY".into(),
                 carrier_rate_plan: Some("RP-1GB".into()),
-                communication_plan: None,
-                username: None,
-                last_usage_date: None,
-                last_usage_days_ago: None,
-                data_usage_mb: 0.0,
-                rev_customer_id: None,
+                ..SeedDevice::new(1, POD19, device(i), "ACTIVATION_READY")
             })
             .collect(),
     }

@@ -33,15 +33,7 @@ fn seed() -> Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
         service_providers: vec![sp(10, 9), sp(12, 3)],
         device_statuses: vec![],
-        carrier_rate_plans: vec![store::seed::SeedRatePlan {
-            id: 1,
-            service_provider_id: 10,
-            rate_plan_code: "RP-1GB".into(),
-            plan_mb: 1024.0,
-            base_rate: 5.0,
-            jasper_rate_plan_id: None,
-            plan_uuid: None,
-        }],
+        carrier_rate_plans: vec![store::seed::SeedRatePlan::new(1, 10, "RP-1GB", 1024.0, 5.0)],
         rev_customers: vec![SeedRevCustomer { tenant_id: 1, rev_customer_id: "1001".into(), name: "Fleet".into() }],
         customer_rate_plans: vec![store::seed::SeedCustomerPlan { id: 5, tenant_id: 1, name: "5 GB".into() }],
         customer_rate_pools: vec![],
@@ -51,21 +43,8 @@ fn seed() -> Seed {
         devices: ICCIDS
             .iter()
             .map(|iccid| SeedDevice {
-                id: None,
-                tenant_id: 1,
-                service_provider_id: 10,
-                iccid: iccid.to_string(),
-                imei: None,
-                msisdn: None,
-                eid: None,
-                status: "ACTIVATION_READY".into(),
                 carrier_rate_plan: Some("RP-1GB".into()),
-                communication_plan: None,
-                username: None,
-                last_usage_date: None,
-                last_usage_days_ago: None,
-                data_usage_mb: 0.0,
-                rev_customer_id: None,
+                ..SeedDevice::new(1, 10, iccid.to_string(), "ACTIVATION_READY")
             })
             .collect(),
     }

@@ -32,15 +32,7 @@ fn seed(no_line: usize, lines: usize, writes: bool) -> Seed {
         carrier_rate_plans: ["SOC-1GB", "SOC-5GB"]
             .iter()
             .enumerate()
-            .map(|(n, code)| SeedRatePlan {
-                id: n as i64 + 1,
-                service_provider_id: TELEGENCE,
-                rate_plan_code: (*code).into(),
-                plan_mb: 1024.0 * (n as f64 * 4.0 + 1.0),
-                base_rate: 5.0,
-                jasper_rate_plan_id: None,
-                plan_uuid: None,
-            })
+            .map(|(n, code)| SeedRatePlan::new(n as i64 + 1, TELEGENCE, *code, 1024.0 * (n as f64 * 4.0 + 1.0), 5.0))
             .collect(),
         devices: (0..no_line).map(|i| sim(i, false)).chain((0..lines).map(|i| sim(no_line + i, true))).collect(),
         telegence_billing_accounts: vec![SeedBillingAccount {

@@ -37,19 +37,10 @@ fn other_tenant() -> String {
 
 fn thingspace_sp(id: i64, tenant_id: i64) -> SeedServiceProvider {
     SeedServiceProvider {
-        id,
-        tenant_id,
-        integration_id: 4,
         name: format!("ThingSpace {tenant_id}"),
-        base_url: "http://127.0.0.1:9/unused".into(),
         username: format!("uws-{tenant_id}"),
         secret: format!("uws-password-{tenant_id}"),
-        client_code: None,
-        subscription_key: None,
-        write_is_enabled: true,
         rate_limit_per_second: 100.0,
-        default_provider_id: None,
-        carrier_settings: None,
         thing_space: Some(SeedThingSpace {
             app_key: format!("app-key-{tenant_id}"),
             app_secret: format!("app-secret-{tenant_id}"),
@@ -57,27 +48,12 @@ fn thingspace_sp(id: i64, tenant_id: i64) -> SeedServiceProvider {
             callback_username: format!("callback-{tenant_id}"),
             callback_password: format!("callback-password-{tenant_id}"),
         }),
+        ..SeedServiceProvider::new(id, tenant_id, 4)
     }
 }
 
 fn device(tenant_id: i64, sp: i64, iccid: String, status: &str, imei: Option<String>) -> SeedDevice {
-    SeedDevice {
-        id: None,
-        tenant_id,
-        service_provider_id: sp,
-        iccid,
-        imei,
-        msisdn: None,
-        eid: None,
-        status: status.into(),
-        carrier_rate_plan: Some("m2m_4G".into()),
-        communication_plan: None,
-        username: None,
-        last_usage_date: None,
-        last_usage_days_ago: None,
-        data_usage_mb: 0.0,
-        rev_customer_id: None,
-    }
+    SeedDevice { imei, carrier_rate_plan: Some("m2m_4G".into()), ..SeedDevice::new(tenant_id, sp, iccid, status) }
 }
 
 fn seed() -> Seed {
@@ -90,15 +66,7 @@ fn seed() -> Seed {
     devices.extend((0..2).map(|i| device(1, TS, inventory(i), "INVENTORY", imei(200 + i))));
     devices.extend((0..250).map(|i| device(1, TS, deactive(i), "DEACTIVE", None)));
     devices.push(device(2, OTHER_TS, other_tenant(), "ACTIVE", None));
-    let plan = |id, sp, code: &str| SeedRatePlan {
-        id,
-        service_provider_id: sp,
-        rate_plan_code: code.into(),
-        plan_mb: 1024.0,
-        base_rate: 5.0,
-        jasper_rate_plan_id: None,
-        plan_uuid: None,
-    };
+    let plan = |id, sp, code: &str| SeedRatePlan::new(id, sp, code, 1024.0, 5.0);
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],
         service_providers: vec![

@@ -315,38 +315,21 @@ fn seed_with_devices(n: usize) -> store::Seed {
     store::Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
         service_providers: vec![SeedServiceProvider {
-            id: 10,
-            tenant_id: 1,
-            integration_id: 9,
             name: "POD19".into(),
-            base_url: "http://127.0.0.1:9/unused".into(),
             username: "user".into(),
             secret: "secret-key".into(),
-            client_code: None,
-            subscription_key: None,
-            write_is_enabled: true,
             rate_limit_per_second: 100.0,
-            default_provider_id: None,
-            carrier_settings: None,
-            thing_space: None,
+            ..SeedServiceProvider::new(10, 1, 9)
         }],
         devices: (0..n)
             .map(|i| SeedDevice {
-                id: None,
-                tenant_id: 1,
-                service_provider_id: 10,
-                iccid: cli::bench::bench_iccid(i),
-                imei: None,
                 msisdn: Some(format!("1555{i:07}")),
-                eid: None,
-                status: "ACTIVATED".into(),
                 carrier_rate_plan: Some("RP-1GB".into()),
                 communication_plan: Some("CP-DATA".into()),
                 username: Some(format!("=device {i}, \"fleet\"")),
-                last_usage_date: None,
                 last_usage_days_ago: Some(3),
                 data_usage_mb: 1.5,
-                rev_customer_id: None,
+                ..SeedDevice::new(1, 10, cli::bench::bench_iccid(i), "ACTIVATED")
             })
             .collect(),
         ..Default::default()

@@ -20,20 +20,13 @@ pub const TS_SP: i64 = 30;
 /// Two tenants, a POD19 provider each, three devices for tenant 1 and one for tenant 2.
 pub fn contract_seed() -> Seed {
     let sp = |id, tenant_id| SeedServiceProvider {
-        id,
-        tenant_id,
-        integration_id: 9,
         name: format!("POD19 {tenant_id}"),
         base_url: "http://127.0.0.1:9".into(),
         username: "user".into(),
         secret: "key".into(),
-        client_code: None,
-        subscription_key: None,
-        write_is_enabled: true,
         rate_limit_per_second: 50.0,
-        default_provider_id: None,
         carrier_settings: Some(serde_json::json!({"DistributorId": "D-1"})),
-        thing_space: None,
+        ..SeedServiceProvider::new(id, tenant_id, 9)
     };
     let thingspace = |id, tenant_id| SeedServiceProvider {
         integration_id: 4,
@@ -48,21 +41,11 @@ pub fn contract_seed() -> Seed {
         ..sp(id, tenant_id)
     };
     let device = |tenant_id, service_provider_id, iccid: &str| SeedDevice {
-        id: None,
-        tenant_id,
-        service_provider_id,
-        iccid: iccid.into(),
-        imei: None,
-        msisdn: None,
         eid: Some(format!("8904903200000000000000{iccid}")),
-        status: "ACTIVATION_READY".into(),
         carrier_rate_plan: Some("RP-1GB".into()),
         communication_plan: Some("CP-Data".into()),
-        username: None,
-        last_usage_date: None,
-        last_usage_days_ago: None,
         data_usage_mb: 12.5,
-        rev_customer_id: None,
+        ..SeedDevice::new(tenant_id, service_provider_id, iccid, "ACTIVATION_READY")
     };
     Seed {
         tenants: vec![
@@ -77,13 +60,9 @@ pub fn contract_seed() -> Seed {
         ],
         device_statuses: vec![],
         carrier_rate_plans: vec![SeedRatePlan {
-            id: 1,
-            service_provider_id: SP,
-            rate_plan_code: "RP-1GB".into(),
-            plan_mb: 1024.0,
-            base_rate: 5.0,
             jasper_rate_plan_id: Some(4711),
             plan_uuid: Some("cda438862b284bcdaec82ee516eada14".into()),
+            ..SeedRatePlan::new(1, SP, "RP-1GB", 1024.0, 5.0)
         }],
         rev_customers: vec![SeedRevCustomer {
             tenant_id: TENANT,

@@ -197,7 +197,72 @@ pub struct SeedDevice {
     pub rev_customer_id: Option<String>,
 }
 
+impl SeedServiceProvider {
+    /// A provider of `tenant_id` with no credentials, on a placeholder URL (a simulator's replaces it), writes
+    /// enabled, 10 calls a second; set the rest with struct update syntax.
+    pub fn new(id: i64, tenant_id: i64, integration_id: i64) -> Self {
+        Self {
+            id,
+            tenant_id,
+            integration_id,
+            name: format!("provider {id}"),
+            base_url: "http://127.0.0.1:9/unused".into(),
+            username: String::new(),
+            secret: String::new(),
+            client_code: None,
+            subscription_key: None,
+            write_is_enabled: true,
+            rate_limit_per_second: ten(),
+            default_provider_id: None,
+            carrier_settings: None,
+            thing_space: None,
+        }
+    }
+}
+
+impl SeedRatePlan {
+    /// A plan without the carrier's own ids (Pond's package type, Teal's plan uuid).
+    pub fn new(
+        id: i64,
+        service_provider_id: i64,
+        rate_plan_code: impl Into<String>,
+        plan_mb: f64,
+        base_rate: f64,
+    ) -> Self {
+        Self {
+            id,
+            service_provider_id,
+            rate_plan_code: rate_plan_code.into(),
+            plan_mb,
+            base_rate,
+            jasper_rate_plan_id: None,
+            plan_uuid: None,
+        }
+    }
+}
+
 impl SeedDevice {
+    /// A device in `status` with nothing else known (no IMEI, number, EID, plan, usage or customer).
+    pub fn new(tenant_id: i64, service_provider_id: i64, iccid: impl Into<String>, status: impl Into<String>) -> Self {
+        Self {
+            id: None,
+            tenant_id,
+            service_provider_id,
+            iccid: iccid.into(),
+            imei: None,
+            msisdn: None,
+            eid: None,
+            status: status.into(),
+            carrier_rate_plan: None,
+            communication_plan: None,
+            username: None,
+            last_usage_date: None,
+            last_usage_days_ago: None,
+            data_usage_mb: 0.0,
+            rev_customer_id: None,
+        }
+    }
+
     /// When the device was last used: `LastUsageDaysAgo` before now, else `LastUsageDate`.
     pub fn last_usage(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         match self.last_usage_days_ago {

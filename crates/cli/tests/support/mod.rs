@@ -142,41 +142,21 @@ pub fn row<'a>(status: &'a Value, iccid: &str) -> &'a Value {
 /// A carrier account of tenant 1 on a placeholder URL (its simulator's replaces it), paced at 500 calls a second.
 pub fn provider(id: i64, integration_id: i64, username: &str, secret: &str, writes: bool) -> SeedServiceProvider {
     SeedServiceProvider {
-        id,
-        tenant_id: 1,
-        integration_id,
         name: format!("carrier {id}"),
-        base_url: "http://127.0.0.1:9/unused".into(),
         username: username.into(),
         secret: secret.into(),
-        client_code: None,
-        subscription_key: None,
         write_is_enabled: writes,
         rate_limit_per_second: 500.0,
-        default_provider_id: None,
-        carrier_settings: None,
-        thing_space: None,
+        ..SeedServiceProvider::new(id, 1, integration_id)
     }
 }
 
 /// A device of tenant 1 on `service_provider_id`, used three days ago; the rest empty.
 pub fn device(service_provider_id: i64, iccid: String, status: &str, plan: Option<&str>) -> SeedDevice {
     SeedDevice {
-        id: None,
-        tenant_id: 1,
-        service_provider_id,
-        iccid,
-        imei: None,
-        msisdn: None,
-        eid: None,
-        status: status.into(),
         carrier_rate_plan: plan.map(str::to_string),
-        communication_plan: None,
-        username: None,
-        last_usage_date: None,
         last_usage_days_ago: Some(3),
-        data_usage_mb: 0.0,
-        rev_customer_id: None,
+        ..SeedDevice::new(1, service_provider_id, iccid, status)
     }
 }
 
@@ -189,12 +169,8 @@ pub fn rate_plan(
     uuid: Option<&str>,
 ) -> SeedRatePlan {
     SeedRatePlan {
-        id,
-        service_provider_id,
-        rate_plan_code: code.into(),
-        plan_mb: 1024.0,
-        base_rate: 4.0,
         jasper_rate_plan_id: package_type,
         plan_uuid: uuid.map(str::to_string),
+        ..SeedRatePlan::new(id, service_provider_id, code, 1024.0, 4.0)
     }
 }
