@@ -235,16 +235,8 @@ impl Endpoint {
         authorise: impl Fn(RequestBuilder) -> RequestBuilder,
         parse_error: ErrorParser,
     ) -> Result<Answer, CarrierFailure> {
-        let spec = CallSpec {
-            idempotent: read,
-            json_patch: method == Method::PATCH,
-            url: format!("{}/{path}", self.base_url),
-            method,
-            body,
-            integration: &self.integration,
-            metrics: self.metrics.as_ref(),
-        };
-        call(&self.http, &self.limiter, &self.retry, spec, authorise, parse_error).await
+        let json_patch = method == Method::PATCH;
+        self.call(method, path, body, read, json_patch, authorise, parse_error).await
     }
 
     /// `send_as` with the body as plain `application/json` whatever the method (Telegence's PATCH).
@@ -257,9 +249,23 @@ impl Endpoint {
         authorise: impl Fn(RequestBuilder) -> RequestBuilder,
         parse_error: ErrorParser,
     ) -> Result<Answer, CarrierFailure> {
+        self.call(method, path, body, read, false, authorise, parse_error).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        read: bool,
+        json_patch: bool,
+        authorise: impl Fn(RequestBuilder) -> RequestBuilder,
+        parse_error: ErrorParser,
+    ) -> Result<Answer, CarrierFailure> {
         let spec = CallSpec {
             idempotent: read,
-            json_patch: false,
+            json_patch,
             url: format!("{}/{path}", self.base_url),
             method,
             body,
