@@ -190,6 +190,23 @@ pub(crate) async fn wait_on(job: &Job, carrier: &dyn AsyncCarrier, request_id: &
     }
 }
 
+/// Returns a row held under `request_id` to the workers with its (failed) result, after a request the carrier
+/// did not take; the next claim records it. A row that cannot be handed back stays under the request and is
+/// settled when polled.
+pub(crate) async fn hand_back(
+    job: &Job,
+    request_id: &str,
+    row: DeviceChangeRow,
+    result: &CarrierResult,
+) -> (DeviceChangeRow, Disposition) {
+    let text = serde_json::to_string(result).unwrap_or_default();
+    let now = job.clock.now();
+    if let Err(e) = job.store.hand_back_with_result(job.bulk.id, row.id, &carrier_owner(request_id), &text, now).await {
+        error!(iccid = %row.iccid, error = %e, "could not hand the row back; it is settled when polled");
+    }
+    (row, Disposition::HandedBack)
+}
+
 /// Records a result that came from outside a worker (a callback) on the row waiting on `request_id`, once, as the
 /// request's lease holder. With `follow_up`, the result is kept on the row and the row handed back to the workers
 /// (its Rev.io steps remain); otherwise `outcome` completes the row. Returns `false` when the row was already

@@ -24,7 +24,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tracing::{error, info, warn};
 
-use crate::carrier_wait::{AsyncCarrier, CarrierResult, Disposition, PollAnswer, carrier_owner};
+use crate::carrier_wait::{AsyncCarrier, CarrierResult, Disposition, PollAnswer, carrier_owner, hand_back};
 use crate::common::{device_for_row, fail, writes_disabled};
 use crate::job::Job;
 use crate::ports::{
@@ -266,17 +266,10 @@ impl Teal<'_> {
                     reason: Some(format!("Teal refused the operation: {}", f.reason())),
                     ..Default::default()
                 };
-                let text = serde_json::to_string(&result).unwrap_or_default();
                 let mut out = Vec::new();
                 for (row, _) in batch {
                     job.log(&row, description, &f.call, Some(&f.reason())).await;
-                    let owner = carrier_owner(&request_id);
-                    if let Err(e) =
-                        job.store.hand_back_with_result(job.bulk.id, row.id, &owner, &text, job.clock.now()).await
-                    {
-                        error!(iccid = %row.iccid, error = %e, "could not hand the row back; it is settled when polled");
-                    }
-                    out.push((row, Disposition::HandedBack));
+                    out.push(hand_back(job, &request_id, row, &result).await);
                 }
                 out
             }

@@ -20,7 +20,7 @@ use domain::{Integration, RowStatus};
 use futures::StreamExt;
 use tracing::{error, info, warn};
 
-use crate::carrier_wait::{AsyncCarrier, CarrierResult, Disposition, PollAnswer, carrier_owner};
+use crate::carrier_wait::{AsyncCarrier, CarrierResult, Disposition, PollAnswer, carrier_owner, hand_back};
 use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
 use crate::job::Job;
 use crate::ports::{
@@ -336,26 +336,6 @@ async fn submit(
 
 fn ids_of(batch: &[(DeviceChangeRow, TgActivation)]) -> Vec<i64> {
     batch.iter().map(|(r, _)| r.id).collect()
-}
-
-/// Returns a row held under `request_id` to the workers with its (failed) result; the next claim records it.
-async fn hand_back(
-    job: &Job,
-    request_id: &str,
-    row: DeviceChangeRow,
-    result: &CarrierResult,
-) -> (DeviceChangeRow, Disposition) {
-    let text = serde_json::to_string(result).unwrap_or_default();
-    let now = job.clock.now();
-    match job.store.hand_back_with_result(job.bulk.id, row.id, &carrier_owner(request_id), &text, now).await {
-        Ok(true) => (row, Disposition::HandedBack),
-        Ok(false) => (row, Disposition::HandedBack),
-        Err(e) => {
-            // Left under the provisional id: polled later, and failed there with the same advice.
-            error!(iccid = %row.iccid, error = %e, "could not hand the row back; it is settled when polled");
-            (row, Disposition::HandedBack)
-        }
-    }
 }
 
 async fn poll(job: &Job, api: &dyn TelegenceApi, request_id: &str, rows: &[DeviceChangeRow]) -> PollAnswer {
