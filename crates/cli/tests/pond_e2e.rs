@@ -182,6 +182,34 @@ async fn status_updates_disable_and_enable_every_service() {
     assert_eq!(stored[0].device_status_id, 1302, "its status is not written either");
 }
 
+/// Two clients submit the same plan change at once while two worker processes run: the database lets one change
+/// per SIM be open, and however the work is shared, each SIM gets one new package and ends with one ACTIVE.
+#[tokio::test]
+async fn two_clients_and_two_workers_racing_add_one_package_per_sim() {
+    let n = 40;
+    let app = TestApp::start(seed(n, true), |c| c.run_worker = false).await;
+    let (_one, _two) = (app.worker_process("one"), app.worker_process("two"));
+    let devices: Vec<String> = (0..n).map(bench_iccid).collect();
+    let body = plan_change(&devices, "POND-5GB");
+    let (a, b) = tokio::join!(app.submit(&body), app.submit(&body));
+    let mut processed = 0;
+    for (code, answer) in [a, b] {
+        assert_eq!(code, 202, "{answer}");
+        let id = answer["BulkChangeId"].as_i64().expect("id");
+        let status = app.final_status(id, Duration::from_secs(60)).await;
+        processed += status["Counts"]["PROCESSED"].as_i64().unwrap_or(0);
+    }
+    assert!(processed >= n as i64, "every SIM changed by one of the two: {processed}");
+    let calls = app.pond().state.calls();
+    for iccid in &devices {
+        let adds =
+            calls.iter().filter(|c| c.method == "POST" && c.path.ends_with(&format!("/{iccid}/packages"))).count();
+        assert_eq!(adds, 1, "{iccid}: one package added");
+        let active = app.pond().state.active_packages(iccid);
+        assert_eq!((active.len(), active[0].package_type_id), (1, NEW_TYPE), "{iccid}: {active:?}");
+    }
+}
+
 /// The Rev.io line a status update asks for is created once per SIM after Pond's success, as for every carrier.
 #[tokio::test]
 async fn a_status_update_creates_one_rev_io_line_per_sim() {

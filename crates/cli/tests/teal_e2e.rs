@@ -269,6 +269,34 @@ async fn throttled_operations_are_waited_out_and_every_row_completes() {
     assert_eq!(app.teal().state.operations(), 6, "each operation taken once");
 }
 
+/// Two worker processes take one plan change of 120 eSIMs at once: rows are claimed by one of them each, so every
+/// EID is in exactly one operation, and every eSIM ends on the new plan.
+#[tokio::test]
+async fn two_worker_processes_send_each_esim_in_one_operation() {
+    let n = 120;
+    let app = TestApp::start(seed(n, 0, true), |c| c.run_worker = false).await;
+    let (_one, _two) = (app.worker_process("one"), app.worker_process("two"));
+    let devices: Vec<String> = (0..n).map(bench_iccid).collect();
+    let id = app.accepted(&plan_change(&devices, "TEAL-5GB")).await;
+    let status = app.final_status(id, Duration::from_secs(60)).await;
+    assert_eq!(status["Status"], "PROCESSED", "{status}");
+    let mut sent: Vec<String> = app
+        .teal()
+        .state
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST")
+        .flat_map(|c| c.body["entries"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["eid"].as_str().map(str::to_string))
+        .collect();
+    sent.sort();
+    let expected: Vec<String> = (0..n).map(eid).collect();
+    assert_eq!(sent, expected, "each EID in exactly one operation");
+    for i in 0..n {
+        assert_eq!(app.teal().state.esim(&eid(i)).expect("esim").plan_uuid.as_deref(), Some(NEW_PLAN));
+    }
+}
+
 /// A real worker process sends the operation and is killed while waiting for Teal's answer (Teal has it). The
 /// next worker process polls the request id the rows already carry: the result is applied, nothing is sent twice.
 #[tokio::test]
