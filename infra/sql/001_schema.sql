@@ -1,7 +1,6 @@
 -- SQL Server schema of the device bulk change store. Names follow the seeds (DESIGN 4.5) and mirror the
--- embedded SQLite schema (crates/store/src/schema.sql). Times are UTC DATETIME2. Idempotent: safe to re-run.
-SET XACT_ABORT ON;
-GO
+-- embedded SQLite schema (crates/store/src/schema.sql). Times are UTC DATETIME2. Idempotent: every object is guarded, so it also
+-- applies over a database made by the unversioned scripts. Applied by `bulkchange migrate` as version 1.
 IF OBJECT_ID('dbo.Tenant') IS NULL
 CREATE TABLE dbo.Tenant (
     Id BIGINT NOT NULL PRIMARY KEY,
@@ -86,8 +85,9 @@ CREATE TABLE dbo.Device (
     ModifiedDate DATETIME2 NULL,
     CONSTRAINT UQ_Device_Provider_ICCID UNIQUE (ServiceProviderId, ICCID)
 );
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_Device_Tenant_ICCID')
-CREATE INDEX IX_Device_Tenant_ICCID ON dbo.Device (TenantId, ICCID);
+BEGIN TRY
+    CREATE INDEX IX_Device_Tenant_ICCID ON dbo.Device (TenantId, ICCID);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 IF OBJECT_ID('dbo.RevService') IS NULL
 CREATE TABLE dbo.RevService (
     Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
@@ -116,10 +116,12 @@ CREATE TABLE dbo.DeviceBulkChange (
 );
 IF COL_LENGTH('dbo.DeviceBulkChange', 'RetryOfBulkChangeId') IS NULL
     ALTER TABLE dbo.DeviceBulkChange ADD RetryOfBulkChangeId BIGINT NULL REFERENCES dbo.DeviceBulkChange(Id);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceBulkChange_Tenant')
-CREATE INDEX IX_DeviceBulkChange_Tenant ON dbo.DeviceBulkChange (TenantId, Id DESC);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceBulkChange_Status')
-CREATE INDEX IX_DeviceBulkChange_Status ON dbo.DeviceBulkChange (Status, ModifiedDate);
+BEGIN TRY
+    CREATE INDEX IX_DeviceBulkChange_Tenant ON dbo.DeviceBulkChange (TenantId, Id DESC);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
+BEGIN TRY
+    CREATE INDEX IX_DeviceBulkChange_Status ON dbo.DeviceBulkChange (Status, ModifiedDate);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 IF OBJECT_ID('dbo.M2M_DeviceChange') IS NULL
 CREATE TABLE dbo.M2M_DeviceChange (
     Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
@@ -137,8 +139,9 @@ CREATE TABLE dbo.M2M_DeviceChange (
     ProcessedDate DATETIME2 NULL,
     CreatedDate DATETIME2 NOT NULL
 );
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_M2M_DeviceChange_Bulk_Status')
-CREATE INDEX IX_M2M_DeviceChange_Bulk_Status ON dbo.M2M_DeviceChange (BulkChangeId, Status) INCLUDE (LeaseUntil);
+BEGIN TRY
+    CREATE INDEX IX_M2M_DeviceChange_Bulk_Status ON dbo.M2M_DeviceChange (BulkChangeId, Status) INCLUDE (LeaseUntil);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 IF OBJECT_ID('dbo.DeviceBulkChangeLog') IS NULL
 CREATE TABLE dbo.DeviceBulkChangeLog (
     Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
@@ -153,8 +156,9 @@ CREATE TABLE dbo.DeviceBulkChangeLog (
     ProcessBy NVARCHAR(100) NOT NULL,
     ProcessedDate DATETIME2 NOT NULL
 );
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceBulkChangeLog_Bulk')
-CREATE INDEX IX_DeviceBulkChangeLog_Bulk ON dbo.DeviceBulkChangeLog (BulkChangeId);
+BEGIN TRY
+    CREATE INDEX IX_DeviceBulkChangeLog_Bulk ON dbo.DeviceBulkChangeLog (BulkChangeId);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 IF OBJECT_ID('dbo.CustomerRatePlan') IS NULL
 CREATE TABLE dbo.CustomerRatePlan (
     Id BIGINT NOT NULL PRIMARY KEY,
@@ -170,7 +174,11 @@ CREATE TABLE dbo.CustomerRatePool (
     IsActive BIT NOT NULL DEFAULT 1
 );
 IF COL_LENGTH('dbo.Device', 'CustomerRatePlanId') IS NULL
-    ALTER TABLE dbo.Device ADD CustomerRatePlanId BIGINT NULL, CustomerRatePoolId BIGINT NULL, CustomerDataAllocationMB FLOAT NULL;
+BEGIN
+    ALTER TABLE dbo.Device ADD CustomerRatePlanId BIGINT NULL;
+    ALTER TABLE dbo.Device ADD CustomerRatePoolId BIGINT NULL;
+    ALTER TABLE dbo.Device ADD CustomerDataAllocationMB FLOAT NULL;
+END
 IF OBJECT_ID('dbo.Device_CustomerRatePlanOrRatePool_Queue') IS NULL
 CREATE TABLE dbo.Device_CustomerRatePlanOrRatePool_Queue (
     Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
@@ -190,8 +198,9 @@ CREATE TABLE dbo.Device_CustomerRatePlanOrRatePool_Queue (
     ModifiedDate DATETIME2 NULL,
     IsActive BIT NOT NULL DEFAULT 1
 );
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_CustomerPlanQueue_Due')
-CREATE INDEX IX_CustomerPlanQueue_Due ON dbo.Device_CustomerRatePlanOrRatePool_Queue (IsActive, EffectiveDate) INCLUDE (M2MDeviceChangeId);
+BEGIN TRY
+    CREATE INDEX IX_CustomerPlanQueue_Due ON dbo.Device_CustomerRatePlanOrRatePool_Queue (IsActive, EffectiveDate) INCLUDE (M2MDeviceChangeId);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 IF OBJECT_ID('dbo.Device_Tenant') IS NULL
 CREATE TABLE dbo.Device_Tenant (
     Id BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,
@@ -232,8 +241,9 @@ CREATE TABLE dbo.Mobility_DeviceChange (
     ProcessedDate DATETIME2 NULL,
     CreatedDate DATETIME2 NOT NULL
 );
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_Mobility_DeviceChange_Bulk_Status')
-CREATE INDEX IX_Mobility_DeviceChange_Bulk_Status ON dbo.Mobility_DeviceChange (BulkChangeId, Status) INCLUDE (LeaseUntil);
+BEGIN TRY
+    CREATE INDEX IX_Mobility_DeviceChange_Bulk_Status ON dbo.Mobility_DeviceChange (BulkChangeId, Status) INCLUDE (LeaseUntil);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 IF COL_LENGTH('dbo.DeviceBulkChangeLog', 'MobilityDeviceChangeId') IS NULL
     ALTER TABLE dbo.DeviceBulkChangeLog ADD MobilityDeviceChangeId BIGINT NULL;
 GO
@@ -252,9 +262,15 @@ CREATE TABLE dbo.ThingSpaceAuthentication (
     LoginRefusedDate DATETIME2 NULL
 );
 IF COL_LENGTH('dbo.M2M_DeviceChange', 'CarrierRequestId') IS NULL
-    ALTER TABLE dbo.M2M_DeviceChange ADD CarrierRequestId NVARCHAR(100) NULL, CarrierRequestedAt DATETIME2 NULL;
+BEGIN
+    ALTER TABLE dbo.M2M_DeviceChange ADD CarrierRequestId NVARCHAR(100) NULL;
+    ALTER TABLE dbo.M2M_DeviceChange ADD CarrierRequestedAt DATETIME2 NULL;
+END
 IF COL_LENGTH('dbo.Mobility_DeviceChange', 'CarrierRequestId') IS NULL
-    ALTER TABLE dbo.Mobility_DeviceChange ADD CarrierRequestId NVARCHAR(100) NULL, CarrierRequestedAt DATETIME2 NULL;
+BEGIN
+    ALTER TABLE dbo.Mobility_DeviceChange ADD CarrierRequestId NVARCHAR(100) NULL;
+    ALTER TABLE dbo.Mobility_DeviceChange ADD CarrierRequestedAt DATETIME2 NULL;
+END
 IF COL_LENGTH('dbo.Device', 'IpAddress') IS NULL
     ALTER TABLE dbo.Device ADD IpAddress NVARCHAR(64) NULL;
 IF OBJECT_ID('dbo.ThingSpaceCallBackResponseLog') IS NULL
@@ -270,12 +286,15 @@ CREATE TABLE dbo.ThingSpaceCallBackResponseLog (
     CreatedDate DATETIME2 NOT NULL
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_M2M_DeviceChange_CarrierRequest')
-CREATE INDEX IX_M2M_DeviceChange_CarrierRequest ON dbo.M2M_DeviceChange (CarrierRequestId) WHERE CarrierRequestId IS NOT NULL;
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_Mobility_DeviceChange_CarrierRequest')
-CREATE INDEX IX_Mobility_DeviceChange_CarrierRequest ON dbo.Mobility_DeviceChange (CarrierRequestId) WHERE CarrierRequestId IS NOT NULL;
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_ThingSpaceCallBackResponseLog_Request')
-CREATE INDEX IX_ThingSpaceCallBackResponseLog_Request ON dbo.ThingSpaceCallBackResponseLog (RequestId);
+BEGIN TRY
+    CREATE INDEX IX_M2M_DeviceChange_CarrierRequest ON dbo.M2M_DeviceChange (CarrierRequestId) WHERE CarrierRequestId IS NOT NULL;
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
+BEGIN TRY
+    CREATE INDEX IX_Mobility_DeviceChange_CarrierRequest ON dbo.Mobility_DeviceChange (CarrierRequestId) WHERE CarrierRequestId IS NOT NULL;
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
+BEGIN TRY
+    CREATE INDEX IX_ThingSpaceCallBackResponseLog_Request ON dbo.ThingSpaceCallBackResponseLog (RequestId);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 GO
 IF COL_LENGTH('dbo.M2M_DeviceChange', 'CarrierResult') IS NULL
     ALTER TABLE dbo.M2M_DeviceChange ADD CarrierResult NVARCHAR(MAX) NULL;
@@ -298,23 +317,32 @@ CREATE TABLE dbo.DeviceChangeLock (
     CreatedDate DATETIME2 NOT NULL,
     CONSTRAINT PK_DeviceChangeLock PRIMARY KEY (DeviceId, Attribute)
 );
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_DeviceChangeLock_Row')
-CREATE INDEX IX_DeviceChangeLock_Row ON dbo.DeviceChangeLock (BulkChangeId, RowId);
+BEGIN TRY
+    CREATE INDEX IX_DeviceChangeLock_Row ON dbo.DeviceChangeLock (BulkChangeId, RowId);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 GO
-CREATE OR ALTER TRIGGER dbo.TR_M2M_DeviceChange_Unlock ON dbo.M2M_DeviceChange AFTER UPDATE AS
+DROP TRIGGER IF EXISTS dbo.TR_M2M_DeviceChange_Unlock;
+GO
+CREATE TRIGGER dbo.TR_M2M_DeviceChange_Unlock ON dbo.M2M_DeviceChange AFTER UPDATE AS
 BEGIN
     SET NOCOUNT ON;
-    IF UPDATE(Status)
-        DELETE l FROM dbo.DeviceChangeLock l JOIN inserted i ON l.BulkChangeId = i.BulkChangeId AND l.RowId = i.Id
-        WHERE i.Status NOT IN (N'PENDING', N'PROCESSING', N'SCHEDULED');
+    -- Decided from the rows, not IF UPDATE(Status) (false on some engines when the UPDATE has an OUTPUT clause).
+    DELETE FROM dbo.DeviceChangeLock
+    WHERE EXISTS (SELECT 1 FROM inserted i
+                  WHERE i.BulkChangeId = DeviceChangeLock.BulkChangeId AND i.Id = DeviceChangeLock.RowId
+                    AND i.Status NOT IN (N'PENDING', N'PROCESSING', N'SCHEDULED'));
 END
 GO
-CREATE OR ALTER TRIGGER dbo.TR_Mobility_DeviceChange_Unlock ON dbo.Mobility_DeviceChange AFTER UPDATE AS
+DROP TRIGGER IF EXISTS dbo.TR_Mobility_DeviceChange_Unlock;
+GO
+CREATE TRIGGER dbo.TR_Mobility_DeviceChange_Unlock ON dbo.Mobility_DeviceChange AFTER UPDATE AS
 BEGIN
     SET NOCOUNT ON;
-    IF UPDATE(Status)
-        DELETE l FROM dbo.DeviceChangeLock l JOIN inserted i ON l.BulkChangeId = i.BulkChangeId AND l.RowId = i.Id
-        WHERE i.Status NOT IN (N'PENDING', N'PROCESSING', N'SCHEDULED');
+    -- Decided from the rows, not IF UPDATE(Status) (false on some engines when the UPDATE has an OUTPUT clause).
+    DELETE FROM dbo.DeviceChangeLock
+    WHERE EXISTS (SELECT 1 FROM inserted i
+                  WHERE i.BulkChangeId = DeviceChangeLock.BulkChangeId AND i.Id = DeviceChangeLock.RowId
+                    AND i.Status NOT IN (N'PENDING', N'PROCESSING', N'SCHEDULED'));
 END
 GO
 INSERT INTO dbo.DeviceChangeLock (DeviceId, Attribute, BulkChangeId, RowId, ChangeRequestTypeId, TenantId, CreatedDate)
@@ -331,18 +359,19 @@ FROM (
 WHERE x.n = 1 AND NOT EXISTS (SELECT 1 FROM dbo.DeviceChangeLock l WHERE l.DeviceId = x.DeviceId AND l.Attribute = x.Attribute);
 GO
 -- At most one open retry of a bulk change.
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'UX_DeviceBulkChange_OpenRetry')
-CREATE UNIQUE INDEX UX_DeviceBulkChange_OpenRetry ON dbo.DeviceBulkChange (RetryOfBulkChangeId)
+BEGIN TRY
+    CREATE UNIQUE INDEX UX_DeviceBulkChange_OpenRetry ON dbo.DeviceBulkChange (RetryOfBulkChangeId)
 WHERE RetryOfBulkChangeId IS NOT NULL AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED');
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 GO
 -- At most one active Rev.io service line per device (older duplicates, from before this rule, are closed), and
 -- the creation in flight of a device's line, so a crashed or ambiguous attempt is looked up on Rev.io first.
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'UX_RevService_ActiveDevice')
-BEGIN
-    ;WITH ranked AS (SELECT IsActive, ROW_NUMBER() OVER (PARTITION BY DeviceId ORDER BY Id DESC) AS n FROM dbo.RevService WHERE IsActive = 1)
-    UPDATE ranked SET IsActive = 0 WHERE n > 1;
+UPDATE dbo.RevService SET IsActive = 0
+WHERE Id IN (SELECT Id FROM (SELECT Id, ROW_NUMBER() OVER (PARTITION BY DeviceId ORDER BY Id DESC) AS n
+                             FROM dbo.RevService WHERE IsActive = 1) r WHERE n > 1);
+BEGIN TRY
     CREATE UNIQUE INDEX UX_RevService_ActiveDevice ON dbo.RevService (DeviceId) WHERE IsActive = 1;
-END
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 IF OBJECT_ID('dbo.RevServiceCreation') IS NULL
 CREATE TABLE dbo.RevServiceCreation (
     DeviceId BIGINT NOT NULL PRIMARY KEY REFERENCES dbo.Device(Id),
@@ -365,8 +394,9 @@ CREATE TABLE dbo.IdempotencyKey (
     CreatedDate DATETIME2 NOT NULL,
     CONSTRAINT PK_IdempotencyKey PRIMARY KEY (TenantId, IdempotencyKey)
 );
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = 'IX_IdempotencyKey_Created')
-CREATE INDEX IX_IdempotencyKey_Created ON dbo.IdempotencyKey (CreatedDate);
+BEGIN TRY
+    CREATE INDEX IX_IdempotencyKey_Created ON dbo.IdempotencyKey (CreatedDate);
+END TRY BEGIN CATCH IF ERROR_NUMBER() NOT IN (1913, 2714) THROW; END CATCH;
 GO
 
 -- The pace of each carrier account, shared by every worker instance (issue 10): the next free call slot, in Unix

@@ -1,7 +1,6 @@
 -- Reference data: the Integration table and the Control Center statuses of every Jasper-family integration
 -- (DeviceStatus.Id = IntegrationId * 100 + n, as in the SQLite store). Idempotent: inserts what is missing
 -- (no MERGE: it has known race and correctness bugs, and engines other than SQL Server lack it).
-SET XACT_ABORT ON;
 GO
 INSERT INTO dbo.Integration (Id, Name)
 SELECT s.Id, s.Name

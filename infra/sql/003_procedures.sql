@@ -1,10 +1,14 @@
 -- Stored procedures of the device bulk change store. Every one that a user request reaches takes @TenantId.
--- The Rust adapter (crates/store/src/mssql.rs) calls them with parameters only. CREATE OR ALTER: re-runnable.
-SET XACT_ABORT ON;
-GO
+-- The Rust adapter (crates/store/src/mssql.rs) calls them with parameters only. Each is dropped and created
+-- again (DROP ... IF EXISTS, then CREATE), so the file is re-runnable: `bulkchange migrate` applies it whenever
+-- it changed. Written in the T-SQL that SQL Server 2019+ and Babelfish run the same way: no CREATE OR ALTER, no
+-- UPDATE through a CTE or an aliased target with OUTPUT, and no race rule that rests on a table hint alone
+-- (hints are ignored by Babelfish): each rests on a constraint, a conditional update or sp_getapplock.
 
 -- One entry of a device's history of actions (legacy name kept: the portal's history pages read this table).
-CREATE OR ALTER PROCEDURE dbo.usp_UpdateCrossProviderDeviceHistory
+DROP PROCEDURE IF EXISTS dbo.usp_UpdateCrossProviderDeviceHistory;
+GO
+CREATE PROCEDURE dbo.usp_UpdateCrossProviderDeviceHistory
     @TenantId BIGINT, @DeviceId BIGINT, @BulkChangeId BIGINT, @Action NVARCHAR(100), @Details NVARCHAR(MAX),
     @ActionBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
@@ -15,21 +19,27 @@ END
 GO
 
 -- A service provider as the store reads it: its own columns and, for ThingSpace, its settings.
-CREATE OR ALTER VIEW dbo.vw_ServiceProviderSettings AS
+DROP VIEW IF EXISTS dbo.vw_ServiceProviderSettings;
+GO
+CREATE VIEW dbo.vw_ServiceProviderSettings AS
     SELECT sp.Id, sp.TenantId, sp.IntegrationId, sp.Name, sp.BaseUrl, sp.Username, sp.Secret, sp.ClientCode, sp.SubscriptionKey,
            sp.WriteIsEnabled, sp.RateLimitPerSecond, sp.IsActive, ts.AppKey, ts.AppSecret, ts.AccountName, ts.CallbackUsername,
            ts.CallbackPassword, ts.LoginRefusedReason, sp.DefaultProviderId, sp.CarrierSettings
     FROM dbo.ServiceProvider sp LEFT JOIN dbo.ThingSpaceAuthentication ts ON ts.ServiceProviderId = sp.Id;
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_Get @TenantId BIGINT, @Id BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_ServiceProvider_Get;
+GO
+CREATE PROCEDURE dbo.usp_ServiceProvider_Get @TenantId BIGINT, @Id BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT * FROM dbo.vw_ServiceProviderSettings WHERE Id = @Id AND TenantId = @TenantId AND IsActive = 1;
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_GetForIntegration @TenantId BIGINT, @IntegrationId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_ServiceProvider_GetForIntegration;
+GO
+CREATE PROCEDURE dbo.usp_ServiceProvider_GetForIntegration @TenantId BIGINT, @IntegrationId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT TOP (1) * FROM dbo.vw_ServiceProviderSettings
@@ -37,7 +47,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceStatus_List @IntegrationId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceStatus_List;
+GO
+CREATE PROCEDURE dbo.usp_DeviceStatus_List @IntegrationId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT Id, IntegrationId, Status, DisplayName FROM dbo.DeviceStatus
@@ -45,19 +57,24 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_Device_GetByIccids @TenantId BIGINT, @IccidsJson NVARCHAR(MAX) AS
+DROP PROCEDURE IF EXISTS dbo.usp_Device_GetByIccids;
+GO
+CREATE PROCEDURE dbo.usp_Device_GetByIccids @TenantId BIGINT, @IccidsJson NVARCHAR(MAX) AS
 BEGIN
     SET NOCOUNT ON;
-    -- One row per ICCID: the live device first (IsDeleted = 0), as the SQLite store does.
+    -- One row per ICCID, in the order of the request: the live device first (IsDeleted = 0), as the SQLite store does.
     SELECT d.Id, d.TenantId, d.ServiceProviderId, d.ICCID, d.IMEI, d.MSISDN, d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan,
            d.Username, d.LastUsageDate, d.DataUsageMB, d.RevCustomerId, d.IsActive, d.IsDeleted,
            d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.EID
-    FROM (SELECT DISTINCT [value] AS ICCID FROM OPENJSON(@IccidsJson)) AS j
-    CROSS APPLY (SELECT TOP (1) * FROM dbo.Device x WHERE x.TenantId = @TenantId AND x.ICCID = j.ICCID ORDER BY x.IsDeleted, x.Id) AS d;
+    FROM (SELECT [value] AS ICCID, MIN(CAST([key] AS INT)) AS Seq FROM OPENJSON(@IccidsJson) GROUP BY [value]) AS j
+    CROSS APPLY (SELECT TOP (1) * FROM dbo.Device x WHERE x.TenantId = @TenantId AND x.ICCID = j.ICCID ORDER BY x.IsDeleted, x.Id) AS d
+    ORDER BY j.Seq;
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_Device_Get @TenantId BIGINT, @DeviceId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_Device_Get;
+GO
+CREATE PROCEDURE dbo.usp_Device_Get @TenantId BIGINT, @DeviceId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT Id, TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, DeviceStatusId, CarrierRatePlan, CommunicationPlan,
@@ -66,7 +83,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_JasperCarrierRatePlan_List @TenantId BIGINT, @ServiceProviderId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_JasperCarrierRatePlan_List;
+GO
+CREATE PROCEDURE dbo.usp_JasperCarrierRatePlan_List @TenantId BIGINT, @ServiceProviderId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT p.Id, p.ServiceProviderId, p.RatePlanCode, p.PlanMB, p.BaseRate, p.JasperRatePlanId, p.PlanUuid
@@ -76,7 +95,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_ImeiRange_List AS
+DROP PROCEDURE IF EXISTS dbo.usp_ImeiRange_List;
+GO
+CREATE PROCEDURE dbo.usp_ImeiRange_List AS
 BEGIN
     SET NOCOUNT ON;
     SELECT Manufacturer, Model, FromIMEI, ToIMEI, SIMType
@@ -84,7 +105,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_RevCustomer_Get @TenantId BIGINT, @RevCustomerId NVARCHAR(100) AS
+DROP PROCEDURE IF EXISTS dbo.usp_RevCustomer_Get;
+GO
+CREATE PROCEDURE dbo.usp_RevCustomer_Get @TenantId BIGINT, @RevCustomerId NVARCHAR(100) AS
 BEGIN
     SET NOCOUNT ON;
     -- Exact match only (the legacy substring match is bug 23).
@@ -93,7 +116,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_RevService_GetActive @TenantId BIGINT, @DeviceId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_RevService_GetActive;
+GO
+CREATE PROCEDURE dbo.usp_RevService_GetActive @TenantId BIGINT, @DeviceId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT TOP (1) DeviceId, RevServiceId, RevCustomerId, IsActive FROM dbo.RevService
@@ -101,14 +126,25 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_RevService_Create_Service
+DROP PROCEDURE IF EXISTS dbo.usp_RevService_Create_Service;
+GO
+CREATE PROCEDURE dbo.usp_RevService_Create_Service
     @TenantId BIGINT, @DeviceId BIGINT, @RevServiceId BIGINT, @RevCustomerId NVARCHAR(100), @IsActive BIT, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
     -- One active line per device (UX_RevService_ActiveDevice): the same line again is a no-op, another is refused.
-    DECLARE @Active BIGINT = (SELECT TOP (1) RevServiceId FROM dbo.RevService WITH (UPDLOCK, HOLDLOCK)
+    -- The device's lines are decided one writer at a time (the unique index stays the backstop).
+    DECLARE @Resource NVARCHAR(100) = CONCAT(N'RevService:', @DeviceId);
+    DECLARE @Lock INT;
+    EXEC @Lock = sp_getapplock @Resource = @Resource, @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 10000;
+    IF @Lock < 0
+    BEGIN
+        ROLLBACK TRANSACTION;
+        THROW 50503, N'the database is busy: try again', 1;
+    END
+    DECLARE @Active BIGINT = (SELECT TOP (1) RevServiceId FROM dbo.RevService
                               WHERE DeviceId = @DeviceId AND TenantId = @TenantId AND IsActive = 1);
     IF @IsActive = 1 AND @Active IS NOT NULL AND @Active <> @RevServiceId
     BEGIN
@@ -131,7 +167,9 @@ GO
 
 -- A device has one active Rev.io service line: links other than the one just recorded are closed (none remain
 -- since UX_RevService_ActiveDevice; kept under the seeds' name for the portal's callers).
-CREATE OR ALTER PROCEDURE dbo.UPDATE_DEVICE_REV_SERVICE_LINKS @TenantId BIGINT, @DeviceId BIGINT, @RevServiceId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.UPDATE_DEVICE_REV_SERVICE_LINKS;
+GO
+CREATE PROCEDURE dbo.UPDATE_DEVICE_REV_SERVICE_LINKS @TenantId BIGINT, @DeviceId BIGINT, @RevServiceId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     UPDATE dbo.RevService SET IsActive = 0
@@ -142,13 +180,23 @@ GO
 -- Before creating a device's Rev.io service line for a row: Outcome 'Active' (with the line), 'Create' (with
 -- EarlierAttempt = 1 when an earlier attempt may have created it on Rev.io), or 'Busy' (another open row is
 -- creating it, BusyBulkChangeId).
-CREATE OR ALTER PROCEDURE dbo.usp_RevService_BeginCreation
+DROP PROCEDURE IF EXISTS dbo.usp_RevService_BeginCreation;
+GO
+CREATE PROCEDURE dbo.usp_RevService_BeginCreation
     @TenantId BIGINT, @DeviceId BIGINT, @RevCustomerId NVARCHAR(100), @BulkChangeId BIGINT, @RowId BIGINT, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
-    IF EXISTS (SELECT 1 FROM dbo.RevService WITH (UPDLOCK, HOLDLOCK) WHERE DeviceId = @DeviceId AND TenantId = @TenantId AND IsActive = 1)
+    DECLARE @Resource NVARCHAR(100) = CONCAT(N'RevService:', @DeviceId);
+    DECLARE @Lock INT;
+    EXEC @Lock = sp_getapplock @Resource = @Resource, @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 10000;
+    IF @Lock < 0
+    BEGIN
+        ROLLBACK TRANSACTION;
+        THROW 50503, N'the database is busy: try again', 1;
+    END
+    IF EXISTS (SELECT 1 FROM dbo.RevService WHERE DeviceId = @DeviceId AND TenantId = @TenantId AND IsActive = 1)
     BEGIN
         COMMIT TRANSACTION;
         SELECT TOP (1) N'Active' AS Outcome, DeviceId, RevServiceId, RevCustomerId, IsActive, CAST(0 AS BIT) AS EarlierAttempt,
@@ -157,7 +205,7 @@ BEGIN
         RETURN;
     END
     DECLARE @OwnerBulk BIGINT, @OwnerRow BIGINT;
-    SELECT @OwnerBulk = BulkChangeId, @OwnerRow = RowId FROM dbo.RevServiceCreation WITH (UPDLOCK, HOLDLOCK)
+    SELECT @OwnerBulk = BulkChangeId, @OwnerRow = RowId FROM dbo.RevServiceCreation
     WHERE DeviceId = @DeviceId AND TenantId = @TenantId;
     IF @OwnerBulk IS NOT NULL AND NOT (@OwnerBulk = @BulkChangeId AND @OwnerRow = @RowId)
        AND EXISTS (SELECT 1 FROM dbo.DeviceChangeLock WHERE BulkChangeId = @OwnerBulk AND RowId = @OwnerRow)
@@ -181,7 +229,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_RevService_AbandonCreation @DeviceId BIGINT, @BulkChangeId BIGINT, @RowId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_RevService_AbandonCreation;
+GO
+CREATE PROCEDURE dbo.usp_RevService_AbandonCreation @DeviceId BIGINT, @BulkChangeId BIGINT, @RowId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     DELETE FROM dbo.RevServiceCreation WHERE DeviceId = @DeviceId AND BulkChangeId = @BulkChangeId AND RowId = @RowId;
@@ -189,7 +239,9 @@ END
 GO
 
 -- A change type's name, as intake and the conflict messages spell it (domain::ChangeType::name).
-CREATE OR ALTER FUNCTION dbo.fn_ChangeTypeName (@ChangeRequestTypeId BIGINT) RETURNS NVARCHAR(40) AS
+DROP FUNCTION IF EXISTS dbo.fn_ChangeTypeName;
+GO
+CREATE FUNCTION dbo.fn_ChangeTypeName (@ChangeRequestTypeId BIGINT) RETURNS NVARCHAR(40) AS
 BEGIN
     RETURN CASE @ChangeRequestTypeId
         WHEN 1 THEN N'CustomerAssignment' WHEN 2 THEN N'ActivateNewService' WHEN 3 THEN N'StatusUpdate'
@@ -204,7 +256,9 @@ GO
 -- holds on its device. A row whose device has an open row holding one of them becomes ERROR naming that bulk change
 -- (decided under key-range locks on DeviceChangeLock, with its primary key as the backstop). A second open retry
 -- of @RetryOfBulkChangeId is refused (error 50409). Returns the new Id, then the refused rows (ICCID, StatusDetails).
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Create
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Create;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_Create
     @TenantId BIGINT, @ServiceProviderId BIGINT, @IntegrationId BIGINT, @ChangeRequestTypeId BIGINT, @PortalTypeId BIGINT,
     @ChangeRequest NVARCHAR(MAX), @CreatedBy NVARCHAR(200), @RowsJson NVARCHAR(MAX), @Now DATETIME2,
     @RetryOfBulkChangeId BIGINT = NULL, @AttributesJson NVARCHAR(MAX) = N'[]', @IdempotencyKey NVARCHAR(255) = NULL AS
@@ -212,9 +266,20 @@ BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
+    -- One creation at a time per tenant: the open-change check and the lock rows below are decided together (a
+    -- device belongs to one tenant, so this serialises exactly the creations that can meet). The primary key of
+    -- DeviceChangeLock and UX_DeviceBulkChange_OpenRetry stay the backstops.
+    DECLARE @Resource NVARCHAR(100) = CONCAT(N'DeviceBulkChange_Create:', @TenantId);
+    DECLARE @Lock INT;
+    EXEC @Lock = sp_getapplock @Resource = @Resource, @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 30000;
+    IF @Lock < 0
+    BEGIN
+        ROLLBACK TRANSACTION;
+        THROW 50503, N'the database is busy: try again', 1;
+    END
     IF @RetryOfBulkChangeId IS NOT NULL
     BEGIN
-        DECLARE @OpenRetry BIGINT = (SELECT TOP (1) Id FROM dbo.DeviceBulkChange WITH (UPDLOCK, HOLDLOCK)
+        DECLARE @OpenRetry BIGINT = (SELECT TOP (1) Id FROM dbo.DeviceBulkChange
                                      WHERE RetryOfBulkChangeId = @RetryOfBulkChangeId AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED'));
         IF @OpenRetry IS NOT NULL
         BEGIN
@@ -237,53 +302,73 @@ BEGIN
     DECLARE @Attributes TABLE (Attribute NVARCHAR(30) PRIMARY KEY);
     INSERT INTO @Attributes SELECT DISTINCT [value] FROM OPENJSON(@AttributesJson);
     -- Open rows whose device another bulk change holds: ERROR, naming the holder of the first attribute found.
-    DECLARE @Refused TABLE (Seq INT PRIMARY KEY);
-    WITH held AS (
-        SELECT r.Seq, l.BulkChangeId, l.ChangeRequestTypeId, ROW_NUMBER() OVER (PARTITION BY r.Seq ORDER BY l.Attribute) AS n
-        FROM @Rows r CROSS JOIN @Attributes a
-        JOIN dbo.DeviceChangeLock l WITH (UPDLOCK, HOLDLOCK) ON l.DeviceId = r.DeviceId AND l.Attribute = a.Attribute
-        WHERE r.Status IN (N'PENDING', N'SCHEDULED') AND r.DeviceId IS NOT NULL)
+    DECLARE @Held TABLE (Seq INT PRIMARY KEY, BulkChangeId BIGINT, ChangeRequestTypeId BIGINT);
+    INSERT INTO @Held (Seq, BulkChangeId, ChangeRequestTypeId)
+    SELECT h.Seq, h.BulkChangeId, h.ChangeRequestTypeId
+    FROM (SELECT r.Seq, l.BulkChangeId, l.ChangeRequestTypeId, ROW_NUMBER() OVER (PARTITION BY r.Seq ORDER BY l.Attribute) AS n
+          FROM @Rows r CROSS JOIN @Attributes a
+          JOIN dbo.DeviceChangeLock l ON l.DeviceId = r.DeviceId AND l.Attribute = a.Attribute
+          WHERE r.Status IN (N'PENDING', N'SCHEDULED') AND r.DeviceId IS NOT NULL) h
+    WHERE h.n = 1;
+    -- A device twice in this bulk change: its first open row holds it, the later ones are refused naming this one.
+    INSERT INTO @Held (Seq, BulkChangeId, ChangeRequestTypeId)
+    SELECT r.Seq, @Id, @ChangeRequestTypeId FROM @Rows r
+    WHERE r.Status IN (N'PENDING', N'SCHEDULED') AND r.DeviceId IS NOT NULL AND EXISTS (SELECT 1 FROM @Attributes)
+      AND NOT EXISTS (SELECT 1 FROM @Held h WHERE h.Seq = r.Seq)
+      AND EXISTS (SELECT 1 FROM @Rows e WHERE e.DeviceId = r.DeviceId AND e.Seq < r.Seq AND e.Status IN (N'PENDING', N'SCHEDULED'));
     UPDATE r
     SET Status = N'ERROR', StatusDetails = CONCAT(N'device ', r.ICCID, N' has an open ', dbo.fn_ChangeTypeName(h.ChangeRequestTypeId),
                                                   N' in bulk change ', h.BulkChangeId)
-    OUTPUT inserted.Seq INTO @Refused
-    FROM @Rows r JOIN held h ON h.Seq = r.Seq AND h.n = 1;
-    -- M2M rows in M2M_DeviceChange, Mobility rows (PortalType 2) in Mobility_DeviceChange.
-    DECLARE @Created TABLE (Id BIGINT, ICCID NVARCHAR(64), DeviceId BIGINT);
+    FROM @Rows r JOIN @Held h ON h.Seq = r.Seq;
+    -- M2M rows in M2M_DeviceChange, Mobility rows (PortalType 2) in Mobility_DeviceChange. Both engines give the
+    -- identities in the ORDER BY's order, so the n-th new row (by Id) is the n-th request row (by Seq).
+    DECLARE @Created TABLE (Seq INT PRIMARY KEY, Id BIGINT, DeviceId BIGINT);
     IF @PortalTypeId = 2
+    BEGIN
         INSERT INTO dbo.Mobility_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
-        OUTPUT inserted.Id, inserted.ICCID, inserted.DeviceId INTO @Created
         SELECT @Id, @TenantId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails,
                CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END,
                CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END, @Now
         FROM @Rows r ORDER BY r.Seq;
+        INSERT INTO @Created (Seq, Id, DeviceId)
+        SELECT r.Seq, c.Id, r.DeviceId
+        FROM (SELECT Id, ROW_NUMBER() OVER (ORDER BY Id) AS n FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @Id) c
+        JOIN (SELECT Seq, DeviceId, ROW_NUMBER() OVER (ORDER BY Seq) AS n FROM @Rows) r ON r.n = c.n;
+    END
     ELSE
+    BEGIN
         INSERT INTO dbo.M2M_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
-        OUTPUT inserted.Id, inserted.ICCID, inserted.DeviceId INTO @Created
         SELECT @Id, @TenantId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails,
                CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END,
                CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END, @Now
         FROM @Rows r ORDER BY r.Seq;
+        INSERT INTO @Created (Seq, Id, DeviceId)
+        SELECT r.Seq, c.Id, r.DeviceId
+        FROM (SELECT Id, ROW_NUMBER() OVER (ORDER BY Id) AS n FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @Id) c
+        JOIN (SELECT Seq, DeviceId, ROW_NUMBER() OVER (ORDER BY Seq) AS n FROM @Rows) r ON r.n = c.n;
+    END
     INSERT INTO dbo.DeviceChangeLock (DeviceId, Attribute, BulkChangeId, RowId, ChangeRequestTypeId, TenantId, CreatedDate)
     SELECT c.DeviceId, a.Attribute, @Id, c.Id, @ChangeRequestTypeId, @TenantId, @Now
-    FROM @Rows r JOIN @Created c ON c.ICCID = r.ICCID CROSS JOIN @Attributes a
+    FROM @Rows r JOIN @Created c ON c.Seq = r.Seq CROSS JOIN @Attributes a
     WHERE r.Status IN (N'PENDING', N'SCHEDULED') AND c.DeviceId IS NOT NULL;
     -- Future-dated customer rate plan rows wait in the queue until their date (all of them, not the first 100).
     INSERT INTO dbo.Device_CustomerRatePlanOrRatePool_Queue (DeviceId, M2MDeviceChangeId, BulkChangeId, CustomerRatePlanId, CustomerRatePoolId,
                 CustomerDataAllocationMB, EffectiveDate, PortalType, TenantId, CreatedBy, CreatedDate)
     SELECT c.DeviceId, c.Id, @Id, r.CustomerRatePlanId, r.CustomerRatePoolId, r.DataAllocationMB, r.EffectiveDate, @PortalTypeId, @TenantId, @CreatedBy, @Now
-    FROM @Rows r JOIN @Created c ON c.ICCID = r.ICCID
+    FROM @Rows r JOIN @Created c ON c.Seq = r.Seq
     WHERE r.EffectiveDate IS NOT NULL AND r.Status = N'SCHEDULED' AND c.DeviceId IS NOT NULL;
     IF @IdempotencyKey IS NOT NULL
         UPDATE dbo.IdempotencyKey SET BulkChangeId = @Id WHERE TenantId = @TenantId AND IdempotencyKey = @IdempotencyKey;
     COMMIT TRANSACTION;
     SELECT @Id AS Id;
-    SELECT r.ICCID, r.StatusDetails FROM @Rows r JOIN @Refused f ON f.Seq = r.Seq ORDER BY r.Seq;
+    SELECT r.ICCID, r.StatusDetails FROM @Rows r JOIN @Held f ON f.Seq = r.Seq ORDER BY r.Seq;
 END
 GO
 
 -- The open changes (locks) of some devices of a tenant: @DeviceIdsJson [1, 2, ...].
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceChangeLock_List @TenantId BIGINT, @DeviceIdsJson NVARCHAR(MAX) AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceChangeLock_List;
+GO
+CREATE PROCEDURE dbo.usp_DeviceChangeLock_List @TenantId BIGINT, @DeviceIdsJson NVARCHAR(MAX) AS
 BEGIN
     SET NOCOUNT ON;
     SELECT l.DeviceId, l.Attribute, l.BulkChangeId, l.ChangeRequestTypeId
@@ -294,7 +379,9 @@ END
 GO
 
 -- What a retry of a bulk change takes: its API_FAILED and ERROR rows that no later retry of it holds.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RetryCandidates @TenantId BIGINT, @BulkChangeId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_RetryCandidates;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_RetryCandidates @TenantId BIGINT, @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     WITH rows_of AS (
@@ -310,16 +397,27 @@ GO
 
 -- Reserves an Idempotency-Key, or says what became of it: Outcome 'New', 'Replay' (ResponseStatus, ResponseBody),
 -- 'Mismatch' or 'InProgress' (BulkChangeId, CreatedDate). Expired keys and stale reservations are taken over.
-CREATE OR ALTER PROCEDURE dbo.usp_IdempotencyKey_Begin
+DROP PROCEDURE IF EXISTS dbo.usp_IdempotencyKey_Begin;
+GO
+CREATE PROCEDURE dbo.usp_IdempotencyKey_Begin
     @TenantId BIGINT, @IdempotencyKey NVARCHAR(255), @RequestHash NVARCHAR(64), @Now DATETIME2, @StaleBefore DATETIME2,
     @ExpiredBefore DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
+    -- One request at a time per key (the primary key stays the backstop).
+    DECLARE @Resource NVARCHAR(300) = CONCAT(N'IdempotencyKey:', @TenantId, N':', @IdempotencyKey);
+    DECLARE @Lock INT;
+    EXEC @Lock = sp_getapplock @Resource = @Resource, @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 10000;
+    IF @Lock < 0
+    BEGIN
+        ROLLBACK TRANSACTION;
+        THROW 50503, N'the database is busy: try again', 1;
+    END
     DECLARE @Hash NVARCHAR(64), @BulkChangeId BIGINT, @Status INT, @Body NVARCHAR(MAX), @Created DATETIME2, @Outcome NVARCHAR(20) = N'New';
     SELECT @Hash = RequestHash, @BulkChangeId = BulkChangeId, @Status = ResponseStatus, @Body = ResponseBody, @Created = CreatedDate
-    FROM dbo.IdempotencyKey WITH (UPDLOCK, HOLDLOCK) WHERE TenantId = @TenantId AND IdempotencyKey = @IdempotencyKey;
+    FROM dbo.IdempotencyKey WHERE TenantId = @TenantId AND IdempotencyKey = @IdempotencyKey;
     IF @Created IS NOT NULL AND @Created >= @ExpiredBefore
         SET @Outcome = CASE
             WHEN @Hash <> @RequestHash THEN N'Mismatch'
@@ -339,7 +437,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_IdempotencyKey_Finish
+DROP PROCEDURE IF EXISTS dbo.usp_IdempotencyKey_Finish;
+GO
+CREATE PROCEDURE dbo.usp_IdempotencyKey_Finish
     @TenantId BIGINT, @IdempotencyKey NVARCHAR(255), @ResponseStatus INT, @ResponseBody NVARCHAR(MAX) AS
 BEGIN
     SET NOCOUNT ON;
@@ -348,7 +448,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_IdempotencyKey_Abandon @TenantId BIGINT, @IdempotencyKey NVARCHAR(255) AS
+DROP PROCEDURE IF EXISTS dbo.usp_IdempotencyKey_Abandon;
+GO
+CREATE PROCEDURE dbo.usp_IdempotencyKey_Abandon @TenantId BIGINT, @IdempotencyKey NVARCHAR(255) AS
 BEGIN
     SET NOCOUNT ON;
     DELETE FROM dbo.IdempotencyKey
@@ -356,7 +458,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_IdempotencyKey_Purge @Before DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_IdempotencyKey_Purge;
+GO
+CREATE PROCEDURE dbo.usp_IdempotencyKey_Purge @Before DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     DELETE FROM dbo.IdempotencyKey WHERE CreatedDate < @Before;
@@ -364,7 +468,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Get @TenantId BIGINT = NULL, @Id BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Get;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_Get @TenantId BIGINT = NULL, @Id BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     -- @TenantId NULL is the worker's system context (it then acts only within the bulk change's own tenant).
@@ -373,7 +479,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_List
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_List;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_List
     @TenantId BIGINT, @Status NVARCHAR(20) = NULL, @ChangeRequestTypeId BIGINT = NULL, @Offset INT, @PageSize INT AS
 BEGIN
     SET NOCOUNT ON;
@@ -386,7 +494,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RowCounts @TenantId BIGINT, @BulkChangeId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_RowCounts;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_RowCounts @TenantId BIGINT, @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT Status, COUNT_BIG(*) AS [Count]
@@ -397,7 +507,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Rows
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Rows;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_Rows
     @TenantId BIGINT, @BulkChangeId BIGINT, @Status NVARCHAR(20) = NULL, @Offset INT, @PageSize INT AS
 BEGIN
     SET NOCOUNT ON;
@@ -413,7 +525,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChangeLog_List @TenantId BIGINT, @BulkChangeId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChangeLog_List;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChangeLog_List @TenantId BIGINT, @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT l.BulkChangeId, COALESCE(l.M2MDeviceChangeId, l.MobilityDeviceChangeId) AS M2MDeviceChangeId, l.LogEntryDescription,
@@ -423,7 +537,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_MarkProcessing @BulkChangeId BIGINT, @Now DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_MarkProcessing;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_MarkProcessing @BulkChangeId BIGINT, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     UPDATE dbo.DeviceBulkChange SET Status = N'PROCESSING', ModifiedDate = @Now
@@ -431,9 +547,12 @@ BEGIN
 END
 GO
 
--- Claims up to @Limit rows (PENDING, or PROCESSING with an expired lease). READPAST lets concurrent workers
--- skip each other's locked rows instead of waiting; UPDLOCK keeps two workers from claiming the same row.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_ClaimRows
+-- Claims up to @Limit rows (PENDING, or PROCESSING with an expired lease). The UPDATE repeats the claim condition
+-- in its own WHERE, so a row another connection claimed first is skipped, never claimed twice; on SQL Server the
+-- hints only let concurrent workers skip each other's locked rows instead of waiting.
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_ClaimRows;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_ClaimRows
     @BulkChangeId BIGINT, @Worker NVARCHAR(100), @Limit INT, @LeaseUntil DATETIME2, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -444,27 +563,25 @@ BEGIN
                             CarrierRequestedAt DATETIME2, CarrierResult NVARCHAR(MAX));
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
     BEGIN
-        ;WITH c AS (
-            SELECT TOP (@Limit) * FROM dbo.Mobility_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
-            WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
-            ORDER BY Id
-        )
-        UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
+        UPDATE dbo.Mobility_DeviceChange SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
         OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
                inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate, inserted.CarrierRequestId,
-               inserted.CarrierRequestedAt, inserted.CarrierResult INTO @Claimed;
+               inserted.CarrierRequestedAt, inserted.CarrierResult INTO @Claimed
+        WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
+          AND Id IN (SELECT TOP (@Limit) Id FROM dbo.Mobility_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
+                     WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
+                     ORDER BY Id);
     END
     ELSE
     BEGIN
-        ;WITH c AS (
-            SELECT TOP (@Limit) * FROM dbo.M2M_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
-            WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
-            ORDER BY Id
-        )
-        UPDATE c SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
+        UPDATE dbo.M2M_DeviceChange SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
         OUTPUT inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
                inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate, inserted.CarrierRequestId,
-               inserted.CarrierRequestedAt, inserted.CarrierResult INTO @Claimed;
+               inserted.CarrierRequestedAt, inserted.CarrierResult INTO @Claimed
+        WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
+          AND Id IN (SELECT TOP (@Limit) Id FROM dbo.M2M_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
+                     WHERE BulkChangeId = @BulkChangeId AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
+                     ORDER BY Id);
     END
     IF EXISTS (SELECT 1 FROM @Claimed)
         UPDATE dbo.DeviceBulkChange SET ModifiedDate = @Now WHERE Id = @BulkChangeId;
@@ -473,7 +590,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChangeLog_Add
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChangeLog_Add;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChangeLog_Add
     @BulkChangeId BIGINT, @M2MDeviceChangeId BIGINT = NULL, @LogEntryDescription NVARCHAR(500), @RequestText NVARCHAR(MAX),
     @ResponseText NVARCHAR(MAX), @ResponseStatus NVARCHAR(50), @HasErrors BIT, @ErrorText NVARCHAR(MAX) = NULL,
     @ProcessBy NVARCHAR(100), @ProcessedDate DATETIME2 AS
@@ -491,7 +610,9 @@ GO
 
 -- A row's final outcome, written only while @Worker holds its lease and the row is not final, with the
 -- device update in the same transaction. Returns Completed = 1, or 0 when nothing was changed.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords
     @TenantId BIGINT, @BulkChangeId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
@@ -536,9 +657,9 @@ BEGIN
             WHERE Id = @DeviceId AND TenantId = @TenantId;
         IF @RevCustomerId IS NOT NULL
         BEGIN
-            -- Update, else insert, under a key-range lock held to the end of the transaction (no MERGE: it has
-            -- known race and correctness bugs, and engines other than SQL Server lack it).
-            UPDATE dbo.Device_Tenant WITH (UPDLOCK, HOLDLOCK)
+            -- Update, else insert (no MERGE: it has known race and correctness bugs, and Babelfish lacks it). Only
+            -- the row holding the device's Billing lock gets here, and UQ_Device_Tenant is the backstop.
+            UPDATE dbo.Device_Tenant
             SET RevCustomerId = @RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
             WHERE DeviceId = @DeviceId AND TenantId = @TenantId;
             IF @@ROWCOUNT = 0
@@ -557,7 +678,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RowStatuses @BulkChangeId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_RowStatuses;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_RowStatuses @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT Status FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId
@@ -568,7 +691,9 @@ GO
 
 -- Sets the status derived from the rows (by the caller, with the domain's one rule) unless already final.
 -- Returns the status the bulk change has now.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_SetStatus @BulkChangeId BIGINT, @Status NVARCHAR(20), @IsFinal BIT, @Now DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_SetStatus;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_SetStatus @BulkChangeId BIGINT, @Status NVARCHAR(20), @IsFinal BIT, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     UPDATE dbo.DeviceBulkChange
@@ -578,7 +703,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId BIGINT, @Now DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_ClaimNotification;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId BIGINT, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     UPDATE dbo.DeviceBulkChange SET NotificationSentDate = @Now WHERE Id = @BulkChangeId AND NotificationSentDate IS NULL;
@@ -586,14 +713,18 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_ReleaseNotification @BulkChangeId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_ReleaseNotification;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_ReleaseNotification @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     UPDATE dbo.DeviceBulkChange SET NotificationSentDate = NULL WHERE Id = @BulkChangeId;
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Stranded @Before DATETIME2, @Now DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Stranded;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_Stranded @Before DATETIME2, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SELECT b.Id FROM dbo.DeviceBulkChange b
@@ -604,7 +735,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CancelRows @TenantId BIGINT, @BulkChangeId BIGINT, @By NVARCHAR(200), @Now DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_CancelRows;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_CancelRows @TenantId BIGINT, @BulkChangeId BIGINT, @By NVARCHAR(200), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
@@ -625,14 +758,18 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_RevCustomer_List @TenantId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_RevCustomer_List;
+GO
+CREATE PROCEDURE dbo.usp_RevCustomer_List @TenantId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT Id, TenantId, RevCustomerId, Name FROM dbo.RevCustomer WHERE TenantId = @TenantId AND IsActive = 1 ORDER BY Name, Id;
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_Device_History @TenantId BIGINT, @DeviceId BIGINT, @Limit INT AS
+DROP PROCEDURE IF EXISTS dbo.usp_Device_History;
+GO
+CREATE PROCEDURE dbo.usp_Device_History @TenantId BIGINT, @DeviceId BIGINT, @Limit INT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT TOP (@Limit) r.BulkChangeId, b.ChangeRequestTypeId, r.Status, r.StatusDetails, b.CreatedBy, b.CreatedDate, r.ProcessedDate
@@ -645,14 +782,18 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_CustomerRatePlan_Get @TenantId BIGINT, @Id BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_CustomerRatePlan_Get;
+GO
+CREATE PROCEDURE dbo.usp_CustomerRatePlan_Get @TenantId BIGINT, @Id BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT Id, Name FROM dbo.CustomerRatePlan WHERE Id = @Id AND TenantId = @TenantId AND IsActive = 1;
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_CustomerRatePool_Get @TenantId BIGINT, @Id BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_CustomerRatePool_Get;
+GO
+CREATE PROCEDURE dbo.usp_CustomerRatePool_Get @TenantId BIGINT, @Id BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT Id, Name FROM dbo.CustomerRatePool WHERE Id = @Id AND TenantId = @TenantId AND IsActive = 1;
@@ -660,24 +801,24 @@ END
 GO
 
 -- Every SCHEDULED row whose date has come becomes PENDING; its bulk change is reopened. Returns the bulk changes.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_ReleaseDue @Now DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_CustomerRatePlanChange_ReleaseDue;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_ReleaseDue @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
     DECLARE @Released TABLE (BulkChangeId BIGINT);
-    UPDATE r SET Status = N'PENDING'
+    UPDATE dbo.M2M_DeviceChange SET Status = N'PENDING'
     OUTPUT inserted.BulkChangeId INTO @Released
-    FROM dbo.M2M_DeviceChange r
-    WHERE r.Status = N'SCHEDULED'
-      AND EXISTS (SELECT 1 FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q
-                  WHERE q.M2MDeviceChangeId = r.Id AND q.PortalType <> 2 AND q.IsActive = 1 AND q.EffectiveDate <= @Now);
-    UPDATE r SET Status = N'PENDING'
+    WHERE Status = N'SCHEDULED'
+      AND Id IN (SELECT q.M2MDeviceChangeId FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q
+                 WHERE q.PortalType <> 2 AND q.IsActive = 1 AND q.EffectiveDate <= @Now);
+    UPDATE dbo.Mobility_DeviceChange SET Status = N'PENDING'
     OUTPUT inserted.BulkChangeId INTO @Released
-    FROM dbo.Mobility_DeviceChange r
-    WHERE r.Status = N'SCHEDULED'
-      AND EXISTS (SELECT 1 FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q
-                  WHERE q.M2MDeviceChangeId = r.Id AND q.PortalType = 2 AND q.IsActive = 1 AND q.EffectiveDate <= @Now);
+    WHERE Status = N'SCHEDULED'
+      AND Id IN (SELECT q.M2MDeviceChangeId FROM dbo.Device_CustomerRatePlanOrRatePool_Queue q
+                 WHERE q.PortalType = 2 AND q.IsActive = 1 AND q.EffectiveDate <= @Now);
     UPDATE dbo.DeviceBulkChange SET Status = N'PROCESSING', ModifiedDate = @Now
     WHERE Id IN (SELECT BulkChangeId FROM @Released) AND Status = N'SCHEDULED';
     COMMIT TRANSACTION;
@@ -687,7 +828,9 @@ GO
 
 -- The tenant's live devices, filtered (status by code or display name, carrier plan, Rev customer, text in
 -- ICCID/IMEI/MSISDN/username with @TextPattern already a LIKE pattern), by ascending Id after @AfterId.
-CREATE OR ALTER PROCEDURE dbo.usp_Device_List
+DROP PROCEDURE IF EXISTS dbo.usp_Device_List;
+GO
+CREATE PROCEDURE dbo.usp_Device_List
     @TenantId BIGINT, @Status NVARCHAR(100) = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @RevCustomerId NVARCHAR(100) = NULL,
     @TextPattern NVARCHAR(210) = NULL, @AfterId BIGINT = 0, @Offset INT = 0, @Limit INT = 100, @CountOnly BIT = 0 AS
 BEGIN
@@ -718,7 +861,9 @@ GO
 
 -- The seeds' name for completing an archival row (IsActive = 0, IsDeleted = 1): the same checks and writes as
 -- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, under the name operators know.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_Archival_ArchiveDevices
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Archival_ArchiveDevices;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_Archival_ArchiveDevices
     @TenantId BIGINT, @BulkChangeId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
@@ -738,7 +883,9 @@ GO
 
 -- The seeds' name for completing a customer rate plan row: the same checks and writes as
 -- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, under the name operators know.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_UpdateDevices
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_CustomerRatePlanChange_UpdateDevices;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_UpdateDevices
     @TenantId BIGINT, @BulkChangeId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
@@ -758,7 +905,9 @@ GO
 
 -- The seeds' name for completing a Rev customer assignment row (Device_Tenant, history): the same checks and writes as
 -- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, under the name operators know.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RevService_UpdateM2MChange
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_RevService_UpdateM2MChange;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_RevService_UpdateM2MChange
     @TenantId BIGINT, @BulkChangeId BIGINT, @ChangeDetailId BIGINT, @Worker NVARCHAR(100), @Status NVARCHAR(20), @StatusDetails NVARCHAR(MAX),
     @NewDeviceStatusId BIGINT = NULL, @CarrierRatePlan NVARCHAR(200) = NULL, @CommunicationPlan NVARCHAR(200) = NULL,
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
@@ -782,7 +931,9 @@ IF OBJECT_ID('dbo.usp_ServiceProvider_ListThingSpace') IS NOT NULL DROP PROCEDUR
 GO
 
 -- Every active provider of one integration, of every tenant: a callback finds its account among them.
-CREATE OR ALTER PROCEDURE dbo.usp_ServiceProvider_ListByIntegration @IntegrationId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_ServiceProvider_ListByIntegration;
+GO
+CREATE PROCEDURE dbo.usp_ServiceProvider_ListByIntegration @IntegrationId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT * FROM dbo.vw_ServiceProviderSettings WHERE IntegrationId = @IntegrationId AND IsActive = 1 ORDER BY Id;
@@ -790,27 +941,31 @@ END
 GO
 
 -- A callback said request @RequestId has its result: the rows that wait on it are handed to the next worker now.
-CREATE OR ALTER PROCEDURE dbo.usp_CarrierRequest_Wake @ServiceProviderId BIGINT, @RequestId NVARCHAR(200), @Now DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_CarrierRequest_Wake;
+GO
+CREATE PROCEDURE dbo.usp_CarrierRequest_Wake @ServiceProviderId BIGINT, @RequestId NVARCHAR(200), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     DECLARE @Owner NVARCHAR(220) = N'carrier:' + @RequestId;
     DECLARE @Woken TABLE (BulkChangeId BIGINT NOT NULL);
-    UPDATE r SET LeaseUntil = @Now
+    UPDATE dbo.M2M_DeviceChange SET LeaseUntil = @Now
     OUTPUT inserted.BulkChangeId INTO @Woken
-    FROM dbo.M2M_DeviceChange r JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
-    WHERE r.LeaseOwner = @Owner AND r.Status = N'PROCESSING' AND r.LeaseUntil > @Now AND b.ServiceProviderId = @ServiceProviderId;
-    UPDATE r SET LeaseUntil = @Now
+    WHERE LeaseOwner = @Owner AND Status = N'PROCESSING' AND LeaseUntil > @Now
+      AND BulkChangeId IN (SELECT Id FROM dbo.DeviceBulkChange WHERE ServiceProviderId = @ServiceProviderId);
+    UPDATE dbo.Mobility_DeviceChange SET LeaseUntil = @Now
     OUTPUT inserted.BulkChangeId INTO @Woken
-    FROM dbo.Mobility_DeviceChange r JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
-    WHERE r.LeaseOwner = @Owner AND r.Status = N'PROCESSING' AND r.LeaseUntil > @Now AND b.ServiceProviderId = @ServiceProviderId;
-    SELECT DISTINCT BulkChangeId FROM @Woken;
+    WHERE LeaseOwner = @Owner AND Status = N'PROCESSING' AND LeaseUntil > @Now
+      AND BulkChangeId IN (SELECT Id FROM dbo.DeviceBulkChange WHERE ServiceProviderId = @ServiceProviderId);
+    SELECT DISTINCT BulkChangeId FROM @Woken ORDER BY BulkChangeId;
 END
 GO
 
 -- Rows @Worker holds wait on carrier request @RequestId: lease owner 'carrier:' + id until @Deadline, so a callback
 -- completes them and, past the deadline, a worker reclaims them to poll. CarrierRequestedAt keeps the first request.
 -- The request's own holder setting the wait again (@Worker = @Owner) only shortens it: a callback's wake is kept.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_AwaitCarrier
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_AwaitCarrier;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_AwaitCarrier
     @BulkChangeId BIGINT, @RowIdsJson NVARCHAR(MAX), @Worker NVARCHAR(100), @RequestId NVARCHAR(100), @Now DATETIME2, @Deadline DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -819,22 +974,24 @@ BEGIN
     DECLARE @Ids TABLE (Id BIGINT PRIMARY KEY);
     INSERT INTO @Ids (Id) SELECT DISTINCT CAST([value] AS BIGINT) FROM OPENJSON(@RowIdsJson);
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
-        UPDATE r SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner,
-                     LeaseUntil = CASE WHEN r.LeaseOwner = @Owner AND r.LeaseUntil < @Deadline THEN r.LeaseUntil ELSE @Deadline END
-        FROM dbo.Mobility_DeviceChange r JOIN @Ids i ON i.Id = r.Id
-        WHERE r.BulkChangeId = @BulkChangeId AND r.LeaseOwner = @Worker AND r.Status = N'PROCESSING';
+        UPDATE dbo.Mobility_DeviceChange
+        SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner,
+            LeaseUntil = CASE WHEN LeaseOwner = @Owner AND LeaseUntil < @Deadline THEN LeaseUntil ELSE @Deadline END
+        WHERE BulkChangeId = @BulkChangeId AND LeaseOwner = @Worker AND Status = N'PROCESSING' AND Id IN (SELECT Id FROM @Ids);
     ELSE
-        UPDATE r SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner,
-                     LeaseUntil = CASE WHEN r.LeaseOwner = @Owner AND r.LeaseUntil < @Deadline THEN r.LeaseUntil ELSE @Deadline END
-        FROM dbo.M2M_DeviceChange r JOIN @Ids i ON i.Id = r.Id
-        WHERE r.BulkChangeId = @BulkChangeId AND r.LeaseOwner = @Worker AND r.Status = N'PROCESSING';
+        UPDATE dbo.M2M_DeviceChange
+        SET CarrierRequestId = @RequestId, CarrierRequestedAt = COALESCE(CarrierRequestedAt, @Now), LeaseOwner = @Owner,
+            LeaseUntil = CASE WHEN LeaseOwner = @Owner AND LeaseUntil < @Deadline THEN LeaseUntil ELSE @Deadline END
+        WHERE BulkChangeId = @BulkChangeId AND LeaseOwner = @Worker AND Status = N'PROCESSING' AND Id IN (SELECT Id FROM @Ids);
     SELECT CAST(@@ROWCOUNT AS BIGINT) AS Changed;
 END
 GO
 
 -- A waiting row's carrier result, kept for the steps after the carrier (Rev.io); the row's lease ends now so a
 -- worker claims it at once.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_HandBackWithResult
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_HandBackWithResult;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_HandBackWithResult
     @BulkChangeId BIGINT, @RowId BIGINT, @Owner NVARCHAR(100), @Result NVARCHAR(MAX), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -848,7 +1005,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_CarrierRequestRows
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_CarrierRequestRows;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_CarrierRequestRows
     @ServiceProviderIdsJson NVARCHAR(MAX), @RequestId NVARCHAR(100), @ICCID NVARCHAR(64) = NULL AS
 BEGIN
     SET NOCOUNT ON;
@@ -865,7 +1024,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_ThingSpaceCallBackResponseLog_Add
+DROP PROCEDURE IF EXISTS dbo.usp_ThingSpaceCallBackResponseLog_Add;
+GO
+CREATE PROCEDURE dbo.usp_ThingSpaceCallBackResponseLog_Add
     @RequestId NVARCHAR(100), @ICCID NVARCHAR(64) = NULL, @TenantId BIGINT = NULL, @ServiceProviderId BIGINT = NULL,
     @APIStatus NVARCHAR(50), @APIResponse NVARCHAR(MAX), @Outcome NVARCHAR(200), @Now DATETIME2 AS
 BEGIN
@@ -877,7 +1038,9 @@ GO
 
 -- Callbacks that came before any row waited on their request (the worker records the request id just after
 -- ThingSpace answers; a fast callback can beat it). The worker applies them once the rows wait.
-CREATE OR ALTER PROCEDURE dbo.usp_ThingSpaceCallBackResponseLog_Unmatched @ServiceProviderId BIGINT, @RequestId NVARCHAR(100) AS
+DROP PROCEDURE IF EXISTS dbo.usp_ThingSpaceCallBackResponseLog_Unmatched;
+GO
+CREATE PROCEDURE dbo.usp_ThingSpaceCallBackResponseLog_Unmatched @ServiceProviderId BIGINT, @RequestId NVARCHAR(100) AS
 BEGIN
     SET NOCOUNT ON;
     SELECT RequestId, ICCID, TenantId, ServiceProviderId, APIStatus, APIResponse, Outcome, CreatedDate
@@ -887,14 +1050,18 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_ThingSpaceAuthentication_RefuseLogin @ServiceProviderId BIGINT, @Reason NVARCHAR(1000), @Now DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_ThingSpaceAuthentication_RefuseLogin;
+GO
+CREATE PROCEDURE dbo.usp_ThingSpaceAuthentication_RefuseLogin @ServiceProviderId BIGINT, @Reason NVARCHAR(1000), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     UPDATE dbo.ThingSpaceAuthentication SET LoginRefusedReason = @Reason, LoginRefusedDate = @Now WHERE ServiceProviderId = @ServiceProviderId;
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_NextLeaseExpiry @BulkChangeId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_NextLeaseExpiry;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_NextLeaseExpiry @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT MIN(LeaseUntil) AS NextExpiry
@@ -907,15 +1074,26 @@ GO
 -- Books up to @Count call slots of an account's pace, one every @IntervalSeconds for every worker together, from
 -- the next free slot (never before now), unless that slot is more than @HorizonSeconds ahead (then none).
 -- The same rule as the SQLite store's `pace`. Times are Unix seconds.
-CREATE OR ALTER PROCEDURE dbo.usp_RateBudget_Reserve
+DROP PROCEDURE IF EXISTS dbo.usp_RateBudget_Reserve;
+GO
+CREATE PROCEDURE dbo.usp_RateBudget_Reserve
     @ServiceProviderId BIGINT, @Bucket NVARCHAR(40), @IntervalSeconds FLOAT, @Count INT, @HorizonSeconds FLOAT,
     @NowSeconds FLOAT AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
+    -- One booking at a time per account and bucket: read, decide and write the next slot under an application lock.
+    DECLARE @Resource NVARCHAR(100) = CONCAT(N'RateBudget:', @ServiceProviderId, N':', @Bucket);
+    DECLARE @Lock INT;
+    EXEC @Lock = sp_getapplock @Resource = @Resource, @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 10000;
+    IF @Lock < 0
+    BEGIN
+        ROLLBACK TRANSACTION;
+        THROW 50503, N'the database is busy: try again', 1;
+    END
     DECLARE @Next FLOAT;
-    SELECT @Next = NextSlot FROM dbo.RateBudget WITH (UPDLOCK, HOLDLOCK)
+    SELECT @Next = NextSlot FROM dbo.RateBudget
     WHERE ServiceProviderId = @ServiceProviderId AND Bucket = @Bucket;
     DECLARE @First FLOAT = CASE WHEN @Next IS NULL OR @Next < @NowSeconds THEN @NowSeconds ELSE @Next END;
     DECLARE @Granted INT = CASE WHEN @First > @NowSeconds + @HorizonSeconds OR @Count <= 0 THEN 0 ELSE @Count END;
@@ -933,7 +1111,9 @@ END
 GO
 
 -- A heartbeat: extends the leases @Worker holds on rows of a bulk change; returns how many it holds.
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_RenewLeases @BulkChangeId BIGINT, @Worker NVARCHAR(100), @Until DATETIME2 AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_RenewLeases;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_RenewLeases @BulkChangeId BIGINT, @Worker NVARCHAR(100), @Until DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
@@ -953,7 +1133,9 @@ BEGIN
 END
 GO
 
-CREATE OR ALTER PROCEDURE dbo.usp_DeviceBulkChange_PendingRows @BulkChangeId BIGINT AS
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_PendingRows;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_PendingRows @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
     SELECT (SELECT COUNT_BIG(*) FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PENDING')

@@ -17,6 +17,11 @@ pub const OTHER_TENANT_ICCID: &str = "89148000008245116649";
 /// Tenant 1's ThingSpace account (tenant 2 has 40).
 pub const TS_SP: i64 = 30;
 
+/// A real eSIM EID (32 digits: the GSMA prefix 89049032, then a number of our own) for a seeded ICCID.
+pub fn eid_of(iccid: &str) -> String {
+    format!("890490320000{iccid}")
+}
+
 /// Two tenants, a POD19 provider each, three devices for tenant 1 and one for tenant 2.
 pub fn contract_seed() -> Seed {
     let sp = |id, tenant_id| SeedServiceProvider {
@@ -41,7 +46,7 @@ pub fn contract_seed() -> Seed {
         ..sp(id, tenant_id)
     };
     let device = |tenant_id, service_provider_id, iccid: &str| SeedDevice {
-        eid: Some(format!("8904903200000000000000{iccid}")),
+        eid: Some(eid_of(iccid)),
         carrier_rate_plan: Some("RP-1GB".into()),
         communication_plan: Some("CP-Data".into()),
         data_usage_mb: 12.5,
@@ -324,7 +329,10 @@ pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
         store.devices_by_iccid(TENANT, &[ICCIDS[2].to_string(), ICCIDS[0].to_string()]).await.expect("devices");
     let with_service = devices.iter().find(|d| d.iccid == ICCIDS[2]).expect("device");
     let without = devices.iter().find(|d| d.iccid == ICCIDS[0]).expect("device");
-    assert_eq!(without.eid, Some(format!("8904903200000000000000{}", ICCIDS[0])), "the EID is read with the device");
+    let order: Vec<&str> = devices.iter().map(|d| d.iccid.as_str()).collect();
+    assert_eq!(order, vec![ICCIDS[2], ICCIDS[0]], "devices come back in the order they were asked for");
+    assert_eq!(without.eid, Some(eid_of(ICCIDS[0])), "the EID is read with the device");
+    assert_eq!(without.eid.as_deref().map(str::len), Some(32), "an EID has 32 digits");
     let by_id = store.device(TENANT, without.id).await.expect("device").expect("found");
     assert_eq!(by_id.eid, without.eid);
     let service = store.active_rev_service(TENANT, with_service.id).await.expect("rev").expect("seeded service");
@@ -660,21 +668,17 @@ pub async fn holding(
     iccids: &[&str],
     retry_of: Option<i64>,
 ) -> StoreResult<CreatedBulkChange> {
-    let devices = store
-        .devices_by_iccid(TENANT, &iccids.iter().map(|i| i.to_string()).collect::<Vec<_>>())
-        .await
-        .expect("devices");
-    let rows: Vec<NewRow> = devices
-        .iter()
-        .map(|d| NewRow {
-            device_id: Some(d.id),
-            iccid: d.iccid.clone(),
+    let mut rows = Vec::new();
+    for iccid in iccids {
+        rows.push(NewRow {
+            device_id: Some(device_id(store, iccid).await),
+            iccid: iccid.to_string(),
             msisdn: None,
             status: RowStatus::Pending,
             status_details: None,
             scheduled: None,
-        })
-        .collect();
+        });
+    }
     let change = NewBulkChange {
         tenant_id: TENANT,
         service_provider_id: SP,
@@ -758,6 +762,24 @@ pub async fn one_open_change_per_device_and_attribute(store: &dyn Store) {
     let g = holding(store, ChangeType::Archival, &DeviceAttribute::ALL, &ICCIDS, None).await.expect("g");
     assert!(g.conflicts.is_empty(), "closed rows hold nothing: {:?}", g.conflicts);
     close(store, &[g.id]).await;
+
+    // One device twice in one bulk change: its first row holds it, the later one is an ERROR row naming this bulk
+    // change, and the bulk change is still recorded.
+    let h =
+        holding(store, ChangeType::StatusUpdate, &status, &[ICCIDS[2], ICCIDS[1], ICCIDS[2]], None).await.expect("h");
+    let reason = domain::conflict_reason(ICCIDS[2], ChangeType::StatusUpdate, h.id);
+    assert_eq!(h.conflicts, vec![RowConflict { iccid: ICCIDS[2].into(), reason: reason.clone() }]);
+    let rows = store.rows(TENANT, h.id, None, 1, 10).await.expect("rows");
+    let seen: Vec<(&str, RowStatus)> = rows.iter().map(|r| (r.iccid.as_str(), r.status)).collect();
+    assert_eq!(
+        seen,
+        vec![(ICCIDS[2], RowStatus::Pending), (ICCIDS[1], RowStatus::Pending), (ICCIDS[2], RowStatus::Error)]
+    );
+    assert_eq!(rows[2].status_details.as_deref(), Some(reason.as_str()));
+    let open = store.open_changes(TENANT, &[device_id(store, ICCIDS[2]).await]).await.expect("open");
+    assert!(open.iter().all(|o| o.bulk_change_id == h.id), "{open:?}");
+    assert_eq!(open.len(), 2, "the first row holds both attributes: {open:?}");
+    close(store, &[h.id]).await;
 }
 
 pub async fn one_open_retry_and_a_retry_takes_only_rows_no_later_retry_holds(store: &dyn Store) {
