@@ -7,8 +7,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := target/debug/bulkchange
 RELEASE_BIN := target/release/bulkchange
+# The T-SQL engine that stands in for SQL Server (shared/babelfish beside this repository), its folder and port.
+BABELFISH ?= $(abspath $(CURDIR)/../shared/babelfish)
+ENGINE_DIR ?= $(CURDIR)/.run/babelfish
+ENGINE_PORT ?= 14331
+ENGINE_TESTS := $(CARGO) test -p store --test mssql_contract -- --ignored
 
-.PHONY: help run serve test test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler sam-build deploy smoke
+.PHONY: help run serve test engine-tests test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler sam-build deploy smoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,7 +32,7 @@ serve: tools ## Serve the local stack on 127.0.0.1:8080 with simulators (Ctrl-C 
 	BULKCHANGE_JWT_SECRET=$${BULKCHANGE_JWT_SECRET:-local-dev-secret-change-me-0123456789} $(BIN) serve --seed events/seed.json --simulators \
 		--database .run/serve.db --outbox .run/outbox
 
-test: tools lint unit template-lint ## Every check and every test (what CI runs)
+test: tools lint unit engine-tests template-lint ## Every check and every test (what CI runs)
 
 unit: $(VENV)/.moto ## All Rust tests, with a moto server for the AWS adapters (nextest when installed)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -37,9 +42,12 @@ unit: $(VENV)/.moto ## All Rust tests, with a moto server for the AWS adapters (
 		scripts/with-moto.sh $(VENV) $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-test-mssql: tools ## The store contract on SQL Server (needs MSSQL_URL; README "Running the SQL Server tests")
-	@test -n "$$MSSQL_URL" || { echo "MSSQL_URL is not set: give it the ADO connection string of a scratch SQL Server database"; exit 2; }
-	$(CARGO) test -p store --test mssql_contract -- --ignored --nocapture
+engine-tests: tools ## The SQL Server adapter on the T-SQL engine (starts and stops Babelfish; says so when it is missing)
+	scripts/with-engine.sh "$(BABELFISH)" "$(ENGINE_DIR)" $(ENGINE_PORT) $(ENGINE_TESTS)
+
+test-mssql: tools ## The SQL Server adapter's tests on any T-SQL server (needs MSSQL_URL; README "SQL Server tests")
+	@test -n "$$MSSQL_URL" || { echo "MSSQL_URL is not set: give it the ADO connection string of a scratch SQL Server"; exit 2; }
+	$(ENGINE_TESTS)
 
 lint: fmt clippy ## rustfmt and clippy, warnings are errors
 

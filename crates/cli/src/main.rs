@@ -73,6 +73,16 @@ enum Command {
         #[command(flatten)]
         tuning: Tuning,
     },
+    /// Apply the SQL Server schema of `infra/sql/` beyond the version the database records (README "Deploy"):
+    /// each versioned step once, then the procedures when they changed. Running it twice is a no-op.
+    Migrate {
+        /// The ADO connection string of the database (`Server=tcp:host,1433;Database=...;User Id=...;Password=...`).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database: String,
+        /// Stop at this version (default: the newest this binary carries).
+        #[arg(long)]
+        to: Option<u32>,
+    },
     /// Run simulators alone: for every seeded service provider, or one bench account.
     Simulate {
         /// Seed JSON: one simulator per seeded service provider.
@@ -395,6 +405,20 @@ async fn main() -> Result<()> {
             }
             (None, None) => bail!("simulate needs --seed FILE or --bench-devices N"),
         },
+        Command::Migrate { database, to } => {
+            anyhow::ensure!(
+                !database.starts_with("sqlite://"),
+                "migrate is for SQL Server (an ADO connection string); the SQLite store migrates itself when opened"
+            );
+            let store = store::MssqlStore::connect(&database, 1).await.context("connecting to the database")?;
+            let report = store.migrate(to).await.context("migrating the schema")?;
+            engine::ports::Store::close(&store).await;
+            if report.applied.is_empty() {
+                println!("schema at version {}: up to date", report.to);
+            } else {
+                println!("schema from version {} to {}: applied {}", report.from, report.to, report.applied.join(", "));
+            }
+        }
         Command::Token { tenant, user, jwt_secret, hours } => {
             api::auth::check_user(&user).map_err(anyhow::Error::msg)?;
             let auth = api::Hs256::new(&jwt_secret).map_err(anyhow::Error::msg)?;

@@ -1,7 +1,8 @@
 //! Store adapters: the embedded SQLite store (with the embedded queue over the same file) and the seed loader.
-//! The SQL Server adapter joins them in the production-adapters work; both pass the same contract tests.
+//! The SQL Server adapter (`mssql`, its schema versioned by `migrate`); both pass the same contract tests.
 
 pub mod contract;
+pub mod migrate;
 pub mod mssql;
 pub mod secrets;
 pub mod seed;

@@ -20,7 +20,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use crate::secrets::{SecretReferences, SecretSource};
 use crate::seed::Seed;
 
-type Conn = Client<Compat<TcpStream>>;
+pub(crate) type Conn = Client<Compat<TcpStream>>;
 
 /// A procedure call with its parameters bound in order (`@P1`, `@P2`, ...).
 macro_rules! proc_call {
@@ -88,18 +88,18 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQL Server's "Login failed for user" and "password has expired".
 const LOGIN_REFUSED: [u32; 2] = [18456, 18487];
 
-struct Lease<'a> {
+pub(crate) struct Lease<'a> {
     store: &'a MssqlStore,
     conn: Option<Conn>,
     _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl Lease<'_> {
-    fn conn(&mut self) -> Result<&mut Conn, StoreError> {
+    pub(crate) fn conn(&mut self) -> Result<&mut Conn, StoreError> {
         self.conn.as_mut().ok_or_else(|| StoreError::Corrupt("connection already returned".into()))
     }
 
-    async fn give_back(mut self) {
+    pub(crate) async fn give_back(mut self) {
         if let Some(conn) = self.conn.take() {
             self.store.idle.lock().await.push((conn, Instant::now()));
         }
@@ -274,7 +274,7 @@ impl MssqlStore {
         matches!(tokio::time::timeout(CHECK_TIMEOUT, check).await, Ok(Ok(())))
     }
 
-    async fn lease(&self) -> Result<Lease<'_>, StoreError> {
+    pub(crate) async fn lease(&self) -> Result<Lease<'_>, StoreError> {
         let permit = self.permits.acquire().await.map_err(|_| StoreError::Corrupt("pool closed".into()))?;
         loop {
             let idle = self.idle.lock().await.pop();
@@ -544,7 +544,7 @@ fn device_list_query(
 }
 
 /// Splits a T-SQL script on lines that hold only `GO`.
-fn split_batches(script: &str) -> Vec<String> {
+pub(crate) fn split_batches(script: &str) -> Vec<String> {
     let mut batches = vec![String::new()];
     for line in script.lines() {
         if line.trim().eq_ignore_ascii_case("GO") {
