@@ -5,6 +5,34 @@
 -- UPDATE through a CTE or an aliased target with OUTPUT, and no race rule that rests on a table hint alone
 -- (hints are ignored by Babelfish): each rests on a constraint, a conditional update or sp_getapplock.
 
+-- A text that came inside a JSON argument, decoded: the adapter percent-encodes '%', '"', '\' and the control
+-- characters of every text it puts in JSON (mssql.rs json_text), because Babelfish's OPENJSON returns a string's
+-- escapes as written where SQL Server decodes them. Without escapes both engines read the same text.
+DROP FUNCTION IF EXISTS dbo.fn_JsonText;
+GO
+CREATE FUNCTION dbo.fn_JsonText (@Text NVARCHAR(MAX)) RETURNS NVARCHAR(MAX) AS
+BEGIN
+    IF @Text IS NULL OR CHARINDEX(N'%', @Text) = 0 RETURN @Text;
+    -- Characters, trailing spaces included (DATALENGTH counts UTF-16 bytes on SQL Server, UTF-8 on Babelfish).
+    DECLARE @Out NVARCHAR(MAX) = N'', @At BIGINT = 1, @Percent BIGINT, @Length BIGINT = LEN(@Text + N'x') - 1;
+    DECLARE @Hex NCHAR(16) = N'0123456789ABCDEF';
+    WHILE @At <= @Length
+    BEGIN
+        SET @Percent = CHARINDEX(N'%', @Text, @At);
+        IF @Percent = 0 OR @Percent + 2 > @Length
+        BEGIN
+            SET @Out = @Out + SUBSTRING(@Text, @At, @Length - @At + 1);
+            BREAK;
+        END
+        SET @Out = @Out + SUBSTRING(@Text, @At, @Percent - @At)
+                 + NCHAR((CHARINDEX(SUBSTRING(@Text, @Percent + 1, 1), @Hex) - 1) * 16
+                         + CHARINDEX(SUBSTRING(@Text, @Percent + 2, 1), @Hex) - 1);
+        SET @At = @Percent + 3;
+    END
+    RETURN @Out;
+END
+GO
+
 -- One entry of a device's history of actions (legacy name kept: the portal's history pages read this table).
 DROP PROCEDURE IF EXISTS dbo.usp_UpdateCrossProviderDeviceHistory;
 GO
@@ -66,7 +94,7 @@ BEGIN
     SELECT d.Id, d.TenantId, d.ServiceProviderId, d.ICCID, d.IMEI, d.MSISDN, d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan,
            d.Username, d.LastUsageDate, d.DataUsageMB, d.RevCustomerId, d.IsActive, d.IsDeleted,
            d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.EID
-    FROM (SELECT [value] AS ICCID, MIN(CAST([key] AS INT)) AS Seq FROM OPENJSON(@IccidsJson) GROUP BY [value]) AS j
+    FROM (SELECT dbo.fn_JsonText([value]) AS ICCID, MIN(CAST([key] AS INT)) AS Seq FROM OPENJSON(@IccidsJson) GROUP BY [value]) AS j
     CROSS APPLY (SELECT TOP (1) * FROM dbo.Device x WHERE x.TenantId = @TenantId AND x.ICCID = j.ICCID ORDER BY x.IsDeleted, x.Id) AS d
     ORDER BY j.Seq;
 END
@@ -295,7 +323,9 @@ BEGIN
     DECLARE @Rows TABLE (Seq INT PRIMARY KEY, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20), StatusDetails NVARCHAR(MAX),
                          EffectiveDate DATETIME2, CustomerRatePlanId BIGINT, CustomerRatePoolId BIGINT, DataAllocationMB FLOAT);
     INSERT INTO @Rows
-    SELECT * FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', DeviceId BIGINT '$.DeviceId', ICCID NVARCHAR(64) '$.ICCID', MSISDN NVARCHAR(20) '$.MSISDN',
+    SELECT Seq, DeviceId, dbo.fn_JsonText(ICCID), dbo.fn_JsonText(MSISDN), Status, dbo.fn_JsonText(StatusDetails), EffectiveDate,
+           CustomerRatePlanId, CustomerRatePoolId, DataAllocationMB
+    FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', DeviceId BIGINT '$.DeviceId', ICCID NVARCHAR(MAX) '$.ICCID', MSISDN NVARCHAR(MAX) '$.MSISDN',
                                             Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails',
                                             EffectiveDate DATETIME2 '$.EffectiveDate', CustomerRatePlanId BIGINT '$.CustomerRatePlanId',
                                             CustomerRatePoolId BIGINT '$.CustomerRatePoolId', DataAllocationMB FLOAT '$.DataAllocationMB');

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use domain::ids::luhn_check_digit;
 use engine::ports::{Store, WorkMessage};
 use engine::{Handled, WorkerConfig};
+use store::Seed;
 use store::seed::{SeedDevice, SeedServiceProvider, SeedTenant};
-use store::{Seed, SqliteStore};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
@@ -150,7 +150,7 @@ async fn run_one(stack: &Stack, range: std::ops::Range<usize>, worker_config: Wo
     let devices: Vec<String> = range.map(bench_iccid).collect();
     let body = serde_json::json!({"ServiceProviderId": 1, "ChangeType": 3, "Devices": devices, "StatusUpdate": {"TargetStatus": "Active"}});
     let caller = api::Caller { tenant_id: 1, user: "bench".into(), roles: vec![] };
-    let store: Arc<dyn Store> = Arc::new(stack.store.clone());
+    let store: Arc<dyn Store> = stack.store.shared();
     let intake = api::intake::evaluate(store.as_ref(), &caller, body.to_string().as_bytes(), 10_000)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -159,7 +159,7 @@ async fn run_one(stack: &Stack, range: std::ops::Range<usize>, worker_config: Wo
     let start = Instant::now();
     let handled = worker.handle(WorkMessage::new(id), Instant::now() + Duration::from_secs(3600)).await?;
     let elapsed = start.elapsed();
-    let processed = processed_rows(&stack.store, id).await?;
+    let processed = processed_rows(&*stack.store, id).await?;
     if handled != Handled::Finished(domain::BulkStatus::Processed) || processed != n {
         bail!("bench bulk change {id} ended {handled:?} with {processed} of {n} rows processed");
     }
@@ -183,7 +183,7 @@ async fn time_intake(stack: &Stack, n: usize) -> Result<Duration> {
     let caller = api::Caller { tenant_id: 1, user: "bench".into(), roles: vec![] };
     let start = Instant::now();
     let intake =
-        api::intake::evaluate(&stack.store, &caller, bytes.as_bytes(), n).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        api::intake::evaluate(&*stack.store, &caller, bytes.as_bytes(), n).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let id = stack.store.create_bulk_change(&intake.change, &intake.rows).await?.id;
     let took = start.elapsed();
     // Never worked: its rows are cancelled so they hold none of the devices the runs below change.
@@ -191,7 +191,7 @@ async fn time_intake(stack: &Stack, n: usize) -> Result<Duration> {
     Ok(took)
 }
 
-async fn processed_rows(store: &SqliteStore, id: i64) -> Result<usize> {
+async fn processed_rows(store: &dyn Store, id: i64) -> Result<usize> {
     let counts = store.row_counts(1, id).await?;
     Ok(counts.iter().filter(|c| c.status == domain::RowStatus::Processed).map(|c| c.count as usize).sum())
 }

@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::StackStore;
 use crate::bench::bench_iccid;
 use crate::stack::{StackConfig, local_worker};
 
@@ -306,7 +307,7 @@ async fn engine_ceiling(store: &SqliteStore, queue: &SqliteQueue, opts: &FleetOp
     stack.apply(engine::Settings::from_env()?);
     let config =
         WorkerConfig { fan_out: 0, lease: Duration::from_secs(opts.lease_seconds.max(3)), ..stack.worker.clone() };
-    let worker = Arc::new(local_worker(store, queue, &stack, config)?);
+    let worker = Arc::new(local_worker(&StackStore::Sqlite(store.clone()), queue, &stack, config)?);
     let start = Instant::now();
     let handled = worker.handle(WorkMessage::new(id), Instant::now() + Duration::from_secs(3600)).await?;
     if !matches!(handled, Handled::Finished(_)) {

@@ -7,5 +7,7 @@ pub mod demo;
 pub mod fleet;
 pub mod outbox;
 pub mod stack;
+pub mod stack_store;
 
 pub use stack::{Stack, StackConfig};
+pub use stack_store::{DatabaseUrl, StackStore};

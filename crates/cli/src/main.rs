@@ -19,14 +19,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// API, worker and scheduler in one process, on SQLite, the in-process queue and the outbox notifier.
+    /// API, worker and scheduler in one process, on SQLite (or SQL Server), the local queue and the outbox notifier.
     Serve {
         /// Address the API listens on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// `sqlite://PATH` or a plain path.
-        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bulkchange.db")]
+        /// `sqlite://PATH` or a plain path, or the ADO connection string of a migrated SQL Server database.
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bulkchange.db", hide_env_values = true)]
         database: String,
+        /// The local queue's SQLite file when `--database` is SQL Server (with SQLite the queue is in its file).
+        #[arg(long, env = "LOCAL_QUEUE_FILE", default_value = "bulkchange-queue.db")]
+        queue: PathBuf,
         /// Seed JSON loaded into an empty database (format in the README).
         #[arg(long)]
         seed: Option<PathBuf>,
@@ -61,9 +64,12 @@ enum Command {
     /// A worker loop alone on the database a `serve` runs on (what one Lambda worker instance does): several of
     /// them, in their own processes, share the queue, the leases and each carrier account's pace.
     Worker {
-        /// `sqlite://PATH` or a plain path: the database of the running stack.
-        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bulkchange.db")]
+        /// The database of the running stack: `sqlite://PATH`, a plain path, or an ADO connection string.
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bulkchange.db", hide_env_values = true)]
         database: String,
+        /// The stack's local queue file when `--database` is SQL Server (the `--queue` of its `serve`).
+        #[arg(long, env = "LOCAL_QUEUE_FILE", default_value = "bulkchange-queue.db")]
+        queue: PathBuf,
         /// Folder the local notifier writes failure e-mails to (.eml files).
         #[arg(long, env = "OUTBOX_DIR", default_value = "outbox")]
         outbox: PathBuf,
@@ -289,11 +295,12 @@ fn init_tracing() {
     }
 }
 
-fn sqlite_path(url: &str) -> Result<PathBuf> {
-    if url.starts_with("Server=") || url.contains(";Database=") {
-        bail!("DATABASE_URL looks like a SQL Server connection string; the local binary uses SQLite (sqlite://PATH)");
-    }
-    Ok(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url)))
+/// The stack's SQLite file (the store and queue, or the queue alone) and, for SQL Server, its connection string.
+fn database_of(url: &str, queue: PathBuf) -> Result<(PathBuf, Option<String>)> {
+    Ok(match cli::DatabaseUrl::parse(url)? {
+        cli::DatabaseUrl::Sqlite(path) => (path, None),
+        cli::DatabaseUrl::SqlServer(ado) => (queue, Some(ado)),
+    })
 }
 
 #[tokio::main]
@@ -304,6 +311,7 @@ async fn main() -> Result<()> {
         Command::Serve {
             listen,
             database,
+            queue,
             seed,
             simulators,
             simulator_latency_ms,
@@ -318,7 +326,9 @@ async fn main() -> Result<()> {
             if std::env::var("QUEUE_URL").is_ok_and(|q| !q.is_empty()) {
                 bail!("QUEUE_URL is set, but `serve` runs the in-process queue; SQS is used by the Lambda functions");
             }
-            let mut config = StackConfig::local(sqlite_path(&database)?, outbox, jwt_secret);
+            let (file, sql_server) = database_of(&database, queue)?;
+            let mut config = StackConfig::local(file, outbox, jwt_secret);
+            config.sql_server = sql_server;
             config.apply(tuning.settings()?);
             config.listen = listen;
             config.max_devices = max_devices;
@@ -339,13 +349,13 @@ async fn main() -> Result<()> {
             bench::wait_for_stop().await;
             stack.stop().await;
         }
-        Command::Worker { database, outbox, worker_id, tuning } => {
-            let path = sqlite_path(&database)?;
+        Command::Worker { database, queue, outbox, worker_id, tuning } => {
+            let (path, sql_server) = database_of(&database, queue)?;
             anyhow::ensure!(path.exists(), "{} does not exist: start `bulkchange serve` on it first", path.display());
-            let store = store::SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            let queue = store::SqliteQueue::new(store.clone());
             let mut stack = StackConfig::local(path, outbox, String::new());
             stack.apply(tuning.settings()?);
+            let store = cli::StackStore::open(sql_server.as_deref(), &stack.database, stack.database_pool_size).await?;
+            let queue = cli::stack::local_queue(&store, &stack.database)?;
             if let Some(id) = worker_id {
                 stack.worker.worker_id = id;
             }
@@ -363,7 +373,7 @@ async fn main() -> Result<()> {
                             _ = stopped.changed() => break,
                         }
                         // A failure is logged and tried again at the next sweep.
-                        let _ = engine::scheduler::requeue_stranded(&store, &queue, chrono::Utc::now(), grace).await;
+                        let _ = engine::scheduler::requeue_stranded(&*store, &queue, chrono::Utc::now(), grace).await;
                     }
                 })
             };
@@ -374,7 +384,8 @@ async fn main() -> Result<()> {
                 stack.visibility,
                 stack.message_budget,
             );
-            println!("worker {} on {}", stack.worker.worker_id, stack.database.display());
+            let on = if sql_server.is_some() { "SQL Server".to_string() } else { stack.database.display().to_string() };
+            println!("worker {} on {on}", stack.worker.worker_id);
             bench::wait_for_stop().await;
             let _ = stop.send(true);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;

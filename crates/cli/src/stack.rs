@@ -21,6 +21,8 @@ use simulators::telegence::{TelegenceSim, TgAccount, TgBehaviour, TgLine};
 use simulators::thingspace::{ThingSpaceSim, TsAccount, TsBehaviour};
 use simulators::{Account, ControlCenterSim, Faults, RevAccount, RevCustomer, RevIoSim, SimDevice};
 use store::{Seed, SqliteQueue, SqliteStore};
+
+use crate::stack_store::StackStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -37,7 +39,12 @@ const QUEUE_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     pub listen: SocketAddr,
+    /// The SQLite file: the store and the local queue, or only the queue when `sql_server` is set.
     pub database: PathBuf,
+    /// The ADO connection string of a SQL Server database (migrated): the store is then the production adapter.
+    pub sql_server: Option<String>,
+    /// SQL Server connections of this process (`DATABASE_POOL_SIZE`).
+    pub database_pool_size: usize,
     pub seed: Option<Seed>,
     pub simulators: bool,
     pub simulator_faults: Faults,
@@ -74,12 +81,15 @@ impl StackConfig {
         self.worker = engine::WorkerConfig { worker_id, ..settings.worker };
         self.stranded_grace = settings.stranded_grace;
         self.scheduler_interval = settings.scheduler_interval;
+        self.database_pool_size = settings.database_pool_size;
     }
 
     pub fn local(database: PathBuf, outbox: PathBuf, jwt_secret: String) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database,
+            sql_server: None,
+            database_pool_size: 4,
             seed: None,
             simulators: false,
             simulator_faults: Faults::default(),
@@ -116,7 +126,7 @@ pub struct Simulators {
 
 pub struct Stack {
     pub addr: SocketAddr,
-    pub store: SqliteStore,
+    pub store: StackStore,
     pub queue: SqliteQueue,
     pub simulators: Simulators,
     pub config: StackConfig,
@@ -129,8 +139,7 @@ impl Stack {
         if let Some(folder) = config.database.parent().filter(|f| !f.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
         }
-        let store = SqliteStore::open(&config.database)
-            .with_context(|| format!("opening database {}", config.database.display()))?;
+        let store = StackStore::open(config.sql_server.as_deref(), &config.database, config.database_pool_size).await?;
         if let Some(seed) = config.seed.clone() {
             if store.load_seed(seed).await.context("loading the seed")? {
                 info!("seed loaded into an empty database");
@@ -143,10 +152,10 @@ impl Stack {
         } else {
             Simulators::default()
         };
-        let queue = SqliteQueue::new(store.clone());
+        let queue = local_queue(&store, &config.database)?;
         let (shutdown, _) = watch::channel(false);
         let state = api::AppState {
-            store: Arc::new(store.clone()),
+            store: store.shared(),
             queue: Arc::new(queue.clone()),
             auth: Arc::new(api::Hs256::new(&config.jwt_secret).map_err(anyhow::Error::msg)?),
             max_devices: config.max_devices,
@@ -187,7 +196,8 @@ impl Stack {
         let carriers = HttpCarriers::new(self.config.http_timeout, self.config.retry)?;
         let limiters = RateLimiters::default();
         for id in self.simulators.thingspace.keys() {
-            let Some(sp) = self.store.thingspace_providers().await?.into_iter().find(|sp| sp.id == *id) else {
+            let Some(sp) = self.store.providers_of(Integration::ThingSpace).await?.into_iter().find(|sp| sp.id == *id)
+            else {
                 continue;
             };
             let settings = sp.thingspace.clone().context("ThingSpace settings")?;
@@ -247,8 +257,8 @@ impl Stack {
                     _ = rx.changed() => break,
                 }
                 // Failures are logged by the tick and tried again at the next one.
-                let _ = engine::scheduler::apply_due_scheduled(&store, &queue, SystemClock.now()).await;
-                let _ = engine::scheduler::requeue_stranded(&store, &queue, SystemClock.now(), grace).await;
+                let _ = engine::scheduler::apply_due_scheduled(&*store, &queue, SystemClock.now()).await;
+                let _ = engine::scheduler::requeue_stranded(&*store, &queue, SystemClock.now(), grace).await;
                 let _ = store.purge_idempotency_keys(SystemClock.now() - chrono::Duration::hours(24)).await;
             }
         })
@@ -263,23 +273,35 @@ impl Stack {
     }
 }
 
-/// A worker on the embedded store and queue, its e-mails in the outbox, its carriers over HTTP.
+/// The local queue: a table of the SQLite file (the store's own file, or a file of its own beside a SQL Server store),
+/// so worker processes on the same file share it and a crashed one loses nothing.
+pub fn local_queue(store: &StackStore, file: &std::path::Path) -> Result<SqliteQueue> {
+    match store {
+        StackStore::Sqlite(s) => Ok(SqliteQueue::new(s.clone())),
+        StackStore::SqlServer(_) => {
+            let file = SqliteStore::open(file).with_context(|| format!("opening the queue file {}", file.display()))?;
+            Ok(SqliteQueue::new(file))
+        }
+    }
+}
+
+/// A worker on the stack's store and the local queue, its e-mails in the outbox, its carriers over HTTP.
 pub fn local_worker(
-    store: &SqliteStore,
+    store: &StackStore,
     queue: &SqliteQueue,
     stack: &StackConfig,
     config: WorkerConfig,
 ) -> Result<Worker> {
     let carriers = HttpCarriers::new(stack.http_timeout, stack.retry).context("building the HTTP client")?;
     Ok(Worker {
-        store: Arc::new(store.clone()),
+        store: store.shared(),
         queue: Arc::new(queue.clone()),
         notifier: Arc::new(OutboxNotifier { dir: stack.outbox.clone() }),
         carriers: Arc::new(carriers),
         clock: Arc::new(SystemClock),
         // Every worker on this database (this stack's, and any `bulkchange worker` process) shares each account's
         // pace through the store.
-        limiters: Arc::new(RateLimiters::shared(Arc::new(store.clone()))),
+        limiters: Arc::new(RateLimiters::shared(store.shared())),
         metrics: Arc::new(engine::metrics::NoMetrics),
         config,
     })
@@ -351,7 +373,7 @@ async fn consume(worker: &Worker, queue: &SqliteQueue, message: engine::ports::R
 }
 
 async fn start_simulators(
-    store: &SqliteStore,
+    store: &StackStore,
     seed: Option<&Seed>,
     faults: &Faults,
     config: &StackConfig,
@@ -590,5 +612,5 @@ pub async fn enqueue(queue: &SqliteQueue, bulk_change_id: i64) -> Result<()> {
 }
 
 pub fn store_handle(stack: &Stack) -> Arc<dyn Store> {
-    Arc::new(stack.store.clone())
+    stack.store.shared()
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use cli::StackConfig;
 use cli::bench::bench_iccid;
 use engine::WorkerConfig;
-use engine::ports::Store;
 use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedServiceProvider, SeedTenant};

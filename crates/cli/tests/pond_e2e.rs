@@ -7,7 +7,6 @@ mod support;
 use std::time::Duration;
 
 use cli::bench::bench_iccid;
-use engine::ports::Store;
 use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::pond::{PondBehaviour, PondSim};

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use cli::StackConfig;
 use cli::bench::bench_iccid;
-use engine::ports::Store;
 use serde_json::{Value, json};
 use simulators::thingspace::{ThingSpaceSim, TsBehaviour};
 use store::Seed;

@@ -14,6 +14,8 @@ pub struct Settings {
     pub stranded_grace: Duration,
     /// How often the local scheduler ticks (EventBridge's schedule in AWS).
     pub scheduler_interval: Duration,
+    /// SQL Server connections per process (a Lambda execution environment, or a local stack on SQL Server).
+    pub database_pool_size: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -25,7 +27,7 @@ pub struct SettingsError {
 }
 
 /// Every variable read here, with its default, for the README and `--help`.
-pub const VARIABLES: [(&str, &str); 14] = [
+pub const VARIABLES: [(&str, &str); 15] = [
     ("WORKER_LEASE_SECONDS", "30"),
     ("WORKER_ROWS_IN_FLIGHT", "256"),
     ("WORKER_CLAIM_BATCH", "64"),
@@ -40,6 +42,7 @@ pub const VARIABLES: [(&str, &str); 14] = [
     ("SCHEDULER_INTERVAL_SECONDS", "60"),
     ("EMAIL_FROM", "bulkchange@localhost"),
     ("ERROR_EMAIL_TO", "operations@localhost"),
+    ("DATABASE_POOL_SIZE", "4"),
 ];
 
 impl Settings {
@@ -94,6 +97,7 @@ impl Settings {
         Ok(Self {
             stranded_grace: lease,
             scheduler_interval: Duration::from_secs(number("SCHEDULER_INTERVAL_SECONDS", 60, 1)?),
+            database_pool_size: number("DATABASE_POOL_SIZE", 4, 1)? as usize,
             worker,
         })
     }

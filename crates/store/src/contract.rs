@@ -165,6 +165,47 @@ pub async fn bulk_change_is_tenant_scoped(store: &dyn Store) {
     assert!(store.service_provider(OTHER_TENANT, SP).await.expect("sp").is_none());
 }
 
+/// Texts of any shape (quotes, backslashes, percent signs, line breaks) are stored and read back as written, and
+/// an ICCID of that shape finds no device rather than failing: the SQL Server adapter passes them inside JSON.
+pub async fn texts_are_kept_as_written(store: &dyn Store) {
+    let odd = ["12\"3", "4\\5%22", "8901\r\nBcc: x@example.com", "%25%", "tab\there é 😀"];
+    let mut asked: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+    asked.push(ICCIDS[1].to_string());
+    let found = store.devices_by_iccid(TENANT, &asked).await.expect("devices");
+    assert_eq!(found.iter().map(|d| d.iccid.as_str()).collect::<Vec<_>>(), vec![ICCIDS[1]]);
+    let rows: Vec<NewRow> = odd
+        .iter()
+        .map(|iccid| NewRow {
+            device_id: None,
+            iccid: iccid.to_string(),
+            msisdn: Some("+1\"2\\3%".into()),
+            status: RowStatus::Error,
+            status_details: Some(format!("Invalid ICCID \"{iccid}\" (100% \\ wrong)")),
+            scheduled: None,
+        })
+        .collect();
+    let change = NewBulkChange {
+        tenant_id: TENANT,
+        service_provider_id: SP,
+        integration: Integration::Pod19,
+        change_type: ChangeType::StatusUpdate,
+        portal_type: PortalType::M2M,
+        request: BulkChangeRequestWire { service_provider_id: Some(SP), change_type: Some(3), ..Default::default() },
+        created_by: "alice \"o'neil\"".into(),
+        retry_of: None,
+        attributes: vec![],
+        idempotency_key: None,
+    };
+    let id = store.create_bulk_change(&change, &rows).await.expect("create").id;
+    let stored = store.rows(TENANT, id, None, 1, 10).await.expect("rows");
+    let read: Vec<_> =
+        stored.iter().map(|r| (r.iccid.as_str(), r.msisdn.as_deref(), r.status_details.as_deref())).collect();
+    let written: Vec<_> =
+        rows.iter().map(|r| (r.iccid.as_str(), r.msisdn.as_deref(), r.status_details.as_deref())).collect();
+    assert_eq!(read, written);
+    assert_eq!(store.bulk_change(Some(TENANT), id).await.expect("read").expect("bulk").created_by, "alice \"o'neil\"");
+}
+
 pub async fn claims_are_exclusive_and_leases_expire(store: &dyn Store) {
     let id = new_bulk(store).await;
     let lease = Duration::from_secs(60);

@@ -378,6 +378,24 @@ impl MssqlStore {
         self.apply_scripts(&[sql]).await
     }
 
+    /// Points a service provider at another carrier URL (the local stack's simulators).
+    pub async fn set_base_url(&self, service_provider_id: i64, base_url: &str) -> Result<(), StoreError> {
+        let q =
+            proc_call!("UPDATE dbo.ServiceProvider SET BaseUrl = @P1 WHERE Id = @P2", base_url, service_provider_id,);
+        self.exec("set base url", q).await.map(|_| ())
+    }
+
+    /// Test helper: the number of rows of every table of the schema, by name.
+    pub async fn table_row_counts(&self) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let sql = TABLES
+            .iter()
+            .map(|t| format!("SELECT N'{t}' AS Name, COUNT_BIG(*) AS N FROM dbo.{t}"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let rows = self.first("count rows", Query::new(sql)).await?;
+        rows.iter().map(|r| Ok((text(r, "Name").unwrap_or_default(), need(r.get::<i64, _>("N"), "N")?))).collect()
+    }
+
     /// Fills an empty database from a seed (tests and first-time set-up). False when tenants exist.
     pub async fn load_seed(&self, seed: &Seed) -> Result<bool, StoreError> {
         let rows = self.first("count tenants", Query::new("SELECT COUNT_BIG(*) AS N FROM dbo.Tenant")).await?;
@@ -543,6 +561,50 @@ fn device_list_query(
     q
 }
 
+/// A text as it travels inside a JSON argument that a procedure reads with `OPENJSON`: `%`, `"`, `\` and the
+/// control characters percent-encoded (`%22`), so the JSON holds no escape. Babelfish's `OPENJSON` returns a
+/// string's escapes as written (`\"`, `\\`, `\n`) where SQL Server decodes them; without escapes both read the
+/// same text, and `dbo.fn_JsonText` decodes it on both.
+fn json_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '%' || c == '"' || c == '\\' || (c as u32) < 0x20 {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every table of `infra/sql/001_schema.sql` (the engine may report its own spelling of the names).
+const TABLES: [&str; 24] = [
+    "Tenant",
+    "Integration",
+    "ServiceProvider",
+    "DeviceStatus",
+    "JasperCarrierRatePlan",
+    "IMEI_DeviceType_CarrierRatePlan",
+    "RevCustomer",
+    "Device",
+    "RevService",
+    "DeviceBulkChange",
+    "M2M_DeviceChange",
+    "DeviceBulkChangeLog",
+    "CustomerRatePlan",
+    "CustomerRatePool",
+    "Device_CustomerRatePlanOrRatePool_Queue",
+    "Device_Tenant",
+    "DeviceActionHistory",
+    "Mobility_DeviceChange",
+    "ThingSpaceAuthentication",
+    "ThingSpaceCallBackResponseLog",
+    "DeviceChangeLock",
+    "RevServiceCreation",
+    "IdempotencyKey",
+    "RateBudget",
+];
+
 /// Splits a T-SQL script on lines that hold only `GO`.
 pub(crate) fn split_batches(script: &str) -> Vec<String> {
     let mut batches = vec![String::new()];
@@ -707,7 +769,8 @@ impl Store for MssqlStore {
     }
 
     async fn devices_by_iccid(&self, tenant_id: i64, iccids: &[String]) -> StoreResult<Vec<DeviceRecord>> {
-        let json = serde_json::to_string(iccids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let opaque: Vec<String> = iccids.iter().map(|i| json_text(i)).collect();
+        let json = serde_json::to_string(&opaque).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let q = proc_call!("EXEC dbo.usp_Device_GetByIccids @TenantId = @P1, @IccidsJson = @P2", tenant_id, json,);
         self.first("read devices", q).await?.iter().map(device).collect()
     }
@@ -858,8 +921,9 @@ impl Store for MssqlStore {
             .map(|(i, r)| {
                 let plan = r.scheduled.as_ref();
                 serde_json::json!({
-                    "Seq": i, "DeviceId": r.device_id, "ICCID": r.iccid, "MSISDN": r.msisdn, "Status": r.status.as_str(),
-                    "StatusDetails": r.status_details,
+                    "Seq": i, "DeviceId": r.device_id, "ICCID": json_text(&r.iccid),
+                    "MSISDN": r.msisdn.as_deref().map(json_text), "Status": r.status.as_str(),
+                    "StatusDetails": r.status_details.as_deref().map(json_text),
                     "EffectiveDate": plan.map(|p| p.effective_date.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
                     "CustomerRatePlanId": plan.and_then(|p| p.change.customer_rate_plan_id),
                     "CustomerRatePoolId": plan.and_then(|p| p.change.customer_rate_pool_id),
@@ -1638,6 +1702,14 @@ mod tests {
         let no_secret = FakeLogin::new("Password=new", None);
         let e = open_with_rotation(&no_secret).await.expect_err("nothing to re-read");
         assert!(e.to_string().contains("Login failed"), "{e}");
+    }
+
+    #[test]
+    fn texts_inside_json_arguments_carry_no_escape() {
+        assert_eq!(json_text("8901"), "8901");
+        assert_eq!(json_text("a\"b\\c%d\r\n\u{1}é"), "a%22b%5Cc%25d%0D%0A%01é");
+        let json = serde_json::to_string(&json_text("x\"\\\n\t%")).expect("json");
+        assert!(!json[1..json.len() - 1].contains('\\'), "{json}");
     }
 
     #[test]

@@ -47,6 +47,7 @@ async fn the_sql_server_adapter_passes_the_store_contract() {
     on_fresh(|store| async move {
         contract::reference_data_is_read_within_the_tenant(&store).await;
         contract::bulk_change_is_tenant_scoped(&store).await;
+        contract::texts_are_kept_as_written(&store).await;
         contract::claims_are_exclusive_and_leases_expire(&store).await;
         contract::only_the_lease_holder_completes_a_row_once(&store).await;
         contract::archiving_a_device_hides_it_from_every_change(&store).await;

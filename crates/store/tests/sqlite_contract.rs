@@ -22,6 +22,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     bulk_change_is_tenant_scoped,
+    texts_are_kept_as_written,
     claims_are_exclusive_and_leases_expire,
     only_the_lease_holder_completes_a_row_once,
     archiving_a_device_hides_it_from_every_change,

@@ -1,5 +1,6 @@
 //! What the end-to-end test files share: a local stack on a temporary SQLite file with the simulators, a token
-//! for tenant 1, and the status page's row of a device.
+//! for tenant 1, and the status page's row of a device. With `E2E_STORE=mssql` and `MSSQL_URL`, the same stack runs
+//! on the SQL Server adapter instead (`make engine-tests` runs the race and crash tests so, on Babelfish).
 // Each test file uses its own subset of these helpers.
 #![allow(dead_code)]
 
@@ -19,13 +20,19 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Tenant 1's token.
     pub token: String,
-    pub _dir: tempfile::TempDir,
+    pub _keep: Keep,
+}
+
+/// What a test keeps alive: its folder and, on SQL Server, its turn on the shared database.
+pub struct Keep {
+    pub dir: tempfile::TempDir,
+    pub turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl TestApp {
     pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> Self {
-        let (stack, dir, token) = start(seed, customize).await;
-        Self { stack, http: reqwest::Client::new(), token, _dir: dir }
+        let (stack, keep, token) = start(seed, customize).await;
+        Self { stack, http: reqwest::Client::new(), token, _keep: keep }
     }
 
     /// POSTs a bulk change as tenant 1: the HTTP status and the JSON answer.
@@ -78,8 +85,12 @@ impl TestApp {
     /// A `bulkchange worker` process on this stack's database (lease 3 s, polls every second), killed when
     /// dropped: tests kill one mid-request to see what the next one does.
     pub fn worker_process(&self, name: &str) -> tokio::process::Child {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_bulkchange"))
-            .args(["worker", "--database"])
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bulkchange"));
+        match &self.stack.config.sql_server {
+            Some(ado) => command.args(["worker", "--database", ado.as_str(), "--queue"]),
+            None => command.args(["worker", "--database"]),
+        };
+        command
             .arg(&self.stack.config.database)
             .arg("--outbox")
             .arg(&self.stack.config.outbox)
@@ -112,9 +123,16 @@ impl TestApp {
 
 /// The stack as `bulkchange serve --simulators` starts it, seeded with `seed`, with short retry and continuation
 /// delays; `customize` changes the rest. Returns the stack, the directory to keep alive, and tenant 1's token.
-pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> (Stack, tempfile::TempDir, String) {
+pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> (Stack, Keep, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = StackConfig::local(dir.path().join("e2e.db"), dir.path().join("outbox"), JWT_SECRET.to_string());
+    let turn = match sql_server().await {
+        Some((url, turn)) => {
+            config.sql_server = Some(url);
+            Some(turn)
+        }
+        None => None,
+    };
     config.seed = Some(seed);
     config.simulators = true;
     config.worker = WorkerConfig { continuation_delay: Duration::from_millis(200), ..WorkerConfig::default() };
@@ -122,7 +140,34 @@ pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> (Sta
     config.retry.max_delay = Duration::from_secs(2);
     customize(&mut config);
     let stack = Stack::start(config).await.expect("stack starts");
-    (stack, dir, token_for(1, "alice"))
+    (stack, Keep { dir, turn }, token_for(1, "alice"))
+}
+
+/// With `E2E_STORE=mssql`: a database on the `MSSQL_URL` server, migrated once per test process, wiped for this
+/// test, and this test's turn on it (the tests of a process take it one at a time).
+async fn sql_server() -> Option<(String, tokio::sync::OwnedMutexGuard<()>)> {
+    use std::sync::{Arc, OnceLock};
+    static DATABASE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    static TURN: OnceLock<Arc<tokio::sync::Mutex<()>>> = OnceLock::new();
+    if std::env::var("E2E_STORE").ok().as_deref() != Some("mssql") {
+        return None;
+    }
+    let server = std::env::var("MSSQL_URL").expect("E2E_STORE=mssql needs MSSQL_URL (make engine-tests sets both)");
+    let turn = TURN.get_or_init(|| Arc::new(tokio::sync::Mutex::new(()))).clone().lock_owned().await;
+    let url = DATABASE
+        .get_or_init(|| async {
+            let db = store::migrate::ScratchDatabase::create(&server, "e2e").await.expect("a scratch database");
+            let store = store::MssqlStore::connect(&db.url, 1).await.expect("connect");
+            store.migrate(None).await.expect("migrate");
+            engine::ports::Store::close(&store).await;
+            db.url.clone()
+        })
+        .await
+        .clone();
+    let store = store::MssqlStore::connect(&url, 1).await.expect("connect");
+    store.wipe_for_tests().await.expect("wipe");
+    engine::ports::Store::close(&store).await;
+    Some((url, turn))
 }
 
 pub fn token_for(tenant_id: i64, user: &str) -> String {
