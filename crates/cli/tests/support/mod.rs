@@ -124,11 +124,17 @@ impl TestApp {
 /// The stack as `bulkchange serve --simulators` starts it, seeded with `seed`, with short retry and continuation
 /// delays; `customize` changes the rest. Returns the stack, the directory to keep alive, and tenant 1's token.
 pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> (Stack, Keep, String) {
+    if std::env::var("RUST_LOG").is_ok() {
+        // RUST_LOG=... shows the stack's logs of a failing test.
+        let filter = tracing_subscriber::EnvFilter::from_default_env();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = StackConfig::local(dir.path().join("e2e.db"), dir.path().join("outbox"), JWT_SECRET.to_string());
     let turn = match sql_server().await {
         Some((url, turn)) => {
             config.sql_server = Some(url);
+            config.database_pool_size = 16;
             Some(turn)
         }
         None => None,
