@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use cli::{Stack, StackConfig};
-use engine::ports::{Queue, Store};
+use engine::ports::Queue;
 use functions::adapters::{self, Adapters, LogNotifier};
 use functions::config::{Database, FunctionConfig};
 use serde_json::{Value, json};
@@ -57,7 +57,7 @@ fn function_config(dir: &tempfile::TempDir) -> FunctionConfig {
 }
 
 fn adapters_on(stack: &Stack, queue: Arc<dyn Queue>) -> Adapters {
-    Adapters { store: Arc::new(stack.store.clone()), queue, notifier: Arc::new(LogNotifier), large_exports: None }
+    Adapters { store: stack.store.shared(), queue, notifier: Arc::new(LogNotifier), large_exports: None }
 }
 
 /// Submits `events/requests/NAME` through the local server as tenant 1; returns the bulk change id.
@@ -266,7 +266,7 @@ async fn scheduler_tick_requeues_a_bulk_change_nobody_picked_up() {
     let (_dir, stack) = stack().await;
     let _: Value = serde_json::from_str(&event_text("schedule/every-minute.json")).expect("the schedule event is JSON");
     let id = submit(&stack, "01-activate-with-rev-service.json").await;
-    let report = functions::scheduler::tick(&stack.store, &stack.queue, Duration::ZERO).await.expect("tick");
+    let report = functions::scheduler::tick(&*stack.store, &stack.queue, Duration::ZERO).await.expect("tick");
     assert_eq!(report.requeued, vec![id]);
     let processed = {
         let worker = stack.worker(engine::WorkerConfig::default()).expect("worker");
@@ -276,7 +276,7 @@ async fn scheduler_tick_requeues_a_bulk_change_nobody_picked_up() {
             .expect("handled")
     };
     assert_eq!(processed, engine::Handled::Finished(domain::BulkStatus::Processed));
-    let report = functions::scheduler::tick(&stack.store, &stack.queue, Duration::ZERO).await.expect("tick");
+    let report = functions::scheduler::tick(&*stack.store, &stack.queue, Duration::ZERO).await.expect("tick");
     assert!(report.requeued.is_empty(), "a finished bulk change is never requeued");
 }
 
