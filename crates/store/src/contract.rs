@@ -135,7 +135,12 @@ pub async fn new_bulk(store: &dyn Store) -> i64 {
         status_details: Some("Invalid ICCID".into()),
         scheduled: None,
     });
-    let change = NewBulkChange {
+    store.create_bulk_change(&status_update_change(), &rows).await.expect("create bulk change").id
+}
+
+/// Alice's status update on tenant 1's POD19 provider, holding nothing.
+fn status_update_change() -> NewBulkChange {
+    NewBulkChange {
         tenant_id: TENANT,
         service_provider_id: SP,
         integration: Integration::Pod19,
@@ -146,8 +151,7 @@ pub async fn new_bulk(store: &dyn Store) -> i64 {
         retry_of: None,
         attributes: vec![],
         idempotency_key: None,
-    };
-    store.create_bulk_change(&change, &rows).await.expect("create bulk change").id
+    }
 }
 
 pub async fn bulk_change_is_tenant_scoped(store: &dyn Store) {
@@ -184,18 +188,7 @@ pub async fn texts_are_kept_as_written(store: &dyn Store) {
             scheduled: None,
         })
         .collect();
-    let change = NewBulkChange {
-        tenant_id: TENANT,
-        service_provider_id: SP,
-        integration: Integration::Pod19,
-        change_type: ChangeType::StatusUpdate,
-        portal_type: PortalType::M2M,
-        request: BulkChangeRequestWire { service_provider_id: Some(SP), change_type: Some(3), ..Default::default() },
-        created_by: "alice \"o'neil\"".into(),
-        retry_of: None,
-        attributes: vec![],
-        idempotency_key: None,
-    };
+    let change = NewBulkChange { created_by: "alice \"o'neil\"".into(), ..status_update_change() };
     let id = store.create_bulk_change(&change, &rows).await.expect("create").id;
     let stored = store.rows(TENANT, id, None, 1, 10).await.expect("rows");
     let read: Vec<_> =

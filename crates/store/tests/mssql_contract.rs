@@ -73,20 +73,26 @@ async fn the_sql_server_adapter_passes_the_store_contract() {
     .await;
 }
 
-/// A second store on the same database: another pool, other connections, as a second Lambda instance has.
-async fn second(store: &MssqlStore, db_url: &str) -> MssqlStore {
-    let _ = store;
-    MssqlStore::connect(db_url, 4).await.expect("a second pool")
+/// A migrated, seeded database and two stores on it: two pools, other connections, as two Lambda instances have.
+async fn two_pools(prefix: &str) -> (ScratchDatabase, MssqlStore, MssqlStore) {
+    let (db, a) = empty(prefix).await;
+    a.migrate(None).await.expect("migrate");
+    assert!(a.load_seed(&contract_seed()).await.expect("seed"));
+    let b = MssqlStore::connect(&db.url, 4).await.expect("a second pool");
+    (db, a, b)
+}
+
+async fn close_pools(db: ScratchDatabase, a: MssqlStore, b: MssqlStore) {
+    engine::ports::Store::close(&a).await;
+    engine::ports::Store::close(&b).await;
+    db.drop_database().await;
 }
 
 #[tokio::test]
 #[ignore = "needs a T-SQL server"]
 async fn two_pools_never_claim_the_same_row() {
     use engine::ports::Store;
-    let (db, a) = empty("claims").await;
-    a.migrate(None).await.expect("migrate");
-    assert!(a.load_seed(&contract_seed()).await.expect("seed"));
-    let b = second(&a, &db.url).await;
+    let (db, a, b) = two_pools("claims").await;
     let lease = std::time::Duration::from_secs(60);
     for _ in 0..10 {
         let id = contract::new_bulk(&a).await;
@@ -106,9 +112,7 @@ async fn two_pools_never_claim_the_same_row() {
             a.complete_row(contract::TENANT, id, row.id, owner, &done, now).await.expect("complete");
         }
     }
-    a.close().await;
-    b.close().await;
-    db.drop_database().await;
+    close_pools(db, a, b).await;
 }
 
 #[tokio::test]
@@ -116,10 +120,7 @@ async fn two_pools_never_claim_the_same_row() {
 async fn two_pools_creating_bulk_changes_over_the_same_devices_never_both_hold_one() {
     use domain::{ChangeType, DeviceAttribute};
     use engine::ports::Store;
-    let (db, a) = empty("locks").await;
-    a.migrate(None).await.expect("migrate");
-    assert!(a.load_seed(&contract_seed()).await.expect("seed"));
-    let b = second(&a, &db.url).await;
+    let (db, a, b) = two_pools("locks").await;
     let held = [DeviceAttribute::Status];
     for _ in 0..20 {
         let (x, y) = tokio::join!(
@@ -132,28 +133,20 @@ async fn two_pools_creating_bulk_changes_over_the_same_devices_never_both_hold_o
             a.cancel_rows(contract::TENANT, id, "test", chrono::Utc::now()).await.expect("cancel");
         }
     }
-    a.close().await;
-    b.close().await;
-    db.drop_database().await;
+    close_pools(db, a, b).await;
 }
 
 #[tokio::test]
 #[ignore = "needs a T-SQL server"]
 async fn two_pools_booking_one_pace_at_once_never_exceed_its_rate() {
-    use engine::ports::Store;
-    let (db, a) = empty("pace").await;
-    a.migrate(None).await.expect("migrate");
-    assert!(a.load_seed(&contract_seed()).await.expect("seed"));
-    let b = second(&a, &db.url).await;
+    let (db, a, b) = two_pools("pace").await;
     let rate = 200.0;
     let slots = contract::book_pace(&[&a, &b, &a, &b], rate, 4, 5).await;
     let busiest = contract::busiest_second(&slots);
     assert!(busiest as f64 <= rate, "{busiest} slots in one second against a pace of {rate}");
     assert!(slots.len() as f64 >= rate * 3.5, "the pace is used: {} slots in 4 s", slots.len());
     assert!(slots.windows(2).all(|w| w[1] - w[0] >= 1.0 / rate - 1e-5), "no slot granted twice");
-    a.close().await;
-    b.close().await;
-    db.drop_database().await;
+    close_pools(db, a, b).await;
 }
 
 // Migrations -------------------------------------------------------------------------------------------------
