@@ -206,17 +206,15 @@ impl Worker {
             let near_deadline = deadline.saturating_duration_since(Instant::now()) < self.config.deadline_margin;
             if !exhausted && !near_deadline && working.len() <= cap / 2 {
                 let want = u32::try_from((cap - working.len()).clamp(1, claim_batch as usize)).unwrap_or(claim_batch);
-                let rows = self
-                    .store
-                    .claim_rows(id, &self.config.worker_id, want, self.config.lease, self.clock.now())
-                    .await
-                    .map_err(store_err)?;
+                let claim =
+                    self.store.claim_rows(id, &self.config.worker_id, want, self.config.lease, self.clock.now());
+                let rows = driving(&mut working, claim).await.map_err(store_err)?;
                 if rows.is_empty() {
                     exhausted = true;
                 } else {
                     if !fanned_out {
                         fanned_out = true;
-                        self.fan_out(id, rate).await;
+                        driving(&mut working, self.fan_out(id, rate)).await;
                     }
                     if let (Ok(job), Some(path)) = (&job, &batched) {
                         match path {
@@ -572,6 +570,23 @@ impl Worker {
         .await
         {
             error!(error = %e, "failure summary e-mail not sent; the scheduler will try again");
+        }
+    }
+}
+
+/// Awaits `task` while still driving the rows in `working`. A row in flight may hold one of the store's few
+/// connections with its answer unread; awaiting a claim (which needs a connection) without polling those rows
+/// would wait for ever once every connection is held so (the SQL Server pool has 16; SQLite has no such limit).
+async fn driving<F: std::future::Future>(
+    working: &mut futures::stream::FuturesUnordered<impl std::future::Future<Output = ()>>,
+    task: F,
+) -> F::Output {
+    tokio::pin!(task);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut task => return out,
+            Some(()) = working.next(), if !working.is_empty() => {}
         }
     }
 }
