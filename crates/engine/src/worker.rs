@@ -590,3 +590,31 @@ async fn driving<F: std::future::Future>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::stream::FuturesUnordered;
+    use tokio::sync::Semaphore;
+
+    use super::driving;
+
+    /// A row in flight holds the only connection and gives it back once polled again: a claim awaiting a
+    /// connection completes only if the rows are driven meanwhile.
+    #[tokio::test]
+    async fn a_claim_waiting_for_a_connection_held_by_a_row_in_flight_completes() {
+        let pool = Semaphore::new(1);
+        let held = pool.try_acquire().expect("the only connection");
+        let working = FuturesUnordered::new();
+        working.push(async move {
+            tokio::task::yield_now().await;
+            drop(held);
+        });
+        let mut working = working;
+        let claim = async { pool.acquire().await.map(|_| "claimed") };
+        let got = tokio::time::timeout(Duration::from_secs(5), driving(&mut working, claim)).await;
+        assert_eq!(got.expect("not stalled").expect("permit"), "claimed");
+        assert!(working.is_empty(), "the row finished meanwhile");
+    }
+}
