@@ -11,7 +11,15 @@ RELEASE_BIN := target/release/bulkchange
 BABELFISH ?= $(abspath $(CURDIR)/../shared/babelfish)
 ENGINE_DIR ?= $(CURDIR)/.run/babelfish
 ENGINE_PORT ?= 14331
-ENGINE_TESTS := $(CARGO) test -p store --test mssql_contract -- --ignored
+# On the engine: the store contract, two-pool races and migrations; then the whole stack on the SQL Server adapter
+# (E2E_STORE=mssql): every race of two clients at once, and the tests of two worker processes and of a worker
+# killed with SIGKILL and taken over.
+ENGINE_CRASH_TESTS := two_clients_and_two_workers two_worker_processes a_worker_killed two_workers_share \
+	the_same_message_twice_and_two_workers a_rev_io_service_created_before_a_crash
+ENGINE_TESTS := $(CARGO) test -p store --test mssql_contract -- --ignored \
+	&& E2E_STORE=mssql $(CARGO) test -p cli --test races \
+	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e --test fleet --test pond_e2e --test teal_e2e --test telegence_e2e \
+		-- $(ENGINE_CRASH_TESTS)
 
 .PHONY: help run serve test engine-tests test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler sam-build deploy smoke
 
@@ -43,11 +51,11 @@ unit: $(VENV)/.moto ## All Rust tests, with a moto server for the AWS adapters (
 	fi
 
 engine-tests: tools ## The SQL Server adapter on the T-SQL engine (starts and stops Babelfish; says so when it is missing)
-	scripts/with-engine.sh "$(BABELFISH)" "$(ENGINE_DIR)" $(ENGINE_PORT) $(ENGINE_TESTS)
+	scripts/with-engine.sh "$(BABELFISH)" "$(ENGINE_DIR)" $(ENGINE_PORT) bash -c '$(ENGINE_TESTS)'
 
 test-mssql: tools ## The SQL Server adapter's tests on any T-SQL server (needs MSSQL_URL; README "SQL Server tests")
 	@test -n "$$MSSQL_URL" || { echo "MSSQL_URL is not set: give it the ADO connection string of a scratch SQL Server"; exit 2; }
-	$(ENGINE_TESTS)
+	bash -c '$(ENGINE_TESTS)'
 
 lint: fmt clippy ## rustfmt and clippy, warnings are errors
 
