@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use engine::ports::{Queue, Store, WorkMessage};
+use engine::ports::{Queue, WorkMessage};
 use engine::{Handled, WorkerConfig};
+use store::migrate::ScratchDatabase;
 use store::seed::{SeedCustomerPlan, SeedDevice, SeedServiceProvider, SeedTenant};
-use store::{Seed, SqliteQueue, SqliteStore};
+use store::{MssqlStore, Seed, SqliteQueue, SqliteStore};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -34,6 +35,11 @@ pub struct FleetOptions {
     pub lease_seconds: u64,
     /// Measure the engine's ceiling only (no fleet processes).
     pub ceiling_only: bool,
+    /// The SQL Server the runs use (an ADO connection string; the bench works in a scratch database of its own
+    /// beside the one it names, and drops it after). `None`: a SQLite file in a temporary folder.
+    pub sql_server: Option<String>,
+    /// Audit entries and row outcomes written in one transaction (`WORKER_WRITE_BATCH`; 1: one at a time).
+    pub write_batch: usize,
 }
 
 const BIG: usize = 10_000;
@@ -128,9 +134,9 @@ fn seed(urls: [&str; 3], opts: &FleetOptions) -> Seed {
 }
 
 /// Records a bulk change as the API does and queues it; returns its id.
-async fn submit(store: &SqliteStore, queue: &SqliteQueue, tenant: i64, body: serde_json::Value) -> Result<i64> {
+async fn submit(store: &StackStore, queue: &SqliteQueue, tenant: i64, body: serde_json::Value) -> Result<i64> {
     let caller = api::Caller { tenant_id: tenant, user: "fleet".into(), roles: vec![] };
-    let intake = api::intake::evaluate(store, &caller, body.to_string().as_bytes(), 20_000)
+    let intake = api::intake::evaluate(&**store, &caller, body.to_string().as_bytes(), 20_000)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let id = store.create_bulk_change(&intake.change, &intake.rows).await?.id;
@@ -143,7 +149,7 @@ fn activation(tenant: i64, devices: std::ops::Range<usize>) -> serde_json::Value
                        "StatusUpdate": {"TargetStatus": "Active"}})
 }
 
-async fn wait_final(store: &SqliteStore, id: i64, limit: Duration) -> Result<Duration> {
+async fn wait_final(store: &StackStore, id: i64, limit: Duration) -> Result<Duration> {
     let start = Instant::now();
     loop {
         if store.bulk_change(None, id).await?.is_some_and(|b| b.status.is_final()) {
@@ -156,15 +162,18 @@ async fn wait_final(store: &SqliteStore, id: i64, limit: Duration) -> Result<Dur
     }
 }
 
-fn spawn_worker(exe: &Path, db: &Path, outbox: &Path, id: usize, opts: &FleetOptions) -> Result<Child> {
+fn spawn_worker(exe: &Path, db: &Database, outbox: &Path, id: usize, opts: &FleetOptions) -> Result<Child> {
     Command::new(exe)
         .args(["worker", "--database"])
-        .arg(db)
+        .arg(&db.url)
+        .arg("--queue")
+        .arg(&db.queue)
         .arg("--outbox")
         .arg(outbox)
         .args(["--worker-id", &format!("fleet-{id}")])
         .env("WORKER_LEASE_SECONDS", opts.lease_seconds.to_string())
         .env("WORKER_MAXIMUM_CONCURRENCY", opts.workers.to_string())
+        .env("WORKER_WRITE_BATCH", opts.write_batch.to_string())
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -182,23 +191,96 @@ pub async fn run(opts: FleetOptions) -> Result<()> {
         start_sim(&exe, CEILING, opts.latency_ms, opts.ceiling_rate_limit),
     )?;
     let dir = tempfile::tempdir().context("temp dir")?;
-    let db: PathBuf = dir.path().join("fleet.db");
     let outbox = dir.path().join("outbox");
-    let store = SqliteStore::open(&db)?;
+    let db = Database::open(&opts, dir.path()).await?;
+    let store = db.store.clone();
+    let seeding = Instant::now();
     store.load_seed(seed([&a.url, &b.url, &fast.url], &opts)).await?;
-    let queue = SqliteQueue::new(store.clone());
+    println!("store={}", db.kind);
+    println!("write_batch={}", opts.write_batch);
+    println!(
+        "seed_devices_per_second={:.0}",
+        (ACCOUNT_1_DEVICES + TWO_ACCOUNTS + CEILING) as f64 / seeding.elapsed().as_secs_f64()
+    );
+    let queue = crate::stack::local_queue(&store, &db.queue)?;
+    let result = runs(&exe, &db, &store, &queue, &outbox, [&a, &b], &opts).await;
+    for mut sim in [a, b, fast] {
+        let _ = sim.child.start_kill();
+        let _ = sim.child.wait().await;
+    }
+    db.close().await;
+    result
+}
 
+/// The database of the fleet runs and where its worker processes find it.
+struct Database {
+    kind: &'static str,
+    store: StackStore,
+    /// What the worker processes get as `--database`.
+    url: String,
+    /// The local queue file (with SQL Server; with SQLite the queue lives in the database file).
+    queue: PathBuf,
+    scratch: Option<ScratchDatabase>,
+}
+
+impl Database {
+    async fn open(opts: &FleetOptions, dir: &Path) -> Result<Self> {
+        let queue = dir.join("queue.db");
+        match &opts.sql_server {
+            None => {
+                let path = dir.join("fleet.db");
+                let store = StackStore::Sqlite(SqliteStore::open(&path)?);
+                Ok(Self { kind: "sqlite", store, url: path.display().to_string(), queue, scratch: None })
+            }
+            Some(server) => {
+                let scratch = ScratchDatabase::create(server, "bench").await.context("creating the bench database")?;
+                let store =
+                    MssqlStore::connect(&scratch.url, POOL).await.context("connecting to the bench database")?;
+                store.migrate(None).await.context("applying infra/sql to the bench database")?;
+                let store = StackStore::SqlServer(Arc::new(store));
+                Ok(Self { kind: "sqlserver", store, url: scratch.url.clone(), queue, scratch: Some(scratch) })
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let StackStore::SqlServer(s) = &self.store {
+            engine::ports::Store::close(s.as_ref()).await;
+        }
+        drop(self.store);
+        if let Some(scratch) = self.scratch {
+            scratch.drop_database().await;
+        }
+    }
+}
+
+/// Connections of the bench process's SQL Server pool (the worker processes have their own).
+const POOL: usize = 16;
+
+#[allow(clippy::too_many_arguments)]
+async fn runs(
+    exe: &Path,
+    db: &Database,
+    store: &StackStore,
+    queue: &SqliteQueue,
+    outbox: &Path,
+    [a, b]: [&Sim; 2],
+    opts: &FleetOptions,
+) -> Result<()> {
     // The engine's ceiling: one process, one bulk change, a carrier fast enough that only the engine limits it.
-    let ceiling = engine_ceiling(&store, &queue, &opts).await?;
+    let trips_before = store.round_trips();
+    let ceiling = engine_ceiling(store, queue, opts).await?;
+    let trips = store.round_trips() - trips_before;
     println!("engine_ceiling_rate_limit={}", opts.ceiling_rate_limit);
     println!("engine_ceiling_devices_per_second={:.1}", CEILING as f64 / ceiling.as_secs_f64());
     println!("engine_ceiling_ratio_to_limit={:.3}", CEILING as f64 / ceiling.as_secs_f64() / opts.ceiling_rate_limit);
+    println!("engine_ceiling_round_trips_per_row={:.2}", trips as f64 / CEILING as f64);
     if opts.ceiling_only {
         return Ok(());
     }
 
     let mut workers: Vec<Child> =
-        (0..opts.workers).map(|i| spawn_worker(&exe, &db, &outbox, i, &opts)).collect::<Result<_>>()?;
+        (0..opts.workers).map(|i| spawn_worker(exe, db, outbox, i, opts)).collect::<Result<_>>()?;
     println!("fleet_workers={}", opts.workers);
     println!("fleet_rate_limit={}", opts.rate_limit);
     println!("fleet_lease_seconds={}", opts.lease_seconds);
@@ -206,12 +288,12 @@ pub async fn run(opts: FleetOptions) -> Result<()> {
 
     // One large bulk change alone, and a one-device bulk change of the same account submitted while it runs.
     // Timed from its acceptance, as the single-process figure is (the intake is measured on its own).
-    let big = submit(&store, &queue, 1, activation(1, 0..BIG)).await?;
+    let big = submit(store, queue, 1, activation(1, 0..BIG)).await?;
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let small = submit(&store, &queue, 1, activation(1, SMALL_DEVICE..SMALL_DEVICE + 1)).await?;
-    let small_took = wait_final(&store, small, limit).await?;
-    wait_final(&store, big, limit).await?;
+    let small = submit(store, queue, 1, activation(1, SMALL_DEVICE..SMALL_DEVICE + 1)).await?;
+    let small_took = wait_final(store, small, limit).await?;
+    wait_final(store, big, limit).await?;
     let big_took = start.elapsed();
     println!("fleet_single_bulk_devices={BIG}");
     println!("fleet_single_bulk_ratio_to_limit={:.3}", BIG as f64 / big_took.as_secs_f64() / opts.rate_limit);
@@ -219,18 +301,18 @@ pub async fn run(opts: FleetOptions) -> Result<()> {
 
     // Two accounts at once, each against its own limit.
     let first = SMALL_DEVICE + 1;
-    let one = submit(&store, &queue, 1, activation(1, first..first + TWO_ACCOUNTS)).await?;
+    let one = submit(store, queue, 1, activation(1, first..first + TWO_ACCOUNTS)).await?;
     let one_accepted = Instant::now();
-    let two = submit(&store, &queue, 2, activation(2, 0..TWO_ACCOUNTS)).await?;
+    let two = submit(store, queue, 2, activation(2, 0..TWO_ACCOUNTS)).await?;
     let since_one = one_accepted.elapsed();
-    let (took_one, took_two) = tokio::try_join!(wait_final(&store, one, limit), wait_final(&store, two, limit))?;
+    let (took_one, took_two) = tokio::try_join!(wait_final(store, one, limit), wait_final(store, two, limit))?;
     let took_one = took_one + since_one;
     let ratio = |took: Duration| TWO_ACCOUNTS as f64 / took.as_secs_f64() / opts.rate_limit;
     println!("fleet_two_accounts_min_ratio={:.3}", ratio(took_one).min(ratio(took_two)));
 
     // A worker killed with SIGKILL mid-run: how long its rows sit before others work them again.
     let first = SMALL_DEVICE + 1 + TWO_ACCOUNTS;
-    let doomed = submit(&store, &queue, 1, activation(1, first..first + TAKEOVER)).await?;
+    let doomed = submit(store, queue, 1, activation(1, first..first + TAKEOVER)).await?;
     let victim = loop {
         let holders = store.lease_holders(doomed).await?;
         if let Some((owner, _)) = holders.iter().filter(|(o, _)| o.starts_with("fleet-")).max_by_key(|(_, n)| *n) {
@@ -249,15 +331,15 @@ pub async fn run(opts: FleetOptions) -> Result<()> {
     }
     println!("fleet_takeover_seconds={:.2}", killed.elapsed().as_secs_f64());
     println!("fleet_takeover_leases={:.2}", killed.elapsed().as_secs_f64() / opts.lease_seconds as f64);
-    wait_final(&store, doomed, limit).await?;
+    wait_final(store, doomed, limit).await?;
 
     // A carrier-less change of 10,000 devices, end to end through the queue.
     let start = Instant::now();
     let devices: Vec<String> = (0..BIG).map(bench_iccid).collect();
     let plan = serde_json::json!({"ServiceProviderId": 1, "ChangeType": 4, "Devices": devices,
                                   "CustomerRatePlanUpdate": {"CustomerRatePlanId": 1}});
-    let carrierless = submit(&store, &queue, 1, plan).await?;
-    wait_final(&store, carrierless, limit).await?;
+    let carrierless = submit(store, queue, 1, plan).await?;
+    wait_final(store, carrierless, limit).await?;
     println!("carrierless_10000_rows_seconds={:.2}", start.elapsed().as_secs_f64());
 
     let mut busiest = 0.0f64;
@@ -269,7 +351,7 @@ pub async fn run(opts: FleetOptions) -> Result<()> {
     }
     println!("fleet_max_calls_in_any_second_ratio={busiest:.3}");
     println!("fleet_throttled_calls={throttled}");
-    let counts = processed_per_status(&store, &[big, small, one, two, doomed, carrierless]).await?;
+    let counts = processed_per_status(store, &[big, small, one, two, doomed, carrierless]).await?;
     println!(
         "fleet_rows_not_processed={}",
         counts.iter().filter(|(s, _)| s.as_str() != "PROCESSED").map(|(_, n)| n).sum::<i64>()
@@ -278,14 +360,10 @@ pub async fn run(opts: FleetOptions) -> Result<()> {
         let _ = w.start_kill();
         let _ = w.wait().await;
     }
-    for mut sim in [a, b, fast] {
-        let _ = sim.child.start_kill();
-        let _ = sim.child.wait().await;
-    }
     Ok(())
 }
 
-async fn processed_per_status(store: &SqliteStore, ids: &[i64]) -> Result<BTreeMap<String, i64>> {
+async fn processed_per_status(store: &StackStore, ids: &[i64]) -> Result<BTreeMap<String, i64>> {
     let mut out = BTreeMap::new();
     for id in ids {
         let bulk = store.bulk_change(None, *id).await?.context("bulk change")?;
@@ -297,17 +375,21 @@ async fn processed_per_status(store: &SqliteStore, ids: &[i64]) -> Result<BTreeM
 }
 
 /// One worker process alone (this one) on one bulk change of `CEILING` devices against the fast carrier.
-async fn engine_ceiling(store: &SqliteStore, queue: &SqliteQueue, opts: &FleetOptions) -> Result<Duration> {
+async fn engine_ceiling(store: &StackStore, queue: &SqliteQueue, opts: &FleetOptions) -> Result<Duration> {
     let caller = api::Caller { tenant_id: 3, user: "fleet".into(), roles: vec![] };
-    let intake = api::intake::evaluate(store, &caller, activation(3, 0..CEILING).to_string().as_bytes(), 20_000)
+    let intake = api::intake::evaluate(&**store, &caller, activation(3, 0..CEILING).to_string().as_bytes(), 20_000)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let id = store.create_bulk_change(&intake.change, &intake.rows).await?.id;
     let mut stack = StackConfig::local(PathBuf::new(), std::env::temp_dir(), String::new());
     stack.apply(engine::Settings::from_env()?);
-    let config =
-        WorkerConfig { fan_out: 0, lease: Duration::from_secs(opts.lease_seconds.max(3)), ..stack.worker.clone() };
-    let worker = Arc::new(local_worker(&StackStore::Sqlite(store.clone()), queue, &stack, config)?);
+    let config = WorkerConfig {
+        fan_out: 0,
+        lease: Duration::from_secs(opts.lease_seconds.max(3)),
+        write_batch: opts.write_batch,
+        ..stack.worker.clone()
+    };
+    let worker = Arc::new(local_worker(store, queue, &stack, config)?);
     let start = Instant::now();
     let handled = worker.handle(WorkMessage::new(id), Instant::now() + Duration::from_secs(3600)).await?;
     if !matches!(handled, Handled::Finished(_)) {

@@ -244,6 +244,16 @@ enum Command {
         /// Only the engine-ceiling run (one process against the fast carrier), after the single-process figures.
         #[arg(long)]
         ceiling_only: bool,
+        /// The store of the fleet runs: `sqlite` (a temporary file) or an ADO connection string of a SQL Server,
+        /// where the bench creates a scratch database of its own (and drops it after).
+        #[arg(long, default_value = "sqlite")]
+        database: String,
+        /// Audit entries and row outcomes written in one transaction (WORKER_WRITE_BATCH; 1: one at a time).
+        #[arg(long, default_value_t = 64)]
+        write_batch: usize,
+        /// Skip the single-process run against the 200/s carrier (the fleet figures only).
+        #[arg(long)]
+        fleet_only: bool,
     },
 }
 
@@ -501,8 +511,17 @@ async fn main() -> Result<()> {
             ceiling_rate_limit,
             fleet_lease_seconds,
             ceiling_only,
+            database,
+            write_batch,
+            fleet_only,
         } => {
-            bench::run(BenchOptions { devices, sequential_devices, latency_ms, rate_limit }).await?;
+            let sql_server = match cli::DatabaseUrl::parse(&database)? {
+                cli::DatabaseUrl::SqlServer(url) => Some(url),
+                cli::DatabaseUrl::Sqlite(_) => None,
+            };
+            if !fleet_only {
+                bench::run(BenchOptions { devices, sequential_devices, latency_ms, rate_limit }).await?;
+            }
             if fleet_workers > 0 {
                 cli::fleet::run(cli::fleet::FleetOptions {
                     workers: fleet_workers,
@@ -511,6 +530,8 @@ async fn main() -> Result<()> {
                     ceiling_rate_limit,
                     lease_seconds: fleet_lease_seconds,
                     ceiling_only,
+                    sql_server,
+                    write_batch: write_batch.max(1),
                 })
                 .await?;
             }

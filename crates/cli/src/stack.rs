@@ -303,6 +303,7 @@ pub fn local_worker(
         // pace through the store.
         limiters: Arc::new(RateLimiters::shared(store.shared())),
         metrics: Arc::new(engine::metrics::NoMetrics),
+        recorder: Arc::new(engine::recorder::Recorder::new(store.shared(), config.write_batch)),
         config,
     })
 }

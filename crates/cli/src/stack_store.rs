@@ -81,6 +81,22 @@ impl StackStore {
         }
     }
 
+    /// Bench helper: who holds leases on a bulk change's rows, and how many each.
+    pub async fn lease_holders(&self, bulk_change_id: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.lease_holders(bulk_change_id).await,
+            Self::SqlServer(s) => s.lease_holders(bulk_change_id).await,
+        }
+    }
+
+    /// Round trips to the database so far (the bench's figure).
+    pub fn round_trips(&self) -> u64 {
+        match self {
+            Self::Sqlite(s) => s.round_trips(),
+            Self::SqlServer(s) => s.round_trips(),
+        }
+    }
+
     /// Test helper: rows in every table, by name.
     pub async fn table_row_counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
         match self {

@@ -14,6 +14,7 @@ use crate::ports::{
     BulkChange, CallRecord, Clock, ControlCenterApi, DeviceChangeRow, PondApi, Queue, RevIoApi, ServiceProvider, Store,
     TealApi, TelegenceApi, ThingSpaceApi,
 };
+use crate::recorder::Recorder;
 
 /// Everything a row's processing needs, loaded once per message.
 pub(crate) struct Job {
@@ -47,6 +48,8 @@ pub(crate) struct Job {
     pub teal_callback_url: Option<String>,
     /// How long a claim holds without renewal.
     pub lease: Duration,
+    /// Where audit entries go (in groups with other rows').
+    pub recorder: Arc<Recorder>,
 }
 
 impl Job {
@@ -60,7 +63,7 @@ impl Job {
     /// Appends an audit entry; an audit write that fails is reported but does not undo the carrier's answer.
     pub async fn log(&self, row: &DeviceChangeRow, description: &str, call: &CallRecord, error: Option<&str>) {
         let entry = audit::entry(self.bulk.id, row.id, description, call, error, self.clock.now());
-        if let Err(e) = self.store.append_log(&entry).await {
+        if let Err(e) = self.recorder.log(entry).await {
             error!(bulk_change_id = self.bulk.id, iccid = %row.iccid, error = %e, "audit log write failed");
         }
     }

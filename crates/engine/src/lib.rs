@@ -16,6 +16,7 @@ pub mod notify;
 pub mod pond;
 pub mod ports;
 pub mod rate;
+pub mod recorder;
 pub mod retry;
 mod rev_service;
 pub mod scheduler;

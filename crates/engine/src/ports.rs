@@ -286,6 +286,17 @@ pub struct RowOutcome {
     pub device_update: DeviceUpdate,
 }
 
+/// One row's final outcome to record (`Store::complete_row`'s arguments, for a group of rows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub tenant_id: i64,
+    pub bulk_change_id: i64,
+    pub row_id: i64,
+    pub worker: String,
+    pub outcome: RowOutcome,
+    pub now: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct StatusCount {
@@ -504,6 +515,22 @@ pub trait Store: Send + Sync {
         outcome: &RowOutcome,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Several rows' outcomes in one transaction, each under `complete_row`'s rules; per row, whether it was
+    /// recorded. A failure records none of them. Default: one `complete_row` after the other.
+    async fn complete_rows(&self, rows: &[Completion]) -> StoreResult<Vec<bool>> {
+        let mut done = Vec::with_capacity(rows.len());
+        for c in rows {
+            done.push(self.complete_row(c.tenant_id, c.bulk_change_id, c.row_id, &c.worker, &c.outcome, c.now).await?);
+        }
+        Ok(done)
+    }
+    /// Several audit entries in one transaction. Default: one `append_log` after the other.
+    async fn append_logs(&self, entries: &[LogEntry]) -> StoreResult<()> {
+        for e in entries {
+            self.append_log(e).await?;
+        }
+        Ok(())
+    }
     /// Sets the bulk status from its rows when every row is final (or only scheduled ones remain).
     /// Returns the status it has now, or None while rows are open.
     async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>>;

@@ -70,6 +70,7 @@ impl Settings {
             lease,
             concurrency: number("WORKER_ROWS_IN_FLIGHT", 256, 1)? as usize,
             claim_batch: u32::try_from(number("WORKER_CLAIM_BATCH", 64, 1)?).unwrap_or(u32::MAX),
+            write_batch: number("WORKER_WRITE_BATCH", 64, 1)? as usize,
             // One instance takes the message; the others the fan-out's helpers.
             fan_out: u32::try_from(maximum_concurrency.saturating_sub(1)).unwrap_or(u32::MAX),
             continuation_delay: Duration::from_secs(number("WORKER_CONTINUATION_DELAY_SECONDS", 5, 0)?),

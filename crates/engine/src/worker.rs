@@ -17,10 +17,11 @@ use crate::job::Job;
 use crate::metrics::{Metric, Metrics};
 use crate::notify;
 use crate::ports::{
-    BulkChange, Carriers, Clock, DeviceChangeRow, DeviceUpdate, Notifier, Queue, RowOutcome, Store, StoreError,
-    TealApi, TelegenceApi, ThingSpaceApi, WorkMessage,
+    BulkChange, Carriers, Clock, Completion, DeviceChangeRow, DeviceUpdate, Notifier, Queue, RowOutcome, Store,
+    StoreError, TealApi, TelegenceApi, ThingSpaceApi, WorkMessage,
 };
 use crate::rate::RateLimiters;
+use crate::recorder::Recorder;
 use crate::{
     archival, carrier_rate_plan, change_identifier, customer_assignment, customer_rate_plan, edit_username,
     status_update,
@@ -66,6 +67,9 @@ pub struct WorkerConfig {
     pub teal_callback_url: Option<String>,
     pub email_from: String,
     pub email_to: Vec<String>,
+    /// Audit entries and row outcomes written to the store together, at most this many in one transaction
+    /// (group commit; 1: one write at a time).
+    pub write_batch: usize,
 }
 
 impl Default for WorkerConfig {
@@ -87,6 +91,7 @@ impl Default for WorkerConfig {
             teal_callback_url: None,
             email_from: "bulkchange@localhost".into(),
             email_to: vec!["operations@localhost".into()],
+            write_batch: 64,
         }
     }
 }
@@ -123,6 +128,8 @@ pub struct Worker {
     pub limiters: Arc<RateLimiters>,
     pub metrics: Arc<dyn Metrics>,
     pub config: WorkerConfig,
+    /// Writes this worker's audit entries and row outcomes in groups (`Recorder::new(store, config.write_batch)`).
+    pub recorder: Arc<Recorder>,
 }
 
 /// Rows one worker works at once for one bulk change: its setting, but no more than a quarter second of the
@@ -442,6 +449,7 @@ impl Worker {
         let request =
             BulkChangeRequest::from_wire(wire).map_err(|e| format!("stored change request is unreadable: {e}"))?;
         Ok(Job {
+            recorder: self.recorder.clone(),
             details: request.details,
             override_validation: request.override_validation,
             bulk,
@@ -497,18 +505,15 @@ impl Worker {
         let carrier = job.map_or("unknown", |j| j.sp.integration.name());
         info!(status = %outcome.status, details = %outcome.details, "row finished");
         self.metrics.record(Metric::RowFinished { integration: carrier, status: outcome.status });
-        match self
-            .store
-            .complete_row(
-                job.map_or(0, |j| j.bulk.tenant_id),
-                row.bulk_change_id,
-                row.id,
-                &self.config.worker_id,
-                &outcome,
-                self.clock.now(),
-            )
-            .await
-        {
+        let completion = Completion {
+            tenant_id: job.map_or(0, |j| j.bulk.tenant_id),
+            bulk_change_id: row.bulk_change_id,
+            row_id: row.id,
+            worker: self.config.worker_id.clone(),
+            outcome,
+            now: self.clock.now(),
+        };
+        match self.recorder.complete(completion).await {
             Ok(true) => {}
             Ok(false) => warn!("row was taken over by another worker before it completed; its outcome is theirs"),
             // The lease will expire and the row will be claimed again; the next worker asks the carrier first.

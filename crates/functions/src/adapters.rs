@@ -86,6 +86,7 @@ pub fn worker(adapters: &Adapters, config: &FunctionConfig, metrics: Arc<dyn Met
         clock: Arc::new(SystemClock),
         limiters: Arc::new(RateLimiters::shared(adapters.store.clone())),
         metrics: metrics.clone(),
+        recorder: Arc::new(engine::recorder::Recorder::new(adapters.store.clone(), worker_config.write_batch)),
         config: worker_config,
     })
 }

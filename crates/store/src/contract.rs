@@ -256,6 +256,53 @@ pub async fn only_the_lease_holder_completes_a_row_once(store: &dyn Store) {
     assert!(device.is_active && !device.is_deleted);
 }
 
+/// Rows completed and audit entries written in one group (the worker's group commit): each row under
+/// `complete_row`'s rules, the held ones recorded, the others untouched, and the entries kept in order.
+pub async fn rows_complete_and_entries_append_in_groups(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let rows = store.claim_rows(id, "a", 2, Duration::from_secs(60), t(0)).await.expect("claim");
+    assert_eq!(rows.len(), 2);
+    let unclaimed = store.rows(TENANT, id, Some(RowStatus::Pending), 1, 10).await.expect("rows");
+    let done = |row: &DeviceChangeRow, worker: &str, user: &str| Completion {
+        tenant_id: TENANT,
+        bulk_change_id: id,
+        row_id: row.id,
+        worker: worker.into(),
+        outcome: RowOutcome {
+            status: RowStatus::Processed,
+            details: format!("renamed {user}"),
+            device_update: DeviceUpdate { username: Some(user.into()), ..DeviceUpdate::default() },
+        },
+        now: t(1),
+    };
+    let group =
+        [done(&rows[0], "a", "truck-1"), done(&rows[1], "intruder", "truck-2"), done(&unclaimed[0], "a", "truck-3")];
+    assert_eq!(store.complete_rows(&group).await.expect("complete"), vec![true, false, false]);
+    let device = |row: &DeviceChangeRow| {
+        let id = row.device_id.expect("device id");
+        async move { store.device(TENANT, id).await.expect("device").expect("exists") }
+    };
+    assert_eq!(device(&rows[0]).await.username.as_deref(), Some("truck-1"));
+    assert_ne!(device(&rows[1]).await.username.as_deref(), Some("truck-2"), "a row not held changes nothing");
+    let processed = store.rows(TENANT, id, Some(RowStatus::Processed), 1, 10).await.expect("rows");
+    assert_eq!(processed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[0].id]);
+    assert_eq!(store.rows(TENANT, id, Some(RowStatus::Processing), 1, 10).await.expect("rows").len(), 1);
+    let entry = |n: i64| LogEntry {
+        bulk_change_id: id,
+        device_change_id: Some(rows[(n % 2) as usize].id),
+        description: format!("call {n}"),
+        request_text: format!("PUT devices/{n}"),
+        response_text: "{}".into(),
+        response_status: "PROCESSED".into(),
+        has_errors: n == 2,
+        error_text: (n == 2).then(|| "HTTP 500".into()),
+        processed_date: t(n),
+    };
+    let entries: Vec<LogEntry> = (1..=3).map(entry).collect();
+    store.append_logs(&entries).await.expect("append");
+    assert_eq!(store.logs(TENANT, id).await.expect("logs"), entries);
+}
+
 pub async fn archiving_a_device_hides_it_from_every_change(store: &dyn Store) {
     let id = new_bulk(store).await;
     let rows = store.claim_rows(id, "a", 1, Duration::from_secs(60), t(0)).await.expect("claim");

@@ -79,6 +79,8 @@ pub struct MssqlStore {
     idle: Mutex<Vec<(Conn, Instant)>>,
     permits: Semaphore,
     secrets: SecretReferences,
+    /// Requests sent (one procedure call, or one group of them, each): the bench's round trips.
+    round_trips: std::sync::atomic::AtomicU64,
 }
 
 /// A connection idle this long is checked before use.
@@ -213,10 +215,16 @@ impl MssqlStore {
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(pool_size.max(1)),
             secrets: SecretReferences::default(),
+            round_trips: std::sync::atomic::AtomicU64::new(0),
         };
         let lease = store.lease().await?;
         lease.give_back().await;
         Ok(store)
+    }
+
+    /// Requests this store has sent so far.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Carrier credentials stored as Secrets Manager references are read through `secrets`.
@@ -314,6 +322,7 @@ impl MssqlStore {
     }
 
     async fn run(mut lease: Lease<'_>, query: Query<'_>) -> Result<Vec<Vec<Row>>, tiberius::error::Error> {
+        lease.store.round_trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let conn = lease
             .conn()
             .map_err(|e| tiberius::error::Error::Io { kind: std::io::ErrorKind::Other, message: e.to_string() })?;
@@ -394,6 +403,17 @@ impl MssqlStore {
             .join(" UNION ALL ");
         let rows = self.first("count rows", Query::new(sql)).await?;
         rows.iter().map(|r| Ok((text(r, "Name").unwrap_or_default(), need(r.get::<i64, _>("N"), "N")?))).collect()
+    }
+
+    /// Bench helper: who holds leases on a bulk change's PROCESSING rows (M2M), and how many each.
+    pub async fn lease_holders(&self, bulk_change_id: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let q = proc_call!(
+            "SELECT LeaseOwner, COUNT_BIG(*) AS N FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @P1 AND Status = N'PROCESSING'
+             AND LeaseOwner IS NOT NULL GROUP BY LeaseOwner ORDER BY LeaseOwner",
+            bulk_change_id,
+        );
+        let rows = self.first("lease holders", q).await?;
+        rows.iter().map(|r| Ok((text(r, "LeaseOwner").unwrap_or_default(), need(r.get::<i64, _>("N"), "N")?))).collect()
     }
 
     /// Fills an empty database from a seed (tests and first-time set-up). False when tenants exist.
@@ -724,6 +744,87 @@ fn change_row(row: &Row) -> Result<DeviceChangeRow, StoreError> {
 
 fn offset(page: u32, page_size: u32) -> i32 {
     ((i64::from(page.max(1)) - 1) * i64::from(page_size)).min(i64::from(i32::MAX)) as i32
+}
+
+/// Parameters of one audit entry's call, and the most entries in one request (SQL Server takes 2,100 parameters).
+const LOG_ADD_PARAMS: usize = 10;
+const GROUP_LOGS: usize = 200;
+const LOG_ADD: &str = "EXEC dbo.usp_DeviceBulkChangeLog_Add @BulkChangeId = @P1, @M2MDeviceChangeId = @P2, @LogEntryDescription = @P3,
+    @RequestText = @P4, @ResponseText = @P5, @ResponseStatus = @P6, @HasErrors = @P7, @ErrorText = @P8, @ProcessBy = @P9,
+    @ProcessedDate = @P10;";
+/// Parameters of one row's completion, and the most rows in one request.
+const COMPLETE_PARAMS: usize = 21;
+const GROUP_COMPLETIONS: usize = 90;
+
+/// `n` copies of `call` (numbered `@P1`..`@P{per_call}`) renumbered one after the other, in one transaction.
+fn in_one_transaction(n: usize, call: &str, per_call: usize) -> String {
+    let calls: Vec<String> = (0..n).map(|i| renumber(call, i * per_call)).collect();
+    format!("SET XACT_ABORT ON; BEGIN TRANSACTION; {} COMMIT TRANSACTION;", calls.join(" "))
+}
+
+/// `sql` with every parameter `@P{k}` written `@P{k + offset}`.
+fn renumber(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find("@P") {
+        out.push_str(&rest[..at + 2]);
+        rest = &rest[at + 2..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(k) = rest[..digits].parse::<usize>() {
+            out.push_str(&(k + offset).to_string());
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The procedure call completing one row (`@P1`..`@P21`, bound by `bind_completion`). The seeds' procedure names
+/// where they fit; all share one implementation.
+fn complete_call(c: &Completion) -> String {
+    let u = &c.outcome.device_update;
+    let procedure = if u.archive {
+        "usp_DeviceBulkChange_Archival_ArchiveDevices"
+    } else if u.customer_plan.is_some() {
+        "usp_DeviceBulkChange_CustomerRatePlanChange_UpdateDevices"
+    } else if u.rev_customer_id.is_some() {
+        "usp_DeviceBulkChange_RevService_UpdateM2MChange"
+    } else {
+        "usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords"
+    };
+    format!(
+        "EXEC dbo.{procedure} @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3, @BulkChangeId = @P19,
+              @Status = @P4, @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @CommunicationPlan = @P8,
+              @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13,
+              @CustomerRatePlanId = @P14, @CustomerRatePoolId = @P15, @CustomerDataAllocationMB = @P16,
+              @NewICCID = @P17, @NewIMEI = @P18, @NewMSISDN = @P20, @IpAddress = @P21;"
+    )
+}
+
+fn bind_completion(q: &mut Query<'_>, c: &Completion) {
+    let u = &c.outcome.device_update;
+    q.bind(c.tenant_id);
+    q.bind(c.row_id);
+    q.bind(c.worker.clone());
+    q.bind(c.outcome.status.as_str());
+    q.bind(c.outcome.details.clone());
+    q.bind(u.device_status_id);
+    q.bind(u.carrier_rate_plan.clone());
+    q.bind(u.communication_plan.clone());
+    q.bind(u.rev_customer_id.clone());
+    q.bind(u.username.clone());
+    q.bind(u.archive);
+    q.bind(PROCESSED_BY);
+    q.bind(naive(c.now));
+    let plan = u.customer_plan.clone().unwrap_or_default();
+    q.bind(plan.customer_rate_plan_id);
+    q.bind(plan.customer_rate_pool_id);
+    q.bind(plan.data_allocation_mb);
+    q.bind(u.iccid.clone());
+    q.bind(u.imei.clone());
+    q.bind(c.bulk_change_id);
+    q.bind(u.msisdn.clone());
+    q.bind(u.ip_address.clone());
 }
 
 #[async_trait]
@@ -1237,21 +1338,27 @@ impl Store for MssqlStore {
     }
 
     async fn append_log(&self, e: &LogEntry) -> StoreResult<()> {
-        let q = proc_call!(
-            "EXEC dbo.usp_DeviceBulkChangeLog_Add @BulkChangeId = @P1, @M2MDeviceChangeId = @P2, @LogEntryDescription = @P3, @RequestText = @P4,
-                  @ResponseText = @P5, @ResponseStatus = @P6, @HasErrors = @P7, @ErrorText = @P8, @ProcessBy = @P9, @ProcessedDate = @P10",
-            e.bulk_change_id,
-            e.device_change_id,
-            e.description.as_str(),
-            e.request_text.as_str(),
-            e.response_text.as_str(),
-            e.response_status.as_str(),
-            e.has_errors,
-            e.error_text.as_deref(),
-            PROCESSED_BY,
-            naive(e.processed_date),
-        );
-        self.exec("append log", q).await.map(|_| ())
+        self.append_logs(std::slice::from_ref(e)).await
+    }
+
+    async fn append_logs(&self, entries: &[LogEntry]) -> StoreResult<()> {
+        for group in entries.chunks(GROUP_LOGS) {
+            let mut q = Query::new(in_one_transaction(group.len(), LOG_ADD, LOG_ADD_PARAMS));
+            for e in group {
+                q.bind(e.bulk_change_id);
+                q.bind(e.device_change_id);
+                q.bind(e.description.clone());
+                q.bind(e.request_text.clone());
+                q.bind(e.response_text.clone());
+                q.bind(e.response_status.clone());
+                q.bind(e.has_errors);
+                q.bind(e.error_text.clone());
+                q.bind(PROCESSED_BY);
+                q.bind(naive(e.processed_date));
+            }
+            self.exec("append log", q).await?;
+        }
+        Ok(())
     }
 
     async fn complete_row(
@@ -1263,48 +1370,39 @@ impl Store for MssqlStore {
         outcome: &RowOutcome,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let u = &outcome.device_update;
-        // The seeds' procedure names where they fit; all share one implementation.
-        let procedure = if u.archive {
-            "usp_DeviceBulkChange_Archival_ArchiveDevices"
-        } else if u.customer_plan.is_some() {
-            "usp_DeviceBulkChange_CustomerRatePlanChange_UpdateDevices"
-        } else if u.rev_customer_id.is_some() {
-            "usp_DeviceBulkChange_RevService_UpdateM2MChange"
-        } else {
-            "usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords"
-        };
-        let mut q = Query::new(format!(
-            "EXEC dbo.{procedure} @TenantId = @P1, @ChangeDetailId = @P2, @Worker = @P3, @BulkChangeId = @P19,
-                  @Status = @P4, @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @CommunicationPlan = @P8,
-                  @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13,
-                  @CustomerRatePlanId = @P14, @CustomerRatePoolId = @P15, @CustomerDataAllocationMB = @P16,
-                  @NewICCID = @P17, @NewIMEI = @P18, @NewMSISDN = @P20, @IpAddress = @P21"
-        ));
-        q.bind(tenant_id);
-        q.bind(row_id);
-        q.bind(worker);
-        q.bind(outcome.status.as_str());
-        q.bind(outcome.details.as_str());
-        q.bind(u.device_status_id);
-        q.bind(u.carrier_rate_plan.as_deref());
-        q.bind(u.communication_plan.as_deref());
-        q.bind(u.rev_customer_id.as_deref());
-        q.bind(u.username.as_deref());
-        q.bind(u.archive);
-        q.bind(PROCESSED_BY);
-        q.bind(naive(now));
-        let plan = u.customer_plan.clone().unwrap_or_default();
-        q.bind(plan.customer_rate_plan_id);
-        q.bind(plan.customer_rate_pool_id);
-        q.bind(plan.data_allocation_mb);
-        q.bind(u.iccid.as_deref());
-        q.bind(u.imei.as_deref());
-        q.bind(bulk_change_id);
-        q.bind(u.msisdn.as_deref());
-        q.bind(u.ip_address.as_deref());
-        let sets = self.exec("complete row", q).await?;
-        Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<bool, _>("Completed")).unwrap_or(false))
+        let c =
+            Completion { tenant_id, bulk_change_id, row_id, worker: worker.to_string(), outcome: outcome.clone(), now };
+        self.complete_rows(std::slice::from_ref(&c)).await.map(|done| done.first().copied().unwrap_or(false))
+    }
+
+    /// One request and one transaction per group: the rows' procedure calls one after the other inside
+    /// `BEGIN TRANSACTION ... COMMIT` (each procedure's own transaction nests in it), so a failure of any of them
+    /// rolls the whole group back (XACT_ABORT) and the caller records the rows one by one.
+    async fn complete_rows(&self, rows: &[Completion]) -> StoreResult<Vec<bool>> {
+        let mut done = Vec::with_capacity(rows.len());
+        for group in rows.chunks(GROUP_COMPLETIONS) {
+            let calls: Vec<String> =
+                group.iter().enumerate().map(|(i, c)| renumber(&complete_call(c), i * COMPLETE_PARAMS)).collect();
+            let mut q =
+                Query::new(format!("SET XACT_ABORT ON; BEGIN TRANSACTION; {} COMMIT TRANSACTION;", calls.join(" ")));
+            for c in group {
+                bind_completion(&mut q, c);
+            }
+            let sets = self.exec("complete row", q).await?;
+            let answers: Vec<bool> = sets
+                .iter()
+                .filter_map(|set| set.first().and_then(|r| r.try_get::<bool, _>("Completed").ok().flatten()))
+                .collect();
+            if answers.len() != group.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "completing {} rows answered {} times",
+                    group.len(),
+                    answers.len()
+                )));
+            }
+            done.extend(answers);
+        }
+        Ok(done)
     }
 
     async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>> {

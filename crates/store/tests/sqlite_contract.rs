@@ -25,6 +25,7 @@ contract_tests!(
     texts_are_kept_as_written,
     claims_are_exclusive_and_leases_expire,
     only_the_lease_holder_completes_a_row_once,
+    rows_complete_and_entries_append_in_groups,
     archiving_a_device_hides_it_from_every_change,
     pending_rows_can_be_cancelled_and_claimed_ones_finish,
     retries_are_linked_and_history_is_per_device,
