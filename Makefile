@@ -89,9 +89,16 @@ template-lint: $(VENV)/.cfn-lint $(VENV)/.sam ## cfn-lint, sam validate --lint, 
 	$(SAM) validate --lint --template template.yaml
 	$(PY) scripts/check_template.py template.yaml
 
-bench: tools ## Benchmark against the simulator (prints name=value lines; never fails on a number)
+# The fleet figures on each store, before (WORKER_WRITE_BATCH=1: one write at a time) and after group commit (64),
+# in one run; the SQL Server figures on the T-SQL engine (started and stopped here; skipped where it is missing).
+BENCH_FLEET := RUST_LOG=$${RUST_LOG:-error} $(RELEASE_BIN) bench --fleet-only
+bench: tools ## Benchmark against the simulators, both stores, before/after group commit (name=value lines; never fails on a number)
 	$(CARGO) build --release -p cli
-	RUST_LOG=$${RUST_LOG:-warn} $(RELEASE_BIN) bench --devices 2000 --sequential-devices 200 --latency-ms 20 --rate-limit 200
+	RUST_LOG=$${RUST_LOG:-warn} $(RELEASE_BIN) bench --devices 2000 --sequential-devices 200 --latency-ms 20 --rate-limit 200 --fleet-workers 0
+	$(BENCH_FLEET) --write-batch 1
+	$(BENCH_FLEET) --write-batch 64
+	scripts/with-engine.sh "$(BABELFISH)" "$(ENGINE_DIR)" $(ENGINE_PORT) bash -c \
+		'$(BENCH_FLEET) --database "$$MSSQL_URL" --write-batch 1 && $(BENCH_FLEET) --database "$$MSSQL_URL" --write-batch 64'
 
 $(VENV)/.cargo-lambda: $(PY)
 	$(PY) -m pip install --quiet cargo-lambda ziglang

@@ -708,6 +708,146 @@ BEGIN
 END
 GO
 
+-- A group of rows' outcomes in one transaction (the worker's group commit), each under the rules of
+-- usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords, set-based: a row is written only while @Worker holds it and
+-- it is not final, with its device update, Rev customer assignment and queued change. Texts in @RowsJson are
+-- percent-encoded (dbo.fn_JsonText). A group that would update one device twice is refused whole (error 50510): the
+-- caller records its rows one by one. Returns Seq and Completed of every row, in order.
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_CompleteRows;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_CompleteRows @Worker NVARCHAR(100), @ProcessedBy NVARCHAR(100), @RowsJson NVARCHAR(MAX) AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    DECLARE @Rows TABLE (Seq INT PRIMARY KEY, TenantId BIGINT, BulkChangeId BIGINT, RowId BIGINT, Mobility BIT, Status NVARCHAR(20),
+                         StatusDetails NVARCHAR(MAX), NewDeviceStatusId BIGINT, CarrierRatePlan NVARCHAR(200), CommunicationPlan NVARCHAR(200),
+                         RevCustomerId NVARCHAR(100), Username NVARCHAR(200), Archive BIT, CustomerRatePlanId BIGINT, CustomerRatePoolId BIGINT,
+                         CustomerDataAllocationMB FLOAT, NewICCID NVARCHAR(25), NewIMEI NVARCHAR(20), NewMSISDN NVARCHAR(20), IpAddress NVARCHAR(64),
+                         Now DATETIME2, DeviceId BIGINT NULL, Completed BIT NOT NULL);
+    INSERT INTO @Rows (Seq, TenantId, BulkChangeId, RowId, Mobility, Status, StatusDetails, NewDeviceStatusId, CarrierRatePlan, CommunicationPlan,
+                       RevCustomerId, Username, Archive, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB, NewICCID, NewIMEI,
+                       NewMSISDN, IpAddress, Now, DeviceId, Completed)
+    SELECT j.Seq, j.TenantId, j.BulkChangeId, j.RowId, CASE WHEN b.PortalTypeId = 2 THEN 1 ELSE 0 END, j.Status, CASE WHEN CHARINDEX(N'%', j.StatusDetails) > 0 THEN dbo.fn_JsonText(j.StatusDetails) ELSE j.StatusDetails END,
+           j.NewDeviceStatusId, CASE WHEN CHARINDEX(N'%', j.CarrierRatePlan) > 0 THEN dbo.fn_JsonText(j.CarrierRatePlan) ELSE j.CarrierRatePlan END, CASE WHEN CHARINDEX(N'%', j.CommunicationPlan) > 0 THEN dbo.fn_JsonText(j.CommunicationPlan) ELSE j.CommunicationPlan END,
+           CASE WHEN CHARINDEX(N'%', j.RevCustomerId) > 0 THEN dbo.fn_JsonText(j.RevCustomerId) ELSE j.RevCustomerId END, CASE WHEN CHARINDEX(N'%', j.Username) > 0 THEN dbo.fn_JsonText(j.Username) ELSE j.Username END, j.Archive, j.CustomerRatePlanId, j.CustomerRatePoolId,
+           j.CustomerDataAllocationMB, CASE WHEN CHARINDEX(N'%', j.NewICCID) > 0 THEN dbo.fn_JsonText(j.NewICCID) ELSE j.NewICCID END, CASE WHEN CHARINDEX(N'%', j.NewIMEI) > 0 THEN dbo.fn_JsonText(j.NewIMEI) ELSE j.NewIMEI END, CASE WHEN CHARINDEX(N'%', j.NewMSISDN) > 0 THEN dbo.fn_JsonText(j.NewMSISDN) ELSE j.NewMSISDN END,
+           CASE WHEN CHARINDEX(N'%', j.IpAddress) > 0 THEN dbo.fn_JsonText(j.IpAddress) ELSE j.IpAddress END, j.Now, NULL, 0
+    FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', TenantId BIGINT '$.TenantId', BulkChangeId BIGINT '$.BulkChangeId', RowId BIGINT '$.RowId',
+             Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails', NewDeviceStatusId BIGINT '$.NewDeviceStatusId',
+             CarrierRatePlan NVARCHAR(MAX) '$.CarrierRatePlan', CommunicationPlan NVARCHAR(MAX) '$.CommunicationPlan',
+             RevCustomerId NVARCHAR(MAX) '$.RevCustomerId', Username NVARCHAR(MAX) '$.Username', Archive BIT '$.Archive',
+             CustomerRatePlanId BIGINT '$.CustomerRatePlanId', CustomerRatePoolId BIGINT '$.CustomerRatePoolId',
+             CustomerDataAllocationMB FLOAT '$.CustomerDataAllocationMB', NewICCID NVARCHAR(MAX) '$.NewICCID', NewIMEI NVARCHAR(MAX) '$.NewIMEI',
+             NewMSISDN NVARCHAR(MAX) '$.NewMSISDN', IpAddress NVARCHAR(MAX) '$.IpAddress', Now DATETIME2 '$.Now') AS j
+    LEFT JOIN dbo.DeviceBulkChange b ON b.Id = j.BulkChangeId;
+    BEGIN TRANSACTION;
+    -- The lock usp_DeviceBulkChange_RenewLeases takes, per bulk change, in order: a renewal's one statement over
+    -- all the worker's rows and this group's statements would otherwise lock the same rows in other orders.
+    DECLARE @Resource NVARCHAR(255), @Lock INT, @Bulk BIGINT = (SELECT MIN(BulkChangeId) FROM @Rows);
+    WHILE @Bulk IS NOT NULL
+    BEGIN
+        SET @Resource = CONCAT(N'Leases:', @Bulk, N':', @Worker);
+        EXEC @Lock = sp_getapplock @Resource = @Resource, @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 10000;
+        IF @Lock < 0
+        BEGIN
+            ROLLBACK TRANSACTION;
+            THROW 50503, N'the database is busy: try again', 1;
+        END
+        SET @Bulk = (SELECT MIN(BulkChangeId) FROM @Rows WHERE BulkChangeId > @Bulk);
+    END
+    DECLARE @Done TABLE (Id BIGINT PRIMARY KEY, DeviceId BIGINT);
+    DECLARE @DoneMobility TABLE (Id BIGINT PRIMARY KEY, DeviceId BIGINT);
+    UPDATE dbo.M2M_DeviceChange
+    SET Status = (SELECT r.Status FROM @Rows r WHERE r.Mobility = 0 AND r.RowId = dbo.M2M_DeviceChange.Id),
+        StatusDetails = (SELECT r.StatusDetails FROM @Rows r WHERE r.Mobility = 0 AND r.RowId = dbo.M2M_DeviceChange.Id),
+        ProcessedDate = (SELECT r.Now FROM @Rows r WHERE r.Mobility = 0 AND r.RowId = dbo.M2M_DeviceChange.Id),
+        IsProcessed = 1, LeaseOwner = NULL, LeaseUntil = NULL
+    OUTPUT inserted.Id, inserted.DeviceId INTO @Done
+    WHERE LeaseOwner = @Worker AND Status = N'PROCESSING'
+      AND EXISTS (SELECT 1 FROM @Rows r WHERE r.Mobility = 0 AND r.RowId = dbo.M2M_DeviceChange.Id
+                  AND r.BulkChangeId = dbo.M2M_DeviceChange.BulkChangeId AND r.TenantId = dbo.M2M_DeviceChange.TenantId);
+    IF EXISTS (SELECT 1 FROM @Rows WHERE Mobility = 1)
+        UPDATE dbo.Mobility_DeviceChange
+        SET Status = (SELECT r.Status FROM @Rows r WHERE r.Mobility = 1 AND r.RowId = dbo.Mobility_DeviceChange.Id),
+            StatusDetails = (SELECT r.StatusDetails FROM @Rows r WHERE r.Mobility = 1 AND r.RowId = dbo.Mobility_DeviceChange.Id),
+            ProcessedDate = (SELECT r.Now FROM @Rows r WHERE r.Mobility = 1 AND r.RowId = dbo.Mobility_DeviceChange.Id),
+            IsProcessed = 1, LeaseOwner = NULL, LeaseUntil = NULL
+        OUTPUT inserted.Id, inserted.DeviceId INTO @DoneMobility
+        WHERE LeaseOwner = @Worker AND Status = N'PROCESSING'
+          AND EXISTS (SELECT 1 FROM @Rows r WHERE r.Mobility = 1 AND r.RowId = dbo.Mobility_DeviceChange.Id
+                      AND r.BulkChangeId = dbo.Mobility_DeviceChange.BulkChangeId AND r.TenantId = dbo.Mobility_DeviceChange.TenantId);
+    UPDATE r SET Completed = 1, DeviceId = d.DeviceId FROM @Rows r JOIN @Done d ON d.Id = r.RowId WHERE r.Mobility = 0;
+    UPDATE r SET Completed = 1, DeviceId = d.DeviceId FROM @Rows r JOIN @DoneMobility d ON d.Id = r.RowId WHERE r.Mobility = 1;
+    IF EXISTS (SELECT DeviceId FROM @Rows WHERE Completed = 1 AND DeviceId IS NOT NULL GROUP BY DeviceId HAVING COUNT(*) > 1)
+    BEGIN
+        ROLLBACK TRANSACTION;
+        THROW 50510, N'a group of completions updates one device twice: complete its rows one by one', 1;
+    END
+    UPDATE dbo.Device
+    SET DeviceStatusId = COALESCE(r.NewDeviceStatusId, dbo.Device.DeviceStatusId), CarrierRatePlan = COALESCE(r.CarrierRatePlan, dbo.Device.CarrierRatePlan),
+        CommunicationPlan = COALESCE(r.CommunicationPlan, dbo.Device.CommunicationPlan), RevCustomerId = COALESCE(r.RevCustomerId, dbo.Device.RevCustomerId),
+        Username = COALESCE(r.Username, dbo.Device.Username), ICCID = COALESCE(r.NewICCID, dbo.Device.ICCID), IMEI = COALESCE(r.NewIMEI, dbo.Device.IMEI),
+        MSISDN = COALESCE(r.NewMSISDN, dbo.Device.MSISDN), IpAddress = COALESCE(r.IpAddress, dbo.Device.IpAddress),
+        IsActive = CASE WHEN r.Archive = 1 THEN 0 ELSE dbo.Device.IsActive END, IsDeleted = CASE WHEN r.Archive = 1 THEN 1 ELSE dbo.Device.IsDeleted END,
+        ModifiedBy = @ProcessedBy, ModifiedDate = r.Now
+    FROM @Rows r
+    WHERE r.Completed = 1 AND r.DeviceId = dbo.Device.Id AND r.TenantId = dbo.Device.TenantId
+      AND (r.NewDeviceStatusId IS NOT NULL OR r.CarrierRatePlan IS NOT NULL OR r.CommunicationPlan IS NOT NULL OR r.RevCustomerId IS NOT NULL
+           OR r.Username IS NOT NULL OR r.Archive = 1 OR r.NewICCID IS NOT NULL OR r.NewIMEI IS NOT NULL OR r.NewMSISDN IS NOT NULL
+           OR r.IpAddress IS NOT NULL);
+    UPDATE dbo.Device
+    SET CustomerRatePlanId = COALESCE(r.CustomerRatePlanId, dbo.Device.CustomerRatePlanId),
+        CustomerRatePoolId = COALESCE(r.CustomerRatePoolId, dbo.Device.CustomerRatePoolId),
+        CustomerDataAllocationMB = COALESCE(r.CustomerDataAllocationMB, dbo.Device.CustomerDataAllocationMB)
+    FROM @Rows r
+    WHERE r.Completed = 1 AND r.DeviceId = dbo.Device.Id AND r.TenantId = dbo.Device.TenantId
+      AND (r.CustomerRatePlanId IS NOT NULL OR r.CustomerRatePoolId IS NOT NULL OR r.CustomerDataAllocationMB IS NOT NULL);
+    -- Update, else insert (no MERGE); only the rows holding their device's Billing lock get here.
+    UPDATE dbo.Device_Tenant
+    SET RevCustomerId = r.RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = r.Now
+    FROM @Rows r
+    WHERE r.Completed = 1 AND r.RevCustomerId IS NOT NULL AND r.DeviceId = dbo.Device_Tenant.DeviceId AND r.TenantId = dbo.Device_Tenant.TenantId;
+    INSERT INTO dbo.Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
+    SELECT r.DeviceId, r.TenantId, r.RevCustomerId, 1, 0, @ProcessedBy, r.Now FROM @Rows r
+    WHERE r.Completed = 1 AND r.RevCustomerId IS NOT NULL AND r.DeviceId IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM dbo.Device_Tenant t WHERE t.DeviceId = r.DeviceId AND t.TenantId = r.TenantId);
+    INSERT INTO dbo.DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
+    SELECT d.Id, r.TenantId, r.BulkChangeId, N'CustomerAssignment', N'Assigned to Rev customer ' + r.RevCustomerId, @ProcessedBy, r.Now
+    FROM @Rows r JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
+    WHERE r.Completed = 1 AND r.RevCustomerId IS NOT NULL
+    ORDER BY r.Seq;
+    UPDATE dbo.Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = @ProcessedBy,
+        ModifiedDate = (SELECT MAX(r.Now) FROM @Rows r WHERE r.Completed = 1 AND r.BulkChangeId = dbo.Device_CustomerRatePlanOrRatePool_Queue.BulkChangeId
+                        AND r.RowId = dbo.Device_CustomerRatePlanOrRatePool_Queue.M2MDeviceChangeId)
+    WHERE IsActive = 1
+      AND EXISTS (SELECT 1 FROM @Rows r WHERE r.Completed = 1 AND r.BulkChangeId = dbo.Device_CustomerRatePlanOrRatePool_Queue.BulkChangeId
+                  AND r.RowId = dbo.Device_CustomerRatePlanOrRatePool_Queue.M2MDeviceChangeId);
+    COMMIT TRANSACTION;
+    SELECT Seq, Completed FROM @Rows ORDER BY Seq;
+END
+GO
+
+-- A group of audit entries in one statement, in order (texts percent-encoded, dbo.fn_JsonText); @EntriesJson:
+-- [{"Seq":0,"BulkChangeId":1,"RowId":2,"Description":"...","RequestText":"...",...}, ...].
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChangeLog_AddMany;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChangeLog_AddMany @ProcessBy NVARCHAR(100), @EntriesJson NVARCHAR(MAX) AS
+BEGIN
+    SET NOCOUNT ON;
+    INSERT INTO dbo.DeviceBulkChangeLog (BulkChangeId, M2MDeviceChangeId, MobilityDeviceChangeId, LogEntryDescription, RequestText, ResponseText,
+                                         ResponseStatus, HasErrors, ErrorText, ProcessBy, ProcessedDate)
+    SELECT j.BulkChangeId, CASE WHEN b.PortalTypeId = 2 THEN NULL ELSE j.RowId END, CASE WHEN b.PortalTypeId = 2 THEN j.RowId END,
+           CASE WHEN CHARINDEX(N'%', j.Description) > 0 THEN dbo.fn_JsonText(j.Description) ELSE j.Description END, CASE WHEN CHARINDEX(N'%', j.RequestText) > 0 THEN dbo.fn_JsonText(j.RequestText) ELSE j.RequestText END, CASE WHEN CHARINDEX(N'%', j.ResponseText) > 0 THEN dbo.fn_JsonText(j.ResponseText) ELSE j.ResponseText END,
+           CASE WHEN CHARINDEX(N'%', j.ResponseStatus) > 0 THEN dbo.fn_JsonText(j.ResponseStatus) ELSE j.ResponseStatus END, j.HasErrors, CASE WHEN CHARINDEX(N'%', j.ErrorText) > 0 THEN dbo.fn_JsonText(j.ErrorText) ELSE j.ErrorText END, @ProcessBy, j.ProcessedDate
+    FROM OPENJSON(@EntriesJson) WITH (Seq INT '$.Seq', BulkChangeId BIGINT '$.BulkChangeId', RowId BIGINT '$.RowId',
+             Description NVARCHAR(MAX) '$.Description', RequestText NVARCHAR(MAX) '$.RequestText', ResponseText NVARCHAR(MAX) '$.ResponseText',
+             ResponseStatus NVARCHAR(MAX) '$.ResponseStatus', HasErrors BIT '$.HasErrors', ErrorText NVARCHAR(MAX) '$.ErrorText',
+             ProcessedDate DATETIME2 '$.ProcessedDate') AS j
+    JOIN dbo.DeviceBulkChange b ON b.Id = j.BulkChangeId
+    ORDER BY j.Seq;
+END
+GO
+
 DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_RowStatuses;
 GO
 CREATE PROCEDURE dbo.usp_DeviceBulkChange_RowStatuses @BulkChangeId BIGINT AS
@@ -1146,6 +1286,18 @@ GO
 CREATE PROCEDURE dbo.usp_DeviceBulkChange_RenewLeases @BulkChangeId BIGINT, @Worker NVARCHAR(100), @Until DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    -- The lock a group of this worker's completions takes too: the renewal's one statement over all the rows and
+    -- a group's statements row after row would otherwise lock the same rows in different orders (a deadlock).
+    DECLARE @Resource NVARCHAR(255) = CONCAT(N'Leases:', @BulkChangeId, N':', @Worker);
+    DECLARE @Lock INT;
+    EXEC @Lock = sp_getapplock @Resource = @Resource, @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 10000;
+    IF @Lock < 0
+    BEGIN
+        ROLLBACK TRANSACTION;
+        THROW 50503, N'the database is busy: try again', 1;
+    END
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
     BEGIN
         UPDATE dbo.Mobility_DeviceChange SET LeaseUntil = @Until
@@ -1160,6 +1312,7 @@ BEGIN
         SELECT COUNT_BIG(*) AS Held FROM dbo.M2M_DeviceChange
         WHERE BulkChangeId = @BulkChangeId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
     END
+    COMMIT TRANSACTION;
 END
 GO
 

@@ -89,7 +89,14 @@ async fn flush(store: &dyn Store, group: Vec<Write>) {
     }
     if !logs.is_empty() {
         let entries: Vec<LogEntry> = logs.iter().map(|(e, _)| e.clone()).collect();
-        match store.append_logs(&entries).await {
+        let started = std::time::Instant::now();
+        let written = store.append_logs(&entries).await;
+        tracing::debug!(
+            entries = entries.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "a group of audit entries written"
+        );
+        match written {
             Ok(()) => logs.into_iter().for_each(|(_, done)| {
                 let _ = done.send(Ok(()));
             }),
@@ -103,7 +110,14 @@ async fn flush(store: &dyn Store, group: Vec<Write>) {
     }
     if !completions.is_empty() {
         let rows: Vec<Completion> = completions.iter().map(|(c, _)| c.clone()).collect();
-        match store.complete_rows(&rows).await {
+        let started = std::time::Instant::now();
+        let written = store.complete_rows(&rows).await;
+        tracing::debug!(
+            rows = rows.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "a group of row outcomes written"
+        );
+        match written {
             Ok(held) if held.len() == rows.len() => {
                 for ((_, done), held) in completions.into_iter().zip(held) {
                     let _ = done.send(Ok(held));

@@ -276,13 +276,13 @@ pub async fn rows_complete_and_entries_append_in_groups(store: &dyn Store) {
         now: t(1),
     };
     let group =
-        [done(&rows[0], "a", "truck-1"), done(&rows[1], "intruder", "truck-2"), done(&unclaimed[0], "a", "truck-3")];
+        [done(&rows[0], "a", "truck-1 \"50%\" \\"), done(&rows[1], "intruder", "truck-2"), done(&unclaimed[0], "a", "truck-3")];
     assert_eq!(store.complete_rows(&group).await.expect("complete"), vec![true, false, false]);
     let device = |row: &DeviceChangeRow| {
         let id = row.device_id.expect("device id");
         async move { store.device(TENANT, id).await.expect("device").expect("exists") }
     };
-    assert_eq!(device(&rows[0]).await.username.as_deref(), Some("truck-1"));
+    assert_eq!(device(&rows[0]).await.username.as_deref(), Some("truck-1 \"50%\" \\"), "texts kept as written");
     assert_ne!(device(&rows[1]).await.username.as_deref(), Some("truck-2"), "a row not held changes nothing");
     let processed = store.rows(TENANT, id, Some(RowStatus::Processed), 1, 10).await.expect("rows");
     assert_eq!(processed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[0].id]);
@@ -295,7 +295,7 @@ pub async fn rows_complete_and_entries_append_in_groups(store: &dyn Store) {
         response_text: "{}".into(),
         response_status: "PROCESSED".into(),
         has_errors: n == 2,
-        error_text: (n == 2).then(|| "HTTP 500".into()),
+        error_text: (n == 2).then(|| "HTTP 500: \"busy\" 100%\r\n".into()),
         processed_date: t(n),
     };
     let entries: Vec<LogEntry> = (1..=3).map(entry).collect();

@@ -746,37 +746,12 @@ fn offset(page: u32, page_size: u32) -> i32 {
     ((i64::from(page.max(1)) - 1) * i64::from(page_size)).min(i64::from(i32::MAX)) as i32
 }
 
-/// Parameters of one audit entry's call, and the most entries in one request (SQL Server takes 2,100 parameters).
-const LOG_ADD_PARAMS: usize = 10;
-const GROUP_LOGS: usize = 200;
-const LOG_ADD: &str = "EXEC dbo.usp_DeviceBulkChangeLog_Add @BulkChangeId = @P1, @M2MDeviceChangeId = @P2, @LogEntryDescription = @P3,
-    @RequestText = @P4, @ResponseText = @P5, @ResponseStatus = @P6, @HasErrors = @P7, @ErrorText = @P8, @ProcessBy = @P9,
-    @ProcessedDate = @P10;";
-/// Parameters of one row's completion, and the most rows in one request.
-const COMPLETE_PARAMS: usize = 21;
-const GROUP_COMPLETIONS: usize = 90;
+/// The most rows (or audit entries) sent in one call of a group procedure.
+const GROUP: usize = 500;
 
-/// `n` copies of `call` (numbered `@P1`..`@P{per_call}`) renumbered one after the other, in one transaction.
-fn in_one_transaction(n: usize, call: &str, per_call: usize) -> String {
-    let calls: Vec<String> = (0..n).map(|i| renumber(call, i * per_call)).collect();
-    format!("SET XACT_ABORT ON; BEGIN TRANSACTION; {} COMMIT TRANSACTION;", calls.join(" "))
-}
-
-/// `sql` with every parameter `@P{k}` written `@P{k + offset}`.
-fn renumber(sql: &str, offset: usize) -> String {
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut rest = sql;
-    while let Some(at) = rest.find("@P") {
-        out.push_str(&rest[..at + 2]);
-        rest = &rest[at + 2..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if let Ok(k) = rest[..digits].parse::<usize>() {
-            out.push_str(&(k + offset).to_string());
-        }
-        rest = &rest[digits..];
-    }
-    out.push_str(rest);
-    out
+/// A date as `OPENJSON ... DATETIME2` reads it.
+fn json_date(t: DateTime<Utc>) -> String {
+    t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
 /// The procedure call completing one row (`@P1`..`@P21`, bound by `bind_completion`). The seeds' procedure names
@@ -825,6 +800,23 @@ fn bind_completion(q: &mut Query<'_>, c: &Completion) {
     q.bind(c.bulk_change_id);
     q.bind(u.msisdn.clone());
     q.bind(u.ip_address.clone());
+}
+
+/// One row of `usp_DeviceBulkChange_CompleteRows`'s `@RowsJson`.
+fn completion_json(seq: usize, c: &Completion) -> serde_json::Value {
+    let u = &c.outcome.device_update;
+    let plan = u.customer_plan.clone().unwrap_or_default();
+    let text = |t: &Option<String>| t.as_deref().map(json_text);
+    serde_json::json!({
+        "Seq": seq, "TenantId": c.tenant_id, "BulkChangeId": c.bulk_change_id, "RowId": c.row_id,
+        "Status": c.outcome.status.as_str(), "StatusDetails": json_text(&c.outcome.details),
+        "NewDeviceStatusId": u.device_status_id, "CarrierRatePlan": text(&u.carrier_rate_plan),
+        "CommunicationPlan": text(&u.communication_plan), "RevCustomerId": text(&u.rev_customer_id),
+        "Username": text(&u.username), "Archive": u.archive, "CustomerRatePlanId": plan.customer_rate_plan_id,
+        "CustomerRatePoolId": plan.customer_rate_pool_id, "CustomerDataAllocationMB": plan.data_allocation_mb,
+        "NewICCID": text(&u.iccid), "NewIMEI": text(&u.imei), "NewMSISDN": text(&u.msisdn),
+        "IpAddress": text(&u.ip_address), "Now": json_date(c.now),
+    })
 }
 
 #[async_trait]
@@ -1338,25 +1330,45 @@ impl Store for MssqlStore {
     }
 
     async fn append_log(&self, e: &LogEntry) -> StoreResult<()> {
-        self.append_logs(std::slice::from_ref(e)).await
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChangeLog_Add @BulkChangeId = @P1, @M2MDeviceChangeId = @P2, @LogEntryDescription = @P3, @RequestText = @P4,
+                  @ResponseText = @P5, @ResponseStatus = @P6, @HasErrors = @P7, @ErrorText = @P8, @ProcessBy = @P9, @ProcessedDate = @P10",
+            e.bulk_change_id,
+            e.device_change_id,
+            e.description.as_str(),
+            e.request_text.as_str(),
+            e.response_text.as_str(),
+            e.response_status.as_str(),
+            e.has_errors,
+            e.error_text.as_deref(),
+            PROCESSED_BY,
+            naive(e.processed_date),
+        );
+        self.exec("append log", q).await.map(|_| ())
     }
 
+    /// One statement per group (`usp_DeviceBulkChangeLog_AddMany`), the entries in order.
     async fn append_logs(&self, entries: &[LogEntry]) -> StoreResult<()> {
-        for group in entries.chunks(GROUP_LOGS) {
-            let mut q = Query::new(in_one_transaction(group.len(), LOG_ADD, LOG_ADD_PARAMS));
-            for e in group {
-                q.bind(e.bulk_change_id);
-                q.bind(e.device_change_id);
-                q.bind(e.description.clone());
-                q.bind(e.request_text.clone());
-                q.bind(e.response_text.clone());
-                q.bind(e.response_status.clone());
-                q.bind(e.has_errors);
-                q.bind(e.error_text.clone());
-                q.bind(PROCESSED_BY);
-                q.bind(naive(e.processed_date));
-            }
-            self.exec("append log", q).await?;
+        for group in entries.chunks(GROUP) {
+            let json: Vec<serde_json::Value> = group
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    serde_json::json!({
+                        "Seq": i, "BulkChangeId": e.bulk_change_id, "RowId": e.device_change_id,
+                        "Description": json_text(&e.description), "RequestText": json_text(&e.request_text),
+                        "ResponseText": json_text(&e.response_text), "ResponseStatus": json_text(&e.response_status),
+                        "HasErrors": e.has_errors, "ErrorText": e.error_text.as_deref().map(json_text),
+                        "ProcessedDate": json_date(e.processed_date),
+                    })
+                })
+                .collect();
+            let q = proc_call!(
+                "EXEC dbo.usp_DeviceBulkChangeLog_AddMany @ProcessBy = @P1, @EntriesJson = @P2",
+                PROCESSED_BY,
+                serde_json::Value::Array(json).to_string(),
+            );
+            self.exec("append logs", q).await?;
         }
         Ok(())
     }
@@ -1372,35 +1384,42 @@ impl Store for MssqlStore {
     ) -> StoreResult<bool> {
         let c =
             Completion { tenant_id, bulk_change_id, row_id, worker: worker.to_string(), outcome: outcome.clone(), now };
-        self.complete_rows(std::slice::from_ref(&c)).await.map(|done| done.first().copied().unwrap_or(false))
+        let mut q = Query::new(complete_call(&c));
+        bind_completion(&mut q, &c);
+        let sets = self.exec("complete row", q).await?;
+        Ok(sets.last().and_then(|s| s.first()).and_then(|r| r.get::<bool, _>("Completed")).unwrap_or(false))
     }
 
-    /// One request and one transaction per group: the rows' procedure calls one after the other inside
-    /// `BEGIN TRANSACTION ... COMMIT` (each procedure's own transaction nests in it), so a failure of any of them
-    /// rolls the whole group back (XACT_ABORT) and the caller records the rows one by one.
+    /// One call of the set-based `usp_DeviceBulkChange_CompleteRows` per group of one worker's rows.
     async fn complete_rows(&self, rows: &[Completion]) -> StoreResult<Vec<bool>> {
         let mut done = Vec::with_capacity(rows.len());
-        for group in rows.chunks(GROUP_COMPLETIONS) {
-            let calls: Vec<String> =
-                group.iter().enumerate().map(|(i, c)| renumber(&complete_call(c), i * COMPLETE_PARAMS)).collect();
-            let mut q =
-                Query::new(format!("SET XACT_ABORT ON; BEGIN TRANSACTION; {} COMMIT TRANSACTION;", calls.join(" ")));
-            for c in group {
-                bind_completion(&mut q, c);
+        let mut by_worker: Vec<&str> = rows.iter().map(|c| c.worker.as_str()).collect();
+        by_worker.sort_unstable();
+        by_worker.dedup();
+        let mut answers: std::collections::HashMap<usize, bool> = std::collections::HashMap::new();
+        for worker in by_worker {
+            let mine: Vec<(usize, &Completion)> = rows.iter().enumerate().filter(|(_, c)| c.worker == worker).collect();
+            for group in mine.chunks(GROUP) {
+                let json: Vec<serde_json::Value> = group.iter().map(|(seq, c)| completion_json(*seq, c)).collect();
+                let q = proc_call!(
+                    "EXEC dbo.usp_DeviceBulkChange_CompleteRows @Worker = @P1, @ProcessedBy = @P2, @RowsJson = @P3",
+                    worker,
+                    PROCESSED_BY,
+                    serde_json::Value::Array(json).to_string(),
+                );
+                for r in self.first("complete rows", q).await? {
+                    let seq: i32 = need(r.get("Seq"), "Seq")?;
+                    answers.insert(
+                        usize::try_from(seq).unwrap_or(usize::MAX),
+                        r.get::<bool, _>("Completed").unwrap_or(false),
+                    );
+                }
             }
-            let sets = self.exec("complete row", q).await?;
-            let answers: Vec<bool> = sets
-                .iter()
-                .filter_map(|set| set.first().and_then(|r| r.try_get::<bool, _>("Completed").ok().flatten()))
-                .collect();
-            if answers.len() != group.len() {
-                return Err(StoreError::Corrupt(format!(
-                    "completing {} rows answered {} times",
-                    group.len(),
-                    answers.len()
-                )));
-            }
-            done.extend(answers);
+        }
+        for seq in 0..rows.len() {
+            done.push(*answers.get(&seq).ok_or_else(|| {
+                StoreError::Corrupt(format!("completing {} rows: no answer for row {seq}", rows.len()))
+            })?);
         }
         Ok(done)
     }
