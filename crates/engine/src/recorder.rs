@@ -69,11 +69,26 @@ fn stopped() -> StoreError {
     StoreError::Corrupt("the worker's store writer stopped".into())
 }
 
+/// Groups written at once: while one is at the database the next gathers and may go too (SQL Server works them
+/// on two connections). Order is safe: a row's next write is sent only after its previous one was answered.
+const FLUSHES_IN_FLIGHT: usize = 2;
+
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Write>, batch: usize) {
-    let mut group = Vec::with_capacity(batch);
-    while rx.recv_many(&mut group, batch).await > 0 {
-        flush(store.as_ref(), std::mem::take(&mut group)).await;
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    loop {
+        let mut group = Vec::with_capacity(batch);
+        tokio::select! {
+            received = rx.recv_many(&mut group, batch), if in_flight.len() < FLUSHES_IN_FLIGHT => {
+                if received == 0 {
+                    break;
+                }
+                let store = store.clone();
+                in_flight.push(async move { flush(store.as_ref(), group).await });
+            }
+            Some(()) = futures::StreamExt::next(&mut in_flight), if !in_flight.is_empty() => {}
+        }
     }
+    while futures::StreamExt::next(&mut in_flight).await.is_some() {}
 }
 
 /// Writes a group: its audit entries, then its outcomes (a row awaits its entries before it completes, so no

@@ -275,8 +275,11 @@ pub async fn rows_complete_and_entries_append_in_groups(store: &dyn Store) {
         },
         now: t(1),
     };
-    let group =
-        [done(&rows[0], "a", "truck-1 \"50%\" \\"), done(&rows[1], "intruder", "truck-2"), done(&unclaimed[0], "a", "truck-3")];
+    let group = [
+        done(&rows[0], "a", "truck-1 \"50%\" \\"),
+        done(&rows[1], "intruder", "truck-2"),
+        done(&unclaimed[0], "a", "truck-3"),
+    ];
     assert_eq!(store.complete_rows(&group).await.expect("complete"), vec![true, false, false]);
     let device = |row: &DeviceChangeRow| {
         let id = row.device_id.expect("device id");
