@@ -55,6 +55,16 @@ fn mac(secret: &str, request_id: &str) -> Option<Hmac<Sha256>> {
     Some(mac)
 }
 
+/// The value of one hex digit; `None` for anything else (`u8::from_str_radix` also takes a leading `+`).
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// The callback URL of one operation: our route with an HMAC of the request id under the account's API secret,
 /// to which Teal appends `requestId`.
 pub fn callback_url(base: &str, secret: &str, request_id: &str) -> String {
@@ -65,14 +75,14 @@ pub fn callback_url(base: &str, secret: &str, request_id: &str) -> String {
     format!("{base}{separator}sig={sig}")
 }
 
-/// Whether `signature` (hex) is the request id's HMAC under `secret` (compared in constant time).
+/// Whether `signature` (hex) is the request id's HMAC under `secret`: 64 hex digits exactly (no sign, space or
+/// other spelling of a byte), decoded and compared in constant time.
 fn signature_valid(secret: &str, request_id: &str, signature: &str) -> bool {
-    let signature = signature.trim();
     if signature.len() != 64 || secret.is_empty() {
         return false;
     }
     let bytes: Option<Vec<u8>> =
-        (0..32).map(|i| u8::from_str_radix(signature.get(i * 2..i * 2 + 2)?, 16).ok()).collect();
+        signature.as_bytes().chunks(2).map(|pair| Some(hex_digit(pair[0])? << 4 | hex_digit(pair[1])?)).collect();
     match (bytes, mac(secret, request_id)) {
         (Some(bytes), Some(mac)) => mac.verify_slice(&bytes).is_ok(),
         _ => false,
@@ -459,6 +469,26 @@ mod tests {
         assert!(!signature_valid("secret-1", "abd", sig), "another request");
         assert!(!signature_valid("secret-1", "abc", &sig[..62]), "cut short");
         assert!(!signature_valid("secret-1", "abc", &"zz".repeat(32)), "not hex");
+        assert!(signature_valid("secret-1", "abc", &sig.to_uppercase()), "the same bytes in capitals");
+        assert!(!signature_valid("secret-1", "abc", &format!(" {}", &sig[1..])), "a space for a digit");
+    }
+
+    #[test]
+    fn a_byte_written_with_a_sign_is_not_the_signature() {
+        // A request id whose signature has a byte below 0x10 ("0a"), which a parser that takes a sign reads as "+a".
+        let (request_id, sig, at) = (0..1000)
+            .map(|i| {
+                let id = format!("r{i}");
+                let url = callback_url("https://x/cb", "secret-1", &id);
+                let sig = url.split("sig=").nth(1).expect("signed").to_string();
+                (id, sig)
+            })
+            .find_map(|(id, sig)| (0..32).find(|i| sig.as_bytes()[i * 2] == b'0').map(|i| (id, sig, i * 2)))
+            .expect("some signature has a byte below 0x10");
+        assert!(signature_valid("secret-1", &request_id, &sig));
+        let signed = format!("{}+{}", &sig[..at], &sig[at + 1..]);
+        assert_eq!(signed.len(), 64);
+        assert!(!signature_valid("secret-1", &request_id, &signed), "{signed}");
         assert!(callback_url("https://x/cb?a=1", "s", "r").contains("?a=1&sig="));
     }
 
