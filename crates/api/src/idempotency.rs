@@ -129,6 +129,8 @@ async fn keep(state: &AppState, caller: &Caller, key: &Key, response: Response) 
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
+/// A kept answer again, with the headers of the first that matter: a 202 (only an accepted bulk change answers
+/// 202) points at its status as the first did.
 fn replay(status: u16, body: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let content_type = if status.is_client_error() || status.is_server_error() {
@@ -136,7 +138,14 @@ fn replay(status: u16, body: String) -> Response {
     } else {
         "application/json"
     };
+    let location = (status == StatusCode::ACCEPTED)
+        .then(|| serde_json::from_str::<serde_json::Value>(&body).ok()?.get("BulkChangeId")?.as_i64())
+        .flatten()
+        .and_then(|id| HeaderValue::from_str(&format!("/M2M/BulkChangeStatus/{id}")).ok());
     let mut response = (status, body).into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
     response
@@ -158,6 +167,19 @@ mod tests {
         assert_eq!(k("POST", "/a", b"{}"), k("POST", "/a", b"{}"));
         assert_ne!(k("POST", "/a", b"{}"), k("POST", "/a", b"{ }"));
         assert_ne!(k("POST", "/a", b"{}"), k("POST", "/b", b"{}"));
+    }
+
+    #[test]
+    fn a_replayed_acceptance_points_at_its_bulk_change_like_the_first() {
+        let accepted = replay(202, r#"{"BulkChangeId":42,"Status":"NEW"}"#.to_string());
+        assert_eq!(
+            accepted.headers().get(header::LOCATION).map(|v| v.as_bytes()),
+            Some(&b"/M2M/BulkChangeStatus/42"[..])
+        );
+        assert_eq!(accepted.headers().get(REPLAYED).map(|v| v.as_bytes()), Some(&b"true"[..]));
+        let refused = replay(422, r#"{"BulkChangeId":42}"#.to_string());
+        assert!(refused.headers().get(header::LOCATION).is_none(), "only an acceptance has a Location");
+        assert!(replay(202, "not json".to_string()).headers().get(header::LOCATION).is_none());
     }
 
     #[test]

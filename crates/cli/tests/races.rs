@@ -93,6 +93,7 @@ struct Answer {
     status: u16,
     replayed: bool,
     content_type: String,
+    location: Option<String>,
     body: Value,
 }
 
@@ -114,8 +115,9 @@ impl TestApp {
         let replayed = response.headers().contains_key("idempotent-replayed");
         let content_type =
             response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = response.json().await.unwrap_or(Value::Null);
-        Answer { status, replayed, content_type, body }
+        Answer { status, replayed, content_type, location, body }
     }
 
     async fn finished(&self, answer: &Answer) -> Value {
@@ -329,6 +331,8 @@ async fn an_idempotency_key_replays_the_first_answer_and_writes_nothing() {
     // The client lost the answer and sends the same request again: same answer, same bulk change.
     let again = app.post_as("/M2M/BulkChange", &body, &app.token, Some("key-1")).await;
     assert_eq!((again.status, again.replayed, &again.body), (202, true, &first.body));
+    let status_url = format!("/M2M/BulkChangeStatus/{}", first.body["BulkChangeId"]);
+    assert_eq!((first.location.as_deref(), again.location.as_deref()), (Some(&status_url[..]), Some(&status_url[..])));
     assert_eq!(app.stack.store.table_row_counts().await.expect("counts"), tables, "a replay writes nothing");
     // Another request under the same key is refused; the key is per tenant.
     let other = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [device(2)], "StatusUpdate": {"TargetStatus": "Active"}});
