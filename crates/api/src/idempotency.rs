@@ -1,7 +1,8 @@
 //! `Idempotency-Key` on the POST routes that change something (submit, associate, retry, cancel): the same key
 //! and request within 24 hours get the first answer again without writing anything; the same key with another
 //! request is 422; keys belong to the caller's tenant. The key is reserved in the store before the request runs,
-//! the bulk change it creates is recorded on it in the same transaction, and its answer is kept after.
+//! the bulk change it creates is recorded on it in the same transaction, and its answer is kept after (a 2xx or a
+//! 409; any other refusal or a failure frees the key).
 
 use std::future::Future;
 
@@ -110,13 +111,21 @@ where
     }
 }
 
-/// Keeps a first answer for the key's replays (a 5xx frees the key instead: nothing was done, try again).
+/// Whether an answer is kept for the key's replays: a success and a 409 (the request met a state: a final bulk
+/// change, a device held elsewhere) are; a 5xx (nothing was done, try again) and any other 4xx (the request was
+/// refused as written: a client that fixes it may send it again under the same key) free the key instead.
+fn kept_for_replay(status: StatusCode) -> bool {
+    !(status.is_server_error() || (status.is_client_error() && status != StatusCode::CONFLICT))
+}
+
+/// Keeps a first answer for the key's replays, or frees the key (`kept_for_replay`). Freeing never drops a key
+/// that recorded a bulk change: the store frees only a reservation with none.
 async fn keep(state: &AppState, caller: &Caller, key: &Key, response: Response) -> Result<Response, ApiError> {
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_KEPT_BYTES)
         .await
         .map_err(|e| ApiError::Internal(format!("answer could not be read to keep it: {e}")))?;
-    let kept = if parts.status.is_server_error() {
+    let kept = if !kept_for_replay(parts.status) {
         state.store.abandon_idempotent(caller.tenant_id, &key.value).await
     } else {
         let text = String::from_utf8_lossy(&bytes);
@@ -180,6 +189,16 @@ mod tests {
         let refused = replay(422, r#"{"BulkChangeId":42}"#.to_string());
         assert!(refused.headers().get(header::LOCATION).is_none(), "only an acceptance has a Location");
         assert!(replay(202, "not json".to_string()).headers().get(header::LOCATION).is_none());
+    }
+
+    #[test]
+    fn successes_and_conflicts_are_kept_other_refusals_and_failures_free_the_key() {
+        for kept in [200, 202, 409] {
+            assert!(kept_for_replay(StatusCode::from_u16(kept).expect("status")), "{kept}");
+        }
+        for freed in [400, 404, 413, 422, 500, 503] {
+            assert!(!kept_for_replay(StatusCode::from_u16(freed).expect("status")), "{freed}");
+        }
     }
 
     #[test]

@@ -354,12 +354,17 @@ async fn an_idempotency_key_replays_the_first_answer_and_writes_nothing() {
     let ids: Vec<&Value> = [&x, &y].iter().filter(|a| a.status == 202).map(|a| &a.body["BulkChangeId"]).collect();
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "one bulk change for one key: {ids:?}");
     assert_eq!(app.bulk_changes().await, tables["DeviceBulkChange"] + 1);
-    // A bad request is remembered too: the same key and body get the same 400.
+    // A refused request frees its key: the same body is refused again (not replayed, nothing kept), and the
+    // client that fixes its body sends it under the same key.
     let bad = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [device(3)]});
     let first_bad = app.post_as("/M2M/BulkChange", &bad, &app.token, Some("key-3")).await;
     let second_bad = app.post_as("/M2M/BulkChange", &bad, &app.token, Some("key-3")).await;
-    assert_eq!((first_bad.status, second_bad.status, second_bad.replayed), (400, 400, true));
+    assert_eq!((first_bad.status, second_bad.status, second_bad.replayed), (400, 400, false));
     assert_eq!(second_bad.body, first_bad.body);
+    let fixed = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": [device(3)],
+                       "StatusUpdate": {"TargetStatus": "Active"}});
+    let corrected = app.post_as("/M2M/BulkChange", &fixed, &app.token, Some("key-3")).await;
+    assert_eq!((corrected.status, corrected.replayed), (202, false), "{}", corrected.body);
     // Retry and Cancel take keys as well.
     let id = first.body["BulkChangeId"].as_i64().expect("id");
     let cancel = format!("/M2M/BulkChange/{id}/Cancel");
