@@ -150,7 +150,7 @@ fn replay(status: u16, body: String) -> Response {
     let location = (status == StatusCode::ACCEPTED)
         .then(|| serde_json::from_str::<serde_json::Value>(&body).ok()?.get("BulkChangeId")?.as_i64())
         .flatten()
-        .and_then(|id| HeaderValue::from_str(&format!("/M2M/BulkChangeStatus/{id}")).ok());
+        .and_then(crate::status_location);
     let mut response = (status, body).into_response();
     if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);

@@ -158,10 +158,15 @@ async fn accept(
         obj.insert("RetryOf".into(), json!(retry_of));
     }
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Ok(location) = axum::http::HeaderValue::from_str(&format!("/M2M/BulkChangeStatus/{id}")) {
+    if let Some(location) = status_location(id) {
         response.headers_mut().insert(axum::http::header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// The `Location` of an accepted bulk change: its status (`GET /M2M/BulkChangeStatus/{id}`).
+pub(crate) fn status_location(id: i64) -> Option<axum::http::HeaderValue> {
+    axum::http::HeaderValue::from_str(&format!("/M2M/BulkChangeStatus/{id}")).ok()
 }
 
 /// ThingSpace's `CarrierService` callback: one device's result of an asynchronous request. Authenticated by the
