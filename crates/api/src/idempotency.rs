@@ -82,8 +82,11 @@ where
         .await?;
     match start {
         IdempotencyStart::New => {
+            let mut reservation = Reservation::new(state, caller.tenant_id, &key.value);
             let response = handler(Some(key.value.clone())).await.unwrap_or_else(IntoResponse::into_response);
-            keep(state, caller, &key, response).await
+            let answer = keep(state, caller, &key, response).await;
+            reservation.settled();
+            answer
         }
         IdempotencyStart::Replay { status, body } => {
             info!(tenant_id = caller.tenant_id, key = ?key.value, status, "idempotent request answered again");
@@ -108,6 +111,41 @@ where
             "a request with Idempotency-Key '{}' is still being processed; send it again in a moment",
             key.value
         ))),
+    }
+}
+
+/// A key reserved for a request that is running. If the request is abandoned before its answer is kept (the
+/// client hung up and the server dropped the handler), the reservation is freed at once, so the client's retry
+/// under the same key runs instead of answering 409 until the reservation goes stale. The store frees only a
+/// reservation that recorded no bulk change and kept no answer: what was done stays answered.
+struct Reservation {
+    store: Option<std::sync::Arc<dyn engine::ports::Store>>,
+    tenant_id: i64,
+    key: String,
+}
+
+impl Reservation {
+    fn new(state: &AppState, tenant_id: i64, key: &str) -> Self {
+        Self { store: Some(state.store.clone()), tenant_id, key: key.to_string() }
+    }
+
+    /// The answer was kept (or the key freed) by `keep`: nothing is left to do on drop.
+    fn settled(&mut self) {
+        self.store = None;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (tenant_id, key) = (self.tenant_id, std::mem::take(&mut self.key));
+        warn!(tenant_id, key = ?key, "request abandoned before its answer was kept; freeing its Idempotency-Key");
+        runtime.spawn(async move {
+            if let Err(e) = store.abandon_idempotent(tenant_id, &key).await {
+                warn!(tenant_id, key = ?key, error = %e, "the abandoned request's Idempotency-Key was not freed");
+            }
+        });
     }
 }
 

@@ -374,6 +374,49 @@ async fn an_idempotency_key_replays_the_first_answer_and_writes_nothing() {
     assert_eq!(c2.body, c1.body, "the replay says what the first cancel did");
 }
 
+/// A client that hangs up while its keyed request runs (a closed laptop, a proxy timeout) and sends it again: the
+/// dropped request recorded nothing, so its key is freed when the server drops it, and the retry runs at once
+/// instead of answering 409 "still being processed" until the reservation goes stale (60 s).
+#[tokio::test]
+async fn a_request_its_client_dropped_frees_its_idempotency_key() {
+    let app = spawn_idle().await;
+    let devices: Vec<String> = (0..10_000).map(|i| bench_iccid(100_000 + i)).collect();
+    let body = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": devices,
+                      "StatusUpdate": {"TargetStatus": "Active"}});
+    let before = app.stack.store.table_row_counts().await.expect("counts");
+    let sending = tokio::spawn({
+        let (url, token, body) =
+            (format!("{}/M2M/BulkChange", app.stack.base_url()), app.token.clone(), body.to_string());
+        async move {
+            let client = reqwest::Client::new();
+            let request = client.post(url).bearer_auth(token).header("content-type", "application/json");
+            request.header("Idempotency-Key", "dropped").body(body).send().await.map(|r| r.status().as_u16())
+        }
+    });
+    // The request runs once its key is reserved, until its bulk change is recorded: the client hangs up then.
+    loop {
+        let now = app.stack.store.table_row_counts().await.expect("counts");
+        if now["IdempotencyKey"] > before["IdempotencyKey"] {
+            assert_eq!(now["DeviceBulkChange"], before["DeviceBulkChange"], "hung up before anything was recorded");
+            break;
+        }
+        assert!(!sending.is_finished(), "answered before the client could hang up: {:?}", sending.await);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    sending.abort();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let retry = loop {
+        let answer = app.post_as("/M2M/BulkChange", &body, &app.token, Some("dropped")).await;
+        if answer.status != 409 {
+            break answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "the key stayed reserved for 20 s: {}", answer.body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!((retry.status, retry.replayed), (202, false), "the retry ran: {}", retry.body);
+    assert_eq!(app.bulk_changes().await, before["DeviceBulkChange"] + 1, "one bulk change: the retry's");
+}
+
 #[tokio::test]
 async fn forged_and_oversized_callbacks_store_nothing() {
     let app = spawn().await;

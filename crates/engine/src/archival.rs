@@ -13,9 +13,13 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, override_validatio
     let Some(device_id) = row.device_id else {
         return fail(RowStatus::Error, "Row has no device");
     };
-    let device = match job.store.device(tenant, device_id).await {
-        Ok(d) => d,
-        Err(e) => return fail(RowStatus::Error, format!("Could not read device {}: {e}", row.iccid)),
+    // The claim read the device with the row (the same transaction as its lease); otherwise read it now.
+    let device = match &row.device {
+        Some(d) if d.id == device_id && d.tenant_id == tenant => Some(d.clone()),
+        _ => match job.store.device(tenant, device_id).await {
+            Ok(d) => d,
+            Err(e) => return fail(RowStatus::Error, format!("Could not read device {}: {e}", row.iccid)),
+        },
     };
     let has_rev_service = match job.store.active_rev_service(tenant, device_id).await {
         Ok(s) => s.is_some(),

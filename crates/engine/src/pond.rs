@@ -15,7 +15,7 @@ use domain::RowStatus;
 use domain::request::StatusUpdate;
 use domain::rules::DeviceStatusDef;
 
-use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
+use crate::common::{api_failed_or_error, device_for_row, device_now, fail, writes_disabled};
 use crate::job::Job;
 use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, PondApi, PondPackage, RowOutcome};
 use crate::status_update;
@@ -51,7 +51,7 @@ pub(crate) async fn status(
     if outcome.status != RowStatus::Processed {
         return outcome;
     }
-    match device_for_row(job, row).await {
+    match device_now(job, row).await {
         Ok((device, _)) => status_update::rev_io_steps(job, row, req, &device, outcome).await,
         Err(failed) => failed,
     }

@@ -236,6 +236,11 @@ pub struct DeviceChangeRow {
     /// The carrier's result (JSON), kept for a worker when steps after the carrier remain (Rev.io).
     #[serde(skip)]
     pub carrier_result: Option<String>,
+    /// The row's device (in the bulk change's tenant) as `claim_rows` read it, in the claim's request; `None`
+    /// for rows read any other way. Only a processor's first look at the device uses it
+    /// (`common::device_for_row`); a read after a carrier call goes to the store again (`common::device_now`).
+    #[serde(skip)]
+    pub device: Option<DeviceRecord>,
 }
 
 /// One audit entry of `DeviceBulkChangeLog`.

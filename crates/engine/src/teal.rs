@@ -25,7 +25,7 @@ use sha2::Sha256;
 use tracing::{error, info, warn};
 
 use crate::carrier_wait::{AsyncCarrier, CarrierResult, Disposition, PollAnswer, carrier_owner, hand_back};
-use crate::common::{device_for_row, fail, writes_disabled};
+use crate::common::{device_for_row, device_now, fail, writes_disabled};
 use crate::job::Job;
 use crate::ports::{
     DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store, StoreError, TEAL_MAX_ENTRIES, TealApi,
@@ -441,7 +441,7 @@ impl AsyncCarrier for Teal<'_> {
         };
         // A status update's Rev.io steps (service line, customer) follow the carrier's success.
         let ChangeDetails::StatusUpdate(req) = &job.details else { return outcome };
-        match device_for_row(job, row).await {
+        match device_now(job, row).await {
             Ok((device, _)) => status_update::rev_io_steps(job, row, req, &device, outcome).await,
             Err(failed) => failed,
         }

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use tracing::{error, info, warn};
 
 use crate::carrier_wait::{AsyncCarrier, CarrierResult, Disposition, PollAnswer, carrier_owner, hand_back};
-use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
+use crate::common::{api_failed_or_error, device_for_row, device_now, fail, writes_disabled};
 use crate::job::Job;
 use crate::ports::{
     CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome, TelegenceApi, TgActivation, TgLine,
@@ -425,7 +425,7 @@ async fn finish(job: &Job, api: &dyn TelegenceApi, row: &DeviceChangeRow, result
         }
     }
     if let ChangeDetails::StatusUpdate(req) = &job.details {
-        match device_for_row(job, row).await {
+        match device_now(job, row).await {
             Ok((device, _)) => return status_update::rev_io_steps(job, row, req, &device, outcome).await,
             Err(mut failed) => {
                 failed.device_update = outcome.device_update;

@@ -212,6 +212,34 @@ pub async fn claims_are_exclusive_and_leases_expire(store: &dyn Store) {
     let c = store.claim_rows(id, "c", 10, lease, t(62)).await.expect("claim c");
     assert_eq!(c.len(), 3, "expired leases are claimed again");
     assert!(c.iter().all(|r| r.claims == 2), "a second claim is visible to the processor");
+    claimed_rows_carry_their_devices(store, &c).await;
+}
+
+/// Each claimed row carries its device as the store reads it in the bulk change's tenant.
+async fn claimed_rows_carry_their_devices(store: &dyn Store, rows: &[DeviceChangeRow]) {
+    for row in rows {
+        let device_id = row.device_id.expect("claimed rows have devices");
+        let read = store.device(TENANT, device_id).await.expect("device");
+        assert!(read.is_some(), "row {} has a device in its tenant", row.id);
+        assert_eq!(row.device, read, "row {} carries the device read with its claim", row.id);
+    }
+}
+
+pub async fn a_claim_reads_no_device_of_another_tenant(store: &dyn Store) {
+    let foreign = store.devices_by_iccid(OTHER_TENANT, &[OTHER_TENANT_ICCID.to_string()]).await.expect("devices");
+    let row = NewRow {
+        device_id: Some(foreign[0].id),
+        iccid: OTHER_TENANT_ICCID.into(),
+        msisdn: None,
+        status: RowStatus::Pending,
+        status_details: None,
+        scheduled: None,
+    };
+    let id = store.create_bulk_change(&status_update_change(), &[row]).await.expect("create").id;
+    let claimed = store.claim_rows(id, "a", 10, Duration::from_secs(60), t(0)).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].device, None, "another tenant's device is not read with a claim");
+    close(store, &[id]).await;
 }
 
 pub async fn only_the_lease_holder_completes_a_row_once(store: &dyn Store) {
@@ -590,6 +618,7 @@ pub async fn mobility_rows_behave_like_m2m_rows(store: &dyn Store) {
     let claimed = store.claim_rows(id, "a", 10, Duration::from_secs(60), t(0)).await.expect("claim");
     assert_eq!(claimed.len(), 2);
     assert!(claimed.iter().all(|r| r.bulk_change_id == id));
+    claimed_rows_carry_their_devices(store, &claimed).await;
     let entry = LogEntry {
         bulk_change_id: id,
         device_change_id: Some(claimed[0].id),

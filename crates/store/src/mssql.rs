@@ -739,6 +739,7 @@ fn change_row(row: &Row) -> Result<DeviceChangeRow, StoreError> {
         carrier_request_id: text(row, "CarrierRequestId"),
         carrier_requested_at: utc(row.get("CarrierRequestedAt")),
         carrier_result: text(row, "CarrierResult"),
+        device: None,
     })
 }
 
@@ -1325,8 +1326,24 @@ impl Store for MssqlStore {
             naive(until),
             naive(now),
         );
+        // Two result sets: the claimed rows, then their devices (in the bulk change's tenant).
         let sets = self.exec("claim rows", q).await?;
-        sets.last().map(|rows| rows.iter().map(change_row).collect()).unwrap_or_else(|| Ok(Vec::new()))
+        let mut rows = Vec::new();
+        let mut devices = std::collections::HashMap::new();
+        for set in &sets {
+            for r in set {
+                if r.columns().iter().any(|c| c.name() == "BulkChangeId") {
+                    rows.push(change_row(r)?);
+                } else {
+                    let d = device(r)?;
+                    devices.insert(d.id, d);
+                }
+            }
+        }
+        for row in &mut rows {
+            row.device = row.device_id.and_then(|id| devices.remove(&id));
+        }
+        Ok(rows)
     }
 
     async fn append_log(&self, e: &LogEntry) -> StoreResult<()> {

@@ -162,11 +162,24 @@ pub struct SqliteStore {
     round_trips: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// How a connection waits for another process's write lock: about 10 s in all, in steps of 0.1 ms at first and
+/// 1 ms after. SQLite's own busy timeout sleeps 1, 2, 5 ... up to 100 ms between tries, far longer than a write
+/// holds the lock here (a group of rows takes a few milliseconds), so workers on one file idled while it was free.
+fn wait_for_the_lock(tries: i32) -> bool {
+    const SHORT_TRIES: i32 = 100;
+    const TRIES: i32 = SHORT_TRIES + 10_000;
+    if tries >= TRIES {
+        return false;
+    }
+    std::thread::sleep(if tries < SHORT_TRIES { Duration::from_micros(100) } else { Duration::from_millis(1) });
+    true
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies the schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(db("open database"))?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(db("set busy timeout"))?;
+        let mut conn = Connection::open(path).map_err(db("open database"))?;
+        conn.busy_handler(Some(wait_for_the_lock)).map_err(db("set busy handler"))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db("enable WAL"))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db("set synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db("enable foreign keys"))?;
@@ -568,6 +581,7 @@ fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
         carrier_request_id: request,
         carrier_requested_at: opt_ts(requested)?,
         carrier_result,
+        device: None,
     })
 }
 
@@ -1394,12 +1408,29 @@ impl Store for SqliteStore {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(db("claim rows"))?
             };
-            if !raws.is_empty() {
+            let mut rows = raws.into_iter().map(row_from_raw).collect::<Result<Vec<_>, _>>()?;
+            if !rows.is_empty() {
                 tx.execute("UPDATE DeviceBulkChange SET ModifiedDate = ?2 WHERE Id = ?1", params![bulk_change_id, now])
                     .map_err(db("touch bulk change"))?;
+                // Each row's device, read with the claim so the processor needs no request of its own for it.
+                let mut read = tx
+                    .prepare_cached(&format!(
+                        "SELECT {DEVICE_COLUMNS} FROM Device
+                         WHERE Id = ?1 AND TenantId = (SELECT TenantId FROM DeviceBulkChange WHERE Id = ?2)"
+                    ))
+                    .map_err(db("read claimed devices"))?;
+                for row in &mut rows {
+                    if let Some(device_id) = row.device_id {
+                        row.device = read
+                            .query_row(params![device_id, bulk_change_id], device_from_row)
+                            .optional()
+                            .map_err(db("read claimed devices"))?
+                            .map(finish_device)
+                            .transpose()?;
+                    }
+                }
             }
             tx.commit().map_err(db("commit claim"))?;
-            let mut rows = raws.into_iter().map(row_from_raw).collect::<Result<Vec<_>, _>>()?;
             rows.sort_by_key(|r| r.id);
             Ok(rows)
         })

@@ -49,6 +49,7 @@ async fn the_sql_server_adapter_passes_the_store_contract() {
         contract::bulk_change_is_tenant_scoped(&store).await;
         contract::texts_are_kept_as_written(&store).await;
         contract::claims_are_exclusive_and_leases_expire(&store).await;
+        contract::a_claim_reads_no_device_of_another_tenant(&store).await;
         contract::only_the_lease_holder_completes_a_row_once(&store).await;
         contract::rows_complete_and_entries_append_in_groups(&store).await;
         contract::archiving_a_device_hides_it_from_every_change(&store).await;

@@ -24,6 +24,7 @@ contract_tests!(
     bulk_change_is_tenant_scoped,
     texts_are_kept_as_written,
     claims_are_exclusive_and_leases_expire,
+    a_claim_reads_no_device_of_another_tenant,
     only_the_lease_holder_completes_a_row_once,
     rows_complete_and_entries_append_in_groups,
     archiving_a_device_hides_it_from_every_change,
