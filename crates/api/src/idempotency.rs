@@ -62,12 +62,28 @@ pub fn key_of(headers: &HeaderMap, method: &str, path: &str, body: &[u8]) -> Res
 
 /// Runs `handler` once per key: a first request runs (given the key, to record on its bulk change) and its
 /// answer is kept; a repeat gets that answer back. Without a key, `handler` simply runs.
+///
+/// A keyed request runs to its end in a task of its own, whether or not its client is still there: a client that
+/// hangs up (a closed laptop, a proxy timeout) and sends the request again gets the answer of the one it dropped,
+/// once it is kept, instead of finding the key reserved by work that was cut off halfway (a bulk change recorded
+/// by a store call the drop could not stop, its answer never kept: 409 for a minute).
 pub async fn once<F, Fut>(state: &AppState, caller: &Caller, key: Option<Key>, handler: F) -> Result<Response, ApiError>
+where
+    F: FnOnce(Option<String>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response, ApiError>> + Send + 'static,
+{
+    let Some(key) = key else { return handler(None).await };
+    let (state, caller) = (state.clone(), caller.clone());
+    tokio::spawn(async move { once_keyed(&state, &caller, key, handler).await })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Internal(format!("the request's task ended early: {e}"))))
+}
+
+async fn once_keyed<F, Fut>(state: &AppState, caller: &Caller, key: Key, handler: F) -> Result<Response, ApiError>
 where
     F: FnOnce(Option<String>) -> Fut,
     Fut: Future<Output = Result<Response, ApiError>>,
 {
-    let Some(key) = key else { return handler(None).await };
     let now = Utc::now();
     let start = state
         .store
@@ -114,10 +130,10 @@ where
     }
 }
 
-/// A key reserved for a request that is running. If the request is abandoned before its answer is kept (the
-/// client hung up and the server dropped the handler), the reservation is freed at once, so the client's retry
-/// under the same key runs instead of answering 409 until the reservation goes stale. The store frees only a
-/// reservation that recorded no bulk change and kept no answer: what was done stays answered.
+/// A key reserved for a request that is running. If the request's task ends before its answer is kept (a panic
+/// in the handler), the reservation is freed at once, so the client's retry under the same key runs instead of
+/// answering 409 until the reservation goes stale. The store frees only a reservation that recorded no bulk change
+/// and kept no answer: what was done stays answered.
 struct Reservation {
     store: Option<std::sync::Arc<dyn engine::ports::Store>>,
     tenant_id: i64,

@@ -115,9 +115,10 @@ async fn submit(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key_of(&headers, "POST", uri.path(), &body)?;
-    idempotency::once(&state, &caller, key, |key| async {
-        let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
-        accept(&state, &caller, intake, key).await
+    let (st, who) = (state.clone(), caller.clone());
+    idempotency::once(&state, &caller, key, move |key| async move {
+        let intake = intake::evaluate(st.store.as_ref(), &who, &body, st.max_devices).await?;
+        accept(&st, &who, intake, key).await
     })
     .await
 }
@@ -341,7 +342,8 @@ async fn associate_customer(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key_of(&headers, "POST", uri.path(), &body)?;
-    idempotency::once(&state, &caller, key, |key| associate(&state, &caller, &body, key)).await
+    let (st, who) = (state.clone(), caller.clone());
+    idempotency::once(&state, &caller, key, move |key| async move { associate(&st, &who, &body, key).await }).await
 }
 
 async fn associate(state: &AppState, caller: &Caller, body: &[u8], key: Option<String>) -> Result<Response, ApiError> {
@@ -395,7 +397,9 @@ async fn retry(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
-    idempotency::once(&state, &caller, key, |key| async {
+    let (st, who) = (state.clone(), caller.clone());
+    idempotency::once(&state, &caller, key, move |key| async move {
+        let (state, caller) = (st, who);
         let bulk = owned_bulk_change(&state, &caller, &id).await?;
         if !bulk.status.is_final() {
             return Err(ApiError::Conflict(format!(
@@ -432,7 +436,9 @@ async fn cancel(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
-    idempotency::once(&state, &caller, key, |_| async {
+    let (st, who) = (state.clone(), caller.clone());
+    idempotency::once(&state, &caller, key, move |_| async move {
+        let (state, caller) = (st, who);
         let bulk = owned_bulk_change(&state, &caller, &id).await?;
         let now = chrono::Utc::now();
         let cancelled = state.store.cancel_rows(caller.tenant_id, bulk.id, &caller.user, now).await?;
