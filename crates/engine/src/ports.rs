@@ -499,7 +499,8 @@ pub trait Store: Send + Sync {
 
     /// NEW → PROCESSING; never touches a final bulk change.
     async fn mark_processing(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()>;
-    /// Claims up to `limit` rows that are PENDING, or PROCESSING with an expired lease, for `worker`.
+    /// Claims up to `limit` rows that are PROCESSING with an expired lease (their worker died: they have waited
+    /// longest), then PENDING, each in Id order, for `worker`.
     async fn claim_rows(
         &self,
         bulk_change_id: i64,

@@ -47,6 +47,18 @@ pub const SCRIPTS: &[Script] = &[
         sql: include_str!("../../../infra/sql/002_seed_reference.sql"),
     },
     Script {
+        name: "003_work_tables.sql",
+        version: Some(3),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/003_work_tables.sql"),
+    },
+    Script {
+        name: "004_claim_index.sql",
+        version: Some(4),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/004_claim_index.sql"),
+    },
+    Script {
         name: "R__procedures.sql",
         version: None,
         transactional: true,

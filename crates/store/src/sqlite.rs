@@ -1399,7 +1399,7 @@ impl Store for SqliteStore {
                         "UPDATE {table} SET Status = 'PROCESSING', LeaseOwner = ?1, LeaseUntil = ?2, Claims = Claims + 1
                          WHERE Id IN (SELECT Id FROM {table} WHERE BulkChangeId = ?3
                                       AND (Status = 'PENDING' OR (Status = 'PROCESSING' AND LeaseUntil < ?4))
-                                      ORDER BY Id LIMIT ?5)
+                                      ORDER BY Status = 'PENDING', Id LIMIT ?5)
                          RETURNING {ROW_COLUMNS}"
                     ))
                     .map_err(db("claim rows"))?;
