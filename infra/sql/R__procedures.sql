@@ -562,6 +562,29 @@ BEGIN
 END
 GO
 
+-- Up to @Limit rows with an Id above @AfterId, in Id order (the results export pages this way: an offset over a
+-- filtered set that shrinks while the bulk change runs skips rows).
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_RowsAfter;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_RowsAfter
+    @TenantId BIGINT, @BulkChangeId BIGINT, @Status NVARCHAR(20) = NULL, @AfterId BIGINT, @Limit INT AS
+BEGIN
+    SET NOCOUNT ON;
+    IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId AND TenantId = @TenantId) = 2
+        SELECT TOP (@Limit) Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId,
+               CarrierRequestedAt, CarrierResult
+        FROM dbo.Mobility_DeviceChange
+        WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND (@Status IS NULL OR Status = @Status) AND Id > @AfterId
+        ORDER BY Id;
+    ELSE
+        SELECT TOP (@Limit) Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId,
+               CarrierRequestedAt, CarrierResult
+        FROM dbo.M2M_DeviceChange
+        WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND (@Status IS NULL OR Status = @Status) AND Id > @AfterId
+        ORDER BY Id;
+END
+GO
+
 DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChangeLog_List;
 GO
 CREATE PROCEDURE dbo.usp_DeviceBulkChangeLog_List @TenantId BIGINT, @BulkChangeId BIGINT AS
@@ -1261,6 +1284,18 @@ BEGIN
     FROM dbo.ThingSpaceCallBackResponseLog
     WHERE ServiceProviderId = @ServiceProviderId AND RequestId = @RequestId AND Outcome LIKE N'unmatched%'
     ORDER BY Id;
+END
+GO
+
+-- Unmatched callbacks older than @Before go: an early callback is applied within moments of its request being
+-- recorded; older ones only take room.
+DROP PROCEDURE IF EXISTS dbo.usp_ThingSpaceCallBackResponseLog_PurgeUnmatched;
+GO
+CREATE PROCEDURE dbo.usp_ThingSpaceCallBackResponseLog_PurgeUnmatched @Before DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    DELETE FROM dbo.ThingSpaceCallBackResponseLog WHERE Outcome LIKE N'unmatched%' AND CreatedDate < @Before;
+    SELECT @@ROWCOUNT AS Purged;
 END
 GO
 

@@ -26,9 +26,14 @@ use crate::ApiError;
 /// Records read per page while exporting.
 pub const PAGE: u32 = 500;
 
-/// A cell as a spreadsheet may show it: a value that starts like a formula is prefixed with `'`.
+/// A cell as a spreadsheet may show it: a value that starts like a formula is prefixed with `'`. "Starts" looks past
+/// what a spreadsheet drops before reading a formula: spaces and invisible characters (zero-width space U+200B,
+/// byte order mark U+FEFF, ...); a tab or carriage return in front is a formula start of its own.
 pub fn defused(value: &str) -> String {
-    if value.starts_with(['=', '+', '-', '@']) { format!("'{value}") } else { value.to_string() }
+    let invisible = |c: char| c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}');
+    let formula =
+        value.starts_with(['\t', '\r']) || value.trim_start_matches(invisible).starts_with(['=', '+', '-', '@']);
+    if formula { format!("'{value}") } else { value.to_string() }
 }
 
 /// Records as CSV text (CRLF line ends), every cell defused.
@@ -171,5 +176,15 @@ mod tests {
         let text =
             csv_text(&[vec!["RP, \"big\"".into(), "=cmd".into(), "line\nbreak".into(), "-1".into()]]).expect("csv");
         assert_eq!(String::from_utf8_lossy(&text), "\"RP, \"\"big\"\"\",'=cmd,\"line\nbreak\",'-1\r\n");
+    }
+
+    #[test]
+    fn formulas_behind_invisible_characters_are_defused() {
+        for hidden in ["\u{200B}=cmd", "\u{FEFF}=cmd", " \u{00A0}+1", "\u{2060}@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(defused(hidden), format!("'{hidden}"), "{hidden:?}");
+        }
+        for plain in ["8901260000000000001", "a=b", "\u{200B}x", "RP-1GB"] {
+            assert_eq!(defused(plain), plain, "{plain:?}");
+        }
     }
 }

@@ -26,7 +26,8 @@ pub const REPLAYED: &str = "idempotent-replayed";
 const KEEP_HOURS: i64 = 24;
 /// A reservation older than this whose request recorded nothing died with its server: it is taken over.
 const STALE_SECONDS: i64 = 60;
-/// The largest answer kept for replays (a 10,000-device submission answers about 1 MB).
+/// The largest answer kept whole for replays (a 10,000-device submission answers about 1 MB); a larger one is kept
+/// as its bulk change id.
 const MAX_KEPT_BYTES: usize = 16 * 1024 * 1024;
 const MAX_KEY_CHARS: usize = 255;
 
@@ -176,13 +177,15 @@ fn kept_for_replay(status: StatusCode) -> bool {
 /// that recorded a bulk change: the store frees only a reservation with none.
 async fn keep(state: &AppState, caller: &Caller, key: &Key, response: Response) -> Result<Response, ApiError> {
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_KEPT_BYTES)
+    // Our own answer, already in memory: read whole, whatever its size.
+    let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|e| ApiError::Internal(format!("answer could not be read to keep it: {e}")))?;
     let kept = if !kept_for_replay(parts.status) {
         state.store.abandon_idempotent(caller.tenant_id, &key.value).await
     } else {
         let text = String::from_utf8_lossy(&bytes);
+        let text = if bytes.len() <= MAX_KEPT_BYTES { text } else { too_large_to_keep(&text, bytes.len()).into() };
         state.store.finish_idempotent(caller.tenant_id, &key.value, parts.status.as_u16(), &text).await
     };
     if let Err(e) = kept {
@@ -190,6 +193,16 @@ async fn keep(state: &AppState, caller: &Caller, key: &Key, response: Response) 
         warn!(tenant_id = caller.tenant_id, key = ?key.value, error = %e, "idempotent answer not kept");
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// What a replay answers instead of a first answer too large to keep: the bulk change it made, if any (a replay of
+/// a 202 then points at its status as the first did).
+fn too_large_to_keep(answer: &str, bytes: usize) -> String {
+    let id = serde_json::from_str::<serde_json::Value>(answer).ok().and_then(|v| v.get("BulkChangeId")?.as_i64());
+    warn!(bytes, bulk_change_id = id, "idempotent answer too large to keep whole; its bulk change id is kept");
+    json!({"BulkChangeId": id, "Replayed": true,
+           "Detail": format!("the first answer ({bytes} bytes) was too large to keep; read the bulk change's status for its rows")})
+    .to_string()
 }
 
 /// A kept answer again, with the headers of the first that matter: a 202 (only an accepted bulk change answers
@@ -230,6 +243,22 @@ mod tests {
         assert_eq!(k("POST", "/a", b"{}"), k("POST", "/a", b"{}"));
         assert_ne!(k("POST", "/a", b"{}"), k("POST", "/a", b"{ }"));
         assert_ne!(k("POST", "/a", b"{}"), k("POST", "/b", b"{}"));
+    }
+
+    #[test]
+    fn an_answer_too_large_to_keep_is_kept_as_its_bulk_change() {
+        let devices: Vec<String> =
+            (0..500_000).map(|i| format!("{{\"ICCID\":\"8901{i:016}\",\"Valid\":true}}")).collect();
+        let answer = format!("{{\"BulkChangeId\":77,\"Status\":\"NEW\",\"Devices\":[{}]}}", devices.join(","));
+        assert!(answer.len() > MAX_KEPT_BYTES);
+        let kept = too_large_to_keep(&answer, answer.len());
+        assert!(kept.len() < 1024, "{kept}");
+        let replayed = replay(202, kept);
+        assert_eq!(
+            replayed.headers().get(header::LOCATION).map(|v| v.as_bytes()),
+            Some(&b"/M2M/BulkChangeStatus/77"[..]),
+            "the replay points at the same bulk change"
+        );
     }
 
     #[test]

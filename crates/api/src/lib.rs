@@ -34,6 +34,8 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     pub auth: Arc<dyn Authenticator>,
     pub max_devices: usize,
+    /// How long a request's body may go without a byte arriving (`Settings::api_body_idle`): 408 after it.
+    pub body_idle: std::time::Duration,
     /// Where exports over the inline limit go (the Lambda function: S3); `None` streams every export inline.
     pub large_exports: Option<export::LargeExports>,
 }
@@ -69,9 +71,52 @@ pub fn router(state: AppState) -> Router {
         .route("/Teal/Callback", post(teal_callback).layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY_BYTES)))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // 10,000 ICCIDs are ~250 KB of JSON; leave room without accepting anything.
-        .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body_in_time))
         .layer(axum::middleware::map_response(problem::problem_for_every_error))
         .with_state(state)
+}
+
+/// The largest body any route accepts (413 above it; the callbacks accept less).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Reads every request's body, at most `MAX_BODY_BYTES` (413 at once when its `Content-Length` says more) and
+/// with no pause longer than `AppState::body_idle`, then hands the request on with the body read: a client that
+/// announces a body and stalls is answered 408 and its connection freed, instead of holding it for as long as it
+/// likes (a slow client that keeps sending is not cut off).
+async fn body_in_time(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::StreamExt;
+    let too_large = || ApiError::Http {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        detail: format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+    };
+    let announced =
+        request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large().into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let mut chunks = body.into_data_stream();
+    let mut read = Vec::new();
+    loop {
+        match tokio::time::timeout(state.body_idle, chunks.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(chunk))) if read.len() + chunk.len() > MAX_BODY_BYTES => return too_large().into_response(),
+            Ok(Some(Ok(chunk))) => read.extend_from_slice(&chunk),
+            Ok(Some(Err(e))) => {
+                let detail = format!("the body could not be read: {e}");
+                return ApiError::Http { status: StatusCode::BAD_REQUEST, detail }.into_response();
+            }
+            Err(_) => {
+                let detail = format!("no byte of the body arrived for {} s", state.body_idle.as_secs_f64());
+                return ApiError::Http { status: StatusCode::REQUEST_TIMEOUT, detail }.into_response();
+            }
+        }
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(read))).await
 }
 
 /// The largest ThingSpace callback body accepted (413 above it, before parsing).
@@ -86,7 +131,8 @@ async fn health() -> Json<Value> {
     responses((status = 200, description = "Every device's verdict; nothing written", body = openapi::Validated),
               (status = 400, description = "Malformed or inconsistent request", body = openapi::Problem),
               (status = 401, description = "No valid token", body = openapi::Problem),
-              (status = 413, description = "Too many devices", body = openapi::Problem)))]
+              (status = 408, description = "No byte of the body arrived for API_BODY_IDLE_SECONDS (10 s)", body = openapi::Problem),
+              (status = 413, description = "Too many devices, or a body above 4 MB", body = openapi::Problem)))]
 async fn validate(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
     let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
     Ok(Json(json!({
@@ -105,7 +151,8 @@ async fn validate(State(state): State<AppState>, caller: Caller, body: Bytes) ->
               (status = 400, description = "Malformed or inconsistent request; nothing written", body = openapi::Problem),
               (status = 401, description = "No valid token", body = openapi::Problem),
               (status = 409, description = "A request with this Idempotency-Key is still running", body = openapi::Problem),
-              (status = 413, description = "Too many devices", body = openapi::Problem),
+              (status = 408, description = "No byte of the body arrived for API_BODY_IDLE_SECONDS (10 s)", body = openapi::Problem),
+              (status = 413, description = "Too many devices, or a body above 4 MB", body = openapi::Problem),
               (status = 422, description = "The Idempotency-Key was used for another request", body = openapi::Problem)))]
 async fn submit(
     State(state): State<AppState>,
@@ -177,6 +224,7 @@ pub(crate) fn status_location(id: i64) -> Option<axum::http::HeaderValue> {
               (status = 400, description = "No requestId or device", body = openapi::Problem),
               (status = 401, description = "Credentials no ThingSpace account registered; nothing stored", body = openapi::Problem),
               (status = 404, description = "No row of this account waits on the request (kept for its worker)", body = openapi::Problem),
+              (status = 408, description = "No byte of the body arrived for API_BODY_IDLE_SECONDS (10 s)", body = openapi::Problem),
               (status = 413, description = "A body above 64 KB", body = openapi::Problem)))]
 async fn thingspace_callback(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     use engine::thingspace::{Callback, CallbackAnswer, apply_callback};
@@ -221,10 +269,14 @@ pub struct TealCallbackQuery {
 #[utoipa::path(post, path = "/Teal/Callback", tag = "carriers", security(()), params(TealCallbackQuery),
     responses((status = 200, description = "Woken, or ignored (no row waits any more)", body = openapi::TealCallbackAnswer),
               (status = 401, description = "No Teal account signed this request id; nothing stored", body = openapi::Problem),
+              (status = 408, description = "No byte of the body arrived for API_BODY_IDLE_SECONDS (10 s)", body = openapi::Problem),
               (status = 413, description = "A body above 64 KB", body = openapi::Problem)))]
 async fn teal_callback(
     State(state): State<AppState>,
     axum::extract::Query(query): axum::extract::Query<TealCallbackQuery>,
+    // Not read (the result is fetched from Teal), but taken, so a body above the route's limit is 413 like
+    // everywhere else rather than 401.
+    _body: Bytes,
 ) -> Result<Response, ApiError> {
     use engine::teal::{TealCallbackAnswer, apply_callback};
     // Teal appends `?requestId=` to a URL that has a query already in some clients: accept `sig=<hex>?requestId=<id>`.
@@ -280,7 +332,7 @@ async fn export(
 }
 
 /// A bulk change's rows as CSV (one line per row), filterable by row status, streamed in pages.
-#[utoipa::path(get, path = "/M2M/BulkChange/{id}/Results", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"), RowQuery),
+#[utoipa::path(get, path = "/M2M/BulkChange/{id}/Results", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"), ResultsQuery),
     responses((status = 200, description = "One CSV line per row: ICCID, Status, Details, CarrierErrorCode, CarrierRequestId, ProcessedAt", content_type = "text/csv", body = String),
               (status = 303, description = "Larger than an inline answer may be (deployed API): the CSV is at the presigned URL in Location", body = openapi::LargeExport),
               (status = 404, description = "Not this tenant's bulk change", body = openapi::Problem)))]
@@ -288,18 +340,18 @@ async fn results(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<RowQuery>,
+    Query(q): Query<ResultsQuery>,
 ) -> Result<Response, ApiError> {
     let bulk = owned_bulk_change(&state, &caller, &id).await?;
     let filter = row_status_filter(q.status.as_deref())?;
     let (store, tenant, bulk_id) = (state.store.clone(), caller.tenant_id, bulk.id);
-    let mut page = 0;
+    // Pages by row id (after the last row of the previous page), not by offset: rows change status while a
+    // bulk change runs, and an offset over a filtered set that shrinks skips rows.
     let stream = export::csv_stream(
         &results::CSV_HEADER,
-        move |_| {
-            page += 1;
+        move |after| {
             let store = store.clone();
-            async move { store.rows(tenant, bulk_id, filter, page, export::PAGE).await }
+            async move { store.rows_after(tenant, bulk_id, filter, after, export::PAGE).await }
         },
         results::csv_record,
         "results",
@@ -333,7 +385,9 @@ pub struct AssociateCustomerRequest {
 #[utoipa::path(post, path = "/M2M/AssociateCustomer", tag = "bulk changes", request_body = AssociateCustomerRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "As for /M2M/BulkChange")),
     responses((status = 202, description = "A CustomerAssignment recorded and queued", body = openapi::Accepted),
-              (status = 400, description = "Malformed or inconsistent request", body = openapi::Problem)))]
+              (status = 400, description = "Malformed or inconsistent request", body = openapi::Problem),
+              (status = 408, description = "No byte of the body arrived for API_BODY_IDLE_SECONDS (10 s)", body = openapi::Problem),
+              (status = 413, description = "Too many devices, or a body above 4 MB", body = openapi::Problem)))]
 async fn associate_customer(
     State(state): State<AppState>,
     caller: Caller,
@@ -356,9 +410,9 @@ async fn associate(state: &AppState, caller: &Caller, body: &[u8], key: Option<S
             ["ServiceProviderId", "PortalType", "Devices"].contains(&k)
                 || domain::request::RevServiceOptions::FIELDS.contains(&k)
         };
-        warnings.extend(
-            fields.keys().filter(|k| !known(k)).map(|k| domain::FieldError::new(k.clone(), "unknown field, ignored")),
-        );
+        let unknown =
+            fields.keys().filter(|k| !known(k)).map(|k| domain::FieldError::new(k.clone(), "unknown field, ignored"));
+        warnings = domain::request::capped_warnings(warnings.into_iter().chain(unknown));
     }
     let wire = domain::BulkChangeRequestWire {
         service_provider_id: request.service_provider_id,
@@ -502,6 +556,16 @@ pub struct RowQuery {
     status: Option<String>,
     page: Option<u32>,
     page_size: Option<u32>,
+}
+
+/// The results export's query: every row of the bulk change, or those in one status, all of them (the CSV is
+/// streamed whole, so it has no pages).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ResultsQuery {
+    /// Only rows in this status (PENDING, PROCESSING, PROCESSED, API_FAILED, ERROR, SCHEDULED, CANCELLED).
+    status: Option<String>,
 }
 
 fn paging(page: Option<u32>, size: Option<u32>) -> Result<(u32, u32), ApiError> {

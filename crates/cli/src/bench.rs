@@ -32,10 +32,7 @@ pub fn bench_iccid(i: usize) -> String {
 
 /// Peak resident set size of this process, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    rss_mib("VmHWM:")
 }
 
 pub async fn run(opts: BenchOptions) -> Result<()> {
@@ -123,6 +120,12 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
     let parallel = run_one(&stack, 0..opts.devices, WorkerConfig::default()).await?;
     let sequential_config = WorkerConfig { concurrency: 1, claim_batch: 1, ..WorkerConfig::default() };
     let sequential = run_one(&stack, opts.devices..opts.devices + opts.sequential_devices, sequential_config).await?;
+    let worker_peak = peak_rss_mib();
+    // After the runs, so the worker's peak above is not the intake's.
+    let mut intake_peaks = Vec::new();
+    for n in [INTAKE_DEVICES, INTAKE_MEMORY_DEVICES] {
+        intake_peaks.push((n, intake_peak_mib(&stack, n).await?));
+    }
     stack.stop().await;
 
     let dps = opts.devices as f64 / parallel.as_secs_f64();
@@ -138,11 +141,55 @@ async fn measure(opts: &BenchOptions, url: &str) -> Result<()> {
     println!("intake_devices={INTAKE_DEVICES}");
     println!("intake_ms={:.0}", intake.as_secs_f64() * 1000.0);
     println!("intake_devices_per_second={:.0}", INTAKE_DEVICES as f64 / intake.as_secs_f64());
-    match peak_rss_mib() {
+    match worker_peak {
         Some(mib) => println!("worker_peak_rss_mib={mib:.1}"),
         None => println!("worker_peak_rss_mib=unknown"),
     }
+    for (n, peak) in intake_peaks {
+        match peak {
+            Some(mib) => {
+                println!("intake_{n}_peak_mib={mib:.1}");
+                println!("intake_{n}_peak_kib_per_device={:.2}", mib * 1024.0 / n as f64);
+            }
+            None => println!("intake_{n}_peak_mib=unknown"),
+        }
+    }
     Ok(())
+}
+
+/// How much the process's resident memory grew at its peak while the API took one request of `n` devices: the
+/// body, its parse, every device's check, the recording transaction and the answer written out (Linux: the peak
+/// is reset through `/proc/self/clear_refs` first; `None` elsewhere).
+async fn intake_peak_mib(stack: &Stack, n: usize) -> Result<Option<f64>> {
+    let before = rss_mib("VmRSS:");
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let took = {
+        let devices: Vec<String> = (0..n).map(bench_iccid).collect();
+        let body = serde_json::json!({"ServiceProviderId": 1, "ChangeType": 3, "Devices": devices, "StatusUpdate": {"TargetStatus": "Active"}})
+            .to_string();
+        let caller = api::Caller { tenant_id: 1, user: "bench".into(), roles: vec![] };
+        let intake = api::intake::evaluate(&*stack.store, &caller, body.as_bytes(), n)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let id = stack.store.create_bulk_change(&intake.change, &intake.rows).await?.id;
+        let answer = serde_json::to_vec(&serde_json::json!({"BulkChangeId": id, "Counts": intake.counts(),
+            "Devices": intake.devices, "Duplicates": intake.duplicates, "Warnings": intake.warnings}))?;
+        stack.store.cancel_rows(1, id, "bench", chrono::Utc::now()).await?;
+        answer.len()
+    };
+    let peak = rss_mib("VmHWM:");
+    tracing::debug!(devices = n, answer_bytes = took, "intake measured");
+    Ok(match (reset, before, peak) {
+        (true, Some(before), Some(peak)) => Some((peak - before).max(0.0)),
+        _ => None,
+    })
+}
+
+fn rss_mib(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 async fn run_one(stack: &Stack, range: std::ops::Range<usize>, worker_config: WorkerConfig) -> Result<Duration> {
@@ -168,11 +215,13 @@ async fn run_one(stack: &Stack, range: std::ops::Range<usize>, worker_config: Wo
 
 /// The size of the API intake measured: a request at the default device limit.
 const INTAKE_DEVICES: usize = 10_000;
+/// The larger request whose intake memory is measured too (ten times the default limit).
+const INTAKE_MEMORY_DEVICES: usize = 100_000;
 
 /// The bench calls the store and worker directly; its stack's API secret only has to be valid.
 const BENCH_SECRET: &str = "bench-only-the-api-is-never-called-000000";
 fn seeded_devices(opts: &BenchOptions) -> usize {
-    (opts.devices + opts.sequential_devices).max(INTAKE_DEVICES)
+    (opts.devices + opts.sequential_devices).max(INTAKE_MEMORY_DEVICES)
 }
 
 /// Time for the API to check and record one request of `n` devices (validation, one transaction), no carrier call.

@@ -45,6 +45,8 @@ pub struct StackConfig {
     pub sql_server: Option<String>,
     /// SQL Server connections of this process (`DATABASE_POOL_SIZE`).
     pub database_pool_size: usize,
+    /// The API's wait for the next byte of a body (`API_BODY_IDLE_SECONDS`).
+    pub api_body_idle: Duration,
     pub seed: Option<Seed>,
     pub simulators: bool,
     pub simulator_faults: Faults,
@@ -82,6 +84,7 @@ impl StackConfig {
         self.stranded_grace = settings.stranded_grace;
         self.scheduler_interval = settings.scheduler_interval;
         self.database_pool_size = settings.database_pool_size;
+        self.api_body_idle = settings.api_body_idle;
     }
 
     pub fn local(database: PathBuf, outbox: PathBuf, jwt_secret: String) -> Self {
@@ -90,6 +93,7 @@ impl StackConfig {
             database,
             sql_server: None,
             database_pool_size: 4,
+            api_body_idle: Duration::from_secs(10),
             seed: None,
             simulators: false,
             simulator_faults: Faults::default(),
@@ -159,6 +163,7 @@ impl Stack {
             queue: Arc::new(queue.clone()),
             auth: Arc::new(api::Hs256::new(&config.jwt_secret).map_err(anyhow::Error::msg)?),
             max_devices: config.max_devices,
+            body_idle: config.api_body_idle,
             // Served from this process, an export streams inline whatever its size (no 6 MB answer limit here).
             large_exports: None,
         };
@@ -260,6 +265,7 @@ impl Stack {
                 let _ = engine::scheduler::apply_due_scheduled(&*store, &queue, SystemClock.now()).await;
                 let _ = engine::scheduler::requeue_stranded(&*store, &queue, SystemClock.now(), grace).await;
                 let _ = store.purge_idempotency_keys(SystemClock.now() - chrono::Duration::hours(24)).await;
+                let _ = store.purge_unmatched_callbacks(SystemClock.now() - engine::thingspace::UNMATCHED_KEPT).await;
             }
         })
     }

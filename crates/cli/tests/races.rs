@@ -453,6 +453,84 @@ async fn forged_and_oversized_callbacks_store_nothing() {
     assert_eq!(after, before, "no table gained a row");
 }
 
+/// A client that announces a body and stalls is answered 408 once no byte came for `API_BODY_IDLE_SECONDS`, and
+/// its connection is closed (it held it 20 s and more); a Teal callback with a body above its route's limit is 413
+/// like every route's, not 401.
+#[tokio::test]
+async fn a_stalled_body_is_answered_408_and_a_large_teal_callback_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::start(seed(), |c| {
+        c.run_worker = false;
+        c.api_body_idle = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut socket =
+        tokio::net::TcpStream::connect(app.stack.base_url().trim_start_matches("http://")).await.expect("connect");
+    let head = format!(
+        "POST /M2M/BulkChange HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n{{\"Devi",
+        app.token
+    );
+    socket.write_all(head.as_bytes()).await.expect("send the start");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "the connection is still held after 10 s: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    eprintln!("measured: a stalled body's connection held {:.1} s (idle limit 1 s)", started.elapsed().as_secs_f64());
+    assert_eq!(app.bulk_changes().await, 0, "nothing recorded");
+
+    // Chunked (no Content-Length), so only the route's own limit can refuse it.
+    let mut socket =
+        tokio::net::TcpStream::connect(app.stack.base_url().trim_start_matches("http://")).await.expect("connect");
+    let head = format!(
+        "POST /Teal/Callback?sig={}&requestId=r-1 HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        "0".repeat(64)
+    );
+    socket.write_all(head.as_bytes()).await.expect("send the head");
+    let chunk = format!("{:x}\r\n{}\r\n", 1024, " ".repeat(1024));
+    for _ in 0..100 {
+        if socket.write_all(chunk.as_bytes()).await.is_err() {
+            break; // refused before the whole body was sent
+        }
+    }
+    let _ = socket.write_all(b"0\r\n\r\n").await;
+    let mut teal = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read_to_end(&mut teal)).await;
+    let teal = String::from_utf8_lossy(&teal);
+    assert!(teal.starts_with("HTTP/1.1 413"), "a 100 KB callback body: {teal}");
+}
+
+/// A body of thousands of unknown fields is answered with the first 100 named and the rest counted (one such body
+/// answered 23 MB and took 370 MB of memory); the submission itself is taken.
+#[tokio::test]
+async fn unknown_fields_are_reported_capped() {
+    let app = spawn_idle().await;
+    let mut body = serde_json::Map::new();
+    for (k, v) in [
+        ("ServiceProviderId", json!(POD19)),
+        ("ChangeType", json!(3)),
+        ("Devices", json!([device(0)])),
+        ("StatusUpdate", json!({"TargetStatus": "Active"})),
+    ] {
+        body.insert(k.into(), v);
+    }
+    for i in 0..50_000 {
+        body.insert(format!("unknown{i}"), json!(0));
+    }
+    let answer = app.post_as("/M2M/BulkChange", &Value::Object(body), &app.token, None).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let warnings = answer.body["Warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 101, "100 named, one counting the rest");
+    assert!(
+        warnings[100]["message"].as_str().expect("message").starts_with("49900 more unknown fields"),
+        "{}",
+        warnings[100]
+    );
+    assert!(answer.body.to_string().len() < 64 * 1024, "the answer stays small");
+}
+
 #[tokio::test]
 async fn tokens_without_exp_not_yet_valid_or_without_a_user_are_401() {
     let app = spawn().await;

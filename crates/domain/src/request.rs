@@ -342,21 +342,58 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     title: &str,
 ) -> Result<(T, Vec<FieldError>), RequestError> {
     let mut unknown = Vec::new();
+    let mut more = 0usize;
     let mut json = serde_json::Deserializer::from_slice(body);
     let mut track = serde_path_to_error::Track::new();
     let parsed: Result<T, _> = serde_ignored::deserialize(
         serde_path_to_error::Deserializer::new(&mut json, &mut track),
         // `?` marks an `Option`'s content in serde_ignored's paths; the portal's field names are what an operator
         // reads, so the marker is left out.
-        |path| unknown.push(path.to_string().split('.').filter(|s| *s != "?").collect::<Vec<_>>().join(".")),
+        |path| {
+            if unknown.len() < MAX_WARNINGS {
+                unknown.push(path.to_string().split('.').filter(|s| *s != "?").collect::<Vec<_>>().join("."));
+            } else {
+                more += 1;
+            }
+        },
     );
     let value = parsed.and_then(|v| json.end().map(|()| v)).map_err(|e| {
         let path = track.path().to_string();
         let field = if path.is_empty() || path == "?" { "body".to_string() } else { path };
         RequestError::one(title, &field, format!("invalid JSON: {e}"))
     })?;
-    let warnings = unknown.into_iter().map(|field| FieldError::new(field, "unknown field, ignored")).collect();
+    let mut warnings: Vec<FieldError> =
+        unknown.into_iter().map(|field| FieldError::new(field, "unknown field, ignored")).collect();
+    if more > 0 {
+        warnings.push(more_warnings(more));
+    }
     Ok((value, warnings))
+}
+
+/// The most warnings an answer carries: a body of 450,000 unknown fields answered 23 MB of them. Beyond it one
+/// more warning counts the rest.
+pub const MAX_WARNINGS: usize = 100;
+
+/// The warning that stands for `n` unknown fields beyond the first `MAX_WARNINGS`.
+pub fn more_warnings(n: usize) -> FieldError {
+    FieldError::new("body", format!("{n} more unknown fields, ignored (only the first {MAX_WARNINGS} are named)"))
+}
+
+/// `warnings` with at most `MAX_WARNINGS` of them named and the rest counted in one more.
+pub fn capped_warnings(warnings: impl IntoIterator<Item = FieldError>) -> Vec<FieldError> {
+    let mut kept = Vec::new();
+    let mut more = 0usize;
+    for w in warnings {
+        if kept.len() < MAX_WARNINGS {
+            kept.push(w);
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        kept.push(more_warnings(more));
+    }
+    kept
 }
 
 /// A well-formed request: known change type with its block, a service provider, at least one device.

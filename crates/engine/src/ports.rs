@@ -495,6 +495,16 @@ pub trait Store: Send + Sync {
         page: u32,
         page_size: u32,
     ) -> StoreResult<Vec<DeviceChangeRow>>;
+    /// Up to `limit` of a bulk change's rows (in `status`, if given) with an Id above `after_id`, in Id order: a
+    /// reader that pages this way never skips nor repeats a row while rows change status.
+    async fn rows_after(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        status: Option<RowStatus>,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceChangeRow>>;
     async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>>;
 
     /// NEW → PROCESSING; never touches a final bulk change.
@@ -629,6 +639,10 @@ pub trait Store: Send + Sync {
     /// `unmatched`), oldest first: the worker applies them once it has recorded the request id.
     async fn unmatched_callbacks(&self, service_provider_id: i64, request_id: &str)
     -> StoreResult<Vec<CallbackRecord>>;
+    /// Deletes the unmatched callbacks (see `unmatched_callbacks`) that arrived before `before`; returns how many.
+    /// An early callback is applied within moments of its request being recorded, so older ones only take room
+    /// (a sender with an account's callback credentials could otherwise fill the table).
+    async fn purge_unmatched_callbacks(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Stops every worker from logging in to this ThingSpace account again.
     async fn refuse_login(&self, service_provider_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<()>;
     /// When the earliest lease on an open row of the bulk change ends (a worker's or a carrier wait's).

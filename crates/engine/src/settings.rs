@@ -16,6 +16,9 @@ pub struct Settings {
     pub scheduler_interval: Duration,
     /// SQL Server connections per process (a Lambda execution environment, or a local stack on SQL Server).
     pub database_pool_size: usize,
+    /// How long the API waits for the next byte of a request's body before answering 408 (a stalled client frees
+    /// its connection; behind API Gateway bodies arrive whole).
+    pub api_body_idle: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -27,7 +30,7 @@ pub struct SettingsError {
 }
 
 /// Every variable read here, with its default, for the README and `--help`.
-pub const VARIABLES: [(&str, &str); 15] = [
+pub const VARIABLES: [(&str, &str); 16] = [
     ("WORKER_LEASE_SECONDS", "30"),
     ("WORKER_ROWS_IN_FLIGHT", "256"),
     ("WORKER_CLAIM_BATCH", "64"),
@@ -43,6 +46,7 @@ pub const VARIABLES: [(&str, &str); 15] = [
     ("EMAIL_FROM", "bulkchange@localhost"),
     ("ERROR_EMAIL_TO", "operations@localhost"),
     ("DATABASE_POOL_SIZE", "4"),
+    ("API_BODY_IDLE_SECONDS", "10"),
 ];
 
 impl Settings {
@@ -99,6 +103,7 @@ impl Settings {
             stranded_grace: lease,
             scheduler_interval: Duration::from_secs(number("SCHEDULER_INTERVAL_SECONDS", 60, 1)?),
             database_pool_size: number("DATABASE_POOL_SIZE", 4, 1)? as usize,
+            api_body_idle: Duration::from_secs(number("API_BODY_IDLE_SECONDS", 10, 1)?),
             worker,
         })
     }

@@ -47,12 +47,18 @@ impl Authenticator for AuthorizerClaims {
 /// The API's router. With `metrics`, each answer is counted (`Requests`, `ClientErrors`, `ServerErrors` of the
 /// `bulk-change-api` function) and flushed as an EMF line: a 5xx is a successful invocation to Lambda, so this is how
 /// an alarm sees it.
-pub fn app(adapters: &Adapters, max_devices: usize, metrics: Option<Arc<EmfMetrics>>) -> axum::Router {
+pub fn app(
+    adapters: &Adapters,
+    max_devices: usize,
+    body_idle: std::time::Duration,
+    metrics: Option<Arc<EmfMetrics>>,
+) -> axum::Router {
     let router = ::api::router(AppState {
         store: adapters.store.clone(),
         queue: adapters.queue.clone(),
         auth: Arc::new(AuthorizerClaims),
         max_devices,
+        body_idle,
         large_exports: adapters.large_exports.clone(),
     });
     let Some(metrics) = metrics else { return router };

@@ -14,6 +14,8 @@ pub struct TickReport {
     pub requeued: Vec<i64>,
     /// Idempotency keys older than 24 h deleted.
     pub keys_purged: u64,
+    /// ThingSpace callbacks kept unmatched for over an hour, deleted.
+    pub callbacks_purged: u64,
 }
 
 /// The tick failed: the database could not be read. Returned from the invocation, so the function's `Errors`
@@ -29,11 +31,14 @@ pub async fn tick(store: &dyn Store, queue: &dyn Queue, grace: Duration) -> Resu
     let released = engine::scheduler::apply_due_scheduled(store, queue, now).await;
     let requeued = engine::scheduler::requeue_stranded(store, queue, now, grace).await;
     let purged = store.purge_idempotency_keys(now - chrono::Duration::hours(24)).await;
-    match (released, requeued, purged) {
-        (Ok(released), Ok(requeued), Ok(keys_purged)) => Ok(TickReport { released, requeued, keys_purged }),
-        (a, b, c) => {
+    let callbacks = store.purge_unmatched_callbacks(now - engine::thingspace::UNMATCHED_KEPT).await;
+    match (released, requeued, purged, callbacks) {
+        (Ok(released), Ok(requeued), Ok(keys_purged), Ok(callbacks_purged)) => {
+            Ok(TickReport { released, requeued, keys_purged, callbacks_purged })
+        }
+        (a, b, c, d) => {
             let failures: Vec<String> =
-                [a.err(), b.err(), c.err()].into_iter().flatten().map(|e| e.to_string()).collect();
+                [a.err(), b.err(), c.err(), d.err()].into_iter().flatten().map(|e| e.to_string()).collect();
             Err(TickFailed(failures.join("; ")))
         }
     }
@@ -46,6 +51,7 @@ pub fn record(metrics: &crate::observability::EmfMetrics, report: &Result<TickRe
             metrics.count("Released", r.released.len() as u64);
             metrics.count("Requeued", r.requeued.len() as u64);
             metrics.count("KeysPurged", r.keys_purged);
+            metrics.count("CallbacksPurged", r.callbacks_purged);
         }
         Err(_) => metrics.count("TickFailed", 1),
     }

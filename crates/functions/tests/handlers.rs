@@ -203,7 +203,12 @@ fn normalise(mut v: Value) -> Value {
 async fn every_api_event_answers_as_the_local_server_does() {
     let (_dir_a, lambda_side) = stack().await;
     let (_dir_b, local_side) = stack().await;
-    let app = functions::api::app(&adapters_on(&lambda_side, Arc::new(lambda_side.queue.clone())), 10_000, None);
+    let app = functions::api::app(
+        &adapters_on(&lambda_side, Arc::new(lambda_side.queue.clone())),
+        10_000,
+        std::time::Duration::from_secs(10),
+        None,
+    );
     let mut files: Vec<PathBuf> = std::fs::read_dir(events_dir().join("api"))
         .expect("events/api")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -253,7 +258,12 @@ async fn every_api_event_answers_as_the_local_server_does() {
 #[tokio::test]
 async fn api_event_without_claims_is_401() {
     let (_dir, stack) = stack().await;
-    let app = functions::api::app(&adapters_on(&stack, Arc::new(stack.queue.clone())), 10_000, None);
+    let app = functions::api::app(
+        &adapters_on(&stack, Arc::new(stack.queue.clone())),
+        10_000,
+        std::time::Duration::from_secs(10),
+        None,
+    );
     let mut event: Value = serde_json::from_str(&event_text("api/04-list-bulk-changes.json")).expect("json");
     event["requestContext"].as_object_mut().expect("context").remove("authorizer");
     let request = lambda_http::request::from_str(&event.to_string()).expect("request");
@@ -377,7 +387,7 @@ async fn an_export_over_the_inline_limit_is_a_presigned_s3_url_holding_every_row
         inline_limit: 64 * 1024,
         spool_dir: dir.path().to_path_buf(),
     });
-    let app = functions::api::app(&adapters, 10_000, None);
+    let app = functions::api::app(&adapters, 10_000, std::time::Duration::from_secs(10), None);
     let http = reqwest::Client::new();
 
     // The whole inventory: far over 64 KiB.
@@ -402,7 +412,12 @@ async fn an_export_over_the_inline_limit_is_a_presigned_s3_url_holding_every_row
     assert!(String::from_utf8_lossy(&bytes).contains("'=device 0"), "cells stay defused in the file");
     let fetched = started.elapsed();
     // The baseline of the same run: the same export streamed inline (no S3), as the local server answers it.
-    let inline_app = functions::api::app(&adapters_on(&stack, Arc::new(stack.queue.clone())), 10_000, None);
+    let inline_app = functions::api::app(
+        &adapters_on(&stack, Arc::new(stack.queue.clone())),
+        10_000,
+        std::time::Duration::from_secs(10),
+        None,
+    );
     let started = Instant::now();
     let request = lambda_http::request::from_str(&event_text("api/15-device-inventory-export.json")).expect("event");
     let response = inline_app.oneshot(request).await.expect("answer");

@@ -453,6 +453,22 @@ pub async fn reference_data_is_read_within_the_tenant(store: &dyn Store) {
     assert!(store.active_rev_service(OTHER_TENANT, with_service.id).await.expect("rev").is_none());
 }
 
+/// A reader paging a filtered set by row id while rows leave it (the results export during a run) gets every
+/// row still in the set once: paging by offset over the shrinking set skipped the row after each page.
+pub async fn rows_page_by_id_while_rows_change(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let pending = store.rows(TENANT, id, Some(RowStatus::Pending), 1, 10).await.expect("rows");
+    assert!(pending.len() >= 3);
+    let first = store.rows_after(TENANT, id, Some(RowStatus::Pending), 0, 1).await.expect("page 1");
+    assert_eq!(first.len(), 1);
+    // The row just read leaves PENDING before the next page is read.
+    let claimed = store.claim_rows(id, "a", 1, Duration::from_secs(60), t(0)).await.expect("claim");
+    assert_eq!(claimed[0].id, first[0].id);
+    let rest = store.rows_after(TENANT, id, Some(RowStatus::Pending), first[0].id, 10).await.expect("page 2");
+    assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), pending[1..].iter().map(|r| r.id).collect::<Vec<_>>());
+    assert!(store.rows_after(OTHER_TENANT, id, None, 0, 10).await.expect("other").is_empty(), "tenant-scoped");
+}
+
 pub async fn pending_rows_can_be_cancelled_and_claimed_ones_finish(store: &dyn Store) {
     let id = new_bulk(store).await;
     let claimed = store.claim_rows(id, "a", 1, Duration::from_secs(60), t(0)).await.expect("claim");
@@ -769,8 +785,13 @@ pub async fn thingspace_settings_are_read_and_a_refused_login_sticks(store: &dyn
     let other = CallbackRecord { service_provider_id: Some(40), ..early.clone() };
     store.record_callback(&other).await.expect("other account's callback recorded");
     let found = store.unmatched_callbacks(TS_SP, "req-9").await.expect("unmatched");
-    assert_eq!(found, vec![early], "only this account's unmatched callbacks of this request");
+    assert_eq!(found, vec![early.clone()], "only this account's unmatched callbacks of this request");
     assert!(store.unmatched_callbacks(TS_SP, "req-10").await.expect("unmatched").is_empty());
+    // Unmatched callbacks are kept a bounded time: the old ones go, the recent ones and every other stay.
+    let recent = CallbackRecord { received_at: t(7_200), ..early.clone() };
+    store.record_callback(&recent).await.expect("recent early callback recorded");
+    assert_eq!(store.purge_unmatched_callbacks(t(3_600)).await.expect("purge"), 2, "this account's and the other's");
+    assert_eq!(store.unmatched_callbacks(TS_SP, "req-9").await.expect("unmatched"), vec![recent]);
 }
 
 /// A bulk change over `iccids` of tenant 1 that holds `attributes` on each device; returns what was created.

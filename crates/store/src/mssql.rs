@@ -1330,6 +1330,25 @@ impl Store for MssqlStore {
         self.first("read rows", q).await?.iter().map(change_row).collect()
     }
 
+    async fn rows_after(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        status: Option<RowStatus>,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceChangeRow>> {
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_RowsAfter @TenantId = @P1, @BulkChangeId = @P2, @Status = @P3, @AfterId = @P4, @Limit = @P5",
+            tenant_id,
+            bulk_change_id,
+            status.map(|s| s.as_str()),
+            after_id,
+            i32::try_from(limit).unwrap_or(i32::MAX),
+        );
+        self.first("read rows", q).await?.iter().map(change_row).collect()
+    }
+
     async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>> {
         let q = proc_call!(
             "EXEC dbo.usp_DeviceBulkChangeLog_List @TenantId = @P1, @BulkChangeId = @P2",
@@ -1766,6 +1785,12 @@ impl Store for MssqlStore {
             naive(cb.received_at),
         );
         self.exec("record callback", q).await.map(|_| ())
+    }
+
+    async fn purge_unmatched_callbacks(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let q = proc_call!("EXEC dbo.usp_ThingSpaceCallBackResponseLog_PurgeUnmatched @Before = @P1", naive(before),);
+        let rows = self.first("purge unmatched callbacks", q).await?;
+        Ok(rows.first().and_then(|r| r.get::<i32, _>("Purged")).map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 
     async fn unmatched_callbacks(

@@ -1327,6 +1327,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn rows_after(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        status: Option<RowStatus>,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceChangeRow>> {
+        let status = status.map(|s| s.as_str().to_string());
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {ROW_COLUMNS} FROM {table} WHERE BulkChangeId = ?1 AND TenantId = ?2 AND (?3 IS NULL OR Status = ?3) AND Id > ?4 ORDER BY Id LIMIT ?5"
+                ))
+                .map_err(db("read rows"))?;
+            let raws = stmt
+                .query_map(params![bulk_change_id, tenant_id, status, after_id, limit], raw_row)
+                .map_err(db("read rows"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("read rows"))?;
+            raws.into_iter().map(row_from_raw).collect()
+        })
+        .await
+    }
+
     async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>> {
         self.with(move |c| {
             let mut stmt = c
@@ -1924,6 +1950,19 @@ impl Store for SqliteStore {
             )
             .map_err(db("record callback"))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn purge_unmatched_callbacks(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM ThingSpaceCallBackResponseLog WHERE Outcome LIKE 'unmatched%' AND CreatedDate < ?1",
+                    params![ts(before)],
+                )
+                .map_err(db("purge unmatched callbacks"))?;
+            Ok(n as u64)
         })
         .await
     }

@@ -54,6 +54,7 @@ async fn the_sql_server_adapter_passes_the_store_contract() {
         contract::rows_complete_and_entries_append_in_groups(&store).await;
         contract::archiving_a_device_hides_it_from_every_change(&store).await;
         contract::pending_rows_can_be_cancelled_and_claimed_ones_finish(&store).await;
+        contract::rows_page_by_id_while_rows_change(&store).await;
         contract::retries_are_linked_and_history_is_per_device(&store).await;
         contract::scheduled_rows_wait_for_their_date(&store).await;
         contract::mobility_rows_behave_like_m2m_rows(&store).await;

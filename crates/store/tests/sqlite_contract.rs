@@ -29,6 +29,7 @@ contract_tests!(
     rows_complete_and_entries_append_in_groups,
     archiving_a_device_hides_it_from_every_change,
     pending_rows_can_be_cancelled_and_claimed_ones_finish,
+    rows_page_by_id_while_rows_change,
     retries_are_linked_and_history_is_per_device,
     scheduled_rows_wait_for_their_date,
     mobility_rows_behave_like_m2m_rows,

@@ -8,5 +8,5 @@ use functions::{api, observability};
 async fn main() -> Result<(), lambda_http::Error> {
     let metrics = Arc::new(observability::EmfMetrics::for_function("bulk-change-api"));
     let (config, adapters) = functions::start(Some(metrics.clone())).await?;
-    lambda_http::run(api::app(&adapters, config.max_devices, Some(metrics))).await
+    lambda_http::run(api::app(&adapters, config.max_devices, config.settings.api_body_idle, Some(metrics))).await
 }
