@@ -77,6 +77,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The most devices `MAX_DEVICES_PER_BULK_CHANGE` may allow: an intake answer lists every device (about 160 bytes
+/// each when refused: 15.6 MB for 100,000, where API Gateway answers at most 6 MB), and the intake holds about
+/// 2.1 KiB of heap per device at its peak (`make bench`), 62 MiB at this ceiling against the API function's 512 MB.
+pub const MAX_DEVICES_CEILING: usize = 30_000;
+
+/// `MAX_DEVICES_PER_BULK_CHANGE` checked against `MAX_DEVICES_CEILING`, with the reason when refused.
+pub fn check_max_devices(n: usize) -> Result<usize, String> {
+    if (1..=MAX_DEVICES_CEILING).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "MAX_DEVICES_PER_BULK_CHANGE {n} is outside 1..={MAX_DEVICES_CEILING}: an intake answer lists every device \
+             (API Gateway answers at most 6 MB) and the intake holds about 2 KiB a device"
+        ))
+    }
+}
+
 /// The largest body any route accepts (413 above it; the callbacks accept less).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Reads every request's body, at most `MAX_BODY_BYTES` (413 at once when its `Content-Length` says more) and
@@ -671,4 +688,19 @@ async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query<Lis
         json!({"Total": total, "Page": page, "PageSize": size, "Items": items.iter().map(summary).collect::<Vec<_>>()}),
     )
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_limit_stays_within_what_one_answer_and_the_function_hold() {
+        assert_eq!(check_max_devices(10_000), Ok(10_000));
+        assert_eq!(check_max_devices(MAX_DEVICES_CEILING), Ok(MAX_DEVICES_CEILING));
+        for refused in [0, MAX_DEVICES_CEILING + 1, 100_000] {
+            let why = check_max_devices(refused).expect_err("refused");
+            assert!(why.starts_with(&format!("MAX_DEVICES_PER_BULK_CHANGE {refused} ")), "{why}");
+        }
+    }
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod fleet;
+pub mod heap;
 pub mod outbox;
 pub mod stack;
 pub mod stack_store;

@@ -45,8 +45,8 @@ enum Command {
         /// HS256 secret of the API's tokens (32 bytes at least).
         #[arg(long, env = "BULKCHANGE_JWT_SECRET", hide_env_values = true)]
         jwt_secret: String,
-        /// Most devices one bulk change may carry (413 above).
-        #[arg(long, env = "MAX_DEVICES_PER_BULK_CHANGE", default_value_t = 10_000)]
+        /// Most devices one bulk change may carry (413 above; at most 30,000).
+        #[arg(long, env = "MAX_DEVICES_PER_BULK_CHANGE", default_value_t = 10_000, value_parser = max_devices)]
         max_devices: usize,
         /// Sender of failure summaries.
         #[arg(long, env = "EMAIL_FROM", default_value = "bulkchange@localhost")]
@@ -538,4 +538,10 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--max-devices` / `MAX_DEVICES_PER_BULK_CHANGE`, within `api::MAX_DEVICES_CEILING`.
+fn max_devices(raw: &str) -> Result<usize, String> {
+    let n: usize = raw.trim().parse().map_err(|_| format!("'{raw}' is not a whole number"))?;
+    api::check_max_devices(n)
 }

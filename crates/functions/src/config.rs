@@ -95,7 +95,8 @@ impl FunctionConfig {
                 None => Ok(default),
             }
         };
-        let max_devices = number("MAX_DEVICES_PER_BULK_CHANGE", 10_000)?;
+        let max_devices =
+            ::api::check_max_devices(number("MAX_DEVICES_PER_BULK_CHANGE", 10_000)?).map_err(anyhow::Error::msg)?;
         let pool_size = number("DATABASE_POOL_SIZE", 4)?;
         if pool_size == 0 {
             bail!("DATABASE_POOL_SIZE must be at least 1");
