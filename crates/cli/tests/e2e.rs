@@ -1482,3 +1482,53 @@ async fn identifier_change_with_writes_disabled_or_a_locked_sim_fails_the_row() 
         "IMEI not changed: HTTP 400, error 10000099: SIM is locked by the operator and cannot be edited."
     );
 }
+
+/// The results export of one status, read again and again while a 3,000-row activation runs, never leaves out a
+/// row that stayed in that status for the whole read: it pages by row id. (Paging by offset over the shrinking set
+/// of PENDING rows skipped the row after each page.)
+#[tokio::test]
+async fn a_filtered_results_export_read_during_a_run_misses_no_row() {
+    const N: usize = 3_000;
+    let seed = Seed {
+        tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
+        service_providers: vec![support::provider(POD19, 9, "pod19-user", "pod19-key", true)],
+        carrier_rate_plans: vec![support::rate_plan(1, POD19, "RP-1GB", None, None)],
+        devices: (0..N)
+            .map(|i| support::device(POD19, bench_iccid(200_000 + i), "ACTIVATION_READY", Some("RP-1GB")))
+            .collect(),
+        ..Seed::default()
+    };
+    let app = TestApp::start(seed, |_| {}).await;
+    let devices: Vec<String> = (0..N).map(|i| bench_iccid(200_000 + i)).collect();
+    let id = app
+        .accepted(&json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": devices,
+                          "StatusUpdate": {"TargetStatus": "Active"}}))
+        .await;
+    let (mut reads, mut missing) = (0, 0);
+    loop {
+        let csv = app
+            .http
+            .get(format!("{}/M2M/BulkChange/{id}/Results?status=PENDING", app.stack.base_url()))
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .expect("export")
+            .text()
+            .await
+            .expect("csv");
+        let exported: std::collections::HashSet<&str> =
+            csv.lines().skip(1).filter_map(|l| l.split(',').next()).map(|c| c.trim_matches('"')).collect();
+        // Rows never go back to PENDING: one PENDING now was PENDING for the whole read.
+        let still =
+            app.stack.store.rows_after(1, id, Some(domain::RowStatus::Pending), 0, N as u32).await.expect("rows");
+        missing += still.iter().filter(|r| !exported.contains(r.iccid.as_str())).count();
+        reads += 1;
+        if still.is_empty() {
+            break;
+        }
+    }
+    eprintln!("measured: {reads} reads of the PENDING export during the run, {missing} rows missing");
+    assert!(reads > 1, "the export was read while rows were still PENDING");
+    assert_eq!(missing, 0, "a row PENDING for the whole read is in the export");
+    app.final_status(id, Duration::from_secs(60)).await;
+}
