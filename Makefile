@@ -98,7 +98,7 @@ bench: tools ## Benchmark against the simulators, both stores, before/after grou
 	$(BENCH_FLEET) --write-batch 1
 	$(BENCH_FLEET) --write-batch 64
 	scripts/with-engine.sh "$(BABELFISH)" "$(ENGINE_DIR)" $(ENGINE_PORT) bash -c \
-		'$(BENCH_FLEET) --database "$$MSSQL_URL" --write-batch 1 && $(BENCH_FLEET) --database "$$MSSQL_URL" --write-batch 64'
+		'$(BENCH_FLEET) --database "$$MSSQL_URL" --write-batch 64 && $(BENCH_FLEET) --database "$$MSSQL_URL" --write-batch 1'
 
 $(VENV)/.cargo-lambda: $(PY)
 	$(PY) -m pip install --quiet cargo-lambda ziglang
