@@ -1506,16 +1506,7 @@ async fn a_filtered_results_export_read_during_a_run_misses_no_row() {
         .await;
     let (mut reads, mut missing) = (0, 0);
     loop {
-        let csv = app
-            .http
-            .get(format!("{}/M2M/BulkChange/{id}/Results?status=PENDING", app.stack.base_url()))
-            .bearer_auth(&app.token)
-            .send()
-            .await
-            .expect("export")
-            .text()
-            .await
-            .expect("csv");
+        let csv = app.text(&format!("/M2M/BulkChange/{id}/Results?status=PENDING")).await;
         let exported: std::collections::HashSet<&str> =
             csv.lines().skip(1).filter_map(|l| l.split(',').next()).map(|c| c.trim_matches('"')).collect();
         // Rows never go back to PENDING: one PENDING now was PENDING for the whole read.

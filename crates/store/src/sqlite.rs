@@ -176,6 +176,34 @@ fn wait_for_the_lock(tries: i32) -> bool {
 }
 
 impl SqliteStore {
+    /// A bulk change's rows (in `status`, if given) with an Id above `after_id`, in Id order: `limit` of them from
+    /// the `offset`-th.
+    async fn read_rows(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        status: Option<RowStatus>,
+        after_id: i64,
+        limit: u32,
+        offset: i64,
+    ) -> StoreResult<Vec<DeviceChangeRow>> {
+        let status = status.map(|s| s.as_str().to_string());
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {ROW_COLUMNS} FROM {table} WHERE BulkChangeId = ?1 AND TenantId = ?2 AND (?3 IS NULL OR Status = ?3) AND Id > ?4 ORDER BY Id LIMIT ?5 OFFSET ?6"
+                ))
+                .map_err(db("read rows"))?;
+            let raws = stmt
+                .query_map(params![bulk_change_id, tenant_id, status, after_id, limit, offset], raw_row)
+                .map_err(db("read rows"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("read rows"))?;
+            raws.into_iter().map(row_from_raw).collect()
+        })
+        .await
+    }
     /// Opens (creating if needed) the database file and applies the schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path).map_err(db("open database"))?;
@@ -1308,23 +1336,8 @@ impl Store for SqliteStore {
         page: u32,
         page_size: u32,
     ) -> StoreResult<Vec<DeviceChangeRow>> {
-        let status = status.map(|s| s.as_str().to_string());
-        self.with(move |c| {
-            let table = row_table(c, bulk_change_id)?;
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {ROW_COLUMNS} FROM {table} WHERE BulkChangeId = ?1 AND TenantId = ?2 AND (?3 IS NULL OR Status = ?3) ORDER BY Id LIMIT ?4 OFFSET ?5"
-                ))
-                .map_err(db("read rows"))?;
-            let offset = i64::from(page.max(1) - 1) * i64::from(page_size);
-            let raws = stmt
-                .query_map(params![bulk_change_id, tenant_id, status, page_size, offset], raw_row)
-                .map_err(db("read rows"))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db("read rows"))?;
-            raws.into_iter().map(row_from_raw).collect()
-        })
-        .await
+        let offset = i64::from(page.max(1) - 1) * i64::from(page_size);
+        self.read_rows(tenant_id, bulk_change_id, status, 0, page_size, offset).await
     }
 
     async fn rows_after(
@@ -1335,22 +1348,7 @@ impl Store for SqliteStore {
         after_id: i64,
         limit: u32,
     ) -> StoreResult<Vec<DeviceChangeRow>> {
-        let status = status.map(|s| s.as_str().to_string());
-        self.with(move |c| {
-            let table = row_table(c, bulk_change_id)?;
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {ROW_COLUMNS} FROM {table} WHERE BulkChangeId = ?1 AND TenantId = ?2 AND (?3 IS NULL OR Status = ?3) AND Id > ?4 ORDER BY Id LIMIT ?5"
-                ))
-                .map_err(db("read rows"))?;
-            let raws = stmt
-                .query_map(params![bulk_change_id, tenant_id, status, after_id, limit], raw_row)
-                .map_err(db("read rows"))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db("read rows"))?;
-            raws.into_iter().map(row_from_raw).collect()
-        })
-        .await
+        self.read_rows(tenant_id, bulk_change_id, status, after_id, limit, 0).await
     }
 
     async fn logs(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<LogEntry>> {

@@ -56,6 +56,12 @@ impl TestApp {
         answer["BulkChangeId"].as_i64().expect("id")
     }
 
+    /// The text tenant 1 gets for `GET path` (a CSV export, ...).
+    pub async fn text(&self, path: &str) -> String {
+        let answer = self.http.get(format!("{}{path}", self.stack.base_url())).bearer_auth(&self.token).send().await;
+        answer.expect("GET").text().await.expect("text")
+    }
+
     /// The bulk change's status page (up to 1,000 rows) as tenant 1 sees it now.
     pub async fn status(&self, id: i64) -> Value {
         self.http
