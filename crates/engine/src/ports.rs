@@ -14,17 +14,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::rate::TokenBucket;
 
-/// A credential: shown as `***` in every `Debug` and never written to logs.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(transparent)]
-pub struct Secret(String);
+/// A credential: shown as `***` in every `Debug`, never written to logs nor serialized (it has no `Serialize`),
+/// compared in constant time, and wiped from memory when dropped (`secrecy`).
+#[derive(Clone, Default)]
+pub struct Secret(secrecy::SecretString);
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
+        Self(secrecy::SecretString::from(s.into()))
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        secrecy::ExposeSecret::expose_secret(&self.0)
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        same_secret(self.expose(), other.expose())
+    }
+}
+
+impl Eq for Secret {}
+
+/// Whether two secrets (a password, a signature) are equal, in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into()
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
     }
 }
 
@@ -1147,4 +1166,19 @@ pub trait Carriers: Send + Sync {
     fn pond(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Result<Arc<dyn PondApi>, String>;
     /// A Teal account's client. Err when the API key or secret is missing.
     fn teal(&self, sp: &ServiceProvider, limiter: Arc<TokenBucket>) -> Result<Arc<dyn TealApi>, String>;
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_compared_whole_and_never_shown() {
+        assert_eq!(Secret::new("api-key-1"), Secret::new("api-key-1"));
+        assert_ne!(Secret::new("api-key-1"), Secret::new("api-key-2"));
+        assert_ne!(Secret::new("api-key"), Secret::new("api-key-1"), "a prefix is not the secret");
+        assert_eq!(format!("{:?}", Secret::new("api-key-1")), "***");
+        let read: Secret = serde_json::from_str("\"from-a-seed\"").expect("a seed's secret");
+        assert_eq!(read.expose(), "from-a-seed");
+    }
 }

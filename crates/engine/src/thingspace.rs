@@ -22,7 +22,7 @@ use crate::job::Job;
 pub use crate::carrier_wait::carrier_owner;
 use crate::ports::{
     CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store,
-    StoreError, ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest,
+    StoreError, ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest, same_secret,
 };
 use crate::{customer_assignment, status_update};
 
@@ -816,12 +816,6 @@ impl Callback {
             redacted: audit::redact(&redacted.to_string()),
         })
     }
-}
-
-/// Compares secrets in time independent of where they differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Applies one `CarrierService` callback: authenticated by the credentials registered for the account, matched
