@@ -1,5 +1,6 @@
-//! The retry policy every carrier client shares: bounded attempts, exponential backoff with full jitter,
-//! and the carrier's `Retry-After` honoured.
+//! The retry policy every carrier client shares: bounded attempts, exponential backoff with equal jitter (half
+//! of the capped backoff fixed, half random: a retry never comes straight back, and retries still spread), and
+//! the carrier's `Retry-After` honoured.
 
 use std::time::Duration;
 
