@@ -38,8 +38,9 @@ pub struct ChangeArgs {
     /// The service provider (carrier account) of the devices.
     #[arg(long)]
     pub service_provider: Option<i64>,
-    /// Change type, by number or name: 1 CustomerAssignment, 3 StatusUpdate, 4 CustomerRatePlanChange, 5 Archival,
-    /// 6 EditUsername, 7 CarrierRatePlanChange, 8 ChangeICCIDorIMEI, 9 DeleteDevice.
+    /// Change type, by number or name: 1 CustomerAssignment, 2 ActivateNewService, 3 StatusUpdate,
+    /// 4 CustomerRatePlanChange, 5 Archival, 6 EditUsername, 7 CarrierRatePlanChange, 8 ChangeICCIDorIMEI,
+    /// 9 DeleteDevice.
     #[arg(long)]
     pub change_type: Option<String>,
     /// 0 M2M (default), 2 Mobility.
@@ -80,8 +81,9 @@ pub struct ChangeArgs {
     pub override_validation: bool,
 }
 
-const CHANGE_TYPES: [(i64, &str); 8] = [
+const CHANGE_TYPES: [(i64, &str); 9] = [
     (1, "CustomerAssignment"),
+    (2, "ActivateNewService"),
     (3, "StatusUpdate"),
     (4, "CustomerRatePlanChange"),
     (5, "Archival"),
