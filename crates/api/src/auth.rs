@@ -21,7 +21,7 @@ pub struct Caller {
     pub roles: Vec<String>,
 }
 
-/// The claims we read (DESIGN 4.2). `exp` is required; `nbf` and `iat` are checked when present.
+/// The claims we read (the portal's tokens). `exp` is required; `nbf` and `iat` are checked when present.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Claims {
     pub tenant_id: i64,

@@ -99,7 +99,7 @@ pub async fn evaluate_request(
     let thingspace = sp.integration == Integration::ThingSpace;
     let telegence = sp.integration == Integration::Telegence;
     let carrier = sp.integration.is_jasper_family() || thingspace || telegence;
-    // Teal and Pond take status updates and carrier rate plan changes only (carriers-next.md §0).
+    // Teal and Pond take status updates and carrier rate plan changes only.
     let teal_or_pond = matches!(sp.integration, Integration::Teal | Integration::Pond);
     if thingspace && request.portal_type != domain::PortalType::M2M {
         return Err(ApiError::invalid("PortalType", "ThingSpace devices are M2M devices; send PortalType 0"));
@@ -570,7 +570,7 @@ async fn carrier_rate_plan_rows(
     Ok(rows_from(iccids, &found, |raw, device| needs_eid(sp, validate_device(raw, device, sp.id))))
 }
 
-/// Teal changes eSIMs by EID: a device without one is an ERROR row (legacy bug 7 sent `{"entries":[null]}`).
+/// Teal changes eSIMs by EID: a device without one is an ERROR row (the legacy system sent `{"entries":[null]}`).
 fn needs_eid(sp: &ServiceProvider, verdict: DeviceVerdict) -> DeviceVerdict {
     match verdict {
         DeviceVerdict::Valid { device, iccid }
@@ -711,7 +711,7 @@ async fn assignment_rows(
     if customer.is_empty() {
         return Err(ApiError::invalid(field, "RevCustomerId is required"));
     }
-    // Exact match within the caller's tenant, never a substring (legacy bug 23).
+    // Exact match within the caller's tenant, never a substring (the legacy search matched substrings).
     if store.rev_customer(caller.tenant_id, customer).await?.is_none() {
         return Err(ApiError::invalid(field, format!("Rev customer '{customer}' was not found")));
     }

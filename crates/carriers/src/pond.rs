@@ -1,4 +1,4 @@
-//! Pond IoT client, as `carriers-next.md` §3 describes it: an API key header on every call; a SIM's packages
+//! Pond IoT client: an API key header on every call; a SIM's packages
 //! (list, add, set `ACTIVE`/`TERMINATED`) and its service status (enable all / disable all).
 //!
 //! Pond publishes no API reference: the header name, every path and the body keys are **not known**. Each is a
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::http::{Answer, Endpoint, encode};
 
-/// The defaults of every wire detail, each labelled as `carriers-next.md` labels it.
+/// The defaults of every wire detail, each labelled by how sure we are of it.
 pub mod wire {
     /// [guess] `PondHelper.CommonString.API_KEY` is not public.
     pub const API_KEY_HEADER: &str = "x-api-key";

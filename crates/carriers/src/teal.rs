@@ -1,4 +1,4 @@
-//! Teal (eSIM) client, as `carriers-next.md` §2 describes it: `ApiKey` and `ApiSecret` on every call (the service
+//! Teal (eSIM) client: `ApiKey` and `ApiSecret` on every call (the service
 //! provider's `Username` and `Secret`); every operation carries our `requestId` and `callbackUrl`, is queued and
 //! answered at once; its result is read from `operation-result?requestId=`.
 //!
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::http::{Endpoint, encode};
 
-/// The wire choices, in one place, labelled as `carriers-next.md` labels them.
+/// The wire choices, in one place, each labelled by how sure we are of it.
 pub mod wire {
     /// [doc]+[legacy] header names.
     pub const API_KEY_HEADER: &str = "ApiKey";

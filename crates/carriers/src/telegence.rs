@@ -1,4 +1,4 @@
-//! AT&T Telegence (Mobility) client, as `carriers-next.md` §1 describes it: `app-id` and `app-secret` on every
+//! AT&T Telegence (Mobility) client: `app-id` and `app-secret` on every
 //! call (the service provider's `Username` and `Secret`); line details GET and PATCH on
 //! `/sp/mobility/lineconfig/api/v1/service/{subscriberNumber}`; the activation POST (an array of at most 200
 //! services) and its status GET; the billing-account GET.
@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::http::{Answer, Endpoint};
 
-/// The wire choices, in one place. Labelled as `carriers-next.md` labels them.
+/// The wire choices, in one place, each labelled by how sure we are of it.
 pub mod wire {
     /// [doc-3p]+[legacy] postServiceActivation / getServiceActivationStatus.
     pub const ACTIVATION: &str = "sp/mobilityactivations/api/v1/serviceactivation";

@@ -121,7 +121,10 @@ async fn status_updates_disable_and_enable_data_by_eid() {
     assert_eq!((stored[0].device_status_id, stored[0].rev_customer_id.as_deref()), (1203, Some("1001")));
     let id = app.accepted(&status_update(&devices[..1], "Online")).await;
     assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
-    assert!(!app.teal().state.esim(&eid(0)).expect("esim").suspended, "enable for online (legacy bug 1 disabled)");
+    assert!(
+        !app.teal().state.esim(&eid(0)).expect("esim").suspended,
+        "enable for online (the legacy system disabled it)"
+    );
     assert!(app.teal().state.esim(&eid(1)).expect("esim").suspended);
 }
 

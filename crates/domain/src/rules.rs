@@ -184,7 +184,7 @@ impl TsAction {
     }
 }
 
-/// ThingSpace's device-state table (`carrier-apis.md` §2): ACTIVE → DEACTIVE | SUSPEND; SUSPEND → ACTIVE
+/// ThingSpace's device-state table: ACTIVE → DEACTIVE | SUSPEND; SUSPEND → ACTIVE
 /// (restore); DEACTIVE | PREACTIVE → ACTIVE (activate); plus our INVENTORY → PREACTIVE (add) and INVENTORY → ACTIVE
 /// (add, then activate). `Ok(None)`: already there.
 pub fn thingspace_transition(from: &str, to: &str) -> Result<Option<TsAction>, String> {

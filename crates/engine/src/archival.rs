@@ -1,4 +1,4 @@
-//! Archival (DESIGN 6.5): no carrier call. The rules are checked again with the data as it is now (a device may
+//! Archival: no carrier call. The rules are checked again with the data as it is now (a device may
 //! have been used since the request), then the device is archived in the row's own transaction.
 
 use domain::RowStatus;

@@ -1,4 +1,4 @@
-//! CarrierRatePlanChange for the Jasper family (DESIGN 6.2): `PUT devices/{iccid}` with `ratePlan` (and
+//! CarrierRatePlanChange for the Jasper family: `PUT devices/{iccid}` with `ratePlan` (and
 //! `communicationPlan` when given); the device's plans change in the database only when the carrier confirmed.
 
 use domain::RowStatus;

@@ -1,4 +1,4 @@
-//! Rows that wait on an asynchronous carrier request, whatever the carrier (DESIGN 6.8): a carrier plugs in its
+//! Rows that wait on an asynchronous carrier request, whatever the carrier: a carrier plugs in its
 //! grouping and requests (`AsyncCarrier::send`), how it reads a request's result (`poll`) and the steps after a
 //! result (`finish`); this module keeps the life cycle they share.
 //!

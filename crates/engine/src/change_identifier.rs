@@ -1,4 +1,4 @@
-//! ChangeICCIDorIMEI for the Jasper family (DESIGN 6.7). An IMEI change is one `modemID` edit. An ICCID change is
+//! ChangeICCIDorIMEI for the Jasper family. An IMEI change is one `modemID` edit. An ICCID change is
 //! a SIM swap run as a saga: the new SIM takes the old one's plans and username, then its status, then the old
 //! SIM is deactivated. When a step fails, the steps done are compensated in reverse order and the old SIM stays
 //! in service. Every step and compensation is logged; the database follows only what the carrier confirmed.

@@ -1,4 +1,4 @@
-//! CustomerAssignment (DESIGN 6.4, seed 003's device association): the device goes to a Rev customer of the
+//! CustomerAssignment (also the portal's device association, `POST /M2M/AssociateCustomer`): the device goes to a Rev customer of the
 //! tenant, optionally with a Rev.io service line; `Device_Tenant` and `DeviceActionHistory` are written with the
 //! row. A device billed to another customer through an active service is refused.
 

@@ -1,4 +1,4 @@
-//! CustomerRatePlanChange (DESIGN 6.3): no carrier call. A row is processed when its date has come (at once,
+//! CustomerRatePlanChange: no carrier call. A row is processed when its date has come (at once,
 //! or when the scheduler releases it); the device's customer plan, pool and allocation change with the row.
 
 use domain::RowStatus;

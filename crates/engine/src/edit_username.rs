@@ -1,4 +1,4 @@
-//! EditUsername for the Jasper family (DESIGN 6.6): `PUT devices/{iccid}` with `deviceID` (the username); on
+//! EditUsername for the Jasper family: `PUT devices/{iccid}` with `deviceID` (the username); on
 //! POD19 the audit trail is read to confirm the change took (a 2xx there did not always mean it did); cost
 //! centers go to the device's Rev.io service. A carrier failure is never overwritten by a Rev.io success.
 //! Telegence has no username: no carrier call, only our record and Rev.io (as the legacy does).

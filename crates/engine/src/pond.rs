@@ -1,15 +1,15 @@
-//! Pond IoT processors (`carriers-next.md` §3): a status update enables or disables every service of the SIM; a
+//! Pond IoT processors: a status update enables or disables every service of the SIM; a
 //! carrier rate plan change is a saga over the SIM's packages that never leaves the SIM without an active one:
 //!
-//! 1. read the SIM's packages **from Pond** (legacy bug 8: the database's copy can be stale);
+//! 1. read the SIM's packages **from Pond** (the database's copy can be stale);
 //! 2. add a package of the plan's type (`JasperRatePlanId`), unless an earlier attempt left one `PENDING`, which
 //!    is reused (a change is never applied twice);
 //! 3. set the new package `ACTIVE` — a failure here leaves the old packages untouched (the row says so);
 //! 4. set each other `ACTIVE` package `TERMINATED` — a failure here leaves the SIM on the new, active package
-//!    and the row names every package still to terminate (legacy bug 2 terminated the new one instead). A retry
+//!    and the row names every package still to terminate (the legacy system could terminate the new one instead). A retry
 //!    finds the new package active and terminates only what is left.
 //!
-//! The device's plan is written only once the new package is active (legacy bugs 1 and 4).
+//! The device's plan is written only once the new package is active (never before the carrier took it).
 
 use domain::RowStatus;
 use domain::request::StatusUpdate;

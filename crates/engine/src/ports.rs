@@ -1074,7 +1074,7 @@ pub struct PondPackage {
 /// Pond IoT: an API key header on every call; packages per SIM and the SIM's service status.
 #[async_trait]
 pub trait PondApi: Send + Sync {
-    /// The SIM's packages as Pond has them now (never our database's copy: legacy bug 8).
+    /// The SIM's packages as Pond has them now (never our database's copy, which can be stale).
     async fn packages(&self, iccid: &str) -> Result<(Vec<PondPackage>, CallRecord), CarrierFailure>;
     /// Adds a package of `package_type_id` to the SIM (Pond answers it `PENDING`).
     async fn add_package(&self, iccid: &str, package_type_id: i64)

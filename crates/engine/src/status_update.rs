@@ -1,4 +1,4 @@
-//! StatusUpdate for the Jasper family (DESIGN 6.1): already-in-status, deactivation's rate-plan move first,
+//! StatusUpdate for the Jasper family: already-in-status, deactivation's rate-plan move first,
 //! `PUT devices/{iccid}`, then the optional Rev.io service line and Rev customer assignment.
 
 use domain::RowStatus;

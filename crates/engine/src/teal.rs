@@ -1,9 +1,9 @@
-//! Teal (eSIM) processors (`carriers-next.md` §2) on the carrier-neutral waiting of [`crate::carrier_wait`]:
+//! Teal (eSIM) processors on the carrier-neutral waiting of [`crate::carrier_wait`]:
 //! StatusUpdate enables or disables data by EID (online/waiting → enable, stopped → disable: the one the target
-//! asks for, legacy bug 1 always disabled), CarrierRatePlanChange assigns the plan's `PlanUuid` by EID.
+//! asks for; the legacy system disabled in every case), CarrierRatePlanChange assigns the plan's `PlanUuid` by EID.
 //!
 //! - **One request id per operation, recorded before it is sent.** Each batch of rows gets a fresh 32-hex
-//!   `requestId` (legacy bug 5 reused one per second) and is handed over to it before the POST, so a worker that
+//!   `requestId` (the legacy system derived it from the time, so two batches in one second shared one) and is handed over to it before the POST, so a worker that
 //!   dies after sending leaves rows that wait on the right id. A poll that finds Teal does not know the id sends
 //!   the same operation again under the same id (Teal returns the first operation for a repeated id), so a change
 //!   is never applied twice and never lost.

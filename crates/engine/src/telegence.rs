@@ -1,9 +1,9 @@
-//! AT&T Telegence (Mobility; `carriers-next.md` §1).
+//! AT&T Telegence (Mobility).
 //!
 //! - **Status updates and new services** go through the asynchronous path (`carrier_wait`): SIMs without a line
 //!   are activated in requests of at most 200, each row waiting PROCESSING on its request id and polled (Telegence
 //!   sends no callback) until active (the new subscriber number is written to the device), rejected, or given up;
-//!   suspend, cancel and restore are line PATCHes (`mode`). Every row gets its own result (legacy bug 1).
+//!   suspend, cancel and restore are line PATCHes (`mode`). Every row gets its own result (the legacy system gave a whole request one).
 //! - **Nothing twice**: before an activation POST its rows are handed over to a provisional request id
 //!   (`unsent:...`). A worker that dies between the POST and the recording of the real request id leaves them
 //!   under that id; the worker that reclaims them never POSTs again, and fails them with what to check. An

@@ -1,4 +1,4 @@
-//! ThingSpace (DESIGN 6.8): the rows of one claim grouped into multi-device requests, rows waiting PROCESSING on
+//! ThingSpace: the rows of one claim grouped into multi-device requests, rows waiting PROCESSING on
 //! the request id until a callback (or, past the deadline, a poll) gives each device's result, applied once.
 //!
 //! A row waiting on request `R` is leased to `carrier:R` until its deadline. The callback completes it as that

@@ -1,5 +1,5 @@
 //! The API function: the same axum Router as the local server, with the caller read from the claims that the
-//! HTTP API's JWT authorizer has already validated (same `tenant_id`/`sub` contract as DESIGN 4.2).
+//! HTTP API's JWT authorizer has already validated (the same `tenant_id`/`sub` claims the local API reads).
 
 use std::sync::Arc;
 

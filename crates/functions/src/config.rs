@@ -1,4 +1,4 @@
-//! Configuration of the functions, from the environment, read in one place (DESIGN 4.3).
+//! Configuration of the functions, from the environment, read in one place.
 
 use std::path::PathBuf;
 

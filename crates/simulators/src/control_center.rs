@@ -1,4 +1,4 @@
-//! A Cisco IoT Control Center (Jasper) REST simulator, `rws/api/v1`, as `carrier-apis.md` §1 describes it:
+//! A Cisco IoT Control Center (Jasper) REST simulator, `rws/api/v1`:
 //! Basic auth (user:API key), Get/Edit Device Details, audit trail, search with required `modifiedSince`,
 //! the status rules (no return to pre-activation, re-activation refused) and `{errorMessage, errorCode}` bodies.
 

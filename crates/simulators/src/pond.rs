@@ -1,4 +1,4 @@
-//! A Pond IoT simulator, as `carriers-next.md` §3-4 describe it. Pond's paths, key header and body keys are not
+//! A Pond IoT simulator. Pond's paths, key header and body keys are not
 //! public, so the simulator takes them as settings ([`PondWire`], the same defaults as `carriers::pond::wire`):
 //! the API key on every call; a SIM's packages (list with `offset`/`count` → `{total, elements, isLastPage}`, add
 //! `{packageTypeId}` → a `PENDING` package, set `ACTIVE`/`TERMINATED`, never back from `TERMINATED`); the SIM's

@@ -1,4 +1,4 @@
-//! A Rev.io billing REST v1 simulator, as `carrier-apis.md` §3 describes it: Basic `user@client:password` plus
+//! A Rev.io billing REST v1 simulator: Basic `user@client:password` plus
 //! `Ocp-Apim-Subscription-Key`, `{ok, has_more, record_count, records}` collections, `POST /Services` answering
 //! 201 with `Location` and `{ok, id}`, and 429 over the account's limit.
 

@@ -1,4 +1,4 @@
-//! A Teal (eSIM) simulator, as `carriers-next.md` §2 and §4 describe it: `ApiKey`/`ApiSecret` on every call;
+//! A Teal (eSIM) simulator: `ApiKey`/`ApiSecret` on every call;
 //! `esims/enable`, `esims/disable` and `esims/assign-plan` queue an operation under the caller's `requestId` (a
 //! second operation under the same id returns the first: nothing new happens) and answer at once; the operation
 //! completes after a while with a result per entry (`ESIM_NOT_FOUND` for an unknown EID, or a failure a test

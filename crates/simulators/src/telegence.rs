@@ -1,4 +1,4 @@
-//! An AT&T Telegence (Mobility) simulator, as `carriers-next.md` §1 describes it: `app-id`/`app-secret` on every
+//! An AT&T Telegence (Mobility) simulator: `app-id`/`app-secret` on every
 //! call; the activation POST (1 to 200 services) answered with `pending` entries that share one request id, which
 //! a later status GET moves to `active` with a new subscriber number (or `rejected`, or leaves `pending`, as a
 //! test asks); line details GET and PATCH (status `mode`, plan `singleUserCode`, `sim`/`IMEI` swaps, feature
@@ -168,7 +168,7 @@ pub fn router(state: Arc<TelegenceState>) -> Router {
         .route(ACTIVATION_PATH, post(activate))
         .route(&format!("{ACTIVATION_PATH}/{{request_id}}"), get(activation_status))
         .route(&format!("{LINE_PATH}/{{subscriber}}"), get(get_line).patch(patch_line))
-        // A PATCH or GET with an empty subscriber number reaches `.../service/` (legacy bug 8): the same 404.
+        // A PATCH or GET with an empty subscriber number reaches `.../service/` (the legacy system sent such calls): the same 404.
         .route(&format!("{LINE_PATH}/"), get(no_line).patch(no_line))
         .route(&format!("{BILLING_ACCOUNT_PATH}/{{ban}}"), get(billing_account))
         .with_state(state)

@@ -1,4 +1,4 @@
-//! A Verizon ThingSpace Connectivity Management (M2M) simulator, as `carrier-apis.md` §2 describes it: the OAuth
+//! A Verizon ThingSpace Connectivity Management (M2M) simulator: the OAuth
 //! client-credentials token (1 h) and the M2M session token (20 min idle), five failed logins lock the account,
 //! asynchronous device actions that answer a `requestId` and deliver one `CarrierService` callback per device
 //! (after a delay; droppable), request status, the device list, and the device-state table.

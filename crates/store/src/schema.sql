@@ -1,4 +1,4 @@
--- SQLite schema of the embedded store. Table and column names follow the seeds (DESIGN 4.5); the SQL Server
+-- SQLite schema of the embedded store. Table and column names follow the legacy database's; the SQL Server
 -- version is in infra/sql/. Times are UTC text in one fixed format, so they compare as strings.
 CREATE TABLE IF NOT EXISTS Tenant (
     Id INTEGER PRIMARY KEY,
