@@ -35,7 +35,8 @@ async fn cc(faults: Faults) -> (ControlCenterSim, ControlCenterClient) {
             ..Default::default()
         },
     );
-    let sim = ControlCenterSim::start("127.0.0.1:0".parse().unwrap(), account, faults).await.expect("simulator");
+    let sim =
+        ControlCenterSim::start("127.0.0.1:0".parse().expect("address"), account, faults).await.expect("simulator");
     let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
     let client = ControlCenterClient::new(
         http,
@@ -195,7 +196,8 @@ async fn rev() -> (RevIoSim, RevIoClient) {
         customers,
         ..Default::default()
     };
-    let sim = RevIoSim::start("127.0.0.1:0".parse().unwrap(), account, Faults::default()).await.expect("simulator");
+    let sim =
+        RevIoSim::start("127.0.0.1:0".parse().expect("address"), account, Faults::default()).await.expect("simulator");
     let client = RevIoClient::new(
         reqwest::Client::new(),
         &sim.base_url(),

@@ -3,6 +3,9 @@
 //! exactly, where the process's resident size hides it behind memory the allocator already had. Two relaxed atomic
 //! operations per allocation.
 
+// The one place with unsafe code: a global allocator must implement the unsafe `GlobalAlloc`.
+#![allow(unsafe_code)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
