@@ -336,6 +336,23 @@ BEGIN
                                             Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails',
                                             EffectiveDate DATETIME2 '$.EffectiveDate', CustomerRatePlanId BIGINT '$.CustomerRatePlanId',
                                             CustomerRatePoolId BIGINT '$.CustomerRatePoolId', DataAllocationMB FLOAT '$.DataAllocationMB');
+    -- A retry takes only devices no other retry of the same bulk change took: the API read its candidates before
+    -- this transaction, and an earlier retry may have been created (and even finished) since.
+    IF @RetryOfBulkChangeId IS NOT NULL
+    BEGIN
+        DECLARE @RetriedBy BIGINT = (SELECT TOP (1) b.Id FROM dbo.DeviceBulkChange b JOIN dbo.M2M_DeviceChange r ON r.BulkChangeId = b.Id
+                                     WHERE b.RetryOfBulkChangeId = @RetryOfBulkChangeId AND b.Id <> @Id AND r.ICCID IN (SELECT ICCID FROM @Rows));
+        IF @RetriedBy IS NULL
+            SET @RetriedBy = (SELECT TOP (1) b.Id FROM dbo.DeviceBulkChange b JOIN dbo.Mobility_DeviceChange r ON r.BulkChangeId = b.Id
+                              WHERE b.RetryOfBulkChangeId = @RetryOfBulkChangeId AND b.Id <> @Id AND r.ICCID IN (SELECT ICCID FROM @Rows));
+        IF @RetriedBy IS NOT NULL
+        BEGIN
+            ROLLBACK TRANSACTION;
+            DECLARE @AlreadyRetried NVARCHAR(400) = CONCAT(N'bulk change ', @RetryOfBulkChangeId, N' was already retried by bulk change ',
+                                                           @RetriedBy, N' for these devices; retry that one');
+            THROW 50409, @AlreadyRetried, 1;
+        END
+    END
     DECLARE @Attributes TABLE (Attribute NVARCHAR(30) PRIMARY KEY);
     INSERT INTO @Attributes SELECT DISTINCT [value] FROM OPENJSON(@AttributesJson);
     -- Open rows whose device another bulk change holds: ERROR, naming the holder of the first attribute found.

@@ -938,6 +938,12 @@ pub async fn one_open_retry_and_a_retry_takes_only_rows_no_later_retry_holds(sto
     );
     close(store, &[first.id]).await;
     assert!(store.retry_candidates(TENANT, original).await.expect("candidates").is_empty(), "settled by the retry");
+    // A retry whose candidates were read before the first retry was created, and that arrives after the first
+    // finished, changes nothing twice.
+    match holding(store, ChangeType::StatusUpdate, &[], &[ICCIDS[0]], Some(original)).await {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("already retried by bulk change"), "{why}"),
+        other => panic!("a device an earlier retry took must not be retried again, got {other:?}"),
+    }
 }
 
 pub async fn one_active_rev_service_line_per_device(store: &dyn Store) {

@@ -955,6 +955,30 @@ impl Store for SqliteStore {
                 _ => db("insert bulk change")(e),
             })?;
             let id = tx.last_insert_rowid();
+            if let Some(original) = change.retry_of {
+                // A retry takes only devices no other retry of the same bulk change took: the API read its
+                // candidates before this transaction, and an earlier retry may have been created (and finished) since.
+                let mut taken = tx
+                    .prepare_cached(
+                        "SELECT b.Id FROM DeviceBulkChange b JOIN M2M_DeviceChange r ON r.BulkChangeId = b.Id
+                         WHERE b.RetryOfBulkChangeId = ?1 AND b.Id <> ?2 AND r.ICCID = ?3
+                         UNION ALL
+                         SELECT b.Id FROM DeviceBulkChange b JOIN Mobility_DeviceChange r ON r.BulkChangeId = b.Id
+                         WHERE b.RetryOfBulkChangeId = ?1 AND b.Id <> ?2 AND r.ICCID = ?3 LIMIT 1",
+                    )
+                    .map_err(db("read earlier retries"))?;
+                for row in &rows {
+                    let by: Option<i64> = taken
+                        .query_row(params![original, id, row.iccid], |r| r.get(0))
+                        .optional()
+                        .map_err(db("read earlier retries"))?;
+                    if let Some(by) = by {
+                        return Err(StoreError::Conflict(format!(
+                            "bulk change {original} was already retried by bulk change {by} for these devices; retry that one"
+                        )));
+                    }
+                }
+            }
             // By name, so the holder a conflict names is the one SQL Server's procedure names too.
             let mut attributes = change.attributes.clone();
             attributes.sort_by_key(|a| a.as_str());
