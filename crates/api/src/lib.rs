@@ -181,8 +181,9 @@ async fn submit(
     let key = idempotency::key_of(&headers, "POST", uri.path(), &body)?;
     let (st, who) = (state.clone(), caller.clone());
     idempotency::once(&state, &caller, key, move |key| async move {
-        let intake = intake::evaluate(st.store.as_ref(), &who, &body, st.max_devices).await?;
-        accept(&st, &who, intake, key).await
+        let (state, caller) = (st, who);
+        let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
+        accept(&state, &caller, intake, key).await
     })
     .await
 }
@@ -414,7 +415,11 @@ async fn associate_customer(
 ) -> Result<Response, ApiError> {
     let key = idempotency::key_of(&headers, "POST", uri.path(), &body)?;
     let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |key| async move { associate(&st, &who, &body, key).await }).await
+    idempotency::once(&state, &caller, key, move |key| async move {
+        let (state, caller) = (st, who);
+        associate(&state, &caller, &body, key).await
+    })
+    .await
 }
 
 async fn associate(state: &AppState, caller: &Caller, body: &[u8], key: Option<String>) -> Result<Response, ApiError> {
