@@ -106,7 +106,7 @@ async fn create_rev_service_without_provider_id_takes_the_accounts_default_or_is
     let id = answer["BulkChangeId"].as_i64().expect("id");
     assert_eq!(location.as_deref(), Some(format!("/M2M/BulkChangeStatus/{id}").as_str()));
     let stored =
-        engine::ports::Store::bulk_change(&*app.stack.store, Some(1), id).await.expect("read").expect("exists");
+        engine::ports::Reads::bulk_change(&*app.stack.store, Some(1), id).await.expect("read").expect("exists");
     assert_eq!(
         stored.request.rev_service.and_then(|r| r.provider_id),
         Some(7),

@@ -205,7 +205,7 @@ async fn activation_changes_the_carrier_and_the_database_and_logs_the_call() {
         let stored = app.stack.store.device_by_iccid(1, iccid).await.expect("read").expect("device");
         assert_eq!(stored.device_status_id, 901, "POD19 ACTIVATED");
     }
-    let logs = engine::ports::Store::logs(&*app.stack.store, 1, id).await.expect("logs");
+    let logs = engine::ports::Reads::logs(&*app.stack.store, 1, id).await.expect("logs");
     let status_logs: Vec<_> = logs.iter().filter(|l| l.description == "Update Jasper Status: Jasper API").collect();
     assert_eq!(status_logs.len(), 2);
     assert!(status_logs[0].request_text.contains("{\"status\":\"ACTIVATED\"}"));
@@ -1116,9 +1116,10 @@ async fn a_rev_io_service_created_before_a_crash_is_found_not_created_again() {
     let id = app.accepted(&assignment(&[ready(28)], "1001", true)).await;
     // GIVEN a worker claimed the row, created the service line on Rev.io, and died before recording it
     let long_ago = chrono::Utc::now() - chrono::Duration::seconds(30);
-    let claimed = engine::ports::Store::claim_rows(&*app.stack.store, id, "dead", 10, Duration::from_secs(1), long_ago)
-        .await
-        .expect("claim");
+    let claimed =
+        engine::ports::Leases::claim_rows(&*app.stack.store, id, "dead", 10, Duration::from_secs(1), long_ago)
+            .await
+            .expect("claim");
     assert_eq!(claimed.len(), 1);
     {
         let rev = &app.stack.simulators.rev_io[&REV].state;
@@ -1154,7 +1155,7 @@ async fn a_rev_io_service_created_before_a_crash_is_found_not_created_again() {
     let rev = &app.stack.simulators.rev_io[&REV].state;
     assert!(!rev.harness.calls().iter().any(|c| c.method == "POST"), "no second service line");
     let device = app.stack.store.device_by_iccid(1, &ready(28)).await.expect("read").expect("device");
-    let recorded = engine::ports::Store::active_rev_service(&*app.stack.store, 1, device.id)
+    let recorded = engine::ports::RevServices::active_rev_service(&*app.stack.store, 1, device.id)
         .await
         .expect("read")
         .expect("recorded");
@@ -1311,7 +1312,7 @@ async fn sim_swap_whose_last_step_fails_is_compensated_and_the_old_sim_stays_in_
         "compensated"
     );
     assert!(app.stack.store.device_by_iccid(1, &old).await.expect("read").is_some(), "the database keeps the old SIM");
-    let logs = engine::ports::Store::logs(&*app.stack.store, 1, id).await.expect("logs");
+    let logs = engine::ports::Reads::logs(&*app.stack.store, 1, id).await.expect("logs");
     let compensations = logs.iter().filter(|l| l.description.starts_with("SIM swap compensation")).count();
     assert_eq!(compensations, 2, "both done steps undone and logged");
 }
@@ -1360,7 +1361,7 @@ async fn mobility_bulk_changes_keep_their_rows_in_mobility_device_change() {
     assert_eq!(app.stack.store.rows_in_table("Mobility_DeviceChange", id).await.expect("count"), 2);
     assert_eq!(app.stack.store.rows_in_table("M2M_DeviceChange", id).await.expect("count"), 0);
     assert_eq!(app.cc(POD19).applied_status_changes(&ready(30)), 1);
-    let logs = engine::ports::Store::logs(&*app.stack.store, 1, id).await.expect("logs");
+    let logs = engine::ports::Reads::logs(&*app.stack.store, 1, id).await.expect("logs");
     assert!(logs.iter().any(|l| l.device_change_id.is_some()), "log entries point at the Mobility row");
     let (_, details) = app.get(&format!("/M2M/DeviceDetails/{}", ready(30)), &app.token).await;
     assert_eq!(details["History"][0]["BulkChangeId"], id, "history spans both portals");

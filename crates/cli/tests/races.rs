@@ -286,7 +286,7 @@ async fn a_rev_io_line_created_then_answered_502_is_found_not_created_twice() {
     let lines = app.stack.simulators.rev_io[&REV].state.services();
     assert_eq!(lines.len(), 1, "the line Rev.io created before its 502 was found, not created again");
     let stored = app.stack.store.device_by_iccid(1, &device(0)).await.expect("read").expect("device");
-    let active = engine::ports::Store::active_rev_service(&*app.stack.store, 1, stored.id).await.expect("read");
+    let active = engine::ports::RevServices::active_rev_service(&*app.stack.store, 1, stored.id).await.expect("read");
     assert_eq!(active.map(|l| l.rev_service_id), Some(lines[0].service_id));
 }
 

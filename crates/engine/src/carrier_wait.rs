@@ -37,7 +37,7 @@ pub(crate) enum Disposition {
     Done(RowOutcome),
     /// Sent (or still pending): wait for the result of this request.
     Await(String),
-    /// Handed back to the workers with its result kept on the row (`Store::hand_back_with_result`): the next
+    /// Handed back to the workers with its result kept on the row (`CarrierWaits::hand_back_with_result`): the next
     /// claim finishes it.
     HandedBack,
 }

@@ -1,5 +1,5 @@
 //! Carrier limits slow work down, never fail it. A carrier's limit is per account, so every worker of every
-//! instance draws from one pace per account kept in the store (`Store::reserve_rate_slots`): call slots one
+//! instance draws from one pace per account kept in the store (`Pace::reserve_rate_slots`): call slots one
 //! `1 / rate` apart for all of them together, booked a few at a time so a call rarely costs a database round trip.
 //! One bulk change alone can use the whole pace; two bulk changes of one account share it. Without a store (client
 //! tests, tools) a local token bucket paces one process.

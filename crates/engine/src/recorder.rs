@@ -46,7 +46,7 @@ impl Recorder {
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// Records a row's outcome (`Store::complete_row`); returns whether this worker still held the row.
+    /// Records a row's outcome (`Outcomes::complete_row`); returns whether this worker still held the row.
     pub async fn complete(&self, completion: Completion) -> StoreResult<bool> {
         if self.batch <= 1 {
             let c = completion;

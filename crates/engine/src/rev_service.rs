@@ -1,5 +1,5 @@
 //! The Rev.io service line of a device, created at most once: an active one recorded in the database is reused,
-//! one row at a time may create it (`Store::begin_rev_service`), and whenever an earlier attempt may have reached
+//! one row at a time may create it (`RevServices::begin_rev_service`), and whenever an earlier attempt may have reached
 //! Rev.io (a crash, a lost answer, a 5xx) the line is looked up there before anything is sent again. The database
 //! keeps at most one active line per device.
 

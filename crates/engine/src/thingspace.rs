@@ -878,10 +878,10 @@ pub async fn apply_callback(
 }
 
 /// How long a callback that found no waiting row is kept for its request to be recorded (the schedulers purge
-/// older ones: `Store::purge_unmatched_callbacks`).
+/// older ones: `CarrierWaits::purge_unmatched_callbacks`).
 pub const UNMATCHED_KEPT: chrono::Duration = chrono::Duration::hours(1);
 
-/// How a callback that found no waiting row is logged; `Store::unmatched_callbacks` looks for it.
+/// How a callback that found no waiting row is logged; `CarrierWaits::unmatched_callbacks` looks for it.
 const UNMATCHED: &str = "unmatched: no row of this account waits on this request (yet)";
 
 fn outcome_text(answer: &CallbackAnswer) -> String {

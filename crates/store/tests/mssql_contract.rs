@@ -8,6 +8,7 @@
 
 use std::future::Future;
 
+use engine::ports::{BulkChanges, Reads};
 use store::MssqlStore;
 use store::contract::{self, contract_seed};
 use store::migrate::{self, ScratchDatabase, Script};
@@ -94,7 +95,7 @@ async fn close_pools(db: ScratchDatabase, a: MssqlStore, b: MssqlStore) {
 #[tokio::test]
 #[ignore = "needs a T-SQL server"]
 async fn two_pools_never_claim_the_same_row() {
-    use engine::ports::Store;
+    use engine::ports::{BulkChanges, Leases, Outcomes};
     let (db, a, b) = two_pools("claims").await;
     let lease = std::time::Duration::from_secs(60);
     for _ in 0..10 {
@@ -122,7 +123,7 @@ async fn two_pools_never_claim_the_same_row() {
 #[ignore = "needs a T-SQL server"]
 async fn two_pools_creating_bulk_changes_over_the_same_devices_never_both_hold_one() {
     use domain::{ChangeType, DeviceAttribute};
-    use engine::ports::Store;
+    use engine::ports::BulkChanges;
     let (db, a, b) = two_pools("locks").await;
     let held = [DeviceAttribute::Status];
     for _ in 0..20 {

@@ -66,7 +66,7 @@ async fn seed_with_unknown_status_names_the_device() {
 
 #[tokio::test]
 async fn two_connections_on_one_file_never_claim_the_same_row() {
-    use engine::ports::Store;
+    use engine::ports::Leases;
     let (dir, a) = fresh().await;
     let b = SqliteStore::open(&dir.path().join("contract.db")).expect("second connection");
     let id = contract::new_bulk(&a).await;
@@ -92,7 +92,7 @@ async fn two_connections_creating_bulk_changes_over_the_same_devices_never_both_
         let (x, y) = (x.expect("a creates"), y.expect("b creates"));
         assert_eq!(x.conflicts.len() + y.conflicts.len(), 3, "each device is held by exactly one: {x:?} {y:?}");
         for id in [x.id, y.id] {
-            engine::ports::Store::cancel_rows(&a, contract::TENANT, id, "test", chrono::Utc::now())
+            engine::ports::BulkChanges::cancel_rows(&a, contract::TENANT, id, "test", chrono::Utc::now())
                 .await
                 .expect("cancel");
         }
