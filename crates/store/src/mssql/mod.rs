@@ -83,105 +83,6 @@ pub struct MssqlStore {
     round_trips: std::sync::atomic::AtomicU64,
 }
 
-/// A connection idle this long is checked before use.
-pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(5);
-/// How long the check may take before the connection counts as dead.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// SQL Server's "Login failed for user" and "password has expired".
-const LOGIN_REFUSED: [u32; 2] = [18456, 18487];
-
-pub(crate) struct Lease<'a> {
-    store: &'a MssqlStore,
-    conn: Option<Conn>,
-    _permit: tokio::sync::SemaphorePermit<'a>,
-}
-
-impl Lease<'_> {
-    pub(crate) fn conn(&mut self) -> Result<&mut Conn, StoreError> {
-        self.conn.as_mut().ok_or_else(|| StoreError::Corrupt("connection already returned".into()))
-    }
-
-    pub(crate) async fn give_back(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.store.idle.lock().await.push((conn, Instant::now()));
-        }
-    }
-}
-
-/// Why opening a connection failed: a refused login may be cured by reading a rotated secret.
-#[derive(Debug)]
-pub(crate) enum OpenError {
-    LoginRefused(StoreError),
-    Other(StoreError),
-}
-
-impl From<OpenError> for StoreError {
-    fn from(e: OpenError) -> Self {
-        match e {
-            OpenError::LoginRefused(e) | OpenError::Other(e) => e,
-        }
-    }
-}
-
-/// One way to log in: with the connection string in use, or with a fresh one; and how to read a fresh one.
-#[async_trait]
-pub(crate) trait Login: Sync {
-    type Conn: Send;
-    /// Logs in with the connection string in use (`None`) or with `fresh`.
-    async fn attempt(&self, fresh: Option<&str>) -> Result<Self::Conn, OpenError>;
-    /// Reads the connection string again, when it came from a secret.
-    async fn reread(&self) -> Option<Result<String, StoreError>>;
-}
-
-/// Logs in; when the login is refused and the connection string came from a secret, reads it again and tries
-/// once more with it (what a rotation of the database password needs). Returns the connection and, when a new
-/// connection string was read and worked, that string.
-pub(crate) async fn open_with_rotation<L: Login>(login: &L) -> Result<(L::Conn, Option<String>), StoreError> {
-    match login.attempt(None).await {
-        Ok(conn) => Ok((conn, None)),
-        Err(OpenError::LoginRefused(first)) => {
-            let Some(fresh) = login.reread().await else { return Err(first) };
-            tracing::warn!(error = %first, "the database refused the login; read its connection secret again");
-            let fresh = fresh?;
-            let conn = login.attempt(Some(&fresh)).await.map_err(StoreError::from)?;
-            Ok((conn, Some(fresh)))
-        }
-        Err(OpenError::Other(e)) => Err(e),
-    }
-}
-
-/// The TDS login of a store.
-struct TdsLogin<'a> {
-    current: Config,
-    rotation: Option<&'a (Arc<dyn SecretSource>, String)>,
-}
-
-#[async_trait]
-impl Login for TdsLogin<'_> {
-    type Conn = Conn;
-
-    async fn attempt(&self, fresh: Option<&str>) -> Result<Conn, OpenError> {
-        match fresh {
-            None => MssqlStore::open_with(self.current.clone()).await,
-            Some(ado) => {
-                let config =
-                    Config::from_ado_string(ado).map_err(|e| OpenError::Other(db("parse connection string")(e)))?;
-                MssqlStore::open_with(config).await
-            }
-        }
-    }
-
-    async fn reread(&self) -> Option<Result<String, StoreError>> {
-        let (source, arn) = self.rotation?;
-        Some(
-            source
-                .read(arn)
-                .await
-                .map_err(|message| StoreError::Database { context: "read the database secret", message }),
-        )
-    }
-}
-
 impl MssqlStore {
     /// Connects with an ADO.NET connection string (`Server=tcp:host,1433;Database=...;User Id=...;Password=...;
     /// TrustServerCertificate=true` for a local container).
@@ -231,77 +132,6 @@ impl MssqlStore {
     pub fn with_secret_references(mut self, secrets: SecretReferences) -> Self {
         self.secrets = secrets;
         self
-    }
-
-    fn config(&self) -> Result<Config, StoreError> {
-        self.config.read().map(|c| c.clone()).map_err(|_| StoreError::Corrupt("connection settings poisoned".into()))
-    }
-
-    async fn open_with(config: Config) -> Result<Conn, OpenError> {
-        let other =
-            |context: &'static str, message: String| OpenError::Other(StoreError::Database { context, message });
-        let tcp = tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(config.get_addr()))
-            .await
-            .map_err(|_| other("connect", "timed out".into()))?
-            .map_err(|e| other("connect", e.to_string()))?;
-        tcp.set_nodelay(true).map_err(|e| other("connect", e.to_string()))?;
-        let mut client = match Client::connect(config, tcp.compat_write()).await {
-            Ok(client) => client,
-            Err(e) if server_code(&e).is_some_and(|c| LOGIN_REFUSED.contains(&c)) => {
-                return Err(OpenError::LoginRefused(db("login")(e)));
-            }
-            Err(e) => return Err(OpenError::Other(db("login")(e))),
-        };
-        client
-            .simple_query(SESSION_OPTIONS)
-            .await
-            .map_err(|e| OpenError::Other(db("set session options")(e)))?
-            .into_results()
-            .await
-            .map_err(|e| OpenError::Other(db("set session options")(e)))?;
-        Ok(client)
-    }
-
-    async fn open(&self) -> Result<Conn, StoreError> {
-        let login = TdsLogin { current: self.config()?, rotation: self.rotation.as_ref() };
-        let (conn, fresh) = open_with_rotation(&login).await?;
-        if let Some(ado) = fresh {
-            let config = Config::from_ado_string(&ado).map_err(db("parse connection string"))?;
-            *self.config.write().map_err(|_| StoreError::Corrupt("connection settings poisoned".into()))? = config;
-            tracing::info!("logged in to the database with its rotated secret");
-        }
-        Ok(conn)
-    }
-
-    /// `SELECT 1` within `CHECK_TIMEOUT`.
-    async fn alive(conn: &mut Conn) -> bool {
-        let check = async {
-            conn.simple_query("SELECT 1").await?.into_results().await?;
-            Ok::<_, tiberius::error::Error>(())
-        };
-        matches!(tokio::time::timeout(CHECK_TIMEOUT, check).await, Ok(Ok(())))
-    }
-
-    pub(crate) async fn lease(&self) -> Result<Lease<'_>, StoreError> {
-        let permit = self.permits.acquire().await.map_err(|_| StoreError::Corrupt("pool closed".into()))?;
-        loop {
-            let idle = self.idle.lock().await.pop();
-            let conn = match idle {
-                Some((conn, since)) if since.elapsed() < CHECK_IDLE_AFTER => conn,
-                Some((mut conn, since)) => {
-                    if !Self::alive(&mut conn).await {
-                        tracing::warn!(
-                            idle_ms = since.elapsed().as_millis() as u64,
-                            "a pooled database connection was dead; dropped"
-                        );
-                        continue;
-                    }
-                    conn
-                }
-                None => self.open().await?,
-            };
-            return Ok(Lease { store: self, conn: Some(conn), _permit: permit });
-        }
     }
 
     /// Runs one procedure call and returns all its result sets. The connection goes back to the pool only on success.
@@ -523,89 +353,6 @@ impl MssqlStore {
             }
         }
         Ok(true)
-    }
-}
-
-/// Devices a seed writes per request (one JSON document each).
-const SEED_DEVICES_PER_REQUEST: usize = 1_000;
-
-/// A seed's devices as `OPENJSON` reads them (texts as `json_text` writes them), `Seq` their order in the seed.
-const SEED_DEVICES_JSON: &str = "OPENJSON(@P1) WITH (Seq INT '$.Seq', TenantId BIGINT '$.TenantId',
-    ServiceProviderId BIGINT '$.ServiceProviderId', ICCID NVARCHAR(MAX) '$.ICCID', IMEI NVARCHAR(MAX) '$.IMEI',
-    MSISDN NVARCHAR(MAX) '$.MSISDN', EID NVARCHAR(MAX) '$.EID', Status NVARCHAR(MAX) '$.Status',
-    CarrierRatePlan NVARCHAR(MAX) '$.CarrierRatePlan', CommunicationPlan NVARCHAR(MAX) '$.CommunicationPlan',
-    Username NVARCHAR(MAX) '$.Username', LastUsageDate DATETIME2 '$.LastUsageDate', DataUsageMB FLOAT '$.DataUsageMB',
-    RevCustomerId NVARCHAR(MAX) '$.RevCustomerId') AS j";
-
-impl MssqlStore {
-    /// Writes seed devices in one request, in seed order (their Ids follow it); refuses the whole chunk, naming the
-    /// first device whose provider (of its tenant) or status does not exist.
-    async fn seed_devices(&self, devices: &[crate::seed::SeedDevice]) -> Result<(), StoreError> {
-        let text = |t: Option<&str>| t.map(json_text);
-        let json: Vec<serde_json::Value> = devices
-            .iter()
-            .enumerate()
-            .map(|(seq, d)| {
-                serde_json::json!({
-                    "Seq": seq, "TenantId": d.tenant_id, "ServiceProviderId": d.service_provider_id,
-                    "ICCID": json_text(&d.iccid), "IMEI": text(d.imei.as_deref()), "MSISDN": text(d.msisdn.as_deref()),
-                    "EID": text(d.eid.as_deref()), "Status": json_text(&d.status),
-                    "CarrierRatePlan": text(d.carrier_rate_plan.as_deref()),
-                    "CommunicationPlan": text(d.communication_plan.as_deref()), "Username": text(d.username.as_deref()),
-                    "LastUsageDate": d.last_usage().map(json_date), "DataUsageMB": d.data_usage_mb,
-                    "RevCustomerId": text(d.rev_customer_id.as_deref()),
-                })
-            })
-            .collect();
-        let json = serde_json::Value::Array(json).to_string();
-        let decoded =
-            |c: &str| format!("CASE WHEN CHARINDEX(N'%', j.{c}) > 0 THEN dbo.fn_JsonText(j.{c}) ELSE j.{c} END");
-        let status = decoded("Status");
-        let check = format!(
-            "SELECT TOP (1) j.Seq FROM {SEED_DEVICES_JSON}
-             WHERE NOT EXISTS (SELECT 1 FROM dbo.ServiceProvider sp JOIN dbo.DeviceStatus s ON s.IntegrationId = sp.IntegrationId
-                               AND (s.Status = {status} OR s.DisplayName = {status})
-                               WHERE sp.Id = j.ServiceProviderId AND sp.TenantId = j.TenantId)
-             ORDER BY j.Seq"
-        );
-        let mut q = Query::new(check);
-        q.bind(json.as_str());
-        if let Some(row) = self.first("check seed devices", q).await?.first() {
-            let seq: i32 = need(row.get("Seq"), "Seq")?;
-            let d = usize::try_from(seq).ok().and_then(|i| devices.get(i));
-            return Err(StoreError::Seed(d.map_or_else(
-                || format!("a device of the seed (#{seq}): its provider or status was not found"),
-                |d| {
-                    format!(
-                        "device {}: provider {} of tenant {} or status '{}' not found",
-                        d.iccid, d.service_provider_id, d.tenant_id, d.status
-                    )
-                },
-            )));
-        }
-        let insert = format!(
-            "INSERT INTO dbo.Device (TenantId, ServiceProviderId, ICCID, IMEI, MSISDN, EID, DeviceStatusId, CarrierRatePlan,
-                                     CommunicationPlan, Username, LastUsageDate, DataUsageMB, RevCustomerId, ModifiedBy, ModifiedDate)
-             SELECT j.TenantId, sp.Id, {iccid}, {imei}, {msisdn}, {eid}, s.Id, {plan}, {comm}, {user}, j.LastUsageDate,
-                    j.DataUsageMB, {rev}, N'seed', SYSUTCDATETIME()
-             FROM {SEED_DEVICES_JSON}
-             JOIN dbo.ServiceProvider sp ON sp.Id = j.ServiceProviderId AND sp.TenantId = j.TenantId
-             CROSS APPLY (SELECT TOP (1) Id FROM dbo.DeviceStatus WHERE IntegrationId = sp.IntegrationId
-                          AND (Status = {status} OR DisplayName = {status}) ORDER BY Id) s
-             ORDER BY j.Seq",
-            iccid = decoded("ICCID"),
-            imei = decoded("IMEI"),
-            msisdn = decoded("MSISDN"),
-            eid = decoded("EID"),
-            plan = decoded("CarrierRatePlan"),
-            comm = decoded("CommunicationPlan"),
-            user = decoded("Username"),
-            rev = decoded("RevCustomerId"),
-        );
-        let mut q = Query::new(insert);
-        q.bind(json.as_str());
-        self.exec("seed devices", q).await?;
-        Ok(())
     }
 }
 
@@ -888,6 +635,10 @@ impl Store for MssqlStore {
 }
 
 // The adapter by concern, one file per port trait (after the macros above, which they use).
+mod pool;
+pub use pool::CHECK_IDLE_AFTER;
+use pool::Lease;
+use seed::SEED_DEVICES_PER_REQUEST;
 mod bulk_changes;
 mod carrier_waits;
 mod devices;
@@ -898,11 +649,13 @@ mod pace;
 mod reads;
 mod reference;
 mod rev_services;
+mod seed;
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use super::pool::{Login, OpenError, open_with_rotation};
     use super::*;
 
     fn refused() -> OpenError {

@@ -14,7 +14,6 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::seed::Seed;
 
-const SCHEMA: &str = include_str!("schema.sql");
 const PROCESSED_BY: &str = "AltaworxDeviceBulkChange";
 
 /// Fixed-width UTC text, so times compare correctly as strings.
@@ -36,100 +35,6 @@ fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::Database { context, message: e.to_string() }
 }
 
-/// Changes to the schema after its first version, in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    "ALTER TABLE DeviceBulkChange ADD COLUMN RetryOfBulkChangeId INTEGER REFERENCES DeviceBulkChange(Id)",
-    "CREATE TABLE CustomerRatePlan (Id INTEGER PRIMARY KEY, TenantId INTEGER NOT NULL REFERENCES Tenant(Id), Name TEXT NOT NULL,
-                                    IsActive INTEGER NOT NULL DEFAULT 1);
-     CREATE TABLE CustomerRatePool (Id INTEGER PRIMARY KEY, TenantId INTEGER NOT NULL REFERENCES Tenant(Id), Name TEXT NOT NULL,
-                                    IsActive INTEGER NOT NULL DEFAULT 1);
-     ALTER TABLE Device ADD COLUMN CustomerRatePlanId INTEGER;
-     ALTER TABLE Device ADD COLUMN CustomerRatePoolId INTEGER;
-     ALTER TABLE Device ADD COLUMN CustomerDataAllocationMB REAL;
-     CREATE TABLE Device_CustomerRatePlanOrRatePool_Queue (
-         Id INTEGER PRIMARY KEY, DeviceId INTEGER NOT NULL REFERENCES Device(Id),
-         M2MDeviceChangeId INTEGER NOT NULL, BulkChangeId INTEGER NOT NULL,
-         CustomerRatePlanId INTEGER, CustomerRatePoolId INTEGER, CustomerDataAllocationMB REAL, EffectiveDate TEXT NOT NULL,
-         PortalType INTEGER NOT NULL DEFAULT 0, TenantId INTEGER NOT NULL, CreatedBy TEXT NOT NULL, CreatedDate TEXT NOT NULL,
-         ModifiedBy TEXT, ModifiedDate TEXT, IsActive INTEGER NOT NULL DEFAULT 1);
-     CREATE INDEX IX_CustomerPlanQueue_Due ON Device_CustomerRatePlanOrRatePool_Queue (IsActive, EffectiveDate)",
-    "CREATE TABLE Device_Tenant (Id INTEGER PRIMARY KEY, DeviceId INTEGER NOT NULL REFERENCES Device(Id), TenantId INTEGER NOT NULL,
-                                 RevCustomerId TEXT, IsActive INTEGER NOT NULL DEFAULT 1, IsDeleted INTEGER NOT NULL DEFAULT 0,
-                                 ModifiedBy TEXT, ModifiedDate TEXT, UNIQUE (DeviceId, TenantId));
-     CREATE TABLE DeviceActionHistory (Id INTEGER PRIMARY KEY, DeviceId INTEGER NOT NULL REFERENCES Device(Id), TenantId INTEGER NOT NULL,
-                                       BulkChangeId INTEGER, Action TEXT NOT NULL, Details TEXT, ActionBy TEXT NOT NULL, ActionDate TEXT NOT NULL)",
-    "CREATE TABLE Mobility_DeviceChange (
-         Id INTEGER PRIMARY KEY, BulkChangeId INTEGER NOT NULL REFERENCES DeviceBulkChange(Id), TenantId INTEGER NOT NULL,
-         DeviceId INTEGER REFERENCES Device(Id), ICCID TEXT NOT NULL, MSISDN TEXT, Status TEXT NOT NULL, StatusDetails TEXT,
-         IsProcessed INTEGER NOT NULL DEFAULT 0, LeaseOwner TEXT, LeaseUntil TEXT, Claims INTEGER NOT NULL DEFAULT 0,
-         ProcessedDate TEXT, CreatedDate TEXT NOT NULL);
-     CREATE INDEX IX_Mobility_DeviceChange_Bulk_Status ON Mobility_DeviceChange (BulkChangeId, Status);
-     ALTER TABLE DeviceBulkChangeLog ADD COLUMN MobilityDeviceChangeId INTEGER",
-    "CREATE TABLE ThingSpaceAuthentication (
-         ServiceProviderId INTEGER PRIMARY KEY REFERENCES ServiceProvider(Id), AppKey TEXT NOT NULL, AppSecret TEXT NOT NULL,
-         AccountName TEXT NOT NULL, CallbackUsername TEXT NOT NULL, CallbackPassword TEXT NOT NULL,
-         LoginRefusedReason TEXT, LoginRefusedDate TEXT);
-     ALTER TABLE M2M_DeviceChange ADD COLUMN CarrierRequestId TEXT;
-     ALTER TABLE M2M_DeviceChange ADD COLUMN CarrierRequestedAt TEXT;
-     ALTER TABLE Mobility_DeviceChange ADD COLUMN CarrierRequestId TEXT;
-     ALTER TABLE Mobility_DeviceChange ADD COLUMN CarrierRequestedAt TEXT;
-     CREATE INDEX IX_M2M_DeviceChange_CarrierRequest ON M2M_DeviceChange (CarrierRequestId);
-     CREATE INDEX IX_Mobility_DeviceChange_CarrierRequest ON Mobility_DeviceChange (CarrierRequestId);
-     ALTER TABLE Device ADD COLUMN IpAddress TEXT;
-     CREATE TABLE ThingSpaceCallBackResponseLog (
-         Id INTEGER PRIMARY KEY, RequestId TEXT NOT NULL, ICCID TEXT, TenantId INTEGER, ServiceProviderId INTEGER,
-         APIStatus TEXT NOT NULL, APIResponse TEXT NOT NULL, Outcome TEXT NOT NULL, CreatedDate TEXT NOT NULL);
-     CREATE INDEX IX_ThingSpaceCallBackResponseLog_Request ON ThingSpaceCallBackResponseLog (RequestId)",
-    "ALTER TABLE M2M_DeviceChange ADD COLUMN CarrierResult TEXT;
-     ALTER TABLE Mobility_DeviceChange ADD COLUMN CarrierResult TEXT",
-    // One open change per device and attribute (README "One change per device"): a lock row per attribute an
-    // open row holds, keyed by device and attribute, released by the row tables' triggers when the row is final.
-    // Open rows of an older database take every attribute (the first row of a device wins).
-    "CREATE TABLE DeviceChangeLock (
-         DeviceId INTEGER NOT NULL REFERENCES Device(Id), Attribute TEXT NOT NULL, BulkChangeId INTEGER NOT NULL,
-         RowId INTEGER NOT NULL, ChangeRequestTypeId INTEGER NOT NULL, TenantId INTEGER NOT NULL, CreatedDate TEXT NOT NULL,
-         PRIMARY KEY (DeviceId, Attribute));
-     CREATE INDEX IX_DeviceChangeLock_Row ON DeviceChangeLock (BulkChangeId, RowId);
-     CREATE TRIGGER TR_M2M_DeviceChange_Unlock AFTER UPDATE OF Status ON M2M_DeviceChange
-     WHEN NEW.Status NOT IN ('PENDING', 'PROCESSING', 'SCHEDULED')
-     BEGIN DELETE FROM DeviceChangeLock WHERE BulkChangeId = NEW.BulkChangeId AND RowId = NEW.Id; END;
-     CREATE TRIGGER TR_Mobility_DeviceChange_Unlock AFTER UPDATE OF Status ON Mobility_DeviceChange
-     WHEN NEW.Status NOT IN ('PENDING', 'PROCESSING', 'SCHEDULED')
-     BEGIN DELETE FROM DeviceChangeLock WHERE BulkChangeId = NEW.BulkChangeId AND RowId = NEW.Id; END;
-     INSERT OR IGNORE INTO DeviceChangeLock (DeviceId, Attribute, BulkChangeId, RowId, ChangeRequestTypeId, TenantId, CreatedDate)
-     SELECT r.DeviceId, a.Attribute, r.BulkChangeId, r.Id, b.ChangeRequestTypeId, r.TenantId, r.CreatedDate
-     FROM (SELECT Id, BulkChangeId, DeviceId, TenantId, CreatedDate, Status FROM M2M_DeviceChange
-           UNION ALL SELECT Id, BulkChangeId, DeviceId, TenantId, CreatedDate, Status FROM Mobility_DeviceChange) r
-     JOIN DeviceBulkChange b ON b.Id = r.BulkChangeId
-     CROSS JOIN (SELECT 'Status' AS Attribute UNION ALL SELECT 'CarrierRatePlan' UNION ALL SELECT 'CustomerRatePlan'
-                 UNION ALL SELECT 'Billing' UNION ALL SELECT 'Username' UNION ALL SELECT 'Identity') a
-     WHERE r.Status IN ('PENDING', 'PROCESSING', 'SCHEDULED') AND r.DeviceId IS NOT NULL
-     ORDER BY r.BulkChangeId, r.Id;
-     CREATE UNIQUE INDEX UX_DeviceBulkChange_OpenRetry ON DeviceBulkChange (RetryOfBulkChangeId)
-     WHERE RetryOfBulkChangeId IS NOT NULL AND Status IN ('NEW', 'PROCESSING', 'SCHEDULED');
-     UPDATE RevService SET IsActive = 0
-     WHERE IsActive = 1 AND Id NOT IN (SELECT MAX(Id) FROM RevService WHERE IsActive = 1 GROUP BY DeviceId);
-     CREATE UNIQUE INDEX UX_RevService_ActiveDevice ON RevService (DeviceId) WHERE IsActive = 1;
-     CREATE TABLE RevServiceCreation (
-         DeviceId INTEGER PRIMARY KEY REFERENCES Device(Id), TenantId INTEGER NOT NULL, RevCustomerId TEXT NOT NULL,
-         BulkChangeId INTEGER NOT NULL, RowId INTEGER NOT NULL, Attempts INTEGER NOT NULL, StartedDate TEXT NOT NULL);
-     CREATE TABLE IdempotencyKey (
-         TenantId INTEGER NOT NULL, IdempotencyKey TEXT NOT NULL, RequestHash TEXT NOT NULL, BulkChangeId INTEGER,
-         ResponseStatus INTEGER, ResponseBody TEXT, CreatedDate TEXT NOT NULL,
-         PRIMARY KEY (TenantId, IdempotencyKey));
-     CREATE INDEX IX_IdempotencyKey_Created ON IdempotencyKey (CreatedDate)",
-    // The pace of each carrier account, shared by every worker: the next free call slot (Unix seconds).
-    "CREATE TABLE RateBudget (
-         ServiceProviderId INTEGER NOT NULL, Bucket TEXT NOT NULL, NextSlot REAL NOT NULL,
-         PRIMARY KEY (ServiceProviderId, Bucket))",
-    // The provider a Rev.io account gives a new service line when the request names none.
-    "ALTER TABLE ServiceProvider ADD COLUMN DefaultProviderId INTEGER",
-    // Teal and Pond: a carrier's wire settings (JSON), and the carrier's own ids of a rate plan.
-    "ALTER TABLE ServiceProvider ADD COLUMN CarrierSettings TEXT;
-     ALTER TABLE JasperCarrierRatePlan ADD COLUMN JasperRatePlanId INTEGER;
-     ALTER TABLE JasperCarrierRatePlan ADD COLUMN PlanUuid TEXT",
-];
-
 /// Where a bulk change's rows live: M2M (PortalType 0) in `M2M_DeviceChange`, Mobility (2) in `Mobility_DeviceChange`.
 pub const ROW_TABLES: [&str; 2] = ["M2M_DeviceChange", "Mobility_DeviceChange"];
 
@@ -143,15 +48,6 @@ fn row_table(c: &Connection, bulk_change_id: i64) -> Result<&'static str, StoreE
         .optional()
         .map_err(db("read portal type"))?;
     Ok(row_table_of(portal.unwrap_or(0)))
-}
-
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db("read schema version"))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
-        conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))
-            .map_err(db("migrate schema"))?;
-    }
-    Ok(())
 }
 
 /// The SQLite store. Cheap to clone; all clones share one connection (SQLite serialises writers anyway).
@@ -654,189 +550,11 @@ fn holder_reason(iccid: &str, bulk_change_id: i64, change_type: i64) -> Result<S
 #[async_trait]
 impl Store for SqliteStore {}
 
-/// The embedded queue: messages in the store's file, with SQS's visibility-timeout semantics
-/// (a received message reappears unless deleted), so nothing is lost when a worker dies.
-#[derive(Clone)]
-pub struct SqliteQueue {
-    store: SqliteStore,
-    notify: Arc<tokio::sync::Notify>,
-}
-
-impl SqliteQueue {
-    pub fn new(store: SqliteStore) -> Self {
-        Self { store, notify: Arc::new(tokio::sync::Notify::new()) }
-    }
-
-    /// Resolves when a message may have become available (or after `max_wait`), for a polling consumer.
-    pub async fn wait(&self, max_wait: Duration) {
-        let _ = tokio::time::timeout(max_wait, self.notify.notified()).await;
-    }
-
-    /// Messages waiting or in flight (for tests and `make run`).
-    pub async fn depth(&self) -> Result<i64, QueueError> {
-        self.store
-            .with(|c| c.query_row("SELECT COUNT(*) FROM QueueMessage", [], |r| r.get(0)).map_err(db("queue depth")))
-            .await
-            .map_err(queue_err("depth"))
-    }
-}
-
-fn queue_err(context: &'static str) -> impl Fn(StoreError) -> QueueError {
-    move |e| QueueError { context, message: e.to_string() }
-}
-
-#[async_trait]
-impl Queue for SqliteQueue {
-    async fn send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError> {
-        let body =
-            serde_json::to_string(message).map_err(|e| QueueError { context: "send", message: e.to_string() })?;
-        self.send_raw(body, delay).await
-    }
-
-    async fn receive(&self, max: u32, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
-        self.store
-            .with(move |c| {
-                let now = Utc::now();
-                let until = ts(now + chrono::Duration::from_std(visibility).unwrap_or_else(|_| chrono::Duration::seconds(30)));
-                let receipt_base = format!("{}-{}", now.timestamp_micros(), fastrand_u64());
-                let mut stmt = c
-                    .prepare_cached(
-                        "UPDATE QueueMessage SET VisibleAt = ?1, ReceiveCount = ReceiveCount + 1, Receipt = ?2 || '-' || Id
-                         WHERE Id IN (SELECT Id FROM QueueMessage WHERE VisibleAt <= ?3 ORDER BY VisibleAt, Id LIMIT ?4)
-                         RETURNING Id, Receipt, Body, ReceiveCount",
-                    )
-                    .map_err(db("receive"))?;
-                let rows = stmt
-                    .query_map(params![until, receipt_base, ts(now), max], |r| {
-                        Ok(ReceivedMessage { message_id: r.get::<_, i64>(0)?.to_string(), receipt: r.get(1)?, body: r.get(2)?, receive_count: r.get(3)? })
-                    })
-                    .map_err(db("receive"))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(db("receive"))?;
-                Ok(rows)
-            })
-            .await
-            .map_err(queue_err("receive"))
-    }
-
-    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        let receipt = receipt.to_string();
-        self.store
-            .with(move |c| {
-                c.execute("DELETE FROM QueueMessage WHERE Receipt = ?1", params![receipt])
-                    .map_err(db("delete message"))?;
-                Ok(())
-            })
-            .await
-            .map_err(queue_err("delete"))
-    }
-}
-
-impl SqliteQueue {
-    /// Sends a body as is (tests use it to deliver malformed messages).
-    pub async fn send_raw(&self, body: String, delay: Duration) -> Result<(), QueueError> {
-        self.store
-            .with(move |c| {
-                let visible = ts(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
-                c.execute("INSERT INTO QueueMessage (Body, VisibleAt) VALUES (?1, ?2)", params![body, visible])
-                    .map_err(db("send message"))?;
-                Ok(())
-            })
-            .await
-            .map_err(queue_err("send"))?;
-        self.notify.notify_waiters();
-        Ok(())
-    }
-}
-
-fn fastrand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish()
-}
-
-/// One row's outcome and its device update inside `tx` (`Outcomes::complete_row`'s rules): false, and nothing
-/// written, when `c.worker` no longer holds the row.
-fn complete_in(tx: &rusqlite::Transaction<'_>, c: &Completion) -> Result<bool, StoreError> {
-    let (tenant_id, bulk_change_id, row_id, worker, outcome) =
-        (c.tenant_id, c.bulk_change_id, c.row_id, &c.worker, &c.outcome);
-    let now = ts(c.now);
-    let table = row_table(tx, bulk_change_id)?;
-    let changed = tx
-                .execute(
-                    &format!("UPDATE {table} SET Status = ?1, StatusDetails = ?2, IsProcessed = 1, ProcessedDate = ?3, LeaseOwner = NULL, LeaseUntil = NULL
-                     WHERE Id = ?4 AND LeaseOwner = ?5 AND Status = 'PROCESSING'"),
-                    params![outcome.status.as_str(), outcome.details, now, row_id, worker],
-                )
-                .map_err(db("complete row"))?;
-    if changed == 0 {
-        return Ok(false);
-    }
-    let u = &outcome.device_update;
-    if !u.is_empty() {
-        tx.execute(
-                    &format!("UPDATE Device SET DeviceStatusId = COALESCE(?1, DeviceStatusId), CarrierRatePlan = COALESCE(?2, CarrierRatePlan),
-                            CommunicationPlan = COALESCE(?3, CommunicationPlan), RevCustomerId = COALESCE(?4, RevCustomerId),
-                            Username = COALESCE(?5, Username), ICCID = COALESCE(?11, ICCID), IMEI = COALESCE(?12, IMEI),
-                            MSISDN = COALESCE(?13, MSISDN), IpAddress = COALESCE(?14, IpAddress),
-                            IsActive = CASE WHEN ?6 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN ?6 THEN 1 ELSE IsDeleted END,
-                            ModifiedBy = ?7, ModifiedDate = ?8
-                     WHERE Id = (SELECT DeviceId FROM {table} WHERE Id = ?9) AND TenantId = ?10"),
-                    params![
-                        u.device_status_id,
-                        u.carrier_rate_plan,
-                        u.communication_plan,
-                        u.rev_customer_id,
-                        u.username,
-                        u.archive,
-                        PROCESSED_BY,
-                        now,
-                        row_id,
-                        tenant_id,
-                        u.iccid,
-                        u.imei,
-                        u.msisdn,
-                        u.ip_address
-                    ],
-                )
-                .map_err(db("update device"))?;
-    }
-    if let Some(plan) = &u.customer_plan {
-        tx.execute(
-                    &format!("UPDATE Device SET CustomerRatePlanId = COALESCE(?1, CustomerRatePlanId), CustomerRatePoolId = COALESCE(?2, CustomerRatePoolId),
-                            CustomerDataAllocationMB = COALESCE(?3, CustomerDataAllocationMB)
-                     WHERE Id = (SELECT DeviceId FROM {table} WHERE Id = ?4) AND TenantId = ?5"),
-                    params![plan.customer_rate_plan_id, plan.customer_rate_pool_id, plan.data_allocation_mb, row_id, tenant_id],
-                )
-                .map_err(db("update customer plan"))?;
-    }
-    if let Some(customer) = &u.rev_customer_id {
-        // The assignment in the tenant's device list, and the device's history of actions.
-        tx.execute(
-                    &format!("INSERT INTO Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
-                     SELECT DeviceId, ?2, ?3, 1, 0, ?4, ?5 FROM {table} WHERE Id = ?1 AND DeviceId IS NOT NULL
-                     ON CONFLICT (DeviceId, TenantId) DO UPDATE SET RevCustomerId = excluded.RevCustomerId, IsActive = 1, IsDeleted = 0,
-                                                                    ModifiedBy = excluded.ModifiedBy, ModifiedDate = excluded.ModifiedDate"),
-                    params![row_id, tenant_id, customer, PROCESSED_BY, now],
-                )
-                .map_err(db("assign device to customer"))?;
-        tx.execute(
-                    &format!("INSERT INTO DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
-                     SELECT DeviceId, ?2, BulkChangeId, 'CustomerAssignment', ?3, ?4, ?5 FROM {table} WHERE Id = ?1 AND DeviceId IS NOT NULL"),
-                    params![row_id, tenant_id, format!("Assigned to Rev customer {customer}"), PROCESSED_BY, now],
-                )
-                .map_err(db("record device action"))?;
-    }
-    tx.execute(
-        "UPDATE Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = ?2, ModifiedDate = ?3
-                 WHERE M2MDeviceChangeId = ?1 AND IsActive = 1",
-        params![row_id, PROCESSED_BY, now],
-    )
-    .map_err(db("close queued change"))?;
-    Ok(true)
-}
 // The adapter by concern, one file per port trait (after the macros above, which they use).
+mod queue;
+mod schema;
+pub use queue::SqliteQueue;
+use schema::{SCHEMA, migrate};
 mod bulk_changes;
 mod carrier_waits;
 mod devices;

@@ -59,3 +59,84 @@ impl Outcomes for SqliteStore {
         .await
     }
 }
+
+/// One row's outcome and its device update inside `tx` (`Outcomes::complete_row`'s rules): false, and nothing
+/// written, when `c.worker` no longer holds the row.
+fn complete_in(tx: &rusqlite::Transaction<'_>, c: &Completion) -> Result<bool, StoreError> {
+    let (tenant_id, bulk_change_id, row_id, worker, outcome) =
+        (c.tenant_id, c.bulk_change_id, c.row_id, &c.worker, &c.outcome);
+    let now = ts(c.now);
+    let table = row_table(tx, bulk_change_id)?;
+    let changed = tx
+                .execute(
+                    &format!("UPDATE {table} SET Status = ?1, StatusDetails = ?2, IsProcessed = 1, ProcessedDate = ?3, LeaseOwner = NULL, LeaseUntil = NULL
+                     WHERE Id = ?4 AND LeaseOwner = ?5 AND Status = 'PROCESSING'"),
+                    params![outcome.status.as_str(), outcome.details, now, row_id, worker],
+                )
+                .map_err(db("complete row"))?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    let u = &outcome.device_update;
+    if !u.is_empty() {
+        tx.execute(
+                    &format!("UPDATE Device SET DeviceStatusId = COALESCE(?1, DeviceStatusId), CarrierRatePlan = COALESCE(?2, CarrierRatePlan),
+                            CommunicationPlan = COALESCE(?3, CommunicationPlan), RevCustomerId = COALESCE(?4, RevCustomerId),
+                            Username = COALESCE(?5, Username), ICCID = COALESCE(?11, ICCID), IMEI = COALESCE(?12, IMEI),
+                            MSISDN = COALESCE(?13, MSISDN), IpAddress = COALESCE(?14, IpAddress),
+                            IsActive = CASE WHEN ?6 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN ?6 THEN 1 ELSE IsDeleted END,
+                            ModifiedBy = ?7, ModifiedDate = ?8
+                     WHERE Id = (SELECT DeviceId FROM {table} WHERE Id = ?9) AND TenantId = ?10"),
+                    params![
+                        u.device_status_id,
+                        u.carrier_rate_plan,
+                        u.communication_plan,
+                        u.rev_customer_id,
+                        u.username,
+                        u.archive,
+                        PROCESSED_BY,
+                        now,
+                        row_id,
+                        tenant_id,
+                        u.iccid,
+                        u.imei,
+                        u.msisdn,
+                        u.ip_address
+                    ],
+                )
+                .map_err(db("update device"))?;
+    }
+    if let Some(plan) = &u.customer_plan {
+        tx.execute(
+                    &format!("UPDATE Device SET CustomerRatePlanId = COALESCE(?1, CustomerRatePlanId), CustomerRatePoolId = COALESCE(?2, CustomerRatePoolId),
+                            CustomerDataAllocationMB = COALESCE(?3, CustomerDataAllocationMB)
+                     WHERE Id = (SELECT DeviceId FROM {table} WHERE Id = ?4) AND TenantId = ?5"),
+                    params![plan.customer_rate_plan_id, plan.customer_rate_pool_id, plan.data_allocation_mb, row_id, tenant_id],
+                )
+                .map_err(db("update customer plan"))?;
+    }
+    if let Some(customer) = &u.rev_customer_id {
+        // The assignment in the tenant's device list, and the device's history of actions.
+        tx.execute(
+                    &format!("INSERT INTO Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
+                     SELECT DeviceId, ?2, ?3, 1, 0, ?4, ?5 FROM {table} WHERE Id = ?1 AND DeviceId IS NOT NULL
+                     ON CONFLICT (DeviceId, TenantId) DO UPDATE SET RevCustomerId = excluded.RevCustomerId, IsActive = 1, IsDeleted = 0,
+                                                                    ModifiedBy = excluded.ModifiedBy, ModifiedDate = excluded.ModifiedDate"),
+                    params![row_id, tenant_id, customer, PROCESSED_BY, now],
+                )
+                .map_err(db("assign device to customer"))?;
+        tx.execute(
+                    &format!("INSERT INTO DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
+                     SELECT DeviceId, ?2, BulkChangeId, 'CustomerAssignment', ?3, ?4, ?5 FROM {table} WHERE Id = ?1 AND DeviceId IS NOT NULL"),
+                    params![row_id, tenant_id, format!("Assigned to Rev customer {customer}"), PROCESSED_BY, now],
+                )
+                .map_err(db("record device action"))?;
+    }
+    tx.execute(
+        "UPDATE Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = ?2, ModifiedDate = ?3
+                 WHERE M2MDeviceChangeId = ?1 AND IsActive = 1",
+        params![row_id, PROCESSED_BY, now],
+    )
+    .map_err(db("close queued change"))?;
+    Ok(true)
+}
