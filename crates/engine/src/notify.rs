@@ -5,18 +5,18 @@ use domain::RowStatus;
 use domain::rules::{MAX_SHOWN_DEVICE_CHARS, bounded_text};
 use tracing::info;
 
-use crate::ports::{BulkChange, Email, Notifier, Store};
-use crate::worker::WorkerConfig;
+use crate::ports::{BulkChange, BulkChanges, Email, Notifier, Reads};
 
 const PAGE: u32 = 1000;
 /// The longest reason a failure line shows (a carrier's message is rarely a tenth of it).
 const MAX_REASON_CHARS: usize = 500;
 
 /// Sends the summary when the bulk change is final and has failures, unless it was sent already.
+/// The e-mail comes `from` and goes `to` (the worker's settings).
 pub async fn send_failure_summary(
-    store: &dyn Store,
+    store: &(impl Reads + BulkChanges + ?Sized),
     notifier: &dyn Notifier,
-    config: &WorkerConfig,
+    (from, to): (&str, &[String]),
     bulk: &BulkChange,
     now: DateTime<Utc>,
 ) -> Result<Option<String>, String> {
@@ -62,8 +62,8 @@ pub async fn send_failure_summary(
         ));
     }
     let email = Email {
-        from: config.email_from.clone(),
-        to: config.email_to.clone(),
+        from: from.to_string(),
+        to: to.to_vec(),
         subject: format!("Bulk change {}: {} device(s) failed", bulk.id, failed.len()),
         body,
     };

@@ -568,7 +568,7 @@ impl Worker {
         if let Err(e) = notify::send_failure_summary(
             self.store.as_ref(),
             self.notifier.as_ref(),
-            &self.config,
+            (&self.config.email_from, &self.config.email_to),
             bulk,
             self.clock.now(),
         )
