@@ -279,8 +279,8 @@ async fn status_update_rows(
 /// service enabled or disabled). Other integrations have their own rules.
 fn carrier_status_supported(integration: Integration, status: &str) -> bool {
     match integration {
-        Integration::Pond => engine::pond::services_enabled_for(status).is_some(),
-        Integration::Teal => engine::teal::data_enabled_for(status).is_some(),
+        Integration::Pond => engine::carrier::pond::services_enabled_for(status).is_some(),
+        Integration::Teal => engine::carrier::teal::data_enabled_for(status).is_some(),
         _ => true,
     }
 }
@@ -297,7 +297,9 @@ async fn thingspace_status_rows(
     iccids: &[String],
 ) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
     let options = update.thing_space.as_deref().cloned().unwrap_or_default();
-    if let Some(code) = options.reason_code.as_deref().filter(|c| c.trim() != engine::thingspace::DEFAULT_REASON_CODE) {
+    if let Some(code) =
+        options.reason_code.as_deref().filter(|c| c.trim() != engine::carrier::thingspace::DEFAULT_REASON_CODE)
+    {
         return Err(ApiError::invalid(
             "StatusUpdate.ThingSpaceStatusUpdate.ReasonCode",
             format!("reason code '{code}' is not one ThingSpace documents; use FF (General Admin/Maintenance)"),

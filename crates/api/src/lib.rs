@@ -245,7 +245,7 @@ pub(crate) fn status_location(id: i64) -> Option<axum::http::HeaderValue> {
               (status = 408, description = "No byte of the body arrived for API_BODY_IDLE_SECONDS (10 s)", body = openapi::Problem),
               (status = 413, description = "A body above 64 KB", body = openapi::Problem)))]
 async fn thingspace_callback(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    use engine::thingspace::{Callback, CallbackAnswer, apply_callback};
+    use engine::carrier::thingspace::{Callback, CallbackAnswer, apply_callback};
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::Invalid(domain::RequestError::one("Malformed callback", "body", format!("invalid JSON: {e}")))
     })?;
@@ -296,7 +296,7 @@ async fn teal_callback(
     // everywhere else rather than 401.
     _body: Bytes,
 ) -> Result<Response, ApiError> {
-    use engine::teal::{TealCallbackAnswer, apply_callback};
+    use engine::carrier::teal::{TealCallbackAnswer, apply_callback};
     // Teal appends `?requestId=` to a URL that has a query already in some clients: accept `sig=<hex>?requestId=<id>`.
     let (sig, request_id) = match query.sig.split_once("?requestId=") {
         Some((sig, id)) if query.request_id.is_empty() => (sig.to_string(), id.to_string()),

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use domain::Iccid;
+use engine::carrier::control_center::{CcAuditEntry, CcDevice, CcEdit, ControlCenterApi};
 use engine::metrics::Metrics;
-use engine::ports::{
-    CallRecord, CarrierFailure, CcAuditEntry, CcDevice, CcEdit, ControlCenterApi, FailureKind, Secret,
-};
+use engine::ports::{CallRecord, CarrierFailure, FailureKind, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use reqwest::Method;

@@ -12,11 +12,14 @@ pub mod thingspace;
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::carrier::Carriers;
+use engine::carrier::control_center::ControlCenterApi;
+use engine::carrier::pond::PondApi;
+use engine::carrier::teal::TealApi;
+use engine::carrier::telegence::TelegenceApi;
+use engine::carrier::thingspace::ThingSpaceApi;
 use engine::metrics::{Metrics, NoMetrics};
-use engine::ports::{
-    Carriers, ControlCenterApi, PondApi, RevIoApi, Secret, ServiceProvider, TealApi, TelegenceApi, ThingSpaceApi,
-    ThingSpaceSettings,
-};
+use engine::ports::{RevIoApi, Secret, ServiceProvider, ThingSpaceSettings};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 

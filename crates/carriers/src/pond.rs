@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use engine::carrier::pond::{PondApi, PondPackage};
 use engine::metrics::Metrics;
-use engine::ports::{CallRecord, CarrierFailure, FailureKind, PondApi, PondPackage, Secret};
+use engine::ports::{CallRecord, CarrierFailure, FailureKind, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use reqwest::Method;

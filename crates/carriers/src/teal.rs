@@ -7,10 +7,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use engine::carrier::teal::{TealApi, TealEntryResult, TealOperation, TealOperationResult};
 use engine::metrics::Metrics;
-use engine::ports::{
-    CallRecord, CarrierFailure, FailureKind, Secret, TealApi, TealEntryResult, TealOperation, TealOperationResult,
-};
+use engine::ports::{CallRecord, CarrierFailure, FailureKind, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use reqwest::Method;

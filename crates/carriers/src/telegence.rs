@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use engine::metrics::Metrics;
-use engine::ports::{
-    CallRecord, CarrierFailure, FailureKind, Secret, TelegenceApi, TgActivation, TgActivationEntry, TgBillingAccount,
-    TgLine, TgLineChange,
+use engine::carrier::telegence::{
+    TelegenceApi, TgActivation, TgActivationEntry, TgBillingAccount, TgLine, TgLineChange,
 };
+use engine::metrics::Metrics;
+use engine::ports::{CallRecord, CarrierFailure, FailureKind, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use reqwest::Method;

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use engine::ports::{
-    CallRecord, CarrierFailure, FailureKind, Secret, ThingSpaceApi, TsDeviceRef, TsDeviceResult, TsDeviceState,
-    TsRequest,
-};
+use engine::carrier::thingspace::{ThingSpaceApi, TsDeviceRef, TsDeviceResult, TsDeviceState, TsRequest};
+use engine::ports::{CallRecord, CarrierFailure, FailureKind, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use reqwest::Method;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use carriers::{ControlCenterClient, RevIoClient, RevIoCredentials};
 use domain::Iccid;
-use engine::ports::{CcEdit, ControlCenterApi, FailureKind, RevIoApi, RevServiceCreate, Secret};
+use engine::carrier::control_center::{CcEdit, ControlCenterApi};
+use engine::ports::{FailureKind, RevIoApi, RevServiceCreate, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use simulators::{Account, ControlCenterSim, Faults, RevAccount, RevCustomer, RevIoSim, SimDevice};

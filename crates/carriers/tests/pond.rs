@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carriers::pond::{PondClient, PondSettings};
-use engine::ports::{FailureKind, PondApi, Secret};
+use engine::carrier::pond::PondApi;
+use engine::ports::{FailureKind, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use simulators::Faults;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carriers::telegence::{TelegenceClient, is_no_line};
-use engine::ports::{FailureKind, Secret, TelegenceApi, TgActivation, TgLineChange};
+use engine::carrier::telegence::{TelegenceApi, TgActivation, TgLineChange};
+use engine::ports::{FailureKind, Secret};
 use engine::rate::TokenBucket;
 use engine::retry::RetryPolicy;
 use simulators::Faults;

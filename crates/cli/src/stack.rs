@@ -265,7 +265,9 @@ impl Stack {
                 let _ = engine::scheduler::apply_due_scheduled(&*store, &queue, SystemClock.now()).await;
                 let _ = engine::scheduler::requeue_stranded(&*store, &queue, SystemClock.now(), grace).await;
                 let _ = store.purge_idempotency_keys(SystemClock.now() - chrono::Duration::hours(24)).await;
-                let _ = store.purge_unmatched_callbacks(SystemClock.now() - engine::thingspace::UNMATCHED_KEPT).await;
+                let _ = store
+                    .purge_unmatched_callbacks(SystemClock.now() - engine::carrier::thingspace::UNMATCHED_KEPT)
+                    .await;
             }
         })
     }

@@ -15,83 +15,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::RowStatus;
 use tracing::{error, info, warn};
 
 use crate::audit;
 use crate::common::fail;
-use crate::job::Job;
+pub use crate::job::CarrierResult;
+use crate::job::{AsyncCarrier, Disposition, Job, PollAnswer};
 use crate::ports::{BulkChange, CallRecord, DeviceChangeRow, Queue, RowOutcome, Store, StoreError, WorkMessage};
 
 /// Who holds a row's lease while it waits on carrier request `request_id`.
 pub fn carrier_owner(request_id: &str) -> String {
     format!("carrier:{request_id}")
-}
-
-/// What becomes of a claimed row. (Most rows end `Done`; boxing it would allocate per row for nothing.)
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Disposition {
-    Done(RowOutcome),
-    /// Sent (or still pending): wait for the result of this request.
-    Await(String),
-    /// Handed back to the workers with its result kept on the row (`CarrierWaits::hand_back_with_result`): the next
-    /// claim finishes it.
-    HandedBack,
-}
-
-/// One device's result, from a callback or a poll. Stored on the row (JSON) while its follow-up steps wait.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct CarrierResult {
-    pub success: bool,
-    pub reason: Option<String>,
-    pub msisdn: Option<String>,
-    pub ip_address: Option<String>,
-}
-
-/// What a poll found.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum PollAnswer {
-    /// The carrier is still working on the request.
-    Pending,
-    /// The result of each row the carrier settled, by row id; a row missing here is still pending.
-    Results(BTreeMap<i64, CarrierResult>),
-}
-
-/// A carrier whose changes complete asynchronously: it groups and sends rows, reads a request's result, and
-/// finishes a row once its result is known.
-#[async_trait]
-pub(crate) trait AsyncCarrier: Sync {
-    /// The carrier's name in row reasons ("ThingSpace").
-    fn name(&self) -> &'static str;
-
-    /// How long a row waits on a request before a worker polls it: for a carrier with callbacks, their deadline;
-    /// for one without, the poll interval.
-    fn result_wait(&self, job: &Job) -> Duration {
-        job.carrier_result_wait
-    }
-
-    /// How long after its first request a row stops waiting and fails with "No result from carrier".
-    fn give_up(&self, job: &Job) -> Duration {
-        job.carrier_result_give_up
-    }
-
-    /// Sends fresh rows; each ends `Done`, or `Await`s the request it was handed over to ([`wait_on`]).
-    async fn send(&self, job: &Job, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)>;
-
-    /// The result of `request_id` for `rows`, whose result did not come by their deadline.
-    async fn poll(&self, job: &Job, request_id: &str, rows: &[DeviceChangeRow]) -> PollAnswer;
-
-    /// The row's outcome from its carrier result, with the steps that follow a success.
-    async fn finish(&self, job: &Job, row: &DeviceChangeRow, result: &CarrierResult) -> RowOutcome;
-
-    /// Called once rows wait on `request_id`: applies results that came before (a callback faster than the
-    /// recording of the request id). Returns how many were applied.
-    async fn after_wait(&self, _job: &Job, _request_id: &str) -> Result<usize, StoreError> {
-        Ok(0)
-    }
 }
 
 /// The rows of one claim: those with a stored result are finished, those waiting on a request are polled, the

@@ -227,7 +227,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn thingspace_activations_keep_to_100_a_minute_apart_from_other_calls() {
         let limiters = RateLimiters::default();
-        let per_second = crate::worker::THINGSPACE_ACTIVATIONS_PER_SECOND;
+        let per_second = crate::carrier::thingspace::THINGSPACE_ACTIVATIONS_PER_SECOND;
         let activations = limiters.for_provider_limit(7, "activations", per_second);
         assert!(!Arc::ptr_eq(&activations, &limiters.for_provider(7, per_second)), "its own bucket");
         let start = Instant::now();

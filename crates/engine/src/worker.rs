@@ -5,31 +5,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::request::ChangeDetails;
-use domain::rules::resolve_target_status;
 use domain::{BulkChangeRequest, BulkStatus, Integration, RowStatus};
 use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::carrier_wait::{self, AsyncCarrier, Disposition};
-use crate::job::Job;
+use crate::carrier::{self, Carriers};
+use crate::carrier_wait;
+use crate::change;
+use crate::job::{AsyncCarrier, Disposition, Job};
 use crate::metrics::{Metric, Metrics};
 use crate::notify;
 use crate::ports::{
-    BulkChange, Carriers, Clock, Completion, DeviceChangeRow, DeviceUpdate, Notifier, Queue, RowOutcome, Store,
-    StoreError, TealApi, TelegenceApi, ThingSpaceApi, WorkMessage,
+    BulkChange, Clock, Completion, DeviceChangeRow, DeviceUpdate, Notifier, Queue, RowOutcome, Store, StoreError,
+    WorkMessage,
 };
 use crate::rate::RateLimiters;
 use crate::recorder::Recorder;
-use crate::{
-    archival, carrier_rate_plan, change_identifier, customer_assignment, customer_rate_plan, edit_username,
-    status_update,
-};
-use crate::{pond, teal, telegence, thingspace};
-
-/// ThingSpace's documented limit on activation requests per account: 100 a minute.
-pub const THINGSPACE_ACTIVATIONS_PER_SECOND: f64 = 100.0 / 60.0;
 /// The longest delay SQS allows on a message.
 const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 
@@ -140,13 +132,6 @@ fn in_flight(configured: usize, rate_per_second: f64) -> usize {
     configured.min(cap.max(2)).max(1)
 }
 
-/// A carrier whose rows are sent in groups and may wait on a request id.
-enum AsyncPath {
-    ThingSpace(Arc<dyn ThingSpaceApi>),
-    Telegence(Arc<dyn TelegenceApi>),
-    Teal(Arc<dyn TealApi>),
-}
-
 /// Renews the leases a worker holds on a bulk change's rows every third of a lease, until dropped.
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
@@ -197,7 +182,7 @@ impl Worker {
         if let Err(reason) = &job {
             warn!(%reason, "cannot process bulk change; failing its open rows");
         }
-        let batched = job.as_ref().ok().and_then(Self::async_path);
+        let batched = job.as_ref().ok().and_then(|j| j.carrier.batched(&j.details));
         let claim_batch = if batched.is_some() { self.config.thingspace_claim_batch } else { self.config.claim_batch };
         // The leases of the rows this worker holds stay alive while it works them (and die with it).
         let _heartbeat = Heartbeat::start(self.store.clone(), self.clock.clone(), id, &self.config);
@@ -223,16 +208,8 @@ impl Worker {
                         fanned_out = true;
                         driving(&mut working, self.fan_out(id, rate)).await;
                     }
-                    if let (Ok(job), Some(path)) = (&job, &batched) {
-                        match path {
-                            AsyncPath::ThingSpace(api) => self.process_thingspace(job, api.as_ref(), rows).await,
-                            AsyncPath::Telegence(api) => {
-                                self.process_async(job, &telegence::Telegence { api: api.as_ref() }, rows).await
-                            }
-                            AsyncPath::Teal(api) => {
-                                self.process_async(job, &teal::Teal { api: api.as_ref() }, rows).await
-                            }
-                        }
+                    if let (Ok(job), Some(carrier)) = (&job, batched) {
+                        self.process_async(job, carrier, rows).await;
                         continue;
                     }
                     working.extend(rows.into_iter().map(|row| self.process_row(job_ref, row)));
@@ -318,38 +295,6 @@ impl Worker {
         }
     }
 
-    /// The asynchronous carrier path of the job's change, if it has one: ThingSpace for every change that reaches
-    /// it, Telegence for status updates and new services (activations are polled by request id).
-    fn async_path(job: &Job) -> Option<AsyncPath> {
-        if let Some(api) = job.thingspace.clone().filter(|_| Self::carrier_batched(job)) {
-            return Some(AsyncPath::ThingSpace(api));
-        }
-        if let (Some(api), ChangeDetails::StatusUpdate(_) | ChangeDetails::CarrierRatePlanChange(_)) =
-            (&job.teal, &job.details)
-        {
-            return Some(AsyncPath::Teal(api.clone()));
-        }
-        match (&job.telegence, &job.details) {
-            (Some(api), ChangeDetails::StatusUpdate(_) | ChangeDetails::ActivateNewService(_)) => {
-                Some(AsyncPath::Telegence(api.clone()))
-            }
-            _ => None,
-        }
-    }
-
-    /// Change types that reach ThingSpace go through its batched, asynchronous path.
-    fn carrier_batched(job: &Job) -> bool {
-        match &job.details {
-            ChangeDetails::StatusUpdate(_)
-            | ChangeDetails::CarrierRatePlanChange(_)
-            | ChangeDetails::EditUsername(_)
-            | ChangeDetails::ChangeIccidOrImei(_)
-            | ChangeDetails::DeleteDevice => true,
-            ChangeDetails::CustomerAssignment(req) => req.add_carrier_rate_plan == Some(true),
-            _ => false,
-        }
-    }
-
     /// How long until the first lease on an open row ends (at least the continuation delay, at most SQS's 15 min).
     async fn delay_until_next_expiry(&self, id: i64) -> Duration {
         let now = self.clock.now();
@@ -377,18 +322,14 @@ impl Worker {
         if waiting > 0 {
             info!(rows = waiting, carrier = carrier.name(), "rows wait for the carrier's results");
         }
-    }
-
-    /// One ThingSpace claim; a refused login stops every worker from logging in to the account again.
-    async fn process_thingspace(&self, job: &Job, api: &dyn ThingSpaceApi, rows: Vec<DeviceChangeRow>) {
-        self.process_async(job, &thingspace::ThingSpace { api }, rows).await;
-        if let Some(reason) = api.login_refused() {
+        if let Some(reason) = carrier.login_refused() {
             self.metrics.record(Metric::LoginRefused { integration: job.sp.integration.name() });
             error!(
-                alert = "thingspace_login_refused",
+                alert = "carrier_login_refused",
                 service_provider_id = job.sp.id,
+                carrier = carrier.name(),
                 %reason,
-                "ThingSpace refused the login: no worker will log in to this account again until the credentials are fixed"
+                "the carrier refused the login: no worker will log in to this account again until the credentials are fixed"
             );
             if let Err(e) = self.store.refuse_login(job.sp.id, &reason, self.clock.now()).await {
                 error!(error = %e, "could not record the refused login");
@@ -414,28 +355,7 @@ impl Worker {
             .ok_or_else(|| format!("service provider {} no longer exists", bulk.service_provider_id))?;
         let statuses = self.store.device_statuses(sp.integration).await.map_err(|e| e.to_string())?;
         let rate_plans = self.store.carrier_rate_plans(tenant, sp.id).await.map_err(|e| e.to_string())?;
-        let limiter = self.limiters.for_provider(sp.id, sp.rate_limit_per_second);
-        let control_center = self.carriers.control_center(&sp, limiter.clone());
-        let telegence = if sp.integration == Integration::Telegence {
-            Some(self.carriers.telegence(&sp, limiter.clone())?)
-        } else {
-            None
-        };
-        let pond =
-            if sp.integration == Integration::Pond { Some(self.carriers.pond(&sp, limiter.clone())?) } else { None };
-        let teal =
-            if sp.integration == Integration::Teal { Some(self.carriers.teal(&sp, limiter.clone())?) } else { None };
-        let thingspace = if sp.integration == Integration::ThingSpace {
-            if let Some(reason) = sp.thingspace.as_ref().and_then(|t| t.login_refused.as_ref()) {
-                return Err(format!(
-                    "ThingSpace login is stopped for this account after a refused login ({reason}); fix the credentials and clear LoginRefusedReason"
-                ));
-            }
-            let activations = self.limiters.for_provider_limit(sp.id, "activations", THINGSPACE_ACTIVATIONS_PER_SECOND);
-            Some(self.carriers.thingspace(&sp, limiter, activations)?)
-        } else {
-            None
-        };
+        let carrier = carrier::connect(&sp, self.carriers.as_ref(), &self.limiters)?;
         let rev_io =
             match self.store.service_provider_for(tenant, Integration::RevIo).await.map_err(|e| e.to_string())? {
                 Some(rev_sp) => {
@@ -456,12 +376,8 @@ impl Worker {
             sp,
             statuses,
             rate_plans,
-            control_center,
+            carrier,
             rev_io,
-            thingspace,
-            telegence,
-            pond,
-            teal,
             queue: self.queue.clone(),
             worker_id: self.config.worker_id.clone(),
             carrier_result_wait: self.config.carrier_result_wait,
@@ -521,46 +437,18 @@ impl Worker {
         }
     }
 
+    /// A row processed on its own: by the carrier when the change reaches it, else by `change` (no carrier step).
     async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow) -> RowOutcome {
-        let error =
-            |details: String| RowOutcome { status: RowStatus::Error, details, device_update: DeviceUpdate::default() };
-        let jasper = job.sp.integration.is_jasper_family();
-        match &job.details {
-            ChangeDetails::StatusUpdate(req) if jasper => {
-                match resolve_target_status(&job.statuses, job.sp.integration, &req.target_status) {
-                    Some(target) => status_update::process(job, row, req, &target.clone()).await,
-                    None => error(format!("Unknown target status '{}' for {}", req.target_status, job.sp.integration)),
-                }
-            }
-            ChangeDetails::CarrierRatePlanChange(req) if jasper => carrier_rate_plan::process(job, row, req).await,
-            ChangeDetails::EditUsername(req) if jasper => edit_username::process(job, row, req).await,
-            ChangeDetails::ChangeIccidOrImei(req) if jasper => change_identifier::process(job, row, req).await,
-            ChangeDetails::CarrierRatePlanChange(req) if job.telegence.is_some() => match &job.telegence {
-                Some(api) => telegence::change_plan(job, api.as_ref(), row, &req.carrier_rate_plan).await,
-                None => error("no Telegence client".into()),
-            },
-            ChangeDetails::ChangeIccidOrImei(req) if job.telegence.is_some() => match &job.telegence {
-                Some(api) => telegence::swap(job, api.as_ref(), row, req).await,
-                None => error("no Telegence client".into()),
-            },
-            ChangeDetails::StatusUpdate(req) if job.pond.is_some() => {
-                match (&job.pond, resolve_target_status(&job.statuses, job.sp.integration, &req.target_status)) {
-                    (Some(api), Some(target)) => pond::status(job, api.as_ref(), row, req, &target.clone()).await,
-                    _ => error(format!("Unknown target status '{}' for Pond", req.target_status)),
-                }
-            }
-            ChangeDetails::CarrierRatePlanChange(req) if job.pond.is_some() => match &job.pond {
-                Some(api) => pond::change_plan(job, api.as_ref(), row, &req.carrier_rate_plan).await,
-                None => error("no Pond client".into()),
-            },
-            // Telegence keeps no username: the change is recorded here and its cost centers go to Rev.io.
-            ChangeDetails::EditUsername(req) if job.sp.integration == Integration::Telegence => {
-                edit_username::process(job, row, req).await
-            }
-            ChangeDetails::Archival => archival::process(job, row, job.override_validation).await,
-            ChangeDetails::CustomerRatePlanChange(req) => customer_rate_plan::process(job, row, req).await,
-            ChangeDetails::CustomerAssignment(req) => customer_assignment::process(job, row, req).await,
-            other => error(format!("{} for {} is not supported yet", other.change_type(), job.sp.integration)),
+        if let Some(outcome) = job.carrier.process_row(job, row, &job.details).await {
+            return outcome;
+        }
+        if let Some(outcome) = change::process(job, row, &job.details).await {
+            return outcome;
+        }
+        RowOutcome {
+            status: RowStatus::Error,
+            details: format!("{} for {} is not supported yet", job.details.change_type(), job.sp.integration),
+            device_update: DeviceUpdate::default(),
         }
     }
 

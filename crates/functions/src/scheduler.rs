@@ -31,7 +31,7 @@ pub async fn tick(store: &dyn Store, queue: &dyn Queue, grace: Duration) -> Resu
     let released = engine::scheduler::apply_due_scheduled(store, queue, now).await;
     let requeued = engine::scheduler::requeue_stranded(store, queue, now, grace).await;
     let purged = store.purge_idempotency_keys(now - chrono::Duration::hours(24)).await;
-    let callbacks = store.purge_unmatched_callbacks(now - engine::thingspace::UNMATCHED_KEPT).await;
+    let callbacks = store.purge_unmatched_callbacks(now - engine::carrier::thingspace::UNMATCHED_KEPT).await;
     match (released, requeued, purged, callbacks) {
         (Ok(released), Ok(requeued), Ok(keys_purged), Ok(callbacks_purged)) => {
             Ok(TickReport { released, requeued, keys_purged, callbacks_purged })

@@ -8,11 +8,18 @@ use domain::request::ChangeIdentifier;
 use domain::{Iccid, Imei, RowStatus};
 use tracing::warn;
 
-use crate::common::{api_failed_or_error, device_for_row, edit_confirmed, fail, writes_disabled};
+use super::confirm::edit_confirmed;
+use super::port::*;
+use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
 use crate::job::Job;
-use crate::ports::{CcDevice, CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
+use crate::ports::{DeviceChangeRow, DeviceUpdate, RowOutcome};
 
-pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &ChangeIdentifier) -> RowOutcome {
+pub(crate) async fn process(
+    job: &Job,
+    api: &dyn ControlCenterApi,
+    row: &DeviceChangeRow,
+    req: &ChangeIdentifier,
+) -> RowOutcome {
     let (device, old_iccid) = match device_for_row(job, row).await {
         Ok(found) => found,
         Err(outcome) => return outcome,
@@ -36,7 +43,7 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &ChangeIdenti
             let edit = CcEdit { modem_id: Some(imei.to_string()), ..CcEdit::default() };
             let took = |cc: &CcDevice| cc.modem_id.as_deref() == Some(imei.as_str());
             if let Err(f) =
-                edit_confirmed(job, row, &old_iccid, &edit, "Update Jasper IMEI (modemID): Jasper API", took).await
+                edit_confirmed(job, api, row, &old_iccid, &edit, "Update Jasper IMEI (modemID): Jasper API", took).await
             {
                 return fail(api_failed_or_error(&f), format!("IMEI not changed: {}", f.reason()));
             }
@@ -45,7 +52,7 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &ChangeIdenti
         details.push(format!("IMEI changed to {imei}"));
     }
     if let Some(new) = &new_iccid {
-        match swap_sim(job, row, &old_iccid, new).await {
+        match swap_sim(job, api, row, &old_iccid, new).await {
             Ok(()) => {
                 update.iccid = Some(new.to_string());
                 details.push(format!("SIM swapped from {old_iccid} to {new}; the old SIM is deactivated"));
@@ -69,8 +76,14 @@ enum Done {
     NewSimStatus(String),
 }
 
-async fn read(job: &Job, row: &DeviceChangeRow, iccid: &Iccid, what: &str) -> Result<CcDevice, String> {
-    match job.control_center.get_device(iccid).await {
+async fn read(
+    job: &Job,
+    api: &dyn ControlCenterApi,
+    row: &DeviceChangeRow,
+    iccid: &Iccid,
+    what: &str,
+) -> Result<CcDevice, String> {
+    match api.get_device(iccid).await {
         Ok((cc, call)) => {
             job.log(row, &format!("SIM swap: read {what} SIM {iccid}"), &call, None).await;
             Ok(cc)
@@ -82,9 +95,15 @@ async fn read(job: &Job, row: &DeviceChangeRow, iccid: &Iccid, what: &str) -> Re
     }
 }
 
-async fn swap_sim(job: &Job, row: &DeviceChangeRow, old: &Iccid, new: &Iccid) -> Result<(), String> {
-    let old_sim = read(job, row, old, "old").await?;
-    let new_sim = read(job, row, new, "new").await?;
+async fn swap_sim(
+    job: &Job,
+    api: &dyn ControlCenterApi,
+    row: &DeviceChangeRow,
+    old: &Iccid,
+    new: &Iccid,
+) -> Result<(), String> {
+    let old_sim = read(job, api, row, old, "old").await?;
+    let new_sim = read(job, api, row, new, "new").await?;
     let mut done: Vec<Done> = Vec::new();
 
     // Step 1: the new SIM takes the old one's rate plan, communication plan and username.
@@ -102,6 +121,7 @@ async fn swap_sim(job: &Job, row: &DeviceChangeRow, old: &Iccid, new: &Iccid) ->
     if !has_profile(&new_sim) && profile != CcEdit::default() {
         if let Err(f) = edit_confirmed(
             job,
+            api,
             row,
             new,
             &profile,
@@ -127,8 +147,10 @@ async fn swap_sim(job: &Job, row: &DeviceChangeRow, old: &Iccid, new: &Iccid) ->
     if !new_sim.status.eq_ignore_ascii_case(&old_sim.status) {
         let edit = CcEdit { status: Some(old_sim.status.clone()), ..CcEdit::default() };
         let took = |cc: &CcDevice| cc.status.eq_ignore_ascii_case(&old_sim.status);
-        if let Err(f) = edit_confirmed(job, row, new, &edit, "SIM swap step 2: new SIM takes the status", took).await {
-            let undone = compensate(job, row, new, done).await;
+        if let Err(f) =
+            edit_confirmed(job, api, row, new, &edit, "SIM swap step 2: new SIM takes the status", took).await
+        {
+            let undone = compensate(job, api, row, new, done).await;
             return Err(format!(
                 "SIM swap failed at step 2 (status {} on {new}): {}; {undone}",
                 old_sim.status,
@@ -142,8 +164,8 @@ async fn swap_sim(job: &Job, row: &DeviceChangeRow, old: &Iccid, new: &Iccid) ->
     if !old_sim.status.eq_ignore_ascii_case("DEACTIVATED") {
         let edit = CcEdit { status: Some("DEACTIVATED".into()), ..CcEdit::default() };
         let took = |cc: &CcDevice| cc.status.eq_ignore_ascii_case("DEACTIVATED");
-        if let Err(f) = edit_confirmed(job, row, old, &edit, "SIM swap step 3: old SIM deactivated", took).await {
-            let undone = compensate(job, row, new, done).await;
+        if let Err(f) = edit_confirmed(job, api, row, old, &edit, "SIM swap step 3: old SIM deactivated", took).await {
+            let undone = compensate(job, api, row, new, done).await;
             return Err(format!(
                 "SIM swap failed at step 3 (deactivating {old}): {}; {undone}; {old} stays in service",
                 f.reason()
@@ -154,7 +176,13 @@ async fn swap_sim(job: &Job, row: &DeviceChangeRow, old: &Iccid, new: &Iccid) ->
 }
 
 /// Undoes the done steps on the new SIM, last first. Returns what it did, for the row's reason.
-async fn compensate(job: &Job, row: &DeviceChangeRow, new: &Iccid, done: Vec<Done>) -> String {
+async fn compensate(
+    job: &Job,
+    api: &dyn ControlCenterApi,
+    row: &DeviceChangeRow,
+    new: &Iccid,
+    done: Vec<Done>,
+) -> String {
     let mut notes = Vec::new();
     for step in done.into_iter().rev() {
         let (description, edit, note) = match step {
@@ -178,7 +206,7 @@ async fn compensate(job: &Job, row: &DeviceChangeRow, new: &Iccid, done: Vec<Don
                 format!("{new} plans and username restored"),
             ),
         };
-        match job.control_center.edit_device(new, &edit).await {
+        match api.edit_device(new, &edit).await {
             Ok(call) => {
                 job.log(row, description, &call, None).await;
                 notes.push(note);

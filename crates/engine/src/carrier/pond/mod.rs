@@ -12,13 +12,22 @@
 //! The device's plan is written only once the new package is active (never before the carrier took it).
 
 use domain::RowStatus;
-use domain::request::StatusUpdate;
-use domain::rules::DeviceStatusDef;
+use domain::request::{ChangeDetails, StatusUpdate};
+use domain::rules::{DeviceStatusDef, resolve_target_status};
 
+use crate::change;
 use crate::common::{api_failed_or_error, device_for_row, device_now, fail, writes_disabled};
 use crate::job::Job;
-use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, PondApi, PondPackage, RowOutcome};
-use crate::status_update;
+use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome};
+
+mod port;
+pub use port::*;
+use std::sync::Arc;
+
+use super::Carriers;
+use crate::job::Carrier;
+use crate::ports::ServiceProvider;
+use crate::rate::RateLimiters;
 
 const ACTIVE: &str = "ACTIVE";
 const PENDING: &str = "PENDING";
@@ -52,7 +61,7 @@ pub(crate) async fn status(
         return outcome;
     }
     match device_now(job, row).await {
-        Ok((device, _)) => status_update::rev_io_steps(job, row, req, &device, outcome).await,
+        Ok((device, _)) => change::rev_io_steps(job, row, req, &device, outcome).await,
         Err(failed) => failed,
     }
 }
@@ -260,5 +269,36 @@ async fn add_package(
             job.log(row, "Pond Add Package", &f.call, Some(&f.reason())).await;
             Err(pond_failure(&f, "the new package was not added; the SIM keeps its packages"))
         }
+    }
+}
+
+/// A Pond account's carrier: every change is synchronous, row by row.
+pub(crate) fn connect(
+    sp: &ServiceProvider,
+    carriers: &dyn Carriers,
+    limiters: &RateLimiters,
+) -> Result<Arc<dyn Carrier>, String> {
+    let limiter = limiters.for_provider(sp.id, sp.rate_limit_per_second);
+    Ok(Arc::new(Pond { api: carriers.pond(sp, limiter)? }))
+}
+
+pub(crate) struct Pond {
+    api: Arc<dyn PondApi>,
+}
+
+#[async_trait::async_trait]
+impl Carrier for Pond {
+    async fn process_row(&self, job: &Job, row: &DeviceChangeRow, details: &ChangeDetails) -> Option<RowOutcome> {
+        let api = self.api.as_ref();
+        Some(match details {
+            ChangeDetails::StatusUpdate(req) => {
+                match resolve_target_status(&job.statuses, job.sp.integration, &req.target_status) {
+                    Some(target) => status(job, api, row, req, &target.clone()).await,
+                    None => fail(RowStatus::Error, format!("Unknown target status '{}' for Pond", req.target_status)),
+                }
+            }
+            ChangeDetails::CarrierRatePlanChange(req) => change_plan(job, api, row, &req.carrier_rate_plan).await,
+            _ => return None,
+        })
     }
 }

@@ -4,14 +4,18 @@
 use domain::RowStatus;
 use domain::request::CarrierRatePlanUpdate;
 
-use crate::common::{
-    api_failed_or_error, carrier_confirms, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail,
-    writes_disabled,
-};
+use super::confirm::{carrier_confirms, carrier_state_if_reclaimed, edit_confirmed};
+use super::port::*;
+use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
 use crate::job::Job;
-use crate::ports::{CcDevice, CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
+use crate::ports::{DeviceChangeRow, DeviceUpdate, RowOutcome};
 
-pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &CarrierRatePlanUpdate) -> RowOutcome {
+pub(crate) async fn process(
+    job: &Job,
+    api: &dyn ControlCenterApi,
+    row: &DeviceChangeRow,
+    req: &CarrierRatePlanUpdate,
+) -> RowOutcome {
     let (device, iccid) = match device_for_row(job, row).await {
         Ok(found) => found,
         Err(outcome) => return outcome,
@@ -28,7 +32,7 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &CarrierRateP
     };
     let took = |cc: &CcDevice| done(cc.rate_plan.as_deref(), cc.communication_plan.as_deref());
     if done(device.carrier_rate_plan.as_deref(), device.communication_plan.as_deref()) {
-        match carrier_confirms(job, row, &iccid, took).await {
+        match carrier_confirms(job, api, row, &iccid, took).await {
             Ok(true) => {
                 return RowOutcome {
                     status: RowStatus::Processed,
@@ -43,7 +47,7 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &CarrierRateP
     if !job.sp.write_is_enabled {
         return writes_disabled();
     }
-    match carrier_state_if_reclaimed(job, row, &iccid).await {
+    match carrier_state_if_reclaimed(job, api, row, &iccid).await {
         Err(outcome) => return outcome,
         Ok(Some(cc)) if took(&cc) => {
             return RowOutcome {
@@ -57,7 +61,9 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &CarrierRateP
         Ok(_) => {}
     }
     let edit = CcEdit { rate_plan: Some(plan.clone()), communication_plan: communication.clone(), ..CcEdit::default() };
-    if let Err(f) = edit_confirmed(job, row, &iccid, &edit, "Update Jasper Carrier Rate Plan: Jasper API", took).await {
+    if let Err(f) =
+        edit_confirmed(job, api, row, &iccid, &edit, "Update Jasper Carrier Rate Plan: Jasper API", took).await
+    {
         return fail(api_failed_or_error(&f), f.reason());
     }
     let mut details = format!("Carrier rate plan changed to {plan}");

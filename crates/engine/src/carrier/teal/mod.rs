@@ -24,14 +24,21 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tracing::{error, info, warn};
 
-use crate::carrier_wait::{AsyncCarrier, CarrierResult, Disposition, PollAnswer, carrier_owner, hand_back};
+use crate::carrier_wait::{carrier_owner, hand_back};
+use crate::change;
 use crate::common::{device_for_row, device_now, fail, writes_disabled};
 use crate::job::Job;
-use crate::ports::{
-    DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store, StoreError, TEAL_MAX_ENTRIES, TealApi,
-    TealOperation, TealOperationResult, WorkMessage,
-};
-use crate::status_update;
+use crate::job::{AsyncCarrier, CarrierResult, Disposition, PollAnswer};
+use crate::ports::{DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store, StoreError, WorkMessage};
+
+mod port;
+pub use port::*;
+use std::sync::Arc;
+
+use super::Carriers;
+use crate::job::Carrier;
+use crate::ports::ServiceProvider;
+use crate::rate::RateLimiters;
 
 /// Whether a Teal status enables data (`ONLINE`, `WAITING`) or disables it (`STOPPED`); other statuses cannot be
 /// set by a bulk change (refused at intake).
@@ -200,11 +207,11 @@ async fn eid_of(job: &Job, row: &DeviceChangeRow) -> Result<String, RowOutcome> 
         .ok_or_else(|| fail(RowStatus::Error, format!("Device {} has no EID (Teal changes eSIMs by EID)", row.iccid)))
 }
 
-pub(crate) struct Teal<'a> {
-    pub api: &'a dyn TealApi,
+pub(crate) struct Teal {
+    pub api: Arc<dyn TealApi>,
 }
 
-impl Teal<'_> {
+impl Teal {
     /// One operation of at most `TEAL_MAX_ENTRIES` rows, handed over to its request id before it is sent.
     async fn submit(
         &self,
@@ -274,7 +281,7 @@ impl Teal<'_> {
     }
 }
 
-impl Teal<'_> {
+impl Teal {
     /// Once Teal answered, the rows' hold (long enough for the POST) becomes the poll interval: a callback that
     /// does not come is made up for by a poll then.
     async fn poll_from_now(&self, job: &Job, request_id: &str, batch: &[(DeviceChangeRow, String)]) {
@@ -289,7 +296,7 @@ impl Teal<'_> {
 }
 
 #[async_trait]
-impl AsyncCarrier for Teal<'_> {
+impl AsyncCarrier for Teal {
     fn name(&self) -> &'static str {
         "Teal"
     }
@@ -429,7 +436,7 @@ impl AsyncCarrier for Teal<'_> {
         // A status update's Rev.io steps (service line, customer) follow the carrier's success.
         let ChangeDetails::StatusUpdate(req) = &job.details else { return outcome };
         match device_now(job, row).await {
-            Ok((device, _)) => status_update::rev_io_steps(job, row, req, &device, outcome).await,
+            Ok((device, _)) => change::rev_io_steps(job, row, req, &device, outcome).await,
             Err(failed) => failed,
         }
     }
@@ -441,6 +448,29 @@ fn failed_all(rows: &[DeviceChangeRow], reason: &str) -> PollAnswer {
             .map(|r| (r.id, CarrierResult { success: false, reason: Some(reason.to_string()), ..Default::default() }))
             .collect(),
     )
+}
+
+/// A Teal account's carrier: status updates and plan changes are operations on eSIMs by EID, answered at once
+/// and finished later (a callback wakes the rows; their worker reads the operation's result).
+pub(crate) fn connect(
+    sp: &ServiceProvider,
+    carriers: &dyn Carriers,
+    limiters: &RateLimiters,
+) -> Result<Arc<dyn Carrier>, String> {
+    let limiter = limiters.for_provider(sp.id, sp.rate_limit_per_second);
+    Ok(Arc::new(Teal { api: carriers.teal(sp, limiter)? }))
+}
+
+#[async_trait::async_trait]
+impl Carrier for Teal {
+    fn batched(&self, details: &ChangeDetails) -> Option<&dyn AsyncCarrier> {
+        matches!(details, ChangeDetails::StatusUpdate(_) | ChangeDetails::CarrierRatePlanChange(_))
+            .then_some(self as &dyn AsyncCarrier)
+    }
+
+    async fn process_row(&self, _job: &Job, _row: &DeviceChangeRow, _details: &ChangeDetails) -> Option<RowOutcome> {
+        None
+    }
 }
 
 #[cfg(test)]

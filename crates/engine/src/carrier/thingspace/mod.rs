@@ -15,16 +15,26 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::audit;
-use crate::carrier_wait::{self, AsyncCarrier, CarrierResult, Disposition, PollAnswer};
+use crate::carrier_wait::{self};
 use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
 use crate::job::Job;
+use crate::job::{AsyncCarrier, CarrierResult, Disposition, PollAnswer};
 
 pub use crate::carrier_wait::carrier_owner;
+use crate::change::{self, customer_assignment};
 use crate::ports::{
     CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store,
-    StoreError, ThingSpaceApi, TsDeviceRef, TsDeviceState, TsRequest, same_secret,
+    StoreError, same_secret,
 };
-use crate::{customer_assignment, status_update};
+
+mod port;
+pub use port::*;
+use std::sync::Arc;
+
+use super::Carriers;
+use crate::job::Carrier;
+use crate::ports::ServiceProvider;
+use crate::rate::RateLimiters;
 
 /// The custom field that holds a device's username on ThingSpace (which has no username of its own).
 pub const USERNAME_FIELD: &str = "CustomField1";
@@ -179,7 +189,7 @@ async fn finish(job: &Job, row: &DeviceChangeRow, result: &CarrierResult) -> Row
     }
     match &job.details {
         ChangeDetails::StatusUpdate(req) => match device_for_row(job, row).await {
-            Ok((device, _)) => status_update::rev_io_steps(job, row, req, &device, outcome).await,
+            Ok((device, _)) => change::rev_io_steps(job, row, req, &device, outcome).await,
             Err(mut failed) => {
                 // The carrier change stands; only the billing steps could not follow.
                 failed.device_update = outcome.device_update;
@@ -232,14 +242,18 @@ fn probe_iccid(details: &ChangeDetails, iccid: &str) -> String {
 
 /// ThingSpace as an asynchronous carrier: rows grouped into multi-device requests, results by callback (or, past
 /// the deadline, by polling the request status and the device).
-pub(crate) struct ThingSpace<'a> {
-    pub api: &'a dyn ThingSpaceApi,
+pub(crate) struct ThingSpace {
+    pub api: Arc<dyn ThingSpaceApi>,
 }
 
 #[async_trait::async_trait]
-impl AsyncCarrier for ThingSpace<'_> {
+impl AsyncCarrier for ThingSpace {
     fn name(&self) -> &'static str {
         "ThingSpace"
+    }
+
+    fn login_refused(&self) -> Option<String> {
+        self.api.login_refused()
     }
 
     async fn send(&self, job: &Job, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
@@ -260,7 +274,7 @@ impl AsyncCarrier for ThingSpace<'_> {
 }
 
 /// Hands rows over to ThingSpace request `request_id` (`carrier_wait::wait_on`).
-async fn wait_on(job: &Job, ts: &ThingSpace<'_>, request_id: &str, rows: &[&DeviceChangeRow]) {
+async fn wait_on(job: &Job, ts: &ThingSpace, request_id: &str, rows: &[&DeviceChangeRow]) {
     carrier_wait::wait_on(job, ts, request_id, rows).await
 }
 
@@ -272,7 +286,7 @@ struct Ready {
     status_id: i64,
 }
 
-async fn send(job: &Job, ts: &ThingSpace<'_>, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
+async fn send(job: &Job, ts: &ThingSpace, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
     let mut out = Vec::new();
     let target = status_target(&job.details, &job.statuses).cloned();
     if let (ChangeDetails::StatusUpdate(req), None) = (&job.details, &target) {
@@ -417,7 +431,7 @@ async fn send(job: &Job, ts: &ThingSpace<'_>, rows: Vec<DeviceChangeRow>) -> Vec
 /// reason that says the request may still be applied (a retry reads the device before sending anything).
 async fn settle_ambiguous(
     job: &Job,
-    ts: &ThingSpace<'_>,
+    ts: &ThingSpace,
     row: &DeviceChangeRow,
     iccid: &str,
     lost: &CarrierFailure,
@@ -461,7 +475,7 @@ async fn settle_ambiguous(
 /// there already): `None` when ThingSpace agrees, so nothing is sent.
 async fn carrier_transition(
     job: &Job,
-    ts: &ThingSpace<'_>,
+    ts: &ThingSpace,
     row: &DeviceChangeRow,
     iccid: &str,
     target: &DeviceStatusDef,
@@ -516,7 +530,7 @@ async fn accepted_or_failed(
 /// One request for every device of `ready`; each row waits for it or fails with the carrier's answer.
 async fn submit(
     job: &Job,
-    ts: &ThingSpace<'_>,
+    ts: &ThingSpace,
     request: &TsRequest,
     ready: Vec<Ready>,
     description: &str,
@@ -559,7 +573,7 @@ async fn submit(
 /// (synchronously) first.
 async fn send_status(
     job: &Job,
-    ts: &ThingSpace<'_>,
+    ts: &ThingSpace,
     options: &ThingSpaceStatusUpdate,
     ready: Vec<Ready>,
 ) -> Vec<(DeviceChangeRow, Disposition)> {
@@ -644,7 +658,7 @@ async fn send_status(
 }
 
 /// Delete (synchronous, at most 100 a call): each device's own result; a deleted device is archived here.
-async fn delete(job: &Job, ts: &ThingSpace<'_>, ready: Vec<Ready>) -> Vec<(DeviceChangeRow, Disposition)> {
+async fn delete(job: &Job, ts: &ThingSpace, ready: Vec<Ready>) -> Vec<(DeviceChangeRow, Disposition)> {
     let devices: Vec<TsDeviceRef> = ready.iter().map(|r| r.device.clone()).collect();
     match ts.api.delete(&devices).await {
         Ok((results, calls)) => {
@@ -689,7 +703,7 @@ async fn delete(job: &Job, ts: &ThingSpace<'_>, ready: Vec<Ready>) -> Vec<(Devic
 }
 
 /// Rows whose callback did not come by the deadline: the request's status, then each device.
-async fn poll(job: &Job, ts: &ThingSpace<'_>, request_id: &str, rows: &[DeviceChangeRow]) -> PollAnswer {
+async fn poll(job: &Job, ts: &ThingSpace, request_id: &str, rows: &[DeviceChangeRow]) -> PollAnswer {
     let status = match ts.api.request_status(request_id).await {
         Ok((status, call)) => {
             for row in rows {
@@ -986,4 +1000,43 @@ async fn answer_callback(
     }
     info!(bulk_change_id = bulk.id, iccid, status = %outcome.status, follow_up, "ThingSpace callback applied");
     Ok(CallbackAnswer::Applied { bulk_change_id: bulk.id, row_id: row.id })
+}
+
+/// A ThingSpace account's carrier: every change that reaches ThingSpace goes in grouped, asynchronous requests.
+pub(crate) fn connect(
+    sp: &ServiceProvider,
+    carriers: &dyn Carriers,
+    limiters: &RateLimiters,
+) -> Result<Arc<dyn Carrier>, String> {
+    if let Some(reason) = sp.thingspace.as_ref().and_then(|t| t.login_refused.as_ref()) {
+        return Err(format!(
+            "ThingSpace login is stopped for this account after a refused login ({reason}); fix the credentials and clear LoginRefusedReason"
+        ));
+    }
+    let limiter = limiters.for_provider(sp.id, sp.rate_limit_per_second);
+    let activations = limiters.for_provider_limit(sp.id, "activations", THINGSPACE_ACTIVATIONS_PER_SECOND);
+    Ok(Arc::new(ThingSpace { api: carriers.thingspace(sp, limiter, activations)? }))
+}
+
+/// ThingSpace's documented limit on activation requests: 100 a minute per account.
+pub const THINGSPACE_ACTIVATIONS_PER_SECOND: f64 = 100.0 / 60.0;
+
+#[async_trait::async_trait]
+impl Carrier for ThingSpace {
+    fn batched(&self, details: &ChangeDetails) -> Option<&dyn AsyncCarrier> {
+        let reaches_thingspace = match details {
+            ChangeDetails::StatusUpdate(_)
+            | ChangeDetails::CarrierRatePlanChange(_)
+            | ChangeDetails::EditUsername(_)
+            | ChangeDetails::ChangeIccidOrImei(_)
+            | ChangeDetails::DeleteDevice => true,
+            ChangeDetails::CustomerAssignment(req) => req.add_carrier_rate_plan == Some(true),
+            _ => false,
+        };
+        reaches_thingspace.then_some(self as &dyn AsyncCarrier)
+    }
+
+    async fn process_row(&self, _job: &Job, _row: &DeviceChangeRow, _details: &ChangeDetails) -> Option<RowOutcome> {
+        None
+    }
 }

@@ -20,14 +20,21 @@ use domain::{Integration, RowStatus};
 use futures::StreamExt;
 use tracing::{error, info, warn};
 
-use crate::carrier_wait::{AsyncCarrier, CarrierResult, Disposition, PollAnswer, carrier_owner, hand_back};
+use crate::carrier_wait::{carrier_owner, hand_back};
+use crate::change::{self, cost_centers};
 use crate::common::{api_failed_or_error, device_for_row, device_now, fail, writes_disabled};
 use crate::job::Job;
-use crate::ports::{
-    CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome, TelegenceApi, TgActivation, TgLine,
-    TgLineChange,
-};
-use crate::status_update;
+use crate::job::{AsyncCarrier, CarrierResult, Disposition, PollAnswer};
+use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome};
+
+mod port;
+pub use port::*;
+use std::sync::Arc;
+
+use super::Carriers;
+use crate::job::Carrier;
+use crate::ports::ServiceProvider;
+use crate::rate::RateLimiters;
 
 /// The provisional request id rows are handed over to before their activation POST.
 pub const UNSENT_PREFIX: &str = "unsent:";
@@ -76,12 +83,12 @@ fn subscriber_number(device: &DeviceRecord) -> Result<String, String> {
 }
 
 /// Telegence as an asynchronous carrier: activations by request id, polled; line PATCHes answered at once.
-pub(crate) struct Telegence<'a> {
-    pub api: &'a dyn TelegenceApi,
+pub(crate) struct Telegence {
+    pub api: Arc<dyn TelegenceApi>,
 }
 
 #[async_trait::async_trait]
-impl AsyncCarrier for Telegence<'_> {
+impl AsyncCarrier for Telegence {
     fn name(&self) -> &'static str {
         "Telegence"
     }
@@ -95,11 +102,11 @@ impl AsyncCarrier for Telegence<'_> {
     }
 
     async fn poll(&self, job: &Job, request_id: &str, rows: &[DeviceChangeRow]) -> PollAnswer {
-        poll(job, self.api, request_id, rows).await
+        poll(job, self.api.as_ref(), request_id, rows).await
     }
 
     async fn finish(&self, job: &Job, row: &DeviceChangeRow, result: &CarrierResult) -> RowOutcome {
-        finish(job, self.api, row, result).await
+        finish(job, self.api.as_ref(), row, result).await
     }
 }
 
@@ -110,7 +117,7 @@ struct Patch {
     mode: &'static str,
 }
 
-async fn send(job: &Job, tg: &Telegence<'_>, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
+async fn send(job: &Job, tg: &Telegence, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
     let mut out = Vec::new();
     let Some(target) = target(job).cloned() else {
         let reason = match &job.details {
@@ -148,7 +155,7 @@ async fn send(job: &Job, tg: &Telegence<'_>, rows: Vec<DeviceChangeRow>) -> Vec<
                 Err(why) => out.push((row, Disposition::Done(fail(RowStatus::Error, why)))),
             },
             Ok(TelegenceMove::Patch(mode)) => patches.push(Patch { row, device, mode }),
-            Ok(TelegenceMove::Already) => match confirm_status(job, tg.api, &row, &device, &target).await {
+            Ok(TelegenceMove::Already) => match confirm_status(job, tg.api.as_ref(), &row, &device, &target).await {
                 Ok(None) => {
                     let outcome = RowOutcome {
                         status: RowStatus::Processed,
@@ -170,18 +177,18 @@ async fn send(job: &Job, tg: &Telegence<'_>, rows: Vec<DeviceChangeRow>) -> Vec<
     let target = &target;
     let patched: Vec<(DeviceChangeRow, Disposition)> = futures::stream::iter(patches)
         .map(|p| async move {
-            let outcome = patch_status(job, tg.api, &p.row, &p.device, p.mode, target).await;
+            let outcome = patch_status(job, tg.api.as_ref(), &p.row, &p.device, p.mode, target).await;
             (p.row, Disposition::Done(outcome))
         })
         .buffer_unordered(PARALLEL_PATCHES)
         .collect()
         .await;
     out.extend(patched);
-    let activations = known_billing_accounts(job, tg.api, activations, &mut out).await;
+    let activations = known_billing_accounts(job, tg.api.as_ref(), activations, &mut out).await;
     let mut batch = Vec::new();
     for item in activations {
         batch.push(item);
-        if batch.len() == crate::ports::TELEGENCE_MAX_ACTIVATIONS {
+        if batch.len() == TELEGENCE_MAX_ACTIVATIONS {
             out.extend(submit(job, tg, std::mem::take(&mut batch)).await);
         }
     }
@@ -261,7 +268,7 @@ fn activation(job: &Job, device: &DeviceRecord) -> Result<TgActivation, String> 
 /// worker that dies after the POST leaves them marked "may have been sent".
 async fn submit(
     job: &Job,
-    tg: &Telegence<'_>,
+    tg: &Telegence,
     batch: Vec<(DeviceChangeRow, TgActivation)>,
 ) -> Vec<(DeviceChangeRow, Disposition)> {
     let store = &job.store;
@@ -426,7 +433,7 @@ async fn finish(job: &Job, api: &dyn TelegenceApi, row: &DeviceChangeRow, result
     }
     if let ChangeDetails::StatusUpdate(req) = &job.details {
         match device_now(job, row).await {
-            Ok((device, _)) => return status_update::rev_io_steps(job, row, req, &device, outcome).await,
+            Ok((device, _)) => return change::rev_io_steps(job, row, req, &device, outcome).await,
             Err(mut failed) => {
                 failed.device_update = outcome.device_update;
                 return failed;
@@ -578,7 +585,7 @@ async fn patch_status(
         device_update: DeviceUpdate { device_status_id: Some(target.id), ..DeviceUpdate::default() },
     };
     match &job.details {
-        ChangeDetails::StatusUpdate(req) => status_update::rev_io_steps(job, row, req, device, outcome).await,
+        ChangeDetails::StatusUpdate(req) => change::rev_io_steps(job, row, req, device, outcome).await,
         _ => outcome,
     }
 }
@@ -671,5 +678,36 @@ pub(crate) async fn swap(
         }
         Ok(_) => fail(RowStatus::ApiFailed, "Telegence answered, but the line does not show the new SIM/IMEI"),
         Err(outcome) => outcome,
+    }
+}
+
+/// A Telegence account's carrier: status updates and new services are asynchronous (activations are polled by
+/// request id); plan changes and SIM swaps are sent row by row; a username is ours and Rev.io's only.
+pub(crate) fn connect(
+    sp: &ServiceProvider,
+    carriers: &dyn Carriers,
+    limiters: &RateLimiters,
+) -> Result<Arc<dyn Carrier>, String> {
+    let limiter = limiters.for_provider(sp.id, sp.rate_limit_per_second);
+    Ok(Arc::new(Telegence { api: carriers.telegence(sp, limiter)? }))
+}
+
+#[async_trait::async_trait]
+impl Carrier for Telegence {
+    fn batched(&self, details: &ChangeDetails) -> Option<&dyn AsyncCarrier> {
+        matches!(details, ChangeDetails::StatusUpdate(_) | ChangeDetails::ActivateNewService(_))
+            .then_some(self as &dyn AsyncCarrier)
+    }
+
+    async fn process_row(&self, job: &Job, row: &DeviceChangeRow, details: &ChangeDetails) -> Option<RowOutcome> {
+        Some(match details {
+            ChangeDetails::CarrierRatePlanChange(req) => {
+                change_plan(job, self.api.as_ref(), row, &req.carrier_rate_plan).await
+            }
+            ChangeDetails::ChangeIccidOrImei(req) => swap(job, self.api.as_ref(), row, req).await,
+            // Telegence keeps no username: the change is recorded here and its cost centers go to Rev.io.
+            ChangeDetails::EditUsername(req) => cost_centers::without_carrier(job, row, req).await,
+            _ => return None,
+        })
     }
 }

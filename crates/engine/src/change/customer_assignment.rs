@@ -3,14 +3,13 @@
 //! row. A device billed to another customer through an active service is refused.
 
 use domain::RowStatus;
-use domain::request::{CarrierRatePlanUpdate, RevServiceOptions};
+use domain::request::{CarrierRatePlanUpdate, ChangeDetails, RevServiceOptions};
 use domain::rules::DeviceRecord;
 
-use crate::carrier_rate_plan;
+use super::rev_service;
 use crate::common::{device_for_row, fail};
 use crate::job::Job;
 use crate::ports::{CustomerPlanChange, DeviceChangeRow, DeviceUpdate, RowOutcome};
-use crate::rev_service;
 
 pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &RevServiceOptions) -> RowOutcome {
     let (device, customer) = match precheck(job, row, req).await {
@@ -25,7 +24,13 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, req: &RevServiceOp
             communication_plan: None,
             effective_date: None,
         };
-        let moved = carrier_rate_plan::process(job, row, &plan).await;
+        let change = ChangeDetails::CarrierRatePlanChange(plan);
+        let Some(moved) = job.carrier.process_row(job, row, &change).await else {
+            return fail(
+                RowStatus::Error,
+                format!("AddCarrierRatePlan is not supported for {}; customer not assigned", job.sp.integration),
+            );
+        };
         if moved.status != RowStatus::Processed {
             return fail(
                 moved.status,

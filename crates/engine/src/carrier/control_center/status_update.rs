@@ -6,16 +6,16 @@ use domain::request::StatusUpdate;
 use domain::rules::{DeviceRecord, DeviceStatusDef, deactivation_rate_plan};
 use tracing::info;
 
-use crate::common::{
-    api_failed_or_error, carrier_confirms, carrier_state_if_reclaimed, device_for_row, edit_confirmed, fail,
-    writes_disabled,
-};
+use super::confirm::{carrier_confirms, carrier_state_if_reclaimed, edit_confirmed};
+use super::port::*;
+use crate::change::rev_io_steps;
+use crate::common::{api_failed_or_error, device_for_row, fail, writes_disabled};
 use crate::job::Job;
-use crate::ports::{CcEdit, DeviceChangeRow, DeviceUpdate, RowOutcome};
-use crate::rev_service;
+use crate::ports::{DeviceChangeRow, DeviceUpdate, RowOutcome};
 
 pub(crate) async fn process(
     job: &Job,
+    api: &dyn ControlCenterApi,
     row: &DeviceChangeRow,
     req: &StatusUpdate,
     target: &DeviceStatusDef,
@@ -26,7 +26,7 @@ pub(crate) async fn process(
     };
     let current = job.statuses.iter().find(|s| s.id == device.device_status_id);
     if current.is_some_and(|c| c.status.eq_ignore_ascii_case(&target.status)) {
-        match carrier_confirms(job, row, &iccid, |cc| cc.status.eq_ignore_ascii_case(&target.status)).await {
+        match carrier_confirms(job, api, row, &iccid, |cc| cc.status.eq_ignore_ascii_case(&target.status)).await {
             Ok(true) => {
                 return RowOutcome {
                     status: RowStatus::Processed,
@@ -41,7 +41,7 @@ pub(crate) async fn process(
     if !job.sp.write_is_enabled {
         return writes_disabled();
     }
-    let carrier_state = match carrier_state_if_reclaimed(job, row, &iccid).await {
+    let carrier_state = match carrier_state_if_reclaimed(job, api, row, &iccid).await {
         Ok(state) => state,
         Err(outcome) => return outcome,
     };
@@ -66,10 +66,11 @@ pub(crate) async fn process(
         let already = carrier_state.as_ref().and_then(|c| c.rate_plan.as_deref()) == Some(plan.as_str());
         if !already {
             let edit = CcEdit { rate_plan: Some(plan.clone()), ..Default::default() };
-            if let Err(f) = edit_confirmed(job, row, &iccid, &edit, "Update Jasper Rate Plan for Deactivation", |cc| {
-                cc.rate_plan.as_deref() == Some(plan.as_str())
-            })
-            .await
+            if let Err(f) =
+                edit_confirmed(job, api, row, &iccid, &edit, "Update Jasper Rate Plan for Deactivation", |cc| {
+                    cc.rate_plan.as_deref() == Some(plan.as_str())
+                })
+                .await
             {
                 return fail(
                     api_failed_or_error(&f),
@@ -81,7 +82,7 @@ pub(crate) async fn process(
     }
 
     let edit = CcEdit { status: Some(target.status.clone()), ..Default::default() };
-    if let Err(f) = edit_confirmed(job, row, &iccid, &edit, "Update Jasper Status: Jasper API", |cc| {
+    if let Err(f) = edit_confirmed(job, api, row, &iccid, &edit, "Update Jasper Status: Jasper API", |cc| {
         cc.status.eq_ignore_ascii_case(&target.status)
     })
     .await
@@ -109,43 +110,4 @@ fn success(target: &DeviceStatusDef, rate_plan: &Option<String>, device: &Device
             ..DeviceUpdate::default()
         },
     }
-}
-
-/// After the carrier change: the optional Rev.io service line, then the Rev customer assignment.
-pub(crate) async fn rev_io_steps(
-    job: &Job,
-    row: &DeviceChangeRow,
-    req: &StatusUpdate,
-    device: &DeviceRecord,
-    mut outcome: RowOutcome,
-) -> RowOutcome {
-    let tenant = job.bulk.tenant_id;
-    if let Some(rev) = req.rev_service.as_ref().filter(|r| r.create_rev_service) {
-        let customer = rev.rev_customer_id.clone().or_else(|| req.account_number.clone()).unwrap_or_default();
-        match rev_service::ensure(job, row, device, customer.trim(), rev).await {
-            Ok(line) => outcome.details.push_str(&format!("; {}", line.describe())),
-            Err((status, reason)) => {
-                // The carrier change stands and is recorded; the row says what is left to do.
-                outcome.status = status;
-                outcome.details.push_str(&format!("; {reason}"));
-                return outcome;
-            }
-        }
-    }
-    if let Some(account) = req.account_number.as_ref().filter(|a| !a.trim().is_empty()) {
-        match job.store.active_rev_service(tenant, device.id).await {
-            Ok(Some(s)) if &s.rev_customer_id != account => {
-                outcome.details.push_str(&format!(
-                    "; Rev customer not changed: device has an active Rev.io service for customer {}",
-                    s.rev_customer_id
-                ));
-            }
-            Ok(_) => {
-                outcome.device_update.rev_customer_id = Some(account.clone());
-                outcome.details.push_str(&format!("; assigned to Rev customer {account}"));
-            }
-            Err(e) => outcome.details.push_str(&format!("; Rev customer not assigned: {e}")),
-        }
-    }
-    outcome
 }
