@@ -8,12 +8,13 @@ use domain::request::{
     UsernameUpdate,
 };
 use domain::rules::{
-    DeviceRecord, DeviceStatusDef, DeviceVerdict, MAX_SHOWN_DEVICE_CHARS, bounded_text, dedupe_devices,
-    parse_effective_date, resolve_target_status, scheduled_for, validate_archival_device, validate_device,
-    validate_label, validate_status_update_device,
+    DeviceRecord, DeviceVerdict, MAX_SHOWN_DEVICE_CHARS, bounded_text, dedupe_devices, parse_effective_date,
+    resolve_target_status, scheduled_for, validate_archival_device, validate_device, validate_label,
+    validate_status_update_device,
 };
-use domain::rules::{thingspace_transition, validate_thingspace_activation};
 use domain::{BulkChangeRequest, FieldError, Integration, RequestError, RowStatus};
+use engine::carrier::intake::checked;
+use engine::carrier::{CarrierIntake, DeviceCheck, IntakeContext, Refusal, intake_rules};
 use engine::ports::{
     CustomerPlanChange, NewBulkChange, NewRow, OpenChange, ScheduledCustomerPlan, ServiceProvider, Store,
 };
@@ -96,38 +97,38 @@ pub async fn evaluate_request(
     })?;
     default_rev_provider(store, caller, &mut request.details).await?;
     let (unique, duplicates) = dedupe_devices(&request.devices);
-    let thingspace = sp.integration == Integration::ThingSpace;
-    let telegence = sp.integration == Integration::Telegence;
-    let carrier = sp.integration.is_jasper_family() || thingspace || telegence;
-    // Teal and Pond take status updates and carrier rate plan changes only.
-    let teal_or_pond = matches!(sp.integration, Integration::Teal | Integration::Pond);
-    if thingspace && request.portal_type != domain::PortalType::M2M {
-        return Err(ApiError::invalid("PortalType", "ThingSpace devices are M2M devices; send PortalType 0"));
+    let not_taken = || {
+        ApiError::invalid(
+            "ChangeType",
+            format!("{} for {} service providers is not supported yet", request.details.change_type(), sp.integration),
+        )
+    };
+    let Some(rules) = intake_rules(sp.integration) else { return Err(not_taken()) };
+    if !rules.takes(&request.details) {
+        return Err(not_taken());
     }
+    refuse_other_carriers_options(&request.details, sp.integration)?;
+    // The carrier's own checks of the request, and of each device (`engine::carrier::<name>::intake`).
+    let cx = IntakeContext { store, tenant_id: caller.tenant_id, sp: &sp, iccids: &unique };
+    let check = rules.check(&cx, &request).await.map_err(refused)?;
+    let check = check.as_ref();
     let (rows, devices) = match &request.details {
-        ChangeDetails::StatusUpdate(update) if carrier || teal_or_pond => {
-            status_update_rows(store, caller, &sp, update, &unique).await?
+        ChangeDetails::StatusUpdate(update) => status_update_rows(store, caller, &sp, update, &unique, check).await?,
+        ChangeDetails::CarrierRatePlanChange(update) => {
+            carrier_rate_plan_rows(store, caller, &sp, update, &unique, check).await?
         }
-        ChangeDetails::CarrierRatePlanChange(update) if carrier || teal_or_pond => {
-            carrier_rate_plan_rows(store, caller, &sp, update, &unique).await?
+        ChangeDetails::EditUsername(update) => username_rows(store, caller, &sp, update, &unique, check).await?,
+        ChangeDetails::DeleteDevice | ChangeDetails::ActivateNewService(_) => {
+            device_rows(store, caller, &sp, &unique, check).await?
         }
-        ChangeDetails::EditUsername(update) if carrier => username_rows(store, caller, &sp, update, &unique).await?,
-        ChangeDetails::DeleteDevice if thingspace => delete_rows(store, caller, &sp, &unique).await?,
-        ChangeDetails::ActivateNewService(_) if telegence => new_service_rows(store, caller, &sp, &unique).await?,
         ChangeDetails::Archival => archival_rows(store, caller, &sp, request.override_validation, &unique).await?,
         ChangeDetails::CustomerRatePlanChange(update) => {
             customer_rate_plan_rows(store, caller, &sp, update, &unique).await?
         }
-        ChangeDetails::CustomerAssignment(options) => assignment_rows(store, caller, &sp, options, &unique).await?,
-        ChangeDetails::ChangeIccidOrImei(change) if carrier => {
-            identifier_rows(store, caller, &sp, change, &unique).await?
+        ChangeDetails::CustomerAssignment(options) => {
+            assignment_rows(store, caller, &sp, rules, options, &unique).await?
         }
-        other => {
-            return Err(ApiError::invalid(
-                "ChangeType",
-                format!("{} for {} service providers is not supported yet", other.change_type(), sp.integration),
-            ));
-        }
+        ChangeDetails::ChangeIccidOrImei(change) => identifier_rows(store, caller, &sp, change, &unique, check).await?,
     };
     let attributes = domain::attributes_of(&request.details);
     let (rows, devices) = refuse_open_changes(store, caller, &attributes, rows, devices).await?;
@@ -145,6 +146,42 @@ pub async fn evaluate_request(
     };
     let duplicates = duplicates.iter().map(|d| bounded_text(d, MAX_SHOWN_DEVICE_CHARS)).collect();
     Ok(Intake { change, rows, devices, duplicates, warnings })
+}
+
+/// A carrier's refusal as the API answers it.
+fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Fields(errors) => {
+            ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors })
+        }
+        Refusal::Store(e) => e.into(),
+    }
+}
+
+/// Options named after one carrier are refused for any other service provider.
+fn refuse_other_carriers_options(details: &ChangeDetails, integration: Integration) -> Result<(), ApiError> {
+    let errors: Vec<FieldError> = details
+        .carrier_options()
+        .into_iter()
+        .filter(|(_, owner, _)| *owner != integration)
+        .map(|(field, _, refusal)| FieldError::new(field, refusal.replace("{}", &integration.to_string())))
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }))
+}
+
+/// Change types whose only rules are the device's and its carrier's (DeleteDevice, ActivateNewService).
+async fn device_rows(
+    store: &dyn Store,
+    caller: &Caller,
+    sp: &ServiceProvider,
+    iccids: &[String],
+    check: Option<&DeviceCheck>,
+) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
+    let found = devices_of(store, caller, iccids).await?;
+    Ok(rows_from(iccids, &found, |raw, device| checked(check, raw, device, validate_device(raw, device, sp.id))))
 }
 
 /// `CreateRevService` without `ProviderId` takes the tenant's Rev.io account's default provider, written into the
@@ -209,6 +246,7 @@ async fn status_update_rows(
     sp: &ServiceProvider,
     update: &StatusUpdate,
     iccids: &[String],
+    check: Option<&DeviceCheck>,
 ) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
     let statuses = store.device_statuses(sp.integration).await?;
     let target = resolve_target_status(&statuses, sp.integration, &update.target_status).ok_or_else(|| {
@@ -218,24 +256,6 @@ async fn status_update_rows(
             format!("unknown status '{}' for {}; known: {}", update.target_status, sp.integration, known.join(", ")),
         )
     })?;
-    if sp.integration != Integration::ThingSpace && update.thing_space.is_some() {
-        return Err(ApiError::invalid(
-            "StatusUpdate.ThingSpaceStatusUpdate",
-            format!("ThingSpaceStatusUpdate does not apply to {} service providers", sp.integration),
-        ));
-    }
-    if sp.integration != Integration::Telegence && update.telegence.is_some() {
-        return Err(ApiError::invalid(
-            "StatusUpdate.TelegenceStatusUpdate",
-            format!("TelegenceStatusUpdate does not apply to {} service providers", sp.integration),
-        ));
-    }
-    if !carrier_status_supported(sp.integration, &target.status) {
-        return Err(ApiError::invalid(
-            "StatusUpdate.TargetStatus",
-            format!("{} cannot be moved to '{}' by a bulk change", sp.integration, target.display_name),
-        ));
-    }
     if let Some(account) = update.account_number.as_deref().filter(|a| !a.trim().is_empty()) {
         if store.rev_customer(caller.tenant_id, account.trim()).await?.is_none() {
             return Err(ApiError::invalid(
@@ -262,189 +282,11 @@ async fn status_update_rows(
             return Err(ApiError::invalid("StatusUpdate.RevService", "no Rev.io account is set up for this tenant"));
         }
     }
-    if sp.integration == Integration::ThingSpace {
-        return thingspace_status_rows(store, caller, sp, update, target, &statuses, iccids).await;
-    }
-    if sp.integration == Integration::Telegence {
-        return telegence_status_rows(store, caller, sp, update, target, &statuses, iccids).await;
-    }
     let found = devices_of(store, caller, iccids).await?;
     Ok(rows_from(iccids, &found, |raw, device| {
         let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
-        needs_eid(sp, validate_status_update_device(raw, device, sp.id, sp.integration, current, target))
-    }))
-}
-
-/// Whether a bulk change can move a Teal or Pond device to `status` (Teal: data enabled or disabled; Pond: every
-/// service enabled or disabled). Other integrations have their own rules.
-fn carrier_status_supported(integration: Integration, status: &str) -> bool {
-    match integration {
-        Integration::Pond => engine::carrier::pond::services_enabled_for(status).is_some(),
-        Integration::Teal => engine::carrier::teal::data_enabled_for(status).is_some(),
-        _ => true,
-    }
-}
-
-/// ThingSpace status updates: the state table per device, and a known service plan and a ZIP code for every
-/// device to activate. (The Rev.io options were checked by the caller, as for every integration.)
-async fn thingspace_status_rows(
-    store: &dyn Store,
-    caller: &Caller,
-    sp: &ServiceProvider,
-    update: &StatusUpdate,
-    target: &domain::rules::DeviceStatusDef,
-    statuses: &[domain::rules::DeviceStatusDef],
-    iccids: &[String],
-) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
-    let options = update.thing_space.as_deref().cloned().unwrap_or_default();
-    if let Some(code) =
-        options.reason_code.as_deref().filter(|c| c.trim() != engine::carrier::thingspace::DEFAULT_REASON_CODE)
-    {
-        return Err(ApiError::invalid(
-            "StatusUpdate.ThingSpaceStatusUpdate.ReasonCode",
-            format!("reason code '{code}' is not one ThingSpace documents; use FF (General Admin/Maintenance)"),
-        ));
-    }
-    for d in &options.devices {
-        if !iccids.iter().any(|i| i == d.iccid.trim()) {
-            return Err(ApiError::invalid(
-                "StatusUpdate.ThingSpaceStatusUpdate.Devices",
-                format!("{} is not in Devices", d.iccid),
-            ));
-        }
-        if let Some(imei) = d.imei.as_deref().filter(|i| !i.trim().is_empty()) {
-            domain::Imei::parse(imei).map_err(|e| {
-                ApiError::invalid("StatusUpdate.ThingSpaceStatusUpdate.Devices.IMEI", format!("{}: {e}", d.iccid))
-            })?;
-        }
-    }
-    let plans = store.carrier_rate_plans(caller.tenant_id, sp.id).await?;
-    let found = devices_of(store, caller, iccids).await?;
-    Ok(rows_from(iccids, &found, |raw, device| {
-        let current = device.and_then(|d| statuses.iter().find(|s| s.id == d.device_status_id));
-        let verdict = validate_status_update_device(raw, device, sp.id, sp.integration, current, target);
-        let DeviceVerdict::Valid { iccid, .. } = &verdict else { return verdict };
-        let action = thingspace_transition(current.map_or("INVENTORY", |c| c.status.as_str()), &target.status);
-        if matches!(action, Ok(Some(a)) if a.activates()) {
-            let (plan, zip) = options.plan_and_zip(iccid.as_str());
-            if let Err(reason) = validate_thingspace_activation(iccid.as_str(), plan.as_deref(), zip.as_deref(), &plans)
-            {
-                return DeviceVerdict::Invalid { reason };
-            }
-        }
-        verdict
-    }))
-}
-
-/// Telegence status updates: the move each line can make (`telegence_status_move`); a reason code to suspend or
-/// cancel; and, for SIMs without a line (activations), a billing account, a rate plan and a ZIP.
-async fn telegence_status_rows(
-    store: &dyn Store,
-    caller: &Caller,
-    sp: &ServiceProvider,
-    update: &StatusUpdate,
-    target: &DeviceStatusDef,
-    statuses: &[DeviceStatusDef],
-    iccids: &[String],
-) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
-    let options = update.telegence.as_deref().cloned().unwrap_or_default();
-    let field = |name: &str| format!("StatusUpdate.TelegenceStatusUpdate.{name}");
-    if target.status.eq_ignore_ascii_case("UNKNOWN") {
-        return Err(ApiError::invalid(
-            "StatusUpdate.TargetStatus",
-            "'No line' is not a status a Telegence line can be moved to; use Active, Suspended or Cancelled",
-        ));
-    }
-    let suspends_or_cancels = ["S", "C"].iter().any(|c| target.status.eq_ignore_ascii_case(c));
-    if suspends_or_cancels && options.reason_code.as_deref().is_none_or(|c| c.trim().is_empty()) {
-        return Err(ApiError::invalid(
-            &field("ReasonCode"),
-            format!("ReasonCode is required to move Telegence lines to {}", target.display_name),
-        ));
-    }
-    if let Some(date) = options.effective_date.as_deref().filter(|d| !d.trim().is_empty()) {
-        if chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").is_err() {
-            return Err(ApiError::invalid(
-                &field("EffectiveDate"),
-                format!("EffectiveDate '{date}' is not yyyy-MM-dd"),
-            ));
-        }
-    }
-    let activation = domain::rules::validate_telegence_activation(
-        options.billing_account_number.as_deref(),
-        options.rate_plan.as_deref(),
-        options.service_zip_code.as_deref(),
-    );
-    let found = devices_of(store, caller, iccids).await?;
-    Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
-        DeviceVerdict::Valid { device, iccid } => {
-            let has_line = device.msisdn.as_deref().is_some_and(|m| !m.trim().is_empty());
-            let current = statuses.iter().find(|s| s.id == device.device_status_id).map_or("UNKNOWN", |s| &s.status);
-            match domain::rules::telegence_status_move(has_line, current, &target.status) {
-                Err(why) => DeviceVerdict::Invalid { reason: format!("Status change not allowed for {iccid}: {why}") },
-                Ok(domain::rules::TelegenceMove::Activate) => match &activation {
-                    Ok(()) => DeviceVerdict::Valid { device, iccid },
-                    Err((name, why)) => DeviceVerdict::Invalid {
-                        reason: format!("{iccid} has no line, so activating it opens one: {}: {why}", field(name)),
-                    },
-                },
-                Ok(_) => DeviceVerdict::Valid { device, iccid },
-            }
-        }
-        invalid => invalid,
-    }))
-}
-
-/// ActivateNewService (Telegence): SIMs without a live line. (The block's billing account, plan and ZIP were
-/// checked when the request was parsed.)
-async fn new_service_rows(
-    store: &dyn Store,
-    caller: &Caller,
-    sp: &ServiceProvider,
-    iccids: &[String],
-) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
-    let statuses = store.device_statuses(sp.integration).await?;
-    let found = devices_of(store, caller, iccids).await?;
-    Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
-        DeviceVerdict::Valid { device, iccid } => {
-            let current = statuses.iter().find(|s| s.id == device.device_status_id).map_or("UNKNOWN", |s| &s.status);
-            match device.msisdn.as_deref().filter(|m| !m.trim().is_empty()) {
-                Some(line) if current != "C" => DeviceVerdict::Invalid {
-                    reason: format!(
-                        "{iccid} already has line {line} ({current}); a new service is for a SIM without one"
-                    ),
-                },
-                _ => DeviceVerdict::Valid { device, iccid },
-            }
-        }
-        invalid => invalid,
-    }))
-}
-
-/// DeleteDevice (ThingSpace): only deactivated devices can be deleted.
-async fn delete_rows(
-    store: &dyn Store,
-    caller: &Caller,
-    sp: &ServiceProvider,
-    iccids: &[String],
-) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
-    let statuses = store.device_statuses(sp.integration).await?;
-    let found = devices_of(store, caller, iccids).await?;
-    Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
-        DeviceVerdict::Valid { device, iccid } => {
-            let status = statuses.iter().find(|s| s.id == device.device_status_id).map(|s| s.status.as_str());
-            if status.is_some_and(|s| s.eq_ignore_ascii_case("DEACTIVE")) {
-                DeviceVerdict::Valid { device, iccid }
-            } else {
-                DeviceVerdict::Invalid {
-                    reason: format!(
-                        "Device {iccid} is {}; only deactivated devices can be deleted from ThingSpace",
-                        status.unwrap_or("in an unknown status")
-                    ),
-                }
-            }
-        }
-        invalid => invalid,
+        let common = validate_status_update_device(raw, device, sp.id, sp.integration, current, target);
+        checked(check, raw, device, common)
     }))
 }
 
@@ -506,6 +348,7 @@ async fn carrier_rate_plan_rows(
     sp: &ServiceProvider,
     update: &CarrierRatePlanUpdate,
     iccids: &[String],
+    check: Option<&DeviceCheck>,
 ) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
     let field = "CarrierRatePlanUpdate.CarrierRatePlan";
     let plan = update.carrier_rate_plan.trim();
@@ -530,36 +373,6 @@ async fn carrier_rate_plan_rows(
             ),
         ));
     }
-    let chosen = plans.iter().find(|p| p.rate_plan_code == plan);
-    if sp.integration == Integration::Teal
-        && chosen.is_some_and(|p| p.plan_uuid.as_deref().is_none_or(|u| u.trim().is_empty()))
-    {
-        return Err(ApiError::invalid(
-            field,
-            format!("carrier rate plan '{plan}' has no Teal PlanUuid for service provider {}", sp.id),
-        ));
-    }
-    if sp.integration == Integration::Pond && chosen.is_some_and(|p| p.jasper_rate_plan_id.is_none()) {
-        return Err(ApiError::invalid(
-            field,
-            format!(
-                "carrier rate plan '{plan}' has no Pond package type (JasperRatePlanId) for service provider {}",
-                sp.id
-            ),
-        ));
-    }
-    if update.communication_plan.is_some() && matches!(sp.integration, Integration::Teal | Integration::Pond) {
-        return Err(ApiError::invalid(
-            "CarrierRatePlanUpdate.CommunicationPlan",
-            format!("{} has no communication plan; send only CarrierRatePlan", sp.integration),
-        ));
-    }
-    if update.communication_plan.is_some() && sp.integration == Integration::ThingSpace {
-        return Err(ApiError::invalid(
-            "CarrierRatePlanUpdate.CommunicationPlan",
-            "ThingSpace has no communication plan; send only CarrierRatePlan (the service plan code)",
-        ));
-    }
     if let Some(c) = update.communication_plan.as_deref() {
         if c.trim().is_empty() {
             return Err(ApiError::invalid(
@@ -569,19 +382,7 @@ async fn carrier_rate_plan_rows(
         }
     }
     let found = devices_of(store, caller, iccids).await?;
-    Ok(rows_from(iccids, &found, |raw, device| needs_eid(sp, validate_device(raw, device, sp.id))))
-}
-
-/// Teal changes eSIMs by EID: a device without one is an ERROR row (the legacy system sent `{"entries":[null]}`).
-fn needs_eid(sp: &ServiceProvider, verdict: DeviceVerdict) -> DeviceVerdict {
-    match verdict {
-        DeviceVerdict::Valid { device, iccid }
-            if sp.integration == Integration::Teal && device.eid.as_deref().is_none_or(|e| e.trim().is_empty()) =>
-        {
-            DeviceVerdict::Invalid { reason: format!("{iccid} has no EID (Teal changes eSIMs by EID)") }
-        }
-        verdict => verdict,
-    }
+    Ok(rows_from(iccids, &found, |raw, device| checked(check, raw, device, validate_device(raw, device, sp.id))))
 }
 
 async fn username_rows(
@@ -590,6 +391,7 @@ async fn username_rows(
     sp: &ServiceProvider,
     update: &UsernameUpdate,
     iccids: &[String],
+    check: Option<&DeviceCheck>,
 ) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
     let mut errors = Vec::new();
     if let Err(e) = validate_label("Username.NewUsername", &update.new_username) {
@@ -608,7 +410,7 @@ async fn username_rows(
         return Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }));
     }
     let found = devices_of(store, caller, iccids).await?;
-    Ok(rows_from(iccids, &found, |raw, device| validate_device(raw, device, sp.id)))
+    Ok(rows_from(iccids, &found, |raw, device| checked(check, raw, device, validate_device(raw, device, sp.id))))
 }
 
 async fn archival_rows(
@@ -705,6 +507,7 @@ async fn assignment_rows(
     store: &dyn Store,
     caller: &Caller,
     sp: &ServiceProvider,
+    rules: &dyn CarrierIntake,
     options: &RevServiceOptions,
     iccids: &[String],
 ) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
@@ -720,7 +523,7 @@ async fn assignment_rows(
     if options.add_carrier_rate_plan == Some(true) {
         let field = "RevService.CarrierRatePlan";
         let plan = options.carrier_rate_plan.as_deref().map(str::trim).unwrap_or_default();
-        if !sp.integration.is_jasper_family() && sp.integration != Integration::ThingSpace {
+        if !rules.moves_plan_with_assignment() {
             return Err(ApiError::invalid(
                 "RevService.AddCarrierRatePlan",
                 format!("not supported for {} yet", sp.integration),
@@ -795,6 +598,7 @@ async fn identifier_rows(
     sp: &ServiceProvider,
     change: &ChangeIdentifier,
     iccids: &[String],
+    check: Option<&DeviceCheck>,
 ) -> Result<(Vec<NewRow>, Vec<DeviceResult>), ApiError> {
     let clean = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
     let (new_iccid, new_imei) = (clean(&change.new_iccid), clean(&change.new_imei));
@@ -839,47 +643,9 @@ async fn identifier_rows(
             }
         }
     }
-    let telegence = sp.integration == Integration::Telegence;
-    if telegence && change.service_zip_code.as_deref().is_none_or(|z| z.trim().is_empty()) {
-        errors.push(FieldError::new(
-            "ChangeIdentifier.ServiceZipCode",
-            "ServiceZipCode is required for a Telegence swap",
-        ));
-    }
-    if let Some(zip) = change.service_zip_code.as_deref().filter(|z| telegence && !z.trim().is_empty()) {
-        if let Err(e) = domain::rules::validate_zip(zip) {
-            errors.push(FieldError::new("ChangeIdentifier.ServiceZipCode", e));
-        }
-    }
-    if !telegence
-        && (change.service_zip_code.is_some() || change.reason_code.is_some() || change.technology_type.is_some())
-    {
-        errors.push(FieldError::new(
-            "ChangeIdentifier",
-            format!(
-                "ServiceZipCode, ReasonCode and TechnologyType are Telegence's; not for {} service providers",
-                sp.integration
-            ),
-        ));
-    }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(RequestError { title: "Invalid bulk change request".into(), errors }));
     }
     let found = devices_of(store, caller, iccids).await?;
-    // The eSIM rule (Telegence): a device that takes only an eSIM profile keeps an eSIM-compatible IMEI.
-    let ranges = if telegence && new_imei.is_some() { store.imei_ranges().await? } else { Vec::new() };
-    Ok(rows_from(iccids, &found, |raw, device| match validate_device(raw, device, sp.id) {
-        DeviceVerdict::Valid { device, iccid }
-            if telegence && device.msisdn.as_deref().is_none_or(|m| m.trim().is_empty()) =>
-        {
-            DeviceVerdict::Invalid { reason: format!("{iccid} has no Telegence line (no MSISDN) to swap") }
-        }
-        DeviceVerdict::Valid { device, iccid } => {
-            match domain::rules::esim_swap_refusal(device.imei.as_deref(), new_imei.as_deref(), &ranges) {
-                Some(reason) => DeviceVerdict::Invalid { reason: format!("{iccid}: {reason}") },
-                None => DeviceVerdict::Valid { device, iccid },
-            }
-        }
-        verdict => verdict,
-    }))
+    Ok(rows_from(iccids, &found, |raw, device| checked(check, raw, device, validate_device(raw, device, sp.id))))
 }

@@ -592,13 +592,9 @@ async fn hostile_device_strings_reach_the_status_page_and_the_email_bounded_and_
     let shown: Vec<String> = rows(&status).iter().map(|r| r["ICCID"].as_str().expect("iccid").to_string()).collect();
     assert!(shown.contains(&"8901\\r\\nBcc: attacker@example.com".to_string()), "{shown:?}");
     assert!(shown.iter().all(|s| s.chars().count() <= 41), "bounded: {shown:?}");
-    let outbox = app.stack.config.outbox.clone();
-    let mail = std::fs::read_dir(&outbox)
-        .expect("outbox")
-        .filter_map(|e| e.ok())
-        .map(|e| std::fs::read_to_string(e.path()).expect("mail"))
-        .next()
-        .expect("one failure e-mail");
+    // The e-mail is sent just after the status turns final.
+    let mails = app.mails(1, std::time::Duration::from_secs(10)).await;
+    let mail = std::fs::read_to_string(mails.first().expect("one failure e-mail")).expect("mail");
     assert!(!mail.lines().any(|l| l.starts_with("Bcc:")), "no header injected through a device string:\n{mail}");
     assert!(mail.len() < 5_000, "the 10 KB entry was cut: {} bytes", mail.len());
     assert!(mail.contains("8901\\r\\nBcc: attacker@example.com"));

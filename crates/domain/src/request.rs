@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ChangeType, PortalType};
+use crate::model::{ChangeType, Integration, PortalType};
 
 /// One problem with a request, naming the field and, where it concerns one device, the device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -320,6 +320,44 @@ pub enum ChangeDetails {
 }
 
 impl ChangeDetails {
+    /// The options present in this change that one carrier alone reads (the wire names them after it): for each,
+    /// the field, its carrier, and the refusal any other service provider gives (`{}`: that provider's
+    /// integration).
+    pub fn carrier_options(&self) -> Vec<(&'static str, Integration, &'static str)> {
+        let mut found = Vec::new();
+        match self {
+            ChangeDetails::StatusUpdate(update) => {
+                if update.thing_space.is_some() {
+                    found.push((
+                        "StatusUpdate.ThingSpaceStatusUpdate",
+                        Integration::ThingSpace,
+                        "ThingSpaceStatusUpdate does not apply to {} service providers",
+                    ));
+                }
+                if update.telegence.is_some() {
+                    found.push((
+                        "StatusUpdate.TelegenceStatusUpdate",
+                        Integration::Telegence,
+                        "TelegenceStatusUpdate does not apply to {} service providers",
+                    ));
+                }
+            }
+            ChangeDetails::ChangeIccidOrImei(change)
+                if change.service_zip_code.is_some()
+                    || change.reason_code.is_some()
+                    || change.technology_type.is_some() =>
+            {
+                found.push((
+                    "ChangeIdentifier",
+                    Integration::Telegence,
+                    "ServiceZipCode, ReasonCode and TechnologyType are Telegence's; not for {} service providers",
+                ));
+            }
+            _ => {}
+        }
+        found
+    }
+
     pub fn change_type(&self) -> ChangeType {
         match self {
             ChangeDetails::CustomerAssignment(_) => ChangeType::CustomerAssignment,

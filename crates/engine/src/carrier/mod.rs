@@ -17,6 +17,9 @@ pub mod teal;
 pub mod telegence;
 pub mod thingspace;
 
+pub mod intake;
+pub use intake::{CarrierIntake, DeviceCheck, IntakeContext, Refusal};
+
 use control_center::ControlCenterApi;
 use pond::PondApi;
 use teal::TealApi;
@@ -56,5 +59,17 @@ pub(crate) fn connect(
         Integration::Teal => teal::connect(sp, carriers, limiters),
         Integration::Pond => pond::connect(sp, carriers, limiters),
         other => Err(format!("{other} is not a carrier")),
+    }
+}
+
+/// What intake asks of the service provider's carrier; None for an integration that is no carrier (Rev.io).
+pub fn intake_rules(integration: Integration) -> Option<&'static dyn CarrierIntake> {
+    match integration {
+        i if i.is_jasper_family() => Some(&control_center::intake::ControlCenterIntake),
+        Integration::ThingSpace => Some(&thingspace::intake::ThingSpaceIntake),
+        Integration::Telegence => Some(&telegence::intake::TelegenceIntake),
+        Integration::Teal => Some(&teal::intake::TealIntake),
+        Integration::Pond => Some(&pond::intake::PondIntake),
+        _ => None,
     }
 }

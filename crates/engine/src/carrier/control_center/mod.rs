@@ -19,6 +19,7 @@ mod carrier_rate_plan;
 mod change_identifier;
 mod confirm;
 mod edit_username;
+pub(crate) mod intake;
 mod port;
 mod status_update;
 

@@ -20,6 +20,7 @@ use crate::common::{api_failed_or_error, device_for_row, device_now, fail, write
 use crate::job::Job;
 use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome};
 
+pub(crate) mod intake;
 mod port;
 pub use port::*;
 use std::sync::Arc;

@@ -31,6 +31,7 @@ use crate::job::Job;
 use crate::job::{AsyncCarrier, CarrierResult, Disposition, PollAnswer};
 use crate::ports::{DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store, StoreError, WorkMessage};
 
+pub(crate) mod intake;
 mod port;
 pub use port::*;
 use std::sync::Arc;

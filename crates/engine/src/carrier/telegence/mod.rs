@@ -27,6 +27,7 @@ use crate::job::Job;
 use crate::job::{AsyncCarrier, CarrierResult, Disposition, PollAnswer};
 use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome};
 
+pub(crate) mod intake;
 mod port;
 pub use port::*;
 use std::sync::Arc;

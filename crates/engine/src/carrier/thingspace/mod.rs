@@ -27,6 +27,7 @@ use crate::ports::{
     StoreError, same_secret,
 };
 
+pub(crate) mod intake;
 mod port;
 pub use port::*;
 use std::sync::Arc;
