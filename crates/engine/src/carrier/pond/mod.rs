@@ -11,24 +11,25 @@
 //!
 //! The device's plan is written only once the new package is active (never before the carrier took it).
 
+use std::sync::Arc;
+
 use domain::RowStatus;
 use domain::request::{ChangeDetails, StatusUpdate};
 use domain::rules::{DeviceStatusDef, resolve_target_status};
 
+use super::Carriers;
 use crate::change;
 use crate::common::{api_failed_or_error, device_for_row, device_now, fail, writes_disabled};
+use crate::job::Carrier;
 use crate::job::Job;
+use crate::ports::ServiceProvider;
 use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome};
+use crate::rate::RateLimiters;
 
 pub(crate) mod intake;
 mod port;
-pub use port::*;
-use std::sync::Arc;
 
-use super::Carriers;
-use crate::job::Carrier;
-use crate::ports::ServiceProvider;
-use crate::rate::RateLimiters;
+pub use port::*;
 
 const ACTIVE: &str = "ACTIVE";
 const PENDING: &str = "PENDING";

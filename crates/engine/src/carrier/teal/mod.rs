@@ -14,6 +14,7 @@
 //!   polled every `TEAL_POLL_SECONDS`, until the give-up time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,22 +25,21 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tracing::{error, info, warn};
 
+use super::Carriers;
 use crate::carrier_wait::{carrier_owner, hand_back};
 use crate::change;
 use crate::common::{device_for_row, device_now, fail, writes_disabled};
+use crate::job::Carrier;
 use crate::job::Job;
 use crate::job::{AsyncCarrier, CarrierResult, Disposition, PollAnswer};
+use crate::ports::ServiceProvider;
 use crate::ports::{DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store, StoreError, WorkMessage};
+use crate::rate::RateLimiters;
 
 pub(crate) mod intake;
 mod port;
-pub use port::*;
-use std::sync::Arc;
 
-use super::Carriers;
-use crate::job::Carrier;
-use crate::ports::ServiceProvider;
-use crate::rate::RateLimiters;
+pub use port::*;
 
 /// Whether a Teal status enables data (`ONLINE`, `WAITING`) or disables it (`STOPPED`); other statuses cannot be
 /// set by a bulk change (refused at intake).

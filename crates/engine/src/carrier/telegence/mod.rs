@@ -13,6 +13,7 @@
 //!   by row; a `404 /service/` is "line not found or not swappable", never a success.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use domain::request::{ChangeDetails, ChangeIdentifier, TelegenceOptions};
 use domain::rules::{DeviceRecord, DeviceStatusDef, TelegenceMove, resolve_target_status, telegence_status_move};
@@ -20,22 +21,21 @@ use domain::{Integration, RowStatus};
 use futures::StreamExt;
 use tracing::{error, info, warn};
 
+use super::Carriers;
 use crate::carrier_wait::{carrier_owner, hand_back};
 use crate::change::{self, cost_centers};
 use crate::common::{api_failed_or_error, device_for_row, device_now, fail, writes_disabled};
+use crate::job::Carrier;
 use crate::job::Job;
 use crate::job::{AsyncCarrier, CarrierResult, Disposition, PollAnswer};
+use crate::ports::ServiceProvider;
 use crate::ports::{CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, RowOutcome};
+use crate::rate::RateLimiters;
 
 pub(crate) mod intake;
 mod port;
-pub use port::*;
-use std::sync::Arc;
 
-use super::Carriers;
-use crate::job::Carrier;
-use crate::ports::ServiceProvider;
-use crate::rate::RateLimiters;
+pub use port::*;
 
 /// The provisional request id rows are handed over to before their activation POST.
 pub const UNSENT_PREFIX: &str = "unsent:";
