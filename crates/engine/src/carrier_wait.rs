@@ -23,7 +23,8 @@ use crate::audit;
 use crate::common::fail;
 pub use crate::job::CarrierResult;
 use crate::job::{AsyncCarrier, Disposition, Job, PollAnswer};
-use crate::ports::{BulkChange, CallRecord, DeviceChangeRow, Queue, RowOutcome, Store, StoreError, WorkMessage};
+use crate::ports::{BulkChange, CallRecord, DeviceChangeRow, Queue, RowOutcome, StoreError, WorkMessage};
+use crate::ports::{BulkChanges, CarrierWaits, Outcomes};
 
 /// Who holds a row's lease while it waits on carrier request `request_id`.
 pub fn carrier_owner(request_id: &str) -> String {
@@ -150,7 +151,7 @@ pub(crate) async fn hand_back(
 /// so that a worker sends the summary or runs the steps.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn apply_result(
-    store: &dyn Store,
+    store: &(impl CarrierWaits + Outcomes + BulkChanges + ?Sized),
     queue: &dyn Queue,
     bulk: &BulkChange,
     row: &DeviceChangeRow,
@@ -189,4 +190,123 @@ pub(crate) async fn apply_result(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use domain::RowStatus;
+    use domain::request::ChangeDetails;
+
+    use super::*;
+    use crate::fakes::{self, MemStore, WORKER};
+
+    const ICCIDS: [&str; 3] = ["89148000008245116615", "89148000008245116623", "89148000008245116631"];
+
+    /// A carrier that answers polls from a script and records what it was asked.
+    #[derive(Default)]
+    struct Scripted {
+        poll_answers: Mutex<BTreeMap<String, PollAnswer>>,
+        finished: Mutex<Vec<(i64, CarrierResult)>>,
+        polled: Mutex<Vec<(String, Vec<i64>)>>,
+        sent: Mutex<Vec<i64>>,
+    }
+
+    #[async_trait]
+    impl AsyncCarrier for Scripted {
+        fn name(&self) -> &'static str {
+            "Scripted"
+        }
+        async fn send(&self, _job: &Job, rows: Vec<DeviceChangeRow>) -> Vec<(DeviceChangeRow, Disposition)> {
+            self.sent.lock().expect("sent").extend(rows.iter().map(|r| r.id));
+            rows.into_iter().map(|r| (r, Disposition::Done(fail(RowStatus::Processed, "sent")))).collect()
+        }
+        async fn poll(&self, _job: &Job, request_id: &str, rows: &[DeviceChangeRow]) -> PollAnswer {
+            self.polled.lock().expect("polled").push((request_id.into(), rows.iter().map(|r| r.id).collect()));
+            self.poll_answers.lock().expect("answers").remove(request_id).unwrap_or(PollAnswer::Pending)
+        }
+        async fn finish(&self, _job: &Job, row: &DeviceChangeRow, result: &CarrierResult) -> RowOutcome {
+            self.finished.lock().expect("finished").push((row.id, result.clone()));
+            fail(if result.success { RowStatus::Processed } else { RowStatus::ApiFailed }, "finished")
+        }
+    }
+
+    /// Rows of bulk change 7 held by the worker under test, as a claim returns them.
+    fn claimed(store: &Arc<MemStore>) -> (Job, Vec<DeviceChangeRow>) {
+        let devices: Vec<_> = ICCIDS.iter().enumerate().map(|(n, i)| store.add_device(n as i64 + 1, i)).collect();
+        let bulk = store.add_bulk_change(7, &ChangeDetails::DeleteDevice, &devices);
+        let mut s = store.state();
+        for r in s.rows.iter_mut() {
+            r.row.status = RowStatus::Processing;
+            r.row.claims = 1;
+            r.owner = Some(WORKER.into());
+        }
+        let rows = s.rows.iter().map(|r| r.row.clone()).collect();
+        drop(s);
+        (fakes::job(store.clone(), bulk, ChangeDetails::DeleteDevice), rows)
+    }
+
+    #[tokio::test]
+    async fn stored_results_are_finished_waiting_rows_polled_by_request_and_fresh_rows_sent() {
+        let store = MemStore::with_jasper_account();
+        let (job, mut rows) = claimed(&store);
+        let now = Utc::now();
+        rows[0].carrier_result = Some(r#"{"success":true,"reason":null,"msisdn":"15550001","ip_address":null}"#.into());
+        rows[1].carrier_request_id = Some("req-1".into());
+        rows[1].carrier_requested_at = Some(now);
+        let carrier = Scripted::default();
+        let failed = CarrierResult { success: false, reason: Some("refused".into()), ..CarrierResult::default() };
+        carrier
+            .poll_answers
+            .lock()
+            .expect("answers")
+            .insert("req-1".into(), PollAnswer::Results([(2, failed.clone())].into()));
+
+        let out = process(&job, &carrier, rows, now).await;
+
+        let statuses: Vec<(i64, RowStatus)> = out
+            .iter()
+            .map(|(r, d)| match d {
+                Disposition::Done(o) => (r.id, o.status),
+                other => panic!("row {} not done: {other:?}", r.id),
+            })
+            .collect();
+        assert_eq!(statuses, [(1, RowStatus::Processed), (2, RowStatus::ApiFailed), (3, RowStatus::Processed)]);
+        let finished = carrier.finished.lock().expect("finished").clone();
+        assert_eq!(finished[0].0, 1);
+        assert_eq!(finished[0].1.msisdn.as_deref(), Some("15550001"), "the stored result, read back");
+        assert_eq!(finished[1], (2, failed));
+        assert_eq!(*carrier.polled.lock().expect("polled"), [("req-1".to_string(), vec![2])]);
+        assert_eq!(*carrier.sent.lock().expect("sent"), [3], "only the fresh row is sent");
+    }
+
+    #[tokio::test]
+    async fn a_pending_request_waits_again_until_its_give_up_time_then_fails_its_rows() {
+        let store = MemStore::with_jasper_account();
+        let (job, mut rows) = claimed(&store);
+        let now = Utc::now();
+        rows.truncate(2);
+        rows[0].carrier_request_id = Some("old".into());
+        rows[0].carrier_requested_at = Some(now - chrono::Duration::hours(2));
+        rows[1].carrier_request_id = Some("young".into());
+        rows[1].carrier_requested_at = Some(now - chrono::Duration::minutes(5));
+
+        let out = process(&job, &Scripted::default(), rows, now).await;
+
+        match &out[0] {
+            (row, Disposition::Done(o)) if row.id == 1 => {
+                assert_eq!(o.status, RowStatus::ApiFailed);
+                assert_eq!(o.details, "No result from carrier for request old after 120 minutes");
+            }
+            other => panic!("the old request's row gives up: {other:?}"),
+        }
+        assert_eq!(out[1].1, Disposition::Await("young".into()));
+        let s = store.state();
+        let young = s.rows.iter().find(|r| r.row.id == 2).expect("row 2");
+        assert_eq!(young.owner.as_deref(), Some("carrier:young"), "handed to its request again");
+        assert!(young.until.is_some_and(|u| u > now), "until a new deadline");
+    }
 }

@@ -6,6 +6,8 @@ pub mod carrier;
 pub mod carrier_wait;
 mod change;
 mod common;
+#[cfg(test)]
+mod fakes;
 pub(crate) mod job;
 pub mod metrics;
 pub mod notify;

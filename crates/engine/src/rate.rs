@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::ports::Store;
+use crate::ports::Pace;
 
 /// The share of an account's limit left unused, so late calls (a slot used up to `STALE` after its time, a busy
 /// machine) never push a second over it: (1 + 0.015) × 0.97 < 1.
@@ -40,7 +40,7 @@ impl std::fmt::Debug for TokenBucket {
 
 /// The slots this process booked of an account's shared pace, used in order.
 struct SharedPace {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Pace>,
     service_provider_id: i64,
     bucket: &'static str,
     interval: Duration,
@@ -62,7 +62,7 @@ impl TokenBucket {
     }
 
     /// The account's pace shared through `store` by every worker: `rate_per_second` less a small headroom.
-    pub fn shared(store: Arc<dyn Store>, service_provider_id: i64, bucket: &'static str, rate_per_second: f64) -> Self {
+    pub fn shared(store: Arc<dyn Pace>, service_provider_id: i64, bucket: &'static str, rate_per_second: f64) -> Self {
         let rate = usable(rate_per_second);
         let paced = rate * (1.0 - HEADROOM);
         let interval = Duration::from_secs_f64(1.0 / paced);
@@ -171,12 +171,12 @@ impl SharedPace {
 pub struct RateLimiters {
     buckets: Mutex<HashMap<(i64, &'static str), Arc<TokenBucket>>>,
     /// Where the paces are shared; `None`: local buckets (one process only).
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn Pace>>,
 }
 
 impl RateLimiters {
     /// Paces shared through `store` by every worker of every instance.
-    pub fn shared(store: Arc<dyn Store>) -> Self {
+    pub fn shared(store: Arc<dyn Pace>) -> Self {
         Self { buckets: Mutex::default(), store: Some(store) }
     }
 

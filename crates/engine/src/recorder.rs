@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::ports::{Completion, LogEntry, Store, StoreError, StoreResult};
+use crate::ports::Outcomes;
+use crate::ports::{Completion, LogEntry, StoreError, StoreResult};
 
 enum Write {
     Log(LogEntry, oneshot::Sender<StoreResult<()>>),
@@ -17,14 +18,14 @@ enum Write {
 
 /// The writer of one worker. `batch` ≤ 1: every write goes straight to the store, as before group commit.
 pub struct Recorder {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Outcomes>,
     batch: usize,
     /// Started on first use (inside the runtime); stops when the recorder is dropped.
     writer: OnceLock<mpsc::Sender<Write>>,
 }
 
 impl Recorder {
-    pub fn new(store: Arc<dyn Store>, batch: usize) -> Self {
+    pub fn new(store: Arc<dyn Outcomes>, batch: usize) -> Self {
         Self { store, batch, writer: OnceLock::new() }
     }
 
@@ -73,7 +74,7 @@ fn stopped() -> StoreError {
 /// on two connections). Order is safe: a row's next write is sent only after its previous one was answered.
 const FLUSHES_IN_FLIGHT: usize = 2;
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Write>, batch: usize) {
+async fn run(store: Arc<dyn Outcomes>, mut rx: mpsc::Receiver<Write>, batch: usize) {
     let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
         let mut group = Vec::with_capacity(batch);
@@ -94,7 +95,7 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Write>, batch: usize)
 /// Writes a group: its audit entries, then its outcomes (a row awaits its entries before it completes, so no
 /// outcome is ever written before its own entries). A group that fails is written again one write at a time, so
 /// each row gets its own answer and one bad write does not fail the others.
-async fn flush(store: &dyn Store, group: Vec<Write>) {
+async fn flush(store: &dyn Outcomes, group: Vec<Write>) {
     let (mut logs, mut completions) = (Vec::new(), Vec::new());
     for write in group {
         match write {

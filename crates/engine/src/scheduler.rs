@@ -6,13 +6,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::ports::{Queue, Store, StoreError, WorkMessage};
+use crate::ports::Leases;
+use crate::ports::{Queue, StoreError, WorkMessage};
 
 /// Re-enqueues stranded bulk changes untouched for `grace`; returns their ids. A store that cannot be read is an
 /// error (the scheduler's invocation fails, so its `Errors` alarm sees an outage); a failed send is logged and left
 /// to the next tick.
 pub async fn requeue_stranded(
-    store: &dyn Store,
+    store: &(impl Leases + ?Sized),
     queue: &dyn Queue,
     now: DateTime<Utc>,
     grace: Duration,
@@ -39,7 +40,7 @@ pub async fn requeue_stranded(
 /// Releases every scheduled row whose date has come (customer rate plan changes) and queues its bulk change.
 /// `now` comes from the caller's clock, so tests can move time forward.
 pub async fn apply_due_scheduled(
-    store: &dyn Store,
+    store: &(impl Leases + ?Sized),
     queue: &dyn Queue,
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>, StoreError> {

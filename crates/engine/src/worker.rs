@@ -510,4 +510,89 @@ mod tests {
         assert_eq!(got.expect("not stalled").expect("permit"), "claimed");
         assert!(working.is_empty(), "the row finished meanwhile");
     }
+
+    use std::sync::Arc;
+
+    use domain::request::{ChangeDetails, UsernameUpdate};
+    use domain::{BulkStatus, RowStatus};
+
+    use super::{Handled, Worker, WorkerConfig};
+    use crate::fakes::{CountingCc, MemNotifier, MemQueue, MemStore, OnlyControlCenter, WORKER};
+    use crate::metrics::NoMetrics;
+    use crate::ports::{SystemClock, WorkMessage};
+    use crate::rate::RateLimiters;
+    use crate::recorder::Recorder;
+
+    const ICCIDS: [&str; 2] = ["89148000008245116615", "89148000008245116623"];
+
+    fn worker(store: Arc<MemStore>, cc: Arc<CountingCc>, notifier: Arc<MemNotifier>) -> Worker {
+        Worker {
+            recorder: Arc::new(Recorder::new(store.clone(), 1)),
+            store,
+            queue: Arc::new(MemQueue::default()),
+            notifier,
+            carriers: Arc::new(OnlyControlCenter(cc)),
+            clock: Arc::new(SystemClock),
+            limiters: Arc::new(RateLimiters::default()),
+            metrics: Arc::new(NoMetrics),
+            config: WorkerConfig { worker_id: WORKER.into(), fan_out: 0, write_batch: 1, ..WorkerConfig::default() },
+        }
+    }
+
+    fn deadline() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(60)
+    }
+
+    /// The worker knows no carrier: it connects the account's and each row goes through it once.
+    #[tokio::test]
+    async fn each_row_goes_through_the_accounts_carrier_once_and_a_redelivery_changes_nothing() {
+        let store = MemStore::with_jasper_account();
+        let devices = [store.add_device(1, ICCIDS[0]), store.add_device(2, ICCIDS[1])];
+        let details = ChangeDetails::EditUsername(UsernameUpdate {
+            new_username: "meter-7".into(),
+            cost_center: None,
+            cost_center2: None,
+            cost_center3: None,
+        });
+        store.add_bulk_change(5, &details, &devices);
+        let cc = Arc::new(CountingCc::default());
+        let worker = worker(store.clone(), cc.clone(), Arc::default());
+
+        let handled = worker.handle(WorkMessage::new(5), deadline()).await.expect("handled");
+
+        assert_eq!(handled, Handled::Finished(BulkStatus::Processed));
+        for row in [1, 2] {
+            assert_eq!(store.row_status(5, row).0, RowStatus::Processed, "row {row}");
+        }
+        let mut edits = cc.0.lock().expect("edits").clone();
+        edits.sort();
+        assert_eq!(edits, ICCIDS, "one edit per device");
+        assert!(store.state().devices.iter().all(|d| d.username.as_deref() == Some("meter-7")));
+        let again = worker.handle(WorkMessage::new(5), deadline()).await.expect("handled");
+        assert_eq!(again, Handled::AlreadyFinal(BulkStatus::Processed));
+        assert_eq!(cc.0.lock().expect("edits").len(), 2, "nothing sent twice");
+    }
+
+    /// A change type the account's carrier does not take ends its rows in ERROR with the reason, calls nobody, and
+    /// sends one failure summary.
+    #[tokio::test]
+    async fn a_change_the_carrier_does_not_take_fails_its_rows_and_sends_one_summary() {
+        let store = MemStore::with_jasper_account();
+        let devices = [store.add_device(1, ICCIDS[0])];
+        store.add_bulk_change(6, &ChangeDetails::DeleteDevice, &devices);
+        let cc = Arc::new(CountingCc::default());
+        let notifier = Arc::new(MemNotifier::default());
+        let worker = worker(store.clone(), cc.clone(), notifier.clone());
+
+        let handled = worker.handle(WorkMessage::new(6), deadline()).await.expect("handled");
+
+        assert_eq!(handled, Handled::Finished(BulkStatus::Error));
+        let (status, details) = store.row_status(6, 1);
+        assert_eq!(status, RowStatus::Error);
+        assert_eq!(details.as_deref(), Some("DeleteDevice (9) for Jasper is not supported yet"));
+        assert!(cc.0.lock().expect("edits").is_empty(), "no carrier call");
+        let mails = notifier.0.lock().expect("mails");
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].body.contains(ICCIDS[0]), "{}", mails[0].body);
+    }
 }

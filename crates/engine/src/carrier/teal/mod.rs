@@ -33,7 +33,8 @@ use crate::job::Carrier;
 use crate::job::Job;
 use crate::job::{AsyncCarrier, CarrierResult, Disposition, PollAnswer};
 use crate::ports::ServiceProvider;
-use crate::ports::{DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store, StoreError, WorkMessage};
+use crate::ports::{CarrierWaits, ReferenceData};
+use crate::ports::{DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, StoreError, WorkMessage};
 use crate::rate::RateLimiters;
 
 pub(crate) mod intake;
@@ -98,7 +99,7 @@ pub enum TealCallbackAnswer {
 /// `POST /Teal/Callback?sig=…&requestId=…`: checks the signature against every Teal account and wakes the rows
 /// waiting on the request (the next worker polls its result at once).
 pub async fn apply_callback(
-    store: &dyn Store,
+    store: &(impl ReferenceData + CarrierWaits + ?Sized),
     queue: &dyn Queue,
     request_id: &str,
     signature: &str,

@@ -25,7 +25,7 @@ use crate::job::Job;
 use crate::job::{AsyncCarrier, CarrierResult, Disposition, PollAnswer};
 use crate::ports::ServiceProvider;
 use crate::ports::{
-    CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome, Store,
+    CallRecord, CallbackRecord, CarrierFailure, DeviceChangeRow, DeviceUpdate, FailureKind, Queue, RowOutcome,
     StoreError, same_secret,
 };
 use crate::rate::RateLimiters;
