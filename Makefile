@@ -17,9 +17,8 @@ ENGINE_PORT ?= 14331
 ENGINE_CRASH_TESTS := two_clients_and_two_workers two_worker_processes a_worker_killed two_workers_share \
 	the_same_message_twice_and_two_workers a_rev_io_service_created_before_a_crash
 ENGINE_TESTS := $(CARGO) test -p store --test mssql_contract -- --ignored \
-	&& E2E_STORE=mssql $(CARGO) test -p cli --test races \
-	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e --test fleet --test pond_e2e --test teal_e2e --test telegence_e2e \
-		-- $(ENGINE_CRASH_TESTS)
+	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- races:: \
+	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_CRASH_TESTS)
 
 .PHONY: help run serve test engine-tests test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler sam-build deploy smoke
 

@@ -2,17 +2,16 @@
 //! device), a failure at each step of the package saga (never a SIM without an active package, a retry that
 //! finishes what is left), status updates, intake refusals, writes disabled and throttling.
 
-mod support;
-
+use domain::Integration;
 use std::time::Duration;
 
+use crate::support::{TestApp, device, provider, rate_plan, row};
 use cli::bench::bench_iccid;
 use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::pond::{PondBehaviour, PondSim};
 use store::Seed;
 use store::seed::{SeedRevCustomer, SeedServiceProvider, SeedTenant};
-use support::{TestApp, device, provider, rate_plan, row};
 
 const POND: i64 = 40;
 const OLD_TYPE: i64 = 4711;
@@ -23,7 +22,7 @@ fn seed(sims: usize, writes: bool) -> Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
         service_providers: vec![SeedServiceProvider {
             carrier_settings: Some(json!({"DistributorId": "D-40"})),
-            ..provider(POND, 13, "", "pond-key", writes)
+            ..provider(POND, Integration::Pond, "", "pond-key", writes)
         }],
         carrier_rate_plans: vec![
             rate_plan(1, POND, "POND-1GB", Some(OLD_TYPE), None),
@@ -216,7 +215,7 @@ async fn a_status_update_creates_one_rev_io_line_per_sim() {
     seeded.service_providers.push(SeedServiceProvider {
         client_code: Some("acme".into()),
         subscription_key: Some("sub-key".into()),
-        ..provider(41, 3, "rev-user", "rev-password", true)
+        ..provider(41, Integration::RevIo, "rev-user", "rev-password", true)
     });
     let app = TestApp::start(seeded, |_| {}).await;
     let devices: Vec<String> = (0..2).map(bench_iccid).collect();

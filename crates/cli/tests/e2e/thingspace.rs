@@ -2,17 +2,16 @@
 //! to the stack's `/ThingSpace/Callback`, driven through HTTP; outcomes read through the API, the database and the
 //! simulator's call record.
 
+use domain::Integration;
 use std::time::Duration;
 
+use crate::support::{TestApp, row};
 use cli::StackConfig;
 use cli::bench::bench_iccid;
 use serde_json::{Value, json};
 use simulators::thingspace::{ThingSpaceSim, TsBehaviour};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedTenant, SeedThingSpace};
-use support::{TestApp, row};
-
-mod support;
 
 const TS: i64 = 40;
 const OTHER_TS: i64 = 41;
@@ -47,7 +46,7 @@ fn thingspace_sp(id: i64, tenant_id: i64) -> SeedServiceProvider {
             callback_username: format!("callback-{tenant_id}"),
             callback_password: format!("callback-password-{tenant_id}"),
         }),
-        ..SeedServiceProvider::new(id, tenant_id, 4)
+        ..SeedServiceProvider::new(id, tenant_id, Integration::ThingSpace.id())
     }
 }
 
@@ -72,7 +71,7 @@ fn seed() -> Seed {
             thingspace_sp(TS, 1),
             thingspace_sp(OTHER_TS, 2),
             SeedServiceProvider {
-                integration_id: 3,
+                integration_id: Integration::RevIo.id(),
                 name: "Rev.io".into(),
                 client_code: Some("acme".into()),
                 subscription_key: Some("sub-key".into()),
@@ -109,17 +108,13 @@ impl TestApp {
         &self.stack.simulators.thingspace[&TS]
     }
 
-    async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+    async fn post_with(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.post(format!("{}{path}", self.stack.base_url())).json(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.expect("request");
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn wait_final(&self, id: i64) -> Value {
-        cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id).await.expect("bulk change finishes")
     }
 
     /// The bulk change's status once every row has a carrier request id (rows wait on the carrier).
@@ -210,7 +205,7 @@ async fn activation_without_a_zip_code_is_refused_at_validation() {
         "Active",
         json!({"ServicePlan": "m2m_4G", "Devices": [{"ICCID": preactive(1), "MdnZipCode": "98802"}]}),
     );
-    let (status, answer) = app.post("/M2M/ValidateBulkChange", &body, Some(&app.token)).await;
+    let (status, answer) = app.post_with("/M2M/ValidateBulkChange", &body, Some(&app.token)).await;
     assert_eq!(status, 200, "{answer}");
     let result =
         |iccid: &str| answer["Devices"].as_array().and_then(|d| d.iter().find(|x| x["ICCID"] == iccid)).cloned();
@@ -222,7 +217,7 @@ async fn activation_without_a_zip_code_is_refused_at_validation() {
     );
     assert_eq!(result(&preactive(1)).expect("second device")["Valid"], true, "its own ZIP code");
     let no_plan = status_update(&devices, "Active", json!({"MdnZipCode": "98801"}));
-    let (_, answer) = app.post("/M2M/ValidateBulkChange", &no_plan, Some(&app.token)).await;
+    let (_, answer) = app.post_with("/M2M/ValidateBulkChange", &no_plan, Some(&app.token)).await;
     assert!(
         answer["Devices"][0]["Errors"][0]["message"].as_str().is_some_and(|e| e.starts_with("ServicePlan is required"))
     );
@@ -237,8 +232,9 @@ async fn suspend_restore_and_deactivate_follow_the_state_table() {
     assert_eq!(suspended["Counts"]["PROCESSED"], 2, "{suspended}");
     assert_eq!(app.sim().state.device(&active(0)).expect("device").state, "suspend");
     // SUSPEND → DEACTIVE is not in ThingSpace's table: refused per device at intake.
-    let (_, answer) =
-        app.post("/M2M/ValidateBulkChange", &status_update(&pair, "Deactivated", json!({})), Some(&app.token)).await;
+    let (_, answer) = app
+        .post_with("/M2M/ValidateBulkChange", &status_update(&pair, "Deactivated", json!({})), Some(&app.token))
+        .await;
     assert!(
         answer["Devices"][0]["Errors"][0]["message"]
             .as_str()
@@ -338,13 +334,14 @@ async fn a_callback_with_a_wrong_password_or_for_another_tenants_request_is_refu
         json!({"requestId": request_id, "deviceIds": [{"kind": "iccid", "id": preactive(3)}],
                "username": user, "password": password, "status": "Success"})
     };
-    let (status, _) = app.post("/ThingSpace/Callback", &callback("callback-1", "guess"), None).await;
+    let (status, _) = app.post_with("/ThingSpace/Callback", &callback("callback-1", "guess"), None).await;
     assert_eq!(status, 401, "wrong password");
-    let (status, _) = app.post("/ThingSpace/Callback", &callback("callback-2", "callback-password-2"), None).await;
+    let (status, _) = app.post_with("/ThingSpace/Callback", &callback("callback-2", "callback-password-2"), None).await;
     assert_eq!(status, 404, "tenant 2's account cannot answer tenant 1's request");
     let still = app.wait_waiting(id).await;
     assert_eq!(row(&still, &preactive(3))["Status"], "PROCESSING", "nothing changed");
-    let (status, answer) = app.post("/ThingSpace/Callback", &callback("callback-1", "callback-password-1"), None).await;
+    let (status, answer) =
+        app.post_with("/ThingSpace/Callback", &callback("callback-1", "callback-password-1"), None).await;
     assert_eq!((status, &answer["Applied"]), (200, &json!(true)), "{answer}");
     assert_eq!(app.wait_final(id).await["Status"], "PROCESSED");
 }
@@ -638,7 +635,7 @@ async fn an_activation_applied_then_answered_502_is_never_sent_twice() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let path = format!("/M2M/BulkChange/{}/Retry", status["BulkChangeId"]);
-    let (code, retried) = app.post(&path, &json!(null), Some(&app.token)).await;
+    let (code, retried) = app.post_with(&path, &json!(null), Some(&app.token)).await;
     assert_eq!(code, 202, "{retried}");
     let again = app.wait_final(retried["BulkChangeId"].as_i64().expect("id")).await;
     for iccid in &devices {

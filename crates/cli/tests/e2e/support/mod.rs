@@ -1,16 +1,15 @@
 //! What the end-to-end test files share: a local stack on a temporary SQLite file with the simulators, a token
 //! for tenant 1, and the status page's row of a device. With `E2E_STORE=mssql` and `MSSQL_URL`, the same stack runs
 //! on the SQL Server adapter instead (`make engine-tests` runs the race and crash tests so, on Babelfish).
-// Each test file uses its own subset of these helpers.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
 use cli::{Stack, StackConfig};
+use domain::Integration;
 use engine::WorkerConfig;
 use serde_json::Value;
 use store::Seed;
-use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider};
+use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedThingSpace};
 
 pub const JWT_SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
 
@@ -23,16 +22,29 @@ pub struct TestApp {
     pub _keep: Keep,
 }
 
-/// What a test keeps alive: its folder and, on SQL Server, its turn on the shared database.
+/// What a test keeps alive until it ends (never read: held for their drop): its folder and, on SQL Server, its
+/// turn on the shared database.
 pub struct Keep {
-    pub dir: tempfile::TempDir,
-    pub turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _dir: tempfile::TempDir,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl TestApp {
     pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> Self {
         let (stack, keep, token) = start(seed, customize).await;
         Self { stack, http: reqwest::Client::new(), token, _keep: keep }
+    }
+
+    /// The bulk change's status once it is final, as the demo waits for it.
+    pub async fn wait_final(&self, id: i64) -> Value {
+        cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id).await.expect("bulk change finishes")
+    }
+
+    /// `GET path` with `token`: the HTTP status and the JSON answer.
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let response =
+            self.http.get(format!("{}{path}", self.stack.base_url())).bearer_auth(token).send().await.expect("request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
     /// POSTs a bulk change as tenant 1: the HTTP status and the JSON answer.
@@ -152,7 +164,7 @@ pub async fn start(seed: Seed, customize: impl FnOnce(&mut StackConfig)) -> (Sta
     config.retry.max_delay = Duration::from_secs(2);
     customize(&mut config);
     let stack = Stack::start(config).await.expect("stack starts");
-    (stack, Keep { dir, turn }, token_for(1, "alice"))
+    (stack, Keep { _dir: dir, _turn: turn }, token_for(1, "alice"))
 }
 
 /// With `E2E_STORE=mssql`: a database on the `MSSQL_URL` server, migrated once per test process, wiped for this
@@ -196,15 +208,38 @@ pub fn row<'a>(status: &'a Value, iccid: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no row for {iccid} in {status}"))
 }
 
+/// An account of `tenant_id` at `integration` on a placeholder URL (its simulator's replaces it), paced at 100
+/// calls a second, writes enabled; a Rev.io account has its client code and subscription key, a ThingSpace one its
+/// app and callback credentials.
+pub fn account(id: i64, tenant_id: i64, integration: Integration) -> SeedServiceProvider {
+    let rev_io = integration == Integration::RevIo;
+    SeedServiceProvider {
+        name: format!("sp-{id}"),
+        username: format!("user-{id}"),
+        secret: format!("secret-key-{id}"),
+        client_code: rev_io.then(|| "acme".to_string()),
+        subscription_key: rev_io.then(|| "sub-key".to_string()),
+        rate_limit_per_second: 100.0,
+        thing_space: (integration == Integration::ThingSpace).then(|| SeedThingSpace {
+            app_key: "app-key".into(),
+            app_secret: "app-secret".into(),
+            account_name: "0868924207-00001".into(),
+            callback_username: "callback-user".into(),
+            callback_password: "callback-password".into(),
+        }),
+        ..SeedServiceProvider::new(id, tenant_id, integration.id())
+    }
+}
+
 /// A carrier account of tenant 1 on a placeholder URL (its simulator's replaces it), paced at 500 calls a second.
-pub fn provider(id: i64, integration_id: i64, username: &str, secret: &str, writes: bool) -> SeedServiceProvider {
+pub fn provider(id: i64, integration: Integration, username: &str, secret: &str, writes: bool) -> SeedServiceProvider {
     SeedServiceProvider {
         name: format!("carrier {id}"),
         username: username.into(),
         secret: secret.into(),
         write_is_enabled: writes,
         rate_limit_per_second: 500.0,
-        ..SeedServiceProvider::new(id, 1, integration_id)
+        ..SeedServiceProvider::new(id, 1, integration.id())
     }
 }
 

@@ -1,37 +1,21 @@
 //! Property: whatever body a client sends to the routes that write, the API never answers 5xx, and a 4xx leaves
 //! every table as it was. Bodies are random JSON shaped like requests (known field names, odd values) and raw bytes.
 
+use crate::support::{TestApp, account};
+use domain::Integration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value, json};
 use store::Seed;
-use store::seed::{SeedDevice, SeedRevCustomer, SeedServiceProvider, SeedTenant};
-use support::TestApp;
-
-mod support;
+use store::seed::{SeedDevice, SeedRevCustomer, SeedTenant};
 
 const ICCIDS: [&str; 3] = ["89148000008245116615", "89148000008245116623", "89148000008245116631"];
 
 fn seed() -> Seed {
-    let sp = |id, integration_id: i64| SeedServiceProvider {
-        id,
-        tenant_id: 1,
-        integration_id,
-        name: format!("sp-{id}"),
-        base_url: "http://127.0.0.1:9/unused".into(),
-        username: "user".into(),
-        secret: "secret".into(),
-        client_code: (integration_id == 3).then(|| "acme".to_string()),
-        subscription_key: (integration_id == 3).then(|| "key".to_string()),
-        write_is_enabled: true,
-        rate_limit_per_second: 100.0,
-        default_provider_id: None,
-        carrier_settings: None,
-        thing_space: None,
-    };
+    let sp = |id, integration| account(id, 1, integration);
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
-        service_providers: vec![sp(10, 9), sp(12, 3)],
+        service_providers: vec![sp(10, Integration::Pod19), sp(12, Integration::RevIo)],
         device_statuses: vec![],
         carrier_rate_plans: vec![store::seed::SeedRatePlan::new(1, 10, "RP-1GB", 1024.0, 5.0)],
         rev_customers: vec![SeedRevCustomer { tenant_id: 1, rev_customer_id: "1001".into(), name: "Fleet".into() }],

@@ -2,17 +2,16 @@
 //! device), status updates, callbacks duplicated, reordered, lost and forged, refusals, writes disabled, and a
 //! worker process killed between Teal's request and its result.
 
-mod support;
-
+use domain::Integration;
 use std::time::Duration;
 
+use crate::support::{TestApp, device, provider, rate_plan, row};
 use cli::bench::bench_iccid;
 use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::teal::TealSim;
 use store::Seed;
 use store::seed::{SeedDevice, SeedRevCustomer, SeedTenant};
-use support::{TestApp, device, provider, rate_plan, row};
 
 const TEAL: i64 = 50;
 const OLD_PLAN: &str = "0f3d5a6e7b8c4d2e9f1a2b3c4d5e6f70";
@@ -30,7 +29,7 @@ fn seed(esims: usize, without_eid: usize, writes: bool) -> Seed {
     };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
-        service_providers: vec![provider(TEAL, 12, "teal-key", "teal-secret", writes)],
+        service_providers: vec![provider(TEAL, Integration::Teal, "teal-key", "teal-secret", writes)],
         carrier_rate_plans: vec![
             rate_plan(1, TEAL, "TEAL-1GB", None, Some(OLD_PLAN)),
             rate_plan(2, TEAL, "TEAL-5GB", None, Some(NEW_PLAN)),
@@ -203,7 +202,7 @@ async fn refusals_say_why_and_the_api_refuses_what_teal_cannot_do() {
     let mut seeded = seed(2, 1, true);
     seeded.device_statuses = vec![domain::rules::DeviceStatusDef {
         id: 1299,
-        integration_id: 12,
+        integration_id: Integration::Teal.id(),
         status: "DELETED".into(),
         display_name: "Deleted".into(),
     }];

@@ -3,17 +3,16 @@
 //! e-mail, an activation whose answer is lost, and a worker process killed right after its activation POST (the
 //! SIMs are never activated twice). The simulator's call record is the witness.
 
+use domain::Integration;
 use std::time::Duration;
 
+use crate::support::{TestApp, device, provider, row};
 use cli::bench::bench_iccid;
 use serde_json::{Value, json};
 use simulators::Faults;
 use simulators::telegence::ActivationFate;
 use store::Seed;
 use store::seed::{SeedBillingAccount, SeedDevice, SeedImeiRange, SeedRatePlan, SeedTenant};
-use support::{TestApp, device, provider, row};
-
-mod support;
 
 const TELEGENCE: i64 = 30;
 const BAN: &str = "287301234567";
@@ -27,7 +26,7 @@ fn seed(no_line: usize, lines: usize, writes: bool) -> Seed {
     };
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
-        service_providers: vec![provider(TELEGENCE, 6, "app-id", "app-secret", writes)],
+        service_providers: vec![provider(TELEGENCE, Integration::Telegence, "app-id", "app-secret", writes)],
         carrier_rate_plans: ["SOC-1GB", "SOC-5GB"]
             .iter()
             .enumerate()

@@ -2,8 +2,10 @@
 //! SQLite file and simulators, driven through HTTP; outcomes read through the API, the database and the
 //! simulators' call records.
 
+use domain::Integration;
 use std::time::Duration;
 
+use crate::support::{TestApp, account, row};
 use cli::StackConfig;
 use cli::bench::bench_iccid;
 use domain::ids::luhn_check_digit;
@@ -11,9 +13,6 @@ use engine::WorkerConfig;
 use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedRevCustomer, SeedRevService, SeedServiceProvider, SeedTenant};
-use support::{TestApp, row};
-
-mod support;
 
 const POD19: i64 = 10;
 const READ_ONLY: i64 = 11;
@@ -38,17 +37,8 @@ fn other_tenant() -> String {
     bench_iccid(900)
 }
 
-fn sp(id: i64, tenant_id: i64, integration_id: i64, write_is_enabled: bool) -> SeedServiceProvider {
-    SeedServiceProvider {
-        name: format!("sp-{id}"),
-        username: format!("user-{id}"),
-        secret: format!("secret-key-{id}"),
-        client_code: (integration_id == 3).then(|| "acme".to_string()),
-        subscription_key: (integration_id == 3).then(|| "sub-key".to_string()),
-        write_is_enabled,
-        rate_limit_per_second: 100.0,
-        ..SeedServiceProvider::new(id, tenant_id, integration_id)
-    }
+fn sp(id: i64, tenant_id: i64, integration: Integration, write_is_enabled: bool) -> SeedServiceProvider {
+    SeedServiceProvider { write_is_enabled, ..account(id, tenant_id, integration) }
 }
 
 fn device(tenant_id: i64, service_provider_id: i64, iccid: String, status: &str, usage: f64) -> SeedDevice {
@@ -106,11 +96,11 @@ fn test_seed() -> Seed {
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],
         service_providers: vec![
-            sp(POD19, 1, 9, true),
-            sp(READ_ONLY, 1, 1, false),
-            sp(REV, 1, 3, true),
-            sp(ROGERS, 1, 14, true),
-            sp(OTHER_TENANT_SP, 2, 11, true),
+            sp(POD19, 1, Integration::Pod19, true),
+            sp(READ_ONLY, 1, Integration::Jasper, false),
+            sp(REV, 1, Integration::RevIo, true),
+            sp(ROGERS, 1, Integration::Rogers, true),
+            sp(OTHER_TENANT_SP, 2, Integration::TMobileJasper, true),
         ],
         device_statuses: vec![],
         carrier_rate_plans: vec![
@@ -143,7 +133,7 @@ async fn spawn() -> TestApp {
 
 impl TestApp {
     fn token_for(&self, tenant: i64) -> String {
-        support::token_for(tenant, "mallory")
+        crate::support::token_for(tenant, "mallory")
     }
 
     async fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Option<String>, Value) {
@@ -160,16 +150,6 @@ impl TestApp {
         let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = response.json().await.unwrap_or(Value::Null);
         (status, content_type, body)
-    }
-
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let response =
-            self.http.get(format!("{}{path}", self.stack.base_url())).bearer_auth(token).send().await.expect("request");
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn wait_final(&self, id: i64) -> Value {
-        cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id).await.expect("bulk change finishes")
     }
 
     fn cc(&self, sp: i64) -> &simulators::ControlCenterSim {
@@ -1492,10 +1472,10 @@ async fn a_filtered_results_export_read_during_a_run_misses_no_row() {
     const N: usize = 3_000;
     let seed = Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
-        service_providers: vec![support::provider(POD19, 9, "pod19-user", "pod19-key", true)],
-        carrier_rate_plans: vec![support::rate_plan(1, POD19, "RP-1GB", None, None)],
+        service_providers: vec![crate::support::provider(POD19, Integration::Pod19, "pod19-user", "pod19-key", true)],
+        carrier_rate_plans: vec![crate::support::rate_plan(1, POD19, "RP-1GB", None, None)],
         devices: (0..N)
-            .map(|i| support::device(POD19, bench_iccid(200_000 + i), "ACTIVATION_READY", Some("RP-1GB")))
+            .map(|i| crate::support::device(POD19, bench_iccid(200_000 + i), "ACTIVATION_READY", Some("RP-1GB")))
             .collect(),
         ..Seed::default()
     };

@@ -2,14 +2,13 @@
 //! submitted with `--watch`, the results exported as CSV, a failing row making the exit code non-zero, and the same
 //! submission sent again with its key returning the same bulk change.
 
+use domain::Integration;
 use std::process::Output;
 
+use crate::support::TestApp;
 use cli::bench::bench_iccid;
 use store::Seed;
 use store::seed::{SeedDevice, SeedServiceProvider, SeedTenant};
-use support::TestApp;
-
-mod support;
 
 const POD19: i64 = 10;
 const DEVICES: usize = 1000;
@@ -22,7 +21,7 @@ fn seed() -> Seed {
             username: "user".into(),
             secret: "secret-key".into(),
             rate_limit_per_second: 2000.0,
-            ..SeedServiceProvider::new(POD19, 1, 9)
+            ..SeedServiceProvider::new(POD19, 1, Integration::Pod19.id())
         }],
         devices: (0..DEVICES).map(|i| SeedDevice::new(1, POD19, bench_iccid(8000 + i), "ACTIVATION_READY")).collect(),
         ..Default::default()

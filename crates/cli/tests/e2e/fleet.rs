@@ -2,18 +2,17 @@
 //! account's pace, a dead worker's rows are taken over within about a lease, and a small bulk change is not held
 //! behind a large one.
 
+use domain::Integration;
 use std::time::Duration;
 
+use crate::support::TestApp;
 use cli::StackConfig;
 use cli::bench::bench_iccid;
 use engine::WorkerConfig;
 use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedServiceProvider, SeedTenant};
-use support::TestApp;
 use tokio::time::Instant;
-
-mod support;
 
 const POD19: i64 = 10;
 
@@ -29,7 +28,7 @@ fn seed(devices: usize, rate: f64) -> Seed {
             username: "user".into(),
             secret: "secret-key".into(),
             rate_limit_per_second: rate,
-            ..SeedServiceProvider::new(POD19, 1, 9)
+            ..SeedServiceProvider::new(POD19, 1, Integration::Pod19.id())
         }],
         device_statuses: vec![],
         carrier_rate_plans: vec![],
@@ -49,10 +48,6 @@ fn activation(devices: impl Iterator<Item = usize>) -> Value {
 }
 
 impl TestApp {
-    async fn wait_final(&self, id: i64) -> Value {
-        cli::demo::wait_final(&self.http, &self.stack.base_url(), &self.token, id).await.expect("finishes")
-    }
-
     fn second_worker(&self, name: &str) -> tokio::task::JoinHandle<()> {
         let config = WorkerConfig { worker_id: name.into(), ..self.stack.config.worker.clone() };
         self.stack.spawn_worker(config).expect("worker")

@@ -2,15 +2,14 @@
 //! colleagues and retrying clients do. Every device is changed once on the simulator, one Rev.io line per device,
 //! one retry at a time, and a repeated request with its `Idempotency-Key` writes nothing.
 
+use domain::Integration;
 use std::collections::BTreeMap;
 
+use crate::support::{TestApp, account};
 use cli::bench::bench_iccid;
 use serde_json::{Value, json};
 use store::Seed;
-use store::seed::{SeedDevice, SeedRevCustomer, SeedServiceProvider, SeedTenant, SeedThingSpace};
-use support::TestApp;
-
-mod support;
+use store::seed::{SeedDevice, SeedRevCustomer, SeedServiceProvider, SeedTenant};
 
 const POD19: i64 = 10;
 const REV: i64 = 12;
@@ -22,26 +21,15 @@ fn device(i: usize) -> String {
 }
 
 fn seed() -> Seed {
-    let sp = |id, integration_id: i64| SeedServiceProvider {
-        name: format!("sp-{id}"),
-        username: format!("user-{id}"),
-        secret: format!("secret-key-{id}"),
-        client_code: (integration_id == 3).then(|| "acme".to_string()),
-        subscription_key: (integration_id == 3).then(|| "sub-key".to_string()),
-        rate_limit_per_second: 1000.0,
-        thing_space: (integration_id == 4).then(|| SeedThingSpace {
-            app_key: "app-key".into(),
-            app_secret: "app-secret".into(),
-            account_name: "0868924207-00001".into(),
-            callback_username: "callback-user".into(),
-            callback_password: "callback-password".into(),
-        }),
-        ..SeedServiceProvider::new(id, 1, integration_id)
-    };
+    let sp = |id, integration| SeedServiceProvider { rate_limit_per_second: 1000.0, ..account(id, 1, integration) };
     let plan = |id, code: &str, mb| store::seed::SeedRatePlan::new(id, POD19, code, mb, mb / 100.0);
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
-        service_providers: vec![sp(POD19, 9), sp(REV, 3), sp(TS, 4)],
+        service_providers: vec![
+            sp(POD19, Integration::Pod19),
+            sp(REV, Integration::RevIo),
+            sp(TS, Integration::ThingSpace),
+        ],
         device_statuses: vec![],
         carrier_rate_plans: vec![plan(1, "RP-1GB", 1024.0), plan(2, "RP-5GB", 5120.0)],
         rev_customers: vec![SeedRevCustomer {
@@ -198,7 +186,7 @@ async fn two_users_activating_the_same_devices_at_once_send_one_change_per_devic
     let devices: Vec<String> = (0..DEVICES).map(device).collect();
     let body = json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": devices,
                       "StatusUpdate": {"TargetStatus": "Active"}});
-    let (alice, bob) = (support::token_for(1, "alice"), support::token_for(1, "bob"));
+    let (alice, bob) = (crate::support::token_for(1, "alice"), crate::support::token_for(1, "bob"));
     let (first, second) = tokio::join!(
         app.post_as("/M2M/BulkChange", &body, &alice, None),
         app.post_as("/M2M/BulkChange", &body, &bob, None)
@@ -535,7 +523,7 @@ async fn unknown_fields_are_reported_capped() {
 #[tokio::test]
 async fn tokens_without_exp_not_yet_valid_or_without_a_user_are_401() {
     let app = spawn().await;
-    let key = jsonwebtoken::EncodingKey::from_secret(support::JWT_SECRET.as_bytes()).expect("key");
+    let key = jsonwebtoken::EncodingKey::from_secret(crate::support::JWT_SECRET.as_bytes()).expect("key");
     let now = chrono::Utc::now().timestamp();
     let sign = |claims: Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("sign");
     for (claims, why) in [
