@@ -4,49 +4,31 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Carrier and billing API families, with the ids of the platform's Integration table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Carrier and billing API families, with the ids of the platform's Integration table (the discriminants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::FromRepr, strum::IntoStaticStr)]
 #[serde(try_from = "i64", into = "i64")]
+#[repr(i64)]
 pub enum Integration {
-    Jasper,
-    RevIo,
-    ThingSpace,
-    Telegence,
-    Pod19,
-    TMobileJasper,
-    Teal,
-    Pond,
-    Rogers,
+    Jasper = 1,
+    #[strum(serialize = "Rev.io")]
+    RevIo = 3,
+    ThingSpace = 4,
+    Telegence = 6,
+    #[strum(serialize = "POD19")]
+    Pod19 = 9,
+    TMobileJasper = 11,
+    Teal = 12,
+    Pond = 13,
+    Rogers = 14,
 }
 
 impl Integration {
     pub fn id(self) -> i64 {
-        match self {
-            Integration::Jasper => 1,
-            Integration::RevIo => 3,
-            Integration::ThingSpace => 4,
-            Integration::Telegence => 6,
-            Integration::Pod19 => 9,
-            Integration::TMobileJasper => 11,
-            Integration::Teal => 12,
-            Integration::Pond => 13,
-            Integration::Rogers => 14,
-        }
+        self as i64
     }
 
     pub fn from_id(id: i64) -> Option<Self> {
-        Some(match id {
-            1 => Integration::Jasper,
-            3 => Integration::RevIo,
-            4 => Integration::ThingSpace,
-            6 => Integration::Telegence,
-            9 => Integration::Pod19,
-            11 => Integration::TMobileJasper,
-            12 => Integration::Teal,
-            13 => Integration::Pond,
-            14 => Integration::Rogers,
-            _ => return None,
-        })
+        Self::from_repr(id)
     }
 
     /// Jasper, POD19, T-Mobile and Rogers all speak Control Center REST.
@@ -55,17 +37,7 @@ impl Integration {
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Integration::Jasper => "Jasper",
-            Integration::RevIo => "Rev.io",
-            Integration::ThingSpace => "ThingSpace",
-            Integration::Telegence => "Telegence",
-            Integration::Pod19 => "POD19",
-            Integration::TMobileJasper => "TMobileJasper",
-            Integration::Teal => "Teal",
-            Integration::Pond => "Pond",
-            Integration::Rogers => "Rogers",
-        }
+        self.into()
     }
 }
 
@@ -88,62 +60,33 @@ impl fmt::Display for Integration {
     }
 }
 
-/// What a bulk change does to each device; numbers as in the seeds (`ChangeType` in requests).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a bulk change does to each device; numbers as in the seeds (`ChangeType` in requests), the discriminants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::FromRepr, strum::IntoStaticStr)]
+#[repr(i64)]
 pub enum ChangeType {
-    CustomerAssignment,
-    ActivateNewService,
-    StatusUpdate,
-    CustomerRatePlanChange,
-    Archival,
-    EditUsername,
-    CarrierRatePlanChange,
-    ChangeIccidOrImei,
-    DeleteDevice,
+    CustomerAssignment = 1,
+    ActivateNewService = 2,
+    StatusUpdate = 3,
+    CustomerRatePlanChange = 4,
+    Archival = 5,
+    EditUsername = 6,
+    CarrierRatePlanChange = 7,
+    #[strum(serialize = "ChangeICCIDorIMEI")]
+    ChangeIccidOrImei = 8,
+    DeleteDevice = 9,
 }
 
 impl ChangeType {
     pub fn number(self) -> i64 {
-        match self {
-            ChangeType::CustomerAssignment => 1,
-            ChangeType::ActivateNewService => 2,
-            ChangeType::StatusUpdate => 3,
-            ChangeType::CustomerRatePlanChange => 4,
-            ChangeType::Archival => 5,
-            ChangeType::EditUsername => 6,
-            ChangeType::CarrierRatePlanChange => 7,
-            ChangeType::ChangeIccidOrImei => 8,
-            ChangeType::DeleteDevice => 9,
-        }
+        self as i64
     }
 
     pub fn from_number(n: i64) -> Option<Self> {
-        Some(match n {
-            1 => ChangeType::CustomerAssignment,
-            2 => ChangeType::ActivateNewService,
-            3 => ChangeType::StatusUpdate,
-            4 => ChangeType::CustomerRatePlanChange,
-            5 => ChangeType::Archival,
-            6 => ChangeType::EditUsername,
-            7 => ChangeType::CarrierRatePlanChange,
-            8 => ChangeType::ChangeIccidOrImei,
-            9 => ChangeType::DeleteDevice,
-            _ => return None,
-        })
+        Self::from_repr(n)
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            ChangeType::CustomerAssignment => "CustomerAssignment",
-            ChangeType::ActivateNewService => "ActivateNewService",
-            ChangeType::StatusUpdate => "StatusUpdate",
-            ChangeType::CustomerRatePlanChange => "CustomerRatePlanChange",
-            ChangeType::Archival => "Archival",
-            ChangeType::EditUsername => "EditUsername",
-            ChangeType::CarrierRatePlanChange => "CarrierRatePlanChange",
-            ChangeType::ChangeIccidOrImei => "ChangeICCIDorIMEI",
-            ChangeType::DeleteDevice => "DeleteDevice",
-        }
+        self.into()
     }
 
     /// The request block that must accompany this change type, if any.
@@ -173,24 +116,28 @@ impl fmt::Display for ChangeType {
     }
 }
 
+/// A status as its text (`as_str`, `parse`, `Display`, serde) and every value (`ALL`), derived by strum from the
+/// variant names in SCREAMING_SNAKE_CASE.
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumString, strum::IntoStaticStr,
+            strum::Display, strum::VariantArray,
+        )]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
+            $($variant),+
         }
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub const ALL: &'static [$name] = <$name as strum::VariantArray>::VARIANTS;
             pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
+                self.into()
             }
             pub fn parse(s: &str) -> Option<Self> {
-                match s { $($text => Some($name::$variant),)+ _ => None }
+                s.parse().ok()
             }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
         }
     };
 }
@@ -198,12 +145,12 @@ macro_rules! string_enum {
 string_enum!(
     /// Status of a whole bulk change; derived from its rows once they are final.
     BulkStatus {
-        New => "NEW",
-        Processing => "PROCESSING",
-        Processed => "PROCESSED",
-        Error => "ERROR",
-        Scheduled => "SCHEDULED",
-        Cancelled => "CANCELLED",
+        New,
+        Processing,
+        Processed,
+        Error,
+        Scheduled,
+        Cancelled,
     }
 );
 
@@ -216,13 +163,13 @@ impl BulkStatus {
 string_enum!(
     /// Status of one device's change row. A final status is written once.
     RowStatus {
-        Pending => "PENDING",
-        Processing => "PROCESSING",
-        Processed => "PROCESSED",
-        ApiFailed => "API_FAILED",
-        Error => "ERROR",
-        Scheduled => "SCHEDULED",
-        Cancelled => "CANCELLED",
+        Pending,
+        Processing,
+        Processed,
+        ApiFailed,
+        Error,
+        Scheduled,
+        Cancelled,
     }
 );
 
@@ -319,5 +266,20 @@ mod tests {
         }
         assert!(Integration::Pod19.is_jasper_family());
         assert!(!Integration::ThingSpace.is_jasper_family());
+        assert_eq!(Integration::from_id(2), None);
+        assert_eq!((Integration::RevIo.name(), Integration::Pod19.to_string()), ("Rev.io", "POD19".to_string()));
+    }
+
+    #[test]
+    fn statuses_read_and_write_as_their_screaming_snake_case_names() {
+        let texts: Vec<&str> = RowStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(texts, ["PENDING", "PROCESSING", "PROCESSED", "API_FAILED", "ERROR", "SCHEDULED", "CANCELLED"]);
+        for status in RowStatus::ALL {
+            assert_eq!(RowStatus::parse(status.as_str()), Some(*status));
+            assert_eq!(serde_json::to_string(status).expect("json"), format!("\"{status}\""));
+        }
+        assert_eq!(BulkStatus::parse("NEW"), Some(BulkStatus::New));
+        assert_eq!(BulkStatus::parse("New"), None, "exact text only");
+        assert_eq!(ChangeType::ChangeIccidOrImei.to_string(), "ChangeICCIDorIMEI (8)");
     }
 }
