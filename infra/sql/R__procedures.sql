@@ -728,7 +728,7 @@ CREATE PROCEDURE dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
     @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL, @NewMSISDN NVARCHAR(20) = NULL, @IpAddress NVARCHAR(64) = NULL,
-    @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
+    @HistoryDetails NVARCHAR(MAX) = NULL, @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
@@ -775,7 +775,7 @@ BEGIN
             IF @@ROWCOUNT = 0
                 INSERT INTO dbo.Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
                 VALUES (@DeviceId, @TenantId, @RevCustomerId, 1, 0, @ProcessedBy, @Now);
-            DECLARE @HistoryDetails NVARCHAR(MAX) = N'Assigned to Rev customer ' + @RevCustomerId;
+            IF @HistoryDetails IS NOT NULL
             EXEC dbo.usp_UpdateCrossProviderDeviceHistory @TenantId = @TenantId, @DeviceId = @DeviceId, @BulkChangeId = @BulkChangeId,
                  @Action = N'CustomerAssignment', @Details = @HistoryDetails, @ActionBy = @ProcessedBy, @Now = @Now;
         END
@@ -805,19 +805,21 @@ BEGIN
     BEGIN TRANSACTION;
     INSERT INTO dbo.CompletionWork (GroupId, Seq, TenantId, BulkChangeId, RowId, Mobility, Status, StatusDetails, NewDeviceStatusId, CarrierRatePlan,
                                     CommunicationPlan, RevCustomerId, Username, Archive, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB,
-                                    NewICCID, NewIMEI, NewMSISDN, IpAddress, Now, DeviceId, Completed)
+                                    NewICCID, NewIMEI, NewMSISDN, IpAddress, HistoryDetails, Now, DeviceId, Completed)
     SELECT @G, j.Seq, j.TenantId, j.BulkChangeId, j.RowId, CASE WHEN b.PortalTypeId = 2 THEN 1 ELSE 0 END, j.Status, CASE WHEN CHARINDEX(N'%', j.StatusDetails) > 0 THEN dbo.fn_JsonText(j.StatusDetails) ELSE j.StatusDetails END,
            j.NewDeviceStatusId, CASE WHEN CHARINDEX(N'%', j.CarrierRatePlan) > 0 THEN dbo.fn_JsonText(j.CarrierRatePlan) ELSE j.CarrierRatePlan END, CASE WHEN CHARINDEX(N'%', j.CommunicationPlan) > 0 THEN dbo.fn_JsonText(j.CommunicationPlan) ELSE j.CommunicationPlan END,
            CASE WHEN CHARINDEX(N'%', j.RevCustomerId) > 0 THEN dbo.fn_JsonText(j.RevCustomerId) ELSE j.RevCustomerId END, CASE WHEN CHARINDEX(N'%', j.Username) > 0 THEN dbo.fn_JsonText(j.Username) ELSE j.Username END, j.Archive, j.CustomerRatePlanId, j.CustomerRatePoolId,
            j.CustomerDataAllocationMB, CASE WHEN CHARINDEX(N'%', j.NewICCID) > 0 THEN dbo.fn_JsonText(j.NewICCID) ELSE j.NewICCID END, CASE WHEN CHARINDEX(N'%', j.NewIMEI) > 0 THEN dbo.fn_JsonText(j.NewIMEI) ELSE j.NewIMEI END, CASE WHEN CHARINDEX(N'%', j.NewMSISDN) > 0 THEN dbo.fn_JsonText(j.NewMSISDN) ELSE j.NewMSISDN END,
-           CASE WHEN CHARINDEX(N'%', j.IpAddress) > 0 THEN dbo.fn_JsonText(j.IpAddress) ELSE j.IpAddress END, j.Now, NULL, 0
+           CASE WHEN CHARINDEX(N'%', j.IpAddress) > 0 THEN dbo.fn_JsonText(j.IpAddress) ELSE j.IpAddress END,
+           CASE WHEN CHARINDEX(N'%', j.HistoryDetails) > 0 THEN dbo.fn_JsonText(j.HistoryDetails) ELSE j.HistoryDetails END, j.Now, NULL, 0
     FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', TenantId BIGINT '$.TenantId', BulkChangeId BIGINT '$.BulkChangeId', RowId BIGINT '$.RowId',
              Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails', NewDeviceStatusId BIGINT '$.NewDeviceStatusId',
              CarrierRatePlan NVARCHAR(MAX) '$.CarrierRatePlan', CommunicationPlan NVARCHAR(MAX) '$.CommunicationPlan',
              RevCustomerId NVARCHAR(MAX) '$.RevCustomerId', Username NVARCHAR(MAX) '$.Username', Archive BIT '$.Archive',
              CustomerRatePlanId BIGINT '$.CustomerRatePlanId', CustomerRatePoolId BIGINT '$.CustomerRatePoolId',
              CustomerDataAllocationMB FLOAT '$.CustomerDataAllocationMB', NewICCID NVARCHAR(MAX) '$.NewICCID', NewIMEI NVARCHAR(MAX) '$.NewIMEI',
-             NewMSISDN NVARCHAR(MAX) '$.NewMSISDN', IpAddress NVARCHAR(MAX) '$.IpAddress', Now DATETIME2 '$.Now') AS j
+             NewMSISDN NVARCHAR(MAX) '$.NewMSISDN', IpAddress NVARCHAR(MAX) '$.IpAddress', HistoryDetails NVARCHAR(MAX) '$.HistoryDetails',
+             Now DATETIME2 '$.Now') AS j
     LEFT JOIN dbo.DeviceBulkChange b ON b.Id = j.BulkChangeId;
     -- The lock usp_DeviceBulkChange_RenewLeases takes, per bulk change, in order: a renewal's one statement over
     -- all the worker's rows and this group's statements would otherwise lock the same rows in other orders.
@@ -892,9 +894,9 @@ BEGIN
     WHERE r.GroupId = @G AND r.Completed = 1 AND r.RevCustomerId IS NOT NULL AND r.DeviceId IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM dbo.Device_Tenant t WHERE t.DeviceId = r.DeviceId AND t.TenantId = r.TenantId);
     INSERT INTO dbo.DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
-    SELECT d.Id, r.TenantId, r.BulkChangeId, N'CustomerAssignment', N'Assigned to Rev customer ' + r.RevCustomerId, @ProcessedBy, r.Now
+    SELECT d.Id, r.TenantId, r.BulkChangeId, N'CustomerAssignment', r.HistoryDetails, @ProcessedBy, r.Now
     FROM dbo.CompletionWork r JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
-    WHERE r.GroupId = @G AND r.Completed = 1 AND r.RevCustomerId IS NOT NULL
+    WHERE r.GroupId = @G AND r.Completed = 1 AND r.RevCustomerId IS NOT NULL AND r.HistoryDetails IS NOT NULL
     ORDER BY r.Seq;
     UPDATE dbo.Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = @ProcessedBy,
         ModifiedDate = (SELECT MAX(r.Now) FROM dbo.CompletionWork r WHERE r.GroupId = @G AND r.Completed = 1
@@ -1123,7 +1125,7 @@ CREATE PROCEDURE dbo.usp_DeviceBulkChange_Archival_ArchiveDevices
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
     @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL, @NewMSISDN NVARCHAR(20) = NULL, @IpAddress NVARCHAR(64) = NULL,
-    @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
+    @HistoryDetails NVARCHAR(MAX) = NULL, @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @BulkChangeId = @BulkChangeId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
@@ -1131,7 +1133,7 @@ BEGIN
          @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
          @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
          @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI, @NewMSISDN = @NewMSISDN, @IpAddress = @IpAddress,
-         @ProcessedBy = @ProcessedBy, @Now = @Now;
+         @HistoryDetails = @HistoryDetails, @ProcessedBy = @ProcessedBy, @Now = @Now;
 END
 GO
 
@@ -1145,7 +1147,7 @@ CREATE PROCEDURE dbo.usp_DeviceBulkChange_CustomerRatePlanChange_UpdateDevices
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
     @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL, @NewMSISDN NVARCHAR(20) = NULL, @IpAddress NVARCHAR(64) = NULL,
-    @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
+    @HistoryDetails NVARCHAR(MAX) = NULL, @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @BulkChangeId = @BulkChangeId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
@@ -1153,7 +1155,7 @@ BEGIN
          @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
          @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
          @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI, @NewMSISDN = @NewMSISDN, @IpAddress = @IpAddress,
-         @ProcessedBy = @ProcessedBy, @Now = @Now;
+         @HistoryDetails = @HistoryDetails, @ProcessedBy = @ProcessedBy, @Now = @Now;
 END
 GO
 
@@ -1167,7 +1169,7 @@ CREATE PROCEDURE dbo.usp_DeviceBulkChange_RevService_UpdateM2MChange
     @RevCustomerId NVARCHAR(100) = NULL, @Username NVARCHAR(200) = NULL, @Archive BIT = 0,
     @CustomerRatePlanId BIGINT = NULL, @CustomerRatePoolId BIGINT = NULL, @CustomerDataAllocationMB FLOAT = NULL,
     @NewICCID NVARCHAR(25) = NULL, @NewIMEI NVARCHAR(20) = NULL, @NewMSISDN NVARCHAR(20) = NULL, @IpAddress NVARCHAR(64) = NULL,
-    @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
+    @HistoryDetails NVARCHAR(MAX) = NULL, @ProcessedBy NVARCHAR(100), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     EXEC dbo.usp_DeviceBulkChange_StatusUpdate_UpdateDeviceRecords @TenantId = @TenantId, @BulkChangeId = @BulkChangeId, @ChangeDetailId = @ChangeDetailId, @Worker = @Worker, @Status = @Status,
@@ -1175,7 +1177,7 @@ BEGIN
          @CommunicationPlan = @CommunicationPlan, @RevCustomerId = @RevCustomerId, @Username = @Username, @Archive = @Archive,
          @CustomerRatePlanId = @CustomerRatePlanId, @CustomerRatePoolId = @CustomerRatePoolId,
          @CustomerDataAllocationMB = @CustomerDataAllocationMB, @NewICCID = @NewICCID, @NewIMEI = @NewIMEI, @NewMSISDN = @NewMSISDN, @IpAddress = @IpAddress,
-         @ProcessedBy = @ProcessedBy, @Now = @Now;
+         @HistoryDetails = @HistoryDetails, @ProcessedBy = @ProcessedBy, @Now = @Now;
 END
 GO
 

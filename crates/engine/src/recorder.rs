@@ -13,7 +13,7 @@ use crate::ports::{Completion, LogEntry, StoreError, StoreResult};
 
 enum Write {
     Log(LogEntry, oneshot::Sender<StoreResult<()>>),
-    Complete(Completion, oneshot::Sender<StoreResult<bool>>),
+    Complete(Box<Completion>, oneshot::Sender<StoreResult<bool>>),
 }
 
 /// The writer of one worker. `batch` ≤ 1: every write goes straight to the store, as before group commit.
@@ -57,7 +57,7 @@ impl Recorder {
                 .await;
         }
         let (done, answer) = oneshot::channel();
-        self.send(Write::Complete(completion, done)).await?;
+        self.send(Write::Complete(Box::new(completion), done)).await?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 
@@ -125,7 +125,7 @@ async fn flush(store: &dyn Outcomes, group: Vec<Write>) {
         }
     }
     if !completions.is_empty() {
-        let rows: Vec<Completion> = completions.iter().map(|(c, _)| c.clone()).collect();
+        let rows: Vec<Completion> = completions.iter().map(|(c, _)| Completion::clone(c)).collect();
         let started = std::time::Instant::now();
         let written = store.complete_rows(&rows).await;
         tracing::debug!(

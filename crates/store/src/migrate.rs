@@ -59,6 +59,12 @@ pub const SCRIPTS: &[Script] = &[
         sql: include_str!("../../../infra/sql/004_claim_index.sql"),
     },
     Script {
+        name: "005_history_details.sql",
+        version: Some(5),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/005_history_details.sql"),
+    },
+    Script {
         name: "R__procedures.sql",
         version: None,
         transactional: true,

@@ -258,3 +258,28 @@ async fn a_failing_step_leaves_nothing_and_an_edited_step_is_refused() {
     engine::ports::Store::close(&store).await;
     db.drop_database().await;
 }
+
+#[tokio::test]
+#[ignore = "needs a T-SQL server"]
+async fn history_entries_are_written_as_given() {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let (db, store) = empty("history").await;
+    store.migrate(None).await.expect("migrate");
+    assert!(store.load_seed(&contract_seed()).await.expect("seed"));
+    let (id, texts) = contract::history_entries_are_written_as_given(&store).await;
+    let config = tiberius::Config::from_ado_string(&db.url).expect("connection string");
+    let tcp = tokio::net::TcpStream::connect(config.get_addr()).await.expect("connect");
+    let mut client = tiberius::Client::connect(config, tcp.compat_write()).await.expect("login");
+    let rows = client
+        .query("SELECT Details FROM dbo.DeviceActionHistory WHERE BulkChangeId = @P1 ORDER BY Details", &[&id])
+        .await
+        .expect("query")
+        .into_first_result()
+        .await
+        .expect("rows");
+    let found: Vec<String> = rows.iter().filter_map(|r| r.get::<&str, _>(0).map(str::to_string)).collect();
+    assert_eq!(found, texts);
+    drop(client);
+    engine::ports::Store::close(&store).await;
+    db.drop_database().await;
+}

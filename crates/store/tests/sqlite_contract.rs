@@ -110,3 +110,16 @@ async fn two_connections_booking_one_pace_at_once_never_exceed_its_rate() {
     assert!(slots.len() as f64 >= rate * 3.5, "the pace is used: {} slots in 4 s", slots.len());
     assert!(slots.windows(2).all(|w| w[1] - w[0] >= 1.0 / rate - 1e-5), "no slot granted twice");
 }
+
+#[tokio::test]
+async fn history_entries_are_written_as_given() {
+    let (dir, store) = fresh().await;
+    let (id, texts) = contract::history_entries_are_written_as_given(&store).await;
+    let conn = rusqlite::Connection::open(dir.path().join("contract.db")).expect("open");
+    let mut stmt = conn
+        .prepare("SELECT Details FROM DeviceActionHistory WHERE BulkChangeId = ?1 ORDER BY Details")
+        .expect("prepare");
+    let found: Vec<String> =
+        stmt.query_map([id], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("read");
+    assert_eq!(found, texts);
+}

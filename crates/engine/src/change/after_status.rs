@@ -6,7 +6,7 @@ use domain::rules::DeviceRecord;
 
 use super::rev_service;
 use crate::job::Job;
-use crate::ports::{DeviceChangeRow, RowOutcome};
+use crate::ports::{DeviceChangeRow, DeviceUpdate, RowOutcome};
 
 /// After the carrier change: the optional Rev.io service line, then the Rev customer assignment.
 pub(crate) async fn rev_io_steps(
@@ -38,7 +38,9 @@ pub(crate) async fn rev_io_steps(
                 ));
             }
             Ok(_) => {
-                outcome.device_update.rev_customer_id = Some(account.clone());
+                let assigned = DeviceUpdate::assigned_to(account);
+                outcome.device_update.rev_customer_id = assigned.rev_customer_id;
+                outcome.device_update.history = assigned.history;
                 outcome.details.push_str(&format!("; assigned to Rev customer {account}"));
             }
             Err(e) => outcome.details.push_str(&format!("; Rev customer not assigned: {e}")),

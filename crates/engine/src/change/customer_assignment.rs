@@ -72,8 +72,8 @@ pub(crate) async fn assign(
     customer: &str,
     moved_plan: Option<RowOutcome>,
 ) -> RowOutcome {
-    let mut details = format!("Assigned to Rev customer {customer}");
-    let mut update = DeviceUpdate { rev_customer_id: Some(customer.to_string()), ..DeviceUpdate::default() };
+    let mut update = DeviceUpdate::assigned_to(customer);
+    let mut details = update.history.clone().unwrap_or_default();
     if let Some(moved) = moved_plan {
         details.push_str(&format!("; {}", moved.details));
         update.carrier_rate_plan = moved.device_update.carrier_rate_plan;

@@ -292,9 +292,20 @@ pub struct DeviceUpdate {
     /// The number and address a carrier assigned at activation (ThingSpace).
     pub msisdn: Option<String>,
     pub ip_address: Option<String>,
+    /// The device's history entry this change writes, as the user reads it (with a Rev customer assignment).
+    pub history: Option<String>,
 }
 
 impl DeviceUpdate {
+    /// The device goes to Rev customer `customer`: `Device_Tenant` and a history entry that says so.
+    pub fn assigned_to(customer: &str) -> Self {
+        Self {
+            rev_customer_id: Some(customer.to_string()),
+            history: Some(format!("Assigned to Rev customer {customer}")),
+            ..Self::default()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self == &DeviceUpdate::default()
     }

@@ -251,3 +251,28 @@ pub async fn audit_log_is_kept_per_row_and_scoped(store: &dyn Store) {
     assert_eq!(store.logs(TENANT, id).await.expect("logs"), vec![entry]);
     assert!(store.logs(OTHER_TENANT, id).await.expect("logs").is_empty());
 }
+
+/// A Rev customer assignment writes the device's history entry with the text the engine built
+/// (`DeviceUpdate::history`), not one of the store's own: one completed alone, one in a group. No port reads the
+/// history, so each adapter's test reads it back; this returns the bulk change and the texts it should find.
+pub async fn history_entries_are_written_as_given(store: &dyn Store) -> (i64, [String; 2]) {
+    let id = new_bulk(store).await;
+    let rows = store.claim_rows(id, "a", 2, Duration::from_secs(60), t(0)).await.expect("claim");
+    let texts = ["Assigned to Rev customer 1001 (alone)".to_string(), "Assigned to Rev customer 1001 (grouped)".into()];
+    let outcome = |history: &str| RowOutcome {
+        status: RowStatus::Processed,
+        details: "assigned".into(),
+        device_update: DeviceUpdate { history: Some(history.into()), ..DeviceUpdate::assigned_to("1001") },
+    };
+    assert!(store.complete_row(TENANT, id, rows[0].id, "a", &outcome(&texts[0]), t(1)).await.expect("complete"));
+    let grouped = Completion {
+        tenant_id: TENANT,
+        bulk_change_id: id,
+        row_id: rows[1].id,
+        worker: "a".into(),
+        outcome: outcome(&texts[1]),
+        now: t(1),
+    };
+    assert_eq!(store.complete_rows(&[grouped]).await.expect("complete group"), [true]);
+    (id, texts)
+}

@@ -575,7 +575,7 @@ fn complete_call(c: &Completion) -> String {
               @Status = @P4, @StatusDetails = @P5, @NewDeviceStatusId = @P6, @CarrierRatePlan = @P7, @CommunicationPlan = @P8,
               @RevCustomerId = @P9, @Username = @P10, @Archive = @P11, @ProcessedBy = @P12, @Now = @P13,
               @CustomerRatePlanId = @P14, @CustomerRatePoolId = @P15, @CustomerDataAllocationMB = @P16,
-              @NewICCID = @P17, @NewIMEI = @P18, @NewMSISDN = @P20, @IpAddress = @P21;"
+              @NewICCID = @P17, @NewIMEI = @P18, @NewMSISDN = @P20, @IpAddress = @P21, @HistoryDetails = @P22;"
     )
 }
 
@@ -603,6 +603,7 @@ fn bind_completion(q: &mut Query<'_>, c: &Completion) {
     q.bind(c.bulk_change_id);
     q.bind(u.msisdn.clone());
     q.bind(u.ip_address.clone());
+    q.bind(u.history.clone());
 }
 
 /// One row of `usp_DeviceBulkChange_CompleteRows`'s `@RowsJson`.
@@ -618,7 +619,7 @@ fn completion_json(seq: usize, c: &Completion) -> serde_json::Value {
         "Username": text(&u.username), "Archive": u.archive, "CustomerRatePlanId": plan.customer_rate_plan_id,
         "CustomerRatePoolId": plan.customer_rate_pool_id, "CustomerDataAllocationMB": plan.data_allocation_mb,
         "NewICCID": text(&u.iccid), "NewIMEI": text(&u.imei), "NewMSISDN": text(&u.msisdn),
-        "IpAddress": text(&u.ip_address), "Now": json_date(c.now),
+        "IpAddress": text(&u.ip_address), "HistoryDetails": text(&u.history), "Now": json_date(c.now),
     })
 }
 

@@ -125,12 +125,14 @@ fn complete_in(tx: &rusqlite::Transaction<'_>, c: &Completion) -> Result<bool, S
                     params![row_id, tenant_id, customer, PROCESSED_BY, now],
                 )
                 .map_err(db("assign device to customer"))?;
-        tx.execute(
+        if let Some(details) = &u.history {
+            tx.execute(
                     &format!("INSERT INTO DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
                      SELECT DeviceId, ?2, BulkChangeId, 'CustomerAssignment', ?3, ?4, ?5 FROM {table} WHERE Id = ?1 AND DeviceId IS NOT NULL"),
-                    params![row_id, tenant_id, format!("Assigned to Rev customer {customer}"), PROCESSED_BY, now],
+                    params![row_id, tenant_id, details, PROCESSED_BY, now],
                 )
                 .map_err(db("record device action"))?;
+        }
     }
     tx.execute(
         "UPDATE Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedBy = ?2, ModifiedDate = ?3
