@@ -107,8 +107,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db("enable WAL"))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db("set synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db("enable foreign keys"))?;
-        conn.execute_batch(SCHEMA).map_err(db("apply schema"))?;
-        migrate(&conn)?;
+        migrate(&mut conn)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)), round_trips: Arc::default() })
     }
 
@@ -554,7 +553,7 @@ impl Store for SqliteStore {}
 mod queue;
 mod schema;
 pub use queue::SqliteQueue;
-use schema::{SCHEMA, migrate};
+use schema::migrate;
 mod bulk_changes;
 mod carrier_waits;
 mod devices;
