@@ -283,3 +283,25 @@ async fn history_entries_are_written_as_given() {
     engine::ports::Store::close(&store).await;
     db.drop_database().await;
 }
+
+/// A pooled connection the server closed while it idled is checked (`SELECT 1`) before it is handed out again,
+/// and replaced: the next call succeeds on a new session instead of failing on the dead one.
+#[tokio::test]
+#[ignore = "needs a T-SQL server"]
+async fn a_pooled_connection_closed_while_idle_is_replaced_not_used() {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let db = ScratchDatabase::create(&server_url(), "idle").await.expect("create a scratch database");
+    let store = MssqlStore::connect(&db.url, 1).await.expect("connect");
+    let first = store.session_id_for_tests().await.expect("first session");
+    let config = tiberius::Config::from_ado_string(&db.url).expect("connection string");
+    let tcp = tokio::net::TcpStream::connect(config.get_addr()).await.expect("connect");
+    let mut admin = tiberius::Client::connect(config, tcp.compat_write()).await.expect("login");
+    admin.simple_query(format!("KILL {first}")).await.expect("kill").into_results().await.expect("killed");
+    drop(admin);
+    // The check runs for a connection idle at least this long.
+    tokio::time::sleep(store::mssql::CHECK_IDLE_AFTER + std::time::Duration::from_millis(500)).await;
+    let second = store.session_id_for_tests().await.expect("the call after the kill succeeds");
+    assert_ne!(first, second, "a new session");
+    engine::ports::Store::close(&store).await;
+    db.drop_database().await;
+}

@@ -5,7 +5,7 @@
 //! native-tls/OpenSSL: one TLS implementation in the Lambda binaries and no system library to ship.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -14,7 +14,6 @@ use domain::{BulkStatus, ChangeType, DeviceAttribute, Integration, PortalType, R
 use engine::ports::*;
 use tiberius::{Client, Config, Query, Row};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, Semaphore};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use crate::secrets::{SecretReferences, SecretSource};
@@ -64,20 +63,10 @@ fn utc(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
     t.map(|n| n.and_utc())
 }
 
-/// A few connections, opened on demand and reused; a connection that saw an error is dropped, not reused. A
-/// connection idle for longer than `CHECK_IDLE_AFTER` (the Lambda environment may have been frozen meanwhile, and
-/// the server or a NAT may have closed it) answers `SELECT 1` before it is handed out, or is dropped. When the
-/// server refuses the login and the connection string came from a secret, the secret is read again once (a
-/// rotated password) before the login is retried.
-///
-/// Hand-written rather than bb8-tiberius or deadpool-tiberius: those pin tiberius 0.12 (we use 0.13, with rustls),
-/// and the pool is the few lines below.
+/// The SQL Server store over a pool of a few connections (`pool`: deadpool's managed pool with our tiberius 0.13
+/// manager; deadpool-tiberius and bb8-tiberius pin tiberius 0.12).
 pub struct MssqlStore {
-    config: std::sync::RwLock<Config>,
-    /// Where the connection string came from, to read it again when a login is refused.
-    rotation: Option<(Arc<dyn SecretSource>, String)>,
-    idle: Mutex<Vec<(Conn, Instant)>>,
-    permits: Semaphore,
+    pool: pool::Pool,
     secrets: SecretReferences,
     /// Requests sent (one procedure call, or one group of them, each): the bench's round trips.
     round_trips: std::sync::atomic::AtomicU64,
@@ -111,10 +100,7 @@ impl MssqlStore {
     ) -> Result<Self, StoreError> {
         let config = Config::from_ado_string(ado).map_err(db("parse connection string"))?;
         let store = Self {
-            config: std::sync::RwLock::new(config),
-            rotation,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(pool_size.max(1)),
+            pool: pool::pool(pool::TdsManager::new(config, rotation), pool_size)?,
             secrets: SecretReferences::default(),
             round_trips: std::sync::atomic::AtomicU64::new(0),
         };
@@ -203,6 +189,12 @@ impl MssqlStore {
         }
         lease.give_back().await;
         Ok(())
+    }
+
+    /// The server's id of the session a call runs on (`@@SPID`; pool tests only).
+    pub async fn session_id_for_tests(&self) -> Result<i64, StoreError> {
+        let rows = self.first("read the session id", Query::new("SELECT CAST(@@SPID AS BIGINT) AS Spid")).await?;
+        rows.first().and_then(|r| r.get::<i64, _>("Spid")).ok_or_else(|| StoreError::Corrupt("no session id".into()))
     }
 
     /// Deletes every row but the reference data (contract tests only).
@@ -626,8 +618,10 @@ fn completion_json(seq: usize, c: &Completion) -> serde_json::Value {
 #[async_trait]
 impl Store for MssqlStore {
     async fn close(&self) {
-        let conns = std::mem::take(&mut *self.idle.lock().await);
-        for (conn, _) in conns {
+        // The idle connections say goodbye; the pool takes no new work.
+        let conns = self.pool.retain(|_, _| false).removed;
+        self.pool.close();
+        for conn in conns {
             if let Err(e) = conn.close().await {
                 tracing::warn!(error = %e, "closing a SQL Server connection failed");
             }

@@ -1,5 +1,8 @@
-//! The connection pool: a few connections opened on demand and reused, checked after idling, and a refused
-//! login retried once with a re-read secret (a rotated password).
+//! The connection pool (deadpool's managed pool over tiberius): a few connections opened on demand and reused,
+//! the most recently used first, checked with `SELECT 1` after idling, and a refused login retried once with a
+//! re-read secret (a rotated password). A connection that saw an error is detached, not reused.
+
+use deadpool::managed;
 
 use super::*;
 
@@ -10,22 +13,95 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQL Server's "Login failed for user" and "password has expired".
 const LOGIN_REFUSED: [u32; 2] = [18456, 18487];
 
+pub(crate) type Pool = managed::Pool<TdsManager>;
+
+/// A connection taken from the pool. `give_back` returns it; dropped without that (it saw an error), it is
+/// detached from the pool and closed.
 pub(crate) struct Lease<'a> {
     pub(crate) store: &'a MssqlStore,
-    conn: Option<Conn>,
-    _permit: tokio::sync::SemaphorePermit<'a>,
+    conn: Option<managed::Object<TdsManager>>,
 }
 
 impl Lease<'_> {
     pub(crate) fn conn(&mut self) -> Result<&mut Conn, StoreError> {
-        self.conn.as_mut().ok_or_else(|| StoreError::Corrupt("connection already returned".into()))
+        self.conn.as_deref_mut().ok_or_else(|| StoreError::Corrupt("connection already returned".into()))
     }
 
     pub(crate) async fn give_back(mut self) {
+        // Dropping the object returns it to the pool.
+        drop(self.conn.take());
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.store.idle.lock().await.push((conn, Instant::now()));
+            drop(managed::Object::take(conn));
         }
     }
+}
+
+/// Opens connections with the connection string in use (re-read from its secret after a refused login) and
+/// checks one that idled before it is handed out again.
+pub(crate) struct TdsManager {
+    config: std::sync::RwLock<Config>,
+    /// Where the connection string came from, to read it again when a login is refused.
+    rotation: Option<(Arc<dyn SecretSource>, String)>,
+}
+
+impl TdsManager {
+    pub(crate) fn new(config: Config, rotation: Option<(Arc<dyn SecretSource>, String)>) -> Self {
+        Self { config: std::sync::RwLock::new(config), rotation }
+    }
+
+    fn config(&self) -> Result<Config, StoreError> {
+        self.config.read().map(|c| c.clone()).map_err(|_| StoreError::Corrupt("connection settings poisoned".into()))
+    }
+}
+
+impl managed::Manager for TdsManager {
+    type Type = Conn;
+    type Error = StoreError;
+
+    async fn create(&self) -> Result<Conn, StoreError> {
+        let login = TdsLogin { current: self.config()?, rotation: self.rotation.as_ref() };
+        let (conn, fresh) = open_with_rotation(&login).await?;
+        if let Some(ado) = fresh {
+            let config = Config::from_ado_string(&ado).map_err(db("parse connection string"))?;
+            *self.config.write().map_err(|_| StoreError::Corrupt("connection settings poisoned".into()))? = config;
+            tracing::info!("logged in to the database with its rotated secret");
+        }
+        Ok(conn)
+    }
+
+    /// A connection idle for `CHECK_IDLE_AFTER` or more (the Lambda environment may have been frozen meanwhile,
+    /// and the server or a NAT may have closed it) answers `SELECT 1` first, or is dropped.
+    async fn recycle(&self, conn: &mut Conn, metrics: &managed::Metrics) -> managed::RecycleResult<StoreError> {
+        let idle = metrics.last_used();
+        if idle < CHECK_IDLE_AFTER || alive(conn).await {
+            return Ok(());
+        }
+        tracing::warn!(idle_ms = idle.as_millis() as u64, "a pooled database connection was dead; dropped");
+        Err(managed::RecycleError::message("the connection did not answer SELECT 1"))
+    }
+}
+
+/// A pool of at most `size` connections, the most recently used handed out first.
+pub(crate) fn pool(manager: TdsManager, size: usize) -> Result<Pool, StoreError> {
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .queue_mode(managed::QueueMode::Lifo)
+        .build()
+        .map_err(|e| StoreError::Database { context: "build the connection pool", message: e.to_string() })
+}
+
+/// `SELECT 1` within `CHECK_TIMEOUT`.
+async fn alive(conn: &mut Conn) -> bool {
+    let check = async {
+        conn.simple_query("SELECT 1").await?.into_results().await?;
+        Ok::<_, tiberius::error::Error>(())
+    };
+    matches!(tokio::time::timeout(CHECK_TIMEOUT, check).await, Ok(Ok(())))
 }
 
 /// Why opening a connection failed: a refused login may be cured by reading a rotated secret.
@@ -103,10 +179,6 @@ impl Login for TdsLogin<'_> {
 }
 
 impl MssqlStore {
-    pub(crate) fn config(&self) -> Result<Config, StoreError> {
-        self.config.read().map(|c| c.clone()).map_err(|_| StoreError::Corrupt("connection settings poisoned".into()))
-    }
-
     pub(crate) async fn open_with(config: Config) -> Result<Conn, OpenError> {
         let other =
             |context: &'static str, message: String| OpenError::Other(StoreError::Database { context, message });
@@ -132,45 +204,11 @@ impl MssqlStore {
         Ok(client)
     }
 
-    pub(crate) async fn open(&self) -> Result<Conn, StoreError> {
-        let login = TdsLogin { current: self.config()?, rotation: self.rotation.as_ref() };
-        let (conn, fresh) = open_with_rotation(&login).await?;
-        if let Some(ado) = fresh {
-            let config = Config::from_ado_string(&ado).map_err(db("parse connection string"))?;
-            *self.config.write().map_err(|_| StoreError::Corrupt("connection settings poisoned".into()))? = config;
-            tracing::info!("logged in to the database with its rotated secret");
-        }
-        Ok(conn)
-    }
-
-    /// `SELECT 1` within `CHECK_TIMEOUT`.
-    pub(crate) async fn alive(conn: &mut Conn) -> bool {
-        let check = async {
-            conn.simple_query("SELECT 1").await?.into_results().await?;
-            Ok::<_, tiberius::error::Error>(())
-        };
-        matches!(tokio::time::timeout(CHECK_TIMEOUT, check).await, Ok(Ok(())))
-    }
-
     pub(crate) async fn lease(&self) -> Result<Lease<'_>, StoreError> {
-        let permit = self.permits.acquire().await.map_err(|_| StoreError::Corrupt("pool closed".into()))?;
-        loop {
-            let idle = self.idle.lock().await.pop();
-            let conn = match idle {
-                Some((conn, since)) if since.elapsed() < CHECK_IDLE_AFTER => conn,
-                Some((mut conn, since)) => {
-                    if !Self::alive(&mut conn).await {
-                        tracing::warn!(
-                            idle_ms = since.elapsed().as_millis() as u64,
-                            "a pooled database connection was dead; dropped"
-                        );
-                        continue;
-                    }
-                    conn
-                }
-                None => self.open().await?,
-            };
-            return Ok(Lease { store: self, conn: Some(conn), _permit: permit });
-        }
+        let conn = self.pool.get().await.map_err(|e| match e {
+            managed::PoolError::Backend(e) => e,
+            other => StoreError::Database { context: "take a pooled connection", message: other.to_string() },
+        })?;
+        Ok(Lease { store: self, conn: Some(conn) })
     }
 }
