@@ -64,6 +64,14 @@ pub trait CarrierIntake: Send + Sync {
     }
 }
 
+/// The change types with no carrier step of their own (`change`), which every carrier takes.
+pub fn without_carrier_step(details: &ChangeDetails) -> bool {
+    matches!(
+        details,
+        ChangeDetails::Archival | ChangeDetails::CustomerRatePlanChange(_) | ChangeDetails::CustomerAssignment(_)
+    )
+}
+
 /// Applies a carrier's device check, if any, to the common verdict.
 pub fn checked(
     check: Option<&DeviceCheck>,

@@ -7,21 +7,15 @@ use domain::rules::resolve_target_status;
 use domain::{BulkChangeRequest, Integration};
 
 use super::services_enabled_for;
-use crate::carrier::intake::{CarrierIntake, DeviceCheck, IntakeContext, Refusal};
+use crate::carrier::intake::{CarrierIntake, DeviceCheck, IntakeContext, Refusal, without_carrier_step};
 
 pub(crate) struct PondIntake;
 
 #[async_trait]
 impl CarrierIntake for PondIntake {
     fn takes(&self, details: &ChangeDetails) -> bool {
-        matches!(
-            details,
-            ChangeDetails::StatusUpdate(_)
-                | ChangeDetails::CarrierRatePlanChange(_)
-                | ChangeDetails::Archival
-                | ChangeDetails::CustomerRatePlanChange(_)
-                | ChangeDetails::CustomerAssignment(_)
-        )
+        matches!(details, ChangeDetails::StatusUpdate(_) | ChangeDetails::CarrierRatePlanChange(_))
+            || without_carrier_step(details)
     }
 
     async fn check(&self, cx: &IntakeContext<'_>, request: &BulkChangeRequest) -> Result<Option<DeviceCheck>, Refusal> {
