@@ -114,7 +114,7 @@ pub(crate) async fn wait_on(job: &Job, carrier: &dyn AsyncCarrier, request_id: &
     let now = job.clock.now();
     let deadline = now + chrono::Duration::from_std(carrier.result_wait(job)).unwrap_or_default();
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    match job.store.await_carrier(job.bulk.id, &ids, &job.worker_id, request_id, now, deadline).await {
+    match job.waits.await_carrier(job.bulk.id, &ids, &job.worker_id, request_id, now, deadline).await {
         Ok(n) => {
             info!(bulk_change_id = job.bulk.id, request_id, rows = n, %deadline, "rows wait for the carrier's result");
             match carrier.after_wait(job, request_id).await {
@@ -138,7 +138,7 @@ pub(crate) async fn hand_back(
 ) -> (DeviceChangeRow, Disposition) {
     let text = serde_json::to_string(result).unwrap_or_default();
     let now = job.clock.now();
-    if let Err(e) = job.store.hand_back_with_result(job.bulk.id, row.id, &carrier_owner(request_id), &text, now).await {
+    if let Err(e) = job.waits.hand_back_with_result(job.bulk.id, row.id, &carrier_owner(request_id), &text, now).await {
         error!(iccid = %row.iccid, error = %e, "could not hand the row back; it is settled when polled");
     }
     (row, Disposition::HandedBack)

@@ -26,7 +26,7 @@ pub(crate) async fn device_now(job: &Job, row: &DeviceChangeRow) -> Result<(Devi
     let Some(device_id) = row.device_id else {
         return Err(fail(RowStatus::Error, "Row has no device"));
     };
-    live_device(row, job.store.device(job.bulk.tenant_id, device_id).await).map_err(|why| fail(RowStatus::Error, why))
+    live_device(row, job.devices.device(job.bulk.tenant_id, device_id).await).map_err(|why| fail(RowStatus::Error, why))
 }
 
 /// The device if it is live, with its parsed ICCID; else why the row cannot be worked.

@@ -14,7 +14,8 @@ use tracing::error;
 
 use crate::audit;
 use crate::ports::{
-    BulkChange, CallRecord, Clock, DeviceChangeRow, Queue, RevIoApi, RowOutcome, ServiceProvider, Store, StoreError,
+    BulkChange, CallRecord, Callbacks, CarrierWaits, Clock, DeviceChangeRow, Devices, Queue, RevIoApi, RevServices,
+    RowOutcome, ServiceProvider, StoreError,
 };
 use crate::recorder::Recorder;
 
@@ -27,7 +28,12 @@ pub(crate) struct Job {
     /// The service provider's carrier, its client built (`carrier::connect`).
     pub carrier: Arc<dyn Carrier>,
     pub rev_io: Option<Arc<dyn RevIoApi>>,
-    pub store: Arc<dyn Store>,
+    /// The store, by what processors do with it: read a device, keep its Rev.io line, hand rows to a carrier
+    /// request; `callbacks` applies results that came before their request id was recorded (ThingSpace).
+    pub devices: Arc<dyn Devices>,
+    pub rev_services: Arc<dyn RevServices>,
+    pub waits: Arc<dyn CarrierWaits>,
+    pub callbacks: Arc<dyn Callbacks>,
     pub clock: Arc<dyn Clock>,
     /// The stored change request, parsed once per message.
     pub details: ChangeDetails,

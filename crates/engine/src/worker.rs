@@ -387,7 +387,10 @@ impl Worker {
             teal_give_up: self.config.teal_give_up,
             teal_callback_url: self.config.teal_callback_url.clone(),
             lease: self.config.lease,
-            store: self.store.clone(),
+            devices: self.store.clone(),
+            rev_services: self.store.clone(),
+            waits: self.store.clone(),
+            callbacks: self.store.clone(),
             clock: self.clock.clone(),
         })
     }

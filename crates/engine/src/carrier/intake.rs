@@ -8,11 +8,11 @@ use domain::request::ChangeDetails;
 use domain::rules::{DeviceRecord, DeviceVerdict};
 use domain::{BulkChangeRequest, FieldError};
 
-use crate::ports::{ServiceProvider, Store, StoreError};
+use crate::ports::{ReferenceData, ServiceProvider, StoreError};
 
 /// What a carrier's intake check reads: the caller's tenant, the service provider and the request's devices.
 pub struct IntakeContext<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a dyn ReferenceData,
     pub tenant_id: i64,
     pub sp: &'a ServiceProvider,
     /// The request's devices as sent (deduplicated).

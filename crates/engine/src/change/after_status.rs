@@ -30,7 +30,7 @@ pub(crate) async fn rev_io_steps(
         }
     }
     if let Some(account) = req.account_number.as_ref().filter(|a| !a.trim().is_empty()) {
-        match job.store.active_rev_service(tenant, device.id).await {
+        match job.rev_services.active_rev_service(tenant, device.id).await {
             Ok(Some(s)) if &s.rev_customer_id != account => {
                 outcome.details.push_str(&format!(
                     "; Rev customer not changed: device has an active Rev.io service for customer {}",

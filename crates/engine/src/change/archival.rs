@@ -16,12 +16,12 @@ pub(crate) async fn process(job: &Job, row: &DeviceChangeRow, override_validatio
     // The claim read the device with the row (the same transaction as its lease); otherwise read it now.
     let device = match &row.device {
         Some(d) if d.id == device_id && d.tenant_id == tenant => Some(d.clone()),
-        _ => match job.store.device(tenant, device_id).await {
+        _ => match job.devices.device(tenant, device_id).await {
             Ok(d) => d,
             Err(e) => return fail(RowStatus::Error, format!("Could not read device {}: {e}", row.iccid)),
         },
     };
-    let has_rev_service = match job.store.active_rev_service(tenant, device_id).await {
+    let has_rev_service = match job.rev_services.active_rev_service(tenant, device_id).await {
         Ok(s) => s.is_some(),
         Err(e) => return fail(RowStatus::Error, format!("Could not read Rev.io services of {}: {e}", row.iccid)),
     };

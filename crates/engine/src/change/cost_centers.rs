@@ -44,7 +44,7 @@ pub(crate) async fn send(
         return RowOutcome { status: RowStatus::Processed, details, device_update: update };
     }
     // The carrier part is done and stays recorded whatever Rev.io answers.
-    let service = match job.store.active_rev_service(job.bulk.tenant_id, device.id).await {
+    let service = match job.rev_services.active_rev_service(job.bulk.tenant_id, device.id).await {
         Ok(Some(s)) => s,
         Ok(None) => {
             details.push_str("; cost centers not sent: the device has no active Rev.io service");

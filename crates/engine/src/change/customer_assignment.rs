@@ -50,7 +50,7 @@ pub(crate) async fn precheck(
 ) -> Result<(DeviceRecord, String), RowOutcome> {
     let (device, iccid) = device_for_row(job, row).await?;
     let customer = req.rev_customer_id.as_deref().unwrap_or_default().trim().to_string();
-    match job.store.active_rev_service(job.bulk.tenant_id, device.id).await {
+    match job.rev_services.active_rev_service(job.bulk.tenant_id, device.id).await {
         Ok(Some(s)) if s.rev_customer_id != customer => Err(fail(
             RowStatus::Error,
             format!(

@@ -50,7 +50,7 @@ pub(crate) async fn ensure(
 ) -> Result<ServiceLine, (RowStatus, String)> {
     let tenant = job.bulk.tenant_id;
     let start = job
-        .store
+        .rev_services
         .begin_rev_service(tenant, device.id, customer, job.bulk.id, row.id, job.clock.now())
         .await
         .map_err(|e| (RowStatus::Error, format!("could not check Rev.io services: {e}")))?;
@@ -141,7 +141,7 @@ pub(crate) async fn ensure(
         rev_customer_id: customer.to_string(),
         is_active: true,
     };
-    if let Err(e) = job.store.add_rev_service(tenant, &record).await {
+    if let Err(e) = job.rev_services.add_rev_service(tenant, &record).await {
         // Not lost: the next attempt for this device finds the line on Rev.io instead of creating another.
         return Err((RowStatus::Error, format!("Rev.io service {id} created but not recorded: {e}")));
     }
@@ -171,7 +171,7 @@ async fn look_up(
 
 /// Rev.io refused (nothing was created): the right to create the device's line goes back.
 async fn give_back(job: &Job, row: &DeviceChangeRow, device: &DeviceRecord) {
-    if let Err(e) = job.store.abandon_rev_service(device.id, job.bulk.id, row.id).await {
+    if let Err(e) = job.rev_services.abandon_rev_service(device.id, job.bulk.id, row.id).await {
         warn!(iccid = %device.iccid, error = %e, "could not give back the Rev.io creation; the next attempt looks it up first");
     }
 }

@@ -293,11 +293,25 @@ pub trait CarrierWaits: Send + Sync {
     async fn refuse_login(&self, service_provider_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<()>;
 }
 
+/// What applying a carrier's result from outside a worker reads and writes (a callback, or one replayed).
+pub trait Callbacks: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges {}
+impl<T: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges + ?Sized> Callbacks for T {}
+
 /// Everything persisted. Every read a caller makes on behalf of a user names the tenant; `tenant: None` is the
 /// worker's system context, which reads a bulk change by id and then acts only within that bulk change's tenant.
 #[async_trait]
 pub trait Store:
-    ReferenceData + Devices + RevServices + BulkChanges + Idempotency + Pace + Leases + Outcomes + Reads + CarrierWaits
+    ReferenceData
+    + Devices
+    + RevServices
+    + BulkChanges
+    + Idempotency
+    + Pace
+    + Leases
+    + Outcomes
+    + Reads
+    + CarrierWaits
+    + Callbacks
 {
     /// Closes pooled connections (the Lambda shutdown hook calls it). Default: nothing to close.
     async fn close(&self) {}

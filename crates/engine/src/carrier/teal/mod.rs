@@ -227,12 +227,12 @@ impl Teal {
         let hold = job.teal_poll_interval.max(job.lease * 2);
         let until = now + chrono::Duration::from_std(hold).unwrap_or_default();
         let ids: Vec<i64> = batch.iter().map(|(r, _)| r.id).collect();
-        if let Err(e) = job.store.await_carrier(job.bulk.id, &ids, &job.worker_id, &request_id, now, until).await {
+        if let Err(e) = job.waits.await_carrier(job.bulk.id, &ids, &job.worker_id, &request_id, now, until).await {
             let reason = format!("Could not record the Teal request before sending it (nothing was sent): {e}");
             return batch.into_iter().map(|(r, _)| (r, Disposition::Done(fail(RowStatus::Error, &reason)))).collect();
         }
         let held: std::collections::BTreeSet<i64> =
-            match job.store.carrier_request_rows(&[job.sp.id], &request_id, None).await {
+            match job.waits.carrier_request_rows(&[job.sp.id], &request_id, None).await {
                 Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
                 Err(e) => {
                     error!(error = %e, request_id, "could not read the rows handed over; they are polled later");
@@ -291,7 +291,7 @@ impl Teal {
         let deadline = now + chrono::Duration::from_std(job.teal_poll_interval).unwrap_or_default();
         let ids: Vec<i64> = batch.iter().map(|(r, _)| r.id).collect();
         let owner = carrier_owner(request_id);
-        if let Err(e) = job.store.await_carrier(job.bulk.id, &ids, &owner, request_id, now, deadline).await {
+        if let Err(e) = job.waits.await_carrier(job.bulk.id, &ids, &owner, request_id, now, deadline).await {
             warn!(request_id, error = %e, "could not shorten the rows' hold; they are polled when it ends");
         }
     }

@@ -272,7 +272,7 @@ async fn submit(
     tg: &Telegence,
     batch: Vec<(DeviceChangeRow, TgActivation)>,
 ) -> Vec<(DeviceChangeRow, Disposition)> {
-    let store = &job.store;
+    let store = &job.waits;
     let provisional = format!("{UNSENT_PREFIX}{}-{:016x}", job.bulk.id, fastrand::u64(..));
     let now = job.clock.now();
     // Long enough for the POST to be answered (or time out) before anyone may reclaim the rows.

@@ -3,11 +3,7 @@
 //! request id is kept and replayed by the worker.
 
 use super::*;
-use crate::ports::{BulkChanges, CarrierWaits, Devices, Outcomes, Reads, ReferenceData};
-
-/// What applying a callback reads and writes of the store.
-pub trait CallbackStore: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges {}
-impl<T: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges + ?Sized> CallbackStore for T {}
+use crate::ports::Callbacks;
 
 /// What the callback endpoint answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +71,7 @@ impl Callback {
 /// by request id and device within that account's tenant, applied once. When the bulk change thereby finishes,
 /// it is queued so a worker sends its summary.
 pub async fn apply_callback(
-    store: &(impl CallbackStore + ?Sized),
+    store: &(impl Callbacks + ?Sized),
     queue: &dyn Queue,
     callback: &Callback,
     now: DateTime<Utc>,
@@ -150,7 +146,7 @@ pub(super) fn outcome_text(answer: &CallbackAnswer) -> String {
 /// Applies the callbacks of `request_id` that this account received before its rows waited on the request.
 /// Returns how many were applied.
 pub async fn replay_unmatched(
-    store: &(impl CallbackStore + ?Sized),
+    store: &(impl Callbacks + ?Sized),
     queue: &dyn Queue,
     service_provider_id: i64,
     request_id: &str,
@@ -177,7 +173,7 @@ pub async fn replay_unmatched(
 
 /// Matches an authenticated callback to its row within `account_ids` and applies it once.
 pub(super) async fn answer_callback(
-    store: &(impl CallbackStore + ?Sized),
+    store: &(impl Callbacks + ?Sized),
     queue: &dyn Queue,
     callback: &Callback,
     account_ids: &[i64],

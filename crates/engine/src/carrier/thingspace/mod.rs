@@ -183,7 +183,7 @@ async fn finish(job: &Job, row: &DeviceChangeRow, result: &CarrierResult) -> Row
     let mut outcome = result_outcome(&job.details, &job.statuses, &row.iccid, result);
     if outcome.status != RowStatus::Processed {
         let current = match row.device_id {
-            Some(id) => job.store.device(job.bulk.tenant_id, id).await.ok().flatten().map(|d| d.device_status_id),
+            Some(id) => job.devices.device(job.bulk.tenant_id, id).await.ok().flatten().map(|d| d.device_status_id),
             None => None,
         };
         record_add_of_failed_activation(&mut outcome, &job.details, &job.statuses, current);
@@ -274,7 +274,7 @@ impl AsyncCarrier for ThingSpace {
     }
 
     async fn after_wait(&self, job: &Job, request_id: &str) -> Result<usize, StoreError> {
-        replay_unmatched(job.store.as_ref(), job.queue.as_ref(), job.sp.id, request_id, job.clock.now()).await
+        replay_unmatched(job.callbacks.as_ref(), job.queue.as_ref(), job.sp.id, request_id, job.clock.now()).await
     }
 }
 
