@@ -993,18 +993,18 @@ GO
 
 DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_CancelRows;
 GO
-CREATE PROCEDURE dbo.usp_DeviceBulkChange_CancelRows @TenantId BIGINT, @BulkChangeId BIGINT, @By NVARCHAR(200), @Now DATETIME2 AS
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_CancelRows @TenantId BIGINT, @BulkChangeId BIGINT, @StatusDetails NVARCHAR(400), @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
     DECLARE @Cancelled TABLE (Id BIGINT);
     UPDATE dbo.M2M_DeviceChange
-    SET Status = N'CANCELLED', StatusDetails = N'Cancelled by ' + @By, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
+    SET Status = N'CANCELLED', StatusDetails = @StatusDetails, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
     OUTPUT inserted.Id INTO @Cancelled
     WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND Status IN (N'PENDING', N'SCHEDULED');
     UPDATE dbo.Mobility_DeviceChange
-    SET Status = N'CANCELLED', StatusDetails = N'Cancelled by ' + @By, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
+    SET Status = N'CANCELLED', StatusDetails = @StatusDetails, IsProcessed = 1, ProcessedDate = @Now, LeaseOwner = NULL, LeaseUntil = NULL
     OUTPUT inserted.Id INTO @Cancelled
     WHERE BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND Status IN (N'PENDING', N'SCHEDULED');
     UPDATE dbo.Device_CustomerRatePlanOrRatePool_Queue SET IsActive = 0, ModifiedDate = @Now

@@ -517,7 +517,8 @@ async fn cancel(
         let (state, caller) = (st, who);
         let bulk = owned_bulk_change(&state, &caller, &id).await?;
         let now = chrono::Utc::now();
-        let cancelled = state.store.cancel_rows(caller.tenant_id, bulk.id, &caller.user, now).await?;
+        let cancelled =
+            state.store.cancel_rows(caller.tenant_id, bulk.id, &domain::cancelled_by(&caller.user), now).await?;
         state.store.finalize_bulk_change(bulk.id, now).await?;
         let status = state.store.bulk_change(Some(caller.tenant_id), bulk.id).await?.map_or(bulk.status, |b| b.status);
         info!(bulk_change_id = bulk.id, user = ?caller.user, cancelled, "rows cancelled");

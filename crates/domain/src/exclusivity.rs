@@ -98,6 +98,11 @@ pub fn attributes_of(details: &ChangeDetails) -> Vec<DeviceAttribute> {
 }
 
 /// The reason an open change of a device refuses another: what a conflicting row says.
+/// What a row cancelled by `user` says.
+pub fn cancelled_by(user: &str) -> String {
+    format!("Cancelled by {user}")
+}
+
 pub fn conflict_reason(iccid: &str, holder: ChangeType, holder_bulk_change_id: i64) -> String {
     format!("device {iccid} has an open {} in bulk change {holder_bulk_change_id}", holder.name())
 }

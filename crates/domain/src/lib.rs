@@ -7,7 +7,7 @@ pub mod model;
 pub mod request;
 pub mod rules;
 
-pub use exclusivity::{DeviceAttribute, attributes_of, conflict_reason};
+pub use exclusivity::{DeviceAttribute, attributes_of, cancelled_by, conflict_reason};
 pub use ids::{Iccid, IdError, Imei, Msisdn};
 pub use model::{BulkStatus, ChangeType, Integration, PortalType, RowStatus, bulk_status_from_rows};
 pub use request::{BulkChangeRequest, BulkChangeRequestWire, ChangeDetails, FieldError, RequestError};

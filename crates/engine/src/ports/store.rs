@@ -86,8 +86,15 @@ pub trait BulkChanges: Send + Sync {
     async fn open_changes(&self, tenant_id: i64, device_ids: &[i64]) -> StoreResult<Vec<OpenChange>>;
     /// The ICCIDs a retry of a bulk change takes: its API_FAILED and ERROR rows that no later retry of it holds.
     async fn retry_candidates(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<String>>;
-    /// Cancels the rows not started (PENDING, SCHEDULED) of a bulk change; returns how many.
-    async fn cancel_rows(&self, tenant_id: i64, bulk_change_id: i64, by: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Cancels the rows not started (PENDING, SCHEDULED) of a bulk change, each keeping `details` (as the user reads
+    /// it: `domain::cancelled_by`); returns how many.
+    async fn cancel_rows(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        details: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// NEW → PROCESSING; never touches a final bulk change.
     async fn mark_processing(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()>;
     /// How many rows of a bulk change are PENDING (work a helper could take).

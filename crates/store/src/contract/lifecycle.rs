@@ -71,11 +71,15 @@ pub async fn pending_rows_can_be_cancelled_and_claimed_ones_finish(store: &dyn S
     let id = new_bulk(store).await;
     let claimed = store.claim_rows(id, "a", 1, Duration::from_secs(60), t(0)).await.expect("claim");
     assert_eq!(
-        store.cancel_rows(OTHER_TENANT, id, "mallory", t(1)).await.expect("cancel"),
+        store.cancel_rows(OTHER_TENANT, id, &domain::cancelled_by("mallory"), t(1)).await.expect("cancel"),
         0,
         "another tenant cancels nothing"
     );
-    assert_eq!(store.cancel_rows(TENANT, id, "alice", t(1)).await.expect("cancel"), 2, "the two PENDING rows");
+    assert_eq!(
+        store.cancel_rows(TENANT, id, &domain::cancelled_by("alice"), t(1)).await.expect("cancel"),
+        2,
+        "the two PENDING rows"
+    );
     let cancelled = store.rows(TENANT, id, Some(RowStatus::Cancelled), 1, 10).await.expect("rows");
     assert!(cancelled.iter().all(|r| r.status_details.as_deref() == Some("Cancelled by alice")));
     assert!(store.claim_rows(id, "b", 10, Duration::from_secs(60), t(2)).await.expect("claim").is_empty());

@@ -97,12 +97,18 @@ impl BulkChanges for MssqlStore {
         Ok(self.first("read retry candidates", q).await?.iter().filter_map(|r| text(r, "ICCID")).collect())
     }
 
-    async fn cancel_rows(&self, tenant_id: i64, bulk_change_id: i64, by: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+    async fn cancel_rows(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        details: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
         let q = proc_call!(
-            "EXEC dbo.usp_DeviceBulkChange_CancelRows @TenantId = @P1, @BulkChangeId = @P2, @By = @P3, @Now = @P4",
+            "EXEC dbo.usp_DeviceBulkChange_CancelRows @TenantId = @P1, @BulkChangeId = @P2, @StatusDetails = @P3, @Now = @P4",
             tenant_id,
             bulk_change_id,
-            by,
+            details,
             naive(now),
         );
         let rows = self.first("cancel rows", q).await?;

@@ -199,8 +199,14 @@ impl BulkChanges for SqliteStore {
         .await
     }
 
-    async fn cancel_rows(&self, tenant_id: i64, bulk_change_id: i64, by: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-        let details = format!("Cancelled by {by}");
+    async fn cancel_rows(
+        &self,
+        tenant_id: i64,
+        bulk_change_id: i64,
+        details: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let details = details.to_string();
         self.with(move |c| {
             let table = row_table(c, bulk_change_id)?;
             let n = c
