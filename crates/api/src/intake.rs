@@ -16,7 +16,8 @@ use domain::{BulkChangeRequest, FieldError, Integration, RequestError, RowStatus
 use engine::carrier::intake::checked;
 use engine::carrier::{CarrierIntake, DeviceCheck, IntakeContext, Refusal, intake_rules};
 use engine::ports::{
-    CustomerPlanChange, NewBulkChange, NewRow, OpenChange, ScheduledCustomerPlan, ServiceProvider, Store,
+    BulkChanges, CustomerPlanChange, Devices, NewBulkChange, NewRow, OpenChange, ReferenceData, RevServices,
+    ScheduledCustomerPlan, ServiceProvider, Store,
 };
 use serde::Serialize;
 
@@ -174,7 +175,7 @@ fn refuse_other_carriers_options(details: &ChangeDetails, integration: Integrati
 
 /// Change types whose only rules are the device's and its carrier's (DeleteDevice, ActivateNewService).
 async fn device_rows(
-    store: &dyn Store,
+    store: &(impl Devices + ?Sized),
     caller: &Caller,
     sp: &ServiceProvider,
     iccids: &[String],
@@ -186,7 +187,11 @@ async fn device_rows(
 
 /// `CreateRevService` without `ProviderId` takes the tenant's Rev.io account's default provider, written into the
 /// stored request; without one it is refused here (Rev.io refuses a service line without a provider).
-async fn default_rev_provider(store: &dyn Store, caller: &Caller, details: &mut ChangeDetails) -> Result<(), ApiError> {
+async fn default_rev_provider(
+    store: &(impl ReferenceData + ?Sized),
+    caller: &Caller,
+    details: &mut ChangeDetails,
+) -> Result<(), ApiError> {
     let (options, field) = match details {
         ChangeDetails::CustomerAssignment(o) => (Some(o), "RevService.ProviderId"),
         ChangeDetails::StatusUpdate(u) => (u.rev_service.as_mut(), "StatusUpdate.RevService.ProviderId"),
@@ -210,7 +215,7 @@ async fn default_rev_provider(store: &dyn Store, caller: &Caller, details: &mut 
 /// Devices another bulk change holds (an open change of one of `attributes`) become ERROR rows naming it, so the
 /// dry run reports them too. The store decides again when it records the rows (two submissions can race).
 async fn refuse_open_changes(
-    store: &dyn Store,
+    store: &(impl BulkChanges + ?Sized),
     caller: &Caller,
     attributes: &[domain::DeviceAttribute],
     mut rows: Vec<NewRow>,
@@ -241,7 +246,7 @@ async fn refuse_open_changes(
 }
 
 async fn status_update_rows(
-    store: &dyn Store,
+    store: &(impl Devices + ReferenceData + ?Sized),
     caller: &Caller,
     sp: &ServiceProvider,
     update: &StatusUpdate,
@@ -295,7 +300,7 @@ type Found = HashMap<String, DeviceRecord>;
 /// The longest reason a row keeps for a device refused at intake.
 const MAX_SHOWN_REASON_CHARS: usize = 500;
 
-async fn devices_of(store: &dyn Store, caller: &Caller, iccids: &[String]) -> Result<Found, ApiError> {
+async fn devices_of(store: &(impl Devices + ?Sized), caller: &Caller, iccids: &[String]) -> Result<Found, ApiError> {
     Ok(store.devices_by_iccid(caller.tenant_id, iccids).await?.into_iter().map(|d| (d.iccid.clone(), d)).collect())
 }
 
@@ -343,7 +348,7 @@ fn rows_from(
 }
 
 async fn carrier_rate_plan_rows(
-    store: &dyn Store,
+    store: &(impl Devices + ReferenceData + ?Sized),
     caller: &Caller,
     sp: &ServiceProvider,
     update: &CarrierRatePlanUpdate,
@@ -386,7 +391,7 @@ async fn carrier_rate_plan_rows(
 }
 
 async fn username_rows(
-    store: &dyn Store,
+    store: &(impl Devices + ?Sized),
     caller: &Caller,
     sp: &ServiceProvider,
     update: &UsernameUpdate,
@@ -414,7 +419,7 @@ async fn username_rows(
 }
 
 async fn archival_rows(
-    store: &dyn Store,
+    store: &(impl Devices + RevServices + ?Sized),
     caller: &Caller,
     sp: &ServiceProvider,
     override_validation: bool,
@@ -435,7 +440,7 @@ async fn archival_rows(
 }
 
 async fn customer_rate_plan_rows(
-    store: &dyn Store,
+    store: &(impl Devices + ReferenceData + ?Sized),
     caller: &Caller,
     sp: &ServiceProvider,
     update: &CustomerRatePlanUpdate,
@@ -504,7 +509,7 @@ async fn customer_rate_plan_rows(
 }
 
 async fn assignment_rows(
-    store: &dyn Store,
+    store: &(impl Devices + ReferenceData + RevServices + ?Sized),
     caller: &Caller,
     sp: &ServiceProvider,
     rules: &dyn CarrierIntake,
@@ -593,7 +598,7 @@ async fn assignment_rows(
 }
 
 async fn identifier_rows(
-    store: &dyn Store,
+    store: &(impl Devices + ?Sized),
     caller: &Caller,
     sp: &ServiceProvider,
     change: &ChangeIdentifier,
