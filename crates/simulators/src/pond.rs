@@ -70,6 +70,12 @@ pub struct PondBehaviour {
     pub fail_terminate_of: BTreeSet<String>,
     /// Setting the service status of these SIMs fails.
     pub fail_services_for: BTreeSet<String>,
+    /// Terminating these packages is applied, then answered 502 (a gateway that lost Pond's answer).
+    pub lose_terminate_answer_of: BTreeSet<String>,
+    /// Setting the service status of these SIMs is applied, then answered 502.
+    pub lose_services_answer_for: BTreeSet<String>,
+    /// Reading the service status of these SIMs answers 200 with a body that carries no status.
+    pub unreadable_services_for: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -285,6 +291,10 @@ async fn set_package_status(
                 "ACTIVE" | "TERMINATED" if p.status == "TERMINATED" && target != "TERMINATED" => {
                     error(StatusCode::CONFLICT, "a terminated package cannot change status")
                 }
+                "TERMINATED" if behaviour.lose_terminate_answer_of.contains(&p.package_id) => {
+                    p.status = target.clone();
+                    lost_answer()
+                }
                 "ACTIVE" | "TERMINATED" => {
                     p.status = target.clone();
                     Json(p.clone()).into_response()
@@ -311,6 +321,7 @@ async fn get_services(
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Ok(account) => match account.sims.get(&iccid) {
             None => error(StatusCode::NOT_FOUND, "SIM not found"),
+            Some(_) if state.behaviour().unreadable_services_for.contains(&iccid) => Json(json!({})).into_response(),
             Some(sim) => Json(json!({ state.wire.services_key.clone(): sim.services_enabled })).into_response(),
         },
     };
@@ -330,6 +341,7 @@ async fn set_services(
         return r;
     }
     let failing = state.behaviour().fail_services_for.contains(&iccid);
+    let lose_answer = state.behaviour().lose_services_answer_for.contains(&iccid);
     let response = match state.account.lock() {
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Ok(mut account) => match (account.sims.get_mut(&iccid), body[state.wire.services_key.as_str()].as_bool()) {
@@ -338,11 +350,20 @@ async fn set_services(
             (Some(_), Some(_)) if failing => error(StatusCode::CONFLICT, "the service status could not be changed"),
             (Some(sim), Some(enabled)) => {
                 sim.services_enabled = enabled;
-                Json(json!({ state.wire.services_key.clone(): enabled })).into_response()
+                if lose_answer {
+                    lost_answer()
+                } else {
+                    Json(json!({ state.wire.services_key.clone(): enabled })).into_response()
+                }
             }
         },
     };
     answer(&state, "POST", &path, body, response).await
+}
+
+/// What a gateway answers when it lost Pond's answer to a write that Pond applied.
+fn lost_answer() -> Response {
+    error(StatusCode::BAD_GATEWAY, "bad gateway: the upstream answer was lost")
 }
 
 /// A running Pond simulator.

@@ -292,3 +292,61 @@ async fn throttled_calls_are_waited_out_and_every_row_completes() {
     assert!(throttled > 0, "the simulator's limit was reached (the account's pace is 500/s)");
     assert!(devices.iter().all(|i| app.pond().state.services_enabled(i) == Some(false)));
 }
+
+/// Pond applied a termination and its answer was lost (502): the row reads the packages and says what Pond shows
+/// (the plan changed, the old package terminated) instead of naming a package that "still needs terminating".
+#[tokio::test]
+async fn a_termination_whose_answer_was_lost_is_read_back_not_reported_as_left() {
+    let app = TestApp::start(seed(1, true), |_| {}).await;
+    let devices = vec![bench_iccid(0)];
+    let old = app.pond().state.active_packages(&devices[0])[0].package_id.clone();
+    app.pond()
+        .state
+        .set_behaviour(PondBehaviour { lose_terminate_answer_of: [old.clone()].into(), ..Default::default() });
+    let id = app.accepted(&plan_change(&devices, "POND-5GB")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    let found = row(&status, &devices[0]);
+    let details = found["StatusDetails"].as_str().unwrap_or_default();
+    assert_eq!(found["Status"], "PROCESSED", "{status}");
+    assert!(details.contains(&format!("terminated {old}")) && details.contains("answer was lost"), "{details}");
+    let active = app.pond().state.active_packages(&devices[0]);
+    assert_eq!((active.len(), active[0].package_type_id), (1, NEW_TYPE), "{active:?}");
+}
+
+/// Pond refused a termination: the SIM is on the new package and still on the old one, billed for both; the row
+/// says so, naming the package a retry must terminate.
+#[tokio::test]
+async fn a_refused_termination_says_the_sim_is_billed_for_both_packages() {
+    let app = TestApp::start(seed(1, true), |_| {}).await;
+    let devices = vec![bench_iccid(0)];
+    let old = app.pond().state.active_packages(&devices[0])[0].package_id.clone();
+    app.pond().state.set_behaviour(PondBehaviour { fail_terminate_of: [old.clone()].into(), ..Default::default() });
+    let id = app.accepted(&plan_change(&devices, "POND-5GB")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    let found = row(&status, &devices[0]);
+    let details = found["StatusDetails"].as_str().unwrap_or_default();
+    assert_eq!(found["Status"], "API_FAILED", "{status}");
+    assert!(details.contains(&old) && details.contains("billed for both"), "{details}");
+    assert_eq!(app.pond().state.active_packages(&devices[0]).len(), 2, "what the row says is what Pond shows");
+}
+
+/// A status change whose answer was lost, and whose read-back answered without a status: the row quotes the read
+/// that failed and says the change may have taken (it did), instead of quoting only the write's 502.
+#[tokio::test]
+async fn a_lost_status_answer_with_an_unreadable_status_says_the_read_failed() {
+    let app = TestApp::start(seed(1, true), |_| {}).await;
+    let devices = vec![bench_iccid(0)];
+    app.pond().state.set_behaviour(PondBehaviour {
+        lose_services_answer_for: [devices[0].clone()].into(),
+        unreadable_services_for: [devices[0].clone()].into(),
+        ..Default::default()
+    });
+    let id = app.accepted(&status_update(&devices, "Inactive")).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    let found = row(&status, &devices[0]);
+    let details = found["StatusDetails"].as_str().unwrap_or_default();
+    assert_ne!(found["Status"], "PROCESSED", "{status}");
+    assert!(details.contains("carries no boolean") && details.contains("may show the change"), "{details}");
+    let sims = app.pond().state.account.lock().expect("account").sims.clone();
+    assert!(!sims[&devices[0]].services_enabled, "the change did take on Pond");
+}

@@ -108,7 +108,16 @@ async fn change_services(job: &Job, api: &dyn PondApi, row: &DeviceChangeRow, ta
                 }
                 Err(read) => {
                     job.log(row, "Pond Get Service Status", &read.call, Some(&read.reason())).await;
-                    pond_failure(&f, "the answer was lost and the status could not be read")
+                    // What failed last is the read: the change may well have taken.
+                    fail(
+                        api_failed_or_error(&read),
+                        format!(
+                            "Pond: the change's answer was lost ({}), and reading the service status to settle it \
+                             failed: {}; the SIM may show the change",
+                            f.reason(),
+                            read.reason()
+                        ),
+                    )
                 }
             }
         }
@@ -178,49 +187,70 @@ pub(crate) async fn change_plan(job: &Job, api: &dyn PondApi, row: &DeviceChange
             PondPackage { status: ACTIVE.into(), ..new }
         }
     };
-    // 4. Every other active package terminated; stop at the first failure and say what is left.
+    // 4. Every other active package terminated (each on its own: the SIM is safe on the new one).
     let old: Vec<&PondPackage> =
         packages.iter().filter(|p| p.status == ACTIVE && p.package_id != new.package_id).collect();
-    let mut left: Vec<&PondPackage> = Vec::new();
     let mut first_failure = None;
     for package in &old {
-        if first_failure.is_some() {
-            left.push(package);
-            continue;
-        }
         match api.set_package_status(&package.package_id, TERMINATED).await {
             Ok(call) => job.log(row, "Pond Terminate Package", &call, None).await,
             Err(f) => {
                 job.log(row, "Pond Terminate Package", &f.call, Some(&f.reason())).await;
-                left.push(package);
-                first_failure = Some(f);
+                first_failure.get_or_insert(f);
             }
         }
     }
     let device_update =
         DeviceUpdate { carrier_rate_plan: Some(plan.rate_plan_code.clone()), ..DeviceUpdate::default() };
-    match first_failure {
-        None => RowOutcome {
-            status: RowStatus::Processed,
-            details: format!(
-                "Carrier rate plan changed to {} (package {} active{})",
-                plan.rate_plan_code,
-                new.package_id,
-                if old.is_empty() { String::new() } else { format!("; terminated {}", ids(old.iter().copied())) }
-            ),
-            device_update,
-        },
-        Some(f) => RowOutcome {
-            status: RowStatus::ApiFailed,
-            details: format!(
-                "The SIM is on {} (package {} ACTIVE), but package(s) {} still need terminating: {}",
-                plan.rate_plan_code,
-                new.package_id,
-                ids(left.iter().copied()),
-                f.reason()
-            ),
-            device_update,
-        },
+    let done = |settled: &str| RowOutcome {
+        status: RowStatus::Processed,
+        details: format!(
+            "Carrier rate plan changed to {} (package {} active{}){settled}",
+            plan.rate_plan_code,
+            new.package_id,
+            if old.is_empty() { String::new() } else { format!("; terminated {}", ids(old.iter().copied())) }
+        ),
+        device_update: device_update.clone(),
+    };
+    let Some(f) = first_failure else { return done("") };
+    // A termination failed or lost its answer: what Pond shows now decides what the row says.
+    match api.packages(&row.iccid).await {
+        Ok((now, call)) => {
+            job.log(row, "Pond Get Packages (a termination failed)", &call, None).await;
+            let still: Vec<&PondPackage> =
+                now.iter().filter(|p| p.status == ACTIVE && p.package_id != new.package_id).collect();
+            if still.is_empty() {
+                return done(" (confirmed by reading the packages after a termination's answer was lost)");
+            }
+            RowOutcome {
+                status: RowStatus::ApiFailed,
+                details: format!(
+                    "The SIM is on {} (package {} ACTIVE), but package(s) {} still need terminating: Pond shows them \
+                     ACTIVE beside the new one, so the SIM is billed for both until a retry terminates them ({})",
+                    plan.rate_plan_code,
+                    new.package_id,
+                    ids(still.into_iter()),
+                    f.reason()
+                ),
+                device_update,
+            }
+        }
+        Err(read) => {
+            job.log(row, "Pond Get Packages (a termination failed)", &read.call, Some(&read.reason())).await;
+            RowOutcome {
+                status: RowStatus::ApiFailed,
+                details: format!(
+                    "The SIM is on {} (package {} ACTIVE); terminating its old package(s) failed ({}) and the \
+                     packages could not be read again ({}): Pond may still bill the old package(s) {}",
+                    plan.rate_plan_code,
+                    new.package_id,
+                    f.reason(),
+                    read.reason(),
+                    ids(old.iter().copied())
+                ),
+                device_update,
+            }
+        }
     }
 }
 
