@@ -68,6 +68,9 @@ pub struct TgBehaviour {
     pub unswappable: BTreeSet<String>,
     /// Rate plans the account has; empty: any plan is accepted.
     pub plans: BTreeSet<String>,
+    /// Changes of these lines (subscriber numbers) are applied, then answered 200 with an empty body (a gateway
+    /// that cut the answer).
+    pub empty_answers_for: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -472,7 +475,11 @@ async fn patch_line(
                 match apply_patch(&mut changed, &body, &behaviour, n) {
                     Ok(()) => {
                         *line = changed;
-                        Json(line_details(line)).into_response()
+                        if behaviour.empty_answers_for.contains(&subscriber) {
+                            StatusCode::OK.into_response()
+                        } else {
+                            Json(line_details(line)).into_response()
+                        }
                     }
                     Err(refusal) => refusal,
                 }

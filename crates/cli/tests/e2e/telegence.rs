@@ -321,3 +321,25 @@ async fn a_status_update_activates_sims_without_a_line_restores_cancels_and_user
     let stored = app.stack.store.devices_by_iccid(1, &[bench_iccid(2)]).await.expect("device");
     assert_eq!(stored[0].username.as_deref(), Some("truck-2"));
 }
+
+/// Telegence applied a rate plan change and answered 200 with an empty body: the row reads the line, finds the new
+/// plan and is PROCESSED, instead of failing on "the answer is not line details" without looking.
+#[tokio::test]
+async fn a_plan_change_answered_with_an_empty_body_is_read_back() {
+    let line = format!("21456{:05}", 0);
+    let app = TestApp::start(seed(0, 1, true), |c| {
+        c.telegence_behaviour.empty_answers_for.insert(line.clone());
+    })
+    .await;
+    let device = bench_iccid(0);
+    let plan = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 7, "PortalType": 2, "Devices": [device],
+        "CarrierRatePlanUpdate": {"CarrierRatePlan": "SOC-5GB"}});
+    let id = app.accepted(&plan).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    let found = row(&status, &device);
+    assert_eq!(found["Status"], "PROCESSED", "{status}");
+    assert!(found["StatusDetails"].as_str().unwrap_or_default().contains("its answer was not line details"), "{found}");
+    let sim = app.stack.simulators.telegence.get(&TELEGENCE).expect("sim");
+    assert_eq!(sim.state.line(&line).expect("line").plan.as_deref(), Some("SOC-5GB"));
+    assert_eq!(app.telegence_calls("PATCH").len(), 1, "sent once");
+}

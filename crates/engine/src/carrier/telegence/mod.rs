@@ -528,6 +528,22 @@ async fn change_line(
             }
             Err(lost(&f))
         }
+        // Accepted (2xx) but the answer is not line details: the change may well have taken; the line says.
+        Err(f) if f.kind == FailureKind::Protocol && f.call.http_status.is_some_and(|s| (200..300).contains(&s)) => {
+            job.log(row, description, &f.call, Some(&f.reason())).await;
+            let line =
+                read_line(job, api, row, number, "Telegence line details (the change's answer was unreadable)").await?;
+            if done(&line) {
+                return Ok((line, " (confirmed on the carrier: its answer was not line details)"));
+            }
+            Err(fail(
+                RowStatus::ApiFailed,
+                format!(
+                    "Telegence accepted the change but its answer was unreadable ({}), and the line does not show it",
+                    f.reason()
+                ),
+            ))
+        }
         Err(f) => {
             job.log(row, description, &f.call, Some(&f.reason())).await;
             Err(fail(api_failed_or_error(&f), format!("Telegence: {}", f.reason())))
