@@ -32,9 +32,19 @@ pub(crate) async fn carrier_state_if_reclaimed(
         Err(f) => {
             job.log(row, "Get Jasper Device Details (an earlier attempt may have sent it)", &f.call, Some(&f.reason()))
                 .await;
-            Err(fail(api_failed_or_error(&f), format!("Could not read the device from the carrier: {}", f.reason())))
+            Err(fail(api_failed_or_error(&f), outcome_unknown(&f)))
         }
     }
+}
+
+/// Why a row whose change an earlier attempt may have sent cannot be finished now: its outcome is unknown, and
+/// nothing was sent again. A retry of the bulk change reads the device before it sends anything.
+fn outcome_unknown(f: &CarrierFailure) -> String {
+    format!(
+        "Outcome unknown: an earlier attempt may already have applied this change, and the device could not be read \
+         from the carrier to check ({}); nothing was sent again. Retry the bulk change: a retry reads the device first",
+        f.reason()
+    )
 }
 
 /// Whether the carrier already shows what the row asks for, when our database says it does: a skip needs the
@@ -112,4 +122,63 @@ pub(crate) async fn edit_confirmed(
         attempts: AMBIGUOUS_ROUNDS,
         call: Default::default(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use domain::request::ChangeDetails;
+
+    use super::*;
+    use crate::fakes::{self, MemStore};
+    use crate::ports::{CallRecord, RowOutcome};
+
+    /// A Control Center whose device reads all fail (after the client's own retries).
+    struct Unreadable;
+
+    #[async_trait]
+    impl ControlCenterApi for Unreadable {
+        async fn get_device(&self, _iccid: &Iccid) -> Result<(CcDevice, CallRecord), CarrierFailure> {
+            Err(CarrierFailure {
+                kind: FailureKind::Unavailable,
+                code: Some("500".into()),
+                message: "internal error".into(),
+                attempts: 5,
+                call: CallRecord::default(),
+            })
+        }
+        async fn edit_device(&self, _iccid: &Iccid, _edit: &CcEdit) -> Result<CallRecord, CarrierFailure> {
+            panic!("nothing may be sent before the device is read")
+        }
+        async fn audit_trail(
+            &self,
+            _iccid: &Iccid,
+        ) -> Result<(Vec<super::super::port::CcAuditEntry>, CallRecord), CarrierFailure> {
+            panic!("not read here")
+        }
+    }
+
+    /// A row a dead worker may have sent, whose device cannot be read now: the row says its outcome is unknown
+    /// and that nothing was sent again, instead of calling the change failed.
+    #[tokio::test]
+    async fn a_reclaimed_row_whose_device_cannot_be_read_says_its_outcome_is_unknown() {
+        let store = MemStore::with_jasper_account();
+        let device = store.add_device(1, "89148000008245116615");
+        let bulk = store.add_bulk_change(2, &ChangeDetails::Archival, std::slice::from_ref(&device));
+        let job = fakes::job(store.clone(), bulk, ChangeDetails::Archival);
+        let row = DeviceChangeRow { claims: 2, ..fakes::row(2, 1, &device) };
+        let iccid = Iccid::parse(&device.iccid).expect("iccid");
+
+        let found: Result<_, RowOutcome> = carrier_state_if_reclaimed(&job, &Unreadable, &row, &iccid).await;
+
+        let outcome = found.expect_err("the device could not be read");
+        assert!(
+            outcome.details.starts_with("Outcome unknown: an earlier attempt may already have applied"),
+            "{}",
+            outcome.details
+        );
+        assert!(outcome.details.contains("nothing was sent again"), "{}", outcome.details);
+        let first = DeviceChangeRow { claims: 1, ..row };
+        assert!(carrier_state_if_reclaimed(&job, &Unreadable, &first, &iccid).await.expect("no read").is_none());
+    }
 }
