@@ -421,6 +421,11 @@ impl Worker {
     }
 
     async fn complete(&self, job: Result<&Job, &str>, row: &DeviceChangeRow, outcome: RowOutcome) {
+        if !outcome.status.is_final() {
+            // Handed to a later look (an outcome not known yet): a worker takes the row again when its wait ends.
+            info!(details = %outcome.details, "row waits to be settled later");
+            return;
+        }
         let carrier = job.map_or("unknown", |j| j.sp.integration.name());
         info!(status = %outcome.status, details = %outcome.details, "row finished");
         self.metrics.record(Metric::RowFinished { integration: carrier, status: outcome.status });

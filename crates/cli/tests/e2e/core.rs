@@ -1504,3 +1504,28 @@ async fn a_filtered_results_export_read_during_a_run_misses_no_row() {
     assert_eq!(missing, 0, "a row PENDING for the whole read is in the export");
     app.final_status(id, Duration::from_secs(60)).await;
 }
+
+/// A row an earlier attempt may have sent (a retry's), whose device cannot be read when it is worked: it is not
+/// called failed; it waits, is read again once the result wait has passed, and then ends as the carrier says.
+#[tokio::test]
+async fn a_row_whose_check_read_fails_is_read_again_later_not_failed() {
+    let app = spawn_with(|c| c.worker.carrier_result_wait = Duration::from_millis(500)).await;
+    app.cc(POD19).state.account.lock().expect("lock").rate_plans.remove("RP-5GB");
+    let first = app.accepted(&carrier_rate_plan(POD19, &[ready(21)], "RP-5GB", None)).await;
+    assert_eq!(app.wait_final(first).await["Counts"], json!({"API_FAILED": 1}));
+    app.cc(POD19).state.account.lock().expect("lock").rate_plans.insert("RP-5GB".into());
+    let puts =
+        || app.cc(POD19).state.calls().iter().filter(|c| c.method == "PUT" && c.path.contains(&ready(21))).count();
+    let puts_before = puts();
+    // The retry reads the device before sending (its first attempt may have been applied): that read fails,
+    // every attempt of it (5).
+    app.cc(POD19).state.harness.set_faults(simulators::Faults { fail_next: 5, ..app.cc(POD19).state.harness.faults() });
+    let (code, answer) =
+        app.post_raw(&format!("/M2M/BulkChange/{first}/Retry"), "", Some(&app.token)).await.into_status_body();
+    assert_eq!(code, 202, "{answer}");
+    let retried = app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
+    let found = row(&retried, &ready(21));
+    assert_eq!(found["Status"], "PROCESSED", "{retried}");
+    assert!(found["Claims"].as_i64().unwrap_or_default() >= 2, "worked again after its wait: {found}");
+    assert_eq!(puts() - puts_before, 1, "the retry sent the change once, after a read that succeeded");
+}

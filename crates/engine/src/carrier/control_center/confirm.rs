@@ -9,6 +9,7 @@ use super::port::{CcDevice, CcEdit, ControlCenterApi};
 use crate::common::{api_failed_or_error, fail};
 use crate::job::Job;
 use crate::ports::{CarrierFailure, DeviceChangeRow, FailureKind, RowOutcome};
+use domain::RowStatus;
 
 /// How often an ambiguous write (no answer) is checked against the carrier and sent again.
 const AMBIGUOUS_ROUNDS: u32 = 3;
@@ -32,13 +33,35 @@ pub(crate) async fn carrier_state_if_reclaimed(
         Err(f) => {
             job.log(row, "Get Jasper Device Details (an earlier attempt may have sent it)", &f.call, Some(&f.reason()))
                 .await;
-            Err(fail(api_failed_or_error(&f), outcome_unknown(&f)))
+            Err(read_again_later(job, row, &f).await)
         }
     }
 }
 
-/// Why a row whose change an earlier attempt may have sent cannot be finished now: its outcome is unknown, and
-/// nothing was sent again. A retry of the bulk change reads the device before it sends anything.
+/// A row whose change an earlier attempt may have sent, and whose device could not be read: its outcome is
+/// unknown, so it is not called failed. It waits (`CarrierWaits::await_carrier`, under `recheck-<row>`) until
+/// `carrier_result_wait` has passed, when a worker takes it again and reads the device first; only after
+/// `carrier_result_give_up` without a read does it end, saying its outcome is unknown. The returned outcome is not
+/// final while it waits (the worker records nothing for it).
+async fn read_again_later(job: &Job, row: &DeviceChangeRow, f: &CarrierFailure) -> RowOutcome {
+    let now = job.clock.now();
+    let waited = (now - row.carrier_requested_at.unwrap_or(now)).to_std().unwrap_or_default();
+    if waited < job.carrier_result_give_up {
+        let until = now + chrono::Duration::from_std(job.carrier_result_wait).unwrap_or_default();
+        let recheck = format!("recheck-{}", row.id);
+        if let Ok(1) = job.waits.await_carrier(job.bulk.id, &[row.id], &job.worker_id, &recheck, now, until).await {
+            return RowOutcome {
+                status: RowStatus::Processing,
+                details: format!("Outcome unknown ({}); the device is read again after {until}", f.reason()),
+                device_update: Default::default(),
+            };
+        }
+    }
+    fail(api_failed_or_error(f), outcome_unknown(f))
+}
+
+/// Why a row whose change an earlier attempt may have sent ends without knowing its outcome: nothing was sent
+/// again. A retry of the bulk change reads the device before it sends anything.
 fn outcome_unknown(f: &CarrierFailure) -> String {
     format!(
         "Outcome unknown: an earlier attempt may already have applied this change, and the device could not be read \
@@ -131,7 +154,7 @@ mod tests {
 
     use super::*;
     use crate::fakes::{self, MemStore};
-    use crate::ports::{CallRecord, RowOutcome};
+    use crate::ports::CallRecord;
 
     /// A Control Center whose device reads all fail (after the client's own retries).
     struct Unreadable;
@@ -158,26 +181,41 @@ mod tests {
         }
     }
 
-    /// A row a dead worker may have sent, whose device cannot be read now: the row says its outcome is unknown
-    /// and that nothing was sent again, instead of calling the change failed.
+    /// A row a dead worker may have sent, whose device cannot be read now: it is not called failed; it waits
+    /// under a re-check until the result wait has passed, and only past the give-up time does it end, saying its
+    /// outcome is unknown and that nothing was sent again.
     #[tokio::test]
-    async fn a_reclaimed_row_whose_device_cannot_be_read_says_its_outcome_is_unknown() {
+    async fn a_reclaimed_row_whose_device_cannot_be_read_waits_then_says_its_outcome_is_unknown() {
         let store = MemStore::with_jasper_account();
         let device = store.add_device(1, "89148000008245116615");
         let bulk = store.add_bulk_change(2, &ChangeDetails::Archival, std::slice::from_ref(&device));
+        {
+            let mut s = store.state();
+            s.rows[0].row.status = domain::RowStatus::Processing;
+            s.rows[0].owner = Some(fakes::WORKER.into());
+        }
         let job = fakes::job(store.clone(), bulk, ChangeDetails::Archival);
         let row = DeviceChangeRow { claims: 2, ..fakes::row(2, 1, &device) };
         let iccid = Iccid::parse(&device.iccid).expect("iccid");
 
-        let found: Result<_, RowOutcome> = carrier_state_if_reclaimed(&job, &Unreadable, &row, &iccid).await;
+        let waiting = carrier_state_if_reclaimed(&job, &Unreadable, &row, &iccid).await.expect_err("not read");
 
-        let outcome = found.expect_err("the device could not be read");
+        assert_eq!(waiting.status, domain::RowStatus::Processing, "not final: {}", waiting.details);
+        {
+            let s = store.state();
+            assert_eq!(s.rows[0].owner.as_deref(), Some("carrier:recheck-1"), "handed to its re-check");
+            assert!(s.rows[0].until.is_some_and(|u| u > chrono::Utc::now()), "until the result wait has passed");
+        }
+        let long_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+        let given_up = DeviceChangeRow { carrier_requested_at: Some(long_ago), ..row.clone() };
+        let ended = carrier_state_if_reclaimed(&job, &Unreadable, &given_up, &iccid).await.expect_err("not read");
+        assert_eq!(ended.status, domain::RowStatus::ApiFailed);
         assert!(
-            outcome.details.starts_with("Outcome unknown: an earlier attempt may already have applied"),
+            ended.details.starts_with("Outcome unknown: an earlier attempt may already have applied"),
             "{}",
-            outcome.details
+            ended.details
         );
-        assert!(outcome.details.contains("nothing was sent again"), "{}", outcome.details);
+        assert!(ended.details.contains("nothing was sent again"), "{}", ended.details);
         let first = DeviceChangeRow { claims: 1, ..row };
         assert!(carrier_state_if_reclaimed(&job, &Unreadable, &first, &iccid).await.expect("no read").is_none());
     }
