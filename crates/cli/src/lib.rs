@@ -2,6 +2,7 @@
 //! benchmark run by `make bench`. The binary's `main` only parses arguments and calls into here.
 
 pub mod bench;
+pub mod chaos;
 pub mod client;
 pub mod demo;
 pub mod fleet;

@@ -215,6 +215,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         tenant: i64,
     },
+    /// What `make chaos` does: seeded fault sweeps, invariants checked against the simulators (`cli::chaos`).
+    Chaos {
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many seeds, from the first.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// Devices of the account.
+        #[arg(long, default_value_t = 24)]
+        devices: usize,
+    },
     /// What `make bench` does.
     Bench {
         /// Devices of the single-process run.
@@ -500,6 +512,9 @@ async fn main() -> Result<()> {
         }
         Command::Demo { seed, requests, work_dir, tenant } => {
             demo::run(DemoOptions { seed, requests, work_dir, tenant }).await?
+        }
+        Command::Chaos { seed, seeds, devices } => {
+            cli::chaos::run(cli::chaos::ChaosOptions { first_seed: seed, seeds, devices }).await?
         }
         Command::Bench {
             devices,

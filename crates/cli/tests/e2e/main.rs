@@ -5,6 +5,7 @@
 mod support;
 
 mod answers;
+mod chaos;
 mod core;
 mod fleet;
 mod operator_cli;
