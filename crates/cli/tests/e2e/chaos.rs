@@ -1,5 +1,5 @@
 //! The bounded part of the fault sweep that `make test` runs (`make chaos` runs more): twenty seeds, each a stack
-//! whose Control Center simulator injects the seed's faults, every invariant checked against the simulator.
+//! whose Control Center and Pond simulators inject the seed's faults, every invariant checked against them.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_seeds_of_faults_keep_every_invariant() {
