@@ -95,16 +95,24 @@ impl ControlCenterApi for ControlCenterClient {
     async fn edit_device(&self, iccid: &Iccid, edit: &CcEdit) -> Result<CallRecord, CarrierFailure> {
         let body = serde_json::to_value(edit).map_err(|e| Self::protocol(CallRecord::default(), e.to_string()))?;
         let answer = self.send(Method::PUT, &format!("devices/{iccid}"), Some(&body)).await?;
-        // A 2xx without the ICCID is not a success (Control Center answers `{"iccid": ...}`).
+        // A 2xx without the ICCID is not a success (Control Center answers `{"iccid": ...}`), and not a refusal
+        // either: the edit was received and may have been applied (a gateway that emptied the answer). Its outcome
+        // is unknown, and the processor reads the device before anything is sent again.
         let named = serde_json::from_str::<serde_json::Value>(&answer.body)
             .ok()
             .and_then(|v| v.get("iccid").and_then(|i| i.as_str()).map(|s| !s.is_empty()))
             .unwrap_or(false);
         if !named {
-            return Err(Self::protocol(
-                answer.call,
-                format!("HTTP {} without the device's ICCID in the answer", answer.status.as_u16()),
-            ));
+            return Err(CarrierFailure {
+                kind: FailureKind::Ambiguous,
+                code: None,
+                message: format!(
+                    "HTTP {} without the device's ICCID in the answer: the edit may have been applied",
+                    answer.status.as_u16()
+                ),
+                attempts: 1,
+                call: answer.call,
+            });
         }
         Ok(answer.call)
     }

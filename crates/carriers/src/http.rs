@@ -119,7 +119,29 @@ pub async fn call(
             Ok(response) => {
                 let status = response.status();
                 let after = retry_after(response.headers());
-                let text = response.text().await.unwrap_or_default();
+                let text = match response.text().await {
+                    Ok(text) => text,
+                    // The status arrived and the body did not (the connection was cut): a read is tried again; a
+                    // write was received, so its outcome is unknown.
+                    Err(e) => {
+                        failures += 1;
+                        if spec.idempotent && failures < policy.max_attempts {
+                            let wait = policy.delay(failures, None);
+                            warn!(url = %spec.url, error = %e, attempt = attempts, ?wait, "answer cut short; retrying");
+                            spec.metrics
+                                .record(Metric::CarrierRetry { integration: spec.integration, throttled: false });
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        let kind = if spec.idempotent { FailureKind::Unavailable } else { FailureKind::Ambiguous };
+                        let message = format!(
+                            "HTTP {}, then the connection was cut before the whole answer arrived ({e}){}",
+                            status.as_u16(),
+                            if spec.idempotent { "" } else { ": the write may have been applied" }
+                        );
+                        return Err(failure(kind, Some(status.as_u16()), None, message, String::new()));
+                    }
+                };
                 if status.is_success() {
                     debug!(url = %spec.url, status = status.as_u16(), attempt = attempts, "carrier call succeeded");
                     return Ok(Answer {

@@ -372,10 +372,15 @@ impl ThingSpaceClient {
         match serde_json::from_str::<Value>(&answer.body).ok().and_then(|v| v["requestId"].as_str().map(str::to_string))
         {
             Some(id) => Ok((id, answer.call)),
+            // A 2xx without its request id is not a refusal: ThingSpace received the request and may carry it out
+            // (a gateway that emptied the answer). Its outcome is unknown; the processor reads the devices.
             None => Err(CarrierFailure {
-                kind: FailureKind::Protocol,
+                kind: FailureKind::Ambiguous,
                 code: None,
-                message: "answer without requestId".into(),
+                message: format!(
+                    "HTTP {} without a requestId in the answer: the request may have been taken",
+                    answer.status.as_u16()
+                ),
                 attempts: 1,
                 call: answer.call,
             }),

@@ -151,6 +151,37 @@ async fn a_write_applied_then_answered_502_is_sent_once() {
     assert_eq!(sim.state.device(ICCID).expect("device").status, "ACTIVATED", "the carrier applied it");
 }
 
+/// `make chaos SEED=1` (issue 20): an edit applied and answered 200 with an empty body ended ERROR ("HTTP 200
+/// without the device's ICCID in the answer") while Control Center showed the change. The answer is ambiguous:
+/// the processor reads the device back.
+#[tokio::test]
+async fn a_write_applied_then_answered_200_empty_is_ambiguous_and_sent_once() {
+    let (sim, client) = cc(Faults { empty_next_writes: 1, ..Default::default() }).await;
+    let err = client
+        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATED".into()), ..Default::default() })
+        .await
+        .expect_err("an empty 200 is not a success");
+    assert_eq!((err.kind, err.call.http_status), (FailureKind::Ambiguous, Some(200)), "{err}");
+    assert!(err.message.contains("may have been applied"), "{err}");
+    assert_eq!(sim.state.calls().iter().filter(|c| c.method == "PUT").count(), 1, "never re-sent by the client");
+    assert_eq!(sim.state.device(ICCID).expect("device").status, "ACTIVATED", "the carrier applied it");
+}
+
+/// A 200 whose body is cut half-way (the connection reset): a write's outcome is unknown, a read is tried again.
+#[tokio::test]
+async fn an_answer_cut_half_way_is_ambiguous_for_a_write_and_retried_for_a_read() {
+    let (sim, client) = cc(Faults { truncate_next_writes: 1, ..Default::default() }).await;
+    let err = client
+        .edit_device(&iccid(), &CcEdit { status: Some("ACTIVATED".into()), ..Default::default() })
+        .await
+        .expect_err("a cut answer is not a success");
+    assert_eq!(err.kind, FailureKind::Ambiguous, "{err}");
+    assert!(err.message.contains("connection"), "{err}");
+    assert_eq!(sim.state.calls().iter().filter(|c| c.method == "PUT").count(), 1);
+    let (device, _) = client.get_device(&iccid()).await.expect("the read that follows");
+    assert_eq!(device.status, "ACTIVATED");
+}
+
 #[tokio::test]
 async fn server_errors_beyond_the_budget_fail_with_the_last_error() {
     let (sim, client) = cc(Faults { fail_next: 10, ..Default::default() }).await;

@@ -267,3 +267,27 @@ async fn activations_above_the_per_minute_limit_are_throttled_by_the_simulator()
     let refused = sim.state.calls().iter().filter(|c| c.path.ends_with("/activate") && c.status == 429).count();
     assert_eq!(refused, 3, "the client tried its throttled attempts and gave up");
 }
+
+/// `make chaos SEED=18` (issue 20): ThingSpace took an activation and answered 200 with an empty body; the rows
+/// ended ERROR "answer without requestId" while ThingSpace activated the devices. The answer is ambiguous (the
+/// processor reads each device), and the request is not sent again.
+#[tokio::test]
+async fn a_request_taken_and_answered_200_empty_is_ambiguous_and_sent_once() {
+    let sim = sim().await;
+    sim.state.harness.set_faults(simulators::Faults { empty_next_writes: 1, ..Default::default() });
+    let ts = client(&sim, "uws-pass");
+    let devices: Vec<Value> = ICCIDS.iter().map(|i| device_ids(i, None)).collect();
+    let err = ts
+        .action("activate", json!({"devices": devices, "servicePlan": "m2m_4G", "mdnZipCode": "98801"}))
+        .await
+        .expect_err("no request id: not a success");
+    assert_eq!(err.kind, engine::ports::FailureKind::Ambiguous, "{err}");
+    assert!(err.message.contains("may have been taken"), "{err}");
+    let activations = sim.state.calls().iter().filter(|c| c.path.ends_with("/devices/actions/activate")).count();
+    assert_eq!(activations, 1, "never re-sent by the client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sim.state.device(ICCIDS[0]).expect("device").state != "active" {
+        assert!(tokio::time::Instant::now() < deadline, "ThingSpace carries the request out all the same");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -223,9 +223,16 @@ enum Command {
         /// How many seeds, from the first.
         #[arg(long, default_value_t = 20)]
         seeds: u64,
-        /// Devices of the account.
+        /// Devices of each carrier's account.
         #[arg(long, default_value_t = 24)]
         devices: usize,
+        /// Worker processes beside the stack, killed with SIGKILL and restarted by the seed (0: the stack's own
+        /// worker, nothing killed).
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        /// Folder each seed's drawn schedule is written to (`seed-<n>.json`).
+        #[arg(long, default_value = "target/chaos")]
+        record: PathBuf,
     },
     /// What `make bench` does.
     Bench {
@@ -513,8 +520,16 @@ async fn main() -> Result<()> {
         Command::Demo { seed, requests, work_dir, tenant } => {
             demo::run(DemoOptions { seed, requests, work_dir, tenant }).await?
         }
-        Command::Chaos { seed, seeds, devices } => {
-            cli::chaos::run(cli::chaos::ChaosOptions { first_seed: seed, seeds, devices }).await?
+        Command::Chaos { seed, seeds, devices, workers, record } => {
+            let opts = cli::chaos::ChaosOptions {
+                first_seed: seed,
+                seeds,
+                devices,
+                workers,
+                worker_exe: None,
+                record: Some(record),
+            };
+            cli::chaos::run(opts).await?
         }
         Command::Bench {
             devices,

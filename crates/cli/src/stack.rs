@@ -85,6 +85,8 @@ impl StackConfig {
         self.scheduler_interval = settings.scheduler_interval;
         self.database_pool_size = settings.database_pool_size;
         self.api_body_idle = settings.api_body_idle;
+        self.http_timeout = settings.carrier_timeout;
+        self.retry = settings.retry;
     }
 
     pub fn local(database: PathBuf, outbox: PathBuf, jwt_secret: String) -> Self {

@@ -19,6 +19,10 @@ pub struct Settings {
     /// How long the API waits for the next byte of a request's body before answering 408 (a stalled client frees
     /// its connection; behind API Gateway bodies arrive whole).
     pub api_body_idle: Duration,
+    /// How long a carrier call may take before it is abandoned (its outcome then unknown).
+    pub carrier_timeout: Duration,
+    /// Attempts and backoff of every carrier client.
+    pub retry: crate::retry::RetryPolicy,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -30,7 +34,7 @@ pub struct SettingsError {
 }
 
 /// Every variable read here, with its default, for the README and `--help`.
-pub const VARIABLES: [(&str, &str); 16] = [
+pub const VARIABLES: [(&str, &str); 21] = [
     ("WORKER_LEASE_SECONDS", "30"),
     ("WORKER_ROWS_IN_FLIGHT", "256"),
     ("WORKER_CLAIM_BATCH", "64"),
@@ -47,6 +51,11 @@ pub const VARIABLES: [(&str, &str); 16] = [
     ("ERROR_EMAIL_TO", "operations@localhost"),
     ("DATABASE_POOL_SIZE", "4"),
     ("API_BODY_IDLE_SECONDS", "10"),
+    ("WORKER_WRITE_BATCH", "64"),
+    ("CARRIER_TIMEOUT_SECONDS", "30"),
+    ("CARRIER_RETRY_ATTEMPTS", "5"),
+    ("CARRIER_RETRY_BASE_MILLISECONDS", "200"),
+    ("CARRIER_RETRY_MAX_MILLISECONDS", "20000"),
 ];
 
 impl Settings {
@@ -104,6 +113,13 @@ impl Settings {
             scheduler_interval: Duration::from_secs(number("SCHEDULER_INTERVAL_SECONDS", 60, 1)?),
             database_pool_size: number("DATABASE_POOL_SIZE", 4, 1)? as usize,
             api_body_idle: Duration::from_secs(number("API_BODY_IDLE_SECONDS", 10, 1)?),
+            carrier_timeout: Duration::from_secs(number("CARRIER_TIMEOUT_SECONDS", 30, 1)?),
+            retry: crate::retry::RetryPolicy {
+                max_attempts: u32::try_from(number("CARRIER_RETRY_ATTEMPTS", 5, 1)?).unwrap_or(u32::MAX),
+                base_delay: Duration::from_millis(number("CARRIER_RETRY_BASE_MILLISECONDS", 200, 1)?),
+                max_delay: Duration::from_millis(number("CARRIER_RETRY_MAX_MILLISECONDS", 20_000, 1)?),
+                ..crate::retry::RetryPolicy::default()
+            },
             worker,
         })
     }

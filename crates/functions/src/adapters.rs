@@ -1,14 +1,12 @@
 //! The adapters a function uses, built once per execution environment.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use carriers::HttpCarriers;
 use engine::metrics::Metrics;
 use engine::ports::{Email, Notifier, NotifyError, Queue, Store, SystemClock};
 use engine::rate::RateLimiters;
-use engine::retry::RetryPolicy;
 use engine::{Worker, WorkerConfig};
 
 use crate::config::{Database, FunctionConfig};
@@ -74,7 +72,7 @@ fn carrier_secrets(config: &FunctionConfig, sdk: &aws::SdkConfig) -> store::Secr
 /// The worker as the SQS function runs it: carriers over HTTP, each account's pace shared through the store by
 /// every instance.
 pub fn worker(adapters: &Adapters, config: &FunctionConfig, metrics: Arc<dyn Metrics>) -> Result<Worker> {
-    let carriers = HttpCarriers::new(Duration::from_secs(30), RetryPolicy::default())
+    let carriers = HttpCarriers::new(config.settings.carrier_timeout, config.settings.retry)
         .context("building the HTTP client")?
         .with_metrics(metrics.clone());
     let worker_config: WorkerConfig = config.settings.worker.clone();

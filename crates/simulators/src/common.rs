@@ -16,7 +16,7 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Calls a second the account may make; beyond it the answer is 429. `None`: unlimited.
     pub rate_limit_per_second: Option<f64>,
-    /// The `Retry-After` sent with a 429, in seconds.
+    /// The `Retry-After` sent with a 429, in seconds; 0 sends none (a gateway that throttles without saying when).
     pub retry_after_seconds: u64,
     /// The next N calls answer 500 without doing anything.
     pub fail_next: u32,
@@ -27,6 +27,10 @@ pub struct Faults {
     pub hang_ms: u64,
     /// The next N writes are applied, then answered 502 Bad Gateway (a gateway that lost the carrier's answer).
     pub apply_then_fail_next_writes: u32,
+    /// The next N writes are applied, then answered 200 with an empty body (a gateway that dropped the answer's body).
+    pub empty_next_writes: u32,
+    /// The next N writes are applied, then answered 200 with half of the body before the connection is cut.
+    pub truncate_next_writes: u32,
     /// Edits answer 200 but do not take; the audit trail records them in error (POD19's known behaviour).
     pub edits_do_not_take: bool,
     /// Edits of these ICCIDs are refused (400, `10000099`), as for a SIM the carrier has locked.
@@ -44,6 +48,8 @@ impl Default for Faults {
             hang_next_writes: 0,
             hang_ms: 30_000,
             apply_then_fail_next_writes: 0,
+            empty_next_writes: 0,
+            truncate_next_writes: 0,
             edits_do_not_take: false,
             locked_iccids: Vec::new(),
         }
@@ -101,6 +107,8 @@ pub struct Harness {
     pub calls: Mutex<Vec<RecordedCall>>,
     limiter: Mutex<Limiter>,
     counter: Mutex<u64>,
+    /// Faults injected so far, by kind (`throttled`, `server_error_before_applying`, `hung_write`, ...).
+    injected: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// What the harness decided before the handler runs.
@@ -118,7 +126,20 @@ impl Harness {
             calls: Mutex::new(Vec::new()),
             limiter: Mutex::new(Limiter::new()),
             counter: Mutex::new(0),
+            injected: Mutex::new(Default::default()),
         }
+    }
+
+    /// Counts one injected fault of `kind`.
+    pub fn injected(&self, kind: &'static str) {
+        if let Ok(mut counts) = self.injected.lock() {
+            *counts.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// The faults injected so far, by kind.
+    pub fn injected_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.injected.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     pub fn faults(&self) -> Faults {
@@ -143,6 +164,7 @@ impl Harness {
                 Err(p) => p.into_inner(),
             };
             if !limiter.try_take(rate) {
+                self.injected("throttled");
                 return Gate::Throttled(faults.retry_after_seconds);
             }
         }
@@ -156,9 +178,11 @@ impl Harness {
         };
         if faults.fail_next > 0 {
             faults.fail_next -= 1;
+            self.injected("server_error_before_applying");
             return Gate::Fail;
         }
         if faults.fail_every > 0 && n % u64::from(faults.fail_every) == 0 {
+            self.injected("server_error_before_applying");
             return Gate::Fail;
         }
         Gate::Proceed
@@ -169,6 +193,7 @@ impl Harness {
         let mut faults = self.faults.lock().ok()?;
         if faults.hang_next_writes > 0 {
             faults.hang_next_writes -= 1;
+            self.injected("hung_write");
             return Some(Duration::from_millis(faults.hang_ms));
         }
         None
@@ -179,9 +204,26 @@ impl Harness {
         let Ok(mut faults) = self.faults.lock() else { return false };
         if faults.apply_then_fail_next_writes > 0 {
             faults.apply_then_fail_next_writes -= 1;
+            self.injected("applied_then_bad_gateway");
             return true;
         }
         false
+    }
+
+    /// How this write, already applied, must be answered when its answer is damaged (and counts it down).
+    pub fn take_damaged_answer(&self) -> Option<Damage> {
+        let Ok(mut faults) = self.faults.lock() else { return None };
+        if faults.empty_next_writes > 0 {
+            faults.empty_next_writes -= 1;
+            self.injected("applied_then_empty_200");
+            return Some(Damage::Empty);
+        }
+        if faults.truncate_next_writes > 0 {
+            faults.truncate_next_writes -= 1;
+            self.injected("applied_then_truncated");
+            return Some(Damage::Truncated);
+        }
+        None
     }
 
     pub fn latency(&self) -> Duration {
@@ -248,7 +290,9 @@ impl Harness {
             Gate::Throttled(after) => {
                 self.record(method, path, body.clone(), StatusCode::TOO_MANY_REQUESTS);
                 let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-                if let Ok(v) = axum::http::HeaderValue::from_str(&after.to_string()) {
+                if after > 0
+                    && let Ok(v) = axum::http::HeaderValue::from_str(&after.to_string())
+                {
                     response.headers_mut().insert("retry-after", v);
                 }
                 Err(response)
@@ -276,7 +320,8 @@ impl Harness {
         response
     }
 
-    /// A write already applied: hangs (the client's timeout) or answers 502 when the faults say so.
+    /// A write already applied: hangs (the client's timeout), answers 502, answers 200 with an empty body or with
+    /// half of its body before the connection is cut, when the faults say so.
     pub async fn after_write(&self, response: axum::response::Response) -> axum::response::Response {
         if let Some(hang) = self.take_hang() {
             tokio::time::sleep(hang).await;
@@ -284,7 +329,42 @@ impl Harness {
         if self.take_apply_then_fail() {
             return bad_gateway();
         }
-        response
+        match self.take_damaged_answer() {
+            Some(damage) => damage.of(response).await,
+            None => response,
+        }
+    }
+}
+
+/// An answer a gateway damaged after the service applied the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// 200 with no body at all.
+    Empty,
+    /// 200, then half of the body, then the connection is cut.
+    Truncated,
+}
+
+impl Damage {
+    pub async fn of(self, response: axum::response::Response) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+        match self {
+            Damage::Empty => (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")]).into_response(),
+            Damage::Truncated => {
+                let half = bytes.slice(..bytes.len() / 2);
+                // A body that yields its first half, then fails: the server cuts the connection mid-body.
+                let stream = futures::stream::iter([
+                    Ok::<_, std::io::Error>(half),
+                    Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection cut by the gateway")),
+                ]);
+                let mut damaged = axum::response::Response::from_parts(parts, axum::body::Body::from_stream(stream));
+                *damaged.status_mut() = StatusCode::OK;
+                damaged.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+                damaged
+            }
+        }
     }
 }
 

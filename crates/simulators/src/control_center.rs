@@ -309,16 +309,9 @@ async fn edit_device(
     };
     match result {
         Ok(()) => {
-            if state.harness.take_apply_then_fail() {
-                return answer(&state, "PUT", &path, parsed, StatusCode::BAD_GATEWAY, crate::common::bad_gateway())
-                    .await;
-            }
-            if let Some(hang) = state.harness.take_hang() {
-                state.harness.record("PUT", &path, parsed, StatusCode::OK);
-                tokio::time::sleep(hang).await;
-                return Json(json!({"iccid": iccid})).into_response();
-            }
-            answer(&state, "PUT", &path, parsed, StatusCode::OK, Json(json!({"iccid": iccid})).into_response()).await
+            let response = Json(json!({"iccid": iccid})).into_response();
+            let response = answer(&state, "PUT", &path, parsed, StatusCode::OK, response).await;
+            state.harness.after_write(response).await
         }
         Err(response) => {
             let status = response.status();

@@ -173,6 +173,18 @@ impl TealState {
         self.account.lock().map(|a| a.operations.len()).unwrap_or(0)
     }
 
+    /// The kinds of the operations received that name `eid` (`enable`, `disable`, `assign-plan`), one per
+    /// operation: what a sweep counts to see a change sent twice.
+    pub fn operations_naming(&self, eid: &str) -> Vec<String> {
+        let Ok(account) = self.account.lock() else { return Vec::new() };
+        account
+            .operations
+            .values()
+            .filter(|op| op.entries.iter().any(|e| e.as_str() == Some(eid) || e["eid"].as_str() == Some(eid)))
+            .map(|op| op.kind.clone())
+            .collect()
+    }
+
     /// Callbacks held so far (their URLs, `requestId` appended).
     pub fn held_callbacks(&self) -> Vec<String> {
         self.held.lock().map(|h| h.clone()).unwrap_or_default()

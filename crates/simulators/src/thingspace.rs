@@ -275,7 +275,28 @@ fn admit(state: &ThingSpaceState, account: &mut TsAccount, headers: &HeaderMap) 
     match account.sessions.get(&token) {
         Some(last) if now.duration_since(*last) < idle => {
             account.sessions.insert(token, now);
-            Ok(())
+            // The rate limit and injected 500s, as for every simulator (the chaos sweep turns them on).
+            match state.harness.gate() {
+                crate::common::Gate::Proceed => Ok(()),
+                crate::common::Gate::Throttled(after) => {
+                    let mut response = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "UnifiedWebService.REQUEST_FAILED.RateLimitExceeded",
+                        "Rate limit exceeded.",
+                    );
+                    if after > 0
+                        && let Ok(v) = axum::http::HeaderValue::from_str(&after.to_string())
+                    {
+                        response.headers_mut().insert("retry-after", v);
+                    }
+                    Err(response)
+                }
+                crate::common::Gate::Fail => Err(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UnifiedWebService.REQUEST_FAILED.InternalError",
+                    "Internal server error.",
+                )),
+            }
         }
         _ => Err(error(
             StatusCode::UNAUTHORIZED,
@@ -342,11 +363,16 @@ async fn answer(state: Arc<ThingSpaceState>, accepted: Result<Response, Pending>
         Ok(answer) => answer,
         Err(Pending { request_id, action, results }) => {
             let lost = state.harness.take_apply_then_fail();
+            let damage = if lost { None } else { state.harness.take_damaged_answer() };
             complete_later(state, request_id.clone(), action, results).await;
             if lost {
                 return crate::common::bad_gateway();
             }
-            Json(json!({"requestId": request_id})).into_response()
+            let response = Json(json!({"requestId": request_id})).into_response();
+            match damage {
+                Some(damage) => damage.of(response).await,
+                None => response,
+            }
         }
     }
 }

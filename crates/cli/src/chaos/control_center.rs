@@ -1,0 +1,131 @@
+//! The Control Center (POD19) part of the sweep: activations and plan changes over half-ready, half-active SIMs;
+//! and tenant 2's account (`BYSTANDER`), whose SIMs tenant 1 names and which no call may reach.
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use store::Seed;
+use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider};
+
+use super::{Finished, Report, done_elsewhere};
+use crate::bench::bench_iccid;
+use crate::stack::Stack;
+
+const SP: i64 = 1;
+const PLAN: &str = "RP-5GB";
+/// Tenant 2's Control Center account and its SIMs (`bench_iccid(BYSTANDER_SIMS_FROM + i)`).
+pub(super) const BYSTANDER: i64 = 9;
+const BYSTANDER_SIMS_FROM: usize = 9_000;
+
+pub(super) fn seed(seed: &mut Seed, devices: usize) {
+    for (id, tenant, name) in [(SP, 1, "POD19 chaos"), (BYSTANDER, 2, "POD19 bystander")] {
+        seed.service_providers.push(SeedServiceProvider {
+            name: name.into(),
+            username: format!("chaos-{id}"),
+            secret: format!("chaos-key-{id}"),
+            rate_limit_per_second: 500.0,
+            ..SeedServiceProvider::new(id, tenant, domain::Integration::Pod19.id())
+        });
+    }
+    seed.carrier_rate_plans.extend([
+        SeedRatePlan::new(1, SP, "RP-1GB", 1024.0, 5.0),
+        SeedRatePlan::new(2, SP, PLAN, 5120.0, 12.0),
+        SeedRatePlan::new(9, BYSTANDER, "RP-1GB", 1024.0, 5.0),
+        SeedRatePlan::new(10, BYSTANDER, PLAN, 5120.0, 12.0),
+    ]);
+    seed.devices.extend((0..devices).map(|i| SeedDevice {
+        carrier_rate_plan: Some("RP-1GB".into()),
+        communication_plan: Some("CP-Data".into()),
+        ..SeedDevice::new(1, SP, bench_iccid(i), if i % 2 == 0 { "ACTIVATION_READY" } else { "ACTIVATED" })
+    }));
+    seed.devices.extend((0..devices.min(4)).map(|i| SeedDevice {
+        carrier_rate_plan: Some("RP-1GB".into()),
+        ..SeedDevice::new(2, BYSTANDER, bench_iccid(BYSTANDER_SIMS_FROM + i), "ACTIVATION_READY")
+    }));
+}
+
+/// Activations and plan changes over random, overlapping SIMs (both idempotent and monotone, so the carrier's
+/// final state says whether each took), some naming a SIM of tenant 2; and, one seed in three, tenant 1 asking
+/// for tenant 2's account.
+pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    for _ in 0..rng.usize(2..5) {
+        let mut picked: Vec<String> = (0..devices).filter(|_| rng.bool()).map(bench_iccid).collect();
+        if rng.u8(..3) == 0 {
+            picked.push(bench_iccid(BYSTANDER_SIMS_FROM + rng.usize(..devices.clamp(1, 4))));
+        }
+        if picked.is_empty() {
+            continue;
+        }
+        bodies.push(if rng.bool() {
+            json!({"ServiceProviderId": SP, "ChangeType": 3, "Devices": picked, "StatusUpdate": {"TargetStatus": "Active"}})
+        } else {
+            json!({"ServiceProviderId": SP, "ChangeType": 7, "Devices": picked,
+                   "CarrierRatePlanUpdate": {"CarrierRatePlan": PLAN}})
+        });
+    }
+    if rng.u8(..3) == 0 {
+        bodies.push(
+            json!({"ServiceProviderId": BYSTANDER, "ChangeType": 3, "Devices": [bench_iccid(BYSTANDER_SIMS_FROM)],
+                           "StatusUpdate": {"TargetStatus": "Active"}}),
+        );
+    }
+    bodies
+}
+
+pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, report: &mut Report) -> Result<()> {
+    let bystander = stack.simulators.control_center.get(&BYSTANDER).context("the bystander's simulator")?;
+    let calls = bystander.state.calls();
+    if !calls.is_empty() {
+        report.violation(format!("tenant 2's Control Center account got {} call(s) from tenant 1", calls.len()));
+    }
+    let sim = stack.simulators.control_center.get(&SP).context("the Control Center simulator")?;
+    let (sim_devices, audit) = {
+        let account = sim.state.account.lock().map_err(|_| anyhow::anyhow!("simulator state"))?;
+        (account.devices.clone(), account.audit.clone())
+    };
+    for f in finished.iter().filter(|f| f.service_provider() == SP) {
+        let activation = f.change_type() == 3;
+        for row in f.rows() {
+            if (0..4).any(|i| bench_iccid(BYSTANDER_SIMS_FROM + i) == row.iccid) && row.state == "PROCESSED" {
+                report.violation(format!("bulk change {}: tenant 2's {} PROCESSED for tenant 1", f.id, row.iccid));
+            }
+            let Some(device) = sim_devices.get(row.iccid) else { continue };
+            // Odd SIMs were active before any change (the seed): their activation shows whatever happened.
+            let was_active = (0..devices).any(|i| i % 2 == 1 && bench_iccid(i) == row.iccid);
+            let shows =
+                if activation { device.status == "ACTIVATED" } else { device.rate_plan.as_deref() == Some(PLAN) };
+            // An activation of a SIM active before any change shows whatever happened to the row.
+            let already_so = activation && was_active;
+            if row.state == "PROCESSED" && !shows {
+                report.violation(format!(
+                    "bulk change {}: {} PROCESSED but the carrier does not show it",
+                    f.id, row.iccid
+                ));
+            }
+            if row.state != "PROCESSED"
+                && shows
+                && !row.made_no_call()
+                && !row.admits_unknown()
+                && !already_so
+                && !done_elsewhere(finished, f.id, f.change_type(), row.iccid)
+            {
+                report.violation(format!(
+                    "bulk change {}: {} {} \"{}\" but the carrier shows the change",
+                    f.id, row.iccid, row.state, row.details
+                ));
+            }
+        }
+    }
+    for (iccid, entries) in &audit {
+        let plan_sets = entries.iter().filter(|e| e.field == "ratePlan" && e.value.as_deref() == Some(PLAN)).count();
+        if plan_sets > 1 {
+            report.violation(format!("{iccid}: the plan change was applied {plan_sets} times"));
+        }
+        let activations =
+            entries.iter().filter(|e| e.field == "status" && e.value.as_deref() == Some("ACTIVATED")).count();
+        if activations > 1 {
+            report.violation(format!("{iccid}: activated {activations} times"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,557 @@
+//! The seeded fault sweep (issue 20, `make chaos`): for each seed, a local stack on a fresh SQLite file whose carrier
+//! simulators answer with faults drawn from the seed, bulk changes of every carrier submitted by concurrent
+//! operators (with retries and cancels), worker processes killed with SIGKILL and restarted, and then invariants
+//! checked against the simulators' own state and call records, not our database.
+//!
+//! Faults, by the seed, on every carrier: latency; 429 with and without `Retry-After`; 500 before applying; a write
+//! applied then answered 502, answered 200 with an empty body, or cut half-way through its body; a write applied then
+//! hung past the client's timeout; callbacks (ThingSpace, Teal) dropped, duplicated, delayed or reordered.
+//!
+//! Invariants, each carrier in its own module (`control_center`, `pond`, `teal`, `telegence`, `thingspace`):
+//! - every row is final;
+//! - a PROCESSED row's device shows the change on the carrier;
+//! - a row that did not succeed while the carrier shows its change says it may have been applied (a lost answer, an
+//!   unknown outcome) rather than that it failed;
+//! - no change applied twice (no second applied write of the same change to the same device);
+//! - Pond: no SIM without an active package, and a row whose SIM has two says it is billed for both;
+//!
+//! and across carriers (here): the counts of every bulk change add up to its rows, every row the carrier changed
+//! has an audit entry, one failure e-mail per bulk change that has failures, and nothing of the other tenant touched.
+//!
+//! The same seed draws the same faults, behaviours and requests; each seed's schedule is written to
+//! `<record>/seed-<n>.json`, and a failing seed is printed as `make chaos SEED=<n>`. Which call meets the n-th fault
+//! also depends on timing (workers and carriers run concurrently), so a replay draws the same schedule, not
+//! always the same interleaving: the recorded schedule says what was drawn.
+
+mod control_center;
+mod pond;
+mod teal;
+mod telegence;
+mod thingspace;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use simulators::Faults;
+use simulators::common::Harness;
+use store::Seed;
+use store::seed::SeedTenant;
+
+use crate::stack::{Stack, StackConfig};
+
+const SECRET: &str = "chaos-only-tokens-are-minted-here-0123456789";
+
+pub struct ChaosOptions {
+    pub first_seed: u64,
+    pub seeds: u64,
+    /// Devices of each carrier's account.
+    pub devices: usize,
+    /// Worker processes (`bulkchange worker`) beside the stack, killed and restarted by the seed; 0 works every
+    /// bulk change in the stack's own worker and kills nothing.
+    pub workers: usize,
+    /// The `bulkchange` binary the worker processes run (this one when it is `bulkchange`).
+    pub worker_exe: Option<PathBuf>,
+    /// Where each seed's drawn schedule is written (none: not written).
+    pub record: Option<PathBuf>,
+}
+
+/// What one seed did and found.
+#[derive(Default)]
+pub(crate) struct Report {
+    bulk_changes: usize,
+    rows: usize,
+    carrier_calls: usize,
+    kills: usize,
+    faults: BTreeMap<String, u64>,
+    violations: Vec<String>,
+}
+
+impl Report {
+    pub(crate) fn violation(&mut self, text: String) {
+        self.violations.push(text);
+    }
+
+    /// The calls and injected faults of one simulator.
+    fn count(&mut self, harness: &Harness) {
+        self.carrier_calls += harness.calls().len();
+        for (kind, n) in harness.injected_counts() {
+            *self.faults.entry(kind.to_string()).or_default() += n;
+        }
+    }
+}
+
+/// One bulk change as it was submitted and as it ended.
+pub(crate) struct Finished {
+    pub id: i64,
+    pub body: Value,
+    pub status: Value,
+}
+
+/// One row of a finished bulk change.
+pub(crate) struct Row<'a> {
+    pub id: i64,
+    pub iccid: &'a str,
+    pub state: &'a str,
+    pub details: &'a str,
+}
+
+impl Row<'_> {
+    /// Its reason admits the change may have been applied (a lost answer, an unknown outcome, read back).
+    pub fn admits_unknown(&self) -> bool {
+        let d = self.details.to_lowercase();
+        ["may", "unknown", "lost", "already"].iter().any(|w| d.contains(w))
+    }
+
+    /// Refused because another bulk change holds the device: it made no call.
+    pub fn held_elsewhere(&self) -> bool {
+        self.details.contains("has an open")
+    }
+
+    /// It made no carrier call: another bulk change held the device, or it was cancelled before it started.
+    pub fn made_no_call(&self) -> bool {
+        self.held_elsewhere() || self.state == "CANCELLED"
+    }
+
+    pub fn is_final(&self) -> bool {
+        ["PROCESSED", "API_FAILED", "ERROR", "CANCELLED"].contains(&self.state)
+    }
+}
+
+impl Finished {
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+        self.status["Rows"].as_array().into_iter().flatten().map(|row| Row {
+            id: row["Id"].as_i64().unwrap_or_default(),
+            iccid: row["ICCID"].as_str().unwrap_or_default(),
+            state: row["Status"].as_str().unwrap_or_default(),
+            details: row["StatusDetails"].as_str().unwrap_or_default(),
+        })
+    }
+
+    pub fn change_type(&self) -> i64 {
+        self.body["ChangeType"].as_i64().unwrap_or_default()
+    }
+
+    pub fn service_provider(&self) -> i64 {
+        self.body["ServiceProviderId"].as_i64().unwrap_or_default()
+    }
+
+    /// Checks every row is final; the rows' count.
+    fn check_final(&self, report: &mut Report) {
+        for row in self.rows() {
+            if !row.is_final() {
+                report.violation(format!("bulk change {}: row of {} is not final ({})", self.id, row.iccid, row.state));
+            }
+        }
+    }
+}
+
+/// How many of `finished` bulk changes of `change_type` named `iccid`: the most times its change may be applied.
+pub(crate) fn times_asked(finished: &[&Finished], change_type: i64, iccid: &str) -> usize {
+    finished.iter().filter(|f| f.change_type() == change_type && f.rows().any(|r| r.iccid == iccid)).count()
+}
+
+/// Another of `finished` (not `me`) has a PROCESSED row of `change_type` for `iccid`: the carrier showing that
+/// change says nothing of `me`'s row.
+pub(crate) fn done_elsewhere(finished: &[&Finished], me: i64, change_type: i64, iccid: &str) -> bool {
+    finished.iter().any(|f| {
+        f.id != me && f.change_type() == change_type && f.rows().any(|r| r.iccid == iccid && r.state == "PROCESSED")
+    })
+}
+
+/// `rounds` random, overlapping picks of the SIMs `bench_iccid(from + i)` for `i` below `devices`, each with a
+/// coin toss that chooses its change; empty picks dropped.
+pub(crate) fn picks(
+    rng: &mut fastrand::Rng,
+    devices: usize,
+    from: usize,
+    rounds: std::ops::Range<usize>,
+) -> Vec<(Vec<String>, bool)> {
+    let mut picks = Vec::new();
+    for _ in 0..rng.usize(rounds) {
+        let picked: Vec<String> =
+            (0..devices).filter(|_| rng.bool()).map(|i| crate::bench::bench_iccid(from + i)).collect();
+        let coin = rng.bool();
+        if !picked.is_empty() {
+            picks.push((picked, coin));
+        }
+    }
+    picks
+}
+
+/// Faults drawn for one simulator.
+fn draw_faults(rng: &mut fastrand::Rng) -> Faults {
+    Faults {
+        latency_ms: rng.u64(0..15),
+        fail_every: [0, 0, 3, 4, 5, 7][rng.usize(..6)],
+        apply_then_fail_next_writes: rng.u32(0..5),
+        hang_next_writes: rng.u32(0..3),
+        hang_ms: 1_500,
+        empty_next_writes: rng.u32(0..3),
+        truncate_next_writes: rng.u32(0..3),
+        // A throttling carrier one seed in four, with or without a Retry-After.
+        rate_limit_per_second: (rng.u8(..4) == 0).then(|| f64::from(rng.u32(20..60))),
+        retry_after_seconds: rng.u64(0..2),
+        ..Faults::default()
+    }
+}
+
+async fn submit(http: &reqwest::Client, base: &str, token: &str, body: &Value) -> Result<(u16, Value)> {
+    let answer = http.post(format!("{base}/M2M/BulkChange")).bearer_auth(token).json(body).send().await?;
+    let status = answer.status().as_u16();
+    Ok((status, answer.json().await.unwrap_or(Value::Null)))
+}
+
+pub async fn run(opts: ChaosOptions) -> Result<()> {
+    let mut total = Report::default();
+    let mut failing = Vec::new();
+    for seed in opts.first_seed..opts.first_seed + opts.seeds {
+        let report = one(seed, &opts).await.with_context(|| format!("seed {seed} (replay: make chaos SEED={seed})"))?;
+        println!(
+            "seed={seed} bulk_changes={} rows={} carrier_calls={} kills={} faults={:?} violations={}",
+            report.bulk_changes,
+            report.rows,
+            report.carrier_calls,
+            report.kills,
+            report.faults,
+            report.violations.len()
+        );
+        for v in &report.violations {
+            println!("  violation: {v}");
+            failing.push(format!("make chaos SEED={seed}: {v}"));
+        }
+        total.bulk_changes += report.bulk_changes;
+        total.rows += report.rows;
+        total.carrier_calls += report.carrier_calls;
+        total.kills += report.kills;
+        for (kind, n) in report.faults {
+            *total.faults.entry(kind).or_default() += n;
+        }
+    }
+    println!(
+        "seeds={} bulk_changes={} rows={} carrier_calls={} kills={} faults={:?} violations={}",
+        opts.seeds,
+        total.bulk_changes,
+        total.rows,
+        total.carrier_calls,
+        total.kills,
+        total.faults,
+        failing.len()
+    );
+    if !failing.is_empty() {
+        for f in &failing {
+            eprintln!("{f}");
+        }
+        bail!("{} invariant violation(s); replay a seed with the line above", failing.len());
+    }
+    Ok(())
+}
+
+/// The accounts of every carrier, tenant 1's, and one Control Center account of tenant 2 that nothing may touch.
+fn seed_data(devices: usize) -> Seed {
+    let mut seed = Seed {
+        tenants: vec![SeedTenant { id: 1, name: "Chaos".into() }, SeedTenant { id: 2, name: "Bystander".into() }],
+        ..Default::default()
+    };
+    control_center::seed(&mut seed, devices);
+    pond::seed(&mut seed, devices);
+    teal::seed(&mut seed, devices);
+    telegence::seed(&mut seed, devices);
+    thingspace::seed(&mut seed, devices);
+    seed
+}
+
+/// The worker processes of one seed, killed and restarted by it.
+struct Workers {
+    exe: PathBuf,
+    database: PathBuf,
+    outbox: PathBuf,
+    base: String,
+    children: Vec<tokio::process::Child>,
+    started: usize,
+}
+
+impl Workers {
+    fn spawn(&mut self) -> Result<tokio::process::Child> {
+        self.started += 1;
+        tokio::process::Command::new(&self.exe)
+            .args(["worker", "--database"])
+            .arg(&self.database)
+            .arg("--outbox")
+            .arg(&self.outbox)
+            .args(["--worker-id", &format!("chaos-{}", self.started)])
+            .env("WORKER_LEASE_SECONDS", "3")
+            .env("WORKER_CONTINUATION_DELAY_SECONDS", "0")
+            .env("THINGSPACE_RESULT_WAIT_SECONDS", "1")
+            .env("TELEGENCE_POLL_SECONDS", "1")
+            .env("TEAL_POLL_SECONDS", "1")
+            .env("TEAL_CALLBACK_URL", format!("{}/Teal/Callback", self.base))
+            .env("SCHEDULER_INTERVAL_SECONDS", "1")
+            .env("CARRIER_TIMEOUT_SECONDS", "1")
+            .env("CARRIER_RETRY_BASE_MILLISECONDS", "20")
+            .env("CARRIER_RETRY_MAX_MILLISECONDS", "500")
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a worker process")
+    }
+
+    /// SIGKILLs worker `index` and starts another in its place.
+    async fn kill_and_restart(&mut self, index: usize) -> Result<()> {
+        let Some(child) = self.children.get_mut(index) else { return Ok(()) };
+        child.start_kill().context("killing a worker")?;
+        let _ = child.wait().await;
+        let fresh = self.spawn()?;
+        self.children[index] = fresh;
+        Ok(())
+    }
+}
+
+async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let devices = opts.devices;
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let mut config = StackConfig::local(dir.path().join("chaos.db"), dir.path().join("outbox"), SECRET.into());
+    config.seed = Some(seed_data(devices));
+    config.simulators = true;
+    config.http_timeout = Duration::from_secs(1);
+    config.retry.base_delay = Duration::from_millis(20);
+    config.retry.max_delay = Duration::from_millis(500);
+    config.worker.continuation_delay = Duration::from_millis(200);
+    config.worker.carrier_result_wait = Duration::from_millis(500);
+    config.worker.carrier_poll_interval = Duration::from_secs(1);
+    config.worker.teal_poll_interval = Duration::from_secs(1);
+    config.scheduler_interval = Duration::from_secs(1);
+    config.stranded_grace = Duration::from_secs(3);
+    config.worker.lease = Duration::from_secs(3);
+    config.run_worker = opts.workers == 0;
+    // Callbacks: dropped, duplicated, delayed or reordered, by the seed.
+    config.thingspace_behaviour.callback_delay = Duration::from_millis(rng.u64(0..400));
+    config.thingspace_behaviour.drop_callbacks = rng.u8(..4) == 0;
+    config.thingspace_behaviour.duplicate_callbacks = rng.bool();
+    config.thingspace_behaviour.reorder_callbacks = rng.bool();
+    config.teal_behaviour.processing = Duration::from_millis(rng.u64(0..300));
+    config.teal_behaviour.drop_callbacks = rng.u8(..4) == 0;
+    config.teal_behaviour.duplicate_callbacks = rng.bool();
+    let stack = Stack::start(config.clone()).await?;
+    // Each simulator its own faults, drawn in a fixed order.
+    let harnesses: Vec<(&'static str, &Harness)> = stack
+        .simulators
+        .control_center
+        .values()
+        .map(|s| ("control_center", &s.state.harness))
+        .chain(stack.simulators.pond.values().map(|s| ("pond", &s.state.harness)))
+        .chain(stack.simulators.teal.values().map(|s| ("teal", &s.state.harness)))
+        .chain(stack.simulators.telegence.values().map(|s| ("telegence", &s.state.harness)))
+        .chain(stack.simulators.thingspace.values().map(|s| ("thingspace", &s.state.harness)))
+        .collect();
+    let mut drawn = Vec::new();
+    for (name, harness) in &harnesses {
+        let faults = draw_faults(&mut rng);
+        drawn.push(json!({"carrier": name, "faults": faults}));
+        harness.set_faults(faults);
+    }
+    let token = api::Hs256::new(SECRET)
+        .and_then(|a| a.mint(&api::Claims::new(1, "chaos", 3600)))
+        .map_err(|e| anyhow::anyhow!("token: {e}"))?;
+    let http = reqwest::Client::new();
+    let base = stack.base_url();
+
+    // Every carrier's bulk changes over random, overlapping devices, in a seeded order.
+    let mut bodies = Vec::new();
+    bodies.extend(control_center::bodies(&mut rng, devices));
+    bodies.extend(pond::bodies(&mut rng, devices));
+    bodies.extend(teal::bodies(&mut rng, devices));
+    bodies.extend(telegence::bodies(&mut rng, devices));
+    bodies.extend(thingspace::bodies(&mut rng, devices));
+    rng.shuffle(&mut bodies);
+    let cancels: Vec<bool> = bodies.iter().map(|_| rng.u8(..8) == 0).collect();
+    let kill_every = Duration::from_millis(rng.u64(300..1_500));
+    if let Some(dir) = &opts.record {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let schedule = json!({
+            "seed": seed, "devices": devices, "workers": opts.workers, "faults": drawn,
+            "thingspace": format!("{:?}", config.thingspace_behaviour),
+            "teal": format!("{:?}", config.teal_behaviour),
+            "bodies": bodies, "cancels": cancels, "kill_every_ms": kill_every.as_millis() as u64,
+        });
+        let path = dir.join(format!("seed-{seed}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&schedule)?).with_context(|| format!("{}", path.display()))?;
+    }
+
+    let mut workers = match (&opts.worker_exe, opts.workers) {
+        (_, 0) => None,
+        (exe, n) => {
+            let exe = match exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe().context("locating this binary")?,
+            };
+            let mut w = Workers {
+                exe,
+                database: config.database.clone(),
+                outbox: config.outbox.clone(),
+                base: base.clone(),
+                children: Vec::new(),
+                started: 0,
+            };
+            for _ in 0..n {
+                let child = w.spawn()?;
+                w.children.push(child);
+            }
+            Some(w)
+        }
+    };
+
+    // Concurrent operators: every body at once; some cancelled right after they are accepted.
+    let submissions = bodies.iter().zip(&cancels).map(|(body, cancel)| {
+        let (http, base, token) = (&http, &base, &token);
+        async move {
+            let (status, answer) = submit(http, base, token, body).await?;
+            let id = answer["BulkChangeId"].as_i64();
+            if let (Some(id), true) = (id, *cancel) {
+                http.post(format!("{base}/M2M/BulkChange/{id}/Cancel"))
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", format!("chaos-cancel-{id}"))
+                    .send()
+                    .await?;
+            }
+            anyhow::Ok((status, answer, body.clone()))
+        }
+    });
+    let answers = futures::future::join_all(submissions).await;
+    let mut report = Report::default();
+    let mut accepted = Vec::new();
+    for answer in answers {
+        let (status, answer, body) = answer?;
+        match answer["BulkChangeId"].as_i64() {
+            Some(id) => accepted.push((id, body)),
+            // Tenant 2's devices and account are refused to tenant 1 as a whole; any other refusal is a fault.
+            None if body["ServiceProviderId"].as_i64() == Some(control_center::BYSTANDER) => {}
+            None => report.violation(format!("a bulk change was refused ({status}): {answer} for {body}")),
+        }
+    }
+    report.bulk_changes = accepted.len();
+
+    // Until every bulk change is final, workers are killed at the seed's pace and restarted.
+    let waiting = async {
+        let mut finished = Vec::new();
+        for (id, body) in &accepted {
+            let status =
+                tokio::time::timeout(Duration::from_secs(180), crate::demo::wait_final(&http, &base, &token, *id))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("bulk change {id} not final within 180 s"))??;
+            finished.push(Finished { id: *id, body: body.clone(), status });
+        }
+        anyhow::Ok(finished)
+    };
+    tokio::pin!(waiting);
+    let finished = loop {
+        tokio::select! {
+            done = &mut waiting => break done?,
+            _ = tokio::time::sleep(kill_every), if workers.is_some() => {
+                if let Some(w) = workers.as_mut() {
+                    let index = rng.usize(..w.children.len());
+                    w.kill_and_restart(index).await?;
+                    report.kills += 1;
+                }
+            }
+        }
+    };
+    // A retry of every bulk change that has failures, by one operator, then final too.
+    // (Not drawn: a retry sends rows again, and the invariants below hold over both.)
+    if let Some(w) = workers.as_mut() {
+        for child in &mut w.children {
+            let _ = child.start_kill();
+        }
+    }
+
+    let refs: Vec<&Finished> = finished.iter().collect();
+    for f in &refs {
+        f.check_final(&mut report);
+        report.rows += f.rows().count();
+        check_counts(f, &mut report);
+    }
+    for (_, harness) in &harnesses {
+        report.count(harness);
+    }
+    control_center::check(&stack, &refs, devices, &mut report)?;
+    pond::check(&stack, &refs, &mut report)?;
+    teal::check(&stack, &refs, devices, &mut report)?;
+    telegence::check(&stack, &refs, devices, &mut report)?;
+    thingspace::check(&stack, &refs, devices, &mut report)?;
+    check_mail(&config, &refs, &mut report).await?;
+    check_audit(&stack, &refs, &mut report).await?;
+    stack.stop().await;
+    Ok(report)
+}
+
+/// A bulk change's counts add up to its rows, state by state.
+fn check_counts(f: &Finished, report: &mut Report) {
+    let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
+    for row in f.rows() {
+        *by_state.entry(row.state).or_default() += 1;
+    }
+    let counts: BTreeMap<&str, i64> = f.status["Counts"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_i64().unwrap_or_default()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    if counts != by_state {
+        report.violation(format!("bulk change {}: counts {counts:?} but rows {by_state:?}", f.id));
+    }
+}
+
+/// One failure e-mail per bulk change that has failed rows, none for the others.
+async fn check_mail(config: &StackConfig, finished: &[&Finished], report: &mut Report) -> Result<()> {
+    let failed: Vec<i64> = finished
+        .iter()
+        .filter(|f| f.rows().any(|r| ["API_FAILED", "ERROR"].contains(&r.state)))
+        .map(|f| f.id)
+        .collect();
+    // The e-mail is sent right after the bulk change is final: wait for each (bounded), then count.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let subjects = loop {
+        let subjects: Vec<String> = std::fs::read_dir(&config.outbox)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .filter_map(|text| text.lines().find(|l| l.starts_with("Subject:")).map(str::to_string))
+            .collect();
+        let have_all = failed.iter().all(|id| subjects.iter().any(|s| s.contains(&format!("Bulk change {id}:"))));
+        if have_all || tokio::time::Instant::now() > deadline {
+            break subjects;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for f in finished {
+        let n = subjects.iter().filter(|s| s.contains(&format!("Bulk change {}:", f.id))).count();
+        let expected = usize::from(failed.contains(&f.id));
+        if n != expected {
+            report.violation(format!("bulk change {}: {n} failure e-mail(s), expected {expected}", f.id));
+        }
+    }
+    Ok(())
+}
+
+/// Every row that reached the carrier (PROCESSED, or API_FAILED by the carrier) has an audit entry naming it.
+async fn check_audit(stack: &Stack, finished: &[&Finished], report: &mut Report) -> Result<()> {
+    for f in finished {
+        let logs = stack.store.logs(1, f.id).await.context("reading the audit log")?;
+        for row in f.rows().filter(|r| r.state == "PROCESSED" || r.state == "API_FAILED") {
+            if row.held_elsewhere() {
+                continue;
+            }
+            if !logs.iter().any(|l| l.device_change_id == Some(row.id)) {
+                report.violation(format!("bulk change {}: no audit entry for {} ({})", f.id, row.iccid, row.state));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The Telegence part of the sweep: plan changes and suspensions of active lines over random, overlapping SIMs
+//! (a line PATCH; a second suspension of a suspended line is refused, so a lost answer must be read back).
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use store::Seed;
+use store::seed::{SeedBillingAccount, SeedDevice, SeedRatePlan, SeedServiceProvider};
+
+use super::{Finished, Report, done_elsewhere, picks, times_asked};
+use crate::bench::bench_iccid;
+use crate::stack::Stack;
+
+const TELEGENCE: i64 = 30;
+/// The SIMs are `bench_iccid(SIMS_FROM + i)`, on line `number(i)`.
+const SIMS_FROM: usize = 6_000;
+const PLAN: &str = "SOC-5GB";
+
+fn number(i: usize) -> String {
+    format!("21456{i:05}")
+}
+
+fn index_of(iccid: &str, devices: usize) -> Option<usize> {
+    (0..devices).find(|i| bench_iccid(SIMS_FROM + i) == iccid)
+}
+
+pub(super) fn seed(seed: &mut Seed, devices: usize) {
+    seed.service_providers.push(SeedServiceProvider {
+        name: "Telegence chaos".into(),
+        username: "app-id".into(),
+        secret: "app-secret".into(),
+        rate_limit_per_second: 500.0,
+        ..SeedServiceProvider::new(TELEGENCE, 1, domain::Integration::Telegence.id())
+    });
+    seed.carrier_rate_plans.extend([
+        SeedRatePlan::new(30, TELEGENCE, "SOC-1GB", 1024.0, 5.0),
+        SeedRatePlan::new(31, TELEGENCE, PLAN, 5120.0, 9.0),
+    ]);
+    seed.telegence_billing_accounts.push(SeedBillingAccount {
+        service_provider_id: TELEGENCE,
+        billing_account_number: "287301234567".into(),
+        foundation_account_number: None,
+    });
+    seed.devices.extend((0..devices).map(|i| SeedDevice {
+        msisdn: Some(number(i)),
+        imei: Some(format!("3567890{i:07}0")),
+        carrier_rate_plan: Some("SOC-1GB".into()),
+        ..SeedDevice::new(1, TELEGENCE, bench_iccid(SIMS_FROM + i), "A")
+    }));
+}
+
+pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
+    picks(rng, devices, SIMS_FROM, 1..3)
+        .into_iter()
+        .map(|(picked, coin)| {
+            if coin {
+                json!({"ServiceProviderId": TELEGENCE, "ChangeType": 7, "PortalType": 2, "Devices": picked,
+                       "CarrierRatePlanUpdate": {"CarrierRatePlan": PLAN}})
+            } else {
+                json!({"ServiceProviderId": TELEGENCE, "ChangeType": 3, "PortalType": 2, "Devices": picked,
+                       "StatusUpdate": {"TargetStatus": "Suspended", "TelegenceStatusUpdate": {"ReasonCode": "CR"}}})
+            }
+        })
+        .collect()
+}
+
+pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, report: &mut Report) -> Result<()> {
+    let sim = stack.simulators.telegence.get(&TELEGENCE).context("the Telegence simulator")?;
+    for f in finished.iter().filter(|f| f.service_provider() == TELEGENCE) {
+        let plan = f.change_type() == 7;
+        for row in f.rows() {
+            let Some(line) = index_of(row.iccid, devices).and_then(|i| sim.state.line(&number(i))) else { continue };
+            let shows = if plan { line.plan.as_deref() == Some(PLAN) } else { line.status == "S" };
+            if row.state == "PROCESSED" && !shows {
+                report
+                    .violation(format!("bulk change {}: {} PROCESSED but Telegence does not show it", f.id, row.iccid));
+            }
+            if row.state != "PROCESSED"
+                && shows
+                && !row.made_no_call()
+                && !row.admits_unknown()
+                && !done_elsewhere(finished, f.id, f.change_type(), row.iccid)
+            {
+                report.violation(format!(
+                    "bulk change {}: {} {} \"{}\" but Telegence shows the change",
+                    f.id, row.iccid, row.state, row.details
+                ));
+            }
+        }
+    }
+    // No applied PATCH twice for one change: the record's successful PATCHes of each line, by what they set.
+    let calls = sim.state.calls();
+    for i in 0..devices {
+        let iccid = bench_iccid(SIMS_FROM + i);
+        let applied: Vec<&Value> = calls
+            .iter()
+            .filter(|c| c.method == "PATCH" && c.status == 200 && c.path.ends_with(&number(i)))
+            .map(|c| &c.body)
+            .collect();
+        let suspensions = applied.iter().filter(|b| b["mode"].as_str() == Some("S")).count();
+        let plan_sets = applied.iter().filter(|b| b.to_string().contains(PLAN)).count();
+        for (what, sent, change_type) in [("suspensions", suspensions, 3), ("plan changes", plan_sets, 7)] {
+            let asked = times_asked(finished, change_type, &iccid);
+            if sent > asked {
+                report.violation(format!("{iccid}: {sent} applied {what} for {asked} bulk change(s)"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The ThingSpace part of the sweep: activations of pre-active (and some active) devices and plan changes,
+//! asynchronous requests whose callbacks may be dropped, duplicated, delayed or reordered.
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use store::Seed;
+use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedThingSpace};
+
+use super::{Finished, Report, done_elsewhere, picks, times_asked};
+use crate::bench::bench_iccid;
+use crate::stack::Stack;
+
+const TS: i64 = 40;
+/// The devices are `bench_iccid(SIMS_FROM + i)`: even ones pre-active, odd ones active.
+const SIMS_FROM: usize = 4_000;
+const PLAN: &str = "m2m_4G_5GB";
+
+pub(super) fn seed(seed: &mut Seed, devices: usize) {
+    seed.service_providers.push(SeedServiceProvider {
+        name: "ThingSpace chaos".into(),
+        username: "uws-chaos".into(),
+        secret: "uws-password-chaos".into(),
+        rate_limit_per_second: 500.0,
+        thing_space: Some(SeedThingSpace {
+            app_key: "app-key-chaos".into(),
+            app_secret: "app-secret-chaos".into(),
+            account_name: "0868924201-00001".into(),
+            callback_username: "callback-chaos".into(),
+            callback_password: "callback-password-chaos".into(),
+        }),
+        ..SeedServiceProvider::new(TS, 1, domain::Integration::ThingSpace.id())
+    });
+    seed.carrier_rate_plans
+        .extend([SeedRatePlan::new(40, TS, "m2m_4G", 1024.0, 5.0), SeedRatePlan::new(41, TS, PLAN, 5120.0, 9.0)]);
+    seed.devices.extend((0..devices).map(|i| {
+        let payload = format!("35000022{i:06}");
+        SeedDevice {
+            imei: Some(format!("{payload}{}", domain::ids::luhn_check_digit(&payload))),
+            carrier_rate_plan: Some("m2m_4G".into()),
+            ..SeedDevice::new(1, TS, bench_iccid(SIMS_FROM + i), if i % 2 == 0 { "PREACTIVE" } else { "ACTIVE" })
+        }
+    }));
+}
+
+pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
+    picks(rng, devices, SIMS_FROM, 1..3)
+        .into_iter()
+        .map(|(picked, coin)| {
+            if coin {
+                json!({"ServiceProviderId": TS, "ChangeType": 3, "PortalType": 0, "Devices": picked,
+                       "StatusUpdate": {"TargetStatus": "Active",
+                                        "ThingSpaceStatusUpdate": {"ServicePlan": "m2m_4G", "MdnZipCode": "98801"}}})
+            } else {
+                json!({"ServiceProviderId": TS, "ChangeType": 7, "Devices": picked,
+                       "CarrierRatePlanUpdate": {"CarrierRatePlan": PLAN}})
+            }
+        })
+        .collect()
+}
+
+pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, report: &mut Report) -> Result<()> {
+    let sim = stack.simulators.thingspace.get(&TS).context("the ThingSpace simulator")?;
+    for f in finished.iter().filter(|f| f.service_provider() == TS) {
+        let activation = f.change_type() == 3;
+        for row in f.rows() {
+            let Some(device) = sim.state.device(row.iccid) else { continue };
+            let was_active = (0..devices).any(|i| i % 2 == 1 && bench_iccid(SIMS_FROM + i) == row.iccid);
+            let shows =
+                if activation { device.state == "active" } else { device.service_plan.as_deref() == Some(PLAN) };
+            // An activation of a SIM active before any change shows whatever happened to the row.
+            let already_so = activation && was_active;
+            if row.state == "PROCESSED" && !shows {
+                report.violation(format!(
+                    "bulk change {}: {} PROCESSED but ThingSpace does not show it",
+                    f.id, row.iccid
+                ));
+            }
+            if row.state != "PROCESSED"
+                && shows
+                && !row.made_no_call()
+                && !row.admits_unknown()
+                && !already_so
+                && !done_elsewhere(finished, f.id, f.change_type(), row.iccid)
+            {
+                report.violation(format!(
+                    "bulk change {}: {} {} \"{}\" but ThingSpace shows the change",
+                    f.id, row.iccid, row.state, row.details
+                ));
+            }
+        }
+    }
+    // No request accepted twice for one change of one device.
+    let calls = sim.state.calls();
+    for i in 0..devices {
+        let iccid = bench_iccid(SIMS_FROM + i);
+        for (suffix, change_type) in [("/devices/actions/activate", 3), ("/devices/actions/plan", 7)] {
+            let sent = calls
+                .iter()
+                .filter(|c| c.status == 200 && c.path.ends_with(suffix) && c.body.to_string().contains(&iccid))
+                .count();
+            let asked = times_asked(finished, change_type, &iccid);
+            if sent > asked {
+                report.violation(format!(
+                    "{iccid}: {sent} accepted ThingSpace {suffix} requests for {asked} bulk change(s)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
