@@ -111,7 +111,19 @@ impl RevIoApi for RevIoClient {
         }
         match serde_json::from_str::<Created>(&answer.body) {
             Ok(c) if c.ok => Ok((c.id, answer.call)),
-            _ => Err(protocol(answer.call, "Rev.io answered without a service id".into())),
+            // A 2xx without the new line's id is not a refusal: Rev.io received the creation and may have made the
+            // line (a gateway that emptied the answer). Its outcome is unknown; the line is looked up before anything
+            // is sent again.
+            _ => Err(CarrierFailure {
+                kind: FailureKind::Ambiguous,
+                code: None,
+                message: format!(
+                    "HTTP {} without the service id in the answer: the line may have been created",
+                    answer.status.as_u16()
+                ),
+                attempts: 1,
+                call: answer.call,
+            }),
         }
     }
 

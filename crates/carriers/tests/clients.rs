@@ -265,6 +265,19 @@ async fn rev_io_service_is_created_and_customers_listed() {
     assert_eq!(customers[0].customer_id, 1001);
 }
 
+/// `make chaos SEED=2` (issue 20): Rev.io created the line and answered 201 with an empty body; the row ended
+/// API_FAILED "Rev.io answered without a service id" while Rev.io had the line. The answer is ambiguous (the line
+/// is looked up before anything is sent again), and the client does not send it again.
+#[tokio::test]
+async fn rev_io_creation_answered_empty_is_ambiguous_and_sent_once() {
+    let (sim, client) = rev().await;
+    sim.state.harness.set_faults(Faults { empty_next_writes: 1, ..Default::default() });
+    let err = client.create_service(&service("1001")).await.expect_err("no id: not a success");
+    assert_eq!(err.kind, FailureKind::Ambiguous, "{err}");
+    assert!(err.message.contains("may have been created"), "{err}");
+    assert_eq!(sim.state.services().len(), 1, "Rev.io made the line; the client sent it once");
+}
+
 #[tokio::test]
 async fn rev_io_refusal_carries_its_message() {
     let (_sim, client) = rev().await;

@@ -175,8 +175,8 @@ async fn create_service(State(state): State<Arc<RevIoState>>, headers: HeaderMap
         Ok(_) => Err(format!("Customer {customer_id} was not found.")),
         Err(_) => Err("state lock".to_string()),
     };
+    let applied = created.is_ok();
     let response = match created {
-        Ok(_) if state.harness.take_apply_then_fail() => crate::common::bad_gateway(),
         Ok(id) => {
             let mut r = (StatusCode::CREATED, Json(json!({"ok": true, "id": id}))).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("/v1/Services/{id}")) {
@@ -186,7 +186,9 @@ async fn create_service(State(state): State<Arc<RevIoState>>, headers: HeaderMap
         }
         Err(message) => failure(StatusCode::BAD_REQUEST, &message),
     };
-    finish(&state, "POST", "/v1/Services", parsed, response).await
+    let response = finish(&state, "POST", "/v1/Services", parsed, response).await;
+    // Created already: the answer may hang, be lost (502), or come back empty or cut.
+    if applied { state.harness.after_write(response).await } else { response }
 }
 
 async fn get_service(State(state): State<Arc<RevIoState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {

@@ -10,7 +10,7 @@ use super::{Finished, Report, done_elsewhere};
 use crate::bench::bench_iccid;
 use crate::stack::Stack;
 
-const SP: i64 = 1;
+pub(super) const SP: i64 = 1;
 const PLAN: &str = "RP-5GB";
 /// Tenant 2's Control Center account and its SIMs (`bench_iccid(BYSTANDER_SIMS_FROM + i)`).
 pub(super) const BYSTANDER: i64 = 9;
@@ -83,7 +83,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         let account = sim.state.account.lock().map_err(|_| anyhow::anyhow!("simulator state"))?;
         (account.devices.clone(), account.audit.clone())
     };
-    for f in finished.iter().filter(|f| f.service_provider() == SP) {
+    for f in finished.iter().filter(|f| f.service_provider() == SP && f.change_type() != 1) {
         let activation = f.change_type() == 3;
         for row in f.rows() {
             if (0..4).any(|i| bench_iccid(BYSTANDER_SIMS_FROM + i) == row.iccid) && row.state == "PROCESSED" {

@@ -14,6 +14,7 @@
 //!   unknown outcome) rather than that it failed;
 //! - no change applied twice (no second applied write of the same change to the same device);
 //! - Pond: no SIM without an active package, and a row whose SIM has two says it is billed for both;
+//! - Rev.io (`rev_io`): one service line per device and customer;
 //!
 //! and across carriers (here): the counts of every bulk change add up to its rows, every row the carrier changed
 //! has an audit entry, one failure e-mail per bulk change that has failures, and nothing of the other tenant touched.
@@ -25,6 +26,7 @@
 
 mod control_center;
 mod pond;
+mod rev_io;
 mod teal;
 mod telegence;
 mod thingspace;
@@ -257,6 +259,7 @@ fn seed_data(devices: usize) -> Seed {
     };
     control_center::seed(&mut seed, devices);
     pond::seed(&mut seed, devices);
+    rev_io::seed(&mut seed);
     teal::seed(&mut seed, devices);
     telegence::seed(&mut seed, devices);
     thingspace::seed(&mut seed, devices);
@@ -348,6 +351,7 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
         .chain(stack.simulators.teal.values().map(|s| ("teal", &s.state.harness)))
         .chain(stack.simulators.telegence.values().map(|s| ("telegence", &s.state.harness)))
         .chain(stack.simulators.thingspace.values().map(|s| ("thingspace", &s.state.harness)))
+        .chain(stack.simulators.rev_io.values().map(|s| ("rev_io", &s.state.harness)))
         .collect();
     let mut drawn = Vec::new();
     for (name, harness) in &harnesses {
@@ -365,6 +369,7 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     let mut bodies = Vec::new();
     bodies.extend(control_center::bodies(&mut rng, devices));
     bodies.extend(pond::bodies(&mut rng, devices));
+    bodies.extend(rev_io::bodies(&mut rng, devices));
     bodies.extend(teal::bodies(&mut rng, devices));
     bodies.extend(telegence::bodies(&mut rng, devices));
     bodies.extend(thingspace::bodies(&mut rng, devices));
@@ -480,6 +485,7 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     }
     control_center::check(&stack, &refs, devices, &mut report)?;
     pond::check(&stack, &refs, &mut report)?;
+    rev_io::check(&stack, &refs, &mut report)?;
     teal::check(&stack, &refs, devices, &mut report)?;
     telegence::check(&stack, &refs, devices, &mut report)?;
     thingspace::check(&stack, &refs, devices, &mut report)?;
