@@ -98,8 +98,8 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             let already_so = activation && was_active;
             if row.state == "PROCESSED" && !shows {
                 report.violation(format!(
-                    "bulk change {}: {} PROCESSED but the carrier does not show it",
-                    f.id, row.iccid
+                    "bulk change {}: {} PROCESSED but the carrier does not show it: \"{}\"",
+                    f.id, row.iccid, row.details
                 ));
             }
             if row.state != "PROCESSED"

@@ -1,6 +1,6 @@
 //! The seeded fault sweep (issue 20, `make chaos`): for each seed, a local stack on a fresh SQLite file whose carrier
 //! simulators answer with faults drawn from the seed, bulk changes of every carrier submitted by concurrent
-//! operators (with retries and cancels), worker processes killed with SIGKILL and restarted, and then invariants
+//! operators (some cancelled right after, the failed rows of some retried as soon as they are final), worker processes killed with SIGKILL and restarted, and then invariants
 //! checked against the simulators' own state and call records, not our database.
 //!
 //! Faults, by the seed, on every carrier: latency; 429 with and without `Retry-After`; 500 before applying; a write
@@ -183,6 +183,12 @@ pub(crate) fn picks(
     picks
 }
 
+/// A later bulk change (a retry, or another operator's) has a row for `iccid` that reached the carrier: the word
+/// on what the carrier shows now is that row's, not `me`'s.
+pub(crate) fn spoken_later(finished: &[&Finished], me: i64, iccid: &str) -> bool {
+    finished.iter().any(|f| f.id > me && f.rows().any(|r| r.iccid == iccid && !r.made_no_call() && r.state != "ERROR"))
+}
+
 /// Faults drawn for one simulator.
 fn draw_faults(rng: &mut fastrand::Rng) -> Faults {
     Faults {
@@ -198,6 +204,13 @@ fn draw_faults(rng: &mut fastrand::Rng) -> Faults {
         retry_after_seconds: rng.u64(0..2),
         ..Faults::default()
     }
+}
+
+/// The bulk change's status once it is final (bounded: a bulk change never final is a violation of its own).
+async fn final_status(http: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
+    tokio::time::timeout(Duration::from_secs(180), crate::demo::wait_final(http, base, token, id))
+        .await
+        .map_err(|_| anyhow::anyhow!("bulk change {id} not final within 180 s"))?
 }
 
 async fn submit(http: &reqwest::Client, base: &str, token: &str, body: &Value) -> Result<(u16, Value)> {
@@ -375,6 +388,8 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     bodies.extend(thingspace::bodies(&mut rng, devices));
     rng.shuffle(&mut bodies);
     let cancels: Vec<bool> = bodies.iter().map(|_| rng.u8(..8) == 0).collect();
+    // An operator retries the failed rows of some bulk changes as soon as they are final.
+    let retries: Vec<bool> = bodies.iter().map(|_| rng.bool()).collect();
     let kill_every = Duration::from_millis(rng.u64(300..1_500));
     if let Some(dir) = &opts.record {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -382,7 +397,7 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
             "seed": seed, "devices": devices, "workers": opts.workers, "faults": drawn,
             "thingspace": format!("{:?}", config.thingspace_behaviour),
             "teal": format!("{:?}", config.teal_behaviour),
-            "bodies": bodies, "cancels": cancels, "kill_every_ms": kill_every.as_millis() as u64,
+            "bodies": bodies, "cancels": cancels, "retries": retries, "kill_every_ms": kill_every.as_millis() as u64,
         });
         let path = dir.join(format!("seed-{seed}.json"));
         std::fs::write(&path, serde_json::to_vec_pretty(&schedule)?).with_context(|| format!("{}", path.display()))?;
@@ -430,26 +445,47 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     let answers = futures::future::join_all(submissions).await;
     let mut report = Report::default();
     let mut accepted = Vec::new();
-    for answer in answers {
+    for (i, answer) in answers.into_iter().enumerate() {
         let (status, answer, body) = answer?;
         match answer["BulkChangeId"].as_i64() {
-            Some(id) => accepted.push((id, body)),
+            Some(id) => accepted.push((id, body, retries[i])),
             // Tenant 2's devices and account are refused to tenant 1 as a whole; any other refusal is a fault.
             None if body["ServiceProviderId"].as_i64() == Some(control_center::BYSTANDER) => {}
             None => report.violation(format!("a bulk change was refused ({status}): {answer} for {body}")),
         }
     }
-    report.bulk_changes = accepted.len();
 
     // Until every bulk change is final, workers are killed at the seed's pace and restarted.
     let waiting = async {
         let mut finished = Vec::new();
-        for (id, body) in &accepted {
-            let status =
-                tokio::time::timeout(Duration::from_secs(180), crate::demo::wait_final(&http, &base, &token, *id))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("bulk change {id} not final within 180 s"))??;
+        let mut retried = Vec::new();
+        for (id, body, retry) in &accepted {
+            let status = final_status(&http, &base, &token, *id).await?;
+            let failed = status["Rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| ["API_FAILED", "ERROR"].contains(&r["Status"].as_str().unwrap_or_default()));
             finished.push(Finished { id: *id, body: body.clone(), status });
+            if *retry && failed {
+                let answer: Value = http
+                    .post(format!("{base}/M2M/BulkChange/{id}/Retry"))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", format!("chaos-retry-{id}"))
+                    .send()
+                    .await?
+                    .json()
+                    .await
+                    .unwrap_or(Value::Null);
+                // Nothing left to retry (every failed row was refused for good) is an answer too.
+                if let Some(retry) = answer["BulkChangeId"].as_i64() {
+                    retried.push((retry, body.clone()));
+                }
+            }
+        }
+        for (id, body) in retried {
+            let status = final_status(&http, &base, &token, id).await?;
+            finished.push(Finished { id, body, status });
         }
         anyhow::Ok(finished)
     };
@@ -466,14 +502,14 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
             }
         }
     };
-    // A retry of every bulk change that has failures, by one operator, then final too.
-    // (Not drawn: a retry sends rows again, and the invariants below hold over both.)
+    // Everything final: the worker processes go.
     if let Some(w) = workers.as_mut() {
         for child in &mut w.children {
             let _ = child.start_kill();
         }
     }
 
+    report.bulk_changes = finished.len();
     let refs: Vec<&Finished> = finished.iter().collect();
     for f in &refs {
         f.check_final(&mut report);

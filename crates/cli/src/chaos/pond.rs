@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider};
 
-use super::{Finished, Report, done_elsewhere, picks};
+use super::{Finished, Report, done_elsewhere, picks, spoken_later};
 use crate::bench::bench_iccid;
 use crate::stack::Stack;
 
@@ -67,9 +67,10 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], report: &mut Report) 
                 ));
             }
             if row.state != "PROCESSED"
-                && !row.held_elsewhere()
+                && !row.made_no_call()
                 && active.len() > 1
                 && !row.details.contains("billed for both")
+                && !spoken_later(finished, f.id, row.iccid)
             {
                 report.violation(format!(
                     "bulk change {}: {} has {} active packages on Pond but its row does not say so: {}",

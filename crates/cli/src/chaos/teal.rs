@@ -66,7 +66,10 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             let Some(esim) = eid_of(row.iccid, devices).and_then(|e| teal.state.esim(&e)) else { continue };
             let shows = if plan { esim.plan_uuid.as_deref() == Some(NEW_PLAN) } else { esim.suspended };
             if row.state == "PROCESSED" && !shows {
-                report.violation(format!("bulk change {}: {} PROCESSED but Teal does not show it", f.id, row.iccid));
+                report.violation(format!(
+                    "bulk change {}: {} PROCESSED but Teal does not show it: \"{}\"",
+                    f.id, row.iccid, row.details
+                ));
             }
             if row.state != "PROCESSED"
                 && shows

@@ -71,8 +71,10 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             let Some(line) = index_of(row.iccid, devices).and_then(|i| sim.state.line(&number(i))) else { continue };
             let shows = if plan { line.plan.as_deref() == Some(PLAN) } else { line.status == "S" };
             if row.state == "PROCESSED" && !shows {
-                report
-                    .violation(format!("bulk change {}: {} PROCESSED but Telegence does not show it", f.id, row.iccid));
+                report.violation(format!(
+                    "bulk change {}: {} PROCESSED but Telegence does not show it: \"{}\"",
+                    f.id, row.iccid, row.details
+                ));
             }
             if row.state != "PROCESSED"
                 && shows

@@ -69,10 +69,22 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
                 if activation { device.state == "active" } else { device.service_plan.as_deref() == Some(PLAN) };
             // An activation of a SIM active before any change shows whatever happened to the row.
             let already_so = activation && was_active;
-            if row.state == "PROCESSED" && !shows {
+            // An activation names its service plan (the old one): one sent after a plan change (applied, or whose
+            // row says it may still be) sets it back.
+            let undone_later = !activation
+                && finished.iter().any(|g| {
+                    g.id > f.id
+                        && g.service_provider() == TS
+                        && g.change_type() == 3
+                        && g.rows().any(|r| {
+                            r.iccid == row.iccid
+                                && (r.state == "PROCESSED" || (r.state == "API_FAILED" && r.admits_unknown()))
+                        })
+                });
+            if row.state == "PROCESSED" && !shows && !undone_later {
                 report.violation(format!(
-                    "bulk change {}: {} PROCESSED but ThingSpace does not show it",
-                    f.id, row.iccid
+                    "bulk change {}: {} PROCESSED but ThingSpace does not show it: \"{}\"",
+                    f.id, row.iccid, row.details
                 ));
             }
             if row.state != "PROCESSED"
