@@ -961,11 +961,23 @@ GO
 
 DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_ClaimNotification;
 GO
-CREATE PROCEDURE dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId BIGINT, @Now DATETIME2 AS
+-- The right to send the failure e-mail, held until @Until (a lease: a sender that dies leaves it to the next).
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId BIGINT, @Now DATETIME2, @Until DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
-    UPDATE dbo.DeviceBulkChange SET NotificationSentDate = @Now WHERE Id = @BulkChangeId AND NotificationSentDate IS NULL;
+    UPDATE dbo.DeviceBulkChange SET NotificationClaimedUntil = @Until
+    WHERE Id = @BulkChangeId AND NotificationSentDate IS NULL
+      AND (NotificationClaimedUntil IS NULL OR NotificationClaimedUntil < @Now);
     SELECT CAST(CASE WHEN @@ROWCOUNT = 1 THEN 1 ELSE 0 END AS BIT) AS Claimed;
+END
+GO
+
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_NotificationSent;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_NotificationSent @BulkChangeId BIGINT, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.DeviceBulkChange SET NotificationSentDate = @Now, NotificationClaimedUntil = NULL WHERE Id = @BulkChangeId;
 END
 GO
 
@@ -974,20 +986,28 @@ GO
 CREATE PROCEDURE dbo.usp_DeviceBulkChange_ReleaseNotification @BulkChangeId BIGINT AS
 BEGIN
     SET NOCOUNT ON;
-    UPDATE dbo.DeviceBulkChange SET NotificationSentDate = NULL WHERE Id = @BulkChangeId;
+    UPDATE dbo.DeviceBulkChange SET NotificationClaimedUntil = NULL WHERE Id = @BulkChangeId AND NotificationSentDate IS NULL;
 END
 GO
 
 DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Stranded;
 GO
-CREATE PROCEDURE dbo.usp_DeviceBulkChange_Stranded @Before DATETIME2, @Now DATETIME2 AS
+-- Work nobody holds, and final bulk changes of the last day that still owe their failure e-mail.
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_Stranded @Before DATETIME2, @Now DATETIME2, @Since DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
     SELECT b.Id FROM dbo.DeviceBulkChange b
     WHERE b.Status IN (N'NEW', N'PROCESSING') AND b.ModifiedDate < @Before
       AND NOT EXISTS (SELECT 1 FROM dbo.M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil >= @Now)
       AND NOT EXISTS (SELECT 1 FROM dbo.Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil >= @Now)
-    ORDER BY b.Id;
+    UNION
+    SELECT b.Id FROM dbo.DeviceBulkChange b
+    WHERE b.Status IN (N'PROCESSED', N'ERROR', N'CANCELLED') AND b.NotificationSentDate IS NULL
+      AND b.ProcessedDate >= @Since AND b.ModifiedDate < @Before
+      AND (b.NotificationClaimedUntil IS NULL OR b.NotificationClaimedUntil < @Now)
+      AND (EXISTS (SELECT 1 FROM dbo.M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status IN (N'API_FAILED', N'ERROR'))
+        OR EXISTS (SELECT 1 FROM dbo.Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status IN (N'API_FAILED', N'ERROR')))
+    ORDER BY Id;
 END
 GO
 

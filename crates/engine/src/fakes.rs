@@ -483,9 +483,19 @@ impl BulkChanges for MemStore {
         Ok(status)
     }
 
-    async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
-        let _ = now;
+    async fn claim_notification(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let _ = (now, until);
         Ok(self.state().notified.insert(bulk_change_id))
+    }
+
+    async fn notification_sent(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()> {
+        let _ = (bulk_change_id, now);
+        Ok(())
     }
 
     async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()> {

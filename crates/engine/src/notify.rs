@@ -11,7 +11,9 @@ const PAGE: u32 = 1000;
 /// The longest reason a failure line shows (a carrier's message is rarely a tenth of it).
 const MAX_REASON_CHARS: usize = 500;
 
-/// Sends the summary when the bulk change is final and has failures, unless it was sent already.
+/// Sends the summary when the bulk change is final and has failures, unless it was sent already. The right to
+/// send is held for `lease`; a sender that dies holding it leaves the e-mail to the next after the lease (at least
+/// once: one that dies between sending and recording it may have the e-mail sent again).
 /// The e-mail comes `from` and goes `to` (the worker's settings).
 pub async fn send_failure_summary(
     store: &(impl Reads + BulkChanges + ?Sized),
@@ -19,6 +21,7 @@ pub async fn send_failure_summary(
     (from, to): (&str, &[String]),
     bulk: &BulkChange,
     now: DateTime<Utc>,
+    lease: std::time::Duration,
 ) -> Result<Option<String>, String> {
     if !bulk.status.is_final() {
         return Ok(None);
@@ -40,7 +43,8 @@ pub async fn send_failure_summary(
     if failed.is_empty() {
         return Ok(None);
     }
-    if !store.claim_notification(bulk.id, now).await.map_err(|e| e.to_string())? {
+    let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
+    if !store.claim_notification(bulk.id, now, until).await.map_err(|e| e.to_string())? {
         return Ok(None);
     }
     failed.sort_by_key(|r| r.id);
@@ -69,6 +73,7 @@ pub async fn send_failure_summary(
     };
     match notifier.send(&email).await {
         Ok(location) => {
+            store.notification_sent(bulk.id, now).await.map_err(|e| e.to_string())?;
             info!(bulk_change_id = bulk.id, %location, "failure summary sent");
             Ok(Some(location))
         }

@@ -467,10 +467,11 @@ impl Worker {
             (&self.config.email_from, &self.config.email_to),
             bulk,
             self.clock.now(),
+            self.config.lease,
         )
         .await
         {
-            error!(error = %e, "failure summary e-mail not sent; the scheduler will try again");
+            error!(error = %e, "failure summary e-mail not sent; the scheduler will queue it again");
         }
     }
 }

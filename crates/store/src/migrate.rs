@@ -65,6 +65,12 @@ pub const SCRIPTS: &[Script] = &[
         sql: include_str!("../../../infra/sql/005_history_details.sql"),
     },
     Script {
+        name: "006_notification_lease.sql",
+        version: Some(6),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/006_notification_lease.sql"),
+    },
+    Script {
         name: "R__procedures.sql",
         version: None,
         transactional: true,

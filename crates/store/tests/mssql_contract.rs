@@ -61,6 +61,7 @@ async fn the_sql_server_adapter_passes_the_store_contract() {
         contract::mobility_rows_behave_like_m2m_rows(&store).await;
         contract::bulk_status_is_derived_from_rows_and_final_once(&store).await;
         contract::stranded_bulk_changes_are_found(&store).await;
+        contract::an_owed_failure_email_is_stranded_until_sent(&store).await;
         contract::audit_log_is_kept_per_row_and_scoped(&store).await;
         contract::carrier_waits_are_completed_once_by_their_request(&store).await;
         contract::a_callback_wakes_the_rows_waiting_on_its_request(&store).await;

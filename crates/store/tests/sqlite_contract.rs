@@ -35,6 +35,7 @@ contract_tests!(
     mobility_rows_behave_like_m2m_rows,
     bulk_status_is_derived_from_rows_and_final_once,
     stranded_bulk_changes_are_found,
+    an_owed_failure_email_is_stranded_until_sent,
     audit_log_is_kept_per_row_and_scoped,
     reference_data_is_read_within_the_tenant,
     carrier_waits_are_completed_once_by_their_request,

@@ -6,12 +6,14 @@ use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider};
 
-use super::{Finished, Report, done_elsewhere};
+use super::{Finished, Report, done_elsewhere, times_asked};
 use crate::bench::bench_iccid;
 use crate::stack::Stack;
 
 pub(super) const SP: i64 = 1;
 const PLAN: &str = "RP-5GB";
+/// Every username change names the same one: the carrier's final state says whether each took.
+const USERNAME: &str = "chaos-fleet";
 /// Tenant 2's Control Center account and its SIMs (`bench_iccid(BYSTANDER_SIMS_FROM + i)`).
 pub(super) const BYSTANDER: i64 = 9;
 const BYSTANDER_SIMS_FROM: usize = 9_000;
@@ -56,11 +58,13 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
         if picked.is_empty() {
             continue;
         }
-        bodies.push(if rng.bool() {
-            json!({"ServiceProviderId": SP, "ChangeType": 3, "Devices": picked, "StatusUpdate": {"TargetStatus": "Active"}})
-        } else {
-            json!({"ServiceProviderId": SP, "ChangeType": 7, "Devices": picked,
-                   "CarrierRatePlanUpdate": {"CarrierRatePlan": PLAN}})
+        bodies.push(match rng.u8(..3) {
+            0 => json!({"ServiceProviderId": SP, "ChangeType": 3, "Devices": picked,
+                        "StatusUpdate": {"TargetStatus": "Active"}}),
+            1 => json!({"ServiceProviderId": SP, "ChangeType": 7, "Devices": picked,
+                        "CarrierRatePlanUpdate": {"CarrierRatePlan": PLAN}}),
+            _ => json!({"ServiceProviderId": SP, "ChangeType": 6, "Devices": picked,
+                        "Username": {"NewUsername": USERNAME}}),
         });
     }
     if rng.u8(..3) == 0 {
@@ -92,8 +96,11 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             let Some(device) = sim_devices.get(row.iccid) else { continue };
             // Odd SIMs were active before any change (the seed): their activation shows whatever happened.
             let was_active = (0..devices).any(|i| i % 2 == 1 && bench_iccid(i) == row.iccid);
-            let shows =
-                if activation { device.status == "ACTIVATED" } else { device.rate_plan.as_deref() == Some(PLAN) };
+            let shows = match f.change_type() {
+                3 => device.status == "ACTIVATED",
+                7 => device.rate_plan.as_deref() == Some(PLAN),
+                _ => device.device_id.as_deref() == Some(USERNAME),
+            };
             // An activation of a SIM active before any change shows whatever happened to the row.
             let already_so = activation && was_active;
             if row.state == "PROCESSED" && !shows {
@@ -120,6 +127,11 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         let plan_sets = entries.iter().filter(|e| e.field == "ratePlan" && e.value.as_deref() == Some(PLAN)).count();
         if plan_sets > 1 {
             report.violation(format!("{iccid}: the plan change was applied {plan_sets} times"));
+        }
+        let asked = times_asked(finished, 6, iccid);
+        let renames = entries.iter().filter(|e| e.field == "deviceID" && e.value.as_deref() == Some(USERNAME)).count();
+        if renames > asked {
+            report.violation(format!("{iccid}: renamed {renames} times for {asked} bulk change(s)"));
         }
         let activations =
             entries.iter().filter(|e| e.field == "status" && e.value.as_deref() == Some("ACTIVATED")).count();

@@ -67,6 +67,8 @@ pub(crate) struct Report {
     rows: usize,
     carrier_calls: usize,
     kills: usize,
+    /// Rows by change type and final state (`7:PROCESSED`): what the sweep exercised.
+    states: BTreeMap<String, usize>,
     faults: BTreeMap<String, u64>,
     violations: Vec<String>,
 }
@@ -244,7 +246,11 @@ pub async fn run(opts: ChaosOptions) -> Result<()> {
         for (kind, n) in report.faults {
             *total.faults.entry(kind).or_default() += n;
         }
+        for (state, n) in report.states {
+            *total.states.entry(state).or_default() += n;
+        }
     }
+    println!("rows by change type and state: {:?}", total.states);
     println!(
         "seeds={} bulk_changes={} rows={} carrier_calls={} kills={} faults={:?} violations={}",
         opts.seeds,
@@ -514,6 +520,9 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     for f in &refs {
         f.check_final(&mut report);
         report.rows += f.rows().count();
+        for row in f.rows() {
+            *report.states.entry(format!("{}:{}", f.change_type(), row.state)).or_default() += 1;
+        }
         check_counts(f, &mut report);
     }
     for (_, harness) in &harnesses {
@@ -563,6 +572,7 @@ async fn check_mail(config: &StackConfig, finished: &[&Finished], report: &mut R
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>())
             .unwrap_or_default()
             .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .filter_map(|text| text.lines().find(|l| l.starts_with("Subject:")).map(str::to_string))
             .collect();

@@ -14,6 +14,9 @@ const TELEGENCE: i64 = 30;
 /// The SIMs are `bench_iccid(SIMS_FROM + i)`, on line `number(i)`.
 const SIMS_FROM: usize = 6_000;
 const PLAN: &str = "SOC-5GB";
+/// SIMs with no line yet, for new services: `bench_iccid(NEW_FROM + i)`.
+const NEW_FROM: usize = SIMS_FROM + 500;
+const BAN: &str = "287301234567";
 
 fn number(i: usize) -> String {
     format!("21456{i:05}")
@@ -37,7 +40,7 @@ pub(super) fn seed(seed: &mut Seed, devices: usize) {
     ]);
     seed.telegence_billing_accounts.push(SeedBillingAccount {
         service_provider_id: TELEGENCE,
-        billing_account_number: "287301234567".into(),
+        billing_account_number: BAN.into(),
         foundation_account_number: None,
     });
     seed.devices.extend((0..devices).map(|i| SeedDevice {
@@ -45,6 +48,10 @@ pub(super) fn seed(seed: &mut Seed, devices: usize) {
         imei: Some(format!("3567890{i:07}0")),
         carrier_rate_plan: Some("SOC-1GB".into()),
         ..SeedDevice::new(1, TELEGENCE, bench_iccid(SIMS_FROM + i), "A")
+    }));
+    seed.devices.extend((0..devices).map(|i| SeedDevice {
+        imei: Some(format!("3567891{i:07}0")),
+        ..SeedDevice::new(1, TELEGENCE, bench_iccid(NEW_FROM + i), "UNKNOWN")
     }));
 }
 
@@ -60,12 +67,49 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
                        "StatusUpdate": {"TargetStatus": "Suspended", "TelegenceStatusUpdate": {"ReasonCode": "CR"}}})
             }
         })
+        .chain(picks(rng, devices, NEW_FROM, 0..2).into_iter().map(|(picked, _)| {
+            json!({"ServiceProviderId": TELEGENCE, "ChangeType": 2, "PortalType": 2, "Devices": picked,
+                   "NewService": {"BillingAccountNumber": BAN, "RatePlan": "SOC-1GB", "ServiceZipCode": "75201"}})
+        }))
         .collect()
+}
+
+/// New services: one line per SIM at most (a second is a second subscription billed), a PROCESSED row's SIM on
+/// its line, and a failed row whose SIM got a line saying it may have.
+fn check_new_services(sim: &simulators::telegence::TelegenceSim, finished: &[&Finished], report: &mut Report) {
+    let lines: Vec<simulators::telegence::TgLine> =
+        sim.state.account.lock().map(|a| a.lines.values().cloned().collect()).unwrap_or_default();
+    for f in finished.iter().filter(|f| f.service_provider() == TELEGENCE && f.change_type() == 2) {
+        for row in f.rows() {
+            let n = lines.iter().filter(|l| l.iccid == row.iccid).count();
+            if n > 1 {
+                report.violation(format!("{}: {n} Telegence lines for one SIM", row.iccid));
+            }
+            if row.state == "PROCESSED" && n != 1 {
+                report.violation(format!(
+                    "bulk change {}: {} PROCESSED with {n} Telegence lines: \"{}\"",
+                    f.id, row.iccid, row.details
+                ));
+            }
+            if row.state != "PROCESSED"
+                && n == 1
+                && !row.made_no_call()
+                && !row.admits_unknown()
+                && !done_elsewhere(finished, f.id, 2, row.iccid)
+            {
+                report.violation(format!(
+                    "bulk change {}: {} {} \"{}\" but Telegence shows its new line",
+                    f.id, row.iccid, row.state, row.details
+                ));
+            }
+        }
+    }
 }
 
 pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, report: &mut Report) -> Result<()> {
     let sim = stack.simulators.telegence.get(&TELEGENCE).context("the Telegence simulator")?;
-    for f in finished.iter().filter(|f| f.service_provider() == TELEGENCE) {
+    check_new_services(sim, finished, report);
+    for f in finished.iter().filter(|f| f.service_provider() == TELEGENCE && f.change_type() != 2) {
         let plan = f.change_type() == 7;
         for row in f.rows() {
             let Some(line) = index_of(row.iccid, devices).and_then(|i| sim.state.line(&number(i))) else { continue };

@@ -1142,6 +1142,46 @@ async fn a_rev_io_service_created_before_a_crash_is_found_not_created_again() {
     assert_eq!(recorded.rev_service_id, 77_777);
 }
 
+/// `make chaos SEED=35` (issue 20): a worker killed between a bulk change's final status and its failure e-mail
+/// (or after taking the right to send it) left the e-mail unsent for good. The scheduler's sweep queues the bulk
+/// change again and the next worker sends it, once.
+#[tokio::test]
+async fn a_worker_killed_before_the_failure_email_leaves_it_to_the_next() {
+    let app = spawn_with(|c| {
+        c.run_worker = false;
+        c.scheduler_interval = Duration::from_secs(1);
+        c.stranded_grace = Duration::from_secs(1);
+    })
+    .await;
+    let id = app.accepted(&assignment(&[ready(30)], "1001", false)).await;
+    // GIVEN a worker that failed the row, made the bulk change final, took the right to send its e-mail, and died
+    let store = &*app.stack.store;
+    let now = chrono::Utc::now();
+    let claimed =
+        engine::ports::Leases::claim_rows(store, id, "dead", 10, Duration::from_secs(1), now).await.expect("claim");
+    let outcome = engine::ports::RowOutcome {
+        status: domain::RowStatus::ApiFailed,
+        details: "HTTP 500".into(),
+        device_update: Default::default(),
+    };
+    assert!(
+        engine::ports::Outcomes::complete_row(store, 1, id, claimed[0].id, "dead", &outcome, now)
+            .await
+            .expect("complete")
+    );
+    let status = engine::ports::BulkChanges::finalize_bulk_change(store, id, now).await.expect("finalize");
+    assert!(status.is_some_and(|s| s.is_final()));
+    let until = now + chrono::Duration::seconds(2);
+    assert!(engine::ports::BulkChanges::claim_notification(store, id, now, until).await.expect("claim"));
+    // WHEN a worker runs (the scheduler queues the bulk change once the dead sender's lease is over)
+    let _worker = app.stack.spawn_worker(WorkerConfig { lease: Duration::from_secs(3), ..WorkerConfig::default() });
+    // THEN the e-mail is sent, once
+    let mails = app.mails(1, Duration::from_secs(20)).await;
+    assert_eq!(mails.len(), 1, "one failure e-mail");
+    let mail = std::fs::read_to_string(&mails[0]).expect("mail");
+    assert!(mail.contains(&format!("Subject: Bulk change {id}: 1 device(s) failed")), "{mail}");
+}
+
 #[tokio::test]
 async fn associate_customer_is_a_customer_assignment() {
     let app = spawn().await;

@@ -102,9 +102,18 @@ pub trait BulkChanges: Send + Sync {
     /// Sets the bulk status from its rows when every row is final (or only scheduled ones remain).
     /// Returns the status it has now, or None while rows are open.
     async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>>;
-    /// Atomically takes the right to send the failure e-mail of a bulk change; true once only.
-    async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
-    /// Gives the right back when sending failed, so the scheduler can try again.
+    /// Takes the right to send the failure e-mail of a bulk change until `until`: false once it is sent, or while
+    /// another sender holds it. A lease, not a flag: a sender that dies before `notification_sent` leaves the
+    /// e-mail to the next one (the scheduler queues the bulk change again, see `stranded_bulk_changes`).
+    async fn claim_notification(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// The e-mail went: never again.
+    async fn notification_sent(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Gives the right back when sending failed, so the next sender can try at once.
     async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()>;
 }
 
@@ -170,7 +179,9 @@ pub trait Leases: Send + Sync {
     /// Turns SCHEDULED rows whose date has come into PENDING (every one of them, in every tenant) and returns
     /// the bulk changes that now have work, so the caller can queue them.
     async fn release_due_scheduled_rows(&self, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
-    /// Bulk changes not final whose work nobody holds: NEW or PROCESSING with no live lease, untouched since `before`.
+    /// Bulk changes whose work nobody holds: NEW or PROCESSING with no live lease, untouched since `before`; and final
+    /// ones, finished since `now` minus a day, that still owe their failure e-mail (failed rows, not sent, no live
+    /// claim): a worker that died between the final status and the e-mail left it to whoever takes the message.
     async fn stranded_bulk_changes(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<i64>>;
 }
 

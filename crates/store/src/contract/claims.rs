@@ -213,10 +213,46 @@ pub async fn bulk_status_is_derived_from_rows_and_final_once(store: &dyn Store) 
     let bulk = store.bulk_change(Some(TENANT), id).await.expect("read").expect("exists");
     assert_eq!(bulk.status, BulkStatus::Processed, "a late mark_processing never reopens a final bulk change");
     assert!(bulk.processed_at.is_some());
-    assert!(store.claim_notification(id, t(4)).await.expect("claim"));
-    assert!(!store.claim_notification(id, t(5)).await.expect("claim"), "one e-mail only");
+    assert!(store.claim_notification(id, t(4), t(64)).await.expect("claim"));
+    assert!(!store.claim_notification(id, t(5), t(65)).await.expect("claim"), "one sender at a time");
     store.release_notification(id).await.expect("release");
-    assert!(store.claim_notification(id, t(6)).await.expect("claim"));
+    assert!(store.claim_notification(id, t(6), t(66)).await.expect("claim"), "released: the next sender at once");
+    // The sender dies holding the right: it is the next one's once the lease is over, not before.
+    assert!(!store.claim_notification(id, t(65), t(125)).await.expect("claim"), "the lease still holds");
+    assert!(store.claim_notification(id, t(67), t(127)).await.expect("claim"), "a dead sender's lease ran out");
+    store.notification_sent(id, t(70)).await.expect("sent");
+    assert!(!store.claim_notification(id, t(200), t(260)).await.expect("claim"), "sent: never again");
+    store.release_notification(id).await.expect("a late release");
+    assert!(!store.claim_notification(id, t(300), t(360)).await.expect("claim"), "a release never unsends");
+}
+
+/// A bulk change finished with failures whose e-mail was never sent (its worker died between the final status and
+/// the e-mail) is handed to the queue again, while no sender holds it and until it is sent.
+pub async fn an_owed_failure_email_is_stranded_until_sent(store: &dyn Store) {
+    let now = Utc::now();
+    let id = new_bulk(store).await;
+    let rows = store.claim_rows(id, "a", 10, Duration::from_secs(60), now).await.expect("claim");
+    for row in &rows {
+        let outcome =
+            RowOutcome { status: RowStatus::ApiFailed, details: "x".into(), device_update: DeviceUpdate::default() };
+        assert!(store.complete_row(TENANT, id, row.id, "a", &outcome, now).await.expect("complete"));
+    }
+    assert!(store.finalize_bulk_change(id, now).await.expect("finalize").is_some_and(|s| s.is_final()));
+    let later = now + chrono::Duration::minutes(10);
+    let stranded = |at: chrono::DateTime<Utc>| async move {
+        store.stranded_bulk_changes(at - chrono::Duration::minutes(2), at).await.expect("stranded")
+    };
+    assert!(stranded(later).await.contains(&id), "final with failures and no e-mail: owed");
+    assert!(store.claim_notification(id, later, later + chrono::Duration::minutes(1)).await.expect("claim"));
+    assert!(!stranded(later).await.contains(&id), "a sender holds it");
+    let after_lease = later + chrono::Duration::minutes(5);
+    assert!(stranded(after_lease).await.contains(&id), "its sender died: owed again");
+    store.notification_sent(id, after_lease).await.expect("sent");
+    assert!(!stranded(after_lease + chrono::Duration::minutes(1)).await.contains(&id), "sent");
+    assert!(
+        !stranded(now + chrono::Duration::days(2)).await.contains(&id),
+        "a day after it finished the sweep no longer looks (nor at any bulk change that old)"
+    );
 }
 
 pub async fn stranded_bulk_changes_are_found(store: &dyn Store) {

@@ -159,11 +159,17 @@ impl BulkChanges for MssqlStore {
             .ok_or_else(|| StoreError::Corrupt(format!("unknown bulk status {current}")))
     }
 
-    async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn claim_notification(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let q = proc_call!(
-            "EXEC dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId = @P1, @Now = @P2",
+            "EXEC dbo.usp_DeviceBulkChange_ClaimNotification @BulkChangeId = @P1, @Now = @P2, @Until = @P3",
             bulk_change_id,
             naive(now),
+            naive(until),
         );
         Ok(self
             .first("claim notification", q)
@@ -171,6 +177,15 @@ impl BulkChanges for MssqlStore {
             .first()
             .and_then(|r| r.get::<bool, _>("Claimed"))
             .unwrap_or(false))
+    }
+
+    async fn notification_sent(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()> {
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_NotificationSent @BulkChangeId = @P1, @Now = @P2",
+            bulk_change_id,
+            naive(now),
+        );
+        self.exec("record notification sent", q).await.map(|_| ())
     }
 
     async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()> {

@@ -67,8 +67,13 @@ impl Leases for MssqlStore {
     }
 
     async fn stranded_bulk_changes(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<i64>> {
-        let q =
-            proc_call!("EXEC dbo.usp_DeviceBulkChange_Stranded @Before = @P1, @Now = @P2", naive(before), naive(now),);
+        let since = now - chrono::Duration::days(1);
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_Stranded @Before = @P1, @Now = @P2, @Since = @P3",
+            naive(before),
+            naive(now),
+            naive(since),
+        );
         self.first("find stranded", q).await?.iter().map(|r| need(r.get::<i64, _>("Id"), "Id")).collect()
     }
 }

@@ -292,20 +292,45 @@ impl BulkChanges for SqliteStore {
         .await
     }
 
-    async fn claim_notification(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn claim_notification(
+        &self,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         self.with(move |c| {
             let n = c
-                .execute("UPDATE DeviceBulkChange SET NotificationSentDate = ?2 WHERE Id = ?1 AND NotificationSentDate IS NULL", params![bulk_change_id, ts(now)])
+                .execute(
+                    "UPDATE DeviceBulkChange SET NotificationClaimedUntil = ?3
+                     WHERE Id = ?1 AND NotificationSentDate IS NULL
+                       AND (NotificationClaimedUntil IS NULL OR NotificationClaimedUntil < ?2)",
+                    params![bulk_change_id, ts(now), ts(until)],
+                )
                 .map_err(db("claim notification"))?;
             Ok(n == 1)
         })
         .await
     }
 
+    async fn notification_sent(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE DeviceBulkChange SET NotificationSentDate = ?2, NotificationClaimedUntil = NULL WHERE Id = ?1",
+                params![bulk_change_id, ts(now)],
+            )
+            .map_err(db("record notification sent"))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn release_notification(&self, bulk_change_id: i64) -> StoreResult<()> {
         self.with(move |c| {
-            c.execute("UPDATE DeviceBulkChange SET NotificationSentDate = NULL WHERE Id = ?1", params![bulk_change_id])
-                .map_err(db("release notification"))?;
+            c.execute(
+                "UPDATE DeviceBulkChange SET NotificationClaimedUntil = NULL WHERE Id = ?1 AND NotificationSentDate IS NULL",
+                params![bulk_change_id],
+            )
+            .map_err(db("release notification"))?;
             Ok(())
         })
         .await

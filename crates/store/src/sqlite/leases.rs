@@ -146,10 +146,18 @@ impl Leases for SqliteStore {
                      WHERE b.Status IN ('NEW', 'PROCESSING') AND b.ModifiedDate < ?1
                        AND NOT EXISTS (SELECT 1 FROM M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil >= ?2)
                        AND NOT EXISTS (SELECT 1 FROM Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil >= ?2)
-                     ORDER BY b.Id",
+                     UNION
+                     SELECT b.Id FROM DeviceBulkChange b
+                     WHERE b.Status IN ('PROCESSED', 'ERROR', 'CANCELLED') AND b.NotificationSentDate IS NULL
+                       AND b.ProcessedDate >= ?3 AND b.ModifiedDate < ?1
+                       AND (b.NotificationClaimedUntil IS NULL OR b.NotificationClaimedUntil < ?2)
+                       AND (EXISTS (SELECT 1 FROM M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status IN ('API_FAILED', 'ERROR'))
+                         OR EXISTS (SELECT 1 FROM Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status IN ('API_FAILED', 'ERROR')))
+                     ORDER BY 1",
                 )
                 .map_err(db("find stranded"))?;
-            stmt.query_map(params![ts(before), ts(now)], |r| r.get(0))
+            let since = now - chrono::Duration::days(1);
+            stmt.query_map(params![ts(before), ts(now), ts(since)], |r| r.get(0))
                 .map_err(db("find stranded"))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db("find stranded"))

@@ -25,6 +25,7 @@ pub(super) const STEPS: &[(u32, &str, &str)] = &[
     step!(9, "009_rate_budget.sql"),
     step!(10, "010_default_provider.sql"),
     step!(11, "011_carrier_settings.sql"),
+    step!(12, "012_notification_lease.sql"),
 ];
 
 /// Applies the steps this file has not had yet, each in a transaction of its own that takes the write lock first,

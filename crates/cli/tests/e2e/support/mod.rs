@@ -129,7 +129,12 @@ impl TestApp {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let mails: Vec<_> = std::fs::read_dir(&self.stack.config.outbox)
-                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                        .collect()
+                })
                 .unwrap_or_default();
             if mails.len() >= at_least || tokio::time::Instant::now() > deadline {
                 return mails;
