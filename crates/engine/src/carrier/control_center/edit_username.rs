@@ -90,10 +90,75 @@ async fn confirm_in_audit_trail(
         }
         Err(f) => {
             job.log(row, "Get Jasper Device Audit Trail (confirm username)", &f.call, Some(&f.reason())).await;
+            // The edit itself was answered success: it may well have taken. Say so, so nobody retries it blind.
             Err(fail(
                 api_failed_or_error(&f),
-                format!("Could not confirm the username in the audit trail: {}", f.reason()),
+                format!(
+                    "Control Center accepted the username {username} but the audit trail could not be read to \
+                     confirm it ({}): it may have been applied; check the device before a retry",
+                    f.reason()
+                ),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use domain::request::ChangeDetails;
+
+    use super::super::port::CcAuditEntry;
+    use super::*;
+    use crate::fakes::{self, MemStore};
+    use crate::ports::{CallRecord, CarrierFailure, FailureKind};
+
+    /// A Control Center that takes every edit and then throttles every audit-trail read past the client's budget.
+    struct ThrottledAuditTrail;
+
+    #[async_trait]
+    impl ControlCenterApi for ThrottledAuditTrail {
+        async fn get_device(&self, _iccid: &domain::Iccid) -> Result<(CcDevice, CallRecord), CarrierFailure> {
+            Ok((CcDevice::default(), CallRecord::default()))
+        }
+        async fn edit_device(&self, _iccid: &domain::Iccid, _edit: &CcEdit) -> Result<CallRecord, CarrierFailure> {
+            Ok(CallRecord::default())
+        }
+        async fn audit_trail(&self, _iccid: &domain::Iccid) -> Result<(Vec<CcAuditEntry>, CallRecord), CarrierFailure> {
+            Err(CarrierFailure {
+                kind: FailureKind::Throttled,
+                code: Some("40000029".into()),
+                message: "still throttled after 12 attempts: Rate limit exceeded".into(),
+                attempts: 12,
+                call: CallRecord { http_status: Some(429), ..CallRecord::default() },
+            })
+        }
+    }
+
+    /// `make chaos SEED=70` (issue 20): POD19 took a username edit, the audit trail that confirms it stayed
+    /// throttled, and the row said only "Could not confirm the username" while the carrier showed the new name.
+    /// The row says the edit was accepted and may have been applied.
+    #[tokio::test]
+    async fn an_accepted_username_edit_whose_confirmation_is_throttled_says_it_may_have_been_applied() {
+        let store = MemStore::with_jasper_account();
+        let device = store.add_device(1, "89148000008245116615");
+        let details = ChangeDetails::EditUsername(UsernameUpdate {
+            new_username: "truck-9".into(),
+            cost_center: None,
+            cost_center2: None,
+            cost_center3: None,
+        });
+        let bulk = store.add_bulk_change(3, &details, std::slice::from_ref(&device));
+        let job = fakes::job(store.clone(), bulk, details);
+        let row = fakes::row(3, 1, &device);
+        let iccid = domain::Iccid::parse(&device.iccid).expect("iccid");
+
+        let outcome = confirm_in_audit_trail(&job, &ThrottledAuditTrail, &row, &iccid, "truck-9")
+            .await
+            .expect_err("not confirmed");
+
+        assert_eq!(outcome.status, RowStatus::ApiFailed);
+        assert!(outcome.details.contains("accepted the username truck-9"), "{}", outcome.details);
+        assert!(outcome.details.contains("may have been applied"), "{}", outcome.details);
     }
 }
