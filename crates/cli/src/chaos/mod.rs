@@ -152,6 +152,18 @@ impl Finished {
     }
 }
 
+/// Every row of `iccid` in `finished`, oldest bulk change first: printed with a violation when `CHAOS_TRACE` is set.
+pub(crate) fn trace(finished: &[&Finished], iccid: &str) {
+    if std::env::var_os("CHAOS_TRACE").is_none() {
+        return;
+    }
+    for f in finished {
+        for r in f.rows().filter(|r| r.iccid == iccid) {
+            eprintln!("  trace {iccid}: bulk change {} type {}: {} \"{}\"", f.id, f.change_type(), r.state, r.details);
+        }
+    }
+}
+
 /// How many of `finished` bulk changes of `change_type` named `iccid`: the most times its change may be applied.
 pub(crate) fn times_asked(finished: &[&Finished], change_type: i64, iccid: &str) -> usize {
     finished.iter().filter(|f| f.change_type() == change_type && f.rows().any(|r| r.iccid == iccid)).count()

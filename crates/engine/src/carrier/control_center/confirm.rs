@@ -126,8 +126,19 @@ pub(crate) async fn edit_confirmed(
                         }
                     }
                     Err(g) => {
+                        // Both are the row's story: the edit may have taken, and the read that would tell failed.
                         job.log(row, "Get Jasper Device Details (confirm edit)", &g.call, Some(&g.reason())).await;
-                        return Err(g);
+                        return Err(CarrierFailure {
+                            kind: FailureKind::Ambiguous,
+                            code: None,
+                            message: format!(
+                                "the answer to the edit was lost ({}) and the device could not be read to check ({}): \
+                                 the change may have been applied; check the device before a retry",
+                                f.reason(),
+                                g.reason()
+                            ),
+                            ..g
+                        });
                     }
                 }
                 last = Some(f);
@@ -218,5 +229,59 @@ mod tests {
         assert!(ended.details.contains("nothing was sent again"), "{}", ended.details);
         let first = DeviceChangeRow { claims: 1, ..row };
         assert!(carrier_state_if_reclaimed(&job, &Unreadable, &first, &iccid).await.expect("no read").is_none());
+    }
+
+    /// A Control Center that loses the answer to every edit (502) and throttles every read past the budget.
+    struct LostThenThrottled;
+
+    #[async_trait]
+    impl ControlCenterApi for LostThenThrottled {
+        async fn get_device(&self, _iccid: &Iccid) -> Result<(CcDevice, CallRecord), CarrierFailure> {
+            Err(CarrierFailure {
+                kind: FailureKind::Throttled,
+                code: Some("40000029".into()),
+                message: "still throttled after 12 attempts".into(),
+                attempts: 12,
+                call: CallRecord { http_status: Some(429), ..CallRecord::default() },
+            })
+        }
+        async fn edit_device(&self, _iccid: &Iccid, _edit: &CcEdit) -> Result<CallRecord, CarrierFailure> {
+            Err(CarrierFailure {
+                kind: FailureKind::Ambiguous,
+                code: None,
+                message: "bad gateway (a write answered 502: it may have been applied)".into(),
+                attempts: 1,
+                call: CallRecord { http_status: Some(502), ..CallRecord::default() },
+            })
+        }
+        async fn audit_trail(
+            &self,
+            _iccid: &Iccid,
+        ) -> Result<(Vec<super::super::port::CcAuditEntry>, CallRecord), CarrierFailure> {
+            panic!("not read here")
+        }
+    }
+
+    /// `make chaos SEED=137` (issue 20): an edit's answer was lost, the read that checks it stayed throttled,
+    /// and the row said only "HTTP 429 ... still throttled" while Control Center showed the change. The failure
+    /// says the edit may have been applied, with both the lost answer and the failed read.
+    #[tokio::test]
+    async fn a_lost_edit_whose_check_is_throttled_says_it_may_have_been_applied() {
+        let store = MemStore::with_jasper_account();
+        let device = store.add_device(1, "89148000008245116615");
+        let bulk = store.add_bulk_change(2, &ChangeDetails::Archival, std::slice::from_ref(&device));
+        let job = fakes::job(store.clone(), bulk, ChangeDetails::Archival);
+        let row = fakes::row(2, 1, &device);
+        let iccid = Iccid::parse(&device.iccid).expect("iccid");
+        let edit = CcEdit { status: Some("ACTIVATED".into()), ..Default::default() };
+
+        let f = edit_confirmed(&job, &LostThenThrottled, &row, &iccid, &edit, "edit", |_| false)
+            .await
+            .expect_err("not confirmed");
+
+        assert_eq!(f.kind, FailureKind::Ambiguous, "{}", f.reason());
+        let reason = f.reason();
+        assert!(reason.contains("may have been applied"), "{reason}");
+        assert!(reason.contains("502") && reason.contains("still throttled"), "both calls are told: {reason}");
     }
 }
