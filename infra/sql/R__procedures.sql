@@ -296,7 +296,8 @@ GO
 CREATE PROCEDURE dbo.usp_DeviceBulkChange_Create
     @TenantId BIGINT, @ServiceProviderId BIGINT, @IntegrationId BIGINT, @ChangeRequestTypeId BIGINT, @PortalTypeId BIGINT,
     @ChangeRequest NVARCHAR(MAX), @CreatedBy NVARCHAR(200), @RowsJson NVARCHAR(MAX), @Now DATETIME2,
-    @RetryOfBulkChangeId BIGINT = NULL, @AttributesJson NVARCHAR(MAX) = N'[]', @IdempotencyKey NVARCHAR(255) = NULL AS
+    @RetryOfBulkChangeId BIGINT = NULL, @AttributesJson NVARCHAR(MAX) = N'[]', @IdempotencyKey NVARCHAR(255) = NULL,
+    @CanaryDevices INT = NULL AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
@@ -315,7 +316,7 @@ BEGIN
     IF @RetryOfBulkChangeId IS NOT NULL
     BEGIN
         DECLARE @OpenRetry BIGINT = (SELECT TOP (1) Id FROM dbo.DeviceBulkChange
-                                     WHERE RetryOfBulkChangeId = @RetryOfBulkChangeId AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED'));
+                                     WHERE RetryOfBulkChangeId = @RetryOfBulkChangeId AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED', N'PAUSED'));
         IF @OpenRetry IS NOT NULL
         BEGIN
             ROLLBACK TRANSACTION;
@@ -324,8 +325,8 @@ BEGIN
             THROW 50409, @RetryRefused, 1;
         END
     END
-    INSERT INTO dbo.DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId)
-    VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now, @RetryOfBulkChangeId);
+    INSERT INTO dbo.DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId, CanaryDevices)
+    VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now, @RetryOfBulkChangeId, @CanaryDevices);
     DECLARE @Id BIGINT = SCOPE_IDENTITY();
     DECLARE @Rows TABLE (Seq INT PRIMARY KEY, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20), StatusDetails NVARCHAR(MAX),
                          EffectiveDate DATETIME2, CustomerRatePlanId BIGINT, CustomerRatePoolId BIGINT, DataAllocationMB FLOAT);
@@ -642,12 +643,25 @@ BEGIN
     BEGIN TRANSACTION;
     -- dbo.ClaimWork, not a table variable: 003_work_tables.sql says why. @Pick: the candidates; @G: the claimed.
     DECLARE @Pick UNIQUEIDENTIFIER = NEWID(), @G UNIQUEIDENTIFIER = NEWID(), @Room INT, @Lo BIGINT, @Hi BIGINT;
+    -- Rollout control: nothing of a paused or aborted bulk change (no row at all, hence no device read); a canary's
+    -- PENDING rows only while fewer than its devices were ever claimed.
+    DECLARE @Status NVARCHAR(20), @Aborted NVARCHAR(400), @Canary INT, @CanaryPassed DATETIME2, @PendingRoom INT = @Limit;
+    SELECT @Status = Status, @Aborted = AbortedReason, @Canary = CanaryDevices, @CanaryPassed = CanaryPassedDate
+    FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId;
+    IF @Status = N'PAUSED' OR @Aborted IS NOT NULL SET @Limit = 0;
+    IF @Canary IS NOT NULL AND @CanaryPassed IS NULL AND @Limit > 0
+    BEGIN
+        DECLARE @Started INT = (SELECT COUNT(*) FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Claims > 0)
+                             + (SELECT COUNT(*) FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Claims > 0);
+        SET @PendingRoom = CASE WHEN @Canary - @Started < 0 THEN 0 ELSE @Canary - @Started END;
+    END
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
     BEGIN
         INSERT INTO dbo.ClaimWork (GroupId, Id)
         SELECT TOP (@Limit) @Pick, Id FROM dbo.Mobility_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
         WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING' AND LeaseUntil < @Now ORDER BY Id;
         SET @Room = @Limit - @@ROWCOUNT;
+        IF @Room > @PendingRoom SET @Room = @PendingRoom;
         IF @Room > 0
             INSERT INTO dbo.ClaimWork (GroupId, Id)
             SELECT TOP (@Room) @Pick, Id FROM dbo.Mobility_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
@@ -669,6 +683,7 @@ BEGIN
         SELECT TOP (@Limit) @Pick, Id FROM dbo.M2M_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
         WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING' AND LeaseUntil < @Now ORDER BY Id;
         SET @Room = @Limit - @@ROWCOUNT;
+        IF @Room > @PendingRoom SET @Room = @PendingRoom;
         IF @Room > 0
             INSERT INTO dbo.ClaimWork (GroupId, Id)
             SELECT TOP (@Room) @Pick, Id FROM dbo.M2M_DeviceChange WITH (UPDLOCK, READPAST, ROWLOCK)
@@ -953,9 +968,90 @@ CREATE PROCEDURE dbo.usp_DeviceBulkChange_SetStatus @BulkChangeId BIGINT, @Statu
 BEGIN
     SET NOCOUNT ON;
     UPDATE dbo.DeviceBulkChange
-    SET Status = @Status, ProcessedDate = CASE WHEN @IsFinal = 1 THEN @Now ELSE ProcessedDate END, ModifiedDate = @Now
-    WHERE Id = @BulkChangeId AND Status NOT IN (N'PROCESSED', N'ERROR', N'CANCELLED');
+    SET Status = CASE WHEN @IsFinal = 1 AND AbortedReason IS NOT NULL THEN N'ABORTED' ELSE @Status END,
+        ProcessedDate = CASE WHEN @IsFinal = 1 THEN @Now ELSE ProcessedDate END, ModifiedDate = @Now
+    WHERE Id = @BulkChangeId AND Status NOT IN (N'PROCESSED', N'ERROR', N'CANCELLED', N'ABORTED')
+      AND NOT (Status = N'PAUSED' AND @IsFinal = 0);
     SELECT Status FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId;
+END
+GO
+
+-- Rollout control (issue 21): what a worker decides on before it claims, and what the status page shows.
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_RolloutProgress;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_RolloutProgress @BulkChangeId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    DECLARE @Started INT, @Finished INT, @Failed INT;
+    IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
+        SELECT @Started = COUNT(*),
+               @Finished = COALESCE(SUM(CASE WHEN Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END), 0),
+               @Failed = COALESCE(SUM(CASE WHEN Status IN (N'API_FAILED', N'ERROR') THEN 1 ELSE 0 END), 0)
+        FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Claims > 0;
+    ELSE
+        SELECT @Started = COUNT(*),
+               @Finished = COALESCE(SUM(CASE WHEN Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END), 0),
+               @Failed = COALESCE(SUM(CASE WHEN Status IN (N'API_FAILED', N'ERROR') THEN 1 ELSE 0 END), 0)
+        FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Claims > 0;
+    SELECT Status, HoldReason, HoldBy, HoldDate, CanaryPassedDate, AbortedReason,
+           CAST(@Started AS BIGINT) AS Started, CAST(@Finished AS BIGINT) AS Finished, CAST(@Failed AS BIGINT) AS Failed
+    FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId;
+END
+GO
+
+-- Pauses a bulk change not final nor paused: no row of it is claimed until it is resumed. Returns the rows in
+-- flight at that moment, or nothing when it could not be paused.
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Pause;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_Pause
+    @TenantId BIGINT = NULL, @BulkChangeId BIGINT, @Reason NVARCHAR(50), @By NVARCHAR(200), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    UPDATE dbo.DeviceBulkChange SET Status = N'PAUSED', HoldReason = @Reason, HoldBy = @By, HoldDate = @Now, ModifiedDate = @Now
+    WHERE Id = @BulkChangeId AND (@TenantId IS NULL OR TenantId = @TenantId) AND Status IN (N'NEW', N'PROCESSING')
+      AND AbortedReason IS NULL;
+    IF @@ROWCOUNT = 1
+        SELECT CAST((SELECT COUNT(*) FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING')
+                  + (SELECT COUNT(*) FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING')
+                    AS BIGINT) AS InFlight;
+    COMMIT TRANSACTION;
+END
+GO
+
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Resume;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_Resume @TenantId BIGINT = NULL, @BulkChangeId BIGINT, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.DeviceBulkChange
+    SET Status = N'PROCESSING', ModifiedDate = @Now,
+        CanaryPassedDate = CASE WHEN HoldReason = N'canary' THEN @Now ELSE CanaryPassedDate END,
+        HoldReason = NULL, HoldBy = NULL, HoldDate = NULL
+    WHERE Id = @BulkChangeId AND (@TenantId IS NULL OR TenantId = @TenantId) AND Status = N'PAUSED';
+    SELECT CAST(CASE WHEN @@ROWCOUNT = 1 THEN 1 ELSE 0 END AS BIT) AS Resumed;
+END
+GO
+
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_PassCanary;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_PassCanary @BulkChangeId BIGINT, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.DeviceBulkChange SET CanaryPassedDate = @Now WHERE Id = @BulkChangeId AND CanaryPassedDate IS NULL;
+END
+GO
+
+-- The abort decision, recorded once: Aborted is 1 for the one caller that recorded it.
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Abort;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_Abort @BulkChangeId BIGINT, @Reason NVARCHAR(400), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.DeviceBulkChange SET AbortedReason = @Reason, ModifiedDate = @Now
+    WHERE Id = @BulkChangeId AND AbortedReason IS NULL AND Status NOT IN (N'PROCESSED', N'ERROR', N'CANCELLED', N'ABORTED');
+    SELECT CAST(CASE WHEN @@ROWCOUNT = 1 THEN 1 ELSE 0 END AS BIT) AS Aborted;
 END
 GO
 
@@ -1002,7 +1098,7 @@ BEGIN
       AND NOT EXISTS (SELECT 1 FROM dbo.Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil >= @Now)
     UNION
     SELECT b.Id FROM dbo.DeviceBulkChange b
-    WHERE b.Status IN (N'PROCESSED', N'ERROR', N'CANCELLED') AND b.NotificationSentDate IS NULL
+    WHERE b.Status IN (N'PROCESSED', N'ERROR', N'CANCELLED', N'ABORTED') AND b.NotificationSentDate IS NULL
       AND b.ProcessedDate >= @Since AND b.ModifiedDate < @Before
       AND (b.NotificationClaimedUntil IS NULL OR b.NotificationClaimedUntil < @Now)
       AND (EXISTS (SELECT 1 FROM dbo.M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status IN (N'API_FAILED', N'ERROR'))

@@ -58,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/M2M/BulkChanges", get(list))
         .route("/M2M/BulkChange/{id}/Retry", post(retry))
         .route("/M2M/BulkChange/{id}/Cancel", post(cancel))
+        .route("/M2M/BulkChange/{id}/Pause", post(pause))
+        .route("/M2M/BulkChange/{id}/Resume", post(resume))
         .route("/M2M/BulkChange/{id}/Results", get(results))
         .route("/M2M/DeviceDetails/{iccid}", get(device_details))
         .route("/M2M/GetRevCustomers", get(rev_customers))
@@ -396,6 +398,13 @@ pub struct AssociateCustomerRequest {
     portal_type: Option<i64>,
     #[serde(default)]
     devices: Vec<String>,
+    /// Rollout control, as for `/M2M/BulkChange`.
+    #[serde(default)]
+    max_per_minute: Option<i64>,
+    #[serde(default)]
+    canary: Option<domain::rollout::CanaryWire>,
+    #[serde(default)]
+    abort_when: Option<domain::rollout::AbortWhenWire>,
     #[serde(flatten)]
     options: domain::request::RevServiceOptions,
 }
@@ -429,7 +438,7 @@ async fn associate(state: &AppState, caller: &Caller, body: &[u8], key: Option<S
     // the body's keys with the known ones.
     if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<Value>(body) {
         let known = |k: &str| {
-            ["ServiceProviderId", "PortalType", "Devices"].contains(&k)
+            ["ServiceProviderId", "PortalType", "Devices", "MaxPerMinute", "Canary", "AbortWhen"].contains(&k)
                 || domain::request::RevServiceOptions::FIELDS.contains(&k)
         };
         let unknown =
@@ -442,6 +451,9 @@ async fn associate(state: &AppState, caller: &Caller, body: &[u8], key: Option<S
         portal_type: request.portal_type,
         devices: request.devices,
         rev_service: Some(request.options),
+        max_per_minute: request.max_per_minute,
+        canary: request.canary,
+        abort_when: request.abort_when,
         ..Default::default()
     };
     let request = domain::BulkChangeRequest::from_wire(wire)?;
@@ -523,6 +535,85 @@ async fn cancel(
         let status = state.store.bulk_change(Some(caller.tenant_id), bulk.id).await?.map_or(bulk.status, |b| b.status);
         info!(bulk_change_id = bulk.id, user = ?caller.user, cancelled, "rows cancelled");
         Ok(Json(json!({"BulkChangeId": bulk.id, "Cancelled": cancelled, "Status": status})).into_response())
+    })
+    .await
+}
+
+/// Pauses a bulk change: no row starts until it is resumed; rows a worker holds finish and are recorded.
+#[utoipa::path(post, path = "/M2M/BulkChange/{id}/Pause", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "As for /M2M/BulkChange")),
+    responses((status = 200, description = "Paused; InFlight rows finish", body = openapi::Held),
+              (status = 404, description = "Not this tenant's bulk change", body = openapi::Problem),
+              (status = 409, description = "Final or paused already: nothing to pause", body = openapi::Problem)))]
+async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
+    let (st, who) = (state.clone(), caller.clone());
+    idempotency::once(&state, &caller, key, move |_| async move {
+        let (state, caller) = (st, who);
+        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+        let by = caller.user.clone();
+        let now = chrono::Utc::now();
+        let Some(in_flight) =
+            state.store.pause_bulk_change(Some(caller.tenant_id), bulk.id, "operator", &by, now).await?
+        else {
+            let status =
+                state.store.bulk_change(Some(caller.tenant_id), bulk.id).await?.map_or(bulk.status, |b| b.status);
+            return Err(ApiError::Conflict(format!(
+                "bulk change {} is {status}: only a running bulk change can be paused",
+                bulk.id
+            )));
+        };
+        info!(bulk_change_id = bulk.id, user = %by, in_flight, "bulk change paused");
+        let held = openapi::Held {
+            bulk_change_id: bulk.id,
+            status: BulkStatus::Paused.to_string(),
+            in_flight: Some(in_flight),
+        };
+        Ok(Json(held).into_response())
+    })
+    .await
+}
+
+/// Resumes a paused bulk change where it stopped (a canary's pause: the rest follow).
+#[utoipa::path(post, path = "/M2M/BulkChange/{id}/Resume", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "As for /M2M/BulkChange")),
+    responses((status = 200, description = "Resumed and queued", body = openapi::Held),
+              (status = 404, description = "Not this tenant's bulk change", body = openapi::Problem),
+              (status = 409, description = "Not paused", body = openapi::Problem)))]
+async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
+    let (st, who) = (state.clone(), caller.clone());
+    idempotency::once(&state, &caller, key, move |_| async move {
+        let (state, caller) = (st, who);
+        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+        if !state.store.resume_bulk_change(Some(caller.tenant_id), bulk.id, chrono::Utc::now()).await? {
+            let status =
+                state.store.bulk_change(Some(caller.tenant_id), bulk.id).await?.map_or(bulk.status, |b| b.status);
+            return Err(ApiError::Conflict(format!(
+                "bulk change {} is {status}, not PAUSED: nothing to resume",
+                bulk.id
+            )));
+        }
+        // Queued again: a worker takes it where it stopped (the scheduler would find it otherwise).
+        if let Err(e) = state.queue.send(&WorkMessage::new(bulk.id), std::time::Duration::ZERO).await {
+            warn!(bulk_change_id = bulk.id, error = %e, "enqueue failed; the scheduler will pick the bulk change up");
+        }
+        info!(bulk_change_id = bulk.id, user = ?caller.user, "bulk change resumed");
+        let held =
+            openapi::Held { bulk_change_id: bulk.id, status: BulkStatus::Processing.to_string(), in_flight: None };
+        Ok(Json(held).into_response())
     })
     .await
 }
@@ -654,6 +745,23 @@ async fn status(
         obj.insert("Page".into(), json!(page));
         obj.insert("PageSize".into(), json!(size));
         obj.insert("Rows".into(), json!(rows));
+        // Rollout control: its settings, and why it is paused (by whom, since when) or why it was aborted.
+        let rollout = &bulk.request;
+        if rollout.max_per_minute.is_some() || rollout.canary.is_some() || rollout.abort_when.is_some() {
+            obj.insert(
+                "Rollout".into(),
+                json!({"MaxPerMinute": rollout.max_per_minute, "Canary": rollout.canary, "AbortWhen": rollout.abort_when}),
+            );
+        }
+        if matches!(bulk.status, BulkStatus::Paused | BulkStatus::Aborted) {
+            let progress = state.store.rollout_progress(id).await?;
+            if let Some((reason, by, since)) = progress.hold {
+                obj.insert("Paused".into(), json!({"Reason": reason, "By": by, "Since": since}));
+            }
+            if let Some(reason) = progress.aborted_reason {
+                obj.insert("AbortedReason".into(), json!(reason));
+            }
+        }
     }
     Ok(Json(body).into_response())
 }
@@ -662,7 +770,7 @@ async fn status(
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only bulk changes in this status (NEW, PROCESSING, PROCESSED, ERROR, SCHEDULED, CANCELLED).
+    /// Only bulk changes in this status (NEW, PROCESSING, PROCESSED, ERROR, SCHEDULED, CANCELLED, PAUSED, ABORTED).
     status: Option<String>,
     change_type: Option<i64>,
     page: Option<u32>,

@@ -27,6 +27,8 @@ use crate::intake::{DeviceResult, IntakeCounts};
         super::list,
         super::retry,
         super::cancel,
+        super::pause,
+        super::resume,
         super::results,
         super::associate_customer,
         super::device_details,
@@ -175,6 +177,15 @@ pub struct StatusPage {
     pub page: u32,
     pub page_size: u32,
     pub rows: Vec<Row>,
+    /// The rollout settings it was submitted with (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<serde_json::Value>,
+    /// While PAUSED: `{"Reason": "operator"|"canary", "By": ..., "Since": ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<serde_json::Value>,
+    /// ABORTED: the rule and the figures ("aborted: 13 of 80 processed rows failed (16 %) > 10 %").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted_reason: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -192,6 +203,18 @@ pub struct Cancelled {
     pub bulk_change_id: i64,
     pub cancelled: u64,
     pub status: String,
+}
+
+/// What a pause or a resume did.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct Held {
+    pub bulk_change_id: i64,
+    /// PAUSED, or PROCESSING after a resume.
+    pub status: String,
+    /// Rows a worker held when the pause was recorded: they finish and are recorded; no other row starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]

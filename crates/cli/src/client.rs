@@ -79,6 +79,24 @@ pub struct ChangeArgs {
     /// Archival: archive devices with an active Rev.io service too.
     #[arg(long)]
     pub override_validation: bool,
+    /// Rollout: devices a minute this bulk change may start (below the account's pace, which still applies).
+    #[arg(long)]
+    pub max_per_minute: Option<i64>,
+    /// Rollout: this many devices go first; the rest follow once they are final (see --canary-then).
+    #[arg(long)]
+    pub canary: Option<i64>,
+    /// Rollout: after the canary, `continue` (default) or `pause` until someone resumes.
+    #[arg(long)]
+    pub canary_then: Option<String>,
+    /// Rollout: abort when more than this share of the processed rows failed (`5%` or `5`).
+    #[arg(long)]
+    pub abort_when_failed: Option<String>,
+    /// Rollout: abort when more than this many processed rows failed.
+    #[arg(long)]
+    pub abort_when_count: Option<i64>,
+    /// Rollout: the abort rule applies once at least this many rows are final (default 0).
+    #[arg(long)]
+    pub abort_min: Option<i64>,
 }
 
 const CHANGE_TYPES: [(i64, &str); 9] = [
@@ -198,6 +216,33 @@ impl ChangeArgs {
             );
         }
         set("Username", block(&[("NewUsername", s(&self.new_username))]));
+        set("MaxPerMinute", self.max_per_minute.map(Value::from));
+        if self.canary.is_some() || self.canary_then.is_some() {
+            let then = match self.canary_then.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("continue") => "Continue",
+                Some("pause") => "Pause",
+                Some(other) => bail!("--canary-then '{other}' is not continue or pause"),
+            };
+            set("Canary", Some(json!({"Devices": self.canary, "Then": then})));
+        }
+        let failed_percent = match self.abort_when_failed.as_deref() {
+            Some(raw) => Some(
+                raw.trim()
+                    .trim_end_matches('%')
+                    .trim()
+                    .parse::<f64>()
+                    .with_context(|| format!("--abort-when-failed '{raw}' is not a percentage (5% or 5)"))?,
+            ),
+            None => None,
+        };
+        set(
+            "AbortWhen",
+            block(&[
+                ("FailedPercent", failed_percent.map(Value::from)),
+                ("Count", self.abort_when_count.map(Value::from)),
+                ("MinProcessed", self.abort_min.map(Value::from)),
+            ]),
+        );
         if assignment {
             set(
                 "RevService",
@@ -360,7 +405,7 @@ pub async fn validate(client: &Client, change: &ChangeArgs) -> Result<bool> {
     Ok(all_valid)
 }
 
-const FINAL: [&str; 3] = ["PROCESSED", "ERROR", "CANCELLED"];
+const FINAL: [&str; 4] = ["PROCESSED", "ERROR", "CANCELLED", "ABORTED"];
 
 fn counts_of(status: &Value) -> BTreeMap<String, i64> {
     status["Counts"]
@@ -403,7 +448,8 @@ pub async fn watch(client: &Client, id: i64) -> Result<bool> {
             .map(|(_, v)| v)
             .sum();
         let bulk = status["Status"].as_str().unwrap_or("?").to_string();
-        let settled = FINAL.contains(&bulk.as_str()) || bulk == "SCHEDULED";
+        // A pause waits for a person: watch says why and stops (resume, then watch again).
+        let settled = FINAL.contains(&bulk.as_str()) || bulk == "SCHEDULED" || bulk == "PAUSED";
         match &bar {
             Some(bar) => {
                 bar.set_position(u64::try_from(done).unwrap_or(0));
@@ -427,6 +473,21 @@ pub async fn watch(client: &Client, id: i64) -> Result<bool> {
             }
             let failed = counts.get("API_FAILED").copied().unwrap_or(0) + counts.get("ERROR").copied().unwrap_or(0);
             println!("bulk change {id} {bulk}: {}", counts_text(&counts));
+            if let Some(paused) = status["Paused"].as_object() {
+                let text = |k: &str| paused.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+                println!(
+                    "  paused by {} ({}) since {}: `bulkchange resume {id}` goes on",
+                    text("By"),
+                    text("Reason"),
+                    text("Since")
+                );
+            }
+            if let Some(reason) = status["AbortedReason"].as_str() {
+                println!("  {reason}");
+            }
+            if let Some(pace) = status["Rollout"]["MaxPerMinute"].as_i64() {
+                println!("  pace: at most {pace} devices a minute");
+            }
             std::io::stdout().flush().ok();
             return Ok(failed > 0);
         }

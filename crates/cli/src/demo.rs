@@ -102,12 +102,12 @@ async fn submit_all(stack: &Stack, opts: &DemoOptions, secret: &str) -> Result<(
 
 /// Polls the status endpoint until the bulk change is final (60 s at most).
 pub async fn wait_final(http: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
-    wait_for(http, base, token, id, &["PROCESSED", "ERROR", "CANCELLED"]).await
+    wait_for(http, base, token, id, &["PROCESSED", "ERROR", "CANCELLED", "ABORTED"]).await
 }
 
 /// Until final, or SCHEDULED (waiting for a future date): what `make run` shows.
 pub async fn wait_settled(http: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
-    wait_for(http, base, token, id, &["PROCESSED", "ERROR", "CANCELLED", "SCHEDULED"]).await
+    wait_for(http, base, token, id, &["PROCESSED", "ERROR", "CANCELLED", "ABORTED", "SCHEDULED", "PAUSED"]).await
 }
 
 async fn wait_for(http: &reqwest::Client, base: &str, token: &str, id: i64, settled: &[&str]) -> Result<Value> {

@@ -200,6 +200,26 @@ enum Command {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Pause a bulk change: no device starts until it is resumed; devices in flight finish.
+    Pause {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The bulk change id.
+        id: i64,
+        /// The key of this pause.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Resume a paused bulk change where it stopped.
+    Resume {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The bulk change id.
+        id: i64,
+        /// The key of this resume.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// What `make run` does: start the stack with simulators, submit the sample requests, print the results.
     Demo {
         /// Seed JSON of the demo's stack.
@@ -516,6 +536,14 @@ async fn main() -> Result<()> {
         Command::Cancel { api, id, idempotency_key } => {
             let answer = client::act(&Client::new(&api)?, id, "Cancel", idempotency_key).await?;
             println!("bulk change {id}: {} rows cancelled; now {}", answer["Cancelled"], answer["Status"]);
+        }
+        Command::Pause { api, id, idempotency_key } => {
+            let answer = client::act(&Client::new(&api)?, id, "Pause", idempotency_key).await?;
+            println!("bulk change {id}: {}; {} device(s) in flight finish", answer["Status"], answer["InFlight"]);
+        }
+        Command::Resume { api, id, idempotency_key } => {
+            let answer = client::act(&Client::new(&api)?, id, "Resume", idempotency_key).await?;
+            println!("bulk change {id}: {}", answer["Status"]);
         }
         Command::Demo { seed, requests, work_dir, tenant } => {
             demo::run(DemoOptions { seed, requests, work_dir, tenant }).await?

@@ -5,6 +5,7 @@ pub mod exclusivity;
 pub mod ids;
 pub mod model;
 pub mod request;
+pub mod rollout;
 pub mod rules;
 
 pub use exclusivity::{DeviceAttribute, attributes_of, cancelled_by, conflict_reason};

@@ -143,7 +143,9 @@ macro_rules! string_enum {
 }
 
 string_enum!(
-    /// Status of a whole bulk change; derived from its rows once they are final.
+    /// Status of a whole bulk change; derived from its rows once they are final. PAUSED: no new row starts until
+    /// someone resumes it (an operator, its canary), rows in flight finish. ABORTED (final): its abort rule tripped
+    /// and the rows not started were cancelled.
     BulkStatus {
         New,
         Processing,
@@ -151,12 +153,14 @@ string_enum!(
         Error,
         Scheduled,
         Cancelled,
+        Paused,
+        Aborted,
     }
 );
 
 impl BulkStatus {
     pub fn is_final(self) -> bool {
-        matches!(self, BulkStatus::Processed | BulkStatus::Error | BulkStatus::Cancelled)
+        matches!(self, BulkStatus::Processed | BulkStatus::Error | BulkStatus::Cancelled | BulkStatus::Aborted)
     }
 }
 

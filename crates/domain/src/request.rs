@@ -61,6 +61,23 @@ pub struct BulkChangeRequestWire {
     /// ActivateNewService (Telegence): the new lines' billing account, plan, ZIP and features.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_service: Option<TelegenceOptions>,
+    /// Rollout control (README "Rolling out safely"): devices a minute this bulk change may start, below the
+    /// account's pace (which still applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_minute: Option<i64>,
+    /// The first devices go alone, then the rest continue or wait for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::rollout::CanaryWire>,
+    /// When to stop: the remaining rows are cancelled and the bulk change ends ABORTED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_when: Option<crate::rollout::AbortWhenWire>,
+}
+
+impl BulkChangeRequestWire {
+    /// The rollout settings as stored (checked at intake).
+    pub fn rollout(&self) -> crate::rollout::Rollout {
+        crate::rollout::Rollout::stored(self.max_per_minute, self.canary.as_ref(), self.abort_when.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -443,6 +460,7 @@ pub struct BulkChangeRequest {
     /// As sent, in order; per-device parsing happens in validation so one bad ICCID fails only its row.
     pub devices: Vec<String>,
     pub details: ChangeDetails,
+    pub rollout: crate::rollout::Rollout,
 }
 
 const MALFORMED: &str = "Malformed bulk change request";
@@ -492,6 +510,12 @@ impl BulkChangeRequest {
             },
         };
         let details = change_type.and_then(|t| Self::details(t, &wire, &mut errors));
+        let rollout = crate::rollout::Rollout::from_wire(
+            wire.max_per_minute,
+            wire.canary.as_ref(),
+            wire.abort_when.as_ref(),
+            &mut errors,
+        );
         match details {
             Some(details) if errors.is_empty() => Ok(Self {
                 service_provider_id,
@@ -499,6 +523,7 @@ impl BulkChangeRequest {
                 override_validation: wire.override_validation,
                 devices: wire.devices,
                 details,
+                rollout,
             }),
             _ => Err(RequestError { title: MALFORMED.to_string(), errors }),
         }
@@ -587,6 +612,9 @@ impl BulkChangeRequest {
             portal_type: Some(self.portal_type.into()),
             override_validation: self.override_validation,
             devices: Vec::new(),
+            max_per_minute: self.rollout.max_per_minute.map(i64::from),
+            canary: self.rollout.canary_wire(),
+            abort_when: self.rollout.abort_when_wire(),
             ..Default::default()
         };
         match &self.details {

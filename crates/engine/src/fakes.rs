@@ -115,6 +115,7 @@ impl MemStore {
             devices: vec![String::new()],
             override_validation: false,
             details: details.clone(),
+            rollout: Default::default(),
         };
         let bulk = BulkChange {
             id,
@@ -282,6 +283,7 @@ pub(crate) fn job(store: Arc<MemStore>, bulk: BulkChange, details: ChangeDetails
     let sp = provider(SP, Integration::Jasper);
     let statuses = store.state().statuses.clone();
     Job {
+        pace: None,
         recorder: Arc::new(Recorder::new(store.clone(), 1)),
         bulk,
         sp,
@@ -543,6 +545,45 @@ impl Pace for MemStore {
         _now: DateTime<Utc>,
     ) -> StoreResult<RateSlots> {
         Err(unfaked("reserve_rate_slots"))
+    }
+}
+
+/// No rollout settings in these tests: a bulk change is never paused nor aborted, and its progress is its rows'.
+#[async_trait]
+impl Rollouts for MemStore {
+    async fn rollout_progress(&self, bulk_change_id: i64) -> StoreResult<RolloutProgress> {
+        let s = self.state();
+        let rows: Vec<&DeviceChangeRow> =
+            s.rows.iter().map(|r| &r.row).filter(|r| r.bulk_change_id == bulk_change_id && r.claims > 0).collect();
+        let status = s.bulk.iter().find(|b| b.id == bulk_change_id).map_or(BulkStatus::New, |b| b.status);
+        Ok(RolloutProgress {
+            status,
+            hold: None,
+            canary_passed: false,
+            aborted_reason: None,
+            started: rows.len() as u64,
+            finished: rows.iter().filter(|r| r.status.is_final()).count() as u64,
+            failed: rows.iter().filter(|r| matches!(r.status, RowStatus::ApiFailed | RowStatus::Error)).count() as u64,
+        })
+    }
+    async fn pause_bulk_change(
+        &self,
+        _tenant_id: Option<i64>,
+        _bulk_change_id: i64,
+        _reason: &str,
+        _by: &str,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<Option<u64>> {
+        Err(unfaked("pause_bulk_change"))
+    }
+    async fn resume_bulk_change(&self, _tenant: Option<i64>, _id: i64, _now: DateTime<Utc>) -> StoreResult<bool> {
+        Err(unfaked("resume_bulk_change"))
+    }
+    async fn pass_canary(&self, _bulk_change_id: i64, _now: DateTime<Utc>) -> StoreResult<()> {
+        Err(unfaked("pass_canary"))
+    }
+    async fn abort_bulk_change(&self, _id: i64, _reason: &str, _now: DateTime<Utc>) -> StoreResult<bool> {
+        Err(unfaked("abort_bulk_change"))
     }
 }
 

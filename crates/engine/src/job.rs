@@ -22,6 +22,8 @@ use crate::recorder::Recorder;
 /// Everything a row's processing needs, loaded once per message.
 pub(crate) struct Job {
     pub bulk: BulkChange,
+    /// The bulk change's own pace (its `MaxPerMinute`): every row waits for a slot before its carrier call.
+    pub pace: Option<Arc<crate::rate::TokenBucket>>,
     pub sp: ServiceProvider,
     pub statuses: Vec<DeviceStatusDef>,
     pub rate_plans: Vec<CarrierRatePlan>,

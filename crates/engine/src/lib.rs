@@ -15,6 +15,7 @@ pub mod ports;
 pub mod rate;
 pub mod recorder;
 pub mod retry;
+pub mod rollout;
 pub mod scheduler;
 pub mod settings;
 pub mod worker;

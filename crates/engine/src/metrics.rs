@@ -15,6 +15,10 @@ pub enum Metric<'a> {
     CarrierRetry { integration: &'a str, throttled: bool },
     /// The carrier refused our login: no worker logs in to that account again until someone fixes it (alarmed).
     LoginRefused { integration: &'a str },
+    /// A worker left a bulk change paused (by a person or its canary): its rows in flight finished.
+    BulkChangePaused,
+    /// A worker cancelled the rows not started of a bulk change whose abort rule tripped.
+    BulkChangeAborted,
 }
 
 pub trait Metrics: Send + Sync {

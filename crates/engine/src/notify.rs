@@ -48,7 +48,19 @@ pub async fn send_failure_summary(
         return Ok(None);
     }
     failed.sort_by_key(|r| r.id);
-    let mut body = format!(
+    // An abort says so first, with its rule and figures (every cancelled row carries them).
+    let aborted = if bulk.status == domain::BulkStatus::Aborted {
+        let cancelled =
+            store.rows(bulk.tenant_id, bulk.id, Some(RowStatus::Cancelled), 1, 1).await.map_err(|e| e.to_string())?;
+        Some(cancelled.first().and_then(|r| r.status_details.clone()).unwrap_or_else(|| "aborted".into()))
+    } else {
+        None
+    };
+    let mut body = aborted
+        .as_ref()
+        .map(|reason| format!("ABORTED — {reason}; the rows not started were cancelled.\n\n"))
+        .unwrap_or_default();
+    body += &format!(
         "Bulk change {} ({}) for service provider {} finished with status {}.\n{} device(s) failed:\n\n",
         bulk.id,
         bulk.change_type.name(),
@@ -68,7 +80,10 @@ pub async fn send_failure_summary(
     let email = Email {
         from: from.to_string(),
         to: to.to_vec(),
-        subject: format!("Bulk change {}: {} device(s) failed", bulk.id, failed.len()),
+        subject: match aborted {
+            Some(_) => format!("Bulk change {} aborted: {} device(s) failed", bulk.id, failed.len()),
+            None => format!("Bulk change {}: {} device(s) failed", bulk.id, failed.len()),
+        },
         body,
     };
     match notifier.send(&email).await {

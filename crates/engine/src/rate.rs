@@ -42,7 +42,7 @@ impl std::fmt::Debug for TokenBucket {
 struct SharedPace {
     store: Arc<dyn Pace>,
     service_provider_id: i64,
-    bucket: &'static str,
+    bucket: std::borrow::Cow<'static, str>,
     interval: Duration,
     batch: u32,
     slots: tokio::sync::Mutex<VecDeque<DateTime<Utc>>>,
@@ -62,7 +62,13 @@ impl TokenBucket {
     }
 
     /// The account's pace shared through `store` by every worker: `rate_per_second` less a small headroom.
-    pub fn shared(store: Arc<dyn Pace>, service_provider_id: i64, bucket: &'static str, rate_per_second: f64) -> Self {
+    pub fn shared(
+        store: Arc<dyn Pace>,
+        service_provider_id: i64,
+        bucket: impl Into<std::borrow::Cow<'static, str>>,
+        rate_per_second: f64,
+    ) -> Self {
+        let bucket = bucket.into();
         let rate = usable(rate_per_second);
         let paced = rate * (1.0 - HEADROOM);
         let interval = Duration::from_secs_f64(1.0 / paced);
@@ -142,7 +148,7 @@ impl SharedPace {
         let granted_before = slots.len();
         match self
             .store
-            .reserve_rate_slots(self.service_provider_id, self.bucket, self.interval, self.batch, HORIZON, now)
+            .reserve_rate_slots(self.service_provider_id, &self.bucket, self.interval, self.batch, HORIZON, now)
             .await
         {
             Ok(booked) if booked.granted > 0 => {
@@ -158,7 +164,7 @@ impl SharedPace {
                 tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
             }
             Err(e) => {
-                warn!(service_provider_id = self.service_provider_id, bucket = self.bucket, error = %e,
+                warn!(service_provider_id = self.service_provider_id, bucket = %self.bucket, error = %e,
                       "could not book carrier call slots; trying again in a second");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -205,6 +211,19 @@ impl RateLimiters {
             *bucket = Arc::new(make());
         }
         bucket.clone()
+    }
+
+    /// A bulk change's own pace (its `MaxPerMinute`), shared through the store by every worker of every instance
+    /// like the account's; a local bucket when there is no store. Not kept: the message that works the bulk change
+    /// holds it.
+    pub fn for_bulk_change(&self, service_provider_id: i64, bulk_change_id: i64, per_minute: u32) -> Arc<TokenBucket> {
+        let rate = f64::from(per_minute.max(1)) / 60.0;
+        Arc::new(match &self.store {
+            Some(store) => {
+                TokenBucket::shared(store.clone(), service_provider_id, format!("bulk-{bulk_change_id}"), rate)
+            }
+            None => TokenBucket::new(rate),
+        })
     }
 }
 

@@ -109,6 +109,8 @@ pub enum Handled {
     Helped,
     /// No such bulk change.
     Unknown,
+    /// Paused (by a person, or by its canary): rows in flight finished; a resume queues it again.
+    Paused,
 }
 
 pub struct Worker {
@@ -187,15 +189,41 @@ impl Worker {
         // The leases of the rows this worker holds stay alive while it works them (and die with it).
         let _heartbeat = Heartbeat::start(self.store.clone(), self.clock.clone(), id, &self.config);
         let mut fanned_out = message.helper || batched.is_some();
+        let rollout = bulk.request.rollout();
         let rate = job.as_ref().map_or(1.0, |j| j.sp.rate_limit_per_second);
+        let mut cancelled_for_abort = false;
         // Rows held at once: ThingSpace takes whole claims into multi-device requests; the others are kept
         // `in_flight` rows busy, claiming more as rows finish (no round waits for its slowest row).
         let cap = if batched.is_some() { claim_batch as usize } else { in_flight(self.config.concurrency, rate) };
+        // The operator's pace, when slower, bounds the rows held at once too: a second of it (rows wait there for
+        // their slots; a pause lets them finish, so this is also what a pause leaves in flight).
+        let cap = rollout.max_per_minute.map_or(cap, |m| cap.min((f64::from(m) / 60.0).ceil().max(2.0) as usize));
         let job_ref = job.as_ref().map_err(String::as_str);
         let mut working = futures::stream::FuturesUnordered::new();
         let mut exhausted = false;
         loop {
             let near_deadline = deadline.saturating_duration_since(Instant::now()) < self.config.deadline_margin;
+            if !exhausted && !near_deadline && working.len() <= cap / 2 && rollout.gates_claims() {
+                match crate::rollout::before_claim(self.store.as_ref(), id, &rollout, self.clock.now()).await {
+                    Ok(crate::rollout::Step::Go) => {}
+                    Ok(crate::rollout::Step::Paused) => exhausted = true,
+                    Ok(crate::rollout::Step::Aborted(reason)) => {
+                        exhausted = true;
+                        if !cancelled_for_abort {
+                            let cancelled = self.store.cancel_rows(bulk.tenant_id, id, &reason, self.clock.now());
+                            match driving(&mut working, cancelled).await {
+                                Ok(n) => {
+                                    cancelled_for_abort = true;
+                                    self.metrics.record(Metric::BulkChangeAborted);
+                                    info!(rows = n, %reason, "rows not started cancelled by the abort rule");
+                                }
+                                Err(e) => warn!(error = %e, "could not cancel the rows of an aborted bulk change"),
+                            }
+                        }
+                    }
+                    Err(e) => return Err(store_err(e)),
+                }
+            }
             if !exhausted && !near_deadline && working.len() <= cap / 2 {
                 let want = u32::try_from((cap - working.len()).clamp(1, claim_batch as usize)).unwrap_or(claim_batch);
                 let claim =
@@ -241,6 +269,12 @@ impl Worker {
                     Ok(Handled::Finished(status))
                 }
                 Some(status) => Ok(Handled::Finished(status)),
+                None if matches!(self.store.rollout_progress(id).await.map(|p| p.status), Ok(BulkStatus::Paused)) => {
+                    // Nothing in flight here any more; the resume queues the bulk change again.
+                    info!("bulk change paused; rows in flight finished");
+                    self.metrics.record(Metric::BulkChangePaused);
+                    Ok(Handled::Paused)
+                }
                 None => {
                     // Rows held by another worker's lease or waiting on a carrier's result. A worker lease ends
                     // soon (its worker renews it while alive): wait for it here and take its rows if its worker
@@ -307,6 +341,11 @@ impl Worker {
 
     /// One claim of an asynchronous carrier: rows grouped into its requests; sent rows wait on their request id.
     async fn process_async(&self, job: &Job, carrier: &dyn AsyncCarrier, rows: Vec<DeviceChangeRow>) {
+        if let Some(pace) = &job.pace {
+            for _ in &rows {
+                pace.acquire().await;
+            }
+        }
         let now = self.clock.now();
         let results = carrier_wait::process(job, carrier, rows, now).await;
         let mut waiting = 0;
@@ -368,7 +407,12 @@ impl Worker {
         let wire = domain::BulkChangeRequestWire { devices: vec![String::new()], ..bulk.request.clone() };
         let request =
             BulkChangeRequest::from_wire(wire).map_err(|e| format!("stored change request is unreadable: {e}"))?;
+        let pace = request
+            .rollout
+            .max_per_minute
+            .map(|per_minute| self.limiters.for_bulk_change(bulk.service_provider_id, bulk.id, per_minute));
         Ok(Job {
+            pace,
             recorder: self.recorder.clone(),
             details: request.details,
             override_validation: request.override_validation,
@@ -447,6 +491,9 @@ impl Worker {
 
     /// A row processed on its own: by the carrier when the change reaches it, else by `change` (no carrier step).
     async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow) -> RowOutcome {
+        if let Some(pace) = &job.pace {
+            pace.acquire().await;
+        }
         if let Some(outcome) = job.carrier.process_row(job, row, &job.details).await {
             return outcome;
         }

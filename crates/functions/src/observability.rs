@@ -108,6 +108,14 @@ impl engine::metrics::Metrics for EmfMetrics {
             Metric::LoginRefused { integration } => {
                 state.entry(integration.to_string()).or_default().logins_refused += 1;
             }
+            Metric::BulkChangePaused => {
+                drop(state);
+                self.count("BulkChangesPaused", 1);
+            }
+            Metric::BulkChangeAborted => {
+                drop(state);
+                self.count("BulkChangesAborted", 1);
+            }
         }
     }
 }

@@ -71,6 +71,12 @@ pub const SCRIPTS: &[Script] = &[
         sql: include_str!("../../../infra/sql/006_notification_lease.sql"),
     },
     Script {
+        name: "007_rollout.sql",
+        version: Some(7),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/007_rollout.sql"),
+    },
+    Script {
         name: "R__procedures.sql",
         version: None,
         transactional: true,

@@ -12,6 +12,7 @@ mod operator_cli;
 mod pond;
 mod races;
 mod random_bodies;
+mod rollout;
 mod teal;
 mod telegence;
 mod thingspace;

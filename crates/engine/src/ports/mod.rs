@@ -184,6 +184,22 @@ pub enum RevServiceStart {
     Busy { bulk_change_id: i64 },
 }
 
+/// A bulk change's rollout as the store holds it (issue 21): what a worker decides on before it claims rows, and
+/// what the status page shows of a pause or an abort.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutProgress {
+    pub status: BulkStatus,
+    /// Why it is paused ("operator", "canary"), by whom, since when.
+    pub hold: Option<(String, String, DateTime<Utc>)>,
+    pub canary_passed: bool,
+    pub aborted_reason: Option<String>,
+    /// Rows a worker ever claimed (started); of those, final; of those, failed (API_FAILED or ERROR). Rows refused
+    /// at intake were never claimed and count in none of them.
+    pub started: u64,
+    pub finished: u64,
+    pub failed: u64,
+}
+
 /// Call slots of an account's shared pace granted to one worker: `granted` slots from `first`, one every
 /// `interval`. None granted means the pace is booked until `first` (ask again a little before it).
 #[derive(Debug, Clone, PartialEq)]

@@ -315,6 +315,36 @@ pub trait CarrierWaits: Send + Sync {
 pub trait Callbacks: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges {}
 impl<T: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges + ?Sized> Callbacks for T {}
 
+/// Rollout control (issue 21): pause, resume, the canary's passing and the abort decision, each decided once in
+/// the store (the claim itself refuses rows of a paused or aborted bulk change and caps a canary's).
+#[async_trait]
+pub trait Rollouts: Send + Sync {
+    async fn rollout_progress(&self, bulk_change_id: i64) -> StoreResult<RolloutProgress>;
+    /// Pauses a bulk change that is not final nor paused (in `tenant_id` when given): no row of it is claimed until
+    /// it is resumed. Returns the rows in flight at that moment (claimed, not final), or None when it could not be
+    /// paused.
+    async fn pause_bulk_change(
+        &self,
+        tenant_id: Option<i64>,
+        bulk_change_id: i64,
+        reason: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<u64>>;
+    /// Resumes a PAUSED bulk change (one its canary paused has passed its canary): true when it was paused.
+    async fn resume_bulk_change(
+        &self,
+        tenant_id: Option<i64>,
+        bulk_change_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// The canary's rows are final and the abort rule held: claims are no longer capped.
+    async fn pass_canary(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Records the abort decision once: true for the one caller that recorded it. Its rows not started are the
+    /// caller's to cancel (`cancel_rows`, idempotent); the bulk change ends ABORTED when its rows are final.
+    async fn abort_bulk_change(&self, bulk_change_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+}
+
 /// Everything persisted. Every read a caller makes on behalf of a user names the tenant; `tenant: None` is the
 /// worker's system context, which reads a bulk change by id and then acts only within that bulk change's tenant.
 #[async_trait]
@@ -330,6 +360,7 @@ pub trait Store:
     + Reads
     + CarrierWaits
     + Callbacks
+    + Rollouts
 {
     /// Closes pooled connections (the Lambda shutdown hook calls it). Default: nothing to close.
     async fn close(&self) {}

@@ -114,6 +114,11 @@ fn t(secs: i64) -> chrono::DateTime<Utc> {
 }
 
 pub async fn new_bulk(store: &dyn Store) -> i64 {
+    new_bulk_of(store, status_update_change()).await
+}
+
+/// As `new_bulk`, for `change`.
+pub async fn new_bulk_of(store: &dyn Store, change: NewBulkChange) -> i64 {
     let devices = store.devices_by_iccid(TENANT, &ICCIDS.map(String::from)).await.expect("devices");
     assert_eq!(devices.len(), 3, "seeded devices are visible to their tenant");
     let mut rows: Vec<NewRow> = devices
@@ -135,7 +140,7 @@ pub async fn new_bulk(store: &dyn Store) -> i64 {
         status_details: Some("Invalid ICCID".into()),
         scheduled: None,
     });
-    store.create_bulk_change(&status_update_change(), &rows).await.expect("create bulk change").id
+    store.create_bulk_change(&change, &rows).await.expect("create bulk change").id
 }
 
 /// Alice's status update on tenant 1's POD19 provider, holding nothing.
@@ -158,8 +163,10 @@ mod claims;
 mod exclusivity;
 mod lifecycle;
 mod pace;
+mod rollout;
 
 pub use claims::*;
 pub use exclusivity::*;
 pub use lifecycle::*;
 pub use pace::*;
+pub use rollout::*;

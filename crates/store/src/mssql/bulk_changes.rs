@@ -33,7 +33,7 @@ impl BulkChanges for MssqlStore {
             let q = proc_call!(
                 "EXEC dbo.usp_DeviceBulkChange_Create @TenantId = @P1, @ServiceProviderId = @P2, @IntegrationId = @P3, @ChangeRequestTypeId = @P4,
                       @PortalTypeId = @P5, @ChangeRequest = @P6, @CreatedBy = @P7, @RowsJson = @P8, @Now = @P9, @RetryOfBulkChangeId = @P10,
-                      @AttributesJson = @P11, @IdempotencyKey = @P12",
+                      @AttributesJson = @P11, @IdempotencyKey = @P12, @CanaryDevices = @P13",
                 change.tenant_id,
                 change.service_provider_id,
                 change.integration.id(),
@@ -46,6 +46,7 @@ impl BulkChanges for MssqlStore {
                 change.retry_of,
                 attributes.as_str(),
                 change.idempotency_key.as_deref(),
+                change.request.canary.as_ref().and_then(|c| c.devices).and_then(|n| i32::try_from(n).ok()),
             );
             match self.exec_raw(q).await {
                 Err(e) if server_code(&e) == Some(DEADLOCK_VICTIM) && attempt < 3 => continue,

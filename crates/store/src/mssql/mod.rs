@@ -644,6 +644,7 @@ mod pace;
 mod reads;
 mod reference;
 mod rev_services;
+mod rollouts;
 mod seed;
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ impl BulkChanges for SqliteStore {
                 }
             }
             tx.execute(
-                "INSERT INTO DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'NEW', ?6, ?7, ?8, ?8, ?9)",
-                params![change.tenant_id, change.service_provider_id, change.integration.id(), change.change_type.number(), i64::from(change.portal_type), request, change.created_by, now, change.retry_of],
+                "INSERT INTO DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId, CanaryDevices)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'NEW', ?6, ?7, ?8, ?8, ?9, ?10)",
+                params![change.tenant_id, change.service_provider_id, change.integration.id(), change.change_type.number(), i64::from(change.portal_type), request, change.created_by, now, change.retry_of, change.request.canary.as_ref().and_then(|c| c.devices)],
             )
             .map_err(|e| match (e.sqlite_error_code(), change.retry_of) {
                 // The unique index over open retries decides when the check above raced (another connection).
@@ -262,11 +262,13 @@ impl BulkChanges for SqliteStore {
 
     async fn finalize_bulk_change(&self, bulk_change_id: i64, now: DateTime<Utc>) -> StoreResult<Option<BulkStatus>> {
         self.with(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin finalize"))?;
+            let tx =
+                c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin finalize"))?;
             let table = row_table(&tx, bulk_change_id)?;
             let statuses = {
-                let mut stmt =
-                    tx.prepare_cached(&format!("SELECT DISTINCT Status FROM {table} WHERE BulkChangeId = ?1")).map_err(db("finalize"))?;
+                let mut stmt = tx
+                    .prepare_cached(&format!("SELECT DISTINCT Status FROM {table} WHERE BulkChangeId = ?1"))
+                    .map_err(db("finalize"))?;
                 stmt.query_map(params![bulk_change_id], |r| r.get::<_, String>(0))
                     .map_err(db("finalize"))?
                     .collect::<Result<Vec<_>, _>>()
@@ -280,14 +282,21 @@ impl BulkChanges for SqliteStore {
                 return Ok(None);
             };
             tx.execute(
-                "UPDATE DeviceBulkChange SET Status = ?2, ProcessedDate = CASE WHEN ?3 THEN ?4 ELSE ProcessedDate END, ModifiedDate = ?4
-                 WHERE Id = ?1 AND Status NOT IN ('PROCESSED', 'ERROR', 'CANCELLED')",
+                "UPDATE DeviceBulkChange
+                 SET Status = CASE WHEN ?3 AND AbortedReason IS NOT NULL THEN 'ABORTED' ELSE ?2 END,
+                     ProcessedDate = CASE WHEN ?3 THEN ?4 ELSE ProcessedDate END, ModifiedDate = ?4
+                 WHERE Id = ?1 AND Status NOT IN ('PROCESSED', 'ERROR', 'CANCELLED', 'ABORTED')
+                   AND NOT (Status = 'PAUSED' AND NOT ?3)",
                 params![bulk_change_id, status.as_str(), status.is_final(), ts(now)],
             )
             .map_err(db("finalize"))?;
-            let current: String = tx.query_row("SELECT Status FROM DeviceBulkChange WHERE Id = ?1", params![bulk_change_id], |r| r.get(0)).map_err(db("finalize"))?;
+            let current: String = tx
+                .query_row("SELECT Status FROM DeviceBulkChange WHERE Id = ?1", params![bulk_change_id], |r| r.get(0))
+                .map_err(db("finalize"))?;
             tx.commit().map_err(db("commit finalize"))?;
-            BulkStatus::parse(&current).map(Some).ok_or_else(|| StoreError::Corrupt(format!("unknown bulk status {current}")))
+            BulkStatus::parse(&current)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown bulk status {current}")))
         })
         .await
     }

@@ -19,20 +19,62 @@ impl Leases for SqliteStore {
             let tx =
                 c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin claim"))?;
             let table = row_table(&tx, bulk_change_id)?;
+            // Rollout control: nothing of a paused or aborted bulk change; a canary's PENDING rows only while fewer
+            // than its devices were ever claimed.
+            let gate: Option<(String, Option<String>, Option<i64>, Option<String>)> = tx
+                .query_row(
+                    "SELECT Status, AbortedReason, CanaryDevices, CanaryPassedDate FROM DeviceBulkChange WHERE Id = ?1",
+                    params![bulk_change_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(db("read claim gate"))?;
+            let pending_room = match gate {
+                Some((status, aborted, _, _)) if status == "PAUSED" || aborted.is_some() => return Ok(Vec::new()),
+                Some((_, _, Some(canary), None)) => {
+                    let started: i64 = tx
+                        .query_row(
+                            &format!("SELECT COUNT(*) FROM {table} WHERE BulkChangeId = ?1 AND Claims > 0"),
+                            params![bulk_change_id],
+                            |r| r.get(0),
+                        )
+                        .map_err(db("count started rows"))?;
+                    u32::try_from((canary - started).max(0)).unwrap_or(0).min(limit)
+                }
+                _ => limit,
+            };
             let raws = {
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "UPDATE {table} SET Status = 'PROCESSING', LeaseOwner = ?1, LeaseUntil = ?2, Claims = Claims + 1
-                         WHERE Id IN (SELECT Id FROM {table} WHERE BulkChangeId = ?3
-                                      AND (Status = 'PENDING' OR (Status = 'PROCESSING' AND LeaseUntil < ?4))
-                                      ORDER BY Status = 'PENDING', Id LIMIT ?5)
+                         WHERE Id IN (SELECT Id FROM {table} WHERE BulkChangeId = ?3 AND Status = 'PROCESSING' AND LeaseUntil < ?4
+                                      ORDER BY Id LIMIT ?5)
                          RETURNING {ROW_COLUMNS}"
                     ))
                     .map_err(db("claim rows"))?;
-                stmt.query_map(params![worker, until, bulk_change_id, now, limit], raw_row)
+                let mut raws = stmt
+                    .query_map(params![worker, until, bulk_change_id, now, limit], raw_row)
                     .map_err(db("claim rows"))?
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(db("claim rows"))?
+                    .map_err(db("claim rows"))?;
+                let room = pending_room.min(limit.saturating_sub(raws.len() as u32));
+                if room > 0 {
+                    let mut pending = tx
+                        .prepare_cached(&format!(
+                            "UPDATE {table} SET Status = 'PROCESSING', LeaseOwner = ?1, LeaseUntil = ?2, Claims = Claims + 1
+                             WHERE Id IN (SELECT Id FROM {table} WHERE BulkChangeId = ?3 AND Status = 'PENDING' ORDER BY Id LIMIT ?4)
+                             RETURNING {ROW_COLUMNS}"
+                        ))
+                        .map_err(db("claim rows"))?;
+                    raws.extend(
+                        pending
+                            .query_map(params![worker, until, bulk_change_id, room], raw_row)
+                            .map_err(db("claim rows"))?
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(db("claim rows"))?,
+                    );
+                }
+                raws
             };
             let mut rows = raws.into_iter().map(row_from_raw).collect::<Result<Vec<_>, _>>()?;
             if !rows.is_empty() {
@@ -148,7 +190,7 @@ impl Leases for SqliteStore {
                        AND NOT EXISTS (SELECT 1 FROM Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil >= ?2)
                      UNION
                      SELECT b.Id FROM DeviceBulkChange b
-                     WHERE b.Status IN ('PROCESSED', 'ERROR', 'CANCELLED') AND b.NotificationSentDate IS NULL
+                     WHERE b.Status IN ('PROCESSED', 'ERROR', 'CANCELLED', 'ABORTED') AND b.NotificationSentDate IS NULL
                        AND b.ProcessedDate >= ?3 AND b.ModifiedDate < ?1
                        AND (b.NotificationClaimedUntil IS NULL OR b.NotificationClaimedUntil < ?2)
                        AND (EXISTS (SELECT 1 FROM M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status IN ('API_FAILED', 'ERROR'))

@@ -530,7 +530,7 @@ pub fn pace(next_free: Option<f64>, now: f64, interval: Duration, count: u32, ho
 /// The open retry of a bulk change, if one is running.
 fn open_retry(c: &Connection, original: i64) -> Result<Option<i64>, StoreError> {
     c.query_row(
-        "SELECT Id FROM DeviceBulkChange WHERE RetryOfBulkChangeId = ?1 AND Status IN ('NEW', 'PROCESSING', 'SCHEDULED')",
+        "SELECT Id FROM DeviceBulkChange WHERE RetryOfBulkChangeId = ?1 AND Status IN ('NEW', 'PROCESSING', 'SCHEDULED', 'PAUSED')",
         params![original],
         |r| r.get(0),
     )
@@ -564,3 +564,4 @@ mod pace;
 mod reads;
 mod reference;
 mod rev_services;
+mod rollouts;

@@ -1,0 +1,234 @@
+//! Rollout control (issue 21) through the HTTP API against the Control Center simulator: the operator's pace, a
+//! canary, pause and resume, the abort rule (decided once with two worker processes), invalid settings.
+
+use domain::Integration;
+use std::time::Duration;
+
+use crate::support::TestApp;
+use cli::bench::bench_iccid;
+use serde_json::{Value, json};
+use simulators::Faults;
+use store::Seed;
+use store::seed::{SeedDevice, SeedServiceProvider, SeedTenant};
+
+const POD19: i64 = 10;
+
+fn device(i: usize) -> String {
+    bench_iccid(7000 + i)
+}
+
+fn seed(devices: usize, rate: f64) -> Seed {
+    Seed {
+        tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],
+        service_providers: vec![SeedServiceProvider {
+            name: "POD19".into(),
+            username: "user".into(),
+            secret: "secret-key".into(),
+            rate_limit_per_second: rate,
+            ..SeedServiceProvider::new(POD19, 1, Integration::Pod19.id())
+        }],
+        devices: (0..devices).map(|i| SeedDevice::new(1, POD19, device(i), "ACTIVATION_READY")).collect(),
+        ..Default::default()
+    }
+}
+
+fn activation(devices: std::ops::Range<usize>, rollout: Value) -> Value {
+    let mut body = json!({"ServiceProviderId": POD19, "ChangeType": 3,
+                          "Devices": devices.map(device).collect::<Vec<_>>(),
+                          "StatusUpdate": {"TargetStatus": "Active"}});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), rollout.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
+
+impl TestApp {
+    fn writes(&self) -> Vec<simulators::RecordedCall> {
+        self.stack.simulators.control_center[&POD19].state.calls().into_iter().filter(|c| c.method == "PUT").collect()
+    }
+
+    async fn act(&self, id: i64, action: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/M2M/BulkChange/{id}/{action}", self.stack.base_url()))
+            .bearer_auth(token)
+            .header("Idempotency-Key", format!("{action}-{id}-{}", fastrand::u64(..)))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the status page until the bulk change is in `wanted` (or panics after `within`).
+    async fn until_status(&self, id: i64, wanted: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let status = self.status(id).await;
+            if status["Status"] == wanted {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "bulk change {id} not {wanted} in {within:?}: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn invalid_rollout_settings_are_400_naming_the_field() {
+    let app = TestApp::start(seed(2, 100.0), |_| {}).await;
+    let cases = [
+        (json!({"MaxPerMinute": 0}), "MaxPerMinute"),
+        (json!({"MaxPerMinute": "fast"}), "MaxPerMinute"),
+        (json!({"Canary": {"Devices": 0}}), "Canary.Devices"),
+        (json!({"Canary": {"Devices": 5, "Then": "Wait"}}), "Canary.Then"),
+        (json!({"AbortWhen": {"MinProcessed": 10}}), "AbortWhen"),
+        (json!({"AbortWhen": {"FailedPercent": 120}}), "AbortWhen.FailedPercent"),
+        (json!({"AbortWhen": {"Count": -1}}), "AbortWhen.Count"),
+    ];
+    for (rollout, field) in cases {
+        let (status, problem) = app.submit(&activation(0..2, rollout.clone())).await;
+        assert_eq!(status, 400, "{rollout}: {problem}");
+        let fields: Vec<&str> =
+            problem["errors"].as_array().into_iter().flatten().filter_map(|e| e["field"].as_str()).collect();
+        assert!(fields.contains(&field), "{rollout}: {problem}");
+    }
+    assert!(app.writes().is_empty(), "nothing was accepted, nothing sent");
+}
+
+/// A canary of 50 with `Then: Pause` makes exactly 50 carrier writes and pauses (reason: canary); resume finishes
+/// the rest.
+#[tokio::test]
+async fn a_canary_of_fifty_then_pause_makes_fifty_writes_and_resume_finishes_the_rest() {
+    let app = TestApp::start(seed(120, 200.0), |_| {}).await;
+    let id = app.accepted(&activation(0..120, json!({"Canary": {"Devices": 50, "Then": "Pause"}}))).await;
+    let paused = app.until_status(id, "PAUSED", Duration::from_secs(30)).await;
+    assert_eq!(paused["Paused"]["Reason"], "canary", "{paused}");
+    assert_eq!(paused["Counts"]["PROCESSED"], 50, "{}", paused["Counts"]);
+    assert_eq!(paused["Counts"]["PENDING"], 70);
+    // Nothing more starts while it waits for a person.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.writes().len(), 50, "exactly the canary's writes");
+    let (code, answer) = app.act(id, "Resume", &app.token).await;
+    assert_eq!((code, answer["Status"].as_str()), (200, Some("PROCESSING")), "{answer}");
+    let done = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(done["Counts"], json!({"PROCESSED": 120}), "{done}");
+    assert_eq!(app.writes().len(), 120, "each device written once");
+    let (code, problem) = app.act(id, "Resume", &app.token).await;
+    assert_eq!(code, 409, "a final bulk change is not paused: {problem}");
+}
+
+/// Pause during a run: no carrier call starts after the pause beyond the rows a worker held at that moment
+/// (the answer's InFlight); resume continues where it stopped; another tenant can do neither.
+#[tokio::test]
+async fn a_pause_during_a_run_starts_nothing_beyond_the_rows_in_flight_and_resume_goes_on() {
+    let app =
+        TestApp::start(seed(400, 100.0), |c| c.simulator_faults = Faults { latency_ms: 5, ..Faults::default() }).await;
+    let id = app.accepted(&activation(0..400, json!({}))).await;
+    while app.writes().len() < 40 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = crate::support::token_for(2, "mallory");
+    assert_eq!(app.act(id, "Pause", &other).await.0, 404, "another tenant's bulk change is not found");
+    let (code, answer) = app.act(id, "Pause", &app.token).await;
+    let at_pause = app.writes().len();
+    assert_eq!(code, 200, "{answer}");
+    let in_flight = answer["InFlight"].as_u64().expect("InFlight");
+    let paused = app.until_status(id, "PAUSED", Duration::from_secs(5)).await;
+    assert_eq!(paused["Paused"]["Reason"], "operator");
+    // The rows in flight finish (none stays PROCESSING), then nothing more is written.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.status(id).await["Counts"]["PROCESSING"].as_i64().unwrap_or(0) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "rows in flight never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let settled = app.writes().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = app.writes().len();
+    println!("pause: writes_at_pause={at_pause} in_flight={in_flight} writes_after_pause={}", after - at_pause);
+    assert!(
+        after - at_pause <= in_flight as usize,
+        "{} writes after the pause, {in_flight} were in flight",
+        after - at_pause
+    );
+    assert_eq!(after, settled, "nothing starts while paused");
+    assert_eq!(app.act(id, "Pause", &app.token).await.0, 409, "paused already");
+    assert_eq!(app.act(id, "Resume", &app.token).await.0, 200);
+    let done = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(done["Counts"], json!({"PROCESSED": 400}), "{done}");
+    assert_eq!(app.writes().len(), 400, "each device written once");
+}
+
+/// A carrier that refuses 30 % of the devices trips `FailedPercent: 10, MinProcessed: 100` with two worker
+/// processes: the abort is decided once (one e-mail), the rest is cancelled with the rule's figures, the bulk
+/// change ends ABORTED, and the writes beyond the first 100 final rows are bounded by the rows in flight.
+#[tokio::test]
+async fn an_abort_rule_trips_once_with_two_workers_and_cancels_the_rest() {
+    let refused: Vec<String> = (0..600).filter(|i| i % 10 < 3).map(device).collect();
+    let app = TestApp::start(seed(600, 100.0), |c| {
+        c.run_worker = false;
+        c.simulator_faults = Faults { locked_iccids: refused.clone(), ..Faults::default() };
+    })
+    .await;
+    let (_one, _two) = (app.worker_process("one"), app.worker_process("two"));
+    let rule = json!({"AbortWhen": {"FailedPercent": 10, "MinProcessed": 100}});
+    let id = app.accepted(&activation(0..600, rule)).await;
+    let done = app.until_status(id, "ABORTED", Duration::from_secs(60)).await;
+    let reason = done["AbortedReason"].as_str().expect("the reason").to_string();
+    assert!(reason.starts_with("aborted: ") && reason.contains("> 10 %"), "{reason}");
+    let counts = &done["Counts"];
+    let finished = counts["PROCESSED"].as_u64().unwrap_or(0) + counts["API_FAILED"].as_u64().unwrap_or(0);
+    let writes = app.writes().len();
+    println!("abort: writes={writes} finished_rows={finished} cancelled={} reason={reason}", counts["CANCELLED"]);
+    assert!(counts["CANCELLED"].as_u64().unwrap_or(0) > 300, "most rows never started: {counts}");
+    assert_eq!(writes as u64, finished, "one write per row that ran");
+    // Each worker holds at most a quarter second of the account's pace (25 rows at 100 calls a second).
+    assert!(writes <= 100 + 2 * 25, "{writes} writes for a rule that trips at 100 final rows");
+    let cancelled = app.get(&format!("/M2M/BulkChangeStatus/{id}?status=CANCELLED&pageSize=5"), &app.token).await.1;
+    assert!(cancelled["Rows"][0]["StatusDetails"].as_str().is_some_and(|d| d == reason), "{cancelled}");
+    let mails = app.mails(1, Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 1, "one e-mail for one abort");
+    let mail = std::fs::read_to_string(&mails[0]).expect("mail");
+    assert!(mail.contains(&format!("Subject: Bulk change {id} aborted")), "{mail}");
+    assert!(mail.contains(&reason), "{mail}");
+}
+
+/// `MaxPerMinute` 600 keeps within 5 % of it on the simulator's call record, while a second bulk change on the same
+/// account runs at the account's pace.
+#[tokio::test]
+async fn max_per_minute_paces_one_bulk_change_while_another_runs_at_the_accounts_pace() {
+    let app = TestApp::start(seed(2200, 100.0), |_| {}).await;
+    let slow = app.accepted(&activation(0..2000, json!({"MaxPerMinute": 600}))).await;
+    let fast = app.accepted(&activation(2000..2200, json!({}))).await;
+    let fast_done = app.final_status(fast, Duration::from_secs(30)).await;
+    assert_eq!(fast_done["Counts"], json!({"PROCESSED": 200}));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let slow_devices: std::collections::HashSet<String> = (0..2000).map(device).collect();
+    let at: Vec<u64> = app
+        .writes()
+        .iter()
+        .filter(|c| c.path.rsplit('/').next().is_some_and(|iccid| slow_devices.contains(iccid)))
+        .map(|c| c.at_ms)
+        .collect();
+    let fast_at: Vec<u64> = app
+        .writes()
+        .iter()
+        .filter(|c| c.path.rsplit('/').next().is_some_and(|iccid| !slow_devices.contains(iccid)))
+        .map(|c| c.at_ms)
+        .collect();
+    // The steady pace: writes between the 2nd and the last second of the window, per minute.
+    let (first, last) = (at[0], at[at.len() - 1]);
+    let window: Vec<&u64> = at.iter().filter(|t| **t >= first + 2000).collect();
+    let span = (last - (first + 2000)) as f64 / 60_000.0;
+    let per_minute = (window.len().saturating_sub(1)) as f64 / span;
+    let fast_span = (fast_at[fast_at.len() - 1] - fast_at[0]) as f64 / 1000.0;
+    let fast_rate = (fast_at.len() - 1) as f64 / fast_span;
+    println!(
+        "pace: slow {per_minute:.0}/min ({:.3} of 600), fast {fast_rate:.0}/s against the account's 100/s",
+        per_minute / 600.0
+    );
+    assert!((per_minute / 600.0 - 1.0).abs() <= 0.05, "{per_minute:.0} a minute against MaxPerMinute 600");
+    assert!(fast_rate > 30.0, "the other bulk change is not held to 10 a second: {fast_rate:.0}/s");
+    let (code, _) = app.act(slow, "Cancel", &app.token).await;
+    assert_eq!(code, 200);
+}
