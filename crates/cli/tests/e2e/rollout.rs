@@ -232,3 +232,94 @@ async fn max_per_minute_paces_one_bulk_change_while_another_runs_at_the_accounts
     let (code, _) = app.act(slow, "Cancel", &app.token).await;
     assert_eq!(code, 200);
 }
+
+const TEAL: i64 = 50;
+const TS: i64 = 40;
+const NEW_PLAN: &str = "cda438862b284bcdaec82ee516eada14";
+
+fn eid(i: usize) -> String {
+    format!("89049032{i:024}")
+}
+
+/// Teal eSIMs `0..n` (devices `device(i)`) and ThingSpace devices `device(1000 + i)`, all active.
+fn async_seed(n: usize) -> Seed {
+    use crate::support::{account, provider, rate_plan};
+    let mut devices: Vec<SeedDevice> = (0..n)
+        .map(|i| SeedDevice {
+            eid: Some(eid(i)),
+            carrier_rate_plan: Some("TEAL-1GB".into()),
+            ..SeedDevice::new(1, TEAL, device(i), "ONLINE")
+        })
+        .collect();
+    devices.extend((0..n).map(|i| SeedDevice {
+        carrier_rate_plan: Some("m2m_4G".into()),
+        ..SeedDevice::new(1, TS, device(1000 + i), "ACTIVE")
+    }));
+    Seed {
+        tenants: vec![SeedTenant { id: 1, name: "Acme".into() }],
+        service_providers: vec![
+            provider(TEAL, Integration::Teal, "teal-key", "teal-secret", true),
+            account(TS, 1, Integration::ThingSpace),
+        ],
+        carrier_rate_plans: vec![
+            rate_plan(1, TEAL, "TEAL-1GB", None, Some("0f3d5a6e7b8c4d2e9f1a2b3c4d5e6f70")),
+            rate_plan(2, TEAL, "TEAL-5GB", None, Some(NEW_PLAN)),
+            rate_plan(3, TS, "m2m_4G", None, None),
+            rate_plan(4, TS, "m2m_4G_5GB", None, None),
+        ],
+        devices,
+        ..Default::default()
+    }
+}
+
+/// Teal, asynchronous: a canary of 10 with `Then: Pause` sends one operation of the 10 eSIMs, pauses once their
+/// results are in, and resume finishes the rest; no eSIM is sent twice.
+#[tokio::test]
+async fn a_teal_canary_pauses_after_its_operation_and_resume_finishes() {
+    let app = TestApp::start(async_seed(100), |c| c.worker.teal_poll_interval = Duration::from_secs(1)).await;
+    let body = json!({"ServiceProviderId": TEAL, "ChangeType": 7, "Devices": (0..100).map(device).collect::<Vec<_>>(),
+                      "CarrierRatePlanUpdate": {"CarrierRatePlan": "TEAL-5GB"}, "Canary": {"Devices": 10, "Then": "Pause"}});
+    let id = app.accepted(&body).await;
+    let paused = app.until_status(id, "PAUSED", Duration::from_secs(30)).await;
+    let teal = &app.stack.simulators.teal[&TEAL].state;
+    assert_eq!(paused["Counts"]["PROCESSED"], 10, "{}", paused["Counts"]);
+    assert_eq!(teal.operations(), 1, "one operation, of the canary's eSIMs");
+    let on_new =
+        (0..100).filter(|i| teal.esim(&eid(*i)).and_then(|e| e.plan_uuid).as_deref() == Some(NEW_PLAN)).count();
+    assert_eq!(on_new, 10);
+    assert_eq!(app.act(id, "Resume", &app.token).await.0, 200);
+    let done = app.final_status(id, Duration::from_secs(60)).await;
+    assert_eq!(done["Counts"], json!({"PROCESSED": 100}), "{done}");
+    for i in 0..100 {
+        assert_eq!(teal.operations_naming(&eid(i)).len(), 1, "eSIM {i} sent once");
+    }
+}
+
+/// ThingSpace, asynchronous: a canary of 20 whose results come by callback, half refused, trips
+/// `FailedPercent: 10, MinProcessed: 20` once its results are in; the other 180 are cancelled and never sent.
+#[tokio::test]
+async fn a_thingspace_canary_whose_results_fail_trips_the_abort_rule() {
+    let failing: Vec<String> = (0..200).filter(|i| i % 2 == 0).map(|i| device(1000 + i)).collect();
+    // The worker looks at the bulk change again when the rows' result wait ends (callbacks finish the rows, they do
+    // not queue the bulk change): 2 s here, 15 minutes by default (README "Rolling out safely").
+    let app = TestApp::start(async_seed(200), |c| {
+        c.worker.carrier_result_wait = Duration::from_secs(2);
+        c.thingspace_behaviour.failing_iccids = failing.clone();
+    })
+    .await;
+    let body = json!({"ServiceProviderId": TS, "ChangeType": 7, "Devices": (0..200).map(|i| device(1000 + i)).collect::<Vec<_>>(),
+                      "CarrierRatePlanUpdate": {"CarrierRatePlan": "m2m_4G_5GB"},
+                      "Canary": {"Devices": 20}, "AbortWhen": {"FailedPercent": 10, "MinProcessed": 20}});
+    let id = app.accepted(&body).await;
+    let done = app.until_status(id, "ABORTED", Duration::from_secs(60)).await;
+    assert_eq!(done["Counts"]["CANCELLED"], 180, "{}", done["Counts"]);
+    assert_eq!(done["AbortedReason"], "aborted: 10 of 20 processed rows failed (50 %) > 10 %");
+    let sent: usize = app.stack.simulators.thingspace[&TS]
+        .state
+        .calls()
+        .iter()
+        .filter(|c| c.path.ends_with("/devices/actions/plan") && c.status == 200)
+        .map(|c| c.body["devices"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(sent, 20, "only the canary's devices reached ThingSpace");
+}
