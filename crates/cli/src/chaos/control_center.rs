@@ -18,6 +18,12 @@ const USERNAME: &str = "chaos-fleet";
 pub(super) const BYSTANDER: i64 = 9;
 const BYSTANDER_SIMS_FROM: usize = 9_000;
 
+/// The new IMEI an IMEI change gives SIM `i` (valid: Luhn).
+fn imei(i: usize) -> String {
+    let payload = format!("3569380{i:07}");
+    format!("{payload}{}", domain::ids::luhn_check_digit(&payload))
+}
+
 pub(super) fn seed(seed: &mut Seed, devices: usize) {
     for (id, tenant, name) in [(SP, 1, "POD19 chaos"), (BYSTANDER, 2, "POD19 bystander")] {
         seed.service_providers.push(SeedServiceProvider {
@@ -67,6 +73,19 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
                         "Username": {"NewUsername": USERNAME}}),
         });
     }
+    // An IMEI change of one SIM (one new IMEI per SIM: monotone) and an archival of a few (no carrier call: the
+    // rows end, the counts add up, and the SIMs are refused by later changes).
+    if rng.bool() {
+        let i = rng.usize(..devices.max(1));
+        bodies.push(json!({"ServiceProviderId": SP, "ChangeType": 8, "Devices": [bench_iccid(i)],
+                           "ChangeIdentifier": {"NewIMEI": imei(i)}}));
+    }
+    if rng.u8(..3) == 0 {
+        let picked: Vec<String> = (0..devices).filter(|_| rng.u8(..8) == 0).map(bench_iccid).collect();
+        if !picked.is_empty() {
+            bodies.push(json!({"ServiceProviderId": SP, "ChangeType": 5, "Devices": picked}));
+        }
+    }
     if rng.u8(..3) == 0 {
         bodies.push(
             json!({"ServiceProviderId": BYSTANDER, "ChangeType": 3, "Devices": [bench_iccid(BYSTANDER_SIMS_FROM)],
@@ -87,7 +106,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         let account = sim.state.account.lock().map_err(|_| anyhow::anyhow!("simulator state"))?;
         (account.devices.clone(), account.audit.clone())
     };
-    for f in finished.iter().filter(|f| f.service_provider() == SP && f.change_type() != 1) {
+    for f in finished.iter().filter(|f| f.service_provider() == SP && [3, 6, 7, 8].contains(&f.change_type())) {
         let activation = f.change_type() == 3;
         for row in f.rows() {
             if (0..4).any(|i| bench_iccid(BYSTANDER_SIMS_FROM + i) == row.iccid) && row.state == "PROCESSED" {
@@ -99,6 +118,8 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             let shows = match f.change_type() {
                 3 => device.status == "ACTIVATED",
                 7 => device.rate_plan.as_deref() == Some(PLAN),
+                8 => (0..devices)
+                    .any(|i| bench_iccid(i) == row.iccid && device.modem_id.as_deref() == Some(imei(i).as_str())),
                 _ => device.device_id.as_deref() == Some(USERNAME),
             };
             // An activation of a SIM active before any change shows whatever happened to the row.

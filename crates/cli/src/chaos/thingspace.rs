@@ -14,6 +14,8 @@ const TS: i64 = 40;
 /// The devices are `bench_iccid(SIMS_FROM + i)`: even ones pre-active, odd ones active.
 const SIMS_FROM: usize = 4_000;
 const PLAN: &str = "m2m_4G_5GB";
+/// Deactivated devices, for deletions: `bench_iccid(DEACTIVE_FROM + i)`.
+const DEACTIVE_FROM: usize = SIMS_FROM + 500;
 
 pub(super) fn seed(seed: &mut Seed, devices: usize) {
     seed.service_providers.push(SeedServiceProvider {
@@ -40,6 +42,10 @@ pub(super) fn seed(seed: &mut Seed, devices: usize) {
             ..SeedDevice::new(1, TS, bench_iccid(SIMS_FROM + i), if i % 2 == 0 { "PREACTIVE" } else { "ACTIVE" })
         }
     }));
+    seed.devices.extend((0..devices).map(|i| SeedDevice {
+        carrier_rate_plan: Some("m2m_4G".into()),
+        ..SeedDevice::new(1, TS, bench_iccid(DEACTIVE_FROM + i), "DEACTIVE")
+    }));
 }
 
 pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
@@ -55,12 +61,45 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
                        "CarrierRatePlanUpdate": {"CarrierRatePlan": PLAN}})
             }
         })
+        .chain(
+            picks(rng, devices, DEACTIVE_FROM, 0..2)
+                .into_iter()
+                .map(|(picked, _)| json!({"ServiceProviderId": TS, "ChangeType": 9, "Devices": picked})),
+        )
         .collect()
+}
+
+/// Deletions: a PROCESSED row's device is gone from ThingSpace, and one gone while its row failed says it may be.
+fn check_deletions(sim: &simulators::thingspace::ThingSpaceSim, finished: &[&Finished], report: &mut Report) {
+    for f in finished.iter().filter(|f| f.service_provider() == TS && f.change_type() == 9) {
+        for row in f.rows() {
+            let gone = sim.state.device(row.iccid).is_none();
+            if row.state == "PROCESSED" && !gone {
+                report.violation(format!(
+                    "bulk change {}: {} PROCESSED but ThingSpace still has the device",
+                    f.id, row.iccid
+                ));
+            }
+            if row.state != "PROCESSED"
+                && gone
+                && !row.made_no_call()
+                && !row.admits_unknown()
+                && !done_elsewhere(finished, f.id, 9, row.iccid)
+            {
+                super::trace(finished, row.iccid);
+                report.violation(format!(
+                    "bulk change {}: {} {} \"{}\" but ThingSpace deleted the device",
+                    f.id, row.iccid, row.state, row.details
+                ));
+            }
+        }
+    }
 }
 
 pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, report: &mut Report) -> Result<()> {
     let sim = stack.simulators.thingspace.get(&TS).context("the ThingSpace simulator")?;
-    for f in finished.iter().filter(|f| f.service_provider() == TS) {
+    check_deletions(sim, finished, report);
+    for f in finished.iter().filter(|f| f.service_provider() == TS && f.change_type() != 9) {
         let activation = f.change_type() == 3;
         for row in f.rows() {
             let Some(device) = sim.state.device(row.iccid) else { continue };
