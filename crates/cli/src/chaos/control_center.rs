@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider};
 
-use super::{Finished, Report, done_elsewhere, times_asked};
+use super::{Finished, Report, times_asked};
 use crate::bench::bench_iccid;
 use crate::stack::Stack;
 
@@ -124,25 +124,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             };
             // An activation of a SIM active before any change shows whatever happened to the row.
             let already_so = activation && was_active;
-            if row.state == "PROCESSED" && !shows {
-                report.violation(format!(
-                    "bulk change {}: {} PROCESSED but the carrier does not show it: \"{}\"",
-                    f.id, row.iccid, row.details
-                ));
-            }
-            if row.state != "PROCESSED"
-                && shows
-                && !row.made_no_call()
-                && !row.admits_unknown()
-                && !already_so
-                && !done_elsewhere(finished, f.id, f.change_type(), row.iccid)
-            {
-                super::trace(finished, row.iccid);
-                report.violation(format!(
-                    "bulk change {}: {} {} \"{}\" but the carrier shows the change",
-                    f.id, row.iccid, row.state, row.details
-                ));
-            }
+            super::check_row(report, finished, f, &row, "the carrier", shows, already_so);
         }
     }
     for (iccid, entries) in &audit {

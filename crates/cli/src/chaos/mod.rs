@@ -152,6 +152,40 @@ impl Finished {
     }
 }
 
+/// The two invariants every carrier's rows keep: a PROCESSED row's device shows the change on `carrier`, and a row
+/// that did not succeed while the carrier shows its change (`shows`) says it may have been applied, unless it made no
+/// call, the change was there before it (`already_so`), or another bulk change's row did it.
+pub(crate) fn check_row(
+    report: &mut Report,
+    finished: &[&Finished],
+    f: &Finished,
+    row: &Row<'_>,
+    carrier: &str,
+    shows: bool,
+    already_so: bool,
+) {
+    if row.state == "PROCESSED" && !shows {
+        trace(finished, row.iccid);
+        report.violation(format!(
+            "bulk change {}: {} PROCESSED but {carrier} does not show it: \"{}\"",
+            f.id, row.iccid, row.details
+        ));
+    }
+    if row.state != "PROCESSED"
+        && shows
+        && !already_so
+        && !row.made_no_call()
+        && !row.admits_unknown()
+        && !done_elsewhere(finished, f.id, f.change_type(), row.iccid)
+    {
+        trace(finished, row.iccid);
+        report.violation(format!(
+            "bulk change {}: {} {} \"{}\" but {carrier} shows the change",
+            f.id, row.iccid, row.state, row.details
+        ));
+    }
+}
+
 /// Every row of `iccid` in `finished`, oldest bulk change first: printed with a violation when `CHAOS_TRACE` is set.
 pub(crate) fn trace(finished: &[&Finished], iccid: &str) {
     if std::env::var_os("CHAOS_TRACE").is_none() {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider};
 
-use super::{Finished, Report, done_elsewhere, picks, times_asked};
+use super::{Finished, Report, picks, times_asked};
 use crate::bench::bench_iccid;
 use crate::stack::Stack;
 
@@ -65,23 +65,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         for row in f.rows() {
             let Some(esim) = eid_of(row.iccid, devices).and_then(|e| teal.state.esim(&e)) else { continue };
             let shows = if plan { esim.plan_uuid.as_deref() == Some(NEW_PLAN) } else { esim.suspended };
-            if row.state == "PROCESSED" && !shows {
-                report.violation(format!(
-                    "bulk change {}: {} PROCESSED but Teal does not show it: \"{}\"",
-                    f.id, row.iccid, row.details
-                ));
-            }
-            if row.state != "PROCESSED"
-                && shows
-                && !row.made_no_call()
-                && !row.admits_unknown()
-                && !done_elsewhere(finished, f.id, f.change_type(), row.iccid)
-            {
-                report.violation(format!(
-                    "bulk change {}: {} {} \"{}\" but Teal shows the change",
-                    f.id, row.iccid, row.state, row.details
-                ));
-            }
+            super::check_row(report, finished, f, &row, "Teal", shows, false);
         }
     }
     for i in 0..devices {

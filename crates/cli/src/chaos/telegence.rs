@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedBillingAccount, SeedDevice, SeedRatePlan, SeedServiceProvider};
 
-use super::{Finished, Report, done_elsewhere, picks, times_asked};
+use super::{Finished, Report, picks, times_asked};
 use crate::bench::bench_iccid;
 use crate::stack::Stack;
 
@@ -85,23 +85,7 @@ fn check_new_services(sim: &simulators::telegence::TelegenceSim, finished: &[&Fi
             if n > 1 {
                 report.violation(format!("{}: {n} Telegence lines for one SIM", row.iccid));
             }
-            if row.state == "PROCESSED" && n != 1 {
-                report.violation(format!(
-                    "bulk change {}: {} PROCESSED with {n} Telegence lines: \"{}\"",
-                    f.id, row.iccid, row.details
-                ));
-            }
-            if row.state != "PROCESSED"
-                && n == 1
-                && !row.made_no_call()
-                && !row.admits_unknown()
-                && !done_elsewhere(finished, f.id, 2, row.iccid)
-            {
-                report.violation(format!(
-                    "bulk change {}: {} {} \"{}\" but Telegence shows its new line",
-                    f.id, row.iccid, row.state, row.details
-                ));
-            }
+            super::check_row(report, finished, f, &row, "Telegence (one new line)", n == 1, false);
         }
     }
 }
@@ -114,23 +98,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         for row in f.rows() {
             let Some(line) = index_of(row.iccid, devices).and_then(|i| sim.state.line(&number(i))) else { continue };
             let shows = if plan { line.plan.as_deref() == Some(PLAN) } else { line.status == "S" };
-            if row.state == "PROCESSED" && !shows {
-                report.violation(format!(
-                    "bulk change {}: {} PROCESSED but Telegence does not show it: \"{}\"",
-                    f.id, row.iccid, row.details
-                ));
-            }
-            if row.state != "PROCESSED"
-                && shows
-                && !row.made_no_call()
-                && !row.admits_unknown()
-                && !done_elsewhere(finished, f.id, f.change_type(), row.iccid)
-            {
-                report.violation(format!(
-                    "bulk change {}: {} {} \"{}\" but Telegence shows the change",
-                    f.id, row.iccid, row.state, row.details
-                ));
-            }
+            super::check_row(report, finished, f, &row, "Telegence", shows, false);
         }
     }
     // No applied PATCH twice for one change: the record's successful PATCHes of each line, by what they set.

@@ -74,24 +74,7 @@ fn check_deletions(sim: &simulators::thingspace::ThingSpaceSim, finished: &[&Fin
     for f in finished.iter().filter(|f| f.service_provider() == TS && f.change_type() == 9) {
         for row in f.rows() {
             let gone = sim.state.device(row.iccid).is_none();
-            if row.state == "PROCESSED" && !gone {
-                report.violation(format!(
-                    "bulk change {}: {} PROCESSED but ThingSpace still has the device",
-                    f.id, row.iccid
-                ));
-            }
-            if row.state != "PROCESSED"
-                && gone
-                && !row.made_no_call()
-                && !row.admits_unknown()
-                && !done_elsewhere(finished, f.id, 9, row.iccid)
-            {
-                super::trace(finished, row.iccid);
-                report.violation(format!(
-                    "bulk change {}: {} {} \"{}\" but ThingSpace deleted the device",
-                    f.id, row.iccid, row.state, row.details
-                ));
-            }
+            super::check_row(report, finished, f, &row, "ThingSpace (the device deleted)", gone, false);
         }
     }
 }
