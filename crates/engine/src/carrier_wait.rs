@@ -151,7 +151,7 @@ pub(crate) async fn hand_back(
 /// so that a worker sends the summary or runs the steps.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn apply_result(
-    store: &(impl CarrierWaits + Outcomes + BulkChanges + ?Sized),
+    store: &(impl CarrierWaits + Outcomes + BulkChanges + crate::ports::Rollouts + ?Sized),
     queue: &dyn Queue,
     bulk: &BulkChange,
     row: &DeviceChangeRow,
@@ -187,6 +187,15 @@ pub(crate) async fn apply_result(
         // The worker that takes this message finds the bulk change final and sends its summary once.
         if let Err(e) = queue.send(&WorkMessage::new(bulk.id), Duration::ZERO).await {
             warn!(bulk_change_id = bulk.id, error = %e, "could not queue the finished bulk change; the scheduler will");
+        }
+    } else if bulk.request.canary.is_some() {
+        // A canary whose last result this was: a worker decides now (pause, continue or abort) rather than when the
+        // rows' result wait ends.
+        let progress = store.rollout_progress(bulk.id).await?;
+        if !progress.canary_passed && progress.started > 0 && progress.finished >= progress.started {
+            if let Err(e) = queue.send(&WorkMessage::new(bulk.id), Duration::ZERO).await {
+                warn!(bulk_change_id = bulk.id, error = %e, "could not queue a finished canary; its result wait will");
+            }
         }
     }
     Ok(true)

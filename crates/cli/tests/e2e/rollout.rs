@@ -300,10 +300,9 @@ async fn a_teal_canary_pauses_after_its_operation_and_resume_finishes() {
 #[tokio::test]
 async fn a_thingspace_canary_whose_results_fail_trips_the_abort_rule() {
     let failing: Vec<String> = (0..200).filter(|i| i % 2 == 0).map(|i| device(1000 + i)).collect();
-    // The worker looks at the bulk change again when the rows' result wait ends (callbacks finish the rows, they do
-    // not queue the bulk change): 2 s here, 15 minutes by default (README "Rolling out safely").
+    // A result wait of 30 s: the canary's last callback queues the bulk change, so the rule is looked at at once.
     let app = TestApp::start(async_seed(200), |c| {
-        c.worker.carrier_result_wait = Duration::from_secs(2);
+        c.worker.carrier_result_wait = Duration::from_secs(30);
         c.thingspace_behaviour.failing_iccids = failing.clone();
     })
     .await;
@@ -311,7 +310,7 @@ async fn a_thingspace_canary_whose_results_fail_trips_the_abort_rule() {
                       "CarrierRatePlanUpdate": {"CarrierRatePlan": "m2m_4G_5GB"},
                       "Canary": {"Devices": 20}, "AbortWhen": {"FailedPercent": 10, "MinProcessed": 20}});
     let id = app.accepted(&body).await;
-    let done = app.until_status(id, "ABORTED", Duration::from_secs(60)).await;
+    let done = app.until_status(id, "ABORTED", Duration::from_secs(15)).await;
     assert_eq!(done["Counts"]["CANCELLED"], 180, "{}", done["Counts"]);
     assert_eq!(done["AbortedReason"], "aborted: 10 of 20 processed rows failed (50 %) > 10 %");
     let sent: usize = app.stack.simulators.thingspace[&TS]

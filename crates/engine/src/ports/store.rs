@@ -312,8 +312,8 @@ pub trait CarrierWaits: Send + Sync {
 }
 
 /// What applying a carrier's result from outside a worker reads and writes (a callback, or one replayed).
-pub trait Callbacks: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges {}
-impl<T: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges + ?Sized> Callbacks for T {}
+pub trait Callbacks: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges + Rollouts {}
+impl<T: ReferenceData + Devices + Reads + CarrierWaits + Outcomes + BulkChanges + Rollouts + ?Sized> Callbacks for T {}
 
 /// Rollout control (issue 21): pause, resume, the canary's passing and the abort decision, each decided once in
 /// the store (the claim itself refuses rows of a paused or aborted bulk change and caps a canary's).
