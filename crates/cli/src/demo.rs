@@ -141,6 +141,12 @@ fn print_result(status: &Value) {
         status["Status"].as_str().unwrap_or(""),
         status["Counts"]
     );
+    if let Some(reason) = status["Paused"]["Reason"].as_str() {
+        println!(
+            "  paused ({reason}): `bulkchange resume {}` lets the rest follow (README \"Rolling out safely\")",
+            status["BulkChangeId"]
+        );
+    }
     println!("  {:<22} {:<11} DETAILS", "ICCID", "STATUS");
     for row in status["Rows"].as_array().into_iter().flatten() {
         println!(
