@@ -559,12 +559,6 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
             }
         }
     };
-    // Everything final: the worker processes go.
-    if let Some(w) = workers.as_mut() {
-        for child in &mut w.children {
-            let _ = child.start_kill();
-        }
-    }
 
     report.bulk_changes = finished.len();
     let refs: Vec<&Finished> = finished.iter().collect();
@@ -585,8 +579,15 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     teal::check(&stack, &refs, devices, &mut report)?;
     telegence::check(&stack, &refs, devices, &mut report)?;
     thingspace::check(&stack, &refs, devices, &mut report)?;
+    // The workers stay until the e-mails are checked: an e-mail whose sender was killed is sent by the next worker
+    // once the dead one's claim has run out (a lease) and the scheduler has queued the bulk change again.
     check_mail(&config, &refs, &mut report).await?;
     check_audit(&stack, &refs, &mut report).await?;
+    if let Some(w) = workers.as_mut() {
+        for child in &mut w.children {
+            let _ = child.start_kill();
+        }
+    }
     stack.stop().await;
     Ok(report)
 }
@@ -616,8 +617,9 @@ async fn check_mail(config: &StackConfig, finished: &[&Finished], report: &mut R
         .filter(|f| f.rows().any(|r| ["API_FAILED", "ERROR"].contains(&r.state)))
         .map(|f| f.id)
         .collect();
-    // The e-mail is sent right after the bulk change is final: wait for each (bounded), then count.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // The e-mail is sent right after the bulk change is final, or, when its sender was killed, within a lease, a
+    // stranded grace and a scheduler tick (3 + 3 + 1 s here): wait for each (bounded), then count.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let subjects = loop {
         let subjects: Vec<String> = std::fs::read_dir(&config.outbox)
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>())
