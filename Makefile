@@ -16,9 +16,13 @@ ENGINE_PORT ?= 14331
 # killed with SIGKILL and taken over.
 ENGINE_CRASH_TESTS := two_clients_and_two_workers two_worker_processes a_worker_killed two_workers_share \
 	the_same_message_twice_and_two_workers a_rev_io_service_created_before_a_crash
+# Rollout control on the T-SQL engine: every rollout test but MaxPerMinute's pace, which runs at 0.85 of it there
+# (issue 21's closing note; SQLite keeps it within 5 %).
+ENGINE_ROLLOUT_TESTS := rollout::a_ rollout::an_ rollout::invalid
 ENGINE_TESTS := $(CARGO) test -p store --test mssql_contract -- --ignored \
 	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- races:: \
-	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_CRASH_TESTS)
+	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_CRASH_TESTS) \
+	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_ROLLOUT_TESTS)
 
 .PHONY: help run serve test chaos engine-tests test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler sam-build deploy smoke
 
