@@ -470,6 +470,30 @@ async fn owned_bulk_change(state: &AppState, caller: &Caller, raw_id: &str) -> R
         .ok_or_else(|| ApiError::NotFound(format!("bulk change {id} was not found")))
 }
 
+/// A POST on one of the caller's bulk changes (`/Retry`, `/Cancel`, `/Pause`, `/Resume`): its `Idempotency-Key`
+/// kept like a submission's, the bulk change read within the caller's tenant (404 otherwise), then `act` with the
+/// key (a retry records its new bulk change on it).
+async fn on_own_bulk_change<F, Fut>(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    uri: &Uri,
+    headers: &HeaderMap,
+    act: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(AppState, Caller, BulkChange, Option<String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
+{
+    let key = idempotency::key_of(headers, "POST", uri.path(), b"")?;
+    let (st, who) = (state.clone(), caller.clone());
+    idempotency::once(&state, &caller, key, move |key| async move {
+        let bulk = owned_bulk_change(&st, &who, &id).await?;
+        act(st, who, bulk, key).await
+    })
+    .await
+}
+
 /// A new bulk change for the rows that ended API_FAILED or ERROR and that no later retry took, checked again by
 /// today's rules, linked to the old one. One retry of a bulk change is open at a time (the store decides).
 #[utoipa::path(post, path = "/M2M/BulkChange/{id}/Retry", tag = "bulk changes", params(("id" = i64, Path, description = "Bulk change id"),
@@ -484,11 +508,7 @@ async fn retry(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
-    let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |key| async move {
-        let (state, caller) = (st, who);
-        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+    on_own_bulk_change(state, caller, id, &uri, &headers, move |state, caller, bulk, key| async move {
         if !bulk.status.is_final() {
             return Err(ApiError::Conflict(format!(
                 "bulk change {} is {}; retry it once it has finished",
@@ -523,11 +543,7 @@ async fn cancel(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
-    let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |_| async move {
-        let (state, caller) = (st, who);
-        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+    on_own_bulk_change(state, caller, id, &uri, &headers, move |state, caller, bulk, _| async move {
         let now = chrono::Utc::now();
         let cancelled =
             state.store.cancel_rows(caller.tenant_id, bulk.id, &domain::cancelled_by(&caller.user), now).await?;
@@ -552,11 +568,7 @@ async fn pause(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
-    let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |_| async move {
-        let (state, caller) = (st, who);
-        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+    on_own_bulk_change(state, caller, id, &uri, &headers, move |state, caller, bulk, _| async move {
         let by = caller.user.clone();
         let now = chrono::Utc::now();
         let Some(in_flight) =
@@ -593,11 +605,7 @@ async fn resume(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = idempotency::key_of(&headers, "POST", uri.path(), b"")?;
-    let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |_| async move {
-        let (state, caller) = (st, who);
-        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+    on_own_bulk_change(state, caller, id, &uri, &headers, move |state, caller, bulk, _| async move {
         if !state.store.resume_bulk_change(Some(caller.tenant_id), bulk.id, chrono::Utc::now()).await? {
             let status =
                 state.store.bulk_change(Some(caller.tenant_id), bulk.id).await?.map_or(bulk.status, |b| b.status);
