@@ -116,6 +116,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
                 && !already_so
                 && !done_elsewhere(finished, f.id, f.change_type(), row.iccid)
             {
+                super::trace(finished, row.iccid);
                 report.violation(format!(
                     "bulk change {}: {} {} \"{}\" but ThingSpace shows the change",
                     f.id, row.iccid, row.state, row.details
