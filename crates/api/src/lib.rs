@@ -208,9 +208,7 @@ async fn accept(
             device.refuse(conflict.reason.clone());
         }
     }
-    if let Err(e) = state.queue.send(&WorkMessage::new(id), std::time::Duration::ZERO).await {
-        warn!(bulk_change_id = id, error = %e, "enqueue failed; the scheduler will pick the bulk change up");
-    }
+    enqueue(state, id).await;
     info!(bulk_change_id = id, tenant_id = caller.tenant_id, user = ?caller.user, change_type = %intake.change.change_type,
           devices = intake.rows.len(), held_elsewhere = created.conflicts.len(), retry_of = ?intake.change.retry_of,
           "bulk change accepted");
@@ -470,6 +468,14 @@ async fn owned_bulk_change(state: &AppState, caller: &Caller, raw_id: &str) -> R
         .ok_or_else(|| ApiError::NotFound(format!("bulk change {id} was not found")))
 }
 
+/// Hands a recorded bulk change to the queue. A failed send is not lost: the bulk change is NEW or PROCESSING with
+/// no lease, so the scheduler's stranded sweep queues it.
+async fn enqueue(state: &AppState, id: i64) {
+    if let Err(e) = state.queue.send(&WorkMessage::new(id), std::time::Duration::ZERO).await {
+        warn!(bulk_change_id = id, error = %e, "enqueue failed; the scheduler will pick the bulk change up");
+    }
+}
+
 /// A POST on one of the caller's bulk changes (`/Retry`, `/Cancel`, `/Pause`, `/Resume`): its `Idempotency-Key`
 /// kept like a submission's, the bulk change read within the caller's tenant (404 otherwise), then `act` with the
 /// key (a retry records its new bulk change on it).
@@ -614,10 +620,8 @@ async fn resume(
                 bulk.id
             )));
         }
-        // Queued again: a worker takes it where it stopped (the scheduler would find it otherwise).
-        if let Err(e) = state.queue.send(&WorkMessage::new(bulk.id), std::time::Duration::ZERO).await {
-            warn!(bulk_change_id = bulk.id, error = %e, "enqueue failed; the scheduler will pick the bulk change up");
-        }
+        // Queued again: a worker takes it where it stopped.
+        enqueue(&state, bulk.id).await;
         info!(bulk_change_id = bulk.id, user = ?caller.user, "bulk change resumed");
         let held =
             openapi::Held { bulk_change_id: bulk.id, status: BulkStatus::Processing.to_string(), in_flight: None };
