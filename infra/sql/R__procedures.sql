@@ -643,13 +643,13 @@ BEGIN
     BEGIN TRANSACTION;
     -- dbo.ClaimWork, not a table variable: 003_work_tables.sql says why. @Pick: the candidates; @G: the claimed.
     DECLARE @Pick UNIQUEIDENTIFIER = NEWID(), @G UNIQUEIDENTIFIER = NEWID(), @Room INT, @Lo BIGINT, @Hi BIGINT;
-    -- Rollout control: nothing of a paused or aborted bulk change (no row at all, hence no device read); a canary's
-    -- PENDING rows only while fewer than its devices were ever claimed.
+    -- Rollout control: no PENDING row of a paused or aborted bulk change (its rows in flight whose lease ended are
+    -- still taken, to be settled); a canary's PENDING rows only while fewer than its devices were ever claimed.
     DECLARE @Status NVARCHAR(20), @Aborted NVARCHAR(400), @Canary INT, @CanaryPassed DATETIME2, @PendingRoom INT = @Limit;
     SELECT @Status = Status, @Aborted = AbortedReason, @Canary = CanaryDevices, @CanaryPassed = CanaryPassedDate
     FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId;
-    IF @Status = N'PAUSED' OR @Aborted IS NOT NULL SET @Limit = 0;
-    IF @Canary IS NOT NULL AND @CanaryPassed IS NULL AND @Limit > 0
+    IF @Status = N'PAUSED' OR @Aborted IS NOT NULL SET @PendingRoom = 0;
+    ELSE IF @Canary IS NOT NULL AND @CanaryPassed IS NULL
     BEGIN
         DECLARE @Started INT = (SELECT COUNT(*) FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Claims > 0)
                              + (SELECT COUNT(*) FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Claims > 0);
@@ -1010,7 +1010,7 @@ BEGIN
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
     UPDATE dbo.DeviceBulkChange SET Status = N'PAUSED', HoldReason = @Reason, HoldBy = @By, HoldDate = @Now, ModifiedDate = @Now
-    WHERE Id = @BulkChangeId AND (@TenantId IS NULL OR TenantId = @TenantId) AND Status IN (N'NEW', N'PROCESSING')
+    WHERE Id = @BulkChangeId AND (@TenantId IS NULL OR TenantId = @TenantId) AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED')
       AND AbortedReason IS NULL;
     IF @@ROWCOUNT = 1
         SELECT CAST((SELECT COUNT(*) FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING')
@@ -1088,7 +1088,7 @@ GO
 
 DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_Stranded;
 GO
--- Work nobody holds, and final bulk changes of the last day that still owe their failure e-mail.
+-- Work nobody holds (a paused bulk change's rows in flight whose lease ended too), and final bulk changes of the last day that still owe their failure e-mail.
 CREATE PROCEDURE dbo.usp_DeviceBulkChange_Stranded @Before DATETIME2, @Now DATETIME2, @Since DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
@@ -1096,6 +1096,11 @@ BEGIN
     WHERE b.Status IN (N'NEW', N'PROCESSING') AND b.ModifiedDate < @Before
       AND NOT EXISTS (SELECT 1 FROM dbo.M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil >= @Now)
       AND NOT EXISTS (SELECT 1 FROM dbo.Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil >= @Now)
+    UNION
+    SELECT b.Id FROM dbo.DeviceBulkChange b
+    WHERE b.Status = N'PAUSED' AND b.ModifiedDate < @Before
+      AND (EXISTS (SELECT 1 FROM dbo.M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil < @Now)
+        OR EXISTS (SELECT 1 FROM dbo.Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = N'PROCESSING' AND r.LeaseUntil < @Now))
     UNION
     SELECT b.Id FROM dbo.DeviceBulkChange b
     WHERE b.Status IN (N'PROCESSED', N'ERROR', N'CANCELLED', N'ABORTED') AND b.NotificationSentDate IS NULL

@@ -15,7 +15,8 @@ use crate::ports::{Rollouts, StoreError};
 pub enum Step {
     /// Claim rows (the store still caps a canary's).
     Go,
-    /// Paused (by a person, or by its canary just now): claim nothing; rows in flight finish.
+    /// Paused (by a person, or by its canary just now): no PENDING row is claimed (the store refuses them); rows in
+    /// flight finish, and one whose lease ended is still claimed to be settled.
     Paused,
     /// Its abort rule tripped (decided now or earlier): cancel the rows not started with this reason.
     Aborted(String),
@@ -32,9 +33,7 @@ pub async fn before_claim(
     if let Some(reason) = progress.aborted_reason {
         return Ok(Step::Aborted(reason));
     }
-    if progress.status == BulkStatus::Paused {
-        return Ok(Step::Paused);
-    }
+    // The rule before the pause: rows that were in flight when someone paused can still trip it.
     if let Some(rule) = &rollout.abort_when
         && let Some(reason) = rule.tripped(progress.finished, progress.failed)
     {
@@ -45,6 +44,9 @@ pub async fn before_claim(
         // Another worker recorded it first (with its figures): its reason is the one.
         let recorded = store.rollout_progress(bulk_change_id).await?.aborted_reason.unwrap_or(reason);
         return Ok(Step::Aborted(recorded));
+    }
+    if progress.status == BulkStatus::Paused {
+        return Ok(Step::Paused);
     }
     if let Some(canary) = &rollout.canary
         && !progress.canary_passed

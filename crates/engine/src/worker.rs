@@ -206,7 +206,9 @@ impl Worker {
             if !exhausted && !near_deadline && working.len() <= cap / 2 && rollout.gates_claims() {
                 match crate::rollout::before_claim(self.store.as_ref(), id, &rollout, self.clock.now()).await {
                     Ok(crate::rollout::Step::Go) => {}
-                    Ok(crate::rollout::Step::Paused) => exhausted = true,
+                    // The claim below takes no PENDING row of a paused bulk change, only rows in flight whose
+                    // lease ended (a dead worker's, a carrier's result not come), to be settled.
+                    Ok(crate::rollout::Step::Paused) => {}
                     Ok(crate::rollout::Step::Aborted(reason)) => {
                         exhausted = true;
                         if !cancelled_for_abort {
@@ -269,8 +271,11 @@ impl Worker {
                     Ok(Handled::Finished(status))
                 }
                 Some(status) => Ok(Handled::Finished(status)),
-                None if matches!(self.store.rollout_progress(id).await.map(|p| p.status), Ok(BulkStatus::Paused)) => {
-                    // Nothing in flight here any more; the resume queues the bulk change again.
+                None if matches!(self.store.rollout_progress(id).await.map(|p| p.status), Ok(BulkStatus::Paused))
+                    && matches!(self.store.next_lease_expiry(id).await, Ok(None)) =>
+                {
+                    // No row in flight any more (rows waiting on a carrier's result are waited for below); the
+                    // resume queues the bulk change again.
                     info!("bulk change paused; rows in flight finished");
                     self.metrics.record(Metric::BulkChangePaused);
                     Ok(Handled::Paused)

@@ -954,6 +954,41 @@ async fn future_customer_rate_plan_waits_for_its_date_then_applies_every_row() {
     );
 }
 
+/// Paused while it waits for its date: the rows keep their date, are released on it, and start only once resumed.
+#[tokio::test]
+async fn a_scheduled_change_paused_keeps_its_date_and_applies_once_resumed() {
+    let app = spawn().await;
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    let devices: Vec<String> = (22..24).map(ready).collect();
+    let id = app.accepted(&customer_rate_plan(&devices, Some(&tomorrow))).await;
+    app.wait_scheduled(id).await;
+    let (code, answer) = app.act(id, "Pause", &app.token).await;
+    assert_eq!((code, answer["Status"].as_str()), (200, Some("PAUSED")), "{answer}");
+    let paused = app.status(id).await;
+    assert!(
+        row(&paused, &devices[0])["StatusDetails"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(&format!("Scheduled for {tomorrow}"))),
+        "the date is kept: {paused}"
+    );
+    // On the date the rows are released, but nothing is applied while paused.
+    let day_after = chrono::Utc::now() + chrono::Duration::days(2);
+    assert_eq!(
+        engine::scheduler::apply_due_scheduled(&*app.stack.store, &app.stack.queue, day_after).await.expect("tick"),
+        vec![id]
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = app.status(id).await;
+    assert_eq!((waiting["Status"].as_str(), &waiting["Counts"]), (Some("PAUSED"), &json!({"PENDING": 2})), "{waiting}");
+    let stored = app.stack.store.device_by_iccid(1, &devices[0]).await.expect("read").expect("device");
+    assert_ne!(stored.customer_rate_plan_id, Some(5), "not applied while paused");
+    assert_eq!(app.act(id, "Resume", &app.token).await.0, 200);
+    let status = app.wait_final(id).await;
+    assert_eq!(status["Counts"], json!({"PROCESSED": 2}), "{status}");
+    let stored = app.stack.store.device_by_iccid(1, &devices[0]).await.expect("read").expect("device");
+    assert_eq!(stored.customer_rate_plan_id, Some(5));
+}
+
 #[tokio::test]
 async fn a_scheduled_change_cancelled_before_its_date_never_applies() {
     let app = spawn().await;

@@ -47,7 +47,7 @@ impl TestApp {
         self.stack.simulators.control_center[&POD19].state.calls().into_iter().filter(|c| c.method == "PUT").collect()
     }
 
-    async fn act(&self, id: i64, action: &str, token: &str) -> (u16, Value) {
+    pub(crate) async fn act(&self, id: i64, action: &str, token: &str) -> (u16, Value) {
         let response = self
             .http
             .post(format!("{}/M2M/BulkChange/{id}/{action}", self.stack.base_url()))
@@ -321,4 +321,134 @@ async fn a_thingspace_canary_whose_results_fail_trips_the_abort_rule() {
         .map(|c| c.body["devices"].as_array().map_or(0, Vec::len))
         .sum();
     assert_eq!(sent, 20, "only the canary's devices reached ThingSpace");
+}
+
+impl TestApp {
+    /// The devices of the ThingSpace plan requests ThingSpace accepted, in the order sent.
+    fn thingspace_plan_devices(&self) -> Vec<String> {
+        self.stack.simulators.thingspace[&TS]
+            .state
+            .calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/devices/actions/plan") && c.status == 200)
+            .flat_map(|c| c.body["devices"].as_array().cloned().unwrap_or_default())
+            .filter_map(|d| {
+                let ids = d["deviceIds"].as_array()?;
+                ids.iter().find(|i| i["kind"] == "iccid").and_then(|i| i["id"].as_str()).map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// Waits until no row of the bulk change is in flight; answers its status then.
+    async fn until_settled(&self, id: i64, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let status = self.status(id).await;
+            if status["Counts"]["PROCESSING"].as_i64().unwrap_or(0) == 0 {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "rows in flight never finished: {}", status["Counts"]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Pauses `id` once `sent()` reaches `at_least`; checks that the rows in flight then are settled while it stays
+/// paused, that nothing more is sent than they were, and that nothing is sent afterwards. Answers the number sent.
+async fn pause_midway(app: &TestApp, id: i64, at_least: usize, sent: impl Fn() -> usize, settle: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sent() < at_least {
+        assert!(tokio::time::Instant::now() < deadline, "only {} sent", sent());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, answer) = app.act(id, "Pause", &app.token).await;
+    let at_pause = sent();
+    assert_eq!(code, 200, "{answer}");
+    let in_flight = answer["InFlight"].as_u64().expect("InFlight") as usize;
+    let settled = app.until_settled(id, settle).await;
+    assert_eq!(settled["Status"], "PAUSED", "{settled}");
+    let after = sent();
+    println!("async pause: sent_at_pause={at_pause} in_flight={in_flight} sent_after_pause={}", after - at_pause);
+    assert!(after - at_pause <= in_flight, "{} sent after the pause, {in_flight} were in flight", after - at_pause);
+    let counts = &settled["Counts"];
+    let finished = counts["PROCESSED"].as_u64().unwrap_or(0) as usize;
+    assert_eq!(finished, after, "each row sent is recorded, none is left waiting: {counts}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sent(), after, "nothing starts while paused");
+    after
+}
+
+/// ThingSpace, asynchronous, at the operator's pace (requests of 20 devices, one a second: the account's pace), paused while requests wait on results
+/// whose callbacks never come: the waiting rows are settled by polling while it stays paused, nothing is sent beyond
+/// the rows in flight at the pause, and resume finishes the rest; no device is sent twice.
+#[tokio::test]
+async fn a_thingspace_pause_settles_rows_waiting_on_results_and_resume_finishes() {
+    let app = TestApp::start(async_seed(200), |c| {
+        c.worker.carrier_result_wait = Duration::from_secs(2);
+        c.thingspace_behaviour.drop_callbacks = true;
+    })
+    .await;
+    let devices: Vec<String> = (0..100).map(|i| device(1000 + i)).collect();
+    let body = json!({"ServiceProviderId": TS, "ChangeType": 7, "Devices": devices,
+                      "CarrierRatePlanUpdate": {"CarrierRatePlan": "m2m_4G_5GB"}, "MaxPerMinute": 1200});
+    let id = app.accepted(&body).await;
+    let sent = pause_midway(&app, id, 40, || app.thingspace_plan_devices().len(), Duration::from_secs(15)).await;
+    assert!(sent < 100, "paused midway");
+    assert_eq!(app.act(id, "Resume", &app.token).await.0, 200);
+    let done = app.final_status(id, Duration::from_secs(60)).await;
+    assert_eq!(done["Counts"], json!({"PROCESSED": 100}), "{done}");
+    let mut all = app.thingspace_plan_devices();
+    all.sort();
+    all.dedup();
+    assert_eq!((all.len(), app.thingspace_plan_devices().len()), (100, 100), "each device sent once");
+}
+
+/// Teal, asynchronous, at the operator's pace (operations of 10 eSIMs), paused midway: the operations in flight
+/// finish and are recorded, no operation starts while paused, resume finishes the rest, each eSIM sent once.
+#[tokio::test]
+async fn a_teal_pause_lets_its_operations_finish_and_resume_finishes() {
+    let app = TestApp::start(async_seed(100), |c| {
+        c.worker.teal_poll_interval = Duration::from_secs(1);
+        c.teal_behaviour.processing = Duration::from_millis(400);
+    })
+    .await;
+    let body = json!({"ServiceProviderId": TEAL, "ChangeType": 7, "Devices": (0..60).map(device).collect::<Vec<_>>(),
+                      "CarrierRatePlanUpdate": {"CarrierRatePlan": "TEAL-5GB"}, "MaxPerMinute": 600});
+    let id = app.accepted(&body).await;
+    let teal = &app.stack.simulators.teal[&TEAL].state;
+    let named = || (0..60).filter(|i| !teal.operations_naming(&eid(*i)).is_empty()).count();
+    let sent = pause_midway(&app, id, 20, named, Duration::from_secs(15)).await;
+    assert!(sent < 60, "paused midway");
+    assert_eq!(app.act(id, "Resume", &app.token).await.0, 200);
+    let done = app.final_status(id, Duration::from_secs(60)).await;
+    assert_eq!(done["Counts"], json!({"PROCESSED": 60}), "{done}");
+    for i in 0..60 {
+        assert_eq!(teal.operations_naming(&eid(i)).len(), 1, "eSIM {i} sent once");
+    }
+}
+
+/// ThingSpace, asynchronous, no canary, at the operator's pace: the worker sending the next requests sees the
+/// callbacks' failures trip the abort rule (not when the rows' 30 s result wait ends); the rows not sent are
+/// cancelled.
+#[tokio::test]
+async fn a_thingspace_abort_rule_without_a_canary_is_decided_when_its_results_come() {
+    let failing: Vec<String> = (0..200).filter(|i| i % 2 == 0).map(|i| device(1000 + i)).collect();
+    let app = TestApp::start(async_seed(200), |c| {
+        c.worker.carrier_result_wait = Duration::from_secs(30);
+        c.thingspace_behaviour.failing_iccids = failing.clone();
+    })
+    .await;
+    let devices: Vec<String> = (0..200).map(|i| device(1000 + i)).collect();
+    let body = json!({"ServiceProviderId": TS, "ChangeType": 7, "Devices": devices,
+                      "CarrierRatePlanUpdate": {"CarrierRatePlan": "m2m_4G_5GB"}, "MaxPerMinute": 600,
+                      "AbortWhen": {"FailedPercent": 10, "MinProcessed": 20}});
+    let id = app.accepted(&body).await;
+    let done = app.until_status(id, "ABORTED", Duration::from_secs(15)).await;
+    let counts = &done["Counts"];
+    let sent = app.thingspace_plan_devices().len() as u64;
+    let finished = counts["PROCESSED"].as_u64().unwrap_or(0) + counts["API_FAILED"].as_u64().unwrap_or(0);
+    println!("thingspace abort: sent={sent} finished={finished} cancelled={}", counts["CANCELLED"]);
+    assert_eq!(sent, finished, "each device sent is recorded: {counts}");
+    assert!(counts["CANCELLED"].as_u64().unwrap_or(0) >= 150, "the rest never sent: {counts}");
+    assert!(done["AbortedReason"].as_str().is_some_and(|r| r.contains("> 10 %")), "{done}");
 }

@@ -343,3 +343,29 @@ async fn a_plan_change_answered_with_an_empty_body_is_read_back() {
     assert_eq!(sim.state.line(&line).expect("line").plan.as_deref(), Some("SOC-5GB"));
     assert_eq!(app.telegence_calls("PATCH").len(), 1, "sent once");
 }
+
+/// Rollout control on Telegence (asynchronous, polled): a canary of 20 whose activations are half rejected trips
+/// `FailedPercent: 10, MinProcessed: 20` once their results are polled; the other 40 SIMs are cancelled with the
+/// rule's figures and never sent.
+#[tokio::test]
+async fn a_canary_of_activations_half_rejected_trips_the_abort_rule_and_sends_nothing_more() {
+    let app = TestApp::start(seed(60, 0, true), |c| {
+        c.worker.carrier_poll_interval = Duration::from_millis(300);
+        for i in (0..20).filter(|i| i % 2 == 0) {
+            c.telegence_behaviour.fates.insert(bench_iccid(i), ActivationFate::Reject);
+        }
+    })
+    .await;
+    let devices: Vec<String> = (0..60).map(bench_iccid).collect();
+    let mut body = new_service(&devices, BAN);
+    body["Canary"] = json!({"Devices": 20});
+    body["AbortWhen"] = json!({"FailedPercent": 10, "MinProcessed": 20});
+    let id = app.accepted(&body).await;
+    let status = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(status["Status"], "ABORTED", "{}", status["Counts"]);
+    assert_eq!(status["Counts"], json!({"PROCESSED": 10, "API_FAILED": 10, "CANCELLED": 40}));
+    assert_eq!(status["AbortedReason"], "aborted: 10 of 20 processed rows failed (50 %) > 10 %");
+    let sent: usize = app.telegence_calls("POST").iter().map(|c| c.body.as_array().map_or(0, Vec::len)).sum();
+    assert_eq!(sent, 20, "only the canary's SIMs reached Telegence");
+    assert_eq!(row(&status, &devices[59])["StatusDetails"], status["AbortedReason"]);
+}

@@ -169,7 +169,15 @@ pub async fn scheduled_rows_wait_for_their_date(store: &dyn Store) {
         "not claimable yet"
     );
     assert!(!store.release_due_scheduled_rows(t(999)).await.expect("release").contains(&id), "not due yet");
+    // Paused while it waits: its row keeps its date, is released at that date, and starts only once resumed.
+    assert_eq!(store.pause_bulk_change(Some(TENANT), id, "operator", "alice", t(999)).await.expect("pause"), Some(0));
     assert_eq!(store.release_due_scheduled_rows(due).await.expect("release"), vec![id]);
+    assert_eq!(store.bulk_change(Some(TENANT), id).await.expect("read").expect("exists").status, BulkStatus::Paused);
+    assert!(
+        store.claim_rows(id, "a", 10, Duration::from_secs(60), due).await.expect("claim").is_empty(),
+        "due, but paused"
+    );
+    assert!(store.resume_bulk_change(Some(TENANT), id, due).await.expect("resume"));
     assert_eq!(
         store.bulk_change(Some(TENANT), id).await.expect("read").expect("exists").status,
         BulkStatus::Processing

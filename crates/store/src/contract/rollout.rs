@@ -34,17 +34,28 @@ pub async fn a_paused_bulk_change_has_no_row_claimed_until_resumed(store: &dyn S
     assert_eq!(progress.status, BulkStatus::Paused);
     assert_eq!(progress.hold, Some(("operator".to_string(), "alice".to_string(), t(1))));
     assert_eq!((progress.started, progress.finished), (1, 0));
-    // The row in flight finishes and is recorded; the bulk change stays paused.
-    assert!(store.complete_row(TENANT, id, first[0].id, "a", &failed(), t(3)).await.expect("complete"));
-    assert_eq!(store.finalize_bulk_change(id, t(3)).await.expect("finalize"), None);
-    store.mark_processing(id, t(3)).await.expect("mark");
+    // The row in flight, its worker gone, is found and taken again to be settled (not a PENDING row with it);
+    // it finishes and is recorded; the bulk change stays paused.
+    let stranded = store.stranded_bulk_changes(t(100), t(100)).await.expect("stranded");
+    assert!(stranded.contains(&id), "a paused bulk change with a row nobody holds is swept: {stranded:?}");
+    let again = store.claim_rows(id, "b", 10, lease, t(100)).await.expect("claim");
+    assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), vec![first[0].id], "only the row in flight");
+    assert!(store.complete_row(TENANT, id, first[0].id, "b", &failed(), t(101)).await.expect("complete"));
+    assert_eq!(store.finalize_bulk_change(id, t(101)).await.expect("finalize"), None);
+    store.mark_processing(id, t(101)).await.expect("mark");
+    let stranded = store.stranded_bulk_changes(t(200), t(200)).await.expect("stranded");
+    assert!(!stranded.contains(&id), "paused with nothing in flight: nothing to sweep");
     assert_eq!(store.rollout_progress(id).await.expect("progress").status, BulkStatus::Paused, "still paused");
-    assert!(!store.resume_bulk_change(Some(OTHER_TENANT), id, t(4)).await.expect("resume"), "not another tenant's");
-    assert!(store.resume_bulk_change(Some(TENANT), id, t(4)).await.expect("resume"));
-    assert!(!store.resume_bulk_change(Some(TENANT), id, t(4)).await.expect("resume"), "resumed once");
+    assert!(!store.resume_bulk_change(Some(OTHER_TENANT), id, t(102)).await.expect("resume"), "not another tenant's");
+    assert!(store.resume_bulk_change(Some(TENANT), id, t(102)).await.expect("resume"));
+    assert!(!store.resume_bulk_change(Some(TENANT), id, t(102)).await.expect("resume"), "resumed once");
     let progress = store.rollout_progress(id).await.expect("progress");
     assert_eq!((progress.status, progress.hold, progress.failed), (BulkStatus::Processing, None, 1));
-    assert_eq!(store.claim_rows(id, "b", 10, lease, t(5)).await.expect("claim").len(), 2, "the rest, where they were");
+    assert_eq!(
+        store.claim_rows(id, "b", 10, lease, t(103)).await.expect("claim").len(),
+        2,
+        "the rest, where they were"
+    );
 }
 
 pub async fn a_canary_caps_the_rows_started_until_it_passes(store: &dyn Store) {

@@ -19,8 +19,9 @@ impl Leases for SqliteStore {
             let tx =
                 c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db("begin claim"))?;
             let table = row_table(&tx, bulk_change_id)?;
-            // Rollout control: nothing of a paused or aborted bulk change; a canary's PENDING rows only while fewer
-            // than its devices were ever claimed.
+            // Rollout control: no PENDING row of a paused or aborted bulk change (its rows in flight whose lease
+            // ended are still taken, to be settled); a canary's PENDING rows only while fewer than its devices were
+            // ever claimed.
             let gate: Option<(String, Option<String>, Option<i64>, Option<String>)> = tx
                 .query_row(
                     "SELECT Status, AbortedReason, CanaryDevices, CanaryPassedDate FROM DeviceBulkChange WHERE Id = ?1",
@@ -30,7 +31,7 @@ impl Leases for SqliteStore {
                 .optional()
                 .map_err(db("read claim gate"))?;
             let pending_room = match gate {
-                Some((status, aborted, _, _)) if status == "PAUSED" || aborted.is_some() => return Ok(Vec::new()),
+                Some((status, aborted, _, _)) if status == "PAUSED" || aborted.is_some() => 0,
                 Some((_, _, Some(canary), None)) => {
                     let started: i64 = tx
                         .query_row(
@@ -188,6 +189,11 @@ impl Leases for SqliteStore {
                      WHERE b.Status IN ('NEW', 'PROCESSING') AND b.ModifiedDate < ?1
                        AND NOT EXISTS (SELECT 1 FROM M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil >= ?2)
                        AND NOT EXISTS (SELECT 1 FROM Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil >= ?2)
+                     UNION
+                     SELECT b.Id FROM DeviceBulkChange b
+                     WHERE b.Status = 'PAUSED' AND b.ModifiedDate < ?1
+                       AND (EXISTS (SELECT 1 FROM M2M_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil < ?2)
+                         OR EXISTS (SELECT 1 FROM Mobility_DeviceChange r WHERE r.BulkChangeId = b.Id AND r.Status = 'PROCESSING' AND r.LeaseUntil < ?2))
                      UNION
                      SELECT b.Id FROM DeviceBulkChange b
                      WHERE b.Status IN ('PROCESSED', 'ERROR', 'CANCELLED', 'ABORTED') AND b.NotificationSentDate IS NULL

@@ -66,7 +66,8 @@ impl Rollouts for SqliteStore {
             let n = tx
                 .execute(
                     "UPDATE DeviceBulkChange SET Status = 'PAUSED', HoldReason = ?3, HoldBy = ?4, HoldDate = ?5, ModifiedDate = ?5
-                     WHERE Id = ?1 AND (?2 IS NULL OR TenantId = ?2) AND Status IN ('NEW', 'PROCESSING') AND AbortedReason IS NULL",
+                     WHERE Id = ?1 AND (?2 IS NULL OR TenantId = ?2) AND Status IN ('NEW', 'PROCESSING', 'SCHEDULED')
+                       AND AbortedReason IS NULL",
                     params![bulk_change_id, tenant_id, reason, by, ts(now)],
                 )
                 .map_err(db("pause"))?;

@@ -87,12 +87,12 @@ impl TestApp {
             .expect("json")
     }
 
-    /// Polls the status page until the bulk change is PROCESSED or ERROR.
+    /// Polls the status page until the bulk change is final (PROCESSED, ERROR, CANCELLED or ABORTED).
     pub async fn final_status(&self, id: i64, within: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let status = self.status(id).await;
-            if ["PROCESSED", "ERROR"].contains(&status["Status"].as_str().unwrap_or_default()) {
+            if ["PROCESSED", "ERROR", "CANCELLED", "ABORTED"].contains(&status["Status"].as_str().unwrap_or_default()) {
                 return status;
             }
             assert!(tokio::time::Instant::now() < deadline, "bulk change {id} not final in {within:?}: {status}");
