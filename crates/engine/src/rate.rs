@@ -23,6 +23,11 @@ const BOOKING: Duration = Duration::from_millis(50);
 const HORIZON: Duration = Duration::from_millis(100);
 /// A slot not used within this is dropped (its worker was busy): late calls would bunch up in the next second.
 const STALE: Duration = Duration::from_millis(15);
+/// How far behind a bulk change's own pace (`MaxPerMinute`) may catch up: slots missed while its worker or the
+/// database was busy are booked and used late rather than lost, so the pace holds over the minute it is counted
+/// in. Any minute still sees at most 61.5 s of slots, 0.97 × 61.5 / 60 < 1 of `MaxPerMinute`; the account's pace,
+/// which catches up nothing, still guards the carrier's limit.
+pub const BULK_CATCH_UP: Duration = Duration::from_millis(1500);
 
 /// A pace of calls: local (one process) or shared through the store (every worker of the account).
 pub struct TokenBucket {
@@ -45,6 +50,8 @@ struct SharedPace {
     bucket: std::borrow::Cow<'static, str>,
     interval: Duration,
     batch: u32,
+    /// How far in the past a slot may be booked and used (zero: never before now).
+    catch_up: Duration,
     slots: tokio::sync::Mutex<VecDeque<DateTime<Utc>>>,
 }
 
@@ -79,9 +86,24 @@ impl TokenBucket {
             bucket,
             interval,
             batch,
+            catch_up: Duration::ZERO,
             slots: tokio::sync::Mutex::new(VecDeque::new()),
         };
         Self { rate, burst: 1.0, state: Mutex::new((1.0, Instant::now())), shared: Some(shared) }
+    }
+
+    /// Lets a shared pace book and use slots up to `catch_up` in the past (a pace counted per minute, not a
+    /// carrier's limit per second), a quarter second of them a booking: a slow pace booked one slot a round trip
+    /// falls behind whenever a round trip takes longer than a slot (a busy database).
+    pub fn catching_up(mut self, catch_up: Duration) -> Self {
+        if let Some(shared) = &mut self.shared {
+            shared.catch_up = catch_up;
+            let quarter_second = (0.25 / shared.interval.as_secs_f64()).ceil();
+            if !catch_up.is_zero() && quarter_second.is_finite() {
+                shared.batch = shared.batch.max(quarter_second as u32);
+            }
+        }
+        self
     }
 
     /// The account's limit this bucket keeps to (calls a second).
@@ -125,7 +147,7 @@ impl SharedPace {
             // One task books for the process at a time; the others wait for its slots.
             let mut slots = self.slots.lock().await;
             let now = Utc::now();
-            let stale = now - chrono::Duration::from_std(STALE).unwrap_or_default();
+            let stale = now - chrono::Duration::from_std(STALE.max(self.catch_up)).unwrap_or_default();
             while slots.front().is_some_and(|s| *s < stale) {
                 slots.pop_front();
             }
@@ -146,9 +168,18 @@ impl SharedPace {
     /// Books the next slots into `slots`; when the pace is booked ahead by others, waits until it may book again.
     async fn book(&self, slots: &mut VecDeque<DateTime<Utc>>, now: DateTime<Utc>) {
         let granted_before = slots.len();
+        // Catching up: the pace books from `catch_up` ago (never before its next free slot), as far ahead as ever.
+        let since = now - chrono::Duration::from_std(self.catch_up).unwrap_or_default();
         match self
             .store
-            .reserve_rate_slots(self.service_provider_id, &self.bucket, self.interval, self.batch, HORIZON, now)
+            .reserve_rate_slots(
+                self.service_provider_id,
+                &self.bucket,
+                self.interval,
+                self.batch,
+                HORIZON + self.catch_up,
+                since,
+            )
             .await
         {
             Ok(booked) if booked.granted > 0 => {
@@ -221,6 +252,7 @@ impl RateLimiters {
         Arc::new(match &self.store {
             Some(store) => {
                 TokenBucket::shared(store.clone(), service_provider_id, format!("bulk-{bulk_change_id}"), rate)
+                    .catching_up(BULK_CATCH_UP)
             }
             None => TokenBucket::new(rate),
         })
@@ -230,6 +262,57 @@ impl RateLimiters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pacing rule of both stores (`store::sqlite::pace`) in memory, recording each booking.
+    #[derive(Default)]
+    struct MemPace {
+        next: std::sync::Mutex<Option<DateTime<Utc>>>,
+        bookings: std::sync::Mutex<Vec<(DateTime<Utc>, u32, DateTime<Utc>)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Pace for MemPace {
+        async fn reserve_rate_slots(
+            &self,
+            _service_provider_id: i64,
+            _bucket: &str,
+            interval: Duration,
+            count: u32,
+            horizon: Duration,
+            now: DateTime<Utc>,
+        ) -> crate::ports::StoreResult<crate::ports::RateSlots> {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let first = next.map_or(now, |n| n.max(now));
+            let step = chrono::Duration::from_std(interval).unwrap_or_default();
+            let ahead = chrono::Duration::from_std(horizon).unwrap_or_default();
+            let granted = if first > now + ahead { 0 } else { count };
+            *next = Some(first + step * granted as i32);
+            self.bookings.lock().unwrap_or_else(|p| p.into_inner()).push((now, granted, first));
+            Ok(crate::ports::RateSlots { first, granted, interval })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bulk_changes_pace_books_a_quarter_second_at_once_and_uses_slots_it_fell_behind_on() {
+        let pace = Arc::new(MemPace::default());
+        // 600 a minute: 103 ms apart once the headroom is taken; three slots a booking.
+        let bucket = TokenBucket::shared(pace.clone(), 7, "bulk-1", 10.0).catching_up(BULK_CATCH_UP);
+        let started = Utc::now();
+        for _ in 0..6 {
+            bucket.acquire().await;
+        }
+        let bookings = pace.bookings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Three slots a booking, the next booked when one is left: six calls, three round trips (not six).
+        assert_eq!(bookings.iter().map(|b| b.1).collect::<Vec<_>>(), vec![3, 3, 3], "{bookings:?}");
+        // An idle pace books from its catch-up window: the first slots are in the past and used, not dropped.
+        let behind = chrono::Duration::from_std(BULK_CATCH_UP).unwrap_or_default();
+        assert!(bookings[0].2 <= started - behind + chrono::Duration::milliseconds(50), "{bookings:?}");
+        // The account's pace catches up nothing: its first slot is now.
+        let account = Arc::new(MemPace::default());
+        TokenBucket::shared(account.clone(), 7, "calls", 10.0).acquire().await;
+        let first = account.bookings.lock().unwrap_or_else(|p| p.into_inner())[0];
+        assert!(first.2 >= started && first.1 == 1, "{first:?}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn bucket_paces_calls_at_its_rate() {
