@@ -263,11 +263,14 @@ impl RateLimiters {
 mod tests {
     use super::*;
 
+    /// A booking: asked from, slots granted, first slot.
+    type Booking = (DateTime<Utc>, u32, DateTime<Utc>);
+
     /// The pacing rule of both stores (`store::sqlite::pace`) in memory, recording each booking.
     #[derive(Default)]
     struct MemPace {
         next: std::sync::Mutex<Option<DateTime<Utc>>>,
-        bookings: std::sync::Mutex<Vec<(DateTime<Utc>, u32, DateTime<Utc>)>>,
+        bookings: std::sync::Mutex<Vec<Booking>>,
     }
 
     #[async_trait::async_trait]
