@@ -297,7 +297,7 @@ CREATE PROCEDURE dbo.usp_DeviceBulkChange_Create
     @TenantId BIGINT, @ServiceProviderId BIGINT, @IntegrationId BIGINT, @ChangeRequestTypeId BIGINT, @PortalTypeId BIGINT,
     @ChangeRequest NVARCHAR(MAX), @CreatedBy NVARCHAR(200), @RowsJson NVARCHAR(MAX), @Now DATETIME2,
     @RetryOfBulkChangeId BIGINT = NULL, @AttributesJson NVARCHAR(MAX) = N'[]', @IdempotencyKey NVARCHAR(255) = NULL,
-    @CanaryDevices INT = NULL AS
+    @CanaryDevices INT = NULL, @NotifyUrl NVARCHAR(2048) = NULL, @NotifySecret NVARCHAR(200) = NULL AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
@@ -325,8 +325,8 @@ BEGIN
             THROW 50409, @RetryRefused, 1;
         END
     END
-    INSERT INTO dbo.DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId, CanaryDevices)
-    VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now, @RetryOfBulkChangeId, @CanaryDevices);
+    INSERT INTO dbo.DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId, CanaryDevices, NotifyUrl, NotifySecret)
+    VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now, @RetryOfBulkChangeId, @CanaryDevices, @NotifyUrl, @NotifySecret);
     DECLARE @Id BIGINT = SCOPE_IDENTITY();
     DECLARE @Rows TABLE (Seq INT PRIMARY KEY, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20), StatusDetails NVARCHAR(MAX),
                          EffectiveDate DATETIME2, CustomerRatePlanId BIGINT, CustomerRatePoolId BIGINT, DataAllocationMB FLOAT);
@@ -960,18 +960,51 @@ BEGIN
 END
 GO
 
--- Sets the status derived from the rows (by the caller, with the domain's one rule) unless already final.
--- Returns the status the bulk change has now.
+-- Webhooks (issue 22): one delivery of @EventType per endpoint that wants it, the tenant's webhooks not deleted
+-- and the bulk change's own NotifyUrl. Called inside the caller's transaction (the outbox): the event exists if and
+-- only if what it says happened.
+DROP PROCEDURE IF EXISTS dbo.usp_WebhookEvent_Write;
+GO
+CREATE PROCEDURE dbo.usp_WebhookEvent_Write
+    @BulkChangeId BIGINT, @EventType NVARCHAR(50), @Reason NVARCHAR(50) = NULL, @Actor NVARCHAR(200) = NULL, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    DECLARE @EventId NVARCHAR(64) = CONCAT(N'evt_', LOWER(REPLACE(CONVERT(NVARCHAR(36), NEWID()), N'-', N'')));
+    DECLARE @Wanted NVARCHAR(60) = CONCAT(N',', @EventType, N',');
+    INSERT INTO dbo.WebhookDelivery (EventId, EventType, TenantId, BulkChangeId, WebhookId, Url, Reason, Actor, NextAttemptDate, CreatedDate)
+    SELECT @EventId, @EventType, b.TenantId, b.Id, w.Id, w.Url, @Reason, @Actor, @Now, @Now
+    FROM dbo.DeviceBulkChange b JOIN dbo.Webhook w ON w.TenantId = b.TenantId AND w.DeletedDate IS NULL
+    WHERE b.Id = @BulkChangeId AND CHARINDEX(@Wanted, w.Events) > 0;
+    INSERT INTO dbo.WebhookDelivery (EventId, EventType, TenantId, BulkChangeId, WebhookId, Url, Reason, Actor, NextAttemptDate, CreatedDate)
+    SELECT @EventId, @EventType, b.TenantId, b.Id, NULL, b.NotifyUrl, @Reason, @Actor, @Now, @Now
+    FROM dbo.DeviceBulkChange b
+    WHERE b.Id = @BulkChangeId AND b.NotifyUrl IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM dbo.Webhook w WHERE w.TenantId = b.TenantId AND w.DeletedDate IS NULL
+                      AND w.Url = b.NotifyUrl AND CHARINDEX(@Wanted, w.Events) > 0);
+END
+GO
+
+-- Sets the status derived from the rows (by the caller, with the domain's one rule) unless already final; made
+-- final just now, its webhook event is written in the same transaction. Returns the status the bulk change has now.
 DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_SetStatus;
 GO
 CREATE PROCEDURE dbo.usp_DeviceBulkChange_SetStatus @BulkChangeId BIGINT, @Status NVARCHAR(20), @IsFinal BIT, @Now DATETIME2 AS
 BEGIN
     SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
     UPDATE dbo.DeviceBulkChange
     SET Status = CASE WHEN @IsFinal = 1 AND AbortedReason IS NOT NULL THEN N'ABORTED' ELSE @Status END,
         ProcessedDate = CASE WHEN @IsFinal = 1 THEN @Now ELSE ProcessedDate END, ModifiedDate = @Now
     WHERE Id = @BulkChangeId AND Status NOT IN (N'PROCESSED', N'ERROR', N'CANCELLED', N'ABORTED')
       AND NOT (Status = N'PAUSED' AND @IsFinal = 0);
+    IF @@ROWCOUNT = 1 AND @IsFinal = 1
+    BEGIN
+        DECLARE @Event NVARCHAR(50) = CASE WHEN (SELECT Status FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = N'ABORTED'
+                                           THEN N'bulk_change.aborted' ELSE N'bulk_change.finished' END;
+        EXEC dbo.usp_WebhookEvent_Write @BulkChangeId = @BulkChangeId, @EventType = @Event, @Now = @Now;
+    END
+    COMMIT TRANSACTION;
     SELECT Status FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId;
 END
 GO
@@ -1012,7 +1045,11 @@ BEGIN
     UPDATE dbo.DeviceBulkChange SET Status = N'PAUSED', HoldReason = @Reason, HoldBy = @By, HoldDate = @Now, ModifiedDate = @Now
     WHERE Id = @BulkChangeId AND (@TenantId IS NULL OR TenantId = @TenantId) AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED')
       AND AbortedReason IS NULL;
-    IF @@ROWCOUNT = 1
+    DECLARE @Paused INT = @@ROWCOUNT;
+    IF @Paused = 1
+        EXEC dbo.usp_WebhookEvent_Write @BulkChangeId = @BulkChangeId, @EventType = N'bulk_change.paused',
+             @Reason = @Reason, @Actor = @By, @Now = @Now;
+    IF @Paused = 1
         SELECT CAST((SELECT COUNT(*) FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING')
                   + (SELECT COUNT(*) FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PROCESSING')
                     AS BIGINT) AS InFlight;
@@ -1542,5 +1579,97 @@ BEGIN
     SET NOCOUNT ON;
     SELECT (SELECT COUNT_BIG(*) FROM dbo.M2M_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PENDING')
          + (SELECT COUNT_BIG(*) FROM dbo.Mobility_DeviceChange WHERE BulkChangeId = @BulkChangeId AND Status = N'PENDING') AS Pending;
+END
+GO
+
+-- Webhooks (issue 22): a tenant's endpoints and their deliveries.
+DROP PROCEDURE IF EXISTS dbo.usp_Webhook_Add;
+GO
+CREATE PROCEDURE dbo.usp_Webhook_Add
+    @TenantId BIGINT, @Url NVARCHAR(2048), @Events NVARCHAR(400), @Secret NVARCHAR(200), @CreatedBy NVARCHAR(200), @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    INSERT INTO dbo.Webhook (TenantId, Url, Events, Secret, CreatedBy, CreatedDate)
+    VALUES (@TenantId, @Url, @Events, @Secret, @CreatedBy, @Now);
+    SELECT CAST(SCOPE_IDENTITY() AS BIGINT) AS Id;
+END
+GO
+
+DROP PROCEDURE IF EXISTS dbo.usp_Webhook_List;
+GO
+CREATE PROCEDURE dbo.usp_Webhook_List @TenantId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT Id, TenantId, Url, Events, Secret, CreatedBy, CreatedDate FROM dbo.Webhook
+    WHERE TenantId = @TenantId AND DeletedDate IS NULL ORDER BY Id;
+END
+GO
+
+-- Deletes the tenant's endpoint; its deliveries not yet made are given up. Returns Deleted (1 or 0).
+DROP PROCEDURE IF EXISTS dbo.usp_Webhook_Delete;
+GO
+CREATE PROCEDURE dbo.usp_Webhook_Delete @TenantId BIGINT, @Id BIGINT, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    BEGIN TRANSACTION;
+    UPDATE dbo.Webhook SET DeletedDate = @Now WHERE Id = @Id AND TenantId = @TenantId AND DeletedDate IS NULL;
+    DECLARE @Deleted INT = @@ROWCOUNT;
+    UPDATE dbo.WebhookDelivery SET Status = N'FAILED', LastError = N'the endpoint was deleted', LeaseOwner = NULL, LeaseUntil = NULL
+    WHERE WebhookId = @Id AND TenantId = @TenantId AND Status = N'PENDING';
+    COMMIT TRANSACTION;
+    SELECT CAST(@Deleted AS INT) AS Deleted;
+END
+GO
+
+DROP PROCEDURE IF EXISTS dbo.usp_WebhookDelivery_List;
+GO
+CREATE PROCEDURE dbo.usp_WebhookDelivery_List @TenantId BIGINT, @WebhookId BIGINT, @Limit INT AS
+BEGIN
+    SET NOCOUNT ON;
+    SELECT TOP (@Limit) Id, EventId, EventType, TenantId, BulkChangeId, WebhookId, Url, Status, Attempts, NextAttemptDate,
+           LastStatusCode, LastError, CreatedDate, DeliveredDate, Reason, Actor
+    FROM dbo.WebhookDelivery WHERE TenantId = @TenantId AND WebhookId = @WebhookId ORDER BY Id DESC;
+END
+GO
+
+-- Leases up to @Limit PENDING deliveries due at @Now (no live lease) to @Worker: the UPDATE repeats the condition,
+-- so a delivery another connection leased first is skipped, never held twice. Returns them with their secret.
+DROP PROCEDURE IF EXISTS dbo.usp_WebhookDelivery_Claim;
+GO
+CREATE PROCEDURE dbo.usp_WebhookDelivery_Claim @Worker NVARCHAR(100), @Limit INT, @Until DATETIME2, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    DECLARE @Claimed TABLE (Id BIGINT PRIMARY KEY);
+    UPDATE dbo.WebhookDelivery SET LeaseOwner = @Worker, LeaseUntil = @Until
+    OUTPUT inserted.Id INTO @Claimed
+    WHERE Status = N'PENDING' AND NextAttemptDate <= @Now AND (LeaseUntil IS NULL OR LeaseUntil < @Now)
+      AND Id IN (SELECT TOP (@Limit) Id FROM dbo.WebhookDelivery
+                 WHERE Status = N'PENDING' AND NextAttemptDate <= @Now AND (LeaseUntil IS NULL OR LeaseUntil < @Now)
+                 ORDER BY NextAttemptDate, Id);
+    SELECT d.Id, d.EventId, d.EventType, d.TenantId, d.BulkChangeId, d.WebhookId, d.Url, d.Status, d.Attempts, d.NextAttemptDate,
+           d.LastStatusCode, d.LastError, d.CreatedDate, d.DeliveredDate, d.Reason, d.Actor,
+           COALESCE(w.Secret, b.NotifySecret) AS Secret, d.Body
+    FROM dbo.WebhookDelivery d JOIN dbo.DeviceBulkChange b ON b.Id = d.BulkChangeId
+    LEFT JOIN dbo.Webhook w ON w.Id = d.WebhookId
+    WHERE d.Id IN (SELECT Id FROM @Claimed) AND d.LeaseOwner = @Worker
+    ORDER BY d.Id;
+END
+GO
+
+-- Records an attempt by the lease holder; the body is kept the first time. Returns Recorded (1 or 0).
+DROP PROCEDURE IF EXISTS dbo.usp_WebhookDelivery_Record;
+GO
+CREATE PROCEDURE dbo.usp_WebhookDelivery_Record
+    @Id BIGINT, @Worker NVARCHAR(100), @Body NVARCHAR(MAX), @Status NVARCHAR(20), @NextAttemptDate DATETIME2 = NULL,
+    @LastStatusCode INT = NULL, @LastError NVARCHAR(1000) = NULL, @DeliveredDate DATETIME2 = NULL AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.WebhookDelivery
+    SET Status = @Status, Attempts = Attempts + 1, NextAttemptDate = COALESCE(@NextAttemptDate, NextAttemptDate),
+        LastStatusCode = @LastStatusCode, LastError = @LastError, DeliveredDate = @DeliveredDate, Body = COALESCE(Body, @Body),
+        LeaseOwner = NULL, LeaseUntil = NULL
+    WHERE Id = @Id AND LeaseOwner = @Worker AND Status = N'PENDING';
+    SELECT CAST(@@ROWCOUNT AS INT) AS Recorded;
 END
 GO

@@ -144,6 +144,7 @@ pub async fn evaluate_request(
         retry_of: None,
         attributes,
         idempotency_key: None,
+        notify_secret: None,
     };
     let duplicates = duplicates.iter().map(|d| bounded_text(d, MAX_SHOWN_DEVICE_CHARS)).collect();
     Ok(Intake { change, rows, devices, duplicates, warnings })

@@ -71,6 +71,10 @@ pub struct BulkChangeRequestWire {
     /// When to stop: the remaining rows are cancelled and the bulk change ends ABORTED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_when: Option<crate::rollout::AbortWhenWire>,
+    /// One more webhook endpoint for this bulk change's events (README "Webhooks"), signed with the secret the
+    /// submit's answer shows once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
 }
 
 impl BulkChangeRequestWire {

@@ -587,6 +587,50 @@ impl Rollouts for MemStore {
     }
 }
 
+/// No webhook endpoints in these tests: nothing is ever due.
+#[async_trait]
+impl Webhooks for MemStore {
+    async fn add_webhook(
+        &self,
+        _tenant_id: i64,
+        _url: &str,
+        _events: &[String],
+        _secret: &str,
+        _created_by: &str,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        Err(unfaked("add_webhook"))
+    }
+    async fn webhooks(&self, _tenant_id: i64) -> StoreResult<Vec<Webhook>> {
+        Ok(Vec::new())
+    }
+    async fn delete_webhook(&self, _tenant_id: i64, _id: i64, _now: DateTime<Utc>) -> StoreResult<bool> {
+        Err(unfaked("delete_webhook"))
+    }
+    async fn webhook_deliveries(&self, _tenant: i64, _webhook: i64, _limit: u32) -> StoreResult<Vec<WebhookDelivery>> {
+        Ok(Vec::new())
+    }
+    async fn claim_deliveries(
+        &self,
+        _worker: &str,
+        _limit: u32,
+        _until: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        Ok(Vec::new())
+    }
+    async fn record_delivery(
+        &self,
+        _id: i64,
+        _worker: &str,
+        _body: &str,
+        _result: &DeliveryResult,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        Err(unfaked("record_delivery"))
+    }
+}
+
 #[async_trait]
 impl Leases for MemStore {
     async fn claim_rows(

@@ -18,6 +18,7 @@ pub mod retry;
 pub mod rollout;
 pub mod scheduler;
 pub mod settings;
+pub mod webhooks;
 pub mod worker;
 
 pub use change::REV_COST_CENTER_FIELDS;

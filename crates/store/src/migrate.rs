@@ -77,6 +77,12 @@ pub const SCRIPTS: &[Script] = &[
         sql: include_str!("../../../infra/sql/007_rollout.sql"),
     },
     Script {
+        name: "008_webhooks.sql",
+        version: Some(8),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/008_webhooks.sql"),
+    },
+    Script {
         name: "R__procedures.sql",
         version: None,
         transactional: true,

@@ -133,6 +133,8 @@ pub struct NewBulkChange {
     /// The client's `Idempotency-Key`, reserved with `begin_idempotent`: the new bulk change is recorded on it in
     /// the same transaction, so a replay finds it even if the answer was never saved.
     pub idempotency_key: Option<String>,
+    /// Signs the deliveries to the request's `NotifyUrl` (generated at intake, shown once in the answer).
+    pub notify_secret: Option<String>,
 }
 
 /// What `create_bulk_change` recorded: the id, and the devices that became ERROR rows because another bulk
@@ -438,6 +440,77 @@ pub trait SecretSource: Send + Sync {
 }
 
 pub use store::*;
+
+/// The events a webhook endpoint may want (README "Webhooks"): a bulk change final (PROCESSED, ERROR, CANCELLED),
+/// paused (by a person or its canary), ended ABORTED by its abort rule.
+pub const EVENT_FINISHED: &str = "bulk_change.finished";
+pub const EVENT_PAUSED: &str = "bulk_change.paused";
+pub const EVENT_ABORTED: &str = "bulk_change.aborted";
+pub const EVENTS: [&str; 3] = [EVENT_FINISHED, EVENT_PAUSED, EVENT_ABORTED];
+
+/// A tenant's webhook endpoint (README "Webhooks"): the events it wants, and the secret its deliveries are signed
+/// with (shown once, when it is registered; never logged).
+#[derive(Clone, PartialEq)]
+pub struct Webhook {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: String,
+    pub created_by: String,
+    pub created_date: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook").field("id", &self.id).field("url", &self.url).field("events", &self.events).finish()
+    }
+}
+
+/// One event to one endpoint (a tenant's webhook, or a bulk change's `NotifyUrl` when `webhook_id` is `None`),
+/// written in the transaction that made the event true, then delivered at least once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub tenant_id: i64,
+    pub bulk_change_id: i64,
+    pub webhook_id: Option<i64>,
+    pub url: String,
+    /// PENDING, DELIVERED or FAILED.
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt: DateTime<Utc>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_date: DateTime<Utc>,
+    pub delivered_date: Option<DateTime<Utc>>,
+    /// The event's own facts kept with it (a pause's reason and who paused).
+    pub reason: Option<String>,
+    pub actor: Option<String>,
+}
+
+/// A delivery a deliverer holds (leased), with what it needs to send it.
+#[derive(Clone)]
+pub struct DueDelivery {
+    pub delivery: WebhookDelivery,
+    /// The endpoint's signing secret (the bulk change's own for a `NotifyUrl`).
+    pub secret: String,
+    /// The body as first sent (every attempt sends the same), `None` before the first attempt.
+    pub body: Option<String>,
+}
+
+/// What an attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryResult {
+    /// The endpoint answered 2xx.
+    Delivered { status_code: u16 },
+    /// Not accepted; tried again at `at`.
+    Retry { at: DateTime<Utc>, status_code: Option<u16>, error: String },
+    /// Not accepted within the retry window (or the endpoint was removed): given up.
+    Failed { status_code: Option<u16>, error: String },
+}
 
 /// One callback as received (`ThingSpaceCallBackResponseLog`); the password is never kept.
 #[derive(Debug, Clone, PartialEq)]

@@ -345,6 +345,51 @@ pub trait Rollouts: Send + Sync {
     async fn abort_bulk_change(&self, bulk_change_id: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<bool>;
 }
 
+/// Webhook endpoints and their deliveries (README "Webhooks"). The events themselves are written by the store in
+/// the transaction that makes them true (`finalize_bulk_change`, `pause_bulk_change`), one delivery per endpoint.
+#[async_trait]
+pub trait Webhooks: Send + Sync {
+    /// Registers an endpoint; returns its id.
+    async fn add_webhook(
+        &self,
+        tenant_id: i64,
+        url: &str,
+        events: &[String],
+        secret: &str,
+        created_by: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+    /// The tenant's endpoints not deleted, by id.
+    async fn webhooks(&self, tenant_id: i64) -> StoreResult<Vec<Webhook>>;
+    /// Deletes the tenant's endpoint (false: none such); its deliveries not yet made are given up.
+    async fn delete_webhook(&self, tenant_id: i64, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// The latest deliveries to one of the tenant's endpoints, newest first.
+    async fn webhook_deliveries(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    /// Leases up to `limit` PENDING deliveries due at `now` (no live lease) to `worker` until `until`.
+    async fn claim_deliveries(
+        &self,
+        worker: &str,
+        limit: u32,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<DueDelivery>>;
+    /// Records an attempt by the lease holder (false: the lease was lost, nothing written); `body` is kept the
+    /// first time, so every attempt sends the same event.
+    async fn record_delivery(
+        &self,
+        id: i64,
+        worker: &str,
+        body: &str,
+        result: &DeliveryResult,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+}
+
 /// Everything persisted. Every read a caller makes on behalf of a user names the tenant; `tenant: None` is the
 /// worker's system context, which reads a bulk change by id and then acts only within that bulk change's tenant.
 #[async_trait]
@@ -361,6 +406,7 @@ pub trait Store:
     + CarrierWaits
     + Callbacks
     + Rollouts
+    + Webhooks
 {
     /// Closes pooled connections (the Lambda shutdown hook calls it). Default: nothing to close.
     async fn close(&self) {}

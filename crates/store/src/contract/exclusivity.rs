@@ -36,6 +36,7 @@ pub async fn holding(
         retry_of,
         attributes: attributes.to_vec(),
         idempotency_key: None,
+        notify_secret: None,
     };
     store.create_bulk_change(&change, &rows).await
 }
@@ -247,6 +248,7 @@ pub async fn idempotency_keys_replay_once_per_tenant(store: &dyn Store) {
         retry_of: None,
         attributes: vec![],
         idempotency_key: Some("k3".into()),
+        notify_secret: None,
     };
     let row = NewRow {
         device_id: Some(devices[0].id),

@@ -106,6 +106,7 @@ pub async fn retries_are_linked_and_history_is_per_device(store: &dyn Store) {
         retry_of: Some(first),
         attributes: vec![],
         idempotency_key: None,
+        notify_secret: None,
     };
     let row = NewRow {
         device_id: Some(devices[0].id),
@@ -148,6 +149,7 @@ pub async fn scheduled_rows_wait_for_their_date(store: &dyn Store) {
         retry_of: None,
         attributes: vec![],
         idempotency_key: None,
+        notify_secret: None,
     };
     let plan = CustomerPlanChange {
         customer_rate_plan_id: Some(1),
@@ -219,6 +221,7 @@ pub async fn mobility_rows_behave_like_m2m_rows(store: &dyn Store) {
         retry_of: None,
         attributes: vec![],
         idempotency_key: None,
+        notify_secret: None,
     };
     let rows: Vec<NewRow> = devices
         .iter()

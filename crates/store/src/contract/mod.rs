@@ -156,6 +156,7 @@ fn status_update_change() -> NewBulkChange {
         retry_of: None,
         attributes: vec![],
         idempotency_key: None,
+        notify_secret: None,
     }
 }
 

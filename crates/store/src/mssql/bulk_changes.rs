@@ -33,7 +33,7 @@ impl BulkChanges for MssqlStore {
             let q = proc_call!(
                 "EXEC dbo.usp_DeviceBulkChange_Create @TenantId = @P1, @ServiceProviderId = @P2, @IntegrationId = @P3, @ChangeRequestTypeId = @P4,
                       @PortalTypeId = @P5, @ChangeRequest = @P6, @CreatedBy = @P7, @RowsJson = @P8, @Now = @P9, @RetryOfBulkChangeId = @P10,
-                      @AttributesJson = @P11, @IdempotencyKey = @P12, @CanaryDevices = @P13",
+                      @AttributesJson = @P11, @IdempotencyKey = @P12, @CanaryDevices = @P13, @NotifyUrl = @P14, @NotifySecret = @P15",
                 change.tenant_id,
                 change.service_provider_id,
                 change.integration.id(),
@@ -47,6 +47,8 @@ impl BulkChanges for MssqlStore {
                 attributes.as_str(),
                 change.idempotency_key.as_deref(),
                 change.request.canary.as_ref().and_then(|c| c.devices).and_then(|n| i32::try_from(n).ok()),
+                change.request.notify_url.as_deref(),
+                change.notify_secret.as_deref(),
             );
             match self.exec_raw(q).await {
                 Err(e) if server_code(&e) == Some(DEADLOCK_VICTIM) && attempt < 3 => continue,

@@ -646,6 +646,7 @@ mod reference;
 mod rev_services;
 mod rollouts;
 mod seed;
+mod webhooks;
 
 #[cfg(test)]
 mod tests {

@@ -19,9 +19,9 @@ impl BulkChanges for SqliteStore {
                 }
             }
             tx.execute(
-                "INSERT INTO DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId, CanaryDevices)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'NEW', ?6, ?7, ?8, ?8, ?9, ?10)",
-                params![change.tenant_id, change.service_provider_id, change.integration.id(), change.change_type.number(), i64::from(change.portal_type), request, change.created_by, now, change.retry_of, change.request.canary.as_ref().and_then(|c| c.devices)],
+                "INSERT INTO DeviceBulkChange (TenantId, ServiceProviderId, IntegrationId, ChangeRequestTypeId, PortalTypeId, Status, ChangeRequest, CreatedBy, CreatedDate, ModifiedDate, RetryOfBulkChangeId, CanaryDevices, NotifyUrl, NotifySecret)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'NEW', ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12)",
+                params![change.tenant_id, change.service_provider_id, change.integration.id(), change.change_type.number(), i64::from(change.portal_type), request, change.created_by, now, change.retry_of, change.request.canary.as_ref().and_then(|c| c.devices), change.request.notify_url, change.notify_secret],
             )
             .map_err(|e| match (e.sqlite_error_code(), change.retry_of) {
                 // The unique index over open retries decides when the check above raced (another connection).
@@ -281,18 +281,24 @@ impl BulkChanges for SqliteStore {
             let Some(status) = bulk_status_from_rows(statuses) else {
                 return Ok(None);
             };
-            tx.execute(
-                "UPDATE DeviceBulkChange
-                 SET Status = CASE WHEN ?3 AND AbortedReason IS NOT NULL THEN 'ABORTED' ELSE ?2 END,
-                     ProcessedDate = CASE WHEN ?3 THEN ?4 ELSE ProcessedDate END, ModifiedDate = ?4
-                 WHERE Id = ?1 AND Status NOT IN ('PROCESSED', 'ERROR', 'CANCELLED', 'ABORTED')
-                   AND NOT (Status = 'PAUSED' AND NOT ?3)",
-                params![bulk_change_id, status.as_str(), status.is_final(), ts(now)],
-            )
-            .map_err(db("finalize"))?;
+            let changed = tx
+                .execute(
+                    "UPDATE DeviceBulkChange
+                     SET Status = CASE WHEN ?3 AND AbortedReason IS NOT NULL THEN 'ABORTED' ELSE ?2 END,
+                         ProcessedDate = CASE WHEN ?3 THEN ?4 ELSE ProcessedDate END, ModifiedDate = ?4
+                     WHERE Id = ?1 AND Status NOT IN ('PROCESSED', 'ERROR', 'CANCELLED', 'ABORTED')
+                       AND NOT (Status = 'PAUSED' AND NOT ?3)",
+                    params![bulk_change_id, status.as_str(), status.is_final(), ts(now)],
+                )
+                .map_err(db("finalize"))?;
             let current: String = tx
                 .query_row("SELECT Status FROM DeviceBulkChange WHERE Id = ?1", params![bulk_change_id], |r| r.get(0))
                 .map_err(db("finalize"))?;
+            if changed == 1 && status.is_final() {
+                // Made final just now, once: its event goes out with it (the webhook outbox).
+                let event = if current == "ABORTED" { EVENT_ABORTED } else { EVENT_FINISHED };
+                write_event(&tx, bulk_change_id, event, None, None, now)?;
+            }
             tx.commit().map_err(db("commit finalize"))?;
             BulkStatus::parse(&current)
                 .map(Some)

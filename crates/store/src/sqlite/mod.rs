@@ -565,3 +565,5 @@ mod reads;
 mod reference;
 mod rev_services;
 mod rollouts;
+mod webhooks;
+use webhooks::write_event;

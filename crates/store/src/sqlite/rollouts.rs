@@ -74,6 +74,7 @@ impl Rollouts for SqliteStore {
             if n == 0 {
                 return Ok(None);
             }
+            write_event(&tx, bulk_change_id, EVENT_PAUSED, Some(&reason), Some(&by), now)?;
             let in_flight: i64 = tx
                 .query_row(
                     &format!("SELECT COUNT(*) FROM {table} WHERE BulkChangeId = ?1 AND Status = 'PROCESSING'"),

@@ -27,6 +27,7 @@ pub(super) const STEPS: &[(u32, &str, &str)] = &[
     step!(11, "011_carrier_settings.sql"),
     step!(12, "012_notification_lease.sql"),
     step!(13, "013_rollout.sql"),
+    step!(14, "014_webhooks.sql"),
 ];
 
 /// Applies the steps this file has not had yet, each in a transaction of its own that takes the write lock first,
