@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod openapi;
 pub mod problem;
 pub mod results;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use domain::{BulkStatus, ChangeType, RowStatus};
 use engine::ports::{BulkChange, BulkChangeFilter, Queue, Store, WorkMessage};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub body_idle: std::time::Duration,
     /// Where exports over the inline limit go (the Lambda function: S3); `None` streams every export inline.
     pub large_exports: Option<export::LargeExports>,
+    /// Where webhook URLs may point (`WEBHOOK_ALLOW_LOOPBACK`), checked at registration and at submit (`NotifyUrl`).
+    pub webhook_policy: engine::webhooks::UrlPolicy,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -66,6 +69,9 @@ pub fn router(state: AppState) -> Router {
         .route("/M2M/AssociateCustomer", post(associate_customer))
         .route("/M2M/Index", get(index))
         .route("/M2M/DeviceInventoryExport", get(export))
+        .route("/M2M/Webhooks", post(webhooks::register).get(webhooks::list))
+        .route("/M2M/Webhooks/{id}", delete(webhooks::delete))
+        .route("/M2M/Webhooks/{id}/Deliveries", get(webhooks::deliveries))
         // Called by ThingSpace without a portal token: a callback is one device's result, far below the limit,
         // which is checked before the body is read or parsed.
         .route("/ThingSpace/Callback", post(thingspace_callback).layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY_BYTES)))
@@ -199,6 +205,13 @@ async fn accept(
     idempotency_key: Option<String>,
 ) -> Result<Response, ApiError> {
     intake.change.idempotency_key = idempotency_key;
+    // Its own webhook endpoint: checked like a registered one, signed with a secret shown once, in this answer.
+    if let Some(url) = intake.change.request.notify_url.clone() {
+        engine::webhooks::check_url(&url, state.webhook_policy)
+            .await
+            .map_err(|why| ApiError::invalid("NotifyUrl", format!("NotifyUrl {why}")))?;
+        intake.change.notify_secret = Some(engine::webhooks::new_secret().map_err(ApiError::Internal)?);
+    }
     // Recorded first, enqueued second: a worker never sees a bulk change that is not stored, and when the
     // enqueue fails the scheduler finds the NEW bulk change and enqueues it. The API never writes its status again.
     let created = state.store.create_bulk_change(&intake.change, &intake.rows).await?;
@@ -222,6 +235,9 @@ async fn accept(
     });
     if let (Some(retry_of), Some(obj)) = (intake.change.retry_of, body.as_object_mut()) {
         obj.insert("RetryOf".into(), json!(retry_of));
+    }
+    if let (Some(secret), Some(obj)) = (&intake.change.notify_secret, body.as_object_mut()) {
+        obj.insert("NotifySecret".into(), json!(secret));
     }
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if let Some(location) = status_location(id) {

@@ -36,7 +36,11 @@ use crate::intake::{DeviceResult, IntakeCounts};
         super::index,
         super::export,
         super::thingspace_callback,
-        super::teal_callback
+        super::teal_callback,
+        super::webhooks::register,
+        super::webhooks::list,
+        super::webhooks::delete,
+        super::webhooks::deliveries
     ),
     components(schemas(domain::BulkChangeRequestWire, super::AssociateCustomerRequest, Problem)),
     modifiers(&BearerAuth),
@@ -114,6 +118,8 @@ pub struct Accepted {
     pub warnings: Vec<FieldError>,
     /// The bulk change whose failed rows this one retries.
     pub retry_of: Option<i64>,
+    /// With a `NotifyUrl`: the secret its deliveries are signed with (`Webhook-Signature`), shown only here.
+    pub notify_secret: Option<String>,
 }
 
 /// The dry run's answer (200).

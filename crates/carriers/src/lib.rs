@@ -8,6 +8,7 @@ pub mod rev_io;
 pub mod teal;
 pub mod telegence;
 pub mod thingspace;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

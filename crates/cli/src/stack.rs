@@ -73,6 +73,9 @@ pub struct StackConfig {
     pub stranded_grace: Duration,
     pub retry: RetryPolicy,
     pub http_timeout: Duration,
+    /// Webhook deliveries (`WEBHOOK_*`): the local stack allows `http://127.0.0.1` receivers unless told not to.
+    pub webhooks: engine::webhooks::DeliveryConfig,
+    pub webhook_timeout: Duration,
 }
 
 impl StackConfig {
@@ -87,6 +90,16 @@ impl StackConfig {
         self.api_body_idle = settings.api_body_idle;
         self.http_timeout = settings.carrier_timeout;
         self.retry = settings.retry;
+        self.webhooks = settings.webhooks;
+        self.webhook_timeout = settings.webhook_timeout;
+    }
+
+    /// The webhook deliverer of this stack's workers and scheduler.
+    pub fn deliverer(&self, worker_id: &str) -> Arc<engine::webhooks::Deliverer> {
+        Arc::new(engine::webhooks::Deliverer {
+            transport: Arc::new(carriers::webhook::HttpTransport::new(self.webhook_timeout)),
+            config: engine::webhooks::DeliveryConfig { worker_id: worker_id.to_string(), ..self.webhooks.clone() },
+        })
     }
 
     pub fn local(database: PathBuf, outbox: PathBuf, jwt_secret: String) -> Self {
@@ -115,6 +128,11 @@ impl StackConfig {
             stranded_grace: WorkerConfig::default().lease,
             retry: RetryPolicy::default(),
             http_timeout: Duration::from_secs(30),
+            webhooks: engine::webhooks::DeliveryConfig {
+                policy: engine::webhooks::UrlPolicy { allow_loopback: true },
+                ..engine::webhooks::DeliveryConfig::default()
+            },
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -168,6 +186,7 @@ impl Stack {
             body_idle: config.api_body_idle,
             // Served from this process, an export streams inline whatever its size (no 6 MB answer limit here).
             large_exports: None,
+            webhook_policy: config.webhooks.policy,
         };
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -254,6 +273,7 @@ impl Stack {
 
     fn spawn_scheduler(&self) -> JoinHandle<()> {
         let store = self.store.clone();
+        let deliverer = self.config.deliverer("scheduler");
         let queue = self.queue.clone();
         let mut rx = self.shutdown.subscribe();
         let (interval, grace) = (self.config.scheduler_interval, self.config.stranded_grace);
@@ -270,6 +290,7 @@ impl Stack {
                 let _ = store
                     .purge_unmatched_callbacks(SystemClock.now() - engine::carrier::thingspace::UNMATCHED_KEPT)
                     .await;
+                deliverer.run(&*store).await;
             }
         })
     }
@@ -314,6 +335,7 @@ pub fn local_worker(
         limiters: Arc::new(RateLimiters::shared(store.shared())),
         metrics: Arc::new(engine::metrics::NoMetrics),
         recorder: Arc::new(engine::recorder::Recorder::new(store.shared(), config.write_batch)),
+        webhooks: Some(stack.deliverer(&config.worker_id)),
         config,
     })
 }

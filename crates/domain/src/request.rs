@@ -465,6 +465,8 @@ pub struct BulkChangeRequest {
     pub devices: Vec<String>,
     pub details: ChangeDetails,
     pub rollout: crate::rollout::Rollout,
+    /// One more webhook endpoint for this bulk change's events (its address is checked by the API).
+    pub notify_url: Option<String>,
 }
 
 const MALFORMED: &str = "Malformed bulk change request";
@@ -520,8 +522,16 @@ impl BulkChangeRequest {
             wire.abort_when.as_ref(),
             &mut errors,
         );
+        let notify_url = match wire.notify_url.as_deref().map(str::trim) {
+            Some("") => {
+                errors.push(FieldError::new("NotifyUrl", "NotifyUrl is empty; leave it out or give an https URL"));
+                None
+            }
+            other => other.map(str::to_string),
+        };
         match details {
             Some(details) if errors.is_empty() => Ok(Self {
+                notify_url,
                 service_provider_id,
                 portal_type,
                 override_validation: wire.override_validation,
@@ -619,6 +629,7 @@ impl BulkChangeRequest {
             max_per_minute: self.rollout.max_per_minute.map(i64::from),
             canary: self.rollout.canary_wire(),
             abort_when: self.rollout.abort_when_wire(),
+            notify_url: self.notify_url.clone(),
             ..Default::default()
         };
         match &self.details {

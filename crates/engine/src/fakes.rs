@@ -116,6 +116,7 @@ impl MemStore {
             override_validation: false,
             details: details.clone(),
             rollout: Default::default(),
+            notify_url: None,
         };
         let bulk = BulkChange {
             id,

@@ -23,6 +23,10 @@ pub struct Settings {
     pub carrier_timeout: Duration,
     /// Attempts and backoff of every carrier client.
     pub retry: crate::retry::RetryPolicy,
+    /// Webhook deliveries (README "Webhooks"): where URLs may point, the retries, when to give up.
+    pub webhooks: crate::webhooks::DeliveryConfig,
+    /// How long a webhook endpoint may take to answer.
+    pub webhook_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -34,7 +38,7 @@ pub struct SettingsError {
 }
 
 /// Every variable read here, with its default, for the README and `--help`.
-pub const VARIABLES: [(&str, &str); 21] = [
+pub const VARIABLES: [(&str, &str); 26] = [
     ("WORKER_LEASE_SECONDS", "30"),
     ("WORKER_ROWS_IN_FLIGHT", "256"),
     ("WORKER_CLAIM_BATCH", "64"),
@@ -56,6 +60,11 @@ pub const VARIABLES: [(&str, &str); 21] = [
     ("CARRIER_RETRY_ATTEMPTS", "5"),
     ("CARRIER_RETRY_BASE_MILLISECONDS", "200"),
     ("CARRIER_RETRY_MAX_MILLISECONDS", "20000"),
+    ("WEBHOOK_ALLOW_LOOPBACK", "false"),
+    ("WEBHOOK_TIMEOUT_SECONDS", "10"),
+    ("WEBHOOK_RETRY_BASE_MILLISECONDS", "30000"),
+    ("WEBHOOK_RETRY_MAX_MILLISECONDS", "3600000"),
+    ("WEBHOOK_GIVE_UP_HOURS", "24"),
 ];
 
 impl Settings {
@@ -108,7 +117,28 @@ impl Settings {
                 .unwrap_or(defaults.email_to.clone()),
             ..defaults
         };
+        let allow_loopback = match get("WEBHOOK_ALLOW_LOOPBACK").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(SettingsError {
+                    name: "WEBHOOK_ALLOW_LOOPBACK",
+                    value: other.to_string(),
+                    problem: "is not true or false",
+                });
+            }
+        };
+        let webhooks = crate::webhooks::DeliveryConfig {
+            policy: crate::webhooks::UrlPolicy { allow_loopback },
+            worker_id: worker.worker_id.clone(),
+            retry_base: Duration::from_millis(number("WEBHOOK_RETRY_BASE_MILLISECONDS", 30_000, 1)?),
+            retry_max: Duration::from_millis(number("WEBHOOK_RETRY_MAX_MILLISECONDS", 3_600_000, 1)?),
+            give_up_after: Duration::from_secs(3600 * number("WEBHOOK_GIVE_UP_HOURS", 24, 1)?),
+            ..crate::webhooks::DeliveryConfig::default()
+        };
         Ok(Self {
+            webhooks,
+            webhook_timeout: Duration::from_secs(number("WEBHOOK_TIMEOUT_SECONDS", 10, 1)?),
             stranded_grace: lease,
             scheduler_interval: Duration::from_secs(number("SCHEDULER_INTERVAL_SECONDS", 60, 1)?),
             database_pool_size: number("DATABASE_POOL_SIZE", 4, 1)? as usize,
@@ -161,6 +191,20 @@ mod tests {
         assert_eq!(s.worker.teal_give_up, Duration::from_secs(3600));
         assert_eq!(s.worker.teal_callback_url.as_deref(), Some("https://api.example/Teal/Callback"));
         assert_eq!(read(&[("TEAL_CALLBACK_URL", "ftp://x")]).unwrap_err().name, "TEAL_CALLBACK_URL");
+    }
+
+    #[test]
+    fn webhooks_refuse_loopback_unless_told() {
+        let s = read(&[]).expect("defaults");
+        assert!(!s.webhooks.policy.allow_loopback, "production refuses loopback");
+        assert_eq!(
+            (s.webhooks.give_up_after, s.webhook_timeout),
+            (Duration::from_secs(86_400), Duration::from_secs(10))
+        );
+        let s = read(&[("WEBHOOK_ALLOW_LOOPBACK", "true"), ("WEBHOOK_RETRY_BASE_MILLISECONDS", "100")]).expect("read");
+        assert!(s.webhooks.policy.allow_loopback);
+        assert_eq!(s.webhooks.retry_base, Duration::from_millis(100));
+        assert_eq!(read(&[("WEBHOOK_ALLOW_LOOPBACK", "yes")]).unwrap_err().name, "WEBHOOK_ALLOW_LOOPBACK");
     }
 
     #[test]

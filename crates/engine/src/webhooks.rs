@@ -264,6 +264,29 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// A transport and how to deliver: what the worker (right after a bulk change's event) and the scheduler (every
+/// tick: retries, and events a dead worker left) run.
+pub struct Deliverer {
+    pub transport: std::sync::Arc<dyn WebhookTransport>,
+    pub config: DeliveryConfig,
+}
+
+impl Deliverer {
+    /// One pass over what is due now; failures are logged (the next pass tries again).
+    pub async fn run<S>(&self, store: &S) -> DeliveryReport
+    where
+        S: Webhooks + Reads + crate::ports::Rollouts + ?Sized,
+    {
+        match deliver_due(store, self.transport.as_ref(), &self.config).await {
+            Ok(report) => report,
+            Err(e) => {
+                warn!(error = %e, "webhook deliveries could not be read; the next pass tries again");
+                DeliveryReport::default()
+            }
+        }
+    }
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryReport {

@@ -124,6 +124,8 @@ pub struct Worker {
     pub config: WorkerConfig,
     /// Writes this worker's audit entries and row outcomes in groups (`Recorder::new(store, config.write_batch)`).
     pub recorder: Arc<Recorder>,
+    /// Sends the webhook events due (a bulk change just final or paused) at once; the scheduler retries.
+    pub webhooks: Option<Arc<crate::webhooks::Deliverer>>,
 }
 
 /// Rows one worker works at once for one bulk change: its setting, but no more than a quarter second of the
@@ -268,6 +270,7 @@ impl Worker {
                     if let Ok(Some(bulk)) = self.store.bulk_change(None, id).await {
                         self.notify_failures(&bulk).await;
                     }
+                    self.deliver_webhooks().await;
                     Ok(Handled::Finished(status))
                 }
                 Some(status) => Ok(Handled::Finished(status)),
@@ -278,6 +281,7 @@ impl Worker {
                     // resume queues the bulk change again.
                     info!("bulk change paused; rows in flight finished");
                     self.metrics.record(Metric::BulkChangePaused);
+                    self.deliver_webhooks().await;
                     Ok(Handled::Paused)
                 }
                 None => {
@@ -335,6 +339,16 @@ impl Worker {
     }
 
     /// How long until the first lease on an open row ends (at least the continuation delay, at most SQS's 15 min).
+    /// Sends the webhook events due now (this bulk change's among them); what fails is retried by the scheduler.
+    async fn deliver_webhooks(&self) {
+        if let Some(deliverer) = &self.webhooks {
+            let report = deliverer.run(self.store.as_ref()).await;
+            if report != crate::webhooks::DeliveryReport::default() {
+                info!(delivered = report.delivered, retried = report.retried, failed = report.failed, "webhooks sent");
+            }
+        }
+    }
+
     async fn delay_until_next_expiry(&self, id: i64) -> Duration {
         let now = self.clock.now();
         let until = match self.store.next_lease_expiry(id).await {
@@ -589,6 +603,7 @@ mod tests {
     fn worker(store: Arc<MemStore>, cc: Arc<CountingCc>, notifier: Arc<MemNotifier>) -> Worker {
         Worker {
             recorder: Arc::new(Recorder::new(store.clone(), 1)),
+            webhooks: None,
             store,
             queue: Arc::new(MemQueue::default()),
             notifier,

@@ -18,6 +18,16 @@ pub struct Adapters {
     pub notifier: Arc<dyn Notifier>,
     /// The API's exports over the inline limit go to S3 (`EXPORT_BUCKET`).
     pub large_exports: Option<api::export::LargeExports>,
+    /// Sends webhook events (`WEBHOOK_*` settings), from the worker and the scheduler.
+    pub webhooks: Arc<engine::webhooks::Deliverer>,
+}
+
+/// The webhook deliverer of a function: reqwest, the settings' policy and retries, `worker_id` holding leases.
+pub fn deliverer(settings: &engine::Settings, worker_id: &str) -> Arc<engine::webhooks::Deliverer> {
+    Arc::new(engine::webhooks::Deliverer {
+        transport: Arc::new(carriers::webhook::HttpTransport::new(settings.webhook_timeout)),
+        config: engine::webhooks::DeliveryConfig { worker_id: worker_id.to_string(), ..settings.webhooks.clone() },
+    })
 }
 
 /// Writes e-mails as log lines when SES is not configured (local invocation).
@@ -61,7 +71,8 @@ pub async fn build(config: &FunctionConfig, sdk: &aws::SdkConfig) -> Result<Adap
         inline_limit: config.export_inline_limit,
         spool_dir: std::env::temp_dir(),
     });
-    Ok(Adapters { store, queue, notifier, large_exports })
+    let webhooks = deliverer(&config.settings, &config.settings.worker.worker_id);
+    Ok(Adapters { store, queue, notifier, large_exports, webhooks })
 }
 
 /// Carrier credentials stored as Secrets Manager ARNs are read there, and kept `carrier_secret_ttl`.
@@ -85,6 +96,7 @@ pub fn worker(adapters: &Adapters, config: &FunctionConfig, metrics: Arc<dyn Met
         limiters: Arc::new(RateLimiters::shared(adapters.store.clone())),
         metrics: metrics.clone(),
         recorder: Arc::new(engine::recorder::Recorder::new(adapters.store.clone(), worker_config.write_batch)),
+        webhooks: Some(adapters.webhooks.clone()),
         config: worker_config,
     })
 }

@@ -60,6 +60,7 @@ pub fn app(
         max_devices,
         body_idle,
         large_exports: adapters.large_exports.clone(),
+        webhook_policy: adapters.webhooks.config.policy,
     });
     let Some(metrics) = metrics else { return router };
     router.layer(axum::middleware::map_response(move |response: axum::response::Response| {

@@ -57,7 +57,13 @@ fn function_config(dir: &tempfile::TempDir) -> FunctionConfig {
 }
 
 fn adapters_on(stack: &Stack, queue: Arc<dyn Queue>) -> Adapters {
-    Adapters { store: stack.store.shared(), queue, notifier: Arc::new(LogNotifier), large_exports: None }
+    Adapters {
+        store: stack.store.shared(),
+        queue,
+        notifier: Arc::new(LogNotifier),
+        large_exports: None,
+        webhooks: stack.config.deliverer("test"),
+    }
 }
 
 /// Submits `events/requests/NAME` through the local server as tenant 1; returns the bulk change id.
@@ -276,7 +282,10 @@ async fn scheduler_tick_requeues_a_bulk_change_nobody_picked_up() {
     let (_dir, stack) = stack().await;
     let _: Value = serde_json::from_str(&event_text("schedule/every-minute.json")).expect("the schedule event is JSON");
     let id = submit(&stack, "01-activate-with-rev-service.json").await;
-    let report = functions::scheduler::tick(&*stack.store, &stack.queue, Duration::ZERO).await.expect("tick");
+    let report =
+        functions::scheduler::tick(&*stack.store, &stack.queue, Duration::ZERO, &stack.config.deliverer("test"))
+            .await
+            .expect("tick");
     assert_eq!(report.requeued, vec![id]);
     let processed = {
         let worker = stack.worker(engine::WorkerConfig::default()).expect("worker");
@@ -286,7 +295,10 @@ async fn scheduler_tick_requeues_a_bulk_change_nobody_picked_up() {
             .expect("handled")
     };
     assert_eq!(processed, engine::Handled::Finished(domain::BulkStatus::Processed));
-    let report = functions::scheduler::tick(&*stack.store, &stack.queue, Duration::ZERO).await.expect("tick");
+    let report =
+        functions::scheduler::tick(&*stack.store, &stack.queue, Duration::ZERO, &stack.config.deliverer("test"))
+            .await
+            .expect("tick");
     assert!(report.requeued.is_empty(), "a finished bulk change is never requeued");
 }
 
@@ -298,7 +310,8 @@ async fn a_scheduler_tick_on_a_failing_database_is_an_error() {
     let queue = store::SqliteQueue::new(store.clone());
     store.break_for_tests().await;
     // THEN the tick fails (the invocation fails and the Errors alarm sees it) instead of logging and returning
-    let failed = functions::scheduler::tick(&store, &queue, Duration::ZERO).await;
+    let deliverer = functions::adapters::deliverer(&engine::Settings::from_lookup(|_| None).expect("settings"), "t");
+    let failed = functions::scheduler::tick(&store, &queue, Duration::ZERO, &deliverer).await;
     assert!(failed.is_err(), "{failed:?}");
 }
 

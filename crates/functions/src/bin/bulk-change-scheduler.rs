@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
         let metrics = metrics.clone();
         async move {
             let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
-            let tick = scheduler::tick(adapters.store.as_ref(), adapters.queue.as_ref(), grace);
+            let tick = scheduler::tick(adapters.store.as_ref(), adapters.queue.as_ref(), grace, &adapters.webhooks);
             let report = tracing::Instrument::instrument(tick, span).await;
             scheduler::record(&metrics, &report);
             metrics.flush();
