@@ -315,6 +315,10 @@ impl Tuning {
     /// The environment's settings with these flags on top.
     fn settings(&self) -> Result<engine::Settings> {
         let mut settings = engine::Settings::from_env()?;
+        // On one machine, webhook receivers are on it too: http://127.0.0.1 is allowed unless the environment says.
+        if std::env::var_os("WEBHOOK_ALLOW_LOOPBACK").is_none() {
+            settings.webhooks.policy.allow_loopback = true;
+        }
         if let Some(secs) = self.lease_seconds {
             anyhow::ensure!(secs >= 3, "--lease-seconds must be at least 3 (the heartbeat renews every third)");
             settings.worker.lease = std::time::Duration::from_secs(secs);

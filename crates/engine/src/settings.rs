@@ -128,9 +128,12 @@ impl Settings {
                 });
             }
         };
+        let webhook_timeout = Duration::from_secs(number("WEBHOOK_TIMEOUT_SECONDS", 10, 1)?);
         let webhooks = crate::webhooks::DeliveryConfig {
             policy: crate::webhooks::UrlPolicy { allow_loopback },
             worker_id: worker.worker_id.clone(),
+            // Held past any attempt's end; a dead deliverer's deliveries are taken over once it ends.
+            lease: lease.max(webhook_timeout * 2),
             retry_base: Duration::from_millis(number("WEBHOOK_RETRY_BASE_MILLISECONDS", 30_000, 1)?),
             retry_max: Duration::from_millis(number("WEBHOOK_RETRY_MAX_MILLISECONDS", 3_600_000, 1)?),
             give_up_after: Duration::from_secs(3600 * number("WEBHOOK_GIVE_UP_HOURS", 24, 1)?),
@@ -138,7 +141,7 @@ impl Settings {
         };
         Ok(Self {
             webhooks,
-            webhook_timeout: Duration::from_secs(number("WEBHOOK_TIMEOUT_SECONDS", 10, 1)?),
+            webhook_timeout,
             stranded_grace: lease,
             scheduler_interval: Duration::from_secs(number("SCHEDULER_INTERVAL_SECONDS", 60, 1)?),
             database_pool_size: number("DATABASE_POOL_SIZE", 4, 1)? as usize,

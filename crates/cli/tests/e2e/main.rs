@@ -16,3 +16,4 @@ mod rollout;
 mod teal;
 mod telegence;
 mod thingspace;
+mod webhooks;

@@ -13,11 +13,11 @@ use store::seed::{SeedDevice, SeedServiceProvider, SeedTenant};
 
 const POD19: i64 = 10;
 
-fn device(i: usize) -> String {
+pub(crate) fn device(i: usize) -> String {
     bench_iccid(7000 + i)
 }
 
-fn seed(devices: usize, rate: f64) -> Seed {
+pub(crate) fn seed(devices: usize, rate: f64) -> Seed {
     Seed {
         tenants: vec![SeedTenant { id: 1, name: "Acme".into() }, SeedTenant { id: 2, name: "Globex".into() }],
         service_providers: vec![SeedServiceProvider {
@@ -32,7 +32,7 @@ fn seed(devices: usize, rate: f64) -> Seed {
     }
 }
 
-fn activation(devices: std::ops::Range<usize>, rollout: Value) -> Value {
+pub(crate) fn activation(devices: std::ops::Range<usize>, rollout: Value) -> Value {
     let mut body = json!({"ServiceProviderId": POD19, "ChangeType": 3,
                           "Devices": devices.map(device).collect::<Vec<_>>(),
                           "StatusUpdate": {"TargetStatus": "Active"}});

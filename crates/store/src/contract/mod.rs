@@ -171,3 +171,5 @@ pub use exclusivity::*;
 pub use lifecycle::*;
 pub use pace::*;
 pub use rollout::*;
+mod webhooks;
+pub use webhooks::*;

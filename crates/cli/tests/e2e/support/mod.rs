@@ -117,6 +117,8 @@ impl TestApp {
             .env("THINGSPACE_RESULT_WAIT_SECONDS", "1")
             .env("TELEGENCE_POLL_SECONDS", "1")
             .env("TEAL_POLL_SECONDS", "1")
+            .env("WEBHOOK_TIMEOUT_SECONDS", "1")
+            .env("WEBHOOK_RETRY_BASE_MILLISECONDS", "200")
             .env("RUST_LOG", "error")
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
