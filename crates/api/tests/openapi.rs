@@ -51,6 +51,13 @@ fn every_sample_request_validates() {
         seen += 1;
     }
     assert!(seen >= 20, "{seen} samples");
+    let webhook = validator("NewWebhookRequest");
+    let sample: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("events/webhooks/register.json")).expect("webhook sample"),
+    )
+    .expect("JSON");
+    assert_eq!(errors(&webhook, &sample), Vec::<String>::new(), "events/webhooks/register.json");
+    assert!(!errors(&webhook, &json!({"Url": "https://x.example", "Secret": "mine"})).is_empty(), "unknown field");
     // And the schema does say no to a request of the wrong shape.
     assert!(!errors(&bulk, &json!({"ServiceProviderId": "ten", "Devices": "8901"})).is_empty());
 }
@@ -59,6 +66,7 @@ fn every_sample_request_validates() {
 fn every_request_example_in_the_readme_validates() {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
     let (bulk, associate) = (validator("BulkChangeRequestWire"), validator("AssociateCustomerRequest"));
+    let webhook = validator("NewWebhookRequest");
     let mut checked = 0;
     // `curl ... /M2M/<route> ... -d '{...}'` examples.
     for command in readme.split("curl ").skip(1) {
@@ -67,7 +75,13 @@ fn every_request_example_in_the_readme_validates() {
         let Some(end) = body.find("}'") else { continue };
         let json: Value =
             serde_json::from_str(&body[..=end]).unwrap_or_else(|e| panic!("README example: {e}\n{}", &body[..=end]));
-        let schema = if command[..start].contains("/M2M/AssociateCustomer") { &associate } else { &bulk };
+        let schema = if command[..start].contains("/M2M/AssociateCustomer") {
+            &associate
+        } else if command[..start].contains("/M2M/Webhooks") {
+            &webhook
+        } else {
+            &bulk
+        };
         assert_eq!(errors(schema, &json), Vec::<String>::new(), "{json}");
         checked += 1;
     }
