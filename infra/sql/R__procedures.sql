@@ -762,6 +762,28 @@ BEGIN
         WHERE Id = @ChangeDetailId AND BulkChangeId = @BulkChangeId AND TenantId = @TenantId AND LeaseOwner = @Worker AND Status = N'PROCESSING';
     DECLARE @Completed BIT = CASE WHEN EXISTS (SELECT 1 FROM @Done) THEN 1 ELSE 0 END;
     DECLARE @DeviceId BIGINT = (SELECT TOP (1) DeviceId FROM @Done);
+    IF @Completed = 1 AND @DeviceId IS NOT NULL AND @Status = N'PROCESSED'
+    BEGIN
+        -- What the device was, just before this row's change is applied below (an undo sets it back).
+        DECLARE @BStatus BIGINT, @BPlan NVARCHAR(200), @BComm NVARCHAR(200), @BCustomer NVARCHAR(100), @BUser NVARCHAR(200),
+                @BRatePlan BIGINT, @BRatePool BIGINT, @BAlloc FLOAT, @BIccid NVARCHAR(25), @BImei NVARCHAR(20);
+        SELECT @BStatus = DeviceStatusId, @BPlan = CarrierRatePlan, @BComm = CommunicationPlan, @BCustomer = RevCustomerId,
+               @BUser = Username, @BRatePlan = CustomerRatePlanId, @BRatePool = CustomerRatePoolId, @BAlloc = CustomerDataAllocationMB,
+               @BIccid = ICCID, @BImei = IMEI
+        FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
+        IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
+            UPDATE dbo.Mobility_DeviceChange
+            SET BeforeDeviceStatusId = @BStatus, BeforeCarrierRatePlan = @BPlan, BeforeCommunicationPlan = @BComm,
+                BeforeRevCustomerId = @BCustomer, BeforeUsername = @BUser, BeforeCustomerRatePlanId = @BRatePlan,
+                BeforeCustomerRatePoolId = @BRatePool, BeforeDataAllocationMB = @BAlloc, BeforeICCID = @BIccid, BeforeIMEI = @BImei
+            WHERE Id = @ChangeDetailId;
+        ELSE
+            UPDATE dbo.M2M_DeviceChange
+            SET BeforeDeviceStatusId = @BStatus, BeforeCarrierRatePlan = @BPlan, BeforeCommunicationPlan = @BComm,
+                BeforeRevCustomerId = @BCustomer, BeforeUsername = @BUser, BeforeCustomerRatePlanId = @BRatePlan,
+                BeforeCustomerRatePoolId = @BRatePool, BeforeDataAllocationMB = @BAlloc, BeforeICCID = @BIccid, BeforeIMEI = @BImei
+            WHERE Id = @ChangeDetailId;
+    END
     IF @Completed = 1 AND @DeviceId IS NOT NULL
     BEGIN
         IF @NewDeviceStatusId IS NOT NULL OR @CarrierRatePlan IS NOT NULL OR @CommunicationPlan IS NOT NULL OR @RevCustomerId IS NOT NULL
@@ -879,6 +901,25 @@ BEGIN
         ROLLBACK TRANSACTION;
         THROW 50510, N'a group of completions updates one device twice: complete its rows one by one', 1;
     END
+    -- What each device was, just before a PROCESSED row's change is applied below (an undo sets it back).
+    UPDATE dbo.M2M_DeviceChange
+    SET BeforeDeviceStatusId = d.DeviceStatusId, BeforeCarrierRatePlan = d.CarrierRatePlan, BeforeCommunicationPlan = d.CommunicationPlan,
+        BeforeRevCustomerId = d.RevCustomerId, BeforeUsername = d.Username, BeforeCustomerRatePlanId = d.CustomerRatePlanId,
+        BeforeCustomerRatePoolId = d.CustomerRatePoolId, BeforeDataAllocationMB = d.CustomerDataAllocationMB, BeforeICCID = d.ICCID,
+        BeforeIMEI = d.IMEI
+    FROM dbo.Device d
+    WHERE d.Id = dbo.M2M_DeviceChange.DeviceId AND d.TenantId = dbo.M2M_DeviceChange.TenantId
+      AND EXISTS (SELECT 1 FROM dbo.CompletionWork r WHERE r.GroupId = @G AND r.Completed = 1 AND r.Mobility = 0
+                  AND r.Status = N'PROCESSED' AND r.RowId = dbo.M2M_DeviceChange.Id);
+    UPDATE dbo.Mobility_DeviceChange
+    SET BeforeDeviceStatusId = d.DeviceStatusId, BeforeCarrierRatePlan = d.CarrierRatePlan, BeforeCommunicationPlan = d.CommunicationPlan,
+        BeforeRevCustomerId = d.RevCustomerId, BeforeUsername = d.Username, BeforeCustomerRatePlanId = d.CustomerRatePlanId,
+        BeforeCustomerRatePoolId = d.CustomerRatePoolId, BeforeDataAllocationMB = d.CustomerDataAllocationMB, BeforeICCID = d.ICCID,
+        BeforeIMEI = d.IMEI
+    FROM dbo.Device d
+    WHERE d.Id = dbo.Mobility_DeviceChange.DeviceId AND d.TenantId = dbo.Mobility_DeviceChange.TenantId
+      AND EXISTS (SELECT 1 FROM dbo.CompletionWork r WHERE r.GroupId = @G AND r.Completed = 1 AND r.Mobility = 1
+                  AND r.Status = N'PROCESSED' AND r.RowId = dbo.Mobility_DeviceChange.Id);
     UPDATE dbo.Device
     SET DeviceStatusId = COALESCE(r.NewDeviceStatusId, dbo.Device.DeviceStatusId), CarrierRatePlan = COALESCE(r.CarrierRatePlan, dbo.Device.CarrierRatePlan),
         CommunicationPlan = COALESCE(r.CommunicationPlan, dbo.Device.CommunicationPlan), RevCustomerId = COALESCE(r.RevCustomerId, dbo.Device.RevCustomerId),
@@ -1671,5 +1712,25 @@ BEGIN
         LeaseOwner = NULL, LeaseUntil = NULL
     WHERE Id = @Id AND LeaseOwner = @Worker AND Status = N'PENDING';
     SELECT CAST(@@ROWCOUNT AS INT) AS Recorded;
+END
+GO
+
+-- An undo's plan (issue 22): the tenant's bulk change's PROCESSED rows with their device before the row changed it
+-- (Before*, kept by usp_DeviceBulkChange_CompleteRows) and now (Now*; NowId NULL: the device is gone).
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_AppliedRows;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_AppliedRows @TenantId BIGINT, @BulkChangeId BIGINT AS
+BEGIN
+    SET NOCOUNT ON;
+    IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId AND TenantId = @TenantId) = 2
+        SELECT r.Id, r.ICCID, r.DeviceId, r.BeforeDeviceStatusId, r.BeforeCarrierRatePlan, r.BeforeCommunicationPlan, r.BeforeRevCustomerId, r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB, r.BeforeICCID, r.BeforeIMEI,
+               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI
+        FROM dbo.Mobility_DeviceChange r LEFT JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
+        WHERE r.BulkChangeId = @BulkChangeId AND r.TenantId = @TenantId AND r.Status = N'PROCESSED' ORDER BY r.Id;
+    ELSE
+        SELECT r.Id, r.ICCID, r.DeviceId, r.BeforeDeviceStatusId, r.BeforeCarrierRatePlan, r.BeforeCommunicationPlan, r.BeforeRevCustomerId, r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB, r.BeforeICCID, r.BeforeIMEI,
+               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI
+        FROM dbo.M2M_DeviceChange r LEFT JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
+        WHERE r.BulkChangeId = @BulkChangeId AND r.TenantId = @TenantId AND r.Status = N'PROCESSED' ORDER BY r.Id;
 END
 GO

@@ -744,6 +744,9 @@ impl Outcomes for MemStore {
 
 #[async_trait]
 impl Reads for MemStore {
+    async fn applied_rows(&self, _tenant_id: i64, _bulk_change_id: i64) -> StoreResult<Vec<AppliedRow>> {
+        Err(unfaked("applied_rows"))
+    }
     async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>> {
         Ok(self.state().bulk.iter().find(|b| b.id == id && tenant_id.is_none_or(|t| t == b.tenant_id)).cloned())
     }

@@ -83,6 +83,12 @@ pub const SCRIPTS: &[Script] = &[
         sql: include_str!("../../../infra/sql/008_webhooks.sql"),
     },
     Script {
+        name: "009_before_values.sql",
+        version: Some(9),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/009_before_values.sql"),
+    },
+    Script {
         name: "R__procedures.sql",
         version: None,
         transactional: true,

@@ -66,6 +66,7 @@ async fn the_sql_server_adapter_passes_the_store_contract() {
         contract::a_canary_caps_the_rows_started_until_it_passes(&store).await;
         contract::an_abort_is_decided_once_and_ends_the_bulk_change_aborted(&store).await;
         contract::webhook_events_are_written_once_and_delivered_under_a_lease(&store).await;
+        contract::a_processed_row_keeps_its_device_before_the_change(&store).await;
         contract::audit_log_is_kept_per_row_and_scoped(&store).await;
         contract::carrier_waits_are_completed_once_by_their_request(&store).await;
         contract::a_callback_wakes_the_rows_waiting_on_its_request(&store).await;

@@ -40,6 +40,7 @@ contract_tests!(
     a_canary_caps_the_rows_started_until_it_passes,
     an_abort_is_decided_once_and_ends_the_bulk_change_aborted,
     webhook_events_are_written_once_and_delivered_under_a_lease,
+    a_processed_row_keeps_its_device_before_the_change,
     audit_log_is_kept_per_row_and_scoped,
     reference_data_is_read_within_the_tenant,
     carrier_waits_are_completed_once_by_their_request,

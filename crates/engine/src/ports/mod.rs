@@ -441,6 +441,36 @@ pub trait SecretSource: Send + Sync {
 
 pub use store::*;
 
+/// A device's attributes a bulk change can change: what an undo sets back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceValues {
+    pub device_status_id: Option<i64>,
+    pub carrier_rate_plan: Option<String>,
+    pub communication_plan: Option<String>,
+    pub rev_customer_id: Option<String>,
+    pub username: Option<String>,
+    pub customer_rate_plan_id: Option<i64>,
+    pub customer_rate_pool_id: Option<i64>,
+    #[serde(rename = "DataAllocationMB")]
+    pub data_allocation_mb: Option<f64>,
+    #[serde(rename = "ICCID")]
+    pub iccid: Option<String>,
+    #[serde(rename = "IMEI")]
+    pub imei: Option<String>,
+}
+
+/// A PROCESSED row as an undo reads it: its device before the row changed it (kept when the row was recorded; `None`
+/// for rows recorded before that was kept), and now (`None`: the device is gone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedRow {
+    pub row_id: i64,
+    pub iccid: String,
+    pub device_id: Option<i64>,
+    pub before: Option<DeviceValues>,
+    pub now: Option<DeviceValues>,
+}
+
 /// The events a webhook endpoint may want (README "Webhooks"): a bulk change final (PROCESSED, ERROR, CANCELLED),
 /// paused (by a person or its canary), ended ABORTED by its abort rule.
 pub const EVENT_FINISHED: &str = "bulk_change.finished";

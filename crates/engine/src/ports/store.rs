@@ -222,6 +222,9 @@ pub trait Outcomes: Send + Sync {
 #[async_trait]
 pub trait Reads: Send + Sync {
     async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>>;
+    /// The tenant's bulk change's PROCESSED rows, by id, each with what its device was before the row changed it
+    /// and what it is now (an undo's plan).
+    async fn applied_rows(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<AppliedRow>>;
     async fn list_bulk_changes(
         &self,
         tenant_id: i64,

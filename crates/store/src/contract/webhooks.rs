@@ -98,3 +98,55 @@ pub async fn webhook_events_are_written_once_and_delivered_under_a_lease(store: 
     let page = store.webhook_deliveries(TENANT, paused_only, 10).await.expect("deliveries");
     assert!(page.iter().all(|d| d.status == "FAILED"), "{page:?}");
 }
+
+/// Undo (issue 22): a PROCESSED row keeps what its device was just before its change; a failed row keeps nothing;
+/// another tenant reads nothing of it.
+pub async fn a_processed_row_keeps_its_device_before_the_change(store: &dyn Store) {
+    let id = new_bulk(store).await;
+    let rows = store.claim_rows(id, "w", 10, Duration::from_secs(60), t(1)).await.expect("claim");
+    let device_id = rows[0].device_id.expect("device");
+    let before = store.device(TENANT, device_id).await.expect("read").expect("device");
+    let applied = RowOutcome {
+        status: RowStatus::Processed,
+        details: "plan changed".into(),
+        device_update: DeviceUpdate {
+            carrier_rate_plan: Some("PLAN-UNDO".into()),
+            username: Some("renamed".into()),
+            ..DeviceUpdate::default()
+        },
+    };
+    assert!(store.complete_row(TENANT, id, rows[0].id, "w", &applied, t(2)).await.expect("complete"));
+    let failed =
+        RowOutcome { status: RowStatus::ApiFailed, details: "HTTP 400".into(), device_update: DeviceUpdate::default() };
+    assert!(store.complete_row(TENANT, id, rows[1].id, "w", &failed, t(2)).await.expect("complete"));
+    // The group commit's path keeps it too.
+    let grouped = Completion {
+        tenant_id: TENANT,
+        bulk_change_id: id,
+        row_id: rows[2].id,
+        worker: "w".into(),
+        outcome: applied.clone(),
+        now: t(3),
+    };
+    assert_eq!(store.complete_rows(&[grouped]).await.expect("complete rows"), vec![true]);
+    let kept = store.applied_rows(TENANT, id).await.expect("applied rows");
+    assert_eq!(kept.len(), 2, "only the PROCESSED rows: {kept:?}");
+    assert_eq!(kept[1].row_id, rows[2].id);
+    assert_eq!(kept[1].before.as_ref().and_then(|b| b.iccid.clone()), Some(rows[2].iccid.clone()), "{kept:?}");
+    assert_eq!(kept[1].now.as_ref().and_then(|n| n.username.clone()).as_deref(), Some("renamed"));
+    let row = &kept[0];
+    assert_eq!((row.row_id, row.device_id, row.iccid.as_str()), (rows[0].id, Some(device_id), rows[0].iccid.as_str()));
+    let was = row.before.as_ref().expect("kept");
+    assert_eq!(
+        (was.carrier_rate_plan.as_deref(), was.username.as_deref(), was.device_status_id, was.iccid.as_deref()),
+        (
+            before.carrier_rate_plan.as_deref(),
+            before.username.as_deref(),
+            Some(before.device_status_id),
+            Some(before.iccid.as_str())
+        )
+    );
+    let is = row.now.as_ref().expect("the device now");
+    assert_eq!((is.carrier_rate_plan.as_deref(), is.username.as_deref()), (Some("PLAN-UNDO"), Some("renamed")));
+    assert!(store.applied_rows(OTHER_TENANT, id).await.expect("applied rows").is_empty(), "scoped to the tenant");
+}

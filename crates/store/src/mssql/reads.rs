@@ -4,6 +4,39 @@ use super::*;
 
 #[async_trait]
 impl Reads for MssqlStore {
+    async fn applied_rows(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<AppliedRow>> {
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_AppliedRows @TenantId = @P1, @BulkChangeId = @P2",
+            tenant_id,
+            bulk_change_id,
+        );
+        let values = |r: &Row, prefix: &str| DeviceValues {
+            device_status_id: r.get::<i64, _>(format!("{prefix}DeviceStatusId").as_str()),
+            carrier_rate_plan: text(r, &format!("{prefix}CarrierRatePlan")),
+            communication_plan: text(r, &format!("{prefix}CommunicationPlan")),
+            rev_customer_id: text(r, &format!("{prefix}RevCustomerId")),
+            username: text(r, &format!("{prefix}Username")),
+            customer_rate_plan_id: r.get::<i64, _>(format!("{prefix}CustomerRatePlanId").as_str()),
+            customer_rate_pool_id: r.get::<i64, _>(format!("{prefix}CustomerRatePoolId").as_str()),
+            data_allocation_mb: r.get::<f64, _>(format!("{prefix}DataAllocationMB").as_str()),
+            iccid: text(r, &format!("{prefix}ICCID")),
+            imei: text(r, &format!("{prefix}IMEI")),
+        };
+        self.first("read applied rows", q)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(AppliedRow {
+                    row_id: need(r.get::<i64, _>("Id"), "Id")?,
+                    iccid: need(text(r, "ICCID"), "ICCID")?,
+                    device_id: r.get::<i64, _>("DeviceId"),
+                    before: text(r, "BeforeICCID").is_some().then(|| values(r, "Before")),
+                    now: r.get::<i64, _>("NowId").is_some().then(|| values(r, "Now")),
+                })
+            })
+            .collect()
+    }
+
     async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>> {
         let q = proc_call!("EXEC dbo.usp_DeviceBulkChange_Get @TenantId = @P1, @Id = @P2", tenant_id, id,);
         self.first("read bulk change", q).await?.first().map(bulk_change).transpose()

@@ -77,6 +77,21 @@ fn complete_in(tx: &rusqlite::Transaction<'_>, c: &Completion) -> Result<bool, S
     if changed == 0 {
         return Ok(false);
     }
+    if outcome.status == RowStatus::Processed {
+        // What the device was, just before this row's change is applied (an undo sets it back).
+        tx.execute(
+            &format!(
+                "UPDATE {table} SET BeforeDeviceStatusId = d.DeviceStatusId, BeforeCarrierRatePlan = d.CarrierRatePlan,
+                        BeforeCommunicationPlan = d.CommunicationPlan, BeforeRevCustomerId = d.RevCustomerId,
+                        BeforeUsername = d.Username, BeforeCustomerRatePlanId = d.CustomerRatePlanId,
+                        BeforeCustomerRatePoolId = d.CustomerRatePoolId, BeforeDataAllocationMB = d.CustomerDataAllocationMB,
+                        BeforeICCID = d.ICCID, BeforeIMEI = d.IMEI
+                 FROM Device d WHERE {table}.Id = ?1 AND d.Id = {table}.DeviceId AND d.TenantId = ?2"
+            ),
+            params![row_id, tenant_id],
+        )
+        .map_err(db("keep the device's values before the change"))?;
+    }
     let u = &outcome.device_update;
     if !u.is_empty() {
         tx.execute(

@@ -4,6 +4,51 @@ use super::*;
 
 #[async_trait]
 impl Reads for SqliteStore {
+    async fn applied_rows(&self, tenant_id: i64, bulk_change_id: i64) -> StoreResult<Vec<AppliedRow>> {
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT r.Id, r.ICCID, r.DeviceId, r.BeforeICCID IS NOT NULL,
+                            r.BeforeDeviceStatusId, r.BeforeCarrierRatePlan, r.BeforeCommunicationPlan, r.BeforeRevCustomerId,
+                            r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB,
+                            r.BeforeICCID, r.BeforeIMEI, d.Id IS NOT NULL,
+                            d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan, d.RevCustomerId, d.Username,
+                            d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.ICCID, d.IMEI
+                     FROM {table} r LEFT JOIN Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
+                     WHERE r.BulkChangeId = ?1 AND r.TenantId = ?2 AND r.Status = 'PROCESSED' ORDER BY r.Id"
+                ))
+                .map_err(db("read applied rows"))?;
+            let values = |r: &Row<'_>, at: usize| -> rusqlite::Result<DeviceValues> {
+                Ok(DeviceValues {
+                    device_status_id: r.get(at)?,
+                    carrier_rate_plan: r.get(at + 1)?,
+                    communication_plan: r.get(at + 2)?,
+                    rev_customer_id: r.get(at + 3)?,
+                    username: r.get(at + 4)?,
+                    customer_rate_plan_id: r.get(at + 5)?,
+                    customer_rate_pool_id: r.get(at + 6)?,
+                    data_allocation_mb: r.get(at + 7)?,
+                    iccid: r.get(at + 8)?,
+                    imei: r.get(at + 9)?,
+                })
+            };
+            stmt.query_map(params![bulk_change_id, tenant_id], |r| {
+                Ok(AppliedRow {
+                    row_id: r.get(0)?,
+                    iccid: r.get(1)?,
+                    device_id: r.get(2)?,
+                    before: if r.get::<_, bool>(3)? { Some(values(r, 4)?) } else { None },
+                    now: if r.get::<_, bool>(14)? { Some(values(r, 15)?) } else { None },
+                })
+            })
+            .map_err(db("read applied rows"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db("read applied rows"))
+        })
+        .await
+    }
+
     async fn bulk_change(&self, tenant_id: Option<i64>, id: i64) -> StoreResult<Option<BulkChange>> {
         self.with(move |c| {
             c.query_row(
