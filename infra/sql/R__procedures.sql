@@ -329,14 +329,16 @@ BEGIN
     VALUES (@TenantId, @ServiceProviderId, @IntegrationId, @ChangeRequestTypeId, @PortalTypeId, N'NEW', @ChangeRequest, @CreatedBy, @Now, @Now, @RetryOfBulkChangeId, @CanaryDevices, @NotifyUrl, @NotifySecret);
     DECLARE @Id BIGINT = SCOPE_IDENTITY();
     DECLARE @Rows TABLE (Seq INT PRIMARY KEY, DeviceId BIGINT, ICCID NVARCHAR(64), MSISDN NVARCHAR(20), Status NVARCHAR(20), StatusDetails NVARCHAR(MAX),
-                         EffectiveDate DATETIME2, CustomerRatePlanId BIGINT, CustomerRatePoolId BIGINT, DataAllocationMB FLOAT);
+                         EffectiveDate DATETIME2, CustomerRatePlanId BIGINT, CustomerRatePoolId BIGINT, DataAllocationMB FLOAT,
+                         RowRequest NVARCHAR(MAX));
     INSERT INTO @Rows
     SELECT Seq, DeviceId, dbo.fn_JsonText(ICCID), dbo.fn_JsonText(MSISDN), Status, dbo.fn_JsonText(StatusDetails), EffectiveDate,
-           CustomerRatePlanId, CustomerRatePoolId, DataAllocationMB
+           CustomerRatePlanId, CustomerRatePoolId, DataAllocationMB, dbo.fn_JsonText(RowRequest)
     FROM OPENJSON(@RowsJson) WITH (Seq INT '$.Seq', DeviceId BIGINT '$.DeviceId', ICCID NVARCHAR(MAX) '$.ICCID', MSISDN NVARCHAR(MAX) '$.MSISDN',
                                             Status NVARCHAR(20) '$.Status', StatusDetails NVARCHAR(MAX) '$.StatusDetails',
                                             EffectiveDate DATETIME2 '$.EffectiveDate', CustomerRatePlanId BIGINT '$.CustomerRatePlanId',
-                                            CustomerRatePoolId BIGINT '$.CustomerRatePoolId', DataAllocationMB FLOAT '$.DataAllocationMB');
+                                            CustomerRatePoolId BIGINT '$.CustomerRatePoolId', DataAllocationMB FLOAT '$.DataAllocationMB',
+                                            RowRequest NVARCHAR(MAX) '$.RowRequest');
     -- A retry takes only devices no other retry of the same bulk change took: the API read its candidates before
     -- this transaction, and an earlier retry may have been created (and even finished) since.
     IF @RetryOfBulkChangeId IS NOT NULL
@@ -380,10 +382,10 @@ BEGIN
     DECLARE @Created TABLE (Seq INT PRIMARY KEY, Id BIGINT, DeviceId BIGINT);
     IF @PortalTypeId = 2
     BEGIN
-        INSERT INTO dbo.Mobility_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
+        INSERT INTO dbo.Mobility_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate, RowRequest)
         SELECT @Id, @TenantId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails,
                CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END,
-               CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END, @Now
+               CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END, @Now, r.RowRequest
         FROM @Rows r ORDER BY r.Seq;
         INSERT INTO @Created (Seq, Id, DeviceId)
         SELECT r.Seq, c.Id, r.DeviceId
@@ -392,10 +394,10 @@ BEGIN
     END
     ELSE
     BEGIN
-        INSERT INTO dbo.M2M_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
+        INSERT INTO dbo.M2M_DeviceChange (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate, RowRequest)
         SELECT @Id, @TenantId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails,
                CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN 1 ELSE 0 END,
-               CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END, @Now
+               CASE WHEN r.Status IN (N'PROCESSED', N'API_FAILED', N'ERROR', N'CANCELLED') THEN @Now END, @Now, r.RowRequest
         FROM @Rows r ORDER BY r.Seq;
         INSERT INTO @Created (Seq, Id, DeviceId)
         SELECT r.Seq, c.Id, r.DeviceId
@@ -670,9 +672,9 @@ BEGIN
         UPDATE dbo.Mobility_DeviceChange SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
         OUTPUT @G, inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
                inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate, inserted.CarrierRequestId,
-               inserted.CarrierRequestedAt, inserted.CarrierResult
+               inserted.CarrierRequestedAt, inserted.CarrierResult, inserted.RowRequest
         INTO dbo.ClaimWork (GroupId, Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate,
-                            CarrierRequestId, CarrierRequestedAt, CarrierResult)
+                            CarrierRequestId, CarrierRequestedAt, CarrierResult, RowRequest)
         WHERE Id BETWEEN @Lo AND @Hi AND BulkChangeId = @BulkChangeId
           AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
           AND Id IN (SELECT Id FROM dbo.ClaimWork WHERE GroupId = @Pick);
@@ -692,9 +694,9 @@ BEGIN
         UPDATE dbo.M2M_DeviceChange SET Status = N'PROCESSING', LeaseOwner = @Worker, LeaseUntil = @LeaseUntil, Claims = Claims + 1
         OUTPUT @G, inserted.Id, inserted.BulkChangeId, inserted.DeviceId, inserted.ICCID, inserted.MSISDN, inserted.Status,
                inserted.StatusDetails, inserted.Claims, inserted.ProcessedDate, inserted.CarrierRequestId,
-               inserted.CarrierRequestedAt, inserted.CarrierResult
+               inserted.CarrierRequestedAt, inserted.CarrierResult, inserted.RowRequest
         INTO dbo.ClaimWork (GroupId, Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate,
-                            CarrierRequestId, CarrierRequestedAt, CarrierResult)
+                            CarrierRequestId, CarrierRequestedAt, CarrierResult, RowRequest)
         WHERE Id BETWEEN @Lo AND @Hi AND BulkChangeId = @BulkChangeId
           AND (Status = N'PENDING' OR (Status = N'PROCESSING' AND LeaseUntil < @Now))
           AND Id IN (SELECT Id FROM dbo.ClaimWork WHERE GroupId = @Pick);
@@ -702,7 +704,7 @@ BEGIN
     IF EXISTS (SELECT 1 FROM dbo.ClaimWork WHERE GroupId = @G)
         UPDATE dbo.DeviceBulkChange SET ModifiedDate = @Now WHERE Id = @BulkChangeId;
     SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt,
-           CarrierResult
+           CarrierResult, RowRequest
     FROM dbo.ClaimWork WHERE GroupId = @G ORDER BY Id;
     -- The claimed rows' devices in the bulk change's tenant: the worker needs no request per row to read them.
     SELECT d.Id, d.TenantId, d.ServiceProviderId, d.ICCID, d.IMEI, d.MSISDN, d.DeviceStatusId, d.CarrierRatePlan,

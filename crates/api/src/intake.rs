@@ -323,6 +323,7 @@ fn rows_from(
                     status: RowStatus::Pending,
                     status_details: None,
                     scheduled: None,
+                    request: None,
                 });
                 results.push(DeviceResult { iccid: iccid.to_string(), valid: true, errors: vec![] });
             }
@@ -339,6 +340,7 @@ fn rows_from(
                     status: RowStatus::Error,
                     status_details: Some(reason.clone()),
                     scheduled: None,
+                    request: None,
                 });
                 let errors = vec![device_error(&shown, reason)];
                 results.push(DeviceResult { iccid: shown, valid: false, errors });

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use domain::{BulkStatus, ChangeType, RowStatus};
+use domain::{BulkStatus, ChangeType, Integration, RowStatus};
 use engine::ports::{BulkChange, BulkChangeFilter, Queue, Store, WorkMessage};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/M2M/BulkChange/{id}/Pause", post(pause))
         .route("/M2M/BulkChange/{id}/Resume", post(resume))
         .route("/M2M/BulkChange/{id}/Results", get(results))
+        .route("/M2M/BulkChange/{id}/Undo", post(undo))
         .route("/M2M/DeviceDetails/{iccid}", get(device_details))
         .route("/M2M/GetRevCustomers", get(rev_customers))
         .route("/M2M/AssociateCustomer", post(associate_customer))
@@ -537,6 +538,13 @@ async fn retry(
                 bulk.id, bulk.status
             )));
         }
+        if let Some(original) = bulk.request.undo_of {
+            // Its rows carry each device's own value, which a retry (one change for all) would not.
+            return Err(ApiError::Conflict(format!(
+                "bulk change {} undoes bulk change {original}: undo bulk change {original} again instead of retrying",
+                bulk.id
+            )));
+        }
         let failed = state.store.retry_candidates(caller.tenant_id, bulk.id).await?;
         if failed.is_empty() {
             return Err(ApiError::Conflict(format!(
@@ -646,6 +654,124 @@ async fn resume(
     .await
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct UndoQuery {
+    /// Show the plan (each row restored, or refused and why), record nothing.
+    dry_run: Option<bool>,
+}
+
+/// Undoes a finished bulk change: a new bulk change (`UndoOf`) with one row per PROCESSED row that sets its device
+/// back to what it was just before, through the same processors and rules as any bulk change (one change per
+/// device included). A row that cannot be undone (its change is not reversible, or its device changed since) is
+/// an ERROR row saying why; `?dryRun=true` shows the plan, refused rows first, and records nothing.
+#[utoipa::path(post, path = "/M2M/BulkChange/{id}/Undo", tag = "bulk changes",
+    params(("id" = i64, Path, description = "Bulk change id"), UndoQuery,
+           ("Idempotency-Key" = Option<String>, Header, description = "As for /M2M/BulkChange")),
+    responses((status = 200, description = "Dry run: the plan", body = openapi::UndoPlan),
+              (status = 202, description = "The undo, recorded and queued", body = openapi::UndoPlan),
+              (status = 404, description = "Not this tenant's bulk change", body = openapi::Problem),
+              (status = 409, description = "Still running, or nothing of it can be undone", body = openapi::Problem)))]
+async fn undo(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<UndoQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let dry_run = query.dry_run.unwrap_or(false);
+    // The query is part of the request: a dry run and the undo itself under one key are two requests.
+    let key = idempotency::key_of(&headers, "POST", &format!("{}?dryRun={dry_run}", uri.path()), b"")?;
+    let (st, who) = (state.clone(), caller.clone());
+    idempotency::once(&state, &caller, key, move |key| async move {
+        let (state, caller) = (st, who);
+        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+        if !bulk.status.is_final() {
+            return Err(ApiError::Conflict(format!(
+                "bulk change {} is {}; undo it once it has finished",
+                bulk.id, bulk.status
+            )));
+        }
+        let carrier_call = bulk.change_type != ChangeType::CustomerRatePlanChange;
+        if carrier_call
+            && matches!(bulk.integration, Integration::ThingSpace | Integration::Teal | Integration::Telegence)
+        {
+            return Err(ApiError::Conflict(format!(
+                "undoing a {} bulk change of {} is not built yet (its carrier answers later, per request)",
+                bulk.change_type, bulk.integration
+            )));
+        }
+        let rows = state.store.applied_rows(caller.tenant_id, bulk.id).await?;
+        let statuses = state.store.device_statuses(bulk.integration).await?;
+        let plan = engine::undo::plan(&bulk, &rows, &statuses).map_err(ApiError::Internal)?;
+        let restore = plan.iter().filter(|r| r.refused.is_none()).count();
+        let counts = json!({"Restore": restore, "Refused": plan.len() - restore});
+        if dry_run {
+            let body = json!({"UndoOf": bulk.id, "DryRun": true, "Counts": counts, "Rows": plan});
+            return Ok(Json(body).into_response());
+        }
+        if restore == 0 {
+            return Err(ApiError::Conflict(format!(
+                "bulk change {} has no row that can be undone ({} PROCESSED rows, none reversible): see ?dryRun=true",
+                bulk.id,
+                plan.len()
+            )));
+        }
+        let request = engine::undo::request_of(&bulk).map_err(ApiError::Internal)?;
+        let mut new_rows = Vec::with_capacity(plan.len());
+        for row in &plan {
+            let own = match &row.details {
+                Some(details) => Some(engine::undo::row_request(&bulk, details).map_err(ApiError::Internal)?),
+                None => None,
+            };
+            new_rows.push(engine::ports::NewRow {
+                device_id: row.device_id,
+                iccid: row.iccid.clone(),
+                msisdn: None,
+                status: if own.is_some() { RowStatus::Pending } else { RowStatus::Error },
+                status_details: row.refused.as_ref().map(|why| format!("not undone: {why}")),
+                scheduled: None,
+                request: own,
+            });
+        }
+        let change = engine::ports::NewBulkChange {
+            tenant_id: caller.tenant_id,
+            service_provider_id: bulk.service_provider_id,
+            integration: bulk.integration,
+            change_type: bulk.change_type,
+            portal_type: bulk.portal_type,
+            request: domain::BulkChangeRequestWire {
+                undo_of: Some(bulk.id),
+                max_per_minute: None,
+                canary: None,
+                abort_when: None,
+                notify_url: None,
+                ..bulk.request.clone()
+            },
+            created_by: caller.user.clone(),
+            retry_of: None,
+            attributes: domain::attributes_of(&request.details),
+            idempotency_key: key,
+            notify_secret: None,
+        };
+        let created = state.store.create_bulk_change(&change, &new_rows).await?;
+        enqueue(&state, created.id).await;
+        info!(bulk_change_id = created.id, undo_of = bulk.id, user = %caller.user, restore, "undo accepted");
+        let held: Vec<Value> =
+            created.conflicts.iter().map(|c| json!({"ICCID": c.iccid, "Refused": c.reason})).collect();
+        let body = json!({"BulkChangeId": created.id, "UndoOf": bulk.id, "DryRun": false, "Counts": counts,
+                          "Rows": plan, "HeldElsewhere": held});
+        let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+        if let Some(location) = status_location(created.id) {
+            response.headers_mut().insert(axum::http::header::LOCATION, location);
+        }
+        Ok(response)
+    })
+    .await
+}
+
 /// One device with its change history.
 #[utoipa::path(get, path = "/M2M/DeviceDetails/{iccid}", tag = "devices", params(("iccid" = String, Path, description = "The device's ICCID")),
     responses((status = 200, description = "The device, its status and its change history", body = Object),
@@ -740,6 +866,7 @@ fn summary(b: &BulkChange) -> Value {
         "CreatedDate": b.created_at,
         "ProcessedDate": b.processed_at,
         "RetryOf": b.retry_of,
+        "UndoOf": b.request.undo_of,
     })
 }
 

@@ -30,6 +30,7 @@ use crate::intake::{DeviceResult, IntakeCounts};
         super::pause,
         super::resume,
         super::results,
+        super::undo,
         super::associate_customer,
         super::device_details,
         super::rev_customers,
@@ -122,6 +123,23 @@ pub struct Accepted {
     pub notify_secret: Option<String>,
 }
 
+/// An undo's plan (`POST /M2M/BulkChange/{id}/Undo`): each PROCESSED row of the original, restored or refused.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct UndoPlan {
+    /// The undo bulk change (not on a dry run).
+    pub bulk_change_id: Option<i64>,
+    pub undo_of: i64,
+    pub dry_run: bool,
+    /// `{"Restore": n, "Refused": m}`.
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Refused rows first (`ICCID`, `RowId`, `Refused`), then the rows restored (`ICCID`, `RowId`, `Restore`: the values
+    /// the device goes back to).
+    pub rows: Vec<serde_json::Value>,
+    /// Devices another bulk change holds right now: ERROR rows of the undo naming the holder.
+    pub held_elsewhere: Option<Vec<serde_json::Value>>,
+}
+
 /// The dry run's answer (200).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
@@ -147,6 +165,8 @@ pub struct BulkChangeSummary {
     pub created_date: chrono::DateTime<chrono::Utc>,
     pub processed_date: Option<chrono::DateTime<chrono::Utc>>,
     pub retry_of: Option<i64>,
+    /// The bulk change this one undoes (`POST /M2M/BulkChange/{id}/Undo`).
+    pub undo_of: Option<i64>,
 }
 
 /// One device's row.

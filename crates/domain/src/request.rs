@@ -75,6 +75,10 @@ pub struct BulkChangeRequestWire {
     /// submit's answer shows once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_url: Option<String>,
+    /// The bulk change this one undoes (set by `POST /M2M/BulkChange/{id}/Undo`, refused in a request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub undo_of: Option<i64>,
 }
 
 impl BulkChangeRequestWire {
@@ -480,6 +484,13 @@ impl BulkChangeRequest {
     /// Parses the portal's JSON; also returns the fields it does not know (ignored, reported back as warnings).
     pub fn from_json_with_warnings(body: &[u8]) -> Result<(Self, Vec<FieldError>), RequestError> {
         let (wire, warnings) = parse_json::<BulkChangeRequestWire>(body, MALFORMED)?;
+        if wire.undo_of.is_some() {
+            return Err(RequestError::one(
+                MALFORMED,
+                "UndoOf",
+                "UndoOf is set by POST /M2M/BulkChange/{id}/Undo, not by a request",
+            ));
+        }
         Ok((Self::from_wire(wire)?, warnings))
     }
 

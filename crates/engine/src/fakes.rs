@@ -165,6 +165,7 @@ pub(crate) fn row(bulk_change_id: i64, id: i64, device: &DeviceRecord) -> Device
         carrier_requested_at: None,
         carrier_result: None,
         device: None,
+        request: None,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod retry;
 pub mod rollout;
 pub mod scheduler;
 pub mod settings;
+pub mod undo;
 pub mod webhooks;
 pub mod worker;
 

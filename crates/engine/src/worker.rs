@@ -510,18 +510,31 @@ impl Worker {
 
     /// A row processed on its own: by the carrier when the change reaches it, else by `change` (no carrier step).
     async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow) -> RowOutcome {
+        // A row with a change of its own (an undo's: each device back to its own value), else its bulk change's.
+        let own = match row.request.as_deref().map(crate::undo::row_details) {
+            None => None,
+            Some(Ok(details)) => Some(details),
+            Some(Err(e)) => {
+                return RowOutcome {
+                    status: RowStatus::Error,
+                    details: format!("the row's own change is unreadable: {e}"),
+                    device_update: DeviceUpdate::default(),
+                };
+            }
+        };
+        let details = own.as_ref().unwrap_or(&job.details);
         if let Some(pace) = &job.pace {
             pace.acquire().await;
         }
-        if let Some(outcome) = job.carrier.process_row(job, row, &job.details).await {
+        if let Some(outcome) = job.carrier.process_row(job, row, details).await {
             return outcome;
         }
-        if let Some(outcome) = change::process(job, row, &job.details).await {
+        if let Some(outcome) = change::process(job, row, details).await {
             return outcome;
         }
         RowOutcome {
             status: RowStatus::Error,
-            details: format!("{} for {} is not supported yet", job.details.change_type(), job.sp.integration),
+            details: format!("{} for {} is not supported yet", details.change_type(), job.sp.integration),
             device_update: DeviceUpdate::default(),
         }
     }

@@ -89,6 +89,12 @@ pub const SCRIPTS: &[Script] = &[
         sql: include_str!("../../../infra/sql/009_before_values.sql"),
     },
     Script {
+        name: "010_row_request.sql",
+        version: Some(10),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/010_row_request.sql"),
+    },
+    Script {
         name: "R__procedures.sql",
         version: None,
         transactional: true,

@@ -16,4 +16,5 @@ mod rollout;
 mod teal;
 mod telegence;
 mod thingspace;
+mod undo;
 mod webhooks;

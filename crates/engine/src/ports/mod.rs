@@ -222,6 +222,9 @@ pub struct NewRow {
     /// A future-dated customer rate plan change: the row is SCHEDULED and queued in
     /// `Device_CustomerRatePlanOrRatePool_Queue` until this plan's date.
     pub scheduled: Option<ScheduledCustomerPlan>,
+    /// This row's own change (a stored request, JSON) when it differs from its bulk change's: an undo sets each
+    /// device back to its own value.
+    pub request: Option<String>,
 }
 
 /// A customer rate plan or pool assignment (no carrier call).
@@ -275,6 +278,9 @@ pub struct DeviceChangeRow {
     /// (`common::device_for_row`); a read after a carrier call goes to the store again (`common::device_now`).
     #[serde(skip)]
     pub device: Option<DeviceRecord>,
+    /// The row's own change (`NewRow::request`), read with the claim; `None`: its bulk change's.
+    #[serde(skip)]
+    pub request: Option<String>,
 }
 
 /// One audit entry of `DeviceBulkChangeLog`.

@@ -34,6 +34,7 @@ pub async fn texts_are_kept_as_written(store: &dyn Store) {
             status: RowStatus::Error,
             status_details: Some(format!("Invalid ICCID \"{iccid}\" (100% \\ wrong)")),
             scheduled: None,
+            request: None,
         })
         .collect();
     let change = NewBulkChange { created_by: "alice \"o'neil\"".into(), ..status_update_change() };
@@ -82,6 +83,7 @@ pub async fn a_claim_reads_no_device_of_another_tenant(store: &dyn Store) {
         status: RowStatus::Pending,
         status_details: None,
         scheduled: None,
+        request: None,
     };
     let id = store.create_bulk_change(&status_update_change(), &[row]).await.expect("create").id;
     let claimed = store.claim_rows(id, "a", 10, Duration::from_secs(60), t(0)).await.expect("claim");

@@ -19,6 +19,7 @@ pub async fn holding(
             status: RowStatus::Pending,
             status_details: None,
             scheduled: None,
+            request: None,
         });
     }
     let change = NewBulkChange {
@@ -257,6 +258,7 @@ pub async fn idempotency_keys_replay_once_per_tenant(store: &dyn Store) {
         status: RowStatus::Pending,
         status_details: None,
         scheduled: None,
+        request: None,
     };
     let id = store.create_bulk_change(&change, &[row]).await.expect("create").id;
     assert_eq!(

@@ -115,6 +115,7 @@ pub async fn retries_are_linked_and_history_is_per_device(store: &dyn Store) {
         status: RowStatus::Pending,
         status_details: None,
         scheduled: None,
+        request: None,
     };
     let second = store.create_bulk_change(&change, &[row]).await.expect("create").id;
     assert_eq!(store.bulk_change(Some(TENANT), second).await.expect("read").expect("exists").retry_of, Some(first));
@@ -163,6 +164,7 @@ pub async fn scheduled_rows_wait_for_their_date(store: &dyn Store) {
         status: RowStatus::Scheduled,
         status_details: None,
         scheduled: Some(ScheduledCustomerPlan { effective_date: due, change: plan.clone() }),
+        request: None,
     };
     let id = store.create_bulk_change(&change, &[row]).await.expect("create").id;
     assert_eq!(store.finalize_bulk_change(id, t(0)).await.expect("finalize"), Some(BulkStatus::Scheduled));
@@ -232,6 +234,7 @@ pub async fn mobility_rows_behave_like_m2m_rows(store: &dyn Store) {
             status: RowStatus::Pending,
             status_details: None,
             scheduled: None,
+            request: None,
         })
         .collect();
     let m2m = new_bulk(store).await;

@@ -130,6 +130,7 @@ pub async fn new_bulk_of(store: &dyn Store, change: NewBulkChange) -> i64 {
             status: RowStatus::Pending,
             status_details: None,
             scheduled: None,
+            request: None,
         })
         .collect();
     rows.push(NewRow {
@@ -139,6 +140,7 @@ pub async fn new_bulk_of(store: &dyn Store, change: NewBulkChange) -> i64 {
         status: RowStatus::Error,
         status_details: Some("Invalid ICCID".into()),
         scheduled: None,
+        request: None,
     });
     store.create_bulk_change(&change, &rows).await.expect("create bulk change").id
 }

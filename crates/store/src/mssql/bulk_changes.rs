@@ -18,6 +18,7 @@ impl BulkChanges for MssqlStore {
                     "CustomerRatePlanId": plan.and_then(|p| p.change.customer_rate_plan_id),
                     "CustomerRatePoolId": plan.and_then(|p| p.change.customer_rate_pool_id),
                     "DataAllocationMB": plan.and_then(|p| p.change.data_allocation_mb),
+                    "RowRequest": r.request.as_deref().map(json_text),
                 })
             })
             .collect();

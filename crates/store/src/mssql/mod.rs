@@ -534,6 +534,7 @@ fn change_row(row: &Row) -> Result<DeviceChangeRow, StoreError> {
         carrier_requested_at: utc(row.get("CarrierRequestedAt")),
         carrier_result: text(row, "CarrierResult"),
         device: None,
+        request: text(row, "RowRequest"),
     })
 }
 

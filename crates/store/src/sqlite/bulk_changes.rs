@@ -64,8 +64,8 @@ impl BulkChanges for SqliteStore {
                 let table = row_table_of(i64::from(change.portal_type));
                 let mut insert_row = tx
                     .prepare_cached(&format!(
-                        "INSERT INTO {table} (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                        "INSERT INTO {table} (BulkChangeId, TenantId, DeviceId, ICCID, MSISDN, Status, StatusDetails, IsProcessed, ProcessedDate, CreatedDate, RowRequest)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                     ))
                     .map_err(db("insert rows"))?;
                 let mut lock = tx
@@ -80,7 +80,7 @@ impl BulkChanges for SqliteStore {
                 for row in &rows {
                     let is_final = row.status.is_final();
                     insert_row
-                        .execute(params![id, change.tenant_id, row.device_id, row.iccid, row.msisdn, row.status.as_str(), row.status_details, is_final, is_final.then_some(&now), now])
+                        .execute(params![id, change.tenant_id, row.device_id, row.iccid, row.msisdn, row.status.as_str(), row.status_details, is_final, is_final.then_some(&now), now, row.request])
                         .map_err(db("insert rows"))?;
                     let row_id = tx.last_insert_rowid();
                     let Some(device_id) = row.device_id.filter(|_| !is_final) else { continue };

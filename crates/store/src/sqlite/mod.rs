@@ -471,17 +471,19 @@ fn bulk_from_raw(raw: RawBulk) -> Result<BulkChange, StoreError> {
     })
 }
 
-const ROW_COLUMNS: &str = "Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult";
+const ROW_COLUMNS: &str = "Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult, RowRequest";
 
 type RawRow = (
     (i64, i64, Option<i64>, String, Option<String>),
     (String, Option<String>, i64, Option<String>, Option<String>, Option<String>, Option<String>),
+    Option<String>,
 );
 
 fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
     Ok((
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
         (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?),
+        r.get(12)?,
     ))
 }
 
@@ -489,6 +491,7 @@ fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
     let (
         (id, bulk_change_id, device_id, iccid, msisdn),
         (status, status_details, claims, processed, request, requested, carrier_result),
+        row_request,
     ) = raw;
     Ok(DeviceChangeRow {
         id,
@@ -505,6 +508,7 @@ fn row_from_raw(raw: RawRow) -> Result<DeviceChangeRow, StoreError> {
         carrier_requested_at: opt_ts(requested)?,
         carrier_result,
         device: None,
+        request: row_request,
     })
 }
 

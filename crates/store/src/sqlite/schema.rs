@@ -29,6 +29,7 @@ pub(super) const STEPS: &[(u32, &str, &str)] = &[
     step!(13, "013_rollout.sql"),
     step!(14, "014_webhooks.sql"),
     step!(15, "015_before_values.sql"),
+    step!(16, "016_row_request.sql"),
 ];
 
 /// Applies the steps this file has not had yet, each in a transaction of its own that takes the write lock first,

@@ -1,0 +1,228 @@
+//! Undo (issue 22): what each PROCESSED row of a bulk change would need to set its device back to what it was just
+//! before the row changed it (`Reads::applied_rows`, kept when the row was recorded), or why it cannot.
+//!
+//! A row is refused when its change cannot be reversed (a deletion, an archival, a new Telegence line, a
+//! deactivation the carrier does not reverse), when its device changed since on the same attribute (another bulk
+//! change set something else later), or when nothing was kept for it (recorded before values were kept).
+
+use domain::request::{CarrierRatePlanUpdate, CustomerRatePlanUpdate, StatusUpdate, UsernameUpdate};
+use domain::rules::{DeviceStatusDef, resolve_target_status};
+use domain::{BulkChangeRequest, BulkChangeRequestWire, ChangeDetails, Integration};
+use serde::Serialize;
+
+use crate::ports::{AppliedRow, BulkChange, DeviceValues};
+
+/// One row of an undo's plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UndoRow {
+    #[serde(rename = "ICCID")]
+    pub iccid: String,
+    /// The original bulk change's row.
+    pub row_id: i64,
+    #[serde(skip)]
+    pub device_id: Option<i64>,
+    /// What the device goes back to (`None`: refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<DeviceValues>,
+    /// Why this row cannot be undone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// The change that sets it back, as a bulk change of the original's type would carry it.
+    #[serde(skip)]
+    pub details: Option<ChangeDetails>,
+}
+
+impl UndoRow {
+    fn refuse(row: &AppliedRow, why: impl Into<String>) -> Self {
+        Self {
+            iccid: row.iccid.clone(),
+            row_id: row.row_id,
+            device_id: row.device_id,
+            restore: None,
+            refused: Some(why.into()),
+            details: None,
+        }
+    }
+
+    fn restore(row: &AppliedRow, values: DeviceValues, details: ChangeDetails) -> Self {
+        Self {
+            iccid: row.iccid.clone(),
+            row_id: row.row_id,
+            device_id: row.device_id,
+            restore: Some(values),
+            refused: None,
+            details: Some(details),
+        }
+    }
+}
+
+/// A row's own change as stored (`NewRow::request`): a request of one device carrying only the change.
+pub fn row_request(bulk: &BulkChange, details: &ChangeDetails) -> Result<String, String> {
+    let request = BulkChangeRequest {
+        service_provider_id: bulk.service_provider_id,
+        portal_type: bulk.portal_type,
+        override_validation: false,
+        devices: Vec::new(),
+        details: details.clone(),
+        rollout: Default::default(),
+        notify_url: None,
+    };
+    serde_json::to_string(&request.to_wire()).map_err(|e| format!("row change not serialisable: {e}"))
+}
+
+/// The change a row's stored request (`row_request`) carries.
+pub fn row_details(json: &str) -> Result<ChangeDetails, String> {
+    let wire: BulkChangeRequestWire = serde_json::from_str(json).map_err(|e| format!("not a change request: {e}"))?;
+    let wire = BulkChangeRequestWire { devices: vec![String::new()], ..wire };
+    BulkChangeRequest::from_wire(wire).map(|r| r.details).map_err(|e| e.to_string())
+}
+
+/// The stored request of a bulk change, parsed (stored without devices: the parser wants one).
+pub fn request_of(bulk: &BulkChange) -> Result<BulkChangeRequest, String> {
+    let wire = BulkChangeRequestWire { devices: vec![String::new()], ..bulk.request.clone() };
+    BulkChangeRequest::from_wire(wire).map_err(|e| format!("stored change request is unreadable: {e}"))
+}
+
+/// The plan: refused rows first (what an operator reads first), then the rows to restore, each in row order.
+pub fn plan(bulk: &BulkChange, rows: &[AppliedRow], statuses: &[DeviceStatusDef]) -> Result<Vec<UndoRow>, String> {
+    let request = request_of(bulk)?;
+    let mut planned: Vec<UndoRow> =
+        rows.iter().map(|row| plan_row(bulk.integration, &request.details, row, statuses)).collect();
+    planned.sort_by_key(|r| (r.refused.is_none(), r.row_id));
+    Ok(planned)
+}
+
+fn plan_row(
+    integration: Integration,
+    details: &ChangeDetails,
+    row: &AppliedRow,
+    statuses: &[DeviceStatusDef],
+) -> UndoRow {
+    let refused = match details {
+        ChangeDetails::DeleteDevice => Some("a deleted device cannot be brought back by an undo"),
+        ChangeDetails::Archival => {
+            Some("an archived device is gone from the carrier account: an undo cannot restore it")
+        }
+        ChangeDetails::ActivateNewService(_) => Some("a new Telegence line cannot be undone (cancel the line instead)"),
+        ChangeDetails::CustomerAssignment(_) => {
+            Some("undoing a customer assignment (and closing its Rev.io line) is not built yet")
+        }
+        ChangeDetails::ChangeIccidOrImei(_) => Some("undoing an ICCID or IMEI swap is not built yet"),
+        _ => None,
+    };
+    if let Some(why) = refused {
+        return UndoRow::refuse(row, why);
+    }
+    let (Some(before), Some(now)) = (&row.before, &row.now) else {
+        return match row.now {
+            None => UndoRow::refuse(row, "the device no longer exists"),
+            Some(_) => {
+                UndoRow::refuse(row, "nothing was kept of this device before the change (recorded before undo existed)")
+            }
+        };
+    };
+    match details {
+        ChangeDetails::StatusUpdate(update) => {
+            let target = resolve_target_status(statuses, integration, &update.target_status);
+            if target.is_some_and(|t| Some(t.id) != now.device_status_id) {
+                return UndoRow::refuse(row, "its status changed since (another change set it later)");
+            }
+            if deactivation_is_final(integration, target) {
+                return UndoRow::refuse(row, format!("{integration} does not reverse a deactivation"));
+            }
+            let Some(was) = before.device_status_id.and_then(|id| statuses.iter().find(|s| s.id == id)) else {
+                return UndoRow::refuse(row, "its status before the change is not a status of this carrier");
+            };
+            let pre_activation = matches!(was.status.as_str(), "ACTIVATION_READY" | "TEST_READY" | "INVENTORY");
+            if integration.is_jasper_family() && pre_activation && Some(was.id) != now.device_status_id {
+                return UndoRow::refuse(
+                    row,
+                    format!(
+                        "{integration} does not move a SIM back to {} (a pre-activation status); deactivate it instead",
+                        was.status
+                    ),
+                );
+            }
+            let values = DeviceValues { device_status_id: Some(was.id), ..DeviceValues::default() };
+            let undo = StatusUpdate { target_status: was.display_name.clone(), ..status_only(update) };
+            UndoRow::restore(row, values, ChangeDetails::StatusUpdate(undo))
+        }
+        ChangeDetails::CarrierRatePlanChange(update) => {
+            if now.carrier_rate_plan.as_deref() != Some(update.carrier_rate_plan.as_str()) {
+                return UndoRow::refuse(row, "its carrier rate plan changed since (another change set it later)");
+            }
+            let Some(plan) = before.carrier_rate_plan.clone() else {
+                return UndoRow::refuse(row, "it had no carrier rate plan before: an undo cannot clear one");
+            };
+            let values = DeviceValues {
+                carrier_rate_plan: Some(plan.clone()),
+                communication_plan: before.communication_plan.clone(),
+                ..DeviceValues::default()
+            };
+            let undo = CarrierRatePlanUpdate {
+                carrier_rate_plan: plan,
+                communication_plan: update.communication_plan.as_ref().and(before.communication_plan.clone()),
+                effective_date: None,
+            };
+            UndoRow::restore(row, values, ChangeDetails::CarrierRatePlanChange(undo))
+        }
+        ChangeDetails::CustomerRatePlanChange(update) => {
+            let changed_since = (update.customer_rate_plan_id.is_some()
+                && now.customer_rate_plan_id != update.customer_rate_plan_id)
+                || (update.customer_rate_pool_id.is_some()
+                    && now.customer_rate_pool_id != update.customer_rate_pool_id);
+            if changed_since {
+                return UndoRow::refuse(row, "its customer rate plan changed since (another change set it later)");
+            }
+            // What the change set, back to what it was; what it left alone stays as it is.
+            let back = |set: bool, was: Option<i64>| if set { was } else { None };
+            let undo = CustomerRatePlanUpdate {
+                customer_rate_plan_id: back(update.customer_rate_plan_id.is_some(), before.customer_rate_plan_id),
+                customer_rate_pool_id: back(update.customer_rate_pool_id.is_some(), before.customer_rate_pool_id),
+                data_allocation_mb: update.data_allocation_mb.and(before.data_allocation_mb),
+                effective_date: None,
+            };
+            let cleared = (update.customer_rate_plan_id.is_some() && before.customer_rate_plan_id.is_none())
+                || (update.customer_rate_pool_id.is_some() && before.customer_rate_pool_id.is_none());
+            if cleared {
+                return UndoRow::refuse(row, "it had no customer rate plan or pool before: an undo cannot clear one");
+            }
+            let values = DeviceValues {
+                customer_rate_plan_id: undo.customer_rate_plan_id,
+                customer_rate_pool_id: undo.customer_rate_pool_id,
+                data_allocation_mb: undo.data_allocation_mb,
+                ..DeviceValues::default()
+            };
+            UndoRow::restore(row, values, ChangeDetails::CustomerRatePlanChange(undo))
+        }
+        ChangeDetails::EditUsername(update) => {
+            if now.username.as_deref() != Some(update.new_username.as_str()) {
+                return UndoRow::refuse(row, "its username changed since (another change set it later)");
+            }
+            let Some(name) = before.username.clone().filter(|n| !n.is_empty()) else {
+                return UndoRow::refuse(row, "it had no username before: an undo cannot clear one");
+            };
+            let values = DeviceValues { username: Some(name.clone()), ..DeviceValues::default() };
+            let undo = UsernameUpdate { new_username: name, cost_center: None, cost_center2: None, cost_center3: None };
+            UndoRow::restore(row, values, ChangeDetails::EditUsername(undo))
+        }
+        _ => UndoRow::refuse(row, "this change cannot be undone"),
+    }
+}
+
+/// A status update that carries only the target status (no Rev.io line, no assignment), keeping a carrier's own
+/// parameters of the original (ThingSpace's, Telegence's) for the way back.
+fn status_only(original: &StatusUpdate) -> StatusUpdate {
+    StatusUpdate { account_number: None, rev_service: None, ..original.clone() }
+}
+
+/// Carriers whose deactivation cannot be reversed: a deactivated ThingSpace device is reactivated only as a new
+/// activation (a new number), a cancelled Telegence line is gone.
+fn deactivation_is_final(integration: Integration, target: Option<&DeviceStatusDef>) -> bool {
+    let deactivated = target.is_some_and(|t| {
+        let code = t.status.to_ascii_lowercase();
+        code.contains("deactiv") || code.contains("cancel") || code.contains("retire")
+    });
+    deactivated && matches!(integration, Integration::ThingSpace | Integration::Telegence)
+}
