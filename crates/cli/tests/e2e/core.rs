@@ -1604,3 +1604,45 @@ async fn a_row_whose_check_read_fails_is_read_again_later_not_failed() {
     assert!(found["Claims"].as_i64().unwrap_or_default() >= 2, "worked again after its wait: {found}");
     assert_eq!(puts() - puts_before, 1, "the retry sent the change once, after a read that succeeded");
 }
+
+/// Undo of a carrier rate plan change: each device goes back to its own plan on the carrier and in the database;
+/// a device whose plan a later bulk change set again is an ERROR row of the undo saying so, and keeps that plan.
+#[tokio::test]
+async fn an_undo_of_a_plan_change_restores_each_plan_and_refuses_a_device_changed_since() {
+    let app = spawn().await;
+    let devices = [ready(30), ready(31), ready(32)];
+    let id = app.accepted(&carrier_rate_plan(POD19, &devices, "RP-5GB", None)).await;
+    assert_eq!(app.wait_final(id).await["Counts"], json!({"PROCESSED": 3}));
+    // A later bulk change sets device 32's plan again.
+    let later = app.accepted(&carrier_rate_plan(POD19, &devices[2..], "RP-1GB", None)).await;
+    assert_eq!(app.wait_final(later).await["Counts"], json!({"PROCESSED": 1}));
+    let response = app
+        .http
+        .post(format!("{}/M2M/BulkChange/{id}/Undo", app.stack.base_url()))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .expect("undo");
+    assert_eq!(response.status().as_u16(), 202);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["Counts"], json!({"Restore": 2, "Refused": 1}), "{answer}");
+    let undo = answer["BulkChangeId"].as_i64().expect("id");
+    let status = app.wait_final(undo).await;
+    assert_eq!(status["Counts"], json!({"PROCESSED": 2, "ERROR": 1}), "{status}");
+    assert!(
+        row(&status, &devices[2])["StatusDetails"].as_str().is_some_and(|d| d.contains("changed since")),
+        "{}",
+        row(&status, &devices[2])
+    );
+    for iccid in &devices {
+        let sim = app.cc(POD19).state.device(iccid).expect("sim");
+        let stored = app.stack.store.device_by_iccid(1, iccid).await.expect("read").expect("device");
+        assert_eq!(
+            (sim.rate_plan.as_deref(), stored.carrier_rate_plan.as_deref()),
+            (Some("RP-1GB"), Some("RP-1GB")),
+            "{iccid}"
+        );
+    }
+    let plan_writes = app.cc(POD19).state.calls().iter().filter(|c| c.method == "PUT").count();
+    assert_eq!(plan_writes, 3 + 1 + 2, "the change, the later change, and two undone");
+}

@@ -437,6 +437,11 @@ fn text(row: &Row, col: &str) -> Option<String> {
     row.get::<&str, _>(col).map(str::to_string)
 }
 
+/// A text column only some result sets carry (`None` where absent, rather than a panic).
+fn text_if_present(row: &Row, col: &str) -> Option<String> {
+    row.try_get::<&str, _>(col).ok().flatten().map(str::to_string)
+}
+
 fn need<T>(value: Option<T>, what: &str) -> Result<T, StoreError> {
     value.ok_or_else(|| StoreError::Corrupt(format!("column {what} is NULL or missing")))
 }
@@ -534,7 +539,8 @@ fn change_row(row: &Row) -> Result<DeviceChangeRow, StoreError> {
         carrier_requested_at: utc(row.get("CarrierRequestedAt")),
         carrier_result: text(row, "CarrierResult"),
         device: None,
-        request: text(row, "RowRequest"),
+        // Only the claim's result set carries it (the row's own change, for the worker).
+        request: text_if_present(row, "RowRequest"),
     })
 }
 
