@@ -210,6 +210,23 @@ enum Command {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Undo a finished bulk change: every device it changed goes back to what it was (a new bulk change);
+    /// --dry-run shows the plan (refused rows first, with why) and changes nothing.
+    Undo {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The bulk change id.
+        id: i64,
+        /// Show what would be restored and what cannot be, record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the undo to its end.
+        #[arg(long)]
+        watch: bool,
+        /// The key of this undo (the same key sent again returns the same undo).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// Resume a paused bulk change where it stopped.
     Resume {
         #[command(flatten)]
@@ -544,6 +561,33 @@ async fn main() -> Result<()> {
         Command::Pause { api, id, idempotency_key } => {
             let answer = client::act(&Client::new(&api)?, id, "Pause", idempotency_key).await?;
             println!("bulk change {id}: {}; {} device(s) in flight finish", answer["Status"], answer["InFlight"]);
+        }
+        Command::Undo { api, id, dry_run, watch, idempotency_key } => {
+            let client = Client::new(&api)?;
+            let action = if dry_run { "Undo?dryRun=true" } else { "Undo" };
+            let answer = client::act(&client, id, action, idempotency_key).await?;
+            for row in answer["Rows"].as_array().into_iter().flatten() {
+                match row["Refused"].as_str() {
+                    Some(why) => println!("  refused  {}  {why}", row["ICCID"].as_str().unwrap_or_default()),
+                    None => println!("  restore  {}  {}", row["ICCID"].as_str().unwrap_or_default(), row["Restore"]),
+                }
+            }
+            let counts = &answer["Counts"];
+            match answer["BulkChangeId"].as_i64() {
+                None => println!(
+                    "undo of bulk change {id} (dry run): {} to restore, {} refused",
+                    counts["Restore"], counts["Refused"]
+                ),
+                Some(undo) => {
+                    println!(
+                        "bulk change {undo} undoes {id}: {} to restore, {} refused",
+                        counts["Restore"], counts["Refused"]
+                    );
+                    if watch && client::watch(&client, undo).await? {
+                        std::process::exit(1);
+                    }
+                }
+            }
         }
         Command::Resume { api, id, idempotency_key } => {
             let answer = client::act(&Client::new(&api)?, id, "Resume", idempotency_key).await?;

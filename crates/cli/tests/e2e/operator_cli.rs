@@ -137,3 +137,35 @@ async fn the_smoke_check_passes_on_a_working_api_and_fails_on_a_refused_token() 
     assert!(!refused.status.success(), "a refused token fails the smoke check");
     assert!(text(&refused.stderr).contains("the token was refused (401)"), "{}", text(&refused.stderr));
 }
+
+/// `bulkchange undo --dry-run` prints the plan (refused rows with why) and records nothing; `undo --watch` follows
+/// the undo to its end (exit 0 when every row was restored).
+#[tokio::test]
+async fn undo_dry_run_prints_the_plan_and_undo_watch_follows_it() {
+    let mut active = seed();
+    active.devices.truncate(5);
+    for d in &mut active.devices {
+        d.status = "ACTIVATED".into();
+    }
+    let app = TestApp::start(active, |_| {}).await;
+    let devices: Vec<String> = (0..5).map(|i| bench_iccid(8000 + i)).collect();
+    let body = serde_json::json!({"ServiceProviderId": POD19, "ChangeType": 3, "Devices": devices,
+                                  "StatusUpdate": {"TargetStatus": "Deactivated"}});
+    let id = app.accepted(&body).await;
+    app.final_status(id, std::time::Duration::from_secs(30)).await;
+    let id = id.to_string();
+    let dry = bulkchange(&app, &["undo", &id, "--dry-run"]).await;
+    let out = text(&dry.stdout);
+    assert!(dry.status.success(), "{out}{}", text(&dry.stderr));
+    assert!(out.contains(&format!("undo of bulk change {id} (dry run): 5 to restore, 0 refused")), "{out}");
+    assert_eq!(out.matches("  restore  ").count(), 5, "{out}");
+    let undo = bulkchange(&app, &["undo", &id, "--watch"]).await;
+    let out = text(&undo.stdout);
+    assert!(undo.status.success(), "{out}{}", text(&undo.stderr));
+    assert!(out.contains(&format!("undoes {id}: 5 to restore, 0 refused")), "{out}");
+    assert!(out.contains("PROCESSED 5"), "{out}");
+    for iccid in &devices {
+        let sim = app.stack.simulators.control_center[&POD19].state.device(iccid).expect("sim");
+        assert_eq!(sim.status, "ACTIVATED", "{iccid}");
+    }
+}
