@@ -61,6 +61,25 @@ pub fn key_of(headers: &HeaderMap, method: &str, path: &str, body: &[u8]) -> Res
     Ok(Some(Key { value: value.to_string(), hash }))
 }
 
+/// A POST of `path` with `body` under its `Idempotency-Key` (`key_of`, then `once`): `handler` gets the state, the
+/// caller and the key, the one way every POST of the API runs.
+pub async fn post_once<F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    path: &str,
+    body: &[u8],
+    handler: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(AppState, Caller, Option<String>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response, ApiError>> + Send + 'static,
+{
+    let key = key_of(headers, "POST", path, body)?;
+    let (st, who) = (state.clone(), caller.clone());
+    once(state, caller, key, move |key| handler(st, who, key)).await
+}
+
 /// Runs `handler` once per key: a first request runs (given the key, to record on its bulk change) and its
 /// answer is kept; a repeat gets that answer back. Without a key, `handler` simply runs.
 ///

@@ -187,10 +187,7 @@ async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = idempotency::key_of(&headers, "POST", uri.path(), &body)?;
-    let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |key| async move {
-        let (state, caller) = (st, who);
+    idempotency::post_once(&state, &caller, &headers, uri.path(), &body.clone(), move |state, caller, key| async move {
         let intake = intake::evaluate(state.store.as_ref(), &caller, &body, state.max_devices).await?;
         accept(&state, &caller, intake, key).await
     })
@@ -437,10 +434,7 @@ async fn associate_customer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = idempotency::key_of(&headers, "POST", uri.path(), &body)?;
-    let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |key| async move {
-        let (state, caller) = (st, who);
+    idempotency::post_once(&state, &caller, &headers, uri.path(), &body.clone(), move |state, caller, key| async move {
         associate(&state, &caller, &body, key).await
     })
     .await
@@ -508,11 +502,9 @@ where
     F: FnOnce(AppState, Caller, BulkChange, Option<String>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
 {
-    let key = idempotency::key_of(headers, "POST", uri.path(), b"")?;
-    let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |key| async move {
-        let bulk = owned_bulk_change(&st, &who, &id).await?;
-        act(st, who, bulk, key).await
+    idempotency::post_once(&state, &caller, headers, uri.path(), b"", move |state, caller, key| async move {
+        let bulk = owned_bulk_change(&state, &caller, &id).await?;
+        act(state, caller, bulk, key).await
     })
     .await
 }
@@ -683,10 +675,8 @@ async fn undo(
 ) -> Result<Response, ApiError> {
     let dry_run = query.dry_run.unwrap_or(false);
     // The query is part of the request: a dry run and the undo itself under one key are two requests.
-    let key = idempotency::key_of(&headers, "POST", &format!("{}?dryRun={dry_run}", uri.path()), b"")?;
-    let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |key| async move {
-        let (state, caller) = (st, who);
+    let path = format!("{}?dryRun={dry_run}", uri.path());
+    idempotency::post_once(&state, &caller, &headers, &path, b"", move |state, caller, key| async move {
         let bulk = owned_bulk_change(&state, &caller, &id).await?;
         if !bulk.status.is_final() {
             return Err(ApiError::Conflict(format!(

@@ -127,10 +127,7 @@ pub async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = idempotency::key_of(&headers, "POST", uri.path(), &body)?;
-    let (st, who) = (state.clone(), caller.clone());
-    idempotency::once(&state, &caller, key, move |_| async move {
-        let (state, caller) = (st, who);
+    idempotency::post_once(&state, &caller, &headers, uri.path(), &body.clone(), move |state, caller, _| async move {
         let request: NewWebhookRequest =
             serde_json::from_slice(&body).map_err(|e| invalid("body", format!("not a webhook registration: {e}")))?;
         let url = request.url.as_deref().map(str::trim).filter(|u| !u.is_empty());
