@@ -201,6 +201,17 @@ pub(super) async fn answer_callback(
         .map(|r| r.details)
         .map_err(|e| StoreError::Corrupt(format!("bulk change {}: stored request unreadable: {e}", bulk.id)))?;
     let mut outcome = result_outcome(&details, &statuses, &row.iccid, &callback.result);
+    if outcome.status != RowStatus::Processed && (row.claims > 1 || bulk.retry_of.is_some()) {
+        // This change may have reached ThingSpace before (a retry, or a row claimed again after its worker died):
+        // its failure may only say the earlier request already did it ("Device is in state active; activate is
+        // not allowed"). The row keeps waiting; when its wait ends a worker reads the device and settles it
+        // (`poll`: done when the device shows the change, else failed with this request's status).
+        info!(bulk_change_id = bulk.id, iccid = %row.iccid, request_id = %callback.request_id, reason = %outcome.details,
+              "failure of a change that may have been sent before; settled by reading the device");
+        return Ok(CallbackAnswer::Ignored(
+            "a failure of a change that may have been sent before: settled by reading the device".into(),
+        ));
+    }
     if outcome.status != RowStatus::Processed {
         let current = match row.device_id {
             Some(id) => store.device(bulk.tenant_id, id).await?.map(|d| d.device_status_id),
