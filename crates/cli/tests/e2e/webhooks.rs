@@ -258,6 +258,9 @@ async fn a_worker_killed_between_the_final_status_and_the_delivery_still_deliver
         // The worker process sends the event the moment the bulk change is final; the scheduler comes later.
         c.scheduler_interval = Duration::from_secs(1);
         c.webhooks.lease = Duration::from_secs(3);
+        // Should this stack's scheduler take the event first after all, its attempt ends soon too.
+        c.webhook_timeout = Duration::from_secs(1);
+        c.webhooks.retry_base = Duration::from_millis(200);
     })
     .await;
     let (code, registered) = app
