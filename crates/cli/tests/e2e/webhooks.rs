@@ -289,3 +289,34 @@ async fn a_worker_killed_between_the_final_status_and_the_delivery_still_deliver
     let (_, page) = app.get(&format!("/M2M/Webhooks/{}/Deliveries", registered["Id"]), &app.token).await;
     assert_eq!(page["Items"][0]["Status"], "DELIVERED", "{page}");
 }
+
+/// A bulk change its abort rule ends ABORTED sends one `bulk_change.aborted` event (not `finished`), carrying the
+/// rule's reason and the counts.
+#[tokio::test]
+async fn an_aborted_bulk_change_sends_one_aborted_event_with_its_reason() {
+    let (receiver, base) = Receiver::default().start().await;
+    let refused: Vec<String> = (0..60).filter(|i| i % 2 == 0).map(crate::rollout::device).collect();
+    let app = TestApp::start(seed(60, 100.0), |c| {
+        c.simulator_faults = simulators::Faults { locked_iccids: refused.clone(), ..simulators::Faults::default() };
+    })
+    .await;
+    let (code, registered) = app.post_json("/M2M/Webhooks", &json!({"Url": format!("{base}/hook")}), &app.token).await;
+    assert_eq!(code, 201, "{registered}");
+    let id = app
+        .accepted(&activation(
+            0..60,
+            json!({"Canary": {"Devices": 10}, "AbortWhen": {"FailedPercent": 20, "MinProcessed": 10}}),
+        ))
+        .await;
+    let done = app.final_status(id, Duration::from_secs(30)).await;
+    assert_eq!(done["Status"], "ABORTED", "{}", done["Counts"]);
+    let accepted = receiver.until_accepted(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 1, "one event: {got:#?} {accepted:?}");
+    assert_eq!(got[0].event_type, "bulk_change.aborted");
+    let event: Value = serde_json::from_str(&got[0].body).expect("JSON");
+    assert_eq!(event["Data"]["Status"], "ABORTED");
+    assert_eq!(event["Data"]["AbortedReason"], done["AbortedReason"]);
+    assert_eq!(event["Data"]["Counts"], done["Counts"]);
+}
