@@ -342,8 +342,10 @@ where
     let now = Utc::now();
     let until = now + chrono::Duration::from_std(config.lease).unwrap_or_else(|_| chrono::Duration::minutes(1));
     let due = store.claim_deliveries(&config.worker_id, config.batch, until, now).await?;
-    for item in due {
-        let result = deliver_one(store, transport, config, &item).await;
+    // At once: a pass takes about one attempt's time however many endpoints are slow.
+    let attempts = due.iter().map(|item| deliver_one(store, transport, config, item));
+    let results = futures::future::join_all(attempts).await;
+    for (item, result) in due.iter().zip(results) {
         let (body, result) = match result {
             Ok(pair) => pair,
             Err(e) => {
