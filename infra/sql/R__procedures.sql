@@ -1726,12 +1726,12 @@ BEGIN
     SET NOCOUNT ON;
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId AND TenantId = @TenantId) = 2
         SELECT r.Id, r.ICCID, r.DeviceId, r.BeforeDeviceStatusId, r.BeforeCarrierRatePlan, r.BeforeCommunicationPlan, r.BeforeRevCustomerId, r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB, r.BeforeICCID, r.BeforeIMEI,
-               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI
+               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest
         FROM dbo.Mobility_DeviceChange r LEFT JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
         WHERE r.BulkChangeId = @BulkChangeId AND r.TenantId = @TenantId AND r.Status = N'PROCESSED' ORDER BY r.Id;
     ELSE
         SELECT r.Id, r.ICCID, r.DeviceId, r.BeforeDeviceStatusId, r.BeforeCarrierRatePlan, r.BeforeCommunicationPlan, r.BeforeRevCustomerId, r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB, r.BeforeICCID, r.BeforeIMEI,
-               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI
+               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest
         FROM dbo.M2M_DeviceChange r LEFT JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
         WHERE r.BulkChangeId = @BulkChangeId AND r.TenantId = @TenantId AND r.Status = N'PROCESSED' ORDER BY r.Id;
 END

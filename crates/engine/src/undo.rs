@@ -87,8 +87,12 @@ pub fn request_of(bulk: &BulkChange) -> Result<BulkChangeRequest, String> {
 /// The plan: refused rows first (what an operator reads first), then the rows to restore, each in row order.
 pub fn plan(bulk: &BulkChange, rows: &[AppliedRow], statuses: &[DeviceStatusDef]) -> Result<Vec<UndoRow>, String> {
     let request = request_of(bulk)?;
-    let mut planned: Vec<UndoRow> =
-        rows.iter().map(|row| plan_row(bulk.integration, &request.details, row, statuses)).collect();
+    let mut planned = Vec::with_capacity(rows.len());
+    for row in rows {
+        // An undo's row set its own value: undoing the undo looks at that, not at the bulk change's request.
+        let own = row.request.as_deref().map(row_details).transpose()?;
+        planned.push(plan_row(bulk.integration, own.as_ref().unwrap_or(&request.details), row, statuses));
+    }
     planned.sort_by_key(|r| (r.refused.is_none(), r.row_id));
     Ok(planned)
 }

@@ -85,6 +85,12 @@ async fn an_undo_of_a_200_device_status_change_puts_every_device_back() {
     assert_eq!((code, &again["BulkChangeId"]), (202, &json!(undo)));
     let (code, problem) = app.act(undo, "Retry", &app.token).await;
     assert_eq!(code, 409, "an undo is not retried: {problem}");
+    // An undo is undone like any bulk change: each row's own value is what it set.
+    let (code, again) = app.undo(undo, false, "undo-of-undo").await;
+    assert_eq!((code, &again["Counts"]), (202, &json!({"Restore": 200, "Refused": 0})), "{again}");
+    let redone = app.final_status(again["BulkChangeId"].as_i64().expect("id"), Duration::from_secs(60)).await;
+    assert_eq!(redone["Counts"], json!({"PROCESSED": 200}), "{redone}");
+    assert!(devices.iter().all(|d| app.sim_status(d).as_deref() == Some("DEACTIVATED")), "deactivated again");
 }
 
 /// An activation from a pre-activation status is not undone on Control Center (it refuses such a move): the dry

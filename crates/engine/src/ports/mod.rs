@@ -475,6 +475,8 @@ pub struct AppliedRow {
     pub device_id: Option<i64>,
     pub before: Option<DeviceValues>,
     pub now: Option<DeviceValues>,
+    /// The row's own change (an undo's row), when it had one: what it set, rather than its bulk change's request.
+    pub request: Option<String>,
 }
 
 /// The events a webhook endpoint may want (README "Webhooks"): a bulk change final (PROCESSED, ERROR, CANCELLED),

@@ -32,6 +32,7 @@ impl Reads for MssqlStore {
                     device_id: r.get::<i64, _>("DeviceId"),
                     before: text(r, "BeforeICCID").is_some().then(|| values(r, "Before")),
                     now: r.get::<i64, _>("NowId").is_some().then(|| values(r, "Now")),
+                    request: text(r, "RowRequest"),
                 })
             })
             .collect()

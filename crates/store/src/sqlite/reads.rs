@@ -14,7 +14,7 @@ impl Reads for SqliteStore {
                             r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB,
                             r.BeforeICCID, r.BeforeIMEI, d.Id IS NOT NULL,
                             d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan, d.RevCustomerId, d.Username,
-                            d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.ICCID, d.IMEI
+                            d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.ICCID, d.IMEI, r.RowRequest
                      FROM {table} r LEFT JOIN Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
                      WHERE r.BulkChangeId = ?1 AND r.TenantId = ?2 AND r.Status = 'PROCESSED' ORDER BY r.Id"
                 ))
@@ -40,6 +40,7 @@ impl Reads for SqliteStore {
                     device_id: r.get(2)?,
                     before: if r.get::<_, bool>(3)? { Some(values(r, 4)?) } else { None },
                     now: if r.get::<_, bool>(14)? { Some(values(r, 15)?) } else { None },
+                    request: r.get(25)?,
                 })
             })
             .map_err(db("read applied rows"))?
