@@ -713,7 +713,9 @@ async fn undo(
         let mut new_rows = Vec::with_capacity(plan.len());
         for row in &plan {
             let own = match &row.details {
-                Some(details) => Some(engine::undo::row_request(&bulk, details).map_err(ApiError::Internal)?),
+                Some(details) => {
+                    Some(engine::undo::row_request(&bulk, details, row.expect.as_ref()).map_err(ApiError::Internal)?)
+                }
                 None => None,
             };
             new_rows.push(engine::ports::NewRow {

@@ -6,9 +6,9 @@
 //! change set something else later), or when nothing was kept for it (recorded before values were kept).
 
 use domain::request::{CarrierRatePlanUpdate, CustomerRatePlanUpdate, StatusUpdate, UsernameUpdate};
-use domain::rules::{DeviceStatusDef, resolve_target_status};
+use domain::rules::{DeviceRecord, DeviceStatusDef, resolve_target_status};
 use domain::{BulkChangeRequest, BulkChangeRequestWire, ChangeDetails, Integration};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ports::{AppliedRow, BulkChange, DeviceValues};
 
@@ -31,6 +31,10 @@ pub struct UndoRow {
     /// The change that sets it back, as a bulk change of the original's type would carry it.
     #[serde(skip)]
     pub details: Option<ChangeDetails>,
+    /// What the device must still be when the undo's row runs (what the original set): checked by the worker, so an
+    /// undo planned before another change of the device (a second undo at the same moment) does not undo it again.
+    #[serde(skip)]
+    pub expect: Option<DeviceValues>,
 }
 
 impl UndoRow {
@@ -42,10 +46,11 @@ impl UndoRow {
             restore: None,
             refused: Some(why.into()),
             details: None,
+            expect: None,
         }
     }
 
-    fn restore(row: &AppliedRow, values: DeviceValues, details: ChangeDetails) -> Self {
+    fn restore(row: &AppliedRow, values: DeviceValues, details: ChangeDetails, expect: DeviceValues) -> Self {
         Self {
             iccid: row.iccid.clone(),
             row_id: row.row_id,
@@ -53,12 +58,48 @@ impl UndoRow {
             restore: Some(values),
             refused: None,
             details: Some(details),
+            expect: Some(expect),
         }
     }
 }
 
-/// A row's own change as stored (`NewRow::request`): a request of one device carrying only the change.
-pub fn row_request(bulk: &BulkChange, details: &ChangeDetails) -> Result<String, String> {
+/// A row's own change as stored: the change, and what the device must still be when it runs.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RowChange {
+    change: BulkChangeRequestWire,
+    #[serde(default)]
+    expect: Option<DeviceValues>,
+}
+
+/// Why the device no longer is what the undo's row expects (`None`: it is), on the attributes `expect` names.
+pub fn unexpected(expect: &DeviceValues, device: &DeviceRecord) -> Option<String> {
+    let differs = |what: &str| Some(format!("its {what} changed since the undo was planned (another change set it)"));
+    if expect.device_status_id.is_some_and(|s| s != device.device_status_id) {
+        return differs("status");
+    }
+    if expect.carrier_rate_plan.is_some() && expect.carrier_rate_plan != device.carrier_rate_plan {
+        return differs("carrier rate plan");
+    }
+    if expect.customer_rate_plan_id.is_some() && expect.customer_rate_plan_id != device.customer_rate_plan_id {
+        return differs("customer rate plan");
+    }
+    if expect.customer_rate_pool_id.is_some() && expect.customer_rate_pool_id != device.customer_rate_pool_id {
+        return differs("customer rate pool");
+    }
+    if expect.username.is_some() && expect.username != device.username {
+        return differs("username");
+    }
+    None
+}
+
+/// A row's own change as stored (`NewRow::request`): a request of one device carrying only the change, and what the
+/// device must still be when it runs.
+pub fn row_request(
+    bulk: &BulkChange,
+    details: &ChangeDetails,
+    expect: Option<&DeviceValues>,
+) -> Result<String, String> {
     let request = BulkChangeRequest {
         service_provider_id: bulk.service_provider_id,
         portal_type: bulk.portal_type,
@@ -68,14 +109,21 @@ pub fn row_request(bulk: &BulkChange, details: &ChangeDetails) -> Result<String,
         rollout: Default::default(),
         notify_url: None,
     };
-    serde_json::to_string(&request.to_wire()).map_err(|e| format!("row change not serialisable: {e}"))
+    let stored = RowChange { change: request.to_wire(), expect: expect.cloned() };
+    serde_json::to_string(&stored).map_err(|e| format!("row change not serialisable: {e}"))
 }
 
-/// The change a row's stored request (`row_request`) carries.
+/// The change a row's stored request (`row_request`) carries, and what its device must still be.
+pub fn row_change(json: &str) -> Result<(ChangeDetails, Option<DeviceValues>), String> {
+    let stored: RowChange = serde_json::from_str(json).map_err(|e| format!("not a row change: {e}"))?;
+    let wire = BulkChangeRequestWire { devices: vec![String::new()], ..stored.change };
+    let details = BulkChangeRequest::from_wire(wire).map(|r| r.details).map_err(|e| e.to_string())?;
+    Ok((details, stored.expect))
+}
+
+/// The change a row's stored request carries.
 pub fn row_details(json: &str) -> Result<ChangeDetails, String> {
-    let wire: BulkChangeRequestWire = serde_json::from_str(json).map_err(|e| format!("not a change request: {e}"))?;
-    let wire = BulkChangeRequestWire { devices: vec![String::new()], ..wire };
-    BulkChangeRequest::from_wire(wire).map(|r| r.details).map_err(|e| e.to_string())
+    row_change(json).map(|(details, _)| details)
 }
 
 /// The stored request of a bulk change, parsed (stored without devices: the parser wants one).
@@ -150,7 +198,8 @@ fn plan_row(
             }
             let values = DeviceValues { device_status_id: Some(was.id), ..DeviceValues::default() };
             let undo = StatusUpdate { target_status: was.display_name.clone(), ..status_only(update) };
-            UndoRow::restore(row, values, ChangeDetails::StatusUpdate(undo))
+            let expect = DeviceValues { device_status_id: now.device_status_id, ..DeviceValues::default() };
+            UndoRow::restore(row, values, ChangeDetails::StatusUpdate(undo), expect)
         }
         ChangeDetails::CarrierRatePlanChange(update) => {
             if now.carrier_rate_plan.as_deref() != Some(update.carrier_rate_plan.as_str()) {
@@ -169,7 +218,8 @@ fn plan_row(
                 communication_plan: update.communication_plan.as_ref().and(before.communication_plan.clone()),
                 effective_date: None,
             };
-            UndoRow::restore(row, values, ChangeDetails::CarrierRatePlanChange(undo))
+            let expect = DeviceValues { carrier_rate_plan: now.carrier_rate_plan.clone(), ..DeviceValues::default() };
+            UndoRow::restore(row, values, ChangeDetails::CarrierRatePlanChange(undo), expect)
         }
         ChangeDetails::CustomerRatePlanChange(update) => {
             let changed_since = (update.customer_rate_plan_id.is_some()
@@ -198,7 +248,12 @@ fn plan_row(
                 data_allocation_mb: undo.data_allocation_mb,
                 ..DeviceValues::default()
             };
-            UndoRow::restore(row, values, ChangeDetails::CustomerRatePlanChange(undo))
+            let expect = DeviceValues {
+                customer_rate_plan_id: now.customer_rate_plan_id,
+                customer_rate_pool_id: now.customer_rate_pool_id,
+                ..DeviceValues::default()
+            };
+            UndoRow::restore(row, values, ChangeDetails::CustomerRatePlanChange(undo), expect)
         }
         ChangeDetails::EditUsername(update) => {
             if now.username.as_deref() != Some(update.new_username.as_str()) {
@@ -209,7 +264,8 @@ fn plan_row(
             };
             let values = DeviceValues { username: Some(name.clone()), ..DeviceValues::default() };
             let undo = UsernameUpdate { new_username: name, cost_center: None, cost_center2: None, cost_center3: None };
-            UndoRow::restore(row, values, ChangeDetails::EditUsername(undo))
+            let expect = DeviceValues { username: now.username.clone(), ..DeviceValues::default() };
+            UndoRow::restore(row, values, ChangeDetails::EditUsername(undo), expect)
         }
         _ => UndoRow::refuse(row, "this change cannot be undone"),
     }
@@ -229,4 +285,35 @@ fn deactivation_is_final(integration: Integration, target: Option<&DeviceStatusD
         code.contains("deactiv") || code.contains("cancel") || code.contains("retire")
     });
     deactivated && matches!(integration, Integration::ThingSpace | Integration::Telegence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes;
+
+    #[test]
+    fn a_row_change_keeps_its_expectation_and_a_changed_device_fails_it() {
+        let store = fakes::MemStore::default();
+        let device = store.add_device(1, "89148000008245116615");
+        let expect = DeviceValues { device_status_id: Some(1), ..DeviceValues::default() };
+        assert_eq!(unexpected(&expect, &device), None, "still what the original set");
+        let moved = DeviceRecord { device_status_id: 2, ..device.clone() };
+        assert!(unexpected(&expect, &moved).is_some_and(|why| why.contains("status changed since")));
+        let plan = DeviceValues { carrier_rate_plan: Some("RP-5GB".into()), ..DeviceValues::default() };
+        let other_plan = DeviceRecord { carrier_rate_plan: Some("RP-1GB".into()), ..device.clone() };
+        assert!(unexpected(&plan, &other_plan).is_some_and(|why| why.contains("carrier rate plan")));
+        assert_eq!(unexpected(&DeviceValues::default(), &moved), None, "nothing expected, nothing checked");
+
+        let bulk = store.add_bulk_change(1, &ChangeDetails::Archival, &[device]);
+        let change = ChangeDetails::EditUsername(UsernameUpdate {
+            new_username: "back".into(),
+            cost_center: None,
+            cost_center2: None,
+            cost_center3: None,
+        });
+        let stored = row_request(&bulk, &change, Some(&expect)).expect("stored");
+        assert_eq!(row_change(&stored).expect("read back"), (change, Some(expect)));
+        assert!(row_change("{}").is_err(), "not a row change");
+    }
 }

@@ -511,9 +511,20 @@ impl Worker {
     /// A row processed on its own: by the carrier when the change reaches it, else by `change` (no carrier step).
     async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow) -> RowOutcome {
         // A row with a change of its own (an undo's: each device back to its own value), else its bulk change's.
-        let own = match row.request.as_deref().map(crate::undo::row_details) {
+        let own = match row.request.as_deref().map(crate::undo::row_change) {
             None => None,
-            Some(Ok(details)) => Some(details),
+            Some(Ok((details, expect))) => {
+                // An undo's row runs only while its device still is what the original set.
+                let changed = expect.as_ref().zip(row.device.as_ref()).and_then(|(e, d)| crate::undo::unexpected(e, d));
+                if let Some(why) = changed {
+                    return RowOutcome {
+                        status: RowStatus::Error,
+                        details: format!("not undone: {why}"),
+                        device_update: DeviceUpdate::default(),
+                    };
+                }
+                Some(details)
+            }
             Some(Err(e)) => {
                 return RowOutcome {
                     status: RowStatus::Error,

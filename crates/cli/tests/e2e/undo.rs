@@ -108,7 +108,8 @@ async fn an_activation_is_not_undone_back_to_a_pre_activation_status() {
 }
 
 /// Two undos of one bulk change at the same moment: each device is undone by one of them; the other's row is an
-/// ERROR naming the holder (the database decides).
+/// ERROR, naming the holder (the database decides when both are recorded) or, when the first already finished the
+/// device, saying it changed since (at planning, or at the worker's check before the carrier call).
 #[tokio::test]
 async fn two_undos_at_once_undo_each_device_once() {
     let mut active = seed(40, 20.0);
@@ -127,7 +128,10 @@ async fn two_undos_at_once_undo_each_device_once() {
         let status = app.final_status(undo, Duration::from_secs(30)).await;
         pending_or_done += status["Counts"]["PROCESSED"].as_u64().unwrap_or(0);
         for row in status["Rows"].as_array().into_iter().flatten().filter(|r| r["Status"] == "ERROR") {
-            assert!(row["StatusDetails"].as_str().is_some_and(|d| d.contains("has an open")), "{row}");
+            // Held by the other undo when this one was recorded, or already undone by it when this one was planned
+            // or when its row ran.
+            let why = row["StatusDetails"].as_str().unwrap_or_default();
+            assert!(why.contains("has an open") || why.contains("changed since"), "{row}");
             held += 1;
         }
     }

@@ -448,7 +448,7 @@ pub trait SecretSource: Send + Sync {
 pub use store::*;
 
 /// A device's attributes a bulk change can change: what an undo sets back.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DeviceValues {
     pub device_status_id: Option<i64>,

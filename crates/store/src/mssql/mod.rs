@@ -199,7 +199,7 @@ impl MssqlStore {
 
     /// Deletes every row but the reference data (contract tests only).
     pub async fn wipe_for_tests(&self) -> Result<(), StoreError> {
-        let sql = "DELETE FROM dbo.DeviceChangeLock; DELETE FROM dbo.RevServiceCreation; DELETE FROM dbo.IdempotencyKey; DELETE FROM dbo.RateBudget;
+        let sql = "DELETE FROM dbo.WebhookDelivery; DELETE FROM dbo.Webhook; DELETE FROM dbo.DeviceChangeLock; DELETE FROM dbo.RevServiceCreation; DELETE FROM dbo.IdempotencyKey; DELETE FROM dbo.RateBudget;
                    DELETE FROM dbo.Device_CustomerRatePlanOrRatePool_Queue; DELETE FROM dbo.DeviceBulkChangeLog;
                    DELETE FROM dbo.ThingSpaceCallBackResponseLog; DELETE FROM dbo.ThingSpaceAuthentication;
                    DELETE FROM dbo.DeviceActionHistory; DELETE FROM dbo.Device_Tenant;
