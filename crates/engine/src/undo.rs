@@ -5,7 +5,7 @@
 //! deactivation the carrier does not reverse), when its device changed since on the same attribute (another bulk
 //! change set something else later), or when nothing was kept for it (recorded before values were kept).
 
-use domain::request::{CarrierRatePlanUpdate, CustomerRatePlanUpdate, StatusUpdate, UsernameUpdate};
+use domain::request::{CarrierRatePlanUpdate, ChangeIdentifier, CustomerRatePlanUpdate, StatusUpdate, UsernameUpdate};
 use domain::rules::{DeviceRecord, DeviceStatusDef, resolve_target_status};
 use domain::{BulkChangeRequest, BulkChangeRequestWire, ChangeDetails, Integration};
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,9 @@ pub fn unexpected(expect: &DeviceValues, device: &DeviceRecord) -> Option<String
     if expect.username.is_some() && expect.username != device.username {
         return differs("username");
     }
+    if expect.imei.is_some() && expect.imei != device.imei {
+        return differs("IMEI");
+    }
     None
 }
 
@@ -160,7 +163,10 @@ fn plan_row(
         ChangeDetails::CustomerAssignment(_) => {
             Some("undoing a customer assignment (and closing its Rev.io line) is not built yet")
         }
-        ChangeDetails::ChangeIccidOrImei(_) => Some("undoing an ICCID or IMEI swap is not built yet"),
+        ChangeDetails::ChangeIccidOrImei(c) if c.new_iccid.is_some() => Some("undoing an ICCID swap is not built yet"),
+        ChangeDetails::ChangeIccidOrImei(_) if !integration.is_jasper_family() => {
+            Some("undoing an IMEI change is built for Control Center accounts only so far")
+        }
         _ => None,
     };
     if let Some(why) = refused {
@@ -266,6 +272,18 @@ fn plan_row(
             let undo = UsernameUpdate { new_username: name, cost_center: None, cost_center2: None, cost_center3: None };
             let expect = DeviceValues { username: now.username.clone(), ..DeviceValues::default() };
             UndoRow::restore(row, values, ChangeDetails::EditUsername(undo), expect)
+        }
+        ChangeDetails::ChangeIccidOrImei(change) => {
+            if now.imei != change.new_imei {
+                return UndoRow::refuse(row, "its IMEI changed since (another change set it later)");
+            }
+            let Some(imei) = before.imei.clone().filter(|i| !i.is_empty()) else {
+                return UndoRow::refuse(row, "it had no IMEI before: an undo cannot clear one");
+            };
+            let values = DeviceValues { imei: Some(imei.clone()), ..DeviceValues::default() };
+            let undo = ChangeIdentifier { new_imei: Some(imei), new_iccid: None, ..change.clone() };
+            let expect = DeviceValues { imei: now.imei.clone(), ..DeviceValues::default() };
+            UndoRow::restore(row, values, ChangeDetails::ChangeIccidOrImei(undo), expect)
         }
         _ => UndoRow::refuse(row, "this change cannot be undone"),
     }

@@ -1646,3 +1646,31 @@ async fn an_undo_of_a_plan_change_restores_each_plan_and_refuses_a_device_change
     let plan_writes = app.cc(POD19).state.calls().iter().filter(|c| c.method == "PUT").count();
     assert_eq!(plan_writes, 3 + 1 + 2, "the change, the later change, and two undone");
 }
+
+/// Undo of an IMEI change on Control Center: the device's IMEI goes back to the one before, on the carrier (its
+/// modem id) and in the database.
+#[tokio::test]
+async fn an_undo_of_an_imei_change_puts_the_imei_before_back() {
+    let app = spawn().await;
+    let first = app.accepted(&change_identifier(&[active(2)], None, Some("356938035643809"))).await;
+    let done = app.wait_final(first).await;
+    assert_eq!(row(&done, &active(2))["Status"], "PROCESSED", "{}", row(&done, &active(2)));
+    let second = app.accepted(&change_identifier(&[active(2)], None, Some("356938035643817"))).await;
+    let done = app.wait_final(second).await;
+    assert_eq!(row(&done, &active(2))["Status"], "PROCESSED", "{}", row(&done, &active(2)));
+    let response = app
+        .http
+        .post(format!("{}/M2M/BulkChange/{second}/Undo", app.stack.base_url()))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .expect("undo");
+    assert_eq!(response.status().as_u16(), 202);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["Counts"], json!({"Restore": 1, "Refused": 0}), "{answer}");
+    let status = app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
+    assert_eq!(status["Counts"], json!({"PROCESSED": 1}), "{status}");
+    assert_eq!(app.cc(POD19).state.device(&active(2)).expect("sim").modem_id.as_deref(), Some("356938035643809"));
+    let stored = app.stack.store.device_by_iccid(1, &active(2)).await.expect("read").expect("device");
+    assert_eq!(stored.imei.as_deref(), Some("356938035643809"));
+}
