@@ -643,6 +643,16 @@ BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
+    -- One claim of a bulk change at a time, and never across a pause (usp_DeviceBulkChange_Pause takes the same
+    -- lock): a claim that read the status before a pause commits its rows before the pause counts its rows in flight,
+    -- and a claim after the pause reads PAUSED. (Babelfish ignores the table hints below, so the lock decides.)
+    DECLARE @ClaimLock NVARCHAR(100) = CONCAT(N'BulkChangeClaim:', @BulkChangeId), @ClaimLocked INT;
+    EXEC @ClaimLocked = sp_getapplock @Resource = @ClaimLock, @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 10000;
+    IF @ClaimLocked < 0
+    BEGIN
+        ROLLBACK TRANSACTION;
+        THROW 50503, N'the database is busy: try again', 1;
+    END
     -- dbo.ClaimWork, not a table variable: 003_work_tables.sql says why. @Pick: the candidates; @G: the claimed.
     DECLARE @Pick UNIQUEIDENTIFIER = NEWID(), @G UNIQUEIDENTIFIER = NEWID(), @Room INT, @Lo BIGINT, @Hi BIGINT;
     -- Rollout control: no PENDING row of a paused or aborted bulk change (its rows in flight whose lease ended are
@@ -1085,6 +1095,14 @@ BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
     BEGIN TRANSACTION;
+    -- After any claim in progress (usp_DeviceBulkChange_ClaimRows takes the same lock): its rows are counted in flight.
+    DECLARE @ClaimLock NVARCHAR(100) = CONCAT(N'BulkChangeClaim:', @BulkChangeId), @ClaimLocked INT;
+    EXEC @ClaimLocked = sp_getapplock @Resource = @ClaimLock, @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 10000;
+    IF @ClaimLocked < 0
+    BEGIN
+        ROLLBACK TRANSACTION;
+        THROW 50503, N'the database is busy: try again', 1;
+    END
     UPDATE dbo.DeviceBulkChange SET Status = N'PAUSED', HoldReason = @Reason, HoldBy = @By, HoldDate = @Now, ModifiedDate = @Now
     WHERE Id = @BulkChangeId AND (@TenantId IS NULL OR TenantId = @TenantId) AND Status IN (N'NEW', N'PROCESSING', N'SCHEDULED')
       AND AbortedReason IS NULL;
