@@ -1616,15 +1616,8 @@ async fn an_undo_of_a_plan_change_restores_each_plan_and_refuses_a_device_change
     // A later bulk change sets device 32's plan again.
     let later = app.accepted(&carrier_rate_plan(POD19, &devices[2..], "RP-1GB", None)).await;
     assert_eq!(app.wait_final(later).await["Counts"], json!({"PROCESSED": 1}));
-    let response = app
-        .http
-        .post(format!("{}/M2M/BulkChange/{id}/Undo", app.stack.base_url()))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .expect("undo");
-    assert_eq!(response.status().as_u16(), 202);
-    let answer: Value = response.json().await.expect("json");
+    let (code, answer) = app.undo(id, false, "undo").await;
+    assert_eq!(code, 202, "{answer}");
     assert_eq!(answer["Counts"], json!({"Restore": 2, "Refused": 1}), "{answer}");
     let undo = answer["BulkChangeId"].as_i64().expect("id");
     let status = app.wait_final(undo).await;
@@ -1658,15 +1651,8 @@ async fn an_undo_of_an_imei_change_puts_the_imei_before_back() {
     let second = app.accepted(&change_identifier(&[active(2)], None, Some("356938035643817"))).await;
     let done = app.wait_final(second).await;
     assert_eq!(row(&done, &active(2))["Status"], "PROCESSED", "{}", row(&done, &active(2)));
-    let response = app
-        .http
-        .post(format!("{}/M2M/BulkChange/{second}/Undo", app.stack.base_url()))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .expect("undo");
-    assert_eq!(response.status().as_u16(), 202);
-    let answer: Value = response.json().await.expect("json");
+    let (code, answer) = app.undo(second, false, "undo").await;
+    assert_eq!(code, 202, "{answer}");
     assert_eq!(answer["Counts"], json!({"Restore": 1, "Refused": 0}), "{answer}");
     let status = app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
     assert_eq!(status["Counts"], json!({"PROCESSED": 1}), "{status}");

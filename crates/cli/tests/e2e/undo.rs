@@ -12,7 +12,7 @@ use crate::support::TestApp;
 const POD19: i64 = 10;
 
 impl TestApp {
-    async fn undo(&self, id: i64, dry_run: bool, key: &str) -> (u16, Value) {
+    pub(crate) async fn undo(&self, id: i64, dry_run: bool, key: &str) -> (u16, Value) {
         let response = self
             .http
             .post(format!("{}/M2M/BulkChange/{id}/Undo?dryRun={dry_run}", self.stack.base_url()))
