@@ -237,16 +237,21 @@ async fn accept(
     if let (Some(secret), Some(obj)) = (&intake.change.notify_secret, body.as_object_mut()) {
         obj.insert("NotifySecret".into(), json!(secret));
     }
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Some(location) = status_location(id) {
-        response.headers_mut().insert(axum::http::header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(accepted(id, body))
 }
 
 /// The `Location` of an accepted bulk change: its status (`GET /M2M/BulkChangeStatus/{id}`).
 pub(crate) fn status_location(id: i64) -> Option<axum::http::HeaderValue> {
     axum::http::HeaderValue::from_str(&format!("/M2M/BulkChangeStatus/{id}")).ok()
+}
+
+/// 202 with `body` and the accepted bulk change's `Location`.
+fn accepted(id: i64, body: Value) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Some(location) = status_location(id) {
+        response.headers_mut().insert(axum::http::header::LOCATION, location);
+    }
+    response
 }
 
 /// ThingSpace's `CarrierService` callback: one device's result of an asynchronous request. Authenticated by the
@@ -709,7 +714,7 @@ async fn undo(
                 plan.len()
             )));
         }
-        let request = engine::undo::request_of(&bulk).map_err(ApiError::Internal)?;
+        let request = bulk.parsed_request().map_err(ApiError::Internal)?;
         let mut new_rows = Vec::with_capacity(plan.len());
         for row in &plan {
             let own = match &row.details {
@@ -755,11 +760,7 @@ async fn undo(
             created.conflicts.iter().map(|c| json!({"ICCID": c.iccid, "Refused": c.reason})).collect();
         let body = json!({"BulkChangeId": created.id, "UndoOf": bulk.id, "DryRun": false, "Counts": counts,
                           "Rows": plan, "HeldElsewhere": held});
-        let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-        if let Some(location) = status_location(created.id) {
-            response.headers_mut().insert(axum::http::header::LOCATION, location);
-        }
-        Ok(response)
+        Ok(accepted(created.id, body))
     })
     .await
 }

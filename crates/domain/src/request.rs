@@ -494,6 +494,11 @@ impl BulkChangeRequest {
         Ok((Self::from_wire(wire)?, warnings))
     }
 
+    /// A stored request (`to_wire`): stored without devices, which are its rows; parsed as one with a device.
+    pub fn from_stored(wire: BulkChangeRequestWire) -> Result<Self, RequestError> {
+        Self::from_wire(BulkChangeRequestWire { devices: vec![String::new()], ..wire })
+    }
+
     pub fn from_wire(wire: BulkChangeRequestWire) -> Result<Self, RequestError> {
         let mut errors = Vec::new();
         let service_provider_id = wire.service_provider_id.unwrap_or_else(|| {

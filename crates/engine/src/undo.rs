@@ -119,8 +119,7 @@ pub fn row_request(
 /// The change a row's stored request (`row_request`) carries, and what its device must still be.
 pub fn row_change(json: &str) -> Result<(ChangeDetails, Option<DeviceValues>), String> {
     let stored: RowChange = serde_json::from_str(json).map_err(|e| format!("not a row change: {e}"))?;
-    let wire = BulkChangeRequestWire { devices: vec![String::new()], ..stored.change };
-    let details = BulkChangeRequest::from_wire(wire).map(|r| r.details).map_err(|e| e.to_string())?;
+    let details = BulkChangeRequest::from_stored(stored.change).map(|r| r.details).map_err(|e| e.to_string())?;
     Ok((details, stored.expect))
 }
 
@@ -129,15 +128,9 @@ pub fn row_details(json: &str) -> Result<ChangeDetails, String> {
     row_change(json).map(|(details, _)| details)
 }
 
-/// The stored request of a bulk change, parsed (stored without devices: the parser wants one).
-pub fn request_of(bulk: &BulkChange) -> Result<BulkChangeRequest, String> {
-    let wire = BulkChangeRequestWire { devices: vec![String::new()], ..bulk.request.clone() };
-    BulkChangeRequest::from_wire(wire).map_err(|e| format!("stored change request is unreadable: {e}"))
-}
-
 /// The plan: refused rows first (what an operator reads first), then the rows to restore, each in row order.
 pub fn plan(bulk: &BulkChange, rows: &[AppliedRow], statuses: &[DeviceStatusDef]) -> Result<Vec<UndoRow>, String> {
-    let request = request_of(bulk)?;
+    let request = bulk.parsed_request()?;
     let mut planned = Vec::with_capacity(rows.len());
     for row in rows {
         // An undo's row set its own value: undoing the undo looks at that, not at the bulk change's request.

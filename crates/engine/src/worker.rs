@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{BulkChangeRequest, BulkStatus, Integration, RowStatus};
+use domain::{BulkStatus, Integration, RowStatus};
 use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -422,10 +422,7 @@ impl Worker {
                 }
                 None => None,
             };
-        // Stored without devices (they are the rows); the parser wants at least one.
-        let wire = domain::BulkChangeRequestWire { devices: vec![String::new()], ..bulk.request.clone() };
-        let request =
-            BulkChangeRequest::from_wire(wire).map_err(|e| format!("stored change request is unreadable: {e}"))?;
+        let request = bulk.parsed_request()?;
         let pace = request
             .rollout
             .max_per_minute

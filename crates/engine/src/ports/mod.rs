@@ -117,6 +117,14 @@ pub struct BulkChange {
     pub retry_of: Option<i64>,
 }
 
+impl BulkChange {
+    /// Its stored change request, parsed.
+    pub fn parsed_request(&self) -> Result<domain::BulkChangeRequest, String> {
+        domain::BulkChangeRequest::from_stored(self.request.clone())
+            .map_err(|e| format!("stored change request is unreadable: {e}"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewBulkChange {
     pub tenant_id: i64,

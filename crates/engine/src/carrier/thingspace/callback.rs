@@ -196,8 +196,7 @@ pub(super) async fn answer_callback(
         return Ok(CallbackAnswer::Ignored(format!("row already {}", row.status)));
     }
     let statuses = store.device_statuses(Integration::ThingSpace).await?;
-    let wire = domain::BulkChangeRequestWire { devices: vec![String::new()], ..bulk.request.clone() };
-    let details = domain::BulkChangeRequest::from_wire(wire)
+    let details = domain::BulkChangeRequest::from_stored(bulk.request.clone())
         .map(|r| r.details)
         .map_err(|e| StoreError::Corrupt(format!("bulk change {}: stored request unreadable: {e}", bulk.id)))?;
     let mut outcome = result_outcome(&details, &statuses, &row.iccid, &callback.result);
