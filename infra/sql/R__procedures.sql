@@ -190,8 +190,11 @@ BEGIN
     END
     IF @IsActive = 0 OR @Active IS NULL
     BEGIN
-        INSERT INTO dbo.RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
-        SELECT @TenantId, Id, @RevServiceId, @RevCustomerId, @IsActive, @Now FROM dbo.Device WHERE Id = @DeviceId AND TenantId = @TenantId;
+        -- The row that made the line active is the one holding its creation (an undo closes that line).
+        INSERT INTO dbo.RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate, CreatedByBulkChangeId, CreatedByRowId)
+        SELECT @TenantId, d.Id, @RevServiceId, @RevCustomerId, @IsActive, @Now, c.BulkChangeId, c.RowId
+        FROM dbo.Device d LEFT JOIN dbo.RevServiceCreation c ON c.DeviceId = d.Id AND c.TenantId = d.TenantId
+        WHERE d.Id = @DeviceId AND d.TenantId = @TenantId;
         IF @IsActive = 1
             EXEC dbo.UPDATE_DEVICE_REV_SERVICE_LINKS @TenantId = @TenantId, @DeviceId = @DeviceId, @RevServiceId = @RevServiceId;
     END
@@ -261,6 +264,20 @@ BEGIN
     SELECT N'Create' AS Outcome, CAST(NULL AS BIGINT) AS DeviceId, CAST(NULL AS BIGINT) AS RevServiceId,
            CAST(NULL AS NVARCHAR(100)) AS RevCustomerId, CAST(NULL AS BIT) AS IsActive,
            CAST(CASE WHEN @OwnerBulk IS NULL THEN 0 ELSE 1 END AS BIT) AS EarlierAttempt, CAST(NULL AS BIGINT) AS BusyBulkChangeId;
+END
+GO
+
+-- The device's active line @RevServiceId was closed on Rev.io (an undo of its assignment): Closed = 1 when it was
+-- the active line and is closed now, 0 when it was not active (closed already).
+DROP PROCEDURE IF EXISTS dbo.usp_RevService_Close;
+GO
+CREATE PROCEDURE dbo.usp_RevService_Close @TenantId BIGINT, @DeviceId BIGINT, @RevServiceId BIGINT, @Now DATETIME2 AS
+BEGIN
+    SET NOCOUNT ON;
+    UPDATE dbo.RevService SET IsActive = 0, ClosedDate = @Now
+    WHERE TenantId = @TenantId AND DeviceId = @DeviceId AND RevServiceId = @RevServiceId AND IsActive = 1;
+    DECLARE @Closed INT = @@ROWCOUNT;
+    SELECT CAST(CASE WHEN @Closed > 0 THEN 1 ELSE 0 END AS BIT) AS Closed;
 END
 GO
 
@@ -803,7 +820,8 @@ BEGIN
            OR @NewMSISDN IS NOT NULL OR @IpAddress IS NOT NULL
             UPDATE dbo.Device
             SET DeviceStatusId = COALESCE(@NewDeviceStatusId, DeviceStatusId), CarrierRatePlan = COALESCE(@CarrierRatePlan, CarrierRatePlan),
-                CommunicationPlan = COALESCE(@CommunicationPlan, CommunicationPlan), RevCustomerId = COALESCE(@RevCustomerId, RevCustomerId),
+                CommunicationPlan = COALESCE(@CommunicationPlan, CommunicationPlan),
+                RevCustomerId = CASE WHEN @RevCustomerId = N'' THEN NULL ELSE COALESCE(@RevCustomerId, RevCustomerId) END,
                 Username = COALESCE(@Username, Username), ICCID = COALESCE(@NewICCID, ICCID), IMEI = COALESCE(@NewIMEI, IMEI),
                 MSISDN = COALESCE(@NewMSISDN, MSISDN), IpAddress = COALESCE(@IpAddress, IpAddress),
                 IsActive = CASE WHEN @Archive = 1 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN @Archive = 1 THEN 1 ELSE IsDeleted END,
@@ -819,11 +837,11 @@ BEGIN
             -- Update, else insert (no MERGE: it has known race and correctness bugs, and Babelfish lacks it). Only
             -- the row holding the device's Billing lock gets here, and UQ_Device_Tenant is the backstop.
             UPDATE dbo.Device_Tenant
-            SET RevCustomerId = @RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
+            SET RevCustomerId = NULLIF(@RevCustomerId, N''), IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = @Now
             WHERE DeviceId = @DeviceId AND TenantId = @TenantId;
             IF @@ROWCOUNT = 0
                 INSERT INTO dbo.Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
-                VALUES (@DeviceId, @TenantId, @RevCustomerId, 1, 0, @ProcessedBy, @Now);
+                VALUES (@DeviceId, @TenantId, NULLIF(@RevCustomerId, N''), 1, 0, @ProcessedBy, @Now);
             IF @HistoryDetails IS NOT NULL
             EXEC dbo.usp_UpdateCrossProviderDeviceHistory @TenantId = @TenantId, @DeviceId = @DeviceId, @BulkChangeId = @BulkChangeId,
                  @Action = N'CustomerAssignment', @Details = @HistoryDetails, @ActionBy = @ProcessedBy, @Now = @Now;
@@ -934,7 +952,7 @@ BEGIN
                   AND r.Status = N'PROCESSED' AND r.RowId = dbo.Mobility_DeviceChange.Id);
     UPDATE dbo.Device
     SET DeviceStatusId = COALESCE(r.NewDeviceStatusId, dbo.Device.DeviceStatusId), CarrierRatePlan = COALESCE(r.CarrierRatePlan, dbo.Device.CarrierRatePlan),
-        CommunicationPlan = COALESCE(r.CommunicationPlan, dbo.Device.CommunicationPlan), RevCustomerId = COALESCE(r.RevCustomerId, dbo.Device.RevCustomerId),
+        CommunicationPlan = COALESCE(r.CommunicationPlan, dbo.Device.CommunicationPlan), RevCustomerId = CASE WHEN r.RevCustomerId = N'' THEN NULL ELSE COALESCE(r.RevCustomerId, dbo.Device.RevCustomerId) END,
         Username = COALESCE(r.Username, dbo.Device.Username), ICCID = COALESCE(r.NewICCID, dbo.Device.ICCID), IMEI = COALESCE(r.NewIMEI, dbo.Device.IMEI),
         MSISDN = COALESCE(r.NewMSISDN, dbo.Device.MSISDN), IpAddress = COALESCE(r.IpAddress, dbo.Device.IpAddress),
         IsActive = CASE WHEN r.Archive = 1 THEN 0 ELSE dbo.Device.IsActive END, IsDeleted = CASE WHEN r.Archive = 1 THEN 1 ELSE dbo.Device.IsDeleted END,
@@ -953,12 +971,12 @@ BEGIN
       AND (r.CustomerRatePlanId IS NOT NULL OR r.CustomerRatePoolId IS NOT NULL OR r.CustomerDataAllocationMB IS NOT NULL);
     -- Update, else insert (no MERGE); only the rows holding their device's Billing lock get here.
     UPDATE dbo.Device_Tenant
-    SET RevCustomerId = r.RevCustomerId, IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = r.Now
+    SET RevCustomerId = NULLIF(r.RevCustomerId, N''), IsActive = 1, IsDeleted = 0, ModifiedBy = @ProcessedBy, ModifiedDate = r.Now
     FROM dbo.CompletionWork r
     WHERE r.GroupId = @G AND r.Completed = 1 AND r.RevCustomerId IS NOT NULL AND r.DeviceId = dbo.Device_Tenant.DeviceId
       AND r.TenantId = dbo.Device_Tenant.TenantId;
     INSERT INTO dbo.Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
-    SELECT r.DeviceId, r.TenantId, r.RevCustomerId, 1, 0, @ProcessedBy, r.Now FROM dbo.CompletionWork r
+    SELECT r.DeviceId, r.TenantId, NULLIF(r.RevCustomerId, N''), 1, 0, @ProcessedBy, r.Now FROM dbo.CompletionWork r
     WHERE r.GroupId = @G AND r.Completed = 1 AND r.RevCustomerId IS NOT NULL AND r.DeviceId IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM dbo.Device_Tenant t WHERE t.DeviceId = r.DeviceId AND t.TenantId = r.TenantId);
     INSERT INTO dbo.DeviceActionHistory (DeviceId, TenantId, BulkChangeId, Action, Details, ActionBy, ActionDate)
@@ -1744,12 +1762,14 @@ BEGIN
     SET NOCOUNT ON;
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId AND TenantId = @TenantId) = 2
         SELECT r.Id, r.ICCID, r.DeviceId, r.BeforeDeviceStatusId, r.BeforeCarrierRatePlan, r.BeforeCommunicationPlan, r.BeforeRevCustomerId, r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB, r.BeforeICCID, r.BeforeIMEI,
-               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest
+               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest,
+               (SELECT TOP (1) s.RevServiceId FROM dbo.RevService s WHERE s.CreatedByBulkChangeId = r.BulkChangeId AND s.CreatedByRowId = r.Id AND s.TenantId = r.TenantId ORDER BY s.Id DESC) AS CreatedRevServiceId
         FROM dbo.Mobility_DeviceChange r LEFT JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
         WHERE r.BulkChangeId = @BulkChangeId AND r.TenantId = @TenantId AND r.Status = N'PROCESSED' ORDER BY r.Id;
     ELSE
         SELECT r.Id, r.ICCID, r.DeviceId, r.BeforeDeviceStatusId, r.BeforeCarrierRatePlan, r.BeforeCommunicationPlan, r.BeforeRevCustomerId, r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB, r.BeforeICCID, r.BeforeIMEI,
-               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest
+               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest,
+               (SELECT TOP (1) s.RevServiceId FROM dbo.RevService s WHERE s.CreatedByBulkChangeId = r.BulkChangeId AND s.CreatedByRowId = r.Id AND s.TenantId = r.TenantId ORDER BY s.Id DESC) AS CreatedRevServiceId
         FROM dbo.M2M_DeviceChange r LEFT JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
         WHERE r.BulkChangeId = @BulkChangeId AND r.TenantId = @TenantId AND r.Status = N'PROCESSED' ORDER BY r.Id;
 END

@@ -689,7 +689,12 @@ async fn undo(
                 bulk.id, bulk.status
             )));
         }
-        let carrier_call = bulk.change_type != ChangeType::CustomerRatePlanChange;
+        // What reaches the carrier: not a customer rate plan, nor an assignment that leaves the carrier plan alone.
+        let carrier_call = match bulk.parsed_request().map_err(ApiError::Internal)?.details {
+            domain::ChangeDetails::CustomerRatePlanChange(_) => false,
+            domain::ChangeDetails::CustomerAssignment(options) => options.add_carrier_rate_plan == Some(true),
+            _ => true,
+        };
         if carrier_call
             && matches!(bulk.integration, Integration::ThingSpace | Integration::Teal | Integration::Telegence)
         {
@@ -718,9 +723,10 @@ async fn undo(
         let mut new_rows = Vec::with_capacity(plan.len());
         for row in &plan {
             let own = match &row.details {
-                Some(details) => {
-                    Some(engine::undo::row_request(&bulk, details, row.expect.as_ref()).map_err(ApiError::Internal)?)
-                }
+                Some(details) => Some(
+                    engine::undo::row_request(&bulk, details, row.expect.as_ref(), row.unassign.as_ref())
+                        .map_err(ApiError::Internal)?,
+                ),
                 None => None,
             };
             new_rows.push(engine::ports::NewRow {

@@ -134,7 +134,7 @@ pub struct UndoPlan {
     /// `{"Restore": n, "Refused": m}`.
     pub counts: std::collections::BTreeMap<String, u64>,
     /// Refused rows first (`ICCID`, `RowId`, `Refused`), then the rows restored (`ICCID`, `RowId`, `Restore`: the values
-    /// the device goes back to).
+    /// the device goes back to; `CloseRevService`: the Rev.io service line an assignment created, closed by the undo).
     pub rows: Vec<serde_json::Value>,
     /// Devices another bulk change holds right now: ERROR rows of the undo naming the holder.
     pub held_elsewhere: Option<Vec<serde_json::Value>>,

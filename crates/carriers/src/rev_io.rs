@@ -167,6 +167,8 @@ impl RevIoApi for RevIoClient {
         #[derive(Deserialize)]
         struct Service {
             service_id: i64,
+            #[serde(default)]
+            disconnected_date: Option<String>,
         }
         #[derive(Deserialize)]
         struct Page {
@@ -181,7 +183,34 @@ impl RevIoApi for RevIoClient {
         let answer = self.send(Method::GET, &path, None).await?;
         let page: Page = serde_json::from_str(&answer.body)
             .map_err(|e| protocol(answer.call.clone(), format!("unreadable service page: {e}")))?;
-        Ok((page.records.into_iter().map(|s| s.service_id).collect(), answer.call))
+        // A disconnected line (an undone assignment) is not the device's line any more.
+        let open = page.records.into_iter().filter(|s| s.disconnected_date.as_deref().is_none_or(str::is_empty));
+        Ok((open.map(|s| s.service_id).collect(), answer.call))
+    }
+
+    async fn close_service(&self, service_id: i64, disconnected_date: &str) -> Result<CallRecord, CarrierFailure> {
+        let patch = json!([{"op": "replace", "path": "/disconnected_date", "value": disconnected_date}]);
+        let answer = self.send(Method::PATCH, &format!("Services/{service_id}"), Some(&patch)).await?;
+        Ok(answer.call)
+    }
+
+    async fn service_disconnected(&self, service_id: i64) -> Result<(Option<String>, CallRecord), CarrierFailure> {
+        #[derive(Deserialize)]
+        struct Service {
+            service_id: i64,
+            #[serde(default)]
+            disconnected_date: Option<String>,
+        }
+        let answer = self.send(Method::GET, &format!("Services/{service_id}"), None).await?;
+        match serde_json::from_str::<Service>(&answer.body) {
+            Ok(s) if s.service_id == service_id => {
+                Ok((s.disconnected_date.filter(|d| !d.trim().is_empty()), answer.call))
+            }
+            Ok(s) => {
+                Err(protocol(answer.call, format!("asked for service {service_id}, Rev.io answered {}", s.service_id)))
+            }
+            Err(e) => Err(protocol(answer.call, format!("unreadable service {service_id}: {e}"))),
+        }
     }
 }
 

@@ -478,6 +478,7 @@ async fn start_simulators(
                                 usage_plan_group_id: None,
                                 activated_date: None,
                                 fields: Default::default(),
+                                disconnected_date: None,
                             },
                         ))
                     })

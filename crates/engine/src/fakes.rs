@@ -429,6 +429,16 @@ impl RevServices for MemStore {
     async fn abandon_rev_service(&self, _device_id: i64, _bulk_change_id: i64, _row_id: i64) -> StoreResult<()> {
         Err(unfaked("abandon_rev_service"))
     }
+
+    async fn close_rev_service(
+        &self,
+        _tenant_id: i64,
+        _device_id: i64,
+        _rev_service_id: i64,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        Err(unfaked("close_rev_service"))
+    }
 }
 
 #[async_trait]

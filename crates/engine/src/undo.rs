@@ -5,7 +5,9 @@
 //! deactivation the carrier does not reverse), when its device changed since on the same attribute (another bulk
 //! change set something else later), or when nothing was kept for it (recorded before values were kept).
 
-use domain::request::{CarrierRatePlanUpdate, ChangeIdentifier, CustomerRatePlanUpdate, StatusUpdate, UsernameUpdate};
+use domain::request::{
+    CarrierRatePlanUpdate, ChangeIdentifier, CustomerRatePlanUpdate, RevServiceOptions, StatusUpdate, UsernameUpdate,
+};
 use domain::rules::{DeviceRecord, DeviceStatusDef, resolve_target_status};
 use domain::{BulkChangeRequest, BulkChangeRequestWire, ChangeDetails, Integration};
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,9 @@ pub struct UndoRow {
     /// Why this row cannot be undone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The Rev.io service line the original made active, closed (disconnected, kept) by the undo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_rev_service: Option<i64>,
     /// The change that sets it back, as a bulk change of the original's type would carry it.
     #[serde(skip)]
     pub details: Option<ChangeDetails>,
@@ -35,6 +40,31 @@ pub struct UndoRow {
     /// undo planned before another change of the device (a second undo at the same moment) does not undo it again.
     #[serde(skip)]
     pub expect: Option<DeviceValues>,
+    /// The way back of a customer assignment (its own processing: `Unassign`).
+    #[serde(skip)]
+    pub unassign: Option<Unassign>,
+}
+
+/// The way back of a customer assignment, carried by the undo's row (never by a request): the carrier rate plan
+/// back (when the assignment moved it), its Rev.io service line closed, the Rev customer and customer rate plan
+/// back. `change::customer_assignment::undo` does it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Unassign {
+    /// The Rev customer the device goes back to; `None`: no customer.
+    #[serde(default)]
+    pub rev_customer_id: Option<String>,
+    /// The Rev.io service line the assignment made active: closed (disconnected, kept) on Rev.io and here.
+    #[serde(default)]
+    pub close_rev_service_id: Option<i64>,
+    /// The carrier rate plan the device goes back to (the assignment moved it: `AddCarrierRatePlan`).
+    #[serde(default)]
+    pub carrier_rate_plan: Option<String>,
+    /// The customer rate plan and pool the device goes back to (the assignment set them: `AddCustomerRatePlan`).
+    #[serde(default)]
+    pub customer_rate_plan_id: Option<i64>,
+    #[serde(default)]
+    pub customer_rate_pool_id: Option<i64>,
 }
 
 impl UndoRow {
@@ -45,8 +75,10 @@ impl UndoRow {
             device_id: row.device_id,
             restore: None,
             refused: Some(why.into()),
+            close_rev_service: None,
             details: None,
             expect: None,
+            unassign: None,
         }
     }
 
@@ -57,19 +89,34 @@ impl UndoRow {
             device_id: row.device_id,
             restore: Some(values),
             refused: None,
+            close_rev_service: None,
             details: Some(details),
             expect: Some(expect),
+            unassign: None,
         }
     }
 }
 
-/// A row's own change as stored: the change, and what the device must still be when it runs.
+/// A row's own change as stored: the change, what the device must still be when it runs, and an assignment's way
+/// back.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RowChange {
+struct StoredRowChange {
     change: BulkChangeRequestWire,
     #[serde(default)]
     expect: Option<DeviceValues>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unassign: Option<Unassign>,
+}
+
+/// A row's own change, read back (`row_change`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    pub details: ChangeDetails,
+    /// What the device must still be when the row runs.
+    pub expect: Option<DeviceValues>,
+    /// A customer assignment's way back: done instead of `details`.
+    pub unassign: Option<Unassign>,
 }
 
 /// Why the device no longer is what the undo's row expects (`None`: it is), on the attributes `expect` names.
@@ -93,6 +140,9 @@ pub fn unexpected(expect: &DeviceValues, device: &DeviceRecord) -> Option<String
     if expect.imei.is_some() && expect.imei != device.imei {
         return differs("IMEI");
     }
+    if expect.rev_customer_id.is_some() && expect.rev_customer_id != device.rev_customer_id {
+        return differs("Rev customer");
+    }
     None
 }
 
@@ -102,6 +152,7 @@ pub fn row_request(
     bulk: &BulkChange,
     details: &ChangeDetails,
     expect: Option<&DeviceValues>,
+    unassign: Option<&Unassign>,
 ) -> Result<String, String> {
     let request = BulkChangeRequest {
         service_provider_id: bulk.service_provider_id,
@@ -112,20 +163,16 @@ pub fn row_request(
         rollout: Default::default(),
         notify_url: None,
     };
-    let stored = RowChange { change: request.to_wire(), expect: expect.cloned() };
+    let stored = StoredRowChange { change: request.to_wire(), expect: expect.cloned(), unassign: unassign.cloned() };
     serde_json::to_string(&stored).map_err(|e| format!("row change not serialisable: {e}"))
 }
 
-/// The change a row's stored request (`row_request`) carries, and what its device must still be.
-pub fn row_change(json: &str) -> Result<(ChangeDetails, Option<DeviceValues>), String> {
-    let stored: RowChange = serde_json::from_str(json).map_err(|e| format!("not a row change: {e}"))?;
+/// The change a row's stored request (`row_request`) carries, what its device must still be, and an assignment's
+/// way back.
+pub fn row_change(json: &str) -> Result<RowChange, String> {
+    let stored: StoredRowChange = serde_json::from_str(json).map_err(|e| format!("not a row change: {e}"))?;
     let details = BulkChangeRequest::from_stored(stored.change).map(|r| r.details).map_err(|e| e.to_string())?;
-    Ok((details, stored.expect))
-}
-
-/// The change a row's stored request carries.
-pub fn row_details(json: &str) -> Result<ChangeDetails, String> {
-    row_change(json).map(|(details, _)| details)
+    Ok(RowChange { details, expect: stored.expect, unassign: stored.unassign })
 }
 
 /// The plan: refused rows first (what an operator reads first), then the rows to restore, each in row order.
@@ -134,8 +181,14 @@ pub fn plan(bulk: &BulkChange, rows: &[AppliedRow], statuses: &[DeviceStatusDef]
     let mut planned = Vec::with_capacity(rows.len());
     for row in rows {
         // An undo's row set its own value: undoing the undo looks at that, not at the bulk change's request.
-        let own = row.request.as_deref().map(row_details).transpose()?;
-        planned.push(plan_row(bulk.integration, own.as_ref().unwrap_or(&request.details), row, statuses));
+        let own = row.request.as_deref().map(row_change).transpose()?;
+        let planned_row = match &own {
+            // An undone assignment is undone by assigning the device again as the undo found it.
+            Some(RowChange { unassign: Some(back), .. }) => plan_reassignment(back, row),
+            Some(own) => plan_row(bulk.integration, &own.details, row, statuses),
+            None => plan_row(bulk.integration, &request.details, row, statuses),
+        };
+        planned.push(planned_row);
     }
     planned.sort_by_key(|r| (r.refused.is_none(), r.row_id));
     Ok(planned)
@@ -153,9 +206,6 @@ fn plan_row(
             Some("an archived device is gone from the carrier account: an undo cannot restore it")
         }
         ChangeDetails::ActivateNewService(_) => Some("a new Telegence line cannot be undone (cancel the line instead)"),
-        ChangeDetails::CustomerAssignment(_) => {
-            Some("undoing a customer assignment (and closing its Rev.io line) is not built yet")
-        }
         ChangeDetails::ChangeIccidOrImei(c) if c.new_iccid.is_some() => Some("undoing an ICCID swap is not built yet"),
         ChangeDetails::ChangeIccidOrImei(_) if !integration.is_jasper_family() => {
             Some("undoing an IMEI change is built for Control Center accounts only so far")
@@ -278,8 +328,112 @@ fn plan_row(
             let expect = DeviceValues { imei: now.imei.clone(), ..DeviceValues::default() };
             UndoRow::restore(row, values, ChangeDetails::ChangeIccidOrImei(undo), expect)
         }
+        ChangeDetails::CustomerAssignment(options) => plan_unassignment(options, row, before, now),
         _ => UndoRow::refuse(row, "this change cannot be undone"),
     }
+}
+
+/// A customer assignment back: the Rev customer before, the service line it made active closed, the carrier rate
+/// plan and customer rate plan it set (if it set them) back.
+fn plan_unassignment(
+    options: &RevServiceOptions,
+    row: &AppliedRow,
+    before: &DeviceValues,
+    now: &DeviceValues,
+) -> UndoRow {
+    let customer = options.rev_customer_id.as_deref().map(str::trim).unwrap_or_default();
+    if now.rev_customer_id.as_deref() != Some(customer) {
+        return UndoRow::refuse(row, "its Rev customer changed since (another change assigned it later)");
+    }
+    let mut back = Unassign {
+        rev_customer_id: before.rev_customer_id.clone().filter(|c| !c.trim().is_empty()),
+        close_rev_service_id: row.created_rev_service,
+        carrier_rate_plan: None,
+        customer_rate_plan_id: None,
+        customer_rate_pool_id: None,
+    };
+    let mut expect = DeviceValues { rev_customer_id: now.rev_customer_id.clone(), ..DeviceValues::default() };
+    let mut values = DeviceValues { rev_customer_id: back.rev_customer_id.clone(), ..DeviceValues::default() };
+    if options.add_carrier_rate_plan == Some(true) && before.carrier_rate_plan != now.carrier_rate_plan {
+        if now.carrier_rate_plan.as_deref() != options.carrier_rate_plan.as_deref() {
+            return UndoRow::refuse(row, "its carrier rate plan changed since (another change set it later)");
+        }
+        let Some(plan) = before.carrier_rate_plan.clone() else {
+            return UndoRow::refuse(row, "it had no carrier rate plan before: an undo cannot clear one");
+        };
+        back.carrier_rate_plan = Some(plan.clone());
+        values.carrier_rate_plan = Some(plan);
+        expect.carrier_rate_plan = now.carrier_rate_plan.clone();
+    }
+    if options.add_customer_rate_plan == Some(true) {
+        let set = |asked: Option<i64>, now: Option<i64>| asked.is_some() && asked == now;
+        let (plan_set, pool_set) = (
+            set(options.customer_rate_plan_id, now.customer_rate_plan_id),
+            set(options.customer_rate_pool_id, now.customer_rate_pool_id),
+        );
+        if options.customer_rate_plan_id.is_some() && !plan_set || options.customer_rate_pool_id.is_some() && !pool_set
+        {
+            return UndoRow::refuse(row, "its customer rate plan changed since (another change set it later)");
+        }
+        let cleared = (plan_set && before.customer_rate_plan_id.is_none())
+            || (pool_set && before.customer_rate_pool_id.is_none());
+        if cleared {
+            return UndoRow::refuse(row, "it had no customer rate plan or pool before: an undo cannot clear one");
+        }
+        back.customer_rate_plan_id = before.customer_rate_plan_id.filter(|_| plan_set);
+        back.customer_rate_pool_id = before.customer_rate_pool_id.filter(|_| pool_set);
+        values.customer_rate_plan_id = back.customer_rate_plan_id;
+        values.customer_rate_pool_id = back.customer_rate_pool_id;
+        expect.customer_rate_plan_id = now.customer_rate_plan_id.filter(|_| plan_set);
+        expect.customer_rate_pool_id = now.customer_rate_pool_id.filter(|_| pool_set);
+    }
+    let shown = RevServiceOptions { rev_customer_id: back.rev_customer_id.clone(), ..RevServiceOptions::default() };
+    let mut undo = UndoRow::restore(row, values, ChangeDetails::CustomerAssignment(shown), expect);
+    undo.close_rev_service = back.close_rev_service_id;
+    undo.unassign = Some(back);
+    undo
+}
+
+/// An undone assignment undone again: the device goes back to the customer (and carrier and customer rate plans)
+/// the undo took it off. The service line the undo closed stays closed: a new line is a new assignment's business
+/// (refused while the device is billed through another).
+fn plan_reassignment(back: &Unassign, row: &AppliedRow) -> UndoRow {
+    let (Some(before), Some(now)) = (&row.before, &row.now) else {
+        return UndoRow::refuse(row, "the device no longer exists, or nothing was kept of it");
+    };
+    if now.rev_customer_id != back.rev_customer_id {
+        return UndoRow::refuse(row, "its Rev customer changed since (another change assigned it later)");
+    }
+    let Some(customer) = before.rev_customer_id.clone().filter(|c| !c.trim().is_empty()) else {
+        return UndoRow::refuse(row, "it had no Rev customer before the undo: nothing to assign it back to");
+    };
+    let changed = |was: &Option<String>, set: &Option<String>| set.is_some() && was != set;
+    if changed(&now.carrier_rate_plan, &back.carrier_rate_plan) {
+        return UndoRow::refuse(row, "its carrier rate plan changed since (another change set it later)");
+    }
+    let redo = Unassign {
+        rev_customer_id: Some(customer.clone()),
+        close_rev_service_id: None,
+        carrier_rate_plan: back.carrier_rate_plan.as_ref().and(before.carrier_rate_plan.clone()),
+        customer_rate_plan_id: back.customer_rate_plan_id.and(before.customer_rate_plan_id),
+        customer_rate_pool_id: back.customer_rate_pool_id.and(before.customer_rate_pool_id),
+    };
+    let values = DeviceValues {
+        rev_customer_id: redo.rev_customer_id.clone(),
+        carrier_rate_plan: redo.carrier_rate_plan.clone(),
+        customer_rate_plan_id: redo.customer_rate_plan_id,
+        customer_rate_pool_id: redo.customer_rate_pool_id,
+        ..DeviceValues::default()
+    };
+    let expect = DeviceValues {
+        rev_customer_id: now.rev_customer_id.clone(),
+        carrier_rate_plan: back.carrier_rate_plan.as_ref().and(now.carrier_rate_plan.clone()),
+        ..DeviceValues::default()
+    };
+    let shown = RevServiceOptions { rev_customer_id: Some(customer), ..RevServiceOptions::default() };
+    let mut undo = UndoRow::restore(row, values, ChangeDetails::CustomerAssignment(shown), expect);
+    undo.unassign = Some(redo);
+    undo
 }
 
 /// A status update that carries only the target status (no Rev.io line, no assignment), keeping a carrier's own
@@ -323,8 +477,78 @@ mod tests {
             cost_center2: None,
             cost_center3: None,
         });
-        let stored = row_request(&bulk, &change, Some(&expect)).expect("stored");
-        assert_eq!(row_change(&stored).expect("read back"), (change, Some(expect)));
+        let stored = row_request(&bulk, &change, Some(&expect), None).expect("stored");
+        assert_eq!(
+            row_change(&stored).expect("read back"),
+            RowChange { details: change, expect: Some(expect), unassign: None }
+        );
         assert!(row_change("{}").is_err(), "not a row change");
+    }
+
+    fn applied(before: DeviceValues, now: DeviceValues, line: Option<i64>) -> AppliedRow {
+        AppliedRow {
+            row_id: 7,
+            iccid: "89148000008245116615".into(),
+            device_id: Some(1),
+            before: Some(before),
+            now: Some(now),
+            request: None,
+            created_rev_service: line,
+        }
+    }
+
+    fn customer(id: &str) -> DeviceValues {
+        DeviceValues { rev_customer_id: Some(id.into()), ..DeviceValues::default() }
+    }
+
+    #[test]
+    fn an_assignment_is_undone_to_the_customer_before_with_its_line_closed() {
+        let options = RevServiceOptions {
+            rev_customer_id: Some("1002".into()),
+            create_rev_service: true,
+            ..RevServiceOptions::default()
+        };
+        let change = ChangeDetails::CustomerAssignment(options.clone());
+        // No customer before, a line created: back to none, the line closed.
+        let row = applied(DeviceValues::default(), customer("1002"), Some(11_001));
+        let undo = plan_row(Integration::Pod19, &change, &row, &[]);
+        let back = undo.unassign.clone().expect("a way back");
+        assert_eq!((back.rev_customer_id, back.close_rev_service_id), (None, Some(11_001)));
+        assert_eq!(undo.expect, Some(customer("1002")), "runs only while still billed to 1002");
+        // Another customer before, no line created (it had one already): back to it, nothing closed.
+        let undo = plan_row(Integration::Pod19, &change, &applied(customer("1001"), customer("1002"), None), &[]);
+        let back = undo.unassign.expect("a way back");
+        assert_eq!((back.rev_customer_id.as_deref(), back.close_rev_service_id), (Some("1001"), None));
+        // Assigned elsewhere since: refused.
+        let undo = plan_row(Integration::Pod19, &change, &applied(customer("1001"), customer("1003"), None), &[]);
+        assert!(undo.refused.is_some_and(|why| why.contains("Rev customer changed since")));
+        // A customer rate plan set where there was none cannot be cleared.
+        let with_plan = ChangeDetails::CustomerAssignment(RevServiceOptions {
+            add_customer_rate_plan: Some(true),
+            customer_rate_plan_id: Some(5),
+            ..options.clone()
+        });
+        let now = DeviceValues { customer_rate_plan_id: Some(5), ..customer("1002") };
+        let undo = plan_row(Integration::Pod19, &with_plan, &applied(DeviceValues::default(), now, None), &[]);
+        assert!(undo.refused.is_some_and(|why| why.contains("cannot clear")));
+        // A carrier plan moved with the assignment goes back too.
+        let with_carrier_plan = ChangeDetails::CustomerAssignment(RevServiceOptions {
+            add_carrier_rate_plan: Some(true),
+            carrier_rate_plan: Some("RP-5GB".into()),
+            ..options
+        });
+        let before = DeviceValues { carrier_rate_plan: Some("RP-1GB".into()), ..DeviceValues::default() };
+        let now = DeviceValues { carrier_rate_plan: Some("RP-5GB".into()), ..customer("1002") };
+        let undo = plan_row(Integration::Pod19, &with_carrier_plan, &applied(before, now.clone(), None), &[]);
+        let back = undo.unassign.clone().expect("a way back");
+        assert_eq!(back.carrier_rate_plan.as_deref(), Some("RP-1GB"));
+        // The undo undone: assigned to 1002 again on RP-5GB, no line to close.
+        let undone = DeviceValues { carrier_rate_plan: Some("RP-1GB".into()), ..DeviceValues::default() };
+        let redo = plan_reassignment(&back, &applied(now, undone, None));
+        let again = redo.unassign.expect("assigned again");
+        assert_eq!(
+            (again.rev_customer_id.as_deref(), again.carrier_rate_plan.as_deref(), again.close_rev_service_id),
+            (Some("1002"), Some("RP-5GB"), None)
+        );
     }
 }

@@ -510,9 +510,10 @@ impl Worker {
         // A row with a change of its own (an undo's: each device back to its own value), else its bulk change's.
         let own = match row.request.as_deref().map(crate::undo::row_change) {
             None => None,
-            Some(Ok((details, expect))) => {
+            Some(Ok(own)) => {
                 // An undo's row runs only while its device still is what the original set.
-                let changed = expect.as_ref().zip(row.device.as_ref()).and_then(|(e, d)| crate::undo::unexpected(e, d));
+                let changed =
+                    own.expect.as_ref().zip(row.device.as_ref()).and_then(|(e, d)| crate::undo::unexpected(e, d));
                 if let Some(why) = changed {
                     return RowOutcome {
                         status: RowStatus::Error,
@@ -520,7 +521,7 @@ impl Worker {
                         device_update: DeviceUpdate::default(),
                     };
                 }
-                Some(details)
+                Some(own)
             }
             Some(Err(e)) => {
                 return RowOutcome {
@@ -530,9 +531,12 @@ impl Worker {
                 };
             }
         };
-        let details = own.as_ref().unwrap_or(&job.details);
+        let details = own.as_ref().map_or(&job.details, |own| &own.details);
         if let Some(pace) = &job.pace {
             pace.acquire().await;
+        }
+        if let Some(back) = own.as_ref().and_then(|own| own.unassign.as_ref()) {
+            return change::customer_assignment::undo(job, row, back).await;
         }
         if let Some(outcome) = job.carrier.process_row(job, row, details).await {
             return outcome;

@@ -40,6 +40,9 @@ pub struct RevService {
     /// Custom field values by field id (cost centers and the like).
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// When the line was disconnected (closed, kept); `None` while it is open.
+    #[serde(default)]
+    pub disconnected_date: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +171,7 @@ async fn create_service(State(state): State<Arc<RevIoState>>, headers: HeaderMap
                 usage_plan_group_id: int("usage_plan_group_id"),
                 activated_date: text("activated_date"),
                 fields: BTreeMap::new(),
+                disconnected_date: None,
             };
             a.services.insert(service_id, service);
             Ok(service_id)
@@ -259,6 +263,7 @@ async fn patch_service(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("application/json-patch+json"));
+    let mut applied = false;
     let response = match (is_patch, parsed.as_array()) {
         (false, _) => failure(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json-patch+json."),
         (true, None) => failure(StatusCode::BAD_REQUEST, "A JSON Patch document (array of operations) is required."),
@@ -266,29 +271,43 @@ async fn patch_service(
             Ok(mut account) => match account.services.get_mut(&id) {
                 None => failure(StatusCode::NOT_FOUND, "Service not found."),
                 Some(service) => match apply_patch(service, ops) {
-                    Ok(()) => Json(json!({"ok": true})).into_response(),
+                    Ok(()) => {
+                        applied = true;
+                        Json(json!({"ok": true})).into_response()
+                    }
                     Err(m) => failure(StatusCode::BAD_REQUEST, &m),
                 },
             },
             Err(_) => failure(StatusCode::INTERNAL_SERVER_ERROR, "state lock"),
         },
     };
-    finish(&state, "PATCH", &path, parsed, response).await
+    let response = finish(&state, "PATCH", &path, parsed, response).await;
+    // Applied already: the answer may hang, be lost (502), or come back empty or cut.
+    if applied { state.harness.after_write(response).await } else { response }
 }
 
+/// `replace` of `/fields/{id}/value`, `/description` or `/disconnected_date` (the line is closed, not deleted; this
+/// simulator's lines have no service products, which Rev.io would need disconnected first).
 fn apply_patch(service: &mut RevService, ops: &[Value]) -> Result<(), String> {
     let mut changed = service.fields.clone();
+    let mut disconnected = service.disconnected_date.clone();
     for op in ops {
         let (Some("replace"), Some(p), Some(v)) = (op["op"].as_str(), op["path"].as_str(), op["value"].as_str()) else {
             return Err(format!("Unsupported operation: {op}"));
         };
         match p.trim_start_matches('/').split('/').collect::<Vec<_>>().as_slice() {
-            ["fields", field, "value"] => changed.insert(field.to_string(), v.to_string()),
-            ["description"] => changed.insert("description".into(), v.to_string()),
+            ["fields", field, "value"] => {
+                changed.insert(field.to_string(), v.to_string());
+            }
+            ["description"] => {
+                changed.insert("description".into(), v.to_string());
+            }
+            ["disconnected_date"] => disconnected = Some(v.to_string()).filter(|d| !d.is_empty()),
             _ => return Err(format!("Unknown path: {p}")),
         };
     }
     service.fields = changed;
+    service.disconnected_date = disconnected;
     Ok(())
 }
 

@@ -95,6 +95,12 @@ pub const SCRIPTS: &[Script] = &[
         sql: include_str!("../../../infra/sql/010_row_request.sql"),
     },
     Script {
+        name: "011_rev_service_creator.sql",
+        version: Some(11),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/011_rev_service_creator.sql"),
+    },
+    Script {
         name: "R__procedures.sql",
         version: None,
         transactional: true,

@@ -1151,6 +1151,7 @@ async fn a_rev_io_service_created_before_a_crash_is_found_not_created_again() {
                 usage_plan_group_id: None,
                 activated_date: None,
                 fields: Default::default(),
+                disconnected_date: None,
             },
         );
     }
@@ -1659,4 +1660,121 @@ async fn an_undo_of_an_imei_change_puts_the_imei_before_back() {
     assert_eq!(app.cc(POD19).state.device(&active(2)).expect("sim").modem_id.as_deref(), Some("356938035643809"));
     let stored = app.stack.store.device_by_iccid(1, &active(2)).await.expect("read").expect("device");
     assert_eq!(stored.imei.as_deref(), Some("356938035643809"));
+}
+
+/// The open Rev.io service lines of each device on the simulator (ICCID → line ids).
+fn open_lines(app: &TestApp, devices: &[String]) -> std::collections::BTreeMap<String, Vec<i64>> {
+    let services = app.stack.simulators.rev_io[&REV].state.services();
+    devices
+        .iter()
+        .map(|d| {
+            let open = services
+                .iter()
+                .filter(|s| s.number2.as_deref() == Some(d.as_str()) && s.disconnected_date.is_none())
+                .map(|s| s.service_id)
+                .collect();
+            (d.clone(), open)
+        })
+        .collect()
+}
+
+/// Undo of a customer assignment that created service lines: on Rev.io every device has again the open lines it
+/// had (the created ones closed, kept, disconnected; a line that was there before left open), and in the database
+/// each device is billed to the customer it had before (none, or another) with no active line the assignment made.
+/// Undoing the undo assigns each device again, and creates no line.
+#[tokio::test]
+async fn an_undo_of_a_customer_assignment_closes_its_service_lines_and_restores_each_customer() {
+    let app = spawn().await;
+    let fresh: Vec<String> = (10..16).map(ready).collect();
+    let mut devices = fresh.clone();
+    devices.push(with_rev_service());
+    // Two devices were Rev customer 1001's before (no line); the others had no customer.
+    let earlier = app.accepted(&assignment(&fresh[..2], "1001", false)).await;
+    assert_eq!(app.wait_final(earlier).await["Counts"], json!({"PROCESSED": 2}));
+    let mut customer_before = Vec::new();
+    for d in &devices {
+        customer_before
+            .push(app.stack.store.device_by_iccid(1, d).await.expect("read").expect("device").rev_customer_id);
+    }
+    let lines_before = open_lines(&app, &devices);
+    let services_before = app.stack.simulators.rev_io[&REV].state.services().len();
+
+    // The device already billed through line 11501 keeps it ("already exists"); the others get a new line each.
+    let id = app.accepted(&assignment(&devices[..6], "1002", true)).await;
+    let other = app.accepted(&assignment(&devices[6..], "1001", true)).await;
+    assert_eq!(app.wait_final(id).await["Counts"], json!({"PROCESSED": 6}));
+    assert_eq!(app.wait_final(other).await["Counts"], json!({"PROCESSED": 1}));
+    let assigned = open_lines(&app, &devices);
+    assert!(fresh.iter().all(|d| assigned[d].len() == 1), "a line each: {assigned:?}");
+    assert_eq!(assigned[&with_rev_service()], vec![11_501]);
+
+    let (code, plan) = app.undo(id, true, "dry").await;
+    assert_eq!((code, &plan["Counts"]), (200, &json!({"Restore": 6, "Refused": 0})), "{plan}");
+    assert!(plan["Rows"].as_array().into_iter().flatten().all(|r| r["CloseRevService"].is_i64()), "{plan}");
+    let (code, answer) = app.undo(id, false, "undo").await;
+    assert_eq!(code, 202, "{answer}");
+    let undone = app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
+    assert_eq!(undone["Counts"], json!({"PROCESSED": 6}), "{undone}");
+    // The existing line of the device assigned by the other bulk change: its assignment made no line, the undo
+    // closes none.
+    let (code, answer) = app.undo(other, false, "undo-other").await;
+    assert_eq!(code, 202, "{answer}");
+    assert!(answer["Rows"][0]["CloseRevService"].is_null(), "{answer}");
+    app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
+
+    let lines_after = open_lines(&app, &devices);
+    let rev = &app.stack.simulators.rev_io[&REV].state;
+    let closes = rev.harness.calls().iter().filter(|c| c.method == "PATCH").count();
+    let mut restored = 0;
+    for (d, was) in devices.iter().zip(&customer_before) {
+        let stored = app.stack.store.device_by_iccid(1, d).await.expect("read").expect("device");
+        let line = app.stack.store.active_rev_service(1, stored.id).await.expect("read");
+        let expected_line = lines_before[d].first().copied();
+        if stored.rev_customer_id == *was && line.map(|l| l.rev_service_id) == expected_line {
+            restored += 1;
+        }
+    }
+    println!(
+        "undo of an assignment: {restored} of {} devices restored in the database, open lines {}",
+        devices.len(),
+        if lines_after == lines_before { "as before" } else { "differ" }
+    );
+    assert_eq!(lines_after, lines_before, "every device has the open lines it had");
+    assert_eq!(restored, devices.len());
+    assert_eq!(closes, 6, "one close per created line");
+    assert_eq!(rev.services().len(), services_before + 6, "closed lines are kept, disconnected");
+
+    // The undo undone: each device assigned again, no new line.
+    let undo = undone["BulkChangeId"].as_i64().expect("id");
+    let (code, again) = app.undo(undo, false, "redo").await;
+    assert_eq!((code, &again["Counts"]), (202, &json!({"Restore": 6, "Refused": 0})), "{again}");
+    let redone = app.wait_final(again["BulkChangeId"].as_i64().expect("id")).await;
+    assert_eq!(redone["Counts"], json!({"PROCESSED": 6}), "{redone}");
+    for d in &fresh {
+        let stored = app.stack.store.device_by_iccid(1, d).await.expect("read").expect("device");
+        assert_eq!(stored.rev_customer_id.as_deref(), Some("1002"), "{d}");
+    }
+    assert_eq!(rev.services().len(), services_before + 6, "no line created by the redo");
+}
+
+/// Rev.io closes the line and the answer is lost (502): the undo reads the line, finds it disconnected, and does
+/// not send the close again; the row says what the read found.
+#[tokio::test]
+async fn an_undo_whose_close_answer_was_lost_reads_the_line_and_sends_nothing_again() {
+    let app = spawn().await;
+    let id = app.accepted(&assignment(&[ready(20)], "1002", true)).await;
+    assert_eq!(app.wait_final(id).await["Counts"], json!({"PROCESSED": 1}));
+    let rev = &app.stack.simulators.rev_io[&REV].state;
+    rev.harness.set_faults(simulators::Faults { apply_then_fail_next_writes: 1, ..Default::default() });
+    let (code, answer) = app.undo(id, false, "undo").await;
+    assert_eq!(code, 202, "{answer}");
+    let undone = app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
+    let r = row(&undone, &ready(20));
+    assert_eq!(r["Status"], "PROCESSED", "{undone}");
+    assert!(r["StatusDetails"].as_str().is_some_and(|d| d.contains("closed (disconnected")), "{r}");
+    let calls = rev.harness.calls();
+    let patches = calls.iter().filter(|c| c.method == "PATCH").count();
+    let reads = calls.iter().filter(|c| c.method == "GET" && c.path.starts_with("/v1/Services/")).count();
+    assert_eq!((patches, reads), (1, 1), "one close, one read to settle it: {calls:?}");
+    assert!(open_lines(&app, &[ready(20)])[&ready(20)].is_empty());
 }

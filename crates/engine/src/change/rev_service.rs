@@ -175,3 +175,99 @@ async fn give_back(job: &Job, row: &DeviceChangeRow, device: &DeviceRecord) {
         warn!(iccid = %device.iccid, error = %e, "could not give back the Rev.io creation; the next attempt looks it up first");
     }
 }
+
+/// Closes the Rev.io service line `line` that an assignment made active (an undo of it): only while it still is the
+/// device's active line; Rev.io keeps the line, disconnected. A close that may have been sent before (a retry, a
+/// row taken over, a lost answer) is looked at on Rev.io first, so it is sent at most once more. On success: what
+/// was done; on failure: the row status and reason.
+pub(crate) async fn close(
+    job: &Job,
+    row: &DeviceChangeRow,
+    device: &DeviceRecord,
+    line: i64,
+) -> Result<String, (RowStatus, String)> {
+    let tenant = job.bulk.tenant_id;
+    match job.rev_services.active_rev_service(tenant, device.id).await {
+        Ok(Some(active)) if active.rev_service_id == line => {}
+        Ok(Some(active)) => {
+            return Err((
+                RowStatus::Error,
+                format!(
+                    "not undone: device {} is billed through Rev.io service {} now (another change), not {line}",
+                    device.iccid, active.rev_service_id
+                ),
+            ));
+        }
+        Ok(None) => return Ok(format!("Rev.io service {line} was closed already")),
+        Err(e) => return Err((RowStatus::Error, format!("could not read Rev.io services of {}: {e}", device.iccid))),
+    }
+    let Some(rev) = job.rev_io.as_ref() else {
+        return Err((RowStatus::ApiFailed, "no Rev.io account is set up for this tenant".into()));
+    };
+    let closed_on = if job.may_have_been_sent(row) { disconnected(job, row, rev.as_ref(), line).await? } else { None };
+    let closed_on = match closed_on {
+        Some(date) => date,
+        None => {
+            let date = job.clock.now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            match rev.close_service(line, &date).await {
+                Ok(call) => {
+                    job.log(row, "Close Rev.io Service", &call, None).await;
+                    date
+                }
+                Err(f) if f.kind == FailureKind::Ambiguous => {
+                    // Rev.io may have closed it and then failed to answer: look before anything else.
+                    job.log(row, "Close Rev.io Service", &f.call, Some(&f.reason())).await;
+                    match disconnected(job, row, rev.as_ref(), line).await? {
+                        Some(date) => date,
+                        None => {
+                            return Err((
+                                RowStatus::ApiFailed,
+                                format!(
+                                    "Rev.io service {line} not closed: {}; Rev.io shows it open (read after)",
+                                    f.reason()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Err(f) => {
+                    job.log(row, "Close Rev.io Service", &f.call, Some(&f.reason())).await;
+                    return Err((
+                        RowStatus::ApiFailed,
+                        format!(
+                            "Rev.io service {line} not closed: {} (Rev.io closes a line only once its service products are disconnected)",
+                            f.reason()
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    match job.rev_services.close_rev_service(tenant, device.id, line, job.clock.now()).await {
+        Ok(_) => Ok(format!("Rev.io service {line} closed (disconnected {closed_on})")),
+        // Not lost: the row is taken again, finds the line closed on Rev.io and records it.
+        Err(e) => Err((RowStatus::Error, format!("Rev.io service {line} closed on Rev.io but not recorded: {e}"))),
+    }
+}
+
+/// When Rev.io shows the line disconnected (`None`: open), audited.
+async fn disconnected(
+    job: &Job,
+    row: &DeviceChangeRow,
+    rev: &dyn RevIoApi,
+    line: i64,
+) -> Result<Option<String>, (RowStatus, String)> {
+    match rev.service_disconnected(line).await {
+        Ok((date, call)) => {
+            job.log(row, "Read Rev.io Service (was it closed?)", &call, None).await;
+            Ok(date)
+        }
+        Err(f) => {
+            job.log(row, "Read Rev.io Service (was it closed?)", &f.call, Some(&f.reason())).await;
+            Err((
+                RowStatus::ApiFailed,
+                format!("Rev.io service {line}: whether it is closed could not be read: {}", f.reason()),
+            ))
+        }
+    }
+}

@@ -313,6 +313,8 @@ pub struct DeviceUpdate {
     pub device_status_id: Option<i64>,
     pub carrier_rate_plan: Option<String>,
     pub communication_plan: Option<String>,
+    /// The Rev customer the device is billed to; `Some("")` takes the device off any customer (an undo of an
+    /// assignment of a device that had none: `DeviceUpdate::unassigned`).
     pub rev_customer_id: Option<String>,
     pub username: Option<String>,
     /// Archive the device: `IsActive = false, IsDeleted = true`.
@@ -334,6 +336,15 @@ impl DeviceUpdate {
         Self {
             rev_customer_id: Some(customer.to_string()),
             history: Some(format!("Assigned to Rev customer {customer}")),
+            ..Self::default()
+        }
+    }
+
+    /// The device is billed to no Rev customer any more (an undo of its assignment).
+    pub fn unassigned() -> Self {
+        Self {
+            rev_customer_id: Some(String::new()),
+            history: Some("Rev customer assignment undone: no customer".into()),
             ..Self::default()
         }
     }
@@ -485,6 +496,9 @@ pub struct AppliedRow {
     pub now: Option<DeviceValues>,
     /// The row's own change (an undo's row), when it had one: what it set, rather than its bulk change's request.
     pub request: Option<String>,
+    /// The Rev.io service line this row made active (created, or found after an earlier attempt created it), if
+    /// any: an undo of the assignment closes it.
+    pub created_rev_service: Option<i64>,
 }
 
 /// The events a webhook endpoint may want (README "Webhooks"): a bulk change final (PROCESSED, ERROR, CANCELLED),
@@ -719,6 +733,13 @@ pub trait RevIoApi: Send + Sync {
     /// `GET /Services?search.customer_id=..&search.number2=..`: the service lines of a customer for a device,
     /// to find one a crashed worker created before it could record it.
     async fn find_services(&self, customer_id: &str, number2: &str) -> Result<(Vec<i64>, CallRecord), CarrierFailure>;
+    /// Closes a service line (an undo of the assignment that created it): `PATCH /Services/{id}` replacing
+    /// `/disconnected_date`. Rev.io keeps the line, disconnected; it refuses while the line has service products
+    /// not disconnected on that date (developers.rev.io, "Create service": `disconnected_date`).
+    async fn close_service(&self, service_id: i64, disconnected_date: &str) -> Result<CallRecord, CarrierFailure>;
+    /// `GET /Services/{id}`: when the line was disconnected (`None`: it is open), to settle a close whose answer
+    /// was lost.
+    async fn service_disconnected(&self, service_id: i64) -> Result<(Option<String>, CallRecord), CarrierFailure>;
 }
 
 #[cfg(test)]

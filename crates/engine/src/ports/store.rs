@@ -72,6 +72,15 @@ pub trait RevServices: Send + Sync {
     ) -> StoreResult<RevServiceStart>;
     /// Gives the right to create a device's line back when Rev.io refused it (nothing was created).
     async fn abandon_rev_service(&self, device_id: i64, bulk_change_id: i64, row_id: i64) -> StoreResult<()>;
+    /// Records that the device's active line `rev_service_id` was closed on Rev.io (an undo of its assignment):
+    /// true when it was the active line and is closed now, false when it was not active (closed already).
+    async fn close_rev_service(
+        &self,
+        tenant_id: i64,
+        device_id: i64,
+        rev_service_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 }
 
 /// A bulk change's life: recorded with its rows, started, cancelled, finalized, its e-mail claimed.

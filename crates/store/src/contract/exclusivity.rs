@@ -190,6 +190,14 @@ pub async fn one_active_rev_service_line_per_device(store: &dyn Store) {
     }
     assert_eq!(store.active_rev_service(TENANT, dev0).await.expect("read").map(|l| l.rev_service_id), Some(500));
     assert_eq!(begin(dev0, row0).await.expect("begin"), RevServiceStart::Active(line(500)));
+    // Closed by an undo of the assignment: once, only by its tenant; the device may then get a new line.
+    assert!(!store.close_rev_service(OTHER_TENANT, dev0, 500, t(1)).await.expect("close"), "not its tenant's line");
+    assert!(!store.close_rev_service(TENANT, dev0, 499, t(1)).await.expect("close"), "not the active line");
+    assert!(store.close_rev_service(TENANT, dev0, 500, t(1)).await.expect("close"));
+    assert!(!store.close_rev_service(TENANT, dev0, 500, t(1)).await.expect("close"), "closed already");
+    assert_eq!(store.active_rev_service(TENANT, dev0).await.expect("read"), None);
+    assert_eq!(begin(dev0, row0).await.expect("begin"), RevServiceStart::Create { earlier_attempt: false });
+    store.abandon_rev_service(dev0, owner.id, row0).await.expect("abandon");
 
     // Rev.io refused: the right is given back, and the next attempt starts afresh.
     assert_eq!(begin(dev1, row1).await.expect("begin"), RevServiceStart::Create { earlier_attempt: false });

@@ -33,6 +33,7 @@ impl Reads for MssqlStore {
                     before: text(r, "BeforeICCID").is_some().then(|| values(r, "Before")),
                     now: r.get::<i64, _>("NowId").is_some().then(|| values(r, "Now")),
                     request: text(r, "RowRequest"),
+                    created_rev_service: r.get::<i64, _>("CreatedRevServiceId"),
                 })
             })
             .collect()

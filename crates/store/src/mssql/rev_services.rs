@@ -68,6 +68,24 @@ impl RevServices for MssqlStore {
         }
     }
 
+    async fn close_rev_service(
+        &self,
+        tenant_id: i64,
+        device_id: i64,
+        rev_service_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let q = proc_call!(
+            "EXEC dbo.usp_RevService_Close @TenantId = @P1, @DeviceId = @P2, @RevServiceId = @P3, @Now = @P4",
+            tenant_id,
+            device_id,
+            rev_service_id,
+            naive(now),
+        );
+        let rows = self.first("close Rev service", q).await?;
+        Ok(rows.first().and_then(|r| r.get::<bool, _>("Closed")).unwrap_or(false))
+    }
+
     async fn abandon_rev_service(&self, device_id: i64, bulk_change_id: i64, row_id: i64) -> StoreResult<()> {
         let q = proc_call!(
             "EXEC dbo.usp_RevService_AbandonCreation @DeviceId = @P1, @BulkChangeId = @P2, @RowId = @P3",

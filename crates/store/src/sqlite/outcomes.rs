@@ -96,7 +96,7 @@ fn complete_in(tx: &rusqlite::Transaction<'_>, c: &Completion) -> Result<bool, S
     if !u.is_empty() {
         tx.execute(
                     &format!("UPDATE Device SET DeviceStatusId = COALESCE(?1, DeviceStatusId), CarrierRatePlan = COALESCE(?2, CarrierRatePlan),
-                            CommunicationPlan = COALESCE(?3, CommunicationPlan), RevCustomerId = COALESCE(?4, RevCustomerId),
+                            CommunicationPlan = COALESCE(?3, CommunicationPlan), RevCustomerId = CASE WHEN ?4 = '' THEN NULL ELSE COALESCE(?4, RevCustomerId) END,
                             Username = COALESCE(?5, Username), ICCID = COALESCE(?11, ICCID), IMEI = COALESCE(?12, IMEI),
                             MSISDN = COALESCE(?13, MSISDN), IpAddress = COALESCE(?14, IpAddress),
                             IsActive = CASE WHEN ?6 THEN 0 ELSE IsActive END, IsDeleted = CASE WHEN ?6 THEN 1 ELSE IsDeleted END,
@@ -134,7 +134,7 @@ fn complete_in(tx: &rusqlite::Transaction<'_>, c: &Completion) -> Result<bool, S
         // The assignment in the tenant's device list, and the device's history of actions.
         tx.execute(
                     &format!("INSERT INTO Device_Tenant (DeviceId, TenantId, RevCustomerId, IsActive, IsDeleted, ModifiedBy, ModifiedDate)
-                     SELECT DeviceId, ?2, ?3, 1, 0, ?4, ?5 FROM {table} WHERE Id = ?1 AND DeviceId IS NOT NULL
+                     SELECT DeviceId, ?2, NULLIF(?3, ''), 1, 0, ?4, ?5 FROM {table} WHERE Id = ?1 AND DeviceId IS NOT NULL
                      ON CONFLICT (DeviceId, TenantId) DO UPDATE SET RevCustomerId = excluded.RevCustomerId, IsActive = 1, IsDeleted = 0,
                                                                     ModifiedBy = excluded.ModifiedBy, ModifiedDate = excluded.ModifiedDate"),
                     params![row_id, tenant_id, customer, PROCESSED_BY, now],

@@ -14,7 +14,9 @@ impl Reads for SqliteStore {
                             r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB,
                             r.BeforeICCID, r.BeforeIMEI, d.Id IS NOT NULL,
                             d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan, d.RevCustomerId, d.Username,
-                            d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.ICCID, d.IMEI, r.RowRequest
+                            d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.ICCID, d.IMEI, r.RowRequest,
+                            (SELECT s.RevServiceId FROM RevService s WHERE s.CreatedByBulkChangeId = r.BulkChangeId AND s.CreatedByRowId = r.Id
+                                AND s.TenantId = r.TenantId ORDER BY s.Id DESC LIMIT 1)
                      FROM {table} r LEFT JOIN Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
                      WHERE r.BulkChangeId = ?1 AND r.TenantId = ?2 AND r.Status = 'PROCESSED' ORDER BY r.Id"
                 ))
@@ -41,6 +43,7 @@ impl Reads for SqliteStore {
                     before: if r.get::<_, bool>(3)? { Some(values(r, 4)?) } else { None },
                     now: if r.get::<_, bool>(14)? { Some(values(r, 15)?) } else { None },
                     request: r.get(25)?,
+                    created_rev_service: r.get(26)?,
                 })
             })
             .map_err(db("read applied rows"))?

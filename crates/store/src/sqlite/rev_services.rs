@@ -38,9 +38,12 @@ impl RevServices for SqliteStore {
                 }
                 Some(_) if s.is_active => {}
                 _ => {
+                    // The row that made the line active is the one holding its creation (an undo closes that line).
                     tx.execute(
-                        "INSERT INTO RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate)
-                         SELECT ?1, Id, ?3, ?4, ?5, ?6 FROM Device WHERE Id = ?2 AND TenantId = ?1",
+                        "INSERT INTO RevService (TenantId, DeviceId, RevServiceId, RevCustomerId, IsActive, CreatedDate, CreatedByBulkChangeId, CreatedByRowId)
+                         SELECT ?1, d.Id, ?3, ?4, ?5, ?6, c.BulkChangeId, c.RowId
+                         FROM Device d LEFT JOIN RevServiceCreation c ON c.DeviceId = d.Id AND c.TenantId = d.TenantId
+                         WHERE d.Id = ?2 AND d.TenantId = ?1",
                         params![tenant_id, s.device_id, s.rev_service_id, s.rev_customer_id, s.is_active, ts(Utc::now())],
                     )
                     .map_err(db("add Rev service"))?;
@@ -111,6 +114,26 @@ impl RevServices for SqliteStore {
             }
             tx.commit().map_err(db("commit Rev service creation"))?;
             Ok(start)
+        })
+        .await
+    }
+
+    async fn close_rev_service(
+        &self,
+        tenant_id: i64,
+        device_id: i64,
+        rev_service_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.with(move |c| {
+            let closed = c
+                .execute(
+                    "UPDATE RevService SET IsActive = 0, ClosedDate = ?4
+                     WHERE TenantId = ?1 AND DeviceId = ?2 AND RevServiceId = ?3 AND IsActive = 1",
+                    params![tenant_id, device_id, rev_service_id, ts(now)],
+                )
+                .map_err(db("close Rev service"))?;
+            Ok(closed > 0)
         })
         .await
     }

@@ -30,6 +30,7 @@ pub(super) const STEPS: &[(u32, &str, &str)] = &[
     step!(14, "014_webhooks.sql"),
     step!(15, "015_before_values.sql"),
     step!(16, "016_row_request.sql"),
+    step!(17, "017_rev_service_creator.sql"),
 ];
 
 /// Applies the steps this file has not had yet, each in a transaction of its own that takes the write lock first,
