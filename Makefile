@@ -18,7 +18,7 @@ ENGINE_CRASH_TESTS := two_clients_and_two_workers two_worker_processes a_worker_
 	the_same_message_twice_and_two_workers a_rev_io_service_created_before_a_crash
 # Rollout control on the T-SQL engine: every rollout test but MaxPerMinute's pace, which runs at 0.85 of it there
 # (issue 21's closing note; SQLite keeps it within 5 %).
-ENGINE_ROLLOUT_TESTS := rollout::a_ rollout::an_ rollout::invalid core::a_scheduled_change_paused telegence::a_canary_of_activations webhooks:: undo:: core::an_undo_of
+ENGINE_ROLLOUT_TESTS := rollout::a_ rollout::an_ rollout::invalid core::a_scheduled_change_paused telegence::a_canary_of_activations webhooks:: undo:: core::an_undo thingspace::an_undo teal::an_undo telegence::an_undo
 ENGINE_TESTS := $(CARGO) test -p store --test mssql_contract -- --ignored \
 	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- races:: \
 	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_CRASH_TESTS) \

@@ -1505,11 +1505,11 @@ CREATE PROCEDURE dbo.usp_DeviceBulkChange_CarrierRequestRows
 BEGIN
     SET NOCOUNT ON;
     SELECT r.Id, r.BulkChangeId, r.DeviceId, r.ICCID, r.MSISDN, r.Status, r.StatusDetails, r.Claims, r.ProcessedDate,
-           r.CarrierRequestId, r.CarrierRequestedAt, r.CarrierResult
-    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult
+           r.CarrierRequestId, r.CarrierRequestedAt, r.CarrierResult, r.RowRequest
+    FROM (SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult, RowRequest
           FROM dbo.M2M_DeviceChange WHERE CarrierRequestId = @RequestId AND (@ICCID IS NULL OR ICCID = @ICCID)
           UNION ALL
-          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult
+          SELECT Id, BulkChangeId, DeviceId, ICCID, MSISDN, Status, StatusDetails, Claims, ProcessedDate, CarrierRequestId, CarrierRequestedAt, CarrierResult, RowRequest
           FROM dbo.Mobility_DeviceChange WHERE CarrierRequestId = @RequestId AND (@ICCID IS NULL OR ICCID = @ICCID)) r
     JOIN dbo.DeviceBulkChange b ON b.Id = r.BulkChangeId
     WHERE b.ServiceProviderId IN (SELECT CAST([value] AS BIGINT) FROM OPENJSON(@ServiceProviderIdsJson))

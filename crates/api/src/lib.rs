@@ -689,18 +689,18 @@ async fn undo(
                 bulk.id, bulk.status
             )));
         }
-        // What reaches the carrier: not a customer rate plan, nor an assignment that leaves the carrier plan alone.
-        let carrier_call = match bulk.parsed_request().map_err(ApiError::Internal)?.details {
-            domain::ChangeDetails::CustomerRatePlanChange(_) => false,
+        // An assignment that also moved the carrier plan of a carrier answering later: its way back (plan, then
+        // line and customer, per device) is not built for those carriers.
+        let moved_plan = match bulk.parsed_request().map_err(ApiError::Internal)?.details {
             domain::ChangeDetails::CustomerAssignment(options) => options.add_carrier_rate_plan == Some(true),
-            _ => true,
+            _ => false,
         };
-        if carrier_call
+        if moved_plan
             && matches!(bulk.integration, Integration::ThingSpace | Integration::Teal | Integration::Telegence)
         {
             return Err(ApiError::Conflict(format!(
-                "undoing a {} bulk change of {} is not built yet (its carrier answers later, per request)",
-                bulk.change_type, bulk.integration
+                "undoing a customer assignment that moved the carrier rate plan of {} devices is not built yet",
+                bulk.integration
             )));
         }
         let rows = state.store.applied_rows(caller.tenant_id, bulk.id).await?;

@@ -20,6 +20,7 @@ use crate::ports::{
 use crate::recorder::Recorder;
 
 /// Everything a row's processing needs, loaded once per message.
+#[derive(Clone)]
 pub(crate) struct Job {
     pub bulk: BulkChange,
     /// The bulk change's own pace (its `MaxPerMinute`): every row waits for a slot before its carrier call.
@@ -56,6 +57,12 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// This job for rows that carry a change of their own (an undo's rows, grouped by their change for an
+    /// asynchronous carrier): every processor step reads `details`.
+    pub fn with_details(&self, details: ChangeDetails) -> Job {
+        Job { details, ..self.clone() }
+    }
+
     /// Whether an earlier attempt may already have sent this row's change: a row claimed before (its worker died),
     /// or any row of a retry (its first attempt may have reached the carrier without us knowing). Such a row is
     /// looked up on the carrier before anything is sent.

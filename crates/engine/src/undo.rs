@@ -235,8 +235,11 @@ fn plan_row(
             let Some(was) = before.device_status_id.and_then(|id| statuses.iter().find(|s| s.id == id)) else {
                 return UndoRow::refuse(row, "its status before the change is not a status of this carrier");
             };
-            let pre_activation = matches!(was.status.as_str(), "ACTIVATION_READY" | "TEST_READY" | "INVENTORY");
-            if integration.is_jasper_family() && pre_activation && Some(was.id) != now.device_status_id {
+            let pre_activation = matches!(
+                was.status.as_str(),
+                "ACTIVATION_READY" | "TEST_READY" | "INVENTORY" | "PREACTIVE" | "UNKNOWN"
+            );
+            if pre_activation && Some(was.id) != now.device_status_id {
                 return UndoRow::refuse(
                     row,
                     format!(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{BulkStatus, Integration, RowStatus};
+use domain::{BulkStatus, ChangeDetails, Integration, RowStatus};
 use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -13,6 +13,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::carrier::{self, Carriers};
 use crate::carrier_wait;
 use crate::change;
+use crate::common;
 use crate::job::{AsyncCarrier, Disposition, Job};
 use crate::metrics::{Metric, Metrics};
 use crate::notify;
@@ -366,7 +367,46 @@ impl Worker {
             }
         }
         let now = self.clock.now();
-        let results = carrier_wait::process(job, carrier, rows, now).await;
+        // Rows with a change of their own (an undo's: each device back to its own value) go to the carrier in
+        // groups of one change each, each group with its change as the job's.
+        let (own, plain): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.request.is_some());
+        let mut groups: Vec<(ChangeDetails, Vec<DeviceChangeRow>)> = Vec::new();
+        for row in own {
+            let change = match row.request.as_deref().map(crate::undo::row_change) {
+                Some(Ok(change)) => change,
+                Some(Err(e)) => {
+                    let outcome = common::fail(RowStatus::Error, format!("the row's own change is unreadable: {e}"));
+                    self.record(Ok(job), &row, outcome).await;
+                    continue;
+                }
+                None => continue,
+            };
+            // Not sent yet: it runs only while its device still is what the original set.
+            let fresh = row.carrier_request_id.is_none() && row.carrier_result.is_none();
+            let changed = change
+                .expect
+                .as_ref()
+                .zip(row.device.as_ref())
+                .and_then(|(e, d)| crate::undo::unexpected(e, d))
+                .filter(|_| fresh);
+            if let Some(why) = changed {
+                self.record(Ok(job), &row, common::fail(RowStatus::Error, format!("not undone: {why}"))).await;
+                continue;
+            }
+            if let Some(back) = &change.unassign {
+                let outcome = change::customer_assignment::undo(job, &row, back).await;
+                self.record(Ok(job), &row, outcome).await;
+                continue;
+            }
+            match groups.iter_mut().find(|(details, _)| *details == change.details) {
+                Some((_, rows)) => rows.push(row),
+                None => groups.push((change.details, vec![row])),
+            }
+        }
+        let mut results = carrier_wait::process(job, carrier, plain, now).await;
+        for (details, rows) in groups {
+            results.extend(carrier_wait::process(&job.with_details(details), carrier, rows, now).await);
+        }
         let mut waiting = 0;
         for (row, disposition) in results {
             match disposition {

@@ -322,3 +322,34 @@ async fn a_worker_killed_between_the_request_and_its_result_sends_nothing_twice(
         assert_eq!(app.teal().state.esim(&eid(i)).expect("esim").plan_uuid.as_deref(), Some(NEW_PLAN));
     }
 }
+
+/// Undo on Teal, whose results come later (callback, then a read of the operation): eSIMs whose data was disabled
+/// are enabled again, eSIMs moved to a new plan go back to their own, each device in the database too.
+#[tokio::test]
+async fn an_undo_of_a_stop_and_of_a_plan_change_goes_back_through_teal() {
+    let app = TestApp::start(seed(6, 0, true), |_| {}).await;
+    let devices: Vec<String> = (0..6).map(bench_iccid).collect();
+    let id = app.accepted(&status_update(&devices, "Stopped")).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    let (code, answer) = app.undo(id, false, "undo-stop").await;
+    assert_eq!((code, &answer["Counts"]), (202, &json!({"Restore": 6, "Refused": 0})), "{answer}");
+    let undone = app.final_status(answer["BulkChangeId"].as_i64().expect("id"), Duration::from_secs(30)).await;
+    assert_eq!(undone["Counts"], json!({"PROCESSED": 6}), "{undone}");
+    let enabled = (0..6).filter(|i| !app.teal().state.esim(&eid(*i)).expect("esim").suspended).count();
+    let stored = app.stack.store.devices_by_iccid(1, &devices).await.expect("devices");
+    let online = stored.iter().filter(|d| d.device_status_id == 1201).count();
+    println!("Teal undo of a stop: {enabled} of 6 enabled on the carrier, {online} of 6 online in the database");
+    assert_eq!((enabled, online), (6, 6));
+
+    let id = app.accepted(&plan_change(&devices, "TEAL-5GB")).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    let (code, answer) = app.undo(id, false, "undo-plan").await;
+    assert_eq!(code, 202, "{answer}");
+    let undone = app.final_status(answer["BulkChangeId"].as_i64().expect("id"), Duration::from_secs(30)).await;
+    assert_eq!(undone["Counts"], json!({"PROCESSED": 6}), "{undone}");
+    for i in 0..6 {
+        assert_eq!(app.teal().state.esim(&eid(i)).expect("esim").plan_uuid.as_deref(), Some(OLD_PLAN), "{i}");
+    }
+    let stored = app.stack.store.devices_by_iccid(1, &devices).await.expect("devices");
+    assert!(stored.iter().all(|d| d.carrier_rate_plan.as_deref() == Some("TEAL-1GB")), "{stored:?}");
+}

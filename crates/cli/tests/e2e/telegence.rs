@@ -369,3 +369,39 @@ async fn a_canary_of_activations_half_rejected_trips_the_abort_rule_and_sends_no
     assert_eq!(sent, 20, "only the canary's SIMs reached Telegence");
     assert_eq!(row(&status, &devices[59])["StatusDetails"], status["AbortedReason"]);
 }
+
+/// Undo on Telegence: suspended lines are restored, lines moved to a new plan go back to their own, on the carrier
+/// and in the database.
+#[tokio::test]
+async fn an_undo_of_a_suspension_and_of_a_plan_change_goes_back_through_telegence() {
+    let app = TestApp::start(seed(0, 3, true), |_| {}).await;
+    let devices: Vec<String> = (0..3).map(bench_iccid).collect();
+    let lines: Vec<String> = (0..3).map(|i| format!("21456{i:05}")).collect();
+    let sim = app.stack.simulators.telegence.get(&TELEGENCE).expect("sim");
+    let suspend = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 3, "PortalType": 2, "Devices": devices,
+        "StatusUpdate": {"TargetStatus": "Suspended", "TelegenceStatusUpdate": {"ReasonCode": "CR"}}});
+    let id = app.accepted(&suspend).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    assert!(lines.iter().all(|l| sim.state.line(l).is_some_and(|l| l.status == "S")));
+    let (code, answer) = app.undo(id, false, "undo-suspend").await;
+    assert_eq!((code, &answer["Counts"]), (202, &json!({"Restore": 3, "Refused": 0})), "{answer}");
+    let undone = app.final_status(answer["BulkChangeId"].as_i64().expect("id"), Duration::from_secs(30)).await;
+    assert_eq!(undone["Counts"], json!({"PROCESSED": 3}), "{undone}");
+    let restored = lines.iter().filter(|l| sim.state.line(l).is_some_and(|l| l.status == "A")).count();
+    let stored = app.stack.store.devices_by_iccid(1, &devices).await.expect("devices");
+    let active = stored.iter().filter(|d| d.device_status_id == 601).count();
+    println!("Telegence undo of a suspension: {restored} of 3 restored on the carrier, {active} of 3 in the database");
+    assert_eq!((restored, active), (3, 3));
+
+    let plan = json!({"ServiceProviderId": TELEGENCE, "ChangeType": 7, "PortalType": 2, "Devices": devices,
+        "CarrierRatePlanUpdate": {"CarrierRatePlan": "SOC-5GB"}});
+    let id = app.accepted(&plan).await;
+    assert_eq!(app.final_status(id, Duration::from_secs(30)).await["Status"], "PROCESSED");
+    let (code, answer) = app.undo(id, false, "undo-plan").await;
+    assert_eq!(code, 202, "{answer}");
+    let undone = app.final_status(answer["BulkChangeId"].as_i64().expect("id"), Duration::from_secs(30)).await;
+    assert_eq!(undone["Counts"], json!({"PROCESSED": 3}), "{undone}");
+    assert!(lines.iter().all(|l| sim.state.line(l).is_some_and(|l| l.plan.as_deref() == Some("SOC-1GB"))));
+    let stored = app.stack.store.devices_by_iccid(1, &devices).await.expect("devices");
+    assert!(stored.iter().all(|d| d.carrier_rate_plan.as_deref() == Some("SOC-1GB")), "{stored:?}");
+}

@@ -645,3 +645,56 @@ async fn an_activation_applied_then_answered_502_is_never_sent_twice() {
     }
     assert_eq!(app.calls("POST", "/devices/actions/activate").len(), 1);
 }
+
+/// Undo on ThingSpace, whose results come later by callback: a suspension undone restores each device, a plan
+/// change undone puts each back on its plan, one request per change; a deactivation is refused (ThingSpace brings a
+/// deactivated line back only as a new activation).
+#[tokio::test]
+async fn an_undo_of_a_suspension_and_of_a_plan_change_goes_back_through_thingspace() {
+    let app = spawn_with(|_| {}).await;
+    let devices: Vec<String> = (0..4).map(active).collect();
+    let id = app.accepted(&status_update(&devices, "Suspended", json!({}))).await;
+    assert_eq!(app.wait_final(id).await["Counts"], json!({"PROCESSED": 4}));
+    assert!(devices.iter().all(|d| app.sim().state.device(d).is_some_and(|s| s.state == "suspend")));
+    let (code, answer) = app.undo(id, false, "undo-suspend").await;
+    assert_eq!((code, &answer["Counts"]), (202, &json!({"Restore": 4, "Refused": 0})), "{answer}");
+    let undone = app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
+    assert_eq!(undone["Counts"], json!({"PROCESSED": 4}), "{undone}");
+    let restored = devices.iter().filter(|d| app.sim().state.device(d).is_some_and(|s| s.state == "active")).count();
+    let mut stored = 0;
+    for d in &devices {
+        stored += usize::from(app.device(d).await.device_status_id == 401);
+    }
+    println!("ThingSpace undo of a suspension: {restored} of 4 restored on the carrier, {stored} of 4 in the database");
+    assert_eq!((restored, stored), (4, 4));
+    assert_eq!(app.calls("POST", "/devices/actions/restore").len(), 1, "one restore request for the four");
+
+    // Two devices come from m2m_4G_5GB, two from m2m_4G: the undo sends one request per plan to go back to.
+    let plan = |devices: &[String], plan: &str| {
+        json!({"ServiceProviderId": TS, "ChangeType": 7, "Devices": devices,
+               "CarrierRatePlanUpdate": {"CarrierRatePlan": plan}})
+    };
+    let id = app.accepted(&plan(&devices[..2], "m2m_4G_5GB")).await;
+    assert_eq!(app.wait_final(id).await["Counts"], json!({"PROCESSED": 2}));
+    let id = app.accepted(&plan(&devices, "m2m_4G")).await;
+    assert_eq!(app.wait_final(id).await["Counts"], json!({"PROCESSED": 4}));
+    let requests_before = app.calls("PUT", "/devices/actions/plan").len();
+    let (code, answer) = app.undo(id, false, "undo-plan").await;
+    assert_eq!(code, 202, "{answer}");
+    let undone = app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
+    assert_eq!(undone["Counts"], json!({"PROCESSED": 4}), "{undone}");
+    for (i, d) in devices.iter().enumerate() {
+        let own = if i < 2 { "m2m_4G_5GB" } else { "m2m_4G" };
+        let sim = app.sim().state.device(d).expect("device");
+        assert_eq!(sim.service_plan.as_deref(), Some(own), "{d}");
+        assert_eq!(app.device(d).await.carrier_rate_plan.as_deref(), Some(own), "{d}");
+    }
+    let requests = app.calls("PUT", "/devices/actions/plan").len() - requests_before;
+    assert_eq!(requests, 2, "one request per plan the devices go back to");
+
+    let id = app.accepted(&status_update(&[active(5)], "Deactivated", json!({}))).await;
+    assert_eq!(app.wait_final(id).await["Counts"], json!({"PROCESSED": 1}));
+    let (code, plan) = app.undo(id, true, "dry").await;
+    assert_eq!((code, &plan["Counts"]), (200, &json!({"Restore": 0, "Refused": 1})), "{plan}");
+    assert!(plan["Rows"][0]["Refused"].as_str().is_some_and(|r| r.contains("does not reverse")), "{plan}");
+}

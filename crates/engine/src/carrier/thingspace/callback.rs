@@ -196,9 +196,15 @@ pub(super) async fn answer_callback(
         return Ok(CallbackAnswer::Ignored(format!("row already {}", row.status)));
     }
     let statuses = store.device_statuses(Integration::ThingSpace).await?;
-    let details = domain::BulkChangeRequest::from_stored(bulk.request.clone())
-        .map(|r| r.details)
-        .map_err(|e| StoreError::Corrupt(format!("bulk change {}: stored request unreadable: {e}", bulk.id)))?;
+    // The row's own change (an undo's row), else its bulk change's.
+    let details = match row.request.as_deref() {
+        Some(own) => crate::undo::row_change(own).map(|c| c.details).map_err(|e| {
+            StoreError::Corrupt(format!("bulk change {} row {}: its own change is unreadable: {e}", bulk.id, row.id))
+        })?,
+        None => domain::BulkChangeRequest::from_stored(bulk.request.clone())
+            .map(|r| r.details)
+            .map_err(|e| StoreError::Corrupt(format!("bulk change {}: stored request unreadable: {e}", bulk.id)))?,
+    };
     let mut outcome = result_outcome(&details, &statuses, &row.iccid, &callback.result);
     if outcome.status != RowStatus::Processed && (row.claims > 1 || bulk.retry_of.is_some()) {
         // This change may have reached ThingSpace before (a retry, or a row claimed again after its worker died):
