@@ -140,6 +140,9 @@ pub fn unexpected(expect: &DeviceValues, device: &DeviceRecord) -> Option<String
     if expect.imei.is_some() && expect.imei != device.imei {
         return differs("IMEI");
     }
+    if expect.iccid.as_ref().is_some_and(|iccid| *iccid != device.iccid) {
+        return differs("SIM (ICCID)");
+    }
     if expect.rev_customer_id.is_some() && expect.rev_customer_id != device.rev_customer_id {
         return differs("Rev customer");
     }
@@ -206,9 +209,11 @@ fn plan_row(
             Some("an archived device is gone from the carrier account: an undo cannot restore it")
         }
         ChangeDetails::ActivateNewService(_) => Some("a new Telegence line cannot be undone (cancel the line instead)"),
-        ChangeDetails::ChangeIccidOrImei(c) if c.new_iccid.is_some() => Some("undoing an ICCID swap is not built yet"),
         ChangeDetails::ChangeIccidOrImei(_) if !integration.is_jasper_family() => {
-            Some("undoing an IMEI change is built for Control Center accounts only so far")
+            Some("undoing a SIM swap or an IMEI change is built for Control Center accounts only so far")
+        }
+        ChangeDetails::ChangeIccidOrImei(c) if given(&c.new_iccid).is_some() && given(&c.new_imei).is_some() => {
+            Some("undoing a SIM swap made together with an IMEI change is not built (undo it in two bulk changes)")
         }
         _ => None,
     };
@@ -318,6 +323,23 @@ fn plan_row(
             let undo = UsernameUpdate { new_username: name, cost_center: None, cost_center2: None, cost_center3: None };
             let expect = DeviceValues { username: now.username.clone(), ..DeviceValues::default() };
             UndoRow::restore(row, values, ChangeDetails::EditUsername(undo), expect)
+        }
+        ChangeDetails::ChangeIccidOrImei(change) if given(&change.new_iccid).is_some() => {
+            // A SIM swap back: the SIM the device had takes the plans and status again, the one swapped in is
+            // deactivated (Control Center has no way back to its pre-activation status).
+            if now.iccid.as_deref() != given(&change.new_iccid) {
+                return UndoRow::refuse(row, "its SIM changed since (another swap)");
+            }
+            let Some(old) = before.iccid.clone().filter(|i| !i.trim().is_empty()) else {
+                return UndoRow::refuse(row, "its SIM before the swap was not kept");
+            };
+            let values = DeviceValues { iccid: Some(old.clone()), ..DeviceValues::default() };
+            let undo = ChangeIdentifier { new_iccid: Some(old), new_imei: None, ..change.clone() };
+            let expect = DeviceValues { iccid: now.iccid.clone(), ..DeviceValues::default() };
+            let mut undo = UndoRow::restore(row, values, ChangeDetails::ChangeIccidOrImei(undo), expect);
+            // The undo's row is the device as it is now: on the SIM swapped in.
+            undo.iccid = now.iccid.clone().unwrap_or_else(|| row.iccid.clone());
+            undo
         }
         ChangeDetails::ChangeIccidOrImei(change) => {
             if now.imei != change.new_imei {
@@ -439,6 +461,11 @@ fn plan_reassignment(back: &Unassign, row: &AppliedRow) -> UndoRow {
     undo
 }
 
+/// A value given in a request (`None` for an absent or blank one).
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
 /// A status update that carries only the target status (no Rev.io line, no assignment), keeping a carrier's own
 /// parameters of the original (ThingSpace's, Telegence's) for the way back.
 fn status_only(original: &StatusUpdate) -> StatusUpdate {
@@ -498,6 +525,37 @@ mod tests {
             request: None,
             created_rev_service: line,
         }
+    }
+
+    #[test]
+    fn a_sim_swap_is_undone_to_the_sim_before_and_only_while_the_device_keeps_the_new_one() {
+        let sim = |iccid: &str| DeviceValues { iccid: Some(iccid.into()), ..DeviceValues::default() };
+        let swap = |imei: Option<&str>| {
+            ChangeDetails::ChangeIccidOrImei(ChangeIdentifier {
+                new_iccid: Some("89148000008245116623".into()),
+                new_imei: imei.map(str::to_string),
+                service_zip_code: None,
+                reason_code: None,
+                technology_type: None,
+            })
+        };
+        let row = applied(sim("89148000008245116615"), sim("89148000008245116623"), None);
+        let undo = plan_row(Integration::Pod19, &swap(None), &row, &[]);
+        assert_eq!(undo.iccid, "89148000008245116623", "named by the SIM it has now");
+        match undo.details {
+            Some(ChangeDetails::ChangeIccidOrImei(back)) => {
+                assert_eq!(back.new_iccid.as_deref(), Some("89148000008245116615"))
+            }
+            other => panic!("a swap back, got {other:?}"),
+        }
+        assert_eq!(undo.expect, Some(sim("89148000008245116623")));
+        let moved_on = applied(sim("89148000008245116615"), sim("89148000008245116631"), None);
+        let refused = plan_row(Integration::Pod19, &swap(None), &moved_on, &[]).refused;
+        assert!(refused.is_some_and(|why| why.contains("SIM changed since")));
+        let refused = plan_row(Integration::Pod19, &swap(Some("356938035643809")), &row, &[]).refused;
+        assert!(refused.is_some_and(|why| why.contains("together with an IMEI change")));
+        let refused = plan_row(Integration::ThingSpace, &swap(None), &row, &[]).refused;
+        assert!(refused.is_some_and(|why| why.contains("Control Center accounts only")));
     }
 
     fn customer(id: &str) -> DeviceValues {

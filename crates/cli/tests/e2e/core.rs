@@ -1778,3 +1778,27 @@ async fn an_undo_whose_close_answer_was_lost_reads_the_line_and_sends_nothing_ag
     assert_eq!((patches, reads), (1, 1), "one close, one read to settle it: {calls:?}");
     assert!(open_lines(&app, &[ready(20)])[&ready(20)].is_empty());
 }
+
+/// Undo of a SIM swap on Control Center: the device goes back to its SIM (in service again, with the plans), the
+/// SIM swapped in is deactivated (no way back to its pre-activation status), and the database has the old ICCID.
+#[tokio::test]
+async fn an_undo_of_a_sim_swap_puts_the_device_back_on_its_sim() {
+    let app = spawn().await;
+    let new = spare_sim(&app, 0);
+    let old = active(1);
+    let id = app.accepted(&change_identifier(std::slice::from_ref(&old), Some(&new), None)).await;
+    assert_eq!(row(&app.wait_final(id).await, &old)["Status"], "PROCESSED");
+    let (code, answer) = app.undo(id, false, "undo-swap").await;
+    assert_eq!((code, &answer["Counts"]), (202, &json!({"Restore": 1, "Refused": 0})), "{answer}");
+    assert_eq!(answer["Rows"][0]["ICCID"], json!(new), "the undo's row is the device on its new SIM: {answer}");
+    let undone = app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
+    assert_eq!(undone["Counts"], json!({"PROCESSED": 1}), "{undone}");
+    let (old_sim, new_sim) =
+        (app.cc(POD19).state.device(&old).expect("old"), app.cc(POD19).state.device(&new).expect("new"));
+    assert_eq!(
+        (old_sim.status.as_str(), old_sim.rate_plan.as_deref(), new_sim.status.as_str()),
+        ("ACTIVATED", Some("RP-1GB"), "DEACTIVATED")
+    );
+    assert!(app.stack.store.device_by_iccid(1, &old).await.expect("read").is_some(), "back on its SIM");
+    assert!(app.stack.store.device_by_iccid(1, &new).await.expect("read").is_none());
+}
