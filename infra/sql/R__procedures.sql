@@ -281,6 +281,23 @@ BEGIN
 END
 GO
 
+-- A username change's cost centers before the row sends the new ones (an undo sets them back), while @Worker holds
+-- the row; the first value kept stays.
+DROP PROCEDURE IF EXISTS dbo.usp_DeviceBulkChange_KeepBeforeCostCenters;
+GO
+CREATE PROCEDURE dbo.usp_DeviceBulkChange_KeepBeforeCostCenters
+    @BulkChangeId BIGINT, @RowId BIGINT, @Worker NVARCHAR(100), @CostCenters NVARCHAR(MAX) AS
+BEGIN
+    SET NOCOUNT ON;
+    IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId) = 2
+        UPDATE dbo.Mobility_DeviceChange SET BeforeCostCenters = COALESCE(BeforeCostCenters, @CostCenters)
+        WHERE Id = @RowId AND BulkChangeId = @BulkChangeId AND LeaseOwner = @Worker;
+    ELSE
+        UPDATE dbo.M2M_DeviceChange SET BeforeCostCenters = COALESCE(BeforeCostCenters, @CostCenters)
+        WHERE Id = @RowId AND BulkChangeId = @BulkChangeId AND LeaseOwner = @Worker;
+END
+GO
+
 DROP PROCEDURE IF EXISTS dbo.usp_RevService_AbandonCreation;
 GO
 CREATE PROCEDURE dbo.usp_RevService_AbandonCreation @DeviceId BIGINT, @BulkChangeId BIGINT, @RowId BIGINT AS
@@ -1762,13 +1779,13 @@ BEGIN
     SET NOCOUNT ON;
     IF (SELECT PortalTypeId FROM dbo.DeviceBulkChange WHERE Id = @BulkChangeId AND TenantId = @TenantId) = 2
         SELECT r.Id, r.ICCID, r.DeviceId, r.BeforeDeviceStatusId, r.BeforeCarrierRatePlan, r.BeforeCommunicationPlan, r.BeforeRevCustomerId, r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB, r.BeforeICCID, r.BeforeIMEI,
-               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest,
+               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest, r.BeforeCostCenters,
                (SELECT TOP (1) s.RevServiceId FROM dbo.RevService s WHERE s.CreatedByBulkChangeId = r.BulkChangeId AND s.CreatedByRowId = r.Id AND s.TenantId = r.TenantId ORDER BY s.Id DESC) AS CreatedRevServiceId
         FROM dbo.Mobility_DeviceChange r LEFT JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
         WHERE r.BulkChangeId = @BulkChangeId AND r.TenantId = @TenantId AND r.Status = N'PROCESSED' ORDER BY r.Id;
     ELSE
         SELECT r.Id, r.ICCID, r.DeviceId, r.BeforeDeviceStatusId, r.BeforeCarrierRatePlan, r.BeforeCommunicationPlan, r.BeforeRevCustomerId, r.BeforeUsername, r.BeforeCustomerRatePlanId, r.BeforeCustomerRatePoolId, r.BeforeDataAllocationMB, r.BeforeICCID, r.BeforeIMEI,
-               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest,
+               d.Id AS NowId, d.DeviceStatusId AS NowDeviceStatusId, d.CarrierRatePlan AS NowCarrierRatePlan, d.CommunicationPlan AS NowCommunicationPlan, d.RevCustomerId AS NowRevCustomerId, d.Username AS NowUsername, d.CustomerRatePlanId AS NowCustomerRatePlanId, d.CustomerRatePoolId AS NowCustomerRatePoolId, d.CustomerDataAllocationMB AS NowDataAllocationMB, d.ICCID AS NowICCID, d.IMEI AS NowIMEI, r.RowRequest, r.BeforeCostCenters,
                (SELECT TOP (1) s.RevServiceId FROM dbo.RevService s WHERE s.CreatedByBulkChangeId = r.BulkChangeId AND s.CreatedByRowId = r.Id AND s.TenantId = r.TenantId ORDER BY s.Id DESC) AS CreatedRevServiceId
         FROM dbo.M2M_DeviceChange r LEFT JOIN dbo.Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
         WHERE r.BulkChangeId = @BulkChangeId AND r.TenantId = @TenantId AND r.Status = N'PROCESSED' ORDER BY r.Id;

@@ -194,6 +194,39 @@ impl RevIoApi for RevIoClient {
         Ok(answer.call)
     }
 
+    async fn service_fields(
+        &self,
+        service_id: i64,
+    ) -> Result<(std::collections::BTreeMap<i64, String>, CallRecord), CarrierFailure> {
+        let answer = self.send(Method::GET, &format!("Services/{service_id}"), None).await?;
+        let service: serde_json::Value = serde_json::from_str(&answer.body)
+            .map_err(|e| protocol(answer.call.clone(), format!("unreadable service {service_id}: {e}")))?;
+        // `fields` by id: an object {"<id>": value}, or a list of {"id"|"field_id", "value"} (the format of Rev.io's
+        // custom fields is not confirmed; the PATCH path `/fields/{id}/value` names them by id).
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_string).or_else(|| v.as_i64().map(|n| n.to_string()));
+        let mut fields = std::collections::BTreeMap::new();
+        match service.get("fields") {
+            Some(serde_json::Value::Object(map)) => {
+                for (id, value) in map {
+                    let value = value.get("value").unwrap_or(value);
+                    if let (Ok(id), Some(value)) = (id.parse::<i64>(), text(value)) {
+                        fields.insert(id, value);
+                    }
+                }
+            }
+            Some(serde_json::Value::Array(list)) => {
+                for field in list {
+                    let id = field.get("id").or_else(|| field.get("field_id")).and_then(serde_json::Value::as_i64);
+                    if let (Some(id), Some(value)) = (id, field.get("value").and_then(text)) {
+                        fields.insert(id, value);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok((fields, answer.call))
+    }
+
     async fn service_disconnected(&self, service_id: i64) -> Result<(Option<String>, CallRecord), CarrierFailure> {
         #[derive(Deserialize)]
         struct Service {

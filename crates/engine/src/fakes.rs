@@ -430,6 +430,16 @@ impl RevServices for MemStore {
         Err(unfaked("abandon_rev_service"))
     }
 
+    async fn keep_before_cost_centers(
+        &self,
+        _bulk_change_id: i64,
+        _row_id: i64,
+        _worker: &str,
+        _cost_centers: &CostCenters,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn close_rev_service(
         &self,
         _tenant_id: i64,

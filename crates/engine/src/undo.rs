@@ -12,7 +12,7 @@ use domain::rules::{DeviceRecord, DeviceStatusDef, resolve_target_status};
 use domain::{BulkChangeRequest, BulkChangeRequestWire, ChangeDetails, Integration};
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{AppliedRow, BulkChange, DeviceValues};
+use crate::ports::{AppliedRow, BulkChange, CostCenters, DeviceValues};
 
 /// One row of an undo's plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -319,8 +319,31 @@ fn plan_row(
             let Some(name) = before.username.clone().filter(|n| !n.is_empty()) else {
                 return UndoRow::refuse(row, "it had no username before: an undo cannot clear one");
             };
-            let values = DeviceValues { username: Some(name.clone()), ..DeviceValues::default() };
-            let undo = UsernameUpdate { new_username: name, cost_center: None, cost_center2: None, cost_center3: None };
+            // The cost centers it set go back to what the device's Rev.io service had (kept by the row).
+            let set = [&update.cost_center, &update.cost_center2, &update.cost_center3].map(|c| given(c).is_some());
+            let mut back = CostCenters::default();
+            if set.iter().any(|s| *s) {
+                let Some(kept) = before.cost_centers.as_ref() else {
+                    return UndoRow::refuse(
+                        row,
+                        "its cost centers before the change were not kept (Rev.io did not answer, or recorded before undo kept them)",
+                    );
+                };
+                let was = [&kept.cost_center, &kept.cost_center2, &kept.cost_center3];
+                if set.iter().zip(was).any(|(set, was)| *set && given(was).is_none()) {
+                    return UndoRow::refuse(row, "a cost center it set had no value before: an undo cannot clear one");
+                }
+                let back_if = |n: usize| if set[n] { was[n].clone() } else { None };
+                back = CostCenters { cost_center: back_if(0), cost_center2: back_if(1), cost_center3: back_if(2) };
+            }
+            let cost_centers = (back != CostCenters::default()).then(|| back.clone());
+            let values = DeviceValues { username: Some(name.clone()), cost_centers, ..DeviceValues::default() };
+            let undo = UsernameUpdate {
+                new_username: name,
+                cost_center: back.cost_center,
+                cost_center2: back.cost_center2,
+                cost_center3: back.cost_center3,
+            };
             let expect = DeviceValues { username: now.username.clone(), ..DeviceValues::default() };
             UndoRow::restore(row, values, ChangeDetails::EditUsername(undo), expect)
         }
@@ -556,6 +579,39 @@ mod tests {
         assert!(refused.is_some_and(|why| why.contains("together with an IMEI change")));
         let refused = plan_row(Integration::ThingSpace, &swap(None), &row, &[]).refused;
         assert!(refused.is_some_and(|why| why.contains("Control Center accounts only")));
+    }
+
+    #[test]
+    fn a_username_change_with_cost_centers_is_undone_only_to_cost_centers_kept() {
+        let change = |cost_center: Option<&str>| {
+            ChangeDetails::EditUsername(UsernameUpdate {
+                new_username: "truck-2".into(),
+                cost_center: cost_center.map(str::to_string),
+                cost_center2: None,
+                cost_center3: None,
+            })
+        };
+        let named = |name: &str, kept: Option<CostCenters>| DeviceValues {
+            username: Some(name.into()),
+            cost_centers: kept,
+            ..DeviceValues::default()
+        };
+        let east = CostCenters { cost_center: Some("EAST".into()), ..CostCenters::default() };
+        let row = applied(named("truck-1", Some(east.clone())), named("truck-2", None), None);
+        match plan_row(Integration::Pod19, &change(Some("WEST")), &row, &[]).details {
+            Some(ChangeDetails::EditUsername(back)) => {
+                assert_eq!((back.new_username.as_str(), back.cost_center.as_deref()), ("truck-1", Some("EAST")))
+            }
+            other => panic!("a username change back, got {other:?}"),
+        }
+        let nothing_before = applied(named("truck-1", Some(CostCenters::default())), named("truck-2", None), None);
+        let refused = plan_row(Integration::Pod19, &change(Some("WEST")), &nothing_before, &[]).refused;
+        assert!(refused.is_some_and(|why| why.contains("no value before")));
+        let not_kept = applied(named("truck-1", None), named("truck-2", None), None);
+        let refused = plan_row(Integration::Pod19, &change(Some("WEST")), &not_kept, &[]).refused;
+        assert!(refused.is_some_and(|why| why.contains("not kept")));
+        let no_cost_center = plan_row(Integration::Pod19, &change(None), &not_kept, &[]);
+        assert!(no_cost_center.refused.is_none(), "a change without cost centers needs none kept");
     }
 
     fn customer(id: &str) -> DeviceValues {

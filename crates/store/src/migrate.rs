@@ -101,6 +101,12 @@ pub const SCRIPTS: &[Script] = &[
         sql: include_str!("../../../infra/sql/011_rev_service_creator.sql"),
     },
     Script {
+        name: "012_before_cost_centers.sql",
+        version: Some(12),
+        transactional: true,
+        sql: include_str!("../../../infra/sql/012_before_cost_centers.sql"),
+    },
+    Script {
         name: "R__procedures.sql",
         version: None,
         transactional: true,

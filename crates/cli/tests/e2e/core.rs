@@ -1802,3 +1802,37 @@ async fn an_undo_of_a_sim_swap_puts_the_device_back_on_its_sim() {
     assert!(app.stack.store.device_by_iccid(1, &old).await.expect("read").is_some(), "back on its SIM");
     assert!(app.stack.store.device_by_iccid(1, &new).await.expect("read").is_none());
 }
+
+/// Undo of a username change with a cost center: the username goes back on the carrier and here, the cost center
+/// back on the device's Rev.io service (kept by the row before it sent the new one); undone again, the other way.
+#[tokio::test]
+async fn an_undo_of_a_username_change_puts_the_cost_center_before_back_on_rev_io() {
+    let app = spawn().await;
+    let device = with_rev_service();
+    let cost_center = |app: &TestApp| {
+        let services = app.stack.simulators.rev_io[&REV].state.services();
+        services.iter().find(|s| s.service_id == 11_501).and_then(|s| s.fields.get("1").cloned())
+    };
+    let first = app.accepted(&edit_username(POD19, std::slice::from_ref(&device), "forklift-3", Some("EAST"))).await;
+    assert_eq!(app.wait_final(first).await["Counts"], json!({"PROCESSED": 1}));
+    let second = app.accepted(&edit_username(POD19, std::slice::from_ref(&device), "forklift-4", Some("WEST"))).await;
+    assert_eq!(app.wait_final(second).await["Counts"], json!({"PROCESSED": 1}));
+    assert_eq!(cost_center(&app).as_deref(), Some("WEST"));
+
+    let (code, answer) = app.undo(second, false, "undo").await;
+    assert_eq!((code, &answer["Counts"]), (202, &json!({"Restore": 1, "Refused": 0})), "{answer}");
+    assert_eq!(answer["Rows"][0]["Restore"]["CostCenters"]["CostCenter"], "EAST", "{answer}");
+    let undone = app.wait_final(answer["BulkChangeId"].as_i64().expect("id")).await;
+    assert_eq!(undone["Counts"], json!({"PROCESSED": 1}), "{undone}");
+    assert_eq!(cost_center(&app).as_deref(), Some("EAST"), "the cost center before, on Rev.io");
+    assert_eq!(app.cc(POD19).state.device(&device).expect("sim").device_id.as_deref(), Some("forklift-3"));
+    let stored = app.stack.store.device_by_iccid(1, &device).await.expect("read").expect("device");
+    assert_eq!(stored.username.as_deref(), Some("forklift-3"));
+
+    // The undo undone: the undo's row kept WEST before it sent EAST.
+    let (code, again) = app.undo(answer["BulkChangeId"].as_i64().expect("id"), false, "redo").await;
+    assert_eq!((code, &again["Counts"]), (202, &json!({"Restore": 1, "Refused": 0})), "{again}");
+    let redone = app.wait_final(again["BulkChangeId"].as_i64().expect("id")).await;
+    assert_eq!(redone["Counts"], json!({"PROCESSED": 1}), "{redone}");
+    assert_eq!(cost_center(&app).as_deref(), Some("WEST"));
+}

@@ -4,10 +4,11 @@
 use domain::RowStatus;
 use domain::request::UsernameUpdate;
 use domain::rules::DeviceRecord;
+use tracing::warn;
 
 use crate::common::device_for_row;
 use crate::job::Job;
-use crate::ports::{DeviceChangeRow, DeviceUpdate, RowOutcome};
+use crate::ports::{CostCenters, DeviceChangeRow, DeviceUpdate, RevIoApi, RowOutcome};
 
 /// Rev.io custom field ids of cost centers 1 to 3 (the account's field set-up; unconfirmed against Rev.io).
 pub const REV_COST_CENTER_FIELDS: [i64; 3] = [1, 2, 3];
@@ -59,6 +60,7 @@ pub(crate) async fn send(
         details.push_str("; cost centers not sent: no Rev.io account is set up for this tenant");
         return RowOutcome { status: RowStatus::ApiFailed, details, device_update: update };
     };
+    keep_before(job, row, rev.as_ref(), service.rev_service_id).await;
     match rev.set_service_fields(service.rev_service_id, &cost_centers).await {
         Ok(call) => {
             job.log(row, "Update Rev.io Service Cost Centers", &call, None).await;
@@ -70,5 +72,27 @@ pub(crate) async fn send(
             details.push_str(&format!("; Rev.io cost centers failed: {}", f.reason()));
             RowOutcome { status: RowStatus::ApiFailed, details, device_update: update }
         }
+    }
+}
+
+/// Keeps the service's cost centers as they are before the new ones are sent (an undo sets them back). Not kept
+/// (Rev.io unreadable, the store unreachable): the change goes on, and an undo refuses this row's cost centers.
+async fn keep_before(job: &Job, row: &DeviceChangeRow, rev: &dyn RevIoApi, service_id: i64) {
+    let description = "Read Rev.io Service Cost Centers (kept for an undo)";
+    let fields = match rev.service_fields(service_id).await {
+        Ok((fields, call)) => {
+            job.log(row, description, &call, None).await;
+            fields
+        }
+        Err(f) => {
+            job.log(row, description, &f.call, Some(&f.reason())).await;
+            warn!(iccid = %row.iccid, reason = %f.reason(), "cost centers before the change not kept: an undo will not restore them");
+            return;
+        }
+    };
+    let field = |n: usize| fields.get(&REV_COST_CENTER_FIELDS[n]).cloned().filter(|v| !v.trim().is_empty());
+    let kept = CostCenters { cost_center: field(0), cost_center2: field(1), cost_center3: field(2) };
+    if let Err(e) = job.rev_services.keep_before_cost_centers(job.bulk.id, row.id, &job.worker_id, &kept).await {
+        warn!(iccid = %row.iccid, error = %e, "cost centers before the change not kept: an undo will not restore them");
     }
 }

@@ -483,6 +483,21 @@ pub struct DeviceValues {
     pub iccid: Option<String>,
     #[serde(rename = "IMEI")]
     pub imei: Option<String>,
+    /// A username change's cost centers on the device's Rev.io service (kept by the row, read from Rev.io).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_centers: Option<CostCenters>,
+}
+
+/// Cost centers 1 to 3 of a device's Rev.io service (`REV_COST_CENTER_FIELDS`); `None`: the field had no value.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CostCenters {
+    #[serde(default)]
+    pub cost_center: Option<String>,
+    #[serde(default)]
+    pub cost_center2: Option<String>,
+    #[serde(default)]
+    pub cost_center3: Option<String>,
 }
 
 /// A PROCESSED row as an undo reads it: its device before the row changed it (kept when the row was recorded; `None`
@@ -737,6 +752,11 @@ pub trait RevIoApi: Send + Sync {
     /// `/disconnected_date`. Rev.io keeps the line, disconnected; it refuses while the line has service products
     /// not disconnected on that date (developers.rev.io, "Create service": `disconnected_date`).
     async fn close_service(&self, service_id: i64, disconnected_date: &str) -> Result<CallRecord, CarrierFailure>;
+    /// `GET /Services/{id}`: the line's custom field values by field id (cost centers before a username change).
+    async fn service_fields(
+        &self,
+        service_id: i64,
+    ) -> Result<(std::collections::BTreeMap<i64, String>, CallRecord), CarrierFailure>;
     /// `GET /Services/{id}`: when the line was disconnected (`None`: it is open), to settle a close whose answer
     /// was lost.
     async fn service_disconnected(&self, service_id: i64) -> Result<(Option<String>, CallRecord), CarrierFailure>;

@@ -72,6 +72,16 @@ pub trait RevServices: Send + Sync {
     ) -> StoreResult<RevServiceStart>;
     /// Gives the right to create a device's line back when Rev.io refused it (nothing was created).
     async fn abandon_rev_service(&self, device_id: i64, bulk_change_id: i64, row_id: i64) -> StoreResult<()>;
+    /// Keeps what a username change's cost centers were on the device's Rev.io service before the row sends the
+    /// new ones (an undo sets them back), while `worker` holds the row; the first value kept stays (a row taken
+    /// over after its cost centers were sent does not keep the new ones as the old).
+    async fn keep_before_cost_centers(
+        &self,
+        bulk_change_id: i64,
+        row_id: i64,
+        worker: &str,
+        cost_centers: &CostCenters,
+    ) -> StoreResult<()>;
     /// Records that the device's active line `rev_service_id` was closed on Rev.io (an undo of its assignment):
     /// true when it was the active line and is closed now, false when it was not active (closed already).
     async fn close_rev_service(

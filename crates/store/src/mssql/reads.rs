@@ -21,12 +21,13 @@ impl Reads for MssqlStore {
             data_allocation_mb: r.get::<f64, _>(format!("{prefix}DataAllocationMB").as_str()),
             iccid: text(r, &format!("{prefix}ICCID")),
             imei: text(r, &format!("{prefix}IMEI")),
+            cost_centers: None,
         };
         self.first("read applied rows", q)
             .await?
             .iter()
             .map(|r| {
-                Ok(AppliedRow {
+                let row = AppliedRow {
                     row_id: need(r.get::<i64, _>("Id"), "Id")?,
                     iccid: need(text(r, "ICCID"), "ICCID")?,
                     device_id: r.get::<i64, _>("DeviceId"),
@@ -34,7 +35,8 @@ impl Reads for MssqlStore {
                     now: r.get::<i64, _>("NowId").is_some().then(|| values(r, "Now")),
                     request: text(r, "RowRequest"),
                     created_rev_service: r.get::<i64, _>("CreatedRevServiceId"),
-                })
+                };
+                crate::with_cost_centers(row, text(r, "BeforeCostCenters").as_deref())
             })
             .collect()
     }

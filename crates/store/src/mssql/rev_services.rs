@@ -68,6 +68,25 @@ impl RevServices for MssqlStore {
         }
     }
 
+    async fn keep_before_cost_centers(
+        &self,
+        bulk_change_id: i64,
+        row_id: i64,
+        worker: &str,
+        cost_centers: &CostCenters,
+    ) -> StoreResult<()> {
+        let json =
+            serde_json::to_string(cost_centers).map_err(|e| StoreError::Corrupt(format!("cost centers: {e}")))?;
+        let q = proc_call!(
+            "EXEC dbo.usp_DeviceBulkChange_KeepBeforeCostCenters @BulkChangeId = @P1, @RowId = @P2, @Worker = @P3, @CostCenters = @P4",
+            bulk_change_id,
+            row_id,
+            worker,
+            json.as_str(),
+        );
+        self.exec("keep cost centers before the change", q).await.map(|_| ())
+    }
+
     async fn close_rev_service(
         &self,
         tenant_id: i64,

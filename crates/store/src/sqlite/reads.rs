@@ -16,7 +16,8 @@ impl Reads for SqliteStore {
                             d.DeviceStatusId, d.CarrierRatePlan, d.CommunicationPlan, d.RevCustomerId, d.Username,
                             d.CustomerRatePlanId, d.CustomerRatePoolId, d.CustomerDataAllocationMB, d.ICCID, d.IMEI, r.RowRequest,
                             (SELECT s.RevServiceId FROM RevService s WHERE s.CreatedByBulkChangeId = r.BulkChangeId AND s.CreatedByRowId = r.Id
-                                AND s.TenantId = r.TenantId ORDER BY s.Id DESC LIMIT 1)
+                                AND s.TenantId = r.TenantId ORDER BY s.Id DESC LIMIT 1),
+                            r.BeforeCostCenters
                      FROM {table} r LEFT JOIN Device d ON d.Id = r.DeviceId AND d.TenantId = r.TenantId
                      WHERE r.BulkChangeId = ?1 AND r.TenantId = ?2 AND r.Status = 'PROCESSED' ORDER BY r.Id"
                 ))
@@ -33,22 +34,28 @@ impl Reads for SqliteStore {
                     data_allocation_mb: r.get(at + 7)?,
                     iccid: r.get(at + 8)?,
                     imei: r.get(at + 9)?,
+                    cost_centers: None,
                 })
             };
-            stmt.query_map(params![bulk_change_id, tenant_id], |r| {
-                Ok(AppliedRow {
-                    row_id: r.get(0)?,
-                    iccid: r.get(1)?,
-                    device_id: r.get(2)?,
-                    before: if r.get::<_, bool>(3)? { Some(values(r, 4)?) } else { None },
-                    now: if r.get::<_, bool>(14)? { Some(values(r, 15)?) } else { None },
-                    request: r.get(25)?,
-                    created_rev_service: r.get(26)?,
+            let rows = stmt
+                .query_map(params![bulk_change_id, tenant_id], |r| {
+                    Ok((
+                        AppliedRow {
+                            row_id: r.get(0)?,
+                            iccid: r.get(1)?,
+                            device_id: r.get(2)?,
+                            before: if r.get::<_, bool>(3)? { Some(values(r, 4)?) } else { None },
+                            now: if r.get::<_, bool>(14)? { Some(values(r, 15)?) } else { None },
+                            request: r.get(25)?,
+                            created_rev_service: r.get(26)?,
+                        },
+                        r.get::<_, Option<String>>(27)?,
+                    ))
                 })
-            })
-            .map_err(db("read applied rows"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db("read applied rows"))
+                .map_err(db("read applied rows"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("read applied rows"))?;
+            rows.into_iter().map(|(row, kept)| crate::with_cost_centers(row, kept.as_deref())).collect()
         })
         .await
     }

@@ -118,6 +118,31 @@ impl RevServices for SqliteStore {
         .await
     }
 
+    async fn keep_before_cost_centers(
+        &self,
+        bulk_change_id: i64,
+        row_id: i64,
+        worker: &str,
+        cost_centers: &CostCenters,
+    ) -> StoreResult<()> {
+        let json =
+            serde_json::to_string(cost_centers).map_err(|e| StoreError::Corrupt(format!("cost centers: {e}")))?;
+        let worker = worker.to_string();
+        self.with(move |c| {
+            let table = row_table(c, bulk_change_id)?;
+            c.execute(
+                &format!(
+                    "UPDATE {table} SET BeforeCostCenters = COALESCE(BeforeCostCenters, ?3)
+                     WHERE Id = ?1 AND BulkChangeId = ?2 AND LeaseOwner = ?4"
+                ),
+                params![row_id, bulk_change_id, json, worker],
+            )
+            .map_err(db("keep cost centers before the change"))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn close_rev_service(
         &self,
         tenant_id: i64,

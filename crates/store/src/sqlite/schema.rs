@@ -31,6 +31,7 @@ pub(super) const STEPS: &[(u32, &str, &str)] = &[
     step!(15, "015_before_values.sql"),
     step!(16, "016_row_request.sql"),
     step!(17, "017_rev_service_creator.sql"),
+    step!(18, "018_before_cost_centers.sql"),
 ];
 
 /// Applies the steps this file has not had yet, each in a transaction of its own that takes the write lock first,
