@@ -14,6 +14,12 @@ pub(super) const SP: i64 = 1;
 const PLAN: &str = "RP-5GB";
 /// Every username change names the same one: the carrier's final state says whether each took.
 const USERNAME: &str = "chaos-fleet";
+/// Active SIMs only ever deactivated (`bench_iccid(DEACTIVATE_FROM + i)`): a deactivation is not monotone with the
+/// activations of the other SIMs, so it has its own.
+const DEACTIVATE_FROM: usize = 8_000;
+const DEACTIVATE_SIMS: usize = 6;
+/// The customer rate plan a CustomerRatePlanChange (4, no carrier call) gives; only our database holds it.
+const CUSTOMER_PLAN: i64 = 5;
 /// Tenant 2's Control Center account and its SIMs (`bench_iccid(BYSTANDER_SIMS_FROM + i)`).
 pub(super) const BYSTANDER: i64 = 9;
 const BYSTANDER_SIMS_FROM: usize = 9_000;
@@ -45,6 +51,16 @@ pub(super) fn seed(seed: &mut Seed, devices: usize) {
         communication_plan: Some("CP-Data".into()),
         ..SeedDevice::new(1, SP, bench_iccid(i), if i % 2 == 0 { "ACTIVATION_READY" } else { "ACTIVATED" })
     }));
+    seed.devices.extend(
+        (0..DEACTIVATE_SIMS)
+            .map(|i| SeedDevice::new(1, SP, bench_iccid(DEACTIVATE_FROM + i), "ACTIVATED"))
+            .map(|d| SeedDevice { carrier_rate_plan: Some("RP-1GB".into()), ..d }),
+    );
+    seed.customer_rate_plans.push(store::seed::SeedCustomerPlan {
+        id: CUSTOMER_PLAN,
+        tenant_id: 1,
+        name: "Chaos fleet plan".into(),
+    });
     seed.devices.extend((0..devices.min(4)).map(|i| SeedDevice {
         carrier_rate_plan: Some("RP-1GB".into()),
         ..SeedDevice::new(2, BYSTANDER, bench_iccid(BYSTANDER_SIMS_FROM + i), "ACTIVATION_READY")
@@ -86,6 +102,22 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
             bodies.push(json!({"ServiceProviderId": SP, "ChangeType": 5, "Devices": picked}));
         }
     }
+    // Deactivations of the SIMs kept for them, and customer rate plans over the others (no carrier call).
+    if rng.bool() {
+        let picked: Vec<String> =
+            (0..DEACTIVATE_SIMS).filter(|_| rng.bool()).map(|i| bench_iccid(DEACTIVATE_FROM + i)).collect();
+        if !picked.is_empty() {
+            bodies.push(json!({"ServiceProviderId": SP, "ChangeType": 3, "Devices": picked,
+                               "StatusUpdate": {"TargetStatus": "Deactivated"}}));
+        }
+    }
+    if rng.bool() {
+        let picked: Vec<String> = (0..devices).filter(|_| rng.u8(..3) == 0).map(bench_iccid).collect();
+        if !picked.is_empty() {
+            bodies.push(json!({"ServiceProviderId": SP, "ChangeType": 4, "Devices": picked,
+                               "CustomerRatePlanUpdate": {"CustomerRatePlanId": CUSTOMER_PLAN}}));
+        }
+    }
     if rng.u8(..3) == 0 {
         bodies.push(
             json!({"ServiceProviderId": BYSTANDER, "ChangeType": 3, "Devices": [bench_iccid(BYSTANDER_SIMS_FROM)],
@@ -107,7 +139,8 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         (account.devices.clone(), account.audit.clone())
     };
     for f in finished.iter().filter(|f| f.service_provider() == SP && [3, 6, 7, 8].contains(&f.change_type())) {
-        let activation = f.change_type() == 3;
+        let deactivation = f.body["StatusUpdate"]["TargetStatus"] == "Deactivated";
+        let activation = f.change_type() == 3 && !deactivation;
         for row in f.rows() {
             if (0..4).any(|i| bench_iccid(BYSTANDER_SIMS_FROM + i) == row.iccid) && row.state == "PROCESSED" {
                 report.violation(format!("bulk change {}: tenant 2's {} PROCESSED for tenant 1", f.id, row.iccid));
@@ -116,6 +149,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             // Odd SIMs were active before any change (the seed): their activation shows whatever happened.
             let was_active = (0..devices).any(|i| i % 2 == 1 && bench_iccid(i) == row.iccid);
             let shows = match f.change_type() {
+                3 if deactivation => device.status == "DEACTIVATED",
                 3 => device.status == "ACTIVATED",
                 7 => device.rate_plan.as_deref() == Some(PLAN),
                 8 => (0..devices)
@@ -141,6 +175,26 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             entries.iter().filter(|e| e.field == "status" && e.value.as_deref() == Some("ACTIVATED")).count();
         if activations > 1 {
             report.violation(format!("{iccid}: activated {activations} times"));
+        }
+        let deactivations =
+            entries.iter().filter(|e| e.field == "status" && e.value.as_deref() == Some("DEACTIVATED")).count();
+        if deactivations > 1 {
+            report.violation(format!("{iccid}: deactivated {deactivations} times"));
+        }
+    }
+    Ok(())
+}
+
+/// Customer rate plans (4) have no carrier: our database is where they live, so it is the witness. A PROCESSED row's
+/// device has the plan; a row that did not succeed while the device has it was done by another bulk change.
+pub(super) async fn check_customer_plans(stack: &Stack, finished: &[&Finished], report: &mut Report) -> Result<()> {
+    for f in finished.iter().filter(|f| f.service_provider() == SP && f.change_type() == 4) {
+        for row in f.rows() {
+            let Some(device) = stack.store.device_by_iccid(1, row.iccid).await.context("reading a device")? else {
+                continue;
+            };
+            let shows = device.customer_rate_plan_id == Some(CUSTOMER_PLAN);
+            super::check_row(report, finished, f, &row, "the database", shows, false);
         }
     }
     Ok(())

@@ -574,6 +574,7 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
         report.count(harness);
     }
     control_center::check(&stack, &refs, devices, &mut report)?;
+    control_center::check_customer_plans(&stack, &refs, &mut report).await?;
     pond::check(&stack, &refs, &mut report)?;
     rev_io::check(&stack, &refs, &mut report)?;
     teal::check(&stack, &refs, devices, &mut report)?;

@@ -1,5 +1,5 @@
 //! The Pond part of the sweep: plan changes (the package saga: add the new package, activate it, terminate the old)
-//! over random, overlapping SIMs.
+//! and services disabled (status Inactive; every SIM starts enabled) over random, overlapping SIMs.
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -35,18 +35,30 @@ pub(super) fn seed(seed: &mut Seed, devices: usize) {
 }
 
 pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
-    picks(rng, devices, SIMS_FROM, 1..3)
+    let mut bodies: Vec<Value> = picks(rng, devices, SIMS_FROM, 1..3)
         .into_iter()
         .map(|(picked, _)| {
             json!({"ServiceProviderId": POND, "ChangeType": 7, "Devices": picked,
                    "CarrierRatePlanUpdate": {"CarrierRatePlan": PLAN}})
         })
-        .collect()
+        .collect();
+    bodies.extend(picks(rng, devices, SIMS_FROM, 0..2).into_iter().map(|(picked, _)| {
+        json!({"ServiceProviderId": POND, "ChangeType": 3, "Devices": picked,
+               "StatusUpdate": {"TargetStatus": "Inactive"}})
+    }));
+    bodies
 }
 
 pub(super) fn check(stack: &Stack, finished: &[&Finished], report: &mut Report) -> Result<()> {
     let pond = stack.simulators.pond.get(&POND).context("the Pond simulator")?;
-    for f in finished.iter().filter(|f| f.service_provider() == POND) {
+    // Services disabled: the SIM's services on Pond are the witness.
+    for f in finished.iter().filter(|f| f.service_provider() == POND && f.change_type() == 3) {
+        for row in f.rows() {
+            let shows = pond.state.services_enabled(row.iccid) == Some(false);
+            super::check_row(report, finished, f, &row, "Pond", shows, false);
+        }
+    }
+    for f in finished.iter().filter(|f| f.service_provider() == POND && f.change_type() == 7) {
         for row in f.rows() {
             let active = pond.state.active_packages(row.iccid);
             let new_ones = pond.state.packages(row.iccid).iter().filter(|p| p.package_type_id == NEW_TYPE).count();
