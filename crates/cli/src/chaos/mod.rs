@@ -579,6 +579,7 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     rev_io::check(&stack, &refs, &mut report)?;
     teal::check(&stack, &refs, devices, &mut report)?;
     telegence::check(&stack, &refs, devices, &mut report)?;
+    telegence::check_usernames(&stack, &refs, &mut report).await?;
     thingspace::check(&stack, &refs, devices, &mut report)?;
     // The workers stay until the e-mails are checked: an e-mail whose sender was killed is sent by the next worker
     // once the dead one's claim has run out (a lease) and the scheduler has queued the bulk change again.

@@ -1,5 +1,6 @@
-//! The Telegence part of the sweep: plan changes and suspensions of active lines over random, overlapping SIMs
-//! (a line PATCH; a second suspension of a suspended line is refused, so a lost answer must be read back).
+//! The Telegence part of the sweep: plan changes, suspensions and IMEI swaps of active lines over random,
+//! overlapping SIMs (a line PATCH; a second suspension of a suspended line is refused, so a lost answer must be read
+//! back), usernames (no carrier call: our database is the witness), and new services of SIMs without a line.
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -17,6 +18,14 @@ const PLAN: &str = "SOC-5GB";
 /// SIMs with no line yet, for new services: `bench_iccid(NEW_FROM + i)`.
 const NEW_FROM: usize = SIMS_FROM + 500;
 const BAN: &str = "287301234567";
+/// Every username change names the same one (Telegence keeps none: ours).
+const USERNAME: &str = "chaos-tg-fleet";
+
+/// The IMEI an IMEI swap gives SIM `i` (one per SIM: monotone).
+fn new_imei(i: usize) -> String {
+    let payload = format!("3567892{i:07}");
+    format!("{payload}{}", domain::ids::luhn_check_digit(&payload))
+}
 
 fn number(i: usize) -> String {
     format!("21456{i:05}")
@@ -67,6 +76,17 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
                        "StatusUpdate": {"TargetStatus": "Suspended", "TelegenceStatusUpdate": {"ReasonCode": "CR"}}})
             }
         })
+        .chain(picks(rng, devices, SIMS_FROM, 0..2).into_iter().map(|(picked, swap)| {
+            if swap {
+                // One SIM's IMEI swap (a request names one device).
+                let i = index_of(&picked[0], devices).unwrap_or_default();
+                json!({"ServiceProviderId": TELEGENCE, "ChangeType": 8, "PortalType": 2, "Devices": [picked[0]],
+                       "ChangeIdentifier": {"NewIMEI": new_imei(i), "ServiceZipCode": "75201"}})
+            } else {
+                json!({"ServiceProviderId": TELEGENCE, "ChangeType": 6, "PortalType": 2, "Devices": picked,
+                       "Username": {"NewUsername": USERNAME}})
+            }
+        }))
         .chain(picks(rng, devices, NEW_FROM, 0..2).into_iter().map(|(picked, _)| {
             json!({"ServiceProviderId": TELEGENCE, "ChangeType": 2, "PortalType": 2, "Devices": picked,
                    "NewService": {"BillingAccountNumber": BAN, "RatePlan": "SOC-1GB", "ServiceZipCode": "75201"}})
@@ -93,11 +113,15 @@ fn check_new_services(sim: &simulators::telegence::TelegenceSim, finished: &[&Fi
 pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, report: &mut Report) -> Result<()> {
     let sim = stack.simulators.telegence.get(&TELEGENCE).context("the Telegence simulator")?;
     check_new_services(sim, finished, report);
-    for f in finished.iter().filter(|f| f.service_provider() == TELEGENCE && f.change_type() != 2) {
-        let plan = f.change_type() == 7;
+    for f in finished.iter().filter(|f| f.service_provider() == TELEGENCE && [3, 7, 8].contains(&f.change_type())) {
         for row in f.rows() {
-            let Some(line) = index_of(row.iccid, devices).and_then(|i| sim.state.line(&number(i))) else { continue };
-            let shows = if plan { line.plan.as_deref() == Some(PLAN) } else { line.status == "S" };
+            let Some(i) = index_of(row.iccid, devices) else { continue };
+            let Some(line) = sim.state.line(&number(i)) else { continue };
+            let shows = match f.change_type() {
+                7 => line.plan.as_deref() == Some(PLAN),
+                8 => line.imei.as_deref() == Some(new_imei(i).as_str()),
+                _ => line.status == "S",
+            };
             super::check_row(report, finished, f, &row, "Telegence", shows, false);
         }
     }
@@ -112,11 +136,27 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             .collect();
         let suspensions = applied.iter().filter(|b| b["mode"].as_str() == Some("S")).count();
         let plan_sets = applied.iter().filter(|b| b.to_string().contains(PLAN)).count();
-        for (what, sent, change_type) in [("suspensions", suspensions, 3), ("plan changes", plan_sets, 7)] {
+        let swaps = applied.iter().filter(|b| b.to_string().contains(&new_imei(i))).count();
+        let changes = [("suspensions", suspensions, 3), ("plan changes", plan_sets, 7), ("IMEI swaps", swaps, 8)];
+        for (what, sent, change_type) in changes {
             let asked = times_asked(finished, change_type, &iccid);
             if sent > asked {
                 report.violation(format!("{iccid}: {sent} applied {what} for {asked} bulk change(s)"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Usernames (6): Telegence keeps none, our database does: it is the witness.
+pub(super) async fn check_usernames(stack: &Stack, finished: &[&Finished], report: &mut Report) -> Result<()> {
+    for f in finished.iter().filter(|f| f.service_provider() == TELEGENCE && f.change_type() == 6) {
+        for row in f.rows() {
+            let Some(device) = stack.store.device_by_iccid(1, row.iccid).await.context("reading a device")? else {
+                continue;
+            };
+            let shows = device.username.as_deref() == Some(USERNAME);
+            super::check_row(report, finished, f, &row, "the database", shows, false);
         }
     }
     Ok(())

@@ -21,6 +21,9 @@ pub(crate) async fn without_carrier(job: &Job, row: &DeviceChangeRow, req: &User
     };
     let username = req.new_username.trim();
     let details = format!("Username changed to {username} ({} keeps no username; no carrier call)", job.sp.integration);
+    // The change is ours alone: the audit trail says so (every row that changes a device has an entry).
+    job.log(row, &format!("Update username (DEVICE_BULK_CHANGE_EDIT_USERNAME): {details}"), &Default::default(), None)
+        .await;
     send(job, row, &device, req, details).await
 }
 
