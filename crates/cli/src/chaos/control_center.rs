@@ -18,6 +18,9 @@ const USERNAME: &str = "chaos-fleet";
 /// activations of the other SIMs, so it has its own.
 const DEACTIVATE_FROM: usize = 8_000;
 const DEACTIVATE_SIMS: usize = 6;
+/// Spare SIMs on the carrier (not in our database) that a SIM swap of active SIM `i` moves to:
+/// `bench_iccid(SPARE_FROM + i)`.
+const SPARE_FROM: usize = 8_500;
 /// The customer rate plan a CustomerRatePlanChange (4, no carrier call) gives; only our database holds it.
 const CUSTOMER_PLAN: i64 = 5;
 /// Tenant 2's Control Center account and its SIMs (`bench_iccid(BYSTANDER_SIMS_FROM + i)`).
@@ -67,6 +70,32 @@ pub(super) fn seed(seed: &mut Seed, devices: usize) {
     }));
 }
 
+/// The spare SIMs a swap moves to, in the carrier's inventory only (a swap's new SIM is not a device of ours yet).
+pub(super) fn spares(stack: &Stack, devices: usize) -> Result<()> {
+    let sim = stack.simulators.control_center.get(&SP).context("the Control Center simulator")?;
+    sim.state.upsert_devices(
+        (0..devices)
+            .map(|i| simulators::SimDevice {
+                iccid: bench_iccid(SPARE_FROM + i),
+                status: "ACTIVATION_READY".into(),
+                rate_plan: Some("RP-1GB".into()),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+/// The SIM a swap of `iccid` moves to.
+fn spare_of(iccid: &str, devices: usize) -> Option<String> {
+    (0..devices).find(|i| bench_iccid(*i) == iccid).map(|i| bench_iccid(SPARE_FROM + i))
+}
+
+/// A SIM swap of an active SIM (one device a request).
+fn is_swap(f: &Finished) -> bool {
+    f.change_type() == 8 && f.body["ChangeIdentifier"]["NewICCID"].is_string()
+}
+
 /// Activations and plan changes over random, overlapping SIMs (both idempotent and monotone, so the carrier's
 /// final state says whether each took), some naming a SIM of tenant 2; and, one seed in three, tenant 1 asking
 /// for tenant 2's account.
@@ -95,6 +124,13 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
         let i = rng.usize(..devices.max(1));
         bodies.push(json!({"ServiceProviderId": SP, "ChangeType": 8, "Devices": [bench_iccid(i)],
                            "ChangeIdentifier": {"NewIMEI": imei(i)}}));
+    }
+    // A SIM swap of an active (odd) SIM to its spare: the new SIM takes the plans and status, the old one is
+    // deactivated, or every step is undone.
+    if rng.bool() && devices > 1 {
+        let i = rng.usize(..devices / 2) * 2 + 1;
+        bodies.push(json!({"ServiceProviderId": SP, "ChangeType": 8, "Devices": [bench_iccid(i)],
+                           "ChangeIdentifier": {"NewICCID": bench_iccid(SPARE_FROM + i)}}));
     }
     if rng.u8(..3) == 0 {
         let picked: Vec<String> = (0..devices).filter(|_| rng.u8(..8) == 0).map(bench_iccid).collect();
@@ -138,7 +174,30 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         let account = sim.state.account.lock().map_err(|_| anyhow::anyhow!("simulator state"))?;
         (account.devices.clone(), account.audit.clone())
     };
+    // SIMs a swap may have taken out of service: what their other rows set is no longer theirs to show.
+    let swapped: Vec<&str> = finished
+        .iter()
+        .filter(|f| is_swap(f))
+        .flat_map(|f| f.rows().filter(|r| !r.made_no_call() && r.state != "ERROR").map(|r| r.iccid).collect::<Vec<_>>())
+        .collect();
+    for f in finished.iter().filter(|f| f.service_provider() == SP && is_swap(f)) {
+        for row in f.rows() {
+            let (Some(old), Some(new)) = (sim_devices.get(row.iccid), spare_of(row.iccid, devices)) else { continue };
+            let new_in_service = sim_devices.get(&new).is_some_and(|d| d.status == "ACTIVATED");
+            let shows = old.status == "DEACTIVATED" && new_in_service;
+            if row.state != "PROCESSED" && !row.made_no_call() && old.status != "ACTIVATED" && !row.admits_unknown() {
+                report.violation(format!(
+                    "bulk change {}: swap of {} {} \"{}\" but the old SIM is {} on the carrier",
+                    f.id, row.iccid, row.state, row.details, old.status
+                ));
+            }
+            super::check_row(report, finished, f, &row, "the carrier", shows, false);
+        }
+    }
     for f in finished.iter().filter(|f| f.service_provider() == SP && [3, 6, 7, 8].contains(&f.change_type())) {
+        if is_swap(f) {
+            continue;
+        }
         let deactivation = f.body["StatusUpdate"]["TargetStatus"] == "Deactivated";
         let activation = f.change_type() == 3 && !deactivation;
         for row in f.rows() {
@@ -146,6 +205,9 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
                 report.violation(format!("bulk change {}: tenant 2's {} PROCESSED for tenant 1", f.id, row.iccid));
             }
             let Some(device) = sim_devices.get(row.iccid) else { continue };
+            if swapped.contains(&row.iccid) {
+                continue;
+            }
             // Odd SIMs were active before any change (the seed): their activation shows whatever happened.
             let was_active = (0..devices).any(|i| i % 2 == 1 && bench_iccid(i) == row.iccid);
             let shows = match f.change_type() {
@@ -166,7 +228,9 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         if plan_sets > 1 {
             report.violation(format!("{iccid}: the plan change was applied {plan_sets} times"));
         }
-        let asked = times_asked(finished, 6, iccid);
+        // A spare SIM takes the username of the SIM it replaces once, by the swap.
+        let spare = (0..devices).any(|i| bench_iccid(SPARE_FROM + i) == *iccid);
+        let asked = times_asked(finished, 6, iccid) + usize::from(spare);
         let renames = entries.iter().filter(|e| e.field == "deviceID" && e.value.as_deref() == Some(USERNAME)).count();
         if renames > asked {
             report.violation(format!("{iccid}: renamed {renames} times for {asked} bulk change(s)"));

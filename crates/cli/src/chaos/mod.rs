@@ -411,6 +411,7 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     config.teal_behaviour.drop_callbacks = rng.u8(..4) == 0;
     config.teal_behaviour.duplicate_callbacks = rng.bool();
     let stack = Stack::start(config.clone()).await?;
+    control_center::spares(&stack, devices)?;
     // Each simulator its own faults, drawn in a fixed order.
     let harnesses: Vec<(&'static str, &Harness)> = stack
         .simulators
