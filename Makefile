@@ -24,7 +24,7 @@ ENGINE_TESTS := $(CARGO) test -p store --test mssql_contract -- --ignored \
 	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_CRASH_TESTS) \
 	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_ROLLOUT_TESTS)
 
-.PHONY: help run serve test chaos engine-tests test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler sam-build deploy smoke
+.PHONY: help run serve test chaos chaos-mssql engine-tests test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler sam-build deploy smoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -96,6 +96,12 @@ chaos: tools ## Seeded fault sweep against the simulators, invariants checked (S
 	$(CARGO) build -p cli
 	@if [ -n "$(SEED)" ]; then first=$(SEED); count=$${SEEDS:-1}; else first=1; count=$${SEEDS:-200}; fi; \
 		RUST_LOG=$${RUST_LOG:-error} $(BIN) chaos --seed $$first --seeds $$count
+
+chaos-mssql: tools ## The fault sweep on the SQL Server adapter, on the T-SQL engine (started and stopped here; SEED, SEEDS as for chaos, 10 by default)
+	$(CARGO) build -p cli
+	@if [ -n "$(SEED)" ]; then first=$(SEED); count=$${SEEDS:-1}; else first=1; count=$${SEEDS:-10}; fi; \
+		scripts/with-engine.sh "$(BABELFISH)" "$(ENGINE_DIR)" $(ENGINE_PORT) bash -c \
+		"RUST_LOG=$${RUST_LOG:-error} $(BIN) chaos --seed $$first --seeds $$count --sql-server \"\$$MSSQL_URL\""
 
 # The fleet figures on each store, before (WORKER_WRITE_BATCH=1: one write at a time) and after group commit (64),
 # in one run; the SQL Server figures on the T-SQL engine (started and stopped here; skipped where it is missing).

@@ -270,6 +270,10 @@ enum Command {
         /// Folder each seed's drawn schedule is written to (`seed-<n>.json`).
         #[arg(long, default_value = "target/chaos")]
         record: PathBuf,
+        /// A SQL Server connection string (ADO; the T-SQL engine): the sweep runs on the production adapter, in a
+        /// scratch database of that server (none: SQLite).
+        #[arg(long)]
+        sql_server: Option<String>,
     },
     /// What `make bench` does.
     Bench {
@@ -596,7 +600,7 @@ async fn main() -> Result<()> {
         Command::Demo { seed, requests, work_dir, tenant } => {
             demo::run(DemoOptions { seed, requests, work_dir, tenant }).await?
         }
-        Command::Chaos { seed, seeds, devices, workers, record } => {
+        Command::Chaos { seed, seeds, devices, workers, record, sql_server } => {
             let opts = cli::chaos::ChaosOptions {
                 first_seed: seed,
                 seeds,
@@ -604,6 +608,7 @@ async fn main() -> Result<()> {
                 workers,
                 worker_exe: None,
                 record: Some(record),
+                sql_server,
             };
             cli::chaos::run(opts).await?
         }

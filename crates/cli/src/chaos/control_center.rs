@@ -233,6 +233,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         let asked = times_asked(finished, 6, iccid) + usize::from(spare);
         let renames = entries.iter().filter(|e| e.field == "deviceID" && e.value.as_deref() == Some(USERNAME)).count();
         if renames > asked {
+            super::trace(finished, iccid);
             report.violation(format!("{iccid}: renamed {renames} times for {asked} bulk change(s)"));
         }
         let activations =

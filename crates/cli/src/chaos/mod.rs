@@ -58,6 +58,9 @@ pub struct ChaosOptions {
     pub worker_exe: Option<PathBuf>,
     /// Where each seed's drawn schedule is written (none: not written).
     pub record: Option<PathBuf>,
+    /// A SQL Server (T-SQL engine) connection string: the sweep runs on the production adapter, in a scratch
+    /// database migrated once and wiped before each seed (none: a fresh SQLite file per seed).
+    pub sql_server: Option<String>,
 }
 
 /// What one seed did and found.
@@ -268,12 +271,33 @@ async fn submit(http: &reqwest::Client, base: &str, token: &str, body: &Value) -
 }
 
 pub async fn run(opts: ChaosOptions) -> Result<()> {
+    let scratch = match &opts.sql_server {
+        Some(server) => {
+            let scratch = store::migrate::ScratchDatabase::create(server, "chaos")
+                .await
+                .context("creating the sweep's database")?;
+            let store = store::MssqlStore::connect(&scratch.url, 1).await.context("connecting to it")?;
+            store.migrate(None).await.context("applying infra/sql to it")?;
+            engine::ports::Store::close(&store).await;
+            Some(scratch)
+        }
+        None => None,
+    };
+    let result = sweep(&opts, scratch.as_ref().map(|s| s.url.as_str())).await;
+    if let Some(scratch) = scratch {
+        scratch.drop_database().await;
+    }
+    result
+}
+
+async fn sweep(opts: &ChaosOptions, sql_server: Option<&str>) -> Result<()> {
     let mut total = Report::default();
     let mut failing = Vec::new();
+    println!("store={}", if sql_server.is_some() { "sqlserver" } else { "sqlite" });
     for seed in opts.first_seed..opts.first_seed + opts.seeds {
         // A seed that cannot finish (a bulk change never final within the bound, a worker that cannot start) is a
         // violation of its own, reported like the others; the sweep goes on.
-        let report = match one(seed, &opts).await {
+        let report = match one(seed, opts, sql_server).await {
             Ok(report) => report,
             Err(e) => Report { violations: vec![format!("the seed did not finish: {e:#}")], ..Report::default() },
         };
@@ -339,7 +363,10 @@ fn seed_data(devices: usize) -> Seed {
 /// The worker processes of one seed, killed and restarted by it.
 struct Workers {
     exe: PathBuf,
-    database: PathBuf,
+    /// Their `--database`: the SQLite file, or the SQL Server connection string.
+    database: String,
+    /// Their `--queue` with SQL Server (the stack's local queue file).
+    queue: Option<PathBuf>,
     outbox: PathBuf,
     base: String,
     children: Vec<tokio::process::Child>,
@@ -349,9 +376,12 @@ struct Workers {
 impl Workers {
     fn spawn(&mut self) -> Result<tokio::process::Child> {
         self.started += 1;
-        tokio::process::Command::new(&self.exe)
-            .args(["worker", "--database"])
-            .arg(&self.database)
+        let mut command = tokio::process::Command::new(&self.exe);
+        command.args(["worker", "--database"]).arg(&self.database);
+        if let Some(queue) = &self.queue {
+            command.arg("--queue").arg(queue);
+        }
+        command
             .arg("--outbox")
             .arg(&self.outbox)
             .args(["--worker-id", &format!("chaos-{}", self.started)])
@@ -365,9 +395,14 @@ impl Workers {
             .env("CARRIER_TIMEOUT_SECONDS", "1")
             .env("CARRIER_RETRY_BASE_MILLISECONDS", "20")
             .env("CARRIER_RETRY_MAX_MILLISECONDS", "500")
-            .env("RUST_LOG", "error")
+            // `CHAOS_WORKER_LOG` (a RUST_LOG filter) makes the worker processes say more, on this process's stderr.
+            .env("RUST_LOG", std::env::var("CHAOS_WORKER_LOG").unwrap_or_else(|_| "error".into()))
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            .stdout(if std::env::var_os("CHAOS_WORKER_LOG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()
             .context("starting a worker process")
@@ -384,11 +419,18 @@ impl Workers {
     }
 }
 
-async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
+async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result<Report> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let devices = opts.devices;
     let dir = tempfile::tempdir().context("temp dir")?;
     let mut config = StackConfig::local(dir.path().join("chaos.db"), dir.path().join("outbox"), SECRET.into());
+    if let Some(url) = sql_server {
+        // Each seed on an empty database (the stack loads its seed into it); the queue stays a local file.
+        let store = store::MssqlStore::connect(url, 1).await.context("connecting to the sweep's database")?;
+        store.wipe_for_tests().await.context("wiping the sweep's database")?;
+        engine::ports::Store::close(&store).await;
+        config.sql_server = Some(url.to_string());
+    }
     config.seed = Some(seed_data(devices));
     config.simulators = true;
     config.http_timeout = Duration::from_secs(1);
@@ -449,6 +491,9 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     // An operator retries the failed rows of some bulk changes as soon as they are final.
     let retries: Vec<bool> = bodies.iter().map(|_| rng.bool()).collect();
     let kill_every = Duration::from_millis(rng.u64(300..1_500));
+    // A worker process on SQL Server takes seconds to start (its pool's TLS logins): killed at SQLite's pace it
+    // would never work a row. The drawn pace is stretched, not redrawn (the schedule stays the seed's).
+    let kill_every = if sql_server.is_some() { kill_every * 6 } else { kill_every };
     if let Some(dir) = &opts.record {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let schedule = json!({
@@ -470,7 +515,8 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
             };
             let mut w = Workers {
                 exe,
-                database: config.database.clone(),
+                database: sql_server.map_or_else(|| config.database.display().to_string(), str::to_string),
+                queue: sql_server.map(|_| config.database.clone()),
                 outbox: config.outbox.clone(),
                 base: base.clone(),
                 children: Vec::new(),
@@ -589,6 +635,8 @@ async fn one(seed: u64, opts: &ChaosOptions) -> Result<Report> {
     if let Some(w) = workers.as_mut() {
         for child in &mut w.children {
             let _ = child.start_kill();
+            // Gone before the next seed wipes the database (and before the sweep drops it): no session left open.
+            let _ = child.wait().await;
         }
     }
     stack.stop().await;

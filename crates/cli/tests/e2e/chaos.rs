@@ -11,6 +11,7 @@ async fn twenty_seeds_of_faults_keep_every_invariant() {
         workers: 2,
         worker_exe: Some(env!("CARGO_BIN_EXE_bulkchange").into()),
         record: None,
+        sql_server: None,
     };
     if let Err(e) = cli::chaos::run(opts).await {
         panic!("{e:#}");
