@@ -137,19 +137,86 @@ fn in_flight(configured: usize, rate_per_second: f64) -> usize {
     configured.min(cap.max(2)).max(1)
 }
 
+/// What a worker knows of its leases on one bulk change's rows, by its own monotonic clock: a row claimed at `t`
+/// holds until `t + lease`, each renewal that succeeds extends every row it reaches to its start + lease, and a
+/// renewal that starts after the rows' leases ran out (a slow or failing database) may find rows another worker has
+/// taken since. A row starts its carrier work only while its lease surely holds for a third of a lease more: a
+/// worker whose lease lapsed must not send a change the row's new holder may be sending too (the database decides
+/// who records a row; only this check keeps the carrier from getting it twice).
+pub(crate) struct LeaseGuard {
+    lease: Duration,
+    state: std::sync::Mutex<LeaseState>,
+}
+
+#[derive(Default)]
+struct LeaseState {
+    /// The start of the last renewal that succeeded.
+    renewed: Option<Instant>,
+    /// The first claim's start: before any renewal, its rows are the first to run out.
+    first_claimed: Option<Instant>,
+    /// A renewal started after every lease it was to extend had run out: rows claimed before it may be lost.
+    lapsed_before: Option<Instant>,
+}
+
+impl LeaseGuard {
+    pub(crate) fn new(lease: Duration) -> Self {
+        Self { lease, state: std::sync::Mutex::new(LeaseState::default()) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LeaseState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A claim that started at `at` (its rows hold until `at + lease`).
+    pub(crate) fn claimed(&self, at: Instant) {
+        let mut s = self.state();
+        s.first_claimed = Some(s.first_claimed.map_or(at, |c| c.min(at)));
+    }
+
+    /// A renewal that started at `at` and succeeded. One that starts after the leases it extends ran out (a lease
+    /// after the previous renewal, or after the first claim) may come too late for any row claimed before it: a
+    /// later claim does not hide that (its rows are new, the old ones are not).
+    pub(crate) fn renewed(&self, at: Instant) {
+        let mut s = self.state();
+        let covered = s.renewed.or(s.first_claimed);
+        if covered.is_some_and(|c| at > c + self.lease) {
+            s.lapsed_before = Some(at);
+        }
+        s.renewed = Some(s.renewed.map_or(at, |r| r.max(at)));
+    }
+
+    /// Whether a row claimed at `claimed_at` surely holds its lease now and for a third of a lease more.
+    pub(crate) fn holds(&self, claimed_at: Instant, now: Instant) -> bool {
+        let s = self.state();
+        if s.lapsed_before.is_some_and(|l| claimed_at < l) {
+            return false;
+        }
+        let since = s.renewed.map_or(claimed_at, |r| r.max(claimed_at));
+        now + self.lease / 3 < since + self.lease
+    }
+}
+
 /// Renews the leases a worker holds on a bulk change's rows every third of a lease, until dropped.
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
-    fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, bulk_change_id: i64, config: &WorkerConfig) -> Self {
+    fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        bulk_change_id: i64,
+        config: &WorkerConfig,
+        guard: Arc<LeaseGuard>,
+    ) -> Self {
         let (worker, lease) = (config.worker_id.clone(), config.lease);
         let every = (lease / 3).max(Duration::from_millis(100));
         Self(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
+                let started = Instant::now();
                 let until = clock.now() + chrono::Duration::from_std(lease).unwrap_or_default();
-                if let Err(e) = store.renew_leases(bulk_change_id, &worker, until).await {
-                    warn!(bulk_change_id, error = %e, "lease renewal failed; the rows may be taken over");
+                match store.renew_leases(bulk_change_id, &worker, until).await {
+                    Ok(_) => guard.renewed(started),
+                    Err(e) => warn!(bulk_change_id, error = %e, "lease renewal failed; the rows may be taken over"),
                 }
             }
         }))
@@ -190,7 +257,8 @@ impl Worker {
         let batched = job.as_ref().ok().and_then(|j| j.carrier.batched(&j.details));
         let claim_batch = if batched.is_some() { self.config.thingspace_claim_batch } else { self.config.claim_batch };
         // The leases of the rows this worker holds stay alive while it works them (and die with it).
-        let _heartbeat = Heartbeat::start(self.store.clone(), self.clock.clone(), id, &self.config);
+        let guard = Arc::new(LeaseGuard::new(self.config.lease));
+        let _heartbeat = Heartbeat::start(self.store.clone(), self.clock.clone(), id, &self.config, guard.clone());
         let mut fanned_out = message.helper || batched.is_some();
         let rollout = bulk.request.rollout();
         let rate = job.as_ref().map_or(1.0, |j| j.sp.rate_limit_per_second);
@@ -231,9 +299,12 @@ impl Worker {
             }
             if !exhausted && !near_deadline && working.len() <= cap / 2 {
                 let want = u32::try_from((cap - working.len()).clamp(1, claim_batch as usize)).unwrap_or(claim_batch);
+                let claimed_at = Instant::now();
                 let claim =
                     self.store.claim_rows(id, &self.config.worker_id, want, self.config.lease, self.clock.now());
                 let rows = driving(&mut working, claim).await.map_err(store_err)?;
+                guard.claimed(claimed_at);
+                let held = Held { guard: &guard, claimed_at };
                 if rows.is_empty() {
                     exhausted = true;
                 } else {
@@ -242,10 +313,10 @@ impl Worker {
                         driving(&mut working, self.fan_out(id, rate)).await;
                     }
                     if let (Ok(job), Some(carrier)) = (&job, batched) {
-                        self.process_async(job, carrier, rows).await;
+                        self.process_async(job, carrier, rows, held).await;
                         continue;
                     }
-                    working.extend(rows.into_iter().map(|row| self.process_row(job_ref, row)));
+                    working.extend(rows.into_iter().map(|row| self.process_row(job_ref, row, held)));
                     // Other messages of this process (a small bulk change beside a large one) get their turn.
                     tokio::task::yield_now().await;
                 }
@@ -360,11 +431,16 @@ impl Worker {
     }
 
     /// One claim of an asynchronous carrier: rows grouped into its requests; sent rows wait on their request id.
-    async fn process_async(&self, job: &Job, carrier: &dyn AsyncCarrier, rows: Vec<DeviceChangeRow>) {
+    async fn process_async(&self, job: &Job, carrier: &dyn AsyncCarrier, rows: Vec<DeviceChangeRow>, held: Held<'_>) {
         if let Some(pace) = &job.pace {
             for _ in &rows {
                 pace.acquire().await;
             }
+        }
+        if !held.holds() {
+            // Not one is sent: another worker takes them once the leases have run out, reading the carrier first.
+            warn!(rows = rows.len(), "the rows' leases may have lapsed; left to the worker that takes them over");
+            return;
         }
         let now = self.clock.now();
         // Rows with a change of their own (an undo's: each device back to its own value) go to the carrier in
@@ -495,12 +571,12 @@ impl Worker {
         })
     }
 
-    async fn process_row(&self, job: Result<&Job, &str>, row: DeviceChangeRow) {
+    async fn process_row(&self, job: Result<&Job, &str>, row: DeviceChangeRow, held: Held<'_>) {
         let carrier = job.map_or("unknown", |j| j.sp.integration.name());
         let span = info_span!("row", iccid = %row.iccid, row_id = row.id, carrier);
         async {
             let outcome = match job {
-                Ok(job) => self.outcome_for(job, &row).await,
+                Ok(job) => self.outcome_for(job, &row, held).await,
                 Err(reason) => RowOutcome {
                     status: RowStatus::Error,
                     details: format!("Service provider of this bulk change is not available: {reason}"),
@@ -546,7 +622,7 @@ impl Worker {
     }
 
     /// A row processed on its own: by the carrier when the change reaches it, else by `change` (no carrier step).
-    async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow) -> RowOutcome {
+    async fn outcome_for(&self, job: &Job, row: &DeviceChangeRow, held: Held<'_>) -> RowOutcome {
         // A row with a change of its own (an undo's: each device back to its own value), else its bulk change's.
         let own = match row.request.as_deref().map(crate::undo::row_change) {
             None => None,
@@ -574,6 +650,15 @@ impl Worker {
         let details = own.as_ref().map_or(&job.details, |own| &own.details);
         if let Some(pace) = &job.pace {
             pace.acquire().await;
+        }
+        if !held.holds() {
+            // Nothing sent: the worker that takes the row over once its lease has run out reads the carrier first.
+            warn!("the row's lease may have lapsed; left to the worker that takes it over");
+            return RowOutcome {
+                status: RowStatus::Processing,
+                details: "lease may have lapsed; left to the worker that takes the row over".into(),
+                device_update: DeviceUpdate::default(),
+            };
         }
         if let Some(back) = own.as_ref().and_then(|own| own.unassign.as_ref()) {
             return change::customer_assignment::undo(job, row, back).await;
@@ -607,6 +692,19 @@ impl Worker {
     }
 }
 
+/// The lease a claim's rows hold: whether they surely still hold it (`LeaseGuard::holds`).
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    guard: &'a LeaseGuard,
+    claimed_at: Instant,
+}
+
+impl Held<'_> {
+    fn holds(&self) -> bool {
+        self.guard.holds(self.claimed_at, Instant::now())
+    }
+}
+
 /// Awaits `task` while still driving the rows in `working`. A row in flight may hold one of the store's few
 /// connections with its answer unread; awaiting a claim (which needs a connection) without polling those rows
 /// would wait for ever once every connection is held so (the SQL Server pool has 16; SQLite has no such limit).
@@ -621,6 +719,44 @@ async fn driving<F: std::future::Future>(
             out = &mut task => return out,
             Some(()) = working.next(), if !working.is_empty() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod lease_guard_tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::LeaseGuard;
+
+    #[test]
+    fn a_row_is_worked_only_while_its_lease_surely_holds() {
+        let lease = Duration::from_secs(3);
+        let guard = LeaseGuard::new(lease);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        guard.claimed(t0);
+        assert!(guard.holds(t0, at(1_000)), "fresh from its claim");
+        assert!(!guard.holds(t0, at(2_500)), "within a third of a lease of its end: not started");
+        // Renewals every second keep it.
+        guard.renewed(at(1_000));
+        guard.renewed(at(2_000));
+        assert!(guard.holds(t0, at(3_500)));
+        // The database was slow: the next renewal started after the leases ran out (another worker may hold them
+        // now). Rows claimed before are never worked again by this worker, even once renewals succeed.
+        guard.renewed(at(5_500));
+        assert!(!guard.holds(t0, at(5_600)), "claimed before the gap");
+        guard.claimed(at(5_700));
+        assert!(guard.holds(at(5_700), at(5_800)), "a row claimed after the gap is this worker's");
+
+        // A claim between renewals does not hide a gap from the rows claimed before it.
+        let guard = LeaseGuard::new(lease);
+        guard.claimed(t0);
+        guard.renewed(at(1_000));
+        guard.claimed(at(3_000));
+        guard.renewed(at(4_500));
+        assert!(!guard.holds(t0, at(4_600)), "its lease ran out at 4 s, before this renewal");
     }
 }
 

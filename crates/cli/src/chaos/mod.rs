@@ -117,9 +117,12 @@ impl Row<'_> {
         self.details.contains("has an open")
     }
 
-    /// It made no carrier call: another bulk change held the device, or it was cancelled before it started.
+    /// It made no carrier call: another bulk change held the device, it was cancelled before it started, or its
+    /// device was archived before it ran (refused before any call).
     pub fn made_no_call(&self) -> bool {
-        self.held_elsewhere() || self.state == "CANCELLED"
+        self.held_elsewhere()
+            || self.state == "CANCELLED"
+            || (self.state == "ERROR" && self.details.contains("archived"))
     }
 
     pub fn is_final(&self) -> bool {
