@@ -1836,3 +1836,39 @@ async fn an_undo_of_a_username_change_puts_the_cost_center_before_back_on_rev_io
     assert_eq!(redone["Counts"], json!({"PROCESSED": 1}), "{redone}");
     assert_eq!(cost_center(&app).as_deref(), Some("WEST"));
 }
+
+/// `make chaos SEED=179` (issue 20): a worker killed after a SIM swap's last step, before recording it. The row
+/// taken over ran the swap again: the old SIM was deactivated by then, and step 2 copied that status to the new SIM,
+/// taking the device out of service. The next worker now finds the swap finished, sends nothing, and records it.
+#[tokio::test]
+async fn a_sim_swap_finished_by_a_dead_worker_is_recorded_not_run_again() {
+    let app = spawn_with(|c| c.run_worker = false).await;
+    let new = spare_sim(&app, 0);
+    let old = active(1);
+    let id = app.accepted(&change_identifier(std::slice::from_ref(&old), Some(&new), None)).await;
+    // GIVEN a worker claimed the row, swapped the SIMs on the carrier and died before recording it
+    let long_ago = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let claimed =
+        engine::ports::Leases::claim_rows(&*app.stack.store, id, "dead", 10, Duration::from_secs(1), long_ago)
+            .await
+            .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let cc = app.cc(POD19);
+    let old_sim = cc.state.device(&old).expect("old");
+    let swapped_in = simulators::SimDevice {
+        status: "ACTIVATED".into(),
+        rate_plan: old_sim.rate_plan.clone(),
+        communication_plan: old_sim.communication_plan.clone(),
+        device_id: old_sim.device_id.clone(),
+        ..cc.state.device(&new).expect("new")
+    };
+    cc.state.upsert_devices(vec![swapped_in, simulators::SimDevice { status: "DEACTIVATED".into(), ..old_sim }]);
+    // WHEN a new worker takes the row over
+    let _worker = app.stack.spawn_worker(WorkerConfig::default()).expect("worker");
+    let status = app.wait_final(id).await;
+    // THEN the device stays on its new SIM, in service, and nothing is sent again
+    assert_eq!(row(&status, &old)["Status"], "PROCESSED", "{status}");
+    assert_eq!(cc.state.device(&new).expect("new").status, "ACTIVATED", "the device stays in service");
+    assert!(!cc.state.calls().iter().any(|c| c.method == "PUT"), "nothing sent again");
+    assert!(app.stack.store.device_by_iccid(1, &new).await.expect("read").is_some(), "recorded on its new SIM");
+}

@@ -106,6 +106,20 @@ async fn swap_sim(
     let new_sim = read(job, api, row, new, "new").await?;
     let mut done: Vec<Done> = Vec::new();
 
+    // An earlier attempt (a worker killed after the last step, before recording it) finished the swap: the old SIM
+    // is deactivated and the new one in service with its plans. Run again, step 2 would copy the old SIM's status
+    // now (DEACTIVATED) to the new one and take the device out of service (`make chaos SEED=179`).
+    let in_service = |status: &str| !status.eq_ignore_ascii_case("DEACTIVATED") && !pre_activation(status);
+    if job.may_have_been_sent(row)
+        && old_sim.status.eq_ignore_ascii_case("DEACTIVATED")
+        && in_service(&new_sim.status)
+        && new_sim.rate_plan == old_sim.rate_plan
+        && new_sim.communication_plan == old_sim.communication_plan
+        && new_sim.device_id == old_sim.device_id
+    {
+        return Ok(());
+    }
+
     // Step 1: the new SIM takes the old one's rate plan, communication plan and username.
     let profile = CcEdit {
         rate_plan: old_sim.rate_plan.clone(),
@@ -189,11 +203,7 @@ async fn compensate(
             // Control Center forbids a return to a pre-activation status: a SIM activated by the swap is
             // deactivated instead, which takes it out of service just the same.
             Done::NewSimStatus(prior) => {
-                let target = if matches!(prior.as_str(), "ACTIVATION_READY" | "TEST_READY" | "INVENTORY") {
-                    "DEACTIVATED".to_string()
-                } else {
-                    prior
-                };
+                let target = if pre_activation(&prior) { "DEACTIVATED".to_string() } else { prior };
                 (
                     "SIM swap compensation: new SIM status undone",
                     CcEdit { status: Some(target.clone()), ..CcEdit::default() },
@@ -219,4 +229,9 @@ async fn compensate(
         }
     }
     if notes.is_empty() { "nothing to undo".into() } else { format!("undone: {}", notes.join(", ")) }
+}
+
+/// A Control Center status a SIM cannot be moved back to.
+fn pre_activation(status: &str) -> bool {
+    matches!(status, "ACTIVATION_READY" | "TEST_READY" | "INVENTORY")
 }
