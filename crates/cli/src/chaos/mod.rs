@@ -192,6 +192,27 @@ pub(crate) fn check_row(
     }
 }
 
+/// Every audit entry of the rows of `iccid` (with `CHAOS_TRACE`): what each call was and how it ended.
+async fn trace_audit(stack: &Stack, finished: &[&Finished], iccid: &str) {
+    for f in finished {
+        let rows: Vec<i64> = f.rows().filter(|r| r.iccid == iccid).map(|r| r.id).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let Ok(logs) = stack.store.logs(1, f.id).await else { continue };
+        for l in logs.iter().filter(|l| l.device_change_id.is_some_and(|id| rows.contains(&id))) {
+            eprintln!(
+                "  audit {iccid}: bulk change {} at {}: {} [{}] {}",
+                f.id,
+                l.processed_date.format("%H:%M:%S%.3f"),
+                l.description,
+                l.response_status,
+                l.error_text.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
+
 /// Every row of `iccid` in `finished`, oldest bulk change first: printed with a violation when `CHAOS_TRACE` is set.
 pub(crate) fn trace(finished: &[&Finished], iccid: &str) {
     if std::env::var_os("CHAOS_TRACE").is_none() {
@@ -623,7 +644,18 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
     for (_, harness) in &harnesses {
         report.count(harness);
     }
+    let before = report.violations.len();
     control_center::check(&stack, &refs, devices, &mut report)?;
+    if std::env::var_os("CHAOS_TRACE").is_some() {
+        let named: Vec<String> = report.violations[before..]
+            .iter()
+            .filter_map(|v| v.split(':').next().filter(|t| t.len() >= 19 && t.chars().all(|c| c.is_ascii_digit())))
+            .map(str::to_string)
+            .collect();
+        for iccid in named {
+            trace_audit(&stack, &refs, &iccid).await;
+        }
+    }
     control_center::check_customer_plans(&stack, &refs, &mut report).await?;
     pond::check(&stack, &refs, &mut report)?;
     rev_io::check(&stack, &refs, &mut report)?;
