@@ -350,3 +350,27 @@ async fn a_lost_status_answer_with_an_unreadable_status_says_the_read_failed() {
     let sims = app.pond().state.account.lock().expect("account").sims.clone();
     assert!(!sims[&devices[0]].services_enabled, "the change did take on Pond");
 }
+
+/// `make chaos SEED=374` (issue 20): a row that may find what an earlier attempt left (here a retry of a SIM left
+/// with two active packages) and cannot read the packages said "nothing was changed". It says now that the SIM may
+/// be billed for both packages, until a retry reads them.
+#[tokio::test]
+async fn an_unreadable_sim_after_an_earlier_attempt_says_it_may_be_billed_for_both() {
+    let app = TestApp::start(seed(1, true), |_| {}).await;
+    let devices = vec![bench_iccid(0)];
+    let old = app.pond().state.active_packages(&devices[0])[0].package_id.clone();
+    app.pond().state.set_behaviour(PondBehaviour { fail_terminate_of: [old].into(), ..Default::default() });
+    let first = app.accepted(&plan_change(&devices, "POND-5GB")).await;
+    let status = app.final_status(first, Duration::from_secs(30)).await;
+    assert_eq!(row(&status, &devices[0])["Status"], "API_FAILED", "{status}");
+    assert_eq!(app.pond().state.active_packages(&devices[0]).len(), 2, "left with two active packages");
+    // The retry cannot read the packages.
+    app.pond().state.set_behaviour(PondBehaviour::default());
+    app.pond().state.harness.set_faults(Faults { fail_next: 20, ..Default::default() });
+    let second = app.retry(first).await;
+    let retried = app.final_status(second, Duration::from_secs(30)).await;
+    let r = row(&retried, &devices[0]);
+    assert_eq!(r["Status"], "API_FAILED", "{retried}");
+    let details = r["StatusDetails"].as_str().unwrap_or_default();
+    assert!(details.contains("billed for both") && !details.contains("nothing was changed"), "{details}");
+}

@@ -146,7 +146,9 @@ pub(crate) async fn change_plan(job: &Job, api: &dyn PondApi, row: &DeviceChange
     if !job.sp.write_is_enabled {
         return writes_disabled();
     }
-    let packages = match read_packages(job, api, row, "Pond Get Packages").await {
+    // A row taken over or retried may find what an earlier attempt left (`make chaos SEED=374`).
+    let earlier = job.may_have_been_sent(row);
+    let packages = match read_packages(job, api, row, "Pond Get Packages", earlier).await {
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
@@ -168,7 +170,7 @@ pub(crate) async fn change_plan(job: &Job, api: &dyn PondApi, row: &DeviceChange
                 Err(f) => {
                     job.log(row, "Pond Activate Package", &f.call, Some(&f.reason())).await;
                     let confirmed = f.kind == FailureKind::Ambiguous
-                        && read_packages(job, api, row, "Pond Get Packages (the activation's answer was lost)")
+                        && read_packages(job, api, row, "Pond Get Packages (the activation's answer was lost)", true)
                             .await
                             .is_ok_and(|now| now.iter().any(|p| p.package_id == new.package_id && p.status == ACTIVE));
                     if !confirmed {
@@ -259,11 +261,14 @@ fn ids<'a>(packages: impl Iterator<Item = &'a PondPackage>) -> String {
     if list.is_empty() { "none".into() } else { list.join(", ") }
 }
 
+/// The SIM's packages. `changed_maybe`: an earlier attempt, or a write whose answer was lost, may already have added
+/// a package, so a failed read says so (the SIM may be billed for two) rather than that nothing changed.
 async fn read_packages(
     job: &Job,
     api: &dyn PondApi,
     row: &DeviceChangeRow,
     description: &str,
+    changed_maybe: bool,
 ) -> Result<Vec<PondPackage>, RowOutcome> {
     match api.packages(&row.iccid).await {
         Ok((packages, call)) => {
@@ -272,7 +277,14 @@ async fn read_packages(
         }
         Err(f) => {
             job.log(row, description, &f.call, Some(&f.reason())).await;
-            Err(pond_failure(&f, "the SIM's packages could not be read; nothing was changed"))
+            let what = if changed_maybe {
+                "the SIM's packages could not be read, and an earlier attempt (or a write whose answer was lost) may \
+                 have added the new package: the SIM may be billed for both its old and new packages until a retry \
+                 reads them and settles it"
+            } else {
+                "the SIM's packages could not be read; nothing was changed"
+            };
+            Err(pond_failure(&f, what))
         }
     }
 }
@@ -292,7 +304,7 @@ async fn add_package(
         }
         Err(f) if f.kind == FailureKind::Ambiguous => {
             job.log(row, "Pond Add Package", &f.call, Some(&f.reason())).await;
-            let now = read_packages(job, api, row, "Pond Get Packages (the add's answer was lost)").await?;
+            let now = read_packages(job, api, row, "Pond Get Packages (the add's answer was lost)", true).await?;
             now.into_iter().find(|p| p.package_type_id == package_type && p.status == PENDING).ok_or_else(|| {
                 pond_failure(&f, "the answer was lost and the SIM shows no new package; nothing else was changed")
             })
