@@ -437,7 +437,7 @@ impl Worker {
                 pace.acquire().await;
             }
         }
-        if !held.holds() {
+        if !self.still_holds(job.bulk.id, held).await {
             // Not one is sent: another worker takes them once the leases have run out, reading the carrier first.
             warn!(rows = rows.len(), "the rows' leases may have lapsed; left to the worker that takes them over");
             return;
@@ -651,7 +651,7 @@ impl Worker {
         if let Some(pace) = &job.pace {
             pace.acquire().await;
         }
-        if !held.holds() {
+        if !self.still_holds(job.bulk.id, held).await {
             // Nothing sent: the worker that takes the row over once its lease has run out reads the carrier first.
             warn!("the row's lease may have lapsed; left to the worker that takes it over");
             return RowOutcome {
@@ -674,6 +674,22 @@ impl Worker {
             details: format!("{} for {} is not supported yet", details.change_type(), job.sp.integration),
             device_update: DeviceUpdate::default(),
         }
+    }
+
+    /// Whether a claim's rows surely hold their lease for a while yet; when near its end (a slow claim, a pace
+    /// wait), renewed first: a renewal that succeeds in time keeps them this worker's, one that comes after the
+    /// leases ran out does not (`LeaseGuard::renewed`).
+    async fn still_holds(&self, bulk_change_id: i64, held: Held<'_>) -> bool {
+        if held.holds() {
+            return true;
+        }
+        let started = Instant::now();
+        let until = self.clock.now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+        match self.store.renew_leases(bulk_change_id, &self.config.worker_id, until).await {
+            Ok(_) => held.guard.renewed(started),
+            Err(e) => warn!(error = %e, "lease renewal before a carrier call failed"),
+        }
+        held.holds()
     }
 
     async fn notify_failures(&self, bulk: &BulkChange) {
