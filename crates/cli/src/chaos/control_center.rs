@@ -253,14 +253,6 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
 /// Customer rate plans (4) have no carrier: our database is where they live, so it is the witness. A PROCESSED row's
 /// device has the plan; a row that did not succeed while the device has it was done by another bulk change.
 pub(super) async fn check_customer_plans(stack: &Stack, finished: &[&Finished], report: &mut Report) -> Result<()> {
-    for f in finished.iter().filter(|f| f.service_provider() == SP && f.change_type() == 4) {
-        for row in f.rows() {
-            let Some(device) = stack.store.device_by_iccid(1, row.iccid).await.context("reading a device")? else {
-                continue;
-            };
-            let shows = device.customer_rate_plan_id == Some(CUSTOMER_PLAN);
-            super::check_row(report, finished, f, &row, "the database", shows, false);
-        }
-    }
-    Ok(())
+    let shows = |device: &domain::rules::DeviceRecord| device.customer_rate_plan_id == Some(CUSTOMER_PLAN);
+    super::check_in_database(stack, finished, SP, 4, shows, report).await
 }

@@ -213,6 +213,27 @@ async fn trace_audit(stack: &Stack, finished: &[&Finished], iccid: &str) {
     }
 }
 
+/// The rows of a change that only our database holds (no carrier keeps it): the database is the witness, by `shows`
+/// of each row's device, under `check_row`'s rules.
+pub(crate) async fn check_in_database(
+    stack: &Stack,
+    finished: &[&Finished],
+    service_provider: i64,
+    change_type: i64,
+    shows: impl Fn(&domain::rules::DeviceRecord) -> bool,
+    report: &mut Report,
+) -> Result<()> {
+    for f in finished.iter().filter(|f| f.service_provider() == service_provider && f.change_type() == change_type) {
+        for row in f.rows() {
+            let Some(device) = stack.store.device_by_iccid(1, row.iccid).await.context("reading a device")? else {
+                continue;
+            };
+            check_row(report, finished, f, &row, "the database", shows(&device), false);
+        }
+    }
+    Ok(())
+}
+
 /// Every row of `iccid` in `finished`, oldest bulk change first: printed with a violation when `CHAOS_TRACE` is set.
 pub(crate) fn trace(finished: &[&Finished], iccid: &str) {
     if std::env::var_os("CHAOS_TRACE").is_none() {

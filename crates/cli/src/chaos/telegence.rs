@@ -150,14 +150,6 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
 
 /// Usernames (6): Telegence keeps none, our database does: it is the witness.
 pub(super) async fn check_usernames(stack: &Stack, finished: &[&Finished], report: &mut Report) -> Result<()> {
-    for f in finished.iter().filter(|f| f.service_provider() == TELEGENCE && f.change_type() == 6) {
-        for row in f.rows() {
-            let Some(device) = stack.store.device_by_iccid(1, row.iccid).await.context("reading a device")? else {
-                continue;
-            };
-            let shows = device.username.as_deref() == Some(USERNAME);
-            super::check_row(report, finished, f, &row, "the database", shows, false);
-        }
-    }
-    Ok(())
+    let shows = |device: &domain::rules::DeviceRecord| device.username.as_deref() == Some(USERNAME);
+    super::check_in_database(stack, finished, TELEGENCE, 6, shows, report).await
 }
