@@ -100,18 +100,38 @@ async fn submit_all(stack: &Stack, opts: &DemoOptions, secret: &str) -> Result<(
     Ok(())
 }
 
+const FINAL: &[&str] = &["PROCESSED", "ERROR", "CANCELLED", "ABORTED"];
+
 /// Polls the status endpoint until the bulk change is final (60 s at most).
 pub async fn wait_final(http: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
-    wait_for(http, base, token, id, &["PROCESSED", "ERROR", "CANCELLED", "ABORTED"]).await
+    wait_final_by(http, base, token, id, tokio::time::Instant::now() + Duration::from_secs(60)).await
 }
 
-/// Until final, or SCHEDULED (waiting for a future date): what `make run` shows.
+/// Polls the status endpoint until the bulk change is final; an error once `deadline` has passed.
+pub async fn wait_final_by(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: i64,
+    deadline: tokio::time::Instant,
+) -> Result<Value> {
+    wait_for(http, base, token, id, FINAL, deadline).await
+}
+
+/// Until final, or SCHEDULED (waiting for a future date): what `make run` shows (60 s at most).
 pub async fn wait_settled(http: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
-    wait_for(http, base, token, id, &["PROCESSED", "ERROR", "CANCELLED", "ABORTED", "SCHEDULED", "PAUSED"]).await
+    let settled = &["PROCESSED", "ERROR", "CANCELLED", "ABORTED", "SCHEDULED", "PAUSED"];
+    wait_for(http, base, token, id, settled, tokio::time::Instant::now() + Duration::from_secs(60)).await
 }
 
-async fn wait_for(http: &reqwest::Client, base: &str, token: &str, id: i64, settled: &[&str]) -> Result<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+async fn wait_for(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: i64,
+    settled: &[&str],
+    deadline: tokio::time::Instant,
+) -> Result<Value> {
     loop {
         let status: Value = http
             .get(format!("{base}/M2M/BulkChangeStatus/{id}?pageSize=1000"))
@@ -125,7 +145,7 @@ async fn wait_for(http: &reqwest::Client, base: &str, token: &str, id: i64, sett
             return Ok(status);
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("bulk change {id} did not settle within 60 s: {status}");
+            bail!("bulk change {id} did not settle in time: {status}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -274,6 +274,10 @@ enum Command {
         /// scratch database of that server (none: SQLite).
         #[arg(long)]
         sql_server: Option<String>,
+        /// Seconds within which every bulk change must be final, from its submission (default: 60 on SQLite, 180
+        /// on SQL Server).
+        #[arg(long)]
+        final_within: Option<u64>,
     },
     /// What `make bench` does.
     Bench {
@@ -600,7 +604,7 @@ async fn main() -> Result<()> {
         Command::Demo { seed, requests, work_dir, tenant } => {
             demo::run(DemoOptions { seed, requests, work_dir, tenant }).await?
         }
-        Command::Chaos { seed, seeds, devices, workers, record, sql_server } => {
+        Command::Chaos { seed, seeds, devices, workers, record, sql_server, final_within } => {
             let opts = cli::chaos::ChaosOptions {
                 first_seed: seed,
                 seeds,
@@ -609,6 +613,7 @@ async fn main() -> Result<()> {
                 worker_exe: None,
                 record: Some(record),
                 sql_server,
+                final_within: final_within.map(std::time::Duration::from_secs),
             };
             cli::chaos::run(opts).await?
         }

@@ -61,6 +61,9 @@ pub struct ChaosOptions {
     /// A SQL Server (T-SQL engine) connection string: the sweep runs on the production adapter, in a scratch
     /// database migrated once and wiped before each seed (none: a fresh SQLite file per seed).
     pub sql_server: Option<String>,
+    /// The bound of "every row final": each bulk change final within it of its submission (none: 60 s on SQLite,
+    /// 180 s on SQL Server, whose worker processes take seconds to start after each kill).
+    pub final_within: Option<Duration>,
 }
 
 /// What one seed did and found.
@@ -118,11 +121,11 @@ impl Row<'_> {
     }
 
     /// It made no carrier call: another bulk change held the device, it was cancelled before it started, or its
-    /// device was archived before it ran (refused before any call).
+    /// device was archived or had its ICCID swapped away before it ran (refused before any call).
     pub fn made_no_call(&self) -> bool {
         self.held_elsewhere()
             || self.state == "CANCELLED"
-            || (self.state == "ERROR" && self.details.contains("archived"))
+            || (self.state == "ERROR" && (self.details.contains("archived") || self.details.contains("was not found")))
     }
 
     pub fn is_final(&self) -> bool {
@@ -302,11 +305,16 @@ fn draw_faults(rng: &mut fastrand::Rng) -> Faults {
     }
 }
 
-/// The bulk change's status once it is final (bounded: a bulk change never final is a violation of its own).
-async fn final_status(http: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
-    tokio::time::timeout(Duration::from_secs(180), crate::demo::wait_final(http, base, token, id))
-        .await
-        .map_err(|_| anyhow::anyhow!("bulk change {id} not final within 180 s"))?
+/// The bulk change's status once it is final, by `deadline` (a bulk change not final by then is a violation of its
+/// own: the seed does not finish).
+async fn final_status(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: i64,
+    deadline: tokio::time::Instant,
+) -> Result<Value> {
+    crate::demo::wait_final_by(http, base, token, id, deadline).await
 }
 
 async fn submit(http: &reqwest::Client, base: &str, token: &str, body: &Value) -> Result<(u16, Value)> {
@@ -453,6 +461,15 @@ impl Workers {
             .context("starting a worker process")
     }
 
+    /// Kills every worker and waits for each: gone before the next seed wipes the database (and before the sweep
+    /// drops it), no session left open.
+    async fn stop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
     /// SIGKILLs worker `index` and starts another in its place.
     async fn kill_and_restart(&mut self, index: usize) -> Result<()> {
         let Some(child) = self.children.get_mut(index) else { return Ok(()) };
@@ -592,6 +609,8 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
         }
     });
     let answers = futures::future::join_all(submissions).await;
+    let bound = opts.final_within.unwrap_or(Duration::from_secs(if sql_server.is_some() { 180 } else { 60 }));
+    let deadline = tokio::time::Instant::now() + bound;
     let mut report = Report::default();
     let mut accepted = Vec::new();
     for (i, answer) in answers.into_iter().enumerate() {
@@ -609,7 +628,7 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
         let mut finished = Vec::new();
         let mut retried = Vec::new();
         for (id, body, retry) in &accepted {
-            let status = final_status(&http, &base, &token, *id).await?;
+            let status = final_status(&http, &base, &token, *id, deadline).await?;
             let failed = status["Rows"]
                 .as_array()
                 .into_iter()
@@ -628,12 +647,12 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
                     .unwrap_or(Value::Null);
                 // Nothing left to retry (every failed row was refused for good) is an answer too.
                 if let Some(retry) = answer["BulkChangeId"].as_i64() {
-                    retried.push((retry, body.clone()));
+                    retried.push((retry, body.clone(), tokio::time::Instant::now() + bound));
                 }
             }
         }
-        for (id, body) in retried {
-            let status = final_status(&http, &base, &token, id).await?;
+        for (id, body, deadline) in retried {
+            let status = final_status(&http, &base, &token, id, deadline).await?;
             finished.push(Finished { id, body, status });
         }
         anyhow::Ok(finished)
@@ -641,7 +660,17 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
     tokio::pin!(waiting);
     let finished = loop {
         tokio::select! {
-            done = &mut waiting => break done?,
+            done = &mut waiting => match done {
+                Ok(finished) => break finished,
+                Err(e) => {
+                    // The workers gone before the sweep wipes or drops the database (no session left open).
+                    if let Some(w) = workers.as_mut() {
+                        w.stop().await;
+                    }
+                    stack.stop().await;
+                    return Err(e);
+                }
+            },
             _ = tokio::time::sleep(kill_every), if workers.is_some() => {
                 if let Some(w) = workers.as_mut() {
                     let index = rng.usize(..w.children.len());
@@ -689,11 +718,7 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
     check_mail(&config, &refs, &mut report).await?;
     check_audit(&stack, &refs, &mut report).await?;
     if let Some(w) = workers.as_mut() {
-        for child in &mut w.children {
-            let _ = child.start_kill();
-            // Gone before the next seed wipes the database (and before the sweep drops it): no session left open.
-            let _ = child.wait().await;
-        }
+        w.stop().await;
     }
     stack.stop().await;
     Ok(report)

@@ -1,4 +1,4 @@
-//! The Telegence part of the sweep: plan changes, suspensions and IMEI swaps of active lines over random,
+//! The Telegence part of the sweep: plan changes, suspensions, IMEI swaps and SIM swaps of active lines over random,
 //! overlapping SIMs (a line PATCH; a second suspension of a suspended line is refused, so a lost answer must be read
 //! back), usernames (no carrier call: our database is the witness), and new services of SIMs without a line.
 
@@ -20,6 +20,8 @@ const NEW_FROM: usize = SIMS_FROM + 500;
 const BAN: &str = "287301234567";
 /// Every username change names the same one (Telegence keeps none: ours).
 const USERNAME: &str = "chaos-tg-fleet";
+/// The SIM a SIM swap gives line `i`: `bench_iccid(SWAP_FROM + i)`, on no line and unknown to us until then.
+const SWAP_FROM: usize = 7_500;
 
 /// The IMEI an IMEI swap gives SIM `i` (one per SIM: monotone).
 fn new_imei(i: usize) -> String {
@@ -78,10 +80,15 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
         })
         .chain(picks(rng, devices, SIMS_FROM, 0..2).into_iter().map(|(picked, swap)| {
             if swap {
-                // One SIM's IMEI swap (a request names one device).
+                // One line's IMEI swap or SIM swap (a request names one device), by the pick's size.
                 let i = index_of(&picked[0], devices).unwrap_or_default();
+                let change = if picked.len() % 2 == 0 {
+                    json!({"NewIMEI": new_imei(i), "ServiceZipCode": "75201"})
+                } else {
+                    json!({"NewICCID": bench_iccid(SWAP_FROM + i), "ServiceZipCode": "75201"})
+                };
                 json!({"ServiceProviderId": TELEGENCE, "ChangeType": 8, "PortalType": 2, "Devices": [picked[0]],
-                       "ChangeIdentifier": {"NewIMEI": new_imei(i), "ServiceZipCode": "75201"}})
+                       "ChangeIdentifier": change})
             } else {
                 json!({"ServiceProviderId": TELEGENCE, "ChangeType": 6, "PortalType": 2, "Devices": picked,
                        "Username": {"NewUsername": USERNAME}})
@@ -119,6 +126,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
             let Some(line) = sim.state.line(&number(i)) else { continue };
             let shows = match f.change_type() {
                 7 => line.plan.as_deref() == Some(PLAN),
+                8 if f.body["ChangeIdentifier"]["NewICCID"].is_string() => line.iccid == bench_iccid(SWAP_FROM + i),
                 8 => line.imei.as_deref() == Some(new_imei(i).as_str()),
                 _ => line.status == "S",
             };
@@ -137,7 +145,13 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         let suspensions = applied.iter().filter(|b| b["mode"].as_str() == Some("S")).count();
         let plan_sets = applied.iter().filter(|b| b.to_string().contains(PLAN)).count();
         let swaps = applied.iter().filter(|b| b.to_string().contains(&new_imei(i))).count();
-        let changes = [("suspensions", suspensions, 3), ("plan changes", plan_sets, 7), ("IMEI swaps", swaps, 8)];
+        let sim_swaps = applied.iter().filter(|b| b.to_string().contains(&bench_iccid(SWAP_FROM + i))).count();
+        let changes = [
+            ("suspensions", suspensions, 3),
+            ("plan changes", plan_sets, 7),
+            ("IMEI swaps", swaps, 8),
+            ("SIM swaps", sim_swaps, 8),
+        ];
         for (what, sent, change_type) in changes {
             let asked = times_asked(finished, change_type, &iccid);
             if sent > asked {

@@ -1,6 +1,6 @@
 //! The ThingSpace part of the sweep: activations of pre-active (and some active) devices, plan changes, usernames
-//! (custom fields) and archivals (no carrier call), asynchronous requests whose callbacks may be dropped,
-//! duplicated, delayed or reordered; deletions of deactivated devices.
+//! (custom fields), archivals (no carrier call), IMEI changes and ICCID swaps of active devices, asynchronous
+//! requests whose callbacks may be dropped, duplicated, delayed or reordered; deletions of deactivated devices.
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -19,6 +19,18 @@ const PLAN: &str = "m2m_4G_5GB";
 const USERNAME: &str = "chaos-ts-fleet";
 /// Deactivated devices, for deletions: `bench_iccid(DEACTIVE_FROM + i)`.
 const DEACTIVE_FROM: usize = SIMS_FROM + 500;
+/// The ICCID a swap gives device `i`: `bench_iccid(SWAP_FROM + i)`, unknown to ThingSpace and to us until then.
+const SWAP_FROM: usize = 7_000;
+
+/// The IMEI an IMEI change gives device `i` (one per device: a second change names the same).
+fn new_imei(i: usize) -> String {
+    let payload = format!("35000023{i:06}");
+    format!("{payload}{}", domain::ids::luhn_check_digit(&payload))
+}
+
+fn index_of(iccid: &str, devices: usize) -> Option<usize> {
+    (0..devices).find(|i| bench_iccid(SIMS_FROM + i) == iccid)
+}
 
 pub(super) fn seed(seed: &mut Seed, devices: usize) {
     seed.service_providers.push(SeedServiceProvider {
@@ -78,7 +90,57 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
                 .into_iter()
                 .map(|(picked, _)| json!({"ServiceProviderId": TS, "ChangeType": 9, "Devices": picked})),
         )
+        .chain(picks(rng, devices, SIMS_FROM, 0..2).into_iter().filter_map(|(picked, iccid)| {
+            // One active device's identifier (a request names one device): its ICCID or its IMEI.
+            let (device, i) =
+                picked.iter().find_map(|d| index_of(d, devices).filter(|i| i % 2 == 1).map(|i| (d, i)))?;
+            let change =
+                if iccid { json!({"NewICCID": bench_iccid(SWAP_FROM + i)}) } else { json!({"NewIMEI": new_imei(i)}) };
+            Some(json!({"ServiceProviderId": TS, "ChangeType": 8, "Devices": [device], "ChangeIdentifier": change}))
+        }))
         .collect()
+}
+
+/// Identifier changes: a PROCESSED row's device shows its new ICCID (listed under it) or IMEI, a failed row whose
+/// device shows it says it may have; no change accepted twice.
+fn check_identifiers(
+    sim: &simulators::thingspace::ThingSpaceSim,
+    finished: &[&Finished],
+    devices: usize,
+    report: &mut Report,
+) {
+    for f in finished.iter().filter(|f| f.service_provider() == TS && f.change_type() == 8) {
+        let swap = f.body["ChangeIdentifier"]["NewICCID"].is_string();
+        for row in f.rows() {
+            let Some(i) = index_of(row.iccid, devices) else { continue };
+            let swapped = sim.state.device(&bench_iccid(SWAP_FROM + i));
+            let shows = if swap {
+                swapped.is_some() && sim.state.device(row.iccid).is_none()
+            } else {
+                swapped
+                    .or_else(|| sim.state.device(row.iccid))
+                    .is_some_and(|d| d.imei.as_deref() == Some(new_imei(i).as_str()))
+            };
+            super::check_row(report, finished, f, &row, "ThingSpace (identifier)", shows, false);
+        }
+    }
+    let accepted: Vec<String> = sim
+        .state
+        .calls()
+        .iter()
+        .filter(|c| c.status == 200 && c.path.ends_with("/actions/deviceId"))
+        .map(|c| c.body.to_string())
+        .collect();
+    for i in (0..devices).filter(|i| i % 2 == 1) {
+        let iccid = bench_iccid(SIMS_FROM + i);
+        let asked = times_asked(finished, 8, &iccid);
+        for (what, new) in [("ICCID swaps", bench_iccid(SWAP_FROM + i)), ("IMEI changes", new_imei(i))] {
+            let sent = accepted.iter().filter(|b| b.contains(&new)).count();
+            if sent > asked {
+                report.violation(format!("{iccid}: {sent} accepted ThingSpace {what} for {asked} bulk change(s)"));
+            }
+        }
+    }
 }
 
 /// Deletions: a PROCESSED row's device is gone from ThingSpace, and one gone while its row failed says it may be.
@@ -94,6 +156,7 @@ fn check_deletions(sim: &simulators::thingspace::ThingSpaceSim, finished: &[&Fin
 pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, report: &mut Report) -> Result<()> {
     let sim = stack.simulators.thingspace.get(&TS).context("the ThingSpace simulator")?;
     check_deletions(sim, finished, report);
+    check_identifiers(sim, finished, devices, report);
     for f in finished.iter().filter(|f| f.service_provider() == TS && f.change_type() == 6) {
         for row in f.rows() {
             let Some(device) = sim.state.device(row.iccid) else { continue };

@@ -12,6 +12,7 @@ async fn twenty_seeds_of_faults_keep_every_invariant() {
         worker_exe: Some(env!("CARGO_BIN_EXE_bulkchange").into()),
         record: None,
         sql_server: None,
+        final_within: None,
     };
     if let Err(e) = cli::chaos::run(opts).await {
         panic!("{e:#}");

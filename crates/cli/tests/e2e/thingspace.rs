@@ -646,6 +646,44 @@ async fn an_activation_applied_then_answered_502_is_never_sent_twice() {
     assert_eq!(app.calls("POST", "/devices/actions/activate").len(), 1);
 }
 
+/// `make chaos SEED=32` (before the fix): an ICCID swap whose answer was lost (the request taken, the connection
+/// dropped) ended API_FAILED "no response" while ThingSpace showed the device under its new ICCID. The row now reads
+/// the device under the new ICCID and says what it found; a retry finds the swap done and sends nothing again.
+#[tokio::test]
+async fn a_sim_swap_whose_answer_is_lost_is_read_back_and_never_sent_twice() {
+    let app = spawn_with(|_| {}).await;
+    app.sim().state.harness.set_faults(simulators::Faults { apply_then_fail_next_writes: 1, ..Default::default() });
+    let new_iccid = bench_iccid(2901);
+    let swap = json!({"ServiceProviderId": TS, "ChangeType": 8, "Devices": [active(5)],
+                      "ChangeIdentifier": {"NewICCID": new_iccid}});
+    let status = app.wait_final(app.accepted(&swap).await).await;
+    assert_eq!(app.calls("PUT", "/actions/deviceId").len(), 1, "the lost answer is not a reason to resend: {status}");
+    let first = row(&status, &active(5))["StatusDetails"].as_str().expect("details").to_string();
+    assert!(
+        first.contains("HTTP 502")
+            && (first.contains("may still apply it") || first.contains("confirmed on the carrier")),
+        "the row says what the read found: {first}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.sim().state.device(&new_iccid).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "ThingSpace never applied the swap");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if status["Counts"]["PROCESSED"] != 1 {
+        let path = format!("/M2M/BulkChange/{}/Retry", status["BulkChangeId"]);
+        let (code, retried) = app.post_with(&path, &json!(null), Some(&app.token)).await;
+        assert_eq!(code, 202, "{retried}");
+        let again = app.wait_final(retried["BulkChangeId"].as_i64().expect("id")).await;
+        let details = row(&again, &active(5))["StatusDetails"].as_str().expect("details").to_string();
+        assert!(details.ends_with("(found done on the carrier: an earlier attempt had sent it)"), "{details}");
+    }
+    assert_eq!(app.calls("PUT", "/actions/deviceId").len(), 1, "never sent twice");
+    assert!(
+        app.stack.store.device_by_iccid(1, &new_iccid).await.expect("read").is_some(),
+        "the device has its new SIM"
+    );
+}
+
 /// Undo on ThingSpace, whose results come later by callback: a suspension undone restores each device, a plan
 /// change undone puts each back on its plan, one request per change; a deactivation is refused (ThingSpace brings a
 /// deactivated line back only as a new activation).

@@ -139,13 +139,21 @@ pub(super) async fn send(
             out.extend(submit(job, ts, &request, ready, "ThingSpace Update Custom Fields (username)").await);
         }
         ChangeDetails::ChangeIccidOrImei(req) => {
+            let description = "ThingSpace Change Device Identifier";
             for r in ready {
                 let answer =
                     ts.api.change_identifier(&r.device, req.new_iccid.as_deref(), req.new_imei.as_deref()).await;
-                if let Ok((request_id, _)) = &answer {
-                    wait_on(job, ts, request_id, &[&r.row]).await;
+                match &answer {
+                    Ok((request_id, _)) => wait_on(job, ts, request_id, &[&r.row]).await,
+                    Err(f) if f.kind == FailureKind::Ambiguous => {
+                        // ThingSpace may have taken it: read the device (under its new ICCID) rather than say failed.
+                        let outcome = logged_and_settled(job, ts, &r, f, description).await;
+                        out.push((r.row, Disposition::Done(outcome)));
+                        continue;
+                    }
+                    Err(_) => {}
                 }
-                out.push(accepted_or_failed(job, r.row, answer, "ThingSpace Change Device Identifier").await);
+                out.push(accepted_or_failed(job, r.row, answer, description).await);
             }
         }
         ChangeDetails::DeleteDevice => out.extend(delete(job, ts, ready).await),
@@ -155,6 +163,18 @@ pub(super) async fn send(
         }
     }
     out
+}
+
+/// Logs a request whose answer was lost (`f`, ambiguous) for the row and settles the row by reading its device.
+async fn logged_and_settled(
+    job: &Job,
+    ts: &ThingSpace,
+    r: &Ready,
+    f: &CarrierFailure,
+    description: &str,
+) -> RowOutcome {
+    job.log(&r.row, description, &f.call, Some(&f.reason())).await;
+    settle_ambiguous(job, ts, &r.row, &r.device.iccid, f).await
 }
 
 /// A row whose request got no usable answer: done when ThingSpace already shows the change, else failed with a
@@ -282,8 +302,7 @@ pub(super) async fn submit(
     if let Some(f) = answer.as_ref().err().filter(|f| f.kind == FailureKind::Ambiguous) {
         // No answer, or a 5xx: ThingSpace may have taken the request. Never send it again blind; read each device.
         for r in ready {
-            job.log(&r.row, description, &f.call, Some(&f.reason())).await;
-            let outcome = settle_ambiguous(job, ts, &r.row, &r.device.iccid, f).await;
+            let outcome = logged_and_settled(job, ts, &r, f, description).await;
             out.push((r.row, Disposition::Done(outcome)));
         }
         return out;
@@ -424,8 +443,14 @@ pub(super) async fn delete(job: &Job, ts: &ThingSpace, ready: Vec<Ready>) -> Vec
         Err(f) => {
             let mut out = Vec::new();
             for r in ready {
-                job.log(&r.row, "ThingSpace Delete Devices", &f.call, Some(&f.reason())).await;
-                out.push((r.row, Disposition::Done(fail(api_failed_or_error(&f), f.reason()))));
+                let outcome = if f.kind == FailureKind::Ambiguous {
+                    // The deletion may have been done: a device ThingSpace no longer lists is deleted.
+                    logged_and_settled(job, ts, &r, &f, "ThingSpace Delete Devices").await
+                } else {
+                    job.log(&r.row, "ThingSpace Delete Devices", &f.call, Some(&f.reason())).await;
+                    fail(api_failed_or_error(&f), f.reason())
+                };
+                out.push((r.row, Disposition::Done(outcome)));
             }
             out
         }
