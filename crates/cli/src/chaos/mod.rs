@@ -77,6 +77,8 @@ pub(crate) struct Report {
     states: BTreeMap<String, usize>,
     faults: BTreeMap<String, u64>,
     violations: Vec<String>,
+    /// From the submissions until every bulk change (retries included) was seen final.
+    all_final_after: Duration,
 }
 
 impl Report {
@@ -355,11 +357,12 @@ async fn sweep(opts: &ChaosOptions, sql_server: Option<&str>) -> Result<()> {
             Err(e) => Report { violations: vec![format!("the seed did not finish: {e:#}")], ..Report::default() },
         };
         println!(
-            "seed={seed} bulk_changes={} rows={} carrier_calls={} kills={} faults={:?} violations={}",
+            "seed={seed} bulk_changes={} rows={} carrier_calls={} kills={} all_final_after_s={:.1} faults={:?} violations={}",
             report.bulk_changes,
             report.rows,
             report.carrier_calls,
             report.kills,
+            report.all_final_after.as_secs_f64(),
             report.faults,
             report.violations.len()
         );
@@ -371,6 +374,7 @@ async fn sweep(opts: &ChaosOptions, sql_server: Option<&str>) -> Result<()> {
         total.rows += report.rows;
         total.carrier_calls += report.carrier_calls;
         total.kills += report.kills;
+        total.all_final_after = total.all_final_after.max(report.all_final_after);
         for (kind, n) in report.faults {
             *total.faults.entry(kind).or_default() += n;
         }
@@ -380,12 +384,13 @@ async fn sweep(opts: &ChaosOptions, sql_server: Option<&str>) -> Result<()> {
     }
     println!("rows by change type and state: {:?}", total.states);
     println!(
-        "seeds={} bulk_changes={} rows={} carrier_calls={} kills={} faults={:?} violations={}",
+        "seeds={} bulk_changes={} rows={} carrier_calls={} kills={} slowest_all_final_s={:.1} faults={:?} violations={}",
         opts.seeds,
         total.bulk_changes,
         total.rows,
         total.carrier_calls,
         total.kills,
+        total.all_final_after.as_secs_f64(),
         total.faults,
         failing.len()
     );
@@ -610,7 +615,8 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
     });
     let answers = futures::future::join_all(submissions).await;
     let bound = opts.final_within.unwrap_or(Duration::from_secs(if sql_server.is_some() { 180 } else { 60 }));
-    let deadline = tokio::time::Instant::now() + bound;
+    let submitted = tokio::time::Instant::now();
+    let deadline = submitted + bound;
     let mut report = Report::default();
     let mut accepted = Vec::new();
     for (i, answer) in answers.into_iter().enumerate() {
@@ -681,6 +687,8 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
         }
     };
 
+    // When the last bulk change was seen final (polled one after another: an upper bound), against the bound.
+    report.all_final_after = submitted.elapsed();
     report.bulk_changes = finished.len();
     let refs: Vec<&Finished> = finished.iter().collect();
     for f in &refs {

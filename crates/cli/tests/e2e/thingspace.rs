@@ -684,6 +684,27 @@ async fn a_sim_swap_whose_answer_is_lost_is_read_back_and_never_sent_twice() {
     );
 }
 
+/// `make chaos SEED=114` (before the fix): an ICCID swap answered 502 left our database on the old SIM while
+/// ThingSpace moved the device to the new one; an activation of the old ICCID, which our database has as active,
+/// found ThingSpace not listing it, took it for a new device and added the old SIM back: two devices of one line.
+/// A device our database has as listed but ThingSpace does not list is now refused, and nothing is sent.
+#[tokio::test]
+async fn an_activation_of_a_device_thingspace_no_longer_lists_sends_nothing() {
+    let app = spawn_with(|_| {}).await;
+    let gone = active(4);
+    app.sim().state.account.lock().expect("account").devices.remove(&gone);
+    let body = json!({"ServiceProviderId": TS, "ChangeType": 3, "Devices": [gone],
+                      "StatusUpdate": {"TargetStatus": "Active",
+                                       "ThingSpaceStatusUpdate": {"ServicePlan": "m2m_4G", "MdnZipCode": "98801"}}});
+    let status = app.wait_final(app.accepted(&body).await).await;
+    let details = row(&status, &gone)["StatusDetails"].as_str().expect("details").to_string();
+    assert_eq!(row(&status, &gone)["Status"], "ERROR", "{status}");
+    assert!(details.contains("ThingSpace does not list the device"), "{details}");
+    assert!(app.calls("POST", "/devices/actions/add").is_empty(), "the old SIM is not added back");
+    assert!(app.calls("POST", "/devices/actions/activate").is_empty());
+    assert!(app.sim().state.device(&gone).is_none());
+}
+
 /// Undo on ThingSpace, whose results come later by callback: a suspension undone restores each device, a plan
 /// change undone puts each back on its plan, one request per change; a deactivation is refused (ThingSpace brings a
 /// deactivated line back only as a new activation).

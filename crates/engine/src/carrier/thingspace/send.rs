@@ -243,7 +243,18 @@ pub(super) async fn carrier_transition(
             return Err(fail(api_failed_or_error(&f), reason));
         }
     };
-    let listed = state.map_or_else(|| "INVENTORY".to_string(), |s| s.state.to_ascii_uppercase());
+    let Some(state) = state else {
+        // Our database has the device in a state only a listed device has: ThingSpace not listing it means its ICCID
+        // was changed (a swap whose answer was lost) or it was deleted, not that it is new. Adding it back would make
+        // a second device of the old SIM.
+        let reason = format!(
+            "ThingSpace does not list the device although our database has it as {}: its ICCID may have been \
+             changed or it was deleted; nothing sent (check the device on ThingSpace)",
+            target.status
+        );
+        return Err(fail(RowStatus::Error, reason));
+    };
+    let listed = state.state.to_ascii_uppercase();
     match thingspace_transition(&listed, &target.status) {
         Ok(None) => Ok(None),
         Ok(Some(action)) => {
