@@ -13,7 +13,7 @@ ENGINE_DIR ?= $(CURDIR)/.run/babelfish
 ENGINE_PORT ?= 14331
 # On the engine: the store contract, two-pool races and migrations; then the whole stack on the SQL Server adapter
 # (E2E_STORE=mssql): every race of two clients at once, and the tests of two worker processes and of a worker
-# killed with SIGKILL and taken over.
+# killed with SIGKILL and taken over; last, three seeds of the fault sweep on it.
 ENGINE_CRASH_TESTS := two_clients_and_two_workers two_worker_processes a_worker_killed two_workers_share \
 	the_same_message_twice_and_two_workers a_rev_io_service_created_before_a_crash
 # Rollout control on the T-SQL engine: every rollout test but MaxPerMinute's pace, which runs at 0.85 of it there
@@ -22,7 +22,8 @@ ENGINE_ROLLOUT_TESTS := rollout::a_ rollout::an_ rollout::invalid core::a_schedu
 ENGINE_TESTS := $(CARGO) test -p store --test mssql_contract -- --ignored \
 	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- races:: \
 	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_CRASH_TESTS) \
-	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_ROLLOUT_TESTS)
+	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- $(ENGINE_ROLLOUT_TESTS) \
+	&& E2E_STORE=mssql $(CARGO) test -p cli --test e2e -- chaos::
 
 .PHONY: help run serve test chaos chaos-mssql engine-tests test-mssql unit lint fmt clippy template-lint bench clean tools build-lambda lambda-tools lambda-startup invoke-api invoke-worker invoke-worker-batch invoke-scheduler sam-build deploy smoke
 

@@ -427,6 +427,8 @@ struct Workers {
     queue: Option<PathBuf>,
     outbox: PathBuf,
     base: String,
+    /// Their `WORKER_LEASE_SECONDS`: the stack's.
+    lease: Duration,
     children: Vec<tokio::process::Child>,
     started: usize,
 }
@@ -443,7 +445,7 @@ impl Workers {
             .arg("--outbox")
             .arg(&self.outbox)
             .args(["--worker-id", &format!("chaos-{}", self.started)])
-            .env("WORKER_LEASE_SECONDS", "3")
+            .env("WORKER_LEASE_SECONDS", self.lease.as_secs().to_string())
             .env("WORKER_CONTINUATION_DELAY_SECONDS", "0")
             .env("THINGSPACE_RESULT_WAIT_SECONDS", "1")
             .env("TELEGENCE_POLL_SECONDS", "1")
@@ -508,8 +510,12 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
     config.worker.carrier_poll_interval = Duration::from_secs(1);
     config.worker.teal_poll_interval = Duration::from_secs(1);
     config.scheduler_interval = Duration::from_secs(1);
-    config.stranded_grace = Duration::from_secs(3);
-    config.worker.lease = Duration::from_secs(3);
+    // Short leases make take-overs frequent. On SQL Server a claim under this load (several worker processes
+    // logging in at once on the T-SQL engine) can take seconds, and a claim whose lease is mostly gone by the time it
+    // returns sends nothing (`LeaseGuard`): 3 s there would leave the rows taken and given up again and again.
+    let lease = Duration::from_secs(if sql_server.is_some() { 8 } else { 3 });
+    config.stranded_grace = lease;
+    config.worker.lease = lease;
     config.run_worker = opts.workers == 0;
     // Callbacks: dropped, duplicated, delayed or reordered, by the seed.
     config.thingspace_behaviour.callback_delay = Duration::from_millis(rng.u64(0..400));
@@ -586,6 +592,7 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
                 queue: sql_server.map(|_| config.database.clone()),
                 outbox: config.outbox.clone(),
                 base: base.clone(),
+                lease,
                 children: Vec::new(),
                 started: 0,
             };
@@ -758,8 +765,8 @@ async fn check_mail(config: &StackConfig, finished: &[&Finished], report: &mut R
         .map(|f| f.id)
         .collect();
     // The e-mail is sent right after the bulk change is final, or, when its sender was killed, within a lease, a
-    // stranded grace and a scheduler tick (3 + 3 + 1 s here): wait for each (bounded), then count.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // stranded grace and a scheduler tick (3 + 3 + 1 s on SQLite): wait for each (bounded), then count.
+    let deadline = tokio::time::Instant::now() + config.worker.lease * 2 + Duration::from_secs(14);
     let subjects = loop {
         let subjects: Vec<String> = std::fs::read_dir(&config.outbox)
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>())
