@@ -42,6 +42,7 @@ use simulators::common::Harness;
 use store::Seed;
 use store::seed::SeedTenant;
 
+use crate::demo::wait_final_by;
 use crate::stack::{Stack, StackConfig};
 
 const SECRET: &str = "chaos-only-tokens-are-minted-here-0123456789";
@@ -305,18 +306,6 @@ fn draw_faults(rng: &mut fastrand::Rng) -> Faults {
         retry_after_seconds: rng.u64(0..2),
         ..Faults::default()
     }
-}
-
-/// The bulk change's status once it is final, by `deadline` (a bulk change not final by then is a violation of its
-/// own: the seed does not finish).
-async fn final_status(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    id: i64,
-    deadline: tokio::time::Instant,
-) -> Result<Value> {
-    crate::demo::wait_final_by(http, base, token, id, deadline).await
 }
 
 async fn submit(http: &reqwest::Client, base: &str, token: &str, body: &Value) -> Result<(u16, Value)> {
@@ -623,6 +612,7 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
     let answers = futures::future::join_all(submissions).await;
     let bound = opts.final_within.unwrap_or(Duration::from_secs(if sql_server.is_some() { 180 } else { 60 }));
     let submitted = tokio::time::Instant::now();
+    // A bulk change not final by then is a violation of its own: the seed does not finish.
     let deadline = submitted + bound;
     let mut report = Report::default();
     let mut accepted = Vec::new();
@@ -641,7 +631,7 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
         let mut finished = Vec::new();
         let mut retried = Vec::new();
         for (id, body, retry) in &accepted {
-            let status = final_status(&http, &base, &token, *id, deadline).await?;
+            let status = wait_final_by(&http, &base, &token, *id, deadline).await?;
             let failed = status["Rows"]
                 .as_array()
                 .into_iter()
@@ -665,7 +655,7 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
             }
         }
         for (id, body, deadline) in retried {
-            let status = final_status(&http, &base, &token, id, deadline).await?;
+            let status = wait_final_by(&http, &base, &token, id, deadline).await?;
             finished.push(Finished { id, body, status });
         }
         anyhow::Ok(finished)
