@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use store::Seed;
 use store::seed::{SeedDevice, SeedRatePlan, SeedServiceProvider, SeedThingSpace};
 
-use super::{Finished, Report, done_elsewhere, picks, times_asked};
+use super::{Finished, Report, maybe_done_elsewhere, picks, times_asked};
 use crate::bench::bench_iccid;
 use crate::stack::Stack;
 
@@ -196,7 +196,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
                 && !row.made_no_call()
                 && !row.admits_unknown()
                 && !already_so
-                && !done_elsewhere(finished, f.id, f.change_type(), row.iccid)
+                && !maybe_done_elsewhere(finished, f.id, f.change_type(), row.iccid)
             {
                 super::trace(finished, row.iccid);
                 report.violation(format!(
