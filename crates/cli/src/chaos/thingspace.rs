@@ -173,11 +173,12 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
                 if activation { device.state == "active" } else { device.service_plan.as_deref() == Some(PLAN) };
             // An activation of a SIM active before any change shows whatever happened to the row.
             let already_so = activation && was_active;
-            // An activation names its service plan (the old one): one sent after a plan change (applied, or whose
-            // row says it may still be) sets it back.
+            // An activation names its service plan (the old one): one applied after a plan change (its row
+            // PROCESSED, or saying it may still be) sets it back. Bulk changes run at once, so "after" is not
+            // "of a higher id" (`make chaos SEED=407`: an older activation, applied after a newer plan change).
             let undone_later = !activation
                 && finished.iter().any(|g| {
-                    g.id > f.id
+                    g.id != f.id
                         && g.service_provider() == TS
                         && g.change_type() == 3
                         && g.rows().any(|r| {
@@ -186,6 +187,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
                         })
                 });
             if row.state == "PROCESSED" && !shows && !undone_later {
+                super::trace(finished, row.iccid);
                 report.violation(format!(
                     "bulk change {}: {} PROCESSED but ThingSpace does not show it: \"{}\"",
                     f.id, row.iccid, row.details
