@@ -252,6 +252,11 @@ pub(crate) fn trace(finished: &[&Finished], iccid: &str) {
     }
 }
 
+/// Which of the SIMs `bench_iccid(from + i)`, `i` below `devices`, `iccid` is.
+pub(crate) fn sim_index(iccid: &str, from: usize, devices: usize) -> Option<usize> {
+    (0..devices).find(|i| crate::bench::bench_iccid(from + i) == iccid)
+}
+
 /// How many of `finished` bulk changes of `change_type` named `iccid`: the most times its change may be applied.
 pub(crate) fn times_asked(finished: &[&Finished], change_type: i64, iccid: &str) -> usize {
     finished.iter().filter(|f| f.change_type() == change_type && f.rows().any(|r| r.iccid == iccid)).count()

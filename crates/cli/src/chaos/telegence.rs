@@ -33,10 +33,6 @@ fn number(i: usize) -> String {
     format!("21456{i:05}")
 }
 
-fn index_of(iccid: &str, devices: usize) -> Option<usize> {
-    (0..devices).find(|i| bench_iccid(SIMS_FROM + i) == iccid)
-}
-
 pub(super) fn seed(seed: &mut Seed, devices: usize) {
     seed.service_providers.push(SeedServiceProvider {
         name: "Telegence chaos".into(),
@@ -81,7 +77,7 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
         .chain(picks(rng, devices, SIMS_FROM, 0..2).into_iter().map(|(picked, swap)| {
             if swap {
                 // One line's IMEI swap or SIM swap (a request names one device), by the pick's size.
-                let i = index_of(&picked[0], devices).unwrap_or_default();
+                let i = super::sim_index(&picked[0], SIMS_FROM, devices).unwrap_or_default();
                 let change = if picked.len() % 2 == 0 {
                     json!({"NewIMEI": new_imei(i), "ServiceZipCode": "75201"})
                 } else {
@@ -122,7 +118,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
     check_new_services(sim, finished, report);
     for f in finished.iter().filter(|f| f.service_provider() == TELEGENCE && [3, 7, 8].contains(&f.change_type())) {
         for row in f.rows() {
-            let Some(i) = index_of(row.iccid, devices) else { continue };
+            let Some(i) = super::sim_index(row.iccid, SIMS_FROM, devices) else { continue };
             let Some(line) = sim.state.line(&number(i)) else { continue };
             let shows = match f.change_type() {
                 7 => line.plan.as_deref() == Some(PLAN),

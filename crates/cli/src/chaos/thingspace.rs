@@ -28,10 +28,6 @@ fn new_imei(i: usize) -> String {
     format!("{payload}{}", domain::ids::luhn_check_digit(&payload))
 }
 
-fn index_of(iccid: &str, devices: usize) -> Option<usize> {
-    (0..devices).find(|i| bench_iccid(SIMS_FROM + i) == iccid)
-}
-
 pub(super) fn seed(seed: &mut Seed, devices: usize) {
     seed.service_providers.push(SeedServiceProvider {
         name: "ThingSpace chaos".into(),
@@ -92,8 +88,9 @@ pub(super) fn bodies(rng: &mut fastrand::Rng, devices: usize) -> Vec<Value> {
         )
         .chain(picks(rng, devices, SIMS_FROM, 0..2).into_iter().filter_map(|(picked, iccid)| {
             // One active device's identifier (a request names one device): its ICCID or its IMEI.
-            let (device, i) =
-                picked.iter().find_map(|d| index_of(d, devices).filter(|i| i % 2 == 1).map(|i| (d, i)))?;
+            let (device, i) = picked
+                .iter()
+                .find_map(|d| super::sim_index(d, SIMS_FROM, devices).filter(|i| i % 2 == 1).map(|i| (d, i)))?;
             let change =
                 if iccid { json!({"NewICCID": bench_iccid(SWAP_FROM + i)}) } else { json!({"NewIMEI": new_imei(i)}) };
             Some(json!({"ServiceProviderId": TS, "ChangeType": 8, "Devices": [device], "ChangeIdentifier": change}))
@@ -112,7 +109,7 @@ fn check_identifiers(
     for f in finished.iter().filter(|f| f.service_provider() == TS && f.change_type() == 8) {
         let swap = f.body["ChangeIdentifier"]["NewICCID"].is_string();
         for row in f.rows() {
-            let Some(i) = index_of(row.iccid, devices) else { continue };
+            let Some(i) = super::sim_index(row.iccid, SIMS_FROM, devices) else { continue };
             let swapped = sim.state.device(&bench_iccid(SWAP_FROM + i));
             let shows = if swap {
                 swapped.is_some() && sim.state.device(row.iccid).is_none()
@@ -168,7 +165,7 @@ pub(super) fn check(stack: &Stack, finished: &[&Finished], devices: usize, repor
         let activation = f.change_type() == 3;
         for row in f.rows() {
             let Some(device) = sim.state.device(row.iccid) else { continue };
-            let was_active = (0..devices).any(|i| i % 2 == 1 && bench_iccid(SIMS_FROM + i) == row.iccid);
+            let was_active = super::sim_index(row.iccid, SIMS_FROM, devices).is_some_and(|i| i % 2 == 1);
             let shows =
                 if activation { device.state == "active" } else { device.service_plan.as_deref() == Some(PLAN) };
             // An activation of a SIM active before any change shows whatever happened to the row.
