@@ -436,6 +436,10 @@ struct Workers {
     /// Their `WORKER_LEASE_SECONDS`: the stack's.
     lease: Duration,
     children: Vec<tokio::process::Child>,
+    /// When each of `children` was started.
+    born: Vec<tokio::time::Instant>,
+    /// A worker younger than this is not killed (the kill drawn for it is skipped).
+    min_life: Duration,
     started: usize,
 }
 
@@ -483,14 +487,19 @@ impl Workers {
         }
     }
 
-    /// SIGKILLs worker `index` and starts another in its place.
-    async fn kill_and_restart(&mut self, index: usize) -> Result<()> {
-        let Some(child) = self.children.get_mut(index) else { return Ok(()) };
+    /// SIGKILLs worker `index` and starts another in its place; false when it is younger than `min_life` (left
+    /// alone).
+    async fn kill_and_restart(&mut self, index: usize) -> Result<bool> {
+        if self.born.get(index).is_some_and(|b| b.elapsed() < self.min_life) {
+            return Ok(false);
+        }
+        let Some(child) = self.children.get_mut(index) else { return Ok(false) };
         child.start_kill().context("killing a worker")?;
         let _ = child.wait().await;
         let fresh = self.spawn()?;
         self.children[index] = fresh;
-        Ok(())
+        self.born[index] = tokio::time::Instant::now();
+        Ok(true)
     }
 }
 
@@ -600,11 +609,17 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
                 base: base.clone(),
                 lease,
                 children: Vec::new(),
+                born: Vec::new(),
+                // On SQL Server a worker process takes seconds to log in, and a claim's reads and writes take
+                // seconds more under this load: killed sooner than a lease after it started, a worker would
+                // rarely finish a claim, and no row would move (a Lambda instance lives minutes, not seconds).
+                min_life: if sql_server.is_some() { lease } else { Duration::ZERO },
                 started: 0,
             };
             for _ in 0..n {
                 let child = w.spawn()?;
                 w.children.push(child);
+                w.born.push(tokio::time::Instant::now());
             }
             Some(w)
         }
@@ -694,8 +709,9 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
             _ = tokio::time::sleep(kill_every), if workers.is_some() => {
                 if let Some(w) = workers.as_mut() {
                     let index = rng.usize(..w.children.len());
-                    w.kill_and_restart(index).await?;
-                    report.kills += 1;
+                    if w.kill_and_restart(index).await? {
+                        report.kills += 1;
+                    }
                 }
             }
         }

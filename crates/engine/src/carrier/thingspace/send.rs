@@ -2,6 +2,8 @@
 //! devices added first), deletes answered per device, and rows whose request got no usable answer settled
 //! against what ThingSpace shows.
 
+use futures::StreamExt;
+
 use super::*;
 
 pub(super) struct Ready {
@@ -27,97 +29,21 @@ pub(super) async fn send(
         ChangeDetails::StatusUpdate(req) => req.thing_space.as_deref().cloned().unwrap_or_default(),
         _ => ThingSpaceStatusUpdate::default(),
     };
+    // Each row is looked at on its own (its device, ThingSpace's word where our database cannot decide, what an
+    // earlier attempt may have sent), several at once: a reclaimed claim reads and logs its rows in one round, not
+    // one after the other (on a busy database an audit write takes seconds, and a claim must finish well within a
+    // worker's life and its lease).
+    let prepared: Vec<_> = futures::stream::iter(rows)
+        .map(|row| prepare(job, ts, row, target.as_ref(), &ts_options))
+        .buffered(PREPARE_AT_ONCE)
+        .collect()
+        .await;
     let mut ready = Vec::new();
-    for row in rows {
-        let device = match device_for_row(job, &row).await {
-            Ok((device, _)) => device,
-            Err(outcome) => {
-                out.push((row, Disposition::Done(outcome)));
-                continue;
-            }
-        };
-        let mut action = None;
-        if let Some(target) = &target {
-            let current = job.statuses.iter().find(|s| s.id == device.device_status_id);
-            match thingspace_transition(current.map_or("INVENTORY", |c| c.status.as_str()), &target.status) {
-                // Our database says the device is there already; only ThingSpace's word lets us skip it.
-                Ok(None) => match carrier_transition(job, ts, &row, &device.iccid, target).await {
-                    Ok(Some(a)) => action = Some(a),
-                    Ok(None) => {
-                        let details =
-                            format!("Device already in status {} on the carrier; no change sent", target.status);
-                        out.push((
-                            row,
-                            Disposition::Done(RowOutcome {
-                                status: RowStatus::Processed,
-                                details,
-                                device_update: DeviceUpdate::default(),
-                            }),
-                        ));
-                        continue;
-                    }
-                    Err(outcome) => {
-                        out.push((row, Disposition::Done(outcome)));
-                        continue;
-                    }
-                },
-                Ok(Some(a)) => action = Some(a),
-                Err(why) => {
-                    out.push((
-                        row,
-                        Disposition::Done(fail(RowStatus::Error, format!("Status change not allowed: {why}"))),
-                    ));
-                    continue;
-                }
-            }
+    for p in prepared {
+        match p {
+            Ok(r) => ready.push(r),
+            Err(done) => out.push(done),
         }
-        if !job.sp.write_is_enabled {
-            out.push((row, Disposition::Done(writes_disabled())));
-            continue;
-        }
-        if let ChangeDetails::CustomerAssignment(req) = &job.details {
-            if let Err(outcome) = customer_assignment::precheck(job, &row, req).await {
-                out.push((row, Disposition::Done(outcome)));
-                continue;
-            }
-        }
-        let imei = ts_options.imei_of(&device.iccid).or(device.imei.clone());
-        let reference = TsDeviceRef { iccid: device.iccid.clone(), imei };
-        if job.may_have_been_sent(&row) {
-            // A worker may have sent this row's request and died before recording it: look before sending again
-            // (an identifier change is looked up by its new ICCID, which exists only once the swap is done).
-            match ts.api.device(&probe_iccid(&job.details, &device.iccid)).await {
-                Ok((state, call)) => {
-                    job.log(&row, "ThingSpace device list (an earlier attempt may have sent it)", &call, None).await;
-                    if already_done(&job.details, target.as_ref(), state.as_ref()) {
-                        let state = state.unwrap_or_default();
-                        let result = CarrierResult {
-                            success: true,
-                            msisdn: state.msisdn,
-                            ip_address: state.ip_address,
-                            reason: None,
-                        };
-                        let mut outcome = finish(job, &row, &result).await;
-                        outcome.details.push_str(" (found done on the carrier: an earlier attempt had sent it)");
-                        out.push((row, Disposition::Done(outcome)));
-                        continue;
-                    }
-                }
-                Err(f) => {
-                    job.log(
-                        &row,
-                        "ThingSpace device list (an earlier attempt may have sent it)",
-                        &f.call,
-                        Some(&f.reason()),
-                    )
-                    .await;
-                    let reason = format!("Could not read the device from ThingSpace: {}", f.reason());
-                    out.push((row, Disposition::Done(fail(api_failed_or_error(&f), reason))));
-                    continue;
-                }
-            }
-        }
-        ready.push(Ready { row, device: reference, action, status_id: device.device_status_id });
     }
     if ready.is_empty() {
         return out;
@@ -163,6 +89,84 @@ pub(super) async fn send(
         }
     }
     out
+}
+
+/// Rows of a claim looked at at once (their reads and audit writes; the carrier client keeps the account's pace).
+const PREPARE_AT_ONCE: usize = 16;
+
+/// A row ready to go into a request, or what became of it: not sendable, already so on the carrier, or found done
+/// by an earlier attempt.
+async fn prepare(
+    job: &Job,
+    ts: &ThingSpace,
+    row: DeviceChangeRow,
+    target: Option<&DeviceStatusDef>,
+    ts_options: &ThingSpaceStatusUpdate,
+) -> Result<Ready, (DeviceChangeRow, Disposition)> {
+    let device = match device_for_row(job, &row).await {
+        Ok((device, _)) => device,
+        Err(outcome) => return Err((row, Disposition::Done(outcome))),
+    };
+    let mut action = None;
+    if let Some(target) = target {
+        let current = job.statuses.iter().find(|s| s.id == device.device_status_id);
+        match thingspace_transition(current.map_or("INVENTORY", |c| c.status.as_str()), &target.status) {
+            // Our database says the device is there already; only ThingSpace's word lets us skip it.
+            Ok(None) => match carrier_transition(job, ts, &row, &device.iccid, target).await {
+                Ok(Some(a)) => action = Some(a),
+                Ok(None) => {
+                    let details = format!("Device already in status {} on the carrier; no change sent", target.status);
+                    let outcome =
+                        RowOutcome { status: RowStatus::Processed, details, device_update: DeviceUpdate::default() };
+                    return Err((row, Disposition::Done(outcome)));
+                }
+                Err(outcome) => return Err((row, Disposition::Done(outcome))),
+            },
+            Ok(Some(a)) => action = Some(a),
+            Err(why) => {
+                let outcome = fail(RowStatus::Error, format!("Status change not allowed: {why}"));
+                return Err((row, Disposition::Done(outcome)));
+            }
+        }
+    }
+    if !job.sp.write_is_enabled {
+        return Err((row, Disposition::Done(writes_disabled())));
+    }
+    if let ChangeDetails::CustomerAssignment(req) = &job.details {
+        if let Err(outcome) = customer_assignment::precheck(job, &row, req).await {
+            return Err((row, Disposition::Done(outcome)));
+        }
+    }
+    let imei = ts_options.imei_of(&device.iccid).or(device.imei.clone());
+    let reference = TsDeviceRef { iccid: device.iccid.clone(), imei };
+    if job.may_have_been_sent(&row) {
+        // A worker may have sent this row's request and died before recording it: look before sending again
+        // (an identifier change is looked up by its new ICCID, which exists only once the swap is done).
+        let description = "ThingSpace device list (an earlier attempt may have sent it)";
+        match ts.api.device(&probe_iccid(&job.details, &device.iccid)).await {
+            Ok((state, call)) => {
+                job.log(&row, description, &call, None).await;
+                if already_done(&job.details, target, state.as_ref()) {
+                    let state = state.unwrap_or_default();
+                    let result = CarrierResult {
+                        success: true,
+                        msisdn: state.msisdn,
+                        ip_address: state.ip_address,
+                        reason: None,
+                    };
+                    let mut outcome = finish(job, &row, &result).await;
+                    outcome.details.push_str(" (found done on the carrier: an earlier attempt had sent it)");
+                    return Err((row, Disposition::Done(outcome)));
+                }
+            }
+            Err(f) => {
+                job.log(&row, description, &f.call, Some(&f.reason())).await;
+                let reason = format!("Could not read the device from ThingSpace: {}", f.reason());
+                return Err((row, Disposition::Done(fail(api_failed_or_error(&f), reason))));
+            }
+        }
+    }
+    Ok(Ready { row, device: reference, action, status_id: device.device_status_id })
 }
 
 /// Logs a request whose answer was lost (`f`, ambiguous) for the row and settles the row by reading its device.
@@ -311,12 +315,16 @@ pub(super) async fn submit(
     );
     let mut out = Vec::with_capacity(ready.len());
     if let Some(f) = answer.as_ref().err().filter(|f| f.kind == FailureKind::Ambiguous) {
-        // No answer, or a 5xx: ThingSpace may have taken the request. Never send it again blind; read each device.
-        for r in ready {
-            let outcome = logged_and_settled(job, ts, &r, f, description).await;
-            out.push((r.row, Disposition::Done(outcome)));
-        }
-        return out;
+        // No answer, or a 5xx: ThingSpace may have taken the request. Never send it again blind; read each device
+        // (several at once, as when preparing them).
+        return futures::stream::iter(ready)
+            .map(|r| async move {
+                let outcome = logged_and_settled(job, ts, &r, f, description).await;
+                (r.row, Disposition::Done(outcome))
+            })
+            .buffered(PREPARE_AT_ONCE)
+            .collect()
+            .await;
     }
     for r in ready {
         let answer = answer.as_ref().map(|(id, call)| (id.clone(), call.clone())).map_err(Clone::clone);
