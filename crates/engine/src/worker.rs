@@ -173,13 +173,15 @@ impl LeaseGuard {
         s.first_claimed = Some(s.first_claimed.map_or(at, |c| c.min(at)));
     }
 
-    /// A renewal that started at `at` and succeeded. One that starts after the leases it extends ran out (a lease
-    /// after the previous renewal, or after the first claim) may come too late for any row claimed before it: a
-    /// later claim does not hide that (its rows are new, the old ones are not).
-    pub(crate) fn renewed(&self, at: Instant) {
+    /// A renewal that started at `at` (its new leases run from then) and succeeded at `done`. The database applied
+    /// it somewhere in between, so one that ends after the leases it extends ran out (a lease after the previous
+    /// renewal, or after the first claim) may have come too late for any row claimed before it — another worker
+    /// may have claimed the row meanwhile, and the renewal then extends only the rows still this worker's, without
+    /// saying which. A later claim does not hide that (its rows are new, the old ones are not).
+    pub(crate) fn renewed(&self, at: Instant, done: Instant) {
         let mut s = self.state();
         let covered = s.renewed.or(s.first_claimed);
-        if covered.is_some_and(|c| at > c + self.lease) {
+        if covered.is_some_and(|c| done.max(at) > c + self.lease) {
             s.lapsed_before = Some(at);
         }
         s.renewed = Some(s.renewed.map_or(at, |r| r.max(at)));
@@ -215,7 +217,7 @@ impl Heartbeat {
                 let started = Instant::now();
                 let until = clock.now() + chrono::Duration::from_std(lease).unwrap_or_default();
                 match store.renew_leases(bulk_change_id, &worker, until).await {
-                    Ok(_) => guard.renewed(started),
+                    Ok(_) => guard.renewed(started, Instant::now()),
                     Err(e) => warn!(bulk_change_id, error = %e, "lease renewal failed; the rows may be taken over"),
                 }
             }
@@ -280,8 +282,11 @@ impl Worker {
                     // The claim below takes no PENDING row of a paused bulk change, only rows in flight whose
                     // lease ended (a dead worker's, a carrier's result not come), to be settled.
                     Ok(crate::rollout::Step::Paused) => {}
+                    // The rows not started are cancelled; the claim below takes no PENDING row of an aborted bulk
+                    // change, only rows in flight whose lease ended (a dead worker's, one left by a worker whose
+                    // lease lapsed), to be settled: without it they would stay PROCESSING and the bulk change never
+                    // end.
                     Ok(crate::rollout::Step::Aborted(reason)) => {
-                        exhausted = true;
                         if !cancelled_for_abort {
                             let cancelled = self.store.cancel_rows(bulk.tenant_id, id, &reason, self.clock.now());
                             match driving(&mut working, cancelled).await {
@@ -686,7 +691,7 @@ impl Worker {
         let started = Instant::now();
         let until = self.clock.now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
         match self.store.renew_leases(bulk_change_id, &self.config.worker_id, until).await {
-            Ok(_) => held.guard.renewed(started),
+            Ok(_) => held.guard.renewed(started, Instant::now()),
             Err(e) => warn!(error = %e, "lease renewal before a carrier call failed"),
         }
         held.holds()
@@ -756,12 +761,12 @@ mod lease_guard_tests {
         assert!(guard.holds(t0, at(1_000)), "fresh from its claim");
         assert!(!guard.holds(t0, at(2_500)), "within a third of a lease of its end: not started");
         // Renewals every second keep it.
-        guard.renewed(at(1_000));
-        guard.renewed(at(2_000));
+        guard.renewed(at(1_000), at(1_050));
+        guard.renewed(at(2_000), at(2_050));
         assert!(guard.holds(t0, at(3_500)));
         // The database was slow: the next renewal started after the leases ran out (another worker may hold them
         // now). Rows claimed before are never worked again by this worker, even once renewals succeed.
-        guard.renewed(at(5_500));
+        guard.renewed(at(5_500), at(5_550));
         assert!(!guard.holds(t0, at(5_600)), "claimed before the gap");
         guard.claimed(at(5_700));
         assert!(guard.holds(at(5_700), at(5_800)), "a row claimed after the gap is this worker's");
@@ -769,10 +774,36 @@ mod lease_guard_tests {
         // A claim between renewals does not hide a gap from the rows claimed before it.
         let guard = LeaseGuard::new(lease);
         guard.claimed(t0);
-        guard.renewed(at(1_000));
+        guard.renewed(at(1_000), at(1_050));
         guard.claimed(at(3_000));
-        guard.renewed(at(4_500));
+        guard.renewed(at(4_500), at(4_550));
         assert!(!guard.holds(t0, at(4_600)), "its lease ran out at 4 s, before this renewal");
+    }
+
+    /// A renewal that starts in time but ends after the leases it extends ran out (it waited for a lock, the
+    /// database was slow) may have been applied after another worker claimed a row: that row is not this worker's
+    /// any more, and the renewal does not say which rows it reached. Seen on the T-SQL engine with two worker
+    /// processes and 3 s leases (`rollout::an_abort_rule_trips_once_with_two_workers…`: more writes than rows).
+    #[test]
+    fn a_renewal_that_ends_after_the_leases_ran_out_keeps_no_row_claimed_before_it() {
+        let lease = Duration::from_secs(3);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let guard = LeaseGuard::new(lease);
+        guard.claimed(t0);
+        guard.renewed(at(1_000), at(1_100));
+        // The renewal of 2 s failed; the next started at 3.5 s, before the leases end at 4 s, and answered at 4.2 s.
+        guard.renewed(at(3_500), at(4_200));
+        assert!(!guard.holds(t0, at(4_300)), "claimed before the late renewal");
+        guard.claimed(at(4_400));
+        assert!(guard.holds(at(4_400), at(4_500)), "a row claimed after it is this worker's");
+
+        // The same renewal answered in time keeps them.
+        let guard = LeaseGuard::new(lease);
+        guard.claimed(t0);
+        guard.renewed(at(1_000), at(1_100));
+        guard.renewed(at(3_500), at(3_900));
+        assert!(guard.holds(t0, at(4_300)), "renewed from 3.5 s: holds until 6.5 s");
     }
 }
 

@@ -178,12 +178,49 @@ async fn an_abort_rule_trips_once_with_two_workers_and_cancels_the_rest() {
     assert!(reason.starts_with("aborted: ") && reason.contains("> 10 %"), "{reason}");
     let counts = &done["Counts"];
     let finished = counts["PROCESSED"].as_u64().unwrap_or(0) + counts["API_FAILED"].as_u64().unwrap_or(0);
-    let writes = app.writes().len();
-    println!("abort: writes={writes} finished_rows={finished} cancelled={} reason={reason}", counts["CANCELLED"]);
+    let writes = app.writes();
+    println!(
+        "abort: writes={} finished_rows={finished} cancelled={} reason={reason}",
+        writes.len(),
+        counts["CANCELLED"]
+    );
     assert!(counts["CANCELLED"].as_u64().unwrap_or(0) > 300, "most rows never started: {counts}");
-    assert_eq!(writes as u64, finished, "one write per row that ran");
+    // Each device's writes against its row: a cancelled row was never sent, a processed row's SIM was activated
+    // once, a failed row's SIM never. (A row taken over from a worker whose lease lapsed while its outcome was being
+    // written is sent again by its new holder when the carrier shows nothing done — a refused write, twice: that is
+    // a takeover doing its job, not a change applied twice.)
+    let rows = app.get(&format!("/M2M/BulkChangeStatus/{id}?pageSize=1000"), &app.token).await.1;
+    let state: std::collections::HashMap<&str, &str> = rows["Rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["ICCID"].as_str().unwrap_or_default(), r["Status"].as_str().unwrap_or_default()))
+        .collect();
+    let mut by_device: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for w in &writes {
+        let iccid = w.path.rsplit('/').next().unwrap_or_default();
+        let entry = by_device.entry(iccid).or_default();
+        if w.status == 200 { entry.0 += 1 } else { entry.1 += 1 }
+    }
+    for (iccid, (applied, refused)) in &by_device {
+        let row = state.get(iccid).copied().unwrap_or("none");
+        if applied + refused > 1 {
+            let times: Vec<_> =
+                writes.iter().filter(|w| w.path.ends_with(iccid)).map(|w| (w.status, w.at_ms)).collect();
+            println!("abort: {iccid} ({row}) written {times:?}");
+        }
+        match row {
+            "PROCESSED" => assert_eq!((*applied, *refused), (1, 0), "{iccid}: processed, written {applied}+{refused}"),
+            "API_FAILED" => assert_eq!(*applied, 0, "{iccid}: failed, yet applied {applied} times"),
+            other => panic!("{iccid}: written {applied}+{refused} times for a row {other}"),
+        }
+    }
+    assert_eq!(by_device.len() as u64, finished, "a write for each row that ran");
+    if writes.len() as u64 != finished {
+        println!("abort: {} refused write(s) sent again after a takeover", writes.len() as u64 - finished);
+    }
     // Each worker holds at most a quarter second of the account's pace (25 rows at 100 calls a second).
-    assert!(writes <= 100 + 2 * 25, "{writes} writes for a rule that trips at 100 final rows");
+    assert!(writes.len() <= 100 + 2 * 25, "{} writes for a rule that trips at 100 final rows", writes.len());
     let cancelled = app.get(&format!("/M2M/BulkChangeStatus/{id}?status=CANCELLED&pageSize=5"), &app.token).await.1;
     assert!(cancelled["Rows"][0]["StatusDetails"].as_str().is_some_and(|d| d == reason), "{cancelled}");
     let mails = app.mails(1, Duration::from_secs(10)).await;
@@ -191,6 +228,53 @@ async fn an_abort_rule_trips_once_with_two_workers_and_cancels_the_rest() {
     let mail = std::fs::read_to_string(&mails[0]).expect("mail");
     assert!(mail.contains(&format!("Subject: Bulk change {id} aborted")), "{mail}");
     assert!(mail.contains(&reason), "{mail}");
+}
+
+/// Rows a dead worker held when the abort rule tripped are settled, not left PROCESSING for ever: after an abort
+/// the worker still claims rows in flight whose lease ended (no PENDING row: those are cancelled). Found on the
+/// T-SQL engine (`an_abort_rule_trips_once…`: "not ABORTED in 60 s", 14 rows PROCESSING) where a worker whose lease
+/// lapsed leaves its rows to the next holder.
+#[tokio::test]
+async fn rows_a_dead_worker_held_when_the_abort_tripped_are_settled() {
+    // Every device after the first five is locked: the abort rule trips on the first rows that run.
+    let locked: Vec<String> = (5..60).map(device).collect();
+    let app = TestApp::start(seed(60, 100.0), |c| {
+        c.run_worker = false;
+        c.simulator_faults = Faults { locked_iccids: locked.clone(), ..Faults::default() };
+    })
+    .await;
+    let rule = json!({"AbortWhen": {"FailedPercent": 10, "MinProcessed": 10}});
+    let id = app.accepted(&activation(0..60, rule)).await;
+    // GIVEN a worker that claimed the first five rows (1 s leases) and died before sending anything
+    let store = &*app.stack.store;
+    let now = chrono::Utc::now();
+    let held =
+        engine::ports::Leases::claim_rows(store, id, "dead", 5, Duration::from_secs(1), now).await.expect("claim");
+    assert_eq!(held.len(), 5, "the dead worker's claim");
+    // WHEN a worker runs the bulk change and its abort rule trips
+    let worker = engine::WorkerConfig {
+        worker_id: "live".into(),
+        lease: Duration::from_secs(3),
+        continuation_delay: Duration::from_millis(200),
+        ..engine::WorkerConfig::default()
+    };
+    let _live = app.stack.spawn_worker(worker).expect("worker");
+    // THEN the dead worker's rows are taken over and settled, and the bulk change ends ABORTED
+    let done = app.until_status(id, "ABORTED", Duration::from_secs(30)).await;
+    let counts = &done["Counts"];
+    assert_eq!(counts["PROCESSING"], Value::Null, "{counts}");
+    for iccid in (0..5).map(device) {
+        let status = row_status(&done, &iccid);
+        assert_eq!(status, "PROCESSED", "{iccid}: the dead worker's row, settled: {done}");
+    }
+}
+
+fn row_status<'a>(status: &'a Value, iccid: &str) -> &'a str {
+    status["Rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["ICCID"] == iccid))
+        .and_then(|r| r["Status"].as_str())
+        .unwrap_or("none")
 }
 
 /// `MaxPerMinute` 600 keeps within 5 % of it on the simulator's call record, while a second bulk change on the same

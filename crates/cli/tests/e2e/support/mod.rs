@@ -119,11 +119,19 @@ impl TestApp {
             .env("TEAL_POLL_SECONDS", "1")
             .env("WEBHOOK_TIMEOUT_SECONDS", "1")
             .env("WEBHOOK_RETRY_BASE_MILLISECONDS", "200")
-            .env("RUST_LOG", "error")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("worker process")
+            .env("RUST_LOG", std::env::var("E2E_WORKER_LOG").unwrap_or_else(|_| "error".into()))
+            .stdin(std::process::Stdio::null());
+        // `E2E_WORKER_LOG` (a RUST_LOG filter) and `E2E_WORKER_LOG_DIR`: each worker's log in `<dir>/<name>.log`.
+        if let Some(dir) = std::env::var_os("E2E_WORKER_LOG_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("{name}.log"));
+            match std::fs::File::create(&path) {
+                Ok(file) => {
+                    command.stdout(file);
+                }
+                Err(e) => eprintln!("worker log {}: {e}", path.display()),
+            }
+        }
+        command.kill_on_drop(true).spawn().expect("worker process")
     }
 
     /// The `.eml` files the local notifier wrote, once at least `at_least` are there (or `within` passed).
