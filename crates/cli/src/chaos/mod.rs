@@ -611,9 +611,10 @@ async fn one(seed: u64, opts: &ChaosOptions, sql_server: Option<&str>) -> Result
                 children: Vec::new(),
                 born: Vec::new(),
                 // On SQL Server a worker process takes seconds to log in, and a claim's reads and writes take
-                // seconds more under this load: killed sooner than a lease after it started, a worker would
-                // rarely finish a claim, and no row would move (a Lambda instance lives minutes, not seconds).
-                min_life: if sql_server.is_some() { lease } else { Duration::ZERO },
+                // seconds more under this load: killed within a lease or two of its start, a worker would rarely
+                // finish a claim, and each kill strands its rows for a lease and a grace (a Lambda instance lives
+                // minutes, not seconds).
+                min_life: if sql_server.is_some() { lease * 2 } else { Duration::ZERO },
                 started: 0,
             };
             for _ in 0..n {
