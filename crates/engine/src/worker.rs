@@ -156,6 +156,8 @@ struct LeaseState {
     first_claimed: Option<Instant>,
     /// A renewal started after every lease it was to extend had run out: rows claimed before it may be lost.
     lapsed_before: Option<Instant>,
+    /// Rows were left unworked because their lease might have lapsed (`LeaseGuard::gave_up`).
+    gave_up: bool,
 }
 
 impl LeaseGuard {
@@ -185,6 +187,17 @@ impl LeaseGuard {
             s.lapsed_before = Some(at);
         }
         s.renewed = Some(s.renewed.map_or(at, |r| r.max(at)));
+    }
+
+    /// Rows were left unworked, their lease maybe lapsed. They are still this worker's in the database unless
+    /// another worker took them, so its heartbeat keeps renewing them: the worker must let its leases go (stop
+    /// working the bulk change, its heartbeat with it) for anyone to take them over.
+    pub(crate) fn give_up(&self) {
+        self.state().gave_up = true;
+    }
+
+    pub(crate) fn gave_up(&self) -> bool {
+        self.state().gave_up
     }
 
     /// Whether a row claimed at `claimed_at` surely holds its lease now and for a third of a lease more.
@@ -276,6 +289,12 @@ impl Worker {
         let mut exhausted = false;
         loop {
             let near_deadline = deadline.saturating_duration_since(Instant::now()) < self.config.deadline_margin;
+            // Rows left unworked (their lease maybe lapsed) stay this worker's while its heartbeat runs: claim no
+            // more, and once the rows in hand are done let the leases go (below).
+            let gave_up = guard.gave_up();
+            if gave_up {
+                exhausted = true;
+            }
             if !exhausted && !near_deadline && working.len() <= cap / 2 && rollout.gates_claims() {
                 match crate::rollout::before_claim(self.store.as_ref(), id, &rollout, self.clock.now()).await {
                     Ok(crate::rollout::Step::Go) => {}
@@ -329,7 +348,17 @@ impl Worker {
             if working.next().await.is_some() {
                 continue;
             }
-            // Nothing in hand: the deadline is near, or no row is left to claim.
+            // Nothing in hand: the deadline is near, rows were left unworked, or no row is left to claim.
+            if gave_up {
+                // The heartbeat stops with this message; once the leases have run out the next message (or another
+                // worker) takes the rows over, reading the carrier before sending anything again.
+                warn!("rows left unworked, their leases maybe lapsed; letting the leases go and continuing later");
+                if message.helper {
+                    return Ok(Handled::Helped);
+                }
+                self.continue_later(message, self.config.lease + Duration::from_secs(1)).await?;
+                return Ok(Handled::Continued);
+            }
             if near_deadline {
                 if message.helper {
                     return Ok(Handled::Helped);
@@ -694,7 +723,11 @@ impl Worker {
             Ok(_) => held.guard.renewed(started, Instant::now()),
             Err(e) => warn!(error = %e, "lease renewal before a carrier call failed"),
         }
-        held.holds()
+        let holds = held.holds();
+        if !holds {
+            held.guard.give_up();
+        }
+        holds
     }
 
     async fn notify_failures(&self, bulk: &BulkChange) {
