@@ -352,8 +352,12 @@ async fn device_action(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let accepted = accept_action(&state, action, &headers, body);
-    answer(state, accepted).await
+    let add = action == "add";
+    match accept_action(&state, action, &headers, body) {
+        // Adding to inventory answers at once, after the devices were added: the write faults apply to its answer.
+        Ok(added) if add && added.status().is_success() => state.harness.after_write(added).await,
+        accepted => answer(state, accepted).await,
+    }
 }
 
 /// An immediate answer as it is; an accepted asynchronous request answers its `requestId` and delivers its

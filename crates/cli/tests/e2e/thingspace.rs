@@ -684,6 +684,21 @@ async fn a_sim_swap_whose_answer_is_lost_is_read_back_and_never_sent_twice() {
     );
 }
 
+/// An INVENTORY device's add whose answer was lost (ThingSpace added it, then a 502): the device is read, found
+/// listed, and activated; the add is not sent again and the row does not say the add failed.
+#[tokio::test]
+async fn an_add_to_inventory_whose_answer_is_lost_is_read_back_and_the_device_activated() {
+    let app = spawn_with(|_| {}).await;
+    app.sim().state.harness.set_faults(simulators::Faults { apply_then_fail_next_writes: 1, ..Default::default() });
+    let status = app.wait_final(app.accepted(&activation(&[inventory(0)])).await).await;
+    assert_eq!(app.calls("POST", "/devices/actions/add").len(), 1, "the add is not sent again: {status}");
+    assert_eq!(status["Counts"]["PROCESSED"], 1, "added, then activated: {status}");
+    assert_eq!(app.calls("POST", "/devices/actions/activate").len(), 1);
+    assert_eq!(app.device(&inventory(0)).await.device_status_id, 401, "ThingSpace ACTIVE");
+    let logs = app.stack.store.logs(1, status["BulkChangeId"].as_i64().expect("id")).await.expect("logs");
+    assert!(logs.iter().any(|l| l.description == "ThingSpace device list (the add's answer was lost)"), "{logs:?}");
+}
+
 /// `make chaos SEED=114` (before the fix): an ICCID swap answered 502 left our database on the old SIM while
 /// ThingSpace moved the device to the new one; an activation of the old ICCID, which our database has as active,
 /// found ThingSpace not listing it, took it for a new device and added the old SIM back: two devices of one line.

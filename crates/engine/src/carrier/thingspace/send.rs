@@ -169,6 +169,40 @@ async fn prepare(
     Ok(Ready { row, device: reference, action, status_id: device.device_status_id })
 }
 
+/// Whether ThingSpace lists a device whose add to inventory got no usable answer (`lost`); else the row's
+/// outcome, which says what the read found.
+async fn added_after_a_lost_answer(
+    job: &Job,
+    ts: &ThingSpace,
+    r: &Ready,
+    lost: &CarrierFailure,
+) -> Result<(), RowOutcome> {
+    let description = "ThingSpace device list (the add's answer was lost)";
+    match ts.api.device(&r.device.iccid).await {
+        Ok((Some(_), call)) => {
+            job.log(&r.row, description, &call, None).await;
+            Ok(())
+        }
+        Ok((None, call)) => {
+            job.log(&r.row, description, &call, None).await;
+            let reason = format!(
+                "{}; ThingSpace does not list the device yet but may still add it: check the device before a retry",
+                lost.reason()
+            );
+            Err(fail(RowStatus::ApiFailed, reason))
+        }
+        Err(read) => {
+            job.log(&r.row, description, &read.call, Some(&read.reason())).await;
+            let reason = format!(
+                "{}; the device could not be read to see whether ThingSpace added it ({}): check it before a retry",
+                lost.reason(),
+                read.reason()
+            );
+            Err(fail(RowStatus::ApiFailed, reason))
+        }
+    }
+}
+
 /// Logs a request whose answer was lost (`f`, ambiguous) for the row and settles the row by reading its device.
 async fn logged_and_settled(
     job: &Job,
@@ -382,9 +416,26 @@ pub(super) async fn send_status(
                 }
             }
             Err(f) => {
-                for r in to_add {
+                for mut r in to_add {
                     job.log(&r.row, "ThingSpace Add Device to Inventory", &f.call, Some(&f.reason())).await;
-                    out.push((r.row, Disposition::Done(fail(api_failed_or_error(&f), f.reason()))));
+                    if f.kind != FailureKind::Ambiguous {
+                        out.push((r.row, Disposition::Done(fail(api_failed_or_error(&f), f.reason()))));
+                        continue;
+                    }
+                    // The answer was lost (ThingSpace may have added it): read the device rather than say failed.
+                    match added_after_a_lost_answer(job, ts, &r, &f).await {
+                        Ok(()) if r.action == Some(TsAction::AddThenActivate) => {
+                            r.action = Some(TsAction::Activate);
+                            next.push(r);
+                        }
+                        Ok(()) => {
+                            let result = CarrierResult { success: true, ..Default::default() };
+                            let mut outcome = finish(job, &r.row, &result).await;
+                            outcome.details.push_str(" (confirmed on the carrier after its answer was lost)");
+                            out.push((r.row, Disposition::Done(outcome)));
+                        }
+                        Err(outcome) => out.push((r.row, Disposition::Done(outcome))),
+                    }
                 }
             }
         }
